@@ -1,0 +1,8 @@
+// gpunix's public embedded API. Stable: later tools and checks use it.
+export { createKernel, Kernel, ProcessHandle } from './kernel/kernel.js';
+export type { KernelOptions, SpawnOptions, KernelStats, DeviceStats, DeviceDescription } from './kernel/kernel.js';
+export type { ProcessRecord, ProcessState, ExitStatus, ExitReason, ProcessAccounting } from './kernel/proc.js';
+export type { PriorityClass } from './params.js';
+export { GpunixError, ErrorCodes } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { installGlobals, runInProcess } from './vgpu/globals.js';

@@ -1,0 +1,282 @@
+// The embedded kernel: the process table, the devices and their dispatchers, and the public API
+// (spawn, ps, kill, wait, stats, shutdown). Control enters here whether embedded or, later, remote.
+
+import { openDevices } from '../device/adapters.js';
+import type { AdapterDescription, PhysicalDevice } from '../device/physicalDevice.js';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import {
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MEMORY_BUDGET_BYTES,
+  DEFAULT_TENANT,
+  EXITED_PROCESS_RETENTION,
+  MEMORY_BUDGET_ENV,
+  parseBytes,
+  PRIORITY_CLASSES,
+  PriorityClass,
+} from '../params.js';
+import type { VirtualDevice } from '../vgpu/device.js';
+import { VirtualGPU } from '../vgpu/gpu.js';
+import type { ProcessHost } from '../vgpu/host.js';
+import { Dispatcher } from './dispatch.js';
+import { LiveCounts, ResourceKind } from './ledger.js';
+import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
+
+export interface KernelOptions {
+  /** How many real devices to open, cycling over the adapters (default: one per adapter). */
+  devices?: number;
+  /** Memory budget per device: bytes, or a string such as "512M" (default 4 GiB, or $GPUNIX_MEMORY_BUDGET). */
+  memoryBudget?: number | string;
+  /** Most unfinished fences per device (default 8). */
+  maxInFlight?: number;
+  /** Encode every command buffer afresh from the kernel's record at execution (default false). */
+  reencodeCommandBuffers?: boolean;
+}
+
+export interface SpawnOptions {
+  name?: string;
+  priority?: PriorityClass;
+}
+
+export interface DeviceStats {
+  id: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  budgetBytes: number;
+  usedBytes: number;
+  /** Fraction of the kernel's lifetime the device spent on processes' work. */
+  utilization: number;
+  lost: string | null;
+}
+
+export interface KernelStats {
+  processes: { total: number; byState: Record<ProcessState, number> };
+  liveObjects: { total: number; byKind: Record<ResourceKind, number> };
+  bytesAllocated: number;
+  devices: DeviceStats[];
+}
+
+export interface DeviceDescription extends AdapterDescription {
+  id: string;
+  budgetBytes: number;
+}
+
+/** What a program holds for one of its processes. */
+export class ProcessHandle {
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly proc: Proc,
+    private readonly virtualGpu: VirtualGPU,
+  ) {}
+  /** The process's `navigator.gpu`, typed as WebGPU's GPU: programs use it as they would Dawn's. */
+  get gpu(): GPU {
+    return this.virtualGpu as unknown as GPU;
+  }
+  get pid(): number {
+    return this.proc.pid;
+  }
+  get name(): string {
+    return this.proc.name;
+  }
+  get state(): ProcessState {
+    return this.proc.state;
+  }
+  record(): ProcessRecord {
+    return this.proc.record();
+  }
+  /** Ends the process normally once its queued work has finished; releases everything it holds. */
+  exit(code = 0): Promise<ExitStatus> {
+    return this.kernel.exitProcess(this.proc, code);
+  }
+  kill(): Promise<ExitStatus> {
+    return this.kernel.kill(this.proc.pid);
+  }
+  /** Resolves with the exit status when the process ends, however it ends. */
+  wait(): Promise<ExitStatus> {
+    return this.proc.exited;
+  }
+}
+
+function resolveBudget(option: number | string | undefined): number {
+  const raw = option ?? process.env[MEMORY_BUDGET_ENV];
+  if (raw === undefined || raw === '') return DEFAULT_MEMORY_BUDGET_BYTES;
+  const bytes = typeof raw === 'number' ? raw : (() => {
+    try {
+      return parseBytes(raw);
+    } catch (error) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `memoryBudget: ${(error as Error).message}`);
+    }
+  })();
+  if (!Number.isFinite(bytes) || bytes <= 0) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `memoryBudget must be a positive byte count, got ${String(raw)}`);
+  }
+  return bytes;
+}
+
+export class Kernel {
+  private readonly procs = new Map<number, Proc>();
+  private readonly dispatchers = new Map<PhysicalDevice, Dispatcher>();
+  private readonly virtualDevices = new Map<PhysicalDevice, Set<VirtualDevice>>();
+  private readonly live = new LiveCounts();
+  private nextPid = 1;
+  private down = false;
+
+  constructor(
+    readonly devices: readonly PhysicalDevice[],
+    private readonly options: Required<Pick<KernelOptions, 'maxInFlight' | 'reencodeCommandBuffers'>>,
+  ) {
+    for (const device of devices) {
+      this.dispatchers.set(device, new Dispatcher(device, options.maxInFlight));
+      this.virtualDevices.set(device, new Set());
+      device.device.lost.then((info) => {
+        for (const vdevice of this.virtualDevices.get(device) ?? []) vdevice.lose('unknown', `gpunix: device ${device.id} was lost: ${info.message}`);
+      });
+    }
+  }
+
+  /** Starts a process. Its program reaches the GPU only through `handle.gpu`. */
+  async spawn(options: SpawnOptions = {}): Promise<ProcessHandle> {
+    this.assertUp();
+    const priority = options.priority ?? 'normal';
+    if (!PRIORITY_CLASSES.includes(priority)) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(priority)}`);
+    }
+    const pid = this.nextPid++;
+    const proc = new Proc(pid, options.name ?? `proc${pid}`, DEFAULT_TENANT, priority, this.live);
+    this.procs.set(pid, proc);
+    this.trimExited();
+    return new ProcessHandle(this, proc, new VirtualGPU(this.hostFor(proc)));
+  }
+
+  private hostFor(proc: Proc): ProcessHost {
+    return {
+      proc,
+      reencodeCommandBuffers: this.options.reencodeCommandBuffers,
+      chooseDevice: (options) => this.chooseDevice(options),
+      dispatcherFor: (device) => this.dispatchers.get(device)!,
+      adopt: (vdevice) => {
+        const set = this.virtualDevices.get(vdevice.physical)!;
+        set.add(vdevice);
+        vdevice.lost.then(() => set.delete(vdevice));
+        proc.onEnd.add((status) => vdevice.lose('unknown', `gpunix: process ${proc.pid} exited (${status.reason})`));
+      },
+    };
+  }
+
+  /** Placement: the live device with the most free budget; a fallback adapter only when asked. */
+  private chooseDevice(options: GPURequestAdapterOptions | undefined): PhysicalDevice | null {
+    const candidates = this.devices.filter(
+      (d) => d.lostReason === null && (!options?.forceFallbackAdapter || d.adapter.isFallbackAdapter),
+    );
+    if (candidates.length === 0) return null;
+    return candidates.reduce((best, d) => (d.budgetBytes - d.usedBytes > best.budgetBytes - best.usedBytes ? d : best));
+  }
+
+  /** Every process the table holds, live ones and recently exited ones not yet waited for. */
+  ps(): ProcessRecord[] {
+    return [...this.procs.values()].map((p) => p.record());
+  }
+
+  private lookup(pid: number): Proc {
+    const proc = this.procs.get(pid);
+    if (!proc) throw new GpunixError(ErrorCodes.NO_SUCH_PROCESS, `no process with pid ${pid}`);
+    return proc;
+  }
+
+  /** Kills a process: its queued work is dropped, its devices turn lost, everything it holds is freed. */
+  async kill(pid: number): Promise<ExitStatus> {
+    const proc = this.lookup(pid);
+    this.terminate(proc, { code: 137, reason: 'killed', message: `killed by the kernel` });
+    await this.settle(proc);
+    return proc.exit!;
+  }
+
+  /** Waits for a process to end and removes it from the table; returns its exit status. */
+  async wait(pid: number): Promise<ExitStatus> {
+    const proc = this.lookup(pid);
+    const status = await proc.exited;
+    this.procs.delete(pid);
+    return status;
+  }
+
+  /** The graceful end: queued work finishes first. */
+  async exitProcess(proc: Proc, code: number): Promise<ExitStatus> {
+    if (!proc.alive) return proc.exit!;
+    await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
+    proc.end({ code, reason: code === 0 ? 'normal' : 'error' });
+    await this.settle(proc);
+    return proc.exit!;
+  }
+
+  private terminate(proc: Proc, status: ExitStatus): void {
+    if (!proc.alive) return;
+    for (const dispatcher of this.dispatchers.values()) dispatcher.cancelAll(proc);
+    proc.end(status);
+  }
+
+  /** Waits until work the process had already put on a device has completed. */
+  private async settle(proc: Proc): Promise<void> {
+    await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
+  }
+
+  stats(): KernelStats {
+    const byState: Record<ProcessState, number> = { ready: 0, running: 0, waiting: 0, exited: 0 };
+    for (const proc of this.procs.values()) byState[proc.state]++;
+    return {
+      processes: { total: this.procs.size, byState },
+      liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
+      bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes, 0),
+      devices: this.devices.map((d) => ({
+        id: d.id,
+        description: d.adapter.description,
+        isFallbackAdapter: d.adapter.isFallbackAdapter,
+        budgetBytes: d.budgetBytes,
+        usedBytes: d.usedBytes,
+        utilization: this.dispatchers.get(d)!.utilization(),
+        lost: d.lostReason,
+      })),
+    };
+  }
+
+  describeDevices(): DeviceDescription[] {
+    return this.devices.map((d) => ({ id: d.id, budgetBytes: d.budgetBytes, ...d.adapter }));
+  }
+
+  /** Ends every process, waits for the devices to go idle, and closes them. Idempotent. */
+  async shutdown(): Promise<void> {
+    if (this.down) return;
+    this.down = true;
+    for (const proc of this.procs.values()) {
+      this.terminate(proc, { code: 143, reason: 'kernel-shutdown', message: 'the kernel shut down' });
+    }
+    await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(null)));
+    for (const device of this.devices) device.destroy();
+  }
+
+  get isShutdown(): boolean {
+    return this.down;
+  }
+
+  private assertUp(): void {
+    if (this.down) throw new GpunixError(ErrorCodes.SHUTDOWN, 'the kernel has shut down');
+  }
+
+  /** Keeps at most EXITED_PROCESS_RETENTION exited processes listed; the oldest go first. */
+  private trimExited(): void {
+    const exited = [...this.procs.values()].filter((p) => !p.alive);
+    for (const proc of exited.slice(0, Math.max(0, exited.length - EXITED_PROCESS_RETENTION))) this.procs.delete(proc.pid);
+  }
+}
+
+/** Opens the machine's devices and returns a kernel that owns them. */
+export async function createKernel(options: KernelOptions = {}): Promise<Kernel> {
+  const budgetBytes = resolveBudget(options.memoryBudget);
+  const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+  if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `maxInFlight must be a positive integer, got ${String(options.maxInFlight)}`);
+  }
+  if (options.devices !== undefined && (!Number.isInteger(options.devices) || options.devices < 1)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `devices must be a positive integer, got ${String(options.devices)}`);
+  }
+  const devices = await openDevices({ count: options.devices, budgetBytes });
+  return new Kernel(devices, { maxInFlight, reencodeCommandBuffers: options.reencodeCommandBuffers ?? false });
+}

@@ -1,0 +1,139 @@
+// The process record: identity, a closed set of states, exit status, and accounting. State is
+// derived from what the process has queued and in flight, except `exited`, which is final.
+
+import type { PriorityClass } from '../params.js';
+import { LiveCounts, ResourceLedger } from './ledger.js';
+
+/**
+ * ready:   GPU work queued, waiting for the device
+ * running: GPU work executing on a device
+ * waiting: no GPU work pending (the program is on the CPU, or idle)
+ * exited:  final; every resource released; the exit status says why
+ */
+export type ProcessState = 'ready' | 'running' | 'waiting' | 'exited';
+
+export type ExitReason =
+  | 'normal' // the program finished, or called exit()
+  | 'error' // the program threw, or exited with a non-zero code
+  | 'killed' // kernel.kill()
+  | 'out-of-memory'
+  | 'device-lost'
+  | 'kernel-shutdown';
+
+export interface ExitStatus {
+  code: number;
+  reason: ExitReason;
+  message?: string;
+}
+
+/** What a process has cost, measured by the kernel. */
+export interface ProcessAccounting {
+  /** Device time attributed to this process, from the device's completion signals (ns). */
+  gpuTimeNs: number;
+  /** Device memory the process holds now (bytes). */
+  bytesAllocated: number;
+  peakBytesAllocated: number;
+  dispatches: number;
+  indirectDispatches: number;
+  submits: number;
+  bufferWrites: number;
+}
+
+/** A row of `kernel.ps()`: a snapshot, safe to keep. */
+export interface ProcessRecord {
+  pid: number;
+  name: string;
+  tenant: string;
+  priority: PriorityClass;
+  state: ProcessState;
+  startedAt: number;
+  endedAt: number | null;
+  exit: ExitStatus | null;
+  liveObjects: number;
+  accounting: ProcessAccounting;
+}
+
+export class Proc {
+  // kernel/proc: identity
+  readonly startedAt = Date.now();
+  endedAt: number | null = null;
+  exit: ExitStatus | null = null;
+
+  // kernel/dispatch: work this process has given the dispatcher
+  queuedItems = 0;
+  inFlightGroups = 0;
+
+  // kernel/ledger: the real objects it holds
+  readonly ledger: ResourceLedger;
+
+  // kernel/dispatch + vgpu: what it has cost
+  gpuTimeNs = 0;
+  dispatches = 0;
+  indirectDispatches = 0;
+  submits = 0;
+  bufferWrites = 0;
+
+  /** Resolves with the exit status once the process has exited and released everything. */
+  readonly exited: Promise<ExitStatus>;
+  private resolveExited!: (status: ExitStatus) => void;
+
+  /** Run when the process ends (kill or exit): the virtual devices turn lost and free their objects. */
+  readonly onEnd = new Set<(status: ExitStatus) => void>();
+
+  constructor(
+    readonly pid: number,
+    readonly name: string,
+    readonly tenant: string,
+    public priority: PriorityClass,
+    live: LiveCounts,
+  ) {
+    this.ledger = new ResourceLedger(live);
+    this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+  }
+
+  get alive(): boolean {
+    return this.exit === null;
+  }
+
+  get state(): ProcessState {
+    if (this.exit) return 'exited';
+    if (this.inFlightGroups > 0) return 'running';
+    if (this.queuedItems > 0) return 'ready';
+    return 'waiting';
+  }
+
+  /** The one transition into `exited`: records the status, releases everything, wakes waiters. */
+  end(status: ExitStatus): boolean {
+    if (this.exit) return false;
+    this.exit = status;
+    this.endedAt = Date.now();
+    for (const hook of this.onEnd) hook(status);
+    this.onEnd.clear();
+    this.ledger.releaseAll();
+    this.resolveExited(status);
+    return true;
+  }
+
+  record(): ProcessRecord {
+    return {
+      pid: this.pid,
+      name: this.name,
+      tenant: this.tenant,
+      priority: this.priority,
+      state: this.state,
+      startedAt: this.startedAt,
+      endedAt: this.endedAt,
+      exit: this.exit ? { ...this.exit } : null,
+      liveObjects: this.ledger.size,
+      accounting: {
+        gpuTimeNs: this.gpuTimeNs,
+        bytesAllocated: this.ledger.bytes,
+        peakBytesAllocated: this.ledger.peakBytes,
+        dispatches: this.dispatches,
+        indirectDispatches: this.indirectDispatches,
+        submits: this.submits,
+        bufferWrites: this.bufferWrites,
+      },
+    };
+  }
+}

@@ -1,0 +1,82 @@
+// Every limit and default of gpunix in one place. Documented in docs/configuration.md.
+
+const GiB = 1024 ** 3;
+
+/** Default per-device memory budget: what the kernel lets all processes allocate on one device. */
+export const DEFAULT_MEMORY_BUDGET_BYTES = 4 * GiB;
+
+/** Environment variable that overrides the default memory budget (bytes, or with a K/M/G suffix). */
+export const MEMORY_BUDGET_ENV = 'GPUNIX_MEMORY_BUDGET';
+
+/**
+ * Dawn toggles the kernel sets on every device it opens. Only the kernel chooses toggles: a program
+ * never reaches `create()` (a toggle such as disable_robustness would undo isolation).
+ * Unquantized timestamps let the kernel measure short GPU work exactly.
+ */
+export const KERNEL_DAWN_OPTIONS: readonly string[] = ['disable-dawn-features=timestamp_quantization'];
+
+/**
+ * Most unfinished fences (points in the device's queue where ownership changes hands) the
+ * dispatcher lets one device hold before it stops feeding more work. Small enough that a later
+ * scheduler can reorder what waits; large enough that the device never idles between submits.
+ */
+export const DEFAULT_MAX_IN_FLIGHT = 8;
+
+/** How many exited processes `ps()` keeps listing (like zombies) until they are waited for. */
+export const EXITED_PROCESS_RETENTION = 64;
+
+/** The priority classes, strongest first. */
+export const PRIORITY_CLASSES = ['realtime', 'normal', 'batch'] as const;
+export type PriorityClass = (typeof PRIORITY_CLASSES)[number];
+
+/** The one tenant that exists until tenants arrive with the daemon. */
+export const DEFAULT_TENANT = 'default';
+
+/**
+ * WebGPU's default limits (spec §limits), which a virtual device reports unless the program
+ * asks for better ones in requestDevice. The real device is opened with the adapter's limits so
+ * that any program's request can be granted; gpunix enforces the program's own limits where
+ * they decide validity (see docs/vgpu.md, "Limits").
+ */
+export const WEBGPU_DEFAULT_LIMITS: Readonly<Record<string, number>> = {
+  maxTextureDimension1D: 8192,
+  maxTextureDimension2D: 8192,
+  maxTextureDimension3D: 2048,
+  maxTextureArrayLayers: 256,
+  maxBindGroups: 4,
+  maxBindGroupsPlusVertexBuffers: 24,
+  maxBindingsPerBindGroup: 1000,
+  maxDynamicUniformBuffersPerPipelineLayout: 8,
+  maxDynamicStorageBuffersPerPipelineLayout: 4,
+  maxSampledTexturesPerShaderStage: 16,
+  maxSamplersPerShaderStage: 16,
+  maxStorageBuffersPerShaderStage: 8,
+  maxStorageTexturesPerShaderStage: 4,
+  maxUniformBuffersPerShaderStage: 12,
+  maxUniformBufferBindingSize: 65536,
+  maxStorageBufferBindingSize: 134217728,
+  minUniformBufferOffsetAlignment: 256,
+  minStorageBufferOffsetAlignment: 256,
+  maxVertexBuffers: 8,
+  maxBufferSize: 268435456,
+  maxVertexAttributes: 16,
+  maxVertexBufferArrayStride: 2048,
+  maxInterStageShaderVariables: 16,
+  maxColorAttachments: 8,
+  maxColorAttachmentBytesPerSample: 32,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupSizeY: 256,
+  maxComputeWorkgroupSizeZ: 64,
+  maxComputeWorkgroupsPerDimension: 65535,
+  maxImmediateSize: 64,
+};
+
+/** Parses a byte count such as `1073741824`, `512M` or `4G`; throws on anything else. */
+export function parseBytes(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(text);
+  if (!m) throw new Error(`not a byte count: ${JSON.stringify(text)} (use e.g. 512M or 4G)`);
+  const scale: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+  return Math.floor(Number(m[1]) * scale[m[2].toLowerCase()]);
+}

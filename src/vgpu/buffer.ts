@@ -1,0 +1,117 @@
+// A process's buffer: the kernel's record of size, usage, label and mapping, in front of its own
+// real GPUBuffer (never shared with another process). Operations that WebGPU orders after earlier
+// queue work (mapAsync, destroy) go through the dispatcher so they stay in the program's order.
+
+import type { WorkItem } from '../kernel/dispatch.js';
+import type { VirtualDevice } from './device.js';
+import { REAL, VirtualObject } from './object.js';
+
+interface QueuedMap {
+  item: WorkItem;
+  aborted: boolean;
+  reject: (reason: unknown) => void;
+}
+
+export class VirtualBuffer extends VirtualObject<GPUBuffer> {
+  readonly size: number;
+  readonly usage: number;
+  /** Ledger token while the kernel counts this buffer's memory; null once released. */
+  ledgerToken: object | null = null;
+  private destroyed = false;
+  /** mapAsync calls the dispatcher has not reached yet: the buffer reads as 'pending'. */
+  private readonly queuedMaps: QueuedMap[] = [];
+
+  constructor(
+    private readonly device: VirtualDevice,
+    private real: GPUBuffer,
+    descriptor: GPUBufferDescriptor,
+  ) {
+    super(descriptor.label);
+    this.size = real.size;
+    this.usage = real.usage;
+  }
+
+  get [REAL](): GPUBuffer {
+    return this.real;
+  }
+
+  get mapState(): GPUBufferMapState {
+    if (this.queuedMaps.length > 0) return 'pending';
+    return this.real.mapState;
+  }
+
+  mapAsync(mode: GPUMapModeFlags, offset?: number, size?: number): Promise<undefined> {
+    if (this.device.isLost) {
+      return Promise.reject(new DOMException('device is lost', 'OperationError'));
+    }
+    const target = this.device.errorTarget();
+    return new Promise<undefined>((resolve, reject) => {
+      const entry: QueuedMap = { item: null as unknown as WorkItem, aborted: false, reject };
+      entry.item = {
+        owner: this.device.proc,
+        usesDevice: false,
+        run: () => {
+          this.queuedMaps.splice(this.queuedMaps.indexOf(entry), 1);
+          if (entry.aborted) return;
+          let mapping: Promise<undefined>;
+          try {
+            mapping = this.device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
+          } catch (thrown) {
+            reject(thrown);
+            return;
+          }
+          mapping.then(resolve, reject);
+        },
+        cancel: () => {
+          this.queuedMaps.splice(this.queuedMaps.indexOf(entry), 1);
+          if (!entry.aborted) reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
+        },
+      };
+      this.queuedMaps.push(entry);
+      this.device.dispatcher.enqueue(entry.item);
+    });
+  }
+
+  getMappedRange(offset?: number, size?: number): ArrayBuffer {
+    if (this.queuedMaps.length > 0 || this.destroyed) {
+      throw new DOMException('getMappedRange called on a buffer that is not mapped', 'OperationError');
+    }
+    return this.real.getMappedRange(offset, size);
+  }
+
+  unmap(): void {
+    this.abortQueuedMaps('unmap');
+    this.real.unmap();
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.abortQueuedMaps('destroy');
+    const token = this.ledgerToken;
+    this.ledgerToken = null;
+    const proc = this.device.proc;
+    // Work the program submitted before destroy() may not have reached the device yet: the real
+    // buffer goes when the dispatcher gets here, in the program's order.
+    this.device.dispatcher.enqueue({
+      owner: proc,
+      usesDevice: false,
+      run: () => {
+        if (token) proc.ledger.release(token, true);
+        else this.real.destroy();
+      },
+      cancel: () => {
+        if (token) proc.ledger.release(token, true);
+        else this.real.destroy();
+      },
+    });
+  }
+
+  private abortQueuedMaps(by: string): void {
+    for (const entry of this.queuedMaps) {
+      if (entry.aborted) continue;
+      entry.aborted = true;
+      entry.reject(new DOMException(`mapAsync aborted by ${by}() before it completed`, 'AbortError'));
+    }
+  }
+}

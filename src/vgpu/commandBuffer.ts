@@ -1,0 +1,78 @@
+// A finished command buffer: the kernel's record of what the program encoded, which the
+// dispatcher executes. The record, not a real command buffer, is the truth: the kernel can encode
+// it afresh against whatever real objects stand behind the virtual ones at execution time.
+
+import { REAL, unwrap, VirtualObject } from './object.js';
+
+export type PassOp =
+  | 'setPipeline'
+  | 'setBindGroup'
+  | 'dispatchWorkgroups'
+  | 'dispatchWorkgroupsIndirect'
+  | 'setImmediates'
+  | 'pushDebugGroup'
+  | 'popDebugGroup'
+  | 'insertDebugMarker';
+
+export type EncoderOp =
+  | 'copyBufferToBuffer'
+  | 'clearBuffer'
+  | 'resolveQuerySet'
+  | 'pushDebugGroup'
+  | 'popDebugGroup'
+  | 'insertDebugMarker';
+
+export interface PassCommand {
+  op: PassOp;
+  args: unknown[];
+}
+
+export type RecordedCommand =
+  | { op: 'computePass'; descriptor: GPUComputePassDescriptor | undefined; commands: PassCommand[] }
+  | { op: EncoderOp; args: unknown[] };
+
+/** What Dawn should see for a program's compute pass descriptor. */
+export function realPassDescriptor(descriptor: GPUComputePassDescriptor | undefined): GPUComputePassDescriptor | undefined {
+  if (!descriptor?.timestampWrites) return descriptor;
+  return { ...descriptor, timestampWrites: { ...descriptor.timestampWrites, querySet: unwrap(descriptor.timestampWrites.querySet) } };
+}
+
+export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
+  /** Set by the first queue.submit(): WebGPU lets a command buffer be submitted once. */
+  submitted = false;
+
+  constructor(
+    private readonly checked: GPUCommandBuffer,
+    readonly commands: readonly RecordedCommand[],
+    label: string | undefined,
+    /** Resolves true when finish() raised no error, i.e. the record is valid to execute. */
+    readonly valid: Promise<boolean>,
+    readonly dispatches: number,
+    readonly indirectDispatches: number,
+  ) {
+    super(label);
+  }
+
+  /** The encoding Dawn checked at finish(): submitting it is exact when nothing was replaced. */
+  get [REAL](): GPUCommandBuffer {
+    return this.checked;
+  }
+
+  /** Encodes the record afresh on `device`, against the real objects behind it now. */
+  encode(device: GPUDevice): GPUCommandBuffer {
+    const encoder = device.createCommandEncoder({ label: this.label });
+    for (const command of this.commands) {
+      if (command.op === 'computePass') {
+        const pass = encoder.beginComputePass(realPassDescriptor(command.descriptor)) as unknown as Record<
+          string,
+          (...args: unknown[]) => void
+        >;
+        for (const passCommand of command.commands) pass[passCommand.op](...passCommand.args.map(unwrap));
+        pass.end();
+      } else {
+        (encoder as unknown as Record<string, (...args: unknown[]) => void>)[command.op](...command.args.map(unwrap));
+      }
+    }
+    return encoder.finish({ label: this.label });
+  }
+}

@@ -1,0 +1,304 @@
+// The GPUDevice a process sees. It stands on one of the kernel's physical devices, shared with
+// other processes; every real call it makes is wrapped so that its errors reach only this device's
+// scopes, and every object it creates is the process's own and is counted in its ledger.
+
+import type { PhysicalDevice } from '../device/physicalDevice.js';
+import type { Dispatcher } from '../kernel/dispatch.js';
+import type { ResourceKind } from '../kernel/ledger.js';
+import type { Proc } from '../kernel/proc.js';
+import { unsupported } from '../errors.js';
+import { VirtualBindGroup } from './bindGroup.js';
+import { VirtualBuffer } from './buffer.js';
+import { VirtualCommandEncoder } from './commandEncoder.js';
+import { VirtualComputePipeline } from './computePipeline.js';
+import { ErrorScopes, ErrorTarget } from './errorScopes.js';
+import type { ProcessHost } from './host.js';
+import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
+import { unwrap } from './object.js';
+import { VirtualQuerySet } from './querySet.js';
+import { VirtualQueue } from './queue.js';
+import { VirtualShaderModule } from './shaderModule.js';
+import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
+
+export interface DeviceLostInfo {
+  readonly reason: GPUDeviceLostReason;
+  readonly message: string;
+}
+
+export class VirtualDevice extends EventTarget {
+  label: string;
+  readonly queue: VirtualQueue;
+  readonly features: ReadonlySet<string>;
+  readonly limits: Readonly<Record<string, number>>;
+  readonly adapterInfo: GPUAdapterInfo;
+  readonly lost: Promise<DeviceLostInfo>;
+  onuncapturederror: ((event: Event) => void) | null = null;
+
+  readonly dispatcher: Dispatcher;
+  isLost = false;
+  private resolveLost!: (info: DeviceLostInfo) => void;
+  private readonly scopes: ErrorScopes;
+
+  constructor(
+    readonly host: ProcessHost,
+    readonly physical: PhysicalDevice,
+    features: ReadonlySet<string>,
+    limits: Readonly<Record<string, number>>,
+    adapterInfo: GPUAdapterInfo,
+    descriptor: GPUDeviceDescriptor | undefined,
+  ) {
+    super();
+    this.label = descriptor?.label ?? '';
+    this.features = features;
+    this.limits = limits;
+    this.adapterInfo = adapterInfo;
+    this.dispatcher = host.dispatcherFor(physical);
+    this.queue = new VirtualQueue(this);
+    if (descriptor?.defaultQueue?.label) this.queue.label = descriptor.defaultQueue.label;
+    this.lost = new Promise((resolve) => (this.resolveLost = resolve));
+    this.scopes = new ErrorScopes((error) => this.dispatchUncaptured(error));
+  }
+
+  get proc(): Proc {
+    return this.host.proc;
+  }
+
+  // ---- error plumbing -------------------------------------------------------------------------
+
+  errorTarget(): ErrorTarget {
+    return this.scopes.target();
+  }
+
+  /** Makes a real call now; its errors go to the scopes current now. */
+  call<T>(realCall: () => T): T {
+    return this.callRouted(this.scopes.target(), realCall);
+  }
+
+  /** Makes a real call (now, perhaps on the program's behalf after a wait); errors go to `target`. */
+  callRouted<T>(target: ErrorTarget, realCall: () => T): T {
+    const { value, errors } = this.physical.capture(realCall);
+    this.route(target, errors);
+    return value;
+  }
+
+  /** Like call(), and also says whether the call raised no error. */
+  callChecked<T>(realCall: () => T): { value: T; valid: Promise<boolean> } {
+    const { value, errors } = this.physical.capture(realCall);
+    this.route(this.scopes.target(), errors);
+    return { value, valid: errors.then((list) => list.length === 0) };
+  }
+
+  callRoutedChecked(target: ErrorTarget, realCall: () => void): Promise<boolean> {
+    const { errors } = this.physical.capture(realCall);
+    this.route(target, errors);
+    return errors.then((list) => list.length === 0);
+  }
+
+  private route(target: ErrorTarget, errors: Promise<GPUError[]>): void {
+    // A lost device reports no errors (WebGPU): its calls are no-ops from the program's view.
+    this.scopes.route(
+      target,
+      errors.then((list) => (this.isLost ? [] : list)),
+    );
+  }
+
+  /** Reports an error gpunix itself found (a limit or budget), through the same channels. */
+  private reportNow(error: GPUError): void {
+    if (!this.isLost) this.scopes.report(this.scopes.target(), error);
+  }
+
+  private dispatchUncaptured(error: GPUError): void {
+    if (this.isLost) return;
+    const event = new GPUUncapturedErrorEventClass('uncapturederror', { error });
+    const handled = this.hasUncapturedListener();
+    this.onuncapturederror?.call(this, event as unknown as Event);
+    this.dispatchEvent(event as unknown as Event);
+    if (!handled) {
+      process.stderr.write(`gpunix: pid ${this.proc.pid}: uncaptured WebGPU ${error.constructor.name}: ${error.message}\n`);
+    }
+  }
+
+  private listenerCount = 0;
+  override addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: AddEventListenerOptions | boolean): void {
+    if (type === 'uncapturederror' && listener) this.listenerCount++;
+    super.addEventListener(type, listener, options);
+  }
+  override removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: EventListenerOptions | boolean): void {
+    if (type === 'uncapturederror' && listener) this.listenerCount = Math.max(0, this.listenerCount - 1);
+    super.removeEventListener(type, listener, options);
+  }
+  private hasUncapturedListener(): boolean {
+    return this.listenerCount > 0 || this.onuncapturederror !== null;
+  }
+
+  pushErrorScope(filter: GPUErrorFilter): void {
+    this.scopes.push(filter);
+  }
+
+  popErrorScope(): Promise<GPUError | null> {
+    if (this.isLost) {
+      // WebGPU: on a lost device, popErrorScope still checks the stack, then resolves null.
+      return this.scopes.pop().then(() => null);
+    }
+    return this.scopes.pop();
+  }
+
+  // ---- resources ------------------------------------------------------------------------------
+
+  private track<T extends object>(owner: T, kind: ResourceKind, bytes: number, destroy?: () => void): object | null {
+    if (this.isLost) return null;
+    return this.proc.ledger.add(owner, { kind, device: this.physical, scope: this, bytes, destroy });
+  }
+
+  createBuffer(descriptor: GPUBufferDescriptor): VirtualBuffer {
+    const size = Number(descriptor?.size);
+    let refusal: GPUError | null = null;
+    if (this.isLost) {
+      refusal = validationError('device is lost');
+    } else if (size > this.limits.maxBufferSize) {
+      refusal = validationError(
+        `Buffer size (${size}) exceeds the max buffer size limit (${this.limits.maxBufferSize}).\n - While calling [Device].CreateBuffer([BufferDescriptor "${descriptor.label ?? ''}"]).`,
+      );
+    } else if (this.physical.usedBytes + size > this.physical.budgetBytes) {
+      refusal = outOfMemoryError(
+        `gpunix: buffer of ${size} bytes does not fit in device ${this.physical.id}'s memory budget (${this.physical.usedBytes} of ${this.physical.budgetBytes} bytes in use)`,
+      );
+    }
+    if (refusal) {
+      // An invalid real buffer (usage 0 makes Dawn return one) keeps every later use failing
+      // exactly as WebGPU's invalid buffer would; its own error is dropped in favour of ours.
+      const real = this.physical.capture(() => this.physical.device.createBuffer({ ...descriptor, usage: 0 })).value;
+      this.reportNow(refusal);
+      return new VirtualBuffer(this, real, descriptor);
+    }
+    const { value: real, valid } = this.callChecked(() => this.physical.device.createBuffer(descriptor));
+    const buffer = new VirtualBuffer(this, real, descriptor);
+    const token = this.track(buffer, 'buffer', real.size, () => real.destroy());
+    buffer.ledgerToken = token;
+    if (token) {
+      // An invalid buffer holds no memory: stop counting it once Dawn says so.
+      valid.then((ok) => {
+        if (!ok && buffer.ledgerToken === token) {
+          buffer.ledgerToken = null;
+          this.proc.ledger.release(token, true);
+        }
+      });
+    }
+    return buffer;
+  }
+
+  createShaderModule(descriptor: GPUShaderModuleDescriptor): VirtualShaderModule {
+    const real = this.call(() => this.physical.device.createShaderModule(descriptor));
+    const module = new VirtualShaderModule(real, descriptor);
+    this.track(module, 'shaderModule', 0);
+    return module;
+  }
+
+  private realComputePipelineDescriptor(descriptor: GPUComputePipelineDescriptor): GPUComputePipelineDescriptor {
+    return {
+      ...descriptor,
+      layout: descriptor.layout === 'auto' ? 'auto' : unwrap(descriptor.layout),
+      compute: descriptor.compute && { ...descriptor.compute, module: unwrap(descriptor.compute.module) },
+    };
+  }
+
+  createComputePipeline(descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
+    const real = this.call(() => this.physical.device.createComputePipeline(this.realComputePipelineDescriptor(descriptor)));
+    const pipeline = new VirtualComputePipeline(this, real, descriptor);
+    this.track(pipeline, 'computePipeline', 0);
+    return pipeline;
+  }
+
+  async createComputePipelineAsync(descriptor: GPUComputePipelineDescriptor): Promise<VirtualComputePipeline> {
+    const real = await this.physical.device.createComputePipelineAsync(this.realComputePipelineDescriptor(descriptor));
+    const pipeline = new VirtualComputePipeline(this, real, descriptor);
+    this.track(pipeline, 'computePipeline', 0);
+    return pipeline;
+  }
+
+  createBindGroupLayout(descriptor: GPUBindGroupLayoutDescriptor): VirtualBindGroupLayout {
+    const real = this.call(() => this.physical.device.createBindGroupLayout(descriptor));
+    const layout = new VirtualBindGroupLayout(real, descriptor.label);
+    this.track(layout, 'bindGroupLayout', 0);
+    return layout;
+  }
+
+  createPipelineLayout(descriptor: GPUPipelineLayoutDescriptor): VirtualPipelineLayout {
+    const layouts = [...(descriptor.bindGroupLayouts ?? [])];
+    const real = this.call(() =>
+      this.physical.device.createPipelineLayout({ ...descriptor, bindGroupLayouts: layouts.map((l) => unwrap(l)) }),
+    );
+    const layout = new VirtualPipelineLayout(real, layouts, descriptor.label);
+    this.track(layout, 'pipelineLayout', 0);
+    return layout;
+  }
+
+  createBindGroup(descriptor: GPUBindGroupDescriptor): VirtualBindGroup {
+    const entries = [...(descriptor.entries ?? [])].map((entry) => {
+      const resource = entry.resource as unknown;
+      if (resource && typeof resource === 'object' && 'buffer' in resource) {
+        const binding = resource as GPUBufferBinding;
+        return { ...entry, resource: { ...binding, buffer: unwrap(binding.buffer) } };
+      }
+      return { ...entry, resource: unwrap(resource) as GPUBindingResource };
+    });
+    const real = this.call(() =>
+      this.physical.device.createBindGroup({ ...descriptor, layout: unwrap(descriptor.layout), entries }),
+    );
+    const group = new VirtualBindGroup(real, descriptor);
+    this.track(group, 'bindGroup', 0);
+    return group;
+  }
+
+  createCommandEncoder(descriptor?: GPUCommandEncoderDescriptor): VirtualCommandEncoder {
+    const real = this.call(() => this.physical.device.createCommandEncoder(descriptor));
+    return new VirtualCommandEncoder(this, real, descriptor);
+  }
+
+  createQuerySet(descriptor: GPUQuerySetDescriptor): VirtualQuerySet {
+    if (descriptor?.type === 'timestamp' && !this.features.has('timestamp-query')) {
+      const real = this.physical.capture(() => this.physical.device.createQuerySet({ ...descriptor, count: 1 << 30 })).value;
+      this.reportNow(validationError("Timestamp query set can't be created without the 'timestamp-query' feature enabled on the device."));
+      return new VirtualQuerySet(this, real, descriptor);
+    }
+    const { value: real } = this.callChecked(() => this.physical.device.createQuerySet(descriptor));
+    const querySet = new VirtualQuerySet(this, real, descriptor);
+    // Each query is an 8-byte result slot on the device.
+    querySet.ledgerToken = this.track(querySet, 'querySet', real.count * 8, () => real.destroy());
+    return querySet;
+  }
+
+  createTexture(): never {
+    throw unsupported('GPUDevice.createTexture');
+  }
+  createSampler(): never {
+    throw unsupported('GPUDevice.createSampler');
+  }
+  importExternalTexture(): never {
+    throw unsupported('GPUDevice.importExternalTexture');
+  }
+  createRenderPipeline(): never {
+    throw unsupported('GPUDevice.createRenderPipeline');
+  }
+  createRenderPipelineAsync(): Promise<never> {
+    return Promise.reject(unsupported('GPUDevice.createRenderPipelineAsync'));
+  }
+  createRenderBundleEncoder(): never {
+    throw unsupported('GPUDevice.createRenderBundleEncoder');
+  }
+
+  // ---- lifetime -------------------------------------------------------------------------------
+
+  destroy(): void {
+    this.lose('destroyed', 'Device was destroyed.');
+  }
+
+  /** Turns this device lost: its objects are freed, its later calls do nothing. Idempotent. */
+  lose(reason: GPUDeviceLostReason, message: string): void {
+    if (this.isLost) return;
+    this.isLost = true;
+    this.scopes.clear();
+    this.proc.ledger.releaseAll(this);
+    this.resolveLost({ reason, message });
+  }
+}

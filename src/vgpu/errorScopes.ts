@@ -1,0 +1,94 @@
+// A virtual device's error scopes and uncaptured-error event. Errors of a call land in the scope
+// that was innermost-matching when the program made the call, even when the kernel runs the call
+// later: the call captures a `ErrorTarget` (the stack as it was), and every scope in it waits for
+// the call's outcome before its popErrorScope resolves.
+
+import { ErrorCodes, GpunixError } from '../errors.js';
+
+type Filter = 'validation' | 'out-of-memory' | 'internal';
+const FILTERS: readonly string[] = ['validation', 'out-of-memory', 'internal'];
+
+interface Scope {
+  filter: Filter;
+  error: GPUError | null;
+  pending: Promise<unknown>[];
+}
+
+/** Where a call's errors go: the scope stack as it stood when the program made the call. */
+export type ErrorTarget = readonly Scope[];
+
+function filterOf(error: GPUError): Filter {
+  const name = error.constructor?.name ?? '';
+  if (name === 'GPUOutOfMemoryError') return 'out-of-memory';
+  if (name === 'GPUInternalError') return 'internal';
+  return 'validation';
+}
+
+export class ErrorScopes {
+  private stack: Scope[] = [];
+  private readonly noScopes: ErrorTarget = [];
+
+  constructor(
+    /** Delivers an error that no scope caught (the device's `uncapturederror` event). */
+    private readonly uncaptured: (error: GPUError) => void,
+  ) {}
+
+  push(filter: string): void {
+    if (!FILTERS.includes(filter)) {
+      throw new TypeError(`no overload matched for pushErrorScope:\n${filter} is not a valid enum value of GPUErrorFilter`);
+    }
+    this.stack.push({ filter: filter as Filter, error: null, pending: [] });
+  }
+
+  async pop(): Promise<GPUError | null> {
+    const scope = this.stack.pop();
+    if (!scope) throw new DOMException('No error scopes to pop', 'OperationError');
+    // A call made inside the scope may still be waiting for the kernel to run it.
+    while (scope.pending.length > 0) {
+      const pending = scope.pending;
+      scope.pending = [];
+      await Promise.all(pending);
+    }
+    return scope.error;
+  }
+
+  /** The current target; cheap when no scope is open (the common case). */
+  target(): ErrorTarget {
+    return this.stack.length === 0 ? this.noScopes : this.stack.slice();
+  }
+
+  /** Routes the errors a call will produce to `target`, holding its scopes open until they are known. */
+  route(target: ErrorTarget, errors: Promise<GPUError[]>): void {
+    const delivered = errors.then(
+      (list) => {
+        for (const error of list) this.report(target, error);
+      },
+      (failure) => this.report(target, internalError(failure)),
+    );
+    for (const scope of target) scope.pending.push(delivered);
+  }
+
+  /** Delivers one error now, as WebGPU does: the innermost scope whose filter matches, else uncaptured. */
+  report(target: ErrorTarget, error: GPUError): void {
+    const filter = filterOf(error);
+    for (let i = target.length - 1; i >= 0; i--) {
+      const scope = target[i];
+      if (scope.filter !== filter) continue;
+      scope.error ??= error;
+      return;
+    }
+    this.uncaptured(error);
+  }
+
+  /** Drops every open scope (device destroyed or lost: pops then resolve with no error). */
+  clear(): void {
+    for (const scope of this.stack) scope.pending = [];
+  }
+}
+
+function internalError(failure: unknown): GPUError {
+  const ctor = (globalThis as { GPUInternalError?: new (m: string) => GPUError }).GPUInternalError;
+  const message = `gpunix: ${failure instanceof Error ? failure.message : String(failure)}`;
+  if (ctor) return new ctor(message);
+  return new GpunixError(ErrorCodes.SHUTDOWN, message) as unknown as GPUError;
+}

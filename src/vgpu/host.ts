@@ -1,0 +1,22 @@
+// What a process's virtual WebGPU objects need from the kernel: the process they belong to, a
+// device to stand on, and that device's dispatcher. The kernel implements it; vgpu never reaches
+// further into the kernel than this.
+
+import type { PhysicalDevice } from '../device/physicalDevice.js';
+import type { Dispatcher } from '../kernel/dispatch.js';
+import type { Proc } from '../kernel/proc.js';
+import type { VirtualDevice } from './device.js';
+
+export interface ProcessHost {
+  readonly proc: Proc;
+  /** The device a new adapter of this process stands on, or null when none fits the request. */
+  chooseDevice(options: GPURequestAdapterOptions | undefined): PhysicalDevice | null;
+  dispatcherFor(device: PhysicalDevice): Dispatcher;
+  /** Registers a new virtual device: the kernel turns it lost when its process or device ends. */
+  adopt(device: VirtualDevice): void;
+  /**
+   * When true, the dispatcher encodes every command buffer afresh from the kernel's record instead
+   * of using the encoding checked at finish(): the path preemption and eviction rely on.
+   */
+  readonly reencodeCommandBuffers: boolean;
+}

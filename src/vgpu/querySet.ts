@@ -1,0 +1,36 @@
+// A process's query set (timestamps), in front of its own real query set.
+
+import type { VirtualDevice } from './device.js';
+import { REAL, VirtualObject } from './object.js';
+
+export class VirtualQuerySet extends VirtualObject<GPUQuerySet> {
+  readonly type: GPUQueryType;
+  readonly count: number;
+  ledgerToken: object | null = null;
+  private destroyed = false;
+
+  constructor(
+    private readonly device: VirtualDevice,
+    private readonly real: GPUQuerySet,
+    descriptor: GPUQuerySetDescriptor,
+  ) {
+    super(descriptor.label);
+    this.type = real.type;
+    this.count = real.count;
+  }
+  get [REAL](): GPUQuerySet {
+    return this.real;
+  }
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    const token = this.ledgerToken;
+    this.ledgerToken = null;
+    const proc = this.device.proc;
+    const release = (): void => {
+      if (token) proc.ledger.release(token, true);
+      else this.real.destroy();
+    };
+    this.device.dispatcher.enqueue({ owner: proc, usesDevice: false, run: release, cancel: release });
+  }
+}

@@ -1,0 +1,121 @@
+// A process's queue. Nothing here touches the device queue directly: submits, buffer writes and
+// completion waits become work items for the device's dispatcher, which runs them in the program's
+// order and times them. Errors still reach the scope that was current at the call.
+
+import { unsupported } from '../errors.js';
+import { VirtualCommandBuffer } from './commandBuffer.js';
+import type { VirtualDevice } from './device.js';
+import { unwrap } from './object.js';
+
+/**
+ * The bytes of writeBuffer's data argument, checked as WebGPU does (dataOffset and size count
+ * elements of a typed array, bytes otherwise); throws Dawn's OperationErrors for bad ranges.
+ */
+export function writeBufferBytes(data: unknown, dataOffset = 0, size?: number): Uint8Array {
+  let bytes: Uint8Array;
+  let elementSize = 1;
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) {
+    bytes = new Uint8Array(data);
+  } else if (ArrayBuffer.isView(data)) {
+    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    elementSize = (data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
+  } else {
+    throw new TypeError('no overload matched for writeBuffer: data is not an ArrayBuffer or ArrayBufferView');
+  }
+  const elements = bytes.byteLength / elementSize;
+  if (dataOffset > elements) throw new DOMException('dataOffset is larger than data\'s size.', 'OperationError');
+  const count = size ?? elements - dataOffset;
+  if (dataOffset + count > elements) throw new DOMException('size + dataOffset is larger than data\'s size.', 'OperationError');
+  if ((count * elementSize) % 4 !== 0) throw new DOMException('size is not a multiple of 4 bytes.', 'OperationError');
+  return bytes.subarray(dataOffset * elementSize, (dataOffset + count) * elementSize);
+}
+
+export class VirtualQueue {
+  label = '';
+  constructor(private readonly device: VirtualDevice) {}
+
+  submit(commandBuffers: Iterable<GPUCommandBuffer>): void {
+    const device = this.device;
+    const buffers = [...commandBuffers] as unknown[] as VirtualCommandBuffer[];
+    for (const cb of buffers) {
+      if (!(cb instanceof VirtualCommandBuffer)) {
+        throw new TypeError('no overload matched for submit: commandBuffers must be GPUCommandBuffers of this device');
+      }
+    }
+    if (device.isLost) return;
+    const target = device.errorTarget();
+    const proc = device.proc;
+    // Which record runs is fixed now; a second submit of the same buffer must fail like WebGPU's.
+    const firstSubmission = buffers.map((cb) => cb instanceof VirtualCommandBuffer && !cb.submitted);
+    for (const cb of buffers) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
+    const count = (sign: 1 | -1): void => {
+      proc.submits += sign;
+      for (const cb of buffers) {
+        proc.dispatches += sign * cb.dispatches;
+        proc.indirectDispatches += sign * cb.indirectDispatches;
+      }
+    };
+    const submitReal = (real: GPUCommandBuffer[]): void => {
+      // Counted when handed to the device; taken back if Dawn refuses the submit.
+      count(1);
+      const valid = device.callRoutedChecked(target, () => device.physical.queue.submit(real));
+      valid.then((ok) => ok || count(-1));
+    };
+    const reencode = device.host.reencodeCommandBuffers;
+    device.dispatcher.enqueue({
+      owner: proc,
+      usesDevice: true,
+      run: reencode
+        ? async () => {
+            // Encode afresh only records Dawn accepted at finish(); anything else is submitted as
+            // checked so that Dawn reports its own error for it.
+            const valid = await Promise.all(buffers.map((cb, i) => (firstSubmission[i] ? cb.valid : false)));
+            if (device.isLost) return;
+            submitReal(buffers.map((cb, i) => (valid[i] ? cb.encode(device.physical.device) : unwrap(cb)) as GPUCommandBuffer));
+          }
+        : () => submitReal(buffers.map(unwrap) as unknown[] as GPUCommandBuffer[]),
+      cancel: () => {},
+    });
+  }
+
+  writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
+    const device = this.device;
+    const bytes = writeBufferBytes(data, dataOffset, size);
+    if (device.isLost) return;
+    const target = device.errorTarget();
+    // If it runs now the program's bytes are used in place; if it waits, they are copied first.
+    const payload = device.dispatcher.wouldRunNow ? bytes : bytes.slice();
+    const proc = device.proc;
+    device.dispatcher.enqueue({
+      owner: proc,
+      usesDevice: true,
+      run: () => {
+        proc.bufferWrites++;
+        device.callRouted(target, () => device.physical.queue.writeBuffer(unwrap(buffer), bufferOffset, payload as Uint8Array<ArrayBuffer>));
+      },
+      cancel: () => {},
+    });
+  }
+
+  onSubmittedWorkDone(): Promise<undefined> {
+    const device = this.device;
+    if (device.isLost) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      device.dispatcher.enqueue({
+        owner: device.proc,
+        usesDevice: false,
+        run: () => {
+          device.physical.queue.onSubmittedWorkDone().then(() => resolve(undefined), () => resolve(undefined));
+        },
+        cancel: () => resolve(undefined),
+      });
+    });
+  }
+
+  writeTexture(): never {
+    throw unsupported('GPUQueue.writeTexture');
+  }
+  copyExternalImageToTexture(): never {
+    throw unsupported('GPUQueue.copyExternalImageToTexture');
+  }
+}
