@@ -1,0 +1,210 @@
+// The `gpunix` command: thin — it parses, calls the embedded kernel's API, and prints.
+// Commands and flags are documented in docs/cli.md.
+
+import { readdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { GpunixError } from '../errors.js';
+import { createKernel, Kernel, KernelOptions, ProcessHandle } from '../kernel/kernel.js';
+import type { ProcessRecord } from '../kernel/proc.js';
+import { parseBytes, PRIORITY_CLASSES, PriorityClass } from '../params.js';
+import { formatBytes, formatNs, table } from './format.js';
+import { runProgram } from './programRunner.js';
+
+const EXAMPLES_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../examples');
+
+function parseBudget(value: string): number {
+  try {
+    return parseBytes(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got ${value}`);
+  return n;
+}
+
+const budgetOption = (): Option =>
+  new Option('--memory-budget <bytes>', 'memory budget per device, e.g. 512M or 4G (default 4G)').argParser(parseBudget);
+
+function kernelOptions(options: { memoryBudget?: number }): KernelOptions {
+  return { memoryBudget: options.memoryBudget };
+}
+
+export function processTable(records: ProcessRecord[]): string {
+  return table(
+    ['PID', 'NAME', 'PRIORITY', 'STATE', 'GPU TIME', 'MEMORY', 'PEAK', 'DISPATCHES', 'EXIT'],
+    records.map((p) => [
+      p.pid,
+      p.name,
+      p.priority,
+      p.state,
+      formatNs(p.accounting.gpuTimeNs),
+      formatBytes(p.accounting.bytesAllocated),
+      formatBytes(p.accounting.peakBytesAllocated),
+      p.accounting.dispatches,
+      p.exit ? `${p.exit.code} (${p.exit.reason})` : '-',
+    ]),
+  );
+}
+
+async function devicesCommand(options: { json?: boolean; memoryBudget?: number }): Promise<void> {
+  const kernel = await createKernel(kernelOptions(options));
+  try {
+    const devices = kernel.describeDevices();
+    if (options.json) {
+      process.stdout.write(`${JSON.stringify(devices, null, 2)}\n`);
+      return;
+    }
+    process.stdout.write(
+      `${table(
+        ['ID', 'DESCRIPTION', 'VENDOR', 'ARCH', 'BACKEND', 'CPU FALLBACK', 'BUDGET', 'MAX BUFFER', 'FEATURES'],
+        devices.map((d) => [
+          d.id,
+          d.description,
+          d.vendor,
+          d.architecture,
+          d.backend,
+          d.isFallbackAdapter ? 'yes' : 'no',
+          formatBytes(d.budgetBytes),
+          formatBytes(d.limits.maxBufferSize),
+          d.features.length,
+        ]),
+      )}\n`,
+    );
+  } finally {
+    await kernel.shutdown();
+  }
+}
+
+async function runCommand(
+  program: string,
+  args: string[],
+  options: { name?: string; priority: PriorityClass; memoryBudget?: number },
+): Promise<void> {
+  const kernel = await createKernel(kernelOptions(options));
+  const proc = await kernel.spawn({ name: options.name ?? program.split('/').pop(), priority: options.priority });
+  // The program sees the argv it would see under `node prog.mjs args...`.
+  process.argv = [process.argv[0], resolve(program), ...args];
+  // When the program has nothing left to do, the process exits with the code the program set.
+  process.once('beforeExit', () => {
+    const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
+    void proc
+      .exit(code)
+      .then(() => kernel.shutdown())
+      .finally(() => process.exit(code));
+  });
+  try {
+    await runProgram(proc, program);
+  } catch (error) {
+    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    await kernel.kill(proc.pid).catch(() => {});
+    await kernel.shutdown();
+    process.exit(1);
+  }
+}
+
+interface DemoOptions {
+  json?: boolean;
+  interval: number;
+  memoryBudget?: number;
+}
+
+/** The example programs the demo runs: every .mjs in examples/. */
+export function demoPrograms(): string[] {
+  return readdirSync(EXAMPLES_DIR)
+    .filter((f) => f.endsWith('.mjs'))
+    .sort()
+    .map((f) => join(EXAMPLES_DIR, f));
+}
+
+async function demoCommand(options: DemoOptions): Promise<void> {
+  const kernel: Kernel = await createKernel(kernelOptions(options));
+  const programs = demoPrograms();
+  const say = (text: string): void => {
+    if (!options.json) process.stdout.write(`${text}\n`);
+  };
+  say(`gpunix demo: ${programs.length} example programs as concurrent processes on ${kernel.describeDevices()[0].description}`);
+  // The examples read their arguments from process.argv: under the demo they get none (defaults).
+  process.argv = process.argv.slice(0, 2);
+  const handles: ProcessHandle[] = [];
+  for (const program of programs) {
+    handles.push(await kernel.spawn({ name: program.split('/').pop()!.replace(/\.mjs$/, ''), priority: 'normal' }));
+  }
+  say(`\n${processTable(kernel.ps())}`);
+  const timer = setInterval(() => say(`\n${processTable(kernel.ps())}`), options.interval);
+  const failures: string[] = [];
+  await Promise.all(
+    handles.map(async (handle, i) => {
+      try {
+        await runProgram(handle, programs[i]);
+        await handle.exit(0);
+      } catch (error) {
+        failures.push(`${handle.name}: ${(error as Error).message}`);
+        await handle.exit(1);
+      }
+    }),
+  );
+  clearInterval(timer);
+  const records = kernel.ps();
+  const stats = kernel.stats();
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ processes: records, stats }, null, 2)}\n`);
+  } else {
+    say(`\nfinal:\n${processTable(records)}`);
+    say(`\nlive objects after exit: ${stats.liveObjects.total}, device memory in use: ${formatBytes(stats.bytesAllocated)}`);
+    for (const failure of failures) process.stderr.write(`failed: ${failure}\n`);
+  }
+  await kernel.shutdown();
+  process.exitCode = failures.length > 0 ? 1 : 0;
+}
+
+function buildProgram(): Command {
+  const program = new Command('gpunix')
+    .description('gpunix: an operating system for GPUs, on WebGPU')
+    .showHelpAfterError()
+    .enablePositionalOptions()
+    .version('0.1.0');
+
+  program
+    .command('run')
+    .description('run an unmodified WebGPU program (an ES module using navigator.gpu) as a gpunix process')
+    .argument('<program>', 'path to the program (.mjs/.js)')
+    .argument('[args...]', 'arguments passed to the program (its process.argv)')
+    .option('--name <name>', 'process name (default: the file name)')
+    .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
+    .addOption(budgetOption())
+    .passThroughOptions()
+    .action((file: string, args: string[], options) => runCommand(file, args, options));
+
+  program
+    .command('devices')
+    .description("list the machine's WebGPU devices as the kernel opens them")
+    .option('--json', 'print JSON instead of a table')
+    .addOption(budgetOption())
+    .action((options) => devicesCommand(options));
+
+  program
+    .command('demo')
+    .description('run the example programs in examples/ as concurrent processes, printing a process table while they run')
+    .option('--json', 'print only the final process table and stats, as JSON')
+    .option('--interval <ms>', 'how often to print the table while they run', parsePositiveInt, 250)
+    .addOption(budgetOption())
+    .action((options) => demoCommand(options));
+
+  return program;
+}
+
+buildProgram()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    if (error instanceof GpunixError) {
+      process.stderr.write(`gpunix: ${error.code}: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  });
