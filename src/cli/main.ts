@@ -101,9 +101,10 @@ async function runCommand(
   try {
     await runProgram(proc, program);
   } catch (error) {
-    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     await kernel.kill(proc.pid).catch(() => {});
     await kernel.shutdown();
+    if (error instanceof GpunixError) throw error;
+    process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     process.exit(1);
   }
 }
@@ -131,6 +132,8 @@ async function demoCommand(options: DemoOptions): Promise<void> {
   say(`gpunix demo: ${programs.length} example programs as concurrent processes on ${kernel.describeDevices()[0].description}`);
   // The examples read their arguments from process.argv: under the demo they get none (defaults).
   process.argv = process.argv.slice(0, 2);
+  // With --json, stdout carries only the JSON: the examples' own output goes to stderr.
+  if (options.json) console.log = (...args: unknown[]) => console.error(...args);
   const handles: ProcessHandle[] = [];
   for (const program of programs) {
     handles.push(await kernel.spawn({ name: program.split('/').pop()!.replace(/\.mjs$/, ''), priority: 'normal' }));

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const programs = resolve(root, 'test/programs');
+
+function gpunix(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [resolve(root, 'bin/gpunix.js'), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('the gpunix command', () => {
+  it('runs an unmodified WebGPU program and exits with its exit code', () => {
+    const result = gpunix('run', '--name', 'exiter', `${programs}/exit-code.mjs`, '3', '--flag-for-the-program');
+    assert.equal(result.code, 3, result.stderr);
+    assert.match(result.stdout, /args: 3 --flag-for-the-program/);
+  });
+
+  it('runs an example program to completion with exit code 0', () => {
+    const result = gpunix('run', '--priority', 'batch', 'examples/saxpy.mjs', '4');
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /saxpy: 4 iterations over \d+ floats verified/);
+  });
+
+  it('exits 1 with the error when the program throws', () => {
+    const result = gpunix('run', `${programs}/throws.mjs`);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /the program gave up/);
+  });
+
+  it('refuses a missing program with a coded error', () => {
+    const result = gpunix('run', `${programs}/no-such-program.mjs`);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /GPUNIX_E_PROGRAM_LOAD: program not found/);
+  });
+
+  it('refuses an unknown priority class with usage help', () => {
+    const result = gpunix('run', '--priority', 'urgent', 'examples/saxpy.mjs');
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /Allowed choices are realtime, normal, batch/);
+  });
+
+  it('lists devices as JSON with adapter description, limits, features and budget', () => {
+    const result = gpunix('devices', '--json', '--memory-budget', '1G');
+    assert.equal(result.code, 0, result.stderr);
+    const devices = JSON.parse(result.stdout);
+    assert.equal(devices[0].id, 'gpu0');
+    assert.equal(devices[0].budgetBytes, 1024 ** 3);
+    assert.equal(typeof devices[0].isFallbackAdapter, 'boolean');
+    assert.ok(devices[0].limits.maxComputeWorkgroupsPerDimension >= 65535);
+    assert.ok(Array.isArray(devices[0].features));
+  });
+
+  it('runs the demo: every example exits normally and everything is released', () => {
+    const result = gpunix('demo', '--json');
+    assert.equal(result.code, 0, result.stderr);
+    const { processes, stats } = JSON.parse(result.stdout);
+    assert.ok(processes.length >= 4);
+    for (const p of processes) {
+      assert.deepEqual(p.exit, { code: 0, reason: 'normal' }, `${p.name} exited normally`);
+      assert.ok(p.accounting.dispatches > 0, `${p.name} ran dispatches`);
+    }
+    assert.equal(stats.liveObjects.total, 0);
+    assert.equal(stats.bytesAllocated, 0);
+  });
+});
