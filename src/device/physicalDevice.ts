@@ -22,13 +22,26 @@ export interface Captured<T> {
   value: T;
   /** Resolves to the WebGPU errors the call generated (validation, out-of-memory, internal), in order. */
   errors: Promise<GPUError[]>;
+  /** True when the call is known, at return, to have raised no error (`errors` then resolves to []). */
+  clean: boolean;
 }
+
+/** The outcome of every valid call: shared, never mutated. */
+const NO_ERRORS: Promise<GPUError[]> = Promise.resolve(Object.freeze([]) as unknown as GPUError[]);
 
 export class PhysicalDevice {
   /** Memory the kernel has handed out on this device, by its own count (WebGPU reports none). */
   usedBytes = 0;
   /** Set once the real device is lost or destroyed; nothing more runs on it. */
   lostReason: string | null = null;
+
+  // Owned by capture(): where errors raised now go, and how it catches them.
+  /** The error list of the call capture() is running now; null between calls. */
+  private capturing: GPUError[] | null = null;
+  /** True when Dawn raises uncaptured errors inside the call that caused them (see probeSyncErrors). */
+  private readonly syncErrors: boolean;
+  /** A probe error Dawn may still deliver late, to swallow rather than report as the kernel's. */
+  private lateProbeErrors = 0;
 
   constructor(
     readonly id: string,
@@ -39,20 +52,71 @@ export class PhysicalDevice {
     device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
     });
-    // Every call made for a process is wrapped in error scopes, so anything reaching this handler
-    // was caused by the kernel itself; say so rather than blame a process.
     device.addEventListener('uncapturederror', (event) => {
       const error = (event as GPUUncapturedErrorEvent).error;
+      if (this.capturing) {
+        // Raised inside the call capture() is running: it belongs to that call's process.
+        event.preventDefault();
+        this.capturing.push(error);
+        return;
+      }
+      if (this.lateProbeErrors > 0 && error.constructor.name === 'GPUValidationError') {
+        this.lateProbeErrors--;
+        return;
+      }
+      // Every call made for a process is captured, so anything reaching here was caused by the
+      // kernel itself; say so rather than blame a process.
       process.stderr.write(`gpunix: ${id}: kernel-level WebGPU error: ${error.message}\n`);
     });
+    this.syncErrors = this.probeSyncErrors();
+  }
+
+  /**
+   * Dawn (dawn.node) raises a call's uncaptured errors synchronously, inside the call. Checked
+   * once per device with a call every implementation must reject; if it ever stops holding,
+   * capture() falls back to error scopes around every call.
+   */
+  private probeSyncErrors(): boolean {
+    const seen: GPUError[] = [];
+    this.capturing = seen;
+    try {
+      // MAP_READ (0x1) with STORAGE (0x80) is invalid: always exactly one validation error.
+      this.device.createBuffer({ size: 4, usage: 0x0001 | 0x0080, label: 'gpunix-error-probe' }).destroy();
+    } finally {
+      this.capturing = null;
+    }
+    if (seen.length === 0) this.lateProbeErrors++;
+    return seen.length === 1;
   }
 
   get queue(): GPUQueue {
     return this.device.queue;
   }
 
-  /** Runs one real call inside error scopes of its own, so its errors can be routed to their owner. */
+  /**
+   * Runs one real call and collects the errors it raises, so they can be routed to their owner.
+   * The errors arrive as uncaptured-error events during the call (no error scope is open on the
+   * real device between kernel calls), which costs nothing when the call is valid; error scopes
+   * pushed and popped around each call, as fallback, cost three native pops and a round through
+   * Dawn's event loop per call (and keep only the first error of each kind, as a scope does).
+   */
   capture<T>(call: () => T): Captured<T> {
+    if (!this.syncErrors) return this.captureWithScopes(call);
+    const outer = this.capturing;
+    const errors: GPUError[] = [];
+    this.capturing = errors;
+    let value: T;
+    try {
+      value = call();
+    } finally {
+      this.capturing = outer;
+    }
+    const clean = errors.length === 0;
+    return { value, errors: clean ? NO_ERRORS : Promise.resolve(errors), clean };
+  }
+
+  /** capture() through error scopes of its own around the call. */
+  private captureWithScopes<T>(call: () => T): Captured<T> {
     const device = this.device;
     device.pushErrorScope('internal');
     device.pushErrorScope('out-of-memory');
@@ -65,7 +129,7 @@ export class PhysicalDevice {
       this.popCaptureScopes();
       throw thrown;
     }
-    return { value, errors: this.popCaptureScopes() };
+    return { value, errors: this.popCaptureScopes(), clean: false };
   }
 
   private popCaptureScopes(): Promise<GPUError[]> {

@@ -42,7 +42,8 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
 
   mapAsync(mode: GPUMapModeFlags, offset?: number, size?: number): Promise<undefined> {
     if (this.device.isLost) {
-      return Promise.reject(new DOMException('device is lost', 'OperationError'));
+      // Dawn rejects a map on a lost device with AbortError.
+      return Promise.reject(new DOMException('mapAsync: the device is lost', 'AbortError'));
     }
     const target = this.device.errorTarget();
     return new Promise<undefined>((resolve, reject) => {
@@ -52,7 +53,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
         usesDevice: false,
         run: () => {
           this.queuedMaps.splice(this.queuedMaps.indexOf(entry), 1);
-          if (entry.aborted) return;
+          if (entry.aborted) return target.release();
           let mapping: Promise<undefined>;
           try {
             mapping = this.device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
@@ -63,6 +64,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
           mapping.then(resolve, reject);
         },
         cancel: () => {
+          target.release();
           this.queuedMaps.splice(this.queuedMaps.indexOf(entry), 1);
           if (!entry.aborted) reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
         },

@@ -11,7 +11,7 @@ import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
 import { VirtualComputePipeline } from './computePipeline.js';
-import { ErrorScopes, ErrorTarget } from './errorScopes.js';
+import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import { unwrap } from './object.js';
@@ -19,6 +19,15 @@ import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
+
+/**
+ * The ledger's way to free a real object. Made outside the creating method so the closure holds
+ * only the real object: capturing the method's scope would keep the virtual object reachable from
+ * the ledger, and a buffer the program dropped would never be reclaimed.
+ */
+function destroyer(real: { destroy(): void }): () => void {
+  return () => real.destroy();
+}
 
 export interface DeviceLostInfo {
   readonly reason: GPUDeviceLostReason;
@@ -65,20 +74,31 @@ export class VirtualDevice extends EventTarget {
 
   // ---- error plumbing -------------------------------------------------------------------------
 
-  errorTarget(): ErrorTarget {
-    return this.scopes.target();
+  /**
+   * The scopes current now, for a call the dispatcher makes later: their pops wait until
+   * callRouted/callRoutedChecked makes the call with this target, or until `release()` (the call
+   * will never be made). Every path of a work item must do one of the two.
+   */
+  errorTarget(): HeldTarget {
+    return this.scopes.hold();
   }
 
   /** Makes a real call now; its errors go to the scopes current now. */
   call<T>(realCall: () => T): T {
-    return this.callRouted(this.scopes.target(), realCall);
+    const { value, errors } = this.physical.capture(realCall);
+    this.route(this.scopes.target(), errors);
+    return value;
   }
 
   /** Makes a real call (now, perhaps on the program's behalf after a wait); errors go to `target`. */
-  callRouted<T>(target: ErrorTarget, realCall: () => T): T {
-    const { value, errors } = this.physical.capture(realCall);
-    this.route(target, errors);
-    return value;
+  callRouted<T>(target: HeldTarget, realCall: () => T): T {
+    try {
+      const { value, errors } = this.physical.capture(realCall);
+      this.route(target.scopes, errors);
+      return value;
+    } finally {
+      target.release();
+    }
   }
 
   /** Like call(), and also says whether the call raised no error. */
@@ -88,10 +108,14 @@ export class VirtualDevice extends EventTarget {
     return { value, valid: errors.then((list) => list.length === 0) };
   }
 
-  callRoutedChecked(target: ErrorTarget, realCall: () => void): Promise<boolean> {
-    const { errors } = this.physical.capture(realCall);
-    this.route(target, errors);
-    return errors.then((list) => list.length === 0);
+  callRoutedChecked(target: HeldTarget, realCall: () => void): Promise<boolean> {
+    try {
+      const { errors } = this.physical.capture(realCall);
+      this.route(target.scopes, errors);
+      return errors.then((list) => list.length === 0);
+    } finally {
+      target.release();
+    }
   }
 
   private route(target: ErrorTarget, errors: Promise<GPUError[]>): void {
@@ -100,6 +124,12 @@ export class VirtualDevice extends EventTarget {
       target,
       errors.then((list) => (this.isLost ? [] : list)),
     );
+  }
+
+  /** Reports an error gpunix itself found for a call the dispatcher makes later (see errorTarget). */
+  reportRouted(target: HeldTarget, error: GPUError): void {
+    this.route(target.scopes, Promise.resolve([error]));
+    target.release();
   }
 
   /** Reports an error gpunix itself found (a limit or budget), through the same channels. */
@@ -137,8 +167,11 @@ export class VirtualDevice extends EventTarget {
 
   popErrorScope(): Promise<GPUError | null> {
     if (this.isLost) {
-      // WebGPU: on a lost device, popErrorScope still checks the stack, then resolves null.
-      return this.scopes.pop().then(() => null);
+      // WebGPU (and Dawn): on a lost device popErrorScope resolves null, even with no scope open.
+      return this.scopes.pop().then(
+        () => null,
+        () => null,
+      );
     }
     return this.scopes.pop();
   }
@@ -173,7 +206,7 @@ export class VirtualDevice extends EventTarget {
     }
     const { value: real, valid } = this.callChecked(() => this.physical.device.createBuffer(descriptor));
     const buffer = new VirtualBuffer(this, real, descriptor);
-    const token = this.track(buffer, 'buffer', real.size, () => real.destroy());
+    const token = this.track(buffer, 'buffer', real.size, destroyer(real));
     buffer.ledgerToken = token;
     if (token) {
       // An invalid buffer holds no memory: stop counting it once Dawn says so.
@@ -264,7 +297,7 @@ export class VirtualDevice extends EventTarget {
     const { value: real } = this.callChecked(() => this.physical.device.createQuerySet(descriptor));
     const querySet = new VirtualQuerySet(this, real, descriptor);
     // Each query is an 8-byte result slot on the device.
-    querySet.ledgerToken = this.track(querySet, 'querySet', real.count * 8, () => real.destroy());
+    querySet.ledgerToken = this.track(querySet, 'querySet', real.count * 8, destroyer(real));
     return querySet;
   }
 

@@ -17,6 +17,17 @@ interface Scope {
 /** Where a call's errors go: the scope stack as it stood when the program made the call. */
 export type ErrorTarget = readonly Scope[];
 
+/**
+ * An ErrorTarget for a call the kernel makes later: its scopes' pops wait until the call's errors
+ * are routed and `release()` is called, or `release()` alone says the call will never be made.
+ */
+export interface HeldTarget {
+  readonly scopes: ErrorTarget;
+  release(): void;
+}
+
+const NOTHING_HELD: HeldTarget = { scopes: [], release: () => {} };
+
 function filterOf(error: GPUError): Filter {
   const name = error.constructor?.name ?? '';
   if (name === 'GPUOutOfMemoryError') return 'out-of-memory';
@@ -27,6 +38,8 @@ function filterOf(error: GPUError): Filter {
 export class ErrorScopes {
   private stack: Scope[] = [];
   private readonly noScopes: ErrorTarget = [];
+  /** Releases of held targets not yet released: clear() releases them all. */
+  private readonly holds = new Set<() => void>();
 
   constructor(
     /** Delivers an error that no scope caught (the device's `uncapturederror` event). */
@@ -57,6 +70,23 @@ export class ErrorScopes {
     return this.stack.length === 0 ? this.noScopes : this.stack.slice();
   }
 
+  /**
+   * The current target, held open for a call that will run later (after other processes' work):
+   * without the hold, a pop made before the call runs would miss the call's errors.
+   */
+  hold(): HeldTarget {
+    if (this.stack.length === 0) return NOTHING_HELD;
+    let resolve!: () => void;
+    const held = new Promise<void>((r) => (resolve = r));
+    const release = (): void => {
+      if (this.holds.delete(release)) resolve();
+    };
+    this.holds.add(release);
+    const scopes = this.stack.slice();
+    for (const scope of scopes) scope.pending.push(held);
+    return { scopes, release };
+  }
+
   /** Routes the errors a call will produce to `target`, holding its scopes open until they are known. */
   route(target: ErrorTarget, errors: Promise<GPUError[]>): void {
     const delivered = errors.then(
@@ -83,6 +113,8 @@ export class ErrorScopes {
   /** Drops every open scope (device destroyed or lost: pops then resolve with no error). */
   clear(): void {
     for (const scope of this.stack) scope.pending = [];
+    // Calls that will never run (or whose errors a lost device drops) must not keep pops waiting.
+    for (const release of [...this.holds]) release();
   }
 }
 

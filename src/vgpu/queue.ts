@@ -6,6 +6,7 @@ import { unsupported } from '../errors.js';
 import { VirtualCommandBuffer } from './commandBuffer.js';
 import type { VirtualDevice } from './device.js';
 import { unwrap } from './object.js';
+import { validationError } from './webgpuGlobals.js';
 
 /**
  * The bytes of writeBuffer's data argument, checked as WebGPU does (dataOffset and size count
@@ -45,8 +46,9 @@ export class VirtualQueue {
     if (device.isLost) return;
     const target = device.errorTarget();
     const proc = device.proc;
-    // Which record runs is fixed now; a second submit of the same buffer must fail like WebGPU's.
-    const firstSubmission = buffers.map((cb) => cb instanceof VirtualCommandBuffer && !cb.submitted);
+    // Which record runs is fixed now; a second submit of the same buffer (in a later submit, or
+    // twice in this one) must fail like WebGPU's.
+    const firstSubmission = buffers.map((cb, i) => cb instanceof VirtualCommandBuffer && !cb.submitted && buffers.indexOf(cb) === i);
     for (const cb of buffers) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
     const count = (sign: 1 | -1): void => {
       proc.submits += sign;
@@ -69,12 +71,29 @@ export class VirtualQueue {
         ? async () => {
             // Encode afresh only records Dawn accepted at finish(); anything else is submitted as
             // checked so that Dawn reports its own error for it.
-            const valid = await Promise.all(buffers.map((cb, i) => (firstSubmission[i] ? cb.valid : false)));
-            if (device.isLost) return;
-            submitReal(buffers.map((cb, i) => (valid[i] ? cb.encode(device.physical.device) : unwrap(cb)) as GPUCommandBuffer));
+            try {
+              const valid = await Promise.all(buffers.map((cb, i) => (firstSubmission[i] ? cb.valid : false)));
+              if (device.isLost) return;
+              const again = buffers.find((_, i) => !firstSubmission[i]);
+              if (again) {
+                // Its checked encoding never reached Dawn (a fresh one did), so Dawn would run it
+                // again: refuse the whole submit as WebGPU does, with Dawn's error.
+                device.reportRouted(
+                  target,
+                  validationError(
+                    `[CommandBuffer${again.label ? ` "${again.label}"` : ''}] cannot be submitted more than once.\n - While calling [Queue].Submit()`,
+                  ),
+                );
+                return;
+              }
+              submitReal(buffers.map((cb, i) => (valid[i] ? cb.encode(device.physical.device) : unwrap(cb)) as GPUCommandBuffer));
+            } finally {
+              // Whatever happened, the program's scopes must not wait for this submit any longer.
+              target.release();
+            }
           }
         : () => submitReal(buffers.map(unwrap) as unknown[] as GPUCommandBuffer[]),
-      cancel: () => {},
+      cancel: () => target.release(),
     });
   }
 
@@ -93,7 +112,7 @@ export class VirtualQueue {
         proc.bufferWrites++;
         device.callRouted(target, () => device.physical.queue.writeBuffer(unwrap(buffer), bufferOffset, payload as Uint8Array<ArrayBuffer>));
       },
-      cancel: () => {},
+      cancel: () => target.release(),
     });
   }
 
