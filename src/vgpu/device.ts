@@ -2,7 +2,7 @@
 // other processes; every real call it makes is wrapped so that its errors reach only this device's
 // scopes, and every object it creates is the process's own and is counted in its ledger.
 
-import type { PhysicalDevice } from '../device/physicalDevice.js';
+import type { Captured, PhysicalDevice } from '../device/physicalDevice.js';
 import type { Dispatcher } from '../kernel/dispatch.js';
 import type { ResourceKind } from '../kernel/ledger.js';
 import type { Proc } from '../kernel/proc.js';
@@ -28,6 +28,8 @@ import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from 
 function destroyer(real: { destroy(): void }): () => void {
   return () => real.destroy();
 }
+
+const RESOLVED_TRUE: Promise<boolean> = Promise.resolve(true);
 
 export interface DeviceLostInfo {
   readonly reason: GPUDeviceLostReason;
@@ -85,17 +87,15 @@ export class VirtualDevice extends EventTarget {
 
   /** Makes a real call now; its errors go to the scopes current now. */
   call<T>(realCall: () => T): T {
-    const { value, errors } = this.physical.capture(realCall);
-    this.route(this.scopes.target(), errors);
-    return value;
+    return this.callChecked(realCall).value;
   }
 
   /** Makes a real call (now, perhaps on the program's behalf after a wait); errors go to `target`. */
   callRouted<T>(target: HeldTarget, realCall: () => T): T {
     try {
-      const { value, errors } = this.physical.capture(realCall);
-      this.route(target.scopes, errors);
-      return value;
+      const captured = this.physical.capture(realCall);
+      this.route(target.scopes, captured);
+      return captured.value;
     } finally {
       target.release();
     }
@@ -103,32 +103,33 @@ export class VirtualDevice extends EventTarget {
 
   /** Like call(), and also says whether the call raised no error. */
   callChecked<T>(realCall: () => T): { value: T; valid: Promise<boolean> } {
-    const { value, errors } = this.physical.capture(realCall);
-    this.route(this.scopes.target(), errors);
-    return { value, valid: errors.then((list) => list.length === 0) };
+    const captured = this.physical.capture(realCall);
+    return { value: captured.value, valid: this.route(this.scopes.target(), captured) };
   }
 
   callRoutedChecked(target: HeldTarget, realCall: () => void): Promise<boolean> {
     try {
-      const { errors } = this.physical.capture(realCall);
-      this.route(target.scopes, errors);
-      return errors.then((list) => list.length === 0);
+      return this.route(target.scopes, this.physical.capture(realCall));
     } finally {
       target.release();
     }
   }
 
-  private route(target: ErrorTarget, errors: Promise<GPUError[]>): void {
+  /** Delivers a call's errors to `target`; resolves whether the call raised none. */
+  private route(target: ErrorTarget, captured: Captured<unknown>): Promise<boolean> {
+    // A call known clean at return needs no routing at all: the hot path of every valid program.
+    if (captured.clean) return RESOLVED_TRUE;
     // A lost device reports no errors (WebGPU): its calls are no-ops from the program's view.
     this.scopes.route(
       target,
-      errors.then((list) => (this.isLost ? [] : list)),
+      captured.errors.then((list) => (this.isLost ? [] : list)),
     );
+    return captured.errors.then((list) => list.length === 0);
   }
 
   /** Reports an error gpunix itself found for a call the dispatcher makes later (see errorTarget). */
   reportRouted(target: HeldTarget, error: GPUError): void {
-    this.route(target.scopes, Promise.resolve([error]));
+    this.route(target.scopes, { value: undefined, errors: Promise.resolve([error]), clean: false });
     target.release();
   }
 
