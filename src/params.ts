@@ -16,11 +16,27 @@ export const MEMORY_BUDGET_ENV = 'GPUNIX_MEMORY_BUDGET';
 export const KERNEL_DAWN_OPTIONS: readonly string[] = ['disable-dawn-features=timestamp_quantization'];
 
 /**
- * Most unfinished fences (points in the device's queue where ownership changes hands) the
- * dispatcher lets one device hold before it stops feeding more work. Small enough that a later
- * scheduler can reorder what waits; large enough that the device never idles between submits.
+ * Most unfinished fences (points in the device's queue where ownership changes hands, and each
+ * atom) the dispatcher lets one device hold before it holds work back. This bounds how long newly
+ * ready work of a higher class waits: about this many atoms. Two keeps the device fed (one piece
+ * runs while the next is queued behind it).
  */
-export const DEFAULT_MAX_IN_FLIGHT = 8;
+export const DEFAULT_MAX_IN_FLIGHT = 2;
+
+/** Device time one atom (one piece of a split dispatch) aims to take. */
+export const DEFAULT_TARGET_SLICE_MS = 1;
+
+/** Workgroups in the first atom of a pipeline whose cost is still unknown (the probe). */
+export const COST_PROBE_WORKGROUPS = 16;
+
+/** Copies and buffer writes larger than this are issued in pieces of this size (bytes). */
+export const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
+
+/** Events the atom timeline keeps per kernel (the oldest are dropped first). */
+export const DEFAULT_TRACE_EVENTS = 100_000;
+
+/** Default share weight of a process within its priority class. */
+export const DEFAULT_WEIGHT = 1;
 
 /** How many exited processes `ps()` keeps listing (like zombies) until they are waited for. */
 export const EXITED_PROCESS_RETENTION = 64;

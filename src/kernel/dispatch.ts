@@ -1,38 +1,105 @@
-// The per-device dispatcher: the one place where processes' work reaches a real device queue.
-// This first policy runs work in arrival order across processes (FIFO) and keeps a bounded number
-// of fences in flight. `pickNext` is the seam where the preemptive scheduler plugs in.
+// The per-device dispatcher: the one place where processes' work reaches a real device queue, and
+// the scheduler that decides whose work goes next and how much of it.
+//
+// Policy: strict priority between classes (realtime > normal > batch); within a class, weighted
+// fair sharing of measured GPU time (virtual runtime: the process with the least GPU time per unit
+// of weight goes next). A process's own work keeps its order: only the head of its queue runs.
+// Divisible work (a submit whose dispatches the atomizer can split) is issued one piece at a time,
+// each sized from the pipeline's cost model to about `targetSliceNs`, and at most `maxInFlight`
+// fences are outstanding: a newly ready realtime process waits for at most that many pieces.
 //
 // GPU time is measured, not estimated: work is grouped into runs of one owner, a fence
 // (onSubmittedWorkDone) closes each run, and since a queue completes in order, the device spent
 // `done - max(first issue, previous fence's done)` on that run.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { PRIORITY_CLASSES } from '../params.js';
 import type { Proc } from './proc.js';
+import type { TraceLog } from './trace.js';
+
+/** One piece of device work the dispatcher issues at once (an atom, a whole submit, a copy chunk, a write). */
+export interface WorkPiece {
+  /** Puts the piece's work on the device queue, synchronously. */
+  issue(): void;
+  /** What it is, for the trace: e.g. the pipeline's label and the workgroup range. */
+  readonly name: string;
+  readonly args?: Record<string, unknown>;
+  /** Learns from the piece's measured time: set on atoms and whole dispatches of one pipeline. */
+  readonly cost?: { model: CostModel; workgroups: number };
+  /** True for an atom of a split dispatch (counted as an atom, fenced on its own). */
+  readonly atom?: boolean;
+  /** True for a dispatch that could not be split (indirect, unsplittable kernel). */
+  readonly whole?: boolean;
+}
 
 export interface WorkItem {
   readonly owner: Proc;
-  /** True when `run` puts work on the device queue (submits, buffer writes): it is timed. */
+  /** True when the item puts work on the device queue (submits, writes): it is timed. */
   readonly usesDevice: boolean;
-  /** Executes the real call(s). May be async; the next item waits for it. */
-  run(): void | Promise<void>;
-  /** Called instead of `run` when the owner ends first: settle whatever the program awaits. */
+  /** Indivisible work: executes the real call(s). May be async; the owner's next item waits. */
+  run?(): void | Promise<void>;
+  /** Divisible work: resolves when the item can produce pieces (e.g. after validation). */
+  prepare?(): Promise<void> | null;
+  /** Divisible work: the next piece, at most about `budgetNs` long; null when the item is done. */
+  nextPiece?(budgetNs: number): WorkPiece | null;
+  /** Called instead of `run`/`nextPiece` when the owner ends first: settle what the program awaits. */
   cancel(): void;
+  /** Set by the dispatcher: when the program made the call (for the submission latency histogram). */
+  enqueuedAtNs?: number;
+}
+
+/** Per-pipeline cost model: device time per workgroup, learned online (exponential average). */
+export class CostModel {
+  nsPerWorkgroup: number | null = null;
+  samples = 0;
+  learn(ns: number, workgroups: number): void {
+    if (workgroups <= 0 || ns <= 0) return;
+    const sample = ns / workgroups;
+    this.nsPerWorkgroup = this.nsPerWorkgroup === null ? sample : 0.7 * this.nsPerWorkgroup + 0.3 * sample;
+    this.samples++;
+  }
+  /** Workgroups that fit in `budgetNs`; a small probe while the cost is unknown. */
+  workgroupsFor(budgetNs: number, probe: number): number {
+    if (this.nsPerWorkgroup === null) return probe;
+    return Math.max(1, Math.floor(budgetNs / this.nsPerWorkgroup));
+  }
+}
+
+export interface SchedulerParams {
+  /** Device time one piece of divisible work should take (ns). */
+  targetSliceNs: number;
+  /** Most unfinished fences on the device before the dispatcher holds work back. */
+  maxInFlight: number;
 }
 
 interface OpenRun {
   owner: Proc;
   firstIssuedAtNs: number;
+  pieces: WorkPiece[];
+  /** Items whose last piece is in this run: their latency ends when the run completes. */
+  finishing: WorkItem[];
+}
+
+/** The scheduler's state for one process on this device. */
+interface Entity {
+  proc: Proc;
+  queue: WorkItem[];
+  /** The head item was prepared (divisible items only). */
+  prepared: boolean;
 }
 
 const nowNs = (): number => performance.now() * 1e6;
+const classRank = (proc: Proc): number => PRIORITY_CLASSES.indexOf(proc.priority);
 
 export class Dispatcher {
-  private readonly queue: WorkItem[] = [];
-  private running = false;
+  private readonly entities = new Map<Proc, Entity>();
+  private busy = false;
   private openRun: OpenRun | null = null;
   private closeScheduled = false;
   private outstandingFences = 0;
   private lastFenceDoneNs = 0;
+  /** The process whose work was issued last: switching away from it while it has work is a preemption. */
+  private lastOwner: Proc | null = null;
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void }> = [];
   /** Device time spent on all owners (ns), for utilization. */
   busyNs = 0;
@@ -40,38 +107,70 @@ export class Dispatcher {
 
   constructor(
     readonly device: PhysicalDevice,
-    private readonly maxInFlight: number,
+    readonly params: SchedulerParams,
+    private readonly trace: TraceLog,
   ) {}
 
   /** True when an item enqueued now would run before enqueue returns. */
   get wouldRunNow(): boolean {
-    return this.queue.length === 0 && !this.running && this.outstandingFences < this.maxInFlight;
+    return !this.busy && this.outstandingFences < this.params.maxInFlight && this.queuedTotal() === 0;
+  }
+
+  private queuedTotal(): number {
+    let total = 0;
+    for (const entity of this.entities.values()) total += entity.queue.length;
+    return total;
   }
 
   enqueue(item: WorkItem): void {
-    item.owner.queuedItems++;
-    this.queue.push(item);
+    const owner = item.owner;
+    let entity = this.entities.get(owner);
+    if (!entity) {
+      entity = { proc: owner, queue: [], prepared: false };
+      this.entities.set(owner, entity);
+    }
+    if (entity.queue.length === 0) this.wake(entity);
+    item.enqueuedAtNs = nowNs();
+    owner.queuedItems++;
+    entity.queue.push(item);
     this.pump();
+  }
+
+  /**
+   * A process that had nothing queued becomes runnable: it may not bank the GPU time it did not
+   * use while idle (CFS-style), so its virtual runtime is raised to the least of its class's.
+   */
+  private wake(entity: Entity): void {
+    let least: number | null = null;
+    for (const other of this.entities.values()) {
+      if (other === entity || other.queue.length === 0 || other.proc.priority !== entity.proc.priority) continue;
+      least = least === null ? other.proc.vruntimeNs : Math.min(least, other.proc.vruntimeNs);
+    }
+    if (least !== null) entity.proc.vruntimeNs = Math.max(entity.proc.vruntimeNs, least);
+    if (entity.proc.inFlightGroups === 0) entity.proc.readySinceNs = nowNs();
   }
 
   /** Cancels every queued item of `owner`; work already on the device finishes on its own. */
   cancelAll(owner: Proc): void {
-    const kept: WorkItem[] = [];
-    for (const item of this.queue) {
-      if (item.owner !== owner) {
-        kept.push(item);
-        continue;
+    const entity = this.entities.get(owner);
+    if (entity) {
+      for (const item of entity.queue.splice(0)) {
+        owner.queuedItems--;
+        try {
+          item.cancel();
+        } catch {
+          // A cancel must never stop the cancelling of the others.
+        }
       }
-      owner.queuedItems--;
-      try {
-        item.cancel();
-      } catch {
-        // A cancel must never stop the cancelling of the others.
-      }
+      entity.prepared = false;
+      if (owner.inFlightGroups === 0) this.entities.delete(owner);
     }
-    this.queue.length = 0;
-    this.queue.push(...kept);
     this.notifyIdle();
+  }
+
+  /** Called when a process is resumed or reniced: its work may now be picked. */
+  reschedule(): void {
+    this.pump();
   }
 
   /** Resolves when `owner` (or, with null, everyone) has nothing queued and nothing on the device. */
@@ -82,7 +181,7 @@ export class Dispatcher {
 
   private isIdle(owner: Proc | null): boolean {
     if (owner) return owner.queuedItems === 0 && owner.inFlightGroups === 0;
-    return this.queue.length === 0 && !this.running && this.outstandingFences === 0 && this.openRun === null;
+    return this.queuedTotal() === 0 && !this.busy && this.outstandingFences === 0 && this.openRun === null;
   }
 
   private notifyIdle(): void {
@@ -95,29 +194,60 @@ export class Dispatcher {
     this.idleWaiters = still;
   }
 
-  /** The scheduling policy: which queued item runs next. FIFO for now (arrival order). */
-  private pickNext(): WorkItem | undefined {
-    return this.queue.shift();
+  /** The policy: strict priority between classes, least virtual runtime within one. */
+  private pickNext(): Entity | null {
+    let best: Entity | null = null;
+    for (const entity of this.entities.values()) {
+      if (entity.queue.length === 0 || entity.proc.suspended) continue;
+      if (
+        !best ||
+        classRank(entity.proc) < classRank(best.proc) ||
+        (classRank(entity.proc) === classRank(best.proc) && entity.proc.vruntimeNs < best.proc.vruntimeNs)
+      ) {
+        best = entity;
+      }
+    }
+    return best;
   }
 
   private pump(): void {
-    while (!this.running && this.queue.length > 0 && this.outstandingFences < this.maxInFlight) {
-      const item = this.pickNext()!;
-      item.owner.queuedItems--;
-      if (item.usesDevice) this.openRunFor(item.owner);
-      let pending: void | Promise<void> = undefined;
-      try {
-        pending = item.run();
-      } catch (error) {
-        // run() routes WebGPU errors to the owner itself; anything thrown here is a kernel bug.
-        process.stderr.write(`gpunix: dispatcher: work item of pid ${item.owner.pid} failed: ${String(error)}\n`);
+    while (!this.busy && this.outstandingFences < this.params.maxInFlight) {
+      const entity = this.pickNext();
+      if (!entity) break;
+      const item = entity.queue[0];
+      if (item.nextPiece) {
+        if (!entity.prepared) {
+          const preparing = item.prepare?.() ?? null;
+          if (preparing) {
+            this.busy = true;
+            preparing
+              .catch((error) => this.report(item, error))
+              .finally(() => {
+                entity.prepared = true;
+                this.busy = false;
+                this.pump();
+              });
+            return;
+          }
+          entity.prepared = true;
+        }
+        const piece = this.safely(item, () => item.nextPiece!(this.params.targetSliceNs));
+        if (piece) {
+          this.issue(entity, piece);
+          continue;
+        }
+        // The item has no more pieces: it is done once its last run completes.
+        this.finishItem(entity, item);
+        continue;
       }
+      this.finishItem(entity, item, true);
+      const pending = this.safely(item, () => item.run?.());
       if (pending instanceof Promise) {
-        this.running = true;
+        this.busy = true;
         pending
-          .catch((error) => process.stderr.write(`gpunix: dispatcher: work item of pid ${item.owner.pid} failed: ${String(error)}\n`))
+          .catch((error) => this.report(item, error))
           .finally(() => {
-            this.running = false;
+            this.busy = false;
             this.pump();
           });
         return;
@@ -129,18 +259,63 @@ export class Dispatcher {
       this.closeScheduled = true;
       queueMicrotask(() => {
         this.closeScheduled = false;
-        if (this.queue.length === 0 && !this.running) this.closeRun();
+        if (!this.busy) this.closeRun();
       });
     }
     this.notifyIdle();
   }
 
+  private safely<T>(item: WorkItem, body: () => T): T | undefined {
+    try {
+      return body();
+    } catch (error) {
+      this.report(item, error);
+      return undefined;
+    }
+  }
+
+  private report(item: WorkItem, error: unknown): void {
+    // Items route WebGPU errors to their owner themselves; anything thrown here is a kernel bug.
+    process.stderr.write(`gpunix: dispatcher: work item of pid ${item.owner.pid} failed: ${String(error)}\n`);
+  }
+
+  /** Removes the head item of `entity`; its latency is recorded when its last run completes. */
+  private finishItem(entity: Entity, item: WorkItem, indivisible = false): void {
+    entity.queue.shift();
+    entity.prepared = false;
+    item.owner.queuedItems--;
+    if (!item.usesDevice) return;
+    if (indivisible) this.openRunFor(item.owner);
+    this.openRun?.finishing.push(item);
+  }
+
+  private issue(entity: Entity, piece: WorkPiece): void {
+    const owner = entity.proc;
+    this.openRunFor(owner);
+    const run = this.openRun!;
+    this.safely(entity.queue[0], () => piece.issue());
+    run.pieces.push(piece);
+    if (piece.atom) owner.atomsRun++;
+    if (piece.whole) owner.wholeDispatches++;
+    // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost model.
+    if (piece.atom || piece.cost) this.closeRun();
+  }
+
   private openRunFor(owner: Proc): void {
     if (this.openRun && this.openRun.owner !== owner) this.closeRun();
-    if (!this.openRun) {
-      this.openRun = { owner, firstIssuedAtNs: nowNs() };
-      owner.inFlightGroups++;
+    if (this.openRun) return;
+    const issuedAt = nowNs();
+    if (this.lastOwner && this.lastOwner !== owner && this.lastOwner.alive) {
+      const previous = this.entities.get(this.lastOwner);
+      if (previous && previous.queue.length > 0) this.lastOwner.preemptions++;
     }
+    this.lastOwner = owner;
+    if (owner.readySinceNs !== null) {
+      owner.readyWaitNs += issuedAt - owner.readySinceNs;
+      owner.readySinceNs = null;
+    }
+    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: [], finishing: [] };
+    owner.inFlightGroups++;
   }
 
   private closeRun(): void {
@@ -150,15 +325,33 @@ export class Dispatcher {
     this.outstandingFences++;
     const settle = (): void => {
       const doneNs = nowNs();
-      const spent = Math.max(0, doneNs - Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs));
+      const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
+      const spent = Math.max(0, doneNs - startNs);
       this.lastFenceDoneNs = doneNs;
-      run.owner.gpuTimeNs += spent;
+      const owner = run.owner;
+      owner.gpuTimeNs += spent;
+      owner.vruntimeNs += spent / owner.weight;
       this.busyNs += spent;
-      run.owner.inFlightGroups--;
+      this.learn(run, spent);
+      for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args);
+      for (const item of run.finishing) owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
+      owner.inFlightGroups--;
       this.outstandingFences--;
+      const entity = this.entities.get(owner);
+      if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
+      if (entity && entity.queue.length === 0 && owner.inFlightGroups === 0 && !owner.alive) this.entities.delete(owner);
       this.pump();
     };
     this.device.queue.onSubmittedWorkDone().then(settle, settle);
+  }
+
+  /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */
+  private learn(run: OpenRun, spentNs: number): void {
+    const costed = run.pieces.filter((p) => p.cost);
+    if (costed.length === 0 || costed.length !== run.pieces.length) return;
+    const model = costed[0].cost!.model;
+    if (costed.some((p) => p.cost!.model !== model)) return;
+    model.learn(spentNs, costed.reduce((sum, p) => sum + p.cost!.workgroups, 0));
   }
 
   /** Fraction of the dispatcher's lifetime the device spent on processes' work. */

@@ -5,6 +5,9 @@ import { openDevices } from '../device/adapters.js';
 import type { AdapterDescription, PhysicalDevice } from '../device/physicalDevice.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import {
+  DEFAULT_TARGET_SLICE_MS,
+  DEFAULT_TRACE_EVENTS,
+  DEFAULT_WEIGHT,
   DEFAULT_MAX_IN_FLIGHT,
   DEFAULT_MEMORY_BUDGET_BYTES,
   DEFAULT_TENANT,
@@ -17,7 +20,8 @@ import {
 import type { VirtualDevice } from '../vgpu/device.js';
 import { VirtualGPU } from '../vgpu/gpu.js';
 import type { ProcessHost } from '../vgpu/host.js';
-import { Dispatcher } from './dispatch.js';
+import { Dispatcher, SchedulerParams } from './dispatch.js';
+import { ChromeTrace, TraceLog } from './trace.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
 import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
 
@@ -26,15 +30,30 @@ export interface KernelOptions {
   devices?: number;
   /** Memory budget per device: bytes, or a string such as "512M" (default 4 GiB, or $GPUNIX_MEMORY_BUDGET). */
   memoryBudget?: number | string;
-  /** Most unfinished fences per device (default 8). */
+  /** Most unfinished fences (runs and atoms) per device (default 2): the preemption bound in atoms. */
   maxInFlight?: number;
+  /** Device time an atom aims to take, in ms (default 1). */
+  targetSliceMs?: number;
+  /** Split dispatches into atoms so that other processes can run between them (default true). */
+  atomize?: boolean;
+  /** Fixed workgroups per atom instead of the cost model's choice (testing and experiments). */
+  atomSize?: number;
   /** Encode every command buffer afresh from the kernel's record at execution (default false). */
   reencodeCommandBuffers?: boolean;
+  /** Events the atom timeline keeps (default 100000; 0 turns tracing off). */
+  traceEvents?: number;
 }
 
 export interface SpawnOptions {
   name?: string;
   priority?: PriorityClass;
+  /** Share of GPU time within the priority class, relative to other processes' weights (default 1). */
+  weight?: number;
+}
+
+export interface ReniceOptions {
+  priority?: PriorityClass;
+  weight?: number;
 }
 
 export interface DeviceStats {
@@ -53,6 +72,20 @@ export interface KernelStats {
   liveObjects: { total: number; byKind: Record<ResourceKind, number> };
   bytesAllocated: number;
   devices: DeviceStats[];
+}
+
+function checkPriority(priority: unknown): PriorityClass {
+  if (!PRIORITY_CLASSES.includes(priority as PriorityClass)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(priority)}`);
+  }
+  return priority as PriorityClass;
+}
+
+function checkWeight(weight: unknown): number {
+  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight <= 0) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `weight must be a positive number, got ${JSON.stringify(weight)}`);
+  }
+  return weight;
 }
 
 export interface DeviceDescription extends AdapterDescription {
@@ -117,15 +150,17 @@ export class Kernel {
   private readonly dispatchers = new Map<PhysicalDevice, Dispatcher>();
   private readonly virtualDevices = new Map<PhysicalDevice, Set<VirtualDevice>>();
   private readonly live = new LiveCounts();
+  private readonly traceLog: TraceLog;
   private nextPid = 1;
   private down = false;
 
   constructor(
     readonly devices: readonly PhysicalDevice[],
-    private readonly options: Required<Pick<KernelOptions, 'maxInFlight' | 'reencodeCommandBuffers'>>,
+    readonly options: KernelSettings,
   ) {
+    this.traceLog = new TraceLog(options.traceEvents);
     for (const device of devices) {
-      this.dispatchers.set(device, new Dispatcher(device, options.maxInFlight));
+      this.dispatchers.set(device, new Dispatcher(device, options.scheduler, this.traceLog));
       this.virtualDevices.set(device, new Set());
       device.device.lost.then((info) => {
         for (const vdevice of this.virtualDevices.get(device) ?? []) vdevice.lose('unknown', `gpunix: device ${device.id} was lost: ${info.message}`);
@@ -136,12 +171,10 @@ export class Kernel {
   /** Starts a process. Its program reaches the GPU only through `handle.gpu`. */
   async spawn(options: SpawnOptions = {}): Promise<ProcessHandle> {
     this.assertUp();
-    const priority = options.priority ?? 'normal';
-    if (!PRIORITY_CLASSES.includes(priority)) {
-      throw new GpunixError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(priority)}`);
-    }
+    const priority = checkPriority(options.priority ?? 'normal');
+    const weight = checkWeight(options.weight ?? DEFAULT_WEIGHT);
     const pid = this.nextPid++;
-    const proc = new Proc(pid, options.name ?? `proc${pid}`, DEFAULT_TENANT, priority, this.live);
+    const proc = new Proc(pid, options.name ?? `proc${pid}`, DEFAULT_TENANT, priority, weight, this.live);
     this.procs.set(pid, proc);
     this.trimExited();
     return new ProcessHandle(this, proc, new VirtualGPU(this.hostFor(proc)));
@@ -151,6 +184,8 @@ export class Kernel {
     return {
       proc,
       reencodeCommandBuffers: this.options.reencodeCommandBuffers,
+      atomize: this.options.atomize,
+      atomSize: this.options.atomSize,
       chooseDevice: (options) => this.chooseDevice(options),
       dispatcherFor: (device) => this.dispatchers.get(device)!,
       adopt: (vdevice) => {
@@ -190,6 +225,46 @@ export class Kernel {
     return proc.exit!;
   }
 
+  /** Changes a process's priority class and/or weight; the next scheduling decision uses them. */
+  renice(pid: number, options: ReniceOptions): ProcessRecord {
+    const proc = this.lookupLive(pid);
+    const priority = options.priority === undefined ? proc.priority : checkPriority(options.priority);
+    const weight = options.weight === undefined ? proc.weight : checkWeight(options.weight);
+    proc.priority = priority;
+    proc.weight = weight;
+    this.rescheduleAll();
+    return proc.record();
+  }
+
+  /** Stops a process's GPU work at the next atom boundary; queued work waits until resume. */
+  suspend(pid: number): ProcessRecord {
+    const proc = this.lookupLive(pid);
+    proc.suspended = true;
+    return proc.record();
+  }
+
+  resume(pid: number): ProcessRecord {
+    const proc = this.lookupLive(pid);
+    proc.suspended = false;
+    this.rescheduleAll();
+    return proc.record();
+  }
+
+  private rescheduleAll(): void {
+    for (const dispatcher of this.dispatchers.values()) dispatcher.reschedule();
+  }
+
+  private lookupLive(pid: number): Proc {
+    const proc = this.lookup(pid);
+    if (!proc.alive) throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${pid} has exited (${proc.exit!.reason})`);
+    return proc;
+  }
+
+  /** The atom timeline in the Chrome trace event format (open it in Perfetto or chrome://tracing). */
+  trace(): ChromeTrace {
+    return this.traceLog.toChrome();
+  }
+
   /** Waits for a process to end and removes it from the table; returns its exit status. */
   async wait(pid: number): Promise<ExitStatus> {
     const proc = this.lookup(pid);
@@ -209,6 +284,7 @@ export class Kernel {
 
   private terminate(proc: Proc, status: ExitStatus): void {
     if (!proc.alive) return;
+    proc.suspended = false;
     for (const dispatcher of this.dispatchers.values()) dispatcher.cancelAll(proc);
     proc.end(status);
   }
@@ -219,7 +295,7 @@ export class Kernel {
   }
 
   stats(): KernelStats {
-    const byState: Record<ProcessState, number> = { ready: 0, running: 0, waiting: 0, exited: 0 };
+    const byState: Record<ProcessState, number> = { ready: 0, running: 0, waiting: 0, suspended: 0, exited: 0 };
     for (const proc of this.procs.values()) byState[proc.state]++;
     return {
       processes: { total: this.procs.size, byState },
@@ -267,16 +343,42 @@ export class Kernel {
   }
 }
 
+/** The kernel's options, checked and with defaults filled in. */
+export interface KernelSettings {
+  scheduler: SchedulerParams;
+  atomize: boolean;
+  atomSize: number | null;
+  reencodeCommandBuffers: boolean;
+  traceEvents: number;
+}
+
+function positiveInteger(name: string, value: unknown): number {
+  if (!Number.isInteger(value) || (value as number) < 1) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value as number;
+}
+
 /** Opens the machine's devices and returns a kernel that owns them. */
 export async function createKernel(options: KernelOptions = {}): Promise<Kernel> {
   const budgetBytes = resolveBudget(options.memoryBudget);
-  const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
-  if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
-    throw new GpunixError(ErrorCodes.BAD_OPTION, `maxInFlight must be a positive integer, got ${String(options.maxInFlight)}`);
+  const maxInFlight = positiveInteger('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+  const targetSliceMs = options.targetSliceMs ?? DEFAULT_TARGET_SLICE_MS;
+  if (typeof targetSliceMs !== 'number' || !(targetSliceMs > 0)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `targetSliceMs must be a positive number, got ${String(options.targetSliceMs)}`);
   }
-  if (options.devices !== undefined && (!Number.isInteger(options.devices) || options.devices < 1)) {
-    throw new GpunixError(ErrorCodes.BAD_OPTION, `devices must be a positive integer, got ${String(options.devices)}`);
+  const atomSize = options.atomSize === undefined ? null : positiveInteger('atomSize', options.atomSize);
+  const traceEvents = options.traceEvents ?? DEFAULT_TRACE_EVENTS;
+  if (!Number.isInteger(traceEvents) || traceEvents < 0) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `traceEvents must be a non-negative integer, got ${String(options.traceEvents)}`);
   }
+  if (options.devices !== undefined) positiveInteger('devices', options.devices);
   const devices = await openDevices({ count: options.devices, budgetBytes });
-  return new Kernel(devices, { maxInFlight, reencodeCommandBuffers: options.reencodeCommandBuffers ?? false });
+  return new Kernel(devices, {
+    scheduler: { maxInFlight, targetSliceNs: targetSliceMs * 1e6 },
+    atomize: options.atomize ?? true,
+    atomSize,
+    reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
+    traceEvents,
+  });
 }

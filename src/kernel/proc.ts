@@ -2,15 +2,17 @@
 // derived from what the process has queued and in flight, except `exited`, which is final.
 
 import type { PriorityClass } from '../params.js';
+import { LatencyHistogram, LatencySnapshot } from './latency.js';
 import { LiveCounts, ResourceLedger } from './ledger.js';
 
 /**
  * ready:   GPU work queued, waiting for the device
  * running: GPU work executing on a device
  * waiting: no GPU work pending (the program is on the CPU, or idle)
+ * suspended: kernel.suspend(): nothing of it runs until kernel.resume()
  * exited:  final; every resource released; the exit status says why
  */
-export type ProcessState = 'ready' | 'running' | 'waiting' | 'exited';
+export type ProcessState = 'ready' | 'running' | 'waiting' | 'suspended' | 'exited';
 
 export type ExitReason =
   | 'normal' // the program finished, or called exit()
@@ -37,6 +39,16 @@ export interface ProcessAccounting {
   indirectDispatches: number;
   submits: number;
   bufferWrites: number;
+  /** Pieces of split dispatches run (atoms). */
+  atomsRun: number;
+  /** Dispatches that ran whole because they could not be split (indirect, unsplittable kernels). */
+  wholeDispatches: number;
+  /** Times the scheduler switched away from this process while it had work queued. */
+  preemptions: number;
+  /** Time spent with work queued but nothing on the device (ns). */
+  readyWaitNs: number;
+  /** Program call to device completion, per submit and write. */
+  latency: LatencySnapshot;
 }
 
 /** A row of `kernel.ps()`: a snapshot, safe to keep. */
@@ -45,6 +57,7 @@ export interface ProcessRecord {
   name: string;
   tenant: string;
   priority: PriorityClass;
+  weight: number;
   state: ProcessState;
   startedAt: number;
   endedAt: number | null;
@@ -59,9 +72,18 @@ export class Proc {
   endedAt: number | null = null;
   exit: ExitStatus | null = null;
 
-  // kernel/dispatch: work this process has given the dispatcher
+  // kernel/dispatch: work this process has given the dispatcher, and its scheduling state
   queuedItems = 0;
   inFlightGroups = 0;
+  suspended = false;
+  /** GPU time divided by weight (ns): the fair-share clock within a priority class. */
+  vruntimeNs = 0;
+  readySinceNs: number | null = null;
+  readyWaitNs = 0;
+  atomsRun = 0;
+  wholeDispatches = 0;
+  preemptions = 0;
+  readonly latency = new LatencyHistogram();
 
   // kernel/ledger: the real objects it holds
   readonly ledger: ResourceLedger;
@@ -85,6 +107,7 @@ export class Proc {
     readonly name: string,
     readonly tenant: string,
     public priority: PriorityClass,
+    public weight: number,
     live: LiveCounts,
   ) {
     this.ledger = new ResourceLedger(live);
@@ -97,6 +120,7 @@ export class Proc {
 
   get state(): ProcessState {
     if (this.exit) return 'exited';
+    if (this.suspended) return 'suspended';
     if (this.inFlightGroups > 0) return 'running';
     if (this.queuedItems > 0) return 'ready';
     return 'waiting';
@@ -120,6 +144,7 @@ export class Proc {
       name: this.name,
       tenant: this.tenant,
       priority: this.priority,
+      weight: this.weight,
       state: this.state,
       startedAt: this.startedAt,
       endedAt: this.endedAt,
@@ -133,6 +158,11 @@ export class Proc {
         indirectDispatches: this.indirectDispatches,
         submits: this.submits,
         bufferWrites: this.bufferWrites,
+        atomsRun: this.atomsRun,
+        wholeDispatches: this.wholeDispatches,
+        preemptions: this.preemptions,
+        readyWaitNs: this.readyWaitNs,
+        latency: this.latency.snapshot(),
       },
     };
   }

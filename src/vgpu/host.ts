@@ -19,4 +19,8 @@ export interface ProcessHost {
    * of using the encoding checked at finish(): the path preemption and eviction rely on.
    */
   readonly reencodeCommandBuffers: boolean;
+  /** Split dispatches into atoms (pipelines get an atomized twin). */
+  readonly atomize: boolean;
+  /** Fixed workgroups per atom, overriding the cost model (null: the cost model decides). */
+  readonly atomSize: number | null;
 }
