@@ -35,6 +35,10 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     return this.real;
   }
 
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
   get mapState(): GPUBufferMapState {
     if (this.queuedMaps.length > 0) return 'pending';
     return this.real.mapState;

@@ -40,6 +40,8 @@ export function realPassDescriptor(descriptor: GPUComputePassDescriptor | undefi
 export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
   /** Set by the first queue.submit(): WebGPU lets a command buffer be submitted once. */
   submitted = false;
+  /** Set when the encoding Dawn checked at finish() was itself submitted (it can be, once). */
+  checkedConsumed = false;
 
   constructor(
     private readonly checked: GPUCommandBuffer,
@@ -47,6 +49,8 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     label: string | undefined,
     /** Resolves true when finish() raised no error, i.e. the record is valid to execute. */
     readonly valid: Promise<boolean>,
+    /** True when finish() is known, at once, to have raised no error. */
+    readonly knownValid: boolean,
     readonly dispatches: number,
     readonly indirectDispatches: number,
   ) {
@@ -56,6 +60,37 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
   /** The encoding Dawn checked at finish(): submitting it is exact when nothing was replaced. */
   get [REAL](): GPUCommandBuffer {
     return this.checked;
+  }
+
+  private referenced: VirtualObject[] | null = null;
+
+  /** Every buffer and query set the record uses (directly or through bind groups). */
+  resources(): VirtualObject[] {
+    if (this.referenced) return this.referenced;
+    const found = new Set<VirtualObject>();
+    const visit = (value: unknown): void => {
+      if (value instanceof VirtualObject) {
+        const descriptor = (value as unknown as { descriptor?: GPUBindGroupDescriptor }).descriptor;
+        if (descriptor && Array.isArray((descriptor as { entries?: unknown }).entries)) {
+          for (const entry of descriptor.entries as GPUBindGroupEntry[]) {
+            const resource = entry.resource as unknown;
+            visit(resource && typeof resource === 'object' && 'buffer' in resource ? (resource as GPUBufferBinding).buffer : resource);
+          }
+          return;
+        }
+        found.add(value);
+      }
+    };
+    for (const command of this.commands) {
+      if (command.op === 'computePass') {
+        visit(command.descriptor?.timestampWrites?.querySet);
+        for (const passCommand of command.commands) passCommand.args.forEach(visit);
+      } else {
+        command.args.forEach(visit);
+      }
+    }
+    this.referenced = [...found];
+    return this.referenced;
   }
 
   /** Encodes the record afresh on `device`, against the real objects behind it now. */

@@ -135,7 +135,7 @@ export class VirtualCommandEncoder {
 
   finish(descriptor?: GPUCommandBufferDescriptor): VirtualCommandBuffer {
     this.finished = true;
-    const { value, valid } = this.device.callChecked(() => this.real.finish(descriptor));
-    return new VirtualCommandBuffer(value, this.record, descriptor?.label ?? this.label, valid, this.dispatches, this.indirectDispatches);
+    const { value, valid, clean } = this.device.callChecked(() => this.real.finish(descriptor));
+    return new VirtualCommandBuffer(value, this.record, descriptor?.label ?? this.label, valid, clean, this.dispatches, this.indirectDispatches);
   }
 }

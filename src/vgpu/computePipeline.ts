@@ -1,11 +1,102 @@
 // A process's compute pipeline: its descriptor (module, entry point, constants, layout) kept so
 // the kernel can rebuild or rewrite it, in front of Dawn's pipeline.
 
+import { CostModel } from '../kernel/dispatch.js';
+import { atomize } from '../wgsl/index.js';
+import { VirtualBindGroup } from './bindGroup.js';
 import type { VirtualDevice } from './device.js';
-import { VirtualBindGroupLayout } from './layouts.js';
-import { REAL, VirtualObject } from './object.js';
+import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
+import { REAL, unwrap, VirtualObject } from './object.js';
+import { VirtualShaderModule } from './shaderModule.js';
+
+/** The kernel's twin of a pipeline whose entry point was rewritten to run as atoms. */
+export interface AtomizedPipeline {
+  readonly real: GPUComputePipeline;
+  /** Bytes of immediate data the twin reads (0: the entry needs no record; any split is exact). */
+  readonly immediateSize: number;
+  /** The real bind group to set at `index` for the program's `group` (a twin for 'auto' layouts). */
+  bindGroup(index: number, group: unknown): unknown;
+}
+
+/**
+ * Builds the atomized twin of `pipeline`: at once (`sync`, beside a program's synchronous
+ * createComputePipeline) or resolving when compiled (beside createComputePipelineAsync), so that
+ * every dispatch of a pipeline the program holds can be split. If the entry cannot be split, or
+ * the twin fails, the pipeline runs whole. Errors stay the kernel's: the program already got
+ * Dawn's verdict on its own pipeline.
+ */
+export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComputePipeline, sync: boolean): Promise<void> | void {
+  const compute = pipeline.descriptor.compute;
+  const module = compute?.module;
+  if (!(module instanceof VirtualShaderModule)) return;
+  const limits = device.physical.adapter.limits;
+  const entry = atomize(module.code, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
+  if (entry.mode !== 'immediate') {
+    pipeline.wholeReason = entry.reason ?? `the atomizer chose '${entry.mode}'`;
+    return;
+  }
+  const immediateSize = entry.immediateSize ?? 0;
+  const layout = pipeline.descriptor.layout;
+  const physical = device.physical;
+  const explicit = layout instanceof VirtualPipelineLayout;
+  let realLayout: GPUPipelineLayout | 'auto' = 'auto';
+  if (explicit) {
+    // The program's own bind group layouts, so its bind groups fit the twin as they are.
+    const made = physical.capture(() =>
+      physical.device.createPipelineLayout({
+        bindGroupLayouts: layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null),
+        immediateSize,
+      } as GPUPipelineLayoutDescriptor),
+    );
+    if (!made.clean) {
+      pipeline.wholeReason = 'the twin pipeline layout was refused';
+      return;
+    }
+    realLayout = made.value;
+  }
+  const descriptor: GPUComputePipelineDescriptor = {
+    label: `${pipeline.label} (atomized)`,
+    layout: realLayout,
+    compute: { ...compute, module: physical.device.createShaderModule({ code: entry.code }) },
+  };
+  const adopt = (real: GPUComputePipeline): void => {
+    // 'auto' layouts are exclusive to their pipeline: the program's bind groups get twins made
+    // against the twin's own layouts (same resources), created once per group and layout.
+    const layouts = new Map<number, GPUBindGroupLayout>();
+    const twinLayout = (index: number): GPUBindGroupLayout => {
+      let found = layouts.get(index);
+      if (!found) layouts.set(index, (found = real.getBindGroupLayout(index)));
+      return found;
+    };
+    pipeline.atomized = {
+      real,
+      immediateSize,
+      bindGroup: explicit
+        ? (_index, group) => unwrap(group)
+        : (index, group) => (group instanceof VirtualBindGroup ? group.twinFor(physical, twinLayout(index)) : unwrap(group)),
+    };
+  };
+  const refuse = (why: string): void => {
+    pipeline.wholeReason = `the atomized twin did not compile: ${why}`;
+  };
+  if (sync) {
+    const made = physical.capture(() => physical.device.createComputePipeline(descriptor));
+    if (made.clean) adopt(made.value);
+    else made.errors.then((list) => refuse(list.map((e) => e.message).join('; ')));
+    return;
+  }
+  const made = physical.capture(() => physical.device.createComputePipelineAsync(descriptor));
+  return made.value.then(adopt, (error: unknown) => refuse(error instanceof Error ? error.message : String(error)));
+}
 
 export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> {
+  /** Device time per workgroup, learned from this pipeline's atoms and dispatches. */
+  readonly cost = new CostModel();
+  /** Set once the atomized twin is ready; stays null when the kernel runs this pipeline whole. */
+  atomized: AtomizedPipeline | null = null;
+  /** Why the pipeline runs whole, when it does (for stats and the trace). */
+  wholeReason: string | null = null;
+
   constructor(
     private readonly device: VirtualDevice,
     private readonly real: GPUComputePipeline,

@@ -10,7 +10,7 @@ import { unsupported } from '../errors.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
-import { VirtualComputePipeline } from './computePipeline.js';
+import { buildAtomizedTwin, VirtualComputePipeline } from './computePipeline.js';
 import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
@@ -101,10 +101,15 @@ export class VirtualDevice extends EventTarget {
     }
   }
 
-  /** Like call(), and also says whether the call raised no error. */
-  callChecked<T>(realCall: () => T): { value: T; valid: Promise<boolean> } {
+  /** Like call(), and also says whether the call raised no error (`clean`: known at return). */
+  callChecked<T>(realCall: () => T): { value: T; valid: Promise<boolean>; clean: boolean } {
     const captured = this.physical.capture(realCall);
-    return { value: captured.value, valid: this.route(this.scopes.target(), captured) };
+    return { value: captured.value, valid: this.route(this.scopes.target(), captured), clean: captured.clean };
+  }
+
+  /** Routes the errors of a call the kernel made for this device to `target` (see errorTarget). */
+  routeCaptured(target: HeldTarget, captured: Captured<unknown>): void {
+    this.route(target.scopes, captured);
   }
 
   callRoutedChecked(target: HeldTarget, realCall: () => void): Promise<boolean> {
@@ -237,9 +242,10 @@ export class VirtualDevice extends EventTarget {
   }
 
   createComputePipeline(descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
-    const real = this.call(() => this.physical.device.createComputePipeline(this.realComputePipelineDescriptor(descriptor)));
+    const { value: real, clean } = this.callChecked(() => this.physical.device.createComputePipeline(this.realComputePipelineDescriptor(descriptor)));
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
     this.track(pipeline, 'computePipeline', 0);
+    if (clean && this.host.atomize && !this.isLost) buildAtomizedTwin(this, pipeline, true);
     return pipeline;
   }
 
@@ -247,6 +253,7 @@ export class VirtualDevice extends EventTarget {
     const real = await this.physical.device.createComputePipelineAsync(this.realComputePipelineDescriptor(descriptor));
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
     this.track(pipeline, 'computePipeline', 0);
+    if (this.host.atomize && !this.isLost) await buildAtomizedTwin(this, pipeline, false);
     return pipeline;
   }
 

@@ -21,6 +21,9 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> {
   get [REAL](): GPUQuerySet {
     return this.real;
   }
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;

@@ -6,7 +6,7 @@ import { unsupported } from '../errors.js';
 import { VirtualCommandBuffer } from './commandBuffer.js';
 import type { VirtualDevice } from './device.js';
 import { unwrap } from './object.js';
-import { validationError } from './webgpuGlobals.js';
+import { Submission } from './submission.js';
 
 /**
  * The bytes of writeBuffer's data argument, checked as WebGPU does (dataOffset and size count
@@ -57,44 +57,7 @@ export class VirtualQueue {
         proc.indirectDispatches += sign * cb.indirectDispatches;
       }
     };
-    const submitReal = (real: GPUCommandBuffer[]): void => {
-      // Counted when handed to the device; taken back if Dawn refuses the submit.
-      count(1);
-      const valid = device.callRoutedChecked(target, () => device.physical.queue.submit(real));
-      valid.then((ok) => ok || count(-1));
-    };
-    const reencode = device.host.reencodeCommandBuffers;
-    device.dispatcher.enqueue({
-      owner: proc,
-      usesDevice: true,
-      run: reencode
-        ? async () => {
-            // Encode afresh only records Dawn accepted at finish(); anything else is submitted as
-            // checked so that Dawn reports its own error for it.
-            try {
-              const valid = await Promise.all(buffers.map((cb, i) => (firstSubmission[i] ? cb.valid : false)));
-              if (device.isLost) return;
-              const again = buffers.find((_, i) => !firstSubmission[i]);
-              if (again) {
-                // Its checked encoding never reached Dawn (a fresh one did), so Dawn would run it
-                // again: refuse the whole submit as WebGPU does, with Dawn's error.
-                device.reportRouted(
-                  target,
-                  validationError(
-                    `[CommandBuffer${again.label ? ` "${again.label}"` : ''}] cannot be submitted more than once.\n - While calling [Queue].Submit()`,
-                  ),
-                );
-                return;
-              }
-              submitReal(buffers.map((cb, i) => (valid[i] ? cb.encode(device.physical.device) : unwrap(cb)) as GPUCommandBuffer));
-            } finally {
-              // Whatever happened, the program's scopes must not wait for this submit any longer.
-              target.release();
-            }
-          }
-        : () => submitReal(buffers.map(unwrap) as unknown[] as GPUCommandBuffer[]),
-      cancel: () => target.release(),
-    });
+    device.dispatcher.enqueue(new Submission(device, buffers, firstSubmission, target, count, device.dispatcher.params.targetSliceNs));
   }
 
   writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {

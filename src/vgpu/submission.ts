@@ -1,0 +1,406 @@
+// What one queue.submit becomes for the dispatcher: a divisible work item. Unless it must run
+// whole, its commands are issued as pieces, each its own real command buffer: runs of copies
+// (large ones chunked), and each dispatch either whole or as atoms — boxes of the original grid
+// that the atomized twin of the pipeline computes exactly, placed by immediate data. Between two
+// pieces the dispatcher may run another process's work: that is preemption.
+
+import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
+import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
+import type { Proc } from '../kernel/proc.js';
+import { VirtualBuffer } from './buffer.js';
+import { PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
+import { VirtualComputePipeline } from './computePipeline.js';
+import type { VirtualDevice } from './device.js';
+import type { HeldTarget } from './errorScopes.js';
+import { unwrap } from './object.js';
+import { VirtualQuerySet } from './querySet.js';
+import { validationError } from './webgpuGlobals.js';
+import { atomParams } from '../wgsl/index.js';
+
+type Grid = [number, number, number];
+
+/** The pass state a dispatch needs re-established in a pass of its own. */
+interface PassState {
+  pipeline: unknown;
+  bindGroups: Map<number, unknown[]>;
+  /** The program's own setImmediates calls, replayed for whole dispatches. */
+  immediates: unknown[][];
+}
+
+/** Where the walk through the command buffers stands. */
+interface Cursor {
+  buffer: number;
+  command: number;
+  /** Inside a compute pass: the next pass command, and the state so far. */
+  passCommand: number;
+  pass: PassState | null;
+  /** Inside a dispatch being split: the grid and how many workgroups (linear, x fastest) are done. */
+  grid: Grid | null;
+  done: number;
+  /** Inside a copy being chunked: bytes done. */
+  copied: number;
+}
+
+/** True when every buffer and query set the buffers use can be submitted now (else Dawn must refuse it). */
+function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
+  for (const cb of buffers) {
+    for (const resource of cb.resources()) {
+      if (resource instanceof VirtualBuffer && (resource.isDestroyed || resource.mapState !== 'unmapped')) return false;
+      if (resource instanceof VirtualQuerySet && resource.isDestroyed) return false;
+    }
+  }
+  return true;
+}
+
+/** The normalized arguments of copyBufferToBuffer's two overloads. */
+function copyArgs(args: unknown[]): { src: unknown; srcOffset: number; dst: unknown; dstOffset: number; size: number | undefined } {
+  if (typeof args[1] === 'number') {
+    return { src: args[0], srcOffset: args[1], dst: args[2], dstOffset: args[3] as number, size: args[4] as number | undefined };
+  }
+  return { src: args[0], srcOffset: 0, dst: args[1], dstOffset: 0, size: args[2] as number | undefined };
+}
+
+export class Submission implements WorkItem {
+  readonly usesDevice = true;
+  private readonly cursor: Cursor = { buffer: 0, command: 0, passCommand: 0, pass: null, grid: null, done: 0, copied: 0 };
+  /** True when the submit must reach Dawn as one (invalid buffers, resubmission, refused resources). */
+  private whole: boolean;
+  private wholeIssued = false;
+  private counted = false;
+  private valid: boolean[] = [];
+
+  constructor(
+    private readonly device: VirtualDevice,
+    private readonly buffers: readonly VirtualCommandBuffer[],
+    private readonly firstSubmission: readonly boolean[],
+    private readonly target: HeldTarget,
+    private readonly count: (sign: 1 | -1) => void,
+    private readonly targetSliceNs: number,
+  ) {
+    const host = device.host;
+    this.whole = !host.atomize || firstSubmission.includes(false) || !submittable(buffers);
+  }
+
+  get owner(): Proc {
+    return this.device.proc;
+  }
+
+  /**
+   * Before the first piece: decides whether to split, and (for split or re-encoded records) waits
+   * for finish()'s verdict; clean finishes are known at once.
+   */
+  prepare(): Promise<void> | null {
+    const waits: Promise<unknown>[] = [];
+    if (!this.whole && !this.worthSplitting(this.dispatchedPipelines())) this.whole = true;
+    const needsRecord = !this.whole || this.device.host.reencodeCommandBuffers;
+    if (needsRecord && !this.buffers.every((cb) => cb.knownValid)) waits.push(Promise.all(this.buffers.map((cb) => cb.valid)).then((v) => (this.valid = v)));
+    else this.valid = this.buffers.map(() => true);
+    if (waits.length === 0) return null;
+    return Promise.all(waits).then(() => {
+      if (this.valid.includes(false)) this.whole = true;
+    });
+  }
+
+  /** The pipelines the record dispatches with. */
+  private dispatchedPipelines(): Set<VirtualComputePipeline> {
+    const found = new Set<VirtualComputePipeline>();
+    for (const cb of this.buffers) {
+      for (const command of cb.commands) {
+        if (command.op !== 'computePass') continue;
+        for (const pc of command.commands) if (pc.op === 'setPipeline' && pc.args[0] instanceof VirtualComputePipeline) found.add(pc.args[0]);
+      }
+    }
+    return found;
+  }
+
+  /**
+   * Splitting costs a pass and a submit per piece: worth it only when some pipeline can be split
+   * and the dispatches are expected to take longer than one slice (or their cost is not known yet).
+   */
+  private worthSplitting(pipelines: Set<VirtualComputePipeline>): boolean {
+    const splittable = [...pipelines].filter((p) => p.atomized);
+    if (splittable.length === 0) return false;
+    if (this.device.host.atomSize !== null) return true;
+    let estimateNs = 0;
+    for (const cb of this.buffers) {
+      for (const command of cb.commands) {
+        if (command.op !== 'computePass') continue;
+        let current: unknown = null;
+        for (const pc of command.commands) {
+          if (pc.op === 'setPipeline') current = pc.args[0];
+          if (pc.op !== 'dispatchWorkgroups' || !(current instanceof VirtualComputePipeline) || !current.atomized) continue;
+          const perWorkgroup = current.cost.nsPerWorkgroup;
+          if (perWorkgroup === null) return true;
+          estimateNs += perWorkgroup * (pc.args as number[]).reduce((a, b) => a * (b ?? 1), 1);
+        }
+      }
+    }
+    return estimateNs > this.targetSliceNs;
+  }
+
+  nextPiece(budgetNs: number): WorkPiece | null {
+    if (this.device.isLost) return this.finish();
+    if (this.whole) return this.wholeIssued ? this.finish() : this.wholePiece();
+    if (!this.counted) {
+      // A split submit was checked valid before it started: it counts once, now.
+      this.counted = true;
+      this.count(1);
+    }
+    const piece = this.nextSplitPiece(budgetNs);
+    return piece ?? this.finish();
+  }
+
+  cancel(): void {
+    this.target.release();
+  }
+
+  private finish(): null {
+    this.target.release();
+    return null;
+  }
+
+  /** The submit as the program made it: the checked encodings (or fresh ones), in one real submit. */
+  private wholePiece(): WorkPiece {
+    this.wholeIssued = true;
+    const device = this.device;
+    return {
+      name: 'submit',
+      args: { commandBuffers: this.buffers.length },
+      issue: () => {
+        const again = this.buffers.find((cb, i) => !this.firstSubmission[i] && !cb.checkedConsumed);
+        if (again) {
+          // Its checked encoding never reached Dawn (fresh encodings or pieces did), so Dawn would
+          // run it again: refuse the whole submit as WebGPU does, with Dawn's words.
+          device.reportRouted(
+            this.target,
+            validationError(`[CommandBuffer${again.label ? ` "${again.label}"` : ''}] cannot be submitted more than once.\n - While calling [Queue].Submit()`),
+          );
+          return;
+        }
+        const reencode = device.host.reencodeCommandBuffers && !this.firstSubmission.includes(false);
+        const real = this.buffers.map((cb, i) => {
+          if (reencode && this.valid[i]) return cb.encode(device.physical.device);
+          cb.checkedConsumed = true;
+          return unwrap(cb) as unknown as GPUCommandBuffer;
+        });
+        this.count(1);
+        const captured = device.physical.capture(() => device.physical.queue.submit(real));
+        device.routeCaptured(this.target, captured);
+        if (!captured.clean) captured.errors.then((list) => list.length > 0 && this.count(-1));
+      },
+    };
+  }
+
+  /** Submits one freshly encoded command buffer for a piece. */
+  private submitPiece(encode: (encoder: GPUCommandEncoder) => void): void {
+    const device = this.device;
+    const captured = device.physical.capture(() => {
+      const encoder = device.physical.device.createCommandEncoder();
+      encode(encoder);
+      device.physical.queue.submit([encoder.finish()]);
+    });
+    if (!captured.clean) device.routeCaptured(this.target, captured);
+  }
+
+  private nextSplitPiece(budgetNs: number): WorkPiece | null {
+    const c = this.cursor;
+    while (c.buffer < this.buffers.length) {
+      const commands = this.buffers[c.buffer].commands;
+      if (c.command >= commands.length) {
+        c.buffer++;
+        c.command = 0;
+        continue;
+      }
+      const command = commands[c.command];
+      if (command.op === 'computePass') {
+        const piece = this.passPiece(command, budgetNs);
+        if (piece) return piece;
+        continue;
+      }
+      return this.copyPiece(commands);
+    }
+    return null;
+  }
+
+  /** A run of consecutive non-pass commands; a large copy or clear goes in chunks. */
+  private copyPiece(commands: readonly RecordedCommand[]): WorkPiece {
+    const c = this.cursor;
+    const command = commands[c.command] as { op: string; args: unknown[] };
+    if (command.op === 'copyBufferToBuffer') {
+      const { src, srcOffset, dst, dstOffset, size } = copyArgs(command.args);
+      const total = size ?? (src as VirtualBuffer).size - srcOffset;
+      if (total > COPY_CHUNK_BYTES) {
+        const from = c.copied;
+        const bytes = Math.min(COPY_CHUNK_BYTES, total - from);
+        c.copied += bytes;
+        if (c.copied >= total) {
+          c.copied = 0;
+          c.command++;
+        }
+        return {
+          name: 'copyBufferToBuffer',
+          args: { bytes, offset: from },
+          issue: () => this.submitPiece((e) => e.copyBufferToBuffer(unwrap(src) as GPUBuffer, srcOffset + from, unwrap(dst) as GPUBuffer, dstOffset + from, bytes)),
+        };
+      }
+    }
+    const run: Array<{ op: string; args: unknown[] }> = [];
+    while (c.command < commands.length && commands[c.command].op !== 'computePass') {
+      const next = commands[c.command] as { op: string; args: unknown[] };
+      if (next.op === 'copyBufferToBuffer' && run.length > 0) {
+        const { src, srcOffset, size } = copyArgs(next.args);
+        if ((size ?? (src as VirtualBuffer).size - srcOffset) > COPY_CHUNK_BYTES) break;
+      }
+      run.push(next);
+      c.command++;
+    }
+    return {
+      name: run.map((r) => r.op).join('+'),
+      issue: () =>
+        this.submitPiece((encoder) => {
+          for (const r of run) (encoder as unknown as Record<string, (...a: unknown[]) => void>)[r.op](...r.args.map(unwrap));
+        }),
+    };
+  }
+
+  /** The next piece of a compute pass: a whole pass, a whole dispatch, or an atom. */
+  private passPiece(command: Extract<RecordedCommand, { op: 'computePass' }>, budgetNs: number): WorkPiece | null {
+    const c = this.cursor;
+    const commands = command.commands;
+    if (command.descriptor?.timestampWrites) {
+      // The program times the pass itself: it runs as one, so its timestamps mean what they meant.
+      c.command++;
+      return {
+        name: 'computePass',
+        args: { timestamped: true },
+        issue: () =>
+          this.submitPiece((encoder) => {
+            const pass = encoder.beginComputePass(realPassDescriptor(command.descriptor)) as unknown as Record<string, (...a: unknown[]) => void>;
+            for (const pc of commands) pass[pc.op](...pc.args.map(unwrap));
+            pass.end();
+          }),
+      };
+    }
+    c.pass ??= { pipeline: null, bindGroups: new Map(), immediates: [] };
+    const state = c.pass;
+    while (c.passCommand < commands.length) {
+      const pc = commands[c.passCommand];
+      switch (pc.op) {
+        case 'setPipeline':
+          state.pipeline = pc.args[0];
+          state.immediates = [];
+          break;
+        case 'setBindGroup':
+          state.bindGroups.set(pc.args[0] as number, pc.args);
+          break;
+        case 'setImmediates':
+          state.immediates.push(pc.args);
+          break;
+        case 'dispatchWorkgroups': {
+          const grid: Grid = [pc.args[0] as number, (pc.args[1] as number | undefined) ?? 1, (pc.args[2] as number | undefined) ?? 1];
+          const piece = this.dispatchPiece(state, pc, grid, budgetNs);
+          if (piece) return piece;
+          break;
+        }
+        case 'dispatchWorkgroupsIndirect':
+          c.passCommand++;
+          return this.wholeDispatch(state, pc, null);
+        default:
+          // Debug groups and markers: they cannot span the passes a split makes, and change no result.
+          break;
+      }
+      c.passCommand++;
+    }
+    c.pass = null;
+    c.passCommand = 0;
+    c.command++;
+    return null;
+  }
+
+  /** The next piece of one dispatch; null once it is all issued (the caller moves on). */
+  private dispatchPiece(state: PassState, pc: PassCommand, grid: Grid, budgetNs: number): WorkPiece | null {
+    const c = this.cursor;
+    const total = grid[0] * grid[1] * grid[2];
+    if (total === 0) return null;
+    const pipeline = state.pipeline instanceof VirtualComputePipeline ? state.pipeline : null;
+    const atomized = pipeline?.atomized ?? null;
+    if (!pipeline || !atomized || state.immediates.length > 0) {
+      if (c.grid) return this.endDispatch();
+      c.grid = grid;
+      return this.wholeDispatch(state, pc, pipeline);
+    }
+    if (!c.grid) {
+      c.grid = grid;
+      c.done = 0;
+    }
+    if (c.done >= total) return this.endDispatch();
+    const wanted = this.device.host.atomSize ?? pipeline.cost.workgroupsFor(budgetNs, COST_PROBE_WORKGROUPS);
+    const [offset, size] = nextBox(grid, c.done, wanted);
+    c.done += size[0] * size[1] * size[2];
+    if (size[0] * size[1] * size[2] === total) {
+      // The whole grid fits in one atom: run the program's own pipeline, nothing to place.
+      return this.wholeDispatch(state, pc, pipeline, true);
+    }
+    const params = atomized.immediateSize > 0 ? atomParams(offset, grid) : null;
+    const bindGroups = [...state.bindGroups.values()].map((args) => [args[0], atomized.bindGroup(args[0] as number, args[1]), ...args.slice(2)]);
+    return {
+      name: pipeline.label || 'dispatch',
+      args: { offset, size, grid },
+      atom: true,
+      cost: { model: pipeline.cost, workgroups: size[0] * size[1] * size[2] },
+      issue: () =>
+        this.submitPiece((encoder) => {
+          const pass = encoder.beginComputePass();
+          pass.setPipeline(atomized.real);
+          for (const args of bindGroups) (pass.setBindGroup as (...a: unknown[]) => void)(...args.map(unwrap));
+          if (params) pass.setImmediates(0, params as Uint32Array<ArrayBuffer>);
+          pass.dispatchWorkgroups(size[0], size[1], size[2]);
+          pass.end();
+        }),
+    };
+  }
+
+  private endDispatch(): null {
+    this.cursor.grid = null;
+    this.cursor.done = 0;
+    return null;
+  }
+
+  /** One dispatch as the program wrote it, in a pass of its own with the pass state re-established. */
+  private wholeDispatch(state: PassState, pc: PassCommand, pipeline: VirtualComputePipeline | null, fits = false): WorkPiece {
+    const bindGroups = [...state.bindGroups.values()];
+    const immediates = [...state.immediates];
+    const setPipeline = state.pipeline;
+    const grid = pc.op === 'dispatchWorkgroups' ? pc.args.map((n) => n ?? 1) : null;
+    return {
+      name: pipeline?.label || (pc.op === 'dispatchWorkgroups' ? 'dispatch' : 'dispatchIndirect'),
+      args: grid ? { grid } : { indirect: true },
+      whole: !fits,
+      cost: pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
+      issue: () =>
+        this.submitPiece((encoder) => {
+          const pass = encoder.beginComputePass() as unknown as Record<string, (...a: unknown[]) => void>;
+          if (setPipeline) pass.setPipeline(unwrap(setPipeline));
+          for (const args of bindGroups) pass.setBindGroup(...args.map(unwrap));
+          for (const args of immediates) pass.setImmediates(...args);
+          pass[pc.op](...pc.args.map(unwrap));
+          pass.end();
+        }),
+    };
+  }
+}
+
+/**
+ * The next box of `grid` starting at linear workgroup `done` (x fastest), with at most `wanted`
+ * workgroups: whole planes when the start is at a plane, whole rows at a row, else part of a row.
+ */
+export function nextBox(grid: Grid, done: number, wanted: number): [Grid, Grid] {
+  const [gx, gy, gz] = grid;
+  const x = done % gx;
+  const y = Math.floor(done / gx) % gy;
+  const z = Math.floor(done / (gx * gy));
+  const n = Math.max(1, wanted);
+  if (x === 0 && y === 0 && n >= gx * gy) return [[0, 0, z], [gx, gy, Math.min(Math.floor(n / (gx * gy)), gz - z)]];
+  if (x === 0 && n >= gx) return [[0, y, z], [gx, Math.min(Math.floor(n / gx), gy - y), 1]];
+  return [[x, y, z], [Math.min(n, gx - x), 1, 1]];
+}

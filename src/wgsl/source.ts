@@ -1,0 +1,195 @@
+// A parsed WGSL module and the few text operations the rewriters need: the `wesl` parser for the
+// syntax tree with source spans, a trivia scanner (whitespace and comments) for the punctuation
+// the tree does not span, a splice list for minimal-diff edits, and a small integer evaluator for
+// attribute arguments such as `@group(G)`. No regular expression touches WGSL text.
+
+import { firstError, parseSrcModule, type ExpressionElem, type GlobalDeclarationElem, type Scope, type WeslAST } from 'wesl';
+
+/** A module the wesl parser accepted, or why it did not. */
+export type ParsedModule =
+  | { ok: true; src: string; ast: WeslAST; decls: GlobalDeclarationElem[] }
+  | { ok: false; src: string; message: string };
+
+/** Parses plain WGSL; WESL-only syntax (imports, `@if`, `pkg::path` references) counts as an error. */
+export function parseWgsl(src: string): ParsedModule {
+  let ast: WeslAST;
+  try {
+    ast = parseSrcModule({ modulePath: 'package::main', debugFilePath: 'shader.wgsl', src }, { keepComments: false });
+  } catch (e) {
+    return { ok: false, src, message: `the WGSL parser failed: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  const error = firstError(ast.diagnostics);
+  if (error) return { ok: false, src, message: `${lineCol(src, error.start)}: ${error.message}` };
+  if (ast.imports.length > 0) return { ok: false, src, message: 'the module uses WESL imports, which are not WGSL' };
+  let wesl: string | undefined;
+  walkScopes(ast.rootScope, (scope) => {
+    if (scope.condAttribute) wesl ??= `the module uses WESL conditional compilation (${scope.condAttribute.kind})`;
+    for (const item of scope.contents) {
+      if (item.kind !== 'scope' && item.kind !== 'partial' && item.originalName.includes('::')) {
+        wesl ??= `the module uses a WESL module path (${item.originalName}), which is not WGSL`;
+      }
+    }
+  });
+  if (wesl) return { ok: false, src, message: wesl };
+  const decls = ast.moduleElem.decls.filter(isGlobalDecl);
+  return { ok: true, src, ast, decls };
+}
+
+function isGlobalDecl(e: { kind: string }): e is GlobalDeclarationElem {
+  return ['alias', 'const', 'fn', 'gvar', 'override', 'struct'].includes(e.kind);
+}
+
+/** `line:column` (both from 1) of a character offset, for messages. */
+export function lineCol(src: string, offset: number): string {
+  let line = 1;
+  let col = 1;
+  for (let i = 0; i < offset && i < src.length; i++) {
+    if (src[i] === '\n') {
+      line++;
+      col = 1;
+    } else col++;
+  }
+  return `${line}:${col}`;
+}
+
+/** Visits a scope and every scope nested in it. */
+export function walkScopes(scope: Scope, visit: (scope: Scope) => void): void {
+  visit(scope);
+  for (const item of scope.contents) if (item.kind === 'scope' || item.kind === 'partial') walkScopes(item, visit);
+}
+
+/** Every identifier spelled anywhere in the module (declarations and references, any scope). */
+export function identifierNames(ast: WeslAST): Set<string> {
+  const names = new Set<string>();
+  walkScopes(ast.rootScope, (scope) => {
+    for (const item of scope.contents) if (item.kind === 'decl' || item.kind === 'ref') names.add(item.originalName);
+  });
+  return names;
+}
+
+/** The names referenced inside a scope and its nested scopes. */
+export function referencedNames(scope: Scope | undefined): Set<string> {
+  const names = new Set<string>();
+  if (scope) {
+    walkScopes(scope, (s) => {
+      for (const item of s.contents) if (item.kind === 'ref') names.add(item.originalName);
+    });
+  }
+  return names;
+}
+
+/** Hands out identifiers that collide with nothing in the module nor with each other. */
+export class NameAllocator {
+  private readonly taken: Set<string>;
+  constructor(taken: Iterable<string>) {
+    this.taken = new Set(taken);
+  }
+  /** `base`, or `base_1`, `base_2`, ... : the first one nobody uses. */
+  fresh(base: string): string {
+    let name = base;
+    for (let i = 1; this.taken.has(name); i++) name = `${base}_${i}`;
+    this.taken.add(name);
+    return name;
+  }
+}
+
+/**
+ * The offset of the first character at or after `from` that is not whitespace or a comment
+ * (WGSL comments: `// ...` to end of line, and nesting `/* ... *\/`).
+ */
+export function skipTrivia(src: string, from: number): number {
+  let i = from;
+  while (i < src.length) {
+    const c = src[i];
+    if (c === ' ' || c === '\t' || c === '\n' || c === '\r' || c === '\v' || c === '\f' || c === '\u0085' || c === '\u200e' || c === '\u200f' || c === '\u2028' || c === '\u2029') {
+      i++;
+    } else if (c === '/' && src[i + 1] === '/') {
+      while (i < src.length && src[i] !== '\n' && src[i] !== '\r') i++;
+    } else if (c === '/' && src[i + 1] === '*') {
+      let depth = 1;
+      i += 2;
+      while (i < src.length && depth > 0) {
+        if (src[i] === '/' && src[i + 1] === '*') {
+          depth++;
+          i += 2;
+        } else if (src[i] === '*' && src[i + 1] === '/') {
+          depth--;
+          i += 2;
+        } else i++;
+      }
+    } else break;
+  }
+  return i;
+}
+
+/** One replacement of the source range [start, end) by `text`. */
+export interface Splice {
+  start: number;
+  end: number;
+  text: string;
+}
+
+/** Applies non-overlapping splices to `src`; throws if two overlap (a rewriter bug). */
+export function applySplices(src: string, splices: Splice[]): string {
+  const sorted = [...splices].sort((a, b) => a.start - b.start || a.end - b.end);
+  let out = '';
+  let at = 0;
+  for (const s of sorted) {
+    if (s.start < at) throw new Error(`overlapping WGSL edits at ${s.start}`);
+    out += src.slice(at, s.start) + s.text;
+    at = s.end;
+  }
+  return out + src.slice(at);
+}
+
+/**
+ * The value of an integer expression built from literals, module-scope `const`s, parentheses,
+ * unary minus, `+ - * / % << >>` and `i32()`/`u32()` conversions; undefined for anything else
+ * (an override, a function call, a float).
+ */
+export function evalInteger(expr: ExpressionElem, decls: GlobalDeclarationElem[], depth = 0): number | undefined {
+  if (depth > 32) return undefined;
+  const again = (e: ExpressionElem) => evalInteger(e, decls, depth + 1);
+  switch (expr.kind) {
+    case 'literal': {
+      let text = expr.value;
+      if (text.endsWith('i') || text.endsWith('u')) text = text.slice(0, -1);
+      if (text === 'true' || text === 'false' || text.includes('.') || text.endsWith('f') || text.endsWith('h')) return undefined;
+      const value = Number(text);
+      return Number.isSafeInteger(value) ? value : undefined;
+    }
+    case 'ref': {
+      const decl = decls.find((d) => d.kind === 'const' && d.name.decl.ident.originalName === expr.ident.originalName);
+      return decl?.kind === 'const' && decl.init ? again(decl.init) : undefined;
+    }
+    case 'parenthesized-expression':
+      return again(expr.expression);
+    case 'unary-expression': {
+      const v = again(expr.expression);
+      return v !== undefined && expr.operator.value === '-' ? -v : undefined;
+    }
+    case 'binary-expression': {
+      const l = again(expr.left);
+      const r = again(expr.right);
+      if (l === undefined || r === undefined) return undefined;
+      switch (expr.operator.value) {
+        case '+': return l + r;
+        case '-': return l - r;
+        case '*': return l * r;
+        case '/': return r === 0 ? undefined : Math.trunc(l / r);
+        case '%': return r === 0 ? undefined : l % r;
+        case '<<': return l * 2 ** r;
+        case '>>': return Math.floor(l / 2 ** r);
+        default: return undefined;
+      }
+    }
+    case 'call-expression': {
+      const f = expr.function;
+      const name = f.kind === 'ref' ? f.ident.originalName : f.kind === 'type' && !f.templateParams ? f.name.originalName : undefined;
+      if ((name === 'u32' || name === 'i32') && expr.arguments.length === 1) return again(expr.arguments[0]);
+      return undefined;
+    }
+    default:
+      return undefined;
+  }
+}
