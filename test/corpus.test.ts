@@ -57,6 +57,9 @@ describe('the corpus', () => {
   for (const [label, options] of [
     ['a gpunix process', {}],
     ['a gpunix process whose command buffers the kernel re-encodes', { reencodeCommandBuffers: true }],
+    ['a gpunix process whose dispatches run as one-workgroup atoms', { atomSize: 1 }],
+    ['a gpunix process whose dispatches run as atoms of 5 workgroups', { atomSize: 5 }],
+    ['a gpunix process that never splits dispatches', { atomize: false }],
   ] as const) {
     describe(`runs byte-identically to bare Dawn as ${label}`, () => {
       let kernel: Kernel;
@@ -76,12 +79,33 @@ describe('the corpus', () => {
           assertNothingHeld(kernel);
         });
       }
+
+      if ('atomSize' in options) {
+        it('really ran the dispatches as atoms of that size', () => {
+          const records = kernel.ps();
+          const atoms = records.reduce((sum, p) => sum + p.accounting.atomsRun, 0);
+          const dispatches = records.reduce((sum, p) => sum + p.accounting.dispatches, 0);
+          assert.ok(atoms > dispatches, `${atoms} atoms for ${dispatches} dispatches`);
+          const atomEvents = kernel.trace().traceEvents.filter((e) => e.ph === 'X' && (e.args as { size?: number[] })?.size);
+          assert.ok(atomEvents.length > 0);
+          for (const event of atomEvents) {
+            const size = (event.args as { size: number[] }).size;
+            assert.ok(size[0] * size[1] * size[2] <= options.atomSize, `atom of ${size.join('x')} workgroups`);
+          }
+        });
+      }
+      if ('atomize' in options) {
+        it('ran no atoms', () => {
+          assert.equal(kernel.ps().reduce((sum, p) => sum + p.accounting.atomsRun, 0), 0);
+        });
+      }
     });
   }
 
   for (const [label, options] of [
     ['', {}],
     [' that re-encodes command buffers', { reencodeCommandBuffers: true }],
+    [' that runs every dispatch as atoms of 3 workgroups', { atomSize: 3 }],
   ] as const) {
     describe(`runs every program at once as separate processes of one kernel${label}`, () => {
       let kernel: Kernel;

@@ -1,0 +1,193 @@
+// The scheduling rules, on the real device: strict priority between classes, weighted fair
+// sharing within one, suspend/resume at atom boundaries, renice, and the atom timeline.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
+import './helpers.js';
+
+/** A loop-heavy kernel: about 20 µs per workgroup on lavapipe at ITER = 1000. */
+const BUSY_WGSL = `
+@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+override ITER: u32 = 1000u;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  var acc = g.x;
+  for (var i = 0u; i < ITER; i++) { acc = acc * 1664525u + 1013904223u; }
+  out[g.x] = acc;
+}`;
+
+/** The value BUSY_WGSL leaves at index x. */
+function expectedBusy(x: number, iterations: number): number {
+  let acc = x >>> 0;
+  for (let i = 0; i < iterations; i++) acc = (Math.imul(acc, 1664525) + 1013904223) >>> 0;
+  return acc;
+}
+
+interface Busy {
+  device: GPUDevice;
+  /** Submits one dispatch of `workgroups` workgroups. */
+  submit(workgroups: number): void;
+  read(): Promise<Uint32Array>;
+}
+
+async function busyProgram(proc: ProcessHandle, maxWorkgroups = 1024, iterations = 1000): Promise<Busy> {
+  const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+  const pipeline = device.createComputePipeline({
+    layout: 'auto',
+    compute: { module: device.createShaderModule({ code: BUSY_WGSL }), constants: { ITER: iterations } },
+  });
+  const size = maxWorkgroups * 64 * 4;
+  const out = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
+  return {
+    device,
+    submit(workgroups: number) {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(workgroups);
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+    },
+    async read() {
+      const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(out, 0, staging, 0, size);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const data = new Uint32Array(staging.getMappedRange().slice(0));
+      staging.destroy();
+      return data;
+    },
+  };
+}
+
+/** Resolves with the order in which the labelled promises settle. */
+function settleOrder(entries: Record<string, Promise<unknown>>): Promise<string[]> {
+  const order: string[] = [];
+  return Promise.all(Object.entries(entries).map(([name, p]) => p.then(() => order.push(name)))).then(() => order);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('the scheduler', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel();
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it("a realtime process's work runs before batch work queued ahead of it", async () => {
+    const batch = await kernel.spawn({ name: 'batch', priority: 'batch' });
+    const realtime = await kernel.spawn({ name: 'realtime', priority: 'realtime' });
+    const [b, r] = [await busyProgram(batch), await busyProgram(realtime, 1)];
+    for (let i = 0; i < 6; i++) b.submit(512);
+    const batchDone = b.device.queue.onSubmittedWorkDone();
+    r.submit(1);
+    const realtimeDone = r.device.queue.onSubmittedWorkDone();
+    assert.deepEqual(await settleOrder({ realtime: realtimeDone, batch: batchDone }), ['realtime', 'batch']);
+    const out = await b.read();
+    for (const x of [0, 511 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+    assert.equal((await r.read())[5], expectedBusy(5, 1000));
+    const batchRecord = batch.record();
+    assert.ok(batchRecord.accounting.atomsRun > 6, `batch ran as atoms (${batchRecord.accounting.atomsRun})`);
+    assert.ok(batchRecord.accounting.preemptions >= 1, 'the batch process was preempted');
+    await batch.exit();
+    await realtime.exit();
+  });
+
+  it('two saturating normal processes with weights 1 and 3 get GPU time within 10% of 1:3', async () => {
+    const light = await kernel.spawn({ name: 'light', weight: 1 });
+    const heavy = await kernel.spawn({ name: 'heavy', weight: 3 });
+    const programs = [await busyProgram(light, 256), await busyProgram(heavy, 256)];
+    let stop = false;
+    // Each keeps three submits outstanding, so both always have work queued.
+    const saturate = async (p: Busy): Promise<void> => {
+      const pending: Promise<unknown>[] = [];
+      while (!stop) {
+        p.submit(256);
+        pending.push(p.device.queue.onSubmittedWorkDone());
+        if (pending.length >= 3) await pending.shift();
+      }
+      await Promise.all(pending);
+    };
+    const running = programs.map(saturate);
+    await sleep(2500);
+    const [l, h] = [light.record().accounting.gpuTimeNs, heavy.record().accounting.gpuTimeNs];
+    stop = true;
+    await Promise.all(running);
+    const ratio = h / l;
+    assert.ok(ratio > 2.7 && ratio < 3.3, `heavy:light GPU time is ${ratio.toFixed(2)}:1 (${(h / 1e6).toFixed(0)} ms vs ${(l / 1e6).toFixed(0)} ms)`);
+    await light.exit();
+    await heavy.exit();
+  });
+
+  it('a suspended process runs nothing until it is resumed, then completes exactly', async () => {
+    const proc = await kernel.spawn({ name: 'sleeper' });
+    const p = await busyProgram(proc, 64);
+    assert.equal(kernel.suspend(proc.pid).state, 'suspended');
+    p.submit(64);
+    let done = false;
+    const finished = p.device.queue.onSubmittedWorkDone().then(() => (done = true));
+    await sleep(300);
+    assert.equal(done, false, 'no work completed while suspended');
+    const record = proc.record();
+    assert.equal(record.state, 'suspended');
+    assert.equal(record.accounting.dispatches, 0);
+    assert.equal(record.accounting.gpuTimeNs, 0);
+    assert.notEqual(kernel.resume(proc.pid).state, 'suspended');
+    await finished;
+    assert.equal(proc.record().accounting.dispatches, 1);
+    assert.equal((await p.read())[64 * 64 - 1], expectedBusy(64 * 64 - 1, 1000));
+    await proc.exit();
+  });
+
+  it('renice takes effect at the next decision: a batch process raised to realtime goes first', async () => {
+    const normal = await kernel.spawn({ name: 'normal' });
+    const raised = await kernel.spawn({ name: 'raised', priority: 'batch' });
+    const [n, r] = [await busyProgram(normal), await busyProgram(raised, 1)];
+    for (let i = 0; i < 6; i++) n.submit(512);
+    const normalDone = n.device.queue.onSubmittedWorkDone();
+    r.submit(1);
+    const raisedDone = r.device.queue.onSubmittedWorkDone();
+    const record = kernel.renice(raised.pid, { priority: 'realtime', weight: 2 });
+    assert.equal(record.priority, 'realtime');
+    assert.equal(record.weight, 2);
+    assert.deepEqual(await settleOrder({ raised: raisedDone, normal: normalDone }), ['raised', 'normal']);
+    await normal.exit();
+    await raised.exit();
+  });
+
+  it('refuses bad scheduling requests with coded errors', async () => {
+    const proc = await kernel.spawn({ name: 'target' });
+    assert.throws(() => kernel.renice(proc.pid, { priority: 'urgent' as never }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    assert.throws(() => kernel.renice(proc.pid, { weight: 0 }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    await assert.rejects(kernel.spawn({ weight: -1 }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    assert.throws(() => kernel.suspend(99999), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_NO_SUCH_PROCESS');
+    await proc.exit();
+    assert.throws(() => kernel.resume(proc.pid), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_PROCESS_EXITED');
+  });
+
+  it('exports the atom timeline in the Chrome trace event format', async () => {
+    const proc = await kernel.spawn({ name: 'traced' });
+    const p = await busyProgram(proc, 256);
+    p.submit(256);
+    await p.device.queue.onSubmittedWorkDone();
+    await proc.exit();
+    const trace = JSON.parse(JSON.stringify(kernel.trace()));
+    const mine = trace.traceEvents.filter((e: { ph: string; tid: number }) => e.ph === 'X' && e.tid === proc.pid);
+    assert.ok(mine.length > 1, 'the dispatch ran as several atoms');
+    let covered = 0;
+    for (const event of mine) {
+      assert.equal(typeof event.ts, 'number');
+      assert.ok(event.dur >= 0);
+      if (event.args.size) covered += event.args.size[0] * event.args.size[1] * event.args.size[2];
+    }
+    assert.equal(covered, 256, 'the atoms cover the grid exactly once');
+    assert.ok(trace.traceEvents.some((e: { ph: string; name: string; args: { name: string } }) => e.ph === 'M' && e.args.name === `traced (pid ${proc.pid})`));
+  });
+});
