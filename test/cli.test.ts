@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -52,6 +54,18 @@ describe('the gpunix command', () => {
     assert.equal(typeof devices[0].isFallbackAdapter, 'boolean');
     assert.ok(devices[0].limits.maxComputeWorkgroupsPerDimension >= 65535);
     assert.ok(Array.isArray(devices[0].features));
+  });
+
+  it('traces a program: the atom timeline is Chrome trace JSON with the process named', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'gpunix-trace-')), 'trace.json');
+    const result = gpunix('trace', '--out', out, '--name', 'tracee', 'examples/saxpy.mjs', '3');
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /wrote \d+ trace events/);
+    const trace = JSON.parse(readFileSync(out, 'utf8'));
+    const complete = trace.traceEvents.filter((e: { ph: string }) => e.ph === 'X');
+    assert.ok(complete.length > 0);
+    for (const e of complete) assert.ok(typeof e.ts === 'number' && e.dur >= 0 && e.tid === 1);
+    assert.ok(trace.traceEvents.some((e: { ph: string; args: { name: string } }) => e.ph === 'M' && e.args.name === 'tracee (pid 1)'));
   });
 
   it('runs the demo: every example exits normally and everything is released', () => {

@@ -1,7 +1,7 @@
 // The `gpunix` command: thin — it parses, calls the embedded kernel's API, and prints.
 // Commands and flags are documented in docs/cli.md.
 
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -22,6 +22,12 @@ function parseBudget(value: string): number {
   }
 }
 
+function parseWeight(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got ${value}`);
+  return n;
+}
+
 function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got ${value}`);
@@ -37,16 +43,21 @@ function kernelOptions(options: { memoryBudget?: number }): KernelOptions {
 
 export function processTable(records: ProcessRecord[]): string {
   return table(
-    ['PID', 'NAME', 'PRIORITY', 'STATE', 'GPU TIME', 'MEMORY', 'PEAK', 'DISPATCHES', 'EXIT'],
+    ['PID', 'NAME', 'PRIORITY', 'WEIGHT', 'STATE', 'GPU TIME', 'READY WAIT', 'MEMORY', 'PEAK', 'DISPATCHES', 'ATOMS', 'PREEMPTED', 'P99 LATENCY', 'EXIT'],
     records.map((p) => [
       p.pid,
       p.name,
       p.priority,
+      p.weight,
       p.state,
       formatNs(p.accounting.gpuTimeNs),
+      formatNs(p.accounting.readyWaitNs),
       formatBytes(p.accounting.bytesAllocated),
       formatBytes(p.accounting.peakBytesAllocated),
       p.accounting.dispatches,
+      p.accounting.atomsRun,
+      p.accounting.preemptions,
+      p.accounting.latency.p99Us === null ? '-' : `<= ${formatNs(p.accounting.latency.p99Us * 1000)}`,
       p.exit ? `${p.exit.code} (${p.exit.reason})` : '-',
     ]),
   );
@@ -81,28 +92,45 @@ async function devicesCommand(options: { json?: boolean; memoryBudget?: number }
   }
 }
 
-async function runCommand(
-  program: string,
-  args: string[],
-  options: { name?: string; priority: PriorityClass; memoryBudget?: number },
-): Promise<void> {
+interface RunOptions {
+  name?: string;
+  priority: PriorityClass;
+  weight?: number;
+  memoryBudget?: number;
+  /** `gpunix trace`: where to write the atom timeline when the program ends. */
+  traceOut?: string;
+}
+
+/** Writes the kernel's atom timeline as Chrome trace JSON and says where, on stderr. */
+function writeTrace(kernel: Kernel, path: string): void {
+  const trace = kernel.trace();
+  writeFileSync(path, JSON.stringify(trace));
+  const events = trace.traceEvents.filter((e) => e.ph === 'X').length;
+  process.stderr.write(`gpunix: wrote ${events} trace events to ${path} (open it in Perfetto or chrome://tracing)\n`);
+}
+
+async function runCommand(program: string, args: string[], options: RunOptions): Promise<void> {
   const kernel = await createKernel(kernelOptions(options));
-  const proc = await kernel.spawn({ name: options.name ?? program.split('/').pop(), priority: options.priority });
+  const proc = await kernel.spawn({ name: options.name ?? program.split('/').pop(), priority: options.priority, weight: options.weight });
   // The program sees the argv it would see under `node prog.mjs args...`.
   process.argv = [process.argv[0], resolve(program), ...args];
+  const end = async (): Promise<void> => {
+    if (options.traceOut) writeTrace(kernel, options.traceOut);
+    await kernel.shutdown();
+  };
   // When the program has nothing left to do, the process exits with the code the program set.
   process.once('beforeExit', () => {
     const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
     void proc
       .exit(code)
-      .then(() => kernel.shutdown())
+      .then(end)
       .finally(() => process.exit(code));
   });
   try {
     await runProgram(proc, program);
   } catch (error) {
     await kernel.kill(proc.pid).catch(() => {});
-    await kernel.shutdown();
+    await end();
     if (error instanceof GpunixError) throw error;
     process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     process.exit(1);
@@ -111,6 +139,7 @@ async function runCommand(
 
 interface DemoOptions {
   json?: boolean;
+  trace?: string;
   interval: number;
   memoryBudget?: number;
 }
@@ -162,6 +191,7 @@ async function demoCommand(options: DemoOptions): Promise<void> {
     say(`\nlive objects after exit: ${stats.liveObjects.total}, device memory in use: ${formatBytes(stats.bytesAllocated)}`);
     for (const failure of failures) process.stderr.write(`failed: ${failure}\n`);
   }
+  if (options.trace) writeTrace(kernel, options.trace);
   await kernel.shutdown();
   process.exitCode = failures.length > 0 ? 1 : 0;
 }
@@ -180,9 +210,23 @@ function buildProgram(): Command {
     .argument('[args...]', 'arguments passed to the program (its process.argv)')
     .option('--name <name>', 'process name (default: the file name)')
     .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
+    .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
     .addOption(budgetOption())
     .passThroughOptions()
     .action((file: string, args: string[], options) => runCommand(file, args, options));
+
+  program
+    .command('trace')
+    .description('run a WebGPU program as `run` does, then write its atom timeline as Chrome trace JSON (Perfetto)')
+    .argument('<program>', 'path to the program (.mjs/.js)')
+    .argument('[args...]', 'arguments passed to the program')
+    .option('--out <file>', 'where to write the trace', 'gpunix-trace.json')
+    .option('--name <name>', 'process name (default: the file name)')
+    .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
+    .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
+    .addOption(budgetOption())
+    .passThroughOptions()
+    .action((file: string, args: string[], options) => runCommand(file, args, { ...options, traceOut: options.out }));
 
   program
     .command('devices')
@@ -196,6 +240,7 @@ function buildProgram(): Command {
     .description('run the example programs in examples/ as concurrent processes, printing a process table while they run')
     .option('--json', 'print only the final process table and stats, as JSON')
     .option('--interval <ms>', 'how often to print the table while they run', parsePositiveInt, 250)
+    .option('--trace <file>', 'also write the atom timeline of all the examples as Chrome trace JSON')
     .addOption(budgetOption())
     .action((options) => demoCommand(options));
 
