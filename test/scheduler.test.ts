@@ -172,6 +172,30 @@ describe('the scheduler', () => {
     assert.throws(() => kernel.resume(proc.pid), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_PROCESS_EXITED');
   });
 
+  it('runs large buffer writes and copies as chunks, with exact results', async () => {
+    const proc = await kernel.spawn({ name: 'mover' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    const size = 9 * 1024 * 1024 + 256;
+    const data = new Uint32Array(size / 4).map((_, i) => (i * 2654435761) >>> 0);
+    const source = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    const staging = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    device.queue.writeBuffer(source, 0, data);
+    data.fill(0); // the kernel took its own copy of the bytes
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(source, 0, staging, 0, size);
+    device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = new Uint32Array(staging.getMappedRange());
+    let wrong = -1;
+    for (let i = 0; i < out.length; i++) if (out[i] !== (i * 2654435761) >>> 0) { wrong = i; break; }
+    assert.equal(wrong, -1, `word ${wrong} differs`);
+    staging.unmap();
+    await proc.exit();
+    const mine = kernel.trace().traceEvents.filter((e) => e.ph === 'X' && e.tid === proc.pid);
+    assert.equal(mine.filter((e) => e.name === 'writeBuffer').length, 3, 'the 9 MiB write went in three pieces');
+    assert.equal(mine.filter((e) => e.name === 'copyBufferToBuffer').length, 3, 'the 9 MiB copy went in three pieces');
+  });
+
   it('exports the atom timeline in the Chrome trace event format', async () => {
     const proc = await kernel.spawn({ name: 'traced' });
     const p = await busyProgram(proc, 256);

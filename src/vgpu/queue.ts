@@ -6,7 +6,10 @@ import { unsupported } from '../errors.js';
 import { VirtualCommandBuffer } from './commandBuffer.js';
 import type { VirtualDevice } from './device.js';
 import { unwrap } from './object.js';
+import { COPY_CHUNK_BYTES } from '../params.js';
+import { VirtualBuffer } from './buffer.js';
 import { Submission } from './submission.js';
+import { BufferUsage } from './webgpuGlobals.js';
 
 /**
  * The bytes of writeBuffer's data argument, checked as WebGPU does (dataOffset and size count
@@ -29,6 +32,20 @@ export function writeBufferBytes(data: unknown, dataOffset = 0, size?: number): 
   if (dataOffset + count > elements) throw new DOMException('size + dataOffset is larger than data\'s size.', 'OperationError');
   if ((count * elementSize) % 4 !== 0) throw new DOMException('size is not a multiple of 4 bytes.', 'OperationError');
   return bytes.subarray(dataOffset * elementSize, (dataOffset + count) * elementSize);
+}
+
+/** True when Dawn will accept this write as the program's call stands (so it may be chunked). */
+function writeIsValid(buffer: unknown, offset: number, size: number): boolean {
+  if (!(buffer instanceof VirtualBuffer)) return false;
+  return (
+    !buffer.isDestroyed &&
+    buffer.mapState === 'unmapped' &&
+    (buffer.usage & BufferUsage.COPY_DST) !== 0 &&
+    Number.isInteger(offset) &&
+    offset % 4 === 0 &&
+    offset >= 0 &&
+    offset + size <= buffer.size
+  );
 }
 
 export class VirtualQueue {
@@ -65,15 +82,46 @@ export class VirtualQueue {
     const bytes = writeBufferBytes(data, dataOffset, size);
     if (device.isLost) return;
     const target = device.errorTarget();
+    const proc = device.proc;
+    const real = unwrap(buffer);
+    if (bytes.byteLength > COPY_CHUNK_BYTES && writeIsValid(buffer, bufferOffset, bytes.byteLength)) {
+      // A large write is scheduled work in pieces, so other processes' atoms can run between them.
+      // It was checked valid first: pieces of an invalid write would each raise Dawn's error.
+      const payload = bytes.slice();
+      let written = 0;
+      device.dispatcher.enqueue({
+        owner: proc,
+        usesDevice: true,
+        nextPiece: () => {
+          if (written >= payload.byteLength || device.isLost) {
+            target.release();
+            return null;
+          }
+          const from = written;
+          const chunk = payload.subarray(from, Math.min(payload.byteLength, from + COPY_CHUNK_BYTES));
+          written += chunk.byteLength;
+          if (from === 0) proc.bufferWrites++;
+          return {
+            name: 'writeBuffer',
+            args: { bytes: chunk.byteLength, offset: bufferOffset + from },
+            issue: () => {
+              const captured = device.physical.capture(() => device.physical.queue.writeBuffer(real, bufferOffset + from, chunk as Uint8Array<ArrayBuffer>));
+              device.routeCaptured(target, captured);
+            },
+          };
+        },
+        cancel: () => target.release(),
+      });
+      return;
+    }
     // If it runs now the program's bytes are used in place; if it waits, they are copied first.
     const payload = device.dispatcher.wouldRunNow ? bytes : bytes.slice();
-    const proc = device.proc;
     device.dispatcher.enqueue({
       owner: proc,
       usesDevice: true,
       run: () => {
         proc.bufferWrites++;
-        device.callRouted(target, () => device.physical.queue.writeBuffer(unwrap(buffer), bufferOffset, payload as Uint8Array<ArrayBuffer>));
+        device.callRouted(target, () => device.physical.queue.writeBuffer(real, bufferOffset, payload as Uint8Array<ArrayBuffer>));
       },
       cancel: () => target.release(),
     });

@@ -77,8 +77,9 @@ export class Submission implements WorkItem {
     private readonly count: (sign: 1 | -1) => void,
     private readonly targetSliceNs: number,
   ) {
-    const host = device.host;
-    this.whole = !host.atomize || firstSubmission.includes(false) || !submittable(buffers);
+    // Decided at the call, from the state the program's call saw: splitting must not change
+    // which submits Dawn refuses (destroyed or mapped resources make Dawn refuse the whole submit).
+    this.whole = !device.host.atomize || firstSubmission.includes(false) || !this.worthSplitting() || !submittable(buffers);
   }
 
   get owner(): Proc {
@@ -91,7 +92,6 @@ export class Submission implements WorkItem {
    */
   prepare(): Promise<void> | null {
     const waits: Promise<unknown>[] = [];
-    if (!this.whole && !this.worthSplitting(this.dispatchedPipelines())) this.whole = true;
     const needsRecord = !this.whole || this.device.host.reencodeCommandBuffers;
     if (needsRecord && !this.buffers.every((cb) => cb.knownValid)) waits.push(Promise.all(this.buffers.map((cb) => cb.valid)).then((v) => (this.valid = v)));
     else this.valid = this.buffers.map(() => true);
@@ -101,41 +101,33 @@ export class Submission implements WorkItem {
     });
   }
 
-  /** The pipelines the record dispatches with. */
-  private dispatchedPipelines(): Set<VirtualComputePipeline> {
-    const found = new Set<VirtualComputePipeline>();
-    for (const cb of this.buffers) {
-      for (const command of cb.commands) {
-        if (command.op !== 'computePass') continue;
-        for (const pc of command.commands) if (pc.op === 'setPipeline' && pc.args[0] instanceof VirtualComputePipeline) found.add(pc.args[0]);
-      }
-    }
-    return found;
-  }
-
   /**
-   * Splitting costs a pass and a submit per piece: worth it only when some pipeline can be split
-   * and the dispatches are expected to take longer than one slice (or their cost is not known yet).
+   * Splitting costs a pass and a submit per piece: worth it only for a copy larger than one chunk,
+   * or a dispatch of an atomizable pipeline with workgroups to split that is expected to take
+   * longer than one slice (or whose cost is not known yet). Submits of many small dispatches go
+   * whole, as fast as bare WebGPU.
    */
-  private worthSplitting(pipelines: Set<VirtualComputePipeline>): boolean {
-    const splittable = [...pipelines].filter((p) => p.atomized);
-    if (splittable.length === 0) return false;
-    if (this.device.host.atomSize !== null) return true;
-    let estimateNs = 0;
+  private worthSplitting(): boolean {
     for (const cb of this.buffers) {
       for (const command of cb.commands) {
-        if (command.op !== 'computePass') continue;
+        if (command.op === 'copyBufferToBuffer') {
+          const { src, srcOffset, size } = copyArgs(command.args);
+          if ((size ?? ((src as VirtualBuffer)?.size ?? 0) - srcOffset) > COPY_CHUNK_BYTES) return true;
+        }
+        if (command.op !== 'computePass' || command.descriptor?.timestampWrites) continue;
         let current: unknown = null;
         for (const pc of command.commands) {
           if (pc.op === 'setPipeline') current = pc.args[0];
           if (pc.op !== 'dispatchWorkgroups' || !(current instanceof VirtualComputePipeline) || !current.atomized) continue;
+          const workgroups = (pc.args as Array<number | undefined>).reduce<number>((a, b) => a * (b ?? 1), 1);
+          if (workgroups < 2) continue;
+          if (this.device.host.atomSize !== null) return true;
           const perWorkgroup = current.cost.nsPerWorkgroup;
-          if (perWorkgroup === null) return true;
-          estimateNs += perWorkgroup * (pc.args as number[]).reduce((a, b) => a * (b ?? 1), 1);
+          if (perWorkgroup === null || perWorkgroup * workgroups > this.targetSliceNs) return true;
         }
       }
     }
-    return estimateNs > this.targetSliceNs;
+    return false;
   }
 
   nextPiece(budgetNs: number): WorkPiece | null {
@@ -376,7 +368,8 @@ export class Submission implements WorkItem {
       name: pipeline?.label || (pc.op === 'dispatchWorkgroups' ? 'dispatch' : 'dispatchIndirect'),
       args: grid ? { grid } : { indirect: true },
       whole: !fits,
-      cost: pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
+      // A grid that fits in one atom teaches the cost model like an atom does.
+      cost: fits && pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
       issue: () =>
         this.submitPiece((encoder) => {
           const pass = encoder.beginComputePass() as unknown as Record<string, (...a: unknown[]) => void>;
