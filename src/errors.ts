@@ -17,6 +17,8 @@ export const ErrorCodes = {
   SHUTDOWN: 'GPUNIX_E_SHUTDOWN',
   /** A program given to `gpunix run` could not be loaded. */
   PROGRAM_LOAD: 'GPUNIX_E_PROGRAM_LOAD',
+  /** A requirements file given to `gpunix caps --require` is unreadable or malformed. */
+  BAD_REQUIREMENTS: 'GPUNIX_E_BAD_REQUIREMENTS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

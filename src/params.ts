@@ -27,7 +27,7 @@ export const DEFAULT_MAX_IN_FLIGHT = 2;
 export const DEFAULT_TARGET_SLICE_MS = 1;
 
 /** Workgroups in the first atom of a pipeline whose cost is still unknown (the probe). */
-export const COST_PROBE_WORKGROUPS = 16;
+export const COST_PROBE_WORKGROUPS = 4;
 
 /** Copies and buffer writes larger than this are issued in pieces of this size (bytes). */
 export const COPY_CHUNK_BYTES = 4 * 1024 * 1024;

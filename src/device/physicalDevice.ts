@@ -2,6 +2,8 @@
 // Everything a process does on this device reaches Dawn through here or through real objects
 // this device created; errors are captured per call so they reach only the process that caused them.
 
+import { AtomTimer } from './atomTimer.js';
+
 export interface AdapterDescription {
   vendor: string;
   architecture: string;
@@ -69,7 +71,11 @@ export class PhysicalDevice {
       process.stderr.write(`gpunix: ${id}: kernel-level WebGPU error: ${error.message}\n`);
     });
     this.syncErrors = this.probeSyncErrors();
+    this.atomTimer = AtomTimer.for(this);
   }
+
+  /** Times atoms with pass timestamps; null where the device has none (wall clock is used). */
+  readonly atomTimer: AtomTimer | null;
 
   /**
    * Dawn (dawn.node) raises a call's uncaptured errors synchronously, inside the call. Checked

@@ -325,3 +325,264 @@ export async function checkZeroInit(previous: GPU, next: GPU): Promise<boolean> 
     fresh.destroy();
   }
 }
+
+// ---- gpunix caps ---------------------------------------------------------------------------------
+
+export interface CapsOptions {
+  /** The realtime client's window against the saturating batch client (ms; default 3000). */
+  durationMs?: number;
+  /** Total time of the batch-alone windows, atomized and whole, alternating (ms; default 2000). */
+  overheadMs?: number;
+  /** Pause between the realtime client's submits (ms; default 5). */
+  intervalMs?: number;
+  /** Batch submits kept in flight (default 3). */
+  depth?: number;
+  /** Options of the kernel measured (targetSliceMs, maxInFlight, memoryBudget). */
+  kernel?: KernelOptions;
+  /** Measure only the device with this id (as `gpunix devices` lists it). */
+  device?: string;
+  /** Progress, one line at a time. */
+  log?: (line: string) => void;
+}
+
+/** What one device offers, as `gpunix caps --json` prints it; requirement names are these keys. */
+export interface DeviceCapabilities {
+  device: string;
+  description: string;
+  vendor: string;
+  backend: string;
+  fallback: boolean;
+  /** p99 submit-to-completion latency of a realtime client against a saturating batch client (ms). */
+  preemption_bound_ms: number;
+  realtime_p50_ms: number;
+  /** p99 latency of the same realtime client alone on the device (ms). */
+  solo_p99_ms: number;
+  /** Batch throughput lost to atomization: (1 - atomized / whole) x 100; negative is noise. */
+  atomization_overhead_pct: number;
+  /** The device has 'timestamp-query': the cost model learns from pass timestamps. */
+  timestamps: boolean;
+  /** The device has immediate data (maxImmediateSize > 0): atoms are placed without a bind group. */
+  immediates: boolean;
+  immediate_bytes: number;
+  /** A kernel writing out of bounds of its binding changed no neighbouring buffer. */
+  robust_access: boolean;
+  /** Fresh buffers read back as zeros, including after another process freed its memory. */
+  zero_init: boolean;
+  /** Every virtual buffer has its own real buffer: true by construction (gpunix never suballocates). */
+  per_process_buffers: boolean;
+  measured: {
+    realtime_samples: number;
+    solo_samples: number;
+    realtime_max_ms: number;
+    batch_atomized_dispatches_per_s: number;
+    batch_whole_dispatches_per_s: number;
+    atoms: number;
+    preemptions: number;
+    target_slice_ms: number;
+    max_in_flight: number;
+    realtime_shape: KernelShape;
+    batch_shape: KernelShape;
+  };
+}
+
+/** Measures every device the kernel opens (or only `options.device`). */
+export async function measureCapabilities(options: CapsOptions = {}): Promise<DeviceCapabilities[]> {
+  const base = await createKernel({ ...options.kernel, atomize: true, traceEvents: 0 });
+  try {
+    const devices = base.devices.filter((d) => options.device === undefined || d.id === options.device);
+    if (devices.length === 0) {
+      throw new GpunixError(
+        ErrorCodes.BAD_OPTION,
+        `no device ${JSON.stringify(options.device)}: the devices are ${base.devices.map((d) => d.id).join(', ')} (see gpunix devices)`,
+      );
+    }
+    const results: DeviceCapabilities[] = [];
+    // One kernel per device and setting, over the base kernel's devices: its processes can only
+    // stand on that device. The base kernel closes the devices at the end.
+    for (const device of devices) {
+      const atomized = new Kernel([device], { ...base.options, atomize: true });
+      const whole = new Kernel([device], { ...base.options, atomize: false });
+      results.push(await measureDevice(atomized, whole, options));
+    }
+    return results;
+  } finally {
+    await base.shutdown();
+  }
+}
+
+async function measureDevice(atomized: Kernel, whole: Kernel, options: CapsOptions): Promise<DeviceCapabilities> {
+  const log = options.log ?? (() => {});
+  const durationMs = options.durationMs ?? 3000;
+  const overheadMs = options.overheadMs ?? 2000;
+  const intervalMs = options.intervalMs ?? 5;
+  const depth = options.depth ?? 3;
+  const physical = atomized.devices[0];
+  const description = atomized.describeDevices()[0];
+  log(`${physical.id}: ${description.description}`);
+
+  const realtimeProc = await atomized.spawn({ name: 'caps-realtime', priority: 'realtime' });
+  const batchProc = await atomized.spawn({ name: 'caps-batch', priority: 'batch' });
+  const wholeProc = await whole.spawn({ name: 'caps-batch-whole', priority: 'batch' });
+  const realtime = await BusyClient.open(realtimeProc.gpu, REALTIME_SHAPE, 'caps-realtime');
+  const batch = await BusyClient.open(batchProc.gpu, BATCH_SHAPE, 'caps-batch');
+  const wholeBatch = await BusyClient.open(wholeProc.gpu, BATCH_SHAPE, 'caps-batch-whole');
+
+  // Warm-up: pipelines compiled, the cost model has learned the batch kernel.
+  await realtimeLatencies(realtime, 50, 1);
+  await batchAlone(batch, depth, 200);
+  await batchAlone(wholeBatch, depth, 100);
+
+  log(`${physical.id}: atomization overhead (batch alone, atomized vs whole, ${overheadMs} ms)`);
+  const samples = { atomized: [] as Throughput[], whole: [] as Throughput[] };
+  const window = Math.max(50, overheadMs / 4);
+  for (let round = 0; round < 2; round++) {
+    // The order flips each round so drift hits both alike.
+    const order = round % 2 === 0 ? (['whole', 'atomized'] as const) : (['atomized', 'whole'] as const);
+    for (const side of order) samples[side].push(await batchAlone(side === 'whole' ? wholeBatch : batch, depth, window));
+  }
+  const atomizedRate = rate(pooled(samples.atomized));
+  const wholeRate = rate(pooled(samples.whole));
+
+  log(`${physical.id}: realtime latency alone, then against the saturating batch client (${durationMs} ms)`);
+  const solo = await realtimeLatencies(realtime, Math.max(200, durationMs / 3), intervalMs);
+  const before = batchProc.record().accounting;
+  const contended = await contention(realtime, batch, { durationMs, intervalMs, depth });
+  const after = batchProc.record().accounting;
+  await realtime.verify();
+  await batch.verify();
+  await wholeBatch.verify();
+  for (const client of [realtime, batch, wholeBatch]) client.destroy();
+  await Promise.all([realtimeProc.exit(), batchProc.exit(), wholeProc.exit()]);
+
+  log(`${physical.id}: isolation`);
+  const pair = async <T>(check: (a: GPU, b: GPU) => Promise<T>): Promise<T> => {
+    const [a, b] = [await atomized.spawn({ name: 'caps-isolation-a' }), await atomized.spawn({ name: 'caps-isolation-b' })];
+    try {
+      return await check(a.gpu, b.gpu);
+    } finally {
+      await Promise.all([a.exit(), b.exit()]);
+    }
+  };
+  const robust = await pair(checkRobustAccess);
+  const zeroed = await pair(checkZeroInit);
+
+  const latency = summarize(contended.latenciesMs);
+  const immediateBytes = description.limits.maxImmediateSize ?? 0;
+  return {
+    device: physical.id,
+    description: description.description,
+    vendor: description.vendor,
+    backend: description.backend,
+    fallback: description.isFallbackAdapter,
+    preemption_bound_ms: latency.p99_ms,
+    realtime_p50_ms: latency.p50_ms,
+    solo_p99_ms: percentile(solo, 0.99),
+    atomization_overhead_pct: wholeRate > 0 ? (1 - atomizedRate / wholeRate) * 100 : NaN,
+    timestamps: description.features.includes('timestamp-query'),
+    immediates: immediateBytes > 0,
+    immediate_bytes: immediateBytes,
+    robust_access: robust,
+    zero_init: zeroed,
+    per_process_buffers: true,
+    measured: {
+      realtime_samples: latency.count,
+      solo_samples: solo.length,
+      realtime_max_ms: latency.max_ms,
+      batch_atomized_dispatches_per_s: atomizedRate,
+      batch_whole_dispatches_per_s: wholeRate,
+      atoms: after.atomsRun - before.atomsRun,
+      preemptions: after.preemptions - before.preemptions,
+      target_slice_ms: atomized.options.scheduler.targetSliceNs / 1e6,
+      max_in_flight: atomized.options.scheduler.maxInFlight,
+      realtime_shape: REALTIME_SHAPE,
+      batch_shape: BATCH_SHAPE,
+    },
+  };
+}
+
+// ---- requirements --------------------------------------------------------------------------------
+
+/** Capabilities a requirements file may bound with `min`/`max`. */
+export const NUMERIC_CAPABILITIES = ['preemption_bound_ms', 'realtime_p50_ms', 'solo_p99_ms', 'atomization_overhead_pct', 'immediate_bytes'] as const;
+/** Capabilities a requirements file may require to be `true` (or `false`). */
+export const BOOLEAN_CAPABILITIES = ['timestamps', 'immediates', 'robust_access', 'zero_init', 'per_process_buffers'] as const;
+
+type NumericCapability = (typeof NUMERIC_CAPABILITIES)[number];
+type BooleanCapability = (typeof BOOLEAN_CAPABILITIES)[number];
+
+export type Requirement =
+  | { name: NumericCapability; min?: number; max?: number }
+  | { name: BooleanCapability; equals: boolean };
+
+/**
+ * Parses a requirements file: one JSON object whose keys are capability names, each bounded by
+ * `{ "max": n }`, `{ "min": n }` or both (numeric ones), or set to `true`/`false` (boolean ones).
+ * Example: `{ "preemption_bound_ms": { "max": 2 }, "atomization_overhead_pct": { "max": 10 }, "timestamps": true }`.
+ * Throws GPUNIX_E_BAD_REQUIREMENTS naming the first problem.
+ */
+export function parseRequirements(text: string, source = 'requirements'): Requirement[] {
+  const bad = (why: string): GpunixError => new GpunixError(ErrorCodes.BAD_REQUIREMENTS, `${source}: ${why}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw bad(`not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw bad('must be one JSON object mapping capability names to requirements, e.g. {"preemption_bound_ms": {"max": 2}}');
+  }
+  const entries = Object.entries(parsed as Record<string, unknown>);
+  if (entries.length === 0) throw bad('names no requirement');
+  const known = [...NUMERIC_CAPABILITIES, ...BOOLEAN_CAPABILITIES].join(', ');
+  return entries.map(([name, value]): Requirement => {
+    if ((BOOLEAN_CAPABILITIES as readonly string[]).includes(name)) {
+      if (typeof value !== 'boolean') throw bad(`"${name}" must be true or false, got ${JSON.stringify(value)}`);
+      return { name: name as BooleanCapability, equals: value };
+    }
+    if (!(NUMERIC_CAPABILITIES as readonly string[]).includes(name)) throw bad(`unknown capability "${name}" (known: ${known})`);
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw bad(`"${name}" must be an object with "min" and/or "max", e.g. {"max": 2}; got ${JSON.stringify(value)}`);
+    }
+    const bounds = value as Record<string, unknown>;
+    const extra = Object.keys(bounds).filter((k) => k !== 'min' && k !== 'max');
+    if (extra.length > 0) throw bad(`"${name}" has unknown key "${extra[0]}" (use "min" and/or "max")`);
+    if (!('min' in bounds) && !('max' in bounds)) throw bad(`"${name}" needs "min" and/or "max"`);
+    for (const key of ['min', 'max'] as const) {
+      if (key in bounds && (typeof bounds[key] !== 'number' || !Number.isFinite(bounds[key]))) {
+        throw bad(`"${name}".${key} must be a finite number, got ${JSON.stringify(bounds[key])}`);
+      }
+    }
+    return { name: name as NumericCapability, min: bounds.min as number | undefined, max: bounds.max as number | undefined };
+  });
+}
+
+/** One requirement checked on one device. */
+export interface RequirementCheck {
+  device: string;
+  /** The requirement as text, e.g. `preemption_bound_ms <= 2`. */
+  requirement: string;
+  measured: number | boolean;
+  met: boolean;
+}
+
+export function describeRequirement(r: Requirement): string {
+  if ('equals' in r) return `${r.name} = ${r.equals}`;
+  if (r.min !== undefined && r.max !== undefined) return `${r.min} <= ${r.name} <= ${r.max}`;
+  return r.max !== undefined ? `${r.name} <= ${r.max}` : `${r.name} >= ${r.min}`;
+}
+
+/** Every requirement on every device; a NaN measurement meets no bound. */
+export function checkRequirements(devices: readonly DeviceCapabilities[], requirements: readonly Requirement[]): RequirementCheck[] {
+  const checks: RequirementCheck[] = [];
+  for (const caps of devices) {
+    for (const r of requirements) {
+      const measured = caps[r.name];
+      const met =
+        'equals' in r
+          ? measured === r.equals
+          : (r.min === undefined || (measured as number) >= r.min) && (r.max === undefined || (measured as number) <= r.max);
+      checks.push({ device: caps.device, requirement: describeRequirement(r), measured, met });
+    }
+  }
+  return checks;
+}

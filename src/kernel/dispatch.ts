@@ -24,8 +24,11 @@ export interface WorkPiece {
   /** What it is, for the trace: e.g. the pipeline's label and the workgroup range. */
   readonly name: string;
   readonly args?: Record<string, unknown>;
-  /** Learns from the piece's measured time: set on atoms and whole dispatches of one pipeline. */
-  readonly cost?: { model: CostModel; workgroups: number };
+  /**
+   * Teaches the pipeline's cost model from the piece's measured time: set on atoms. `timed` says
+   * the piece reports its own device time from pass timestamps, so the run's wall clock is not used.
+   */
+  readonly cost?: { model: CostModel; workgroups: number; timed?: boolean };
   /** True for an atom of a split dispatch (counted as an atom, fenced on its own). */
   readonly atom?: boolean;
   /** True for a dispatch that could not be split (indirect, unsplittable kernel). */
@@ -347,8 +350,8 @@ export class Dispatcher {
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */
   private learn(run: OpenRun, spentNs: number): void {
-    const costed = run.pieces.filter((p) => p.cost);
-    if (costed.length === 0 || costed.length !== run.pieces.length) return;
+    const costed = run.pieces.filter((p) => p.cost && !p.cost.timed);
+    if (costed.length === 0 || costed.length !== run.pieces.length) return; // timed pieces teach themselves
     const model = costed[0].cost!.model;
     if (costed.some((p) => p.cost!.model !== model)) return;
     model.learn(spentNs, costed.reduce((sum, p) => sum + p.cost!.workgroups, 0));

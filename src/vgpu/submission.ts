@@ -335,20 +335,27 @@ export class Submission implements WorkItem {
     }
     const params = atomized.immediateSize > 0 ? atomParams(offset, grid) : null;
     const bindGroups = [...state.bindGroups.values()].map((args) => [args[0], atomized.bindGroup(args[0] as number, args[1]), ...args.slice(2)]);
+    const workgroups = size[0] * size[1] * size[2];
+    const timer = this.device.physical.atomTimer;
+    const slot = timer?.take() ?? null;
     return {
       name: pipeline.label || 'dispatch',
       args: { offset, size, grid },
       atom: true,
-      cost: { model: pipeline.cost, workgroups: size[0] * size[1] * size[2] },
-      issue: () =>
+      cost: { model: pipeline.cost, workgroups, timed: slot !== null },
+      issue: () => {
         this.submitPiece((encoder) => {
-          const pass = encoder.beginComputePass();
+          const pass = encoder.beginComputePass(slot ? { timestampWrites: timer!.timestampWrites(slot) } : undefined);
           pass.setPipeline(atomized.real);
           for (const args of bindGroups) (pass.setBindGroup as (...a: unknown[]) => void)(...args.map(unwrap));
           if (params) pass.setImmediates(0, params as Uint32Array<ArrayBuffer>);
           pass.dispatchWorkgroups(size[0], size[1], size[2]);
           pass.end();
-        }),
+          if (slot) timer!.encodeReadback(encoder, slot);
+        });
+        // The device's own timestamps teach the cost model, without submit and fence overheads.
+        if (slot) void timer!.read(slot).then((ns) => ns !== null && pipeline.cost.learn(ns, workgroups));
+      },
     };
   }
 
