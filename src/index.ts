@@ -1,6 +1,9 @@
 // gpunix's public embedded API. Stable: later tools and checks use it.
 export { createKernel, Kernel, ProcessHandle } from './kernel/kernel.js';
-export type { KernelOptions, SpawnOptions, KernelStats, DeviceStats, DeviceDescription } from './kernel/kernel.js';
+export type { KernelOptions, SpawnOptions, ReniceOptions, KernelStats, DeviceStats, DeviceDescription } from './kernel/kernel.js';
+export type { TenantRecord } from './kernel/tenant.js';
+export type { ChromeTrace } from './kernel/trace.js';
+export type { LatencySnapshot } from './kernel/latency.js';
 export type { ProcessRecord, ProcessState, ExitStatus, ExitReason, ProcessAccounting } from './kernel/proc.js';
 export type { PriorityClass } from './params.js';
 export { GpunixError, ErrorCodes } from './errors.js';

@@ -22,6 +22,7 @@ import { VirtualGPU } from '../vgpu/gpu.js';
 import type { ProcessHost } from '../vgpu/host.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
 import { ChromeTrace, TraceLog } from './trace.js';
+import { TenantAccount, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
 import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
 
@@ -42,6 +43,8 @@ export interface KernelOptions {
   reencodeCommandBuffers?: boolean;
   /** Events the atom timeline keeps (default 100000; 0 turns tracing off). */
   traceEvents?: number;
+  /** Tenants and their quotas, by name; `default` always exists (unlimited unless given here). */
+  tenants?: Record<string, { memoryLimit?: number | string }>;
 }
 
 export interface SpawnOptions {
@@ -49,6 +52,10 @@ export interface SpawnOptions {
   priority?: PriorityClass;
   /** Share of GPU time within the priority class, relative to other processes' weights (default 1). */
   weight?: number;
+  /** Device memory the process may hold: bytes, or a string such as "256M" (default: no own limit). */
+  memoryLimit?: number | string;
+  /** The tenant the process belongs to (default "default"); it must be one of the kernel's tenants. */
+  tenant?: string;
 }
 
 export interface ReniceOptions {
@@ -69,6 +76,7 @@ export interface DeviceStats {
 
 export interface KernelStats {
   processes: { total: number; byState: Record<ProcessState, number> };
+  tenants: TenantRecord[];
   liveObjects: { total: number; byKind: Record<ResourceKind, number> };
   bytesAllocated: number;
   devices: DeviceStats[];
@@ -129,20 +137,38 @@ export class ProcessHandle {
   }
 }
 
-function resolveBudget(option: number | string | undefined): number {
-  const raw = option ?? process.env[MEMORY_BUDGET_ENV];
-  if (raw === undefined || raw === '') return DEFAULT_MEMORY_BUDGET_BYTES;
+/** A positive byte count from a number or a string such as "512M"; `name` is the option's, for errors. */
+function byteOption(name: string, raw: number | string): number {
   const bytes = typeof raw === 'number' ? raw : (() => {
     try {
       return parseBytes(raw);
     } catch (error) {
-      throw new GpunixError(ErrorCodes.BAD_OPTION, `memoryBudget: ${(error as Error).message}`);
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `${name}: ${(error as Error).message}`);
     }
   })();
   if (!Number.isFinite(bytes) || bytes <= 0) {
-    throw new GpunixError(ErrorCodes.BAD_OPTION, `memoryBudget must be a positive byte count, got ${String(raw)}`);
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `${name} must be a positive byte count, got ${String(raw)}`);
   }
   return bytes;
+}
+
+function resolveBudget(option: number | string | undefined): number {
+  const raw = option ?? process.env[MEMORY_BUDGET_ENV];
+  if (raw === undefined || raw === '') return DEFAULT_MEMORY_BUDGET_BYTES;
+  return byteOption('memoryBudget', raw);
+}
+
+function resolveTenants(option: KernelOptions['tenants']): Map<string, TenantAccount> {
+  const tenants = new Map<string, TenantAccount>();
+  for (const [name, quota] of Object.entries(option ?? {})) {
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `tenant names are 1-64 letters, digits, '_', '.' or '-', got ${JSON.stringify(name)}`);
+    }
+    const memoryLimit = quota?.memoryLimit === undefined ? null : byteOption(`tenants.${name}.memoryLimit`, quota.memoryLimit);
+    tenants.set(name, new TenantAccount(name, { memoryLimit }));
+  }
+  if (!tenants.has(DEFAULT_TENANT)) tenants.set(DEFAULT_TENANT, new TenantAccount(DEFAULT_TENANT, { memoryLimit: null }));
+  return tenants;
 }
 
 export class Kernel {
@@ -173,8 +199,13 @@ export class Kernel {
     this.assertUp();
     const priority = checkPriority(options.priority ?? 'normal');
     const weight = checkWeight(options.weight ?? DEFAULT_WEIGHT);
+    const memoryLimit = options.memoryLimit === undefined ? null : byteOption('memoryLimit', options.memoryLimit);
+    const account = this.options.tenants.get(options.tenant ?? DEFAULT_TENANT);
+    if (!account) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `no tenant ${JSON.stringify(options.tenant)}: the kernel has ${[...this.options.tenants.keys()].join(', ')}`);
+    }
     const pid = this.nextPid++;
-    const proc = new Proc(pid, options.name ?? `proc${pid}`, DEFAULT_TENANT, priority, weight, this.live);
+    const proc = new Proc(pid, options.name ?? `proc${pid}`, account, priority, weight, memoryLimit, this.live);
     this.procs.set(pid, proc);
     this.trimExited();
     return new ProcessHandle(this, proc, new VirtualGPU(this.hostFor(proc)));
@@ -299,6 +330,7 @@ export class Kernel {
     for (const proc of this.procs.values()) byState[proc.state]++;
     return {
       processes: { total: this.procs.size, byState },
+      tenants: [...this.options.tenants.values()].map((t) => t.record()),
       liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
       bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes, 0),
       devices: this.devices.map((d) => ({
@@ -350,6 +382,7 @@ export interface KernelSettings {
   atomSize: number | null;
   reencodeCommandBuffers: boolean;
   traceEvents: number;
+  tenants: Map<string, TenantAccount>;
 }
 
 function positiveInteger(name: string, value: unknown): number {
@@ -362,6 +395,7 @@ function positiveInteger(name: string, value: unknown): number {
 /** Opens the machine's devices and returns a kernel that owns them. */
 export async function createKernel(options: KernelOptions = {}): Promise<Kernel> {
   const budgetBytes = resolveBudget(options.memoryBudget);
+  const tenants = resolveTenants(options.tenants);
   const maxInFlight = positiveInteger('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
   const targetSliceMs = options.targetSliceMs ?? DEFAULT_TARGET_SLICE_MS;
   if (typeof targetSliceMs !== 'number' || !(targetSliceMs > 0)) {
@@ -380,5 +414,6 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     atomSize,
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
     traceEvents,
+    tenants,
   });
 }

@@ -50,7 +50,11 @@ export class ResourceLedger {
   /** Virtual objects the program dropped without destroying: their real objects go too. */
   private readonly collected = new FinalizationRegistry<object>((token) => this.release(token, true));
 
-  constructor(private readonly live: LiveCounts) {}
+  constructor(
+    private readonly live: LiveCounts,
+    /** The tenant whose memory this process's bytes count against. */
+    private readonly tenant: { bytes: number },
+  ) {}
 
   get size(): number {
     return this.entries.size;
@@ -67,6 +71,7 @@ export class ResourceLedger {
       this.bytes += entry.bytes;
       this.peakBytes = Math.max(this.peakBytes, this.bytes);
       entry.device.usedBytes += entry.bytes;
+      this.tenant.bytes += entry.bytes;
     }
     return token;
   }
@@ -82,6 +87,7 @@ export class ResourceLedger {
     if (entry.bytes > 0) {
       this.bytes -= entry.bytes;
       entry.device.usedBytes -= entry.bytes;
+      this.tenant.bytes -= entry.bytes;
     }
     if (destroy) entry.destroy?.();
   }

@@ -4,6 +4,7 @@
 import type { PriorityClass } from '../params.js';
 import { LatencyHistogram, LatencySnapshot } from './latency.js';
 import { LiveCounts, ResourceLedger } from './ledger.js';
+import type { TenantAccount } from './tenant.js';
 
 /**
  * ready:   GPU work queued, waiting for the device
@@ -58,6 +59,8 @@ export interface ProcessRecord {
   tenant: string;
   priority: PriorityClass;
   weight: number;
+  /** Device memory this process may hold (bytes); null: only its tenant's and the device's limits. */
+  memoryLimit: number | null;
   state: ProcessState;
   startedAt: number;
   endedAt: number | null;
@@ -105,13 +108,19 @@ export class Proc {
   constructor(
     readonly pid: number,
     readonly name: string,
-    readonly tenant: string,
+    readonly account: TenantAccount,
     public priority: PriorityClass,
     public weight: number,
+    readonly memoryLimit: number | null,
     live: LiveCounts,
   ) {
-    this.ledger = new ResourceLedger(live);
+    this.ledger = new ResourceLedger(live, account);
+    account.processes++;
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
+  }
+
+  get tenant(): string {
+    return this.account.name;
   }
 
   get alive(): boolean {
@@ -134,6 +143,7 @@ export class Proc {
     for (const hook of this.onEnd) hook(status);
     this.onEnd.clear();
     this.ledger.releaseAll();
+    this.account.processes--;
     this.resolveExited(status);
     return true;
   }
@@ -142,9 +152,10 @@ export class Proc {
     return {
       pid: this.pid,
       name: this.name,
-      tenant: this.tenant,
+      tenant: this.account.name,
       priority: this.priority,
       weight: this.weight,
+      memoryLimit: this.memoryLimit,
       state: this.state,
       startedAt: this.startedAt,
       endedAt: this.endedAt,

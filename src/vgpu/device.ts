@@ -189,6 +189,29 @@ export class VirtualDevice extends EventTarget {
     return this.proc.ledger.add(owner, { kind, device: this.physical, scope: this, bytes, destroy });
   }
 
+  /** An out-of-memory error when `size` more bytes break the device budget or a limit; else null. */
+  private memoryRefusal(size: number): GPUError | null {
+    const physical = this.physical;
+    if (physical.usedBytes + size > physical.budgetBytes) {
+      return outOfMemoryError(
+        `gpunix: buffer of ${size} bytes does not fit in device ${physical.id}'s memory budget (${physical.usedBytes} of ${physical.budgetBytes} bytes in use)`,
+      );
+    }
+    const proc = this.proc;
+    if (proc.memoryLimit !== null && proc.ledger.bytes + size > proc.memoryLimit) {
+      return outOfMemoryError(
+        `gpunix: buffer of ${size} bytes would exceed process ${proc.pid}'s memory limit (${proc.ledger.bytes} of ${proc.memoryLimit} bytes in use)`,
+      );
+    }
+    const tenant = proc.account;
+    if (tenant.quota.memoryLimit !== null && tenant.bytes + size > tenant.quota.memoryLimit) {
+      return outOfMemoryError(
+        `gpunix: buffer of ${size} bytes would exceed tenant "${tenant.name}"'s memory limit (${tenant.bytes} of ${tenant.quota.memoryLimit} bytes in use)`,
+      );
+    }
+    return null;
+  }
+
   createBuffer(descriptor: GPUBufferDescriptor): VirtualBuffer {
     const size = Number(descriptor?.size);
     let refusal: GPUError | null = null;
@@ -198,10 +221,8 @@ export class VirtualDevice extends EventTarget {
       refusal = validationError(
         `Buffer size (${size}) exceeds the max buffer size limit (${this.limits.maxBufferSize}).\n - While calling [Device].CreateBuffer([BufferDescriptor "${descriptor.label ?? ''}"]).`,
       );
-    } else if (this.physical.usedBytes + size > this.physical.budgetBytes) {
-      refusal = outOfMemoryError(
-        `gpunix: buffer of ${size} bytes does not fit in device ${this.physical.id}'s memory budget (${this.physical.usedBytes} of ${this.physical.budgetBytes} bytes in use)`,
-      );
+    } else {
+      refusal = this.memoryRefusal(size);
     }
     if (refusal) {
       // An invalid real buffer (usage 0 makes Dawn return one) keeps every later use failing
