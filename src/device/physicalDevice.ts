@@ -34,6 +34,8 @@ const NO_ERRORS: Promise<GPUError[]> = Promise.resolve(Object.freeze([]) as unkn
 export class PhysicalDevice {
   /** Memory the kernel has handed out on this device, by its own count (WebGPU reports none). */
   usedBytes = 0;
+  /** Memory of buffers from this device that the kernel evicted to host memory. */
+  evictedBytes = 0;
   /** Set once the real device is lost or destroyed; nothing more runs on it. */
   lostReason: string | null = null;
 
@@ -93,6 +95,18 @@ export class PhysicalDevice {
     }
     if (seen.length === 0) this.lateProbeErrors++;
     return seen.length === 1;
+  }
+
+  private noCopySource: GPUBuffer | null = null;
+
+  /**
+   * A buffer that is not a valid copy source. Real buffers carry COPY_SRC for the kernel's own
+   * reads even when the program's usage lacks it; the program's copy from such a buffer is
+   * replayed with this one instead, so that Dawn refuses it as it would have.
+   */
+  get invalidCopySource(): GPUBuffer {
+    this.noCopySource ??= this.device.createBuffer({ size: 4, usage: 0x0001 /* MAP_READ */, label: 'gpunix: source lacks COPY_SRC' });
+    return this.noCopySource;
   }
 
   get queue(): GPUQueue {

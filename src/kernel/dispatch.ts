@@ -103,7 +103,7 @@ export class Dispatcher {
   private lastFenceDoneNs = 0;
   /** The process whose work was issued last: switching away from it while it has work is a preemption. */
   private lastOwner: Proc | null = null;
-  private idleWaiters: Array<{ owner: Proc | null; resolve: () => void }> = [];
+  private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
   /** Device time spent on all owners (ns), for utilization. */
   busyNs = 0;
   readonly createdAtNs = nowNs();
@@ -182,6 +182,12 @@ export class Dispatcher {
     return new Promise((resolve) => this.idleWaiters.push({ owner, resolve }));
   }
 
+  /** Resolves when nothing of `owner` is on the device (what it has queued may stay queued). */
+  whenOffDevice(owner: Proc): Promise<void> {
+    if (owner.inFlightGroups === 0 && !this.busy) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push({ owner, resolve, offDevice: true }));
+  }
+
   private isIdle(owner: Proc | null): boolean {
     if (owner) return owner.queuedItems === 0 && owner.inFlightGroups === 0;
     return this.queuedTotal() === 0 && !this.busy && this.outstandingFences === 0 && this.openRun === null;
@@ -191,7 +197,8 @@ export class Dispatcher {
     if (this.idleWaiters.length === 0) return;
     const still: typeof this.idleWaiters = [];
     for (const waiter of this.idleWaiters) {
-      if (this.isIdle(waiter.owner)) waiter.resolve();
+      const done = waiter.offDevice ? waiter.owner!.inFlightGroups === 0 && !this.busy : this.isIdle(waiter.owner);
+      if (done) waiter.resolve();
       else still.push(waiter);
     }
     this.idleWaiters = still;
@@ -244,6 +251,7 @@ export class Dispatcher {
         continue;
       }
       this.finishItem(entity, item, true);
+      item.owner.activity++;
       const pending = this.safely(item, () => item.run?.());
       if (pending instanceof Promise) {
         this.busy = true;
@@ -295,6 +303,7 @@ export class Dispatcher {
   private issue(entity: Entity, piece: WorkPiece): void {
     const owner = entity.proc;
     this.openRunFor(owner);
+    owner.activity++;
     const run = this.openRun!;
     this.safely(entity.queue[0], () => piece.issue());
     run.pieces.push(piece);

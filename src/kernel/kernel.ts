@@ -21,6 +21,7 @@ import type { VirtualDevice } from '../vgpu/device.js';
 import { VirtualGPU } from '../vgpu/gpu.js';
 import type { ProcessHost } from '../vgpu/host.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
+import { MemoryManager } from './mem.js';
 import { ChromeTrace, TraceLog } from './trace.js';
 import { TenantAccount, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
@@ -68,7 +69,10 @@ export interface DeviceStats {
   description: string;
   isFallbackAdapter: boolean;
   budgetBytes: number;
+  /** Memory resident on the device, by the kernel's count. */
   usedBytes: number;
+  /** Memory of this device's buffers evicted to host memory. */
+  evictedBytes: number;
   /** Fraction of the kernel's lifetime the device spent on processes' work. */
   utilization: number;
   lost: string | null;
@@ -177,6 +181,7 @@ export class Kernel {
   private readonly virtualDevices = new Map<PhysicalDevice, Set<VirtualDevice>>();
   private readonly live = new LiveCounts();
   private readonly traceLog: TraceLog;
+  private readonly memory = new MemoryManager();
   private nextPid = 1;
   private down = false;
 
@@ -215,6 +220,7 @@ export class Kernel {
     return {
       proc,
       reencodeCommandBuffers: this.options.reencodeCommandBuffers,
+      memory: this.memory,
       atomize: this.options.atomize,
       atomSize: this.options.atomSize,
       chooseDevice: (options) => this.chooseDevice(options),
@@ -277,7 +283,21 @@ export class Kernel {
   resume(pid: number): ProcessRecord {
     const proc = this.lookupLive(pid);
     proc.suspended = false;
+    // A swapped-out process gets its buffers back before any of its work runs.
+    this.memory.swapIn(proc);
     this.rescheduleAll();
+    return proc.record();
+  }
+
+  /**
+   * Suspends a process and, once its work on the devices has finished, moves its buffers to host
+   * memory, freeing their device memory for others; `resume` brings them back intact.
+   */
+  async swapOut(pid: number): Promise<ProcessRecord> {
+    const proc = this.lookupLive(pid);
+    proc.suspended = true;
+    await Promise.all([...this.dispatchers.values()].map((d) => d.whenOffDevice(proc)));
+    await this.memory.swapOut(proc);
     return proc.record();
   }
 
@@ -339,6 +359,7 @@ export class Kernel {
         isFallbackAdapter: d.adapter.isFallbackAdapter,
         budgetBytes: d.budgetBytes,
         usedBytes: d.usedBytes,
+        evictedBytes: d.evictedBytes,
         utilization: this.dispatchers.get(d)!.utilization(),
         lost: d.lostReason,
       })),

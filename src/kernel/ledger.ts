@@ -31,6 +31,8 @@ export interface LedgerEntry {
   bytes: number;
   /** Frees the real object now (buffers and query sets); others are dropped for the GC. */
   destroy?: () => void;
+  /** True while the object's contents live in host memory, not on the device (evicted). */
+  evicted?: boolean;
 }
 
 /** Kernel-wide totals, kept current so that stats() costs nothing. */
@@ -47,6 +49,10 @@ export class ResourceLedger {
   private readonly entries = new Map<object, LedgerEntry>();
   bytes = 0;
   peakBytes = 0;
+  /** Of `bytes`, those evicted to host memory (they do not count against the device budget). */
+  evictedBytes = 0;
+  evictions = 0;
+  restores = 0;
   /** Virtual objects the program dropped without destroying: their real objects go too. */
   private readonly collected = new FinalizationRegistry<object>((token) => this.release(token, true));
 
@@ -86,10 +92,26 @@ export class ResourceLedger {
     this.live.total--;
     if (entry.bytes > 0) {
       this.bytes -= entry.bytes;
-      entry.device.usedBytes -= entry.bytes;
+      if (entry.evicted) {
+        this.evictedBytes -= entry.bytes;
+        entry.device.evictedBytes -= entry.bytes;
+      } else entry.device.usedBytes -= entry.bytes;
       this.tenant.bytes -= entry.bytes;
     }
     if (destroy) entry.destroy?.();
+  }
+
+  /** Moves an object's bytes off the device (evicted) or back onto it (restored). */
+  setResident(token: object, resident: boolean): void {
+    const entry = this.entries.get(token);
+    if (!entry || !entry.evicted === resident) return;
+    entry.evicted = !resident;
+    const sign = resident ? 1 : -1;
+    entry.device.usedBytes += sign * entry.bytes;
+    entry.device.evictedBytes -= sign * entry.bytes;
+    this.evictedBytes -= sign * entry.bytes;
+    if (resident) this.restores++;
+    else this.evictions++;
   }
 
   /** Releases every object of one virtual device (or of all): a device's or a process's end. */

@@ -33,8 +33,15 @@ export interface ExitStatus {
 export interface ProcessAccounting {
   /** Device time attributed to this process, from the device's completion signals (ns). */
   gpuTimeNs: number;
-  /** Device memory the process holds now (bytes). */
+  /** Memory the process holds now (bytes), on its devices and evicted to host memory together. */
   bytesAllocated: number;
+  /** Of bytesAllocated, what is on a device now. */
+  residentBytes: number;
+  /** Of bytesAllocated, what is evicted to host memory now. */
+  evictedBytes: number;
+  /** Buffers moved to host memory, and brought back. */
+  evictions: number;
+  restores: number;
   peakBytesAllocated: number;
   dispatches: number;
   indirectDispatches: number;
@@ -87,6 +94,10 @@ export class Proc {
   wholeDispatches = 0;
   preemptions = 0;
   readonly latency = new LatencyHistogram();
+  /** Bumped on every use of the process's resources and every piece of its work: evictions in progress give up when it moves. */
+  activity = 0;
+  /** Bumped whenever a real buffer of the process is replaced (evicted, restored): encodings made before are stale. */
+  backingEpoch = 0;
 
   // kernel/ledger: the real objects it holds
   readonly ledger: ResourceLedger;
@@ -164,6 +175,10 @@ export class Proc {
       accounting: {
         gpuTimeNs: this.gpuTimeNs,
         bytesAllocated: this.ledger.bytes,
+        residentBytes: this.ledger.bytes - this.ledger.evictedBytes,
+        evictedBytes: this.ledger.evictedBytes,
+        evictions: this.ledger.evictions,
+        restores: this.ledger.restores,
         peakBytesAllocated: this.ledger.peakBytes,
         dispatches: this.dispatches,
         indirectDispatches: this.indirectDispatches,

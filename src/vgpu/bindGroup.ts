@@ -1,35 +1,72 @@
 // A process's bind group: which of its buffers it binds where, in front of the real bind group.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { VirtualBuffer } from './buffer.js';
 import { REAL, unwrap, VirtualObject } from './object.js';
 
+/** What Dawn should be given for a bind group's entries: the real objects behind the virtual ones. */
+export function realEntries(entries: Iterable<GPUBindGroupEntry>): GPUBindGroupEntry[] {
+  return [...entries].map((entry) => {
+    const resource = entry.resource as unknown;
+    if (resource && typeof resource === 'object' && 'buffer' in resource) {
+      const binding = resource as GPUBufferBinding;
+      return { ...entry, resource: { ...binding, buffer: unwrap(binding.buffer) } };
+    }
+    return { ...entry, resource: unwrap(resource) as GPUBindingResource };
+  });
+}
+
+/** The buffers a bind group binds. */
+function boundBuffers(entries: readonly GPUBindGroupEntry[]): VirtualBuffer[] {
+  const found: VirtualBuffer[] = [];
+  for (const entry of entries) {
+    const resource = entry.resource as unknown;
+    const buffer = resource && typeof resource === 'object' && 'buffer' in resource ? (resource as GPUBufferBinding).buffer : resource;
+    if (buffer instanceof VirtualBuffer) found.push(buffer);
+  }
+  return found;
+}
+
 export class VirtualBindGroup extends VirtualObject<GPUBindGroup> {
+  /** The program's descriptor, with virtual objects (entries copied once): what a re-creation binds. */
+  readonly descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] };
+  private readonly buffers: VirtualBuffer[];
+  /** The bound buffers' residency generations when `real` was made. */
+  private generations: number[];
+  private twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null = null;
+
   constructor(
-    private readonly real: GPUBindGroup,
-    /** The program's descriptor, with virtual objects: what a re-creation would bind. */
-    readonly descriptor: GPUBindGroupDescriptor,
+    private readonly physical: PhysicalDevice,
+    private real: GPUBindGroup,
+    descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] },
   ) {
     super(descriptor.label);
+    this.descriptor = descriptor;
+    this.buffers = boundBuffers(descriptor.entries);
+    this.generations = this.buffers.map((b) => b.residency.generation);
   }
+
+  /** The real bind group, made afresh when a bound buffer's real buffer was replaced (evicted, restored). */
   get [REAL](): GPUBindGroup {
+    if (this.buffers.some((b, i) => b.residency.generation !== this.generations[i])) {
+      const entries = realEntries(this.descriptor.entries); // brings evicted buffers back
+      this.real = this.physical.capture(() =>
+        this.physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries }),
+      ).value;
+      this.generations = this.buffers.map((b) => b.residency.generation);
+      this.twins = null;
+    }
     return this.real;
   }
 
-  private twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null = null;
-
   /** The same resources bound for another (kernel-made) layout: an atomized twin's 'auto' layout. */
-  twinFor(physical: PhysicalDevice, layout: GPUBindGroupLayout): GPUBindGroup {
+  twinFor(layout: GPUBindGroupLayout): GPUBindGroup {
+    this[REAL]; // refreshes after a buffer moved, dropping stale twins
     this.twins ??= new WeakMap();
     let twin = this.twins.get(layout);
     if (!twin) {
-      const entries = [...this.descriptor.entries].map((entry) => {
-        const resource = entry.resource as unknown;
-        if (resource && typeof resource === 'object' && 'buffer' in resource) {
-          return { ...entry, resource: { ...(resource as GPUBufferBinding), buffer: unwrap((resource as GPUBufferBinding).buffer) } };
-        }
-        return { ...entry, resource: unwrap(resource) as GPUBindingResource };
-      });
-      twin = physical.capture(() => physical.device.createBindGroup({ layout, entries })).value;
+      const entries = realEntries(this.descriptor.entries);
+      twin = this.physical.capture(() => this.physical.device.createBindGroup({ layout, entries })).value;
       this.twins.set(layout, twin);
     }
     return twin;

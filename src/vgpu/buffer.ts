@@ -3,6 +3,7 @@
 // queue work (mapAsync, destroy) go through the dispatcher so they stay in the program's order.
 
 import type { WorkItem } from '../kernel/dispatch.js';
+import type { BufferResidency } from '../kernel/residency.js';
 import type { VirtualDevice } from './device.js';
 import { REAL, VirtualObject } from './object.js';
 
@@ -23,16 +24,23 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
 
   constructor(
     private readonly device: VirtualDevice,
-    private real: GPUBuffer,
+    /** Where the contents live: the real buffer behind this one can be replaced (eviction). */
+    readonly residency: BufferResidency,
     descriptor: GPUBufferDescriptor,
   ) {
     super(descriptor.label);
-    this.size = real.size;
-    this.usage = real.usage;
+    this.size = residency.size;
+    // The program's usage, not the real buffer's (the kernel may add COPY_SRC to read it back).
+    this.usage = Number(descriptor.usage);
   }
 
+  /** The real buffer now; brought back to the device first if it was evicted. */
   get [REAL](): GPUBuffer {
-    return this.real;
+    return this.residency.touch();
+  }
+
+  private get real(): GPUBuffer {
+    return this.residency.touch();
   }
 
   get isDestroyed(): boolean {
@@ -41,7 +49,8 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
 
   get mapState(): GPUBufferMapState {
     if (this.queuedMaps.length > 0) return 'pending';
-    return this.real.mapState;
+    // An evicted buffer is unmapped (mapped buffers are never evicted).
+    return this.residency.peek()?.mapState ?? 'unmapped';
   }
 
   mapAsync(mode: GPUMapModeFlags, offset?: number, size?: number): Promise<undefined> {
@@ -82,12 +91,14 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     if (this.queuedMaps.length > 0 || this.destroyed) {
       throw new DOMException('getMappedRange called on a buffer that is not mapped', 'OperationError');
     }
-    return this.real.getMappedRange(offset, size);
+    const real = this.residency.peek();
+    if (!real) throw new DOMException('getMappedRange called on a buffer that is not mapped', 'OperationError');
+    return real.getMappedRange(offset, size);
   }
 
   unmap(): void {
     this.abortQueuedMaps('unmap');
-    this.real.unmap();
+    this.residency.peek()?.unmap();
   }
 
   destroy(): void {
@@ -104,11 +115,11 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
       usesDevice: false,
       run: () => {
         if (token) proc.ledger.release(token, true);
-        else this.real.destroy();
+        else this.residency.destroy();
       },
       cancel: () => {
         if (token) proc.ledger.release(token, true);
-        else this.real.destroy();
+        else this.residency.destroy();
       },
     });
   }

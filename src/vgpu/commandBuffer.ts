@@ -53,6 +53,8 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     readonly knownValid: boolean,
     readonly dispatches: number,
     readonly indirectDispatches: number,
+    /** The owner's backing epoch at finish(): if it moved, the checked encoding names stale buffers. */
+    readonly backingEpoch: number,
   ) {
     super(label);
   }

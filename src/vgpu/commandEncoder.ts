@@ -4,7 +4,9 @@
 
 import { unsupported } from '../errors.js';
 import { PassCommand, PassOp, RecordedCommand, EncoderOp, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
+import { VirtualBuffer } from './buffer.js';
 import type { VirtualDevice } from './device.js';
+import { BufferUsage } from './webgpuGlobals.js';
 import { unwrap } from './object.js';
 
 /** Copies typed-array arguments (dynamic offsets, immediates) so later edits by the program don't leak in. */
@@ -98,6 +100,14 @@ export class VirtualCommandEncoder {
   }
 
   copyBufferToBuffer(...args: unknown[]): void {
+    const source = args[0];
+    if (source instanceof VirtualBuffer && !(source.usage & BufferUsage.COPY_SRC)) {
+      // The real buffer may have COPY_SRC (the kernel's own), the program's has not: Dawn must
+      // see a source it refuses. The record keeps the program's arguments.
+      this.forwardTo(this.real, 'copyBufferToBuffer', [this.device.physical.invalidCopySource, ...args.slice(1)]);
+      this.record.push({ op: 'copyBufferToBuffer', args: snapshot(args) });
+      return;
+    }
     this.forward('copyBufferToBuffer', args);
   }
   clearBuffer(buffer: GPUBuffer, offset?: number, size?: number): void {
@@ -136,6 +146,15 @@ export class VirtualCommandEncoder {
   finish(descriptor?: GPUCommandBufferDescriptor): VirtualCommandBuffer {
     this.finished = true;
     const { value, valid, clean } = this.device.callChecked(() => this.real.finish(descriptor));
-    return new VirtualCommandBuffer(value, this.record, descriptor?.label ?? this.label, valid, clean, this.dispatches, this.indirectDispatches);
+    return new VirtualCommandBuffer(
+      value,
+      this.record,
+      descriptor?.label ?? this.label,
+      valid,
+      clean,
+      this.dispatches,
+      this.indirectDispatches,
+      this.device.proc.backingEpoch,
+    );
   }
 }

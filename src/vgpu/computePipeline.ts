@@ -73,7 +73,7 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
       immediateSize,
       bindGroup: explicit
         ? (_index, group) => unwrap(group)
-        : (index, group) => (group instanceof VirtualBindGroup ? group.twinFor(physical, twinLayout(index)) : unwrap(group)),
+        : (index, group) => (group instanceof VirtualBindGroup ? group.twinFor(twinLayout(index)) : unwrap(group)),
     };
   };
   const refuse = (why: string): void => {

@@ -7,7 +7,7 @@ import type { Dispatcher } from '../kernel/dispatch.js';
 import type { ResourceKind } from '../kernel/ledger.js';
 import type { Proc } from '../kernel/proc.js';
 import { unsupported } from '../errors.js';
-import { VirtualBindGroup } from './bindGroup.js';
+import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
 import { buildAtomizedTwin, VirtualComputePipeline } from './computePipeline.js';
@@ -19,6 +19,8 @@ import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
+import { BufferResidency, realUsageFor } from '../kernel/residency.js';
+import type { MemoryManager } from '../kernel/mem.js';
 
 /**
  * The ledger's way to free a real object. Made outside the creating method so the closure holds
@@ -27,6 +29,14 @@ import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from 
  */
 function destroyer(real: { destroy(): void }): () => void {
   return () => real.destroy();
+}
+
+/** Like destroyer, for a buffer: the memory manager forgets it too. */
+function releaser(memory: MemoryManager, residency: BufferResidency): () => void {
+  return () => {
+    memory.unregister(residency);
+    residency.destroy();
+  };
 }
 
 const RESOLVED_TRUE: Promise<boolean> = Promise.resolve(true);
@@ -192,9 +202,11 @@ export class VirtualDevice extends EventTarget {
   /** An out-of-memory error when `size` more bytes break the device budget or a limit; else null. */
   private memoryRefusal(size: number): GPUError | null {
     const physical = this.physical;
-    if (physical.usedBytes + size > physical.budgetBytes) {
+    // The budget bounds what is resident, not what is allocated: beyond it, the memory manager
+    // evicts idle processes' buffers to host memory. Only a buffer that could never be resident fails.
+    if (size > physical.budgetBytes) {
       return outOfMemoryError(
-        `gpunix: buffer of ${size} bytes does not fit in device ${physical.id}'s memory budget (${physical.usedBytes} of ${physical.budgetBytes} bytes in use)`,
+        `gpunix: buffer of ${size} bytes is larger than device ${physical.id}'s whole memory budget (${physical.budgetBytes} bytes)`,
       );
     }
     const proc = this.proc;
@@ -224,22 +236,32 @@ export class VirtualDevice extends EventTarget {
     } else {
       refusal = this.memoryRefusal(size);
     }
+    const residencyOf = (real: GPUBuffer, realUsage: number): BufferResidency =>
+      new BufferResidency(this.physical, real, real.size, realUsage, descriptor?.label ?? '', this.proc, this.proc.ledger);
     if (refusal) {
       // An invalid real buffer (usage 0 makes Dawn return one) keeps every later use failing
       // exactly as WebGPU's invalid buffer would; its own error is dropped in favour of ours.
       const real = this.physical.capture(() => this.physical.device.createBuffer({ ...descriptor, usage: 0 })).value;
       this.reportNow(refusal);
-      return new VirtualBuffer(this, real, descriptor);
+      return new VirtualBuffer(this, residencyOf(real, 0), descriptor);
     }
-    const { value: real, valid } = this.callChecked(() => this.physical.device.createBuffer(descriptor));
-    const buffer = new VirtualBuffer(this, real, descriptor);
-    const token = this.track(buffer, 'buffer', real.size, destroyer(real));
+    const realUsage = realUsageFor(Number(descriptor.usage));
+    const { value: real, valid, clean } = this.callChecked(() => this.physical.device.createBuffer({ ...descriptor, usage: realUsage }));
+    const residency = residencyOf(real, realUsage);
+    const buffer = new VirtualBuffer(this, residency, descriptor);
+    const memory = this.host.memory;
+    const token = this.track(buffer, 'buffer', real.size, releaser(memory, residency));
     buffer.ledgerToken = token;
+    residency.token = token;
     if (token) {
+      memory.register(residency);
+      if (clean) memory.rebalance(this.physical);
       // An invalid buffer holds no memory: stop counting it once Dawn says so.
       valid.then((ok) => {
         if (!ok && buffer.ledgerToken === token) {
           buffer.ledgerToken = null;
+          residency.token = null;
+          memory.unregister(residency);
           this.proc.ledger.release(token, true);
         }
       });
@@ -296,18 +318,11 @@ export class VirtualDevice extends EventTarget {
   }
 
   createBindGroup(descriptor: GPUBindGroupDescriptor): VirtualBindGroup {
-    const entries = [...(descriptor.entries ?? [])].map((entry) => {
-      const resource = entry.resource as unknown;
-      if (resource && typeof resource === 'object' && 'buffer' in resource) {
-        const binding = resource as GPUBufferBinding;
-        return { ...entry, resource: { ...binding, buffer: unwrap(binding.buffer) } };
-      }
-      return { ...entry, resource: unwrap(resource) as GPUBindingResource };
-    });
+    const kept = { ...descriptor, entries: [...(descriptor.entries ?? [])] };
     const real = this.call(() =>
-      this.physical.device.createBindGroup({ ...descriptor, layout: unwrap(descriptor.layout), entries }),
+      this.physical.device.createBindGroup({ ...descriptor, layout: unwrap(descriptor.layout), entries: realEntries(kept.entries) }),
     );
-    const group = new VirtualBindGroup(real, descriptor);
+    const group = new VirtualBindGroup(this.physical, real, kept);
     this.track(group, 'bindGroup', 0);
     return group;
   }

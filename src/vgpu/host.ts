@@ -4,6 +4,7 @@
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import type { Dispatcher } from '../kernel/dispatch.js';
+import type { MemoryManager } from '../kernel/mem.js';
 import type { Proc } from '../kernel/proc.js';
 import type { VirtualDevice } from './device.js';
 
@@ -12,6 +13,8 @@ export interface ProcessHost {
   /** The device a new adapter of this process stands on, or null when none fits the request. */
   chooseDevice(options: GPURequestAdapterOptions | undefined): PhysicalDevice | null;
   dispatcherFor(device: PhysicalDevice): Dispatcher;
+  /** Keeps devices within budget by evicting idle processes' buffers. */
+  readonly memory: MemoryManager;
   /** Registers a new virtual device: the kernel turns it lost when its process or device ends. */
   adopt(device: VirtualDevice): void;
   /**

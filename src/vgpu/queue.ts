@@ -79,11 +79,13 @@ export class VirtualQueue {
 
   writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
     const device = this.device;
+    if (!(buffer instanceof VirtualBuffer)) {
+      throw new TypeError('no overload matched for writeBuffer: buffer is not a GPUBuffer of this device');
+    }
     const bytes = writeBufferBytes(data, dataOffset, size);
     if (device.isLost) return;
     const target = device.errorTarget();
     const proc = device.proc;
-    const real = unwrap(buffer);
     if (bytes.byteLength > COPY_CHUNK_BYTES && writeIsValid(buffer, bufferOffset, bytes.byteLength)) {
       // A large write is scheduled work in pieces, so other processes' atoms can run between them.
       // It was checked valid first: pieces of an invalid write would each raise Dawn's error.
@@ -105,7 +107,7 @@ export class VirtualQueue {
             name: 'writeBuffer',
             args: { bytes: chunk.byteLength, offset: bufferOffset + from },
             issue: () => {
-              const captured = device.physical.capture(() => device.physical.queue.writeBuffer(real, bufferOffset + from, chunk as Uint8Array<ArrayBuffer>));
+              const captured = device.physical.capture(() => device.physical.queue.writeBuffer(unwrap(buffer), bufferOffset + from, chunk as Uint8Array<ArrayBuffer>));
               device.routeCaptured(target, captured);
             },
           };
@@ -121,7 +123,8 @@ export class VirtualQueue {
       usesDevice: true,
       run: () => {
         proc.bufferWrites++;
-        device.callRouted(target, () => device.physical.queue.writeBuffer(real, bufferOffset, payload as Uint8Array<ArrayBuffer>));
+        // The real buffer is looked up now, not at the call: it may have been evicted and brought back since.
+        device.callRouted(target, () => device.physical.queue.writeBuffer(unwrap(buffer), bufferOffset, payload as Uint8Array<ArrayBuffer>));
       },
       cancel: () => target.release(),
     });

@@ -14,7 +14,7 @@ import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
 import { unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
-import { validationError } from './webgpuGlobals.js';
+import { outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { atomParams } from '../wgsl/index.js';
 
 type Grid = [number, number, number];
@@ -80,6 +80,27 @@ export class Submission implements WorkItem {
     // Decided at the call, from the state the program's call saw: splitting must not change
     // which submits Dawn refuses (destroyed or mapped resources make Dawn refuse the whole submit).
     this.whole = !device.host.atomize || firstSubmission.includes(false) || !this.worthSplitting() || !submittable(buffers);
+    this.refusal = this.memoryRefusal();
+  }
+
+  /** Set when the submit needs more memory at once than the device's whole budget. */
+  private readonly refusal: GPUError | null;
+
+  /**
+   * The buffers one submit uses must all be resident while it runs. Only worth counting when the
+   * device is oversubscribed (something is evicted, or residency is over the budget).
+   */
+  private memoryRefusal(): GPUError | null {
+    const physical = this.device.physical;
+    if (physical.evictedBytes === 0 && physical.usedBytes <= physical.budgetBytes) return null;
+    const used = new Set<VirtualBuffer>();
+    for (const cb of this.buffers) for (const r of cb.resources()) if (r instanceof VirtualBuffer) used.add(r);
+    let bytes = 0;
+    for (const buffer of used) bytes += buffer.size;
+    if (bytes <= physical.budgetBytes) return null;
+    return outOfMemoryError(
+      `gpunix: this submit uses ${bytes} bytes of buffers at once, more than device ${physical.id}'s whole memory budget (${physical.budgetBytes} bytes); nothing of it ran`,
+    );
   }
 
   get owner(): Proc {
@@ -87,17 +108,17 @@ export class Submission implements WorkItem {
   }
 
   /**
-   * Before the first piece: decides whether to split, and (for split or re-encoded records) waits
-   * for finish()'s verdict; clean finishes are known at once.
+   * Before the first piece: every path may need the record (split, re-encoded, or stale after an
+   * eviction), so finish()'s verdict must be known; clean finishes know it at once.
    */
   prepare(): Promise<void> | null {
-    const waits: Promise<unknown>[] = [];
-    const needsRecord = !this.whole || this.device.host.reencodeCommandBuffers;
-    if (needsRecord && !this.buffers.every((cb) => cb.knownValid)) waits.push(Promise.all(this.buffers.map((cb) => cb.valid)).then((v) => (this.valid = v)));
-    else this.valid = this.buffers.map(() => true);
-    if (waits.length === 0) return null;
-    return Promise.all(waits).then(() => {
-      if (this.valid.includes(false)) this.whole = true;
+    if (this.buffers.every((cb) => cb.knownValid)) {
+      this.valid = this.buffers.map(() => true);
+      return null;
+    }
+    return Promise.all(this.buffers.map((cb) => cb.valid)).then((valid) => {
+      this.valid = valid;
+      if (valid.includes(false)) this.whole = true;
     });
   }
 
@@ -132,6 +153,10 @@ export class Submission implements WorkItem {
 
   nextPiece(budgetNs: number): WorkPiece | null {
     if (this.device.isLost) return this.finish();
+    if (this.refusal) {
+      this.device.reportRouted(this.target, this.refusal);
+      return this.finish();
+    }
     if (this.whole) return this.wholeIssued ? this.finish() : this.wholePiece();
     if (!this.counted) {
       // A split submit was checked valid before it started: it counts once, now.
@@ -170,8 +195,10 @@ export class Submission implements WorkItem {
           return;
         }
         const reencode = device.host.reencodeCommandBuffers && !this.firstSubmission.includes(false);
+        const epoch = device.proc.backingEpoch;
         const real = this.buffers.map((cb, i) => {
-          if (reencode && this.valid[i]) return cb.encode(device.physical.device);
+          // A record is encoded afresh when asked to, or when a buffer it names has moved since finish().
+          if (this.valid[i] && this.firstSubmission[i] && (reencode || cb.backingEpoch !== epoch)) return cb.encode(device.physical.device);
           cb.checkedConsumed = true;
           return unwrap(cb) as unknown as GPUCommandBuffer;
         });

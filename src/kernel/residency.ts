@@ -1,0 +1,155 @@
+// Where one buffer's contents live: on the device in a real GPUBuffer, or evicted to host memory.
+// The virtual buffer a program holds stays the same; the real buffer behind it may be replaced.
+// Every kernel use of a buffer goes through `touch()`, which brings it back first if it was
+// evicted, and cancels an eviction still in progress (the program is using it).
+
+import { globals } from 'webgpu';
+import type { PhysicalDevice } from '../device/physicalDevice.js';
+import type { ResourceLedger } from './ledger.js';
+import type { Proc } from './proc.js';
+
+const { GPUBufferUsage: BufferUsage, GPUMapMode: MapMode } = globals as unknown as {
+  GPUBufferUsage: typeof GPUBufferUsage;
+  GPUMapMode: typeof GPUMapMode;
+};
+
+/**
+ * The usage the real buffer gets: the program's, plus COPY_SRC so the kernel can copy the
+ * contents out for eviction. MAP_READ buffers (which allow nothing but COPY_DST) are read by
+ * mapping instead; usage 0 stays 0 so that Dawn still refuses it. The program's own view
+ * (`buffer.usage`, and the copies it may make) stays that of its descriptor.
+ */
+export function realUsageFor(usage: number): number {
+  if (usage === 0 || usage & BufferUsage.MAP_READ) return usage;
+  return usage | BufferUsage.COPY_SRC;
+}
+
+export class BufferResidency {
+  /** Changes whenever the real buffer is replaced or dropped: anything made from the old one is stale. */
+  generation = 0;
+  lastUsedNs = performance.now() * 1e6;
+  /** Ledger token of the counted buffer; null for buffers that hold no memory (invalid ones). */
+  token: object | null = null;
+  private host: Uint8Array | null = null;
+  /** Told after a restore put bytes back on the device (the memory manager rebalances). */
+  onRestore: ((residency: BufferResidency) => void) | null = null;
+  private eviction: { cancelled: boolean; mapping: boolean } | null = null;
+
+  constructor(
+    readonly physical: PhysicalDevice,
+    private real: GPUBuffer | null,
+    readonly size: number,
+    readonly realUsage: number,
+    readonly label: string,
+    readonly owner: Proc,
+    private readonly ledger: ResourceLedger,
+  ) {}
+
+  get resident(): boolean {
+    return this.real !== null;
+  }
+
+  get evicting(): boolean {
+    return this.eviction !== null;
+  }
+
+  /** The real buffer when resident, without touching it (for states the program reads). */
+  peek(): GPUBuffer | null {
+    return this.real;
+  }
+
+  /** The real buffer for a use now: restored first if evicted; an eviction in progress is called off. */
+  touch(): GPUBuffer {
+    this.lastUsedNs = performance.now() * 1e6;
+    this.owner.activity++;
+    if (this.eviction) {
+      this.eviction.cancelled = true;
+      // The kernel's own read mapping of a MAP_READ buffer must not stand in the program's way.
+      if (this.eviction.mapping && this.real?.mapState !== 'unmapped') this.real?.unmap();
+    }
+    if (!this.real) this.restore();
+    return this.real!;
+  }
+
+  /** True when the buffer may be evicted now: resident, counted, unmapped, copyable whole. */
+  evictable(): boolean {
+    return (
+      this.real !== null &&
+      this.token !== null &&
+      this.eviction === null &&
+      this.real.mapState === 'unmapped' &&
+      this.size > 0 &&
+      this.size % 4 === 0
+    );
+  }
+
+  /**
+   * Copies the contents to host memory and frees the device memory. Gives up (false) when the
+   * owner did anything meanwhile: its work might have changed the contents being copied.
+   */
+  async evict(): Promise<boolean> {
+    if (!this.evictable()) return false;
+    const real = this.real!;
+    const eviction = { cancelled: false, mapping: false };
+    this.eviction = eviction;
+    const activity = this.owner.activity;
+    let data: Uint8Array | null = null;
+    try {
+      if (this.realUsage & BufferUsage.MAP_READ) {
+        eviction.mapping = true;
+        await real.mapAsync(MapMode.READ);
+        if (!eviction.cancelled) data = new Uint8Array(real.getMappedRange().slice(0));
+        real.unmap();
+      } else {
+        const device = this.physical.device;
+        const staging = device.createBuffer({ size: this.size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST, label: 'gpunix-evict' });
+        const encoder = device.createCommandEncoder();
+        encoder.copyBufferToBuffer(real, 0, staging, 0, this.size);
+        device.queue.submit([encoder.finish()]);
+        await staging.mapAsync(MapMode.READ);
+        data = new Uint8Array(staging.getMappedRange().slice(0));
+        staging.destroy();
+      }
+    } catch {
+      data = null;
+    }
+    this.eviction = null;
+    const owner = this.owner;
+    const stillIdle = owner.inFlightGroups === 0 && (owner.queuedItems === 0 || owner.suspended) && owner.activity === activity;
+    if (!data || eviction.cancelled || !stillIdle || this.real !== real || this.token === null) return false;
+    this.host = data;
+    this.real = null;
+    this.generation++;
+    owner.backingEpoch++;
+    real.destroy();
+    this.ledger.setResident(this.token, false);
+    return true;
+  }
+
+  /** Brings the contents back into a new real buffer (synchronous: mapped at creation). */
+  private restore(): void {
+    const host = this.host!;
+    const real = this.physical.device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label, mappedAtCreation: true });
+    new Uint8Array(real.getMappedRange()).set(host);
+    real.unmap();
+    this.real = real;
+    this.host = null;
+    this.generation++;
+    this.owner.backingEpoch++;
+    if (this.token) this.ledger.setResident(this.token, true);
+    this.onRestore?.(this);
+  }
+
+  /**
+   * Frees everything, resident or not. A destroyed real buffer stays behind it, so that later
+   * uses by the program fail exactly as WebGPU's destroyed buffer does.
+   */
+  destroy(): void {
+    if (this.eviction) this.eviction.cancelled = true;
+    this.token = null;
+    this.host = null;
+    // An evicted buffer has no real one left: a stand-in of the same shape is made to be destroyed.
+    this.real ??= this.physical.device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label });
+    this.real.destroy();
+  }
+}
