@@ -83,6 +83,8 @@ export interface KernelStats {
   tenants: TenantRecord[];
   liveObjects: { total: number; byKind: Record<ResourceKind, number> };
   bytesAllocated: number;
+  /** Swap traffic between devices and host memory so far (evictions out, restores in). */
+  swap: { bytesOut: number; nsOut: number; bytesIn: number; nsIn: number };
   devices: DeviceStats[];
 }
 
@@ -352,7 +354,8 @@ export class Kernel {
       processes: { total: this.procs.size, byState },
       tenants: [...this.options.tenants.values()].map((t) => t.record()),
       liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
-      bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes, 0),
+      bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes + d.evictedBytes, 0),
+      swap: { ...this.memory.swap },
       devices: this.devices.map((d) => ({
         id: d.id,
         description: d.adapter.description,

@@ -6,7 +6,7 @@
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import type { Proc } from './proc.js';
-import type { BufferResidency } from './residency.js';
+import type { BufferResidency, SwapCounters } from './residency.js';
 
 /**
  * True when none of `proc`'s buffers is in use: nothing of it on a device, and nothing queued
@@ -19,6 +19,8 @@ function idle(proc: Proc): boolean {
 export class MemoryManager {
   private readonly buffers = new Map<PhysicalDevice, Set<BufferResidency>>();
   private readonly rebalancing = new Set<PhysicalDevice>();
+  /** All swap traffic so far: evictions (out) and restores (in), bytes and time. */
+  readonly swap: SwapCounters = { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0 };
 
   register(residency: BufferResidency): void {
     let set = this.buffers.get(residency.physical);

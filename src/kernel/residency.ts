@@ -24,6 +24,14 @@ export function realUsageFor(usage: number): number {
   return usage | BufferUsage.COPY_SRC;
 }
 
+/** Swap traffic, for stats and the oversubscription benchmark: bytes moved and the time it took. */
+export interface SwapCounters {
+  bytesOut: number;
+  nsOut: number;
+  bytesIn: number;
+  nsIn: number;
+}
+
 export class BufferResidency {
   /** Changes whenever the real buffer is replaced or dropped: anything made from the old one is stale. */
   generation = 0;
@@ -43,6 +51,7 @@ export class BufferResidency {
     readonly label: string,
     readonly owner: Proc,
     private readonly ledger: ResourceLedger,
+    private readonly swap: SwapCounters,
   ) {}
 
   get resident(): boolean {
@@ -93,6 +102,7 @@ export class BufferResidency {
     const eviction = { cancelled: false, mapping: false };
     this.eviction = eviction;
     const activity = this.owner.activity;
+    const startedNs = performance.now() * 1e6;
     let data: Uint8Array | null = null;
     try {
       if (this.realUsage & BufferUsage.MAP_READ) {
@@ -121,6 +131,8 @@ export class BufferResidency {
     this.real = null;
     this.generation++;
     owner.backingEpoch++;
+    this.swap.bytesOut += this.size;
+    this.swap.nsOut += performance.now() * 1e6 - startedNs;
     real.destroy();
     this.ledger.setResident(this.token, false);
     return true;
@@ -128,6 +140,7 @@ export class BufferResidency {
 
   /** Brings the contents back into a new real buffer (synchronous: mapped at creation). */
   private restore(): void {
+    const startedNs = performance.now() * 1e6;
     const host = this.host!;
     const real = this.physical.device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label, mappedAtCreation: true });
     new Uint8Array(real.getMappedRange()).set(host);
@@ -136,6 +149,8 @@ export class BufferResidency {
     this.host = null;
     this.generation++;
     this.owner.backingEpoch++;
+    this.swap.bytesIn += this.size;
+    this.swap.nsIn += performance.now() * 1e6 - startedNs;
     if (this.token) this.ledger.setResident(this.token, true);
     this.onRestore?.(this);
   }

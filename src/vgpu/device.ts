@@ -237,7 +237,7 @@ export class VirtualDevice extends EventTarget {
       refusal = this.memoryRefusal(size);
     }
     const residencyOf = (real: GPUBuffer, realUsage: number): BufferResidency =>
-      new BufferResidency(this.physical, real, real.size, realUsage, descriptor?.label ?? '', this.proc, this.proc.ledger);
+      new BufferResidency(this.physical, real, real.size, realUsage, descriptor?.label ?? '', this.proc, this.proc.ledger, this.host.memory.swap);
     if (refusal) {
       // An invalid real buffer (usage 0 makes Dawn return one) keeps every later use failing
       // exactly as WebGPU's invalid buffer would; its own error is dropped in favour of ours.
