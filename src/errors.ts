@@ -13,12 +13,16 @@ export const ErrorCodes = {
   PROCESS_EXITED: 'GPUNIX_E_PROCESS_EXITED',
   /** A WebGPU method outside the compute subset gpunix implements (textures, render). */
   UNSUPPORTED: 'GPUNIX_E_UNSUPPORTED',
+  /** The operation cannot happen in the process's present state (e.g. migrating with a mapped buffer). */
+  BUSY: 'GPUNIX_E_BUSY',
   /** The kernel has shut down, or is shutting down. */
   SHUTDOWN: 'GPUNIX_E_SHUTDOWN',
   /** A program given to `gpunix run` could not be loaded. */
   PROGRAM_LOAD: 'GPUNIX_E_PROGRAM_LOAD',
   /** A requirements file given to `gpunix caps --require` is unreadable or malformed. */
   BAD_REQUIREMENTS: 'GPUNIX_E_BAD_REQUIREMENTS',
+  /** A process image is corrupted, truncated, of an unknown version, or malformed (or an image to write is malformed). */
+  BAD_IMAGE: 'GPUNIX_E_BAD_IMAGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -171,6 +171,16 @@ export class Dispatcher {
     this.notifyIdle();
   }
 
+  /** Removes every queued item of `owner` without cancelling it, in order (migration moves them). */
+  takeAll(owner: Proc): WorkItem[] {
+    const entity = this.entities.get(owner);
+    if (!entity) return [];
+    const items = entity.queue.splice(0);
+    owner.queuedItems -= items.length;
+    entity.prepared = false;
+    return items;
+  }
+
   /** Called when a process is resumed or reniced: its work may now be picked. */
   reschedule(): void {
     this.pump();

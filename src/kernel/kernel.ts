@@ -228,9 +228,9 @@ export class Kernel {
       chooseDevice: (options) => this.chooseDevice(options),
       dispatcherFor: (device) => this.dispatchers.get(device)!,
       adopt: (vdevice) => {
-        const set = this.virtualDevices.get(vdevice.physical)!;
-        set.add(vdevice);
-        vdevice.lost.then(() => set.delete(vdevice));
+        this.virtualDevices.get(vdevice.physical)!.add(vdevice);
+        // Looked up at loss, not now: migration may have moved the device since.
+        vdevice.lost.then(() => this.virtualDevices.get(vdevice.physical)?.delete(vdevice));
         proc.onEnd.add((status) => vdevice.lose('unknown', `gpunix: process ${proc.pid} exited (${status.reason})`));
       },
     };
@@ -311,6 +311,43 @@ export class Kernel {
     const proc = this.lookup(pid);
     if (!proc.alive) throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${pid} has exited (${proc.exit!.reason})`);
     return proc;
+  }
+
+  /**
+   * Moves a live process, with everything it holds, onto another device while its program keeps
+   * running: the program's handles keep working and its results are unchanged. `device` is a
+   * device id (e.g. "gpu1") or index. Work queued meanwhile runs on the new device, in order.
+   */
+  async migrate(pid: number, device: string | number): Promise<ProcessRecord> {
+    const proc = this.lookupLive(pid);
+    const target = typeof device === 'number' ? this.devices[device] : this.devices.find((d) => d.id === device);
+    if (!target) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
+    }
+    if (target.lostReason) throw new GpunixError(ErrorCodes.NO_DEVICE, `device ${target.id} is lost (${target.lostReason})`);
+    const vdevices = [...this.virtualDevices.entries()].flatMap(([, set]) => [...set].filter((v) => v.proc === proc && v.physical !== target));
+    for (const vdevice of vdevices) {
+      const blocker = vdevice.migrationBlocker();
+      if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot migrate process ${pid} now: ${blocker}`);
+    }
+    const wasSuspended = proc.suspended;
+    proc.suspended = true;
+    try {
+      await Promise.all([...this.dispatchers.values()].map((d) => d.whenOffDevice(proc)));
+      for (const vdevice of vdevices) {
+        const from = this.dispatchers.get(vdevice.physical)!;
+        const to = this.dispatchers.get(target)!;
+        const queued = from.takeAll(proc);
+        await vdevice.migrateTo(target, to);
+        this.virtualDevices.get(from.device)!.delete(vdevice);
+        this.virtualDevices.get(target)!.add(vdevice);
+        for (const item of queued) to.enqueue(item);
+      }
+    } finally {
+      proc.suspended = wasSuspended;
+      this.rescheduleAll();
+    }
+    return proc.record();
   }
 
   /** The atom timeline in the Chrome trace event format (open it in Perfetto or chrome://tracing). */

@@ -24,6 +24,7 @@ export const RESOURCE_KINDS: readonly ResourceKind[] = [
 
 export interface LedgerEntry {
   kind: ResourceKind;
+  /** The device it stands on (migration moves it). */
   device: PhysicalDevice;
   /** The virtual device that created it: destroying that device releases it. */
   scope: object;
@@ -112,6 +113,21 @@ export class ResourceLedger {
     this.evictedBytes -= sign * entry.bytes;
     if (resident) this.restores++;
     else this.evictions++;
+  }
+
+  /** Moves every object of one virtual device onto another physical device (migration). */
+  moveScope(scope: object, target: PhysicalDevice): void {
+    for (const entry of this.entries.values()) {
+      if (entry.scope !== scope || entry.device === target) continue;
+      if (entry.evicted) {
+        entry.device.evictedBytes -= entry.bytes;
+        target.evictedBytes += entry.bytes;
+      } else {
+        entry.device.usedBytes -= entry.bytes;
+        target.usedBytes += entry.bytes;
+      }
+      entry.device = target;
+    }
   }
 
   /** Releases every object of one virtual device (or of all): a device's or a process's end. */

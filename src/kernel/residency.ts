@@ -44,7 +44,8 @@ export class BufferResidency {
   private eviction: { cancelled: boolean; mapping: boolean } | null = null;
 
   constructor(
-    readonly physical: PhysicalDevice,
+    /** The device the contents are (or go back) on; migration changes it. */
+    public physical: PhysicalDevice,
     private real: GPUBuffer | null,
     readonly size: number,
     readonly realUsage: number,

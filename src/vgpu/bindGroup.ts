@@ -2,7 +2,7 @@
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { VirtualBuffer } from './buffer.js';
-import { REAL, unwrap, VirtualObject } from './object.js';
+import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 
 /** What Dawn should be given for a bind group's entries: the real objects behind the virtual ones. */
 export function realEntries(entries: Iterable<GPUBindGroupEntry>): GPUBindGroupEntry[] {
@@ -27,7 +27,7 @@ function boundBuffers(entries: readonly GPUBindGroupEntry[]): VirtualBuffer[] {
   return found;
 }
 
-export class VirtualBindGroup extends VirtualObject<GPUBindGroup> {
+export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Rebuildable {
   /** The program's descriptor, with virtual objects (entries copied once): what a re-creation binds. */
   readonly descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] };
   private readonly buffers: VirtualBuffer[];
@@ -36,7 +36,7 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> {
   private twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null = null;
 
   constructor(
-    private readonly physical: PhysicalDevice,
+    private physical: PhysicalDevice,
     private real: GPUBindGroup,
     descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] },
   ) {
@@ -57,6 +57,18 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> {
       this.twins = null;
     }
     return this.real;
+  }
+
+  /** Migration: made afresh (on first use) on `physical`, from the program's descriptor. */
+  rebuild(physical: PhysicalDevice): void {
+    this.physical = physical;
+    this.generations = this.generations.map(() => -1);
+    if (this.buffers.length === 0) {
+      this.real = physical.capture(() =>
+        physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries: realEntries(this.descriptor.entries) }),
+      ).value;
+    }
+    this.twins = null;
   }
 
   /** The same resources bound for another (kernel-made) layout: an atomized twin's 'auto' layout. */

@@ -6,7 +6,8 @@ import { atomize } from '../wgsl/index.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import type { VirtualDevice } from './device.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
-import { REAL, unwrap, VirtualObject } from './object.js';
+import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 import { VirtualShaderModule } from './shaderModule.js';
 
 /** The kernel's twin of a pipeline whose entry point was rewritten to run as atoms. */
@@ -89,7 +90,16 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   return made.value.then(adopt, (error: unknown) => refuse(error instanceof Error ? error.message : String(error)));
 }
 
-export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> {
+/** What Dawn should be given for a program's compute pipeline descriptor. */
+export function realComputePipelineDescriptor(descriptor: GPUComputePipelineDescriptor): GPUComputePipelineDescriptor {
+  return {
+    ...descriptor,
+    layout: descriptor.layout === 'auto' ? 'auto' : unwrap(descriptor.layout),
+    compute: descriptor.compute && { ...descriptor.compute, module: unwrap(descriptor.compute.module) },
+  };
+}
+
+export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> implements Rebuildable {
   /** Device time per workgroup, learned from this pipeline's atoms and dispatches. */
   readonly cost = new CostModel();
   /** Set once the atomized twin is ready; stays null when the kernel runs this pipeline whole. */
@@ -99,16 +109,25 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> {
 
   constructor(
     private readonly device: VirtualDevice,
-    private readonly real: GPUComputePipeline,
+    private real: GPUComputePipeline,
     readonly descriptor: GPUComputePipelineDescriptor,
   ) {
     super(descriptor.label);
+  }
+
+  rebuild(physical: PhysicalDevice): void {
+    this.real = physical.capture(() => physical.device.createComputePipeline(realComputePipelineDescriptor(this.descriptor))).value;
+    const hadTwin = this.atomized !== null;
+    this.atomized = null;
+    if (hadTwin) buildAtomizedTwin(this.device, this, true);
   }
   get [REAL](): GPUComputePipeline {
     return this.real;
   }
   getBindGroupLayout(index: number): VirtualBindGroupLayout {
     const real = this.device.call(() => this.real.getBindGroupLayout(index));
-    return new VirtualBindGroupLayout(real, undefined);
+    const layout = new VirtualBindGroupLayout(real, undefined, { pipeline: this, index });
+    this.device.remember('derivedLayout', layout);
+    return layout;
   }
 }

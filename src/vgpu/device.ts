@@ -10,11 +10,11 @@ import { unsupported } from '../errors.js';
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
-import { buildAtomizedTwin, VirtualComputePipeline } from './computePipeline.js';
+import { buildAtomizedTwin, realComputePipelineDescriptor, VirtualComputePipeline } from './computePipeline.js';
 import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
-import { unwrap } from './object.js';
+import { REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
@@ -55,14 +55,18 @@ export class VirtualDevice extends EventTarget {
   readonly lost: Promise<DeviceLostInfo>;
   onuncapturederror: ((event: Event) => void) | null = null;
 
-  readonly dispatcher: Dispatcher;
+  dispatcher: Dispatcher;
   isLost = false;
+  /** What migration must make afresh on another device, by phase; weak, so dropped objects go. */
+  private readonly migratable = new Map<RebuildPhase, Set<WeakRef<Rebuildable>>>();
+  private readonly buffers = new Set<WeakRef<VirtualBuffer>>();
   private resolveLost!: (info: DeviceLostInfo) => void;
   private readonly scopes: ErrorScopes;
 
   constructor(
     readonly host: ProcessHost,
-    readonly physical: PhysicalDevice,
+    /** The kernel's device this one stands on; migration changes it. */
+    public physical: PhysicalDevice,
     features: ReadonlySet<string>,
     limits: Readonly<Record<string, number>>,
     adapterInfo: GPUAdapterInfo,
@@ -249,6 +253,7 @@ export class VirtualDevice extends EventTarget {
     const { value: real, valid, clean } = this.callChecked(() => this.physical.device.createBuffer({ ...descriptor, usage: realUsage }));
     const residency = residencyOf(real, realUsage);
     const buffer = new VirtualBuffer(this, residency, descriptor);
+    this.buffers.add(new WeakRef(buffer));
     const memory = this.host.memory;
     const token = this.track(buffer, 'buffer', real.size, releaser(memory, residency));
     buffer.ledgerToken = token;
@@ -273,37 +278,34 @@ export class VirtualDevice extends EventTarget {
     const real = this.call(() => this.physical.device.createShaderModule(descriptor));
     const module = new VirtualShaderModule(real, descriptor);
     this.track(module, 'shaderModule', 0);
+    this.remember('shaderModule', module);
     return module;
   }
 
-  private realComputePipelineDescriptor(descriptor: GPUComputePipelineDescriptor): GPUComputePipelineDescriptor {
-    return {
-      ...descriptor,
-      layout: descriptor.layout === 'auto' ? 'auto' : unwrap(descriptor.layout),
-      compute: descriptor.compute && { ...descriptor.compute, module: unwrap(descriptor.compute.module) },
-    };
-  }
-
   createComputePipeline(descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
-    const { value: real, clean } = this.callChecked(() => this.physical.device.createComputePipeline(this.realComputePipelineDescriptor(descriptor)));
+    const { value: real, clean } = this.callChecked(() => this.physical.device.createComputePipeline(realComputePipelineDescriptor(descriptor)));
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
     this.track(pipeline, 'computePipeline', 0);
+    this.remember('computePipeline', pipeline);
     if (clean && this.host.atomize && !this.isLost) buildAtomizedTwin(this, pipeline, true);
     return pipeline;
   }
 
   async createComputePipelineAsync(descriptor: GPUComputePipelineDescriptor): Promise<VirtualComputePipeline> {
-    const real = await this.physical.device.createComputePipelineAsync(this.realComputePipelineDescriptor(descriptor));
+    const real = await this.physical.device.createComputePipelineAsync(realComputePipelineDescriptor(descriptor));
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
     this.track(pipeline, 'computePipeline', 0);
+    this.remember('computePipeline', pipeline);
     if (this.host.atomize && !this.isLost) await buildAtomizedTwin(this, pipeline, false);
     return pipeline;
   }
 
   createBindGroupLayout(descriptor: GPUBindGroupLayoutDescriptor): VirtualBindGroupLayout {
-    const real = this.call(() => this.physical.device.createBindGroupLayout(descriptor));
-    const layout = new VirtualBindGroupLayout(real, descriptor.label);
+    const kept = { ...descriptor, entries: [...(descriptor.entries ?? [])] };
+    const real = this.call(() => this.physical.device.createBindGroupLayout(kept));
+    const layout = new VirtualBindGroupLayout(real, descriptor.label, { descriptor: kept });
     this.track(layout, 'bindGroupLayout', 0);
+    this.remember('bindGroupLayout', layout);
     return layout;
   }
 
@@ -312,8 +314,9 @@ export class VirtualDevice extends EventTarget {
     const real = this.call(() =>
       this.physical.device.createPipelineLayout({ ...descriptor, bindGroupLayouts: layouts.map((l) => unwrap(l)) }),
     );
-    const layout = new VirtualPipelineLayout(real, layouts, descriptor.label);
+    const layout = new VirtualPipelineLayout(real, layouts, descriptor.label, (descriptor as { immediateSize?: number }).immediateSize);
     this.track(layout, 'pipelineLayout', 0);
+    this.remember('pipelineLayout', layout);
     return layout;
   }
 
@@ -324,6 +327,7 @@ export class VirtualDevice extends EventTarget {
     );
     const group = new VirtualBindGroup(this.physical, real, kept);
     this.track(group, 'bindGroup', 0);
+    this.remember('bindGroup', group);
     return group;
   }
 
@@ -340,6 +344,7 @@ export class VirtualDevice extends EventTarget {
     }
     const { value: real } = this.callChecked(() => this.physical.device.createQuerySet(descriptor));
     const querySet = new VirtualQuerySet(this, real, descriptor);
+    this.remember('querySet', querySet);
     // Each query is an 8-byte result slot on the device.
     querySet.ledgerToken = this.track(querySet, 'querySet', real.count * 8, destroyer(real));
     return querySet;
@@ -362,6 +367,63 @@ export class VirtualDevice extends EventTarget {
   }
   createRenderBundleEncoder(): never {
     throw unsupported('GPUDevice.createRenderBundleEncoder');
+  }
+
+  // ---- migration ------------------------------------------------------------------------------
+
+  /** Records an object that migration must make afresh. */
+  remember(phase: RebuildPhase, object: Rebuildable): void {
+    let set = this.migratable.get(phase);
+    if (!set) this.migratable.set(phase, (set = new Set()));
+    set.add(new WeakRef(object));
+    if (set.size % 256 === 0) for (const ref of set) if (!ref.deref()) set.delete(ref);
+  }
+
+  private liveBuffers(): VirtualBuffer[] {
+    const live: VirtualBuffer[] = [];
+    for (const ref of this.buffers) {
+      const buffer = ref.deref();
+      if (buffer && !buffer.isDestroyed) live.push(buffer);
+      else this.buffers.delete(ref);
+    }
+    return live;
+  }
+
+  /**
+   * Why this device cannot move now (a mapped buffer: the program holds its bytes), or null.
+   */
+  migrationBlocker(): string | null {
+    for (const buffer of this.liveBuffers()) {
+      if (buffer.mapState !== 'unmapped') return `buffer "${buffer.label}" is mapped or being mapped; unmap it first`;
+      if (buffer.size % 4 !== 0) return `buffer "${buffer.label}" has a size (${buffer.size}) that is not a multiple of 4 and cannot be copied`;
+    }
+    return null;
+  }
+
+  /**
+   * Moves this device onto `target` (its process is suspended and has nothing on the device):
+   * every buffer's contents go through host memory, every other object is made afresh from the
+   * kernel's record, and the program's handles keep working.
+   */
+  async migrateTo(target: PhysicalDevice, dispatcher: Dispatcher): Promise<void> {
+    const from = this.physical;
+    if (from === target) return;
+    await Promise.all(this.liveBuffers().map((buffer) => buffer.residency.evict()));
+    const memory = this.host.memory;
+    for (const buffer of this.liveBuffers()) {
+      if (buffer.residency.resident) throw new Error(`buffer "${buffer.label}" could not be copied off device ${from.id}`);
+      memory.unregister(buffer.residency);
+      buffer.residency.physical = target;
+      memory.register(buffer.residency);
+    }
+    this.proc.ledger.moveScope(this, target);
+    this.physical = target;
+    this.dispatcher = dispatcher;
+    for (const phase of REBUILD_PHASES) {
+      for (const ref of this.migratable.get(phase) ?? []) ref.deref()?.rebuild(target);
+    }
+    // Encodings made before name the old device's objects: submits re-encode from the record.
+    this.proc.backingEpoch++;
   }
 
   // ---- lifetime -------------------------------------------------------------------------------

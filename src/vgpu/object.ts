@@ -20,3 +20,15 @@ export abstract class VirtualObject<Real extends object = object> {
 export function unwrap<T>(value: T): T {
   return value instanceof VirtualObject ? (value[REAL] as T) : value;
 }
+
+/**
+ * A virtual object whose real object the kernel can make afresh on another device from the
+ * record it keeps (migration). Phases order the rebuild: what an object is made from comes first.
+ */
+export interface Rebuildable {
+  rebuild(physical: import('../device/physicalDevice.js').PhysicalDevice): void;
+}
+
+/** Rebuild order: modules, explicit layouts, pipeline layouts, pipelines, derived layouts, bind groups. */
+export const REBUILD_PHASES = ['shaderModule', 'bindGroupLayout', 'pipelineLayout', 'computePipeline', 'derivedLayout', 'bindGroup', 'querySet'] as const;
+export type RebuildPhase = (typeof REBUILD_PHASES)[number];

@@ -1,9 +1,10 @@
 // A process's query set (timestamps), in front of its own real query set.
 
 import type { VirtualDevice } from './device.js';
-import { REAL, VirtualObject } from './object.js';
+import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { REAL, Rebuildable, VirtualObject } from './object.js';
 
-export class VirtualQuerySet extends VirtualObject<GPUQuerySet> {
+export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebuildable {
   readonly type: GPUQueryType;
   readonly count: number;
   ledgerToken: object | null = null;
@@ -11,7 +12,7 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> {
 
   constructor(
     private readonly device: VirtualDevice,
-    private readonly real: GPUQuerySet,
+    private real: GPUQuerySet,
     descriptor: GPUQuerySetDescriptor,
   ) {
     super(descriptor.label);
@@ -21,6 +22,14 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> {
   get [REAL](): GPUQuerySet {
     return this.real;
   }
+  /** Migration: a new query set of the same type and count (query results are not carried). */
+  rebuild(physical: PhysicalDevice): void {
+    if (this.destroyed) return;
+    const old = this.real;
+    this.real = physical.capture(() => physical.device.createQuerySet({ type: this.type, count: this.count, label: this.label })).value;
+    old.destroy();
+  }
+
   get isDestroyed(): boolean {
     return this.destroyed;
   }

@@ -1,12 +1,13 @@
 // A process's shader module: the WGSL source (kept for checkpoints and for rewriting pipelines)
 // in front of Dawn's compiled module, which is also the judge of the program's WGSL.
 
-import { REAL, VirtualObject } from './object.js';
+import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { REAL, Rebuildable, VirtualObject } from './object.js';
 
-export class VirtualShaderModule extends VirtualObject<GPUShaderModule> {
+export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implements Rebuildable {
   readonly code: string;
   constructor(
-    private readonly real: GPUShaderModule,
+    private real: GPUShaderModule,
     descriptor: GPUShaderModuleDescriptor,
   ) {
     super(descriptor.label);
@@ -14,6 +15,9 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> {
   }
   get [REAL](): GPUShaderModule {
     return this.real;
+  }
+  rebuild(physical: PhysicalDevice): void {
+    this.real = physical.capture(() => physical.device.createShaderModule({ code: this.code, label: this.label })).value;
   }
   getCompilationInfo(): Promise<GPUCompilationInfo> {
     return this.real.getCompilationInfo();
