@@ -9,3 +9,5 @@ export type { PriorityClass } from './params.js';
 export { GpunixError, ErrorCodes } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { installGlobals, runInProcess } from './vgpu/globals.js';
+export { readImage, writeImage, IMAGE_FORMAT_VERSION } from './kernel/image.js';
+export type { ProcessImage, WrittenImage } from './kernel/image.js';

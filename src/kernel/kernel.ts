@@ -23,6 +23,7 @@ import type { ProcessHost } from '../vgpu/host.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
 import { MemoryManager } from './mem.js';
 import { ChromeTrace, TraceLog } from './trace.js';
+import { IMAGE_FORMAT_VERSION, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
 import { TenantAccount, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
 import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
@@ -225,13 +226,19 @@ export class Kernel {
       memory: this.memory,
       atomize: this.options.atomize,
       atomSize: this.options.atomSize,
-      chooseDevice: (options) => this.chooseDevice(options),
+      chooseDevice: (options) => (proc.preferredDevice && !proc.preferredDevice.lostReason ? proc.preferredDevice : this.chooseDevice(options)),
       dispatcherFor: (device) => this.dispatchers.get(device)!,
       adopt: (vdevice) => {
         this.virtualDevices.get(vdevice.physical)!.add(vdevice);
         // Looked up at loss, not now: migration may have moved the device since.
         vdevice.lost.then(() => this.virtualDevices.get(vdevice.physical)?.delete(vdevice));
         proc.onEnd.add((status) => vdevice.lose('unknown', `gpunix: process ${proc.pid} exited (${status.reason})`));
+        if (proc.pendingImage) {
+          // A restored process: its first device receives the image's objects, found by label.
+          const image = proc.pendingImage;
+          proc.pendingImage = null;
+          vdevice.adoptImage(image);
+        }
       },
     };
   }
@@ -348,6 +355,74 @@ export class Kernel {
       this.rescheduleAll();
     }
     return proc.record();
+  }
+
+  /**
+   * Writes a process image of `pid` to `path` (docs/image-format.md): shader sources, pipeline
+   * descriptions, buffer contents and labels, and metadata, with checksums, atomically. The
+   * process is checkpointed at a quiet point: its queued work finishes first, then it pauses
+   * while its buffers are read, and goes on afterwards.
+   */
+  async checkpoint(pid: number, path: string): Promise<WrittenImage> {
+    const proc = this.lookupLive(pid);
+    const wasSuspended = proc.suspended;
+    if (wasSuspended && proc.queuedItems > 0) {
+      throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is suspended with work queued; resume it so the work can finish first`);
+    }
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (!wasSuspended) proc.suspended = false;
+        await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
+        proc.suspended = true;
+        if (proc.queuedItems === 0 && proc.inFlightGroups === 0) break;
+        if (attempt >= 20) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} keeps submitting work; suspend it before checkpointing`);
+      }
+      const vdevices = [...this.virtualDevices.values()].flatMap((set) => [...set].filter((v) => v.proc === proc && !v.isLost));
+      if (vdevices.length !== 1) {
+        throw new GpunixError(ErrorCodes.BUSY, `process ${pid} has ${vdevices.length} live devices; a checkpoint takes a process with exactly one`);
+      }
+      const blocker = vdevices[0].migrationBlocker();
+      if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot checkpoint process ${pid} now: ${blocker}`);
+      const body = await vdevices[0].captureImage();
+      const image: ProcessImage = {
+        version: IMAGE_FORMAT_VERSION,
+        createdAt: new Date().toISOString(),
+        process: { name: proc.name, priority: proc.priority, weight: proc.weight, tenant: proc.tenant, memoryLimit: proc.memoryLimit },
+        ...body,
+      };
+      return await writeImage(path, image);
+    } finally {
+      proc.suspended = wasSuspended;
+      this.rescheduleAll();
+    }
+  }
+
+  /**
+   * Brings a process image back as a new process (on `device`, or wherever placement puts it).
+   * The image is read and checked whole first: a corrupted or truncated one is refused with
+   * GPUNIX_E_BAD_IMAGE and nothing is created. The process's first device receives the image's
+   * buffers, shader modules and pipelines, which its program finds by label (`device.gpunix`).
+   */
+  async restore(path: string, options: { device?: string | number; name?: string } = {}): Promise<ProcessHandle> {
+    const image = await readImage(path);
+    let preferred: PhysicalDevice | null = null;
+    if (options.device !== undefined) {
+      const device = options.device;
+      preferred = (typeof device === 'number' ? this.devices[device] : this.devices.find((d) => d.id === device)) ?? null;
+      if (!preferred) throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
+    }
+    const tenant = this.options.tenants.has(image.process.tenant) ? image.process.tenant : DEFAULT_TENANT;
+    const handle = await this.spawn({
+      name: options.name ?? image.process.name,
+      priority: image.process.priority,
+      weight: image.process.weight,
+      memoryLimit: image.process.memoryLimit ?? undefined,
+      tenant,
+    });
+    const proc = this.procs.get(handle.pid)!;
+    proc.pendingImage = image;
+    proc.preferredDevice = preferred;
+    return handle;
   }
 
   /** The atom timeline in the Chrome trace event format (open it in Perfetto or chrome://tracing). */

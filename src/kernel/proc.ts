@@ -96,6 +96,10 @@ export class Proc {
   readonly latency = new LatencyHistogram();
   /** Bumped on every use of the process's resources and every piece of its work: evictions in progress give up when it moves. */
   activity = 0;
+  /** A restored process image waiting for the process's first device (kernel.restore). */
+  pendingImage: import('./image.js').ProcessImage | null = null;
+  /** Where the process's devices go, when the kernel was told (restore onto a device). */
+  preferredDevice: import('../device/physicalDevice.js').PhysicalDevice | null = null;
   /** Bumped whenever a real buffer of the process is replaced (evicted, restored): encodings made before are stale. */
   backingEpoch = 0;
 

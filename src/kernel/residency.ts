@@ -104,26 +104,7 @@ export class BufferResidency {
     this.eviction = eviction;
     const activity = this.owner.activity;
     const startedNs = performance.now() * 1e6;
-    let data: Uint8Array | null = null;
-    try {
-      if (this.realUsage & BufferUsage.MAP_READ) {
-        eviction.mapping = true;
-        await real.mapAsync(MapMode.READ);
-        if (!eviction.cancelled) data = new Uint8Array(real.getMappedRange().slice(0));
-        real.unmap();
-      } else {
-        const device = this.physical.device;
-        const staging = device.createBuffer({ size: this.size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST, label: 'gpunix-evict' });
-        const encoder = device.createCommandEncoder();
-        encoder.copyBufferToBuffer(real, 0, staging, 0, this.size);
-        device.queue.submit([encoder.finish()]);
-        await staging.mapAsync(MapMode.READ);
-        data = new Uint8Array(staging.getMappedRange().slice(0));
-        staging.destroy();
-      }
-    } catch {
-      data = null;
-    }
+    const data = await this.copyOut(real, eviction);
     this.eviction = null;
     const owner = this.owner;
     const stillIdle = owner.inFlightGroups === 0 && (owner.queuedItems === 0 || owner.suspended) && owner.activity === activity;
@@ -137,6 +118,47 @@ export class BufferResidency {
     real.destroy();
     this.ledger.setResident(this.token, false);
     return true;
+  }
+
+  /**
+   * The bytes of `real`, read through a staging copy (or, for MAP_READ buffers, by mapping it);
+   * null when the read failed or `eviction` was called off meanwhile.
+   */
+  private async copyOut(real: GPUBuffer, eviction: { cancelled: boolean; mapping: boolean }): Promise<Uint8Array | null> {
+    try {
+      if (this.realUsage & BufferUsage.MAP_READ) {
+        eviction.mapping = true;
+        await real.mapAsync(MapMode.READ);
+        const data = eviction.cancelled ? null : new Uint8Array(real.getMappedRange().slice(0));
+        real.unmap();
+        return data;
+      }
+      const device = this.physical.device;
+      const staging = device.createBuffer({ size: this.size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST, label: 'gpunix-copy-out' });
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(real, 0, staging, 0, this.size);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(MapMode.READ);
+      const data = new Uint8Array(staging.getMappedRange().slice(0));
+      staging.destroy();
+      return data;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * A copy of the contents, wherever they are (checkpoints); the buffer stays where it is. The
+   * owner must be quiet (suspended, nothing on the device), as for an eviction.
+   */
+  async readContents(): Promise<Uint8Array | null> {
+    if (this.host) return this.host.slice();
+    if (!this.real || this.eviction || this.real.mapState !== 'unmapped' || this.size % 4 !== 0) return null;
+    const eviction = { cancelled: false, mapping: false };
+    this.eviction = eviction;
+    const data = await this.copyOut(this.real, eviction);
+    this.eviction = null;
+    return eviction.cancelled ? null : data;
   }
 
   /** Brings the contents back into a new real buffer (synchronous: mapped at creation). */

@@ -6,7 +6,9 @@ import type { Captured, PhysicalDevice } from '../device/physicalDevice.js';
 import type { Dispatcher } from '../kernel/dispatch.js';
 import type { ResourceKind } from '../kernel/ledger.js';
 import type { Proc } from '../kernel/proc.js';
-import { unsupported } from '../errors.js';
+import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
+import type { ImagePipeline, ProcessImage } from '../kernel/image.js';
+import { GpunixDeviceExtension } from './extension.js';
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
@@ -424,6 +426,90 @@ export class VirtualDevice extends EventTarget {
     }
     // Encodings made before name the old device's objects: submits re-encode from the record.
     this.proc.backingEpoch++;
+  }
+
+  // ---- checkpoint and restore -----------------------------------------------------------------
+
+  /** The gpunix extension (docs/vgpu.md): restored objects by label. */
+  readonly gpunix = new GpunixDeviceExtension();
+
+  private live<T extends object>(phase: RebuildPhase): T[] {
+    return [...(this.migratable.get(phase) ?? [])].map((ref) => ref.deref() as T | undefined).filter((o): o is T => o !== undefined);
+  }
+
+  /**
+   * Everything of this device a process image holds: shader sources, pipeline descriptions and
+   * buffer contents with labels. The process must be quiet (suspended, nothing queued or running).
+   */
+  async captureImage(): Promise<Pick<ProcessImage, 'device' | 'limits' | 'features' | 'shaders' | 'pipelines' | 'buffers' | 'queued'>> {
+    const modules = this.live<VirtualShaderModule>('shaderModule');
+    const shaders = modules.map((m, id) => ({ id, label: m.label, code: m.code }));
+    const pipelines: ImagePipeline[] = [];
+    for (const pipeline of this.live<VirtualComputePipeline>('computePipeline')) {
+      const compute = pipeline.descriptor.compute;
+      const shader = modules.indexOf(compute.module as unknown as VirtualShaderModule);
+      if (shader < 0) continue;
+      const layout = pipeline.descriptor.layout;
+      let imageLayout: ImagePipeline['layout'] = 'auto';
+      if (layout instanceof VirtualPipelineLayout) {
+        const descriptors = layout.bindGroupLayouts.map((l) => {
+          if (l === null || l === undefined) return null;
+          if (l instanceof VirtualBindGroupLayout && 'descriptor' in l.source) return JSON.parse(JSON.stringify(l.source.descriptor));
+          throw new GpunixError(ErrorCodes.BUSY, `pipeline "${pipeline.label}" uses a bind group layout taken from another pipeline; it cannot be checkpointed`);
+        });
+        imageLayout = { bindGroupLayouts: descriptors };
+      }
+      pipelines.push({
+        id: pipelines.length,
+        label: pipeline.label,
+        shader,
+        ...(compute.entryPoint !== undefined ? { entryPoint: compute.entryPoint } : {}),
+        ...(compute.constants ? { constants: { ...(compute.constants as Record<string, number>) } } : {}),
+        layout: imageLayout,
+      });
+    }
+    const buffers = [];
+    for (const buffer of this.liveBuffers()) {
+      const contents = await buffer.residency.readContents();
+      if (!contents) throw new GpunixError(ErrorCodes.BUSY, `the contents of buffer "${buffer.label}" could not be read (mapped, or a size not a multiple of 4)`);
+      buffers.push({ id: buffers.length, label: buffer.label, size: buffer.size, usage: buffer.usage, contents });
+    }
+    const a = this.physical.adapter;
+    return {
+      device: { description: a.description, vendor: a.vendor, backend: a.backend },
+      limits: { ...this.limits },
+      features: [...this.features],
+      shaders,
+      pipelines,
+      buffers,
+      // The kernel checkpoints a process at a quiet point: its queued work has finished.
+      queued: [],
+    };
+  }
+
+  /** Makes the objects of a process image on this device, findable by label through `gpunix`. */
+  adoptImage(image: ProcessImage): void {
+    const buffers = image.buffers.map((b) => {
+      const buffer = this.createBuffer({ label: b.label, size: b.size, usage: b.usage, mappedAtCreation: true });
+      new Uint8Array(buffer.getMappedRange()).set(b.contents);
+      buffer.unmap();
+      return buffer;
+    });
+    const modules = image.shaders.map((s) => this.createShaderModule({ label: s.label, code: s.code }));
+    const pipelines = image.pipelines.map((p) => {
+      const layout =
+        p.layout === 'auto'
+          ? 'auto'
+          : this.createPipelineLayout({
+              bindGroupLayouts: p.layout.bindGroupLayouts.map((d) => (d ? (this.createBindGroupLayout(d as GPUBindGroupLayoutDescriptor) as unknown as GPUBindGroupLayout) : null)),
+            });
+      return this.createComputePipeline({
+        label: p.label,
+        layout: layout as GPUPipelineLayout | 'auto',
+        compute: { module: modules[p.shader] as unknown as GPUShaderModule, entryPoint: p.entryPoint, constants: p.constants },
+      });
+    });
+    this.gpunix.adopt({ buffers, pipelines, modules });
   }
 
   // ---- lifetime -------------------------------------------------------------------------------
