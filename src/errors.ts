@@ -13,6 +13,8 @@ export const ErrorCodes = {
   PROCESS_EXITED: 'GPUNIX_E_PROCESS_EXITED',
   /** A WebGPU method outside the compute subset gpunix implements (textures, render). */
   UNSUPPORTED: 'GPUNIX_E_UNSUPPORTED',
+  /** A kernel-level allocation (e.g. a shared segment) does not fit in a budget or limit. */
+  OUT_OF_MEMORY: 'GPUNIX_E_OUT_OF_MEMORY',
   /** The operation cannot happen in the process's present state (e.g. migrating with a mapped buffer). */
   BUSY: 'GPUNIX_E_BUSY',
   /** The kernel has shut down, or is shutting down. */

@@ -22,6 +22,7 @@ import { VirtualGPU } from '../vgpu/gpu.js';
 import type { ProcessHost } from '../vgpu/host.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
 import { MemoryManager } from './mem.js';
+import { SegmentRecord, SharedSegments } from './segments.js';
 import { ChromeTrace, TraceLog } from './trace.js';
 import { IMAGE_FORMAT_VERSION, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
 import { TenantAccount, TenantRecord } from './tenant.js';
@@ -185,6 +186,7 @@ export class Kernel {
   private readonly live = new LiveCounts();
   private readonly traceLog: TraceLog;
   private readonly memory = new MemoryManager();
+  private readonly segments: SharedSegments;
   private nextPid = 1;
   private down = false;
 
@@ -193,6 +195,7 @@ export class Kernel {
     readonly options: KernelSettings,
   ) {
     this.traceLog = new TraceLog(options.traceEvents);
+    this.segments = new SharedSegments(this.live);
     for (const device of devices) {
       this.dispatchers.set(device, new Dispatcher(device, options.scheduler, this.traceLog));
       this.virtualDevices.set(device, new Set());
@@ -224,6 +227,7 @@ export class Kernel {
       proc,
       reencodeCommandBuffers: this.options.reencodeCommandBuffers,
       memory: this.memory,
+      segments: this.segments,
       atomize: this.options.atomize,
       atomSize: this.options.atomSize,
       chooseDevice: (options) => (proc.preferredDevice && !proc.preferredDevice.lostReason ? proc.preferredDevice : this.chooseDevice(options)),
@@ -332,6 +336,7 @@ export class Kernel {
       throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
     }
     if (target.lostReason) throw new GpunixError(ErrorCodes.NO_DEVICE, `device ${target.id} is lost (${target.lostReason})`);
+    if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment, which pins it to its device`);
     const vdevices = [...this.virtualDevices.entries()].flatMap(([, set]) => [...set].filter((v) => v.proc === proc && v.physical !== target));
     for (const vdevice of vdevices) {
       const blocker = vdevice.migrationBlocker();
@@ -365,6 +370,7 @@ export class Kernel {
    */
   async checkpoint(pid: number, path: string): Promise<WrittenImage> {
     const proc = this.lookupLive(pid);
+    if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment; detach before checkpointing`);
     const wasSuspended = proc.suspended;
     if (wasSuspended && proc.queuedItems > 0) {
       throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is suspended with work queued; resume it so the work can finish first`);
@@ -457,6 +463,11 @@ export class Kernel {
   /** Waits until work the process had already put on a device has completed. */
   private async settle(proc: Proc): Promise<void> {
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
+  }
+
+  /** The shared segments that exist now, with the pids attached. */
+  sharedSegments(): SegmentRecord[] {
+    return this.segments.list();
   }
 
   stats(): KernelStats {

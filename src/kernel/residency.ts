@@ -191,3 +191,31 @@ export class BufferResidency {
     this.real.destroy();
   }
 }
+
+/**
+ * The residency of a process's attachment to a shared segment: always on the device (segments
+ * are pinned), never counted per process; destroying it detaches, and the last detach frees it.
+ */
+export class SharedResidency extends BufferResidency {
+  private detached = false;
+  constructor(
+    physical: PhysicalDevice,
+    real: GPUBuffer,
+    usage: number,
+    label: string,
+    owner: Proc,
+    ledger: ResourceLedger,
+    swap: SwapCounters,
+    private readonly detach: () => void,
+  ) {
+    super(physical, real, real.size, usage, label, owner, ledger, swap);
+  }
+  override evictable(): boolean {
+    return false;
+  }
+  override destroy(): void {
+    if (this.detached) return;
+    this.detached = true;
+    this.detach();
+  }
+}

@@ -21,7 +21,7 @@ import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
-import { BufferResidency, realUsageFor } from '../kernel/residency.js';
+import { BufferResidency, realUsageFor, SharedResidency } from '../kernel/residency.js';
 import type { MemoryManager } from '../kernel/mem.js';
 
 /**
@@ -430,8 +430,19 @@ export class VirtualDevice extends EventTarget {
 
   // ---- checkpoint and restore -----------------------------------------------------------------
 
-  /** The gpunix extension (docs/vgpu.md): restored objects by label. */
-  readonly gpunix = new GpunixDeviceExtension();
+  /** The gpunix extension (docs/vgpu.md): shared segments, restored objects by label. */
+  readonly gpunix = new GpunixDeviceExtension((name, size) => this.attachShared(name, size));
+
+  private attachShared(name: string, size: number): VirtualBuffer {
+    if (this.isLost) throw new GpunixError(ErrorCodes.PROCESS_EXITED, 'the device is lost');
+    const segments = this.host.segments;
+    const { real, usage } = segments.attach(this.proc, this.physical, name, size);
+    const proc = this.proc;
+    const residency = new SharedResidency(this.physical, real, usage, `segment ${name}`, proc, proc.ledger, this.host.memory.swap, () =>
+      segments.detach(proc, name),
+    );
+    return new VirtualBuffer(this, residency, { label: name, size, usage });
+  }
 
   private live<T extends object>(phase: RebuildPhase): T[] {
     return [...(this.migratable.get(phase) ?? [])].map((ref) => ref.deref() as T | undefined).filter((o): o is T => o !== undefined);

@@ -7,6 +7,21 @@ import type { VirtualComputePipeline } from './computePipeline.js';
 import type { VirtualShaderModule } from './shaderModule.js';
 
 export class GpunixDeviceExtension {
+  constructor(
+    /** Attaches the program to a shared segment (the device implements it; see attachShared). */
+    private readonly attach: (name: string, size: number) => VirtualBuffer,
+  ) {}
+
+  /**
+   * Attaches the named shared segment of this process's tenant, creating it with `size` bytes if
+   * it does not exist yet. Returns a buffer (usage STORAGE | COPY_SRC | COPY_DST) that every
+   * attached process of the tenant shares on the device; `destroy()` detaches. Another tenant's
+   * segments are in another namespace: it can never attach them.
+   */
+  attachShared(name: string, size: number): GPUBuffer {
+    return this.attach(name, size) as unknown as GPUBuffer;
+  }
+
   /** True on a device that received a restored process image. */
   restored = false;
   private readonly buffers = new Map<string, VirtualBuffer>();

@@ -5,6 +5,7 @@
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import type { Dispatcher } from '../kernel/dispatch.js';
 import type { MemoryManager } from '../kernel/mem.js';
+import type { SharedSegments } from '../kernel/segments.js';
 import type { Proc } from '../kernel/proc.js';
 import type { VirtualDevice } from './device.js';
 
@@ -15,6 +16,8 @@ export interface ProcessHost {
   dispatcherFor(device: PhysicalDevice): Dispatcher;
   /** Keeps devices within budget by evicting idle processes' buffers. */
   readonly memory: MemoryManager;
+  /** Named buffers shared by processes of one tenant. */
+  readonly segments: SharedSegments;
   /** Registers a new virtual device: the kernel turns it lost when its process or device ends. */
   adopt(device: VirtualDevice): void;
   /**
