@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -66,6 +66,26 @@ describe('the gpunix command', () => {
     assert.ok(complete.length > 0);
     for (const e of complete) assert.ok(typeof e.ts === 'number' && e.dur >= 0 && e.tid === 1);
     assert.ok(trace.traceEvents.some((e: { ph: string; args: { name: string } }) => e.ph === 'M' && e.args.name === 'tracee (pid 1)'));
+  });
+
+  it('checkpoints a running program on a signal and restores it to finish with the same result', async () => {
+    const image = join(mkdtempSync(join(tmpdir(), 'gpunix-image-')), 'counter.gpunix');
+    const full = gpunix('run', `${programs}/counter.mjs`, 'full');
+    assert.equal(full.code, 0, full.stderr);
+    const child = spawn(process.execPath, [resolve(root, 'bin/gpunix.js'), 'run', '--checkpoint', image, `${programs}/counter.mjs`, 'first', image], { cwd: root });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    await new Promise<void>((done, fail) => {
+      child.stdout.on('data', (d) => String(d).includes('ready') && child.kill('SIGUSR2'));
+      child.on('exit', (code) => (code === 0 ? done() : fail(new Error(`exit ${code}: ${stderr}`))));
+    });
+    assert.match(stderr, /checkpoint of pid 1 written to/);
+    const resumed = gpunix('restore', image, `${programs}/resume.mjs`);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal(resumed.stdout.trim(), full.stdout.trim());
+    const corrupt = gpunix('restore', `${programs}/counter.mjs`, `${programs}/resume.mjs`);
+    assert.equal(corrupt.code, 2);
+    assert.match(corrupt.stderr, /GPUNIX_E_BAD_IMAGE/);
   });
 
   it('runs the demo: every example exits normally and everything is released', () => {

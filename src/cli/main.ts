@@ -99,6 +99,36 @@ interface RunOptions {
   memoryBudget?: number;
   /** `gpunix trace`: where to write the atom timeline when the program ends. */
   traceOut?: string;
+  /** Write a process image here when the checkpoint signal arrives. */
+  checkpoint?: string;
+  checkpointSignal?: string;
+  /** `gpunix restore`: the image the process is restored from. */
+  restoreFrom?: string;
+  /** Print the memory table when the program ends. */
+  memReport?: boolean;
+}
+
+/** The memory table: per device budget, resident and evicted; per process resident, evicted, swaps. */
+function memoryReport(kernel: Kernel): string {
+  const stats = kernel.stats();
+  const devices = table(
+    ['DEVICE', 'BUDGET', 'RESIDENT', 'EVICTED'],
+    stats.devices.map((d) => [d.id, formatBytes(d.budgetBytes), formatBytes(d.usedBytes), formatBytes(d.evictedBytes)]),
+  );
+  const processes = table(
+    ['PID', 'NAME', 'RESIDENT', 'EVICTED', 'PEAK', 'EVICTIONS', 'RESTORES'],
+    kernel.ps().map((p) => [
+      p.pid,
+      p.name,
+      formatBytes(p.accounting.residentBytes),
+      formatBytes(p.accounting.evictedBytes),
+      formatBytes(p.accounting.peakBytesAllocated),
+      p.accounting.evictions,
+      p.accounting.restores,
+    ]),
+  );
+  const swap = stats.swap;
+  return `${devices}\n\n${processes}\n\nswap: ${formatBytes(swap.bytesOut)} out, ${formatBytes(swap.bytesIn)} in\n`;
 }
 
 /** Writes the kernel's atom timeline as Chrome trace JSON and says where, on stderr. */
@@ -111,11 +141,23 @@ function writeTrace(kernel: Kernel, path: string): void {
 
 async function runCommand(program: string, args: string[], options: RunOptions): Promise<void> {
   const kernel = await createKernel(kernelOptions(options));
-  const proc = await kernel.spawn({ name: options.name ?? program.split('/').pop(), priority: options.priority, weight: options.weight });
+  const proc = options.restoreFrom
+    ? await kernel.restore(options.restoreFrom, { name: options.name })
+    : await kernel.spawn({ name: options.name ?? program.split('/').pop(), priority: options.priority, weight: options.weight });
+  if (options.checkpoint) {
+    const path = options.checkpoint;
+    process.on((options.checkpointSignal ?? 'SIGUSR2') as NodeJS.Signals, () => {
+      kernel.checkpoint(proc.pid, path).then(
+        (written) => process.stderr.write(`gpunix: checkpoint of pid ${proc.pid} written to ${path} (${written.bytes} bytes)\n`),
+        (error: unknown) => process.stderr.write(`gpunix: checkpoint failed: ${error instanceof GpunixError ? `${error.code}: ` : ''}${(error as Error).message}\n`),
+      );
+    });
+  }
   // The program sees the argv it would see under `node prog.mjs args...`.
   process.argv = [process.argv[0], resolve(program), ...args];
   const end = async (): Promise<void> => {
     if (options.traceOut) writeTrace(kernel, options.traceOut);
+    if (options.memReport) process.stderr.write(`\n${memoryReport(kernel)}`);
     await kernel.shutdown();
   };
   // When the program has nothing left to do, the process exits with the code the program set.
@@ -212,8 +254,25 @@ function buildProgram(): Command {
     .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
     .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
     .addOption(budgetOption())
+    .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives (the program goes on)')
+    .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
+    .option('--mem-report', 'print the memory table (budget, resident, evicted, swaps) when the program ends')
     .passThroughOptions()
     .action((file: string, args: string[], options) => runCommand(file, args, options));
+
+  program
+    .command('restore')
+    .description('restore a process image as a new process and run a resuming program as it (it finds its objects with device.gpunix)')
+    .argument('<image>', 'the process image (written by checkpoint)')
+    .argument('<program>', 'the resuming program (.mjs/.js)')
+    .argument('[args...]', 'arguments passed to the program')
+    .option('--name <name>', "process name (default: the image's)")
+    .addOption(budgetOption())
+    .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives')
+    .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
+    .option('--mem-report', 'print the memory table when the program ends')
+    .passThroughOptions()
+    .action((image: string, file: string, args: string[], options) => runCommand(file, args, { ...options, priority: 'normal', restoreFrom: image }));
 
   program
     .command('trace')
