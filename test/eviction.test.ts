@@ -120,6 +120,52 @@ describe('oversubscription', () => {
     await other.exit();
   });
 
+  it("never evicts buffers in use by a process's in-flight work", async () => {
+    const busy = await kernel.spawn({ name: 'busy' });
+    const device = await (await busy.gpu.requestAdapter())!.requestDevice();
+    const code = `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+      @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+        var acc = g.x;
+        for (var i = 0u; i < 4000u; i++) { acc = acc * 1664525u + 1013904223u; }
+        out[g.x] = acc;
+      }`;
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
+    const out = device.createBuffer({ size: 5 * MiB, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(1024);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    const done = device.queue.onSubmittedWorkDone();
+    assert.notEqual(busy.record().state, 'waiting', 'its work is queued or on the device');
+    // Another process pushes the device over budget while the work is in flight.
+    const other = await kernel.spawn({ name: 'pusher' });
+    const od = await (await other.gpu.requestAdapter())!.requestDevice();
+    const big = od.createBuffer({ size: 5 * MiB, usage: GPUBufferUsage.STORAGE });
+    await sleep(20);
+    assert.notEqual(busy.record().state, 'waiting', 'the busy process still has work on the device (about 90 ms of it)');
+    assert.equal(busy.record().accounting.evictions, 0, 'nothing of the busy process was evicted');
+    await done;
+    const staging = device.createBuffer({ size: 1024 * 64 * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const copy = device.createCommandEncoder();
+    copy.copyBufferToBuffer(out, 0, staging, 0, 1024 * 64 * 4);
+    device.queue.submit([copy.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const result = new Uint32Array(staging.getMappedRange());
+    for (const x of [0, 1000, 1024 * 64 - 1]) {
+      let acc = x;
+      for (let i = 0; i < 4000; i++) acc = (Math.imul(acc, 1664525) + 1013904223) >>> 0;
+      assert.equal(result[x], acc);
+    }
+    staging.unmap();
+    big.destroy();
+    await busy.exit();
+    await other.exit();
+  });
+
   it('a swapped-out process frees its device memory and comes back intact', async () => {
     const proc = await kernel.spawn({ name: 'sleeper' });
     const device = await (await proc.gpu.requestAdapter())!.requestDevice();
