@@ -16,9 +16,20 @@ function idle(proc: Proc): boolean {
   return proc.inFlightGroups === 0 && (proc.queuedItems === 0 || proc.suspended);
 }
 
+/**
+ * How long a device that is still over its budget after a rebalance waits before looking again:
+ * the processes holding its memory were busy, and one that goes idle is a candidate then. The
+ * wait doubles, up to the maximum, while looking again finds nothing to evict.
+ */
+const REBALANCE_RETRY_MS = 1;
+const REBALANCE_RETRY_MAX_MS = 16;
+
 export class MemoryManager {
   private readonly buffers = new Map<PhysicalDevice, Set<BufferResidency>>();
   private readonly rebalancing = new Set<PhysicalDevice>();
+  /** Devices with a look-again timer pending, and the wait before the next (see REBALANCE_RETRY_MS). */
+  private readonly retrying = new Set<PhysicalDevice>();
+  private readonly retryDelayMs = new Map<PhysicalDevice, number>();
   /** All swap traffic so far: evictions (out) and restores (in), bytes and time. */
   readonly swap: SwapCounters = { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0 };
 
@@ -37,16 +48,45 @@ export class MemoryManager {
   rebalance(device: PhysicalDevice): void {
     if (device.usedBytes <= device.budgetBytes || this.rebalancing.has(device)) return;
     this.rebalancing.add(device);
-    void this.evictUntilWithinBudget(device).finally(() => this.rebalancing.delete(device));
+    void this.evictUntilWithinBudget(device).then(
+      (evicted) => this.settled(device, evicted),
+      () => this.settled(device, false),
+    );
   }
 
-  private async evictUntilWithinBudget(device: PhysicalDevice): Promise<void> {
+  private settled(device: PhysicalDevice, evicted: boolean): void {
+    this.rebalancing.delete(device);
+    const delay = evicted ? REBALANCE_RETRY_MS : Math.min(2 * (this.retryDelayMs.get(device) ?? REBALANCE_RETRY_MS / 2), REBALANCE_RETRY_MAX_MS);
+    this.retryDelayMs.set(device, delay);
+    this.retryLater(device);
+  }
+
+  /**
+   * Nothing else calls rebalance when a busy process goes idle, so a device left over its budget
+   * is looked at again shortly, for as long as it stays over (and holds buffers, and is not lost).
+   */
+  private retryLater(device: PhysicalDevice): void {
+    if (device.usedBytes <= device.budgetBytes || device.lostReason !== null || this.retrying.has(device)) {
+      if (device.usedBytes <= device.budgetBytes) this.retryDelayMs.delete(device);
+      return;
+    }
+    if ((this.buffers.get(device)?.size ?? 0) === 0) return;
+    this.retrying.add(device);
+    setTimeout(() => {
+      this.retrying.delete(device);
+      this.rebalance(device);
+    }, this.retryDelayMs.get(device) ?? REBALANCE_RETRY_MS).unref();
+  }
+
+  /** Resolves true when it evicted anything. */
+  private async evictUntilWithinBudget(device: PhysicalDevice): Promise<boolean> {
+    let evicted = false;
     // Rounds, because an owner may wake during one (its buffers then stay) and memory may grow.
     for (let round = 0; round < 4 && device.usedBytes > device.budgetBytes; round++) {
       const candidates = [...(this.buffers.get(device) ?? [])]
         .filter((r) => r.owner.alive && idle(r.owner) && r.evictable())
         .sort((a, b) => a.lastUsedNs - b.lastUsedNs);
-      if (candidates.length === 0) return;
+      if (candidates.length === 0) return evicted;
       let excess = device.usedBytes - device.budgetBytes;
       const evictions: Promise<boolean>[] = [];
       for (const candidate of candidates) {
@@ -54,8 +94,9 @@ export class MemoryManager {
         excess -= candidate.size;
         evictions.push(candidate.evict());
       }
-      await Promise.all(evictions);
+      if ((await Promise.all(evictions)).includes(true)) evicted = true;
     }
+    return evicted;
   }
 
   /** Moves every buffer of `proc` it can to host memory; resolves with the bytes freed on devices. */

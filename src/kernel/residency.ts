@@ -24,12 +24,200 @@ export function realUsageFor(usage: number): number {
   return usage | BufferUsage.COPY_SRC;
 }
 
-/** Swap traffic, for stats and the oversubscription benchmark: bytes moved and the time it took. */
+/**
+ * Swap traffic, for stats and the oversubscription benchmark: bytes moved and the time spent
+ * moving them. A transfer's time runs from the kernel starting it until its bytes have arrived:
+ * in host memory (out), or on the device with the upload executed (in) — including any time it
+ * waited in the queue behind work already there. Per direction, time during which several
+ * transfers were in progress counts once. Evictions that gave up count neither bytes nor time;
+ * a restore's time is added when its upload has completed, shortly after its bytes.
+ */
 export interface SwapCounters {
   bytesOut: number;
   nsOut: number;
   bytesIn: number;
   nsIn: number;
+}
+
+const nowNs = (): number => performance.now() * 1e6;
+
+type Span = [fromNs: number, toNs: number];
+
+/** How far back a swap clock remembers spans: a transfer longer than this may be counted twice over. */
+const SWAP_CLOCK_HORIZON_NS = 10e9;
+
+/**
+ * One direction's clock over a SwapCounters: the union of its transfers' spans, so that time
+ * during which several transfers were in progress counts once.
+ */
+class SwapClock {
+  /** Disjoint spans already counted, within the horizon. */
+  private counted: Span[] = [];
+
+  /** Counts a finished transfer's span; returns the ns it adds (the part no counted span covers). */
+  add(from: number, to: number): number {
+    if (!(to > from)) return 0;
+    let added = to - from;
+    const merged: Span = [from, to];
+    const kept: Span[] = [];
+    for (const span of this.counted) {
+      if (span[1] < to - SWAP_CLOCK_HORIZON_NS) continue;
+      if (span[1] < from || span[0] > to) {
+        kept.push(span);
+        continue;
+      }
+      added -= Math.min(span[1], to) - Math.max(span[0], from);
+      merged[0] = Math.min(merged[0], span[0]);
+      merged[1] = Math.max(merged[1], span[1]);
+    }
+    kept.push(merged);
+    this.counted = kept;
+    return added;
+  }
+}
+
+const clocks = new WeakMap<SwapCounters, { out: SwapClock; in: SwapClock }>();
+function clocksOf(swap: SwapCounters): { out: SwapClock; in: SwapClock } {
+  let pair = clocks.get(swap);
+  if (!pair) clocks.set(swap, (pair = { out: new SwapClock(), in: new SwapClock() }));
+  return pair;
+}
+
+/**
+ * Copies out go through at most this many staging buffers per device at a time, each reused:
+ * making (and faulting in) a fresh staging buffer per eviction cost more than the copy itself.
+ * Several let the device fill one while another is read, and let one round of evictions queue
+ * its copies together (each further wait for a slot would queue behind newer work).
+ */
+const STAGING_SLOTS = 4;
+/** Copies larger than this get a staging buffer of their own, freed after use (slots stay small). */
+const STAGING_SLOT_MAX_BYTES = 16 * 1024 * 1024;
+/** Pooled staging buffers and host memory unused for this long are freed. */
+const POOL_IDLE_MS = 2000;
+
+/** Staging buffers for copying buffers out of one device: a few reusable slots, handed out in turn. */
+class StagingPool {
+  /** Idle slot buffers (null: a slot with no buffer yet); the others are lent out. */
+  private readonly idle: Array<GPUBuffer | null> = Array(STAGING_SLOTS).fill(null);
+  private readonly waiting: Array<(buffer: GPUBuffer | null) => void> = [];
+  private lastUsedMs = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(private readonly physical: PhysicalDevice) {}
+
+  /**
+   * A MAP_READ staging buffer of at least `size` bytes, unmapped: at once when one is free (so
+   * that the copy can be queued before whatever the caller queues next), else a promise of the
+   * next one given back with `release`. Large copies get one of their own at once.
+   */
+  acquire(size: number): GPUBuffer | Promise<GPUBuffer> {
+    if (size > STAGING_SLOT_MAX_BYTES) return this.create(size);
+    if (this.idle.length > 0) return this.fit(this.idle.pop()!, size);
+    return new Promise<GPUBuffer | null>((resolve) => this.waiting.push(resolve)).then((slot) => this.fit(slot, size));
+  }
+
+  /** `slot`'s buffer if it is large enough, else a new one in its place. */
+  private fit(slot: GPUBuffer | null, size: number): GPUBuffer {
+    this.lastUsedMs = performance.now();
+    if (slot && slot.size >= size) return slot;
+    slot?.destroy();
+    return this.create(size);
+  }
+
+  /** Takes back a buffer from `acquire`, unmapped (or destroyed, when the copy failed). */
+  release(buffer: GPUBuffer, failed: boolean): void {
+    if (buffer.size > STAGING_SLOT_MAX_BYTES) {
+      buffer.destroy();
+      return;
+    }
+    this.lastUsedMs = performance.now();
+    const slot = failed || this.physical.lostReason !== null ? (buffer.destroy(), null) : buffer;
+    const next = this.waiting.shift();
+    if (next) {
+      next(slot);
+      return;
+    }
+    this.idle.push(slot);
+    this.timer ??= setTimeout(() => this.trim(), POOL_IDLE_MS).unref();
+  }
+
+  private create(size: number): GPUBuffer {
+    return this.physical.device.createBuffer({ size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST, label: 'gpunix-copy-out' });
+  }
+
+  /** Frees the idle slots' buffers once none has been used for POOL_IDLE_MS. */
+  private trim(): void {
+    this.timer = null;
+    const idleForMs = performance.now() - this.lastUsedMs;
+    if (idleForMs < POOL_IDLE_MS && this.physical.lostReason === null) {
+      this.timer = setTimeout(() => this.trim(), POOL_IDLE_MS - idleForMs).unref();
+      return;
+    }
+    for (let i = 0; i < this.idle.length; i++) {
+      this.idle[i]?.destroy();
+      this.idle[i] = null;
+    }
+  }
+}
+
+/** Most bytes of freed host copies a kernel keeps for later evictions. */
+const HOST_POOL_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Host memory for evicted contents, recycled: copying into memory already faulted in is several
+ * times faster than into a fresh allocation (`slice`), and makes no garbage. Arrays are kept by
+ * exact size and always overwritten whole before use, so no process's bytes reach another; an
+ * array given back must have no other holder.
+ */
+class HostPool {
+  private readonly free = new Map<number, Array<Uint8Array<ArrayBuffer>>>();
+  private bytes = 0;
+  private lastUsedMs = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  /** An array of `size` bytes with unspecified contents, to be overwritten whole. */
+  take(size: number): Uint8Array<ArrayBuffer> {
+    this.lastUsedMs = performance.now();
+    const recycled = this.free.get(size)?.pop();
+    if (!recycled) return new Uint8Array(size);
+    this.bytes -= size;
+    return recycled;
+  }
+
+  give(array: Uint8Array<ArrayBuffer>): void {
+    if (this.bytes + array.byteLength > HOST_POOL_BYTES) return;
+    this.lastUsedMs = performance.now();
+    let list = this.free.get(array.byteLength);
+    if (!list) this.free.set(array.byteLength, (list = []));
+    list.push(array);
+    this.bytes += array.byteLength;
+    this.timer ??= setTimeout(() => this.trim(), POOL_IDLE_MS).unref();
+  }
+
+  private trim(): void {
+    this.timer = null;
+    const idleForMs = performance.now() - this.lastUsedMs;
+    if (idleForMs < POOL_IDLE_MS) {
+      this.timer = setTimeout(() => this.trim(), POOL_IDLE_MS - idleForMs).unref();
+      return;
+    }
+    this.free.clear();
+    this.bytes = 0;
+  }
+}
+
+const hostPools = new WeakMap<SwapCounters, HostPool>();
+function hostPoolOf(swap: SwapCounters): HostPool {
+  let pool = hostPools.get(swap);
+  if (!pool) hostPools.set(swap, (pool = new HostPool()));
+  return pool;
+}
+
+const stagingPools = new WeakMap<PhysicalDevice, StagingPool>();
+function stagingPoolOf(physical: PhysicalDevice): StagingPool {
+  let pool = stagingPools.get(physical);
+  if (!pool) stagingPools.set(physical, (pool = new StagingPool(physical)));
+  return pool;
 }
 
 export class BufferResidency {
@@ -38,7 +226,7 @@ export class BufferResidency {
   lastUsedNs = performance.now() * 1e6;
   /** Ledger token of the counted buffer; null for buffers that hold no memory (invalid ones). */
   token: object | null = null;
-  private host: Uint8Array | null = null;
+  private host: Uint8Array<ArrayBuffer> | null = null;
   /** Told after a restore put bytes back on the device (the memory manager rebalances). */
   onRestore: ((residency: BufferResidency) => void) | null = null;
   private eviction: { cancelled: boolean; mapping: boolean } | null = null;
@@ -103,48 +291,71 @@ export class BufferResidency {
     const eviction = { cancelled: false, mapping: false };
     this.eviction = eviction;
     const activity = this.owner.activity;
-    const startedNs = performance.now() * 1e6;
+    const startedNs = nowNs();
     const data = await this.copyOut(real, eviction);
+    const arrivedNs = nowNs();
     this.eviction = null;
     const owner = this.owner;
     const stillIdle = owner.inFlightGroups === 0 && (owner.queuedItems === 0 || owner.suspended) && owner.activity === activity;
-    if (!data || eviction.cancelled || !stillIdle || this.real !== real || this.token === null) return false;
+    if (!data || eviction.cancelled || !stillIdle || this.real !== real || this.token === null) {
+      if (data) hostPoolOf(this.swap).give(data);
+      return false;
+    }
     this.host = data;
     this.real = null;
     this.generation++;
     owner.backingEpoch++;
     this.swap.bytesOut += this.size;
-    this.swap.nsOut += performance.now() * 1e6 - startedNs;
+    this.swap.nsOut += clocksOf(this.swap).out.add(startedNs, arrivedNs);
     real.destroy();
     this.ledger.setResident(this.token, false);
     return true;
   }
 
   /**
-   * The bytes of `real`, read through a staging copy (or, for MAP_READ buffers, by mapping it);
-   * null when the read failed or `eviction` was called off meanwhile.
+   * The bytes of `real`, read through one of the device's staging buffers (or, for MAP_READ
+   * buffers, by mapping it); null when the read failed or `eviction` was called off meanwhile.
    */
-  private async copyOut(real: GPUBuffer, eviction: { cancelled: boolean; mapping: boolean }): Promise<Uint8Array | null> {
+  private async copyOut(real: GPUBuffer, eviction: { cancelled: boolean; mapping: boolean }): Promise<Uint8Array<ArrayBuffer> | null> {
     try {
       if (this.realUsage & BufferUsage.MAP_READ) {
         eviction.mapping = true;
         await real.mapAsync(MapMode.READ);
-        const data = eviction.cancelled ? null : new Uint8Array(real.getMappedRange().slice(0));
+        const data = eviction.cancelled ? null : this.hostCopy(real.getMappedRange());
         real.unmap();
         return data;
       }
       const device = this.physical.device;
-      const staging = device.createBuffer({ size: this.size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST, label: 'gpunix-copy-out' });
-      const encoder = device.createCommandEncoder();
-      encoder.copyBufferToBuffer(real, 0, staging, 0, this.size);
-      device.queue.submit([encoder.finish()]);
-      await staging.mapAsync(MapMode.READ);
-      const data = new Uint8Array(staging.getMappedRange().slice(0));
-      staging.destroy();
+      const pool = stagingPoolOf(this.physical);
+      const acquired = pool.acquire(this.size);
+      const staging = acquired instanceof Promise ? await acquired : acquired;
+      // Called off while waiting for a staging buffer: no copy to make.
+      if (eviction.cancelled || this.real !== real) {
+        pool.release(staging, false);
+        return null;
+      }
+      let data: Uint8Array<ArrayBuffer> | null = null;
+      try {
+        const encoder = device.createCommandEncoder();
+        encoder.copyBufferToBuffer(real, 0, staging, 0, this.size);
+        device.queue.submit([encoder.finish()]);
+        await staging.mapAsync(MapMode.READ, 0, this.size);
+        data = this.hostCopy(staging.getMappedRange(0, this.size));
+        staging.unmap();
+      } finally {
+        pool.release(staging, data === null);
+      }
       return data;
     } catch {
       return null;
     }
+  }
+
+  /** A copy of `mapped` (this buffer's size) in host memory of the kernel's. */
+  private hostCopy(mapped: ArrayBuffer): Uint8Array<ArrayBuffer> {
+    const data = hostPoolOf(this.swap).take(this.size);
+    data.set(new Uint8Array(mapped, 0, this.size));
+    return data;
   }
 
   /**
@@ -161,19 +372,36 @@ export class BufferResidency {
     return eviction.cancelled ? null : data;
   }
 
-  /** Brings the contents back into a new real buffer (synchronous: mapped at creation). */
+  /**
+   * Brings the contents back into a new real buffer, synchronously: the upload is queued ahead of
+   * anything that can use the new buffer. Buffers the queue may write (COPY_DST, not mappable)
+   * get it by writeBuffer; others by mapping at creation, whose copy onto the device is slower.
+   * The swap clock runs until the device has executed the upload.
+   */
   private restore(): void {
-    const startedNs = performance.now() * 1e6;
+    const startedNs = nowNs();
     const host = this.host!;
-    const real = this.physical.device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label, mappedAtCreation: true });
-    new Uint8Array(real.getMappedRange()).set(host);
-    real.unmap();
+    const device = this.physical.device;
+    let real: GPUBuffer;
+    if ((this.realUsage & BufferUsage.COPY_DST) !== 0 && (this.realUsage & (BufferUsage.MAP_READ | BufferUsage.MAP_WRITE)) === 0) {
+      real = device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label });
+      device.queue.writeBuffer(real, 0, host);
+    } else {
+      real = device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label, mappedAtCreation: true });
+      new Uint8Array(real.getMappedRange()).set(host);
+      real.unmap();
+    }
     this.real = real;
     this.host = null;
+    hostPoolOf(this.swap).give(host); // copied: writeBuffer and the mapped range took their own
     this.generation++;
     this.owner.backingEpoch++;
     this.swap.bytesIn += this.size;
-    this.swap.nsIn += performance.now() * 1e6 - startedNs;
+    const swap = this.swap;
+    const arrived = (): void => {
+      swap.nsIn += clocksOf(swap).in.add(startedNs, nowNs());
+    };
+    device.queue.onSubmittedWorkDone().then(arrived, arrived);
     if (this.token) this.ledger.setResident(this.token, true);
     this.onRestore?.(this);
   }
@@ -185,6 +413,7 @@ export class BufferResidency {
   destroy(): void {
     if (this.eviction) this.eviction.cancelled = true;
     this.token = null;
+    if (this.host) hostPoolOf(this.swap).give(this.host);
     this.host = null;
     // An evicted buffer has no real one left: a stand-in of the same shape is made to be destroyed.
     this.real ??= this.physical.device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label });
