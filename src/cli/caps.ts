@@ -80,7 +80,7 @@ function capabilityTable(c: DeviceCapabilities): string {
       ['immediates', yes(c.immediates), c.immediates ? `${c.immediate_bytes} bytes: atoms placed by immediate data` : 'none: atoms placed by a reserved uniform binding'],
       ['robust access', yes(c.robust_access), '1 MiB written through a 256-byte binding; neighbouring buffers (same and other process) unchanged'],
       ['zero-init', yes(c.zero_init), "fresh buffers read as zeros, also after another process's freed memory"],
-      ['per-process buffers', yes(c.per_process_buffers), 'by construction: every virtual buffer has its own real GPUBuffer'],
+      ['per-process buffers', yes(c.per_process_buffers), "by construction: each createBuffer gets its own real GPUBuffer (shared segments: one tenant's, by name)"],
     ],
   );
 }

@@ -9,6 +9,7 @@ import { GpunixError } from '../errors.js';
 import { createKernel, Kernel, KernelOptions, ProcessHandle } from '../kernel/kernel.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import { parseBytes, PRIORITY_CLASSES, PriorityClass } from '../params.js';
+import { registerCapsCommand } from './caps.js';
 import { formatBytes, formatNs, table } from './format.js';
 import { runProgram } from './programRunner.js';
 
@@ -302,6 +303,8 @@ function buildProgram(): Command {
     .option('--trace <file>', 'also write the atom timeline of all the examples as Chrome trace JSON')
     .addOption(budgetOption())
     .action((options) => demoCommand(options));
+
+  registerCapsCommand(program);
 
   return program;
 }

@@ -19,6 +19,8 @@ export interface FoundAdapter {
 }
 
 let dawn: GPU | null = null;
+/** Adapters behind the kernel's devices: held, because Dawn may hang if one is collected while its device is busy. */
+const heldAdapters: GPUAdapter[] = [];
 
 /** The process-wide Dawn instance, created once with the kernel's toggles. */
 export function dawnInstance(): GPU {
@@ -86,6 +88,7 @@ export async function openDevices(options: { count?: number; budgetBytes: number
     const { query } = adapters[i % adapters.length];
     const adapter = await dawnInstance().requestAdapter(query);
     if (!adapter) throw new GpunixError(ErrorCodes.NO_DEVICE, `adapter ${i % adapters.length} disappeared while opening devices`);
+    heldAdapters.push(adapter);
     const description = describeAdapter(adapter);
     const requiredLimits: Record<string, number> = {};
     for (const [key, value] of Object.entries(description.limits)) requiredLimits[key] = value;

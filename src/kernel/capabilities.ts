@@ -9,6 +9,7 @@
 // and a gpunix process.
 
 import { ErrorCodes, GpunixError } from '../errors.js';
+import { BufferUsage, MapMode } from '../vgpu/webgpuGlobals.js';
 import { createKernel, Kernel, KernelOptions } from './kernel.js';
 
 // ---- the clients ---------------------------------------------------------------------------------
@@ -44,8 +45,13 @@ export interface KernelShape {
 export const REALTIME_SHAPE: KernelShape = { workgroups: 1, iterations: 1000 };
 export const BATCH_SHAPE: KernelShape = { workgroups: 1024, iterations: 1000 };
 
+/** Device time the batch kernel should take at least (ms): long against any atom and any realtime kernel. */
+export const BATCH_TARGET_MS = 20;
+const MAX_WORKGROUPS = 65535;
+
 /** A program that submits one BUSY_WGSL dispatch per submit on its own buffer. */
 export class BusyClient {
+  private adapter: GPUAdapter | null = null;
   private constructor(
     readonly device: GPUDevice,
     readonly shape: KernelShape,
@@ -60,7 +66,11 @@ export class BusyClient {
     const adapter = await gpu.requestAdapter();
     if (!adapter) throw new GpunixError(ErrorCodes.NO_DEVICE, 'no WebGPU adapter: run scripts/setup.sh');
     const device = await adapter.requestDevice({ label });
-    return BusyClient.on(device, shape, label, true);
+    const client = BusyClient.on(device, shape, label, true);
+    // Held for the device's life: with bare Dawn, a collected GPUAdapter whose device is busy
+    // intermittently hung or crashed the process (dawn.node, webgpu 0.6.2).
+    client.adapter = adapter;
+    return client;
   }
 
   /** A client on a device someone else opened (two clients sharing one device). */
@@ -70,7 +80,7 @@ export class BusyClient {
       layout: 'auto',
       compute: { module: device.createShaderModule({ code: BUSY_WGSL }), constants: { ITER: shape.iterations } },
     });
-    const out = device.createBuffer({ label, size: shape.workgroups * 64 * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const out = device.createBuffer({ label, size: shape.workgroups * 64 * 4, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC });
     const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
     return new BusyClient(device, shape, pipeline, group, out, ownsDevice);
   }
@@ -96,11 +106,11 @@ export class BusyClient {
   /** Reads the output back and checks the first, a middle and the last invocation's word. */
   async verify(): Promise<void> {
     const size = this.out.size;
-    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.device.createBuffer({ size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     const encoder = this.device.createCommandEncoder();
     encoder.copyBufferToBuffer(this.out, 0, staging, 0, size);
     this.device.queue.submit([encoder.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
+    await staging.mapAsync(MapMode.READ);
     const words = new Uint32Array(staging.getMappedRange().slice(0));
     staging.destroy();
     for (const x of [0, words.length >> 1, words.length - 1]) {
@@ -115,19 +125,56 @@ export class BusyClient {
   }
 }
 
+/**
+ * Scales `shape` (workgroups first, up to 65535, then iterations) until one dispatch alone takes
+ * about `targetMs` on `gpu`'s device (half of it is enough), so that the batch kernel saturates a
+ * fast GPU as it does lavapipe; returns `shape` itself when it is long enough already.
+ */
+export async function calibrateBatchShape(gpu: GPU, shape: KernelShape, targetMs = BATCH_TARGET_MS): Promise<KernelShape> {
+  let current = shape;
+  for (let step = 0; step < 4; step++) {
+    const client = await BusyClient.open(gpu, current, 'gpunix-calibration');
+    let ms: number;
+    try {
+      await client.timedSubmit(); // the first one compiles
+      ms = percentile([await client.timedSubmit(), await client.timedSubmit(), await client.timedSubmit()], 0.5);
+    } finally {
+      client.destroy();
+    }
+    if (ms >= targetMs / 2) break;
+    const factor = Math.min(64, targetMs / Math.max(ms, 0.01));
+    const workgroups = Math.min(MAX_WORKGROUPS, Math.ceil(current.workgroups * factor));
+    const remaining = (factor * current.workgroups) / workgroups;
+    current = { workgroups, iterations: Math.ceil(current.iterations * Math.max(1, remaining)) };
+  }
+  return current;
+}
+
 // ---- the measurement loops -----------------------------------------------------------------------
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Submit-to-completion latencies (ms) of one submit every `intervalMs` (after the last completed), for `durationMs`. */
-export async function realtimeLatencies(client: BusyClient, durationMs: number, intervalMs: number): Promise<number[]> {
-  const latencies: number[] = [];
+/** One realtime submit: when it was made (performance.now(), ms) and how long until it completed (ms). */
+export interface LatencySample {
+  startMs: number;
+  latencyMs: number;
+}
+
+/** One submit every `intervalMs` (after the last completed) for `durationMs`: each one's submit-to-completion time. */
+export async function realtimeSamples(client: BusyClient, durationMs: number, intervalMs: number): Promise<LatencySample[]> {
+  const samples: LatencySample[] = [];
   const end = performance.now() + durationMs;
   while (performance.now() < end) {
-    latencies.push(await client.timedSubmit());
+    const startMs = performance.now();
+    samples.push({ startMs, latencyMs: await client.timedSubmit() });
     await sleep(intervalMs);
   }
-  return latencies;
+  return samples;
+}
+
+/** realtimeSamples' latencies alone (ms). */
+export async function realtimeLatencies(client: BusyClient, durationMs: number, intervalMs: number): Promise<number[]> {
+  return (await realtimeSamples(client, durationMs, intervalMs)).map((s) => s.latencyMs);
 }
 
 /** Dispatches completed over a span of wall time. */
@@ -179,6 +226,7 @@ export interface ContentionOptions {
 
 export interface ContentionResult {
   latenciesMs: number[];
+  samples: LatencySample[];
   batch: Throughput;
 }
 
@@ -188,9 +236,9 @@ export async function contention(realtime: BusyClient, batch: BusyClient, option
   const saturating = saturate(batch, options.depth, () => stop);
   try {
     await sleep(options.leadMs ?? 50);
-    const latenciesMs = await realtimeLatencies(realtime, options.durationMs, options.intervalMs);
+    const samples = await realtimeSamples(realtime, options.durationMs, options.intervalMs);
     stop = true;
-    return { latenciesMs, batch: await saturating };
+    return { latenciesMs: samples.map((s) => s.latencyMs), samples, batch: await saturating };
   } finally {
     stop = true;
     await saturating.catch(() => {});
@@ -235,25 +283,31 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
 const NEIGHBOUR_WORDS = 1024;
 const NEIGHBOUR_PATTERN = 0x5a5a5a5a;
 
+/** Adapters of the devices the checks open, held until the device is destroyed (see BusyClient.open). */
+const heldAdapters = new Map<GPUDevice, GPUAdapter>();
+
 async function openDevice(gpu: GPU): Promise<GPUDevice> {
   const adapter = await gpu.requestAdapter();
   if (!adapter) throw new GpunixError(ErrorCodes.NO_DEVICE, 'no WebGPU adapter: run scripts/setup.sh');
-  return adapter.requestDevice();
+  const device = await adapter.requestDevice();
+  heldAdapters.set(device, adapter);
+  device.lost.then(() => heldAdapters.delete(device));
+  return device;
 }
 
 async function readWords(device: GPUDevice, buffer: GPUBuffer): Promise<Uint32Array> {
-  const staging = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const staging = device.createBuffer({ size: buffer.size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
   const encoder = device.createCommandEncoder();
   encoder.copyBufferToBuffer(buffer, 0, staging, 0, buffer.size);
   device.queue.submit([encoder.finish()]);
-  await staging.mapAsync(GPUMapMode.READ);
+  await staging.mapAsync(MapMode.READ);
   const words = new Uint32Array(staging.getMappedRange().slice(0));
   staging.destroy();
   return words;
 }
 
 function patterned(device: GPUDevice): GPUBuffer {
-  const buffer = device.createBuffer({ size: NEIGHBOUR_WORDS * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+  const buffer = device.createBuffer({ size: NEIGHBOUR_WORDS * 4, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC, mappedAtCreation: true });
   new Uint32Array(buffer.getMappedRange()).fill(NEIGHBOUR_PATTERN);
   buffer.unmap();
   return buffer;
@@ -268,7 +322,7 @@ export async function checkRobustAccess(writer: GPU, neighbour: GPU): Promise<bo
   const [own, other] = [await openDevice(writer), await openDevice(neighbour)];
   try {
     const around = [patterned(own), patterned(other)];
-    const target = own.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const target = own.createBuffer({ size: 256, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC });
     around.push(patterned(own), patterned(other));
     const pipeline = own.createComputePipeline({ layout: 'auto', compute: { module: own.createShaderModule({ code: OUT_OF_BOUNDS_WGSL }) } });
     const group = own.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: target } }] });
@@ -301,7 +355,7 @@ export async function checkZeroInit(previous: GPU, next: GPU): Promise<boolean> 
   const sizes = [256, 64 * 1024, 1024 * 1024];
   const dirty = await openDevice(previous);
   for (const size of sizes) {
-    const buffer = dirty.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+    const buffer = dirty.createBuffer({ size, usage: BufferUsage.STORAGE | BufferUsage.COPY_DST });
     dirty.queue.writeBuffer(buffer, 0, new Uint8Array(size).fill(0xab));
     await dirty.queue.onSubmittedWorkDone();
     buffer.destroy();
@@ -310,13 +364,13 @@ export async function checkZeroInit(previous: GPU, next: GPU): Promise<boolean> 
   const fresh = await openDevice(next);
   try {
     for (const size of sizes) {
-      const storage = fresh.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const storage = fresh.createBuffer({ size, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC });
       if (!(await readWords(fresh, storage)).every((w) => w === 0)) return false;
-      const mappable = fresh.createBuffer({ size, usage: GPUBufferUsage.MAP_READ });
-      await mappable.mapAsync(GPUMapMode.READ);
+      const mappable = fresh.createBuffer({ size, usage: BufferUsage.MAP_READ });
+      await mappable.mapAsync(MapMode.READ);
       if (!new Uint32Array(mappable.getMappedRange()).every((w) => w === 0)) return false;
       mappable.unmap();
-      const atCreation = fresh.createBuffer({ size, usage: GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+      const atCreation = fresh.createBuffer({ size, usage: BufferUsage.COPY_SRC, mappedAtCreation: true });
       if (!new Uint32Array(atCreation.getMappedRange()).every((w) => w === 0)) return false;
       atCreation.unmap();
     }
@@ -368,7 +422,11 @@ export interface DeviceCapabilities {
   robust_access: boolean;
   /** Fresh buffers read back as zeros, including after another process freed its memory. */
   zero_init: boolean;
-  /** Every virtual buffer has its own real buffer: true by construction (gpunix never suballocates). */
+  /**
+   * True by construction, not measured: every buffer a process creates has its own real GPUBuffer
+   * (gpunix never suballocates), so out-of-bounds access stays within the process's own buffer;
+   * only a shared segment is shared, and only between processes of one tenant that attach it by name.
+   */
   per_process_buffers: boolean;
   measured: {
     realtime_samples: number;
@@ -423,9 +481,10 @@ async function measureDevice(atomized: Kernel, whole: Kernel, options: CapsOptio
   const realtimeProc = await atomized.spawn({ name: 'caps-realtime', priority: 'realtime' });
   const batchProc = await atomized.spawn({ name: 'caps-batch', priority: 'batch' });
   const wholeProc = await whole.spawn({ name: 'caps-batch-whole', priority: 'batch' });
+  const batchShape = await calibrateBatchShape(wholeProc.gpu, BATCH_SHAPE);
   const realtime = await BusyClient.open(realtimeProc.gpu, REALTIME_SHAPE, 'caps-realtime');
-  const batch = await BusyClient.open(batchProc.gpu, BATCH_SHAPE, 'caps-batch');
-  const wholeBatch = await BusyClient.open(wholeProc.gpu, BATCH_SHAPE, 'caps-batch-whole');
+  const batch = await BusyClient.open(batchProc.gpu, batchShape, 'caps-batch');
+  const wholeBatch = await BusyClient.open(wholeProc.gpu, batchShape, 'caps-batch-whole');
 
   // Warm-up: pipelines compiled, the cost model has learned the batch kernel.
   await realtimeLatencies(realtime, 50, 1);
@@ -495,7 +554,7 @@ async function measureDevice(atomized: Kernel, whole: Kernel, options: CapsOptio
       target_slice_ms: atomized.options.scheduler.targetSliceNs / 1e6,
       max_in_flight: atomized.options.scheduler.maxInFlight,
       realtime_shape: REALTIME_SHAPE,
-      batch_shape: BATCH_SHAPE,
+      batch_shape: batchShape,
     },
   };
 }

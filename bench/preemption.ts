@@ -1,0 +1,428 @@
+// Preemption: a realtime client's submit-to-completion latency while a batch client saturates the
+// device, on bare Dawn and on gpunix with and without atomization, in one process and one run.
+//
+//   a   bare Dawn, each client on its own device (two devices on one adapter): what two separate
+//       programs get on this GPU today; the driver interleaves their queues as it likes
+//   a1  bare Dawn, both clients on one device: one FIFO queue, no priorities (the worst case)
+//   b   gpunix, atomize: false: strict priority between processes, but a batch dispatch runs whole
+//   c   gpunix, atomization on: batch dispatches run as atoms the realtime process can overtake
+//
+// The batch client keeps `--depth` submits of a long kernel in flight; the realtime client submits
+// a short kernel, awaits onSubmittedWorkDone, sleeps `--interval` ms, again. Each configuration
+// also runs the realtime client alone (its solo latency) and the batch client alone. Windows are
+// interleaved over `--rounds` rounds, the order rotating, so drift hits every configuration alike;
+// latencies are pooled over the rounds. batch_throughput_ratio = batch dispatches/s under
+// contention / batch alone on bare Dawn. The clients and loops are src/kernel/capabilities.ts's
+// (the same `gpunix caps` measures with).
+//
+// Output: one JSON object on stdout, a table on stderr. See docs/benchmarks.md.
+//
+//   node dist/bench/preemption.js [--rounds N] [--duration MS] [--solo MS] [--interval MS] [--depth N]
+//        [--target-slice MS] [--max-in-flight N] [--batch-workgroups N] [--iterations N] [--trace FILE]
+//        [--dawn-poll immediate|timer]
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { create, globals } from 'webgpu';
+import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
+import {
+  batchAlone,
+  BATCH_SHAPE,
+  BATCH_TARGET_MS,
+  BusyClient,
+  calibrateBatchShape,
+  contention,
+  KernelShape,
+  LatencySample,
+  percentile,
+  pooled,
+  rate,
+  realtimeLatencies,
+  realtimeSamples,
+  REALTIME_SHAPE,
+  summarize,
+  Throughput,
+} from '../src/kernel/capabilities.js';
+
+Object.assign(globalThis, globals);
+
+/**
+ * `--dawn-poll timer` (an experiment, off by default): dawn.node resolves its promises by calling
+ * setImmediate with a fresh native function for as long as any GPU work is pending
+ * (src/dawn/node/binding/AsyncRunner.cpp): on a CPU device that spin takes most of a core from the
+ * device and its garbage costs 10-20% of wall time in GC pauses. This moves those polls to a 0 ms
+ * timer (about 1 ms apart) for the whole process, bare Dawn and gpunix alike.
+ */
+function pollDawnByTimer(): void {
+  const immediate = globalThis.setImmediate;
+  const isDawnPoll = (fn: unknown): boolean =>
+    typeof fn === 'function' && fn.name === '' && Function.prototype.toString.call(fn).includes('[native code]');
+  globalThis.setImmediate = ((fn: (...args: unknown[]) => void, ...args: unknown[]) =>
+    isDawnPoll(fn) ? setTimeout(fn, 0) : immediate(fn, ...args)) as unknown as typeof setImmediate;
+}
+
+const usage = `usage: node dist/bench/preemption.js [options]
+  --rounds N           interleaved rounds; latencies are pooled over them (default 3)
+  --duration MS        each contention window (default 2000)
+  --solo MS            each realtime-alone and batch-alone window (default 1000)
+  --interval MS        realtime client's pause between submits (default 5)
+  --depth N            batch submits kept in flight (default 3)
+  --target-slice MS    gpunix (c): targetSliceMs (default: the kernel's, 1)
+  --max-in-flight N    gpunix (b, c): maxInFlight (default: the kernel's, 2)
+  --batch-workgroups N batch kernel's workgroups (default ${BATCH_SHAPE.workgroups}, scaled up on a device
+                       where it takes under ${BATCH_TARGET_MS / 2} ms)
+  --iterations N       loop trips per invocation of both kernels (default ${BATCH_SHAPE.iterations}, likewise)
+  --trace FILE         write (c)'s atom timeline (Chrome trace JSON, for Perfetto) to FILE
+  --dawn-poll MODE     immediate (default: dawn.node as it is) or timer (experiment: Dawn's
+                       event polls on a 0 ms timer instead of a setImmediate spin, for all configs)
+JSON goes to stdout, the table and progress to stderr.`;
+
+/** CPU seconds the whole machine has spent busy (user + nice + system), from /proc/stat; null off Linux. */
+function machineBusySeconds(): number | null {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return (fields[0] + fields[1] + fields[2]) / 100;
+  } catch {
+    return null;
+  }
+}
+
+function cpuModel(): string {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
+    return line ? line.split(':')[1].trim() : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** A full GC before every window (node's gc, enabled at run time), so no window pays for another's garbage. */
+const collectGarbage: () => void = (() => {
+  try {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as unknown;
+    if (typeof gc === 'function') return gc as () => void;
+  } catch {
+    // Without gc() windows are noisier, not wrong.
+  }
+  return () => {};
+})();
+
+/** One configuration's clients and what they measured over the rounds. */
+interface Config {
+  key: 'a' | 'a1' | 'b' | 'c';
+  name: string;
+  realtime: BusyClient;
+  batch: BusyClient;
+  /** False for a1: it shares a's solo and batch-alone windows (same bare Dawn). */
+  ownBaseline: boolean;
+  kernel?: Kernel;
+  batchProc?: ProcessHandle;
+  solo: LatencySample[];
+  alone: Throughput[];
+  contended: LatencySample[];
+  /** The contention windows' spans (performance.now(), ms), for the GC time inside them. */
+  windows: Array<[number, number]>;
+  batchContended: Throughput[];
+  atoms: number;
+  preemptions: number;
+  wholeDispatches: number;
+}
+
+function positive(name: string, text: string | undefined, integer: boolean): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!(n > 0) || (integer && !Number.isInteger(n))) throw new Error(`--${name} must be a positive ${integer ? 'integer' : 'number'}\n${usage}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      solo: { type: 'string' },
+      interval: { type: 'string' },
+      depth: { type: 'string' },
+      'target-slice': { type: 'string' },
+      'max-in-flight': { type: 'string' },
+      'batch-workgroups': { type: 'string' },
+      iterations: { type: 'string' },
+      trace: { type: 'string' },
+      'dawn-poll': { type: 'string', default: 'immediate' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stderr.write(`${usage}\n`);
+    return;
+  }
+  const rounds = positive('rounds', values.rounds, true) ?? 3;
+  const durationMs = positive('duration', values.duration, false) ?? 2000;
+  const soloMs = positive('solo', values.solo, false) ?? 1000;
+  const intervalMs = positive('interval', values.interval, false) ?? 5;
+  const depth = positive('depth', values.depth, true) ?? 3;
+  const targetSliceMs = positive('target-slice', values['target-slice'], false);
+  const maxInFlight = positive('max-in-flight', values['max-in-flight'], true);
+  const iterations = positive('iterations', values.iterations, true) ?? BATCH_SHAPE.iterations;
+  const workgroups = positive('batch-workgroups', values['batch-workgroups'], true) ?? BATCH_SHAPE.workgroups;
+  const realtimeShape: KernelShape = { ...REALTIME_SHAPE, iterations };
+  const dawnPoll = values['dawn-poll'];
+  if (dawnPoll !== 'immediate' && dawnPoll !== 'timer') throw new Error(`--dawn-poll must be immediate or timer\n${usage}`);
+  if (dawnPoll === 'timer') pollDawnByTimer();
+
+  const log = (text: string): void => {
+    process.stderr.write(text);
+  };
+  const bare = create([]);
+  const bareAdapter = await bare.requestAdapter();
+  if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
+  // Sized by the flags, or else long enough on this device (a fast GPU needs a far bigger grid).
+  const sized = values['batch-workgroups'] !== undefined || values.iterations !== undefined;
+  const batchShape: KernelShape = sized ? { workgroups, iterations } : await calibrateBatchShape(bare, { workgroups, iterations });
+  const whole = await createKernel({ atomize: false, maxInFlight });
+  const atomized = await createKernel({ targetSliceMs, maxInFlight });
+
+  const config = (key: Config['key'], name: string, realtime: BusyClient, batch: BusyClient, extra: Partial<Config> = {}): Config => ({
+    key,
+    name,
+    realtime,
+    batch,
+    ownBaseline: true,
+    solo: [],
+    alone: [],
+    contended: [],
+    windows: [],
+    batchContended: [],
+    atoms: 0,
+    preemptions: 0,
+    wholeDispatches: 0,
+    ...extra,
+  });
+  const gpunixConfig = async (key: 'b' | 'c', name: string, kernel: Kernel): Promise<Config> => {
+    const realtimeProc = await kernel.spawn({ name: `${key}-realtime`, priority: 'realtime' });
+    const batchProc = await kernel.spawn({ name: `${key}-batch`, priority: 'batch' });
+    return config(key, name, await BusyClient.open(realtimeProc.gpu, realtimeShape, `${key}-realtime`), await BusyClient.open(batchProc.gpu, batchShape, `${key}-batch`), {
+      kernel,
+      batchProc,
+    });
+  };
+  const bareRealtime = await BusyClient.open(bare, realtimeShape, 'a-realtime');
+  const bareBatch = await BusyClient.open(bare, batchShape, 'a-batch');
+  const configs: Config[] = [
+    config('a', 'bare Dawn, two devices', bareRealtime, bareBatch),
+    config('a1', 'bare Dawn, one shared device', BusyClient.on(bareBatch.device, realtimeShape, 'a1-realtime'), bareBatch, { ownBaseline: false }),
+    await gpunixConfig('b', 'gpunix, atomize off', whole),
+    await gpunixConfig('c', 'gpunix, atomized', atomized),
+  ];
+
+  // The realtime and batch kernels' lengths, each alone on an idle bare device.
+  const bareBatchMs: number[] = [];
+  for (let i = 0; i < 6; i++) bareBatchMs.push(await bareBatch.timedSubmit());
+  bareBatchMs.shift();
+  const bareRealtimeMs = await realtimeLatencies(bareRealtime, 300, 1);
+  // Warm-up of every configuration: pipelines compiled, (c)'s cost model has learned the batch kernel.
+  for (const c of configs) {
+    await realtimeLatencies(c.realtime, 50, 1);
+    if (c.ownBaseline) await batchAlone(c.batch, depth, 300);
+  }
+
+  // Every GC pause of this process (performance.now() spans): a realtime completion that falls in
+  // one is seen only after it, whatever the scheduler did.
+  const gcPauses: Array<[number, number]> = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcPauses.push([e.startTime, e.startTime + e.duration]);
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
+
+  const busyBefore = machineBusySeconds();
+  const ownBefore = process.cpuUsage();
+  const wallBefore = performance.now();
+  try {
+    for (let round = 0; round < rounds; round++) {
+      log(`round ${round + 1}/${rounds}:`);
+      // Rotate the order so that no configuration always follows the same one.
+      const order = configs.map((_, i) => configs[(i + round) % configs.length]);
+      for (const c of order) {
+        log(` ${c.key}`);
+        if (c.ownBaseline) {
+          collectGarbage();
+          c.solo.push(...(await realtimeSamples(c.realtime, soloMs, intervalMs)));
+          collectGarbage();
+          c.alone.push(await batchAlone(c.batch, depth, soloMs));
+        }
+        const before = c.batchProc?.record().accounting;
+        collectGarbage();
+        const windowStart = performance.now();
+        const result = await contention(c.realtime, c.batch, { durationMs, intervalMs, depth });
+        c.windows.push([windowStart, performance.now()]);
+        c.contended.push(...result.samples);
+        c.batchContended.push(result.batch);
+        const after = c.batchProc?.record().accounting;
+        if (before && after) {
+          c.atoms += after.atomsRun - before.atomsRun;
+          c.preemptions += after.preemptions - before.preemptions;
+          c.wholeDispatches += after.wholeDispatches - before.wholeDispatches;
+        }
+      }
+      log('\n');
+    }
+    for (const c of configs) {
+      await c.realtime.verify();
+      await c.batch.verify();
+    }
+    if (values.trace) writeFileSync(values.trace, JSON.stringify(atomized.trace()));
+  } finally {
+    await whole.shutdown();
+    await atomized.shutdown();
+  }
+
+  const busyAfter = machineBusySeconds();
+  const own = process.cpuUsage(ownBefore);
+  const wallSeconds = (performance.now() - wallBefore) / 1000;
+  const otherCpuSeconds =
+    busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+
+  for (const e of gcObserver.takeRecords()) gcPauses.push([e.startTime, e.startTime + e.duration]);
+  gcObserver.disconnect();
+  const overlapsGc = (s: LatencySample): boolean => gcPauses.some(([start, end]) => end > s.startMs && start < s.startMs + s.latencyMs);
+  const gcMsWithin = (windows: Array<[number, number]>): number =>
+    gcPauses.reduce((sum, [start, end]) => sum + (windows.some(([from, to]) => start >= from && start < to) ? end - start : 0), 0);
+  const ms = (samples: LatencySample[]): number[] => samples.map((x) => x.latencyMs);
+
+  const a = configs[0];
+  const bareSoloP99 = percentile(ms(a.solo), 0.99);
+  const bareAlone = rate(pooled(a.alone));
+  const results: Record<string, unknown> = {};
+  for (const c of configs) {
+    const solo = ms(c.ownBaseline ? c.solo : a.solo);
+    const latency = summarize(ms(c.contended));
+    const soloP99 = percentile(solo, 0.99);
+    const gpunix = c.kernel !== undefined;
+    const clear = c.contended.filter((x) => !overlapsGc(x));
+    const windowSeconds = c.windows.reduce((sum, [from, to]) => sum + (to - from), 0) / 1000;
+    results[c.key] = {
+      name: c.name,
+      realtime_p50_ms: latency.p50_ms,
+      realtime_p90_ms: latency.p90_ms,
+      realtime_p99_ms: latency.p99_ms,
+      realtime_max_ms: latency.max_ms,
+      realtime_samples: latency.count,
+      solo_p50_ms: percentile(solo, 0.5),
+      solo_p99_ms: soloP99,
+      solo_samples: solo.length,
+      p99_over_solo: latency.p99_ms / soloP99,
+      p99_over_bare_solo: latency.p99_ms / bareSoloP99,
+      /** Garbage collection in this process during the contention windows: JS cannot see a completion while it runs. */
+      gc_ms_per_s: gcMsWithin(c.windows) / windowSeconds,
+      samples_overlapping_gc: c.contended.length - clear.length,
+      realtime_p99_without_gc_ms: percentile(ms(clear), 0.99),
+      batch_dispatches_per_s: rate(pooled(c.batchContended)),
+      batch_throughput_ratio: rate(pooled(c.batchContended)) / bareAlone,
+      batch_alone_dispatches_per_s: c.ownBaseline ? rate(pooled(c.alone)) : bareAlone,
+      ...(gpunix ? { atoms: c.atoms, preemptions: c.preemptions, whole_dispatches: c.wholeDispatches } : {}),
+    };
+  }
+  const r = (key: string): Record<string, number> => results[key] as Record<string, number>;
+  const info = bareAdapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const realtimeKernelMs = percentile(bareRealtimeMs, 0.5);
+  const batchKernelMs = percentile(bareBatchMs, 0.5);
+  const report = {
+    benchmark: 'gpunix-preemption',
+    date: new Date().toISOString(),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpu: cpuModel(),
+    cpus: availableParallelism(),
+    adapter: {
+      vendor: info.vendor,
+      architecture: info.architecture,
+      device: info.device,
+      description: info.description,
+      isFallbackAdapter: Boolean(info.isFallbackAdapter),
+    },
+    params: {
+      rounds,
+      duration_ms: durationMs,
+      solo_ms: soloMs,
+      interval_ms: intervalMs,
+      depth,
+      dawn_poll: dawnPoll,
+      target_slice_ms: atomized.options.scheduler.targetSliceNs / 1e6,
+      max_in_flight: atomized.options.scheduler.maxInFlight,
+      realtime_kernel: realtimeShape,
+      batch_kernel: batchShape,
+    },
+    kernels: {
+      /** Submit-to-completion of the realtime kernel alone (an upper bound of its device time). */
+      realtime_ms: realtimeKernelMs,
+      batch_ms: batchKernelMs,
+      length_ratio: batchKernelMs / realtimeKernelMs,
+    },
+    baseline: { solo_p50_ms: percentile(ms(a.solo), 0.5), solo_p99_ms: bareSoloP99, batch_alone_dispatches_per_s: bareAlone },
+    /** CPU time other programs used during the run (null where unknown): above a few seconds, rerun. */
+    contention: { wallSeconds, otherCpuSeconds },
+    /** This process's GC pauses over the whole run (dawn.node allocates heavily while GPU work is pending). */
+    gc: {
+      pauses: gcPauses.length,
+      total_ms: gcPauses.reduce((sum, [start, end]) => sum + end - start, 0),
+      p50_ms: percentile(gcPauses.map(([start, end]) => end - start), 0.5),
+      max_ms: Math.max(0, ...gcPauses.map(([start, end]) => end - start)),
+    },
+    configs: results,
+    targets: {
+      a_p99_at_least_10x_solo: r('a').p99_over_solo >= 10,
+      c_p99_within_2x_solo: r('c').p99_over_solo <= 2,
+      c_batch_ratio_at_least_0_9: r('c').batch_throughput_ratio >= 0.9,
+    },
+  };
+  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+
+  const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+  const rows = [
+    ['config', 'rt p50 ms', 'rt p99 ms', 'solo p99 ms', 'p99/solo', 'batch ratio', 'atoms', 'preemptions', 'GC ms/s', 'p99 w/o GC'],
+    ...configs.map((c) => {
+      const x = r(c.key);
+      return [
+        `${c.key}  ${c.name}`,
+        fmt(x.realtime_p50_ms),
+        fmt(x.realtime_p99_ms),
+        fmt(x.solo_p99_ms),
+        fmt(x.p99_over_solo, 1),
+        fmt(x.batch_throughput_ratio),
+        x.atoms === undefined ? '-' : String(x.atoms),
+        x.preemptions === undefined ? '-' : String(x.preemptions),
+        fmt(x.gc_ms_per_s, 0),
+        fmt(x.realtime_p99_without_gc_ms),
+      ];
+    }),
+  ];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  log(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${availableParallelism()} CPUs, ${rounds} rounds, Dawn polled by ${dawnPoll}\n`);
+  log(
+    `realtime kernel ${fmt(realtimeKernelMs, 3)} ms, batch kernel ${fmt(batchKernelMs, 1)} ms (${fmt(batchKernelMs / realtimeKernelMs, 0)}x); ` +
+      `bare solo p99 ${fmt(bareSoloP99)} ms; batch alone ${fmt(bareAlone, 1)} dispatches/s; (c) targetSliceMs ${report.params.target_slice_ms}, maxInFlight ${report.params.max_in_flight}\n`,
+  );
+  for (const row of rows) log(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+  log(
+    `targets: (a) p99 >= 10x solo: ${report.targets.a_p99_at_least_10x_solo ? 'yes' : 'no'}; (c) p99 <= 2x solo: ${report.targets.c_p99_within_2x_solo ? 'yes' : 'no'}; ` +
+      `(c) batch ratio >= 0.9: ${report.targets.c_batch_ratio_at_least_0_9 ? 'yes' : 'no'}\n`,
+  );
+  if (otherCpuSeconds !== null) {
+    const share = otherCpuSeconds / wallSeconds;
+    log(`other programs used ${otherCpuSeconds.toFixed(1)} CPU s during the ${wallSeconds.toFixed(0)} s run${share > 0.05 ? ' — the figures are noisy; rerun on a quiet machine' : ''}\n`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`\nbench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);
