@@ -10,12 +10,9 @@
 //
 //   node dist/bench/overhead.js [--reps N] [--scale X] [--only name[,name]]
 
-import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { create, globals } from 'webgpu';
+import { collectGarbage, machine, machineBusySeconds } from './machine.js';
 import { createKernel } from '../src/index.js';
 
 Object.assign(globalThis, globals);
@@ -163,40 +160,8 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/**
- * A full garbage collection before every timed sample, so neither side pays for the other's
- * garbage. node exposes gc() only with --expose-gc; setting the flag at run time and fetching the
- * function from a fresh context gives it without changing how the benchmark is started.
- */
-const collectGarbage: () => void = (() => {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as unknown;
-    if (typeof gc === 'function') return gc as () => void;
-  } catch {
-    // Without gc() samples are noisier, not wrong.
-  }
-  return () => {};
-})();
 
-/** CPU seconds the whole machine has spent busy (user + nice + system), from /proc/stat; null off Linux. */
-function machineBusySeconds(): number | null {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    return (fields[0] + fields[1] + fields[2]) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return null;
-  }
-}
 
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    return line ? line.split(':')[1].trim() : 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 function formatRate(value: number, unit: Workload['unit']): string {
   if (unit === 'bytes') return `${(value / MiB).toFixed(1)} MiB/s`;
@@ -303,18 +268,7 @@ async function main(): Promise<void> {
   const info = bareAdapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const report = {
     benchmark: 'gpunix-overhead',
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    cpu: cpuModel(),
-    cpus: availableParallelism(),
-    adapter: {
-      vendor: info.vendor,
-      architecture: info.architecture,
-      device: info.device,
-      description: info.description,
-      isFallbackAdapter: Boolean(info.isFallbackAdapter),
-    },
+    ...machine(bareAdapter),
     reps,
     scale,
     target: 0.95,

@@ -31,12 +31,9 @@
 //   node dist/bench/oversubscribe.js [--reps N] [--procs N] [--buffers N] [--size MIB] [--steps N]
 //        [--gap MS] [--copy-rounds N] [--copy-dst on|off]
 
-import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { create, globals } from 'webgpu';
+import { collectGarbage, cpuModel, machine, machineBusySeconds } from './machine.js';
 import { createKernel, Kernel } from '../src/index.js';
 
 Object.assign(globalThis, globals);
@@ -416,36 +413,8 @@ function spread(values: number[]): { min: number; median: number; max: number } 
   return { min: Math.min(...values), median: median(values), max: Math.max(...values) };
 }
 
-/** A full GC before every sample (node's gc, enabled at run time), so no sample pays for another's garbage. */
-const collectGarbage: () => void = (() => {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as unknown;
-    if (typeof gc === 'function') return gc as () => void;
-  } catch {
-    // Without gc() samples are noisier, not wrong.
-  }
-  return () => {};
-})();
 
-/** CPU seconds the whole machine has spent busy (user + nice + system), from /proc/stat; null off Linux. */
-function machineBusySeconds(): number | null {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    return (fields[0] + fields[1] + fields[2]) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return null;
-  }
-}
 
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    return line ? line.split(':')[1].trim() : 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 function usageName(usage: number): string {
   const names = Object.entries(GPUBufferUsage as unknown as Record<string, number>).filter(([, bit]) => usage & bit);
@@ -731,18 +700,7 @@ async function main(): Promise<void> {
   const info = bareAdapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const report = {
     benchmark: 'gpunix-oversubscribe',
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    cpu: cpuModel(),
-    cpus: availableParallelism(),
-    adapter: {
-      vendor: info.vendor,
-      architecture: info.architecture,
-      device: info.device,
-      description: info.description,
-      isFallbackAdapter: Boolean(info.isFallbackAdapter),
-    },
+    ...machine(bareAdapter),
     reps,
     target: TARGET,
     swap_bandwidth_ratio: swapBandwidthRatio,

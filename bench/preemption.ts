@@ -21,13 +21,12 @@
 //        [--target-slice MS] [--max-in-flight N] [--batch-workgroups N] [--iterations N] [--trace FILE]
 //        [--dawn-poll immediate|timer]
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { create, globals } from 'webgpu';
+import { collectGarbage, machine, machineBusySeconds } from './machine.js';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import {
   batchAlone,
@@ -81,36 +80,8 @@ const usage = `usage: node dist/bench/preemption.js [options]
                        event polls on a 0 ms timer instead of a setImmediate spin, for all configs)
 JSON goes to stdout, the table and progress to stderr.`;
 
-/** CPU seconds the whole machine has spent busy (user + nice + system), from /proc/stat; null off Linux. */
-function machineBusySeconds(): number | null {
-  try {
-    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    return (fields[0] + fields[1] + fields[2]) / 100;
-  } catch {
-    return null;
-  }
-}
 
-function cpuModel(): string {
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
-    return line ? line.split(':')[1].trim() : 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
-/** A full GC before every window (node's gc, enabled at run time), so no window pays for another's garbage. */
-const collectGarbage: () => void = (() => {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as unknown;
-    if (typeof gc === 'function') return gc as () => void;
-  } catch {
-    // Without gc() windows are noisier, not wrong.
-  }
-  return () => {};
-})();
 
 /** One configuration's clients and what they measured over the rounds. */
 interface Config {
@@ -334,18 +305,7 @@ async function main(): Promise<void> {
   const batchKernelMs = percentile(bareBatchMs, 0.5);
   const report = {
     benchmark: 'gpunix-preemption',
-    date: new Date().toISOString(),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    cpu: cpuModel(),
-    cpus: availableParallelism(),
-    adapter: {
-      vendor: info.vendor,
-      architecture: info.architecture,
-      device: info.device,
-      description: info.description,
-      isFallbackAdapter: Boolean(info.isFallbackAdapter),
-    },
+    ...machine(bareAdapter),
     params: {
       rounds,
       duration_ms: durationMs,
