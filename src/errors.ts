@@ -25,6 +25,28 @@ export const ErrorCodes = {
   BAD_REQUIREMENTS: 'GPUNIX_E_BAD_REQUIREMENTS',
   /** A process image is corrupted, truncated, of an unknown version, or malformed (or an image to write is malformed). */
   BAD_IMAGE: 'GPUNIX_E_BAD_IMAGE',
+  /** A wire frame is malformed: truncated fields, bad UTF-8 or JSON, a wrong field type, trailing bytes. */
+  PROTOCOL_MALFORMED: 'GPUNIX_E_PROTOCOL_MALFORMED',
+  /** A wire frame is larger than the connection's frame size limit. */
+  PROTOCOL_TOO_LARGE: 'GPUNIX_E_PROTOCOL_TOO_LARGE',
+  /** A wire frame carries a message code the protocol does not define, or one sent the wrong way. */
+  PROTOCOL_UNKNOWN_MESSAGE: 'GPUNIX_E_PROTOCOL_UNKNOWN_MESSAGE',
+  /** A message arrived when the session cannot take it (before the handshake, a second Hello, a control message on a process session). */
+  PROTOCOL_OUT_OF_ORDER: 'GPUNIX_E_PROTOCOL_OUT_OF_ORDER',
+  /** Client and daemon speak different protocol versions. */
+  PROTOCOL_VERSION: 'GPUNIX_E_PROTOCOL_VERSION',
+  /** A message names an object id the session does not hold (never created, released, stale generation, wrong kind). */
+  BAD_OBJECT: 'GPUNIX_E_BAD_OBJECT',
+  /** A token is missing or wrong. */
+  AUTH: 'GPUNIX_E_AUTH',
+  /** The caller may not do this: another tenant's process, or an admin-only operation. */
+  FORBIDDEN: 'GPUNIX_E_FORBIDDEN',
+  /** A tenant quota refuses the request (process count, priority class, weight, memory). */
+  QUOTA: 'GPUNIX_E_QUOTA',
+  /** The daemon could not be reached, or the connection to it ended. */
+  DISCONNECTED: 'GPUNIX_E_DISCONNECTED',
+  /** The daemon's configuration file is unreadable or invalid (the message names the field). */
+  BAD_CONFIG: 'GPUNIX_E_BAD_CONFIG',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

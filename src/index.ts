@@ -1,7 +1,8 @@
 // gpunix's public embedded API. Stable: later tools and checks use it.
 export { createKernel, Kernel, ProcessHandle } from './kernel/kernel.js';
-export type { KernelOptions, SpawnOptions, ReniceOptions, KernelStats, DeviceStats, DeviceDescription } from './kernel/kernel.js';
-export type { TenantRecord } from './kernel/tenant.js';
+export { resolveTenantQuota } from './kernel/kernel.js';
+export type { TenantQuotaOptions, KernelOptions, SpawnOptions, ReniceOptions, KernelStats, DeviceStats, DeviceDescription } from './kernel/kernel.js';
+export type { TenantRecord, TenantQuota } from './kernel/tenant.js';
 export type { ChromeTrace } from './kernel/trace.js';
 export type { LatencySnapshot } from './kernel/latency.js';
 export type { ProcessRecord, ProcessState, ExitStatus, ExitReason, ProcessAccounting } from './kernel/proc.js';

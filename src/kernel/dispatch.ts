@@ -352,7 +352,7 @@ export class Dispatcher {
       this.lastFenceDoneNs = doneNs;
       const owner = run.owner;
       owner.gpuTimeNs += spent;
-      owner.vruntimeNs += spent / owner.weight;
+      owner.vruntimeNs += spent / owner.shareWeight;
       this.busyNs += spent;
       this.learn(run, spent);
       for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args);

@@ -25,7 +25,7 @@ import { MemoryManager } from './mem.js';
 import { SegmentRecord, SharedSegments } from './segments.js';
 import { ChromeTrace, TraceLog } from './trace.js';
 import { IMAGE_FORMAT_VERSION, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
-import { TenantAccount, TenantRecord } from './tenant.js';
+import { TenantAccount, TenantQuota, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
 import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
 
@@ -47,7 +47,19 @@ export interface KernelOptions {
   /** Events the atom timeline keeps (default 100000; 0 turns tracing off). */
   traceEvents?: number;
   /** Tenants and their quotas, by name; `default` always exists (unlimited unless given here). */
-  tenants?: Record<string, { memoryLimit?: number | string }>;
+  tenants?: Record<string, TenantQuotaOptions>;
+}
+
+/** A tenant's quotas as given in options (every field optional; see TenantQuota for meanings). */
+export interface TenantQuotaOptions {
+  /** Device memory all its processes may hold together: bytes or a string such as "2G" (default: no limit). */
+  memoryLimit?: number | string | null;
+  /** Its share of GPU time within a priority class relative to other tenants (default 1). */
+  weight?: number;
+  /** Live processes it may have at once (default: no limit). */
+  maxProcesses?: number | null;
+  /** Priority classes its processes may use (default: all). */
+  priorities?: PriorityClass[];
 }
 
 export interface SpawnOptions {
@@ -95,6 +107,12 @@ function checkPriority(priority: unknown): PriorityClass {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(priority)}`);
   }
   return priority as PriorityClass;
+}
+
+function checkPriorityQuota(account: TenantAccount, priority: PriorityClass): void {
+  if (!account.quota.priorities.includes(priority)) {
+    throw new GpunixError(ErrorCodes.QUOTA, `tenant ${account.name} may use priority ${account.quota.priorities.join(', ')}, not ${priority}`);
+  }
 }
 
 function checkWeight(weight: unknown): number {
@@ -166,16 +184,46 @@ function resolveBudget(option: number | string | undefined): number {
   return byteOption('memoryBudget', raw);
 }
 
+const UNLIMITED_QUOTA: TenantQuota = { memoryLimit: null, weight: DEFAULT_WEIGHT, maxProcesses: null, priorities: PRIORITY_CLASSES };
+
+function checkTenantName(name: unknown): string {
+  if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `tenant names are 1-64 letters, digits, '_', '.' or '-', got ${JSON.stringify(name)}`);
+  }
+  return name;
+}
+
+/** A checked quota: the fields of `options` that are given, over `base`. */
+export function resolveTenantQuota(name: string, options: TenantQuotaOptions | undefined, base: TenantQuota = UNLIMITED_QUOTA): TenantQuota {
+  const o = options ?? {};
+  if (typeof o !== 'object' || Array.isArray(o)) throw new GpunixError(ErrorCodes.BAD_OPTION, `tenants.${name}: a quota must be an object`);
+  const known = ['memoryLimit', 'weight', 'maxProcesses', 'priorities'];
+  const unknown = Object.keys(o).filter((k) => !known.includes(k));
+  if (unknown.length > 0) throw new GpunixError(ErrorCodes.BAD_OPTION, `tenants.${name}: unknown quota field ${unknown.join(', ')} (known: ${known.join(', ')})`);
+  const quota: TenantQuota = { ...base };
+  if (o.memoryLimit !== undefined) quota.memoryLimit = o.memoryLimit === null ? null : byteOption(`tenants.${name}.memoryLimit`, o.memoryLimit);
+  if (o.weight !== undefined) quota.weight = checkWeight(o.weight);
+  if (o.maxProcesses !== undefined) {
+    if (o.maxProcesses !== null && (!Number.isInteger(o.maxProcesses) || o.maxProcesses < 1)) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `tenants.${name}.maxProcesses must be a positive integer or null, got ${String(o.maxProcesses)}`);
+    }
+    quota.maxProcesses = o.maxProcesses;
+  }
+  if (o.priorities !== undefined) {
+    if (!Array.isArray(o.priorities) || o.priorities.length === 0) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `tenants.${name}.priorities must be a non-empty list of ${PRIORITY_CLASSES.join(', ')}`);
+    }
+    quota.priorities = [...new Set(o.priorities.map(checkPriority))];
+  }
+  return quota;
+}
+
 function resolveTenants(option: KernelOptions['tenants']): Map<string, TenantAccount> {
   const tenants = new Map<string, TenantAccount>();
   for (const [name, quota] of Object.entries(option ?? {})) {
-    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
-      throw new GpunixError(ErrorCodes.BAD_OPTION, `tenant names are 1-64 letters, digits, '_', '.' or '-', got ${JSON.stringify(name)}`);
-    }
-    const memoryLimit = quota?.memoryLimit === undefined ? null : byteOption(`tenants.${name}.memoryLimit`, quota.memoryLimit);
-    tenants.set(name, new TenantAccount(name, { memoryLimit }));
+    tenants.set(checkTenantName(name), new TenantAccount(name, resolveTenantQuota(name, quota)));
   }
-  if (!tenants.has(DEFAULT_TENANT)) tenants.set(DEFAULT_TENANT, new TenantAccount(DEFAULT_TENANT, { memoryLimit: null }));
+  if (!tenants.has(DEFAULT_TENANT)) tenants.set(DEFAULT_TENANT, new TenantAccount(DEFAULT_TENANT, { ...UNLIMITED_QUOTA }));
   return tenants;
 }
 
@@ -214,6 +262,10 @@ export class Kernel {
     const account = this.options.tenants.get(options.tenant ?? DEFAULT_TENANT);
     if (!account) {
       throw new GpunixError(ErrorCodes.BAD_OPTION, `no tenant ${JSON.stringify(options.tenant)}: the kernel has ${[...this.options.tenants.keys()].join(', ')}`);
+    }
+    checkPriorityQuota(account, priority);
+    if (account.quota.maxProcesses !== null && account.processes >= account.quota.maxProcesses) {
+      throw new GpunixError(ErrorCodes.QUOTA, `tenant ${account.name} already has ${account.processes} live processes, its limit`);
     }
     const pid = this.nextPid++;
     const proc = new Proc(pid, options.name ?? `proc${pid}`, account, priority, weight, memoryLimit, this.live);
@@ -280,6 +332,7 @@ export class Kernel {
     const proc = this.lookupLive(pid);
     const priority = options.priority === undefined ? proc.priority : checkPriority(options.priority);
     const weight = options.weight === undefined ? proc.weight : checkWeight(options.weight);
+    checkPriorityQuota(proc.account, priority);
     proc.priority = priority;
     proc.weight = weight;
     this.rescheduleAll();
@@ -463,6 +516,43 @@ export class Kernel {
   /** Waits until work the process had already put on a device has completed. */
   private async settle(proc: Proc): Promise<void> {
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
+  }
+
+  /** The tenants with their quotas and current use. */
+  tenants(): TenantRecord[] {
+    return [...this.options.tenants.values()].map((t) => t.record());
+  }
+
+  /** Adds a tenant; its processes are limited by `quota` from their next spawn or allocation. */
+  addTenant(name: string, quota?: TenantQuotaOptions): TenantRecord {
+    this.assertUp();
+    checkTenantName(name);
+    if (this.options.tenants.has(name)) throw new GpunixError(ErrorCodes.BAD_OPTION, `tenant ${name} already exists`);
+    const account = new TenantAccount(name, resolveTenantQuota(name, quota));
+    this.options.tenants.set(name, account);
+    return account.record();
+  }
+
+  /**
+   * Changes a tenant's quota (given fields only). Live processes keep what they hold; the new
+   * limits apply to their next allocation, spawn or renice, and the new weight at once.
+   */
+  updateTenant(name: string, quota: TenantQuotaOptions): TenantRecord {
+    const account = this.options.tenants.get(name);
+    if (!account) throw new GpunixError(ErrorCodes.BAD_OPTION, `no tenant ${JSON.stringify(name)}`);
+    account.quota = resolveTenantQuota(name, quota, account.quota);
+    this.rescheduleAll();
+    return account.record();
+  }
+
+  /** Removes a tenant, killing its live processes first. The default tenant stays. */
+  async removeTenant(name: string): Promise<void> {
+    if (name === DEFAULT_TENANT) throw new GpunixError(ErrorCodes.BAD_OPTION, `the ${DEFAULT_TENANT} tenant cannot be removed`);
+    const account = this.options.tenants.get(name);
+    if (!account) throw new GpunixError(ErrorCodes.BAD_OPTION, `no tenant ${JSON.stringify(name)}`);
+    this.options.tenants.delete(name);
+    const procs = [...this.procs.values()].filter((p) => p.account === account && p.alive);
+    await Promise.all(procs.map((p) => this.kill(p.pid)));
   }
 
   /** The shared segments that exist now, with the pids attached. */

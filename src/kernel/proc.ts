@@ -131,11 +131,17 @@ export class Proc {
   ) {
     this.ledger = new ResourceLedger(live, account);
     account.processes++;
+    account.members.add(this);
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));
   }
 
   get tenant(): string {
     return this.account.name;
+  }
+
+  /** The weight fair sharing uses: the tenant's weight, split among its processes by their weights. */
+  get shareWeight(): number {
+    return this.account.shareOf(this);
   }
 
   get alive(): boolean {
@@ -159,6 +165,7 @@ export class Proc {
     this.onEnd.clear();
     this.ledger.releaseAll();
     this.account.processes--;
+    this.account.members.delete(this);
     this.resolveExited(status);
     return true;
   }

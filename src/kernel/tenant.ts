@@ -1,9 +1,21 @@
-// A tenant's account: its identity and quotas, and what its processes hold now. Until the daemon
-// issue brings tokens and isolation, tenants are named in the kernel's options and chosen at spawn.
+// A tenant's account: its identity, its quotas, and what its processes hold now. The kernel
+// enforces the quotas (memory at allocation, the rest at spawn and renice); who may act as a
+// tenant (tokens) is the daemon's business.
+
+import type { PriorityClass } from '../params.js';
 
 export interface TenantQuota {
   /** Device memory all the tenant's processes may hold together (bytes); null: no limit. */
   memoryLimit: number | null;
+  /**
+   * The tenant's share of GPU time within a priority class, relative to other tenants' (default 1).
+   * The tenant's processes split it by their own weights.
+   */
+  weight: number;
+  /** Live processes the tenant may have at once; null: no limit. */
+  maxProcesses: number | null;
+  /** Priority classes the tenant's processes may use. */
+  priorities: readonly PriorityClass[];
 }
 
 export interface TenantRecord extends TenantQuota {
@@ -13,15 +25,29 @@ export interface TenantRecord extends TenantQuota {
   processes: number;
 }
 
+/** What a tenant's process needs for fair sharing: its own weight. */
+interface Member {
+  readonly weight: number;
+}
+
 export class TenantAccount {
   bytes = 0;
   processes = 0;
+  /** Live processes, for splitting the tenant's weight among them. */
+  readonly members = new Set<Member>();
   constructor(
     readonly name: string,
-    readonly quota: TenantQuota,
+    public quota: TenantQuota,
   ) {}
 
+  /** The fraction of the tenant's share that `member` gets, times the tenant's weight. */
+  shareOf(member: Member): number {
+    let total = 0;
+    for (const m of this.members) total += m.weight;
+    return total > 0 ? (this.quota.weight * member.weight) / total : this.quota.weight;
+  }
+
   record(): TenantRecord {
-    return { name: this.name, memoryLimit: this.quota.memoryLimit, bytes: this.bytes, processes: this.processes };
+    return { name: this.name, ...this.quota, priorities: [...this.quota.priorities], bytes: this.bytes, processes: this.processes };
   }
 }

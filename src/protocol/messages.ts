@@ -1,0 +1,387 @@
+// The wire protocol's messages, defined once, as data. The codec (codec.ts), the TypeScript types
+// of every payload, the daemon's dispatch and the generated reference (docs/protocol.md) all derive
+// from this table; adding a message means adding a row here and a handler where it is received.
+//
+// Conventions:
+// - `req` is a client-chosen request number; the daemon answers it with exactly one Reply,
+//   ReplyData or Failure carrying the same `req`. Messages without `req` get no answer: they are
+//   pipelined, and their WebGPU errors travel the way WebGPU's do (error scopes, uncaptured-error
+//   events), in the order the messages were sent.
+// - Object ids (`id` fields, and `{"$ref": id}` inside JSON descriptors) are chosen by the client:
+//   the low 32 bits are a slot, the bits above a generation that changes each time a slot is
+//   reused, so a stale id can never name a newer object. Creating an object never waits.
+
+/** Bumped on any change to the table that an older peer would misread. */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest frame a daemon or client accepts unless configured otherwise (bytes, header included). */
+export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
+
+/**
+ * How each field kind is laid out (little-endian):
+ * u8, u16, u32: unsigned integers; f64: IEEE double; bool: one byte, 0 or 1;
+ * str: u32 byte length + UTF-8; bytes: u32 length + raw bytes; json: u32 length + UTF-8 JSON;
+ * id: u32 slot + u32 generation; ids: u32 count + that many ids.
+ */
+export const FIELD_KINDS = ['u8', 'u16', 'u32', 'f64', 'bool', 'str', 'bytes', 'json', 'id', 'ids'] as const;
+export type FieldKind = (typeof FIELD_KINDS)[number];
+
+/** The JavaScript value each field kind decodes to. */
+export interface FieldValue {
+  u8: number;
+  u16: number;
+  u32: number;
+  f64: number;
+  bool: boolean;
+  str: string;
+  bytes: Uint8Array;
+  json: unknown;
+  id: number;
+  ids: number[];
+}
+
+/** Who sends a message: the client, the daemon, or the handshake's first message. */
+export type Direction = 'client' | 'daemon';
+
+/** Which sessions may send a message: process sessions (a program's GPU), control sessions (operators), or both. */
+export type SessionRole = 'process' | 'control' | 'any';
+
+interface MessageSpec {
+  readonly code: number;
+  readonly from: Direction;
+  readonly role: SessionRole;
+  readonly doc: string;
+  readonly fields: Readonly<Record<string, FieldKind>>;
+  /** What answers it (for messages with `req`). */
+  readonly reply?: string;
+}
+
+export const MESSAGES = {
+  // ---- session ----------------------------------------------------------------------------------
+  Hello: {
+    code: 1, from: 'client', role: 'any',
+    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process.',
+    fields: { version: 'u16', role: 'str', token: 'str', name: 'str', priority: 'str', weight: 'f64', options: 'json' },
+    reply: 'Welcome, or ProtocolError and close',
+  },
+  Welcome: {
+    code: 2, from: 'daemon', role: 'any',
+    doc: 'The handshake succeeded. `pid` is the session\'s process (0 for control sessions); `admin` says whether the token is the admin token.',
+    fields: { version: 'u16', session: 'u32', pid: 'u32', tenant: 'str', admin: 'bool' },
+  },
+  Goodbye: {
+    code: 3, from: 'client', role: 'any',
+    doc: 'Ends the session gracefully. A process session\'s process exits with `code` once its queued work has finished; the reply\'s result is its exit status.',
+    fields: { req: 'u32', code: 'u32' },
+    reply: 'Reply {code, reason, message?}',
+  },
+  ProtocolError: {
+    code: 4, from: 'daemon', role: 'any',
+    doc: 'The session broke the protocol (or failed the handshake): the daemon sends this, then closes this session only.',
+    fields: { code: 'str', message: 'str' },
+  },
+  Ping: {
+    code: 5, from: 'client', role: 'any',
+    doc: 'A round trip through the session\'s queue of messages (latency probes).',
+    fields: { req: 'u32' },
+    reply: 'Reply null',
+  },
+  Reply: {
+    code: 8, from: 'daemon', role: 'any',
+    doc: 'The answer to request `req`.',
+    fields: { req: 'u32', result: 'json' },
+  },
+  ReplyData: {
+    code: 9, from: 'daemon', role: 'any',
+    doc: 'The answer to request `req`, with bytes (a mapped buffer range).',
+    fields: { req: 'u32', result: 'json', data: 'bytes' },
+  },
+  Failure: {
+    code: 10, from: 'daemon', role: 'any',
+    doc: 'Request `req` failed. `code` is a GPUNIX_E_* code for gpunix errors, or empty for a WebGPU error, whose class or DOMException name is `name`.',
+    fields: { req: 'u32', code: 'str', name: 'str', message: 'str' },
+  },
+  UncapturedError: {
+    code: 12, from: 'daemon', role: 'process',
+    doc: 'A WebGPU error no error scope captured, for the device\'s uncapturederror event. `type` is validation, out-of-memory or internal.',
+    fields: { device: 'id', type: 'str', message: 'str' },
+  },
+  DeviceLost: {
+    code: 13, from: 'daemon', role: 'process',
+    doc: 'The device is lost (destroyed, its process ended, or the physical device was lost).',
+    fields: { device: 'id', reason: 'str', message: 'str' },
+  },
+  ProcessEnded: {
+    code: 14, from: 'daemon', role: 'process',
+    doc: 'The session\'s process ended (killed, out of memory, daemon shutdown...). The daemon closes the session after it.',
+    fields: { code: 'u32', reason: 'str', message: 'str' },
+  },
+
+  // ---- WebGPU (process sessions) ------------------------------------------------------------------
+  RequestAdapter: {
+    code: 16, from: 'client', role: 'process',
+    doc: 'navigator.gpu.requestAdapter(options). The result is null (no adapter) or {features, limits, info}.',
+    fields: { req: 'u32', adapter: 'id', options: 'json' },
+    reply: 'Reply',
+  },
+  RequestDevice: {
+    code: 17, from: 'client', role: 'process',
+    doc: 'adapter.requestDevice(descriptor), creating `device` and its `queue`. The result is {features, limits}.',
+    fields: { req: 'u32', adapter: 'id', device: 'id', queue: 'id', descriptor: 'json' },
+    reply: 'Reply or Failure',
+  },
+  DeviceDestroy: {
+    code: 18, from: 'client', role: 'process',
+    doc: 'device.destroy().',
+    fields: { device: 'id' },
+  },
+  PushErrorScope: {
+    code: 19, from: 'client', role: 'process',
+    doc: 'device.pushErrorScope(filter).',
+    fields: { device: 'id', filter: 'str' },
+  },
+  PopErrorScope: {
+    code: 20, from: 'client', role: 'process',
+    doc: 'device.popErrorScope(). The result is null or {type, message}.',
+    fields: { req: 'u32', device: 'id' },
+    reply: 'Reply or Failure (OperationError: no scope)',
+  },
+  CreateBuffer: {
+    code: 21, from: 'client', role: 'process',
+    doc: 'device.createBuffer(descriptor). With mappedAtCreation, the client keeps the mapped bytes and sends them with BufferUnmap.',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  BufferMapAsync: {
+    code: 22, from: 'client', role: 'process',
+    doc: 'buffer.mapAsync(mode, offset, size). The reply carries the range\'s current bytes.',
+    fields: { req: 'u32', buffer: 'id', mode: 'u32', offset: 'f64', size: 'f64' },
+    reply: 'ReplyData or Failure',
+  },
+  BufferUnmap: {
+    code: 23, from: 'client', role: 'process',
+    doc: 'buffer.unmap(). `data` holds the bytes of the mapped range from `offset` when it was mapped for writing (or at creation); empty otherwise.',
+    fields: { buffer: 'id', offset: 'f64', data: 'bytes' },
+  },
+  BufferDestroy: {
+    code: 24, from: 'client', role: 'process',
+    doc: 'buffer.destroy().',
+    fields: { buffer: 'id' },
+  },
+  QueueWriteBuffer: {
+    code: 25, from: 'client', role: 'process',
+    doc: 'queue.writeBuffer(buffer, offset, data).',
+    fields: { queue: 'id', buffer: 'id', offset: 'f64', data: 'bytes' },
+  },
+  CreateShaderModule: {
+    code: 26, from: 'client', role: 'process',
+    doc: 'device.createShaderModule(descriptor).',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  GetCompilationInfo: {
+    code: 27, from: 'client', role: 'process',
+    doc: 'shaderModule.getCompilationInfo(). The result is {messages: [{type, message, lineNum, linePos, offset, length}]}.',
+    fields: { req: 'u32', module: 'id' },
+    reply: 'Reply',
+  },
+  CreateComputePipeline: {
+    code: 28, from: 'client', role: 'process',
+    doc: 'device.createComputePipeline(descriptor).',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  CreateComputePipelineAsync: {
+    code: 29, from: 'client', role: 'process',
+    doc: 'device.createComputePipelineAsync(descriptor).',
+    fields: { req: 'u32', device: 'id', id: 'id', descriptor: 'json' },
+    reply: 'Reply or Failure (GPUPipelineError)',
+  },
+  GetBindGroupLayout: {
+    code: 30, from: 'client', role: 'process',
+    doc: 'pipeline.getBindGroupLayout(index), as object `id`.',
+    fields: { pipeline: 'id', index: 'u32', id: 'id' },
+  },
+  CreateBindGroupLayout: {
+    code: 31, from: 'client', role: 'process',
+    doc: 'device.createBindGroupLayout(descriptor).',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  CreatePipelineLayout: {
+    code: 32, from: 'client', role: 'process',
+    doc: 'device.createPipelineLayout(descriptor).',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  CreateBindGroup: {
+    code: 33, from: 'client', role: 'process',
+    doc: 'device.createBindGroup(descriptor).',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  CreateQuerySet: {
+    code: 34, from: 'client', role: 'process',
+    doc: 'device.createQuerySet(descriptor).',
+    fields: { device: 'id', id: 'id', descriptor: 'json' },
+  },
+  QuerySetDestroy: {
+    code: 35, from: 'client', role: 'process',
+    doc: 'querySet.destroy().',
+    fields: { querySet: 'id' },
+  },
+  FinishCommandEncoder: {
+    code: 36, from: 'client', role: 'process',
+    doc: 'A command encoder\'s whole recording, sent at finish(): the daemon replays `commands` ([method, ...args] in call order, passes included) into an encoder made with `descriptor` and finishes it as command buffer `id` (with `finishDescriptor`).',
+    fields: { device: 'id', id: 'id', descriptor: 'json', commands: 'json', finishDescriptor: 'json' },
+  },
+  QueueSubmit: {
+    code: 37, from: 'client', role: 'process',
+    doc: 'queue.submit(commandBuffers).',
+    fields: { queue: 'id', commandBuffers: 'ids' },
+  },
+  QueueOnSubmittedWorkDone: {
+    code: 38, from: 'client', role: 'process',
+    doc: 'queue.onSubmittedWorkDone().',
+    fields: { req: 'u32', queue: 'id' },
+    reply: 'Reply',
+  },
+  Release: {
+    code: 39, from: 'client', role: 'process',
+    doc: 'The program dropped these objects (the client\'s garbage collector saw them go): the daemon forgets them and their slots may be reused with a new generation.',
+    fields: { ids: 'ids' },
+  },
+  SetLabel: {
+    code: 40, from: 'client', role: 'process',
+    doc: 'object.label = label.',
+    fields: { object: 'id', label: 'str' },
+  },
+
+  // ---- control (operators) -----------------------------------------------------------------------
+  ListProcesses: {
+    code: 64, from: 'client', role: 'control',
+    doc: 'The process table: the caller\'s tenant\'s processes, or all for the admin. Result: {processes: ProcessRecord[]}.',
+    fields: { req: 'u32' },
+    reply: 'Reply',
+  },
+  KillProcess: {
+    code: 65, from: 'client', role: 'control',
+    doc: 'Kills a process. Result: its exit status.',
+    fields: { req: 'u32', pid: 'u32' },
+    reply: 'Reply or Failure',
+  },
+  SuspendProcess: {
+    code: 66, from: 'client', role: 'control',
+    doc: 'Suspends a process at the next atom boundary; with `swap`, also frees its device memory. Result: its record.',
+    fields: { req: 'u32', pid: 'u32', swap: 'bool' },
+    reply: 'Reply or Failure',
+  },
+  ResumeProcess: {
+    code: 67, from: 'client', role: 'control',
+    doc: 'Resumes a suspended (or swapped-out) process. Result: its record.',
+    fields: { req: 'u32', pid: 'u32' },
+    reply: 'Reply or Failure',
+  },
+  ReniceProcess: {
+    code: 68, from: 'client', role: 'control',
+    doc: 'Changes a process\'s priority class and/or weight: `options` is {priority?, weight?}. Result: its record.',
+    fields: { req: 'u32', pid: 'u32', options: 'json' },
+    reply: 'Reply or Failure',
+  },
+  ListDevices: {
+    code: 69, from: 'client', role: 'control',
+    doc: 'The daemon\'s devices with their budgets and current use. Result: {devices: DeviceStats[]}.',
+    fields: { req: 'u32' },
+    reply: 'Reply',
+  },
+  MemoryReport: {
+    code: 70, from: 'client', role: 'control',
+    doc: 'Memory per device (budget, used, evicted) and per process (resident, evicted, evictions, restores), limited to the caller\'s tenant unless admin. Result: {devices, processes, swap}.',
+    fields: { req: 'u32' },
+    reply: 'Reply',
+  },
+  GetTrace: {
+    code: 71, from: 'client', role: 'control',
+    doc: 'The atom timeline in the Chrome trace event format, limited to `pid` (0: every process the caller may see).',
+    fields: { req: 'u32', pid: 'u32' },
+    reply: 'Reply',
+  },
+  CheckpointProcess: {
+    code: 72, from: 'client', role: 'control',
+    doc: 'Writes a process image of `pid` to `path` on the daemon\'s machine. Result: {path, bytes}.',
+    fields: { req: 'u32', pid: 'u32', path: 'str' },
+    reply: 'Reply or Failure',
+  },
+  MigrateProcess: {
+    code: 73, from: 'client', role: 'control',
+    doc: 'Moves a live process to device `device` (an id such as "gpu1"). Result: its record.',
+    fields: { req: 'u32', pid: 'u32', device: 'str' },
+    reply: 'Reply or Failure',
+  },
+  ListTenants: {
+    code: 74, from: 'client', role: 'control',
+    doc: 'Tenants with their quotas and use (the caller\'s own unless admin). Result: {tenants}.',
+    fields: { req: 'u32' },
+    reply: 'Reply',
+  },
+  AddTenant: {
+    code: 75, from: 'client', role: 'control',
+    doc: 'Admin only. Adds tenant `name` with `quota` {memoryLimit?, weight?, maxProcesses?, priorities?}. Result: {name, token}: the token is shown this once; the daemon keeps only its hash.',
+    fields: { req: 'u32', name: 'str', quota: 'json' },
+    reply: 'Reply or Failure',
+  },
+  UpdateTenant: {
+    code: 76, from: 'client', role: 'control',
+    doc: 'Admin only. Changes tenant `name`\'s quota (fields given replace those set); with `rotateToken`, issues a new token. Result: the tenant, and {token} when rotated.',
+    fields: { req: 'u32', name: 'str', quota: 'json', rotateToken: 'bool' },
+    reply: 'Reply or Failure',
+  },
+  RemoveTenant: {
+    code: 77, from: 'client', role: 'control',
+    doc: 'Admin only. Removes tenant `name`; its live processes are killed first.',
+    fields: { req: 'u32', name: 'str' },
+    reply: 'Reply or Failure',
+  },
+  DaemonStatus: {
+    code: 78, from: 'client', role: 'control',
+    doc: 'Kernel statistics (as kernel.stats(), limited to the caller\'s tenant unless admin), sessions and uptime.',
+    fields: { req: 'u32' },
+    reply: 'Reply',
+  },
+} as const satisfies Record<string, MessageSpec>;
+
+export type MessageName = keyof typeof MESSAGES;
+
+type Spec<N extends MessageName> = (typeof MESSAGES)[N];
+
+/** The payload of message N: one property per field, typed by its kind. */
+export type Payload<N extends MessageName> = {
+  -readonly [F in keyof Spec<N>['fields']]: FieldValue[Spec<N>['fields'][F] & FieldKind];
+};
+
+/** A decoded message: its name and payload. */
+export type Message = { [N in MessageName]: { name: N; payload: Payload<N> } }[MessageName];
+
+/** Messages by their wire code. */
+export const MESSAGE_BY_CODE: ReadonlyMap<number, MessageName> = new Map(
+  (Object.keys(MESSAGES) as MessageName[]).map((name) => [MESSAGES[name].code, name]),
+);
+
+/** Names of the messages a client may send on a session of `role` (after the handshake). */
+export function acceptedFrom(role: 'process' | 'control'): Set<MessageName> {
+  return new Set(
+    (Object.keys(MESSAGES) as MessageName[]).filter((name) => {
+      const spec: MessageSpec = MESSAGES[name];
+      return spec.from === 'client' && name !== 'Hello' && (spec.role === 'any' || spec.role === role);
+    }),
+  );
+}
+
+/** One object reference inside a JSON descriptor. */
+export interface ObjectRef {
+  $ref: number;
+}
+
+/** Splits an object id into its slot and generation. */
+export function splitId(id: number): { slot: number; generation: number } {
+  return { slot: id % 2 ** 32, generation: Math.floor(id / 2 ** 32) };
+}
+
+/** Joins a slot and generation into an object id (generations wrap below 2^21, keeping ids exact doubles). */
+export function joinId(slot: number, generation: number): number {
+  return (generation % 2 ** 21) * 2 ** 32 + slot;
+}
