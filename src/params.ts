@@ -96,3 +96,24 @@ export function parseBytes(text: string): number {
   const scale: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
   return Math.floor(Number(m[1]) * scale[m[2].toLowerCase()]);
 }
+
+/** Environment variable naming the daemon's Unix socket, for the daemon and its clients. */
+export const SOCKET_ENV = 'GPUNIX_SOCKET';
+
+/** Environment variable holding the token a client presents (instead of --token). */
+export const TOKEN_ENV = 'GPUNIX_TOKEN';
+
+/**
+ * Where gpunixd listens when neither its configuration nor $GPUNIX_SOCKET says: the system path
+ * for root (a systemd service), else the user's runtime directory.
+ */
+export function defaultSocketPath(): string {
+  const fromEnv = process.env[SOCKET_ENV];
+  if (fromEnv) return fromEnv;
+  if (process.getuid?.() === 0) return '/run/gpunix/gpunixd.sock';
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  return runtime ? `${runtime}/gpunix/gpunixd.sock` : `/tmp/gpunix-${process.getuid?.() ?? 'user'}/gpunixd.sock`;
+}
+
+/** Permissions of the daemon's socket: owner and group may connect; tokens decide the rest. */
+export const DEFAULT_SOCKET_MODE = 0o660;
