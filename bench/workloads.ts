@@ -1,0 +1,176 @@
+// The workloads the overhead and wire benchmarks share, each written once as a function of a
+// `GPU` (navigator.gpu), so the same code runs on bare Dawn, an embedded gpunix process and a
+// process of the daemon over the wire.
+
+export const MiB = 1024 * 1024;
+
+/** What one timed run of a workload did: `units` of work in `seconds` of wall time. */
+export interface Sample {
+  units: number;
+  seconds: number;
+}
+
+export interface Workload {
+  name: string;
+  /** What one unit is; throughput is units per second. */
+  unit: 'dispatches' | 'bytes' | 'ops';
+  describe: string;
+  /** Sets up on a fresh device from `gpu`, times the work only, then destroys the device. */
+  run(gpu: GPU, scale: number): Promise<Sample>;
+}
+
+/** WebGPU errors no scope caught during a workload: any one makes the benchmark fail. */
+export const uncaptured: string[] = [];
+
+async function openDevice(gpu: GPU): Promise<GPUDevice> {
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
+  const device = await adapter.requestDevice();
+  device.addEventListener('uncapturederror', (event) => {
+    uncaptured.push((event as GPUUncapturedErrorEvent).error.message);
+  });
+  return device;
+}
+
+const TINY_KERNEL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counters: array<atomic<u32>, 64>;
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) i: u32) {
+  atomicAdd(&counters[i], 1u);
+}`;
+
+/**
+ * Many tiny compute dispatches: `submits` submits of `perSubmit` one-workgroup dispatches each
+ * (every submit encodes afresh: encoder, pass, pipeline, bind group, dispatches, finish), then one
+ * onSubmittedWorkDone. Checks the result, so every dispatch must really have run.
+ */
+export function dispatchWorkload(name: string, submits: number, perSubmit: number, describe: string): Workload {
+  return {
+    name,
+    unit: 'dispatches',
+    describe,
+    async run(gpu, scale) {
+      const device = await openDevice(gpu);
+      const n = Math.max(1, Math.round(submits * scale));
+      const module = device.createShaderModule({ code: TINY_KERNEL });
+      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const bindGroup = device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: { buffer: counters } }],
+      });
+      await device.queue.onSubmittedWorkDone();
+
+      const start = performance.now();
+      for (let s = 0; s < n; s++) {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        for (let d = 0; d < perSubmit; d++) pass.dispatchWorkgroups(1);
+        pass.end();
+        device.queue.submit([encoder.finish()]);
+      }
+      await device.queue.onSubmittedWorkDone();
+      const seconds = (performance.now() - start) / 1000;
+
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(counters, 0, readback, 0, 256);
+      device.queue.submit([encoder.finish()]);
+      await readback.mapAsync(GPUMapMode.READ);
+      const seen = new Uint32Array(readback.getMappedRange())[0];
+      readback.unmap();
+      device.destroy();
+      if (seen !== n * perSubmit) throw new Error(`${name}: expected ${n * perSubmit} dispatches to run, counted ${seen}`);
+      return { units: n * perSubmit, seconds };
+    },
+  };
+}
+
+/**
+ * Host -> device -> host traffic: each round writes a `chunk`-byte buffer with queue.writeBuffer,
+ * copies it into a MAP_READ buffer (copyBufferToBuffer), maps that and reads it. Units are the
+ * payload bytes that made the round trip; checks the first and last word of every round.
+ */
+export function bandwidthWorkload(name: string, rounds: number, chunk: number, describe: string): Workload {
+  return {
+    name,
+    unit: 'bytes',
+    describe,
+    async run(gpu, scale) {
+      const device = await openDevice(gpu);
+      const n = Math.max(1, Math.round(rounds * scale));
+      const src = device.createBuffer({ size: chunk, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+      const readback = device.createBuffer({ size: chunk, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const data = new Uint32Array(chunk / 4);
+      for (let i = 0; i < data.length; i++) data[i] = i * 2654435761;
+      await device.queue.onSubmittedWorkDone();
+
+      const start = performance.now();
+      for (let r = 0; r < n; r++) {
+        data[0] = r;
+        data[data.length - 1] = ~r >>> 0;
+        device.queue.writeBuffer(src, 0, data);
+        const encoder = device.createCommandEncoder();
+        encoder.copyBufferToBuffer(src, 0, readback, 0, chunk);
+        device.queue.submit([encoder.finish()]);
+        await readback.mapAsync(GPUMapMode.READ);
+        const words = new Uint32Array(readback.getMappedRange());
+        const first = words[0];
+        const last = words[words.length - 1];
+        readback.unmap();
+        if (first !== r || last !== ~r >>> 0) throw new Error(`${name}: round ${r} read back ${first}/${last}`);
+      }
+      const seconds = (performance.now() - start) / 1000;
+      device.destroy();
+      return { units: n * chunk, seconds };
+    },
+  };
+}
+
+/**
+ * Small-operation round trips: `ops` times pushErrorScope + await popErrorScope, the smallest
+ * call a program waits on (over the wire, one request and one reply each).
+ */
+export function roundTripWorkload(name: string, ops: number, describe: string): Workload {
+  return {
+    name,
+    unit: 'ops',
+    describe,
+    async run(gpu, scale) {
+      const device = await openDevice(gpu);
+      const n = Math.max(1, Math.round(ops * scale));
+      await device.queue.onSubmittedWorkDone();
+      const start = performance.now();
+      for (let i = 0; i < n; i++) {
+        device.pushErrorScope('validation');
+        const error = await device.popErrorScope();
+        if (error) throw new Error(`${name}: unexpected ${error.message}`);
+      }
+      const seconds = (performance.now() - start) / 1000;
+      device.destroy();
+      return { units: n, seconds };
+    },
+  };
+}
+
+// Sized so that one sample takes roughly half a second on a 2-core lavapipe machine: long enough
+// to average out scheduling noise, short enough for the defaults to finish in about two minutes.
+export const OVERHEAD_WORKLOADS: Workload[] = [
+  dispatchWorkload('dispatch-single', 10000, 1, '10000 submits x 1 tiny dispatch (fresh encoder + pass each), then onSubmittedWorkDone'),
+  dispatchWorkload('dispatch-batched', 400, 100, '400 submits x 100 tiny dispatches in one pass, then onSubmittedWorkDone'),
+  bandwidthWorkload('bandwidth-4MiB', 1000, 4 * MiB, '1000 rounds: writeBuffer 4 MiB, copyBufferToBuffer, mapAsync(READ) + read, unmap'),
+];
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+export function formatRate(value: number, unit: Workload['unit']): string {
+  if (unit === 'bytes') return `${(value / MiB).toFixed(1)} MiB/s`;
+  if (unit === 'ops') return `${value.toFixed(0)} ops/s`;
+  return `${value.toFixed(0)} disp/s`;
+}
