@@ -60,12 +60,13 @@ describe('memory limits', () => {
     assert.equal((await allocate(db, 600 * KiB)).error, 'GPUOutOfMemoryError');
     assert.equal((await allocate(dout, 600 * KiB)).error, null);
     const team = kernel.stats().tenants.find((t) => t.name === 'team')!;
-    assert.deepEqual(team, { name: 'team', memoryLimit: 1024 * KiB, bytes: 600 * KiB, processes: 2 });
+    const unlimited = { weight: 1, maxProcesses: null, priorities: ['realtime', 'normal', 'batch'] };
+    assert.deepEqual(team, { name: 'team', memoryLimit: 1024 * KiB, ...unlimited, bytes: 600 * KiB, processes: 2 });
     assert.equal(a.record().tenant, 'team');
     await a.exit();
     await b.exit();
     await outsider.exit();
-    assert.deepEqual(kernel.stats().tenants.find((t) => t.name === 'team'), { name: 'team', memoryLimit: 1024 * KiB, bytes: 0, processes: 0 });
+    assert.deepEqual(kernel.stats().tenants.find((t) => t.name === 'team'), { name: 'team', memoryLimit: 1024 * KiB, ...unlimited, bytes: 0, processes: 0 });
   });
 
   it('refuses malformed limits and unknown tenants with coded errors', async () => {

@@ -215,3 +215,60 @@ describe('the scheduler', () => {
     assert.ok(trace.traceEvents.some((e: { ph: string; name: string; args: { name: string } }) => e.ph === 'M' && e.args.name === `traced (pid ${proc.pid})`));
   });
 });
+
+describe('tenant shares', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel({ tenants: { solo: {}, crowd: {} } });
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it("two tenants of equal weight split GPU time evenly, however many processes each runs", async () => {
+    const procs = [
+      await kernel.spawn({ name: 'solo', tenant: 'solo' }),
+      ...(await Promise.all([1, 2, 3].map((i) => kernel.spawn({ name: `crowd${i}`, tenant: 'crowd' })))),
+    ];
+    const programs = await Promise.all(procs.map((p) => busyProgram(p, 128)));
+    let stop = false;
+    const saturate = async (p: Busy): Promise<void> => {
+      const pending: Promise<unknown>[] = [];
+      while (!stop) {
+        p.submit(128);
+        pending.push(p.device.queue.onSubmittedWorkDone());
+        if (pending.length >= 3) await pending.shift();
+      }
+      await Promise.all(pending);
+    };
+    const running = programs.map(saturate);
+    await sleep(2500);
+    const times = procs.map((p) => p.record().accounting.gpuTimeNs);
+    stop = true;
+    await Promise.all(running);
+    const solo = times[0];
+    const crowd = times[1] + times[2] + times[3];
+    const ratio = crowd / solo;
+    assert.ok(ratio > 0.85 && ratio < 1.15, `crowd:solo GPU time is ${ratio.toFixed(2)}:1 (${(crowd / 1e6).toFixed(0)} ms vs ${(solo / 1e6).toFixed(0)} ms)`);
+    await Promise.all(procs.map((p) => p.exit()));
+  });
+
+  it('enforces process-count and priority quotas with GPUNIX_E_QUOTA, and applies changes at run time', async () => {
+    const quota = (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_QUOTA';
+    kernel.addTenant('small', { maxProcesses: 1, priorities: ['batch'] });
+    await assert.rejects(kernel.spawn({ tenant: 'small', priority: 'normal' }), quota);
+    const first = await kernel.spawn({ tenant: 'small', priority: 'batch' });
+    await assert.rejects(kernel.spawn({ tenant: 'small', priority: 'batch' }), quota);
+    assert.throws(() => kernel.renice(first.pid, { priority: 'realtime' }), quota);
+    kernel.updateTenant('small', { maxProcesses: 2, priorities: ['batch', 'normal'] });
+    const second = await kernel.spawn({ tenant: 'small', priority: 'normal' });
+    assert.equal(kernel.tenants().find((t) => t.name === 'small')!.processes, 2);
+    assert.throws(() => kernel.addTenant('small'), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    assert.throws(() => kernel.updateTenant('small', { weight: -1 }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    await kernel.removeTenant('small');
+    assert.equal((await first.wait()).reason, 'killed');
+    assert.equal((await second.wait()).reason, 'killed');
+    assert.equal(kernel.tenants().find((t) => t.name === 'small'), undefined);
+    await assert.rejects(kernel.spawn({ tenant: 'small' }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+  });
+});

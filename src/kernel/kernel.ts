@@ -22,6 +22,8 @@ import { VirtualGPU } from '../vgpu/gpu.js';
 import type { ProcessHost } from '../vgpu/host.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
 import { MemoryManager } from './mem.js';
+import type { SwapCounters } from './residency.js';
+import { resolveSpillSettings, SpillSettings } from './spill.js';
 import { SegmentRecord, SharedSegments } from './segments.js';
 import { ChromeTrace, TraceLog } from './trace.js';
 import { IMAGE_FORMAT_VERSION, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
@@ -48,6 +50,13 @@ export interface KernelOptions {
   traceEvents?: number;
   /** Tenants and their quotas, by name; `default` always exists (unlimited unless given here). */
   tenants?: Record<string, TenantQuotaOptions>;
+  /**
+   * Host memory for evicted buffers' contents: bytes or a string such as "512M" (default: no
+   * limit). Beyond it, the oldest evicted contents go to files in `spillDirectory`.
+   */
+  hostMemoryLimit?: number | string | null;
+  /** Where spill files go (default: os.tmpdir()/gpunix-spill-<pid>, made 0700 on first need). */
+  spillDirectory?: string;
 }
 
 /** A tenant's quotas as given in options (every field optional; see TenantQuota for meanings). */
@@ -98,7 +107,7 @@ export interface KernelStats {
   liveObjects: { total: number; byKind: Record<ResourceKind, number> };
   bytesAllocated: number;
   /** Swap traffic between devices and host memory so far (evictions out, restores in). */
-  swap: { bytesOut: number; nsOut: number; bytesIn: number; nsIn: number };
+  swap: SwapCounters;
   devices: DeviceStats[];
 }
 
@@ -233,7 +242,7 @@ export class Kernel {
   private readonly virtualDevices = new Map<PhysicalDevice, Set<VirtualDevice>>();
   private readonly live = new LiveCounts();
   private readonly traceLog: TraceLog;
-  private readonly memory = new MemoryManager();
+  private readonly memory: MemoryManager;
   private readonly segments: SharedSegments;
   private nextPid = 1;
   private down = false;
@@ -243,6 +252,7 @@ export class Kernel {
     readonly options: KernelSettings,
   ) {
     this.traceLog = new TraceLog(options.traceEvents);
+    this.memory = new MemoryManager(options.spill);
     this.segments = new SharedSegments(this.live);
     for (const device of devices) {
       this.dispatchers.set(device, new Dispatcher(device, options.scheduler, this.traceLog));
@@ -462,7 +472,7 @@ export class Kernel {
    * GPUNIX_E_BAD_IMAGE and nothing is created. The process's first device receives the image's
    * buffers, shader modules and pipelines, which its program finds by label (`device.gpunix`).
    */
-  async restore(path: string, options: { device?: string | number; name?: string } = {}): Promise<ProcessHandle> {
+  async restore(path: string, options: { device?: string | number; name?: string; tenant?: string } = {}): Promise<ProcessHandle> {
     const image = await readImage(path);
     let preferred: PhysicalDevice | null = null;
     if (options.device !== undefined) {
@@ -470,7 +480,8 @@ export class Kernel {
       preferred = (typeof device === 'number' ? this.devices[device] : this.devices.find((d) => d.id === device)) ?? null;
       if (!preferred) throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
     }
-    const tenant = this.options.tenants.has(image.process.tenant) ? image.process.tenant : DEFAULT_TENANT;
+    // `tenant` (the daemon: the restoring session's) overrides the image's own.
+    const tenant = options.tenant ?? (this.options.tenants.has(image.process.tenant) ? image.process.tenant : DEFAULT_TENANT);
     const handle = await this.spawn({
       name: options.name ?? image.process.name,
       priority: image.process.priority,
@@ -595,6 +606,7 @@ export class Kernel {
     }
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(null)));
     for (const device of this.devices) device.destroy();
+    await this.memory.spill.close(); // every spill file (and the default directory) removed
   }
 
   get isShutdown(): boolean {
@@ -620,6 +632,8 @@ export interface KernelSettings {
   reencodeCommandBuffers: boolean;
   traceEvents: number;
   tenants: Map<string, TenantAccount>;
+  /** Host memory limit for evicted contents and the spill directory. */
+  spill: SpillSettings;
 }
 
 function positiveInteger(name: string, value: unknown): number {
@@ -633,6 +647,7 @@ function positiveInteger(name: string, value: unknown): number {
 export async function createKernel(options: KernelOptions = {}): Promise<Kernel> {
   const budgetBytes = resolveBudget(options.memoryBudget);
   const tenants = resolveTenants(options.tenants);
+  const spill = resolveSpillSettings(options.hostMemoryLimit, options.spillDirectory);
   const maxInFlight = positiveInteger('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
   const targetSliceMs = options.targetSliceMs ?? DEFAULT_TARGET_SLICE_MS;
   if (typeof targetSliceMs !== 'number' || !(targetSliceMs > 0)) {
@@ -652,5 +667,6 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
     traceEvents,
     tenants,
+    spill,
   });
 }

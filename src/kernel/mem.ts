@@ -6,7 +6,8 @@
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import type { Proc } from './proc.js';
-import type { BufferResidency, SwapCounters } from './residency.js';
+import { type BufferResidency, newSwapCounters, spillStoreOf, type SwapCounters } from './residency.js';
+import { NO_SPILL, SpillSettings, SpillStore } from './spill.js';
 
 /**
  * True when none of `proc`'s buffers is in use: nothing of it on a device, and nothing queued
@@ -30,8 +31,14 @@ export class MemoryManager {
   /** Devices with a look-again timer pending, and the wait before the next (see REBALANCE_RETRY_MS). */
   private readonly retrying = new Set<PhysicalDevice>();
   private readonly retryDelayMs = new Map<PhysicalDevice, number>();
-  /** All swap traffic so far: evictions (out) and restores (in), bytes and time. */
-  readonly swap: SwapCounters = { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0 };
+  /** All swap traffic so far: evictions (out) and restores (in), bytes and time; host and spill use now. */
+  readonly swap: SwapCounters = newSwapCounters();
+  /** Where evicted contents live: host memory up to the host limit, spill files beyond it. */
+  readonly spill: SpillStore;
+
+  constructor(spill: SpillSettings = NO_SPILL) {
+    this.spill = spillStoreOf(this.swap, spill);
+  }
 
   register(residency: BufferResidency): void {
     let set = this.buffers.get(residency.physical);

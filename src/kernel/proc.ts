@@ -39,6 +39,8 @@ export interface ProcessAccounting {
   residentBytes: number;
   /** Of bytesAllocated, what is evicted to host memory now. */
   evictedBytes: number;
+  /** Of evictedBytes, what is in spill files now (beyond the kernel's hostMemoryLimit). */
+  spilledBytes: number;
   /** Buffers moved to host memory, and brought back. */
   evictions: number;
   restores: number;
@@ -112,6 +114,8 @@ export class Proc {
   indirectDispatches = 0;
   submits = 0;
   bufferWrites = 0;
+  /** Of its evicted bytes, those in spill files now (kept by kernel/spill). */
+  spilledBytes = 0;
 
   /** Resolves with the exit status once the process has exited and released everything. */
   readonly exited: Promise<ExitStatus>;
@@ -188,6 +192,7 @@ export class Proc {
         bytesAllocated: this.ledger.bytes,
         residentBytes: this.ledger.bytes - this.ledger.evictedBytes,
         evictedBytes: this.ledger.evictedBytes,
+        spilledBytes: this.spilledBytes,
         evictions: this.ledger.evictions,
         restores: this.ledger.restores,
         peakBytesAllocated: this.ledger.peakBytes,

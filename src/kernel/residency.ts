@@ -7,6 +7,7 @@ import { globals } from 'webgpu';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import type { ResourceLedger } from './ledger.js';
 import type { Proc } from './proc.js';
+import { Evicted, NO_SPILL, SpillSettings, SpillStore } from './spill.js';
 
 const { GPUBufferUsage: BufferUsage, GPUMapMode: MapMode } = globals as unknown as {
   GPUBufferUsage: typeof GPUBufferUsage;
@@ -37,6 +38,20 @@ export interface SwapCounters {
   nsOut: number;
   bytesIn: number;
   nsIn: number;
+  /** Evicted contents held in host memory now (bytes; including those being written to spill files). */
+  hostBytes: number;
+  /** Evicted contents in spill files now: bytes, and files (see spill.ts). */
+  spilledBytes: number;
+  spillFiles: number;
+  /** Bytes written to spill files so far. */
+  bytesSpilled: number;
+  /** Spill writes (or read-backs) that failed; their contents stayed in host memory (or in the file). */
+  spillFailures: number;
+}
+
+/** Fresh swap counters, all zero. */
+export function newSwapCounters(): SwapCounters {
+  return { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0, hostBytes: 0, spilledBytes: 0, spillFiles: 0, bytesSpilled: 0, spillFailures: 0 };
 }
 
 const nowNs = (): number => performance.now() * 1e6;
@@ -213,6 +228,17 @@ function hostPoolOf(swap: SwapCounters): HostPool {
   return pool;
 }
 
+const spillStores = new WeakMap<SwapCounters, SpillStore>();
+/**
+ * The store that keeps evicted contents for the owner of `swap` (a memory manager), made with
+ * `settings` on first call; later calls return it. Residencies find it through their counters.
+ */
+export function spillStoreOf(swap: SwapCounters, settings: SpillSettings = NO_SPILL): SpillStore {
+  let store = spillStores.get(swap);
+  if (!store) spillStores.set(swap, (store = new SpillStore(settings, swap, hostPoolOf(swap))));
+  return store;
+}
+
 const stagingPools = new WeakMap<PhysicalDevice, StagingPool>();
 function stagingPoolOf(physical: PhysicalDevice): StagingPool {
   let pool = stagingPools.get(physical);
@@ -226,7 +252,8 @@ export class BufferResidency {
   lastUsedNs = performance.now() * 1e6;
   /** Ledger token of the counted buffer; null for buffers that hold no memory (invalid ones). */
   token: object | null = null;
-  private host: Uint8Array<ArrayBuffer> | null = null;
+  /** The contents while evicted: in host memory or a spill file (spill.ts). */
+  private evicted: Evicted | null = null;
   /** Told after a restore put bytes back on the device (the memory manager rebalances). */
   onRestore: ((residency: BufferResidency) => void) | null = null;
   private eviction: { cancelled: boolean; mapping: boolean } | null = null;
@@ -301,7 +328,7 @@ export class BufferResidency {
       if (data) hostPoolOf(this.swap).give(data);
       return false;
     }
-    this.host = data;
+    this.evicted = spillStoreOf(this.swap).hold(data, owner);
     this.real = null;
     this.generation++;
     owner.backingEpoch++;
@@ -363,7 +390,7 @@ export class BufferResidency {
    * owner must be quiet (suspended, nothing on the device), as for an eviction.
    */
   async readContents(): Promise<Uint8Array | null> {
-    if (this.host) return this.host.slice();
+    if (this.evicted) return spillStoreOf(this.swap).peek(this.evicted);
     if (!this.real || this.eviction || this.real.mapState !== 'unmapped' || this.size % 4 !== 0) return null;
     const eviction = { cancelled: false, mapping: false };
     this.eviction = eviction;
@@ -380,7 +407,8 @@ export class BufferResidency {
    */
   private restore(): void {
     const startedNs = nowNs();
-    const host = this.host!;
+    // From host memory, or read back from its spill file (synchronously; the file is removed).
+    const { data: host, recycle } = spillStoreOf(this.swap).take(this.evicted!);
     const device = this.physical.device;
     let real: GPUBuffer;
     if ((this.realUsage & BufferUsage.COPY_DST) !== 0 && (this.realUsage & (BufferUsage.MAP_READ | BufferUsage.MAP_WRITE)) === 0) {
@@ -392,8 +420,8 @@ export class BufferResidency {
       real.unmap();
     }
     this.real = real;
-    this.host = null;
-    hostPoolOf(this.swap).give(host); // copied: writeBuffer and the mapped range took their own
+    this.evicted = null;
+    if (recycle) hostPoolOf(this.swap).give(host); // copied: writeBuffer and the mapped range took their own
     this.generation++;
     this.owner.backingEpoch++;
     this.swap.bytesIn += this.size;
@@ -413,8 +441,8 @@ export class BufferResidency {
   destroy(): void {
     if (this.eviction) this.eviction.cancelled = true;
     this.token = null;
-    if (this.host) hostPoolOf(this.swap).give(this.host);
-    this.host = null;
+    if (this.evicted) spillStoreOf(this.swap).drop(this.evicted);
+    this.evicted = null;
     // An evicted buffer has no real one left: a stand-in of the same shape is made to be destroyed.
     this.real ??= this.physical.device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label });
     this.real.destroy();
