@@ -550,4 +550,28 @@ describe('errors under gpunix match bare Dawn', () => {
     expectUnsupported('beginRenderPass', () => device.createCommandEncoder().beginRenderPass({ colorAttachments: [] }));
     await proc.exit();
   });
+
+  it('descriptors that abort bare dawn.node (null, missing compute or resource) are a TypeError to the caller alone', async () => {
+    // On bare Dawn each of these ends the whole Node process (napi fatal error), so there is no
+    // baseline run: WebIDL says TypeError, and every other process must keep running.
+    const proc = await kernel.spawn({ name: 'null-descriptors' });
+    const device = (await (await proc.gpu.requestAdapter())!.requestDevice()) as GPUDevice;
+    const layout = device.createBindGroupLayout({ entries: [] });
+    const asAny = (v: unknown) => v as never;
+    const calls: [string, () => unknown][] = [
+      ['createBuffer(null)', () => device.createBuffer(asAny(null))],
+      ['createShaderModule(null)', () => device.createShaderModule(asAny(null))],
+      ['createComputePipeline without compute', () => device.createComputePipeline(asAny({ layout: 'auto' }))],
+      ['createComputePipeline with compute null', () => device.createComputePipeline(asAny({ layout: 'auto', compute: null }))],
+      ['createBindGroupLayout with a null entry', () => device.createBindGroupLayout(asAny({ entries: [null] }))],
+      ['createBindGroup without resource', () => device.createBindGroup(asAny({ layout, entries: [{ binding: 0 }] }))],
+      ['createBindGroup with resource null', () => device.createBindGroup(asAny({ layout, entries: [{ binding: 0, resource: null }] }))],
+      ['createQuerySet(null)', () => device.createQuerySet(asAny(null))],
+    ];
+    for (const [what, call] of calls) assert.throws(call, TypeError, what);
+    await assert.rejects(device.createComputePipelineAsync(asAny({ layout: 'auto' })), TypeError);
+    const buffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+    assert.equal(buffer.size, 16, 'the device keeps working');
+    await proc.exit();
+  });
 });

@@ -12,6 +12,12 @@ export function realEntries(entries: Iterable<GPUBindGroupEntry>): GPUBindGroupE
       const binding = resource as GPUBufferBinding;
       return { ...entry, resource: { ...binding, buffer: unwrap(binding.buffer) } };
     }
+    if (resource === undefined || resource === null) {
+      // Absent, not undefined: dawn.node aborts the Node process on an explicit undefined/null
+      // dictionary member, where an absent one is a TypeError for this caller alone.
+      const { resource: _absent, ...rest } = entry;
+      return rest as GPUBindGroupEntry;
+    }
     return { ...entry, resource: unwrap(resource) as GPUBindingResource };
   });
 }

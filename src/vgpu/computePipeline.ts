@@ -92,11 +92,12 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
 
 /** What Dawn should be given for a program's compute pipeline descriptor. */
 export function realComputePipelineDescriptor(descriptor: GPUComputePipelineDescriptor): GPUComputePipelineDescriptor {
-  return {
-    ...descriptor,
-    layout: descriptor.layout === 'auto' ? 'auto' : unwrap(descriptor.layout),
-    compute: descriptor.compute && { ...descriptor.compute, module: unwrap(descriptor.compute.module) },
-  };
+  const real: GPUComputePipelineDescriptor = { ...descriptor, layout: descriptor.layout === 'auto' ? 'auto' : unwrap(descriptor.layout) };
+  // A missing or null `compute` must stay missing: dawn.node aborts the whole Node process on an
+  // explicit undefined/null dictionary, where an absent one is an ordinary TypeError for this caller.
+  if (descriptor.compute) real.compute = { ...descriptor.compute, module: unwrap(descriptor.compute.module) };
+  else delete (real as Partial<GPUComputePipelineDescriptor>).compute;
+  return real;
 }
 
 export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> implements Rebuildable {

@@ -9,6 +9,7 @@ import type { Proc } from '../kernel/proc.js';
 import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
 import type { ImagePipeline, ProcessImage } from '../kernel/image.js';
 import { GpunixDeviceExtension } from './extension.js';
+import { requireDictionaries, requireDictionary } from './dictionary.js';
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
@@ -231,6 +232,7 @@ export class VirtualDevice extends EventTarget {
   }
 
   createBuffer(descriptor: GPUBufferDescriptor): VirtualBuffer {
+    requireDictionary('createBuffer', descriptor);
     const size = Number(descriptor?.size);
     let refusal: GPUError | null = null;
     if (this.isLost) {
@@ -277,6 +279,7 @@ export class VirtualDevice extends EventTarget {
   }
 
   createShaderModule(descriptor: GPUShaderModuleDescriptor): VirtualShaderModule {
+    requireDictionary('createShaderModule', descriptor);
     const real = this.call(() => this.physical.device.createShaderModule(descriptor));
     const module = new VirtualShaderModule(real, descriptor);
     this.track(module, 'shaderModule', 0);
@@ -285,6 +288,8 @@ export class VirtualDevice extends EventTarget {
   }
 
   createComputePipeline(descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
+    requireDictionary('createComputePipeline', descriptor);
+    requireDictionary('createComputePipeline', descriptor.compute, 'compute');
     const { value: real, clean } = this.callChecked(() => this.physical.device.createComputePipeline(realComputePipelineDescriptor(descriptor)));
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
     this.track(pipeline, 'computePipeline', 0);
@@ -294,6 +299,8 @@ export class VirtualDevice extends EventTarget {
   }
 
   async createComputePipelineAsync(descriptor: GPUComputePipelineDescriptor): Promise<VirtualComputePipeline> {
+    requireDictionary('createComputePipelineAsync', descriptor);
+    requireDictionary('createComputePipelineAsync', descriptor.compute, 'compute');
     const real = await this.physical.device.createComputePipelineAsync(realComputePipelineDescriptor(descriptor));
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
     this.track(pipeline, 'computePipeline', 0);
@@ -303,6 +310,7 @@ export class VirtualDevice extends EventTarget {
   }
 
   createBindGroupLayout(descriptor: GPUBindGroupLayoutDescriptor): VirtualBindGroupLayout {
+    requireDictionaries('createBindGroupLayout', descriptor, 'entries');
     const kept = { ...descriptor, entries: [...(descriptor.entries ?? [])] };
     const real = this.call(() => this.physical.device.createBindGroupLayout(kept));
     const layout = new VirtualBindGroupLayout(real, descriptor.label, { descriptor: kept });
@@ -312,6 +320,7 @@ export class VirtualDevice extends EventTarget {
   }
 
   createPipelineLayout(descriptor: GPUPipelineLayoutDescriptor): VirtualPipelineLayout {
+    requireDictionary('createPipelineLayout', descriptor);
     const layouts = [...(descriptor.bindGroupLayouts ?? [])];
     const real = this.call(() =>
       this.physical.device.createPipelineLayout({ ...descriptor, bindGroupLayouts: layouts.map((l) => unwrap(l)) }),
@@ -323,6 +332,8 @@ export class VirtualDevice extends EventTarget {
   }
 
   createBindGroup(descriptor: GPUBindGroupDescriptor): VirtualBindGroup {
+    requireDictionaries('createBindGroup', descriptor, 'entries');
+    for (const entry of descriptor.entries ?? []) if (entry.resource === undefined || entry.resource === null) requireDictionary('createBindGroup', entry.resource, 'entries[].resource');
     const kept = { ...descriptor, entries: [...(descriptor.entries ?? [])] };
     const real = this.call(() =>
       this.physical.device.createBindGroup({ ...descriptor, layout: unwrap(descriptor.layout), entries: realEntries(kept.entries) }),
@@ -339,6 +350,7 @@ export class VirtualDevice extends EventTarget {
   }
 
   createQuerySet(descriptor: GPUQuerySetDescriptor): VirtualQuerySet {
+    requireDictionary('createQuerySet', descriptor);
     if (descriptor?.type === 'timestamp' && !this.features.has('timestamp-query')) {
       const real = this.physical.capture(() => this.physical.device.createQuerySet({ ...descriptor, count: 1 << 30 })).value;
       this.reportNow(validationError("Timestamp query set can't be created without the 'timestamp-query' feature enabled on the device."));
