@@ -9,9 +9,13 @@ import { GpunixError } from '../errors.js';
 import { createKernel, Kernel, KernelOptions, ProcessHandle } from '../kernel/kernel.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import { parseBytes, PRIORITY_CLASSES, PriorityClass } from '../params.js';
+import { RemoteFailure } from '../client/session.js';
 import { registerCapsCommand } from './caps.js';
+import { registerDaemonCommand, remoteRunCommand, RemoteRunOptions } from './daemonCommands.js';
 import { formatBytes, formatNs, table } from './format.js';
+import { ConnectionFlags, connectionOptions, registerOperatorCommands, remoteDevices, remoteTrace, parsePid } from './operator.js';
 import { runProgram } from './programRunner.js';
+import { registerTopCommand } from './top.js';
 
 const EXAMPLES_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../examples');
 
@@ -64,7 +68,8 @@ export function processTable(records: ProcessRecord[]): string {
   );
 }
 
-async function devicesCommand(options: { json?: boolean; memoryBudget?: number }): Promise<void> {
+async function devicesCommand(options: ConnectionFlags & { json?: boolean; memoryBudget?: number; connect?: boolean }): Promise<void> {
+  if (options.connect || options.socket || options.url) return remoteDevices(options);
   const kernel = await createKernel(kernelOptions(options));
   try {
     const devices = kernel.describeDevices();
@@ -246,7 +251,7 @@ function buildProgram(): Command {
     .enablePositionalOptions()
     .version('0.1.0');
 
-  program
+  const run = program
     .command('run')
     .description('run an unmodified WebGPU program (an ES module using navigator.gpu) as a gpunix process')
     .argument('<program>', 'path to the program (.mjs/.js)')
@@ -258,8 +263,14 @@ function buildProgram(): Command {
     .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives (the program goes on)')
     .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
     .option('--mem-report', 'print the memory table (budget, resident, evicted, swaps) when the program ends')
+    .option('--connect', 'run the program as a process of gpunixd (the daemon), over its socket or --url')
+    .option('--restore <image>', 'with --connect: restore this process image (on the daemon\'s machine) as the process')
+    .option('--memory-limit <bytes>', 'with --connect: device memory the process may hold, e.g. 256M', parseBudget)
     .passThroughOptions()
-    .action((file: string, args: string[], options) => runCommand(file, args, options));
+    .action((file: string, args: string[], options) =>
+      options.connect || options.socket || options.url || options.restore ? remoteRunCommand(file, args, options as RemoteRunOptions) : runCommand(file, args, options),
+    );
+  connectionOptions(run, false);
 
   program
     .command('restore')
@@ -275,25 +286,30 @@ function buildProgram(): Command {
     .passThroughOptions()
     .action((image: string, file: string, args: string[], options) => runCommand(file, args, { ...options, priority: 'normal', restoreFrom: image }));
 
-  program
+  const trace = program
     .command('trace')
-    .description('run a WebGPU program as `run` does, then write its atom timeline as Chrome trace JSON (Perfetto)')
-    .argument('<program>', 'path to the program (.mjs/.js)')
+    .description('run a WebGPU program as `run` does, then write its atom timeline as Chrome trace JSON (Perfetto); without a program, fetch the daemon\'s timeline')
+    .argument('[program]', 'path to the program (.mjs/.js); none: the daemon\'s timeline (--pid, --socket, --url, --token)')
     .argument('[args...]', 'arguments passed to the program')
     .option('--out <file>', 'where to write the trace', 'gpunix-trace.json')
     .option('--name <name>', 'process name (default: the file name)')
     .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
     .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
     .addOption(budgetOption())
+    .option('--pid <pid>', 'without a program: only this process of the daemon (default: every process you may see)', parsePid)
     .passThroughOptions()
-    .action((file: string, args: string[], options) => runCommand(file, args, { ...options, traceOut: options.out }));
+    .action((file: string | undefined, args: string[], options) =>
+      file === undefined ? remoteTrace(options) : runCommand(file, args, { ...options, traceOut: options.out }),
+    );
+  connectionOptions(trace);
 
-  program
+  const devices = program
     .command('devices')
-    .description("list the machine's WebGPU devices as the kernel opens them")
-    .option('--json', 'print JSON instead of a table')
+    .description("list the machine's WebGPU devices as the kernel opens them (with --connect: the daemon's, with their use)")
+    .option('--connect', "list the daemon's devices with budget, use and utilization")
     .addOption(budgetOption())
     .action((options) => devicesCommand(options));
+  connectionOptions(devices);
 
   program
     .command('demo')
@@ -305,6 +321,9 @@ function buildProgram(): Command {
     .action((options) => demoCommand(options));
 
   registerCapsCommand(program);
+  registerOperatorCommands(program);
+  registerTopCommand(program);
+  registerDaemonCommand(program);
 
   return program;
 }
@@ -314,6 +333,10 @@ buildProgram()
   .catch((error: unknown) => {
     if (error instanceof GpunixError) {
       process.stderr.write(`gpunix: ${error.code}: ${error.message}\n`);
+      process.exit(2);
+    }
+    if (error instanceof RemoteFailure) {
+      process.stderr.write(`gpunix: ${error.name}: ${error.message}\n`);
       process.exit(2);
     }
     throw error;

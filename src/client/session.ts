@@ -80,8 +80,8 @@ function openStream(options: SessionOptions): Promise<Socket> {
       socket = netConnect({ path: options.socket ?? defaultSocketPath() }, () => resolve(socket));
     }
     socket.once('error', fail);
-    socket.once('connect', () => socket.off('error', fail));
-    socket.once('secureConnect', () => socket.off('error', fail));
+    // A TLS socket connects (TCP) before its handshake can fail: keep `fail` until secureConnect.
+    socket.once(options.url?.startsWith('tls:') ? 'secureConnect' : 'connect', () => socket.off('error', fail));
   });
 }
 

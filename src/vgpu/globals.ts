@@ -19,7 +19,8 @@ import { VirtualQueue } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { dawnGlobal, PASS_THROUGH_GLOBALS } from './webgpuGlobals.js';
 
-const currentProcess = new AsyncLocalStorage<ProcessHandle>();
+/** What `navigator.gpu` resolves to in an asynchronous context: a local process, or any GPU (a remote process's). */
+const currentProcess = new AsyncLocalStorage<{ readonly gpu: GPU }>();
 
 /** The classes a program can use with `instanceof`: gpunix's virtual ones. */
 const VIRTUAL_CLASSES: Record<string, unknown> = {
@@ -42,6 +43,11 @@ const VIRTUAL_CLASSES: Record<string, unknown> = {
 /** Runs `body` as the given process: `navigator.gpu` inside it (and in all it starts) is that process's. */
 export function runInProcess<T>(handle: ProcessHandle, body: () => T): T {
   return currentProcess.run(handle, body);
+}
+
+/** Runs `body` with `navigator.gpu` bound to `gpu` (e.g. a gpunixd process's, over the wire), as runInProcess does. */
+export function runWithGpu<T>(gpu: GPU, body: () => T): T {
+  return currentProcess.run({ gpu }, body);
 }
 
 let installed = false;

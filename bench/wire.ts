@@ -1,0 +1,199 @@
+// The daemon's cost: the same workloads as an embedded gpunix process and as a process of gpunixd
+// over its Unix socket, in one run. The daemon runs as a child process (as it would in production:
+// its own event loop, its own core), started here with a throw-away configuration.
+//
+// Output: JSON on stdout, a table on stderr; ratio = daemon / embedded (target >= 0.8 for batched
+// work). See docs/benchmarks.md.
+//
+//   node dist/bench/wire.js [--reps N] [--scale X] [--only name[,name]]
+
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { create, globals } from 'webgpu';
+import { collectGarbage, machine, machineBusySeconds } from './machine.js';
+import { connect, createKernel } from '../src/index.js';
+import { bandwidthWorkload, dispatchWorkload, formatRate, median, MiB, roundTripWorkload, Sample, uncaptured, Workload } from './workloads.js';
+
+Object.assign(globalThis, globals);
+
+const WORKLOADS: Workload[] = [
+  dispatchWorkload('dispatch-batched', 400, 100, '400 submits x 100 tiny dispatches in one pass, then onSubmittedWorkDone'),
+  bandwidthWorkload('bandwidth-4MiB', 300, 4 * MiB, '300 rounds: writeBuffer 4 MiB, copyBufferToBuffer, mapAsync(READ) + read, unmap'),
+  roundTripWorkload('round-trip', 3000, '3000 x pushErrorScope + await popErrorScope'),
+];
+
+const usage = `usage: node dist/bench/wire.js [--reps N] [--scale X] [--only name[,name]]
+  --reps N     timed repetitions per side, interleaved (default 7; one warm-up each comes first)
+  --scale X    multiplies every workload's iteration count (default 1)
+  --only LIST  comma-separated workload names (${WORKLOADS.map((w) => w.name).join(', ')})
+JSON goes to stdout, the table and progress to stderr.`;
+
+/** Starts gpunixd as a child process with one tenant; resolves once it accepts sessions. */
+async function startDaemon(dir: string, token: string): Promise<{ socket: string; stop(): Promise<void> }> {
+  const socket = join(dir, 'gpunixd.sock');
+  const config = join(dir, 'gpunixd.json');
+  const tokenHash = `sha256:${createHash('sha256').update(token).digest('hex')}`;
+  writeFileSync(config, JSON.stringify({ socket, log: { level: 'warn' }, tenants: { bench: { tokenHash } } }));
+  const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'gpunix.js'), 'daemon', '--config', config], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const probe = await connect({ socket, token, name: 'probe' });
+      await probe.exit();
+      break;
+    } catch (error) {
+      if (child.exitCode !== null || attempt > 300) throw new Error(`gpunixd did not start: ${(error as Error).message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return {
+    socket,
+    async stop() {
+      child.kill('SIGINT');
+      await exited;
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      reps: { type: 'string', default: '7' },
+      scale: { type: 'string', default: '1' },
+      only: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stderr.write(`${usage}\n`);
+    return;
+  }
+  const reps = Number(values.reps);
+  const scale = Number(values.scale);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer\n${usage}`);
+  if (!(scale > 0)) throw new Error(`--scale must be a positive number\n${usage}`);
+  const only = values.only?.split(',').map((s) => s.trim());
+  const workloads = only ? WORKLOADS.filter((w) => only.includes(w.name)) : WORKLOADS;
+  if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
+
+  const bareAdapter = await create([]).requestAdapter();
+  if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
+  const dir = mkdtempSync(join(tmpdir(), 'gpunix-bench-wire-'));
+  const token = randomBytes(32).toString('hex');
+  const daemon = await startDaemon(dir, token);
+  const kernel = await createKernel();
+  let runs = 0;
+
+  const checked = (w: Workload, sample: Sample): Sample => {
+    if (uncaptured.length > 0) throw new Error(`${w.name} raised WebGPU errors: ${uncaptured.join('; ')}`);
+    return sample;
+  };
+  const onEmbedded = async (w: Workload): Promise<Sample> => {
+    const proc = await kernel.spawn({ name: `bench-${w.name}-${++runs}` });
+    collectGarbage();
+    try {
+      return checked(w, await w.run(proc.gpu, scale));
+    } finally {
+      await proc.exit();
+    }
+  };
+  const onDaemon = async (w: Workload): Promise<Sample> => {
+    const proc = await connect({ socket: daemon.socket, token, name: `bench-${w.name}-${++runs}` });
+    collectGarbage();
+    try {
+      return checked(w, await w.run(proc.gpu, scale));
+    } finally {
+      await proc.exit();
+    }
+  };
+
+  const busyBefore = machineBusySeconds();
+  const ownBefore = process.cpuUsage();
+  const wallBefore = performance.now();
+  const results = [];
+  try {
+    for (const w of workloads) {
+      process.stderr.write(`${w.name}: warm-up`);
+      await onEmbedded(w);
+      await onDaemon(w);
+      const samples = { embedded: [] as number[], daemon: [] as number[] };
+      for (let rep = 0; rep < reps; rep++) {
+        const order = rep % 2 === 0 ? (['embedded', 'daemon'] as const) : (['daemon', 'embedded'] as const);
+        for (const side of order) {
+          const s = await (side === 'embedded' ? onEmbedded(w) : onDaemon(w));
+          samples[side].push(s.units / s.seconds);
+        }
+        process.stderr.write('.');
+      }
+      process.stderr.write('\n');
+      const embedded = median(samples.embedded);
+      const viaDaemon = median(samples.daemon);
+      const paired = samples.daemon.map((d, i) => d / samples.embedded[i]);
+      results.push({
+        name: w.name,
+        describe: w.describe,
+        unit: `${w.unit}/s`,
+        embedded,
+        daemon: viaDaemon,
+        ratio: viaDaemon / embedded,
+        pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired) },
+        samples,
+      });
+    }
+  } finally {
+    await kernel.shutdown();
+    await daemon.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const busyAfter = machineBusySeconds();
+  const own = process.cpuUsage(ownBefore);
+  const wallSeconds = (performance.now() - wallBefore) / 1000;
+  // The daemon is another program here: its CPU time shows up as "other", so report it plainly.
+  const otherCpuSeconds =
+    busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+  const report = {
+    benchmark: 'gpunix-wire',
+    ...machine(bareAdapter),
+    reps,
+    scale,
+    target: { batched: 0.8 },
+    transport: 'unix socket, daemon in a child process',
+    contention: { wallSeconds, otherCpuSecondsIncludingDaemon: otherCpuSeconds },
+    workloads: results,
+  };
+  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+
+  const rows = [
+    ['workload', 'embedded (median)', 'daemon (median)', 'ratio', 'per-rep ratios (min/median/max)'],
+    ...results.map((r) => {
+      const unit = WORKLOADS.find((w) => w.name === r.name)!.unit;
+      return [
+        r.name,
+        formatRate(r.embedded, unit),
+        formatRate(r.daemon, unit),
+        r.ratio.toFixed(3),
+        `${r.pairedRatios.min.toFixed(2)} / ${r.pairedRatios.median.toFixed(2)} / ${r.pairedRatios.max.toFixed(2)}`,
+      ];
+    }),
+  ];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  const info = bareAdapter.info;
+  process.stderr.write(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}\n`);
+  for (const row of rows) process.stderr.write(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`\nbench: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);

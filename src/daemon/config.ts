@@ -1,0 +1,204 @@
+// gpunixd's configuration: a JSON file (or the same object in code), validated with zod so that
+// every error names the field it is about (`tenants.alice.memoryLimit: ...`). Also the tokens:
+// the daemon stores and compares only their hashes. Documented in docs/daemon.md.
+
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import { DEFAULT_SOCKET_MODE, defaultSocketPath, parseBytes, PRIORITY_CLASSES } from '../params.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/messages.js';
+
+/** How long a drain shutdown lets processes run before it kills the rest (ms). */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+/** Connections the daemon serves at once (handshaking ones included). */
+export const DEFAULT_MAX_SESSIONS = 1024;
+/** A connection that sends no Hello within this time is closed (ms). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
+const TENANT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+const tokenHash = z.string().regex(TOKEN_HASH, 'must be "sha256:" and 64 lowercase hex digits (make one with `gpunix token hash`)');
+
+/** A byte count: a positive number, or a string such as "512M" or "4G". */
+const byteCount = z.union([z.number(), z.string()]).transform((raw, ctx) => {
+  let bytes: number;
+  try {
+    bytes = typeof raw === 'number' ? raw : parseBytes(raw);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+  if (!Number.isFinite(bytes) || bytes <= 0) {
+    ctx.addIssue({ code: 'custom', message: `must be a positive byte count, got ${JSON.stringify(raw)}` });
+    return z.NEVER;
+  }
+  return Math.floor(bytes);
+});
+
+/** A tenant's quota fields, as AddTenant/UpdateTenant take them and the config file gives them. */
+export const quotaSchema = z.strictObject({
+  memoryLimit: byteCount.nullable().optional(),
+  weight: z.number().positive().finite().optional(),
+  maxProcesses: z.number().int().positive().nullable().optional(),
+  priorities: z.array(z.enum(PRIORITY_CLASSES)).nonempty().optional(),
+});
+export type QuotaInput = z.input<typeof quotaSchema>;
+export type Quota = z.output<typeof quotaSchema>;
+
+const tenantSchema = quotaSchema.extend({ tokenHash });
+
+const tenantsSchema = z.record(z.string().regex(TENANT_NAME, 'tenant names are 1-64 of A-Z a-z 0-9 _ . -'), tenantSchema);
+
+/** A Unix file mode: a number (0o660) or an octal string ("0660"). */
+const fileMode = z.union([z.number().int(), z.string().regex(/^0?[0-7]{3}$/, 'an octal mode such as "0660"')]).transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)));
+
+const port = z.number().int().min(0).max(65535);
+
+export const configSchema = z.strictObject({
+  /** The Unix socket. */
+  socket: z.string().min(1).optional(),
+  socketMode: fileMode.optional(),
+  /** TCP: TLS unless `insecure: true` says plain TCP on purpose. */
+  tcp: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port,
+      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() }).optional(),
+      insecure: z.boolean().optional(),
+    })
+    .refine((tcp) => tcp.tls !== undefined || tcp.insecure === true, {
+      message: 'TCP needs tls {cert, key}; plain TCP (tokens in clear text) only with insecure: true',
+      path: ['tls'],
+    })
+    .refine((tcp) => !(tcp.tls !== undefined && tcp.insecure === true), { message: 'give tls or insecure: true, not both', path: ['insecure'] })
+    .optional(),
+  /** The Prometheus endpoint (off unless given). */
+  metrics: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
+  kernel: z
+    .strictObject({
+      devices: z.number().int().positive().optional(),
+      memoryBudget: byteCount.optional(),
+      maxInFlight: z.number().int().positive().optional(),
+      targetSliceMs: z.number().positive().finite().optional(),
+      atomize: z.boolean().optional(),
+      traceEvents: z.number().int().nonnegative().optional(),
+      // Checked by the kernel (0 is allowed there); its refusal is reported as kernel.<field>.
+      hostMemoryLimit: z.union([z.number().nonnegative(), z.string()]).nullable().optional(),
+      spillDirectory: z.string().min(1).optional(),
+    })
+    .default({}),
+  adminTokenHash: tokenHash.optional(),
+  /** Sessions that present no token act as this tenant (never as the admin). Off unless given. */
+  anonymousTenant: z.string().regex(TENANT_NAME).optional(),
+  tenants: tenantsSchema.default({}),
+  /** Where runtime tenant changes persist (JSON, written atomically). */
+  stateFile: z.string().min(1).optional(),
+  /** Where tenants' checkpoint images live: `<imageDir>/<tenant>/<name>` (admins may use any path). */
+  imageDir: z.string().min(1).optional(),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).default('info'), file: z.string().min(1).optional() }).default({ level: 'info' }),
+  drainTimeoutMs: z.number().int().nonnegative().default(DEFAULT_DRAIN_TIMEOUT_MS),
+  handshakeTimeoutMs: z.number().int().positive().default(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+  maxFrameBytes: z.number().int().min(1024).default(DEFAULT_MAX_FRAME_BYTES),
+  maxSessions: z.number().int().positive().default(DEFAULT_MAX_SESSIONS),
+});
+
+/** The configuration as written (a file's JSON, or an object in code). */
+export type DaemonConfigInput = z.input<typeof configSchema>;
+
+/** The checked configuration, with defaults filled in. */
+export interface DaemonConfig extends Omit<z.output<typeof configSchema>, 'socket' | 'socketMode' | 'imageDir'> {
+  socket: string;
+  socketMode: number;
+  imageDir: string;
+}
+
+/** One line per problem, each naming its field: `tenants.alice.memoryLimit: not a byte count ...`. */
+export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
+  return issues
+    .map((issue) => {
+      const path = issue.path.map(String).join('.');
+      const message =
+        issue.code === 'unrecognized_keys' ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}` : issue.message;
+      return `${path || '(top level)'}: ${message}`;
+    })
+    .join('; ');
+}
+
+/** Checks a configuration object; throws GPUNIX_E_BAD_CONFIG naming every bad field. */
+export function parseConfig(raw: unknown, source = 'configuration'): DaemonConfig {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${source}: ${describeIssues(result.error.issues)}`);
+  const config = result.data;
+  const socket = config.socket ?? defaultSocketPath();
+  return {
+    ...config,
+    socket,
+    socketMode: config.socketMode ?? DEFAULT_SOCKET_MODE,
+    imageDir: config.imageDir ?? join(dirname(socket), 'images'),
+  };
+}
+
+/** Reads and checks a JSON configuration file; `overrides` (e.g. a --socket flag) replace its fields. */
+export function loadConfigFile(path: string, overrides: Partial<DaemonConfigInput> = {}): DaemonConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new GpunixError(ErrorCodes.BAD_CONFIG, `cannot read the configuration ${path}: ${(error as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new GpunixError(ErrorCodes.BAD_CONFIG, `${path}: not JSON: ${(error as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${path}: the configuration must be one JSON object`);
+  return parseConfig({ ...raw, ...overrides }, path);
+}
+
+// ---- tokens -------------------------------------------------------------------------------------
+// A token is 32 random bytes (256 bits). The daemon keeps only sha256(token). A slow password hash
+// (bcrypt, argon2) exists to make guessing low-entropy passwords expensive; a 256-bit random token
+// cannot be guessed at any cost, and sha256's preimage resistance means a leaked hash does not give
+// the token back. A fast hash also keeps every handshake cheap.
+
+/** A new token: 32 random bytes as 64 hex digits. Shown once; store only hashToken(token). */
+export function newToken(): string {
+  return randomBytes(32).toString('hex');
+}
+
+/** The stored form of a token: `sha256:<hex>` of its UTF-8 text. */
+export function hashToken(token: string): string {
+  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
+}
+
+/** Compares two `sha256:<hex>` hashes in constant time (they are of equal length by construction). */
+export function hashesEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+// ---- the state file: runtime tenant changes -----------------------------------------------------
+
+export const stateSchema = z.strictObject({
+  version: z.literal(1),
+  /** Tenants added or changed at runtime: each replaces the configuration's entry of that name. */
+  tenants: tenantsSchema,
+  /** Tenants removed at runtime: removed even when the configuration still lists them. */
+  removed: z.array(z.string()),
+});
+export type DaemonState = z.output<typeof stateSchema>;
+
+/** Checks the state file's contents; throws GPUNIX_E_BAD_CONFIG naming the field. */
+export function parseState(raw: unknown, source: string): DaemonState {
+  const result = stateSchema.safeParse(raw);
+  if (!result.success) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${source}: ${describeIssues(result.error.issues)}`);
+  return result.data;
+}

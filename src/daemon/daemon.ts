@@ -1,0 +1,165 @@
+// gpunixd: the kernel behind a socket. startDaemon() opens the devices, listens (Unix socket, and
+// TLS/TCP and metrics when configured) and serves until close(): 'drain' stops accepting and lets
+// running processes finish (up to a timeout) before killing the rest; 'immediate' kills all now.
+// See docs/daemon.md.
+
+import type { AddressInfo } from 'node:net';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import { createKernel, Kernel } from '../kernel/kernel.js';
+import { DaemonConfig, DaemonConfigInput, loadConfigFile, parseConfig } from './config.js';
+import type { SessionCounts } from './control.js';
+import { createLogger, DaemonLogger, LogFn } from './log.js';
+import { Metrics } from './metrics.js';
+import { prepareSocketPath, Server } from './server.js';
+import { initialTenants, TenantStore } from './tenants.js';
+
+export type ShutdownMode = 'drain' | 'immediate';
+
+export interface Daemon {
+  readonly kernel: Kernel;
+  readonly config: DaemonConfig;
+  /** The Unix socket it listens on. */
+  readonly socketPath: string;
+  /** The TCP (TLS or insecure) address, when configured (port 0 in the config: the port chosen). */
+  readonly tcpAddress: AddressInfo | null;
+  /** The metrics endpoint's address, when configured. */
+  readonly metricsAddress: AddressInfo | null;
+  sessions(): SessionCounts;
+  /** The daemon's structured log. */
+  readonly log: LogFn;
+  /** Shuts down (default: drain with the configured timeout); resolves when everything is closed. Idempotent. */
+  close(mode?: ShutdownMode, timeoutMs?: number): Promise<void>;
+  /** Resolves once the daemon has shut down, however that happened. */
+  readonly closed: Promise<void>;
+}
+
+/** Starts a daemon from a configuration object, or from a JSON file with `{ configPath }`. */
+export async function startDaemon(options: DaemonConfigInput | { configPath: string; socket?: string }): Promise<Daemon> {
+  const config =
+    'configPath' in options && typeof options.configPath === 'string'
+      ? loadConfigFile(options.configPath, options.socket === undefined ? {} : { socket: options.socket })
+      : parseConfig(options);
+  // Before the devices are opened: a socket another daemon answers on is refused at once.
+  await prepareSocketPath(config.socket);
+  const logger = createLogger(config.log);
+  const log = logger.log;
+  const tenantEntries = initialTenants(config);
+  const quotas = Object.fromEntries(Object.entries(tenantEntries).map(([name, { tokenHash: _hash, ...quota }]) => [name, quota]));
+  let kernel: Kernel;
+  try {
+    kernel = await createKernel({ ...config.kernel, tenants: quotas });
+  } catch (error) {
+    // A kernel option the schema let through (its own checks are finer): still a configuration error.
+    if (error instanceof GpunixError && error.code === ErrorCodes.BAD_OPTION) throw new GpunixError(ErrorCodes.BAD_CONFIG, `kernel: ${error.message}`, { cause: error });
+    throw error;
+  }
+  const tenants = new TenantStore(kernel, config, tenantEntries);
+  let server: Server | null = null;
+  const metrics = config.metrics ? new Metrics(kernel, () => server?.counts() ?? { process: 0, control: 0, handshaking: 0 }) : null;
+  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now() });
+  let metricsAddress: AddressInfo | null = null;
+  try {
+    await server.listen();
+    if (metrics && config.metrics) metricsAddress = await metrics.listen(config.metrics.host, config.metrics.port);
+  } catch (error) {
+    server.stopListening();
+    await metrics?.close();
+    await kernel.shutdown();
+    logger.flush();
+    throw error;
+  }
+  log('info', 'gpunixd listening', {
+    socket: config.socket,
+    tcp: server.tcpAddress ? `${config.tcp?.tls ? 'tls' : 'tcp'}://${server.tcpAddress.address}:${server.tcpAddress.port}` : null,
+    metrics: metricsAddress ? `http://${metricsAddress.address}:${metricsAddress.port}/metrics` : null,
+    devices: kernel.describeDevices().map((d) => `${d.id}: ${d.description}`),
+    tenants: Object.keys(tenantEntries),
+  });
+  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger);
+}
+
+class RunningDaemon implements Daemon {
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+  private closing: Promise<void> | null = null;
+  private hurry: (() => void) | null = null;
+
+  constructor(
+    readonly kernel: Kernel,
+    readonly config: DaemonConfig,
+    private readonly server: Server,
+    private readonly metrics: Metrics | null,
+    readonly metricsAddress: AddressInfo | null,
+    private readonly logger: DaemonLogger,
+  ) {
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  get log(): LogFn {
+    return this.logger.log;
+  }
+
+  get socketPath(): string {
+    return this.config.socket;
+  }
+
+  get tcpAddress(): AddressInfo | null {
+    return this.server.tcpAddress;
+  }
+
+  sessions(): SessionCounts {
+    return this.server.counts();
+  }
+
+  close(mode: ShutdownMode = 'drain', timeoutMs = this.config.drainTimeoutMs): Promise<void> {
+    // An immediate close during a drain cuts the drain short.
+    if (this.closing) {
+      if (mode === 'immediate') this.hurry?.();
+      return this.closing;
+    }
+    this.closing = this.shutdown(mode, timeoutMs).finally(() => this.resolveClosed());
+    return this.closing;
+  }
+
+  private async shutdown(mode: ShutdownMode, timeoutMs: number): Promise<void> {
+    const log = this.logger.log;
+    const live = () => this.kernel.ps().filter((p) => p.state !== 'exited').length;
+    log('info', `shutting down (${mode})`, { processes: live(), timeoutMs: mode === 'drain' ? timeoutMs : 0 });
+    this.server.stopListening();
+    if (mode === 'drain') {
+      const deadline = Date.now() + timeoutMs;
+      let hurried = false;
+      const hurry = new Promise<void>((resolve) => (this.hurry = () => ((hurried = true), resolve())));
+      while (live() > 0 && Date.now() < deadline && !hurried) {
+        await Promise.race([new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now())))), hurry]);
+      }
+      if (live() > 0) log('warn', hurried ? 'drain cut short: killing the remaining processes' : 'drain timeout: killing the remaining processes', { processes: live() });
+    }
+    // Every live process ends with kernel-shutdown; their sessions get ProcessEnded, then close.
+    await this.kernel.shutdown();
+    this.server.closeAll();
+    await this.metrics?.close();
+    log('info', 'gpunixd stopped');
+    this.logger.flush();
+  }
+}
+
+/**
+ * For a daemon run as a program: maps signals to shutdown modes: SIGTERM drains (what systemd sends
+ * on stop), SIGINT (Ctrl-C) kills everything at once; a second signal during a drain goes immediate.
+ */
+export function installSignalHandlers(daemon: Daemon): void {
+  let signalled = false;
+  process.on('SIGTERM', () => {
+    void daemon.close(signalled ? 'immediate' : 'drain');
+    signalled = true;
+  });
+  process.on('SIGINT', () => {
+    signalled = true;
+    void daemon.close('immediate');
+  });
+  // The last line of defence: a bug that escapes every handler is logged, and the daemon (and
+  // everyone else's processes) carries on.
+  process.on('uncaughtException', (error) => daemon.log('error', 'uncaught exception', { error: error.stack ?? String(error) }));
+  process.on('unhandledRejection', (error) => daemon.log('error', 'unhandled rejection', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) }));
+}

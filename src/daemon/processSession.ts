@@ -1,0 +1,728 @@
+// The daemon's side of a process session: runs the WebGPU messages of one client on that client's
+// kernel process, through the process's virtual navigator.gpu, exactly as an in-process program
+// would call it. The client names objects with its own ids (slot | generation << 32); this table
+// maps them to the virtual objects. Messages run in arrival order, each as soon as it arrives:
+// asynchronous WebGPU calls start at once and their replies go when they settle.
+//
+// Errors, and where they go:
+// - A protocol violation (an id the session does not hold, of the wrong kind, a malformed command
+//   list) throws ProtocolError; the daemon sends ProtocolError and closes the session.
+// - A WebGPU error raised by a request (a message with `req`) is its Failure.
+// - A WebGPU call of a pipelined message (no `req`) that throws synchronously (Dawn's TypeError
+//   for a malformed descriptor, say) must not end the session: the exception is delivered as an
+//   UncapturedError {type: 'validation', message: '<ErrorName>: <message>'} on the device of the
+//   object the message names. An object whose creation threw stays in the table as a failed
+//   object; later uses of it throw the same way.
+// - Device errors no scope captured go out as UncapturedError; device.lost as DeviceLost.
+// The command encoding of FinishCommandEncoder is src/protocol/commands.ts.
+
+import { ErrorCodes, GpunixError } from '../errors.js';
+import type { ProcessHandle } from '../kernel/kernel.js';
+import { ProtocolError } from '../protocol/codec.js';
+import { COMMANDS, CommandName, CommandSpec, DEBUG_COMMANDS, isRef, matchOverload, refKindOf, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
+import { Message, Payload, splitId } from '../protocol/messages.js';
+import type { Wire } from '../protocol/wire.js';
+import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass } from '../vgpu/webgpuGlobals.js';
+
+export type ObjectKind =
+  | 'adapter'
+  | 'device'
+  | 'queue'
+  | 'buffer'
+  | 'shaderModule'
+  | 'computePipeline'
+  | 'bindGroupLayout'
+  | 'pipelineLayout'
+  | 'bindGroup'
+  | 'querySet'
+  | 'commandBuffer';
+
+type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+
+interface Entry {
+  generation: number;
+  kind: ObjectKind;
+  /** The virtual object; null while an asynchronous creation is pending or after a failed one. */
+  object: unknown;
+  /** The device the object belongs to (its own id for a device), for error reports. */
+  device: number | null;
+  pending: boolean;
+  /** Why creating the object threw, if it did. */
+  failed: string | null;
+  /** A buffer's mapped range as handed out by getMappedRange (Dawn forbids asking twice). */
+  mapped?: { offset: number; range: ArrayBuffer } | null;
+}
+
+/** The most objects one session may hold at once: a client cannot grow the daemon without bound. */
+const MAX_OBJECTS = 1 << 20;
+/** Nesting deeper than this in a descriptor is malformed (no WebGPU descriptor comes close). */
+const MAX_DEPTH = 32;
+
+type KeyKinds = Readonly<Record<string, ObjectKind>>;
+const NO_KEYS: KeyKinds = {};
+const PIPELINE_KEYS: KeyKinds = { layout: 'pipelineLayout', module: 'shaderModule' };
+const BIND_GROUP_KEYS: KeyKinds = { layout: 'bindGroupLayout', buffer: 'buffer', resource: 'buffer' };
+const PIPELINE_LAYOUT_KEYS: KeyKinds = { bindGroupLayouts: 'bindGroupLayout' };
+const PASS_KEYS: KeyKinds = { querySet: 'querySet' };
+
+/** The class or DOMException name of an error thrown by a WebGPU call. */
+function errorName(error: unknown): string {
+  if (error instanceof Error || error instanceof DOMException) return error.name || error.constructor.name;
+  return 'Error';
+}
+
+function errorType(error: GPUError): 'validation' | 'out-of-memory' | 'internal' {
+  if (error instanceof GPUOutOfMemoryErrorClass) return 'out-of-memory';
+  if (error instanceof GPUInternalErrorClass) return 'internal';
+  if (error instanceof GPUValidationErrorClass) return 'validation';
+  return 'validation';
+}
+
+const malformed = (message: string) => new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, message);
+
+export class ProcessSession {
+  private readonly handleRef: ProcessHandle;
+  private readonly wire: Wire;
+  private readonly log: LogFn;
+  private readonly objects = new Map<number, Entry>();
+  private closed = false;
+
+  constructor(options: { handle: ProcessHandle; wire: Wire; log?: LogFn }) {
+    this.handleRef = options.handle;
+    this.wire = options.wire;
+    this.log = options.log ?? (() => {});
+  }
+
+  /** Executes one WebGPU-role message (RequestAdapter..SetLabel, Ping, Goodbye). Throws ProtocolError on protocol violations. */
+  handle(message: Message): void {
+    if (this.closed) return;
+    switch (message.name) {
+      case 'Ping':
+        this.reply(message.payload.req, null);
+        return;
+      case 'Goodbye': {
+        const { req, code } = message.payload;
+        this.settle(req, () => this.handleRef.exit(code), (status) => status);
+        return;
+      }
+      case 'RequestAdapter':
+        return this.requestAdapter(message.payload);
+      case 'RequestDevice':
+        return this.requestDevice(message.payload);
+      case 'DeviceDestroy': {
+        const { device } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.pipelined(device, () => target().destroy());
+        return;
+      }
+      case 'PushErrorScope': {
+        const { device, filter } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.pipelined(device, () => target().pushErrorScope(filter as GPUErrorFilter));
+        return;
+      }
+      case 'PopErrorScope': {
+        const { req, device } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.settle(req, () => target().popErrorScope(), (error) => (error ? { type: errorType(error), message: error.message } : null));
+        return;
+      }
+      case 'CreateBuffer': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'buffer', device, () => target().createBuffer(this.resolve(descriptor, NO_KEYS) as GPUBufferDescriptor));
+        return;
+      }
+      case 'BufferMapAsync':
+        return this.mapAsync(message.payload);
+      case 'BufferUnmap':
+        return this.unmap(message.payload);
+      case 'BufferDestroy': {
+        const { buffer } = message.payload;
+        const entry = this.entry(buffer, 'buffer');
+        const target = this.get<GPUBuffer>(buffer, 'buffer');
+        this.pipelined(entry.device, () => {
+          entry.mapped = null;
+          target().destroy();
+        });
+        return;
+      }
+      case 'QueueWriteBuffer': {
+        const { queue, buffer, offset, data } = message.payload;
+        const queueEntry = this.entry(queue, 'queue');
+        const target = this.get<GPUQueue>(queue, 'queue');
+        const destination = this.get<GPUBuffer>(buffer, 'buffer');
+        this.pipelined(queueEntry.device, () => target().writeBuffer(destination(), offset, data as Uint8Array<ArrayBuffer>));
+        return;
+      }
+      case 'CreateShaderModule': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'shaderModule', device, () => target().createShaderModule(this.resolve(descriptor, NO_KEYS) as GPUShaderModuleDescriptor));
+        return;
+      }
+      case 'GetCompilationInfo': {
+        const { req, module } = message.payload;
+        const target = this.get<GPUShaderModule>(module, 'shaderModule');
+        this.settle(req, () => target().getCompilationInfo(), (info) => ({
+          messages: [...info.messages].map((m) => ({ type: m.type, message: m.message, lineNum: m.lineNum, linePos: m.linePos, offset: m.offset, length: m.length })),
+        }));
+        return;
+      }
+      case 'CreateComputePipeline': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'computePipeline', device, () =>
+          target().createComputePipeline(pipelineDescriptor(this.resolve(descriptor, PIPELINE_KEYS))),
+        );
+        return;
+      }
+      case 'CreateComputePipelineAsync':
+        return this.createPipelineAsync(message.payload);
+      case 'GetBindGroupLayout': {
+        const { pipeline, index, id } = message.payload;
+        const entry = this.entry(pipeline, 'computePipeline');
+        const target = this.get<GPUComputePipeline>(pipeline, 'computePipeline');
+        this.create(id, 'bindGroupLayout', entry.device, () => target().getBindGroupLayout(index));
+        return;
+      }
+      case 'CreateBindGroupLayout': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'bindGroupLayout', device, () => target().createBindGroupLayout(this.resolve(descriptor, NO_KEYS) as GPUBindGroupLayoutDescriptor));
+        return;
+      }
+      case 'CreatePipelineLayout': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'pipelineLayout', device, () =>
+          target().createPipelineLayout(this.resolve(descriptor, PIPELINE_LAYOUT_KEYS) as GPUPipelineLayoutDescriptor),
+        );
+        return;
+      }
+      case 'CreateBindGroup': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'bindGroup', device, () => target().createBindGroup(bindGroupDescriptor(this.resolve(descriptor, BIND_GROUP_KEYS))));
+        return;
+      }
+      case 'CreateQuerySet': {
+        const { device, id, descriptor } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'querySet', device, () => target().createQuerySet(this.resolve(descriptor, NO_KEYS) as GPUQuerySetDescriptor));
+        return;
+      }
+      case 'QuerySetDestroy': {
+        const { querySet } = message.payload;
+        const entry = this.entry(querySet, 'querySet');
+        const target = this.get<GPUQuerySet>(querySet, 'querySet');
+        this.pipelined(entry.device, () => target().destroy());
+        return;
+      }
+      case 'FinishCommandEncoder':
+        return this.finishEncoder(message.payload);
+      case 'QueueSubmit': {
+        const { queue, commandBuffers } = message.payload;
+        const queueEntry = this.entry(queue, 'queue');
+        const target = this.get<GPUQueue>(queue, 'queue');
+        const buffers = commandBuffers.map((id) => this.get<GPUCommandBuffer>(id, 'commandBuffer'));
+        this.pipelined(queueEntry.device, () => target().submit(buffers.map((b) => b())));
+        return;
+      }
+      case 'QueueOnSubmittedWorkDone': {
+        const { req, queue } = message.payload;
+        const target = this.get<GPUQueue>(queue, 'queue');
+        this.settle(req, () => target().onSubmittedWorkDone(), () => null);
+        return;
+      }
+      case 'Release': {
+        const { ids } = message.payload;
+        for (const id of ids) this.entry(id, null, true);
+        for (const id of ids) this.objects.delete(splitId(id).slot);
+        return;
+      }
+      case 'SetLabel': {
+        const { object, label } = message.payload;
+        const entry = this.entry(object, null);
+        if (entry.object) (entry.object as { label: string }).label = label;
+        return;
+      }
+      default:
+        throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `${message.name} is not a message of a process session`);
+    }
+  }
+
+  /** The session is ending (client gone or daemon closing): forget every object. Does not end the process. */
+  close(): void {
+    this.closed = true;
+    this.objects.clear();
+  }
+
+  // ---- the object table -----------------------------------------------------------------------
+
+  /** The table entry `id` names; BAD_OBJECT if none, stale, pending or (when `kind` is given) of another kind. */
+  private entry(id: number, kind: ObjectKind | null, allowPending = false): Entry {
+    const { slot, generation } = splitId(id);
+    const entry = this.objects.get(slot);
+    if (!entry || entry.generation !== generation) {
+      throw new ProtocolError(ErrorCodes.BAD_OBJECT, `object ${slot}:${generation} is not held by this session${entry ? ` (slot ${slot} holds generation ${entry.generation})` : ''}`);
+    }
+    if (kind !== null && entry.kind !== kind) {
+      throw new ProtocolError(ErrorCodes.BAD_OBJECT, `object ${slot}:${generation} is a ${entry.kind}, not a ${kind}`);
+    }
+    if (entry.pending && !allowPending) throw new ProtocolError(ErrorCodes.BAD_OBJECT, `object ${slot}:${generation} (a ${entry.kind}) is still being created`);
+    return entry;
+  }
+
+  /**
+   * Checks `id` now (protocol errors are immediate) and returns how to get the object when the
+   * call runs: a failed object then throws the TypeError its creation threw.
+   */
+  private get<T>(id: number, kind: ObjectKind): () => T {
+    const entry = this.entry(id, kind);
+    return () => {
+      if (entry.failed !== null) throw new TypeError(`the ${kind} was not created: ${entry.failed}`);
+      return entry.object as T;
+    };
+  }
+
+  private register(id: number, kind: ObjectKind, device: number | null): Entry {
+    const { slot, generation } = splitId(id);
+    const existing = this.objects.get(slot);
+    if (existing) throw new ProtocolError(ErrorCodes.BAD_OBJECT, `object ${slot}:${generation}: slot ${slot} is in use (generation ${existing.generation}); release it first`);
+    if (this.objects.size >= MAX_OBJECTS) throw new ProtocolError(ErrorCodes.BAD_OBJECT, `the session holds ${MAX_OBJECTS} objects, the most it may`);
+    const entry: Entry = { generation, kind, object: null, device, pending: false, failed: null };
+    this.objects.set(slot, entry);
+    return entry;
+  }
+
+  /** Registers object `id` made by `make`; a make that throws leaves a failed object and an UncapturedError. */
+  private create(id: number, kind: ObjectKind, device: number | null, make: () => unknown): void {
+    const entry = this.register(id, kind, device);
+    try {
+      entry.object = make();
+    } catch (error) {
+      if (error instanceof ProtocolError) {
+        this.objects.delete(splitId(id).slot);
+        throw error;
+      }
+      entry.failed = `${errorName(error)}: ${(error as Error).message}`;
+      this.uncaught(device, error);
+    }
+  }
+
+  /**
+   * A JSON descriptor as the WebGPU call takes it: every `{"$ref": id}` replaced by the object
+   * (`keys` names the object kind a reference under that key must have; elsewhere any kind), and
+   * JSON nulls made harmless. Dawn's bindings abort the whole daemon on a null where a dictionary
+   * is expected (a null descriptor, `compute: null`, `entries: [null]`, `resource: null`), so a
+   * null descriptor becomes {} (WebIDL's conversion of null to a dictionary), a null member is left
+   * out, and a null list element becomes {} — except in `bindGroupLayouts`, whose elements may be
+   * null. A client of this library never sends such nulls; Dawn then rejects what is left.
+   */
+  private resolve(value: unknown, keys: KeyKinds, kind: ObjectKind | null = null, depth = 0, key = ''): unknown {
+    if (depth > MAX_DEPTH) throw malformed(`a descriptor nests deeper than ${MAX_DEPTH} levels`);
+    if (depth === 0 && (value === null || typeof value !== 'object' || Array.isArray(value))) return {};
+    if (value === null || typeof value !== 'object') return value;
+    if (isRef(value)) {
+      if (!Number.isSafeInteger(value.$ref) || value.$ref < 0) throw malformed(`{"$ref": ${value.$ref}} is not an object id`);
+      return this.get(value.$ref, kind ?? this.entry(value.$ref, null).kind)();
+    }
+    if (Array.isArray(value)) {
+      const nullable = key === 'bindGroupLayouts';
+      return value.map((item) => (item === null ? (nullable ? null : {}) : this.resolve(item, keys, kind, depth + 1, key)));
+    }
+    if ('$ref' in value) throw malformed('a {"$ref": id} object must have no other keys');
+    const out: Record<string, unknown> = {};
+    for (const [member, item] of Object.entries(value)) {
+      if (item !== null) out[member] = this.resolve(item, keys, keys[member] ?? null, depth + 1, member);
+    }
+    return out;
+  }
+
+  /** An optional descriptor: absent (null) stays absent. */
+  private optional(value: unknown, keys: KeyKinds = NO_KEYS): unknown {
+    return value === null || value === undefined ? undefined : this.resolve(value, keys);
+  }
+
+  // ---- replies --------------------------------------------------------------------------------
+
+  private reply(req: number, result: unknown): void {
+    if (!this.closed) this.wire.send('Reply', { req, result: result ?? null });
+  }
+
+  private fail(req: number, error: unknown): void {
+    if (this.closed) return;
+    if (error instanceof GpunixError) {
+      this.wire.send('Failure', { req, code: error.code, name: 'GpunixError', message: error.message });
+      return;
+    }
+    this.wire.send('Failure', { req, code: '', name: errorName(error), message: error instanceof Error || error instanceof DOMException ? error.message : String(error) });
+  }
+
+  /**
+   * Runs a request's WebGPU call now and replies when it settles: Reply with `result(value)`, or
+   * Failure with the error (thrown synchronously or rejected).
+   */
+  private settle<T>(req: number, call: Promise<T> | (() => Promise<T>), result: (value: T) => unknown): void {
+    let promise: Promise<T>;
+    try {
+      promise = typeof call === 'function' ? call() : call;
+    } catch (error) {
+      if (error instanceof ProtocolError) throw error;
+      this.fail(req, error);
+      return;
+    }
+    promise.then(
+      (value) => {
+        let out: unknown;
+        try {
+          out = result(value);
+        } catch (error) {
+          this.fail(req, error);
+          return;
+        }
+        this.reply(req, out);
+      },
+      (error: unknown) => this.fail(req, error),
+    );
+  }
+
+  /** Runs a pipelined message's WebGPU call; what it throws becomes an UncapturedError on `device`. */
+  private pipelined(device: number | null, call: () => void): void {
+    try {
+      call();
+    } catch (error) {
+      if (error instanceof ProtocolError) throw error;
+      this.uncaught(device, error);
+    }
+  }
+
+  private uncaught(device: number | null, error: unknown): void {
+    const message = `${errorName(error)}: ${error instanceof Error || error instanceof DOMException ? error.message : String(error)}`;
+    this.log('debug', 'a pipelined WebGPU call threw; reported as an uncaptured error', { error: message });
+    if (this.closed || device === null) return;
+    this.wire.send('UncapturedError', { device, type: 'validation', message });
+  }
+
+  // ---- adapters and devices -------------------------------------------------------------------
+
+  private requestAdapter({ req, adapter, options }: Payload<'RequestAdapter'>): void {
+    const entry = this.register(adapter, 'adapter', null);
+    entry.pending = true;
+    const { slot } = splitId(adapter);
+    const forget = () => {
+      if (this.objects.get(slot) === entry) this.objects.delete(slot);
+    };
+    let promise: Promise<GPUAdapter | null>;
+    try {
+      promise = this.handleRef.gpu.requestAdapter(this.optional(options) as GPURequestAdapterOptions | undefined);
+    } catch (error) {
+      forget();
+      this.fail(req, error);
+      return;
+    }
+    promise.then(
+      (found) => {
+        if (!found) {
+          // No adapter: the client never holds this id.
+          forget();
+          this.reply(req, null);
+          return;
+        }
+        entry.object = found;
+        entry.pending = false;
+        this.reply(req, { features: [...found.features], limits: { ...limitsOf(found.limits) }, info: { ...infoOf(found.info) } });
+      },
+      (error: unknown) => {
+        forget();
+        this.fail(req, error);
+      },
+    );
+  }
+
+  private requestDevice({ req, adapter, device, queue, descriptor }: Payload<'RequestDevice'>): void {
+    const target = this.get<GPUAdapter>(adapter, 'adapter');
+    this.resolveCheck(descriptor, NO_KEYS);
+    const deviceEntry = this.register(device, 'device', device);
+    let queueEntry: Entry;
+    try {
+      queueEntry = this.register(queue, 'queue', device);
+    } catch (error) {
+      this.objects.delete(splitId(device).slot);
+      throw error;
+    }
+    deviceEntry.pending = queueEntry.pending = true;
+    const forget = () => {
+      for (const [id, entry] of [
+        [device, deviceEntry],
+        [queue, queueEntry],
+      ] as const) {
+        const { slot } = splitId(id);
+        if (this.objects.get(slot) === entry) this.objects.delete(slot);
+      }
+    };
+    let promise: Promise<GPUDevice>;
+    try {
+      promise = target().requestDevice(this.optional(descriptor) as GPUDeviceDescriptor | undefined);
+    } catch (error) {
+      forget();
+      this.fail(req, error);
+      return;
+    }
+    promise.then(
+      (made) => {
+        deviceEntry.object = made;
+        queueEntry.object = made.queue;
+        deviceEntry.pending = queueEntry.pending = false;
+        this.watch(device, made);
+        this.reply(req, { features: [...made.features], limits: { ...limitsOf(made.limits) } });
+      },
+      (error: unknown) => {
+        forget();
+        this.fail(req, error);
+      },
+    );
+  }
+
+  /** Forwards the device's uncaptured errors and its loss to the client. */
+  private watch(id: number, device: GPUDevice): void {
+    device.addEventListener('uncapturederror', (event) => {
+      const error = (event as GPUUncapturedErrorEvent).error;
+      if (!this.closed) this.wire.send('UncapturedError', { device: id, type: errorType(error), message: error.message });
+    });
+    void device.lost.then((info) => {
+      if (!this.closed) this.wire.send('DeviceLost', { device: id, reason: info.reason ?? 'unknown', message: info.message ?? '' });
+    });
+  }
+
+  // ---- buffers --------------------------------------------------------------------------------
+
+  private mapAsync({ req, buffer, mode, offset, size }: Payload<'BufferMapAsync'>): void {
+    const entry = this.entry(buffer, 'buffer');
+    const target = this.get<GPUBuffer>(buffer, 'buffer');
+    let mapping: Promise<undefined>;
+    try {
+      mapping = target().mapAsync(mode, offset, size);
+    } catch (error) {
+      this.fail(req, error);
+      return;
+    }
+    mapping.then(
+      () => {
+        let range: ArrayBuffer;
+        try {
+          // Dawn hands a range out once: it is kept for the unmap that brings the program's bytes.
+          range = target().getMappedRange(offset, size);
+        } catch (error) {
+          this.fail(req, error);
+          return;
+        }
+        entry.mapped = { offset, range };
+        if (!this.closed) this.wire.send('ReplyData', { req, result: null, data: new Uint8Array(range) });
+      },
+      (error: unknown) => this.fail(req, error),
+    );
+  }
+
+  private unmap({ buffer, offset, data }: Payload<'BufferUnmap'>): void {
+    const entry = this.entry(buffer, 'buffer');
+    const target = this.get<GPUBuffer>(buffer, 'buffer');
+    this.pipelined(entry.device, () => {
+      const mapped = entry.mapped;
+      entry.mapped = null;
+      const real = target();
+      try {
+        if (data.byteLength > 0) {
+          if (mapped && offset >= mapped.offset && offset - mapped.offset + data.byteLength <= mapped.range.byteLength) {
+            new Uint8Array(mapped.range, offset - mapped.offset, data.byteLength).set(data);
+          } else {
+            new Uint8Array(real.getMappedRange(offset, data.byteLength)).set(data);
+          }
+        }
+      } finally {
+        real.unmap();
+      }
+    });
+  }
+
+  // ---- pipelines and encoders -----------------------------------------------------------------
+
+  private createPipelineAsync({ req, device, id, descriptor }: Payload<'CreateComputePipelineAsync'>): void {
+    const target = this.get<GPUDevice>(device, 'device');
+    this.resolveCheck(descriptor, PIPELINE_KEYS);
+    const entry = this.register(id, 'computePipeline', device);
+    entry.pending = true;
+    const { slot } = splitId(id);
+    const forget = () => {
+      // A failed creation: the client never holds the id and sends no Release for it.
+      if (this.objects.get(slot) === entry) this.objects.delete(slot);
+    };
+    let promise: Promise<GPUComputePipeline>;
+    try {
+      promise = target().createComputePipelineAsync(pipelineDescriptor(this.resolve(descriptor, PIPELINE_KEYS)));
+    } catch (error) {
+      forget();
+      this.fail(req, error);
+      return;
+    }
+    promise.then(
+      (pipeline) => {
+        entry.object = pipeline;
+        entry.pending = false;
+        this.reply(req, null);
+      },
+      (error: unknown) => {
+        forget();
+        this.fail(req, error);
+      },
+    );
+  }
+
+  private finishEncoder({ device, id, descriptor, commands, finishDescriptor }: Payload<'FinishCommandEncoder'>): void {
+    const target = this.get<GPUDevice>(device, 'device');
+    if (!Array.isArray(commands)) throw malformed('FinishCommandEncoder.commands must be an array of commands');
+    // Everything is checked and resolved before anything runs: a protocol error runs nothing.
+    const plan = commands.map((command, i) => this.planCommand(command, i));
+    this.resolveCheck(descriptor, NO_KEYS);
+    this.resolveCheck(finishDescriptor, NO_KEYS);
+    let passesBegun = 0;
+    let current: 'encoder' | number = 'encoder';
+    for (const step of plan) {
+      if (step.select !== undefined) {
+        if (step.select !== 'encoder' && step.select >= passesBegun) throw malformed(`${SELECT_PASS} ${step.select}: only ${passesBegun} passes were begun`);
+        current = step.select;
+        continue;
+      }
+      const spec: CommandSpec = COMMANDS[step.method];
+      const onPass = current !== 'encoder';
+      if (spec.target === 'pass' && !onPass) throw malformed(`${step.method} needs a compute pass: begin one or select one with ${SELECT_PASS}`);
+      if (spec.target === 'encoder' && onPass && !DEBUG_COMMANDS.has(step.method)) {
+        throw malformed(`${step.method} is a command encoder method, but a pass is the current target: select the encoder with ${SELECT_ENCODER}`);
+      }
+      if (step.method === 'beginComputePass') current = passesBegun++;
+      else if (step.method === 'end') current = 'encoder';
+    }
+    this.create(id, 'commandBuffer', device, () => {
+      const encoder = target().createCommandEncoder(this.optional(descriptor) as GPUCommandEncoderDescriptor | undefined);
+      const passes: GPUComputePassEncoder[] = [];
+      let on: object = encoder;
+      for (const step of plan) {
+        if (step.select !== undefined) {
+          on = step.select === 'encoder' ? encoder : passes[step.select];
+          continue;
+        }
+        let result: unknown;
+        try {
+          result = (on as Record<string, (...args: unknown[]) => unknown>)[step.method](...step.args());
+        } catch (error) {
+          // Without its pass the rest cannot be replayed: the command buffer fails (reported once).
+          if (step.method === 'beginComputePass') throw error;
+          // Dawn threw for one call (as it would have at the program's call): report it, go on.
+          this.uncaught(device, error);
+        }
+        if (step.method === 'beginComputePass') {
+          passes.push(result as GPUComputePassEncoder);
+          on = result as object;
+        } else if (step.method === 'end') {
+          on = encoder;
+        }
+      }
+      return encoder.finish(this.optional(finishDescriptor) as GPUCommandBufferDescriptor | undefined);
+    });
+  }
+
+  /** Checks one recorded command against the table; returns how to make its arguments when it runs. */
+  private planCommand(command: unknown, index: number): { select?: 'encoder' | number; method: CommandName; args: () => unknown[] } {
+    if (!Array.isArray(command) || typeof command[0] !== 'string') throw malformed(`command ${index} is not [method, ...args]`);
+    const [method, ...args] = command as [string, ...unknown[]];
+    if (method === SELECT_ENCODER && args.length === 0) return { select: 'encoder', method: 'end', args: () => [] };
+    if (method === SELECT_PASS) {
+      if (args.length !== 1 || !Number.isSafeInteger(args[0]) || (args[0] as number) < 0) throw malformed(`command ${index}: ${SELECT_PASS} takes a pass number`);
+      return { select: args[0] as number, method: 'end', args: () => [] };
+    }
+    if (!Object.prototype.hasOwnProperty.call(COMMANDS, method)) throw malformed(`command ${index}: ${JSON.stringify(method).slice(0, 60)} is not a recordable command`);
+    const spec: CommandSpec = COMMANDS[method as CommandName];
+    const kinds = matchOverload(spec, args);
+    if (!kinds) throw malformed(`command ${index}: the arguments of ${method} match none of its forms`);
+    // Object references are checked now; they are read when the command runs.
+    const makers = args.map((arg, i) => {
+      const kind = kinds[i].replace(/=$/, '');
+      const refKind = refKindOf(kind);
+      if (refKind) {
+        if (arg === null) return () => null;
+        return this.get((arg as { $ref: number }).$ref, refKind);
+      }
+      if (kind === 'passDescriptor') {
+        if (arg === null) return () => undefined;
+        this.resolveCheck(arg, PASS_KEYS);
+        return () => this.resolve(arg, PASS_KEYS);
+      }
+      if (kind === 'bytes') return () => new Uint8Array(arg as number[]);
+      if (kind === 'u32[]') return () => [...(arg as number[])];
+      return () => arg;
+    });
+    return { method: method as CommandName, args: () => makers.map((make) => make()) };
+  }
+
+  /** Checks a descriptor's references now (protocol errors before anything runs). */
+  private resolveCheck(value: unknown, keys: KeyKinds, kind: ObjectKind | null = null, depth = 0): void {
+    if (depth > MAX_DEPTH) throw malformed(`a descriptor nests deeper than ${MAX_DEPTH} levels`);
+    if (value === null || typeof value !== 'object') return;
+    if (isRef(value)) {
+      this.entry(value.$ref, kind);
+      return;
+    }
+    if (Array.isArray(value)) for (const item of value) this.resolveCheck(item, keys, kind, depth + 1);
+    else for (const [key, item] of Object.entries(value)) this.resolveCheck(item, keys, keys[key] ?? null, depth + 1);
+  }
+}
+
+/** A limits object (Dawn's GPUSupportedLimits or the kernel's plain record) as plain data. */
+function limitsOf(limits: unknown): Record<string, number> {
+  const out: Record<string, number> = {};
+  const source = limits as Record<string, unknown>;
+  for (const key of keysOf(source)) if (typeof source[key] === 'number') out[key] = source[key] as number;
+  return out;
+}
+
+function infoOf(info: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const source = info as Record<string, unknown>;
+  for (const key of keysOf(source)) {
+    const value = source[key];
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') out[key] = value;
+  }
+  return out;
+}
+
+/** Own and prototype getter keys: Dawn's info and limits objects keep their fields on the prototype. */
+function keysOf(object: Record<string, unknown>): string[] {
+  const keys = new Set<string>(Object.keys(object));
+  for (let proto = Object.getPrototypeOf(object); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const key of Object.getOwnPropertyNames(proto)) if (key !== 'constructor') keys.add(key);
+  }
+  return [...keys];
+}
+
+const isDictionary = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * A pipeline descriptor with `compute` a dictionary: the kernel passes a missing one on to Dawn as
+ * an explicit undefined, on which Dawn's bindings abort the process; {} makes Dawn throw its TypeError.
+ */
+function pipelineDescriptor(resolved: unknown): GPUComputePipelineDescriptor {
+  const descriptor = resolved as Record<string, unknown>;
+  return (isDictionary(descriptor.compute) ? descriptor : { ...descriptor, compute: {} }) as unknown as GPUComputePipelineDescriptor;
+}
+
+/** A bind group descriptor whose entries are dictionaries with a `resource` (same reason as above). */
+function bindGroupDescriptor(resolved: unknown): GPUBindGroupDescriptor {
+  const descriptor = resolved as Record<string, unknown>;
+  if (!Array.isArray(descriptor.entries)) return descriptor as unknown as GPUBindGroupDescriptor;
+  const entries = descriptor.entries.map((entry: unknown) => {
+    const dictionary = isDictionary(entry) ? entry : {};
+    return 'resource' in dictionary ? dictionary : { ...dictionary, resource: {} };
+  });
+  return { ...descriptor, entries } as unknown as GPUBindGroupDescriptor;
+}

@@ -1,0 +1,446 @@
+// gpunixd's listeners and sessions: a Unix socket (and TLS, or explicitly insecure plain TCP), one
+// Connection per client. A connection's first message must be Hello; the token decides the
+// tenant; a process session gets a kernel process and a ProcessSession, a control session the
+// operators' handlers. A protocol error (or a bug in a handler) ends that session only.
+
+import { chmodSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { AddressInfo, connect as netConnect, createServer as createNetServer, Server as NetServer, Socket } from 'node:net';
+import { dirname } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer } from 'node:tls';
+import { z } from 'zod';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import type { Kernel, ProcessHandle } from '../kernel/kernel.js';
+import type { ExitStatus } from '../kernel/proc.js';
+import { PRIORITY_CLASSES, PriorityClass } from '../params.js';
+import { ProtocolError } from '../protocol/codec.js';
+import { acceptedFrom, Message, MESSAGES, MessageName, Payload, PROTOCOL_VERSION } from '../protocol/messages.js';
+import { Wire } from '../protocol/wire.js';
+import { DaemonConfig, describeIssues } from './config.js';
+import { ControlContext, handleControl, imagePath, SessionCounts } from './control.js';
+import type { LogFn } from './log.js';
+import type { Metrics } from './metrics.js';
+import { ProcessSession } from './processSession.js';
+import type { Principal, TenantStore } from './tenants.js';
+
+const ACCEPTED = { process: acceptedFrom('process'), control: acceptedFrom('control') };
+
+/** Control requests queued on one session before the daemon stops reading from it (backpressure). */
+const CONTROL_QUEUE_HIGH_WATER = 64;
+/** Messages a process session may pipeline while its process is being created. */
+const STARTING_QUEUE_LIMIT = 100_000;
+
+const processOptionsSchema = z.strictObject({
+  memoryLimit: z.union([z.number(), z.string()]).optional(),
+  restoreImage: z.string().min(1).optional(),
+});
+
+export interface ServerDeps {
+  kernel: Kernel;
+  config: DaemonConfig;
+  tenants: TenantStore;
+  log: LogFn;
+  metrics: Metrics | null;
+  startedAt: number;
+}
+
+export class Server {
+  private readonly connections = new Set<Connection>();
+  private readonly listeners: NetServer[] = [];
+  private nextSession = 1;
+  /** False once a drain or close has begun: no new process may start. */
+  accepting = true;
+  tcpAddress: AddressInfo | null = null;
+  /** Whether the socket file is this daemon's (and so its to remove). */
+  private ownsSocket = false;
+
+  constructor(readonly deps: ServerDeps) {}
+
+  /** Listens on the Unix socket (mode set before anyone can connect) and, if configured, TCP. */
+  async listen(): Promise<void> {
+    const { config } = this.deps;
+    await prepareSocketPath(config.socket);
+    const unix = createNetServer((socket) => this.accept(socket, 'unix'));
+    // The socket file is created with the umask's bits: narrow them first so that there is no moment
+    // when it is more open than configured, then set the mode exactly.
+    const umask = process.umask(0o777 & ~config.socketMode);
+    try {
+      await listenOn(unix, { path: config.socket });
+    } finally {
+      process.umask(umask);
+    }
+    this.ownsSocket = true;
+    chmodSync(config.socket, config.socketMode);
+    this.listeners.push(unix);
+    if (config.tcp) {
+      const tcp = config.tcp;
+      const server = tcp.tls
+        ? createTlsServer(
+            {
+              cert: readFileSync(tcp.tls.cert),
+              key: readFileSync(tcp.tls.key),
+              ca: tcp.tls.ca ? readFileSync(tcp.tls.ca) : undefined,
+              minVersion: 'TLSv1.2',
+            },
+            (socket) => this.accept(socket, 'tls'),
+          )
+        : createNetServer((socket) => this.accept(socket, 'tcp'));
+      if (tcp.tls) server.on('tlsClientError', (error: Error) => this.deps.log('warn', 'TLS handshake failed', { error: error.message }));
+      await listenOn(server, { host: tcp.host, port: tcp.port });
+      this.listeners.push(server);
+      this.tcpAddress = server.address() as AddressInfo;
+    }
+  }
+
+  counts(): SessionCounts {
+    const counts: SessionCounts = { process: 0, control: 0, handshaking: 0 };
+    for (const c of this.connections) {
+      if (c.role === 'process') counts.process++;
+      else if (c.role === 'control') counts.control++;
+      else counts.handshaking++;
+    }
+    return counts;
+  }
+
+  /** Stops listening (no new connections; open ones go on) and removes the socket file. */
+  stopListening(): void {
+    this.accepting = false;
+    // close() only stops accepting; its callback would wait for every open connection to end.
+    for (const listener of this.listeners.splice(0)) listener.close();
+    if (!this.ownsSocket) return;
+    this.ownsSocket = false;
+    try {
+      unlinkSync(this.deps.config.socket);
+    } catch {
+      // Already gone (node removes it on close): nothing to do.
+    }
+  }
+
+  /** Ends every session now. */
+  closeAll(): void {
+    for (const c of [...this.connections]) c.end();
+  }
+
+  /** Ends the sessions of a removed tenant (its processes are already killed). */
+  closeTenant(name: string): void {
+    for (const c of [...this.connections]) if (c.principal && !c.principal.admin && c.principal.tenant === name) c.end();
+  }
+
+  private accept(stream: Duplex, transport: string): void {
+    const id = this.nextSession++;
+    const connection = new Connection(this, id, stream, transport);
+    if (this.connections.size >= this.deps.config.maxSessions) {
+      connection.fail(ErrorCodes.BUSY, `gpunixd serves at most ${this.deps.config.maxSessions} sessions at once; try again later`);
+      return;
+    }
+    this.connections.add(connection);
+  }
+
+  forget(connection: Connection): void {
+    this.connections.delete(connection);
+  }
+}
+
+/** One client connection and its session. */
+class Connection {
+  readonly wire: Wire;
+  role: 'process' | 'control' | null = null;
+  principal: Principal | null = null;
+  private state: 'handshake' | 'starting' | 'open' | 'closed' = 'handshake';
+  private readonly starting: Message[] = [];
+  private handle: ProcessHandle | null = null;
+  private processSession: ProcessSession | null = null;
+  private control: ControlContext | null = null;
+  private controlChain: Promise<void> = Promise.resolve();
+  private controlQueued = 0;
+  private saidGoodbye = false;
+  private readonly handshakeTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly server: Server,
+    readonly id: number,
+    stream: Duplex,
+    private readonly transport: string,
+  ) {
+    const deps = server.deps;
+    this.wire = new Wire(
+      stream,
+      {
+        message: (message) => this.receive(message),
+        protocolError: (error) => this.fail(error.code, error.message),
+        closed: (error) => {
+          if (error && this.state !== 'closed') this.log('debug', 'connection failed', { error: error.message });
+          this.cleanup();
+        },
+      },
+      deps.config.maxFrameBytes,
+    );
+    this.handshakeTimer = setTimeout(() => {
+      if (this.state === 'handshake') this.fail(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `no Hello within ${deps.config.handshakeTimeoutMs} ms`);
+    }, deps.config.handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+  }
+
+  private log(level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
+    this.server.deps.log(level, msg, { session: this.id, transport: this.transport, tenant: this.principal?.tenant, pid: this.handle?.pid, ...fields });
+  }
+
+  private receive(message: Message): void {
+    if (this.state === 'closed') return;
+    try {
+      switch (this.state) {
+        case 'handshake':
+          if (message.name !== 'Hello') throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `the first message must be Hello, not ${message.name}`);
+          this.state = 'starting';
+          clearTimeout(this.handshakeTimer);
+          this.hello(message.payload).catch((error: unknown) => this.failWith(error, 'Hello'));
+          return;
+        case 'starting':
+          // A client pipelines its first objects behind Hello: they wait for the process.
+          if (this.starting.length >= STARTING_QUEUE_LIMIT) throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, 'too many messages before Welcome');
+          this.starting.push(message);
+          return;
+        case 'open':
+          this.route(message);
+          return;
+      }
+    } catch (error) {
+      this.failWith(error, message.name);
+    }
+  }
+
+  private async hello(hello: Payload<'Hello'>): Promise<void> {
+    const { kernel, tenants, config } = this.server.deps;
+    if (hello.version !== PROTOCOL_VERSION) {
+      throw new ProtocolError(ErrorCodes.PROTOCOL_VERSION, `gpunixd speaks protocol version ${PROTOCOL_VERSION}, the client ${hello.version}`);
+    }
+    if (hello.role !== 'process' && hello.role !== 'control') {
+      throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `role must be "process" or "control", not ${JSON.stringify(hello.role)}`);
+    }
+    if (!this.server.accepting) throw new ProtocolError(ErrorCodes.SHUTDOWN, 'gpunixd is shutting down');
+    const principal = tenants.authenticate(hello.token);
+    if (!principal) {
+      this.server.deps.metrics?.authFailures.inc();
+      throw new ProtocolError(
+        ErrorCodes.AUTH,
+        hello.token === '' ? 'no token given (use --token or $GPUNIX_TOKEN)' : 'the token is not valid for this daemon',
+      );
+    }
+    this.principal = principal;
+    if (hello.role === 'control') {
+      this.control = {
+        kernel,
+        tenants,
+        principal,
+        imageDir: config.imageDir,
+        startedAt: this.server.deps.startedAt,
+        sessions: () => this.server.counts(),
+        tenantRemoved: (name) => this.server.closeTenant(name),
+      };
+      this.open('control', 0);
+      return;
+    }
+    const parsed = processOptionsSchema.safeParse(hello.options ?? {});
+    if (!parsed.success) throw new ProtocolError(ErrorCodes.BAD_OPTION, `Hello options: ${describeIssues(parsed.error.issues)}`);
+    const options = parsed.data;
+    if (!PRIORITY_CLASSES.includes(hello.priority as PriorityClass) && hello.priority !== '') {
+      throw new ProtocolError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(hello.priority)}`);
+    }
+    const name = hello.name === '' ? undefined : hello.name;
+    // The kernel checks the tenant's quotas (process count, priority classes): GPUNIX_E_QUOTA.
+    const handle = options.restoreImage
+      ? await kernel.restore(imagePath(principal, config.imageDir, options.restoreImage), { name, tenant: principal.tenant })
+      : await kernel.spawn({
+          tenant: principal.tenant,
+          name,
+          priority: (hello.priority || 'normal') as PriorityClass,
+          weight: hello.weight,
+          memoryLimit: options.memoryLimit,
+        });
+    if (this.state === 'closed') {
+      // The client left while its process was being made.
+      await kernel.kill(handle.pid).catch(() => {});
+      return;
+    }
+    this.handle = handle;
+    this.processSession = new ProcessSession({ handle, wire: this.wire, log: (level, msg, fields) => this.log(level, msg, fields) });
+    void handle.wait().then((status) => {
+      try {
+        this.processEnded(status);
+      } catch (error) {
+        this.failWith(error, 'the end of the process');
+      }
+    });
+    this.open('process', handle.pid);
+  }
+
+  private open(role: 'process' | 'control', pid: number): void {
+    this.role = role;
+    this.state = 'open';
+    this.server.deps.metrics?.sessionsOpened.inc({ role });
+    this.wire.send('Welcome', { version: PROTOCOL_VERSION, session: this.id, pid, tenant: this.principal!.tenant, admin: this.principal!.admin });
+    this.log('info', 'session opened', { role, admin: this.principal!.admin });
+    for (const message of this.starting.splice(0)) {
+      if (this.state !== 'open') return;
+      try {
+        this.route(message);
+      } catch (error) {
+        this.failWith(error, message.name);
+      }
+    }
+  }
+
+  private route(message: Message): void {
+    const role = this.role!;
+    if (MESSAGES[message.name].from !== 'client') {
+      throw new ProtocolError(ErrorCodes.PROTOCOL_UNKNOWN_MESSAGE, `${message.name} is sent by the daemon, never by a client`);
+    }
+    if (!ACCEPTED[role].has(message.name)) {
+      throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `${message.name} is not accepted on a ${role} session`);
+    }
+    if (message.name === 'Goodbye') {
+      this.goodbye(message.payload);
+      return;
+    }
+    if (role === 'process') this.processSession!.handle(message);
+    else this.enqueueControl(message);
+  }
+
+  /** Control requests run one after another, so their replies come in the order they were asked. */
+  private enqueueControl(message: Message): void {
+    const req = (message.payload as { req: number }).req;
+    this.controlQueued++;
+    if (this.controlQueued > CONTROL_QUEUE_HIGH_WATER) this.wire.stream.pause();
+    this.controlChain = this.controlChain.then(async () => {
+      if (this.state !== 'open') return;
+      try {
+        if (!this.server.deps.tenants.stillValid(this.principal!)) throw new GpunixError(ErrorCodes.AUTH, `tenant ${this.principal!.tenant} has been removed`);
+        const result = await handleControl(this.control!, message);
+        this.wire.send('Reply', { req, result: result ?? null });
+      } catch (error) {
+        this.sendFailure(req, error, message.name);
+      } finally {
+        this.controlQueued--;
+        if (this.controlQueued <= CONTROL_QUEUE_HIGH_WATER / 2 && this.wire.stream.isPaused()) this.wire.stream.resume();
+      }
+    });
+  }
+
+  private sendFailure(req: number, error: unknown, what: MessageName): void {
+    if (error instanceof GpunixError) {
+      this.wire.send('Failure', { req, code: error.code, name: 'GpunixError', message: error.message });
+      return;
+    }
+    // A bug, not the client's fault: logged with its stack; the client learns only that it failed.
+    this.log('error', `internal error handling ${what}`, { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    this.wire.send('Failure', { req, code: '', name: 'Error', message: `gpunixd failed to handle ${what} (an internal error, logged)` });
+  }
+
+  /** Goodbye: a process session's process exits with `code` once its queued work is done. */
+  private goodbye(payload: Payload<'Goodbye'>): void {
+    this.saidGoodbye = true;
+    this.wire.stopReceiving();
+    const handle = this.handle;
+    const finish = (result: unknown) => {
+      this.wire.send('Reply', { req: payload.req, result });
+      this.end();
+    };
+    if (!handle) {
+      finish(null);
+      return;
+    }
+    handle.exit(payload.code).then(
+      (status) => finish(status),
+      (error: unknown) => {
+        this.sendFailure(payload.req, error, 'Goodbye');
+        this.end();
+      },
+    );
+  }
+
+  /** The process ended on its own account (killed by an operator, daemon shutdown): tell the client. */
+  private processEnded(status: ExitStatus): void {
+    if (this.state === 'closed' || this.saidGoodbye) return;
+    this.wire.send('ProcessEnded', { code: status.code, reason: status.reason, message: status.message ?? '' });
+    this.log('info', 'process ended', { code: status.code, reason: status.reason });
+    this.end();
+  }
+
+  /** Ends the session with a ProtocolError of `code`. */
+  fail(code: string, message: string): void {
+    if (this.state === 'closed') return;
+    this.log('warn', 'protocol error; closing the session', { code, message });
+    this.server.deps.metrics?.protocolErrors.inc({ code });
+    this.wire.send('ProtocolError', { code, message });
+    this.end();
+  }
+
+  private failWith(error: unknown, what: string): void {
+    if (error instanceof GpunixError) {
+      this.fail(error.code, error.message);
+      return;
+    }
+    this.log('error', `internal error handling ${what}; closing the session`, { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    this.fail(ErrorCodes.PROTOCOL_MALFORMED, `gpunixd could not handle ${what} (an internal error, logged); the session is closed`);
+  }
+
+  /** Closes the connection (after what was sent) and releases the session's process. */
+  end(): void {
+    this.wire.close();
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    if (this.state === 'closed') return;
+    const wasOpen = this.state === 'open';
+    this.state = 'closed';
+    clearTimeout(this.handshakeTimer);
+    this.server.forget(this);
+    try {
+      this.processSession?.close();
+    } catch (error) {
+      this.log('error', 'internal error closing the process session', { error: (error as Error).stack ?? String(error) });
+    }
+    const handle = this.handle;
+    // The client is gone: its process ends and everything it held is released.
+    if (handle && handle.state !== 'exited') {
+      this.server.deps.kernel.kill(handle.pid).catch((error: unknown) => this.log('debug', 'kill at disconnect failed', { error: String(error) }));
+    }
+    if (wasOpen) this.log('info', 'session closed');
+  }
+}
+
+function listenOn(server: NetServer, options: { path: string } | { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Makes `path` ready to listen on: creates its directory, and removes a stale socket left by a
+ * daemon that died; refuses when another daemon answers on it, or when it is not a socket.
+ */
+export async function prepareSocketPath(path: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  let stat;
+  try {
+    stat = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!stat.isSocket()) throw new GpunixError(ErrorCodes.BAD_CONFIG, `socket: ${path} exists and is not a socket; remove it or choose another path`);
+  const answered = await new Promise<boolean>((resolve) => {
+    const probe: Socket = netConnect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (answered) throw new GpunixError(ErrorCodes.BUSY, `another gpunixd is listening on ${path}`);
+  unlinkSync(path);
+}

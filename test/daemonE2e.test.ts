@@ -1,0 +1,202 @@
+// gpunixd end to end on the real device: the corpus through the daemon from 16 clients at once,
+// byte-identical to bare Dawn; clients killed mid-work leave nothing behind; a bounded fuzz of
+// random and mutated frames from several clients never takes the daemon down, while a
+// well-behaved client alongside keeps getting exact results.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect as netConnect, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { connect } from '../src/index.js';
+import { startDaemon, Daemon } from '../src/daemon/daemon.js';
+import { encodeFrame } from '../src/protocol/codec.js';
+import { acceptedFrom, FieldKind, joinId, MESSAGES, MessageName, Payload, PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { corpus, CorpusProgram } from './corpus/index.js';
+import { bareGpu } from './helpers.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+const bareResults = new Map<string, Promise<Uint8Array>>();
+function bare(program: CorpusProgram): Promise<Uint8Array> {
+  let result = bareResults.get(program.name);
+  if (!result) bareResults.set(program.name, (result = program.run(bareGpu())));
+  return result;
+}
+
+function sameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  assert.equal(actual.byteLength, expected.byteLength, `${what}: result length`);
+  assert.equal(Buffer.compare(actual, expected), 0, `${what}: results differ first at byte ${actual.findIndex((b, i) => b !== expected[i])}`);
+}
+
+const hashOf = (token: string) => `sha256:${createHash('sha256').update(token).digest('hex')}`;
+
+/** Polls `check` until it returns true (or the time runs out, failing with `what`). */
+async function eventually(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('gpunixd end to end', () => {
+  let dir: string;
+  let socket: string;
+  let daemon: Daemon;
+  const token = randomBytes(32).toString('hex');
+
+  const nothingHeld = () => {
+    const stats = daemon.kernel.stats();
+    return stats.liveObjects.total === 0 && stats.bytesAllocated === 0 && daemon.kernel.ps().every((p) => p.state === 'exited');
+  };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gpunix-e2e-'));
+    socket = join(dir, 'gpunixd.sock');
+    daemon = await startDaemon({
+      socket,
+      log: { level: 'silent' },
+      tenants: { lab: { tokenHash: hashOf(token) } },
+    });
+  });
+
+  after(async () => {
+    await daemon.close('immediate');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs the corpus from 16 clients at once, byte-identical to bare Dawn', async () => {
+    const clients = Array.from({ length: 16 }, (_, i) => corpus[i % corpus.length]);
+    const expected = await Promise.all(clients.map((program) => bare(program)));
+    const processes = await Promise.all(clients.map((program, i) => connect({ socket, token, name: `${program.name}-${i}` })));
+    assert.equal(new Set(processes.map((p) => p.pid)).size, 16, 'every client is its own process');
+    await eventually('all 16 are in the process table', () => daemon.kernel.ps().filter((p) => p.state !== 'exited').length >= 16);
+    const results = await Promise.all(clients.map((program, i) => program.run(processes[i].gpu)));
+    results.forEach((result, i) => sameBytes(result, expected[i], clients[i].name));
+    const statuses = await Promise.all(processes.map((p) => p.exit()));
+    for (const status of statuses) assert.equal(status.reason, 'normal');
+    await eventually('everything is released', nothingHeld);
+  });
+
+  it('releases everything of clients killed in the middle of their work', async () => {
+    const children = [0, 1, 2].map((i) =>
+      spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'run', '--connect', '--socket', socket, '--token', token, '--name', `spin${i}`, join(root, 'test/programs/spin.mjs')], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    try {
+      await Promise.all(
+        children.map(
+          (child) =>
+            new Promise<void>((resolve, reject) => {
+              let stderr = '';
+              child.stderr!.on('data', (d) => (stderr += d));
+              child.stdout!.on('data', (d) => String(d).includes('spinning') && resolve());
+              child.once('exit', (code) => reject(new Error(`client exited early (${code}): ${stderr}`)));
+            }),
+        ),
+      );
+      const spinning = daemon.kernel.ps().filter((p) => p.name.startsWith('spin') && p.state !== 'exited');
+      assert.equal(spinning.length, 3);
+      for (const p of spinning) {
+        assert.ok(p.liveObjects > 0 && p.accounting.bytesAllocated > 0 && p.accounting.dispatches > 0, `${p.name} holds objects and has run work`);
+      }
+      for (const child of children) child.kill('SIGKILL');
+      await eventually('the killed clients\' processes have exited and released everything', nothingHeld);
+      for (const pid of spinning.map((p) => p.pid)) {
+        const record = daemon.kernel.ps().find((p) => p.pid === pid);
+        assert.ok(!record || record.exit?.reason === 'killed', `pid ${pid} ended as ${record?.exit?.reason}`);
+      }
+    } finally {
+      for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('survives a bounded fuzz of random and mutated frames while a well-behaved client gets exact results', async () => {
+    const FUZZ_CLIENTS = 4;
+    const FRAMES_PER_CLIENT = 500;
+    const TIME_CAP_MS = 15_000;
+    let seed = 0xc0ffee;
+    const random = (n: number) => {
+      seed ^= seed << 13;
+      seed >>>= 0;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      seed >>>= 0;
+      return seed % n;
+    };
+    const trickyJson = [null, {}, [], 0, -1, 'x', { size: -1 }, { size: 1e300, usage: 'all' }, { $ref: joinId(1, 0) }, { $ref: 'no' },
+      { code: '@compute @workgroup_size(1) fn main() {}' }, { layout: 'auto', compute: { module: { $ref: joinId(3, 0) } } },
+      { entries: [{ binding: 0, resource: { buffer: { $ref: joinId(2, 0) } } }], layout: { $ref: joinId(4, 0) } },
+      [['beginComputePass', {}], ['dispatchWorkgroups', 1e9], ['end']], [['nonsense']], { a: { b: { c: { d: [[[[[]]]]] } } } }];
+    const value = (kind: FieldKind): unknown => {
+      switch (kind) {
+        case 'u8': return random(256);
+        case 'u16': return random(65536);
+        case 'u32': return [0, 1, 2, 0xffffffff, random(100)][random(5)];
+        case 'f64': return [0, -1, 4, 1e20, NaN, 2 ** 53][random(6)];
+        case 'bool': return random(2) === 1;
+        case 'str': return ['', 'validation', 'x'.repeat(random(300)), 'ö'][random(4)];
+        case 'bytes': return new Uint8Array(random(64)).map(() => random(256));
+        case 'json': return trickyJson[random(trickyJson.length)];
+        case 'id': return joinId(random(8), random(3));
+        case 'ids': return Array.from({ length: random(4) }, () => joinId(random(8), random(2)));
+      }
+    };
+    const processMessages = [...acceptedFrom('process')].filter((n) => n !== 'Goodbye');
+    const fuzzFrame = (): Buffer => {
+      const choice = random(10);
+      if (choice === 0) return Buffer.from(new Uint8Array(1 + random(40)).map(() => random(256))); // random bytes
+      const name = processMessages[random(processMessages.length)] as MessageName;
+      const payload: Record<string, unknown> = {};
+      for (const [field, kind] of Object.entries(MESSAGES[name].fields) as [string, FieldKind][]) payload[field] = value(kind);
+      const frame = encodeFrame(name, payload as Payload<typeof name>);
+      if (choice <= 2) for (let k = 0; k < 1 + random(3); k++) frame[random(frame.byteLength)] = random(256); // mutated
+      return frame;
+    };
+    const hello = (withToken: boolean) =>
+      encodeFrame('Hello', { version: PROTOCOL_VERSION, role: 'process', token: withToken ? token : 'wrong', name: 'fuzz', priority: 'normal', weight: 1, options: {} });
+
+    const deadline = Date.now() + TIME_CAP_MS;
+    let sessionsClosedByDaemon = 0;
+    const fuzzClient = async (index: number): Promise<void> => {
+      let sent = 0;
+      while (sent < FRAMES_PER_CLIENT && Date.now() < deadline) {
+        const sock: Socket = netConnect({ path: socket });
+        await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+        const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+        sock.on('error', () => {});
+        sock.on('data', () => {});
+        // Most sessions get past the handshake so the fuzz reaches the WebGPU handlers.
+        if (random(5) > 0) sock.write(hello(random(8) > 0 || index === 0));
+        const burst = 1 + random(25);
+        for (let k = 0; k < burst && sent < FRAMES_PER_CLIENT; k++, sent++) sock.write(fuzzFrame());
+        await Promise.race([closed.then(() => sessionsClosedByDaemon++), new Promise((r) => setTimeout(r, 150))]);
+        sock.destroy();
+      }
+    };
+    const wellBehaved = async (): Promise<number> => {
+      let rounds = 0;
+      for (const program of [corpus[0], corpus[1], corpus[2], corpus[3]]) {
+        const proc = await connect({ socket, token, name: `steady-${program.name}` });
+        sameBytes(await program.run(proc.gpu), await bare(program), `${program.name} during the fuzz`);
+        assert.equal((await proc.exit()).reason, 'normal');
+        rounds++;
+      }
+      return rounds;
+    };
+    const [rounds] = await Promise.all([wellBehaved(), ...Array.from({ length: FUZZ_CLIENTS }, (_, i) => fuzzClient(i))]);
+    assert.equal(rounds, 4);
+    assert.ok(sessionsClosedByDaemon > 0, 'the daemon closed sessions that broke the protocol');
+    // Still serving, and nothing leaked from the fuzzed sessions.
+    const after = await connect({ socket, token, name: 'after-fuzz' });
+    sameBytes(await corpus[0].run(after.gpu), await bare(corpus[0]), 'after the fuzz');
+    await after.exit();
+    await eventually('the fuzzed sessions released everything', nothingHeld);
+  });
+});
