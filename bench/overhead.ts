@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { collectGarbage, machine, machineBusySeconds } from './machine.js';
 import { createKernel } from '../src/index.js';
-import { formatRate, median, OVERHEAD_WORKLOADS as WORKLOADS, Sample, uncaptured, Workload } from './workloads.js';
+import { compareSides, Comparison, OVERHEAD_WORKLOADS as WORKLOADS, printComparison, Sample, uncaptured, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -76,38 +76,12 @@ async function main(): Promise<void> {
   const busyBefore = machineBusySeconds();
   const ownBefore = process.cpuUsage();
   const wallBefore = performance.now();
-  const results = [];
+  let comparisons: Comparison[];
   try {
-    for (const w of workloads) {
-      process.stderr.write(`${w.name}: warm-up`);
-      await onBare(w);
-      await onGpunix(w);
-      const samples = { bare: [] as number[], gpunix: [] as number[] };
-      for (let rep = 0; rep < reps; rep++) {
-        // Alternate which side goes first, so drift (thermal, caches, GC) hits both alike.
-        const order = rep % 2 === 0 ? (['bare', 'gpunix'] as const) : (['gpunix', 'bare'] as const);
-        for (const side of order) {
-          const s = await (side === 'bare' ? onBare(w) : onGpunix(w));
-          samples[side].push(s.units / s.seconds);
-        }
-        process.stderr.write('.');
-      }
-      process.stderr.write('\n');
-      const bareRate = median(samples.bare);
-      const gpunixRate = median(samples.gpunix);
-      // Each rep's two samples ran back to back: their ratios show how much the headline moves.
-      const paired = samples.gpunix.map((g, i) => g / samples.bare[i]);
-      results.push({
-        name: w.name,
-        describe: w.describe,
-        unit: `${w.unit}/s`,
-        bare: bareRate,
-        gpunix: gpunixRate,
-        ratio: gpunixRate / bareRate,
-        pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired) },
-        samples,
-      });
-    }
+    comparisons = await compareSides(workloads, [
+      { name: 'bare', run: onBare },
+      { name: 'gpunix', run: onGpunix },
+    ], reps);
   } finally {
     await kernel.shutdown();
   }
@@ -118,6 +92,7 @@ async function main(): Promise<void> {
   const otherCpuSeconds =
     busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
   const info = bareAdapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const results = comparisons.map(({ rates, ...r }) => ({ ...r, bare: rates.bare, gpunix: rates.gpunix }));
   const report = {
     benchmark: 'gpunix-overhead',
     ...machine(bareAdapter),
@@ -130,20 +105,7 @@ async function main(): Promise<void> {
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
-  const unitOf = (name: string): Workload['unit'] => WORKLOADS.find((w) => w.name === name)!.unit;
-  const rows = [
-    ['workload', 'bare (median)', 'gpunix (median)', 'ratio', 'per-rep ratios (min/median/max)'],
-    ...results.map((r) => [
-      r.name,
-      formatRate(r.bare, unitOf(r.name)),
-      formatRate(r.gpunix, unitOf(r.name)),
-      r.ratio.toFixed(3),
-      `${r.pairedRatios.min.toFixed(2)} / ${r.pairedRatios.median.toFixed(2)} / ${r.pairedRatios.max.toFixed(2)}`,
-    ]),
-  ];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  process.stderr.write(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}\n`);
-  for (const row of rows) process.stderr.write(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+  printComparison(`${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['bare', 'gpunix']);
   if (otherCpuSeconds !== null) {
     const share = otherCpuSeconds / wallSeconds;
     process.stderr.write(`other programs used ${otherCpuSeconds.toFixed(1)} CPU s during the ${wallSeconds.toFixed(0)} s run${share > 0.05 ? ' — the figures are noisy; rerun on a quiet machine' : ''}\n`);

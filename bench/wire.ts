@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { collectGarbage, machine, machineBusySeconds } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
-import { bandwidthWorkload, dispatchWorkload, formatRate, median, MiB, roundTripWorkload, Sample, uncaptured, Workload } from './workloads.js';
+import { bandwidthWorkload, compareSides, Comparison, dispatchWorkload, MiB, printComparison, roundTripWorkload, Sample, uncaptured, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -117,36 +117,12 @@ async function main(): Promise<void> {
   const busyBefore = machineBusySeconds();
   const ownBefore = process.cpuUsage();
   const wallBefore = performance.now();
-  const results = [];
+  let comparisons: Comparison[];
   try {
-    for (const w of workloads) {
-      process.stderr.write(`${w.name}: warm-up`);
-      await onEmbedded(w);
-      await onDaemon(w);
-      const samples = { embedded: [] as number[], daemon: [] as number[] };
-      for (let rep = 0; rep < reps; rep++) {
-        const order = rep % 2 === 0 ? (['embedded', 'daemon'] as const) : (['daemon', 'embedded'] as const);
-        for (const side of order) {
-          const s = await (side === 'embedded' ? onEmbedded(w) : onDaemon(w));
-          samples[side].push(s.units / s.seconds);
-        }
-        process.stderr.write('.');
-      }
-      process.stderr.write('\n');
-      const embedded = median(samples.embedded);
-      const viaDaemon = median(samples.daemon);
-      const paired = samples.daemon.map((d, i) => d / samples.embedded[i]);
-      results.push({
-        name: w.name,
-        describe: w.describe,
-        unit: `${w.unit}/s`,
-        embedded,
-        daemon: viaDaemon,
-        ratio: viaDaemon / embedded,
-        pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired) },
-        samples,
-      });
-    }
+    comparisons = await compareSides(workloads, [
+      { name: 'embedded', run: onEmbedded },
+      { name: 'daemon', run: onDaemon },
+    ], reps);
   } finally {
     await kernel.shutdown();
     await daemon.stop();
@@ -167,27 +143,12 @@ async function main(): Promise<void> {
     target: { batched: 0.8 },
     transport: 'unix socket, daemon in a child process',
     contention: { wallSeconds, otherCpuSecondsIncludingDaemon: otherCpuSeconds },
-    workloads: results,
+    workloads: comparisons.map(({ rates, ...r }) => ({ ...r, embedded: rates.embedded, daemon: rates.daemon })),
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
-  const rows = [
-    ['workload', 'embedded (median)', 'daemon (median)', 'ratio', 'per-rep ratios (min/median/max)'],
-    ...results.map((r) => {
-      const unit = WORKLOADS.find((w) => w.name === r.name)!.unit;
-      return [
-        r.name,
-        formatRate(r.embedded, unit),
-        formatRate(r.daemon, unit),
-        r.ratio.toFixed(3),
-        `${r.pairedRatios.min.toFixed(2)} / ${r.pairedRatios.median.toFixed(2)} / ${r.pairedRatios.max.toFixed(2)}`,
-      ];
-    }),
-  ];
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
   const info = bareAdapter.info;
-  process.stderr.write(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}\n`);
-  for (const row of rows) process.stderr.write(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+  printComparison(`${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['embedded', 'daemon']);
 }
 
 main().then(

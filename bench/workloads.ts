@@ -174,3 +174,76 @@ export function formatRate(value: number, unit: Workload['unit']): string {
   if (unit === 'ops') return `${value.toFixed(0)} ops/s`;
   return `${value.toFixed(0)} disp/s`;
 }
+
+/** One side of a comparison: a name (a key of the JSON) and how it runs one sample of a workload. */
+export interface Side {
+  name: string;
+  run(workload: Workload): Promise<Sample>;
+}
+
+export interface Comparison {
+  name: string;
+  describe: string;
+  unit: string;
+  /** Median rate of each side, by side name. */
+  rates: Record<string, number>;
+  /** Second side's median rate over the first's. */
+  ratio: number;
+  pairedRatios: { min: number; median: number; max: number };
+  samples: Record<string, number[]>;
+}
+
+/**
+ * Runs each workload on both sides: one warm-up each, then `reps` interleaved repetitions whose
+ * order flips every rep, so drift (thermal, caches, GC) hits both alike. Progress on stderr.
+ */
+export async function compareSides(workloads: Workload[], [first, second]: [Side, Side], reps: number): Promise<Comparison[]> {
+  const results: Comparison[] = [];
+  for (const w of workloads) {
+    process.stderr.write(`${w.name}: warm-up`);
+    await first.run(w);
+    await second.run(w);
+    const samples: Record<string, number[]> = { [first.name]: [], [second.name]: [] };
+    for (let rep = 0; rep < reps; rep++) {
+      for (const side of rep % 2 === 0 ? [first, second] : [second, first]) {
+        const s = await side.run(w);
+        samples[side.name].push(s.units / s.seconds);
+      }
+      process.stderr.write('.');
+    }
+    process.stderr.write('\n');
+    const rates = { [first.name]: median(samples[first.name]), [second.name]: median(samples[second.name]) };
+    // Each rep's two samples ran back to back: their ratios show how much the headline moves.
+    const paired = samples[second.name].map((v, i) => v / samples[first.name][i]);
+    results.push({
+      name: w.name,
+      describe: w.describe,
+      unit: `${w.unit}/s`,
+      rates,
+      ratio: rates[second.name] / rates[first.name],
+      pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired) },
+      samples,
+    });
+  }
+  return results;
+}
+
+/** Prints the comparison table on stderr, under a one-line heading. */
+export function printComparison(heading: string, results: Comparison[], workloads: Workload[], [first, second]: [string, string]): void {
+  const rows = [
+    ['workload', `${first} (median)`, `${second} (median)`, 'ratio', 'per-rep ratios (min/median/max)'],
+    ...results.map((r) => {
+      const unit = workloads.find((w) => w.name === r.name)!.unit;
+      return [
+        r.name,
+        formatRate(r.rates[first], unit),
+        formatRate(r.rates[second], unit),
+        r.ratio.toFixed(3),
+        `${r.pairedRatios.min.toFixed(2)} / ${r.pairedRatios.median.toFixed(2)} / ${r.pairedRatios.max.toFixed(2)}`,
+      ];
+    }),
+  ];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  process.stderr.write(`\n${heading}\n`);
+  for (const row of rows) process.stderr.write(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+}

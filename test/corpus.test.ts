@@ -8,19 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel } from '../src/index.js';
 import { corpus, CorpusProgram } from './corpus/index.js';
 import * as indirect from './corpus/indirect.js';
-import { bareGpu } from './helpers.js';
-
-const bareResults = new Map<string, Promise<Uint8Array>>();
-
-/** The baseline: the program on bare Dawn, run once and shared by every scenario. */
-function bare(program: CorpusProgram): Promise<Uint8Array> {
-  let result = bareResults.get(program.name);
-  if (!result) {
-    result = program.run(bareGpu());
-    bareResults.set(program.name, result);
-  }
-  return result;
-}
+import { assertSameBytes, bareResult as bare } from './helpers.js';
 
 /** Runs the program as a new gpunix process of `kernel` and ends the process normally. */
 async function asProcess(kernel: Kernel, program: CorpusProgram): Promise<Uint8Array> {
@@ -30,12 +18,6 @@ async function asProcess(kernel: Kernel, program: CorpusProgram): Promise<Uint8A
   } finally {
     assert.deepEqual(await proc.exit(), { code: 0, reason: 'normal' });
   }
-}
-
-function assertSameBytes(actual: Uint8Array, expected: Uint8Array, program: string): void {
-  assert.equal(actual.byteLength, expected.byteLength, `${program}: result length`);
-  const firstDifference = actual.findIndex((b, i) => b !== expected[i]);
-  assert.equal(Buffer.compare(actual, expected), 0, `${program}: results differ first at byte ${firstDifference}`);
 }
 
 function assertNotAllZero(result: Uint8Array, program: string): void {

@@ -16,33 +16,14 @@ import { connect } from '../src/index.js';
 import { startDaemon, Daemon } from '../src/daemon/daemon.js';
 import { encodeFrame } from '../src/protocol/codec.js';
 import { acceptedFrom, FieldKind, joinId, MESSAGES, MessageName, Payload, PROTOCOL_VERSION } from '../src/protocol/messages.js';
-import { corpus, CorpusProgram } from './corpus/index.js';
-import { bareGpu } from './helpers.js';
+import { corpus } from './corpus/index.js';
+import { assertSameBytes, bareResult, eventually } from './helpers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
-const bareResults = new Map<string, Promise<Uint8Array>>();
-function bare(program: CorpusProgram): Promise<Uint8Array> {
-  let result = bareResults.get(program.name);
-  if (!result) bareResults.set(program.name, (result = program.run(bareGpu())));
-  return result;
-}
-
-function sameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.equal(actual.byteLength, expected.byteLength, `${what}: result length`);
-  assert.equal(Buffer.compare(actual, expected), 0, `${what}: results differ first at byte ${actual.findIndex((b, i) => b !== expected[i])}`);
-}
 
 const hashOf = (token: string) => `sha256:${createHash('sha256').update(token).digest('hex')}`;
 
-/** Polls `check` until it returns true (or the time runs out, failing with `what`). */
-async function eventually(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('gpunixd end to end', () => {
   let dir: string;
@@ -72,12 +53,12 @@ describe('gpunixd end to end', () => {
 
   it('runs the corpus from 16 clients at once, byte-identical to bare Dawn', async () => {
     const clients = Array.from({ length: 16 }, (_, i) => corpus[i % corpus.length]);
-    const expected = await Promise.all(clients.map((program) => bare(program)));
+    const expected = await Promise.all(clients.map((program) => bareResult(program)));
     const processes = await Promise.all(clients.map((program, i) => connect({ socket, token, name: `${program.name}-${i}` })));
     assert.equal(new Set(processes.map((p) => p.pid)).size, 16, 'every client is its own process');
     await eventually('all 16 are in the process table', () => daemon.kernel.ps().filter((p) => p.state !== 'exited').length >= 16);
     const results = await Promise.all(clients.map((program, i) => program.run(processes[i].gpu)));
-    results.forEach((result, i) => sameBytes(result, expected[i], clients[i].name));
+    results.forEach((result, i) => assertSameBytes(result, expected[i], clients[i].name));
     const statuses = await Promise.all(processes.map((p) => p.exit()));
     for (const status of statuses) assert.equal(status.reason, 'normal');
     await eventually('everything is released', nothingHeld);
@@ -184,7 +165,7 @@ describe('gpunixd end to end', () => {
       let rounds = 0;
       for (const program of [corpus[0], corpus[1], corpus[2], corpus[3]]) {
         const proc = await connect({ socket, token, name: `steady-${program.name}` });
-        sameBytes(await program.run(proc.gpu), await bare(program), `${program.name} during the fuzz`);
+        assertSameBytes(await program.run(proc.gpu), await bareResult(program), `${program.name} during the fuzz`);
         assert.equal((await proc.exit()).reason, 'normal');
         rounds++;
       }
@@ -195,7 +176,7 @@ describe('gpunixd end to end', () => {
     assert.ok(sessionsClosedByDaemon > 0, 'the daemon closed sessions that broke the protocol');
     // Still serving, and nothing leaked from the fuzzed sessions.
     const after = await connect({ socket, token, name: 'after-fuzz' });
-    sameBytes(await corpus[0].run(after.gpu), await bare(corpus[0]), 'after the fuzz');
+    assertSameBytes(await corpus[0].run(after.gpu), await bareResult(corpus[0]), 'after the fuzz');
     await after.exit();
     await eventually('the fuzzed sessions released everything', nothingHeld);
   });

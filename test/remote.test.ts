@@ -20,31 +20,13 @@ import { ProcessSession } from '../src/daemon/processSession.js';
 import { ProtocolError } from '../src/protocol/codec.js';
 import { joinId, Message, PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { Wire } from '../src/protocol/wire.js';
-import { corpus, CorpusProgram } from './corpus/index.js';
-import { bareDevice, bareGpu } from './helpers.js';
+import { corpus } from './corpus/index.js';
+import { assertSameBytes, bareDevice, bareResult, eventually } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 
-const bareResults = new Map<string, Promise<Uint8Array>>();
-function bare(program: CorpusProgram): Promise<Uint8Array> {
-  let result = bareResults.get(program.name);
-  if (!result) bareResults.set(program.name, (result = program.run(bareGpu())));
-  return result;
-}
 
-function sameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  assert.equal(actual.byteLength, expected.byteLength, `${what}: result length`);
-  assert.equal(Buffer.compare(actual, expected), 0, `${what}: results differ first at byte ${actual.findIndex((b, i) => b !== expected[i])}`);
-}
-
-async function eventually(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** A minimal server: one kernel process and one ProcessSession per connection. */
 class Harness {
@@ -139,12 +121,12 @@ describe('WebGPU over the wire (client library and ProcessSession)', () => {
 
   for (const program of corpus) {
     it(`runs ${program.name} byte-identically to bare Dawn`, async () => {
-      const expected = await bare(program);
+      const expected = await bareResult(program);
       const proc = await connect({ socket, name: program.name });
       assert.ok(proc.pid > 0);
       assert.equal(proc.tenant, 'default');
       const actual = await program.run(proc.gpu);
-      sameBytes(actual, expected, program.name);
+      assertSameBytes(actual, expected, program.name);
       assert.deepEqual(await proc.exit(), { code: 0, reason: 'normal' });
       assert.deepEqual(await proc.ended, { code: 0, reason: 'normal' });
       await eventually('the process released everything', nothingHeld);
@@ -152,10 +134,10 @@ describe('WebGPU over the wire (client library and ProcessSession)', () => {
   }
 
   it('runs every corpus program at once from separate clients', async () => {
-    const expected = await Promise.all(corpus.map((program) => bare(program)));
+    const expected = await Promise.all(corpus.map((program) => bareResult(program)));
     const procs = await Promise.all(corpus.map((program) => connect({ socket, name: `${program.name}-concurrent` })));
     const results = await Promise.all(corpus.map((program, i) => program.run(procs[i].gpu)));
-    results.forEach((result, i) => sameBytes(result, expected[i], corpus[i].name));
+    results.forEach((result, i) => assertSameBytes(result, expected[i], corpus[i].name));
     await Promise.all(procs.map((p) => p.exit()));
     await eventually('everything is released', nothingHeld);
   });
@@ -252,7 +234,7 @@ describe('WebGPU over the wire (client library and ProcessSession)', () => {
     encoder.copyBufferToBuffer(target, 0, staging, 0, size);
     device.queue.submit([encoder.finish()]);
     await staging.mapAsync(GPUMapMode.READ);
-    sameBytes(new Uint8Array(staging.getMappedRange()), data, 'the large write');
+    assertSameBytes(new Uint8Array(staging.getMappedRange()), data, 'the large write');
     staging.unmap();
     await proc.exit();
   });
@@ -300,7 +282,7 @@ describe('WebGPU over the wire (client library and ProcessSession)', () => {
     raw2.post('FinishCommandEncoder', { device: joinId(2, 0), id: joinId(4, 0), descriptor: {}, commands: [['nonsense']], finishDescriptor: {} });
     assert.equal(((await raw2.closed) as GpunixError).code, ErrorCodes.PROTOCOL_MALFORMED);
     // The other session was untouched.
-    sameBytes(await corpus[0].run(good.gpu), await bare(corpus[0]), 'the other session');
+    assertSameBytes(await corpus[0].run(good.gpu), await bareResult(corpus[0]), 'the other session');
     assert.equal((await good.exit()).reason, 'normal');
     await eventually('everything is released', nothingHeld);
   });
