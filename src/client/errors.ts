@@ -8,6 +8,8 @@ import { globals } from 'webgpu';
 import { GpunixError } from '../errors.js';
 import { RemoteFailure } from './session.js';
 
+export { enforceRange, operationError, U32_MAX, U64_MAX } from '../webidl.js';
+
 const dawn = globals as Record<string, unknown>;
 const ValidationError = dawn.GPUValidationError as new (message: string) => GPUError;
 const OutOfMemoryError = dawn.GPUOutOfMemoryError as new (message: string) => GPUError;
@@ -42,24 +44,6 @@ export function programError(error: unknown): Error {
       return new DOMException(error.message, error.name) as unknown as Error;
   }
 }
-
-export function operationError(message: string): Error {
-  return new DOMException(message, 'OperationError') as unknown as Error;
-}
-
-/** WebIDL's [EnforceRange] integer conversion, as Dawn makes it: TypeError unless finite and in range. */
-export function enforceRange(value: unknown, max: number, method: string, what: string): number {
-  const number = Number(value);
-  if (typeof value === 'bigint' || typeof value === 'symbol' || !Number.isFinite(number)) {
-    throw new TypeError(`no overload matched for ${method}:\nvalue is not a number\nwhile converting ${what}`);
-  }
-  const integer = Math.trunc(number);
-  if (integer < 0 || integer > max) throw new TypeError(`no overload matched for ${method}:\nValues are out of the range of that integer.\nwhile converting ${what}`);
-  return integer;
-}
-
-export const U32_MAX = 0xffffffff;
-export const U64_MAX = Number.MAX_SAFE_INTEGER;
 
 export function notOfInterface(method: string, what: string): TypeError {
   return new TypeError(`no overload matched for ${method}:\nobject is not of the correct interface type\nwhile converting ${what}`);

@@ -10,6 +10,7 @@ import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
 import type { Message } from '../protocol/messages.js';
 import { Command, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import type { Channel } from './channel.js';
+import { dataBytes } from '../webidl.js';
 import { enforceRange, gpuError, notOfInterface, operationError, U32_MAX, U64_MAX, UncapturedErrorEvent } from './errors.js';
 
 /** Largest writeBuffer payload sent in one message; bigger valid writes go in pieces (frames stay far below the limit). */
@@ -347,31 +348,6 @@ export class RemoteDevice extends EventTarget {
 }
 
 // ---- queue --------------------------------------------------------------------------------------
-
-/**
- * The bytes of writeBuffer's data argument, checked as WebGPU does (dataOffset and size count
- * elements of a typed array, bytes otherwise). The same rules as the kernel's (src/vgpu/queue.ts),
- * kept here so the client does not load the kernel.
- */
-function dataBytes(method: string, data: unknown, dataOffset = 0, size?: number, multipleOf4 = true): Uint8Array {
-  let bytes: Uint8Array;
-  let elementSize = 1;
-  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) {
-    bytes = new Uint8Array(data);
-  } else if (ArrayBuffer.isView(data)) {
-    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    elementSize = (data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
-  } else {
-    throw new TypeError(`no overload matched for ${method}: data is not an ArrayBuffer or ArrayBufferView`);
-  }
-  const elements = bytes.byteLength / elementSize;
-  const offset = enforceRange(dataOffset, U64_MAX, method, 'dataOffset');
-  if (offset > elements) throw operationError("dataOffset is larger than data's size.");
-  const count = size === undefined ? elements - offset : enforceRange(size, U64_MAX, method, 'size');
-  if (offset + count > elements) throw operationError("size + dataOffset is larger than data's size.");
-  if (multipleOf4 && (count * elementSize) % 4 !== 0) throw operationError('size is not a multiple of 4 bytes.');
-  return bytes.subarray(offset * elementSize, (offset + count) * elementSize);
-}
 
 export class RemoteQueue extends RemoteObject {
   submit(commandBuffers: Iterable<GPUCommandBuffer>): void {

@@ -10,28 +10,11 @@ import { COPY_CHUNK_BYTES } from '../params.js';
 import { VirtualBuffer } from './buffer.js';
 import { Submission } from './submission.js';
 import { BufferUsage } from './webgpuGlobals.js';
+import { dataBytes } from '../webidl.js';
 
-/**
- * The bytes of writeBuffer's data argument, checked as WebGPU does (dataOffset and size count
- * elements of a typed array, bytes otherwise); throws Dawn's OperationErrors for bad ranges.
- */
+/** The bytes of writeBuffer's data argument, checked as WebGPU does (src/webidl.ts). */
 export function writeBufferBytes(data: unknown, dataOffset = 0, size?: number): Uint8Array {
-  let bytes: Uint8Array;
-  let elementSize = 1;
-  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) {
-    bytes = new Uint8Array(data);
-  } else if (ArrayBuffer.isView(data)) {
-    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    elementSize = (data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
-  } else {
-    throw new TypeError('no overload matched for writeBuffer: data is not an ArrayBuffer or ArrayBufferView');
-  }
-  const elements = bytes.byteLength / elementSize;
-  if (dataOffset > elements) throw new DOMException('dataOffset is larger than data\'s size.', 'OperationError');
-  const count = size ?? elements - dataOffset;
-  if (dataOffset + count > elements) throw new DOMException('size + dataOffset is larger than data\'s size.', 'OperationError');
-  if ((count * elementSize) % 4 !== 0) throw new DOMException('size is not a multiple of 4 bytes.', 'OperationError');
-  return bytes.subarray(dataOffset * elementSize, (dataOffset + count) * elementSize);
+  return dataBytes('writeBuffer', data, dataOffset, size);
 }
 
 /** True when Dawn will accept this write as the program's call stands (so it may be chunked). */
