@@ -434,6 +434,8 @@ interface SwapDelta {
   nsOut: number;
   bytesIn: number;
   nsIn: number;
+  /** Time transfers waited in the queue behind work already there (not in nsOut/nsIn). */
+  nsWait: number;
 }
 
 interface GpunixSample extends WorkloadSample {
@@ -448,7 +450,7 @@ async function onKernel(kernel: Kernel, c: WorkloadConfig, tag: string): Promise
   const before = kernel.stats().swap;
   collectGarbage();
   let sample: WorkloadSample;
-  let after: SwapDelta;
+  let after: ReturnType<Kernel['stats']>['swap'];
   let records;
   try {
     sample = await runWorkload(
@@ -471,6 +473,7 @@ async function onKernel(kernel: Kernel, c: WorkloadConfig, tag: string): Promise
       nsOut: after.nsOut - before.nsOut,
       bytesIn: after.bytesIn - before.bytesIn,
       nsIn: after.nsIn - before.nsIn,
+      nsWait: after.nsWaitOut - before.nsWaitOut + after.nsWaitIn - before.nsWaitIn,
     },
     evictions: records.reduce((sum, r) => sum + r.accounting.evictions, 0),
     restores: records.reduce((sum, r) => sum + r.accounting.restores, 0),
@@ -526,6 +529,7 @@ async function idleSwap(kernel: Kernel, c: WorkloadConfig, rounds: number, tag: 
       nsOut: after.nsOut - before.nsOut,
       bytesIn: after.bytesIn - before.bytesIn,
       nsIn: after.nsIn - before.nsIn,
+      nsWait: after.nsWaitOut - before.nsWaitOut + after.nsWaitIn - before.nsWaitIn,
     };
     const moved = IDLE_SWAP_CYCLES * rounds * c.bytes;
     if (swap.bytesOut !== moved || swap.bytesIn !== moved) {
@@ -685,6 +689,8 @@ async function main(): Promise<void> {
     inRatio: median(runs.map((r) => r.inRate)) / rawH2d.bytesPerSecond,
     bytesOutPerRun: median(moved.map((m) => m.bytesOut)),
     bytesInPerRun: median(moved.map((m) => m.bytesIn)),
+    /** Share of swap transfers' time spent waiting behind work already queued (not counted in the ratio). */
+    queueWaitShare: median(moved.map((m) => m.nsWait / (m.nsWait + m.nsOut + m.nsIn || 1))),
     perRunRatios: spread(runs.map((r) => r.ratio)),
   });
   const underLoad = summary(perRun, samples.half.map((s) => s.swap));
@@ -780,7 +786,7 @@ async function main(): Promise<void> {
     ...swapRows('half-budget workload', underLoad),
     ...swapRows('swapOut+resume, idle', alone),
   ]);
-  process.stderr.write(`swap_bandwidth_ratio ${swapBandwidthRatio.toFixed(2)} (target ${TARGET}); idle_swap_bandwidth_ratio ${alone.ratio.toFixed(2)}\n\n`);
+  process.stderr.write(`swap_bandwidth_ratio ${swapBandwidthRatio.toFixed(2)} (target ${TARGET}); idle_swap_bandwidth_ratio ${alone.ratio.toFixed(2)}; time queued behind other work: ${(underLoad.queueWaitShare * 100).toFixed(0)}% of swap transfers' spans under load\n\n`);
   const steps = (xs: WorkloadSample[]): string =>
     `${Math.min(...xs.map((s) => s.stepsPerSecond)).toFixed(1)} / ${Math.max(...xs.map((s) => s.stepsPerSecond)).toFixed(1)}`;
   table([

@@ -27,9 +27,12 @@ export function realUsageFor(usage: number): number {
 
 /**
  * Swap traffic, for stats and the oversubscription benchmark: bytes moved and the time spent
- * moving them. A transfer's time runs from the kernel starting it until its bytes have arrived:
- * in host memory (out), or on the device with the upload executed (in) — including any time it
- * waited in the queue behind work already there. Per direction, time during which several
+ * moving them. A transfer's moving time runs from when the device reached it (the work queued
+ * ahead of it had completed, or the kernel started it, whichever is later) until its bytes have
+ * arrived: in host memory (out), or on the device with the upload executed (in). The time it
+ * waited behind work already on the device's one queue is counted apart (nsWaitOut, nsWaitIn):
+ * it is other processes' device time, not transfer. The same rule the dispatcher uses to credit
+ * device time (done − max(issued, previous fence done)). Per direction, time during which several
  * transfers were in progress counts once. Evictions that gave up count neither bytes nor time;
  * a restore's time is added when its upload has completed, shortly after its bytes.
  */
@@ -38,6 +41,9 @@ export interface SwapCounters {
   nsOut: number;
   bytesIn: number;
   nsIn: number;
+  /** Time swap transfers waited in the device's queue behind work queued before them. */
+  nsWaitOut: number;
+  nsWaitIn: number;
   /** Evicted contents held in host memory now (bytes; including those being written to spill files). */
   hostBytes: number;
   /** Evicted contents in spill files now: bytes, and files (see spill.ts). */
@@ -51,7 +57,7 @@ export interface SwapCounters {
 
 /** Fresh swap counters, all zero. */
 export function newSwapCounters(): SwapCounters {
-  return { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0, hostBytes: 0, spilledBytes: 0, spillFiles: 0, bytesSpilled: 0, spillFailures: 0 };
+  return { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0, nsWaitOut: 0, nsWaitIn: 0, hostBytes: 0, spilledBytes: 0, spillFiles: 0, bytesSpilled: 0, spillFailures: 0 };
 }
 
 const nowNs = (): number => performance.now() * 1e6;
@@ -91,11 +97,36 @@ class SwapClock {
   }
 }
 
-const clocks = new WeakMap<SwapCounters, { out: SwapClock; in: SwapClock }>();
-function clocksOf(swap: SwapCounters): { out: SwapClock; in: SwapClock } {
-  let pair = clocks.get(swap);
-  if (!pair) clocks.set(swap, (pair = { out: new SwapClock(), in: new SwapClock() }));
-  return pair;
+interface SwapClocks {
+  out: SwapClock;
+  in: SwapClock;
+  waitOut: SwapClock;
+  waitIn: SwapClock;
+}
+
+const clocks = new WeakMap<SwapCounters, SwapClocks>();
+function clocksOf(swap: SwapCounters): SwapClocks {
+  let set = clocks.get(swap);
+  if (!set) clocks.set(swap, (set = { out: new SwapClock(), in: new SwapClock(), waitOut: new SwapClock(), waitIn: new SwapClock() }));
+  return set;
+}
+
+/** When the work queued on `device` so far has completed (ns): where a transfer queued now can start. */
+function queueAhead(device: GPUDevice): Promise<number> {
+  return device.queue.onSubmittedWorkDone().then(nowNs, nowNs);
+}
+
+/** Splits a transfer's span at the moment the device reached it: [waited, moved] in ns added to the clocks. */
+function countTransfer(swap: SwapCounters, direction: 'out' | 'in', startedNs: number, reachedNs: number, arrivedNs: number): void {
+  const reached = Math.min(arrivedNs, Math.max(startedNs, reachedNs));
+  const set = clocksOf(swap);
+  if (direction === 'out') {
+    swap.nsWaitOut += set.waitOut.add(startedNs, reached);
+    swap.nsOut += set.out.add(reached, arrivedNs);
+  } else {
+    swap.nsWaitIn += set.waitIn.add(startedNs, reached);
+    swap.nsIn += set.in.add(reached, arrivedNs);
+  }
 }
 
 /**
@@ -319,8 +350,11 @@ export class BufferResidency {
     this.eviction = eviction;
     const activity = this.owner.activity;
     const startedNs = nowNs();
+    const ahead = queueAhead(this.physical.device);
     const data = await this.copyOut(real, eviction);
     const arrivedNs = nowNs();
+    // Already settled: the queue completes in order, so the work ahead finished before the copy.
+    const reachedNs = await ahead;
     this.eviction = null;
     const owner = this.owner;
     const stillIdle = owner.inFlightGroups === 0 && (owner.queuedItems === 0 || owner.suspended) && owner.activity === activity;
@@ -333,7 +367,7 @@ export class BufferResidency {
     this.generation++;
     owner.backingEpoch++;
     this.swap.bytesOut += this.size;
-    this.swap.nsOut += clocksOf(this.swap).out.add(startedNs, arrivedNs);
+    countTransfer(this.swap, 'out', startedNs, reachedNs, arrivedNs);
     real.destroy();
     this.ledger.setResident(this.token, false);
     return true;
@@ -407,9 +441,10 @@ export class BufferResidency {
    */
   private restore(): void {
     const startedNs = nowNs();
+    const device = this.physical.device;
+    const ahead = queueAhead(device);
     // From host memory, or read back from its spill file (synchronously; the file is removed).
     const { data: host, recycle } = spillStoreOf(this.swap).take(this.evicted!);
-    const device = this.physical.device;
     let real: GPUBuffer;
     if ((this.realUsage & BufferUsage.COPY_DST) !== 0 && (this.realUsage & (BufferUsage.MAP_READ | BufferUsage.MAP_WRITE)) === 0) {
       real = device.createBuffer({ size: this.size, usage: this.realUsage, label: this.label });
@@ -427,7 +462,8 @@ export class BufferResidency {
     this.swap.bytesIn += this.size;
     const swap = this.swap;
     const arrived = (): void => {
-      swap.nsIn += clocksOf(swap).in.add(startedNs, nowNs());
+      const arrivedNs = nowNs();
+      void ahead.then((reachedNs) => countTransfer(swap, 'in', startedNs, reachedNs, arrivedNs));
     };
     device.queue.onSubmittedWorkDone().then(arrived, arrived);
     if (this.token) this.ledger.setResident(this.token, true);
