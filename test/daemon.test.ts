@@ -4,18 +4,20 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as netConnect, Socket } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, connect as netConnect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Session, SessionOptions } from '../src/client/session.js';
 import { hashToken, loadConfigFile, parseConfig } from '../src/daemon/config.js';
+import { imagePath } from '../src/daemon/control.js';
 import { Daemon, startDaemon } from '../src/daemon/daemon.js';
 import { GpunixError } from '../src/errors.js';
 import { encodeFrame, FrameDecoder } from '../src/protocol/codec.js';
 import { Message, PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { Wire } from '../src/protocol/wire.js';
 import './helpers.js';
 
 const ADMIN = 'admin-token-0123456789abcdef0123456789abcdef';
@@ -510,6 +512,157 @@ describe('gpunixd shutdown', () => {
       session.close();
     } finally {
       await daemon.close('immediate');
+    }
+  });
+});
+
+// Defects found in review: each test fails without its fix.
+describe('gpunixd robustness', () => {
+  let dir: string;
+  let daemon: Daemon;
+  let socket: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gpunixd-robust-'));
+    socket = join(dir, 'd.sock');
+    daemon = await startDaemon({
+      socket,
+      log: { level: 'silent' },
+      adminTokenHash: hashToken(ADMIN),
+      imageDir: join(dir, 'images'),
+      tenants: { alice: { tokenHash: hashToken(ALICE) } },
+    });
+  });
+  after(async () => {
+    await daemon.close('immediate');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('stops reading from a peer whose replies back up, and reads on once they have gone out', async () => {
+    const path = join(dir, 'wire.sock');
+    const accepted = new Promise<Socket>((resolve) => {
+      const server = createNetServer((s) => {
+        server.close();
+        resolve(s);
+      }).listen(path);
+    });
+    const peer = netConnect({ path });
+    peer.pause(); // a peer that does not read
+    const serverSide = await accepted;
+    const wire = new Wire(serverSide, { message: () => {}, protocolError: () => {}, closed: () => {} }, 1 << 20, 256 * 1024);
+    const data = new Uint8Array(64 * 1024);
+    for (let i = 0; i < 64 && !wire.isHeld('output'); i++) wire.send('ReplyData', { req: i, result: null, data });
+    assert.ok(wire.isHeld('output'), 'reading stops once over 256 KiB wait for the peer');
+    assert.ok(serverSide.isPaused());
+    peer.resume(); // the peer reads again: the replies go out, and so does the hold
+    await eventually('the hold is released', () => !wire.isHeld());
+    assert.equal(serverSide.isPaused(), false);
+    peer.destroy();
+    wire.destroy();
+  });
+
+  it('reads no more than has arrived while a process session\'s process is being made', async () => {
+    // 150k pipelined Pings behind Hello: more than the daemon would queue before Welcome, had it
+    // gone on reading while the process was made. Paused instead, it answers every one.
+    const count = 150_000;
+    const ping = encodeFrame('Ping', { req: 7 });
+    const sock = netConnect({ path: socket });
+    await new Promise<void>((resolve) => sock.once('connect', resolve));
+    const decoder = new FrameDecoder();
+    let replies = 0;
+    const names = new Set<string>();
+    sock.on('data', (chunk: Buffer) => {
+      for (const m of decoder.push(chunk)) {
+        names.add(m.name);
+        if (m.name === 'Reply') replies++;
+      }
+    });
+    // A slow spawn (a restore of a large image takes a while): the client's Pings arrive meanwhile.
+    const kernel = daemon.kernel as { spawn: Daemon['kernel']['spawn'] };
+    const spawn = kernel.spawn;
+    kernel.spawn = async (options) => {
+      await new Promise((r) => setTimeout(r, 400));
+      return spawn.call(daemon.kernel, options);
+    };
+    try {
+      sock.write(Buffer.concat([hello(ALICE, 'process'), Buffer.concat(Array(count).fill(ping))]));
+      await eventually('the process exists', () => daemon.sessions().process === 1);
+    } finally {
+      kernel.spawn = spawn;
+    }
+    await eventually(`every Ping is answered (${replies} so far; got ${[...names].join(', ')})`, () => replies === count || names.has('ProtocolError'), 20_000);
+    assert.ok(!names.has('ProtocolError'), 'no ProtocolError');
+    sock.destroy();
+    await eventually('the session is gone', () => daemon.sessions().process === 0);
+  });
+
+  it('refuses tenant names that would share or leave the image directory', async () => {
+    for (const name of ['..', '.', '__proto__']) {
+      assert.throws(
+        () => parseConfig({ tenants: { [name]: { tokenHash: hashToken('x') } } }),
+        (error: unknown) => error instanceof GpunixError && error.code === 'GPUNIX_E_BAD_CONFIG' && /tenants\./.test(error.message),
+        `config tenant ${name}`,
+      );
+    }
+    assert.throws(() => parseConfig({ anonymousTenant: '..' }), /anonymousTenant/);
+    const admin = await Session.open({ socket, token: ADMIN }, { role: 'control' });
+    try {
+      for (const name of ['..', '.', '__proto__']) await rejectsWith(admin.call('AddTenant', { name, quota: {} }), 'GPUNIX_E_BAD_OPTION', `AddTenant ${name}`);
+      assert.ok(daemon.kernel.tenants().every((t) => !['..', '.', '__proto__'].includes(t.name)));
+    } finally {
+      admin.close();
+    }
+    // And were there one: its image directory would be imageDir's parent, holding every tenant's images.
+    assert.throws(() => imagePath({ tenant: '..', admin: false }, join(dir, 'images'), 'images/alice/job.img'), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_FORBIDDEN');
+    assert.throws(() => imagePath({ tenant: '.', admin: false }, join(dir, 'images'), 'alice/job.img'), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_FORBIDDEN');
+  });
+
+  it('does not follow a symbolic link out of a tenant\'s image directory', async () => {
+    const own = join(dir, 'images', 'alice');
+    const outside = join(dir, 'outside');
+    mkdirSync(own, { recursive: true });
+    mkdirSync(outside, { recursive: true });
+    symlinkSync(outside, join(own, 'out'));
+    symlinkSync(join(outside, 'planted.img'), join(own, 'dangling.img'));
+    writeFileSync(join(outside, 'secret.img'), 'not yours');
+    const alice = await Session.open({ socket, token: ALICE }, { role: 'control' });
+    const job = await daemon.kernel.spawn({ tenant: 'alice', name: 'job' });
+    try {
+      await job.gpu.requestAdapter().then((a) => a!.requestDevice());
+      await rejectsWith(alice.call('CheckpointProcess', { pid: job.pid, path: 'out/x.img' }), 'GPUNIX_E_FORBIDDEN', 'through a linked directory');
+      await rejectsWith(alice.call('CheckpointProcess', { pid: job.pid, path: 'dangling.img' }), 'GPUNIX_E_FORBIDDEN', 'through a dangling link');
+      assert.equal(existsSync(join(outside, 'x.img')) || existsSync(join(outside, 'planted.img')), false, 'nothing was written outside');
+      await rejectsWith(Session.open({ socket, token: ALICE }, { role: 'process', options: { restoreImage: 'out/secret.img' } }), 'GPUNIX_E_FORBIDDEN', 'restoring through a link');
+      // A real subdirectory is fine.
+      const written = (await alice.call('CheckpointProcess', { pid: job.pid, path: 'runs/ok.img' })) as { path: string };
+      assert.equal(written.path, join(own, 'runs', 'ok.img'));
+    } finally {
+      alice.close();
+      await job.kill().catch(() => {});
+    }
+  });
+
+  it('refuses an overlong process name, which every listing would carry', async () => {
+    await rejectsWith(Session.open({ socket, token: ALICE }, { role: 'process', name: 'x'.repeat(10_000) }), 'GPUNIX_E_BAD_OPTION', 'a 10k-character name');
+    const refused = await raw(socket, hello(ALICE, 'process', { priority: 'p'.repeat(100_000) }));
+    assert.equal(refused.at(-1)?.name, 'ProtocolError');
+    assert.ok(refused.at(-1)!.name === 'ProtocolError' && (refused.at(-1)!.payload as { message: string }).message.length < 300, 'the bad value is not echoed back whole');
+  });
+
+  it('reports a queue.writeBuffer with an offset out of range to the program, as WebGPU would', async () => {
+    const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
+    try {
+      const events: Message[] = [];
+      session.onEvent = (m) => events.push(m);
+      await session.call('RequestAdapter', { adapter: 1, options: {} });
+      await session.call('RequestDevice', { adapter: 1, device: 2, queue: 3, descriptor: {} });
+      session.post('CreateBuffer', { device: 2, id: 4, descriptor: { size: 16, usage: GPUBufferUsage.COPY_DST } });
+      for (const offset of [Number.NaN, -4, 2 ** 60]) session.post('QueueWriteBuffer', { queue: 3, buffer: 4, offset, data: new Uint8Array(4) });
+      assert.equal(await session.call('Ping', {}), null);
+      const errors = events.filter((m) => m.name === 'UncapturedError');
+      assert.equal(errors.length, 3, `one uncaptured TypeError per bad write, got ${JSON.stringify(events)}`);
+      assert.ok(errors.every((m) => m.name === 'UncapturedError' && /^TypeError: /.test(m.payload.message) && m.payload.device === 2));
+    } finally {
+      session.close();
     }
   });
 });

@@ -22,6 +22,22 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
 const TENANT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/**
+ * Names that fit TENANT_NAME but cannot be a tenant's: "." and ".." would make the tenant's image
+ * directory `<imageDir>/<name>` the image directory itself or its parent (every other tenant's
+ * images), and "__proto__" is no plain key of the JSON objects the tenants are kept in.
+ */
+const RESERVED_TENANT_NAMES: ReadonlySet<string> = new Set(['.', '..', '__proto__']);
+
+/** Whether `name` may be a tenant's name (the kernel's rule, less the reserved names). */
+export function isTenantName(name: unknown): name is string {
+  return typeof name === 'string' && TENANT_NAME.test(name) && !RESERVED_TENANT_NAMES.has(name);
+}
+
+const tenantName = z
+  .string()
+  .regex(TENANT_NAME, 'tenant names are 1-64 of A-Z a-z 0-9 _ . -')
+  .refine((name) => !RESERVED_TENANT_NAMES.has(name), { message: 'tenant names cannot be ".", ".." or "__proto__"' });
 
 const tokenHash = z.string().regex(TOKEN_HASH, 'must be "sha256:" and 64 lowercase hex digits (make one with `gpunix token hash`)');
 
@@ -53,7 +69,7 @@ export type Quota = z.output<typeof quotaSchema>;
 
 const tenantSchema = quotaSchema.extend({ tokenHash });
 
-const tenantsSchema = z.record(z.string().regex(TENANT_NAME, 'tenant names are 1-64 of A-Z a-z 0-9 _ . -'), tenantSchema);
+const tenantsSchema = z.record(tenantName, tenantSchema);
 
 /** A Unix file mode: a number (0o660) or an octal string ("0660"). */
 const fileMode = z.union([z.number().int(), z.string().regex(/^0?[0-7]{3}$/, 'an octal mode such as "0660"')]).transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)));
@@ -95,7 +111,7 @@ export const configSchema = z.strictObject({
     .default({}),
   adminTokenHash: tokenHash.optional(),
   /** Sessions that present no token act as this tenant (never as the admin). Off unless given. */
-  anonymousTenant: z.string().regex(TENANT_NAME).optional(),
+  anonymousTenant: tenantName.optional(),
   tenants: tenantsSchema.default({}),
   /** Where runtime tenant changes persist (JSON, written atomically). */
   stateFile: z.string().min(1).optional(),
@@ -130,8 +146,18 @@ export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
     .join('; ');
 }
 
+/** zod leaves a "__proto__" key out of a record without a word: refuse the reserved names before it looks. */
+function refuseReservedTenants(raw: unknown, source: string): void {
+  const tenants = typeof raw === 'object' && raw !== null ? (raw as { tenants?: unknown }).tenants : undefined;
+  if (typeof tenants !== 'object' || tenants === null) return;
+  for (const name of Object.keys(tenants)) {
+    if (RESERVED_TENANT_NAMES.has(name)) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${source}: tenants.${name}: tenant names cannot be ".", ".." or "__proto__"`);
+  }
+}
+
 /** Checks a configuration object; throws GPUNIX_E_BAD_CONFIG naming every bad field. */
 export function parseConfig(raw: unknown, source = 'configuration'): DaemonConfig {
+  refuseReservedTenants(raw, source);
   const result = configSchema.safeParse(raw);
   if (!result.success) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${source}: ${describeIssues(result.error.issues)}`);
   const config = result.data;
@@ -198,6 +224,7 @@ export type DaemonState = z.output<typeof stateSchema>;
 
 /** Checks the state file's contents; throws GPUNIX_E_BAD_CONFIG naming the field. */
 export function parseState(raw: unknown, source: string): DaemonState {
+  refuseReservedTenants(raw, source);
   const result = stateSchema.safeParse(raw);
   if (!result.success) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${source}: ${describeIssues(result.error.issues)}`);
   return result.data;

@@ -3,7 +3,7 @@
 // pid is refused with GPUNIX_E_FORBIDDEN (a pid that does not exist: GPUNIX_E_NO_SUCH_PROCESS), and
 // nothing about a foreign process (name, tenant, state) is ever in a reply. The admin sees all.
 
-import { mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, realpathSync } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { ErrorCodes, GpunixError } from '../errors.js';
@@ -65,14 +65,35 @@ function ownProcess(ctx: ControlContext, pid: number): ProcessRecord {
  */
 export function imagePath(principal: Principal, imageDir: string, path: string): string {
   if (typeof path !== 'string' || path === '') throw new GpunixError(ErrorCodes.BAD_OPTION, 'an image path is required');
+  if (path.includes('\0')) throw new GpunixError(ErrorCodes.BAD_OPTION, 'an image path cannot contain a NUL character');
   if (principal.admin) return isAbsolute(path) ? path : resolve(imageDir, path);
-  const base = resolve(imageDir, principal.tenant);
+  const root = resolve(imageDir);
+  const base = resolve(root, principal.tenant);
+  // A tenant name such as ".." would make the tenant's directory the image directory's parent.
+  if (dirname(base) !== root) throw forbidden(`tenant ${JSON.stringify(principal.tenant)} has no image directory of its own`);
   const inside = normalize(path);
   if (isAbsolute(path) || inside.split(/[\\/]/).includes('..')) {
-    throw forbidden(`a tenant's image path is a name inside its image directory (like job.img or runs/job.img), not ${JSON.stringify(path)}`);
+    throw forbidden(`a tenant's image path is a name inside its image directory (like job.img or runs/job.img), not ${JSON.stringify(path.slice(0, 200))}`);
   }
   const full = join(base, inside);
-  if (!full.startsWith(base + sep)) throw forbidden(`image path ${JSON.stringify(path)} leaves the tenant's image directory`);
+  if (!full.startsWith(base + sep)) throw forbidden(`image path ${JSON.stringify(path.slice(0, 200))} leaves the tenant's image directory`);
+  // Nor through a symbolic link: what already exists of the path must resolve inside the directory.
+  // (lstat: a dangling link is there too, and would be written through.)
+  const present = (p: string) => lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+  if (present(base)) {
+    let existing = full;
+    while (!present(existing)) existing = dirname(existing);
+    const realBase = realpathSync(base);
+    let real: string | null;
+    try {
+      real = realpathSync(existing);
+    } catch {
+      real = null; // a dangling link
+    }
+    if (real === null || (real !== realBase && !real.startsWith(realBase + sep))) {
+      throw forbidden(`image path ${JSON.stringify(path.slice(0, 200))} leaves the tenant's image directory (through a symbolic link)`);
+    }
+  }
   return full;
 }
 

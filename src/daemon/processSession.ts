@@ -152,7 +152,15 @@ export class ProcessSession {
         const queueEntry = this.entry(queue, 'queue');
         const target = this.get<GPUQueue>(queue, 'queue');
         const destination = this.get<GPUBuffer>(buffer, 'buffer');
-        this.pipelined(queueEntry.device, () => target().writeBuffer(destination(), offset, data as Uint8Array<ArrayBuffer>));
+        this.pipelined(queueEntry.device, () => {
+          // The kernel queues the write and converts its arguments later, where a TypeError would reach
+          // no one (the program, or a hostile client, would never learn of it): convert it here, as
+          // WebIDL does at the call.
+          if (!Number.isSafeInteger(offset) || offset < 0) {
+            throw new TypeError('no overload matched for writeBuffer:\nValues are out of the range of that integer.');
+          }
+          target().writeBuffer(destination(), offset, data as Uint8Array<ArrayBuffer>);
+        });
         return;
       }
       case 'CreateShaderModule': {

@@ -15,7 +15,7 @@ import type { ExitStatus } from '../kernel/proc.js';
 import { PRIORITY_CLASSES, PriorityClass } from '../params.js';
 import { ProtocolError } from '../protocol/codec.js';
 import { acceptedFrom, Message, MESSAGES, MessageName, Payload, PROTOCOL_VERSION } from '../protocol/messages.js';
-import { Wire } from '../protocol/wire.js';
+import { OUTPUT_HIGH_WATER_BYTES, Wire } from '../protocol/wire.js';
 import { DaemonConfig, describeIssues } from './config.js';
 import { ControlContext, handleControl, imagePath, SessionCounts } from './control.js';
 import type { LogFn } from './log.js';
@@ -29,6 +29,15 @@ const ACCEPTED = { process: acceptedFrom('process'), control: acceptedFrom('cont
 const CONTROL_QUEUE_HIGH_WATER = 64;
 /** Messages a process session may pipeline while its process is being created. */
 const STARTING_QUEUE_LIMIT = 100_000;
+/**
+ * The longest process name a Hello may give (UTF-16 units). A name is in every process listing,
+ * trace and metrics scrape: an unbounded one would let one tenant make the admin's replies too
+ * large to receive.
+ */
+export const MAX_PROCESS_NAME_LENGTH = 256;
+
+/** A client's string, quoted and cut short, for an error message (it is echoed back and logged). */
+const quoted = (value: string) => JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}...` : value);
 
 const processOptionsSchema = z.strictObject({
   memoryLimit: z.union([z.number(), z.string()]).optional(),
@@ -174,6 +183,7 @@ class Connection {
         },
       },
       deps.config.maxFrameBytes,
+      OUTPUT_HIGH_WATER_BYTES,
     );
     this.handshakeTimer = setTimeout(() => {
       if (this.state === 'handshake') this.fail(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `no Hello within ${deps.config.handshakeTimeoutMs} ms`);
@@ -193,6 +203,9 @@ class Connection {
           if (message.name !== 'Hello') throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `the first message must be Hello, not ${message.name}`);
           this.state = 'starting';
           clearTimeout(this.handshakeTimer);
+          // What the client pipelines behind Hello waits in memory until the process exists: read no
+          // more than what has already arrived (open() resumes), however long the spawn or restore takes.
+          this.wire.hold('starting');
           this.hello(message.payload).catch((error: unknown) => this.failWith(error, 'Hello'));
           return;
         case 'starting':
@@ -215,7 +228,7 @@ class Connection {
       throw new ProtocolError(ErrorCodes.PROTOCOL_VERSION, `gpunixd speaks protocol version ${PROTOCOL_VERSION}, the client ${hello.version}`);
     }
     if (hello.role !== 'process' && hello.role !== 'control') {
-      throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `role must be "process" or "control", not ${JSON.stringify(hello.role)}`);
+      throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `role must be "process" or "control", not ${quoted(hello.role)}`);
     }
     if (!this.server.accepting) throw new ProtocolError(ErrorCodes.SHUTDOWN, 'gpunixd is shutting down');
     const principal = tenants.authenticate(hello.token);
@@ -244,7 +257,10 @@ class Connection {
     if (!parsed.success) throw new ProtocolError(ErrorCodes.BAD_OPTION, `Hello options: ${describeIssues(parsed.error.issues)}`);
     const options = parsed.data;
     if (!PRIORITY_CLASSES.includes(hello.priority as PriorityClass) && hello.priority !== '') {
-      throw new ProtocolError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${JSON.stringify(hello.priority)}`);
+      throw new ProtocolError(ErrorCodes.BAD_OPTION, `priority must be one of ${PRIORITY_CLASSES.join(', ')}, got ${quoted(hello.priority)}`);
+    }
+    if (hello.name.length > MAX_PROCESS_NAME_LENGTH) {
+      throw new ProtocolError(ErrorCodes.BAD_OPTION, `a process name is at most ${MAX_PROCESS_NAME_LENGTH} characters, got ${hello.name.length}`);
     }
     const name = hello.name === '' ? undefined : hello.name;
     // The kernel checks the tenant's quotas (process count, priority classes): GPUNIX_E_QUOTA.
@@ -288,6 +304,7 @@ class Connection {
         this.failWith(error, message.name);
       }
     }
+    if (this.state === 'open') this.wire.release('starting');
   }
 
   private route(message: Message): void {
@@ -310,7 +327,7 @@ class Connection {
   private enqueueControl(message: Message): void {
     const req = (message.payload as { req: number }).req;
     this.controlQueued++;
-    if (this.controlQueued > CONTROL_QUEUE_HIGH_WATER) this.wire.stream.pause();
+    if (this.controlQueued > CONTROL_QUEUE_HIGH_WATER) this.wire.hold('control');
     this.controlChain = this.controlChain.then(async () => {
       if (this.state !== 'open') return;
       try {
@@ -321,7 +338,7 @@ class Connection {
         this.sendFailure(req, error, message.name);
       } finally {
         this.controlQueued--;
-        if (this.controlQueued <= CONTROL_QUEUE_HIGH_WATER / 2 && this.wire.stream.isPaused()) this.wire.stream.resume();
+        if (this.controlQueued <= CONTROL_QUEUE_HIGH_WATER / 2) this.wire.release('control');
       }
     });
   }

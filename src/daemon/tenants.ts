@@ -7,7 +7,7 @@ import { ErrorCodes, GpunixError } from '../errors.js';
 import type { Kernel } from '../kernel/kernel.js';
 import type { TenantRecord } from '../kernel/tenant.js';
 import { DEFAULT_TENANT } from '../params.js';
-import { DaemonConfig, DaemonState, hashesEqual, hashToken, newToken, parseState, Quota, quotaSchema, describeIssues } from './config.js';
+import { DaemonConfig, DaemonState, hashesEqual, hashToken, isTenantName, newToken, parseState, Quota, quotaSchema, describeIssues } from './config.js';
 
 /** Who a session is, once its token is checked. */
 export interface Principal {
@@ -110,6 +110,9 @@ export class TenantStore {
 
   /** Adds a tenant with a fresh token; returns the record and the token (shown this once). */
   add(name: string, quota: Quota): { tenant: TenantRecord; token: string } {
+    if (!isTenantName(name)) {
+      throw new GpunixError(ErrorCodes.BAD_OPTION, `tenant names are 1-64 letters, digits, '_', '.' or '-', and not ".", ".." or "__proto__"; got ${JSON.stringify(String(name).slice(0, 80))}`);
+    }
     const record = this.kernel.addTenant(name, quota);
     const token = newToken();
     this.hashes.set(name, hashToken(token));

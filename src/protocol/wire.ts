@@ -15,11 +15,20 @@ export interface WireHandlers {
   closed(error: Error | null): void;
 }
 
+/**
+ * Bytes queued for a peer that is not reading them, past which the Wire stops reading from that
+ * peer until they have gone out. A client that sends requests but never reads the replies thus
+ * stops itself (its writes block) instead of growing the daemon's memory without bound.
+ */
+export const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+
 export class Wire {
   private readonly decoder: FrameDecoder;
   private open = true;
   /** False once the incoming stream is out of sync: nothing more is decoded, but replies can still go out. */
   private receiving = true;
+  /** Why reading from the peer is paused ('output' while its replies back up); reading resumes when none is left. */
+  private readonly holds = new Set<string>();
   /** Bytes sent, and received in whole frames: for metrics and benchmarks. */
   bytesOut = 0;
   bytesIn = 0;
@@ -28,6 +37,11 @@ export class Wire {
     readonly stream: Duplex,
     private readonly handlers: WireHandlers,
     maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    /**
+     * Reading pauses while more than this is queued to the peer (the daemon's side: OUTPUT_HIGH_WATER_BYTES).
+     * Only one side of a connection may do this, or both could stop reading at once: a client keeps reading.
+     */
+    private readonly outputHighWater = Infinity,
   ) {
     this.decoder = new FrameDecoder(maxFrameBytes);
     stream.on('data', (chunk: Buffer) => this.receive(chunk));
@@ -45,7 +59,28 @@ export class Wire {
     const frame = encodeFrame(name, payload);
     this.bytesOut += frame.byteLength;
     this.stream.write(frame);
+    if (this.stream.writableLength > this.outputHighWater && !this.holds.has('output')) {
+      this.hold('output');
+      this.stream.once('drain', () => this.release('output'));
+    }
     return true;
+  }
+
+  /** Whether reading from the peer is paused (for `reason`, or for any reason). */
+  isHeld(reason?: string): boolean {
+    return reason === undefined ? this.holds.size > 0 : this.holds.has(reason);
+  }
+
+  /** Stops reading from the peer until release(reason): backpressure (the peer's writes block). */
+  hold(reason: string): void {
+    this.holds.add(reason);
+    this.stream.pause();
+  }
+
+  /** Ends one hold; reading resumes once no hold is left. */
+  release(reason: string): void {
+    if (!this.holds.delete(reason)) return;
+    if (this.holds.size === 0 && this.open && this.receiving) this.stream.resume();
   }
 
   /** Stops decoding further input (the session is ending); what is sent still goes out. */
