@@ -666,3 +666,23 @@ describe('gpunixd robustness', () => {
     }
   });
 });
+
+describe('the client session', () => {
+  it('gives up with GPUNIX_E_DISCONNECTED when the peer accepts but never answers the handshake', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpunix-silent-'));
+    const path = join(dir, 'silent.sock');
+    const held: Socket[] = [];
+    const silent = createNetServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(path, resolve));
+    try {
+      const started = Date.now();
+      const error = await rejectsWith(Session.open({ socket: path, handshakeTimeoutMs: 200 }, { role: 'control' }), 'GPUNIX_E_DISCONNECTED');
+      assert.match(error.message, /did not answer the handshake within 200 ms/);
+      assert.ok(Date.now() - started < 5000);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

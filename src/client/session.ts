@@ -20,6 +20,8 @@ export interface SessionOptions {
   /** For tls:// URLs: the name the daemon's certificate must carry (default: the URL's host). */
   servername?: string;
   maxFrameBytes?: number;
+  /** How long to wait for the daemon's Welcome before giving up with GPUNIX_E_DISCONNECTED (default 10 s). */
+  handshakeTimeoutMs?: number;
 }
 
 export interface HelloOptions {
@@ -85,6 +87,9 @@ function openStream(options: SessionOptions): Promise<Socket> {
   });
 }
 
+/** How long Session.open waits for Welcome unless told otherwise (ms). */
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 type Pending = { resolve(value: { result: unknown; data?: Uint8Array }): void; reject(error: Error): void };
 
 export class Session {
@@ -142,7 +147,20 @@ export class Session {
       weight: hello.weight ?? 1,
       options: hello.options ?? {},
     });
-    session.welcome = await welcomed;
+    // A peer that accepts the connection but never answers must not hang the caller forever.
+    const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new GpunixError(ErrorCodes.DISCONNECTED, `gpunixd did not answer the handshake within ${timeoutMs} ms`));
+        session.wire.destroy();
+      }, timeoutMs);
+    });
+    try {
+      session.welcome = await Promise.race([welcomed, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
     return session;
   }
 
