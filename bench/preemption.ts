@@ -19,7 +19,8 @@
 //
 //   node dist/bench/preemption.js [--rounds N] [--duration MS] [--solo MS] [--interval MS] [--depth N]
 //        [--target-slice MS] [--max-in-flight N] [--batch-workgroups N] [--iterations N] [--trace FILE]
-//        [--dawn-poll immediate|timer]
+//        [--dawn-poll immediate|timer] [--uncontended-slice MS] [--uncontended-max-in-flight N]
+//        [--contention-window MS] [--configs a,a1,b,c]
 
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -75,6 +76,11 @@ const usage = `usage: node dist/bench/preemption.js [options]
   --batch-workgroups N batch kernel's workgroups (default ${BATCH_SHAPE.workgroups}, scaled up on a device
                        where it takes under ${BATCH_TARGET_MS / 2} ms)
   --iterations N       loop trips per invocation of both kernels (default ${BATCH_SHAPE.iterations}, likewise)
+  --uncontended-slice MS, --uncontended-max-in-flight N, --contention-window MS
+                       gpunix (c): the scheduler's uncontended bounds (default: the kernel's, 4 x slice, 4, 100)
+  --configs LIST       which of a,a1,b,c to run (default all; a always runs: it is the baseline)
+  --variant SETTINGS   another atomized gpunix configuration in the same run, interleaved with the
+                       others, e.g. targetSliceMs=2,maxInFlight=3 (kernel options; repeatable)
   --trace FILE         write (c)'s atom timeline (Chrome trace JSON, for Perfetto) to FILE
   --dawn-poll MODE     immediate (default: dawn.node as it is) or timer (experiment: Dawn's
                        event polls on a 0 ms timer instead of a setImmediate spin, for all configs)
@@ -85,7 +91,8 @@ JSON goes to stdout, the table and progress to stderr.`;
 
 /** One configuration's clients and what they measured over the rounds. */
 interface Config {
-  key: 'a' | 'a1' | 'b' | 'c';
+  /** a, a1, b, c, or `c:<settings>` for a --variant. */
+  key: string;
   name: string;
   realtime: BusyClient;
   batch: BusyClient;
@@ -125,6 +132,11 @@ async function main(): Promise<void> {
       iterations: { type: 'string' },
       trace: { type: 'string' },
       'dawn-poll': { type: 'string', default: 'immediate' },
+      'uncontended-slice': { type: 'string' },
+      'uncontended-max-in-flight': { type: 'string' },
+      'contention-window': { type: 'string' },
+      configs: { type: 'string', default: 'a,a1,b,c' },
+      variant: { type: 'string', multiple: true, default: [] },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -140,6 +152,13 @@ async function main(): Promise<void> {
   const depth = positive('depth', values.depth, true) ?? 3;
   const targetSliceMs = positive('target-slice', values['target-slice'], false);
   const maxInFlight = positive('max-in-flight', values['max-in-flight'], true);
+  const uncontendedSliceMs = positive('uncontended-slice', values['uncontended-slice'], false);
+  const uncontendedMaxInFlight = positive('uncontended-max-in-flight', values['uncontended-max-in-flight'], true);
+  const contentionWindowText = values['contention-window'];
+  const contentionWindowMs = contentionWindowText === undefined ? undefined : Number(contentionWindowText);
+  if (contentionWindowMs !== undefined && !(contentionWindowMs >= 0)) throw new Error(`--contention-window must be a non-negative number\n${usage}`);
+  const wanted = new Set(['a', ...values.configs.split(',').map((k) => k.trim())]);
+  for (const k of wanted) if (!['a', 'a1', 'b', 'c'].includes(k)) throw new Error(`--configs: unknown configuration ${k}\n${usage}`);
   const iterations = positive('iterations', values.iterations, true) ?? BATCH_SHAPE.iterations;
   const workgroups = positive('batch-workgroups', values['batch-workgroups'], true) ?? BATCH_SHAPE.workgroups;
   const realtimeShape: KernelShape = { ...REALTIME_SHAPE, iterations };
@@ -157,7 +176,7 @@ async function main(): Promise<void> {
   const sized = values['batch-workgroups'] !== undefined || values.iterations !== undefined;
   const batchShape: KernelShape = sized ? { workgroups, iterations } : await calibrateBatchShape(bare, { workgroups, iterations });
   const whole = await createKernel({ atomize: false, maxInFlight });
-  const atomized = await createKernel({ targetSliceMs, maxInFlight });
+  const atomized = await createKernel({ targetSliceMs, maxInFlight, uncontendedSliceMs, uncontendedMaxInFlight, contentionWindowMs });
 
   const config = (key: Config['key'], name: string, realtime: BusyClient, batch: BusyClient, extra: Partial<Config> = {}): Config => ({
     key,
@@ -175,7 +194,7 @@ async function main(): Promise<void> {
     wholeDispatches: 0,
     ...extra,
   });
-  const gpunixConfig = async (key: 'b' | 'c', name: string, kernel: Kernel): Promise<Config> => {
+  const gpunixConfig = async (key: string, name: string, kernel: Kernel): Promise<Config> => {
     const realtimeProc = await kernel.spawn({ name: `${key}-realtime`, priority: 'realtime' });
     const batchProc = await kernel.spawn({ name: `${key}-batch`, priority: 'batch' });
     return config(key, name, await BusyClient.open(realtimeProc.gpu, realtimeShape, `${key}-realtime`), await BusyClient.open(batchProc.gpu, batchShape, `${key}-batch`), {
@@ -185,12 +204,24 @@ async function main(): Promise<void> {
   };
   const bareRealtime = await BusyClient.open(bare, realtimeShape, 'a-realtime');
   const bareBatch = await BusyClient.open(bare, batchShape, 'a-batch');
-  const configs: Config[] = [
-    config('a', 'bare Dawn, two devices', bareRealtime, bareBatch),
-    config('a1', 'bare Dawn, one shared device', BusyClient.on(bareBatch.device, realtimeShape, 'a1-realtime'), bareBatch, { ownBaseline: false }),
-    await gpunixConfig('b', 'gpunix, atomize off', whole),
-    await gpunixConfig('c', 'gpunix, atomized', atomized),
-  ];
+  const configs: Config[] = [config('a', 'bare Dawn, two devices', bareRealtime, bareBatch)];
+  if (wanted.has('a1')) configs.push(config('a1', 'bare Dawn, one shared device', BusyClient.on(bareBatch.device, realtimeShape, 'a1-realtime'), bareBatch, { ownBaseline: false }));
+  if (wanted.has('b')) configs.push(await gpunixConfig('b', 'gpunix, atomize off', whole));
+  if (wanted.has('c')) configs.push(await gpunixConfig('c', 'gpunix, atomized', atomized));
+  const variantKernels: Kernel[] = [];
+  for (const spec of values.variant) {
+    const options: Record<string, number> = {};
+    for (const pair of spec.split(',')) {
+      const [name, value] = pair.split('=');
+      if (!['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs'].includes(name) || !(Number(value) >= 0)) {
+        throw new Error(`--variant: not a scheduler setting: ${pair}\n${usage}`);
+      }
+      options[name] = Number(value);
+    }
+    const kernel = await createKernel(options);
+    variantKernels.push(kernel);
+    configs.push(await gpunixConfig(`c:${spec}`, `gpunix, atomized, ${spec}`, kernel));
+  }
 
   // The realtime and batch kernels' lengths, each alone on an idle bare device.
   const bareBatchMs: number[] = [];
@@ -251,6 +282,7 @@ async function main(): Promise<void> {
   } finally {
     await whole.shutdown();
     await atomized.shutdown();
+    for (const kernel of variantKernels) await kernel.shutdown();
   }
 
   const busyAfter = machineBusySeconds();
@@ -296,6 +328,8 @@ async function main(): Promise<void> {
       batch_dispatches_per_s: rate(pooled(c.batchContended)),
       batch_throughput_ratio: rate(pooled(c.batchContended)) / bareAlone,
       batch_alone_dispatches_per_s: c.ownBaseline ? rate(pooled(c.alone)) : bareAlone,
+      /** The batch client alone on this configuration over alone on bare Dawn (gpunix: the scheduler's cost with nobody to preempt for). */
+      batch_alone_ratio: (c.ownBaseline ? rate(pooled(c.alone)) : bareAlone) / bareAlone,
       ...(gpunix ? { atoms: c.atoms, preemptions: c.preemptions, whole_dispatches: c.wholeDispatches } : {}),
     };
   }
@@ -315,6 +349,9 @@ async function main(): Promise<void> {
       dawn_poll: dawnPoll,
       target_slice_ms: atomized.options.scheduler.targetSliceNs / 1e6,
       max_in_flight: atomized.options.scheduler.maxInFlight,
+      uncontended_slice_ms: atomized.options.scheduler.uncontendedSliceNs / 1e6,
+      uncontended_max_in_flight: atomized.options.scheduler.uncontendedMaxInFlight,
+      contention_window_ms: atomized.options.scheduler.contentionWindowNs / 1e6,
       realtime_kernel: realtimeShape,
       batch_kernel: batchShape,
     },
@@ -337,15 +374,15 @@ async function main(): Promise<void> {
     configs: results,
     targets: {
       a_p99_at_least_10x_solo: r('a').p99_over_solo >= 10,
-      c_p99_within_2x_solo: r('c').p99_over_solo <= 2,
-      c_batch_ratio_at_least_0_9: r('c').batch_throughput_ratio >= 0.9,
+      c_p99_within_2x_solo: r('c')?.p99_over_solo <= 2,
+      c_batch_ratio_at_least_0_9: r('c')?.batch_throughput_ratio >= 0.9,
     },
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
   const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
   const rows = [
-    ['config', 'rt p50 ms', 'rt p99 ms', 'solo p99 ms', 'p99/solo', 'batch ratio', 'atoms', 'preemptions', 'GC ms/s', 'p99 w/o GC'],
+    ['config', 'rt p50 ms', 'rt p99 ms', 'solo p99 ms', 'p99/solo', 'batch ratio', 'alone ratio', 'atoms', 'preemptions', 'GC ms/s', 'p99 w/o GC'],
     ...configs.map((c) => {
       const x = r(c.key);
       return [
@@ -355,6 +392,7 @@ async function main(): Promise<void> {
         fmt(x.solo_p99_ms),
         fmt(x.p99_over_solo, 1),
         fmt(x.batch_throughput_ratio),
+        fmt(x.batch_alone_ratio),
         x.atoms === undefined ? '-' : String(x.atoms),
         x.preemptions === undefined ? '-' : String(x.preemptions),
         fmt(x.gc_ms_per_s, 0),
@@ -366,7 +404,8 @@ async function main(): Promise<void> {
   log(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${availableParallelism()} CPUs, ${rounds} rounds, Dawn polled by ${dawnPoll}\n`);
   log(
     `realtime kernel ${fmt(realtimeKernelMs, 3)} ms, batch kernel ${fmt(batchKernelMs, 1)} ms (${fmt(batchKernelMs / realtimeKernelMs, 0)}x); ` +
-      `bare solo p99 ${fmt(bareSoloP99)} ms; batch alone ${fmt(bareAlone, 1)} dispatches/s; (c) targetSliceMs ${report.params.target_slice_ms}, maxInFlight ${report.params.max_in_flight}\n`,
+      `bare solo p99 ${fmt(bareSoloP99)} ms; batch alone ${fmt(bareAlone, 1)} dispatches/s; (c) targetSliceMs ${report.params.target_slice_ms}, maxInFlight ${report.params.max_in_flight}, ` +
+      `uncontended ${report.params.uncontended_slice_ms} ms x ${report.params.uncontended_max_in_flight} after ${report.params.contention_window_ms} ms\n`,
   );
   for (const row of rows) log(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
   log(

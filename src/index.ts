@@ -11,6 +11,6 @@ export { GpunixError, ErrorCodes } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { installGlobals, runInProcess } from './vgpu/globals.js';
 export { readImage, writeImage, IMAGE_FORMAT_VERSION } from './kernel/image.js';
-export type { ProcessImage, WrittenImage } from './kernel/image.js';
+export type { ProcessImage, WrittenImage, QueuedWork, ImageCommandBuffer, ImageCommand, ImagePassCommand, ImageBindGroup, ImageQuerySet, ImageBuffer, ImageShader, ImagePipeline, ImageFormatVersion } from './kernel/image.js';
 export { connect, RemoteProcess } from './client/index.js';
 export type { SessionOptions, ConnectOptions } from './client/index.js';

@@ -47,12 +47,64 @@ function sampleImage(seed = 1): ProcessImage {
       { id: 11, label: '', size: 0, usage: 0x08, contents: new Uint8Array(0) },
       { id: 12, label: 'weights ✓ ünïcode', size: 64, usage: 0x8c, contents: pattern(64, seed + 1) },
     ],
-    queued: [{ kind: 'dispatch', pipeline: 2, workgroups: [4, 1, 1], note: { a: [1, 'x', null, true, -0.5] } }],
+    bindGroups: [
+      { id: 5, label: 'group', layout: { pipeline: 2, group: 0 }, entries: [{ binding: 0, buffer: 10 }] },
+      { id: 6, label: '', layout: { descriptor: { entries: [{ binding: 0, visibility: 4, buffer: { type: 'storage', hasDynamicOffset: true } }] } }, entries: [{ binding: 0, buffer: 12, offset: 0, size: 32 }] },
+    ],
+    querySets: [{ id: 7, label: 'times', type: 'timestamp', count: 2 }],
+    queued: [
+      { kind: 'writeBuffer', buffer: 10, bufferOffset: 4, data: pattern(12, seed + 2) },
+      {
+        kind: 'submit',
+        commandBuffers: [
+          {
+            label: 'step',
+            commands: [
+              {
+                op: 'computePass',
+                label: 'pass',
+                timestampWrites: { querySet: 7, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+                commands: [
+                  { op: 'pushDebugGroup', label: 'step ✓' },
+                  { op: 'setPipeline', pipeline: 2 },
+                  { op: 'setBindGroup', index: 0, bindGroup: 5 },
+                  { op: 'setBindGroup', index: 1, bindGroup: 6, dynamicOffsets: [256] },
+                  { op: 'setBindGroup', index: 2, bindGroup: null },
+                  { op: 'setImmediates', offset: 0, data: '0102abcd' },
+                  { op: 'dispatchWorkgroups', workgroups: [4, 1, 1] },
+                  { op: 'dispatchWorkgroupsIndirect', buffer: 12, offset: 16 },
+                  { op: 'popDebugGroup' },
+                  { op: 'insertDebugMarker', label: 'done' },
+                ],
+              },
+              { op: 'copyBufferToBuffer', source: 10, sourceOffset: 0, destination: 12, destinationOffset: 8, size: 8 },
+              { op: 'clearBuffer', buffer: 12, offset: 32 },
+              { op: 'clearBuffer', buffer: 12, offset: 40, size: 8 },
+              { op: 'resolveQuerySet', querySet: 7, firstQuery: 0, queryCount: 2, destination: 12, destinationOffset: 48 },
+            ],
+          },
+          { label: '', commands: [] },
+        ],
+      },
+      { kind: 'writeBuffer', buffer: 12, bufferOffset: 0, data: pattern(20, seed + 3) },
+      { kind: 'destroyQuerySet', querySet: 7 },
+      { kind: 'destroyBuffer', buffer: 11 },
+    ],
   };
 }
 
+/** The queued writes' bytes of an image, in order: the data section after the buffers' contents. */
+function writesOf(image: ProcessImage): Uint8Array[] {
+  return image.queued.flatMap((q) => (q.kind === 'writeBuffer' ? [q.data] : []));
+}
+
+/** Everything in an image's data section, in order. */
+function dataOf(image: ProcessImage): Uint8Array[] {
+  return [...image.buffers.map((b) => b.contents), ...writesOf(image)];
+}
+
 /** What docs/image-format.md specifies, implemented again independently of src/kernel/image.ts. */
-function forge(header: unknown, contents: Uint8Array[], version = 1): Buffer {
+function forge(header: unknown, contents: Uint8Array[], version = 2): Buffer {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const pad = (n: number): Buffer => Buffer.alloc((8 - (n % 8)) % 8);
   const preamble = Buffer.alloc(56);
@@ -115,15 +167,27 @@ describe('process images', () => {
 
   it('the file is laid out exactly as docs/image-format.md says', async () => {
     const image = sampleImage();
-    assert.deepEqual(forge(headerOf(good), image.buffers.map((b) => b.contents)), good);
+    assert.deepEqual(forge(headerOf(good), dataOf(image)), good);
     assert.equal(good.subarray(0, 10).toString('latin1'), 'GPUNIXIMG\0');
-    assert.equal(good.readUInt32LE(12), 1);
+    assert.equal(good.readUInt32LE(12), 2);
     const header = headerOf(good);
+    assert.deepEqual(Object.keys(header), ['createdAt', 'process', 'device', 'limits', 'features', 'shaders', 'pipelines', 'buffers', 'bindGroups', 'querySets', 'queued']);
     assert.deepEqual(
       header.buffers.map((b: { offset: number }) => b.offset),
       [0, 24, 24],
     );
     assert.equal(header.buffers[0].sha256, createHash('sha256').update(image.buffers[0].contents).digest('hex'));
+    // Queued writes' bytes follow the buffers' contents, back to back; the header keeps where and their hash.
+    const writes = header.queued.filter((q: { kind: string }) => q.kind === 'writeBuffer');
+    assert.deepEqual(
+      writes.map((w: Record<string, unknown>) => [w.buffer, w.bufferOffset, w.size, w.offset]),
+      [
+        [10, 4, 12, 88],
+        [12, 0, 20, 104],
+      ],
+    );
+    assert.equal(writes[1].sha256, createHash('sha256').update(writesOf(image)[1]).digest('hex'));
+    assert.deepEqual(header.queued[1], image.queued[1]);
     assert.equal(good.readBigUInt64LE(good.length - 8), BigInt(good.length));
     assert.equal(good.length % 8, 0);
   });
@@ -151,6 +215,7 @@ describe('process images', () => {
     const dataStart = Math.ceil((56 + headerLength) / 8) * 8;
     const trailerStart = good.length - 40;
     const [b0, , b2] = headerOf(good).buffers as { offset: number; size: number }[];
+    const [w0, w1] = headerOf(good).queued.filter((q: { kind: string }) => q.kind === 'writeBuffer') as { offset: number; size: number }[];
     const expected = (at: number): RegExp => {
       if (at < 10) return /bad magic/;
       if (at < 12 || (at >= 20 && at < 24)) return /reserved bytes/;
@@ -163,7 +228,11 @@ describe('process images', () => {
         if (d < b0.offset + b0.size) return /checksum mismatch in section data, buffers\[0\] \(id 10, label "state"/;
         if (d < b2.offset) return /padding after buffers\[0\]/;
         if (d < b2.offset + b2.size) return /checksum mismatch in section data, buffers\[2\]/;
-        return /padding after buffers\[2\]/;
+        if (d < w0.offset) return /padding after buffers\[2\]/;
+        if (d < w0.offset + w0.size) return /checksum mismatch in section data, queued\[0\] \(a write of 12 bytes to buffer id 10, bytes \d+-\d+\)/;
+        if (d < w1.offset) return /padding after queued\[0\]/;
+        if (d < w1.offset + w1.size) return /checksum mismatch in section data, queued\[2\]/;
+        return /padding after queued\[2\]/;
       }
       if (at < trailerStart + 32) return /checksum mismatch in section trailer/;
       return /malformed trailer: it records a length of/;
@@ -202,16 +271,35 @@ describe('process images', () => {
     await writeFile(path, '');
     await refused(path, 'truncated at byte 0');
     const image = sampleImage();
-    await writeFile(path, forge(headerOf(good), image.buffers.map((b) => b.contents), 2));
-    await refused(path, 'unsupported format version 2 (this gpunix reads version 1)');
+    await writeFile(path, forge(headerOf(good), dataOf(image), 3));
+    await refused(path, 'unsupported format version 3 (this gpunix reads versions 1 and 2)');
     await writeFile(path, good.subarray(0, 16).map((byte, i) => (i === 12 ? 9 : byte)));
     await refused(path, 'unsupported format version 9');
     await assert.rejects(readImage(join(dir, 'absent.img')), { code: 'ENOENT' });
   });
 
+  it('a version 1 image still reads, as one with no queued work; opaque version 1 queued records are refused', async () => {
+    const path = join(dir, 'v1.img');
+    const image = sampleImage();
+    const contents = image.buffers.map((b) => b.contents);
+    const header = headerOf(good);
+    delete header.bindGroups;
+    delete header.querySets;
+    header.queued = [];
+    await writeFile(path, forge(header, contents, 1));
+    assert.deepEqual(await readImage(path), { ...image, version: 1, bindGroups: [], querySets: [], queued: [] });
+    // A version 1 header has version 1's keys, no others.
+    await writeFile(path, forge({ ...header, bindGroups: [] }, contents, 1));
+    await refused(path, 'malformed metadata field bindGroups: not a field of image format version 1');
+    // Version 1 kept queued work as opaque JSON (gpunix wrote none): records it cannot replay are refused.
+    await writeFile(path, forge({ ...header, queued: [{ kind: 'dispatch', pipeline: 2 }] }, contents, 1));
+    await refused(path, 'malformed metadata field queued: expected [] in a version 1 image (its queued records are opaque and cannot be replayed)');
+  });
+
   it('a checksummed header with a malformed field is refused naming the field', async () => {
     const path = join(dir, 'malformed.img');
-    const contents = sampleImage().buffers.map((b) => b.contents);
+    const contents = dataOf(sampleImage());
+    const pass = (h: Record<string, any>): Record<string, any>[] => h.queued[1].commandBuffers[0].commands[0].commands;
     const cases: [string, (h: Record<string, any>) => void, string][] = [
       ['buffer usage not a number', (h) => (h.buffers[0].usage = 'storage'), 'malformed metadata field buffers[0].usage: expected an integer from 0 to 4294967295, got "storage"'],
       ['duplicate buffer id', (h) => (h.buffers[1].id = 10), 'malformed metadata field buffers[1].id: duplicate id 10'],
@@ -221,7 +309,7 @@ describe('process images', () => {
       ['memory limit a string', (h) => (h.process.memoryLimit = '1M'), 'malformed metadata field process.memoryLimit'],
       ['createdAt not a time', (h) => (h.createdAt = 'yesterday'), 'malformed metadata field createdAt: expected an ISO 8601 time, got "yesterday"'],
       ['missing queued', (h) => delete h.queued, 'malformed metadata field queued: expected a value, got nothing'],
-      ['unknown top-level field', (h) => (h.extra = 1), 'malformed metadata field extra: not a field of image format version 1'],
+      ['unknown top-level field', (h) => (h.extra = 1), 'malformed metadata field extra: not a field of image format version 2'],
       ['unknown buffer field', (h) => (h.buffers[2].mapped = true), 'malformed metadata field buffers[2].mapped'],
       ['limit not a number', (h) => (h.limits.maxBufferSize = 'big'), 'malformed metadata field limits.maxBufferSize'],
       ['feature not a string', (h) => (h.features[1] = 16), 'malformed metadata field features[1]'],
@@ -230,6 +318,27 @@ describe('process images', () => {
       ['bad sha256', (h) => (h.buffers[0].sha256 = 'XYZ'), 'malformed metadata field buffers[0].sha256: expected 64 lowercase hex digits'],
       ['gap between buffers', (h) => (h.buffers[2].offset = 32), 'malformed metadata field buffers[2].offset: expected 24'],
       ['device not an object', (h) => (h.device = 'gpu'), 'malformed metadata field device: expected an object'],
+      // The work section (version 2): every record, and every id it names.
+      ['missing bindGroups', (h) => delete h.bindGroups, 'malformed metadata field bindGroups: expected a value, got nothing'],
+      ['unknown queued kind', (h) => (h.queued[3].kind = 'launch'), 'malformed metadata field queued[3].kind: expected one of submit, writeBuffer, destroyBuffer, destroyQuerySet, got "launch"'],
+      ['pipeline not in the image', (h) => (pass(h)[1].pipeline = 9), 'malformed metadata field queued[1].commandBuffers[0].commands[0].commands[1].pipeline: refers to pipeline id 9, which is not in the image'],
+      ['bind group not in the image', (h) => (pass(h)[2].bindGroup = 4), 'commands[2].bindGroup: refers to bind group id 4, which is not in the image'],
+      ['indirect buffer not in the image', (h) => (pass(h)[7].buffer = 13), 'commands[7].buffer: refers to buffer id 13'],
+      ['unknown pass command', (h) => (pass(h)[6].op = 'draw'), 'commands[6].op: expected a compute pass command'],
+      ['workgroups not three', (h) => (pass(h)[6].workgroups = [4, 1]), 'commands[6].workgroups: expected three counts [x, y, z]'],
+      ['workgroups beyond u32', (h) => (pass(h)[6].workgroups = [2 ** 32, 1, 1]), 'commands[6].workgroups[0]: expected an integer from 0 to 4294967295'],
+      ['immediates not hex', (h) => (pass(h)[5].data = '0x01'), 'commands[5].data: expected bytes as lowercase hex digits'],
+      ['extra key in a pass command', (h) => (pass(h)[1].index = 0), 'commands[1].index: not a field of image format version 2'],
+      ['copy to a missing buffer', (h) => (h.queued[1].commandBuffers[0].commands[1].destination = 99), 'commands[1].destination: refers to buffer id 99'],
+      ['query set not in the image', (h) => (h.queued[1].commandBuffers[0].commands[0].timestampWrites.querySet = 1), 'timestampWrites.querySet: refers to query set id 1'],
+      ['bad query set type', (h) => (h.querySets[0].type = 'pipeline-statistics'), 'malformed metadata field querySets[0].type: expected "timestamp" or "occlusion"'],
+      ['duplicate bind group id', (h) => (h.bindGroups[1].id = 5), 'malformed metadata field bindGroups[1].id: duplicate id 5'],
+      ['bind group layout of a missing pipeline', (h) => (h.bindGroups[0].layout.pipeline = 7), 'bindGroups[0].layout.pipeline: refers to pipeline id 7'],
+      ['bind group entry of a missing buffer', (h) => (h.bindGroups[0].entries[0].buffer = 1), 'bindGroups[0].entries[0].buffer: refers to buffer id 1'],
+      ['write bytes not back to back', (h) => (h.queued[2].offset = 112), 'malformed metadata field queued[2].offset: expected 104 (buffers and then queued writes lie back to back'],
+      ['write with a bad hash', (h) => (h.queued[0].sha256 = 'abc'), 'malformed metadata field queued[0].sha256: expected 64 lowercase hex digits'],
+      ['write with inline data', (h) => (h.queued[0].data = [1, 2, 3, 4]), 'malformed metadata field queued[0].data: not a field of image format version 2'],
+      ['destroy of a missing buffer', (h) => (h.queued[4].buffer = 3), 'malformed metadata field queued[4].buffer: refers to buffer id 3'],
     ];
     for (const [what, mutate, message] of cases) {
       const header = headerOf(good);
@@ -255,19 +364,22 @@ describe('process images', () => {
     const cases: [(i: ProcessImage) => void, string][] = [
       [(i) => (i.buffers[0].contents = new Uint8Array(12)), 'cannot write process image ' + path + ': malformed field buffers[0].contents: expected a Uint8Array of 20 bytes (the size), got a Uint8Array of 12 bytes'],
       [(i) => (i.process.weight = NaN), 'malformed field process.weight: expected a finite number, got NaN'],
-      [(i) => (i.queued = [{ at: undefined }]), 'malformed field queued[0].at: expected a JSON value, got nothing'],
-      [(i) => (i.queued = [new Date(0)]), 'malformed field queued[0]: expected a JSON value'],
+      [(i) => (i.queued = [{ kind: 'writeBuffer', buffer: 10, bufferOffset: 0, data: [1, 2, 3, 4] } as never]), 'malformed field queued[0].data: expected a Uint8Array, got [1,2,3,4]'],
+      [(i) => (i.queued = [new Date(0) as never]), 'malformed field queued[0]: expected an object'],
+      [(i) => (i.queued = [{ kind: 'destroyBuffer', buffer: 99 }]), 'malformed field queued[0].buffer: refers to buffer id 99, which is not in the image'],
       [
         (i) => {
           const loop: Record<string, unknown> = {};
           loop.self = loop;
-          i.queued = [loop];
+          i.bindGroups[1].layout = { descriptor: loop };
         },
         'nested deeper than 64 levels (or a cycle)',
       ],
       [(i) => (i.pipelines[0].shader = 5), 'malformed field pipelines[0].shader: refers to shader id 5'],
       [(i) => (i.buffers[2].id = 10), 'malformed field buffers[2].id: duplicate id 10'],
-      [(i) => ((i as { version: number }).version = 2), 'malformed field version: expected 1, got 2'],
+      [(i) => ((i as { version: number }).version = 3), 'malformed field version: expected 2, got 3'],
+      // Only the current version is written; version 1 is read, never written.
+      [(i) => ((i as { version: number }).version = 1), 'malformed field version: expected 2, got 1'],
     ];
     for (const [mutate, message] of cases) {
       const image = sampleImage(2);
@@ -338,7 +450,7 @@ describe('process images', () => {
         '--input-type=module',
         '-e',
         `import { writeImage } from ${JSON.stringify(moduleUrl)};
-         const image = ${JSON.stringify({ ...sampleImage(4), buffers: [] })};
+         const image = ${JSON.stringify({ ...sampleImage(4), buffers: [], bindGroups: [], querySets: [], queued: [] })};
          image.buffers = [{ id: 1, label: 'big', size: 16 << 20, usage: 128, contents: new Uint8Array(16 << 20).fill(9) }];
          await writeImage(${JSON.stringify(path)}, image, {
            onProgress: (done) => { if (done > 8 << 20) process.kill(process.pid, 'SIGKILL'); },

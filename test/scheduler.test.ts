@@ -216,6 +216,70 @@ describe('the scheduler', () => {
   });
 });
 
+describe('uncontended atoms', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel({ targetSliceMs: 1, uncontendedSliceMs: 8, contentionWindowMs: 50 });
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  /** Workgroups of each atom `proc` ran whose trace event starts at or after `sinceMs` (performance.now()). */
+  const atomSizes = (proc: ProcessHandle, sinceMs: number): number[] =>
+    kernel
+      .trace()
+      .traceEvents.filter((e) => e.ph === 'X' && e.tid === proc.pid && (e.ts as number) >= sinceMs * 1000)
+      .map((e) => (e.args as { size?: number[] }).size)
+      .filter((size): size is number[] => Array.isArray(size))
+      .map((size) => size[0] * size[1] * size[2]);
+  const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+  it('a process alone gets larger atoms; a realtime process becoming active brings them back to the target slice', async () => {
+    const batch = await kernel.spawn({ name: 'alone', priority: 'batch' });
+    const b = await busyProgram(batch, 2048);
+    b.submit(2048); // the first atoms are probes while the cost is unknown
+    await b.device.queue.onSubmittedWorkDone();
+    const aloneSince = performance.now();
+    b.submit(2048);
+    b.submit(2048);
+    await b.device.queue.onSubmittedWorkDone();
+    const alone = atomSizes(batch, aloneSince);
+
+    const realtime = await kernel.spawn({ name: 'active', priority: 'realtime' });
+    const r = await busyProgram(realtime, 1);
+    let stop = false;
+    const ticking = (async () => {
+      while (!stop) {
+        r.submit(1);
+        await r.device.queue.onSubmittedWorkDone();
+        await sleep(2);
+      }
+    })();
+    await sleep(20);
+    const contendedSince = performance.now();
+    b.submit(2048);
+    b.submit(2048);
+    await b.device.queue.onSubmittedWorkDone();
+    stop = true;
+    await ticking;
+    const contended = atomSizes(batch, contendedSince);
+    assert.ok(alone.length > 0 && contended.length > 0, `atoms alone ${alone.length}, contended ${contended.length}`);
+    assert.ok(median(alone) > median(contended), `median atom alone ${median(alone)} workgroups, with a realtime process active ${median(contended)}`);
+    const out = await b.read();
+    for (const x of [0, 2047 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+    await batch.exit();
+    await realtime.exit();
+  });
+
+  it('refuses uncontended bounds tighter than the contended ones', async () => {
+    const bad = (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION';
+    await assert.rejects(createKernel({ maxInFlight: 3, uncontendedMaxInFlight: 2 }), bad);
+    await assert.rejects(createKernel({ targetSliceMs: 2, uncontendedSliceMs: 1 }), bad);
+    await assert.rejects(createKernel({ contentionWindowMs: -1 }), bad);
+  });
+});
+
 describe('tenant shares', () => {
   let kernel: Kernel;
   before(async () => {

@@ -5,8 +5,14 @@
 // fair sharing of measured GPU time (virtual runtime: the process with the least GPU time per unit
 // of weight goes next). A process's own work keeps its order: only the head of its queue runs.
 // Divisible work (a submit whose dispatches the atomizer can split) is issued one piece at a time,
-// each sized from the pipeline's cost model to about `targetSliceNs`, and at most `maxInFlight`
-// fences are outstanding: a newly ready realtime process waits for at most that many pieces.
+// each sized from the pipeline's cost model to about `targetSliceNs`, and a process issues only
+// while fewer than `maxInFlight` fences of its own class or lower ones are outstanding: a newly
+// ready realtime process waits for at most that many pieces of lower classes.
+// While no other process of the same or a higher class has had work on the device for
+// `contentionWindowNs`, the owner gets larger pieces (`uncontendedSliceNs`) and a deeper queue
+// (`uncontendedMaxInFlight`): nobody is there to wait for it, and the device runs fewer, larger
+// atoms far more efficiently. A process arriving after such a quiet spell waits for at most that
+// deeper queue, once; its arrival makes the others contended again.
 //
 // GPU time is measured, not estimated: work is grouped into runs of one owner, a fence
 // (onSubmittedWorkDone) closes each run, and since a queue completes in order, the device spent
@@ -49,7 +55,15 @@ export interface WorkItem {
   cancel(): void;
   /** Set by the dispatcher: when the program made the call (for the submission latency histogram). */
   enqueuedAtNs?: number;
+  /**
+   * A buffer write, as a checkpoint records it (set by its maker: the kernel cannot see into the
+   * item's closures): the bytes not yet written and where they go.
+   */
+  readonly write?: () => { buffer: object; offset: number; bytes: Uint8Array };
 }
+
+/** Items some pieces of which were issued: a checkpoint lets them finish rather than record them. */
+const partlyIssued = new WeakSet<WorkItem>();
 
 /** Per-pipeline cost model: device time per workgroup, learned online (exponential average). */
 export class CostModel {
@@ -73,6 +87,15 @@ export interface SchedulerParams {
   targetSliceNs: number;
   /** Most unfinished fences on the device before the dispatcher holds work back. */
   maxInFlight: number;
+  /** A piece's device time while the owner is uncontended (ns). */
+  uncontendedSliceNs: number;
+  /** Most unfinished fences while the owner of the next piece is uncontended. */
+  uncontendedMaxInFlight: number;
+  /**
+   * A process is uncontended when no other process of the same or a higher class has had work
+   * queued or on the device (and not suspended) within this long (ns).
+   */
+  contentionWindowNs: number;
 }
 
 interface OpenRun {
@@ -89,6 +112,10 @@ interface Entity {
   queue: WorkItem[];
   /** The head item was prepared (divisible items only). */
   prepared: boolean;
+  /** Set by finishStarted: the head item runs to its end although the process is suspended. */
+  finishing?: (() => void) | null;
+  /** When it last had work queued or on the device (ns). */
+  lastActiveNs: number;
 }
 
 const nowNs = (): number => performance.now() * 1e6;
@@ -100,6 +127,8 @@ export class Dispatcher {
   private openRun: OpenRun | null = null;
   private closeScheduled = false;
   private outstandingFences = 0;
+  /** Outstanding fences by the class of the run's owner (PRIORITY_CLASSES order). */
+  private readonly inFlightByClass = PRIORITY_CLASSES.map(() => 0);
   private lastFenceDoneNs = 0;
   /** The process whose work was issued last: switching away from it while it has work is a preemption. */
   private lastOwner: Proc | null = null;
@@ -129,11 +158,11 @@ export class Dispatcher {
     const owner = item.owner;
     let entity = this.entities.get(owner);
     if (!entity) {
-      entity = { proc: owner, queue: [], prepared: false };
+      entity = { proc: owner, queue: [], prepared: false, lastActiveNs: 0 };
       this.entities.set(owner, entity);
     }
     if (entity.queue.length === 0) this.wake(entity);
-    item.enqueuedAtNs = nowNs();
+    item.enqueuedAtNs = entity.lastActiveNs = nowNs();
     owner.queuedItems++;
     entity.queue.push(item);
     this.pump();
@@ -166,6 +195,7 @@ export class Dispatcher {
         }
       }
       entity.prepared = false;
+      this.endFinishing(entity);
       if (owner.inFlightGroups === 0) this.entities.delete(owner);
     }
     this.notifyIdle();
@@ -179,6 +209,34 @@ export class Dispatcher {
     owner.queuedItems -= items.length;
     entity.prepared = false;
     return items;
+  }
+
+  /** The queued items of `owner`, in order, left in place (a checkpoint records them). */
+  queued(owner: Proc): readonly WorkItem[] {
+    return [...(this.entities.get(owner)?.queue ?? [])];
+  }
+
+  /**
+   * Resolves when nothing of `owner` is on the device and its head item, if some of its pieces
+   * were issued (a split submit with atoms done, a chunked copy or write partway), has run to its
+   * end: that one item runs although `owner` is suspended, then it stops again. What a checkpoint
+   * waits for before recording the queue item by item.
+   */
+  async finishStarted(owner: Proc): Promise<void> {
+    await this.whenOffDevice(owner);
+    const entity = this.entities.get(owner);
+    if (!entity || entity.queue.length === 0 || !partlyIssued.has(entity.queue[0])) return;
+    await new Promise<void>((resolve) => {
+      entity.finishing = resolve;
+      this.pump();
+    });
+    await this.whenOffDevice(owner);
+  }
+
+  private endFinishing(entity: Entity): void {
+    const finished = entity.finishing;
+    entity.finishing = null;
+    finished?.();
   }
 
   /** Called when a process is resumed or reniced: its work may now be picked. */
@@ -218,7 +276,7 @@ export class Dispatcher {
   private pickNext(): Entity | null {
     let best: Entity | null = null;
     for (const entity of this.entities.values()) {
-      if (entity.queue.length === 0 || entity.proc.suspended) continue;
+      if (entity.queue.length === 0 || (entity.proc.suspended && !entity.finishing)) continue;
       if (
         !best ||
         classRank(entity.proc) < classRank(best.proc) ||
@@ -230,10 +288,44 @@ export class Dispatcher {
     return best;
   }
 
+  /**
+   * True when no other process of `entity`'s class or a higher one has been active within the
+   * contention window: then nobody waits behind the owner's work but lower classes.
+   */
+  private uncontended(entity: Entity, now: number): boolean {
+    const rank = classRank(entity.proc);
+    const since = now - this.params.contentionWindowNs;
+    for (const other of this.entities.values()) {
+      if (other === entity || other.proc.suspended || !other.proc.alive || classRank(other.proc) > rank) continue;
+      if (other.queue.length > 0 || other.proc.inFlightGroups > 0 || other.lastActiveNs > since) return false;
+    }
+    return true;
+  }
+
+  /**
+   * The in-flight bound, counted in the pieces that a process arriving later with a higher class
+   * would wait for: `entity` may put work on the device while fewer than `limit` runs of its own
+   * class or lower ones are unfinished. Runs of higher classes ahead do not count (a short
+   * realtime submit must not leave the device idle behind it), and a process whose class has
+   * nothing unfinished may always queue (it waits behind lower work already there either way).
+   */
+  private mayIssue(entity: Entity, limit: number): boolean {
+    const rank = classRank(entity.proc);
+    let ownOrLower = 0;
+    let ownOrHigher = 0;
+    for (let k = 0; k < this.inFlightByClass.length; k++) {
+      if (k >= rank) ownOrLower += this.inFlightByClass[k];
+      if (k <= rank) ownOrHigher += this.inFlightByClass[k];
+    }
+    return ownOrLower < limit || ownOrHigher === 0;
+  }
+
   private pump(): void {
-    while (!this.busy && this.outstandingFences < this.params.maxInFlight) {
+    while (!this.busy) {
       const entity = this.pickNext();
       if (!entity) break;
+      const uncontended = this.uncontended(entity, nowNs());
+      if (!this.mayIssue(entity, uncontended ? this.params.uncontendedMaxInFlight : this.params.maxInFlight)) break;
       const item = entity.queue[0];
       if (item.nextPiece) {
         if (!entity.prepared) {
@@ -251,7 +343,8 @@ export class Dispatcher {
           }
           entity.prepared = true;
         }
-        const piece = this.safely(item, () => item.nextPiece!(this.params.targetSliceNs));
+        const budgetNs = uncontended ? this.params.uncontendedSliceNs : this.params.targetSliceNs;
+        const piece = this.safely(item, () => item.nextPiece!(budgetNs));
         if (piece) {
           this.issue(entity, piece);
           continue;
@@ -305,6 +398,7 @@ export class Dispatcher {
     entity.queue.shift();
     entity.prepared = false;
     item.owner.queuedItems--;
+    this.endFinishing(entity);
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
     this.openRun?.finishing.push(item);
@@ -315,6 +409,7 @@ export class Dispatcher {
     this.openRunFor(owner);
     owner.activity++;
     const run = this.openRun!;
+    partlyIssued.add(entity.queue[0]);
     this.safely(entity.queue[0], () => piece.issue());
     run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
@@ -345,6 +440,8 @@ export class Dispatcher {
     if (!run) return;
     this.openRun = null;
     this.outstandingFences++;
+    const rank = classRank(run.owner);
+    this.inFlightByClass[rank]++;
     const settle = (): void => {
       const doneNs = nowNs();
       const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
@@ -359,7 +456,9 @@ export class Dispatcher {
       for (const item of run.finishing) owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
       owner.inFlightGroups--;
       this.outstandingFences--;
+      this.inFlightByClass[rank]--;
       const entity = this.entities.get(owner);
+      if (entity) entity.lastActiveNs = doneNs;
       if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
       if (entity && entity.queue.length === 0 && owner.inFlightGroups === 0 && !owner.alive) this.entities.delete(owner);
       this.pump();

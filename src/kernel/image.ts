@@ -46,8 +46,69 @@ export interface ImagePipeline {
   layout: 'auto' | { bindGroupLayouts: unknown[] };
 }
 
+/**
+ * A bind group that queued work sets (version 2). Its layout is a pipeline's 'auto' layout
+ * (`pipeline.getBindGroupLayout(group)`) or an explicit layout, as the program's descriptor.
+ */
+export interface ImageBindGroup {
+  id: number;
+  label: string;
+  layout: { pipeline: number; group: number } | { descriptor: unknown };
+  /** Buffer bindings; `buffer` is an ImageBuffer id; `offset`/`size` as the program gave them. */
+  entries: { binding: number; buffer: number; offset?: number; size?: number }[];
+}
+
+/** A query set that queued work uses (version 2): made afresh on restore; its results are not carried. */
+export interface ImageQuerySet {
+  id: number;
+  label: string;
+  type: 'timestamp' | 'occlusion';
+  count: number;
+}
+
+/** A compute pass command of queued work; objects are named by their image ids. */
+export type ImagePassCommand =
+  | { op: 'setPipeline'; pipeline: number }
+  | { op: 'setBindGroup'; index: number; bindGroup: number | null; dynamicOffsets?: number[] }
+  | { op: 'dispatchWorkgroups'; workgroups: [number, number, number] }
+  | { op: 'dispatchWorkgroupsIndirect'; buffer: number; offset: number }
+  /** `data`: the bytes, as lowercase hex. */
+  | { op: 'setImmediates'; offset: number; data: string }
+  | { op: 'pushDebugGroup'; label: string }
+  | { op: 'popDebugGroup' }
+  | { op: 'insertDebugMarker'; label: string };
+
+/** A command of a queued command buffer: the kernel's record of what the program encoded. */
+export type ImageCommand =
+  | {
+      op: 'computePass';
+      label?: string;
+      timestampWrites?: { querySet: number; beginningOfPassWriteIndex?: number; endOfPassWriteIndex?: number };
+      commands: ImagePassCommand[];
+    }
+  | { op: 'copyBufferToBuffer'; source: number; sourceOffset: number; destination: number; destinationOffset: number; size: number }
+  | { op: 'clearBuffer'; buffer: number; offset: number; size?: number }
+  | { op: 'resolveQuerySet'; querySet: number; firstQuery: number; queryCount: number; destination: number; destinationOffset: number }
+  | { op: 'pushDebugGroup'; label: string }
+  | { op: 'popDebugGroup' }
+  | { op: 'insertDebugMarker'; label: string };
+
+export interface ImageCommandBuffer {
+  label: string;
+  commands: ImageCommand[];
+}
+
+/** One queued but unfinished item of a process's queue (version 2), in the program's order. */
+export type QueuedWork =
+  | { kind: 'submit'; commandBuffers: ImageCommandBuffer[] }
+  | { kind: 'writeBuffer'; buffer: number; bufferOffset: number; data: Uint8Array }
+  /** The program destroyed it after the work before this item: it goes once that work has run. */
+  | { kind: 'destroyBuffer'; buffer: number }
+  | { kind: 'destroyQuerySet'; querySet: number };
+
 export interface ProcessImage {
-  version: typeof IMAGE_FORMAT_VERSION;
+  /** The format version of the file (readImage) or to write (writeImage: only the current one). */
+  version: ImageFormatVersion;
   /** When the image was taken (ISO 8601). */
   createdAt: string;
   process: { name: string; priority: PriorityClass; weight: number; tenant: string; memoryLimit: number | null };
@@ -59,8 +120,12 @@ export interface ProcessImage {
   shaders: ImageShader[];
   pipelines: ImagePipeline[];
   buffers: ImageBuffer[];
-  /** Queued but unfinished work, as opaque JSON records (JSON values only: no undefined, NaN, cycles). */
-  queued: unknown[];
+  /** The bind groups queued work sets (empty in a version 1 image). */
+  bindGroups: ImageBindGroup[];
+  /** The query sets queued work uses (empty in a version 1 image). */
+  querySets: ImageQuerySet[];
+  /** Queued but unfinished work, in order (empty in a version 1 image). */
+  queued: QueuedWork[];
 }
 
 export interface WriteImageOptions {
@@ -75,8 +140,11 @@ export interface WrittenImage {
   sha256: string;
 }
 
-/** The only format version this gpunix writes and reads. */
-export const IMAGE_FORMAT_VERSION = 1;
+export type ImageFormatVersion = 1 | 2;
+/** The format version this gpunix writes. */
+export const IMAGE_FORMAT_VERSION = 2;
+/** The format versions this gpunix reads. */
+export const IMAGE_FORMAT_VERSIONS_READ: readonly ImageFormatVersion[] = [1, 2];
 /** The first ten bytes of every image. */
 export const IMAGE_MAGIC: Uint8Array = Uint8Array.from(Buffer.from('GPUNIXIMG\0', 'latin1'));
 
@@ -104,7 +172,7 @@ const align8 = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
 // ---------------------------------------------------------------------------------------------
 // Field-by-field validation, shared by the writer (a ProcessImage) and the reader (its header).
 
-/** A field that is not what version 1 says; turned into a GpunixError by whoever validated. */
+/** A field that is not what the format says; turned into a GpunixError by whoever validated. */
 class FieldError extends Error {
   constructor(
     readonly field: string,
@@ -139,17 +207,20 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * A plain object with these keys: `required` must be present; with `strict`, no others may be.
- * The reader is strict (an image has exactly the fields of its version); the writer is not
- * (it writes only the fields it knows, so extra properties of the caller's objects are ignored).
+ * How strictly to check: the reader is strict (an image has exactly the fields of its version,
+ * named here); the writer is not (`false`: it writes only the fields it knows, so extra properties
+ * of the caller's objects are ignored).
  */
-function object(value: unknown, field: string, required: string[], optional: string[], strict: boolean): Record<string, unknown> {
+type Strictness = ImageFormatVersion | false;
+
+/** A plain object with these keys: `required` must be present; when strict, no others may be. */
+function object(value: unknown, field: string, required: string[], optional: string[], strict: Strictness): Record<string, unknown> {
   if (!isPlainObject(value)) fail(field || '(top level)', 'an object', value);
   const o = value as Record<string, unknown>;
   for (const key of required) if (!Object.hasOwn(o, key) || o[key] === undefined) fail(join2(field, key), 'a value', undefined);
   if (strict) {
     for (const key of Object.keys(o)) {
-      if (!required.includes(key) && !optional.includes(key)) throw new FieldError(join2(field, key), 'not a field of image format version 1');
+      if (!required.includes(key) && !optional.includes(key)) throw new FieldError(join2(field, key), `not a field of image format version ${strict}`);
     }
   }
   return o;
@@ -209,10 +280,10 @@ function uniqueIds(items: { id: number }[], field: string): void {
   });
 }
 
-/** Everything of a ProcessImage except buffers, version-1-checked and copied (only known fields). */
-type ImageMetadata = Omit<ProcessImage, 'version' | 'buffers'>;
+/** Everything of a ProcessImage up to its pipelines, checked and copied (only known fields). */
+type ImageMetadata = Pick<ProcessImage, 'createdAt' | 'process' | 'device' | 'limits' | 'features' | 'shaders' | 'pipelines'>;
 
-function metadata(root: Record<string, unknown>, strict: boolean): ImageMetadata {
+function metadata(root: Record<string, unknown>, strict: Strictness): ImageMetadata {
   const createdAt = string(root.createdAt, 'createdAt');
   if (!ISO_TIME.test(createdAt) || Number.isNaN(Date.parse(createdAt))) fail('createdAt', 'an ISO 8601 time', createdAt);
 
@@ -271,13 +342,268 @@ function metadata(root: Record<string, unknown>, strict: boolean): ImageMetadata
   });
   uniqueIds(pipelines, 'pipelines');
 
-  const queued = array(root.queued, 'queued');
-  queued.forEach((q, i) => jsonValue(q, `queued[${i}]`));
-
-  return { createdAt, process, device, limits, features, shaders, pipelines, queued };
+  return { createdAt, process, device, limits, features, shaders, pipelines };
 }
 
-const TOP_LEVEL = ['createdAt', 'process', 'device', 'limits', 'features', 'shaders', 'pipelines', 'buffers', 'queued'];
+// ---- version 2: the work section (bind groups, query sets, queued work) ----------------------
+
+const U32 = 0xffffffff;
+const HEX = /^(?:[0-9a-f]{2})*$/;
+
+/** The ids the work section may name, per kind. */
+interface ImageIds {
+  buffers: Set<number>;
+  pipelines: Set<number>;
+  bindGroups: Set<number>;
+  querySets: Set<number>;
+}
+
+function ref(value: unknown, field: string, ids: Set<number>, kind: string): number {
+  const id = integer(value, field);
+  if (!ids.has(id)) throw new FieldError(field, `refers to ${kind} id ${id}, which is not in the image`);
+  return id;
+}
+
+/** Copies only the optional keys that are present (an absent key stays absent). */
+function optional<T>(o: Record<string, unknown>, key: string, check: (v: unknown, field: string) => T, field: string): Record<string, T> {
+  return o[key] === undefined ? {} : { [key]: check(o[key], `${field}.${key}`) };
+}
+
+function bindGroups(value: unknown, strict: Strictness, ids: ImageIds): ImageBindGroup[] {
+  const groups = array(value, 'bindGroups').map((g, i): ImageBindGroup => {
+    const f = `bindGroups[${i}]`;
+    const o = object(g, f, ['id', 'label', 'layout', 'entries'], [], strict);
+    let layout: ImageBindGroup['layout'];
+    const l = object(o.layout, `${f}.layout`, [], ['pipeline', 'group', 'descriptor'], strict);
+    if (l.descriptor !== undefined) {
+      object(l, `${f}.layout`, ['descriptor'], [], strict);
+      jsonValue(l.descriptor, `${f}.layout.descriptor`);
+      layout = { descriptor: l.descriptor };
+    } else {
+      object(l, `${f}.layout`, ['pipeline', 'group'], [], strict);
+      layout = { pipeline: ref(l.pipeline, `${f}.layout.pipeline`, ids.pipelines, 'pipeline'), group: integer(l.group, `${f}.layout.group`, U32) };
+    }
+    const entries = array(o.entries, `${f}.entries`).map((e, j) => {
+      const ef = `${f}.entries[${j}]`;
+      const eo = object(e, ef, ['binding', 'buffer'], ['offset', 'size'], strict);
+      return {
+        binding: integer(eo.binding, `${ef}.binding`, U32),
+        buffer: ref(eo.buffer, `${ef}.buffer`, ids.buffers, 'buffer'),
+        ...optional(eo, 'offset', integer, ef),
+        ...optional(eo, 'size', integer, ef),
+      };
+    });
+    return { id: integer(o.id, `${f}.id`), label: string(o.label, `${f}.label`), layout, entries };
+  });
+  uniqueIds(groups, 'bindGroups');
+  return groups;
+}
+
+function querySets(value: unknown, strict: Strictness): ImageQuerySet[] {
+  const sets = array(value, 'querySets').map((q, i): ImageQuerySet => {
+    const f = `querySets[${i}]`;
+    const o = object(q, f, ['id', 'label', 'type', 'count'], [], strict);
+    if (o.type !== 'timestamp' && o.type !== 'occlusion') fail(`${f}.type`, '"timestamp" or "occlusion"', o.type);
+    return { id: integer(o.id, `${f}.id`), label: string(o.label, `${f}.label`), type: o.type as ImageQuerySet['type'], count: integer(o.count, `${f}.count`, 4096) };
+  });
+  uniqueIds(sets, 'querySets');
+  return sets;
+}
+
+function debugCommand(o: Record<string, unknown>, f: string, strict: Strictness): ImagePassCommand | null {
+  switch (o.op) {
+    case 'pushDebugGroup':
+    case 'insertDebugMarker':
+      object(o, f, ['op', 'label'], [], strict);
+      return { op: o.op, label: string(o.label, `${f}.label`) };
+    case 'popDebugGroup':
+      object(o, f, ['op'], [], strict);
+      return { op: 'popDebugGroup' };
+    default:
+      return null;
+  }
+}
+
+function passCommand(value: unknown, f: string, strict: Strictness, ids: ImageIds): ImagePassCommand {
+  const o = object(value, f, ['op'], ['pipeline', 'index', 'bindGroup', 'dynamicOffsets', 'workgroups', 'buffer', 'offset', 'data', 'label'], strict);
+  const keys = (required: string[], optionalKeys: string[] = []): void => void object(o, f, required, optionalKeys, strict);
+  switch (o.op) {
+    case 'setPipeline':
+      keys(['op', 'pipeline']);
+      return { op: 'setPipeline', pipeline: ref(o.pipeline, `${f}.pipeline`, ids.pipelines, 'pipeline') };
+    case 'setBindGroup': {
+      keys(['op', 'index', 'bindGroup'], ['dynamicOffsets']);
+      const bindGroup = o.bindGroup === null ? null : ref(o.bindGroup, `${f}.bindGroup`, ids.bindGroups, 'bind group');
+      return {
+        op: 'setBindGroup',
+        index: integer(o.index, `${f}.index`, U32),
+        bindGroup,
+        ...(o.dynamicOffsets === undefined
+          ? {}
+          : { dynamicOffsets: array(o.dynamicOffsets, `${f}.dynamicOffsets`).map((n, i) => integer(n, `${f}.dynamicOffsets[${i}]`, U32)) }),
+      };
+    }
+    case 'dispatchWorkgroups': {
+      keys(['op', 'workgroups']);
+      const w = array(o.workgroups, `${f}.workgroups`);
+      if (w.length !== 3) fail(`${f}.workgroups`, 'three counts [x, y, z]', w);
+      return { op: 'dispatchWorkgroups', workgroups: w.map((n, i) => integer(n, `${f}.workgroups[${i}]`, U32)) as [number, number, number] };
+    }
+    case 'dispatchWorkgroupsIndirect':
+      keys(['op', 'buffer', 'offset']);
+      return { op: 'dispatchWorkgroupsIndirect', buffer: ref(o.buffer, `${f}.buffer`, ids.buffers, 'buffer'), offset: integer(o.offset, `${f}.offset`) };
+    case 'setImmediates': {
+      keys(['op', 'offset', 'data']);
+      const data = string(o.data, `${f}.data`);
+      if (!HEX.test(data)) fail(`${f}.data`, 'bytes as lowercase hex digits', data);
+      return { op: 'setImmediates', offset: integer(o.offset, `${f}.offset`, U32), data };
+    }
+    default: {
+      const debug = debugCommand(o, f, strict);
+      if (debug) return debug;
+      return fail(`${f}.op`, 'a compute pass command (setPipeline, setBindGroup, dispatchWorkgroups, dispatchWorkgroupsIndirect, setImmediates, or a debug marker)', o.op);
+    }
+  }
+}
+
+function command(value: unknown, f: string, strict: Strictness, ids: ImageIds): ImageCommand {
+  const o = object(value, f, ['op'], [], false);
+  const keys = (required: string[], optionalKeys: string[] = []): void => void object(o, f, required, optionalKeys, strict);
+  switch (o.op) {
+    case 'computePass': {
+      keys(['op', 'commands'], ['label', 'timestampWrites']);
+      let timestampWrites: Extract<ImageCommand, { op: 'computePass' }>['timestampWrites'];
+      if (o.timestampWrites !== undefined) {
+        const tf = `${f}.timestampWrites`;
+        const t = object(o.timestampWrites, tf, ['querySet'], ['beginningOfPassWriteIndex', 'endOfPassWriteIndex'], strict);
+        timestampWrites = {
+          querySet: ref(t.querySet, `${tf}.querySet`, ids.querySets, 'query set'),
+          ...optional(t, 'beginningOfPassWriteIndex', (v, ff) => integer(v, ff, U32), tf),
+          ...optional(t, 'endOfPassWriteIndex', (v, ff) => integer(v, ff, U32), tf),
+        };
+      }
+      return {
+        op: 'computePass',
+        ...optional(o, 'label', (v, ff) => string(v, ff), f),
+        ...(timestampWrites ? { timestampWrites } : {}),
+        commands: array(o.commands, `${f}.commands`).map((c, i) => passCommand(c, `${f}.commands[${i}]`, strict, ids)),
+      };
+    }
+    case 'copyBufferToBuffer':
+      keys(['op', 'source', 'sourceOffset', 'destination', 'destinationOffset', 'size']);
+      return {
+        op: 'copyBufferToBuffer',
+        source: ref(o.source, `${f}.source`, ids.buffers, 'buffer'),
+        sourceOffset: integer(o.sourceOffset, `${f}.sourceOffset`),
+        destination: ref(o.destination, `${f}.destination`, ids.buffers, 'buffer'),
+        destinationOffset: integer(o.destinationOffset, `${f}.destinationOffset`),
+        size: integer(o.size, `${f}.size`),
+      };
+    case 'clearBuffer':
+      keys(['op', 'buffer', 'offset'], ['size']);
+      return {
+        op: 'clearBuffer',
+        buffer: ref(o.buffer, `${f}.buffer`, ids.buffers, 'buffer'),
+        offset: integer(o.offset, `${f}.offset`),
+        ...optional(o, 'size', integer, f),
+      };
+    case 'resolveQuerySet':
+      keys(['op', 'querySet', 'firstQuery', 'queryCount', 'destination', 'destinationOffset']);
+      return {
+        op: 'resolveQuerySet',
+        querySet: ref(o.querySet, `${f}.querySet`, ids.querySets, 'query set'),
+        firstQuery: integer(o.firstQuery, `${f}.firstQuery`, U32),
+        queryCount: integer(o.queryCount, `${f}.queryCount`, U32),
+        destination: ref(o.destination, `${f}.destination`, ids.buffers, 'buffer'),
+        destinationOffset: integer(o.destinationOffset, `${f}.destinationOffset`),
+      };
+    default: {
+      const debug = debugCommand(o, f, strict);
+      if (debug) return debug as ImageCommand;
+      return fail(`${f}.op`, 'a command (computePass, copyBufferToBuffer, clearBuffer, resolveQuerySet, or a debug marker)', o.op);
+    }
+  }
+}
+
+/**
+ * A queued write as the header records it: its bytes lie in the data section after the buffers'
+ * contents, at `offset`, with their hash.
+ */
+interface WriteRecord {
+  kind: 'writeBuffer';
+  buffer: number;
+  bufferOffset: number;
+  size: number;
+  offset: number;
+  sha256: string;
+}
+
+type HeaderQueued = Exclude<QueuedWork, { kind: 'writeBuffer' }> | WriteRecord;
+
+/**
+ * Checks queued work. `writes` says how a write's bytes are given: in the header, by `size`,
+ * `offset` and `sha256` (the reader); in the image, as `data` (the writer).
+ */
+function queuedWork<W extends 'header' | 'image'>(value: unknown, strict: Strictness, ids: ImageIds, writes: W): W extends 'header' ? HeaderQueued[] : QueuedWork[] {
+  const items = array(value, 'queued').map((q, i): HeaderQueued | QueuedWork => {
+    const f = `queued[${i}]`;
+    const o = object(q, f, ['kind'], [], false);
+    const keys = (required: string[]): void => void object(o, f, required, [], strict);
+    switch (o.kind) {
+      case 'submit':
+        keys(['kind', 'commandBuffers']);
+        return {
+          kind: 'submit',
+          commandBuffers: array(o.commandBuffers, `${f}.commandBuffers`).map((cb, j) => {
+            const cf = `${f}.commandBuffers[${j}]`;
+            const c = object(cb, cf, ['label', 'commands'], [], strict);
+            return { label: string(c.label, `${cf}.label`), commands: array(c.commands, `${cf}.commands`).map((x, k) => command(x, `${cf}.commands[${k}]`, strict, ids)) };
+          }),
+        };
+      case 'writeBuffer': {
+        const buffer = ref(o.buffer, `${f}.buffer`, ids.buffers, 'buffer');
+        const bufferOffset = integer(o.bufferOffset, `${f}.bufferOffset`);
+        if (writes === 'image') {
+          keys(['kind', 'buffer', 'bufferOffset', 'data']);
+          if (!(o.data instanceof Uint8Array)) fail(`${f}.data`, 'a Uint8Array', o.data);
+          return { kind: 'writeBuffer', buffer, bufferOffset, data: o.data as Uint8Array };
+        }
+        keys(['kind', 'buffer', 'bufferOffset', 'size', 'offset', 'sha256']);
+        const sha256 = string(o.sha256, `${f}.sha256`);
+        if (!SHA256_HEX.test(sha256)) fail(`${f}.sha256`, '64 lowercase hex digits', sha256);
+        return { kind: 'writeBuffer', buffer, bufferOffset, size: integer(o.size, `${f}.size`), offset: integer(o.offset, `${f}.offset`), sha256 };
+      }
+      case 'destroyBuffer':
+        keys(['kind', 'buffer']);
+        return { kind: 'destroyBuffer', buffer: ref(o.buffer, `${f}.buffer`, ids.buffers, 'buffer') };
+      case 'destroyQuerySet':
+        keys(['kind', 'querySet']);
+        return { kind: 'destroyQuerySet', querySet: ref(o.querySet, `${f}.querySet`, ids.querySets, 'query set') };
+      default:
+        return fail(`${f}.kind`, 'one of submit, writeBuffer, destroyBuffer, destroyQuerySet', o.kind);
+    }
+  });
+  return items as W extends 'header' ? HeaderQueued[] : QueuedWork[];
+}
+
+/** The work section of a version 2 image (bind groups, query sets, queued work), after the buffers. */
+function work<W extends 'header' | 'image'>(
+  root: Record<string, unknown>,
+  strict: Strictness,
+  meta: ImageMetadata,
+  bufferIds: number[],
+  writes: W,
+): { bindGroups: ImageBindGroup[]; querySets: ImageQuerySet[]; queued: W extends 'header' ? HeaderQueued[] : QueuedWork[] } {
+  const ids: ImageIds = { buffers: new Set(bufferIds), pipelines: new Set(meta.pipelines.map((p) => p.id)), bindGroups: new Set(), querySets: new Set() };
+  const groups = bindGroups(root.bindGroups, strict, ids);
+  ids.bindGroups = new Set(groups.map((g) => g.id));
+  const sets = querySets(root.querySets, strict);
+  ids.querySets = new Set(sets.map((s) => s.id));
+  return { bindGroups: groups, querySets: sets, queued: queuedWork(root.queued, strict, ids, writes) };
+}
+
+const TOP_LEVEL_V1 = ['createdAt', 'process', 'device', 'limits', 'features', 'shaders', 'pipelines', 'buffers', 'queued'];
+const TOP_LEVEL = ['createdAt', 'process', 'device', 'limits', 'features', 'shaders', 'pipelines', 'buffers', 'bindGroups', 'querySets', 'queued'];
 const BUFFER_FIELDS = ['id', 'label', 'size', 'usage'];
 
 /** A buffer as the header records it: where its contents lie in the data section, and their hash. */
@@ -290,14 +616,31 @@ interface BufferRecord {
   sha256: string;
 }
 
-/** Checks a parsed header; buffers must lie back to back in the data section, each 8-aligned. */
-function validateHeader(root: unknown): { meta: ImageMetadata; buffers: BufferRecord[]; dataBytes: number } {
-  const o = object(root, '', TOP_LEVEL, [], true);
-  const meta = metadata(o, true);
+interface CheckedHeader {
+  meta: ImageMetadata;
+  buffers: BufferRecord[];
+  bindGroups: ImageBindGroup[];
+  querySets: ImageQuerySet[];
+  queued: HeaderQueued[];
+  dataBytes: number;
+}
+
+/**
+ * Checks a parsed header of format `version`. The data section holds the buffers' contents, then
+ * (version 2) the bytes of queued writes, back to back, each 8-aligned.
+ */
+function validateHeader(root: unknown, version: ImageFormatVersion): CheckedHeader {
+  const o = object(root, '', version === 1 ? TOP_LEVEL_V1 : TOP_LEVEL, [], version);
+  const meta = metadata(o, version);
   let dataBytes = 0;
+  const place = (size: number, offset: number, f: string, what: string): void => {
+    if (offset !== dataBytes) fail(`${f}.offset`, `${dataBytes} (${what} lie back to back, each padded to 8 bytes)`, offset);
+    dataBytes += align8(size);
+    if (dataBytes > Number.MAX_SAFE_INTEGER / 2) throw new FieldError(`${f}.size`, 'makes the image too large');
+  };
   const buffers = array(o.buffers, 'buffers').map((b, i): BufferRecord => {
     const f = `buffers[${i}]`;
-    const r = object(b, f, [...BUFFER_FIELDS, 'offset', 'sha256'], [], true);
+    const r = object(b, f, [...BUFFER_FIELDS, 'offset', 'sha256'], [], version);
     const record: BufferRecord = {
       id: integer(r.id, `${f}.id`),
       label: string(r.label, `${f}.label`),
@@ -308,16 +651,27 @@ function validateHeader(root: unknown): { meta: ImageMetadata; buffers: BufferRe
     };
     if (record.offset !== dataBytes) fail(`${f}.offset`, `${dataBytes} (buffers lie back to back, each padded to 8 bytes)`, record.offset);
     if (!SHA256_HEX.test(record.sha256)) fail(`${f}.sha256`, '64 lowercase hex digits', record.sha256);
-    dataBytes += align8(record.size);
-    if (dataBytes > Number.MAX_SAFE_INTEGER / 2) throw new FieldError(`${f}.size`, 'makes the image too large');
+    place(record.size, record.offset, f, 'buffers');
     return record;
   });
   uniqueIds(buffers, 'buffers');
-  return { meta, buffers, dataBytes };
+  if (version === 1) {
+    // Version 1 kept queued work as opaque JSON, and gpunix always wrote none: records it cannot
+    // interpret would be lost work, so an image that has any is refused rather than half-restored.
+    const queued = array(o.queued, 'queued');
+    queued.forEach((q, i) => jsonValue(q, `queued[${i}]`));
+    if (queued.length > 0) fail('queued', '[] in a version 1 image (its queued records are opaque and cannot be replayed)', queued);
+    return { meta, buffers, bindGroups: [], querySets: [], queued: [], dataBytes };
+  }
+  const section = work(o, version, meta, buffers.map((b) => b.id), 'header');
+  section.queued.forEach((q, i) => {
+    if (q.kind === 'writeBuffer') place(q.size, q.offset, `queued[${i}]`, 'buffers and then queued writes');
+  });
+  return { meta, buffers, ...section, dataBytes };
 }
 
-/** Checks a ProcessImage before anything is written; copies its metadata (known fields only). */
-function validateImage(image: unknown): { meta: ImageMetadata; buffers: ImageBuffer[] } {
+/** Checks a ProcessImage before anything is written; copies its fields (known ones only). */
+function validateImage(image: unknown): { meta: ImageMetadata; buffers: ImageBuffer[]; work: ReturnType<typeof work<'image'>> } {
   const o = object(image, '', ['version', ...TOP_LEVEL], [], false);
   if (o.version !== IMAGE_FORMAT_VERSION) fail('version', String(IMAGE_FORMAT_VERSION), o.version);
   const meta = metadata(o, false);
@@ -335,7 +689,7 @@ function validateImage(image: unknown): { meta: ImageMetadata; buffers: ImageBuf
     };
   });
   uniqueIds(buffers, 'buffers');
-  return { meta, buffers };
+  return { meta, buffers, work: work(o, false, meta, buffers.map((b) => b.id), 'image') };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,15 +749,24 @@ export async function writeImage(path: string, image: ProcessImage, options: Wri
     if (error instanceof FieldError) throw refuse(`malformed field ${error.field}: ${error.problem}`);
     throw error;
   }
-  const { meta, buffers } = checked;
+  const { meta, buffers, work: section } = checked;
 
-  // The header, in a fixed key order: the same image always gives the same bytes.
+  // The header, in a fixed key order: the same image always gives the same bytes. The data
+  // section holds the buffers' contents, then the bytes of queued writes.
+  const blobs: { contents: Uint8Array; sha256: string; what: string }[] = [];
   let offset = 0;
-  const records: BufferRecord[] = buffers.map((b) => {
-    const record = { id: b.id, label: b.label, size: b.size, usage: b.usage, offset, sha256: sha256Hex(b.contents) };
-    offset += align8(b.size);
-    return record;
-  });
+  const place = (contents: Uint8Array, what: string): { offset: number; sha256: string } => {
+    const placed = { offset, sha256: sha256Hex(contents) };
+    blobs.push({ contents, sha256: placed.sha256, what });
+    offset += align8(contents.length);
+    return placed;
+  };
+  const records: BufferRecord[] = buffers.map((b, i) => ({ id: b.id, label: b.label, size: b.size, usage: b.usage, ...place(b.contents, `buffers[${i}] (id ${b.id})`) }));
+  const queued: HeaderQueued[] = section.queued.map((q, i) =>
+    q.kind === 'writeBuffer'
+      ? { kind: 'writeBuffer', buffer: q.buffer, bufferOffset: q.bufferOffset, size: q.data.length, ...place(q.data, `queued[${i}] (a write)`) }
+      : q,
+  );
   const dataBytes = offset;
   const header = Buffer.from(
     JSON.stringify({
@@ -415,7 +778,9 @@ export async function writeImage(path: string, image: ProcessImage, options: Wri
       shaders: meta.shaders,
       pipelines: meta.pipelines,
       buffers: records,
-      queued: meta.queued,
+      bindGroups: section.bindGroups,
+      querySets: section.querySets,
+      queued,
     }),
     'utf8',
   );
@@ -439,14 +804,14 @@ export async function writeImage(path: string, image: ProcessImage, options: Wri
     await out.write(preamble);
     await out.write(header);
     await out.write(zeros.subarray(0, dataStart - out.position));
-    for (const [i, b] of buffers.entries()) {
+    for (const blob of blobs) {
       const again = createHash('sha256');
-      await out.write(b.contents, again);
+      await out.write(blob.contents, again);
       // Contents that changed after the header was hashed would make an image that never reads back.
-      if (again.digest('hex') !== records[i].sha256) {
-        throw refuse(`the contents of buffers[${i}] (id ${b.id}) changed while the image was being written`);
+      if (again.digest('hex') !== blob.sha256) {
+        throw refuse(`the contents of ${blob.what} changed while the image was being written`);
       }
-      await out.write(zeros.subarray(0, align8(b.size) - b.size));
+      await out.write(zeros.subarray(0, align8(blob.contents.length) - blob.contents.length));
     }
     const sha256 = out.whole.copy().digest('hex');
     const trailer = Buffer.alloc(TRAILER_BYTES);
@@ -519,7 +884,9 @@ export async function readImage(path: string): Promise<ProcessImage> {
     // A newer image is called newer even when short: its layout past the version is unknown.
     if (preamble.length >= OFF_VERSION + 4) {
       const version = preamble.readUInt32LE(OFF_VERSION);
-      if (version !== IMAGE_FORMAT_VERSION) throw bad(`unsupported format version ${version} (this gpunix reads version ${IMAGE_FORMAT_VERSION})`);
+      if (!(IMAGE_FORMAT_VERSIONS_READ as readonly number[]).includes(version)) {
+        throw bad(`unsupported format version ${version} (this gpunix reads versions ${IMAGE_FORMAT_VERSIONS_READ.join(' and ')})`);
+      }
     }
     if (size < PREAMBLE_BYTES + TRAILER_BYTES) throw truncatedAt(size);
     if (preamble.readUInt16LE(OFF_RESERVED_A) !== 0 || preamble.readUInt32LE(OFF_RESERVED_B) !== 0) {
@@ -552,12 +919,12 @@ export async function readImage(path: string): Promise<ProcessImage> {
     }
     let checked: ReturnType<typeof validateHeader>;
     try {
-      checked = validateHeader(parsed);
+      checked = validateHeader(parsed, preamble.readUInt32LE(OFF_VERSION) as ImageFormatVersion);
     } catch (error) {
       if (error instanceof FieldError) throw bad(`malformed metadata field ${error.field}: ${error.problem}`);
       throw error;
     }
-    const { meta, buffers: records, dataBytes } = checked;
+    const { meta, buffers: records, dataBytes, bindGroups, querySets } = checked;
 
     const dataStart = align8(PREAMBLE_BYTES + headerLength);
     const complete = dataStart + dataBytes + TRAILER_BYTES;
@@ -574,10 +941,10 @@ export async function readImage(path: string): Promise<ProcessImage> {
     };
     await checkPadding(PREAMBLE_BYTES + headerLength, dataStart - PREAMBLE_BYTES - headerLength, 'the header');
 
-    const buffers: ImageBuffer[] = [];
-    for (const [i, r] of records.entries()) {
-      const contents = new Uint8Array(r.size);
-      const at = dataStart + r.offset;
+    /** Reads one piece of the data section and checks it against its own hash; `what` names it (an open parenthesis). */
+    const readBlob = async (offset: number, size: number, sha256: string, what: string, field: string): Promise<Uint8Array> => {
+      const contents = new Uint8Array(size);
+      const at = dataStart + offset;
       await readFully(file, contents, at, truncatedAt);
       const own = createHash('sha256');
       for (let c = 0; c < contents.length; c += CHUNK_BYTES) {
@@ -585,18 +952,30 @@ export async function readImage(path: string): Promise<ProcessImage> {
         own.update(piece);
         whole.update(piece);
       }
-      if (own.digest('hex') !== r.sha256) {
-        throw bad(`checksum mismatch in section data, buffers[${i}] (id ${r.id}, label ${JSON.stringify(r.label)}, bytes ${at}-${at + r.size - 1})`);
-      }
-      await checkPadding(at + r.size, align8(r.size) - r.size, `buffers[${i}]`);
+      if (own.digest('hex') !== sha256) throw bad(`checksum mismatch in section data, ${what}, bytes ${at}-${at + size - 1})`);
+      await checkPadding(at + size, align8(size) - size, field);
+      return contents;
+    };
+    const buffers: ImageBuffer[] = [];
+    for (const [i, r] of records.entries()) {
+      const contents = await readBlob(r.offset, r.size, r.sha256, `buffers[${i}] (id ${r.id}, label ${JSON.stringify(r.label)}`, `buffers[${i}]`);
       buffers.push({ id: r.id, label: r.label, size: r.size, usage: r.usage, contents });
+    }
+    const queued: QueuedWork[] = [];
+    for (const [i, q] of checked.queued.entries()) {
+      if (q.kind !== 'writeBuffer') {
+        queued.push(q);
+        continue;
+      }
+      const data = await readBlob(q.offset, q.size, q.sha256, `queued[${i}] (a write of ${q.size} bytes to buffer id ${q.buffer}`, `queued[${i}]`);
+      queued.push({ kind: 'writeBuffer', buffer: q.buffer, bufferOffset: q.bufferOffset, data });
     }
 
     if (!sameBytes(whole.digest(), trailer.subarray(0, 32))) {
       throw bad(`checksum mismatch in section trailer: the whole-image checksum (bytes ${complete - TRAILER_BYTES}-${complete - 9}) does not match bytes 0-${complete - TRAILER_BYTES - 1}`);
     }
     return {
-      version: IMAGE_FORMAT_VERSION,
+      version: preamble.readUInt32LE(OFF_VERSION) as ImageFormatVersion,
       createdAt: meta.createdAt,
       process: meta.process,
       device: meta.device,
@@ -605,7 +984,9 @@ export async function readImage(path: string): Promise<ProcessImage> {
       shaders: meta.shaders,
       pipelines: meta.pipelines,
       buffers,
-      queued: meta.queued,
+      bindGroups,
+      querySets,
+      queued,
     };
   } finally {
     await file.close();

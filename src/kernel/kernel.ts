@@ -6,6 +6,9 @@ import type { AdapterDescription, PhysicalDevice } from '../device/physicalDevic
 import { ErrorCodes, GpunixError } from '../errors.js';
 import {
   DEFAULT_TARGET_SLICE_MS,
+  DEFAULT_CONTENTION_WINDOW_MS,
+  DEFAULT_UNCONTENDED_MAX_IN_FLIGHT,
+  DEFAULT_UNCONTENDED_SLICE_FACTOR,
   DEFAULT_TRACE_EVENTS,
   DEFAULT_WEIGHT,
   DEFAULT_MAX_IN_FLIGHT,
@@ -40,6 +43,12 @@ export interface KernelOptions {
   maxInFlight?: number;
   /** Device time an atom aims to take, in ms (default 1). */
   targetSliceMs?: number;
+  /** Device time of an atom while its process is uncontended, in ms (default 4 × targetSliceMs). */
+  uncontendedSliceMs?: number;
+  /** Most unfinished fences while the next piece's process is uncontended (default 4, at least maxInFlight). */
+  uncontendedMaxInFlight?: number;
+  /** How long after another process of the same or a higher class had work a process still counts as contended, in ms (default 100; 0 = only while the other has work). */
+  contentionWindowMs?: number;
   /** Split dispatches into atoms so that other processes can run between them (default true). */
   atomize?: boolean;
   /** Fixed workgroups per atom instead of the cost model's choice (testing and experiments). */
@@ -427,32 +436,30 @@ export class Kernel {
 
   /**
    * Writes a process image of `pid` to `path` (docs/image-format.md): shader sources, pipeline
-   * descriptions, buffer contents and labels, and metadata, with checksums, atomically. The
-   * process is checkpointed at a quiet point: its queued work finishes first, then it pauses
-   * while its buffers are read, and goes on afterwards.
+   * descriptions, buffer contents and labels, its queued but unfinished work, and metadata, with
+   * checksums, atomically. The process stops at the next piece boundary (as `suspend` does; a
+   * suspended or swapped-out one is already stopped): its work on the device finishes, a queue
+   * item some pieces of which already ran (a split submit with atoms done) runs to its end, and
+   * the rest of its queue is recorded as it stands. Then it goes on as it was (running or not).
    */
   async checkpoint(pid: number, path: string): Promise<WrittenImage> {
     const proc = this.lookupLive(pid);
     if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment; detach before checkpointing`);
     const wasSuspended = proc.suspended;
-    if (wasSuspended && proc.queuedItems > 0) {
-      throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is suspended with work queued; resume it so the work can finish first`);
-    }
+    proc.suspended = true;
     try {
-      for (let attempt = 0; ; attempt++) {
-        if (!wasSuspended) proc.suspended = false;
-        await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
-        proc.suspended = true;
-        if (proc.queuedItems === 0 && proc.inFlightGroups === 0) break;
-        if (attempt >= 20) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} keeps submitting work; suspend it before checkpointing`);
-      }
+      await Promise.all([...this.dispatchers.values()].map((d) => d.finishStarted(proc)));
+      if (!proc.alive) throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${pid} exited while being checkpointed (${proc.exit!.reason})`);
       const vdevices = [...this.virtualDevices.values()].flatMap((set) => [...set].filter((v) => v.proc === proc && !v.isLost));
       if (vdevices.length !== 1) {
         throw new GpunixError(ErrorCodes.BUSY, `process ${pid} has ${vdevices.length} live devices; a checkpoint takes a process with exactly one`);
       }
-      const blocker = vdevices[0].migrationBlocker();
+      const vdevice = vdevices[0];
+      const blocker = vdevice.checkpointBlocker();
       if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot checkpoint process ${pid} now: ${blocker}`);
-      const body = await vdevices[0].captureImage();
+      // The queue as it stands now, in order; what the program queues from here on is not in the image.
+      const queued = this.dispatchers.get(vdevice.physical)!.queued(proc);
+      const body = await vdevice.captureImage(queued);
       const image: ProcessImage = {
         version: IMAGE_FORMAT_VERSION,
         createdAt: new Date().toISOString(),
@@ -470,7 +477,9 @@ export class Kernel {
    * Brings a process image back as a new process (on `device`, or wherever placement puts it).
    * The image is read and checked whole first: a corrupted or truncated one is refused with
    * GPUNIX_E_BAD_IMAGE and nothing is created. The process's first device receives the image's
-   * buffers, shader modules and pipelines, which its program finds by label (`device.gpunix`).
+   * buffers, shader modules and pipelines, which its program finds by label (`device.gpunix`),
+   * and the image's queued work, queued ahead of anything the program does. Version 1 and 2
+   * images are read.
    */
   async restore(path: string, options: { device?: string | number; name?: string; tenant?: string } = {}): Promise<ProcessHandle> {
     const image = await readImage(path);
@@ -653,6 +662,21 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   if (typeof targetSliceMs !== 'number' || !(targetSliceMs > 0)) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `targetSliceMs must be a positive number, got ${String(options.targetSliceMs)}`);
   }
+  const uncontendedSliceMs = options.uncontendedSliceMs ?? targetSliceMs * DEFAULT_UNCONTENDED_SLICE_FACTOR;
+  if (typeof uncontendedSliceMs !== 'number' || !(uncontendedSliceMs >= targetSliceMs)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `uncontendedSliceMs must be a number at least targetSliceMs, got ${String(options.uncontendedSliceMs)}`);
+  }
+  const uncontendedMaxInFlight =
+    options.uncontendedMaxInFlight === undefined
+      ? Math.max(maxInFlight, DEFAULT_UNCONTENDED_MAX_IN_FLIGHT)
+      : positiveInteger('uncontendedMaxInFlight', options.uncontendedMaxInFlight);
+  if (uncontendedMaxInFlight < maxInFlight) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `uncontendedMaxInFlight must be at least maxInFlight (${maxInFlight}), got ${uncontendedMaxInFlight}`);
+  }
+  const contentionWindowMs = options.contentionWindowMs ?? DEFAULT_CONTENTION_WINDOW_MS;
+  if (typeof contentionWindowMs !== 'number' || !(contentionWindowMs >= 0)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `contentionWindowMs must be a non-negative number, got ${String(options.contentionWindowMs)}`);
+  }
   const atomSize = options.atomSize === undefined ? null : positiveInteger('atomSize', options.atomSize);
   const traceEvents = options.traceEvents ?? DEFAULT_TRACE_EVENTS;
   if (!Number.isInteger(traceEvents) || traceEvents < 0) {
@@ -661,7 +685,13 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   if (options.devices !== undefined) positiveInteger('devices', options.devices);
   const devices = await openDevices({ count: options.devices, budgetBytes });
   return new Kernel(devices, {
-    scheduler: { maxInFlight, targetSliceNs: targetSliceMs * 1e6 },
+    scheduler: {
+      maxInFlight,
+      targetSliceNs: targetSliceMs * 1e6,
+      uncontendedSliceNs: uncontendedSliceMs * 1e6,
+      uncontendedMaxInFlight,
+      contentionWindowNs: contentionWindowMs * 1e6,
+    },
     atomize: options.atomize ?? true,
     atomSize,
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,

@@ -7,7 +7,10 @@ import type { Dispatcher } from '../kernel/dispatch.js';
 import type { ResourceKind } from '../kernel/ledger.js';
 import type { Proc } from '../kernel/proc.js';
 import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
-import type { ImagePipeline, ProcessImage } from '../kernel/image.js';
+import type { ImageBindGroup, ImageCommand, ImagePassCommand, ImagePipeline, ImageQuerySet, ProcessImage, QueuedWork } from '../kernel/image.js';
+import type { WorkItem } from '../kernel/dispatch.js';
+import type { PassCommand, RecordedCommand, VirtualCommandBuffer } from './commandBuffer.js';
+import { Submission } from './submission.js';
 import { GpunixDeviceExtension } from './extension.js';
 import { requireDictionaries, requireDictionary } from './dictionary.js';
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
@@ -19,7 +22,7 @@ import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import { REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
-import { VirtualQueue } from './queue.js';
+import { VirtualQueue, writeBufferBytes } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { BufferResidency, realUsageFor, SharedResidency } from '../kernel/residency.js';
@@ -461,13 +464,34 @@ export class VirtualDevice extends EventTarget {
   }
 
   /**
-   * Everything of this device a process image holds: shader sources, pipeline descriptions and
-   * buffer contents with labels. The process must be quiet (suspended, nothing queued or running).
+   * Why this process cannot be checkpointed now, or null: a buffer mapped or being mapped on the
+   * device (the program holds its bytes), or one that cannot be copied. A map still queued behind
+   * the process's work is no obstacle: the image records the buffer as it is, unmapped.
    */
-  async captureImage(): Promise<Pick<ProcessImage, 'device' | 'limits' | 'features' | 'shaders' | 'pipelines' | 'buffers' | 'queued'>> {
+  checkpointBlocker(): string | null {
+    for (const buffer of this.liveBuffers()) {
+      const real = buffer.residency.peek();
+      if (real && real.mapState !== 'unmapped') return `buffer "${buffer.label}" is mapped or being mapped; unmap it first`;
+      if (buffer.size % 4 !== 0) return `buffer "${buffer.label}" has a size (${buffer.size}) that is not a multiple of 4 and cannot be copied`;
+    }
+    return null;
+  }
+
+  /**
+   * Everything of this device a process image holds: shader sources, pipeline descriptions, buffer
+   * contents with labels, and `queued` — the process's queued items, in order, none of them begun
+   * (the kernel lets a begun one finish first) — as the kernel's records: submits as their command
+   * buffers, writes with their bytes. Items that change no buffer (completion waits, maps) and
+   * submits that Dawn would refuse whole are left out. The process must be suspended with nothing
+   * on the device.
+   */
+  async captureImage(
+    queued: readonly WorkItem[] = [],
+  ): Promise<Pick<ProcessImage, 'device' | 'limits' | 'features' | 'shaders' | 'pipelines' | 'buffers' | 'bindGroups' | 'querySets' | 'queued'>> {
     const modules = this.live<VirtualShaderModule>('shaderModule');
     const shaders = modules.map((m, id) => ({ id, label: m.label, code: m.code }));
     const pipelines: ImagePipeline[] = [];
+    const pipelineIds = new Map<unknown, number>();
     for (const pipeline of this.live<VirtualComputePipeline>('computePipeline')) {
       const compute = pipeline.descriptor.compute;
       const shader = modules.indexOf(compute.module as unknown as VirtualShaderModule);
@@ -482,6 +506,7 @@ export class VirtualDevice extends EventTarget {
         });
         imageLayout = { bindGroupLayouts: descriptors };
       }
+      pipelineIds.set(pipeline, pipelines.length);
       pipelines.push({
         id: pipelines.length,
         label: pipeline.label,
@@ -491,11 +516,162 @@ export class VirtualDevice extends EventTarget {
         layout: imageLayout,
       });
     }
+
+    // The queue, item by item: what of it changes buffers, with the objects it names.
+    const kept: Array<{ submit: readonly VirtualCommandBuffer[] } | { write: { buffer: object; offset: number; bytes: Uint8Array } }> = [];
+    for (const item of queued) {
+      if (item instanceof Submission) {
+        const commandBuffers = await item.checkpointRecord();
+        if (commandBuffers) kept.push({ submit: commandBuffers });
+      } else if (item.write) {
+        kept.push({ write: item.write() });
+      } else if (item.usesDevice) {
+        throw new GpunixError(ErrorCodes.BUSY, `process ${this.proc.pid} has queued work of a kind a checkpoint cannot record`);
+      }
+    }
+    const imageBuffers: VirtualBuffer[] = this.liveBuffers();
+    const inImage = new Set<unknown>(imageBuffers);
+    const destroyedBuffers: VirtualBuffer[] = [];
+    const querySetList: VirtualQuerySet[] = [];
+    for (const entry of kept) {
+      if (!('submit' in entry)) continue;
+      for (const cb of entry.submit) {
+        for (const resource of cb.resources()) {
+          if (resource instanceof VirtualBuffer && !inImage.has(resource)) {
+            // Destroyed by the program after this submit: it goes once the queued work has run.
+            if (!resource.isDestroyed) throw new GpunixError(ErrorCodes.BUSY, `queued work uses buffer "${resource.label}", which a checkpoint cannot record`);
+            imageBuffers.push(resource);
+            inImage.add(resource);
+            destroyedBuffers.push(resource);
+          }
+          if (resource instanceof VirtualQuerySet && !querySetList.includes(resource)) querySetList.push(resource);
+        }
+      }
+    }
+    const bufferIds = new Map<unknown, number>(imageBuffers.map((b, i) => [b, i]));
+    const querySetIds = new Map<unknown, number>(querySetList.map((q, i) => [q, i]));
+    const bindGroups: ImageBindGroup[] = [];
+    const bindGroupIds = new Map<unknown, number>();
+    const cannot = (what: string): never => {
+      throw new GpunixError(ErrorCodes.BUSY, `queued work of process ${this.proc.pid} names ${what}, which a checkpoint cannot record`);
+    };
+    const idOf = (ids: Map<unknown, number>, value: unknown, what: string): number => ids.get(value) ?? cannot(what);
+    const bindGroupId = (group: unknown): number => {
+      const known = bindGroupIds.get(group);
+      if (known !== undefined) return known;
+      if (!(group instanceof VirtualBindGroup)) return cannot('a bind group not of this device');
+      const layout = group.descriptor.layout as unknown;
+      if (!(layout instanceof VirtualBindGroupLayout)) return cannot(`bind group "${group.label}" with a layout not of this device`);
+      const source = layout.source;
+      const imageLayout: ImageBindGroup['layout'] =
+        'descriptor' in source
+          ? { descriptor: JSON.parse(JSON.stringify(source.descriptor)) }
+          : { pipeline: idOf(pipelineIds, source.pipeline, 'a pipeline not in the image'), group: source.index };
+      const entries = group.descriptor.entries.map((entry) => {
+        const resource = entry.resource as unknown;
+        const binding: { buffer: unknown; offset?: number; size?: number } =
+          resource && typeof resource === 'object' && 'buffer' in resource ? (resource as GPUBufferBinding) : { buffer: resource };
+        return {
+          binding: Number(entry.binding),
+          buffer: idOf(bufferIds, binding.buffer, `a resource of bind group "${group.label}" that is not a buffer`),
+          ...(binding.offset !== undefined ? { offset: Number(binding.offset) } : {}),
+          ...(binding.size !== undefined ? { size: Number(binding.size) } : {}),
+        };
+      });
+      const id = bindGroups.length;
+      bindGroupIds.set(group, id);
+      bindGroups.push({ id, label: group.label, layout: imageLayout, entries });
+      return id;
+    };
+    const buffer = (value: unknown): number => idOf(bufferIds, value, 'a buffer not in the image');
+    const querySet = (value: unknown): number => idOf(querySetIds, value, 'a query set not of this device');
+    const passCommand = (pc: PassCommand): ImagePassCommand => {
+      const a = pc.args;
+      switch (pc.op) {
+        case 'setPipeline':
+          return { op: 'setPipeline', pipeline: idOf(pipelineIds, a[0], 'a pipeline not in the image') };
+        case 'setBindGroup': {
+          let offsets: number[] | undefined;
+          if (a.length > 2) {
+            offsets = ArrayBuffer.isView(a[2])
+              ? [...(a[2] as Uint32Array).subarray(Number(a[3] ?? 0), Number(a[3] ?? 0) + Number(a[4] ?? (a[2] as Uint32Array).length))]
+              : [...(a[2] as Iterable<number>)].map(Number);
+          }
+          return { op: 'setBindGroup', index: Number(a[0]), bindGroup: a[1] === null || a[1] === undefined ? null : bindGroupId(a[1]), ...(offsets ? { dynamicOffsets: offsets } : {}) };
+        }
+        case 'dispatchWorkgroups':
+          return { op: 'dispatchWorkgroups', workgroups: [Number(a[0]), Number(a[1] ?? 1), Number(a[2] ?? 1)] };
+        case 'dispatchWorkgroupsIndirect':
+          return { op: 'dispatchWorkgroupsIndirect', buffer: buffer(a[0]), offset: Number(a[1]) };
+        case 'setImmediates':
+          return { op: 'setImmediates', offset: Number(a[0]), data: Buffer.from(writeBufferBytes(a[1], a[2] as number | undefined, a[3] as number | undefined)).toString('hex') };
+        case 'popDebugGroup':
+          return { op: 'popDebugGroup' };
+        default:
+          return { op: pc.op, label: String(a[0]) };
+      }
+    };
+    const command = (c: RecordedCommand): ImageCommand => {
+      if (c.op === 'computePass') {
+        const t = c.descriptor?.timestampWrites;
+        return {
+          op: 'computePass',
+          ...(c.descriptor?.label !== undefined ? { label: c.descriptor.label } : {}),
+          ...(t
+            ? {
+                timestampWrites: {
+                  querySet: querySet(t.querySet),
+                  ...(t.beginningOfPassWriteIndex !== undefined ? { beginningOfPassWriteIndex: t.beginningOfPassWriteIndex } : {}),
+                  ...(t.endOfPassWriteIndex !== undefined ? { endOfPassWriteIndex: t.endOfPassWriteIndex } : {}),
+                },
+              }
+            : {}),
+          commands: c.commands.map(passCommand),
+        };
+      }
+      const a = c.args;
+      switch (c.op) {
+        case 'copyBufferToBuffer': {
+          // Both overloads, made explicit: (src, srcOffset, dst, dstOffset, size?) and (src, dst, size?).
+          const [src, srcOffset, dst, dstOffset, size] = typeof a[1] === 'number' ? a : [a[0], 0, a[1], 0, a[2]];
+          const source = buffer(src);
+          return {
+            op: 'copyBufferToBuffer',
+            source,
+            sourceOffset: Number(srcOffset),
+            destination: buffer(dst),
+            destinationOffset: Number(dstOffset),
+            size: size === undefined ? imageBuffers[source].size - Number(srcOffset) : Number(size),
+          };
+        }
+        case 'clearBuffer':
+          return { op: 'clearBuffer', buffer: buffer(a[0]), offset: Number(a[1] ?? 0), ...(a[2] !== undefined ? { size: Number(a[2]) } : {}) };
+        case 'resolveQuerySet':
+          return { op: 'resolveQuerySet', querySet: querySet(a[0]), firstQuery: Number(a[1]), queryCount: Number(a[2]), destination: buffer(a[3]), destinationOffset: Number(a[4]) };
+        case 'popDebugGroup':
+          return { op: 'popDebugGroup' };
+        default:
+          return { op: c.op, label: String(a[0]) };
+      }
+    };
+    const work: QueuedWork[] = [];
+    for (const entry of kept) {
+      if ('submit' in entry) {
+        work.push({ kind: 'submit', commandBuffers: entry.submit.map((cb) => ({ label: cb.label, commands: cb.commands.map(command) })) });
+      } else {
+        const id = bufferIds.get(entry.write.buffer);
+        // A write to a buffer that is gone (or never was valid) changes nothing anyone reads.
+        if (id !== undefined) work.push({ kind: 'writeBuffer', buffer: id, bufferOffset: entry.write.offset, data: entry.write.bytes.slice() });
+      }
+    }
+    for (const b of destroyedBuffers) work.push({ kind: 'destroyBuffer', buffer: bufferIds.get(b)! });
+    for (const q of querySetList) if (q.isDestroyed) work.push({ kind: 'destroyQuerySet', querySet: querySetIds.get(q)! });
+
     const buffers = [];
-    for (const buffer of this.liveBuffers()) {
-      const contents = await buffer.residency.readContents();
-      if (!contents) throw new GpunixError(ErrorCodes.BUSY, `the contents of buffer "${buffer.label}" could not be read (mapped, or a size not a multiple of 4)`);
-      buffers.push({ id: buffers.length, label: buffer.label, size: buffer.size, usage: buffer.usage, contents });
+    for (const [id, b] of imageBuffers.entries()) {
+      const contents = await b.residency.readContents();
+      if (!contents) throw new GpunixError(ErrorCodes.BUSY, `the contents of buffer "${b.label}" could not be read (mapped, or a size not a multiple of 4)`);
+      buffers.push({ id, label: b.label, size: b.size, usage: b.usage, contents });
     }
     const a = this.physical.adapter;
     return {
@@ -505,34 +681,135 @@ export class VirtualDevice extends EventTarget {
       shaders,
       pipelines,
       buffers,
-      // The kernel checkpoints a process at a quiet point: its queued work has finished.
-      queued: [],
+      bindGroups,
+      querySets: querySetList.map((q, id) => ({ id, label: q.label, type: q.type as ImageQuerySet['type'], count: q.count })),
+      queued: work,
     };
   }
 
-  /** Makes the objects of a process image on this device, findable by label through `gpunix`. */
+  /**
+   * Makes the objects of a process image on this device, findable by label through `gpunix`, and
+   * puts the image's queued work on this device's queue, ahead of anything its program does.
+   */
   adoptImage(image: ProcessImage): void {
-    const buffers = image.buffers.map((b) => {
-      const buffer = this.createBuffer({ label: b.label, size: b.size, usage: b.usage, mappedAtCreation: true });
-      new Uint8Array(buffer.getMappedRange()).set(b.contents);
-      buffer.unmap();
-      return buffer;
+    const destroyed = new Set(image.queued.flatMap((q) => (q.kind === 'destroyBuffer' ? [q.buffer] : [])));
+    const buffers = new Map(
+      image.buffers.map((b) => {
+        const buffer = this.createBuffer({ label: b.label, size: b.size, usage: b.usage, mappedAtCreation: true });
+        new Uint8Array(buffer.getMappedRange()).set(b.contents);
+        buffer.unmap();
+        return [b.id, buffer] as const;
+      }),
+    );
+    const modules = new Map(image.shaders.map((s) => [s.id, this.createShaderModule({ label: s.label, code: s.code })] as const));
+    const pipelines = new Map(
+      image.pipelines.map((p) => {
+        const layout =
+          p.layout === 'auto'
+            ? 'auto'
+            : this.createPipelineLayout({
+                bindGroupLayouts: p.layout.bindGroupLayouts.map((d) => (d ? (this.createBindGroupLayout(d as GPUBindGroupLayoutDescriptor) as unknown as GPUBindGroupLayout) : null)),
+              });
+        const pipeline = this.createComputePipeline({
+          label: p.label,
+          layout: layout as GPUPipelineLayout | 'auto',
+          compute: { module: modules.get(p.shader) as unknown as GPUShaderModule, entryPoint: p.entryPoint, constants: p.constants },
+        });
+        return [p.id, pipeline] as const;
+      }),
+    );
+    this.gpunix.adopt({
+      buffers: image.buffers.filter((b) => !destroyed.has(b.id)).map((b) => buffers.get(b.id)!),
+      pipelines: [...pipelines.values()],
+      modules: [...modules.values()],
     });
-    const modules = image.shaders.map((s) => this.createShaderModule({ label: s.label, code: s.code }));
-    const pipelines = image.pipelines.map((p) => {
-      const layout =
-        p.layout === 'auto'
-          ? 'auto'
-          : this.createPipelineLayout({
-              bindGroupLayouts: p.layout.bindGroupLayouts.map((d) => (d ? (this.createBindGroupLayout(d as GPUBindGroupLayoutDescriptor) as unknown as GPUBindGroupLayout) : null)),
-            });
-      return this.createComputePipeline({
-        label: p.label,
-        layout: layout as GPUPipelineLayout | 'auto',
-        compute: { module: modules[p.shader] as unknown as GPUShaderModule, entryPoint: p.entryPoint, constants: p.constants },
-      });
-    });
-    this.gpunix.adopt({ buffers, pipelines, modules });
+    if (image.queued.length === 0) return;
+
+    // The queued work, through the program's own API, so it is checked, split and scheduled as it was.
+    const querySets = new Map(image.querySets.map((q) => [q.id, this.createQuerySet({ label: q.label, type: q.type, count: q.count })] as const));
+    const groups = new Map(
+      image.bindGroups.map((g) => {
+        const layout =
+          'pipeline' in g.layout
+            ? pipelines.get(g.layout.pipeline)!.getBindGroupLayout(g.layout.group)
+            : this.createBindGroupLayout(g.layout.descriptor as GPUBindGroupLayoutDescriptor);
+        const entries = g.entries.map((e) => ({ binding: e.binding, resource: { buffer: buffers.get(e.buffer) as unknown as GPUBuffer, offset: e.offset, size: e.size } }));
+        return [g.id, this.createBindGroup({ label: g.label, layout: layout as unknown as GPUBindGroupLayout, entries })] as const;
+      }),
+    );
+    const real = <T>(map: Map<number, object>, id: number): T => map.get(id) as unknown as T;
+    for (const item of image.queued) {
+      switch (item.kind) {
+        case 'submit': {
+          const commandBuffers = item.commandBuffers.map((cb) => {
+            const encoder = this.createCommandEncoder({ label: cb.label });
+            for (const c of cb.commands) {
+              switch (c.op) {
+                case 'computePass': {
+                  const t = c.timestampWrites;
+                  const pass = encoder.beginComputePass({
+                    ...(c.label !== undefined ? { label: c.label } : {}),
+                    ...(t ? { timestampWrites: { ...t, querySet: real<GPUQuerySet>(querySets, t.querySet) } } : {}),
+                  });
+                  for (const pc of c.commands) {
+                    switch (pc.op) {
+                      case 'setPipeline':
+                        pass.setPipeline(real(pipelines, pc.pipeline));
+                        break;
+                      case 'setBindGroup':
+                        pass.setBindGroup(pc.index, pc.bindGroup === null ? null : real(groups, pc.bindGroup), ...(pc.dynamicOffsets ? [pc.dynamicOffsets] : []));
+                        break;
+                      case 'dispatchWorkgroups':
+                        pass.dispatchWorkgroups(...pc.workgroups);
+                        break;
+                      case 'dispatchWorkgroupsIndirect':
+                        pass.dispatchWorkgroupsIndirect(real(buffers, pc.buffer), pc.offset);
+                        break;
+                      case 'setImmediates':
+                        pass.setImmediates(pc.offset, Uint8Array.from(Buffer.from(pc.data, 'hex')));
+                        break;
+                      case 'popDebugGroup':
+                        pass.popDebugGroup();
+                        break;
+                      default:
+                        pass[pc.op](pc.label);
+                    }
+                  }
+                  pass.end();
+                  break;
+                }
+                case 'copyBufferToBuffer':
+                  encoder.copyBufferToBuffer(real(buffers, c.source), c.sourceOffset, real(buffers, c.destination), c.destinationOffset, c.size);
+                  break;
+                case 'clearBuffer':
+                  encoder.clearBuffer(real(buffers, c.buffer), c.offset, c.size);
+                  break;
+                case 'resolveQuerySet':
+                  encoder.resolveQuerySet(real(querySets, c.querySet), c.firstQuery, c.queryCount, real(buffers, c.destination), c.destinationOffset);
+                  break;
+                case 'popDebugGroup':
+                  encoder.popDebugGroup();
+                  break;
+                default:
+                  encoder[c.op](c.label);
+              }
+            }
+            return encoder.finish({ label: cb.label });
+          });
+          this.queue.submit(commandBuffers as unknown as GPUCommandBuffer[]);
+          break;
+        }
+        case 'writeBuffer':
+          this.queue.writeBuffer(real(buffers, item.buffer), item.bufferOffset, item.data);
+          break;
+        case 'destroyBuffer':
+          buffers.get(item.buffer)!.destroy();
+          break;
+        case 'destroyQuerySet':
+          querySets.get(item.querySet)!.destroy();
+          break;
+      }
+    }
   }
 
   // ---- lifetime -------------------------------------------------------------------------------

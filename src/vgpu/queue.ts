@@ -96,11 +96,13 @@ export class VirtualQueue {
           };
         },
         cancel: () => target.release(),
+        write: () => ({ buffer, offset: bufferOffset + written, bytes: payload.subarray(written) }),
       });
       return;
     }
-    // If it runs now the program's bytes are used in place; if it waits, they are copied first.
-    const payload = device.dispatcher.wouldRunNow ? bytes : bytes.slice();
+    // If it runs now the program's bytes are used in place; if it waits (a suspended owner's
+    // work waits too), they are copied first.
+    const payload = device.dispatcher.wouldRunNow && !proc.suspended ? bytes : bytes.slice();
     device.dispatcher.enqueue({
       owner: proc,
       usesDevice: true,
@@ -110,6 +112,7 @@ export class VirtualQueue {
         device.callRouted(target, () => device.physical.queue.writeBuffer(unwrap(buffer), bufferOffset, payload as Uint8Array<ArrayBuffer>));
       },
       cancel: () => target.release(),
+      write: () => ({ buffer, offset: bufferOffset, bytes: payload }),
     });
   }
 

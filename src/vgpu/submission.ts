@@ -79,8 +79,22 @@ export class Submission implements WorkItem {
   ) {
     // Decided at the call, from the state the program's call saw: splitting must not change
     // which submits Dawn refuses (destroyed or mapped resources make Dawn refuse the whole submit).
-    this.whole = !device.host.atomize || firstSubmission.includes(false) || !this.worthSplitting() || !submittable(buffers);
+    this.refusedAtCall = firstSubmission.includes(false) || !submittable(buffers);
+    this.whole = !device.host.atomize || this.refusedAtCall || !this.worthSplitting();
     this.refusal = this.memoryRefusal();
+  }
+
+  /** Dawn refuses the whole submit (a command buffer submitted before, a destroyed or mapped resource). */
+  private readonly refusedAtCall: boolean;
+
+  /**
+   * What a checkpoint records of this submit, nothing of which has been issued: the command
+   * buffers it will execute, or null when it changes nothing (Dawn or gpunix refuses it whole).
+   */
+  async checkpointRecord(): Promise<readonly VirtualCommandBuffer[] | null> {
+    if (this.refusal || this.refusedAtCall) return null;
+    const valid = await Promise.all(this.buffers.map((cb) => cb.valid));
+    return valid.includes(false) ? null : this.buffers;
   }
 
   /** Set when the submit needs more memory at once than the device's whole budget. */
