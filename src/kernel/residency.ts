@@ -41,7 +41,10 @@ export interface SwapCounters {
   nsOut: number;
   bytesIn: number;
   nsIn: number;
-  /** Time swap transfers waited in the device's queue behind work queued before them. */
+  /**
+   * Time during which swap transfers were in progress but every one of them was still queued
+   * behind work queued before it (other processes' atoms): the rest of their end-to-end time.
+   */
   nsWaitOut: number;
   nsWaitIn: number;
   /** Evicted contents held in host memory now (bytes; including those being written to spill files). */
@@ -98,16 +101,20 @@ class SwapClock {
 }
 
 interface SwapClocks {
+  /** Moving time per direction. */
   out: SwapClock;
   in: SwapClock;
-  waitOut: SwapClock;
-  waitIn: SwapClock;
+  /** End-to-end time per direction (start to arrival), and its total so far. */
+  spanOut: SwapClock;
+  spanIn: SwapClock;
+  totalOut: number;
+  totalIn: number;
 }
 
 const clocks = new WeakMap<SwapCounters, SwapClocks>();
 function clocksOf(swap: SwapCounters): SwapClocks {
   let set = clocks.get(swap);
-  if (!set) clocks.set(swap, (set = { out: new SwapClock(), in: new SwapClock(), waitOut: new SwapClock(), waitIn: new SwapClock() }));
+  if (!set) clocks.set(swap, (set = { out: new SwapClock(), in: new SwapClock(), spanOut: new SwapClock(), spanIn: new SwapClock(), totalOut: 0, totalIn: 0 }));
   return set;
 }
 
@@ -116,16 +123,28 @@ function queueAhead(device: GPUDevice): Promise<number> {
   return device.queue.onSubmittedWorkDone().then(nowNs, nowNs);
 }
 
-/** Splits a transfer's span at the moment the device reached it: [waited, moved] in ns added to the clocks. */
-function countTransfer(swap: SwapCounters, direction: 'out' | 'in', startedNs: number, reachedNs: number, arrivedNs: number): void {
-  const reached = Math.min(arrivedNs, Math.max(startedNs, reachedNs));
+/**
+ * Counts one transfer: it was started at `startedNs`, handed to the device's queue at `queuedNs`
+ * (the host-side work before that — reading a spill file, copying into Dawn's staging — is
+ * moving), reached by the device once the work queued ahead of it completed (`reachedNs`), and
+ * arrived at `arrivedNs`. Between queuing and reaching it waited behind others' work.
+ */
+function countTransfer(swap: SwapCounters, direction: 'out' | 'in', startedNs: number, queuedNs: number, reachedNs: number, arrivedNs: number): void {
+  const queued = Math.min(arrivedNs, Math.max(startedNs, queuedNs));
+  const reached = Math.min(arrivedNs, Math.max(queued, reachedNs));
   const set = clocksOf(swap);
+  const moving = direction === 'out' ? set.out : set.in;
+  const moved = moving.add(startedNs, queued) + moving.add(reached, arrivedNs);
+  // Moving spans lie inside end-to-end spans, so the unions' difference is the time when
+  // transfers were in progress and none was moving.
   if (direction === 'out') {
-    swap.nsWaitOut += set.waitOut.add(startedNs, reached);
-    swap.nsOut += set.out.add(reached, arrivedNs);
+    set.totalOut += set.spanOut.add(startedNs, arrivedNs);
+    swap.nsOut += moved;
+    swap.nsWaitOut = Math.max(0, set.totalOut - swap.nsOut);
   } else {
-    swap.nsWaitIn += set.waitIn.add(startedNs, reached);
-    swap.nsIn += set.in.add(reached, arrivedNs);
+    set.totalIn += set.spanIn.add(startedNs, arrivedNs);
+    swap.nsIn += moved;
+    swap.nsWaitIn = Math.max(0, set.totalIn - swap.nsIn);
   }
 }
 
@@ -367,7 +386,7 @@ export class BufferResidency {
     this.generation++;
     owner.backingEpoch++;
     this.swap.bytesOut += this.size;
-    countTransfer(this.swap, 'out', startedNs, reachedNs, arrivedNs);
+    countTransfer(this.swap, 'out', startedNs, startedNs, reachedNs, arrivedNs);
     real.destroy();
     this.ledger.setResident(this.token, false);
     return true;
@@ -454,6 +473,7 @@ export class BufferResidency {
       new Uint8Array(real.getMappedRange()).set(host);
       real.unmap();
     }
+    const queuedNs = nowNs();
     this.real = real;
     this.evicted = null;
     if (recycle) hostPoolOf(this.swap).give(host); // copied: writeBuffer and the mapped range took their own
@@ -463,7 +483,7 @@ export class BufferResidency {
     const swap = this.swap;
     const arrived = (): void => {
       const arrivedNs = nowNs();
-      void ahead.then((reachedNs) => countTransfer(swap, 'in', startedNs, reachedNs, arrivedNs));
+      void ahead.then((reachedNs) => countTransfer(swap, 'in', startedNs, queuedNs, reachedNs, arrivedNs));
     };
     device.queue.onSubmittedWorkDone().then(arrived, arrived);
     if (this.token) this.ledger.setResident(this.token, true);
