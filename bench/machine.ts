@@ -59,3 +59,42 @@ export function machine(adapter: GPUAdapter): Record<string, unknown> {
     },
   };
 }
+
+export interface Contention {
+  wallSeconds: number;
+  /** CPU seconds other programs used meanwhile (null off Linux): above a few seconds, rerun. */
+  otherCpuSeconds: number | null;
+}
+
+/** Starts measuring how much CPU other programs take during a run; call the result to stop. */
+export function measureContention(): () => Contention {
+  const busyBefore = machineBusySeconds();
+  const ownBefore = process.cpuUsage();
+  const wallBefore = performance.now();
+  return () => {
+    const busyAfter = machineBusySeconds();
+    const own = process.cpuUsage(ownBefore);
+    const wallSeconds = (performance.now() - wallBefore) / 1000;
+    const otherCpuSeconds =
+      busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+    return { wallSeconds, otherCpuSeconds };
+  };
+}
+
+/** The line that says how noisy a run was, for the end of a benchmark's stderr table ('' off Linux). */
+export function contentionLine({ wallSeconds, otherCpuSeconds }: Contention): string {
+  if (otherCpuSeconds === null) return '';
+  const noisy = otherCpuSeconds / wallSeconds > 0.05 ? ' — the figures are noisy; rerun on a quiet machine' : '';
+  return `other programs used ${otherCpuSeconds.toFixed(1)} CPU s during the ${wallSeconds.toFixed(0)} s run${noisy}\n`;
+}
+
+/** Runs a benchmark's main and exits: 0 when it finished, 1 with the error on stderr. */
+export function runBenchmark(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (error) => {
+      process.stderr.write(`\nbench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}

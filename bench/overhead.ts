@@ -10,11 +10,10 @@
 //
 //   node dist/bench/overhead.js [--reps N] [--scale X] [--only name[,name]]
 
-import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
-import { collectGarbage, machine, machineBusySeconds } from './machine.js';
+import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
 import { createKernel } from '../src/index.js';
-import { compareSides, Comparison, OVERHEAD_WORKLOADS as WORKLOADS, printComparison, Sample, uncaptured, Workload } from './workloads.js';
+import { compareSides, Comparison, OVERHEAD_WORKLOADS as WORKLOADS, printComparison, Sample, uncaptured, Workload, parseComparisonArgs } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -27,26 +26,9 @@ const usage = `usage: node dist/bench/overhead.js [--reps N] [--scale X] [--only
 JSON goes to stdout, the table and progress to stderr.`;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      reps: { type: 'string', default: '11' },
-      scale: { type: 'string', default: '1' },
-      only: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    process.stderr.write(`${usage}\n`);
-    return;
-  }
-  const reps = Number(values.reps);
-  const scale = Number(values.scale);
-  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer\n${usage}`);
-  if (!(scale > 0)) throw new Error(`--scale must be a positive number\n${usage}`);
-  const only = values.only?.split(',').map((s) => s.trim());
-  const workloads = only ? WORKLOADS.filter((w) => only.includes(w.name)) : WORKLOADS;
-  if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
+  const args = parseComparisonArgs(usage, WORKLOADS, 11);
+  if (!args) return;
+  const { reps, scale, workloads } = args;
 
   const bare = create([]);
   const bareAdapter = await bare.requestAdapter();
@@ -73,9 +55,7 @@ async function main(): Promise<void> {
   };
 
   // Other programs on the machine make both sides noisy: measure how much CPU they took meanwhile.
-  const busyBefore = machineBusySeconds();
-  const ownBefore = process.cpuUsage();
-  const wallBefore = performance.now();
+  const stopContention = measureContention();
   let comparisons: Comparison[];
   try {
     comparisons = await compareSides(workloads, [
@@ -86,11 +66,7 @@ async function main(): Promise<void> {
     await kernel.shutdown();
   }
 
-  const busyAfter = machineBusySeconds();
-  const own = process.cpuUsage(ownBefore);
-  const wallSeconds = (performance.now() - wallBefore) / 1000;
-  const otherCpuSeconds =
-    busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+  const { wallSeconds, otherCpuSeconds } = stopContention();
   const info = bareAdapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const results = comparisons.map(({ rates, ...r }) => ({ ...r, bare: rates.bare, gpunix: rates.gpunix }));
   const report = {
@@ -106,16 +82,7 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
   printComparison(`${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['bare', 'gpunix']);
-  if (otherCpuSeconds !== null) {
-    const share = otherCpuSeconds / wallSeconds;
-    process.stderr.write(`other programs used ${otherCpuSeconds.toFixed(1)} CPU s during the ${wallSeconds.toFixed(0)} s run${share > 0.05 ? ' — the figures are noisy; rerun on a quiet machine' : ''}\n`);
-  }
+  process.stderr.write(contentionLine({ wallSeconds, otherCpuSeconds }));
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    process.stderr.write(`\nbench: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBenchmark(main);

@@ -33,7 +33,7 @@
 
 import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
-import { collectGarbage, cpuModel, machine, machineBusySeconds } from './machine.js';
+import { collectGarbage, contentionLine, cpuModel, machine, measureContention, runBenchmark } from './machine.js';
 import { createKernel, Kernel } from '../src/index.js';
 
 Object.assign(globalThis, globals);
@@ -612,9 +612,7 @@ async function main(): Promise<void> {
     }
   };
 
-  const busyBefore = machineBusySeconds();
-  const ownBefore = process.cpuUsage();
-  const wallBefore = performance.now();
+  const stopContention = measureContention();
   try {
     process.stderr.write('warm-up');
     const copyDevice = await openDevice(bare);
@@ -648,11 +646,7 @@ async function main(): Promise<void> {
     await full.shutdown();
     await half.shutdown();
   }
-  const own = process.cpuUsage(ownBefore);
-  const busyAfter = machineBusySeconds();
-  const wallSeconds = (performance.now() - wallBefore) / 1000;
-  const otherCpuSeconds =
-    busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+  const { wallSeconds, otherCpuSeconds } = stopContention();
 
   // The physical limit per direction: the fastest raw way (median over reps).
   const rawMedians = Object.fromEntries(COPY_WAYS.map((w) => [w.name, median(raw[w.name])]));
@@ -806,16 +800,7 @@ async function main(): Promise<void> {
     ]),
   ]);
   process.stderr.write(`throughput_ratio (half / full) ${throughputRatio.toFixed(2)}; full / bare ${(fullRate / bareRate).toFixed(2)}; every run exact\n`);
-  if (otherCpuSeconds !== null) {
-    const share = otherCpuSeconds / wallSeconds;
-    process.stderr.write(`other programs used ${otherCpuSeconds.toFixed(1)} CPU s during the ${wallSeconds.toFixed(0)} s run${share > 0.05 ? ' — the figures are noisy; rerun on a quiet machine' : ''}\n`);
-  }
+  process.stderr.write(contentionLine({ wallSeconds, otherCpuSeconds }));
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    process.stderr.write(`\nbench: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBenchmark(main);

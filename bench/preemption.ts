@@ -27,7 +27,7 @@ import { availableParallelism } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
-import { collectGarbage, machine, machineBusySeconds } from './machine.js';
+import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import {
   batchAlone,
@@ -242,9 +242,7 @@ async function main(): Promise<void> {
   });
   gcObserver.observe({ entryTypes: ['gc'] });
 
-  const busyBefore = machineBusySeconds();
-  const ownBefore = process.cpuUsage();
-  const wallBefore = performance.now();
+  const stopContention = measureContention();
   try {
     for (let round = 0; round < rounds; round++) {
       log(`round ${round + 1}/${rounds}:`);
@@ -285,11 +283,7 @@ async function main(): Promise<void> {
     for (const kernel of variantKernels) await kernel.shutdown();
   }
 
-  const busyAfter = machineBusySeconds();
-  const own = process.cpuUsage(ownBefore);
-  const wallSeconds = (performance.now() - wallBefore) / 1000;
-  const otherCpuSeconds =
-    busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+  const { wallSeconds, otherCpuSeconds } = stopContention();
 
   for (const e of gcObserver.takeRecords()) gcPauses.push([e.startTime, e.startTime + e.duration]);
   gcObserver.disconnect();
@@ -412,16 +406,7 @@ async function main(): Promise<void> {
     `targets: (a) p99 >= 10x solo: ${report.targets.a_p99_at_least_10x_solo ? 'yes' : 'no'}; (c) p99 <= 2x solo: ${report.targets.c_p99_within_2x_solo ? 'yes' : 'no'}; ` +
       `(c) batch ratio >= 0.9: ${report.targets.c_batch_ratio_at_least_0_9 ? 'yes' : 'no'}\n`,
   );
-  if (otherCpuSeconds !== null) {
-    const share = otherCpuSeconds / wallSeconds;
-    log(`other programs used ${otherCpuSeconds.toFixed(1)} CPU s during the ${wallSeconds.toFixed(0)} s run${share > 0.05 ? ' — the figures are noisy; rerun on a quiet machine' : ''}\n`);
-  }
+  log(contentionLine({ wallSeconds, otherCpuSeconds }));
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    process.stderr.write(`\nbench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBenchmark(main);

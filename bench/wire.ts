@@ -12,11 +12,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
-import { collectGarbage, machine, machineBusySeconds } from './machine.js';
+import { collectGarbage, machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
-import { bandwidthWorkload, compareSides, Comparison, dispatchWorkload, MiB, printComparison, roundTripWorkload, Sample, uncaptured, Workload } from './workloads.js';
+import { bandwidthWorkload, compareSides, Comparison, dispatchWorkload, MiB, printComparison, roundTripWorkload, Sample, uncaptured, Workload, parseComparisonArgs } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -62,26 +61,9 @@ async function startDaemon(dir: string, token: string): Promise<{ socket: string
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      reps: { type: 'string', default: '7' },
-      scale: { type: 'string', default: '1' },
-      only: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
-  });
-  if (values.help) {
-    process.stderr.write(`${usage}\n`);
-    return;
-  }
-  const reps = Number(values.reps);
-  const scale = Number(values.scale);
-  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer\n${usage}`);
-  if (!(scale > 0)) throw new Error(`--scale must be a positive number\n${usage}`);
-  const only = values.only?.split(',').map((s) => s.trim());
-  const workloads = only ? WORKLOADS.filter((w) => only.includes(w.name)) : WORKLOADS;
-  if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
+  const args = parseComparisonArgs(usage, WORKLOADS, 7);
+  if (!args) return;
+  const { reps, scale, workloads } = args;
 
   const bareAdapter = await create([]).requestAdapter();
   if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
@@ -114,9 +96,7 @@ async function main(): Promise<void> {
     }
   };
 
-  const busyBefore = machineBusySeconds();
-  const ownBefore = process.cpuUsage();
-  const wallBefore = performance.now();
+  const stopContention = measureContention();
   let comparisons: Comparison[];
   try {
     comparisons = await compareSides(workloads, [
@@ -129,12 +109,8 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 
-  const busyAfter = machineBusySeconds();
-  const own = process.cpuUsage(ownBefore);
-  const wallSeconds = (performance.now() - wallBefore) / 1000;
   // The daemon is another program here: its CPU time shows up as "other", so report it plainly.
-  const otherCpuSeconds =
-    busyBefore === null || busyAfter === null ? null : Math.max(0, busyAfter - busyBefore - (own.user + own.system) / 1e6);
+  const { wallSeconds, otherCpuSeconds } = stopContention();
   const report = {
     benchmark: 'gpunix-wire',
     ...machine(bareAdapter),
@@ -151,10 +127,4 @@ async function main(): Promise<void> {
   printComparison(`${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['embedded', 'daemon']);
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    process.stderr.write(`\nbench: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-    process.exit(1);
-  },
-);
+runBenchmark(main);

@@ -2,6 +2,8 @@
 // `GPU` (navigator.gpu), so the same code runs on bare Dawn, an embedded gpunix process and a
 // process of the daemon over the wire.
 
+import { parseArgs } from 'node:util';
+
 export const MiB = 1024 * 1024;
 
 /** What one timed run of a workload did: `units` of work in `seconds` of wall time. */
@@ -246,4 +248,39 @@ export function printComparison(heading: string, results: Comparison[], workload
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
   process.stderr.write(`\n${heading}\n`);
   for (const row of rows) process.stderr.write(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+}
+
+export interface ComparisonArgs {
+  reps: number;
+  scale: number;
+  /** The workloads --only chose (all by default). */
+  workloads: Workload[];
+}
+
+/**
+ * The flags every two-sided benchmark takes: --reps, --scale, --only, --help. Returns null after
+ * printing `usage` for --help; throws with `usage` on a bad value.
+ */
+export function parseComparisonArgs(usage: string, all: Workload[], defaultReps: number): ComparisonArgs | null {
+  const { values } = parseArgs({
+    options: {
+      reps: { type: 'string', default: String(defaultReps) },
+      scale: { type: 'string', default: '1' },
+      only: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stderr.write(`${usage}\n`);
+    return null;
+  }
+  const reps = Number(values.reps);
+  const scale = Number(values.scale);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer\n${usage}`);
+  if (!(scale > 0)) throw new Error(`--scale must be a positive number\n${usage}`);
+  const only = values.only?.split(',').map((s) => s.trim());
+  const workloads = only ? all.filter((w) => only.includes(w.name)) : all;
+  if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
+  return { reps, scale, workloads };
 }
