@@ -11,8 +11,9 @@ import { connect as netConnect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connect } from '../src/index.js';
+import { Session } from '../src/client/session.js';
 import { startDaemon, Daemon } from '../src/daemon/daemon.js';
 import { encodeFrame } from '../src/protocol/codec.js';
 import { acceptedFrom, FieldKind, joinId, MESSAGES, MessageName, Payload, PROTOCOL_VERSION } from '../src/protocol/messages.js';
@@ -30,6 +31,7 @@ describe('gpunixd end to end', () => {
   let socket: string;
   let daemon: Daemon;
   const token = randomBytes(32).toString('hex');
+  const otherToken = randomBytes(32).toString('hex');
 
   const nothingHeld = () => {
     const stats = daemon.kernel.stats();
@@ -42,7 +44,7 @@ describe('gpunixd end to end', () => {
     daemon = await startDaemon({
       socket,
       log: { level: 'silent' },
-      tenants: { lab: { tokenHash: hashOf(token) } },
+      tenants: { lab: { tokenHash: hashOf(token) }, other: { tokenHash: hashOf(otherToken) } },
     });
   });
 
@@ -96,6 +98,79 @@ describe('gpunixd end to end', () => {
     } finally {
       for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
     }
+  });
+
+  it('checkpoints a process through the daemon and restores it as a new one whose program finds its buffers by label', async () => {
+    // The iterative program of the CLI checkpoint test: 6 steps uninterrupted, or 3, a checkpoint,
+    // the process killed, a restore, and the last 3 on the restored buffers.
+    const counter = (await import(pathToFileURL(join(root, 'test/programs/counter.mjs')).href)) as {
+      WGSL: string;
+      advance(device: GPUDevice, pipeline: GPUComputePipeline, state: GPUBuffer, from: number, to: number): Promise<void>;
+      checksum(device: GPUDevice, state: GPUBuffer): Promise<number>;
+    };
+    const start = async (proc: { gpu: GPU }) => {
+      const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+      const pipeline = device.createComputePipeline({ label: 'step', layout: 'auto', compute: { module: device.createShaderModule({ label: 'wgsl', code: counter.WGSL }) } });
+      const state = device.createBuffer({ label: 'state', size: 4096, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      return { device, pipeline, state };
+    };
+    const whole = await connect({ socket, token, name: 'uninterrupted' });
+    const w = await start(whole);
+    await counter.advance(w.device, w.pipeline, w.state, 0, 6);
+    const expected = await counter.checksum(w.device, w.state);
+    await whole.exit();
+
+    const first = await connect({ socket, token, name: 'first-half' });
+    const f = await start(first);
+    await counter.advance(f.device, f.pipeline, f.state, 0, 3);
+    const operator = await Session.open({ socket, token }, { role: 'control' });
+    try {
+      const written = (await operator.call('CheckpointProcess', { pid: first.pid, path: 'e2e/step.img' })) as { path: string; bytes: number };
+      assert.ok(written.bytes > 4096, `the image holds the state buffer (${written.bytes} bytes)`);
+      await operator.call('KillProcess', { pid: first.pid });
+    } finally {
+      operator.close();
+    }
+    assert.equal((await first.ended)?.reason, 'killed');
+
+    const resumed = await connect({ socket, token, name: 'second-half', restoreImage: 'e2e/step.img' });
+    const device = await (await resumed.gpu.requestAdapter())!.requestDevice();
+    const gpunix = (device as unknown as { gpunix: { restored: boolean; findBuffer(l: string): GPUBuffer | null; findPipeline(l: string): GPUComputePipeline | null; labels(): { buffers: string[] } } }).gpunix;
+    assert.equal(gpunix.restored, true);
+    assert.ok(gpunix.labels().buffers.includes('state'), `restored buffers: ${gpunix.labels().buffers.join(', ')}`);
+    const state = gpunix.findBuffer('state')!;
+    const pipeline = gpunix.findPipeline('step')!;
+    assert.equal(state.size, 4096);
+    await counter.advance(device, pipeline, state, 3, 6);
+    assert.equal(await counter.checksum(device, state), expected, 'restored through the daemon: the same result as uninterrupted');
+    await resumed.exit();
+    await eventually('everything is released', nothingHeld);
+  });
+
+  it('shares a segment between two processes of one tenant over the wire, and not with another tenant', async () => {
+    const readAll = async (device: GPUDevice, buffer: GPUBuffer): Promise<Uint32Array> => {
+      const staging = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(buffer, 0, staging, 0, 256);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const words = new Uint32Array(staging.getMappedRange().slice(0));
+      staging.destroy();
+      return words;
+    };
+    type WithShared = GPUDevice & { gpunix: { attachShared(name: string, size: number): GPUBuffer } };
+    const open = async (proc: { gpu: GPU }) => (await (await proc.gpu.requestAdapter())!.requestDevice()) as WithShared;
+    const producer = await connect({ socket, token, name: 'producer' });
+    const consumer = await connect({ socket, token, name: 'consumer' });
+    const stranger = await connect({ socket, token: otherToken, name: 'stranger' });
+    const [p, c, x] = [await open(producer), await open(consumer), await open(stranger)];
+    const written = new Uint32Array(64).map((_, i) => i * 7 + 1);
+    p.queue.writeBuffer(p.gpunix.attachShared('frames', 256), 0, written);
+    await p.queue.onSubmittedWorkDone();
+    assert.deepEqual([...(await readAll(c, c.gpunix.attachShared('frames', 256)))], [...written], 'the consumer reads what the producer wrote');
+    assert.ok((await readAll(x, x.gpunix.attachShared('frames', 256))).every((w) => w === 0), "another tenant's 'frames' is its own, empty segment");
+    await Promise.all([producer.exit(), consumer.exit(), stranger.exit()]);
+    await eventually('everything is released', nothingHeld);
   });
 
   it('survives a bounded fuzz of random and mutated frames while a well-behaved client gets exact results', async () => {

@@ -10,6 +10,7 @@ import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
 import type { Message } from '../protocol/messages.js';
 import { Command, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import type { Channel } from './channel.js';
+import { RemoteGpunixExtension, RestoredListing } from './extension.js';
 import { dataBytes } from '../webidl.js';
 import { enforceRange, gpuError, notOfInterface, operationError, U32_MAX, U64_MAX, UncapturedErrorEvent } from './errors.js';
 
@@ -144,8 +145,10 @@ export class RemoteAdapter extends RemoteObject {
       channel.ids.recycle(queue);
       throw error;
     }
-    const result = reply.result as { features: string[]; limits: Record<string, number> };
-    return new RemoteDevice(channel, device, queue, result, this.info, descriptor);
+    const result = reply.result as { features: string[]; limits: Record<string, number>; restored?: RestoredListing | null };
+    const made = new RemoteDevice(channel, device, queue, result, this.info, descriptor);
+    if (result.restored) made.bindRestored(result.restored);
+    return made;
   }
 }
 
@@ -208,6 +211,7 @@ export class RemoteDevice extends EventTarget {
     this.adapterInfo = adapterInfo;
     this.lost = new Promise((resolve) => (this.#resolveLost = resolve));
     this.queue = new RemoteQueue(channel, queueId, descriptor?.defaultQueue?.label);
+    this.gpunix = new RemoteGpunixExtension(channel, this, (id, size, usage, label) => new RemoteBuffer(channel, id, this, size, usage, label, false));
     deviceTableOf(channel).add(this);
   }
 
@@ -217,6 +221,24 @@ export class RemoteDevice extends EventTarget {
   set label(value: string) {
     this.#label = String(value);
     this.channel.post('SetLabel', { object: this.id, label: this.#label });
+  }
+
+  /** The gpunix extension (docs/vgpu.md): restored objects by label, shared segments. */
+  readonly gpunix: RemoteGpunixExtension;
+
+  /** Names a restored image's objects with client ids (BindRestored) and makes them findable. */
+  bindRestored(listing: RestoredListing): void {
+    const ids = this.channel.ids;
+    const buffers = listing.buffers.map((b) => new RemoteBuffer(this.channel, ids.allocate(), this, b.size, b.usage, b.label, false));
+    const pipelines = listing.pipelines.map((p) => new RemoteComputePipeline(this.channel, ids.allocate(), this, p.label));
+    const shaderModules = listing.shaderModules.map((m) => new RemoteShaderModule(this.channel, ids.allocate(), m.label));
+    this.channel.post('BindRestored', {
+      device: this.id,
+      buffers: buffers.map((b) => b.id),
+      pipelines: pipelines.map((p) => p.id),
+      shaderModules: shaderModules.map((m) => m.id),
+    });
+    this.gpunix.adopt({ buffers, pipelines, shaderModules });
   }
 
   /** The daemon says the device is lost (or the session ended). */

@@ -22,6 +22,7 @@ import { ProtocolError } from '../protocol/codec.js';
 import { COMMANDS, CommandName, CommandSpec, DEBUG_COMMANDS, isRef, matchOverload, refKindOf, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import { Message, Payload, splitId } from '../protocol/messages.js';
 import type { Wire } from '../protocol/wire.js';
+import type { GpunixDeviceExtension } from '../vgpu/extension.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass } from '../vgpu/webgpuGlobals.js';
 
 export type ObjectKind =
@@ -51,6 +52,8 @@ interface Entry {
   failed: string | null;
   /** A buffer's mapped range as handed out by getMappedRange (Dawn forbids asking twice). */
   mapped?: { offset: number; range: ArrayBuffer } | null;
+  /** A device's restored objects, until BindRestored names them (see restoredOf). */
+  restored?: { buffers: GPUBuffer[]; pipelines: GPUComputePipeline[]; shaderModules: GPUShaderModule[] } | null;
 }
 
 /** The most objects one session may hold at once: a client cannot grow the daemon without bound. */
@@ -109,6 +112,14 @@ export class ProcessSession {
         return this.requestAdapter(message.payload);
       case 'RequestDevice':
         return this.requestDevice(message.payload);
+      case 'BindRestored':
+        return this.bindRestored(message.payload);
+      case 'AttachShared': {
+        const { device, id, name, size } = message.payload;
+        const target = this.get<GPUDevice>(device, 'device');
+        this.create(id, 'buffer', device, () => (target() as unknown as { gpunix: GpunixDeviceExtension }).gpunix.attachShared(name, size));
+        return;
+      }
       case 'DeviceDestroy': {
         const { device } = message.payload;
         const target = this.get<GPUDevice>(device, 'device');
@@ -484,13 +495,52 @@ export class ProcessSession {
         queueEntry.object = made.queue;
         deviceEntry.pending = queueEntry.pending = false;
         this.watch(device, made);
-        this.reply(req, { features: [...made.features], limits: { ...limitsOf(made.limits) } });
+        this.reply(req, { features: [...made.features], limits: { ...limitsOf(made.limits) }, restored: this.restoredOf(deviceEntry, made) });
       },
       (error: unknown) => {
         forget();
         this.fail(req, error);
       },
     );
+  }
+
+  /**
+   * What a restored process image put on `device` (found by label through `device.gpunix`), as
+   * RequestDevice's result lists it for BindRestored; null on an ordinary device. The objects, in
+   * that order, are kept on the device's entry until the client names them.
+   */
+  private restoredOf(entry: Entry, device: GPUDevice): unknown {
+    const extension = (device as unknown as { gpunix?: GpunixDeviceExtension }).gpunix;
+    if (!extension?.restored) return null;
+    const labels = extension.labels();
+    const buffers = labels.buffers.map((label) => extension.findBuffer(label)!);
+    const pipelines = labels.pipelines.map((label) => extension.findPipeline(label)!);
+    const shaderModules = labels.shaderModules.map((label) => extension.findShaderModule(label)!);
+    entry.restored = { buffers, pipelines, shaderModules };
+    return {
+      buffers: buffers.map((b) => ({ label: b.label, size: b.size, usage: b.usage })),
+      pipelines: pipelines.map((p) => ({ label: p.label })),
+      shaderModules: shaderModules.map((m) => ({ label: m.label })),
+    };
+  }
+
+  /** BindRestored: registers the client's ids for the restored objects, in the listed order. */
+  private bindRestored({ device, buffers, pipelines, shaderModules }: Payload<'BindRestored'>): void {
+    const entry = this.entry(device, 'device');
+    const restored = entry.restored;
+    if (!restored) throw new ProtocolError(ErrorCodes.BAD_OBJECT, 'BindRestored on a device that received no process image');
+    const lists: [number[], unknown[], ObjectKind][] = [
+      [buffers, restored.buffers, 'buffer'],
+      [pipelines, restored.pipelines, 'computePipeline'],
+      [shaderModules, restored.shaderModules, 'shaderModule'],
+    ];
+    for (const [ids, objects] of lists) {
+      if (ids.length !== objects.length) throw malformed(`BindRestored: ${ids.length} ids for ${objects.length} restored objects`);
+    }
+    entry.restored = null;
+    for (const [ids, objects, kind] of lists) {
+      ids.forEach((id, i) => (this.register(id, kind, device).object = objects[i]));
+    }
   }
 
   /** Forwards the device's uncaptured errors and its loss to the client. */

@@ -250,6 +250,16 @@ export const MESSAGES = {
     doc: 'object.label = label.',
     fields: { object: 'id', label: 'str' },
   },
+  BindRestored: {
+    code: 41, from: 'client', role: 'process',
+    doc: 'On a device that received a restored process image, gives client ids to the restored objects `device.gpunix` finds by label: one id per entry of RequestDevice\'s `restored` result ({buffers: [{label, size, usage}], pipelines: [{label}], shaderModules: [{label}]}), in that order.',
+    fields: { device: 'id', buffers: 'ids', pipelines: 'ids', shaderModules: 'ids' },
+  },
+  AttachShared: {
+    code: 42, from: 'client', role: 'process',
+    doc: 'device.gpunix.attachShared(name, size), as buffer `id`: the tenant\'s named shared segment (created with `size` bytes when new). A refusal (another size, over a limit) is an UncapturedError on the device and leaves `id` an invalid buffer.',
+    fields: { device: 'id', id: 'id', name: 'str', size: 'f64' },
+  },
 
   // ---- control (operators) -----------------------------------------------------------------------
   ListProcesses: {

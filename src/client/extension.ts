@@ -1,0 +1,79 @@
+// `device.gpunix` on a remote device: the same documented extension as on an embedded virtual
+// device (src/vgpu/extension.ts, docs/vgpu.md): a resuming program finds a restored image's
+// buffers, pipelines and shader modules by label, and attaches its tenant's shared segments.
+// The daemon lists the restored objects when the device is made; the client names them with its
+// own ids (BindRestored), so finding them is synchronous, as embedded.
+
+import type { Channel } from './channel.js';
+import type { RemoteBuffer, RemoteComputePipeline, RemoteDevice, RemoteShaderModule } from './remote.js';
+
+/** What RequestDevice's result lists for a restored image (docs/protocol.md, BindRestored). */
+export interface RestoredListing {
+  buffers: { label: string; size: number; usage: number }[];
+  pipelines: { label: string }[];
+  shaderModules: { label: string }[];
+}
+
+export interface RestoredObjects {
+  buffers: RemoteBuffer[];
+  pipelines: RemoteComputePipeline[];
+  shaderModules: RemoteShaderModule[];
+}
+
+export class RemoteGpunixExtension {
+  /** True on a device that received a restored process image. */
+  restored = false;
+  private readonly buffers = new Map<string, RemoteBuffer>();
+  private readonly pipelines = new Map<string, RemoteComputePipeline>();
+  private readonly modules = new Map<string, RemoteShaderModule>();
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly device: RemoteDevice,
+    /** Makes the proxy of a buffer the daemon will create under `id`. */
+    private readonly bufferProxy: (id: number, size: number, usage: number, label: string) => RemoteBuffer,
+  ) {}
+
+  /** Records the restored objects under their labels (the daemon lists each label once). */
+  adopt(objects: RestoredObjects): void {
+    this.restored = true;
+    for (const b of objects.buffers) this.buffers.set(b.label, b);
+    for (const p of objects.pipelines) this.pipelines.set(p.label, p);
+    for (const m of objects.shaderModules) this.modules.set(m.label, m);
+  }
+
+  /**
+   * Attaches the named shared segment of this process's tenant, creating it with `size` bytes if
+   * it does not exist yet (usage STORAGE | COPY_SRC | COPY_DST). Over the wire a refusal cannot
+   * throw here: it arrives as an uncaptured error on the device, and the buffer is invalid.
+   */
+  attachShared(name: string, size: number): GPUBuffer {
+    const id = this.channel.ids.allocate();
+    this.channel.post('AttachShared', { device: this.device.id, id, name: String(name), size: Number(size) });
+    const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
+    return this.bufferProxy(id, Number(size), usage, '') as unknown as GPUBuffer;
+  }
+
+  /** The restored buffer with this label, or null. */
+  findBuffer(label: string): GPUBuffer | null {
+    return (this.buffers.get(label) as unknown as GPUBuffer) ?? null;
+  }
+
+  /** The restored compute pipeline with this label, or null. */
+  findPipeline(label: string): GPUComputePipeline | null {
+    return (this.pipelines.get(label) as unknown as GPUComputePipeline) ?? null;
+  }
+
+  /** The restored shader module with this label, or null. */
+  findShaderModule(label: string): GPUShaderModule | null {
+    return (this.modules.get(label) as unknown as GPUShaderModule) ?? null;
+  }
+
+  /** Labels of everything restored, for programs that look around. */
+  labels(): { buffers: string[]; pipelines: string[]; shaderModules: string[] } {
+    return { buffers: [...this.buffers.keys()], pipelines: [...this.pipelines.keys()], shaderModules: [...this.modules.keys()] };
+  }
+}
+
+/** WebGPU's buffer usage bits this file needs (the client does not load Dawn's globals for them). */
+const GPUBufferUsageFlags = { COPY_SRC: 0x0004, COPY_DST: 0x0008, STORAGE: 0x0080 } as const;
