@@ -686,3 +686,35 @@ describe('the client session', () => {
     }
   });
 });
+
+describe('per-tenant session limit', () => {
+  it('refuses a tenant its session beyond maxSessionsPerTenant with GPUNIX_E_QUOTA, sparing other tenants and the admin', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpunixd-sessions-'));
+    const socket = join(dir, 'd.sock');
+    const daemon = await startDaemon({
+      socket,
+      log: { level: 'silent' },
+      adminTokenHash: hashToken(ADMIN),
+      tenants: { alice: { tokenHash: hashToken(ALICE) }, bob: { tokenHash: hashToken(BOB) } },
+      maxSessionsPerTenant: 2,
+    });
+    const open = (token: string) => Session.open({ socket, token }, { role: 'control' });
+    try {
+      const held = [await open(ALICE), await open(ALICE)];
+      await rejectsWith(open(ALICE), 'GPUNIX_E_QUOTA', "alice's third session");
+      const others = [await open(BOB), await open(ADMIN), await open(ADMIN), await open(ADMIN)];
+      held[0].close();
+      await held[0].closed;
+      let again: Session | null = null;
+      for (let attempt = 0; attempt < 50 && !again; attempt++) {
+        again = await open(ALICE).catch(() => null);
+        if (!again) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(again, 'a freed slot can be used again');
+      for (const s of [held[1], again!, ...others]) s.close();
+    } finally {
+      await daemon.close('immediate');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

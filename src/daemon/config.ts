@@ -14,6 +14,8 @@ import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/messages.js';
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 /** Connections the daemon serves at once (handshaking ones included). */
 export const DEFAULT_MAX_SESSIONS = 1024;
+/** Sessions one tenant may hold at once unless configured: a quarter of the default total. */
+export const DEFAULT_MAX_SESSIONS_PER_TENANT = 256;
 /** A connection that sends no Hello within this time is closed (ms). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -122,6 +124,8 @@ export const configSchema = z.strictObject({
   handshakeTimeoutMs: z.number().int().positive().default(DEFAULT_HANDSHAKE_TIMEOUT_MS),
   maxFrameBytes: z.number().int().min(1024).default(DEFAULT_MAX_FRAME_BYTES),
   maxSessions: z.number().int().positive().default(DEFAULT_MAX_SESSIONS),
+  /** Sessions one tenant may hold at once (the admin is not limited), so no tenant can take every slot. */
+  maxSessionsPerTenant: z.number().int().positive().default(DEFAULT_MAX_SESSIONS_PER_TENANT),
 });
 
 /** The configuration as written (a file's JSON, or an object in code). */

@@ -130,6 +130,13 @@ export class Server {
     for (const c of [...this.connections]) c.end();
   }
 
+  /** Authenticated sessions of `tenant` now (the admin's not counted). */
+  sessionsOf(tenant: string): number {
+    let count = 0;
+    for (const c of this.connections) if (c.principal && !c.principal.admin && c.principal.tenant === tenant) count++;
+    return count;
+  }
+
   /** Ends the sessions of a removed tenant (its processes are already killed). */
   closeTenant(name: string): void {
     for (const c of [...this.connections]) if (c.principal && !c.principal.admin && c.principal.tenant === name) c.end();
@@ -238,6 +245,9 @@ class Connection {
         ErrorCodes.AUTH,
         hello.token === '' ? 'no token given (use --token or $GPUNIX_TOKEN)' : 'the token is not valid for this daemon',
       );
+    }
+    if (!principal.admin && this.server.sessionsOf(principal.tenant) >= config.maxSessionsPerTenant) {
+      throw new ProtocolError(ErrorCodes.QUOTA, `tenant ${principal.tenant} already holds ${config.maxSessionsPerTenant} sessions, the most one tenant may`);
     }
     this.principal = principal;
     if (hello.role === 'control') {
