@@ -65,10 +65,25 @@ export interface WorkItem {
 /** Items some pieces of which were issued: a checkpoint lets them finish rather than record them. */
 const partlyIssued = new WeakSet<WorkItem>();
 
+/** Atoms timed for every pipeline before its cost model samples. */
+const COST_WARMUP_SAMPLES = 8;
+/** After the warm-up, one atom in this many is timed. */
+const COST_SAMPLE_EVERY = 8;
+
 /** Per-pipeline cost model: device time per workgroup, learned online (exponential average). */
 export class CostModel {
   nsPerWorkgroup: number | null = null;
   samples = 0;
+  private sinceSample = 0;
+  /**
+   * Whether the next atom should be timed: every one until the model has COST_WARMUP_SAMPLES,
+   * then one in COST_SAMPLE_EVERY (a device's speed drifts, but slowly).
+   */
+  wantsSample(): boolean {
+    if (this.samples < COST_WARMUP_SAMPLES) return true;
+    this.sinceSample = (this.sinceSample + 1) % COST_SAMPLE_EVERY;
+    return this.sinceSample === 0;
+  }
   learn(ns: number, workgroups: number): void {
     if (workgroups <= 0 || ns <= 0) return;
     const sample = ns / workgroups;

@@ -378,12 +378,15 @@ export class Submission implements WorkItem {
     const bindGroups = [...state.bindGroups.values()].map((args) => [args[0], atomized.bindGroup(args[0] as number, args[1]), ...args.slice(2)]);
     const workgroups = size[0] * size[1] * size[2];
     const timer = this.device.physical.atomTimer;
-    const slot = timer?.take() ?? null;
+    // Timestamps teach the cost model; once it has learned, a sample of atoms keeps it current,
+    // and the rest skip the readback (a resolve, a copy and a map each: real cost per atom).
+    const slot = timer && pipeline.cost.wantsSample() ? timer.take() : null;
     return {
       name: pipeline.label || 'dispatch',
       args: { offset, size, grid },
       atom: true,
-      cost: { model: pipeline.cost, workgroups, timed: slot !== null },
+      // With a timer the model learns from timestamps alone, never from the run's wall clock.
+      cost: { model: pipeline.cost, workgroups, timed: timer !== null },
       issue: () => {
         this.submitPiece((encoder) => {
           const pass = encoder.beginComputePass(slot ? { timestampWrites: timer!.timestampWrites(slot) } : undefined);
