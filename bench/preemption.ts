@@ -213,7 +213,7 @@ async function main(): Promise<void> {
     const options: Record<string, number> = {};
     for (const pair of spec.split(',')) {
       const [name, value] = pair.split('=');
-      if (!['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs'].includes(name) || !(Number(value) >= 0)) {
+      if (!['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs', 'traceEvents'].includes(name) || !(Number(value) >= 0)) {
         throw new Error(`--variant: not a scheduler setting: ${pair}\n${usage}`);
       }
       options[name] = Number(value);
