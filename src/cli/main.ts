@@ -244,6 +244,13 @@ async function demoCommand(options: DemoOptions): Promise<void> {
   process.exitCode = failures.length > 0 ? 1 : 0;
 }
 
+// Output piped into a reader that stops early (`gpunix top | head`) is not an error of gpunix:
+// end quietly, as Unix tools do, instead of dying on an unhandled EPIPE.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
+
 function buildProgram(): Command {
   const program = new Command('gpunix')
     .description('gpunix: an operating system for GPUs, on WebGPU')
