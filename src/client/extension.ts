@@ -5,6 +5,7 @@
 // own ids (BindRestored), so finding them is synchronous, as embedded.
 
 import type { Channel } from './channel.js';
+import { RestoredIndex } from '../restoredIndex.js';
 import type { RemoteBuffer, RemoteComputePipeline, RemoteDevice, RemoteShaderModule } from './remote.js';
 
 /** What RequestDevice's result lists for a restored image (docs/protocol.md, BindRestored). */
@@ -20,26 +21,19 @@ export interface RestoredObjects {
   shaderModules: RemoteShaderModule[];
 }
 
-export class RemoteGpunixExtension {
-  /** True on a device that received a restored process image. */
-  restored = false;
-  private readonly buffers = new Map<string, RemoteBuffer>();
-  private readonly pipelines = new Map<string, RemoteComputePipeline>();
-  private readonly modules = new Map<string, RemoteShaderModule>();
-
+export class RemoteGpunixExtension extends RestoredIndex<RemoteBuffer, RemoteComputePipeline, RemoteShaderModule> {
   constructor(
     private readonly channel: Channel,
     private readonly device: RemoteDevice,
     /** Makes the proxy of a buffer the daemon will create under `id`. */
     private readonly bufferProxy: (id: number, size: number, usage: number, label: string) => RemoteBuffer,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Records the restored objects under their labels (the daemon lists each label once). */
   adopt(objects: RestoredObjects): void {
-    this.restored = true;
-    for (const b of objects.buffers) this.buffers.set(b.label, b);
-    for (const p of objects.pipelines) this.pipelines.set(p.label, p);
-    for (const m of objects.shaderModules) this.modules.set(m.label, m);
+    this.index(objects.buffers, objects.pipelines, objects.shaderModules);
   }
 
   /**
@@ -52,26 +46,6 @@ export class RemoteGpunixExtension {
     this.channel.post('AttachShared', { device: this.device.id, id, name: String(name), size: Number(size) });
     const usage = GPUBufferUsageFlags.STORAGE | GPUBufferUsageFlags.COPY_SRC | GPUBufferUsageFlags.COPY_DST;
     return this.bufferProxy(id, Number(size), usage, '') as unknown as GPUBuffer;
-  }
-
-  /** The restored buffer with this label, or null. */
-  findBuffer(label: string): GPUBuffer | null {
-    return (this.buffers.get(label) as unknown as GPUBuffer) ?? null;
-  }
-
-  /** The restored compute pipeline with this label, or null. */
-  findPipeline(label: string): GPUComputePipeline | null {
-    return (this.pipelines.get(label) as unknown as GPUComputePipeline) ?? null;
-  }
-
-  /** The restored shader module with this label, or null. */
-  findShaderModule(label: string): GPUShaderModule | null {
-    return (this.modules.get(label) as unknown as GPUShaderModule) ?? null;
-  }
-
-  /** Labels of everything restored, for programs that look around. */
-  labels(): { buffers: string[]; pipelines: string[]; shaderModules: string[] } {
-    return { buffers: [...this.buffers.keys()], pipelines: [...this.pipelines.keys()], shaderModules: [...this.modules.keys()] };
   }
 }
 
