@@ -69,3 +69,26 @@ export function unsupported(method: string): GpunixError {
       `pipelines come later`,
   );
 }
+
+/**
+ * The WebGPU methods outside the compute subset, by interface. The embedded virtual objects
+ * (src/vgpu) and the remote ones (src/client) refuse them alike: one list for both.
+ */
+export const UNSUPPORTED_METHODS = {
+  GPUDevice: ['createTexture', 'createSampler', 'importExternalTexture', 'createRenderPipeline', 'createRenderPipelineAsync', 'createRenderBundleEncoder'],
+  GPUQueue: ['writeTexture', 'copyExternalImageToTexture'],
+  GPUCommandEncoder: ['beginRenderPass', 'copyBufferToTexture', 'copyTextureToBuffer', 'copyTextureToTexture'],
+} as const;
+
+/** Gives `target`'s prototype the unsupported methods of `iface`: each throws (an *Async one rejects) GPUNIX_E_UNSUPPORTED. */
+export function refuseUnsupported(target: { prototype: object }, iface: keyof typeof UNSUPPORTED_METHODS): void {
+  for (const name of UNSUPPORTED_METHODS[iface]) {
+    const method = `${iface}.${name}`;
+    const value = name.endsWith('Async')
+      ? () => Promise.reject(unsupported(method))
+      : () => {
+          throw unsupported(method);
+        };
+    Object.defineProperty(target.prototype, name, { value, writable: true, configurable: true });
+  }
+}

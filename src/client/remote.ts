@@ -6,7 +6,7 @@
 // verdict, through WebGPU's channels: error scopes, uncapturederror events, rejected promises.
 // Command encoders record locally and travel whole at finish() (src/protocol/commands.ts).
 
-import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
+import { ErrorCodes, GpunixError, refuseUnsupported } from '../errors.js';
 import type { Message } from '../protocol/messages.js';
 import { Command, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import type { Channel } from './channel.js';
@@ -349,24 +349,6 @@ export class RemoteDevice extends EventTarget {
     return new RemoteCommandEncoder(this, descriptor);
   }
 
-  createTexture(): never {
-    throw unsupported('GPUDevice.createTexture');
-  }
-  createSampler(): never {
-    throw unsupported('GPUDevice.createSampler');
-  }
-  importExternalTexture(): never {
-    throw unsupported('GPUDevice.importExternalTexture');
-  }
-  createRenderPipeline(): never {
-    throw unsupported('GPUDevice.createRenderPipeline');
-  }
-  createRenderPipelineAsync(): Promise<never> {
-    return Promise.reject(unsupported('GPUDevice.createRenderPipelineAsync'));
-  }
-  createRenderBundleEncoder(): never {
-    throw unsupported('GPUDevice.createRenderBundleEncoder');
-  }
 }
 
 // ---- queue --------------------------------------------------------------------------------------
@@ -402,12 +384,6 @@ export class RemoteQueue extends RemoteObject {
     return undefined;
   }
 
-  writeTexture(): never {
-    throw unsupported('GPUQueue.writeTexture');
-  }
-  copyExternalImageToTexture(): never {
-    throw unsupported('GPUQueue.copyExternalImageToTexture');
-  }
 }
 
 // ---- buffer -------------------------------------------------------------------------------------
@@ -687,19 +663,6 @@ export class RemoteCommandEncoder {
     this.record('encoder', 'insertDebugMarker', [String(markerLabel)]);
   }
 
-  beginRenderPass(): never {
-    throw unsupported('GPUCommandEncoder.beginRenderPass');
-  }
-  copyBufferToTexture(): never {
-    throw unsupported('GPUCommandEncoder.copyBufferToTexture');
-  }
-  copyTextureToBuffer(): never {
-    throw unsupported('GPUCommandEncoder.copyTextureToBuffer');
-  }
-  copyTextureToTexture(): never {
-    throw unsupported('GPUCommandEncoder.copyTextureToTexture');
-  }
-
   finish(descriptor?: GPUCommandBufferDescriptor): RemoteCommandBuffer {
     const channel = this.device.channel;
     const finishDescriptor = toWire(descriptor ?? {}, channel, 'finish');
@@ -802,3 +765,7 @@ export function loseAll(channel: Channel, message: string): void {
 }
 
 export { GpunixError, ErrorCodes };
+
+refuseUnsupported(RemoteDevice, 'GPUDevice');
+refuseUnsupported(RemoteQueue, 'GPUQueue');
+refuseUnsupported(RemoteCommandEncoder, 'GPUCommandEncoder');

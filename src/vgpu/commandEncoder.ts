@@ -2,7 +2,7 @@
 // the same step, replayed into a real encoder so that Dawn checks it: finish() then reports
 // exactly the validation errors bare WebGPU would, in the scope that was current at finish().
 
-import { unsupported } from '../errors.js';
+import { refuseUnsupported } from '../errors.js';
 import { PassCommand, PassOp, RecordedCommand, EncoderOp, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
 import { VirtualBuffer } from './buffer.js';
 import type { VirtualDevice } from './device.js';
@@ -130,19 +130,6 @@ export class VirtualCommandEncoder {
     (this.real as unknown as { writeTimestamp(q: unknown, i: number): void }).writeTimestamp(unwrap(querySet), index);
   }
 
-  beginRenderPass(): never {
-    throw unsupported('GPUCommandEncoder.beginRenderPass');
-  }
-  copyBufferToTexture(): never {
-    throw unsupported('GPUCommandEncoder.copyBufferToTexture');
-  }
-  copyTextureToBuffer(): never {
-    throw unsupported('GPUCommandEncoder.copyTextureToBuffer');
-  }
-  copyTextureToTexture(): never {
-    throw unsupported('GPUCommandEncoder.copyTextureToTexture');
-  }
-
   finish(descriptor?: GPUCommandBufferDescriptor): VirtualCommandBuffer {
     this.finished = true;
     const { value, valid, clean } = this.device.callChecked(() => this.real.finish(descriptor));
@@ -158,3 +145,5 @@ export class VirtualCommandEncoder {
     );
   }
 }
+
+refuseUnsupported(VirtualCommandEncoder, 'GPUCommandEncoder');

@@ -6,7 +6,7 @@ import type { Captured, PhysicalDevice } from '../device/physicalDevice.js';
 import type { Dispatcher } from '../kernel/dispatch.js';
 import type { ResourceKind } from '../kernel/ledger.js';
 import type { Proc } from '../kernel/proc.js';
-import { ErrorCodes, GpunixError, unsupported } from '../errors.js';
+import { ErrorCodes, GpunixError, refuseUnsupported } from '../errors.js';
 import type { ImageBindGroup, ImageCommand, ImagePassCommand, ImagePipeline, ImageQuerySet, ProcessImage, QueuedWork } from '../kernel/image.js';
 import type { WorkItem } from '../kernel/dispatch.js';
 import type { PassCommand, RecordedCommand, VirtualCommandBuffer } from './commandBuffer.js';
@@ -365,25 +365,6 @@ export class VirtualDevice extends EventTarget {
     // Each query is an 8-byte result slot on the device.
     querySet.ledgerToken = this.track(querySet, 'querySet', real.count * 8, destroyer(real));
     return querySet;
-  }
-
-  createTexture(): never {
-    throw unsupported('GPUDevice.createTexture');
-  }
-  createSampler(): never {
-    throw unsupported('GPUDevice.createSampler');
-  }
-  importExternalTexture(): never {
-    throw unsupported('GPUDevice.importExternalTexture');
-  }
-  createRenderPipeline(): never {
-    throw unsupported('GPUDevice.createRenderPipeline');
-  }
-  createRenderPipelineAsync(): Promise<never> {
-    return Promise.reject(unsupported('GPUDevice.createRenderPipelineAsync'));
-  }
-  createRenderBundleEncoder(): never {
-    throw unsupported('GPUDevice.createRenderBundleEncoder');
   }
 
   // ---- migration ------------------------------------------------------------------------------
@@ -827,3 +808,5 @@ export class VirtualDevice extends EventTarget {
     this.resolveLost({ reason, message });
   }
 }
+
+refuseUnsupported(VirtualDevice, 'GPUDevice');

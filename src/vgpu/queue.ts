@@ -2,7 +2,7 @@
 // completion waits become work items for the device's dispatcher, which runs them in the program's
 // order and times them. Errors still reach the scope that was current at the call.
 
-import { unsupported } from '../errors.js';
+import { refuseUnsupported } from '../errors.js';
 import { VirtualCommandBuffer } from './commandBuffer.js';
 import type { VirtualDevice } from './device.js';
 import { unwrap } from './object.js';
@@ -131,10 +131,6 @@ export class VirtualQueue {
     });
   }
 
-  writeTexture(): never {
-    throw unsupported('GPUQueue.writeTexture');
-  }
-  copyExternalImageToTexture(): never {
-    throw unsupported('GPUQueue.copyExternalImageToTexture');
-  }
 }
+
+refuseUnsupported(VirtualQueue, 'GPUQueue');
