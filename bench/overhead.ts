@@ -13,7 +13,7 @@
 import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
 import { createKernel } from '../src/index.js';
-import { compareSides, Comparison, OVERHEAD_WORKLOADS as WORKLOADS, printComparison, Sample, uncaptured, Workload, parseComparisonArgs } from './workloads.js';
+import { compareSides, Comparison, failIfUncaptured, OVERHEAD_WORKLOADS as WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -34,24 +34,11 @@ async function main(): Promise<void> {
   const bareAdapter = await bare.requestAdapter();
   if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
   const kernel = await createKernel();
-  const runs = { bare: 0, gpunix: 0 };
-
-  const checked = (w: Workload, sample: Sample): Sample => {
-    if (uncaptured.length > 0) throw new Error(`${w.name} raised WebGPU errors: ${uncaptured.join('; ')}`);
-    return sample;
-  };
   const onBare = async (w: Workload): Promise<Sample> => {
     collectGarbage();
-    return checked(w, await w.run(bare, scale));
-  };
-  const onGpunix = async (w: Workload): Promise<Sample> => {
-    const proc = await kernel.spawn({ name: `bench-${w.name}-${++runs.gpunix}` });
-    collectGarbage();
-    try {
-      return checked(w, await w.run(proc.gpu, scale));
-    } finally {
-      await proc.exit();
-    }
+    const sample = await w.run(bare, scale);
+    failIfUncaptured(w.name);
+    return sample;
   };
 
   // Other programs on the machine make both sides noisy: measure how much CPU they took meanwhile.
@@ -60,7 +47,7 @@ async function main(): Promise<void> {
   try {
     comparisons = await compareSides(workloads, [
       { name: 'bare', run: onBare },
-      { name: 'gpunix', run: onGpunix },
+      processSide('gpunix', scale, (name) => kernel.spawn({ name })),
     ], reps);
   } finally {
     await kernel.shutdown();

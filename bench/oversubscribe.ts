@@ -35,6 +35,7 @@ import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, cpuModel, machine, measureContention, runBenchmark } from './machine.js';
 import { createKernel, Kernel } from '../src/index.js';
+import { failIfUncaptured, openDevice } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -76,19 +77,6 @@ interface WorkloadConfig {
 /** Bytes of buffers the workload holds while it runs: every data buffer and every step uniform. */
 function workingSet(c: WorkloadConfig): number {
   return c.procs * (c.buffers * c.bytes + 4);
-}
-
-/** WebGPU errors no scope caught during a run: any one makes the benchmark fail. */
-const uncaptured: string[] = [];
-
-async function openDevice(gpu: GPU): Promise<GPUDevice> {
-  const adapter = await gpu.requestAdapter();
-  if (!adapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
-  const device = await adapter.requestDevice();
-  device.addEventListener('uncapturederror', (event) => {
-    uncaptured.push((event as GPUUncapturedErrorEvent).error.message);
-  });
-  return device;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -539,10 +527,6 @@ async function idleSwap(kernel: Kernel, c: WorkloadConfig, rounds: number, tag: 
   } finally {
     await proc.exit();
   }
-}
-
-function failIfUncaptured(what: string): void {
-  if (uncaptured.length > 0) throw new Error(`${what} raised WebGPU errors: ${uncaptured.join('; ')}`);
 }
 
 async function main(): Promise<void> {

@@ -13,9 +13,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create, globals } from 'webgpu';
-import { collectGarbage, machine, measureContention, runBenchmark } from './machine.js';
+import { machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
-import { bandwidthWorkload, compareSides, Comparison, dispatchWorkload, MiB, printComparison, roundTripWorkload, Sample, uncaptured, Workload, parseComparisonArgs } from './workloads.js';
+import { bandwidthWorkload, compareSides, Comparison, dispatchWorkload, MiB, parseComparisonArgs, printComparison, processSide, roundTripWorkload, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -71,37 +71,12 @@ async function main(): Promise<void> {
   const token = randomBytes(32).toString('hex');
   const daemon = await startDaemon(dir, token);
   const kernel = await createKernel();
-  let runs = 0;
-
-  const checked = (w: Workload, sample: Sample): Sample => {
-    if (uncaptured.length > 0) throw new Error(`${w.name} raised WebGPU errors: ${uncaptured.join('; ')}`);
-    return sample;
-  };
-  const onEmbedded = async (w: Workload): Promise<Sample> => {
-    const proc = await kernel.spawn({ name: `bench-${w.name}-${++runs}` });
-    collectGarbage();
-    try {
-      return checked(w, await w.run(proc.gpu, scale));
-    } finally {
-      await proc.exit();
-    }
-  };
-  const onDaemon = async (w: Workload): Promise<Sample> => {
-    const proc = await connect({ socket: daemon.socket, token, name: `bench-${w.name}-${++runs}` });
-    collectGarbage();
-    try {
-      return checked(w, await w.run(proc.gpu, scale));
-    } finally {
-      await proc.exit();
-    }
-  };
-
   const stopContention = measureContention();
   let comparisons: Comparison[];
   try {
     comparisons = await compareSides(workloads, [
-      { name: 'embedded', run: onEmbedded },
-      { name: 'daemon', run: onDaemon },
+      processSide('embedded', scale, (name) => kernel.spawn({ name })),
+      processSide('daemon', scale, (name) => connect({ socket: daemon.socket, token, name })),
     ], reps);
   } finally {
     await kernel.shutdown();

@@ -3,6 +3,7 @@
 // process of the daemon over the wire.
 
 import { parseArgs } from 'node:util';
+import { collectGarbage } from './machine.js';
 
 export const MiB = 1024 * 1024;
 
@@ -24,7 +25,8 @@ export interface Workload {
 /** WebGPU errors no scope caught during a workload: any one makes the benchmark fail. */
 export const uncaptured: string[] = [];
 
-async function openDevice(gpu: GPU): Promise<GPUDevice> {
+/** A fresh device from `gpu` whose uncaptured errors are collected in `uncaptured`. */
+export async function openDevice(gpu: GPU): Promise<GPUDevice> {
   const adapter = await gpu.requestAdapter();
   if (!adapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
   const device = await adapter.requestDevice();
@@ -283,4 +285,37 @@ export function parseComparisonArgs(usage: string, all: Workload[], defaultReps:
   const workloads = only ? all.filter((w) => only.includes(w.name)) : all;
   if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
   return { reps, scale, workloads };
+}
+
+/** Throws if any WebGPU error went uncaught so far: a benchmark's results are void then. */
+export function failIfUncaptured(what: string): void {
+  if (uncaptured.length > 0) throw new Error(`${what} raised WebGPU errors: ${uncaptured.join('; ')}`);
+}
+
+/** Something that runs a program's GPU work as one process: an embedded one or one of the daemon. */
+export interface BenchProcess {
+  readonly gpu: GPU;
+  exit(): Promise<unknown>;
+}
+
+/**
+ * A side whose every sample runs in a fresh process from `spawn` (called with a process name),
+ * with a full GC first; the process exits after the sample, whatever happened.
+ */
+export function processSide(name: string, scale: number, spawn: (processName: string) => Promise<BenchProcess>): Side {
+  let runs = 0;
+  return {
+    name,
+    async run(w) {
+      const proc = await spawn(`bench-${w.name}-${++runs}`);
+      collectGarbage();
+      try {
+        const sample = await w.run(proc.gpu, scale);
+        failIfUncaptured(w.name);
+        return sample;
+      } finally {
+        await proc.exit();
+      }
+    },
+  };
 }
