@@ -4,25 +4,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
+import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
 import './helpers.js';
 
-/** A loop-heavy kernel: about 20 µs per workgroup on lavapipe at ITER = 1000. */
-const BUSY_WGSL = `
-@group(0) @binding(0) var<storage, read_write> out: array<u32>;
-override ITER: u32 = 1000u;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3u) {
-  var acc = g.x;
-  for (var i = 0u; i < ITER; i++) { acc = acc * 1664525u + 1013904223u; }
-  out[g.x] = acc;
-}`;
-
-/** The value BUSY_WGSL leaves at index x. */
-function expectedBusy(x: number, iterations: number): number {
-  let acc = x >>> 0;
-  for (let i = 0; i < iterations; i++) acc = (Math.imul(acc, 1664525) + 1013904223) >>> 0;
-  return acc;
-}
+// BUSY_WGSL (about 20 µs per workgroup on lavapipe at ITER = 1000) and its oracle are the
+// kernel's own, the ones `gpunix caps` measures with.
 
 interface Busy {
   device: GPUDevice;
