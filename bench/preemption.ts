@@ -4,6 +4,8 @@
 //   a   bare Dawn, each client on its own device (two devices on one adapter): what two separate
 //       programs get on this GPU today; the driver interleaves their queues as it likes
 //   a1  bare Dawn, both clients on one device: one FIFO queue, no priorities (the worst case)
+//   ap  a with the Dawn event polling gpunix's kernel installs (src/device/eventPump.ts): how much
+//       of a's picture is dawn.node's polling rather than the device
 //   b   gpunix, atomize: false: strict priority between processes, but a batch dispatch runs whole
 //   c   gpunix, atomization on: batch dispatches run as atoms the realtime process can overtake
 //
@@ -12,15 +14,18 @@
 // also runs the realtime client alone (its solo latency) and the batch client alone. Windows are
 // interleaved over `--rounds` rounds, the order rotating, so drift hits every configuration alike;
 // latencies are pooled over the rounds. batch_throughput_ratio = batch dispatches/s under
-// contention / batch alone on bare Dawn. The clients and loops are src/kernel/capabilities.ts's
+// contention / batch alone on bare Dawn as shipped (its polling spin and all);
+// batch_ratio_vs_paced_bare divides by ap's batch alone instead (the same polling as gpunix).
+// Bare configurations run with the kernel's event pump bypassed (bypassEventPump), so they see
+// dawn.node exactly as a program without gpunix does. The clients and loops are src/kernel/capabilities.ts's
 // (the same `gpunix caps` measures with).
 //
 // Output: one JSON object on stdout, a table on stderr. See docs/benchmarks.md.
 //
 //   node dist/bench/preemption.js [--rounds N] [--duration MS] [--solo MS] [--interval MS] [--depth N]
 //        [--target-slice MS] [--max-in-flight N] [--batch-workgroups N] [--iterations N] [--trace FILE]
-//        [--dawn-poll immediate|timer] [--uncontended-slice MS] [--uncontended-max-in-flight N]
-//        [--contention-window MS] [--configs a,a1,b,c]
+//        [--dawn-poll-interval US] [--uncontended-slice MS] [--uncontended-max-in-flight N]
+//        [--contention-window MS] [--configs a,a1,ap,b,c]
 
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -28,7 +33,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
-import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
+import { bypassEventPump, createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import {
   batchAlone,
   BATCH_SHAPE,
@@ -50,21 +55,6 @@ import {
 
 Object.assign(globalThis, globals);
 
-/**
- * `--dawn-poll timer` (an experiment, off by default): dawn.node resolves its promises by calling
- * setImmediate with a fresh native function for as long as any GPU work is pending
- * (src/dawn/node/binding/AsyncRunner.cpp): on a CPU device that spin takes most of a core from the
- * device and its garbage costs 10-20% of wall time in GC pauses. This moves those polls to a 0 ms
- * timer (about 1 ms apart) for the whole process, bare Dawn and gpunix alike.
- */
-function pollDawnByTimer(): void {
-  const immediate = globalThis.setImmediate;
-  const isDawnPoll = (fn: unknown): boolean =>
-    typeof fn === 'function' && fn.name === '' && Function.prototype.toString.call(fn).includes('[native code]');
-  globalThis.setImmediate = ((fn: (...args: unknown[]) => void, ...args: unknown[]) =>
-    isDawnPoll(fn) ? setTimeout(fn, 0) : immediate(fn, ...args)) as unknown as typeof setImmediate;
-}
-
 const usage = `usage: node dist/bench/preemption.js [options]
   --rounds N           interleaved rounds; latencies are pooled over them (default 3)
   --duration MS        each contention window (default 2000)
@@ -74,16 +64,17 @@ const usage = `usage: node dist/bench/preemption.js [options]
   --target-slice MS    gpunix (c): targetSliceMs (default: the kernel's, 1)
   --max-in-flight N    gpunix (b, c): maxInFlight (default: the kernel's, 2)
   --batch-workgroups N batch kernel's workgroups (default ${BATCH_SHAPE.workgroups}, scaled up on a device
-                       where it takes under ${BATCH_TARGET_MS / 2} ms)
+                       where it takes under ${BATCH_TARGET_MS * 0.8} ms)
   --iterations N       loop trips per invocation of both kernels (default ${BATCH_SHAPE.iterations}, likewise)
   --uncontended-slice MS, --uncontended-max-in-flight N, --contention-window MS
                        gpunix (c): the scheduler's uncontended bounds (default: the kernel's, 4 x slice, 4, 100)
-  --configs LIST       which of a,a1,b,c to run (default all; a always runs: it is the baseline)
+  --configs LIST       which of a,a1,ap,b,c to run (default all; a always runs: it is the baseline)
   --variant SETTINGS   another atomized gpunix configuration in the same run, interleaved with the
                        others, e.g. targetSliceMs=2,maxInFlight=3 (kernel options; repeatable)
   --trace FILE         write (c)'s atom timeline (Chrome trace JSON, for Perfetto) to FILE
-  --dawn-poll MODE     immediate (default: dawn.node as it is) or timer (experiment: Dawn's
-                       event polls on a 0 ms timer instead of a setImmediate spin, for all configs)
+  --dawn-poll-interval US
+                       gpunix kernels' dawnPollIntervalUs (default: the kernel's, 100; 0 = dawn.node's
+                       own polling, as bare Dawn)
 JSON goes to stdout, the table and progress to stderr.`;
 
 
@@ -91,8 +82,10 @@ JSON goes to stdout, the table and progress to stderr.`;
 
 /** One configuration's clients and what they measured over the rounds. */
 interface Config {
-  /** a, a1, b, c, or `c:<settings>` for a --variant. */
+  /** a, a1, ap, b, c, or `c:<settings>` for a --variant. */
   key: string;
+  /** Whether Dawn's polls go through the kernel's event pump during this configuration's windows (bare a and a1: no). */
+  pumped: boolean;
   name: string;
   realtime: BusyClient;
   batch: BusyClient;
@@ -131,11 +124,11 @@ async function main(): Promise<void> {
       'batch-workgroups': { type: 'string' },
       iterations: { type: 'string' },
       trace: { type: 'string' },
-      'dawn-poll': { type: 'string', default: 'immediate' },
+      'dawn-poll-interval': { type: 'string' },
       'uncontended-slice': { type: 'string' },
       'uncontended-max-in-flight': { type: 'string' },
       'contention-window': { type: 'string' },
-      configs: { type: 'string', default: 'a,a1,b,c' },
+      configs: { type: 'string', default: 'a,a1,ap,b,c' },
       variant: { type: 'string', multiple: true, default: [] },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -158,13 +151,13 @@ async function main(): Promise<void> {
   const contentionWindowMs = contentionWindowText === undefined ? undefined : Number(contentionWindowText);
   if (contentionWindowMs !== undefined && !(contentionWindowMs >= 0)) throw new Error(`--contention-window must be a non-negative number\n${usage}`);
   const wanted = new Set(['a', ...values.configs.split(',').map((k) => k.trim())]);
-  for (const k of wanted) if (!['a', 'a1', 'b', 'c'].includes(k)) throw new Error(`--configs: unknown configuration ${k}\n${usage}`);
+  for (const k of wanted) if (!['a', 'a1', 'ap', 'b', 'c'].includes(k)) throw new Error(`--configs: unknown configuration ${k}\n${usage}`);
   const iterations = positive('iterations', values.iterations, true) ?? BATCH_SHAPE.iterations;
   const workgroups = positive('batch-workgroups', values['batch-workgroups'], true) ?? BATCH_SHAPE.workgroups;
   const realtimeShape: KernelShape = { ...REALTIME_SHAPE, iterations };
-  const dawnPoll = values['dawn-poll'];
-  if (dawnPoll !== 'immediate' && dawnPoll !== 'timer') throw new Error(`--dawn-poll must be immediate or timer\n${usage}`);
-  if (dawnPoll === 'timer') pollDawnByTimer();
+  const pollText = values['dawn-poll-interval'];
+  const dawnPollIntervalUs = pollText === undefined ? undefined : Number(pollText);
+  if (dawnPollIntervalUs !== undefined && !(dawnPollIntervalUs >= 0)) throw new Error(`--dawn-poll-interval must be a non-negative number\n${usage}`);
 
   const log = (text: string): void => {
     process.stderr.write(text);
@@ -172,17 +165,20 @@ async function main(): Promise<void> {
   const bare = create([]);
   const bareAdapter = await bare.requestAdapter();
   if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
+  const whole = await createKernel({ atomize: false, maxInFlight, dawnPollIntervalUs });
+  const atomized = await createKernel({ targetSliceMs, maxInFlight, uncontendedSliceMs, uncontendedMaxInFlight, contentionWindowMs, dawnPollIntervalUs });
   // Sized by the flags, or else long enough on this device (a fast GPU needs a far bigger grid).
+  // Calibrated with the kernels' polling, where the device runs fastest (on a CPU device, dawn.node's
+  // spin takes a core from it), so that the batch kernel is long enough in every configuration.
   const sized = values['batch-workgroups'] !== undefined || values.iterations !== undefined;
   const batchShape: KernelShape = sized ? { workgroups, iterations } : await calibrateBatchShape(bare, { workgroups, iterations });
-  const whole = await createKernel({ atomize: false, maxInFlight });
-  const atomized = await createKernel({ targetSliceMs, maxInFlight, uncontendedSliceMs, uncontendedMaxInFlight, contentionWindowMs });
 
   const config = (key: Config['key'], name: string, realtime: BusyClient, batch: BusyClient, extra: Partial<Config> = {}): Config => ({
     key,
     name,
     realtime,
     batch,
+    pumped: false,
     ownBaseline: true,
     solo: [],
     alone: [],
@@ -200,12 +196,14 @@ async function main(): Promise<void> {
     return config(key, name, await BusyClient.open(realtimeProc.gpu, realtimeShape, `${key}-realtime`), await BusyClient.open(batchProc.gpu, batchShape, `${key}-batch`), {
       kernel,
       batchProc,
+      pumped: true,
     });
   };
   const bareRealtime = await BusyClient.open(bare, realtimeShape, 'a-realtime');
   const bareBatch = await BusyClient.open(bare, batchShape, 'a-batch');
   const configs: Config[] = [config('a', 'bare Dawn, two devices', bareRealtime, bareBatch)];
   if (wanted.has('a1')) configs.push(config('a1', 'bare Dawn, one shared device', BusyClient.on(bareBatch.device, realtimeShape, 'a1-realtime'), bareBatch, { ownBaseline: false }));
+  if (wanted.has('ap')) configs.push(config('ap', "bare Dawn, two devices, gpunix's polling", bareRealtime, bareBatch, { pumped: true }));
   if (wanted.has('b')) configs.push(await gpunixConfig('b', 'gpunix, atomize off', whole));
   if (wanted.has('c')) configs.push(await gpunixConfig('c', 'gpunix, atomized', atomized));
   const variantKernels: Kernel[] = [];
@@ -223,13 +221,14 @@ async function main(): Promise<void> {
     configs.push(await gpunixConfig(`c:${spec}`, `gpunix, atomized, ${spec}`, kernel));
   }
 
-  // The realtime and batch kernels' lengths, each alone on an idle bare device.
+  // The realtime and batch kernels' lengths, each alone on an idle bare device (polled as gpunix polls).
   const bareBatchMs: number[] = [];
   for (let i = 0; i < 6; i++) bareBatchMs.push(await bareBatch.timedSubmit());
   bareBatchMs.shift();
   const bareRealtimeMs = await realtimeLatencies(bareRealtime, 300, 1);
   // Warm-up of every configuration: pipelines compiled, (c)'s cost model has learned the batch kernel.
   for (const c of configs) {
+    bypassEventPump(!c.pumped);
     await realtimeLatencies(c.realtime, 50, 1);
     if (c.ownBaseline) await batchAlone(c.batch, depth, 300);
   }
@@ -242,6 +241,7 @@ async function main(): Promise<void> {
   });
   gcObserver.observe({ entryTypes: ['gc'] });
 
+  bypassEventPump(false);
   const stopContention = measureContention();
   try {
     for (let round = 0; round < rounds; round++) {
@@ -250,6 +250,7 @@ async function main(): Promise<void> {
       const order = configs.map((_, i) => configs[(i + round) % configs.length]);
       for (const c of order) {
         log(` ${c.key}`);
+        bypassEventPump(!c.pumped);
         if (c.ownBaseline) {
           collectGarbage();
           c.solo.push(...(await realtimeSamples(c.realtime, soloMs, intervalMs)));
@@ -272,6 +273,7 @@ async function main(): Promise<void> {
       }
       log('\n');
     }
+    bypassEventPump(false);
     for (const c of configs) {
       await c.realtime.verify();
       await c.batch.verify();
@@ -295,6 +297,8 @@ async function main(): Promise<void> {
   const a = configs[0];
   const bareSoloP99 = percentile(ms(a.solo), 0.99);
   const bareAlone = rate(pooled(a.alone));
+  const ap = configs.find((c) => c.key === 'ap');
+  const pacedBareAlone = ap ? rate(pooled(ap.alone)) : NaN;
   const results: Record<string, unknown> = {};
   for (const c of configs) {
     const solo = ms(c.ownBaseline ? c.solo : a.solo);
@@ -321,6 +325,8 @@ async function main(): Promise<void> {
       realtime_p99_without_gc_ms: percentile(ms(clear), 0.99),
       batch_dispatches_per_s: rate(pooled(c.batchContended)),
       batch_throughput_ratio: rate(pooled(c.batchContended)) / bareAlone,
+      /** Over bare Dawn alone with the same polling as gpunix (ap): what atomization itself costs. */
+      batch_ratio_vs_paced_bare: rate(pooled(c.batchContended)) / pacedBareAlone,
       batch_alone_dispatches_per_s: c.ownBaseline ? rate(pooled(c.alone)) : bareAlone,
       /** The batch client alone on this configuration over alone on bare Dawn (gpunix: the scheduler's cost with nobody to preempt for). */
       batch_alone_ratio: (c.ownBaseline ? rate(pooled(c.alone)) : bareAlone) / bareAlone,
@@ -340,7 +346,7 @@ async function main(): Promise<void> {
       solo_ms: soloMs,
       interval_ms: intervalMs,
       depth,
-      dawn_poll: dawnPoll,
+      dawn_poll_interval_us: atomized.options.dawnPollIntervalUs,
       target_slice_ms: atomized.options.scheduler.targetSliceNs / 1e6,
       max_in_flight: atomized.options.scheduler.maxInFlight,
       uncontended_slice_ms: atomized.options.scheduler.uncontendedSliceNs / 1e6,
@@ -355,10 +361,15 @@ async function main(): Promise<void> {
       batch_ms: batchKernelMs,
       length_ratio: batchKernelMs / realtimeKernelMs,
     },
-    baseline: { solo_p50_ms: percentile(ms(a.solo), 0.5), solo_p99_ms: bareSoloP99, batch_alone_dispatches_per_s: bareAlone },
+    baseline: {
+      solo_p50_ms: percentile(ms(a.solo), 0.5),
+      solo_p99_ms: bareSoloP99,
+      batch_alone_dispatches_per_s: bareAlone,
+      paced_batch_alone_dispatches_per_s: pacedBareAlone,
+    },
     /** CPU time other programs used during the run (null where unknown): above a few seconds, rerun. */
     contention: { wallSeconds, otherCpuSeconds },
-    /** This process's GC pauses over the whole run (dawn.node allocates heavily while GPU work is pending). */
+    /** This process's GC pauses over the whole run (dawn.node's own polling allocates heavily while GPU work is pending). */
     gc: {
       pauses: gcPauses.length,
       total_ms: gcPauses.reduce((sum, [start, end]) => sum + end - start, 0),
@@ -376,7 +387,7 @@ async function main(): Promise<void> {
 
   const fmt = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
   const rows = [
-    ['config', 'rt p50 ms', 'rt p99 ms', 'solo p99 ms', 'p99/solo', 'batch ratio', 'alone ratio', 'atoms', 'preemptions', 'GC ms/s', 'p99 w/o GC'],
+    ['config', 'rt p50 ms', 'rt p99 ms', 'solo p99 ms', 'p99/solo', 'batch ratio', 'vs ap', 'alone ratio', 'atoms', 'preemptions', 'GC ms/s', 'p99 w/o GC'],
     ...configs.map((c) => {
       const x = r(c.key);
       return [
@@ -386,6 +397,7 @@ async function main(): Promise<void> {
         fmt(x.solo_p99_ms),
         fmt(x.p99_over_solo, 1),
         fmt(x.batch_throughput_ratio),
+        fmt(x.batch_ratio_vs_paced_bare),
         fmt(x.batch_alone_ratio),
         x.atoms === undefined ? '-' : String(x.atoms),
         x.preemptions === undefined ? '-' : String(x.preemptions),
@@ -395,10 +407,10 @@ async function main(): Promise<void> {
     }),
   ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  log(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${availableParallelism()} CPUs, ${rounds} rounds, Dawn polled by ${dawnPoll}\n`);
+  log(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${availableParallelism()} CPUs, ${rounds} rounds, gpunix polls Dawn every ${report.params.dawn_poll_interval_us} µs at most\n`);
   log(
     `realtime kernel ${fmt(realtimeKernelMs, 3)} ms, batch kernel ${fmt(batchKernelMs, 1)} ms (${fmt(batchKernelMs / realtimeKernelMs, 0)}x); ` +
-      `bare solo p99 ${fmt(bareSoloP99)} ms; batch alone ${fmt(bareAlone, 1)} dispatches/s; (c) targetSliceMs ${report.params.target_slice_ms}, maxInFlight ${report.params.max_in_flight}, ` +
+      `bare solo p99 ${fmt(bareSoloP99)} ms; batch alone ${fmt(bareAlone, 1)} dispatches/s (ap: ${fmt(pacedBareAlone, 1)}); (c) targetSliceMs ${report.params.target_slice_ms}, maxInFlight ${report.params.max_in_flight}, ` +
       `uncontended ${report.params.uncontended_slice_ms} ms x ${report.params.uncontended_max_in_flight} after ${report.params.contention_window_ms} ms\n`,
   );
   for (const row of rows) log(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);

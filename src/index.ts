@@ -10,6 +10,8 @@ export type { PriorityClass } from './params.js';
 export { GpunixError, ErrorCodes } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export { installGlobals, runInProcess } from './vgpu/globals.js';
+export { bypassEventPump, eventPumpStats } from './device/eventPump.js';
+export type { EventPumpStats } from './device/eventPump.js';
 export { readImage, writeImage, IMAGE_FORMAT_VERSION } from './kernel/image.js';
 export type { ProcessImage, WrittenImage, QueuedWork, ImageCommandBuffer, ImageCommand, ImagePassCommand, ImageBindGroup, ImageQuerySet, ImageBuffer, ImageShader, ImagePipeline, ImageFormatVersion } from './kernel/image.js';
 export { connect, RemoteProcess } from './client/index.js';

@@ -41,6 +41,16 @@ export const DEFAULT_CONTENTION_WINDOW_MS = 100;
 export const DEFAULT_UNCONTENDED_SLICE_FACTOR = 4;
 export const DEFAULT_UNCONTENDED_MAX_IN_FLIGHT = 4;
 
+/**
+ * The least time between two of Dawn's event polls while a kernel runs (µs; see
+ * src/device/eventPump.ts). dawn.node polls on every turn of the event loop, which spins the main
+ * thread and feeds the garbage collector; 100 µs keeps completions seen within 0.1 ms of a spinning
+ * poll while the thread sleeps instead (on lavapipe: GC from ~150 to ~5 ms per second under load).
+ */
+export const DEFAULT_DAWN_POLL_INTERVAL_US = 100;
+/** Longer intervals would make every completion late by more than a typical atom. */
+export const MAX_DAWN_POLL_INTERVAL_US = 10_000;
+
 /** Workgroups in the first atom of a pipeline whose cost is still unknown (the probe). */
 export const COST_PROBE_WORKGROUPS = 4;
 

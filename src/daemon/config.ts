@@ -104,6 +104,7 @@ export const configSchema = z.strictObject({
       memoryBudget: byteCount.optional(),
       maxInFlight: z.number().int().positive().optional(),
       targetSliceMs: z.number().positive().finite().optional(),
+      dawnPollIntervalUs: z.number().nonnegative().max(10_000).optional(),
       atomize: z.boolean().optional(),
       traceEvents: z.number().int().nonnegative().optional(),
       // Checked by the kernel (0 is allowed there); its refusal is reported as kernel.<field>.

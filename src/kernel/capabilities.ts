@@ -127,7 +127,7 @@ export class BusyClient {
 
 /**
  * Scales `shape` (workgroups first, up to 65535, then iterations) until one dispatch alone takes
- * about `targetMs` on `gpu`'s device (half of it is enough), so that the batch kernel saturates a
+ * about `targetMs` on `gpu`'s device (0.8 of it is enough), so that the batch kernel saturates a
  * fast GPU as it does lavapipe; returns `shape` itself when it is long enough already.
  */
 export async function calibrateBatchShape(gpu: GPU, shape: KernelShape, targetMs = BATCH_TARGET_MS): Promise<KernelShape> {
@@ -141,7 +141,7 @@ export async function calibrateBatchShape(gpu: GPU, shape: KernelShape, targetMs
     } finally {
       client.destroy();
     }
-    if (ms >= targetMs / 2) break;
+    if (ms >= targetMs * 0.8) break;
     const factor = Math.min(64, targetMs / Math.max(ms, 0.01));
     const workgroups = Math.min(MAX_WORKGROUPS, Math.ceil(current.workgroups * factor));
     const remaining = (factor * current.workgroups) / workgroups;

@@ -2,6 +2,7 @@
 // (spawn, ps, kill, wait, stats, shutdown). Control enters here whether embedded or, later, remote.
 
 import { openDevices } from '../device/adapters.js';
+import { eventPumpStats, EventPumpStats, holdEventPump } from '../device/eventPump.js';
 import type { AdapterDescription, PhysicalDevice } from '../device/physicalDevice.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import {
@@ -10,6 +11,8 @@ import {
   DEFAULT_UNCONTENDED_MAX_IN_FLIGHT,
   DEFAULT_UNCONTENDED_SLICE_FACTOR,
   DEFAULT_TRACE_EVENTS,
+  DEFAULT_DAWN_POLL_INTERVAL_US,
+  MAX_DAWN_POLL_INTERVAL_US,
   DEFAULT_WEIGHT,
   DEFAULT_MAX_IN_FLIGHT,
   DEFAULT_MEMORY_BUDGET_BYTES,
@@ -49,6 +52,12 @@ export interface KernelOptions {
   uncontendedMaxInFlight?: number;
   /** How long after another process of the same or a higher class had work a process still counts as contended, in ms (default 100; 0 = only while the other has work). */
   contentionWindowMs?: number;
+  /**
+   * Least time between two of Dawn's event polls, in µs (default 100): the main thread sleeps
+   * between them instead of spinning as dawn.node does by itself. 0 leaves dawn.node's polling as it
+   * is. Process-wide while the kernel runs (src/device/eventPump.ts).
+   */
+  dawnPollIntervalUs?: number;
   /** Split dispatches into atoms so that other processes can run between them (default true). */
   atomize?: boolean;
   /** Fixed workgroups per atom instead of the cost model's choice (testing and experiments). */
@@ -118,6 +127,8 @@ export interface KernelStats {
   /** Swap traffic between devices and host memory so far (evictions out, restores in). */
   swap: SwapCounters;
   devices: DeviceStats[];
+  /** Dawn's event polls as the kernel paces them (process-wide). */
+  eventPump: EventPumpStats;
 }
 
 function checkPriority(priority: unknown): PriorityClass {
@@ -255,6 +266,8 @@ export class Kernel {
   private readonly segments: SharedSegments;
   private nextPid = 1;
   private down = false;
+  /** Gives back this kernel's hold on the Dawn event pump (a no-op when it holds none). */
+  private readonly releaseEventPump: () => void;
 
   constructor(
     readonly devices: readonly PhysicalDevice[],
@@ -263,6 +276,7 @@ export class Kernel {
     this.traceLog = new TraceLog(options.traceEvents);
     this.memory = new MemoryManager(options.spill);
     this.segments = new SharedSegments(this.live);
+    this.releaseEventPump = options.dawnPollIntervalUs > 0 ? holdEventPump(options.dawnPollIntervalUs) : () => {};
     for (const device of devices) {
       this.dispatchers.set(device, new Dispatcher(device, options.scheduler, this.traceLog));
       this.virtualDevices.set(device, new Set());
@@ -589,6 +603,7 @@ export class Kernel {
       liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
       bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes + d.evictedBytes, 0),
       swap: { ...this.memory.swap },
+      eventPump: eventPumpStats(),
       devices: this.devices.map((d) => ({
         id: d.id,
         description: d.adapter.description,
@@ -615,6 +630,7 @@ export class Kernel {
     }
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(null)));
     for (const device of this.devices) device.destroy();
+    this.releaseEventPump();
     await this.memory.spill.close(); // every spill file (and the default directory) removed
   }
 
@@ -640,6 +656,8 @@ export interface KernelSettings {
   atomSize: number | null;
   reencodeCommandBuffers: boolean;
   traceEvents: number;
+  /** Least µs between Dawn polls (0: dawn.node's own polling). */
+  dawnPollIntervalUs: number;
   tenants: Map<string, TenantAccount>;
   /** Host memory limit for evicted contents and the spill directory. */
   spill: SpillSettings;
@@ -682,6 +700,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   if (!Number.isInteger(traceEvents) || traceEvents < 0) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `traceEvents must be a non-negative integer, got ${String(options.traceEvents)}`);
   }
+  const dawnPollIntervalUs = options.dawnPollIntervalUs ?? DEFAULT_DAWN_POLL_INTERVAL_US;
+  if (typeof dawnPollIntervalUs !== 'number' || !(dawnPollIntervalUs >= 0 && dawnPollIntervalUs <= MAX_DAWN_POLL_INTERVAL_US)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `dawnPollIntervalUs must be a number from 0 to ${MAX_DAWN_POLL_INTERVAL_US}, got ${String(options.dawnPollIntervalUs)}`);
+  }
   if (options.devices !== undefined) positiveInteger('devices', options.devices);
   const devices = await openDevices({ count: options.devices, budgetBytes });
   return new Kernel(devices, {
@@ -696,6 +718,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     atomSize,
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
     traceEvents,
+    dawnPollIntervalUs,
     tenants,
     spill,
   });

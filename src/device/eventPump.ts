@@ -1,0 +1,108 @@
+// The kernel's pacing of Dawn's event polling.
+//
+// dawn.node resolves every GPU promise (onSubmittedWorkDone, mapAsync, popErrorScope, ...) by
+// polling its Dawn instance: while anything is pending it calls `setImmediate` on every turn of the
+// event loop with a freshly made native function that processes Dawn's events and queues itself
+// again (AsyncRunner::QueueTick in dawn's src/dawn/node/binding/AsyncRunner.cpp). A kernel that
+// keeps a device busy always has something pending, so the main thread spins (most of a core,
+// measured) and allocates ~50 MB/s of short-lived garbage; the collector then stops JavaScript for
+// 10-20 ms several times a second, and no completion can be seen during a stop. On a CPU device
+// (lavapipe) the spinning core is also taken from the device. docs/benchmarks.md has the figures.
+//
+// The pump takes those polls over for the whole Node process: it recognises Dawn's poll (an
+// anonymous native function given to setImmediate without arguments), passes every other
+// setImmediate through untouched, and runs a Dawn poll no sooner than `intervalUs` after the
+// previous one. When other JavaScript kept the loop busy for longer than that, the poll runs at
+// once; otherwise the thread sleeps the rest of the interval (Atomics.wait: no CPU, no garbage)
+// where it would have spun. A completion is seen at most one interval later than a spinning poll
+// would see it, and other events wait at most one interval.
+//
+// It is reference-counted: every kernel that asks for it holds it, the shortest interval asked for
+// wins, and the last release puts Node's own setImmediate back.
+
+export interface EventPumpStats {
+  /** Whether the pump is installed (some kernel holds it) and not bypassed. */
+  active: boolean;
+  /** The interval in force (µs; 0 when not installed). */
+  intervalUs: number;
+  /** Dawn polls the pump has run since it was first installed in this process. */
+  polls: number;
+  /** Time the main thread slept between polls instead of spinning (ms). */
+  sleptMs: number;
+}
+
+type Callback = (...args: unknown[]) => void;
+
+const nodeSetImmediate = globalThis.setImmediate;
+/** Atomics.wait needs a shared cell; nothing ever wakes it, so every wait runs to its timeout. */
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+const holders = new Map<symbol, number>();
+let intervalMs = 0;
+let bypassed = false;
+let lastPollAt = 0;
+const counters = { polls: 0, sleptMs: 0 };
+
+/** Dawn's poll: dawn.node makes it with Napi::Function::New, so it is native and has no name. */
+function isDawnPoll(callback: unknown, argumentCount: number): callback is Callback {
+  return (
+    argumentCount === 0 &&
+    typeof callback === 'function' &&
+    callback.name === '' &&
+    Function.prototype.toString.call(callback).includes('[native code]')
+  );
+}
+
+function runPoll(poll: Callback): void {
+  if (intervalMs > 0 && !bypassed) {
+    const rest = lastPollAt + intervalMs - performance.now();
+    if (rest > 0) {
+      Atomics.wait(sleepCell, 0, 0, rest);
+      counters.sleptMs += rest;
+    }
+  }
+  lastPollAt = performance.now();
+  counters.polls++;
+  poll();
+}
+
+function pacedSetImmediate(callback: Callback, ...args: unknown[]): NodeJS.Immediate {
+  if (holders.size > 0 && !bypassed && isDawnPoll(callback, args.length)) return nodeSetImmediate(runPoll, callback);
+  return nodeSetImmediate(callback, ...args);
+}
+// util.promisify(setImmediate) and the like read properties of the function itself.
+Object.defineProperties(pacedSetImmediate, Object.getOwnPropertyDescriptors(nodeSetImmediate));
+
+function refresh(): void {
+  intervalMs = holders.size === 0 ? 0 : Math.min(...holders.values()) / 1000;
+  if (holders.size > 0 && globalThis.setImmediate === nodeSetImmediate) {
+    globalThis.setImmediate = pacedSetImmediate as unknown as typeof setImmediate;
+  } else if (holders.size === 0 && globalThis.setImmediate === (pacedSetImmediate as unknown)) {
+    // If someone replaced setImmediate after us, theirs stays; ours then only forwards.
+    globalThis.setImmediate = nodeSetImmediate;
+  }
+}
+
+/**
+ * Paces Dawn's polls to at most one per `intervalUs` until the returned release is called
+ * (idempotent). Several holders: the shortest interval wins.
+ */
+export function holdEventPump(intervalUs: number): () => void {
+  const holder = Symbol('event-pump-holder');
+  holders.set(holder, intervalUs);
+  refresh();
+  return () => {
+    if (holders.delete(holder)) refresh();
+  };
+}
+
+/**
+ * Lets Dawn poll as dawn.node does by itself while `bypass` is true, though a kernel holds the pump:
+ * benchmarks measure bare Dawn as shipped this way in the same process as gpunix.
+ */
+export function bypassEventPump(bypass: boolean): void {
+  bypassed = bypass;
+}
+
+export function eventPumpStats(): EventPumpStats {
+  return { active: holders.size > 0 && !bypassed, intervalUs: intervalMs * 1000, polls: counters.polls, sleptMs: counters.sleptMs };
+}

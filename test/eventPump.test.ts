@@ -1,0 +1,117 @@
+// The kernel's pacing of Dawn's event polling (src/device/eventPump.ts), on the real device: a kernel
+// takes Dawn's polls over while it runs and gives Node's setImmediate back when it shuts down;
+// every other setImmediate passes through untouched; results are exact either way.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { bypassEventPump, createKernel, ErrorCodes, eventPumpStats, GpunixError, Kernel } from '../src/index.js';
+import { BusyClient } from '../src/kernel/capabilities.js';
+import './helpers.js';
+
+const nodeSetImmediate = globalThis.setImmediate;
+
+/** Keeps a process's device busy (one submit in flight at a time) for `ms`, then checks its results. */
+async function busyFor(kernel: Kernel, ms: number): Promise<{ elapsedMs: number; polls: number; sleptMs: number }> {
+  const proc = await kernel.spawn({ name: 'busy' });
+  const client = await BusyClient.open(proc.gpu, { workgroups: 16, iterations: 1000 }, 'busy');
+  await client.timedSubmit(); // compiled and costed before the measured span
+  const before = eventPumpStats();
+  const start = performance.now();
+  while (performance.now() - start < ms) await client.timedSubmit();
+  const elapsedMs = performance.now() - start;
+  const after = eventPumpStats();
+  await client.verify();
+  client.destroy();
+  await proc.exit();
+  return { elapsedMs, polls: after.polls - before.polls, sleptMs: after.sleptMs - before.sleptMs };
+}
+
+describe('Dawn event pump', () => {
+  it('paces Dawn polls to the interval while a kernel runs, and puts setImmediate back at shutdown', async () => {
+    const kernel = await createKernel({ dawnPollIntervalUs: 2000 });
+    try {
+      assert.notEqual(globalThis.setImmediate, nodeSetImmediate, 'the kernel installs its pacing');
+      assert.deepEqual({ active: eventPumpStats().active, intervalUs: eventPumpStats().intervalUs }, { active: true, intervalUs: 2000 });
+      const { elapsedMs, polls, sleptMs } = await busyFor(kernel, 300);
+      assert.ok(polls > 0, 'Dawn polls went through the pump');
+      // One poll per 2 ms at most (a poll that other work delayed runs at once: +slack for those).
+      assert.ok(polls <= elapsedMs / 2 + 10, `${polls} polls in ${elapsedMs.toFixed(0)} ms at a 2 ms interval`);
+      assert.ok(sleptMs > 0, 'the thread slept between polls instead of spinning');
+      assert.equal(kernel.stats().eventPump.intervalUs, 2000);
+    } finally {
+      await kernel.shutdown();
+    }
+    assert.equal(globalThis.setImmediate, nodeSetImmediate, 'Node’s own setImmediate is back');
+    assert.equal(eventPumpStats().active, false);
+  });
+
+  it('passes every other setImmediate through, arguments and promisified forms included', async () => {
+    const kernel = await createKernel();
+    try {
+      const sum = await new Promise<number>((resolve) => setImmediate((a: number, b: number) => resolve(a + b), 2, 3));
+      assert.equal(sum, 5);
+      assert.equal(await promisify(setImmediate)('value'), 'value');
+      assert.equal(await setImmediatePromise('timers/promises'), 'timers/promises');
+      const order: string[] = [];
+      await new Promise<void>((resolve) => {
+        setImmediate(() => order.push('first'));
+        setImmediate(() => {
+          order.push('second');
+          resolve();
+        });
+      });
+      assert.deepEqual(order, ['first', 'second']);
+      const cleared = setImmediate(() => assert.fail('a cleared immediate ran'));
+      clearImmediate(cleared);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    } finally {
+      await kernel.shutdown();
+    }
+  });
+
+  it('with dawnPollIntervalUs 0 leaves dawn.node polling by itself', async () => {
+    const kernel = await createKernel({ dawnPollIntervalUs: 0 });
+    try {
+      assert.equal(globalThis.setImmediate, nodeSetImmediate);
+      const { polls } = await busyFor(kernel, 100);
+      assert.equal(polls, 0, 'no poll went through the pump');
+      assert.equal(kernel.stats().eventPump.active, false);
+    } finally {
+      await kernel.shutdown();
+    }
+  });
+
+  it('is bypassed on request (benchmarks measure bare Dawn as shipped this way), then paces again', async () => {
+    const kernel = await createKernel({ dawnPollIntervalUs: 1000 });
+    try {
+      bypassEventPump(true);
+      assert.equal(eventPumpStats().active, false);
+      assert.equal((await busyFor(kernel, 100)).polls, 0);
+      bypassEventPump(false);
+      assert.ok((await busyFor(kernel, 100)).polls > 0);
+    } finally {
+      bypassEventPump(false);
+      await kernel.shutdown();
+    }
+  });
+
+  it('holds while any kernel holds it; the shortest interval wins', async () => {
+    const slow = await createKernel({ dawnPollIntervalUs: 5000 });
+    const fast = await createKernel({ dawnPollIntervalUs: 250 });
+    assert.equal(eventPumpStats().intervalUs, 250);
+    await fast.shutdown();
+    assert.equal(eventPumpStats().intervalUs, 5000);
+    assert.notEqual(globalThis.setImmediate, nodeSetImmediate);
+    await slow.shutdown();
+    assert.equal(globalThis.setImmediate, nodeSetImmediate);
+  });
+
+  it('refuses a bad interval with a coded error', async () => {
+    for (const dawnPollIntervalUs of [-1, 20_000, Number.NaN, '100' as unknown as number]) {
+      await assert.rejects(createKernel({ dawnPollIntervalUs }), (error: unknown) => error instanceof GpunixError && error.code === ErrorCodes.BAD_OPTION);
+    }
+    assert.equal(globalThis.setImmediate, nodeSetImmediate, 'a refused kernel holds nothing');
+  });
+});
