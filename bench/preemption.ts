@@ -72,6 +72,8 @@ const usage = `usage: node dist/bench/preemption.js [options]
   --variant SETTINGS   another atomized gpunix configuration in the same run, interleaved with the
                        others, e.g. targetSliceMs=2,maxInFlight=3 (kernel options; repeatable)
   --trace FILE         write (c)'s atom timeline (Chrome trace JSON, for Perfetto) to FILE
+  --samples FILE       write every realtime sample ([start ms, latency ms]), each configuration's
+                       contention windows and the GC pauses to FILE (JSON), for a closer look at tails
   --dawn-poll-interval US
                        gpunix kernels' dawnPollIntervalUs (default: the kernel's, 100; 0 = dawn.node's
                        own polling, as bare Dawn)
@@ -124,6 +126,7 @@ async function main(): Promise<void> {
       'batch-workgroups': { type: 'string' },
       iterations: { type: 'string' },
       trace: { type: 'string' },
+      samples: { type: 'string' },
       'dawn-poll-interval': { type: 'string' },
       'uncontended-slice': { type: 'string' },
       'uncontended-max-in-flight': { type: 'string' },
@@ -211,7 +214,7 @@ async function main(): Promise<void> {
     const options: Record<string, number> = {};
     for (const pair of spec.split(',')) {
       const [name, value] = pair.split('=');
-      if (!['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs', 'traceEvents'].includes(name) || !(Number(value) >= 0)) {
+      if (!['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs', 'traceEvents', 'issueLeadMs', 'dawnPollIntervalUs'].includes(name) || !(Number(value) >= 0)) {
         throw new Error(`--variant: not a scheduler setting: ${pair}\n${usage}`);
       }
       options[name] = Number(value);
@@ -294,6 +297,11 @@ async function main(): Promise<void> {
     gcPauses.reduce((sum, [start, end]) => sum + (windows.some(([from, to]) => start >= from && start < to) ? end - start : 0), 0);
   const ms = (samples: LatencySample[]): number[] => samples.map((x) => x.latencyMs);
 
+  if (values.samples) {
+    const pairs = (samples: LatencySample[]): number[][] => samples.map((x) => [x.startMs, x.latencyMs]);
+    const dump = Object.fromEntries(configs.map((c) => [c.key, { windows: c.windows, contended: pairs(c.contended), solo: pairs(c.solo) }]));
+    writeFileSync(values.samples, JSON.stringify({ gcPauses, configs: dump }));
+  }
   const a = configs[0];
   const bareSoloP99 = percentile(ms(a.solo), 0.99);
   const bareAlone = rate(pooled(a.alone));

@@ -51,6 +51,16 @@ export const DEFAULT_DAWN_POLL_INTERVAL_US = 100;
 /** Longer intervals would make every completion late by more than a typical atom. */
 export const MAX_DAWN_POLL_INTERVAL_US = 10_000;
 
+/**
+ * While a higher class has been active within the contention window, a lower class's next piece
+ * goes on the device this long before the device is predicted to run out of work (the cost
+ * models' forecast), not as soon as an in-flight slot frees: a realtime arrival then waits for
+ * the running atom and at most this much of the next, not a whole queued atom. Long enough to
+ * cover a completion seen late (one event-pump interval, a scheduling hiccup) so the device does
+ * not idle.
+ */
+export const DEFAULT_ISSUE_LEAD_MS = 0.5;
+
 /** Workgroups in the first atom of a pipeline whose cost is still unknown (the probe). */
 export const COST_PROBE_WORKGROUPS = 4;
 

@@ -322,3 +322,59 @@ describe('tenant shares', () => {
     await assert.rejects(kernel.spawn({ tenant: 'small' }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
   });
 });
+
+describe('issue lead (the next lower-class piece queued just before the device runs out)', () => {
+  for (const dawnPollIntervalUs of [100, 0]) {
+    it(`with a realtime process active, held batch work completes exactly and writes keep the call's bytes (${dawnPollIntervalUs ? 'woken by the event pump' : 'woken by Node timers'})`, async () => {
+      const kernel = await createKernel({ issueLeadMs: 0.5, dawnPollIntervalUs });
+      try {
+        const batch = await kernel.spawn({ name: 'held', priority: 'batch' });
+        const realtime = await kernel.spawn({ name: 'ticking', priority: 'realtime' });
+        const b = await busyProgram(batch, 2048);
+        const r = await busyProgram(realtime, 1);
+        const note = b.device.createBuffer({ size: 16, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+        let stop = false;
+        let ticks = 0;
+        const ticking = (async () => {
+          while (!stop) {
+            r.submit(1);
+            await r.device.queue.onSubmittedWorkDone();
+            ticks++;
+            await sleep(1);
+          }
+        })();
+        await sleep(10);
+        const atomsBefore = batch.record().accounting.atomsRun;
+        for (let i = 0; i < 4; i++) b.submit(2048);
+        // Written while the batch process's atoms are on the device and the realtime one is active:
+        // the kernel may hold the write, and the program may reuse its array at once.
+        const words = new Uint32Array([1, 2, 3, 4]);
+        b.device.queue.writeBuffer(note, 0, words);
+        words.fill(0);
+        await b.device.queue.onSubmittedWorkDone();
+        stop = true;
+        await ticking;
+        assert.ok(ticks > 0, 'the realtime process ran meanwhile');
+        assert.ok(batch.record().accounting.atomsRun - atomsBefore > 4, 'the batch dispatches ran as atoms');
+        const out = await b.read();
+        for (const x of [0, 1024 * 64, 2047 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+        const staging = b.device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        const encoder = b.device.createCommandEncoder();
+        encoder.copyBufferToBuffer(note, 0, staging, 0, 16);
+        b.device.queue.submit([encoder.finish()]);
+        await staging.mapAsync(GPUMapMode.READ);
+        assert.deepEqual([...new Uint32Array(staging.getMappedRange())], [1, 2, 3, 4]);
+        await batch.exit();
+        await realtime.exit();
+      } finally {
+        await kernel.shutdown();
+      }
+    });
+  }
+
+  it('refuses a bad lead with a coded error', async () => {
+    for (const issueLeadMs of [-1, Number.POSITIVE_INFINITY, Number.NaN]) {
+      await assert.rejects(createKernel({ issueLeadMs }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    }
+  });
+});

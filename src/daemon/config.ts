@@ -105,6 +105,7 @@ export const configSchema = z.strictObject({
       maxInFlight: z.number().int().positive().optional(),
       targetSliceMs: z.number().positive().finite().optional(),
       dawnPollIntervalUs: z.number().nonnegative().max(10_000).optional(),
+      issueLeadMs: z.number().nonnegative().finite().optional(),
       atomize: z.boolean().optional(),
       traceEvents: z.number().int().nonnegative().optional(),
       // Checked by the kernel (0 is allowed there); its refusal is reported as kernel.<field>.

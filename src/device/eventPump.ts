@@ -19,6 +19,10 @@
 //
 // It is reference-counted: every kernel that asks for it holds it, the shortest interval asked for
 // wins, and the last release puts Node's own setImmediate back.
+//
+// It also keeps the kernel's fine-grained wake-ups (wakeAt): Node's timers have a granularity of a
+// millisecond, too coarse for a scheduler whose atoms are a millisecond long, while the pump runs
+// every `intervalUs` whenever a fence is pending, which is exactly when the dispatcher needs one.
 
 export interface EventPumpStats {
   /** Whether the pump is installed (some kernel holds it) and not bypassed. */
@@ -42,6 +46,15 @@ let bypassed = false;
 let lastPollAt = 0;
 const counters = { polls: 0, sleptMs: 0 };
 
+interface Wake {
+  atMs: number;
+  callback: () => void;
+  /** Node's timer for the same moment: the wake when no poll comes first (and a millisecond late). */
+  timer: NodeJS.Timeout;
+}
+/** Pending wake-ups, soonest first. */
+let wakes: Wake[] = [];
+
 /** Dawn's poll: dawn.node makes it with Napi::Function::New, so it is native and has no name. */
 function isDawnPoll(callback: unknown, argumentCount: number): callback is Callback {
   return (
@@ -54,7 +67,8 @@ function isDawnPoll(callback: unknown, argumentCount: number): callback is Callb
 
 function runPoll(poll: Callback): void {
   if (intervalMs > 0 && !bypassed) {
-    const rest = lastPollAt + intervalMs - performance.now();
+    const due = wakes.length > 0 ? Math.min(wakes[0].atMs, lastPollAt + intervalMs) : lastPollAt + intervalMs;
+    const rest = due - performance.now();
     if (rest > 0) {
       Atomics.wait(sleepCell, 0, 0, rest);
       counters.sleptMs += rest;
@@ -63,6 +77,38 @@ function runPoll(poll: Callback): void {
   lastPollAt = performance.now();
   counters.polls++;
   poll();
+  // After the promise reactions the poll queued (a fence settling), so a woken scheduler sees them.
+  if (wakes.length > 0) queueMicrotask(() => runDueWakes(performance.now()));
+}
+
+function runDueWakes(now: number): void {
+  while (wakes.length > 0 && wakes[0].atMs <= now) {
+    const wake = wakes.shift()!;
+    clearTimeout(wake.timer);
+    wake.callback();
+  }
+}
+
+/**
+ * Calls `callback` once at `atMs` (performance.now() time): at the first Dawn poll from then on
+ * while the pump runs (within about one interval), else from a Node timer. Returns a cancel.
+ */
+export function wakeAt(atMs: number, callback: () => void): () => void {
+  const wake: Wake = {
+    atMs,
+    callback,
+    timer: setTimeout(() => {
+      wakes = wakes.filter((w) => w !== wake);
+      callback();
+    }, Math.max(0, atMs - performance.now())),
+  };
+  const at = wakes.findIndex((w) => w.atMs > atMs);
+  if (at === -1) wakes.push(wake);
+  else wakes.splice(at, 0, wake);
+  return () => {
+    clearTimeout(wake.timer);
+    wakes = wakes.filter((w) => w !== wake);
+  };
 }
 
 function pacedSetImmediate(callback: Callback, ...args: unknown[]): NodeJS.Immediate {

@@ -13,11 +13,17 @@
 // (`uncontendedMaxInFlight`): nobody is there to wait for it, and the device runs fewer, larger
 // atoms far more efficiently. A process arriving after such a quiet spell waits for at most that
 // deeper queue, once; its arrival makes the others contended again.
+// While a process of a higher class has been active within that window, a lower class's next
+// piece is not queued the moment a fence slot frees but `leadNs` before the device is predicted to
+// run out of work (from the cost models of the pieces on it): a higher-class arrival then finds at
+// most the running piece and one that was about to start ahead of it, instead of a whole second
+// piece, while the device still never waits for JavaScript to notice a completion.
 //
 // GPU time is measured, not estimated: work is grouped into runs of one owner, a fence
 // (onSubmittedWorkDone) closes each run, and since a queue completes in order, the device spent
 // `done - max(first issue, previous fence's done)` on that run.
 
+import { wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { PRIORITY_CLASSES } from '../params.js';
 import type { Proc } from './proc.js';
@@ -65,6 +71,17 @@ export interface WorkItem {
 /** Items some pieces of which were issued: a checkpoint lets them finish rather than record them. */
 const partlyIssued = new WeakSet<WorkItem>();
 
+/** The device time `pieces` should take by their cost models, or null when one has none. */
+function forecastNs(pieces: readonly WorkPiece[]): number | null {
+  let total = 0;
+  for (const piece of pieces) {
+    const perWorkgroup = piece.cost?.model.nsPerWorkgroup;
+    if (perWorkgroup === undefined || perWorkgroup === null) return null;
+    total += perWorkgroup * piece.cost!.workgroups;
+  }
+  return total;
+}
+
 /** Atoms timed for every pipeline before its cost model samples. */
 const COST_WARMUP_SAMPLES = 8;
 /** After the warm-up, one atom in this many is timed. */
@@ -111,6 +128,19 @@ export interface SchedulerParams {
    * queued or on the device (and not suspended) within this long (ns).
    */
   contentionWindowNs: number;
+  /**
+   * While a higher class has been active within the contention window, a lower class's next piece
+   * is queued this long before the device is predicted to run out of work (0: as soon as the
+   * in-flight bound allows).
+   */
+  leadNs: number;
+}
+
+/** An unfinished fence: when its run was issued and the device time its cost models predict. */
+interface FenceForecast {
+  issuedAtNs: number;
+  /** null when some piece's cost is unknown (a whole submit, a copy, an unlearned pipeline). */
+  costNs: number | null;
 }
 
 interface OpenRun {
@@ -145,6 +175,10 @@ export class Dispatcher {
   /** Outstanding fences by the class of the run's owner (PRIORITY_CLASSES order). */
   private readonly inFlightByClass = PRIORITY_CLASSES.map(() => 0);
   private lastFenceDoneNs = 0;
+  /** Unfinished fences, oldest first (a queue completes in order). */
+  private readonly forecasts: FenceForecast[] = [];
+  /** The pending lead wake-up: when, and its cancel. */
+  private leadWake: { atNs: number; cancel: () => void } | null = null;
   /** The process whose work was issued last: switching away from it while it has work is a preemption. */
   private lastOwner: Proc | null = null;
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
@@ -158,9 +192,10 @@ export class Dispatcher {
     private readonly trace: TraceLog,
   ) {}
 
-  /** True when an item enqueued now would run before enqueue returns. */
-  get wouldRunNow(): boolean {
-    return !this.busy && this.outstandingFences < this.params.maxInFlight && this.queuedTotal() === 0;
+  /** True when an item of `owner` enqueued now would run before enqueue returns. */
+  wouldRunNow(owner: Proc): boolean {
+    if (this.busy || this.outstandingFences >= this.params.maxInFlight || this.queuedTotal() !== 0) return false;
+    return !(this.params.leadNs > 0 && this.outstandingFences > 0 && this.higherClassActive(owner, nowNs()));
   }
 
   private queuedTotal(): number {
@@ -317,6 +352,50 @@ export class Dispatcher {
     return true;
   }
 
+  /** True when a process of a higher class than `proc`'s has had work within the contention window. */
+  private higherClassActive(proc: Proc, now: number): boolean {
+    const rank = classRank(proc);
+    const since = now - this.params.contentionWindowNs;
+    for (const other of this.entities.values()) {
+      if (classRank(other.proc) >= rank || other.proc.suspended || !other.proc.alive) continue;
+      if (other.queue.length > 0 || other.proc.inFlightGroups > 0 || other.lastActiveNs > since) return true;
+    }
+    return false;
+  }
+
+  /** When the device is predicted to finish the work on it (ns), or null when some of it has no forecast. */
+  private predictedIdleAtNs(): number | null {
+    let end = this.lastFenceDoneNs;
+    for (const fence of this.forecasts) {
+      if (fence.costNs === null) return null;
+      end = Math.max(end, fence.issuedAtNs) + fence.costNs;
+    }
+    return end;
+  }
+
+  /**
+   * Whether `entity`'s next piece should wait (the lead rule above); if so, arms a wake-up for
+   * when it should go.
+   */
+  private holdForLead(entity: Entity, now: number): boolean {
+    if (this.params.leadNs <= 0 || this.outstandingFences === 0 || !this.higherClassActive(entity.proc, now)) return false;
+    const idleAt = this.predictedIdleAtNs();
+    if (idleAt === null || idleAt - now <= this.params.leadNs) return false;
+    const atNs = idleAt - this.params.leadNs;
+    if (!this.leadWake || this.leadWake.atNs > atNs) {
+      this.leadWake?.cancel();
+      const wake = {
+        atNs,
+        cancel: wakeAt(atNs / 1e6, () => {
+          if (this.leadWake === wake) this.leadWake = null;
+          this.pump();
+        }),
+      };
+      this.leadWake = wake;
+    }
+    return true;
+  }
+
   /**
    * The in-flight bound, counted in the pieces that a process arriving later with a higher class
    * would wait for: `entity` may put work on the device while fewer than `limit` runs of its own
@@ -339,8 +418,10 @@ export class Dispatcher {
     while (!this.busy) {
       const entity = this.pickNext();
       if (!entity) break;
-      const uncontended = this.uncontended(entity, nowNs());
+      const now = nowNs();
+      const uncontended = this.uncontended(entity, now);
       if (!this.mayIssue(entity, uncontended ? this.params.uncontendedMaxInFlight : this.params.maxInFlight)) break;
+      if (this.holdForLead(entity, now)) break;
       const item = entity.queue[0];
       if (item.nextPiece) {
         if (!entity.prepared) {
@@ -457,8 +538,10 @@ export class Dispatcher {
     this.outstandingFences++;
     const rank = classRank(run.owner);
     this.inFlightByClass[rank]++;
+    this.forecasts.push({ issuedAtNs: run.firstIssuedAtNs, costNs: forecastNs(run.pieces) });
     const settle = (): void => {
       const doneNs = nowNs();
+      this.forecasts.shift();
       const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
       const spent = Math.max(0, doneNs - startNs);
       this.lastFenceDoneNs = doneNs;

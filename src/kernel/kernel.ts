@@ -12,6 +12,7 @@ import {
   DEFAULT_UNCONTENDED_SLICE_FACTOR,
   DEFAULT_TRACE_EVENTS,
   DEFAULT_DAWN_POLL_INTERVAL_US,
+  DEFAULT_ISSUE_LEAD_MS,
   MAX_DAWN_POLL_INTERVAL_US,
   DEFAULT_WEIGHT,
   DEFAULT_MAX_IN_FLIGHT,
@@ -58,6 +59,12 @@ export interface KernelOptions {
    * is. Process-wide while the kernel runs (src/device/eventPump.ts).
    */
   dawnPollIntervalUs?: number;
+  /**
+   * While a process of a higher class has been active within contentionWindowMs, a lower class's
+   * next piece is queued this long (ms) before the device is predicted to run out of work, not as
+   * soon as an in-flight slot frees (default 0.5; 0 turns this off).
+   */
+  issueLeadMs?: number;
   /** Split dispatches into atoms so that other processes can run between them (default true). */
   atomize?: boolean;
   /** Fixed workgroups per atom instead of the cost model's choice (testing and experiments). */
@@ -695,6 +702,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   if (typeof contentionWindowMs !== 'number' || !(contentionWindowMs >= 0)) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `contentionWindowMs must be a non-negative number, got ${String(options.contentionWindowMs)}`);
   }
+  const issueLeadMs = options.issueLeadMs ?? DEFAULT_ISSUE_LEAD_MS;
+  if (typeof issueLeadMs !== 'number' || !(issueLeadMs >= 0) || !Number.isFinite(issueLeadMs)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `issueLeadMs must be a non-negative number, got ${String(options.issueLeadMs)}`);
+  }
   const atomSize = options.atomSize === undefined ? null : positiveInteger('atomSize', options.atomSize);
   const traceEvents = options.traceEvents ?? DEFAULT_TRACE_EVENTS;
   if (!Number.isInteger(traceEvents) || traceEvents < 0) {
@@ -713,6 +724,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       uncontendedSliceNs: uncontendedSliceMs * 1e6,
       uncontendedMaxInFlight,
       contentionWindowNs: contentionWindowMs * 1e6,
+      leadNs: issueLeadMs * 1e6,
     },
     atomize: options.atomize ?? true,
     atomSize,

@@ -102,7 +102,7 @@ export class VirtualQueue {
     }
     // If it runs now the program's bytes are used in place; if it waits (a suspended owner's
     // work waits too), they are copied first.
-    const payload = device.dispatcher.wouldRunNow && !proc.suspended ? bytes : bytes.slice();
+    const payload = device.dispatcher.wouldRunNow(proc) && !proc.suspended ? bytes : bytes.slice();
     device.dispatcher.enqueue({
       owner: proc,
       usesDevice: true,
