@@ -17,6 +17,14 @@
 // where it would have spun. A completion is seen at most one interval later than a spinning poll
 // would see it, and other events wait at most one interval.
 //
+// Pacing is only right when the awaited completion is not imminent: a program whose small submits
+// complete in tens of microseconds, or a round trip such as popErrorScope, would wait an interval
+// for each. So the kernel's dispatchers advise the pump (adviseEventPump): each says when its next
+// completion is worth polling for — now, when it has no fence out (whatever Dawn is finishing is
+// quick) or its oldest fence has no cost forecast and is young; the forecast end, when the cost
+// models predict one; no opinion otherwise. The pump polls at the soonest of those and the
+// interval, so it spins exactly where dawn.node would have been quick anyway.
+//
 // It is reference-counted: every kernel that asks for it holds it, the shortest interval asked for
 // wins, and the last release puts Node's own setImmediate back.
 //
@@ -55,6 +63,10 @@ interface Wake {
 /** Pending wake-ups, soonest first. */
 let wakes: Wake[] = [];
 
+/** Given performance.now(), when the next poll is worth running (ms; Infinity: no opinion). */
+export type PollAdvisor = (nowMs: number) => number;
+const advisors = new Set<PollAdvisor>();
+
 /** Dawn's poll: dawn.node makes it with Napi::Function::New, so it is native and has no name. */
 function isDawnPoll(callback: unknown, argumentCount: number): callback is Callback {
   return (
@@ -67,8 +79,11 @@ function isDawnPoll(callback: unknown, argumentCount: number): callback is Callb
 
 function runPoll(poll: Callback): void {
   if (intervalMs > 0 && !bypassed) {
-    const due = wakes.length > 0 ? Math.min(wakes[0].atMs, lastPollAt + intervalMs) : lastPollAt + intervalMs;
-    const rest = due - performance.now();
+    const now = performance.now();
+    let due = lastPollAt + intervalMs;
+    if (wakes.length > 0) due = Math.min(due, wakes[0].atMs);
+    for (const advisor of advisors) due = Math.min(due, advisor(now));
+    const rest = due - now;
     if (rest > 0) {
       Atomics.wait(sleepCell, 0, 0, rest);
       counters.sleptMs += rest;
@@ -138,6 +153,14 @@ export function holdEventPump(intervalUs: number): () => void {
   refresh();
   return () => {
     if (holders.delete(holder)) refresh();
+  };
+}
+
+/** Adds a dispatcher's advice on when to poll (see the top of this file); returns its removal. */
+export function adviseEventPump(advisor: PollAdvisor): () => void {
+  advisors.add(advisor);
+  return () => {
+    advisors.delete(advisor);
   };
 }
 

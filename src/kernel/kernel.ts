@@ -637,6 +637,7 @@ export class Kernel {
     }
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(null)));
     for (const device of this.devices) device.destroy();
+    for (const dispatcher of this.dispatchers.values()) dispatcher.stopAdvising();
     this.releaseEventPump();
     await this.memory.spill.close(); // every spill file (and the default directory) removed
   }
