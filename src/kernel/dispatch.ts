@@ -71,12 +71,6 @@ export interface WorkItem {
 /** Items some pieces of which were issued: a checkpoint lets them finish rather than record them. */
 const partlyIssued = new WeakSet<WorkItem>();
 
-/**
- * Work forecast shorter than this is polled for without pause: a completion seen an event-pump
- * interval late would cost such work a large fraction of its time (a realtime process's short
- * kernel).
- */
-const SHORT_WORK_NS = 0.5e6;
 
 /** The device time `pieces` should take by their cost models, or null when one has none. */
 function forecastNs(pieces: readonly WorkPiece[]): number | null {
@@ -205,16 +199,17 @@ export class Dispatcher {
   }
 
   /**
-   * When polling Dawn is next worth it for this device (ns; Infinity: no opinion): now with no
-   * fence out, or when the oldest fence has no cost forecast or a short one; else that fence's
-   * forecast end. Polls do more than notice completions: on lavapipe (Mesa's deferred queue
-   * submission) a submit queued behind unfinished work reaches the device only when a poll checks
-   * the semaphores, so a loop of small submits that is polled sparsely runs at half speed
-   * (measured). Only forecast work — atoms of a costed pipeline — is paced.
+   * When polling Dawn is next worth it for this device (ns; Infinity: no opinion): now when the
+   * oldest fence has no cost forecast; else that fence's forecast end. With no
+   * fence out it has no opinion: the pump's advice is process-wide, and an idle kernel must not
+   * make it spin for another's work. Polls do more than notice completions: on lavapipe, work queued behind
+   * unfinished work advances only as Dawn is polled (measured: a loop of small submits polled
+   * every 100 µs ran at half speed), so only forecast work — atoms of a costed pipeline — is paced.
    */
   private nextUsefulPollNs(now: number): number {
     const head = this.forecasts[0];
-    if (!head || head.costNs === null || head.costNs < SHORT_WORK_NS) return now;
+    if (!head) return Infinity;
+    if (head.costNs === null) return now;
     const end = Math.max(this.lastFenceDoneNs, head.issuedAtNs) + head.costNs;
     return end > now ? end : Infinity;
   }
