@@ -142,6 +142,8 @@ interface FenceForecast {
   issuedAtNs: number;
   /** null when some piece's cost is unknown (a whole submit, a copy, an unlearned pipeline). */
   costNs: number | null;
+  /** How many pieces (real submits) the run holds. */
+  pieces: number;
 }
 
 interface OpenRun {
@@ -200,16 +202,19 @@ export class Dispatcher {
 
   /**
    * When polling Dawn is next worth it for this device (ns; Infinity: no opinion): now when the
-   * oldest fence has no cost forecast; else that fence's forecast end. With no
+   * oldest fence has no cost forecast and covers several submits; that fence's forecast end when
+   * it has one. With no
    * fence out it has no opinion: the pump's advice is process-wide, and an idle kernel must not
    * make it spin for another's work. Polls do more than notice completions: on lavapipe, work queued behind
    * unfinished work advances only as Dawn is polled (measured: a loop of small submits polled
-   * every 100 µs ran at half speed), so only forecast work — atoms of a costed pipeline — is paced.
+   * every 100 µs ran at half speed), so a run of several submits without a forecast is polled
+   * without pause; a single one (a whole dispatch, a realtime process's small kernel) is seen at
+   * most an interval late.
    */
   private nextUsefulPollNs(now: number): number {
     const head = this.forecasts[0];
     if (!head) return Infinity;
-    if (head.costNs === null) return now;
+    if (head.costNs === null) return head.pieces > 1 ? now : Infinity;
     const end = Math.max(this.lastFenceDoneNs, head.issuedAtNs) + head.costNs;
     return end > now ? end : Infinity;
   }
@@ -560,7 +565,7 @@ export class Dispatcher {
     this.outstandingFences++;
     const rank = classRank(run.owner);
     this.inFlightByClass[rank]++;
-    this.forecasts.push({ issuedAtNs: run.firstIssuedAtNs, costNs: forecastNs(run.pieces) });
+    this.forecasts.push({ issuedAtNs: run.firstIssuedAtNs, costNs: forecastNs(run.pieces), pieces: run.pieces.length });
     const settle = (): void => {
       const doneNs = nowNs();
       this.forecasts.shift();
