@@ -71,7 +71,6 @@ export interface WorkItem {
 /** Items some pieces of which were issued: a checkpoint lets them finish rather than record them. */
 const partlyIssued = new WeakSet<WorkItem>();
 
-
 /** The device time `pieces` should take by their cost models, or null when one has none. */
 function forecastNs(pieces: readonly WorkPiece[]): number | null {
   let total = 0;
@@ -203,13 +202,12 @@ export class Dispatcher {
   /**
    * When polling Dawn is next worth it for this device (ns; Infinity: no opinion): now when the
    * oldest fence has no cost forecast and covers several submits; that fence's forecast end when
-   * it has one. With no
-   * fence out it has no opinion: the pump's advice is process-wide, and an idle kernel must not
-   * make it spin for another's work. Polls do more than notice completions: on lavapipe, work queued behind
-   * unfinished work advances only as Dawn is polled (measured: a loop of small submits polled
-   * every 100 µs ran at half speed), so a run of several submits without a forecast is polled
-   * without pause; a single one (a whole dispatch, a realtime process's small kernel) is seen at
-   * most an interval late.
+   * it has one. With no fence out it has no opinion: the pump's advice is process-wide, and an
+   * idle kernel must not make it spin for another's work. Polls do more than notice completions:
+   * on lavapipe, work queued behind unfinished work advances only as Dawn is polled (measured: a
+   * loop of small submits polled every 100 µs ran at half speed), so a run of several submits
+   * without a forecast is polled without pause; a single one (a whole dispatch, a realtime
+   * process's small kernel) is seen at most an interval late.
    */
   private nextUsefulPollNs(now: number): number {
     const head = this.forecasts[0];
