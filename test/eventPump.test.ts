@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { bypassEventPump, createKernel, ErrorCodes, eventPumpStats, GpunixError, Kernel } from '../src/index.js';
-import { BusyClient } from '../src/kernel/capabilities.js';
+import { BUSY_WGSL, BusyClient, expectedBusy } from '../src/kernel/capabilities.js';
 import './helpers.js';
 
 const nodeSetImmediate = globalThis.setImmediate;
@@ -106,6 +106,60 @@ describe('Dawn event pump', () => {
     assert.notEqual(globalThis.setImmediate, nodeSetImmediate);
     await slow.shutdown();
     assert.equal(globalThis.setImmediate, nodeSetImmediate);
+  });
+
+  it("an idle kernel does not make the pump spin for another kernel's work", async () => {
+    const idle = await createKernel({ dawnPollIntervalUs: 2000 });
+    const busy = await createKernel({ dawnPollIntervalUs: 2000 });
+    try {
+      const { elapsedMs, polls, sleptMs } = await busyFor(busy, 200);
+      assert.ok(polls <= elapsedMs / 2 + 10, `${polls} polls in ${elapsedMs.toFixed(0)} ms at a 2 ms interval`);
+      assert.ok(sleptMs > 0);
+    } finally {
+      await busy.shutdown();
+      await idle.shutdown();
+    }
+  });
+
+  it('does not pace a loop of small submits (several submits without a cost forecast on the device)', async () => {
+    const kernel = await createKernel({ dawnPollIntervalUs: 5000 });
+    try {
+      const proc = await kernel.spawn({ name: 'small-submits' });
+      const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+      const pipeline = device.createComputePipeline({
+        layout: 'auto',
+        compute: { module: device.createShaderModule({ code: BUSY_WGSL }), constants: { ITER: 10 } },
+      });
+      const out = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
+      const before = eventPumpStats();
+      // 100 submits of 100 one-workgroup dispatches each, made up front (bench/overhead's dispatch-batched).
+      for (let s = 0; s < 100; s++) {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        for (let d = 0; d < 100; d++) pass.dispatchWorkgroups(1);
+        pass.end();
+        device.queue.submit([encoder.finish()]);
+      }
+      await device.queue.onSubmittedWorkDone();
+      const after = eventPumpStats();
+      // Paced at 5 ms a poll, lavapipe advances such a queue only as it is polled: hundreds of ms
+      // asleep (measured 230-640). Unpaced, the pump sleeps at most for a last single submit.
+      assert.ok(after.polls > before.polls, 'Dawn was polled');
+      assert.ok(after.sleptMs - before.sleptMs <= 25, `slept ${(after.sleptMs - before.sleptMs).toFixed(1)} ms`);
+      const staging = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(out, 0, staging, 0, 256);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const words = new Uint32Array(staging.getMappedRange());
+      for (const x of [0, 63]) assert.equal(words[x], expectedBusy(x, 10));
+      await proc.exit();
+    } finally {
+      await kernel.shutdown();
+    }
   });
 
   it('refuses a bad interval with a coded error', async () => {
