@@ -63,6 +63,10 @@ describe('Dawn event pump', () => {
         });
       });
       assert.deepEqual(order, ['first', 'second']);
+      // A promise's resolve is native and unnamed too: yielding to the event loop this way must not be paced.
+      const polls = eventPumpStats().polls;
+      for (let i = 0; i < 50; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(eventPumpStats().polls, polls, 'no yield was taken for a Dawn poll');
       const cleared = setImmediate(() => assert.fail('a cleared immediate ran'));
       clearImmediate(cleared);
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -159,6 +163,25 @@ describe('Dawn event pump', () => {
       await proc.exit();
     } finally {
       await kernel.shutdown();
+    }
+  });
+
+  it('wraps a setImmediate someone else installed first, and gives theirs back', async () => {
+    let theirs = 0;
+    const wrapped = ((callback: (...args: unknown[]) => void, ...args: unknown[]) => {
+      theirs++;
+      return nodeSetImmediate(callback, ...args);
+    }) as unknown as typeof setImmediate;
+    globalThis.setImmediate = wrapped;
+    try {
+      const kernel = await createKernel();
+      assert.notEqual(globalThis.setImmediate, wrapped);
+      await new Promise((resolve) => setImmediate(resolve, 'through'));
+      assert.ok(theirs > 0, 'calls reach the setImmediate the pump found');
+      await kernel.shutdown();
+      assert.equal(globalThis.setImmediate, wrapped);
+    } finally {
+      globalThis.setImmediate = nodeSetImmediate;
     }
   });
 

@@ -325,7 +325,7 @@ describe('tenant shares', () => {
 
 describe('issue lead (the next lower-class piece queued just before the device runs out)', () => {
   for (const dawnPollIntervalUs of [100, 0]) {
-    it(`with a realtime process active, held batch work completes exactly and writes keep the call's bytes (${dawnPollIntervalUs ? 'woken by the event pump' : 'woken by Node timers'})`, async () => {
+    it(`with a realtime process active, held batch work completes exactly and writes keep the call's bytes (${dawnPollIntervalUs ? 'woken by the event pump' : 'no pump: the lead stands aside'})`, async () => {
       const kernel = await createKernel({ issueLeadMs: 0.5, dawnPollIntervalUs });
       try {
         const batch = await kernel.spawn({ name: 'held', priority: 'batch' });

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ErrorCodes, GpunixError } from '../errors.js';
-import { DEFAULT_SOCKET_MODE, defaultSocketPath, parseBytes, PRIORITY_CLASSES } from '../params.js';
+import { DEFAULT_SOCKET_MODE, defaultSocketPath, MAX_DAWN_POLL_INTERVAL_US, parseBytes, PRIORITY_CLASSES } from '../params.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/messages.js';
 
 /** How long a drain shutdown lets processes run before it kills the rest (ms). */
@@ -104,7 +104,7 @@ export const configSchema = z.strictObject({
       memoryBudget: byteCount.optional(),
       maxInFlight: z.number().int().positive().optional(),
       targetSliceMs: z.number().positive().finite().optional(),
-      dawnPollIntervalUs: z.number().nonnegative().max(10_000).optional(),
+      dawnPollIntervalUs: z.number().nonnegative().max(MAX_DAWN_POLL_INTERVAL_US).optional(),
       issueLeadMs: z.number().nonnegative().finite().optional(),
       atomize: z.boolean().optional(),
       traceEvents: z.number().int().nonnegative().optional(),

@@ -10,7 +10,8 @@
 // (lavapipe) the spinning core is also taken from the device. docs/benchmarks.md has the figures.
 //
 // The pump takes those polls over for the whole Node process: it recognises Dawn's poll (an
-// anonymous native function given to setImmediate without arguments), passes every other
+// anonymous native function of no parameters given to setImmediate without arguments; a
+// promise's resolve, also anonymous and native, takes one), passes every other
 // setImmediate through untouched, and runs a Dawn poll no sooner than `intervalUs` after the
 // previous one. When other JavaScript kept the loop busy for longer than that, the poll runs at
 // once; otherwise the thread sleeps the rest of the interval (Atomics.wait: no CPU, no garbage)
@@ -20,20 +21,23 @@
 // Pacing is only right when the awaited completion is not imminent: a program whose small submits
 // complete in tens of microseconds, or a round trip such as popErrorScope, would wait an interval
 // for each. So the kernel's dispatchers advise the pump (adviseEventPump): each says when its next
-// completion is worth polling for — now, when it has no fence out (whatever Dawn is finishing is
-// quick) or its oldest fence has no cost forecast and is young; the forecast end, when the cost
-// models predict one; no opinion otherwise. The pump polls at the soonest of those and the
-// interval, so it spins exactly where dawn.node would have been quick anyway.
+// completion is worth polling for — now, when its oldest fence has no cost forecast and covers
+// several submits; the forecast end, when the cost models predict one; no opinion otherwise (a
+// single unforecast submit, no fence out). The pump polls at the soonest of those and the
+// interval.
 //
 // It is reference-counted: every kernel that asks for it holds it, the shortest interval asked for
-// wins, and the last release puts Node's own setImmediate back.
+// wins, and the last release puts back the setImmediate it found. One pace serves every Dawn
+// instance in the process (their polls cannot be told apart): with two instances busy at once,
+// each is polled about every other interval. Benchmarks that run bare Dawn beside a kernel bypass
+// the pump (bypassEventPump).
 //
 // It also keeps the kernel's fine-grained wake-ups (wakeAt): Node's timers have a granularity of a
 // millisecond, too coarse for a scheduler whose atoms are a millisecond long, while the pump runs
 // every `intervalUs` whenever a fence is pending, which is exactly when the dispatcher needs one.
 
 export interface EventPumpStats {
-  /** Whether the pump is installed (some kernel holds it) and not bypassed. */
+  /** Whether Dawn's polls go through the pump now: some kernel holds it, it is installed as setImmediate, not bypassed. */
   active: boolean;
   /** The interval in force (µs; 0 when not installed). */
   intervalUs: number;
@@ -46,6 +50,8 @@ export interface EventPumpStats {
 type Callback = (...args: unknown[]) => void;
 
 const nodeSetImmediate = globalThis.setImmediate;
+/** What the pump forwards to: the setImmediate it found when it was installed. */
+let forwardTo = nodeSetImmediate;
 /** Atomics.wait needs a shared cell; nothing ever wakes it, so every wait runs to its timeout. */
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 const holders = new Map<symbol, number>();
@@ -67,11 +73,16 @@ let wakes: Wake[] = [];
 export type PollAdvisor = (nowMs: number) => number;
 const advisors = new Set<PollAdvisor>();
 
-/** Dawn's poll: dawn.node makes it with Napi::Function::New, so it is native and has no name. */
+/**
+ * Dawn's poll: dawn.node makes it with Napi::Function::New, so it is native, has no name and
+ * declares no parameters (a promise's resolve and reject, also native and unnamed, declare one).
+ * The cheap checks go first: most callbacks are named or declared functions.
+ */
 function isDawnPoll(callback: unknown, argumentCount: number): callback is Callback {
   return (
     argumentCount === 0 &&
     typeof callback === 'function' &&
+    callback.length === 0 &&
     callback.name === '' &&
     Function.prototype.toString.call(callback).includes('[native code]')
   );
@@ -105,8 +116,9 @@ function runDueWakes(now: number): void {
 }
 
 /**
- * Calls `callback` once at `atMs` (performance.now() time): at the first Dawn poll from then on
- * while the pump runs (within about one interval), else from a Node timer. Returns a cancel.
+ * Calls `callback` once at about `atMs` (performance.now() time): at the first Dawn poll from
+ * then on while the pump runs (within about one interval), else from a Node timer (millisecond
+ * granularity, and possibly a fraction early: callers re-check their condition). Returns a cancel.
  */
 export function wakeAt(atMs: number, callback: () => void): () => void {
   const wake: Wake = {
@@ -115,7 +127,7 @@ export function wakeAt(atMs: number, callback: () => void): () => void {
     timer: setTimeout(() => {
       wakes = wakes.filter((w) => w !== wake);
       callback();
-    }, Math.max(0, atMs - performance.now())),
+    }, Math.max(0, atMs - performance.now())).unref(),
   };
   const at = wakes.findIndex((w) => w.atMs > atMs);
   if (at === -1) wakes.push(wake);
@@ -127,20 +139,23 @@ export function wakeAt(atMs: number, callback: () => void): () => void {
 }
 
 function pacedSetImmediate(callback: Callback, ...args: unknown[]): NodeJS.Immediate {
-  if (holders.size > 0 && !bypassed && isDawnPoll(callback, args.length)) return nodeSetImmediate(runPoll, callback);
-  return nodeSetImmediate(callback, ...args);
+  if (holders.size > 0 && !bypassed && isDawnPoll(callback, args.length)) return forwardTo(runPoll, callback);
+  return forwardTo(callback, ...args);
 }
 // util.promisify(setImmediate) and the like read properties of the function itself.
 Object.defineProperties(pacedSetImmediate, Object.getOwnPropertyDescriptors(nodeSetImmediate));
 
+const installed = (): boolean => globalThis.setImmediate === (pacedSetImmediate as unknown);
+
 function refresh(): void {
   intervalMs = holders.size === 0 ? 0 : Math.min(...holders.values()) / 1000;
-  if (holders.size > 0 && globalThis.setImmediate === nodeSetImmediate) {
+  if (holders.size > 0 && !installed()) {
+    forwardTo = globalThis.setImmediate;
     globalThis.setImmediate = pacedSetImmediate as unknown as typeof setImmediate;
-  } else if (holders.size === 0 && globalThis.setImmediate === (pacedSetImmediate as unknown)) {
-    // If someone replaced setImmediate after us, theirs stays; ours then only forwards.
-    globalThis.setImmediate = nodeSetImmediate;
+  } else if (holders.size === 0 && installed()) {
+    globalThis.setImmediate = forwardTo;
   }
+  // If someone replaced setImmediate over ours meanwhile, theirs stays; ours then only forwards.
 }
 
 /**
@@ -172,6 +187,11 @@ export function bypassEventPump(bypass: boolean): void {
   bypassed = bypass;
 }
 
+/** Whether Dawn's polls go through the pump now (held, installed, not bypassed). */
+export function eventPumpActive(): boolean {
+  return holders.size > 0 && !bypassed && installed();
+}
+
 export function eventPumpStats(): EventPumpStats {
-  return { active: holders.size > 0 && !bypassed, intervalUs: intervalMs * 1000, polls: counters.polls, sleptMs: counters.sleptMs };
+  return { active: eventPumpActive(), intervalUs: intervalMs * 1000, polls: counters.polls, sleptMs: counters.sleptMs };
 }

@@ -23,7 +23,7 @@
 // (onSubmittedWorkDone) closes each run, and since a queue completes in order, the device spent
 // `done - max(first issue, previous fence's done)` on that run.
 
-import { adviseEventPump, wakeAt } from '../device/eventPump.js';
+import { adviseEventPump, eventPumpActive, wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { PRIORITY_CLASSES } from '../params.js';
 import type { Proc } from './proc.js';
@@ -188,8 +188,7 @@ export class Dispatcher {
   busyNs = 0;
   readonly createdAtNs = nowNs();
 
-  /** Withdraws this dispatcher's advice from the event pump (at kernel shutdown). */
-  readonly stopAdvising: () => void;
+  private readonly stopAdvising: () => void;
 
   constructor(
     readonly device: PhysicalDevice,
@@ -197,6 +196,13 @@ export class Dispatcher {
     private readonly trace: TraceLog,
   ) {
     this.stopAdvising = adviseEventPump((nowMs) => this.nextUsefulPollNs(nowMs * 1e6) / 1e6);
+  }
+
+  /** Withdraws from the event pump: its advice and any pending wake-up (at kernel shutdown). */
+  detach(): void {
+    this.stopAdvising();
+    this.leadWake?.cancel();
+    this.leadWake = null;
   }
 
   /**
@@ -220,7 +226,15 @@ export class Dispatcher {
   /** True when an item of `owner` enqueued now would run before enqueue returns. */
   wouldRunNow(owner: Proc): boolean {
     if (this.busy || this.outstandingFences >= this.params.maxInFlight || this.queuedTotal() !== 0) return false;
-    return !(this.params.leadNs > 0 && this.outstandingFences > 0 && this.higherClassActive(owner, nowNs()));
+    return !(this.leadApplies() && this.outstandingFences > 0 && this.higherClassActive(owner, nowNs()));
+  }
+
+  /**
+   * The lead rule needs wake-ups finer than Node's millisecond timers, which the event pump gives:
+   * without it (dawnPollIntervalUs 0, or bypassed) pieces are issued as soon as the bound allows.
+   */
+  private leadApplies(): boolean {
+    return this.params.leadNs > 0 && eventPumpActive();
   }
 
   private queuedTotal(): number {
@@ -400,10 +414,11 @@ export class Dispatcher {
 
   /**
    * Whether `entity`'s next piece should wait (the lead rule above); if so, arms a wake-up for
-   * when it should go.
+   * when it should go. Work that does not use the device (a map, a work-done) never waits.
    */
   private holdForLead(entity: Entity, now: number): boolean {
-    if (this.params.leadNs <= 0 || this.outstandingFences === 0 || !this.higherClassActive(entity.proc, now)) return false;
+    if (!entity.queue[0].usesDevice || !this.leadApplies()) return false;
+    if (this.outstandingFences === 0 || !this.higherClassActive(entity.proc, now)) return false;
     const idleAt = this.predictedIdleAtNs();
     if (idleAt === null || idleAt - now <= this.params.leadNs) return false;
     const atNs = idleAt - this.params.leadNs;

@@ -274,7 +274,7 @@ export class Kernel {
   private nextPid = 1;
   private down = false;
   /** Gives back this kernel's hold on the Dawn event pump (a no-op when it holds none). */
-  private readonly releaseEventPump: () => void;
+  private readonly releaseEventPump: () => void = () => {};
 
   constructor(
     readonly devices: readonly PhysicalDevice[],
@@ -283,7 +283,6 @@ export class Kernel {
     this.traceLog = new TraceLog(options.traceEvents);
     this.memory = new MemoryManager(options.spill);
     this.segments = new SharedSegments(this.live);
-    this.releaseEventPump = options.dawnPollIntervalUs > 0 ? holdEventPump(options.dawnPollIntervalUs) : () => {};
     for (const device of devices) {
       this.dispatchers.set(device, new Dispatcher(device, options.scheduler, this.traceLog));
       this.virtualDevices.set(device, new Set());
@@ -291,6 +290,8 @@ export class Kernel {
         for (const vdevice of this.virtualDevices.get(device) ?? []) vdevice.lose('unknown', `gpunix: device ${device.id} was lost: ${info.message}`);
       });
     }
+    // Last, so that nothing above can throw with the process's setImmediate already replaced.
+    if (options.dawnPollIntervalUs > 0) this.releaseEventPump = holdEventPump(options.dawnPollIntervalUs);
   }
 
   /** Starts a process. Its program reaches the GPU only through `handle.gpu`. */
@@ -636,9 +637,13 @@ export class Kernel {
       this.terminate(proc, { code: 143, reason: 'kernel-shutdown', message: 'the kernel shut down' });
     }
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(null)));
-    for (const device of this.devices) device.destroy();
-    for (const dispatcher of this.dispatchers.values()) dispatcher.stopAdvising();
-    this.releaseEventPump();
+    try {
+      for (const device of this.devices) device.destroy();
+    } finally {
+      // Node's setImmediate goes back however the devices end.
+      for (const dispatcher of this.dispatchers.values()) dispatcher.detach();
+      this.releaseEventPump();
+    }
     await this.memory.spill.close(); // every spill file (and the default directory) removed
   }
 
