@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Session, SessionOptions } from '../client/session.js';
 import { hashToken, newToken } from '../daemon/config.js';
+import type { DeviceDescription, DeviceStats } from '../kernel/kernel.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import type { TenantRecord } from '../kernel/tenant.js';
 import type { ChromeTrace } from '../kernel/trace.js';
@@ -135,19 +136,8 @@ function tenantTable(tenants: TenantRecord[]): string {
   );
 }
 
-interface RemoteDevice {
-  id: string;
-  description: string;
-  vendor?: string;
-  architecture?: string;
-  backend?: string;
-  isFallbackAdapter: boolean;
-  budgetBytes: number;
-  usedBytes: number;
-  evictedBytes: number;
-  utilization: number;
-  lost: string | null;
-}
+/** What ListDevices returns: each device's description and its use (src/daemon/control.ts). */
+type RemoteDevice = DeviceDescription & DeviceStats;
 
 /** `gpunix devices --connect`: the daemon's devices with their use. */
 export async function remoteDevices(flags: ConnectionFlags): Promise<void> {

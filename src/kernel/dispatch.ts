@@ -82,6 +82,9 @@ function forecastNs(pieces: readonly WorkPiece[]): number | null {
   return total;
 }
 
+/** When a fence should complete: it starts when the work ahead ends or when it was issued, whichever is later. */
+const forecastEndNs = (aheadEndsNs: number, issuedAtNs: number, costNs: number): number => Math.max(aheadEndsNs, issuedAtNs) + costNs;
+
 /** Atoms timed for every pipeline before its cost model samples. */
 const COST_WARMUP_SAMPLES = 8;
 /** After the warm-up, one atom in this many is timed. */
@@ -219,7 +222,7 @@ export class Dispatcher {
     const head = this.forecasts[0];
     if (!head) return Infinity;
     if (head.costNs === null) return head.pieces > 1 ? now : Infinity;
-    const end = Math.max(this.lastFenceDoneNs, head.issuedAtNs) + head.costNs;
+    const end = forecastEndNs(this.lastFenceDoneNs, head.issuedAtNs, head.costNs);
     return end > now ? end : Infinity;
   }
 
@@ -407,7 +410,7 @@ export class Dispatcher {
     let end = this.lastFenceDoneNs;
     for (const fence of this.forecasts) {
       if (fence.costNs === null) return null;
-      end = Math.max(end, fence.issuedAtNs) + fence.costNs;
+      end = forecastEndNs(end, fence.issuedAtNs, fence.costNs);
     }
     return end;
   }
