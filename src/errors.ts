@@ -47,6 +47,8 @@ export const ErrorCodes = {
   DISCONNECTED: 'GPUNIX_E_DISCONNECTED',
   /** The daemon's configuration file is unreadable or invalid (the message names the field). */
   BAD_CONFIG: 'GPUNIX_E_BAD_CONFIG',
+  /** A shader module exceeds a kernel `shaderLimits` limit; it reaches programs as a GPUValidationError whose message starts with the code. */
+  SHADER_LIMIT: 'GPUNIX_E_SHADER_LIMIT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -67,6 +67,20 @@ export const COST_PROBE_WORKGROUPS = 4;
 /** Copies and buffer writes larger than this are issued in pieces of this size (bytes). */
 export const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
 
+/**
+ * The longest one piece of device work (a dispatch run whole, or one atom) may take, in ms
+ * (kernel option and tenant quota `maxDispatchMs`). Every loop of every kernel is bounded so that it
+ * ends after about this long (src/wgsl/watchdog.ts); a process whose work takes longer is ended
+ * with reason `watchdog`. 2 s: longer than any single dispatch an interactive tenant should wait behind.
+ */
+export const DEFAULT_MAX_DISPATCH_MS = 2000;
+/**
+ * Loop budget = iterations per ms (calibrated, src/device/loopRate.ts) x maxDispatchMs x this: a
+ * budget spent always means more than maxDispatchMs of device time, so every cut-short loop is
+ * caught by the time check and never passes as a result.
+ */
+export const WATCHDOG_BUDGET_SLACK = 1.25;
+
 /** Events the atom timeline keeps per kernel (the oldest are dropped first). */
 export const DEFAULT_TRACE_EVENTS = 100_000;
 
@@ -152,3 +166,19 @@ export function defaultSocketPath(): string {
 
 /** Permissions of the daemon's socket: owner and group may connect; tokens decide the rest. */
 export const DEFAULT_SOCKET_MODE = 0o660;
+
+/**
+ * Default limits on a shader module, checked before any of it reaches Dawn (src/wgsl/complexity.ts;
+ * kernel option `shaderLimits`). Compilation runs on the kernel's thread and the driver inlines
+ * every call, so one tenant's module could cost every other tenant seconds and gigabytes. Chosen
+ * from bench/compile.ts on lavapipe (docs/configuration.md has the numbers): every program in
+ * test/corpus and examples/ sits far below each limit, and what passes compiles in well under a second.
+ */
+export const DEFAULT_SHADER_LIMITS = {
+  maxModuleBytes: 128 * 1024,
+  maxNestingDepth: 128,
+  maxFunctions: 500,
+  maxCallDepth: 64,
+  maxInlinedCost: 25_000,
+  maxPrivateArrayBytes: 8192,
+} as const;

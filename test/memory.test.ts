@@ -60,7 +60,7 @@ describe('memory limits', () => {
     assert.equal((await allocate(db, 600 * KiB)).error, 'GPUOutOfMemoryError');
     assert.equal((await allocate(dout, 600 * KiB)).error, null);
     const team = kernel.stats().tenants.find((t) => t.name === 'team')!;
-    const unlimited = { weight: 1, maxProcesses: null, priorities: ['realtime', 'normal', 'batch'] };
+    const unlimited = { weight: 1, maxProcesses: null, priorities: ['realtime', 'normal', 'batch'], maxDispatchMs: null };
     assert.deepEqual(team, { name: 'team', memoryLimit: 1024 * KiB, ...unlimited, bytes: 600 * KiB, processes: 2 });
     assert.equal(a.record().tenant, 'team');
     await a.exit();

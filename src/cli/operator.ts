@@ -173,6 +173,7 @@ interface QuotaFlags {
   weight?: number;
   maxProcesses?: number | 'none';
   priorities?: string[];
+  maxDispatchMs?: number | 'none';
 }
 
 function quotaOf(flags: QuotaFlags): Record<string, unknown> {
@@ -181,6 +182,7 @@ function quotaOf(flags: QuotaFlags): Record<string, unknown> {
   if (flags.weight !== undefined) quota.weight = flags.weight;
   if (flags.maxProcesses !== undefined) quota.maxProcesses = flags.maxProcesses === 'none' ? null : flags.maxProcesses;
   if (flags.priorities !== undefined) quota.priorities = flags.priorities;
+  if (flags.maxDispatchMs !== undefined) quota.maxDispatchMs = flags.maxDispatchMs === 'none' ? null : flags.maxDispatchMs;
   return quota;
 }
 
@@ -189,6 +191,7 @@ function quotaOptions(command: Command): Command {
     .option('--memory-limit <bytes>', 'device memory all its processes may hold together, e.g. 8G ("none": no limit)', parseLimit)
     .option('--weight <w>', 'its share of GPU time within a priority class, relative to other tenants', parsePositive)
     .option('--max-processes <n>', 'live processes it may have at once ("none": no limit)', parseCount)
+    .option('--max-dispatch-ms <ms>', 'the longest one dispatch of its processes may run; the watchdog ends longer ones ("none": the kernel\'s maxDispatchMs)', (v: string) => (v === 'none' ? 'none' : parsePositive(v)))
     .option('--priorities <list>', 'priority classes its processes may use, comma-separated (e.g. normal,batch)', parsePriorities);
 }
 

@@ -5,14 +5,46 @@
 // program sees the same exceptions at the same call; everything else is the daemon's (Dawn's)
 // verdict, through WebGPU's channels: error scopes, uncapturederror events, rejected promises.
 // Command encoders record locally and travel whole at finish() (src/protocol/commands.ts).
+// Arguments are converted by the same module as the embedded device's (src/webidl.ts), so both
+// throw the same exceptions. An object of another session (another connect()) cannot travel; in
+// its place goes a stand-in made on this device, an invalid object whose label describes the
+// foreign one (src/foreignObject.ts): the daemon's Dawn refuses the call as it refuses another
+// device's object, and the error reaches the scope current at the call worded as Dawn words it.
+// Another device's object of the same session travels as it is: the daemon's device refuses it.
 
 import { ErrorCodes, GpunixError, refuseUnsupported } from '../errors.js';
 import type { Message } from '../protocol/messages.js';
 import { Command, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import type { Channel } from './channel.js';
 import { RemoteGpunixExtension, RestoredListing } from './extension.js';
-import { dataBytes } from '../webidl.js';
-import { enforceRange, gpuError, notOfInterface, operationError, U32_MAX, U64_MAX, UncapturedErrorEvent } from './errors.js';
+import {
+  bindGroupDescriptor,
+  bindGroupLayoutDescriptor,
+  bufferDescriptor,
+  computePassDescriptor,
+  computePipelineDescriptor,
+  copyBufferToBufferArgs,
+  dataBytes,
+  deviceDescriptor,
+  ERROR_FILTERS,
+  enumValue,
+  InterfaceName,
+  labelDescriptor,
+  ObjectConverter,
+  pipelineLayoutDescriptor,
+  querySetDescriptor,
+  requestAdapterOptions,
+  sequence,
+  setBindGroupArgs,
+  shaderModuleDescriptor,
+  size32,
+  size64,
+  unsignedLong,
+  usvString,
+  workgroupCounts,
+} from '../webidl.js';
+import { describeCommandBuffer, describeDevice, describeObject, foreignMarkerLabel } from '../foreignObject.js';
+import { gpuError, notOfInterface, operationError, UncapturedErrorEvent } from './errors.js';
 
 /** Largest writeBuffer payload sent in one message; bigger valid writes go in pieces (frames stay far below the limit). */
 export const WRITE_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -21,24 +53,26 @@ const MAP_READ = 0x0001;
 const MAP_WRITE = 0x0002;
 const COPY_DST = 0x0008;
 
-const ERROR_FILTERS = new Set(['validation', 'out-of-memory', 'internal']);
 
-/** The base of every remote object the daemon holds: its id, its label (set travels), its session. */
+/** The base of every remote object the daemon holds: its id, its label (set travels), its session and device. */
 export abstract class RemoteObject {
   #label: string;
   constructor(
     readonly channel: Channel,
     readonly id: number,
-    label: unknown,
+    label: string | undefined,
+    /** The device that made it (null for adapters and queues), for Dawn's wording of a foreign use. */
+    readonly owner: RemoteDevice | null = null,
   ) {
-    this.#label = label === undefined || label === null ? '' : String(label);
+    this.#label = label ?? '';
     channel.track(this, id);
   }
   get label(): string {
     return this.#label;
   }
+  /** WebGPU's `attribute USVString label`, converted as WebIDL says. */
   set label(value: string) {
-    this.#label = String(value);
+    this.#label = usvString(value, 'label', 'label');
     this.channel.post('SetLabel', { object: this.id, label: this.#label });
   }
 }
@@ -86,10 +120,11 @@ export class RemoteGPU {
 
   async requestAdapter(options?: GPURequestAdapterOptions): Promise<RemoteAdapter | null> {
     const channel = this.channel;
+    const converted = requestAdapterOptions(options);
     const id = channel.ids.allocate();
     let reply;
     try {
-      reply = await channel.request('RequestAdapter', { adapter: id, options: toWire(options ?? {}, channel, 'requestAdapter') });
+      reply = await channel.request('RequestAdapter', { adapter: id, options: toWire(converted, channel, 'requestAdapter') });
     } catch (error) {
       channel.ids.recycle(id);
       throw error;
@@ -133,8 +168,9 @@ export class RemoteAdapter extends RemoteObject {
     return Boolean((this.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter);
   }
 
-  async requestDevice(descriptor?: GPUDeviceDescriptor): Promise<RemoteDevice> {
+  async requestDevice(input?: GPUDeviceDescriptor): Promise<RemoteDevice> {
     const channel = this.channel;
+    const descriptor = deviceDescriptor(input, this.features);
     const device = channel.ids.allocate();
     const queue = channel.ids.allocate();
     let reply;
@@ -210,7 +246,7 @@ export class RemoteDevice extends EventTarget {
     this.limits = Object.freeze({ ...result.limits });
     this.adapterInfo = adapterInfo;
     this.lost = new Promise((resolve) => (this.#resolveLost = resolve));
-    this.queue = new RemoteQueue(channel, queueId, descriptor?.defaultQueue?.label);
+    this.queue = new RemoteQueue(channel, queueId, descriptor?.defaultQueue?.label, this);
     this.gpunix = new RemoteGpunixExtension(channel, this, (id, size, usage, label) => new RemoteBuffer(channel, id, this, size, usage, label, false));
     deviceTableOf(channel).add(this);
   }
@@ -219,8 +255,70 @@ export class RemoteDevice extends EventTarget {
     return this.#label;
   }
   set label(value: string) {
-    this.#label = String(value);
+    this.#label = usvString(value, 'label', 'label');
     this.channel.post('SetLabel', { object: this.id, label: this.#label });
+  }
+
+  /** Takes object arguments: interface check, and a stand-in for another session's object. */
+  readonly objects: ObjectConverter = new RemoteObjects(this);
+
+  /**
+   * An invalid object of this device standing for `foreign` (of interface `name`, from another
+   * session), labelled with its description: made under an error scope of its own, so making it
+   * reports nothing; using it is the validation error Dawn gives for another device's object.
+   */
+  standIn(name: InterfaceName, foreign: RemoteObject): RemoteObject {
+    const description =
+      foreign instanceof RemoteCommandBuffer ? describeCommandBuffer(foreign.ownLabel, foreign.encoderLabel) : describeObject(KINDS[name], foreign.label);
+    const label = foreignMarkerLabel(description, describeDevice(foreign.owner?.label ?? ''));
+    const channel = this.channel;
+    channel.post('PushErrorScope', { device: this.id, filter: 'validation' });
+    const invalidLayout = (): RemoteBindGroupLayout => {
+      const entry = { binding: 0, visibility: 4, buffer: {} };
+      return new RemoteBindGroupLayout(channel, this.make('CreateBindGroupLayout', 'createBindGroupLayout', { label, entries: [entry, entry] }), label, this);
+    };
+    let made: RemoteObject;
+    switch (name) {
+      case 'GPUBuffer': {
+        // Invalid (MAP_READ combines with COPY_DST only), yet with COPY_SRC in its usage: a copy
+        // from it must fail on its invalidity, as one from the foreign buffer would.
+        const descriptor = { label, size: 4, usage: MAP_READ | COPY_SRC | STORAGE, mappedAtCreation: false };
+        made = new RemoteBuffer(channel, this.make('CreateBuffer', 'createBuffer', descriptor), this, 4, descriptor.usage, label, false);
+        break;
+      }
+      case 'GPUQuerySet':
+        made = new RemoteQuerySet(channel, this.make('CreateQuerySet', 'createQuerySet', { label, type: 'occlusion', count: 4097 }), 'occlusion', 4097, label, this);
+        break;
+      case 'GPUShaderModule':
+        made = new RemoteShaderModule(channel, this.make('CreateShaderModule', 'createShaderModule', { label, code: `// ${label}\n!` }), label, this);
+        break;
+      case 'GPUBindGroupLayout':
+        made = invalidLayout();
+        break;
+      case 'GPUPipelineLayout': {
+        const layout = invalidLayout();
+        made = new RemotePipelineLayout(channel, this.make('CreatePipelineLayout', 'createPipelineLayout', { label, bindGroupLayouts: [layout] }), label, this);
+        break;
+      }
+      case 'GPUBindGroup': {
+        const layout = invalidLayout();
+        made = new RemoteBindGroup(channel, this.make('CreateBindGroup', 'createBindGroup', { label, layout, entries: [] }), label, this);
+        break;
+      }
+      case 'GPUComputePipeline': {
+        const module = new RemoteShaderModule(channel, this.make('CreateShaderModule', 'createShaderModule', { label, code: `// ${label}\n!` }), label, this);
+        made = new RemoteComputePipeline(channel, this.make('CreateComputePipeline', 'createComputePipeline', { label, layout: 'auto', compute: { module } }), this, label);
+        break;
+      }
+      case 'GPUCommandBuffer': {
+        const id = channel.ids.allocate();
+        channel.post('FinishCommandEncoder', { device: this.id, id, descriptor: { label }, commands: [['popDebugGroup']], finishDescriptor: { label } });
+        made = new RemoteCommandBuffer(channel, id, label, this, label, true);
+        break;
+      }
+    }
+    channel.request('PopErrorScope', { device: this.id }).catch(() => {});
+    return made;
   }
 
   /** The gpunix extension (docs/vgpu.md): restored objects by label, shared segments. */
@@ -231,7 +329,7 @@ export class RemoteDevice extends EventTarget {
     const ids = this.channel.ids;
     const buffers = listing.buffers.map((b) => new RemoteBuffer(this.channel, ids.allocate(), this, b.size, b.usage, b.label, false));
     const pipelines = listing.pipelines.map((p) => new RemoteComputePipeline(this.channel, ids.allocate(), this, p.label));
-    const shaderModules = listing.shaderModules.map((m) => new RemoteShaderModule(this.channel, ids.allocate(), m.label));
+    const shaderModules = listing.shaderModules.map((m) => new RemoteShaderModule(this.channel, ids.allocate(), m.label, this));
     this.channel.post('BindRestored', {
       device: this.id,
       buffers: buffers.map((b) => b.id),
@@ -272,8 +370,8 @@ export class RemoteDevice extends EventTarget {
   }
 
   pushErrorScope(filter: GPUErrorFilter): void {
-    if (!ERROR_FILTERS.has(filter)) throw new TypeError(`no overload matched for pushErrorScope:\n${String(filter)} is not a valid enum value of GPUErrorFilter`);
-    this.channel.post('PushErrorScope', { device: this.id, filter });
+    const value = enumValue<GPUErrorFilter>(filter, ERROR_FILTERS, 'GPUErrorFilter', 'pushErrorScope', 'filter');
+    this.channel.post('PushErrorScope', { device: this.id, filter: value });
   }
 
   async popErrorScope(): Promise<GPUError | null> {
@@ -291,27 +389,28 @@ export class RemoteDevice extends EventTarget {
     return id;
   }
 
-  createBuffer(descriptor: GPUBufferDescriptor): RemoteBuffer {
-    if (typeof descriptor !== 'object' || descriptor === null) throw new TypeError('no overload matched for createBuffer: a descriptor is required');
-    const size = enforceRange(descriptor.size, U64_MAX, 'createBuffer', "member 'size'");
-    const usage = enforceRange(descriptor.usage, U32_MAX, 'createBuffer', "member 'usage'");
-    const mappedAtCreation = Boolean(descriptor.mappedAtCreation);
+  createBuffer(input: GPUBufferDescriptor): RemoteBuffer {
+    const descriptor = bufferDescriptor(input);
+    const { size, usage, mappedAtCreation } = descriptor;
     if (mappedAtCreation && size % 4 !== 0) throw new RangeError('createBuffer failed, size is not a multiple of 4 when mappedAtCreation is true.');
-    const id = this.make('CreateBuffer', 'createBuffer', { ...descriptor, size, usage, mappedAtCreation });
-    return new RemoteBuffer(this.channel, id, this, size, usage, descriptor.label, mappedAtCreation);
+    const id = this.make('CreateBuffer', 'createBuffer', descriptor);
+    return new RemoteBuffer(this.channel, id, this, size, usage, descriptor.label, mappedAtCreation ?? false);
   }
 
-  createShaderModule(descriptor: GPUShaderModuleDescriptor): RemoteShaderModule {
-    const id = this.make('CreateShaderModule', 'createShaderModule', { ...descriptor, code: String(descriptor?.code) });
-    return new RemoteShaderModule(this.channel, id, descriptor?.label);
+  createShaderModule(input: GPUShaderModuleDescriptor): RemoteShaderModule {
+    const descriptor = shaderModuleDescriptor(input, this.objects);
+    const id = this.make('CreateShaderModule', 'createShaderModule', descriptor);
+    return new RemoteShaderModule(this.channel, id, descriptor.label, this);
   }
 
-  createComputePipeline(descriptor: GPUComputePipelineDescriptor): RemoteComputePipeline {
+  createComputePipeline(input: GPUComputePipelineDescriptor): RemoteComputePipeline {
+    const descriptor = computePipelineDescriptor(input, this.objects);
     const id = this.make('CreateComputePipeline', 'createComputePipeline', descriptor);
-    return new RemoteComputePipeline(this.channel, id, this, descriptor?.label);
+    return new RemoteComputePipeline(this.channel, id, this, descriptor.label);
   }
 
-  async createComputePipelineAsync(descriptor: GPUComputePipelineDescriptor): Promise<RemoteComputePipeline> {
+  async createComputePipelineAsync(input: GPUComputePipelineDescriptor): Promise<RemoteComputePipeline> {
+    const descriptor = computePipelineDescriptor(input, this.objects, 'createComputePipelineAsync');
     const wire = toWire(descriptor, this.channel, 'createComputePipelineAsync');
     const id = this.channel.ids.allocate();
     try {
@@ -321,51 +420,116 @@ export class RemoteDevice extends EventTarget {
       this.channel.ids.recycle(id);
       throw error;
     }
-    return new RemoteComputePipeline(this.channel, id, this, descriptor?.label);
+    return new RemoteComputePipeline(this.channel, id, this, descriptor.label);
   }
 
-  createBindGroupLayout(descriptor: GPUBindGroupLayoutDescriptor): RemoteBindGroupLayout {
+  createBindGroupLayout(input: GPUBindGroupLayoutDescriptor): RemoteBindGroupLayout {
+    const descriptor = bindGroupLayoutDescriptor(input);
     const id = this.make('CreateBindGroupLayout', 'createBindGroupLayout', descriptor);
-    return new RemoteBindGroupLayout(this.channel, id, descriptor?.label);
+    return new RemoteBindGroupLayout(this.channel, id, descriptor.label, this);
   }
 
-  createPipelineLayout(descriptor: GPUPipelineLayoutDescriptor): RemotePipelineLayout {
+  createPipelineLayout(input: GPUPipelineLayoutDescriptor): RemotePipelineLayout {
+    const descriptor = pipelineLayoutDescriptor(input, this.objects);
     const id = this.make('CreatePipelineLayout', 'createPipelineLayout', descriptor);
-    return new RemotePipelineLayout(this.channel, id, descriptor?.label);
+    return new RemotePipelineLayout(this.channel, id, descriptor.label, this);
   }
 
-  createBindGroup(descriptor: GPUBindGroupDescriptor): RemoteBindGroup {
+  createBindGroup(input: GPUBindGroupDescriptor): RemoteBindGroup {
+    const descriptor = bindGroupDescriptor(input, this.objects);
     const id = this.make('CreateBindGroup', 'createBindGroup', descriptor);
-    return new RemoteBindGroup(this.channel, id, descriptor?.label);
+    return new RemoteBindGroup(this.channel, id, descriptor.label, this);
   }
 
-  createQuerySet(descriptor: GPUQuerySetDescriptor): RemoteQuerySet {
-    const count = enforceRange(descriptor?.count, U32_MAX, 'createQuerySet', "member 'count'");
-    const id = this.make('CreateQuerySet', 'createQuerySet', { ...descriptor, count });
-    return new RemoteQuerySet(this.channel, id, descriptor.type, count, descriptor.label);
+  createQuerySet(input: GPUQuerySetDescriptor): RemoteQuerySet {
+    const descriptor = querySetDescriptor(input);
+    const id = this.make('CreateQuerySet', 'createQuerySet', descriptor);
+    return new RemoteQuerySet(this.channel, id, descriptor.type, descriptor.count, descriptor.label, this);
   }
 
-  createCommandEncoder(descriptor?: GPUCommandEncoderDescriptor): RemoteCommandEncoder {
-    return new RemoteCommandEncoder(this, descriptor);
+  createCommandEncoder(input?: GPUCommandEncoderDescriptor): RemoteCommandEncoder {
+    return new RemoteCommandEncoder(this, labelDescriptor(input, 'createCommandEncoder'));
+  }
+}
+
+const STORAGE = 0x0080;
+const COPY_SRC = 0x0004;
+
+/** Dawn's name for each interface's objects in its messages. */
+const KINDS: Readonly<Record<InterfaceName, string>> = {
+  GPUBuffer: 'Buffer',
+  GPUShaderModule: 'ShaderModule',
+  GPUComputePipeline: 'ComputePipeline',
+  GPUBindGroupLayout: 'BindGroupLayout',
+  GPUPipelineLayout: 'PipelineLayout',
+  GPUBindGroup: 'BindGroup',
+  GPUQuerySet: 'QuerySet',
+  GPUCommandBuffer: 'CommandBuffer',
+};
+
+/** The remote class of each interface (a function: the classes are declared further down). */
+function remoteClass(name: InterfaceName): abstract new (...args: never[]) => RemoteObject {
+  switch (name) {
+    case 'GPUBuffer':
+      return RemoteBuffer;
+    case 'GPUShaderModule':
+      return RemoteShaderModule;
+    case 'GPUComputePipeline':
+      return RemoteComputePipeline;
+    case 'GPUBindGroupLayout':
+      return RemoteBindGroupLayout;
+    case 'GPUPipelineLayout':
+      return RemotePipelineLayout;
+    case 'GPUBindGroup':
+      return RemoteBindGroup;
+    case 'GPUQuerySet':
+      return RemoteQuerySet;
+    case 'GPUCommandBuffer':
+      return RemoteCommandBuffer;
+  }
+}
+
+/** A remote device's way to take object arguments (webidl.ts converts everything else). */
+class RemoteObjects implements ObjectConverter {
+  constructor(private readonly device: RemoteDevice) {}
+
+  implements(name: InterfaceName, value: unknown): boolean {
+    return value instanceof remoteClass(name);
   }
 
+  /** `value` if it is a `name` of this session (the daemon checks its device); a stand-in if of another session. */
+  object(name: InterfaceName, value: unknown, method: string, what: string): unknown {
+    if (!(value instanceof remoteClass(name))) throw notOfInterface(method, what);
+    if (value.channel === this.device.channel) return value;
+    return this.device.standIn(name, value);
+  }
 }
 
 // ---- queue --------------------------------------------------------------------------------------
 
 export class RemoteQueue extends RemoteObject {
   submit(commandBuffers: Iterable<GPUCommandBuffer>): void {
+    const objects = this.owner!.objects;
+    const given = sequence(commandBuffers, 'submit', 'commandBuffers', (cb) => cb);
     const ids: number[] = [];
-    for (const cb of commandBuffers as Iterable<unknown>) {
-      if (!(cb instanceof RemoteCommandBuffer) || cb.channel !== this.channel) throw notOfInterface('submit', 'array element');
-      ids.push(cb.id);
+    for (const cb of given) {
+      const own = objects.object('GPUCommandBuffer', cb, 'submit', 'commandBuffers') as RemoteCommandBuffer;
+      ids.push(own.id);
+      if (own !== cb) {
+        // Dawn uses up every command buffer of a refused submit, another device's included.
+        (cb as RemoteCommandBuffer).usedUp = true;
+      } else if (own.usedUp) {
+        // Used up by another session's refused submit: named twice, the daemon refuses it as
+        // submitted before, with nothing run (it never was submitted here).
+        ids.push(own.id);
+      }
     }
     this.channel.post('QueueSubmit', { queue: this.id, commandBuffers: ids });
   }
 
-  writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
-    if (!(buffer instanceof RemoteBuffer) || buffer.channel !== this.channel) throw notOfInterface('writeBuffer', 'buffer');
-    const offset = enforceRange(bufferOffset, U64_MAX, 'writeBuffer', 'bufferOffset');
+  writeBuffer(target: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
+    const buffer = this.owner!.objects.object('GPUBuffer', target, 'writeBuffer', 'buffer') as RemoteBuffer;
+    const offset = size64(bufferOffset, 'writeBuffer', 'bufferOffset');
     const bytes = dataBytes('writeBuffer', data, dataOffset, size);
     // The frame copies the bytes now: the program may reuse its array at once, as WebGPU allows.
     if (bytes.byteLength > WRITE_CHUNK_BYTES && buffer.writableAt(offset, bytes.byteLength)) {
@@ -406,8 +570,8 @@ export class RemoteBuffer extends RemoteObject {
   #waiting: object | null = null;
   #destroyed = false;
 
-  constructor(channel: Channel, id: number, readonly device: RemoteDevice, size: number, usage: number, label: unknown, mappedAtCreation: boolean) {
-    super(channel, id, label);
+  constructor(channel: Channel, id: number, readonly device: RemoteDevice, size: number, usage: number, label: string | undefined, mappedAtCreation: boolean) {
+    super(channel, id, label, device);
     this.size = size;
     this.usage = usage;
     if (mappedAtCreation) {
@@ -426,9 +590,9 @@ export class RemoteBuffer extends RemoteObject {
   }
 
   async mapAsync(mode: GPUMapModeFlags, offset?: number, size?: number): Promise<undefined> {
-    const modeValue = enforceRange(mode, U32_MAX, 'mapAsync', 'mode');
-    const from = offset === undefined ? 0 : enforceRange(offset, U64_MAX, 'mapAsync', 'offset');
-    const length = size === undefined ? Math.max(0, this.size - from) : enforceRange(size, U64_MAX, 'mapAsync', 'size');
+    const modeValue = size32(mode, 'mapAsync', 'mode');
+    const from = offset === undefined ? 0 : size64(offset, 'mapAsync', 'offset');
+    const length = size === undefined ? Math.max(0, this.size - from) : size64(size, 'mapAsync', 'size');
     // A map while another is pending or mapped fails on the daemon (as in Dawn) and changes nothing here.
     const token = this.#state === 'unmapped' ? {} : null;
     if (token) {
@@ -455,10 +619,10 @@ export class RemoteBuffer extends RemoteObject {
   }
 
   getMappedRange(offset?: number, size?: number): ArrayBuffer {
+    const from = offset === undefined ? 0 : size64(offset, 'getMappedRange', 'offset');
+    const length = size === undefined ? Math.max(0, this.size - from) : size64(size, 'getMappedRange', 'size');
     const mapping = this.#mapping;
     if (this.#state !== 'mapped' || !mapping) throw operationError('getMappedRange called on a buffer that is not mapped');
-    const from = offset === undefined ? 0 : enforceRange(offset, U64_MAX, 'getMappedRange', 'offset');
-    const length = size === undefined ? Math.max(0, this.size - from) : enforceRange(size, U64_MAX, 'getMappedRange', 'size');
     const end = from + length;
     if (from % 8 !== 0) throw operationError(`getMappedRange: offset (${from}) must be a multiple of 8`);
     if (length % 4 !== 0) throw operationError(`getMappedRange: size (${length}) must be a multiple of 4`);
@@ -533,22 +697,42 @@ export class RemoteComputePipeline extends RemoteObject {
     channel: Channel,
     id: number,
     private readonly device: RemoteDevice,
-    label: unknown,
+    label: string | undefined,
   ) {
-    super(channel, id, label);
+    super(channel, id, label, device);
   }
   getBindGroupLayout(index: number): RemoteBindGroupLayout {
-    const value = enforceRange(index, U32_MAX, 'getBindGroupLayout', 'index');
+    // `unsigned long` without [EnforceRange] in the IDL: converted modulo 2^32.
+    const value = unsignedLong(index, 'getBindGroupLayout', 'index');
     const id = this.channel.ids.allocate();
     this.channel.post('GetBindGroupLayout', { pipeline: this.id, index: value, id });
-    return new RemoteBindGroupLayout(this.channel, id, '');
+    return new RemoteBindGroupLayout(this.channel, id, '', this.device);
   }
 }
 
 export class RemoteBindGroupLayout extends RemoteObject {}
 export class RemotePipelineLayout extends RemoteObject {}
 export class RemoteBindGroup extends RemoteObject {}
-export class RemoteCommandBuffer extends RemoteObject {}
+
+export class RemoteCommandBuffer extends RemoteObject {
+  constructor(
+    channel: Channel,
+    id: number,
+    label: string | undefined,
+    owner: RemoteDevice,
+    /** Its encoder's label, and whether finish() gave a label of its own (Dawn names both). */
+    readonly encoderLabel: string,
+    private readonly finishLabelled: boolean,
+  ) {
+    super(channel, id, label, owner);
+  }
+  /** Set when another session's submit named it and was refused (Dawn then counts it submitted). */
+  usedUp = false;
+  /** The label Dawn gives the command buffer itself: finish()'s, or none. */
+  get ownLabel(): string {
+    return this.finishLabelled || this.label !== this.encoderLabel ? this.label : '';
+  }
+}
 
 export class RemoteQuerySet extends RemoteObject {
   constructor(
@@ -556,9 +740,10 @@ export class RemoteQuerySet extends RemoteObject {
     id: number,
     readonly type: GPUQueryType,
     readonly count: number,
-    label: unknown,
+    label: string | undefined,
+    owner: RemoteDevice,
   ) {
-    super(channel, id, label);
+    super(channel, id, label, owner);
   }
   destroy(): void {
     this.channel.post('QuerySetDestroy', { querySet: this.id });
@@ -568,7 +753,7 @@ export class RemoteQuerySet extends RemoteObject {
 // ---- command encoding ---------------------------------------------------------------------------
 
 export class RemoteCommandEncoder {
-  label: string;
+  #label: string;
   private readonly commands: Command[] = [];
   /** The objects the recording names: kept alive until finish() has sent it (no early Release). */
   private readonly refs = new Set<object>();
@@ -576,20 +761,30 @@ export class RemoteCommandEncoder {
   private passes = 0;
   private finished = false;
   private readonly descriptor: unknown;
+  /** The device's object arguments check (another session's object becomes a stand-in). */
+  readonly objects: ObjectConverter;
 
   constructor(
     private readonly device: RemoteDevice,
-    descriptor: GPUCommandEncoderDescriptor | undefined,
+    descriptor: { label: string } | undefined,
   ) {
-    this.label = descriptor?.label ?? '';
-    this.descriptor = toWire(descriptor ?? {}, device.channel, 'createCommandEncoder');
+    this.#label = descriptor?.label ?? '';
+    this.descriptor = descriptor ?? {};
+    this.objects = device.objects;
   }
 
-  /** A remote object argument of `type` as a reference (TypeError for anything else, as Dawn). */
-  ref(value: unknown, type: abstract new (...args: never[]) => RemoteObject, method: string, what: string): { $ref: number } {
-    if (!(value instanceof type) || value.channel !== this.device.channel) throw notOfInterface(method, what);
-    this.refs.add(value);
-    return { $ref: value.id };
+  get label(): string {
+    return this.#label;
+  }
+  set label(value: string) {
+    this.#label = usvString(value, 'label', 'label');
+  }
+
+  /** An object argument of interface `name` as a reference (TypeError for anything else, as Dawn). */
+  ref(value: unknown, name: InterfaceName, method: string, what: string): { $ref: number } {
+    const object = this.objects.object(name, value, method, what) as RemoteObject;
+    this.refs.add(object);
+    return { $ref: object.id };
   }
 
   /** Records one call on the encoder ('encoder') or on its pass number `on`. */
@@ -603,140 +798,124 @@ export class RemoteCommandEncoder {
   }
 
   beginComputePass(descriptor?: GPUComputePassDescriptor): RemoteComputePassEncoder {
-    const wire = descriptor === undefined ? null : toWire(descriptor, this.device.channel, 'beginComputePass', this.refs);
+    const converted = computePassDescriptor(descriptor, this.objects);
+    const wire = converted === undefined ? null : toWire(converted, this.device.channel, 'beginComputePass', this.refs);
     this.record('encoder', 'beginComputePass', wire === null ? [] : [wire]);
     const index = this.passes++;
     if (!this.finished) this.target = index;
-    return new RemoteComputePassEncoder(this, index, descriptor?.label);
+    return new RemoteComputePassEncoder(this, index, converted?.label);
   }
 
-  copyBufferToBuffer(source: GPUBuffer, a: unknown, b?: unknown, c?: unknown, d?: unknown): void {
-    const m = 'copyBufferToBuffer';
-    if (a instanceof RemoteObject || (typeof a === 'object' && a !== null)) {
-      // (source, destination, size?)
-      const args: unknown[] = [this.ref(source, RemoteBuffer, m, 'source'), this.ref(a, RemoteBuffer, m, 'destination')];
-      if (b !== undefined) args.push(enforceRange(b, U64_MAX, m, 'size'));
-      this.record('encoder', m, args);
-      return;
-    }
-    const args: unknown[] = [
-      this.ref(source, RemoteBuffer, m, 'source'),
-      enforceRange(a, U64_MAX, m, 'sourceOffset'),
-      this.ref(b, RemoteBuffer, m, 'destination'),
-      enforceRange(c, U64_MAX, m, 'destinationOffset'),
-    ];
-    if (d !== undefined) args.push(enforceRange(d, U64_MAX, m, 'size'));
-    this.record('encoder', m, args);
+  copyBufferToBuffer(...args: unknown[]): void {
+    const converted = copyBufferToBufferArgs(args, this.objects);
+    this.record('encoder', 'copyBufferToBuffer', converted.map((arg) => (arg instanceof RemoteObject ? this.reference(arg) : arg)));
+  }
+
+  /** A reference to an already converted object of this session. */
+  private reference(object: RemoteObject): { $ref: number } {
+    this.refs.add(object);
+    return { $ref: object.id };
   }
 
   clearBuffer(buffer: GPUBuffer, offset?: number, size?: number): void {
     const m = 'clearBuffer';
-    const args: unknown[] = [this.ref(buffer, RemoteBuffer, m, 'buffer')];
-    if (offset !== undefined || size !== undefined) args.push(offset === undefined ? 0 : enforceRange(offset, U64_MAX, m, 'offset'));
-    if (size !== undefined) args.push(enforceRange(size, U64_MAX, m, 'size'));
+    const args: unknown[] = [this.ref(buffer, 'GPUBuffer', m, 'buffer'), offset === undefined ? 0 : size64(offset, m, 'offset')];
+    if (size !== undefined) args.push(size64(size, m, 'size'));
     this.record('encoder', m, args);
   }
 
   resolveQuerySet(querySet: GPUQuerySet, firstQuery: number, queryCount: number, destination: GPUBuffer, destinationOffset: number): void {
     const m = 'resolveQuerySet';
     this.record('encoder', m, [
-      this.ref(querySet, RemoteQuerySet, m, 'querySet'),
-      enforceRange(firstQuery, U32_MAX, m, 'firstQuery'),
-      enforceRange(queryCount, U32_MAX, m, 'queryCount'),
-      this.ref(destination, RemoteBuffer, m, 'destination'),
-      enforceRange(destinationOffset, U64_MAX, m, 'destinationOffset'),
+      this.ref(querySet, 'GPUQuerySet', m, 'querySet'),
+      size32(firstQuery, m, 'firstQuery'),
+      size32(queryCount, m, 'queryCount'),
+      this.ref(destination, 'GPUBuffer', m, 'destination'),
+      size64(destinationOffset, m, 'destinationOffset'),
     ]);
   }
 
   writeTimestamp(querySet: GPUQuerySet, queryIndex: number): void {
     const m = 'writeTimestamp';
-    this.record('encoder', m, [this.ref(querySet, RemoteQuerySet, m, 'querySet'), enforceRange(queryIndex, U32_MAX, m, 'queryIndex')]);
+    this.record('encoder', m, [this.ref(querySet, 'GPUQuerySet', m, 'querySet'), size32(queryIndex, m, 'queryIndex')]);
   }
 
   pushDebugGroup(groupLabel: string): void {
-    this.record('encoder', 'pushDebugGroup', [String(groupLabel)]);
+    this.record('encoder', 'pushDebugGroup', [usvString(groupLabel, 'pushDebugGroup', 'groupLabel')]);
   }
   popDebugGroup(): void {
     this.record('encoder', 'popDebugGroup', []);
   }
   insertDebugMarker(markerLabel: string): void {
-    this.record('encoder', 'insertDebugMarker', [String(markerLabel)]);
+    this.record('encoder', 'insertDebugMarker', [usvString(markerLabel, 'insertDebugMarker', 'markerLabel')]);
   }
 
   finish(descriptor?: GPUCommandBufferDescriptor): RemoteCommandBuffer {
     const channel = this.device.channel;
-    const finishDescriptor = toWire(descriptor ?? {}, channel, 'finish');
+    const converted = labelDescriptor(descriptor, 'finish');
     // A second finish() must give an invalid command buffer and a validation error, as Dawn's
     // does: an unbalanced popDebugGroup makes the daemon's encoder fail the same way.
     const commands: Command[] = this.finished ? [['popDebugGroup']] : this.commands.splice(0);
     this.finished = true;
     const id = channel.ids.allocate();
-    channel.post('FinishCommandEncoder', { device: this.device.id, id, descriptor: this.descriptor, commands, finishDescriptor });
+    channel.post('FinishCommandEncoder', { device: this.device.id, id, descriptor: this.descriptor, commands, finishDescriptor: converted ?? {} });
     this.refs.clear();
-    return new RemoteCommandBuffer(channel, id, descriptor?.label ?? this.label);
+    return new RemoteCommandBuffer(channel, id, converted?.label || this.label, this.device, this.label, Boolean(converted?.label));
   }
 }
 
 export class RemoteComputePassEncoder {
-  label: string;
+  #label: string;
   constructor(
     private readonly encoder: RemoteCommandEncoder,
     private readonly index: number,
     label: string | undefined,
   ) {
-    this.label = label ?? '';
+    this.#label = label ?? '';
+  }
+
+  get label(): string {
+    return this.#label;
+  }
+  set label(value: string) {
+    this.#label = usvString(value, 'label', 'label');
   }
 
   setPipeline(pipeline: GPUComputePipeline): void {
-    this.encoder.record(this.index, 'setPipeline', [this.encoder.ref(pipeline, RemoteComputePipeline, 'setPipeline', 'pipeline')]);
+    this.encoder.record(this.index, 'setPipeline', [this.encoder.ref(pipeline, 'GPUComputePipeline', 'setPipeline', 'pipeline')]);
   }
 
-  setBindGroup(index: number, bindGroup: GPUBindGroup | null, offsets?: Iterable<number> | Uint32Array, start?: number, length?: number): void {
-    const m = 'setBindGroup';
-    const args: unknown[] = [enforceRange(index, U32_MAX, m, 'index'), bindGroup === null ? null : this.encoder.ref(bindGroup, RemoteBindGroup, m, 'bindGroup')];
-    if (offsets !== undefined) {
-      let list: number[];
-      if (start !== undefined || length !== undefined) {
-        if (!(offsets instanceof Uint32Array)) throw new TypeError(`no overload matched for ${m}:\nvalue is not a Uint32Array`);
-        const from = enforceRange(start ?? 0, U64_MAX, m, 'dynamicOffsetsDataStart');
-        const count = enforceRange(length ?? 0, U32_MAX, m, 'dynamicOffsetsDataLength');
-        if (from + count > offsets.length) throw new RangeError('dynamicOffsetsDataLength + dynamicOffsetsDataStart is out of bound of dynamicOffsetData');
-        list = Array.from(offsets.subarray(from, from + count));
-      } else {
-        list = Array.from(offsets as Iterable<number>, (v) => enforceRange(v, U32_MAX, m, 'dynamicOffsets'));
-      }
-      args.push(list);
-    }
-    this.encoder.record(this.index, m, args);
+  setBindGroup(...args: unknown[]): void {
+    const converted = setBindGroupArgs(args, this.encoder.objects);
+    const group = converted[1] as RemoteObject | null;
+    if (group !== null) converted[1] = this.encoder.ref(group, 'GPUBindGroup', 'setBindGroup', 'bindGroup');
+    this.encoder.record(this.index, 'setBindGroup', converted);
   }
 
   dispatchWorkgroups(x: number, y?: number, z?: number): void {
-    const m = 'dispatchWorkgroups';
-    const args = [enforceRange(x, U32_MAX, m, 'workgroupCountX')];
-    if (y !== undefined || z !== undefined) args.push(y === undefined ? 1 : enforceRange(y, U32_MAX, m, 'workgroupCountY'));
-    if (z !== undefined) args.push(enforceRange(z, U32_MAX, m, 'workgroupCountZ'));
-    this.encoder.record(this.index, m, args);
+    this.encoder.record(this.index, 'dispatchWorkgroups', workgroupCounts(x, y, z));
   }
 
   dispatchWorkgroupsIndirect(indirectBuffer: GPUBuffer, indirectOffset: number): void {
     const m = 'dispatchWorkgroupsIndirect';
-    this.encoder.record(this.index, m, [this.encoder.ref(indirectBuffer, RemoteBuffer, m, 'indirectBuffer'), enforceRange(indirectOffset, U64_MAX, m, 'indirectOffset')]);
+    this.encoder.record(this.index, m, [this.encoder.ref(indirectBuffer, 'GPUBuffer', m, 'indirectBuffer'), size64(indirectOffset, m, 'indirectOffset')]);
   }
 
   setImmediates(rangeOffset: number, data: unknown, dataOffset?: number, size?: number): void {
     const m = 'setImmediates';
+    const offset = size32(rangeOffset, m, 'rangeOffset');
     const bytes = dataBytes(m, data, dataOffset, size, false);
-    this.encoder.record(this.index, m, [enforceRange(rangeOffset, U32_MAX, m, 'rangeOffset'), Array.from(bytes)]);
+    this.encoder.record(this.index, m, [offset, Array.from(bytes)]);
   }
 
   pushDebugGroup(groupLabel: string): void {
-    this.encoder.record(this.index, 'pushDebugGroup', [String(groupLabel)]);
+    this.encoder.record(this.index, 'pushDebugGroup', [usvString(groupLabel, 'pushDebugGroup', 'groupLabel')]);
   }
   popDebugGroup(): void {
     this.encoder.record(this.index, 'popDebugGroup', []);
   }
   insertDebugMarker(markerLabel: string): void {
-    this.encoder.record(this.index, 'insertDebugMarker', [String(markerLabel)]);
+    this.encoder.record(this.index, 'insertDebugMarker', [usvString(markerLabel, 'insertDebugMarker', 'markerLabel')]);
   }
   end(): void {
     this.encoder.record(this.index, 'end', []);

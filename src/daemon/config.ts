@@ -65,6 +65,8 @@ export const quotaSchema = z.strictObject({
   weight: z.number().positive().finite().optional(),
   maxProcesses: z.number().int().positive().nullable().optional(),
   priorities: z.array(z.enum(PRIORITY_CLASSES)).nonempty().optional(),
+  /** The longest one piece of its processes' device work may take (ms); the watchdog ends longer ones. */
+  maxDispatchMs: z.number().min(1).max(3_600_000).nullable().optional(),
 });
 export type QuotaInput = z.input<typeof quotaSchema>;
 export type Quota = z.output<typeof quotaSchema>;
@@ -106,7 +108,19 @@ export const configSchema = z.strictObject({
       targetSliceMs: z.number().positive().finite().optional(),
       dawnPollIntervalUs: z.number().nonnegative().max(MAX_DAWN_POLL_INTERVAL_US).optional(),
       issueLeadMs: z.number().nonnegative().finite().optional(),
+      maxDispatchMs: z.number().min(1).max(3_600_000).optional(),
       atomize: z.boolean().optional(),
+      /** What one shader module may cost to compile (docs/configuration.md); each field a positive integer. */
+      shaderLimits: z
+        .strictObject({
+          maxModuleBytes: z.number().int().positive().optional(),
+          maxNestingDepth: z.number().int().positive().optional(),
+          maxFunctions: z.number().int().positive().optional(),
+          maxCallDepth: z.number().int().positive().optional(),
+          maxInlinedCost: z.number().int().positive().optional(),
+          maxPrivateArrayBytes: z.number().int().positive().optional(),
+        })
+        .optional(),
       traceEvents: z.number().int().nonnegative().optional(),
       // Checked by the kernel (0 is allowed there); its refusal is reported as kernel.<field>.
       hostMemoryLimit: z.union([z.number().nonnegative(), z.string()]).nullable().optional(),

@@ -2,7 +2,10 @@
 // kernel process, through the process's virtual navigator.gpu, exactly as an in-process program
 // would call it. The client names objects with its own ids (slot | generation << 32); this table
 // maps them to the virtual objects. Messages run in arrival order, each as soon as it arrives:
-// asynchronous WebGPU calls start at once and their replies go when they settle.
+// asynchronous WebGPU calls start at once and their replies go when they settle. No message makes
+// a Dawn call that can wait for the device (docs/daemon.md, "What never waits for the device"):
+// CreateComputePipeline uses Dawn's asynchronous creation, and the session's later messages wait
+// for it (held back here, and the client's input with them), not the daemon.
 //
 // Errors, and where they go:
 // - A protocol violation (an id the session does not hold, of the wrong kind, a malformed command
@@ -22,6 +25,7 @@ import { ProtocolError } from '../protocol/codec.js';
 import { COMMANDS, CommandName, CommandSpec, DEBUG_COMMANDS, isRef, matchOverload, refKindOf, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import { Message, Payload, splitId } from '../protocol/messages.js';
 import type { Wire } from '../protocol/wire.js';
+import type { VirtualDevice } from '../vgpu/device.js';
 import type { GpunixDeviceExtension } from '../vgpu/extension.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass } from '../vgpu/webgpuGlobals.js';
 
@@ -89,16 +93,95 @@ export class ProcessSession {
   private readonly log: LogFn;
   private readonly objects = new Map<number, Entry>();
   private closed = false;
+  /**
+   * What arrived while the session waits for a call that completes later (see createPipeline):
+   * messages, and steps of the connection's own (after()), in order; null when it is not waiting.
+   */
+  private waiting: Array<Message | (() => void)> | null = null;
+  /** Ends the session for an error of a message run after a wait (handle()'s caller gets the others). */
+  private readonly failed: (error: unknown, what: string) => void;
 
-  constructor(options: { handle: ProcessHandle; wire: Wire; log?: LogFn }) {
+  constructor(options: { handle: ProcessHandle; wire: Wire; log?: LogFn; failed?: (error: unknown, what: string) => void }) {
     this.handleRef = options.handle;
     this.wire = options.wire;
     this.log = options.log ?? (() => {});
+    this.failed = options.failed ?? ((error, what) => this.protocolFailure(error, what));
   }
 
-  /** Executes one WebGPU-role message (RequestAdapter..SetLabel, Ping, Goodbye). Throws ProtocolError on protocol violations. */
+  /**
+   * Executes one WebGPU-role message (RequestAdapter..SetLabel, Ping, Goodbye), in arrival order:
+   * while the session waits for a call of an earlier message (createPipeline), it is held back,
+   * and so is reading from the client. Throws ProtocolError on protocol violations (of a message
+   * run later, `failed` gets it).
+   */
   handle(message: Message): void {
     if (this.closed) return;
+    if (this.waiting) {
+      this.waiting.push(message);
+      return;
+    }
+    this.run(message);
+  }
+
+  /** Runs `step` (the connection's own handling of a message, e.g. Goodbye) after what the session holds back. */
+  after(step: () => void): void {
+    if (this.waiting) this.waiting.push(step);
+    else step();
+  }
+
+  private run(message: Message): void {
+    const wait = this.execute(message);
+    if (wait) this.waitFor(wait);
+  }
+
+  /**
+   * The last message made a call that completes later: the session's later messages wait, in order,
+   * and nothing more is read from the client until it settles (its writes block: the backpressure
+   * of a client that does not read its replies). Every other session, and the operators, go on.
+   */
+  private waitFor(wait: Promise<void>): void {
+    this.waiting = [];
+    this.wire.hold('device');
+    const resume = (): void => {
+      const queued = this.waiting ?? [];
+      this.waiting = null;
+      for (let i = 0; i < queued.length; i++) {
+        if (this.closed) return;
+        // (Set again by a message run below.)
+        const held = this.waiting as Array<Message | (() => void)> | null;
+        if (held) {
+          // Behind a new wait: the rest stays held back, in order.
+          held.push(...queued.slice(i));
+          return;
+        }
+        const next = queued[i];
+        try {
+          if (typeof next === 'function') next();
+          else this.run(next);
+        } catch (error) {
+          this.failed(error, typeof next === 'function' ? 'Goodbye' : next.name);
+          return;
+        }
+      }
+      if (!this.closed && !this.waiting) this.wire.release('device');
+    };
+    wait.then(resume, resume);
+  }
+
+  /** Without a connection to end the session: ProtocolError to the client, and the connection closed. */
+  private protocolFailure(error: unknown, what: string): void {
+    const coded = error instanceof GpunixError;
+    if (!coded) this.log('error', `internal error handling ${what}; closing the session`, { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    this.wire.send('ProtocolError', {
+      code: coded ? error.code : ErrorCodes.PROTOCOL_MALFORMED,
+      message: coded ? error.message : `gpunixd could not handle ${what} (an internal error, logged); the session is closed`,
+    });
+    this.close();
+    this.wire.close();
+  }
+
+  /** One message; a promise when the session's later messages must wait for a call it made (never rejects). */
+  private execute(message: Message): Promise<void> | void {
     switch (message.name) {
       case 'Ping':
         this.reply(message.payload.req, null);
@@ -188,14 +271,8 @@ export class ProcessSession {
         }));
         return;
       }
-      case 'CreateComputePipeline': {
-        const { device, id, descriptor } = message.payload;
-        const target = this.get<GPUDevice>(device, 'device');
-        this.create(id, 'computePipeline', device, () =>
-          target().createComputePipeline(pipelineDescriptor(this.resolve(descriptor, PIPELINE_KEYS))),
-        );
-        return;
-      }
+      case 'CreateComputePipeline':
+        return this.createPipeline(message.payload);
       case 'CreateComputePipelineAsync':
         return this.createPipelineAsync(message.payload);
       case 'GetBindGroupLayout': {
@@ -274,6 +351,7 @@ export class ProcessSession {
   /** The session is ending (client gone or daemon closing): forget every object. Does not end the process. */
   close(): void {
     this.closed = true;
+    this.waiting = null;
     this.objects.clear();
   }
 
@@ -316,7 +394,7 @@ export class ProcessSession {
   }
 
   /** Registers object `id` made by `make`; a make that throws leaves a failed object and an UncapturedError. */
-  private create(id: number, kind: ObjectKind, device: number | null, make: () => unknown): void {
+  private create(id: number, kind: ObjectKind, device: number | null, make: () => unknown): Entry {
     const entry = this.register(id, kind, device);
     try {
       entry.object = make();
@@ -325,9 +403,16 @@ export class ProcessSession {
         this.objects.delete(splitId(id).slot);
         throw error;
       }
-      entry.failed = `${errorName(error)}: ${(error as Error).message}`;
-      this.uncaught(device, error);
+      this.failObject(entry, device, error);
     }
+    return entry;
+  }
+
+  /** The object of `entry` could not be made (its creation threw): later uses throw the same way. */
+  private failObject(entry: Entry, device: number | null, error: unknown): void {
+    entry.object = null;
+    entry.failed = `${errorName(error)}: ${(error as Error).message}`;
+    this.uncaught(device, error);
   }
 
   /**
@@ -605,6 +690,30 @@ export class ProcessSession {
   }
 
   // ---- pipelines and encoders -----------------------------------------------------------------
+
+  /**
+   * device.createComputePipeline, which must never stop the daemon: Dawn's synchronous creation
+   * waits in the driver while a kernel (any process's) runs on the device, on the one thread that
+   * serves every session and the operators. The pipeline is made with Dawn's asynchronous creation
+   * (VirtualDevice.createComputePipelineDeferred) and exists at once for the client, with the
+   * synchronous call's semantics (errors in the scopes current at the call); this session's later
+   * messages wait until Dawn has made it, while every other session goes on.
+   */
+  private createPipeline({ device, id, descriptor }: Payload<'CreateComputePipeline'>): Promise<void> | void {
+    const target = this.get<GPUDevice>(device, 'device');
+    let ready: Promise<void> | null = null;
+    const entry = this.create(id, 'computePipeline', device, () => {
+      const real = target() as unknown as Partial<Pick<VirtualDevice, 'createComputePipelineDeferred'>> & GPUDevice;
+      const resolved = pipelineDescriptor(this.resolve(descriptor, PIPELINE_KEYS));
+      if (!real.createComputePipelineDeferred) return real.createComputePipeline(resolved);
+      const made = real.createComputePipelineDeferred(resolved);
+      ready = made.ready;
+      return made.pipeline;
+    });
+    if (ready === null) return;
+    // What the synchronous call would have thrown (Dawn's TypeError) fails the object, as create() does.
+    return (ready as Promise<void>).then(undefined, (error: unknown) => this.failObject(entry, device, error));
+  }
 
   private createPipelineAsync({ req, device, id, descriptor }: Payload<'CreateComputePipelineAsync'>): void {
     const target = this.get<GPUDevice>(device, 'device');

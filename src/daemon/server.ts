@@ -289,7 +289,12 @@ class Connection {
       return;
     }
     this.handle = handle;
-    this.processSession = new ProcessSession({ handle, wire: this.wire, log: (level, msg, fields) => this.log(level, msg, fields) });
+    this.processSession = new ProcessSession({
+      handle,
+      wire: this.wire,
+      log: (level, msg, fields) => this.log(level, msg, fields),
+      failed: (error, what) => this.failWith(error, what),
+    });
     void handle.wait().then((status) => {
       try {
         this.processEnded(status);
@@ -326,7 +331,14 @@ class Connection {
       throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `${message.name} is not accepted on a ${role} session`);
     }
     if (message.name === 'Goodbye') {
-      this.goodbye(message.payload);
+      const payload = message.payload;
+      // After what the process session still holds back (see ProcessSession.after); nothing more is read.
+      if (this.processSession) {
+        this.wire.stopReceiving();
+        this.processSession.after(() => this.goodbye(payload));
+      } else {
+        this.goodbye(payload);
+      }
       return;
     }
     if (role === 'process') this.processSession!.handle(message);

@@ -155,6 +155,7 @@ export class TenantStore {
       memoryLimit: record.memoryLimit,
       weight: record.weight,
       maxProcesses: record.maxProcesses,
+      maxDispatchMs: record.maxDispatchMs,
       priorities: [...record.priorities] as Quota['priorities'],
     };
     this.state.removed = this.state.removed.filter((n) => n !== name);

@@ -1,6 +1,7 @@
 // Finding and opening the machine's WebGPU adapters through Dawn (npm `webgpu`). This file is
 // the only place that calls Dawn's `create()`, and it passes only the kernel's own options.
 
+import { loopIterationsPerMs } from './loopRate.js';
 import { create } from 'webgpu';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { KERNEL_DAWN_OPTIONS } from '../params.js';
@@ -97,7 +98,10 @@ export async function openDevices(options: { count?: number; budgetBytes: number
       requiredFeatures: description.features as GPUFeatureName[],
       requiredLimits,
     });
-    devices.push(new PhysicalDevice(`gpu${i}`, description, device, options.budgetBytes));
+    const physical = new PhysicalDevice(`gpu${i}`, description, device, options.budgetBytes);
+    // The watchdog's unit: how many loop iterations an invocation runs per millisecond here.
+    physical.loopIterationsPerMs = await loopIterationsPerMs(device, JSON.stringify([description.backend, description.vendor, description.device, description.description]));
+    devices.push(physical);
   }
   return devices;
 }

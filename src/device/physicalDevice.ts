@@ -38,6 +38,8 @@ export class PhysicalDevice {
   evictedBytes = 0;
   /** Set once the real device is lost or destroyed; nothing more runs on it. */
   lostReason: string | null = null;
+  /** Loop iterations one invocation runs per millisecond (src/device/loopRate.ts): the watchdog's unit. */
+  loopIterationsPerMs = 1e6;
 
   // Owned by capture(): where errors raised now go, and how it catches them.
   /** The error list of the call capture() is running now; null between calls. */

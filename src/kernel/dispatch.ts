@@ -192,6 +192,11 @@ export class Dispatcher {
   readonly createdAtNs = nowNs();
 
   private readonly stopAdvising: () => void;
+  /**
+   * The watchdog's time check, set by the kernel: each owner's limit on one piece's device time,
+   * and what to do when a piece ran longer (its loops were cut short: end the owner).
+   */
+  watchdog: { limitNs(owner: Proc): number; overrun(owner: Proc, piece: string, ns: number): void } | null = null;
 
   constructor(
     readonly device: PhysicalDevice,
@@ -554,7 +559,7 @@ export class Dispatcher {
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
     // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost model.
-    if (piece.atom || piece.cost) this.closeRun();
+    if (piece.atom || piece.cost || owner.fencePieces) this.closeRun();
   }
 
   private openRunFor(owner: Proc): void {
@@ -593,6 +598,7 @@ export class Dispatcher {
       owner.vruntimeNs += spent / owner.shareWeight;
       this.busyNs += spent;
       this.learn(run, spent);
+      this.checkOverrun(run, spent);
       for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args);
       for (const item of run.finishing) owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
       owner.inFlightGroups--;
@@ -605,6 +611,20 @@ export class Dispatcher {
       this.pump();
     };
     this.device.queue.onSubmittedWorkDone().then(settle, settle);
+  }
+
+  /**
+   * The watchdog's time check on a completed run. A loop budget spent means more than the owner's
+   * limit of device time, so a piece alone over the limit is an overrun. A run of several pieces
+   * over the limit may be a long burst of short pieces: the owner's later pieces are fenced one by
+   * one (`fencePieces`) so the next overrun is seen exactly.
+   */
+  private checkOverrun(run: OpenRun, spentNs: number): void {
+    if (!this.watchdog || !run.owner.alive) return;
+    const limit = this.watchdog.limitNs(run.owner);
+    if (spentNs <= limit) return;
+    if (run.pieces.length === 1) this.watchdog.overrun(run.owner, run.pieces[0].name, spentNs);
+    else run.owner.fencePieces = true;
   }
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */

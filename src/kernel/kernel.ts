@@ -13,6 +13,7 @@ import {
   DEFAULT_TRACE_EVENTS,
   DEFAULT_DAWN_POLL_INTERVAL_US,
   DEFAULT_ISSUE_LEAD_MS,
+  DEFAULT_MAX_DISPATCH_MS,
   MAX_DAWN_POLL_INTERVAL_US,
   DEFAULT_WEIGHT,
   DEFAULT_MAX_IN_FLIGHT,
@@ -37,6 +38,7 @@ import { IMAGE_FORMAT_VERSION, ProcessImage, readImage, writeImage, WrittenImage
 import { TenantAccount, TenantQuota, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
 import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
+import { resolveShaderLimits, ShaderLimits } from '../wgsl/complexity.js';
 
 export interface KernelOptions {
   /** How many real devices to open, cycling over the adapters (default: one per adapter). */
@@ -69,6 +71,18 @@ export interface KernelOptions {
   atomize?: boolean;
   /** Fixed workgroups per atom instead of the cost model's choice (testing and experiments). */
   atomSize?: number;
+  /**
+   * The longest one piece of device work (a whole dispatch, or an atom) may take, in ms (default
+   * 2000). Every loop is bounded to end after about this long; a process whose work takes longer is
+   * ended with reason `watchdog`. A tenant's quota can lower it for its processes.
+   */
+  maxDispatchMs?: number;
+  /**
+   * What one shader module may cost to compile, checked before Dawn sees it: module bytes, nesting,
+   * functions, call depth, inlined size, per-invocation array bytes (defaults and measurements:
+   * docs/configuration.md). A module over a limit is refused with GPUNIX_E_SHADER_LIMIT.
+   */
+  shaderLimits?: Partial<ShaderLimits>;
   /** Encode every command buffer afresh from the kernel's record at execution (default false). */
   reencodeCommandBuffers?: boolean;
   /** Events the atom timeline keeps (default 100000; 0 turns tracing off). */
@@ -94,6 +108,8 @@ export interface TenantQuotaOptions {
   maxProcesses?: number | null;
   /** Priority classes its processes may use (default: all). */
   priorities?: PriorityClass[];
+  /** The longest one piece of its processes' device work may take, in ms (default: the kernel's maxDispatchMs; it can only lower it). */
+  maxDispatchMs?: number | null;
 }
 
 export interface SpawnOptions {
@@ -220,7 +236,7 @@ function resolveBudget(option: number | string | undefined): number {
   return byteOption('memoryBudget', raw);
 }
 
-const UNLIMITED_QUOTA: TenantQuota = { memoryLimit: null, weight: DEFAULT_WEIGHT, maxProcesses: null, priorities: PRIORITY_CLASSES };
+const UNLIMITED_QUOTA: TenantQuota = { memoryLimit: null, weight: DEFAULT_WEIGHT, maxProcesses: null, priorities: PRIORITY_CLASSES, maxDispatchMs: null };
 
 function checkTenantName(name: unknown): string {
   if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
@@ -233,7 +249,7 @@ function checkTenantName(name: unknown): string {
 export function resolveTenantQuota(name: string, options: TenantQuotaOptions | undefined, base: TenantQuota = UNLIMITED_QUOTA): TenantQuota {
   const o = options ?? {};
   if (typeof o !== 'object' || Array.isArray(o)) throw new GpunixError(ErrorCodes.BAD_OPTION, `tenants.${name}: a quota must be an object`);
-  const known = ['memoryLimit', 'weight', 'maxProcesses', 'priorities'];
+  const known = ['memoryLimit', 'weight', 'maxProcesses', 'priorities', 'maxDispatchMs'];
   const unknown = Object.keys(o).filter((k) => !known.includes(k));
   if (unknown.length > 0) throw new GpunixError(ErrorCodes.BAD_OPTION, `tenants.${name}: unknown quota field ${unknown.join(', ')} (known: ${known.join(', ')})`);
   const quota: TenantQuota = { ...base };
@@ -251,6 +267,7 @@ export function resolveTenantQuota(name: string, options: TenantQuotaOptions | u
     }
     quota.priorities = [...new Set(o.priorities.map(checkPriority))];
   }
+  if (o.maxDispatchMs !== undefined) quota.maxDispatchMs = o.maxDispatchMs === null ? null : checkMaxDispatchMs(`tenants.${name}.maxDispatchMs`, o.maxDispatchMs);
   return quota;
 }
 
@@ -284,7 +301,12 @@ export class Kernel {
     this.memory = new MemoryManager(options.spill);
     this.segments = new SharedSegments(this.live);
     for (const device of devices) {
-      this.dispatchers.set(device, new Dispatcher(device, options.scheduler, this.traceLog));
+      const dispatcher = new Dispatcher(device, options.scheduler, this.traceLog);
+      dispatcher.watchdog = {
+        limitNs: (proc) => this.maxDispatchMsOf(proc) * 1e6,
+        overrun: (proc, piece, ns) => this.endByWatchdog(proc, device.id, piece, ns),
+      };
+      this.dispatchers.set(device, dispatcher);
       this.virtualDevices.set(device, new Set());
       device.device.lost.then((info) => {
         for (const vdevice of this.virtualDevices.get(device) ?? []) vdevice.lose('unknown', `gpunix: device ${device.id} was lost: ${info.message}`);
@@ -323,18 +345,22 @@ export class Kernel {
       segments: this.segments,
       atomize: this.options.atomize,
       atomSize: this.options.atomSize,
+      maxDispatchMs: () => this.maxDispatchMsOf(proc),
+      shaderLimits: this.options.shaderLimits,
       chooseDevice: (options) => (proc.preferredDevice && !proc.preferredDevice.lostReason ? proc.preferredDevice : this.chooseDevice(options)),
       dispatcherFor: (device) => this.dispatchers.get(device)!,
       adopt: (vdevice) => {
         this.virtualDevices.get(vdevice.physical)!.add(vdevice);
         // Looked up at loss, not now: migration may have moved the device since.
         vdevice.lost.then(() => this.virtualDevices.get(vdevice.physical)?.delete(vdevice));
-        proc.onEnd.add((status) => vdevice.lose('unknown', `gpunix: process ${proc.pid} exited (${status.reason})`));
+        proc.onEnd.add((status) =>
+          vdevice.lose('unknown', status.reason === 'watchdog' && status.message ? status.message : `gpunix: process ${proc.pid} exited (${status.reason})`),
+        );
         if (proc.pendingImage) {
           // A restored process: its first device receives the image's objects, found by label.
           const image = proc.pendingImage;
           proc.pendingImage = null;
-          vdevice.adoptImage(image);
+          return vdevice.adoptImage(image);
         }
       },
     };
@@ -548,6 +574,21 @@ export class Kernel {
     return proc.exit!;
   }
 
+  /** The longest one piece of `proc`'s device work may take (ms): the kernel's limit, or its tenant's lower one. */
+  private maxDispatchMsOf(proc: Proc): number {
+    return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity);
+  }
+
+  /** Ends a process whose piece of work ran over its limit: the watchdog cut its loops short, so its results are not to be trusted. */
+  private endByWatchdog(proc: Proc, deviceId: string, piece: string, ns: number): void {
+    const limit = this.maxDispatchMsOf(proc);
+    this.terminate(proc, {
+      code: 152,
+      reason: 'watchdog',
+      message: `gpunix watchdog: '${piece}' ran ${(ns / 1e6).toFixed(0)} ms on ${deviceId}, over the limit of ${limit} ms per dispatch (maxDispatchMs); its loops were stopped`,
+    });
+  }
+
   private terminate(proc: Proc, status: ExitStatus): void {
     if (!proc.alive) return;
     proc.suspended = false;
@@ -667,6 +708,10 @@ export interface KernelSettings {
   scheduler: SchedulerParams;
   atomize: boolean;
   atomSize: number | null;
+  /** The kernel's per-piece device time limit (ms); tenants may lower it. */
+  maxDispatchMs: number;
+  /** What one shader module may cost to compile. */
+  shaderLimits: ShaderLimits;
   reencodeCommandBuffers: boolean;
   traceEvents: number;
   /** Least µs between Dawn polls (0: dawn.node's own polling). */
@@ -674,6 +719,14 @@ export interface KernelSettings {
   tenants: Map<string, TenantAccount>;
   /** Host memory limit for evicted contents and the spill directory. */
   spill: SpillSettings;
+}
+
+/** A per-piece time limit in ms: a finite number from 1 ms to one hour. */
+function checkMaxDispatchMs(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > 3_600_000) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `${name} must be a number of milliseconds from 1 to 3600000, got ${String(value)}`);
+  }
+  return value;
 }
 
 function positiveInteger(name: string, value: unknown): number {
@@ -713,6 +766,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     throw new GpunixError(ErrorCodes.BAD_OPTION, `issueLeadMs must be a non-negative number, got ${String(options.issueLeadMs)}`);
   }
   const atomSize = options.atomSize === undefined ? null : positiveInteger('atomSize', options.atomSize);
+  const maxDispatchMs = checkMaxDispatchMs('maxDispatchMs', options.maxDispatchMs ?? DEFAULT_MAX_DISPATCH_MS);
+  const shaderLimits = resolveShaderLimits(options.shaderLimits);
   const traceEvents = options.traceEvents ?? DEFAULT_TRACE_EVENTS;
   if (!Number.isInteger(traceEvents) || traceEvents < 0) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `traceEvents must be a non-negative integer, got ${String(options.traceEvents)}`);
@@ -734,6 +789,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
     atomize: options.atomize ?? true,
     atomSize,
+    maxDispatchMs,
+    shaderLimits,
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
     traceEvents,
     dawnPollIntervalUs,

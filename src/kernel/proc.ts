@@ -21,6 +21,7 @@ export type ExitReason =
   | 'killed' // kernel.kill()
   | 'out-of-memory'
   | 'device-lost'
+  | 'watchdog' // a piece of its GPU work ran longer than maxDispatchMs (its loops were cut short)
   | 'kernel-shutdown';
 
 export interface ExitStatus {
@@ -95,6 +96,8 @@ export class Proc {
   atomsRun = 0;
   wholeDispatches = 0;
   preemptions = 0;
+  /** Set by the watchdog's time check after a run of its pieces took over its limit: each piece gets its own fence. */
+  fencePieces = false;
   readonly latency = new LatencyHistogram();
   /** Bumped on every use of the process's resources and every piece of its work: evictions in progress give up when it moves. */
   activity = 0;

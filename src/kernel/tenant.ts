@@ -16,6 +16,8 @@ export interface TenantQuota {
   maxProcesses: number | null;
   /** Priority classes the tenant's processes may use. */
   priorities: readonly PriorityClass[];
+  /** The longest one piece of its processes' device work may take (ms); null: the kernel's maxDispatchMs. */
+  maxDispatchMs: number | null;
 }
 
 export interface TenantRecord extends TenantQuota {

@@ -4,6 +4,7 @@
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { WEBGPU_DEFAULT_LIMITS } from '../params.js';
 import { VirtualDevice } from './device.js';
+import { deviceDescriptor } from '../webidl.js';
 import type { ProcessHost } from './host.js';
 
 /** The adapter info a process sees: the physical adapter's, as plain data. */
@@ -39,7 +40,10 @@ export class VirtualAdapter {
     return this.physical.adapter.isFallbackAdapter;
   }
 
-  async requestDevice(descriptor?: GPUDeviceDescriptor): Promise<VirtualDevice> {
+  async requestDevice(input?: GPUDeviceDescriptor): Promise<VirtualDevice> {
+    // Converted first, as WebIDL does (a failure rejects): requiredFeatures element by element
+    // with ToString (so [['timestamp-query']] is 'timestamp-query'), requiredLimits with [EnforceRange].
+    const descriptor = deviceDescriptor(input, this.features);
     if (this.consumed) {
       throw new DOMException('adapter is "consumed": it has already been used to create a device', 'OperationError');
     }
@@ -67,7 +71,7 @@ export class VirtualAdapter {
       throw new DOMException(`process ${this.host.proc.pid} has exited`, 'OperationError');
     }
     const device = new VirtualDevice(this.host, this.physical, features, Object.freeze(limits), this.info, descriptor);
-    this.host.adopt(device);
+    await this.host.adopt(device);
     return device;
   }
 }

@@ -45,8 +45,9 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
     private physical: PhysicalDevice,
     private real: GPUBindGroup,
     descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] },
+    owner: object,
   ) {
-    super(descriptor.label);
+    super(descriptor.label, owner);
     this.descriptor = descriptor;
     this.buffers = boundBuffers(descriptor.entries);
     this.generations = this.buffers.map((b) => b.residency.generation);

@@ -6,6 +6,7 @@ import type { WorkItem } from '../kernel/dispatch.js';
 import type { BufferResidency } from '../kernel/residency.js';
 import type { VirtualDevice } from './device.js';
 import { REAL, VirtualObject } from './object.js';
+import { size32, size64 } from '../webidl.js';
 
 interface QueuedMap {
   item: WorkItem;
@@ -28,7 +29,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     readonly residency: BufferResidency,
     descriptor: GPUBufferDescriptor,
   ) {
-    super(descriptor.label);
+    super(descriptor.label, device);
     this.size = residency.size;
     // The program's usage, not the real buffer's (the kernel may add COPY_SRC to read it back).
     this.usage = Number(descriptor.usage);
@@ -54,6 +55,14 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   }
 
   mapAsync(mode: GPUMapModeFlags, offset?: number, size?: number): Promise<undefined> {
+    // WebIDL: a promise-returning operation rejects (rather than throws) when its arguments do not convert.
+    try {
+      mode = size32(mode, 'mapAsync', 'mode');
+      offset = offset === undefined ? 0 : size64(offset, 'mapAsync', 'offset');
+      if (size !== undefined) size = size64(size, 'mapAsync', 'size');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.device.isLost) {
       // Dawn rejects a map on a lost device with AbortError.
       return Promise.reject(new DOMException('mapAsync: the device is lost', 'AbortError'));
@@ -88,6 +97,8 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   }
 
   getMappedRange(offset?: number, size?: number): ArrayBuffer {
+    offset = offset === undefined ? 0 : size64(offset, 'getMappedRange', 'offset');
+    if (size !== undefined) size = size64(size, 'getMappedRange', 'size');
     if (this.queuedMaps.length > 0 || this.destroyed) {
       throw new DOMException('getMappedRange called on a buffer that is not mapped', 'OperationError');
     }

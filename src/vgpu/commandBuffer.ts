@@ -3,6 +3,7 @@
 // it afresh against whatever real objects stand behind the virtual ones at execution time.
 
 import { REAL, unwrap, VirtualObject } from './object.js';
+import { describeCommandBuffer } from '../foreignObject.js';
 
 export type PassOp =
   | 'setPipeline'
@@ -55,8 +56,23 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     readonly indirectDispatches: number,
     /** The owner's backing epoch at finish(): if it moved, the checked encoding names stale buffers. */
     readonly backingEpoch: number,
+    /** The device whose encoder made it. */
+    owner: object,
+    /** Its encoder's label, and whether finish() gave a label of its own (Dawn names both). */
+    readonly encoderLabel = '',
+    private readonly finishLabelled = true,
   ) {
-    super(label);
+    super(label, owner);
+  }
+
+  /** The label Dawn gives the command buffer itself: finish()'s, or none. */
+  get ownLabel(): string {
+    return this.finishLabelled || this.label !== this.encoderLabel ? this.label : '';
+  }
+
+  /** How Dawn names it in messages: `[CommandBuffer "cb" from CommandEncoder "enc"]`. */
+  get description(): string {
+    return describeCommandBuffer(this.ownLabel, this.encoderLabel);
   }
 
   /** The encoding Dawn checked at finish(): submitting it is exact when nothing was replaced. */

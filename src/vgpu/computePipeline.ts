@@ -9,6 +9,8 @@ import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 import { VirtualShaderModule } from './shaderModule.js';
+import { unsignedLong } from '../webidl.js';
+import { requireDictionary } from './dictionary.js';
 
 /** The kernel's twin of a pipeline whose entry point was rewritten to run as atoms. */
 export interface AtomizedPipeline {
@@ -31,7 +33,7 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   const module = compute?.module;
   if (!(module instanceof VirtualShaderModule)) return;
   const limits = device.physical.adapter.limits;
-  const entry = atomize(module.code, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
+  const entry = atomize(module.deviceCode, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
   if (entry.mode !== 'immediate') {
     pipeline.wholeReason = entry.reason ?? `the atomizer chose '${entry.mode}'`;
     return;
@@ -90,6 +92,24 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   return made.value.then(adopt, (error: unknown) => refuse(error instanceof Error ? error.message : String(error)));
 }
 
+/** The program's descriptor checked as the WebGPU call does (TypeError), and what Dawn should be given for it. */
+export function checkedPipelineDescriptor(method: string, descriptor: GPUComputePipelineDescriptor): GPUComputePipelineDescriptor {
+  requireDictionary(method, descriptor);
+  requireDictionary(method, descriptor.compute, 'compute');
+  return realComputePipelineDescriptor(descriptor);
+}
+
+/**
+ * An invalid pipeline, as Dawn makes one for a failed creation, made without reaching the driver
+ * (an entry point no WGSL identifier can name fails Dawn's validation, and an empty module is
+ * well-formed whatever the program gave); its error is dropped.
+ */
+export function invalidComputePipeline(physical: PhysicalDevice): GPUComputePipeline {
+  return physical.capture(() =>
+    physical.device.createComputePipeline({ layout: 'auto', compute: { module: physical.device.createShaderModule({ code: '' }), entryPoint: 'gpunix: not made' } }),
+  ).value;
+}
+
 /** What Dawn should be given for a program's compute pipeline descriptor. */
 export function realComputePipelineDescriptor(descriptor: GPUComputePipelineDescriptor): GPUComputePipelineDescriptor {
   const real: GPUComputePipelineDescriptor = { ...descriptor, layout: descriptor.layout === 'auto' ? 'auto' : unwrap(descriptor.layout) };
@@ -110,23 +130,41 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
 
   constructor(
     private readonly device: VirtualDevice,
-    private real: GPUComputePipeline,
+    /** Dawn's pipeline; null until a deferred creation attaches it (VirtualDevice.createComputePipelineDeferred). */
+    private real: GPUComputePipeline | null,
     readonly descriptor: GPUComputePipelineDescriptor,
   ) {
-    super(descriptor.label);
+    super(descriptor.label, device);
   }
 
-  rebuild(physical: PhysicalDevice): void {
-    this.real = physical.capture(() => physical.device.createComputePipeline(realComputePipelineDescriptor(this.descriptor))).value;
+  /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation). */
+  attach(real: GPUComputePipeline): void {
+    this.real = real;
+  }
+
+  /**
+   * Made afresh on `physical` (migration), with Dawn's asynchronous creation: the synchronous one
+   * would wait in the driver for whatever runs on that device, on the thread that serves everyone.
+   */
+  async rebuild(physical: PhysicalDevice): Promise<void> {
+    let made: Promise<GPUComputePipeline>;
+    try {
+      made = physical.capture(() => physical.device.createComputePipelineAsync(realComputePipelineDescriptor(this.descriptor))).value;
+    } catch {
+      made = Promise.reject(new TypeError('refused'));
+    }
+    // Invalid before, invalid again (its errors were the program's when it was made).
+    this.real = await made.catch(() => invalidComputePipeline(physical));
     const hadTwin = this.atomized !== null;
     this.atomized = null;
-    if (hadTwin) buildAtomizedTwin(this.device, this, true);
+    if (hadTwin) await buildAtomizedTwin(this.device, this, false);
   }
   get [REAL](): GPUComputePipeline {
-    return this.real;
+    return this.real as GPUComputePipeline;
   }
   getBindGroupLayout(index: number): VirtualBindGroupLayout {
-    const real = this.device.call(() => this.real.getBindGroupLayout(index));
+    index = unsignedLong(index, 'getBindGroupLayout', 'index');
+    const real = this.device.call(() => this.real!.getBindGroupLayout(index));
     const layout = new VirtualBindGroupLayout(real, undefined, { pipeline: this, index });
     this.device.remember('derivedLayout', layout);
     return layout;

@@ -12,19 +12,31 @@ import type { WorkItem } from '../kernel/dispatch.js';
 import type { PassCommand, RecordedCommand, VirtualCommandBuffer } from './commandBuffer.js';
 import { Submission } from './submission.js';
 import { GpunixDeviceExtension } from './extension.js';
-import { requireDictionaries, requireDictionary } from './dictionary.js';
+import {
+  bindGroupDescriptor,
+  bindGroupLayoutDescriptor,
+  bufferDescriptor,
+  computePipelineDescriptor,
+  labelDescriptor,
+  pipelineLayoutDescriptor,
+  querySetDescriptor,
+  shaderModuleDescriptor,
+  usvString,
+} from '../webidl.js';
+import { DeviceObjects, ForeignStandIn, foreignWords, foreignWordsOfRejection } from './foreign.js';
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
-import { buildAtomizedTwin, realComputePipelineDescriptor, VirtualComputePipeline } from './computePipeline.js';
+import { buildAtomizedTwin, checkedPipelineDescriptor, invalidComputePipeline, VirtualComputePipeline } from './computePipeline.js';
 import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import { REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue, writeBufferBytes } from './queue.js';
-import { VirtualShaderModule } from './shaderModule.js';
-import { GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
+import { compileBounded, loopBudget, refusedModule, VirtualShaderModule } from './shaderModule.js';
+import { checkShader, describeShaderLimit } from '../wgsl/complexity.js';
+import { GPUInternalErrorClass, GPUPipelineErrorClass, GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { BufferResidency, realUsageFor, SharedResidency } from '../kernel/residency.js';
 import type { MemoryManager } from '../kernel/mem.js';
 
@@ -53,7 +65,9 @@ export interface DeviceLostInfo {
 }
 
 export class VirtualDevice extends EventTarget {
-  label: string;
+  #label: string;
+  /** Takes object arguments: interface check and ownership (src/vgpu/foreign.ts). */
+  readonly objects: DeviceObjects = new DeviceObjects(this);
   readonly queue: VirtualQueue;
   readonly features: ReadonlySet<string>;
   readonly limits: Readonly<Record<string, number>>;
@@ -79,7 +93,7 @@ export class VirtualDevice extends EventTarget {
     descriptor: GPUDeviceDescriptor | undefined,
   ) {
     super();
-    this.label = descriptor?.label ?? '';
+    this.#label = descriptor?.label ?? '';
     this.features = features;
     this.limits = limits;
     this.adapterInfo = adapterInfo;
@@ -92,6 +106,14 @@ export class VirtualDevice extends EventTarget {
 
   get proc(): Proc {
     return this.host.proc;
+  }
+
+  get label(): string {
+    return this.#label;
+  }
+  /** WebGPU's `attribute USVString label`, converted as WebIDL says. */
+  set label(value: string) {
+    this.#label = usvString(value, 'label', 'label');
   }
 
   // ---- error plumbing -------------------------------------------------------------------------
@@ -145,9 +167,10 @@ export class VirtualDevice extends EventTarget {
     // A call known clean at return needs no routing at all: the hot path of every valid program.
     if (captured.clean) return RESOLVED_TRUE;
     // A lost device reports no errors (WebGPU): its calls are no-ops from the program's view.
+    // Errors about another device's object (a stand-in) are worded as Dawn words them (foreign.ts).
     this.scopes.route(
       target,
-      captured.errors.then((list) => (this.isLost ? [] : list)),
+      captured.errors.then((list) => (this.isLost ? [] : foreignWords(list, this))),
     );
     return captured.errors.then((list) => list.length === 0);
   }
@@ -234,9 +257,9 @@ export class VirtualDevice extends EventTarget {
     return null;
   }
 
-  createBuffer(descriptor: GPUBufferDescriptor): VirtualBuffer {
-    requireDictionary('createBuffer', descriptor);
-    const size = Number(descriptor?.size);
+  createBuffer(input: GPUBufferDescriptor): VirtualBuffer {
+    const descriptor = bufferDescriptor(input);
+    const size = descriptor.size;
     let refusal: GPUError | null = null;
     if (this.isLost) {
       refusal = validationError('device is lost');
@@ -281,80 +304,146 @@ export class VirtualDevice extends EventTarget {
     return buffer;
   }
 
-  createShaderModule(descriptor: GPUShaderModuleDescriptor): VirtualShaderModule {
-    requireDictionary('createShaderModule', descriptor);
-    const real = this.call(() => this.physical.device.createShaderModule(descriptor));
-    const module = new VirtualShaderModule(real, descriptor);
+  createShaderModule(input: GPUShaderModuleDescriptor): VirtualShaderModule {
+    const descriptor = shaderModuleDescriptor(input, this.objects);
+    // What compilation would cost is measured first: a module over a limit never reaches Dawn.
+    const refusal = checkShader(descriptor.code, this.host.shaderLimits);
+    const budget = loopBudget(this.physical, this.host.maxDispatchMs());
+    const compiled = refusal
+      ? refusedModule(this.physical, descriptor.label, `${ErrorCodes.SHADER_LIMIT}: ${describeShaderLimit(descriptor.label ?? '', refusal)}`)
+      : compileBounded(this.physical, descriptor, budget, (make) => this.call(make));
+    if (compiled.refusal) this.reportNow(validationError(compiled.refusal));
+    const module = new VirtualShaderModule(compiled, descriptor, () => this.host.maxDispatchMs());
+    module.owner = this;
     this.track(module, 'shaderModule', 0);
     this.remember('shaderModule', module);
     return module;
   }
 
-  createComputePipeline(descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
-    requireDictionary('createComputePipeline', descriptor);
-    requireDictionary('createComputePipeline', descriptor.compute, 'compute');
-    const { value: real, clean } = this.callChecked(() => this.physical.device.createComputePipeline(realComputePipelineDescriptor(descriptor)));
-    const pipeline = new VirtualComputePipeline(this, real, descriptor);
-    this.track(pipeline, 'computePipeline', 0);
-    this.remember('computePipeline', pipeline);
+  createComputePipeline(input: GPUComputePipelineDescriptor): VirtualComputePipeline {
+    const descriptor = computePipelineDescriptor(input, this.objects);
+    const real = checkedPipelineDescriptor('createComputePipeline', descriptor);
+    const { value, clean } = this.callChecked(() => this.physical.device.createComputePipeline(real));
+    const pipeline = this.madePipeline(value, descriptor);
     if (clean && this.host.atomize && !this.isLost) buildAtomizedTwin(this, pipeline, true);
     return pipeline;
   }
 
-  async createComputePipelineAsync(descriptor: GPUComputePipelineDescriptor): Promise<VirtualComputePipeline> {
-    requireDictionary('createComputePipelineAsync', descriptor);
-    requireDictionary('createComputePipelineAsync', descriptor.compute, 'compute');
-    const real = await this.physical.device.createComputePipelineAsync(realComputePipelineDescriptor(descriptor));
-    const pipeline = new VirtualComputePipeline(this, real, descriptor);
-    this.track(pipeline, 'computePipeline', 0);
-    this.remember('computePipeline', pipeline);
+  /**
+   * createComputePipeline for a caller that must never wait for the device (gpunixd serves every
+   * session and the operators on one thread): Dawn's synchronous creation waits in the driver for
+   * the kernel running on the device (lavapipe takes its queue lock), its asynchronous one does
+   * not. The pipeline exists at once, with the synchronous call's semantics; `ready` resolves when
+   * Dawn's pipeline (and its atomized twin) are made, and until then the pipeline must not be used.
+   * Errors go where the synchronous call's would: to the error scopes current now (uncaptured if
+   * none). `ready` rejects only with what the synchronous call would have thrown (a TypeError
+   * Dawn's bindings give the asynchronous call as a rejection).
+   */
+  createComputePipelineDeferred(input: GPUComputePipelineDescriptor): { pipeline: VirtualComputePipeline; ready: Promise<void> } {
+    const descriptor = computePipelineDescriptor(input, this.objects);
+    const real = checkedPipelineDescriptor('createComputePipeline', descriptor);
+    const physical = this.physical;
+    const target = this.errorTarget();
+    let made: Promise<GPUComputePipeline>;
+    try {
+      made = physical.capture(() => physical.device.createComputePipelineAsync(real)).value;
+    } catch (error) {
+      target.release();
+      throw error;
+    }
+    const pipeline = this.madePipeline(null, descriptor);
+    const ready = made.then(
+      (value): Promise<void> | void => {
+        target.release();
+        // Migrated meanwhile: rebuild() has made it on the new device from the descriptor.
+        if (this.physical !== physical) return;
+        pipeline.attach(value);
+        if (this.host.atomize && !this.isLost) return buildAtomizedTwin(this, pipeline, false);
+      },
+      (error: unknown) => {
+        if (!(error instanceof GPUPipelineErrorClass) || this.physical !== physical) {
+          target.release();
+          if (error instanceof GPUPipelineErrorClass) return;
+          throw error;
+        }
+        if (error.reason === 'validation') {
+          // Dawn validates before it reaches the driver, so the synchronous call cannot wait here: it
+          // makes the invalid pipeline and raises exactly the error the program's call would have.
+          const captured = physical.capture(() => physical.device.createComputePipeline(real));
+          this.routeCaptured(target, captured);
+          target.release();
+          pipeline.attach(captured.value);
+          if (captured.clean && this.host.atomize && !this.isLost) return buildAtomizedTwin(this, pipeline, false);
+          return;
+        }
+        // The driver failed it (GPUInternalError): an invalid pipeline made without the driver stands in.
+        pipeline.attach(invalidComputePipeline(physical));
+        this.reportRouted(target, new GPUInternalErrorClass(error.message));
+      },
+    );
+    return { pipeline, ready };
+  }
+
+  async createComputePipelineAsync(input: GPUComputePipelineDescriptor): Promise<VirtualComputePipeline> {
+    const descriptor = computePipelineDescriptor(input, this.objects, 'createComputePipelineAsync');
+    const real = checkedPipelineDescriptor('createComputePipelineAsync', descriptor);
+    const made = this.physical.device.createComputePipelineAsync(real).catch((error: unknown) => {
+      throw foreignWordsOfRejection(error, this);
+    });
+    const pipeline = this.madePipeline(await made, descriptor);
     if (this.host.atomize && !this.isLost) await buildAtomizedTwin(this, pipeline, false);
     return pipeline;
   }
 
-  createBindGroupLayout(descriptor: GPUBindGroupLayoutDescriptor): VirtualBindGroupLayout {
-    requireDictionaries('createBindGroupLayout', descriptor, 'entries');
-    const kept = { ...descriptor, entries: [...(descriptor.entries ?? [])] };
+  /** The process's record of a pipeline Dawn made (`real`; null until a deferred creation attaches it). */
+  private madePipeline(real: GPUComputePipeline | null, descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
+    const pipeline = new VirtualComputePipeline(this, real, descriptor);
+    this.track(pipeline, 'computePipeline', 0);
+    this.remember('computePipeline', pipeline);
+    return pipeline;
+  }
+
+  createBindGroupLayout(input: GPUBindGroupLayoutDescriptor): VirtualBindGroupLayout {
+    // Converted into a fresh descriptor (webidl.ts): kept as it is, for rebuilds and checkpoints.
+    const kept = bindGroupLayoutDescriptor(input);
     const real = this.call(() => this.physical.device.createBindGroupLayout(kept));
-    const layout = new VirtualBindGroupLayout(real, descriptor.label, { descriptor: kept });
+    const layout = new VirtualBindGroupLayout(real, kept.label, { descriptor: kept }, this);
     this.track(layout, 'bindGroupLayout', 0);
     this.remember('bindGroupLayout', layout);
     return layout;
   }
 
-  createPipelineLayout(descriptor: GPUPipelineLayoutDescriptor): VirtualPipelineLayout {
-    requireDictionary('createPipelineLayout', descriptor);
-    const layouts = [...(descriptor.bindGroupLayouts ?? [])];
+  createPipelineLayout(input: GPUPipelineLayoutDescriptor): VirtualPipelineLayout {
+    const descriptor = pipelineLayoutDescriptor(input, this.objects);
+    const layouts = [...descriptor.bindGroupLayouts];
     const real = this.call(() =>
       this.physical.device.createPipelineLayout({ ...descriptor, bindGroupLayouts: layouts.map((l) => unwrap(l)) }),
     );
-    const layout = new VirtualPipelineLayout(real, layouts, descriptor.label, (descriptor as { immediateSize?: number }).immediateSize);
+    const layout = new VirtualPipelineLayout(real, layouts, descriptor.label, descriptor.immediateSize, this);
     this.track(layout, 'pipelineLayout', 0);
     this.remember('pipelineLayout', layout);
     return layout;
   }
 
-  createBindGroup(descriptor: GPUBindGroupDescriptor): VirtualBindGroup {
-    requireDictionaries('createBindGroup', descriptor, 'entries');
-    for (const entry of descriptor.entries ?? []) if (entry.resource === undefined || entry.resource === null) requireDictionary('createBindGroup', entry.resource, 'entries[].resource');
-    const kept = { ...descriptor, entries: [...(descriptor.entries ?? [])] };
-    const real = this.call(() =>
-      this.physical.device.createBindGroup({ ...descriptor, layout: unwrap(descriptor.layout), entries: realEntries(kept.entries) }),
-    );
-    const group = new VirtualBindGroup(this.physical, real, kept);
+  createBindGroup(input: GPUBindGroupDescriptor): VirtualBindGroup {
+    // Converted and owned: another device's layout or buffer is a stand-in from here on (foreign.ts).
+    const kept = bindGroupDescriptor(input, this.objects);
+    const real = this.call(() => this.physical.device.createBindGroup({ ...kept, layout: unwrap(kept.layout), entries: realEntries(kept.entries) }));
+    const group = new VirtualBindGroup(this.physical, real, kept, this);
     this.track(group, 'bindGroup', 0);
     this.remember('bindGroup', group);
     return group;
   }
 
-  createCommandEncoder(descriptor?: GPUCommandEncoderDescriptor): VirtualCommandEncoder {
+  createCommandEncoder(input?: GPUCommandEncoderDescriptor): VirtualCommandEncoder {
+    const descriptor = labelDescriptor(input, 'createCommandEncoder');
     const real = this.call(() => this.physical.device.createCommandEncoder(descriptor));
     return new VirtualCommandEncoder(this, real, descriptor);
   }
 
-  createQuerySet(descriptor: GPUQuerySetDescriptor): VirtualQuerySet {
-    requireDictionary('createQuerySet', descriptor);
-    if (descriptor?.type === 'timestamp' && !this.features.has('timestamp-query')) {
+  createQuerySet(input: GPUQuerySetDescriptor): VirtualQuerySet {
+    const descriptor = querySetDescriptor(input);
+    if (descriptor.type === 'timestamp' && !this.features.has('timestamp-query')) {
       const real = this.physical.capture(() => this.physical.device.createQuerySet({ ...descriptor, count: 1 << 30 })).value;
       this.reportNow(validationError("Timestamp query set can't be created without the 'timestamp-query' feature enabled on the device."));
       return new VirtualQuerySet(this, real, descriptor);
@@ -418,7 +507,9 @@ export class VirtualDevice extends EventTarget {
     this.physical = target;
     this.dispatcher = dispatcher;
     for (const phase of REBUILD_PHASES) {
-      for (const ref of this.migratable.get(phase) ?? []) ref.deref()?.rebuild(target);
+      // A pipeline is remade asynchronously (Dawn's synchronous creation would wait for the target's
+      // running kernel); what is made from it (derived layouts) waits for its phase to finish.
+      await Promise.all([...(this.migratable.get(phase) ?? [])].map((ref) => ref.deref()?.rebuild(target)));
     }
     // Encodings made before name the old device's objects: submits re-encode from the record.
     this.proc.backingEpoch++;
@@ -478,6 +569,9 @@ export class VirtualDevice extends EventTarget {
       const shader = modules.indexOf(compute.module as unknown as VirtualShaderModule);
       if (shader < 0) continue;
       const layout = pipeline.descriptor.layout;
+      // Made with another device's layout: invalid, and must not come back valid from the image.
+      if (layout instanceof ForeignStandIn) continue;
+      if (layout instanceof VirtualPipelineLayout && layout.bindGroupLayouts.some((l) => l instanceof ForeignStandIn)) continue;
       let imageLayout: ImagePipeline['layout'] = 'auto';
       if (layout instanceof VirtualPipelineLayout) {
         const descriptors = layout.bindGroupLayouts.map((l) => {
@@ -671,8 +765,11 @@ export class VirtualDevice extends EventTarget {
   /**
    * Makes the objects of a process image on this device, findable by label through `gpunix`, and
    * puts the image's queued work on this device's queue, ahead of anything its program does.
+   * Resolves when that is done (the device is handed to the program then): the pipelines are made
+   * with Dawn's asynchronous creation, which, unlike the synchronous one, never waits in the driver
+   * for a kernel another process has on the device.
    */
-  adoptImage(image: ProcessImage): void {
+  async adoptImage(image: ProcessImage): Promise<void> {
     const destroyed = new Set(image.queued.flatMap((q) => (q.kind === 'destroyBuffer' ? [q.buffer] : [])));
     const buffers = new Map(
       image.buffers.map((b) => {
@@ -683,6 +780,7 @@ export class VirtualDevice extends EventTarget {
       }),
     );
     const modules = new Map(image.shaders.map((s) => [s.id, this.createShaderModule({ label: s.label, code: s.code })] as const));
+    const making: Promise<void>[] = [];
     const pipelines = new Map(
       image.pipelines.map((p) => {
         const layout =
@@ -691,14 +789,16 @@ export class VirtualDevice extends EventTarget {
             : this.createPipelineLayout({
                 bindGroupLayouts: p.layout.bindGroupLayouts.map((d) => (d ? (this.createBindGroupLayout(d as GPUBindGroupLayoutDescriptor) as unknown as GPUBindGroupLayout) : null)),
               });
-        const pipeline = this.createComputePipeline({
+        const made = this.createComputePipelineDeferred({
           label: p.label,
           layout: layout as GPUPipelineLayout | 'auto',
           compute: { module: modules.get(p.shader) as unknown as GPUShaderModule, entryPoint: p.entryPoint, constants: p.constants },
         });
-        return [p.id, pipeline] as const;
+        making.push(made.ready);
+        return [p.id, made.pipeline] as const;
       }),
     );
+    await Promise.all(making);
     this.gpunix.adopt({
       buffers: image.buffers.filter((b) => !destroyed.has(b.id)).map((b) => buffers.get(b.id)!),
       pipelines: [...pipelines.values()],

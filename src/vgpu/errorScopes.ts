@@ -4,9 +4,9 @@
 // the call's outcome before its popErrorScope resolves.
 
 import { ErrorCodes, GpunixError } from '../errors.js';
+import { ERROR_FILTERS, enumValue } from '../webidl.js';
 
 type Filter = 'validation' | 'out-of-memory' | 'internal';
-const FILTERS: readonly string[] = ['validation', 'out-of-memory', 'internal'];
 
 interface Scope {
   filter: Filter;
@@ -47,10 +47,8 @@ export class ErrorScopes {
   ) {}
 
   push(filter: string): void {
-    if (!FILTERS.includes(filter)) {
-      throw new TypeError(`no overload matched for pushErrorScope:\n${filter} is not a valid enum value of GPUErrorFilter`);
-    }
-    this.stack.push({ filter: filter as Filter, error: null, pending: [] });
+    const value = enumValue<Filter>(filter, ERROR_FILTERS, 'GPUErrorFilter', 'pushErrorScope', 'filter');
+    this.stack.push({ filter: value, error: null, pending: [] });
   }
 
   async pop(): Promise<GPUError | null> {

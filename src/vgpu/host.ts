@@ -7,6 +7,7 @@ import type { Dispatcher } from '../kernel/dispatch.js';
 import type { MemoryManager } from '../kernel/mem.js';
 import type { SharedSegments } from '../kernel/segments.js';
 import type { Proc } from '../kernel/proc.js';
+import type { ShaderLimits } from '../wgsl/complexity.js';
 import type { VirtualDevice } from './device.js';
 
 export interface ProcessHost {
@@ -18,8 +19,11 @@ export interface ProcessHost {
   readonly memory: MemoryManager;
   /** Named buffers shared by processes of one tenant. */
   readonly segments: SharedSegments;
-  /** Registers a new virtual device: the kernel turns it lost when its process or device ends. */
-  adopt(device: VirtualDevice): void;
+  /**
+   * Registers a new virtual device: the kernel turns it lost when its process or device ends. A
+   * promise when the device receives a process image: the device is the program's once it settles.
+   */
+  adopt(device: VirtualDevice): void | Promise<void>;
   /**
    * When true, the dispatcher encodes every command buffer afresh from the kernel's record instead
    * of using the encoding checked at finish(): the path preemption and eviction rely on.
@@ -29,4 +33,8 @@ export interface ProcessHost {
   readonly atomize: boolean;
   /** Fixed workgroups per atom, overriding the cost model (null: the cost model decides). */
   readonly atomSize: number | null;
+  /** The longest one piece of this process's device work may take (ms): the watchdog's limit. */
+  maxDispatchMs(): number;
+  /** What a shader module may cost to compile (checked before Dawn sees it; src/wgsl/complexity.ts). */
+  readonly shaderLimits: ShaderLimits;
 }

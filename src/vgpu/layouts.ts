@@ -11,8 +11,10 @@ export class VirtualBindGroupLayout extends VirtualObject<GPUBindGroupLayout> im
     private real: GPUBindGroupLayout,
     label: string | undefined,
     readonly source: LayoutSource,
+    /** The device that made it; a pipeline's derived layout belongs to the pipeline's device. */
+    owner?: object,
   ) {
-    super(label);
+    super(label, owner ?? ('pipeline' in source ? source.pipeline.owner : null));
   }
   get [REAL](): GPUBindGroupLayout {
     return this.real;
@@ -30,9 +32,10 @@ export class VirtualPipelineLayout extends VirtualObject<GPUPipelineLayout> impl
     private real: GPUPipelineLayout,
     readonly bindGroupLayouts: ReadonlyArray<unknown>,
     label: string | undefined,
-    private readonly immediateSize?: number,
+    private readonly immediateSize: number | undefined,
+    owner: object,
   ) {
-    super(label);
+    super(label, owner);
   }
   get [REAL](): GPUPipelineLayout {
     return this.real;

@@ -2,20 +2,38 @@
 // in front of a real object that the kernel may replace (eviction, migration) without the program
 // noticing. `unwrap` turns a program's argument into what Dawn should see.
 
+import { usvString } from '../webidl.js';
+
 export const REAL = Symbol('gpunix.real');
 
 export abstract class VirtualObject<Real extends object = object> {
-  label: string;
-  constructor(label: string | undefined) {
-    this.label = label ?? '';
+  #label: string;
+  constructor(
+    label: string | undefined,
+    /**
+     * The device that made this object, set once at its creation: only that device may use it
+     * (WebGPU's ownership rule), a pointer comparison per use (src/vgpu/foreign.ts). Typed loosely
+     * so this base does not import the device; a class whose constructor does not take it has it
+     * set by the creating device method, right after construction.
+     */
+    public owner: object | null = null,
+  ) {
+    this.#label = label ?? '';
+  }
+  get label(): string {
+    return this.#label;
+  }
+  /** WebGPU's `attribute USVString label`: converted as WebIDL says (a Symbol is a TypeError). */
+  set label(value: string) {
+    this.#label = usvString(value, 'label', 'label');
   }
   /** The real object currently behind this record. */
   abstract get [REAL](): Real;
 }
 
 /**
- * What Dawn should be given for a program's argument: the real object behind a virtual one, and
- * anything else unchanged, so Dawn raises its own TypeError for foreign objects and garbage.
+ * What Dawn should be given for an argument already converted (src/webidl.ts) and owned
+ * (src/vgpu/foreign.ts): the real object behind a virtual one, anything else unchanged.
  */
 export function unwrap<T>(value: T): T {
   return value instanceof VirtualObject ? (value[REAL] as T) : value;
@@ -26,7 +44,8 @@ export function unwrap<T>(value: T): T {
  * record it keeps (migration). Phases order the rebuild: what an object is made from comes first.
  */
 export interface Rebuildable {
-  rebuild(physical: import('../device/physicalDevice.js').PhysicalDevice): void;
+  /** A promise when the object is made asynchronously (a pipeline): what depends on it waits. */
+  rebuild(physical: import('../device/physicalDevice.js').PhysicalDevice): void | Promise<void>;
 }
 
 /** Rebuild order: modules, explicit layouts, pipeline layouts, pipelines, derived layouts, bind groups. */

@@ -15,7 +15,7 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebui
     private real: GPUQuerySet,
     descriptor: GPUQuerySetDescriptor,
   ) {
-    super(descriptor.label);
+    super(descriptor.label, device);
     this.type = real.type;
     this.count = real.count;
   }

@@ -10,10 +10,10 @@ import { COPY_CHUNK_BYTES } from '../params.js';
 import { VirtualBuffer } from './buffer.js';
 import { Submission } from './submission.js';
 import { BufferUsage } from './webgpuGlobals.js';
-import { dataBytes } from '../webidl.js';
+import { dataBytes, InterfaceName, sequence, size64, usvString } from '../webidl.js';
 
 /** The bytes of writeBuffer's data argument, checked as WebGPU does (src/webidl.ts). */
-export function writeBufferBytes(data: unknown, dataOffset = 0, size?: number): Uint8Array {
+export function writeBufferBytes(data: unknown, dataOffset: unknown = 0, size?: unknown): Uint8Array {
   return dataBytes('writeBuffer', data, dataOffset, size);
 }
 
@@ -31,18 +31,34 @@ function writeIsValid(buffer: unknown, offset: number, size: number): boolean {
   );
 }
 
+const COMMAND_BUFFER: InterfaceName = 'GPUCommandBuffer';
+const itself = (value: unknown): unknown => value;
+
 export class VirtualQueue {
-  label = '';
+  #label = '';
   constructor(private readonly device: VirtualDevice) {}
+
+  get label(): string {
+    return this.#label;
+  }
+  /** WebGPU's `attribute USVString label`, converted as WebIDL says. */
+  set label(value: string) {
+    this.#label = usvString(value, 'label', 'label');
+  }
 
   submit(commandBuffers: Iterable<GPUCommandBuffer>): void {
     const device = this.device;
-    const buffers = [...commandBuffers] as unknown[] as VirtualCommandBuffer[];
-    for (const cb of buffers) {
-      if (!(cb instanceof VirtualCommandBuffer)) {
-        throw new TypeError('no overload matched for submit: commandBuffers must be GPUCommandBuffers of this device');
-      }
+    const objects = device.objects;
+    // sequence<GPUCommandBuffer>: iterated once, then each element's interface and owner checked.
+    const buffers = sequence(commandBuffers, 'submit', 'commandBuffers', itself) as VirtualCommandBuffer[];
+    let foreign: VirtualCommandBuffer[] | null = null;
+    for (let i = 0; i < buffers.length; i++) {
+      const cb = objects.object(COMMAND_BUFFER, buffers[i], 'submit', 'commandBuffers') as VirtualCommandBuffer;
+      if (cb === buffers[i]) continue;
+      (foreign ??= []).push(buffers[i]);
+      buffers[i] = cb;
     }
+    if (foreign) return this.submitForeign(buffers, foreign);
     if (device.isLost) return;
     const target = device.errorTarget();
     const proc = device.proc;
@@ -60,11 +76,37 @@ export class VirtualQueue {
     device.dispatcher.enqueue(new Submission(device, buffers, firstSubmission, target, count, device.dispatcher.params.targetSliceNs));
   }
 
+  /**
+   * A submit naming another device's command buffer: refused whole by Dawn, in the program's
+   * order, with Dawn's two-device error (a stand-in takes the foreign buffer's place). As in Dawn,
+   * every command buffer of a refused submit is used up, the other device's included.
+   */
+  private submitForeign(converted: readonly unknown[], foreign: readonly VirtualCommandBuffer[]): void {
+    const device = this.device;
+    for (const cb of [...converted, ...foreign]) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
+    if (device.isLost) return;
+    const target = device.errorTarget();
+    device.dispatcher.enqueue({
+      owner: device.proc,
+      // Refused before it reaches the device queue: nothing to time, nothing a checkpoint keeps.
+      usesDevice: false,
+      run: () => {
+        const real = converted.map((cb) => {
+          if (cb instanceof VirtualCommandBuffer) cb.checkedConsumed = true;
+          return unwrap(cb) as GPUCommandBuffer;
+        });
+        device.callRouted(target, () => device.physical.queue.submit(real));
+      },
+      cancel: () => target.release(),
+    });
+  }
+
   writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
     const device = this.device;
-    if (!(buffer instanceof VirtualBuffer)) {
-      throw new TypeError('no overload matched for writeBuffer: buffer is not a GPUBuffer of this device');
-    }
+    // WebIDL's conversions, in argument order; another device's buffer becomes a stand-in that
+    // Dawn refuses with the two-device error, in the program's order (foreign.ts).
+    buffer = device.objects.object('GPUBuffer', buffer, 'writeBuffer', 'buffer') as GPUBuffer;
+    bufferOffset = size64(bufferOffset, 'writeBuffer', 'bufferOffset');
     const bytes = writeBufferBytes(data, dataOffset, size);
     if (device.isLost) return;
     const target = device.errorTarget();

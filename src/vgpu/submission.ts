@@ -195,7 +195,7 @@ export class Submission implements WorkItem {
     this.wholeIssued = true;
     const device = this.device;
     return {
-      name: 'submit',
+      name: pipelineLabels(this.buffers) ?? 'submit',
       args: { commandBuffers: this.buffers.length },
       issue: () => {
         const again = this.buffers.find((cb, i) => !this.firstSubmission[i] && !cb.checkedConsumed);
@@ -204,7 +204,7 @@ export class Submission implements WorkItem {
           // run it again: refuse the whole submit as WebGPU does, with Dawn's words.
           device.reportRouted(
             this.target,
-            validationError(`[CommandBuffer${again.label ? ` "${again.label}"` : ''}] cannot be submitted more than once.\n - While calling [Queue].Submit()`),
+            validationError(`${again.description} cannot be submitted more than once.\n - While calling [Queue].Submit([${this.buffers.map((cb) => cb.description).join(', ')}])\n`),
           );
           return;
         }
@@ -432,6 +432,18 @@ export class Submission implements WorkItem {
         }),
     };
   }
+}
+
+/** The labels of the pipelines a submit dispatches with, for the trace and the watchdog's message; null when none has one. */
+function pipelineLabels(buffers: readonly VirtualCommandBuffer[]): string | null {
+  const labels = new Set<string>();
+  for (const cb of buffers) {
+    for (const command of cb.commands) {
+      if (command.op !== 'computePass') continue;
+      for (const pc of command.commands) if (pc.op === 'setPipeline' && pc.args[0] instanceof VirtualComputePipeline && pc.args[0].label) labels.add(pc.args[0].label);
+    }
+  }
+  return labels.size > 0 ? [...labels].join(', ') : null;
 }
 
 /**

@@ -11,6 +11,7 @@ const dawnGlobals = globals as Record<string, unknown>;
 export const GPUValidationErrorClass = dawnGlobals.GPUValidationError as ErrorClass<GPUValidationError>;
 export const GPUOutOfMemoryErrorClass = dawnGlobals.GPUOutOfMemoryError as ErrorClass<GPUOutOfMemoryError>;
 export const GPUInternalErrorClass = dawnGlobals.GPUInternalError as ErrorClass<GPUInternalError>;
+export const GPUPipelineErrorClass = dawnGlobals.GPUPipelineError as new (message: string, options: { reason: GPUPipelineErrorReason }) => GPUPipelineError;
 export const GPUUncapturedErrorEventClass = dawnGlobals.GPUUncapturedErrorEvent as new (
   type: string,
   init: { error: GPUError },
