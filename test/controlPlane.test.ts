@@ -22,6 +22,14 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const ADMIN = 'admin-token-0123456789abcdef0123456789abcdef';
 const LONG = 'long-token-0123456789abcdef0123456789abcdef0';
 const NEIGHBOUR = 'neighbour-token-0123456789abcdef0123456789ab';
+const RUNAWAY = 'runaway-token-0123456789abcdef0123456789abcd';
+/** The runaway tenant's quota: the longest one dispatch of its processes may run. */
+const RUNAWAY_MAX_DISPATCH_MS = 1500;
+
+/** One workgroup that loops until d[0] == 7: nothing ever writes 7. */
+const RUNAWAY_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(1) fn main() { loop { if (d[0] == 7u) { break; } d[1] = d[1] + 1u; } }`;
 
 /** About how long the long kernel runs (calibrated on the device at hand). */
 const LONG_KERNEL_MS = 3500;
@@ -155,7 +163,11 @@ describe('a control plane that never waits for the device', () => {
       socket,
       log: { level: 'silent' },
       adminTokenHash: hashToken(ADMIN),
-      tenants: { long: { tokenHash: hashToken(LONG) }, neighbour: { tokenHash: hashToken(NEIGHBOUR) } },
+      tenants: {
+        long: { tokenHash: hashToken(LONG) },
+        neighbour: { tokenHash: hashToken(NEIGHBOUR) },
+        runaway: { tokenHash: hashToken(RUNAWAY), maxDispatchMs: RUNAWAY_MAX_DISPATCH_MS },
+      },
       kernel: kernelOptions(),
     });
   });
@@ -217,6 +229,45 @@ describe('a control plane that never waits for the device', () => {
     control.close();
     assert.equal((await neighbour.exit()).reason, 'normal');
     await long.exit().catch(() => {});
+  });
+
+  it('a runaway kernel through gpunixd is ended by the watchdog while the daemon keeps serving', async () => {
+    const order: string[] = [];
+    const runaway = await connect({ socket, token: RUNAWAY, name: 'runaway' });
+    const device = await (await runaway.gpu.requestAdapter())!.requestDevice();
+    const pipeline = device.createComputePipeline({ label: 'spin-forever', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
+    const state = device.createBuffer({ size: 8, usage: GPUBufferUsage.STORAGE });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: state } }] }));
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    const ended = runaway.ended.then((status) => {
+      order.push('the runaway is ended');
+      return status;
+    });
+    await eventually('the runaway is on the device', () => record(runaway.pid).state === 'running');
+
+    const neighbour = await connect({ socket, token: NEIGHBOUR, name: 'neighbour2' });
+    const ndevice = await (await neighbour.gpu.requestAdapter())!.requestDevice();
+    const { pipeline: double } = neighbourPipelines(ndevice);
+    order.push('the neighbour is connected');
+    const control = await Session.open({ socket, token: ADMIN }, { role: 'control' });
+    await control.call('DaemonStatus', {});
+    order.push('status is answered');
+
+    const status = await ended;
+    assert.equal(status?.reason, 'watchdog');
+    assert.match(status?.message ?? '', new RegExp(`'spin-forever' ran \\d+ ms on gpu0, over the limit of ${RUNAWAY_MAX_DISPATCH_MS} ms`));
+    assert.deepEqual(order, ['the neighbour is connected', 'status is answered', 'the runaway is ended']);
+    // The operator sees why; the neighbour's pipeline, made while the runaway held the device, works.
+    const listed = (await control.call('ListProcesses', {})) as { processes: Array<{ pid: number; exit?: { reason: string } }> };
+    assert.equal(listed.processes.find((p) => p.pid === runaway.pid)?.exit?.reason, 'watchdog');
+    assert.deepEqual(await runDouble(ndevice, double), EXPECTED_DOUBLE);
+    control.close();
+    assert.equal((await neighbour.exit()).reason, 'normal');
   });
 });
 

@@ -39,6 +39,13 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
     return;
   }
   const immediateSize = entry.immediateSize ?? 0;
+  if (immediateSize === 0) {
+    // The entry needs no atom record, so the twin's code would be the program's own: the program's
+    // pipeline serves as the twin, and the module is compiled once, not twice.
+    const real = pipeline[REAL];
+    pipeline.atomized = { real, immediateSize: 0, bindGroup: (_index, group) => unwrap(group) };
+    return;
+  }
   const layout = pipeline.descriptor.layout;
   const physical = device.physical;
   const explicit = layout instanceof VirtualPipelineLayout;
