@@ -416,6 +416,7 @@ describe('gpunixd', () => {
         'gpunix_submission_latency_seconds_bucket{le="+Inf",tenant="bob"}',
         'gpunix_submission_latency_seconds_count{tenant="bob"}',
         'gpunix_sessions{role="process"}',
+        'gpunix_watchdog_processes_ended_total 0',
         '# TYPE gpunix_tenant_gpu_time_seconds_total counter',
         '# TYPE gpunix_submission_latency_seconds histogram',
       ]) {

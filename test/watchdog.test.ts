@@ -94,6 +94,10 @@ describe('the GPU watchdog', () => {
     const record = kernel.ps().find((p) => p.pid === runaway.pid)!;
     assert.equal(record.state, 'exited');
     assert.equal(record.exit?.reason, 'watchdog');
+    const stats = kernel.stats();
+    assert.ok(stats.watchdog.processesEnded >= 1);
+    assert.equal(stats.watchdog.maxDispatchMs, 300);
+    assert.ok(stats.devices[0].loopIterationsPerMs > 0);
     // kill() of an already ended process resolves with its status; the neighbour still computes.
     assert.equal((await runaway.kill()).reason, 'watchdog');
     assert.deepEqual(await run(nd, square, 256, 4), expected);

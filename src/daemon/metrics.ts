@@ -67,6 +67,15 @@ export class Metrics {
     deviceBytes('gpunix_device_memory_budget_bytes', 'Device memory budget', (d) => d.budgetBytes);
     deviceBytes('gpunix_device_memory_used_bytes', 'Device memory resident on the device, by the kernel\'s count', (d) => d.usedBytes);
     deviceBytes('gpunix_device_memory_evicted_bytes', 'Memory of the device\'s buffers evicted to host memory', (d) => d.evictedBytes);
+    new Counter({
+      name: 'gpunix_watchdog_processes_ended_total',
+      help: 'Processes the watchdog ended: a piece of their device work ran longer than maxDispatchMs',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kernel.stats().watchdog.processesEnded);
+      },
+    });
     new Gauge({
       name: 'gpunix_processes',
       help: 'Processes in the table, by state',

@@ -140,6 +140,8 @@ export interface DeviceStats {
   /** Fraction of the kernel's lifetime the device spent on processes' work. */
   utilization: number;
   lost: string | null;
+  /** Loop iterations one invocation runs per ms here (measured at open): the watchdog's unit. */
+  loopIterationsPerMs: number;
 }
 
 export interface KernelStats {
@@ -149,6 +151,8 @@ export interface KernelStats {
   bytesAllocated: number;
   /** Swap traffic between devices and host memory so far (evictions out, restores in). */
   swap: SwapCounters;
+  /** The watchdog: the kernel's per-dispatch limit, and the processes it has ended (docs/kernel.md). */
+  watchdog: { maxDispatchMs: number; processesEnded: number };
   devices: DeviceStats[];
   /** Dawn's event polls as the kernel paces them (process-wide). */
   eventPump: EventPumpStats;
@@ -574,6 +578,9 @@ export class Kernel {
     return proc.exit!;
   }
 
+  /** Processes the watchdog has ended (for stats). */
+  private watchdogEnded = 0;
+
   /** The longest one piece of `proc`'s device work may take (ms): the kernel's limit, or its tenant's lower one. */
   private maxDispatchMsOf(proc: Proc): number {
     return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity);
@@ -582,6 +589,7 @@ export class Kernel {
   /** Ends a process whose piece of work ran over its limit: the watchdog cut its loops short, so its results are not to be trusted. */
   private endByWatchdog(proc: Proc, deviceId: string, piece: string, ns: number): void {
     const limit = this.maxDispatchMsOf(proc);
+    if (proc.alive) this.watchdogEnded++;
     this.terminate(proc, {
       code: 152,
       reason: 'watchdog',
@@ -652,6 +660,7 @@ export class Kernel {
       liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
       bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes + d.evictedBytes, 0),
       swap: { ...this.memory.swap },
+      watchdog: { maxDispatchMs: this.options.maxDispatchMs, processesEnded: this.watchdogEnded },
       eventPump: eventPumpStats(),
       devices: this.devices.map((d) => ({
         id: d.id,
@@ -662,6 +671,7 @@ export class Kernel {
         evictedBytes: d.evictedBytes,
         utilization: this.dispatchers.get(d)!.utilization(),
         lost: d.lostReason,
+        loopIterationsPerMs: Math.round(d.loopIterationsPerMs),
       })),
     };
   }
