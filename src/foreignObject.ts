@@ -9,9 +9,23 @@
 // encoder, fails the same finish() and submit; the only difference is the sentence, which
 // rewriteForeignMessage turns back into Dawn's two-device one. The embedded device makes its
 // markers on the real device (src/vgpu/foreign.ts); the remote client makes them on its own
-// session's device through the wire (src/client/remote.ts). Shared by both: no dependencies.
+// session's device through the wire (src/client/remote.ts). Shared by both: depends on nothing but webidl.ts's types.
+
+import type { InterfaceName } from './webidl.js';
 
 const PREFIX = 'gpunix-foreign:';
+
+/** Dawn's name for each interface's objects in its messages. */
+export const DAWN_KIND_NAMES: Readonly<Record<InterfaceName, string>> = {
+  GPUBuffer: 'Buffer',
+  GPUShaderModule: 'ShaderModule',
+  GPUComputePipeline: 'ComputePipeline',
+  GPUBindGroupLayout: 'BindGroupLayout',
+  GPUPipelineLayout: 'PipelineLayout',
+  GPUBindGroup: 'BindGroup',
+  GPUQuerySet: 'QuerySet',
+  GPUCommandBuffer: 'CommandBuffer',
+};
 
 /** Dawn's description of an object: `[Buffer "label"]`, or `[Buffer (unlabeled)]`. */
 export function describeObject(kind: string, label: string): string {

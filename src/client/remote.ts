@@ -43,7 +43,7 @@ import {
   usvString,
   workgroupCounts,
 } from '../webidl.js';
-import { describeCommandBuffer, describeDevice, describeObject, foreignMarkerLabel } from '../foreignObject.js';
+import { DAWN_KIND_NAMES, describeCommandBuffer, describeDevice, describeObject, foreignMarkerLabel } from '../foreignObject.js';
 import { gpuError, notOfInterface, operationError, UncapturedErrorEvent } from './errors.js';
 
 /** Largest writeBuffer payload sent in one message; bigger valid writes go in pieces (frames stay far below the limit). */
@@ -269,7 +269,7 @@ export class RemoteDevice extends EventTarget {
    */
   standIn(name: InterfaceName, foreign: RemoteObject): RemoteObject {
     const description =
-      foreign instanceof RemoteCommandBuffer ? describeCommandBuffer(foreign.ownLabel, foreign.encoderLabel) : describeObject(KINDS[name], foreign.label);
+      foreign instanceof RemoteCommandBuffer ? describeCommandBuffer(foreign.ownLabel, foreign.encoderLabel) : describeObject(DAWN_KIND_NAMES[name], foreign.label);
     const label = foreignMarkerLabel(description, describeDevice(foreign.owner?.label ?? ''));
     const channel = this.channel;
     channel.post('PushErrorScope', { device: this.id, filter: 'validation' });
@@ -455,17 +455,6 @@ export class RemoteDevice extends EventTarget {
 const STORAGE = 0x0080;
 const COPY_SRC = 0x0004;
 
-/** Dawn's name for each interface's objects in its messages. */
-const KINDS: Readonly<Record<InterfaceName, string>> = {
-  GPUBuffer: 'Buffer',
-  GPUShaderModule: 'ShaderModule',
-  GPUComputePipeline: 'ComputePipeline',
-  GPUBindGroupLayout: 'BindGroupLayout',
-  GPUPipelineLayout: 'PipelineLayout',
-  GPUBindGroup: 'BindGroup',
-  GPUQuerySet: 'QuerySet',
-  GPUCommandBuffer: 'CommandBuffer',
-};
 
 /** The remote class of each interface (a function: the classes are declared further down). */
 function remoteClass(name: InterfaceName): abstract new (...args: never[]) => RemoteObject {

@@ -11,7 +11,7 @@
 // read or write another's memory through it. The check is one pointer comparison per argument.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import { describeDevice, describeObject, foreignMarkerLabel, rewriteForeignMessage } from '../foreignObject.js';
+import { DAWN_KIND_NAMES, describeDevice, describeObject, foreignMarkerLabel, rewriteForeignMessage } from '../foreignObject.js';
 import { InterfaceName, notOfInterface, ObjectConverter } from '../webidl.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
@@ -38,17 +38,6 @@ const CLASSES: Readonly<Record<InterfaceName, Constructor>> = {
   GPUCommandBuffer: VirtualCommandBuffer,
 };
 
-/** Dawn's name for each interface's objects in its messages. */
-const KINDS: Readonly<Record<InterfaceName, string>> = {
-  GPUBuffer: 'Buffer',
-  GPUShaderModule: 'ShaderModule',
-  GPUComputePipeline: 'ComputePipeline',
-  GPUBindGroupLayout: 'BindGroupLayout',
-  GPUPipelineLayout: 'PipelineLayout',
-  GPUBindGroup: 'BindGroup',
-  GPUQuerySet: 'QuerySet',
-  GPUCommandBuffer: 'CommandBuffer',
-};
 
 /** A device's way to take object arguments (webidl.ts converts everything else). One per device. */
 export class DeviceObjects implements ObjectConverter {
@@ -70,7 +59,7 @@ export class DeviceObjects implements ObjectConverter {
 function describeForeign(name: InterfaceName, object: VirtualObject): string {
   const owner = object.owner as VirtualDevice;
   const description =
-    object instanceof VirtualCommandBuffer ? object.description : describeObject(KINDS[name], object.label);
+    object instanceof VirtualCommandBuffer ? object.description : describeObject(DAWN_KIND_NAMES[name], object.label);
   return foreignMarkerLabel(description, describeDevice(owner.label));
 }
 
