@@ -108,17 +108,21 @@ describe('the GPU watchdog', () => {
   it('a runaway that waits for its workgroup at a barrier is ended too', async () => {
     // A non-uniform loop first makes the invocations' counters differ; the runaway then loops at a
     // barrier, so the whole workgroup must leave it together (the uniform stop flag).
+    // On lavapipe an iteration at a barrier costs far more than the calibration loop's (every
+    // invocation of the workgroup switches), so the runaway takes that much longer than its limit
+    // to end: a small workgroup and a low tenant limit keep this scenario short.
     const code = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
 var<workgroup> flag: u32;
-@compute @workgroup_size(64) fn main(@builtin(local_invocation_index) li: u32) {
+@compute @workgroup_size(8) fn main(@builtin(local_invocation_index) li: u32) {
   var x = 0u; while (x < li) { x++; }
   loop { workgroupBarrier(); if (workgroupUniformLoad(&flag) == 7u) { break; } d[li] += 1u; }
 }`;
-    const proc = await kernel.spawn({ name: 'barrier-runaway' });
+    kernel.addTenant('impatient', { maxDispatchMs: 20 });
+    const proc = await kernel.spawn({ name: 'barrier-runaway', tenant: 'impatient' });
     const d = await deviceOf(proc);
-    void run(d, code, 64, 1, undefined, 'barrier-spin').catch(() => undefined);
+    void run(d, code, 8, 1, undefined, 'barrier-spin').catch(() => undefined);
     const info = await d.lost;
-    assert.match(info.message, /watchdog: 'barrier-spin' ran \d+ ms/);
+    assert.match(info.message, /watchdog: 'barrier-spin' ran \d+ ms on gpu0, over the limit of 20 ms/);
     assert.equal(kernel.ps().find((p) => p.pid === proc.pid)!.exit?.reason, 'watchdog');
   });
 
