@@ -49,6 +49,7 @@ export const ErrorCodes = {
   BAD_CONFIG: 'GPUNIX_E_BAD_CONFIG',
   /** A shader module exceeds a kernel `shaderLimits` limit; it reaches programs as a GPUValidationError whose message starts with the code. */
   SHADER_LIMIT: 'GPUNIX_E_SHADER_LIMIT',
+  UNBOUNDED_LOOPS: 'GPUNIX_E_UNBOUNDED_LOOPS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -27,6 +27,32 @@ function chainValue(n: number, x: number): number {
   return (3 * x + 1 + (n * (n - 1)) / 2) >>> 0;
 }
 
+/** The storage binding and entry point of the array modules below (as bench/shaderModules.ts writes them). */
+function arrayModule(decls: string, body: string): string {
+  return `@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n${decls}\n@compute @workgroup_size(1) fn main(@builtin(global_invocation_id) gid: vec3u) {\n${body}\n}\n`;
+}
+
+/** `array(p, p, ...)` of `copies` references to a private array of `words` u32s: `copies` × its size per invocation. */
+function arrayOfArrays(words: number, copies: number): string {
+  return arrayModule(
+    `var<private> p: array<u32, ${words}>;`,
+    `  p[gid.x % ${words}u] = gid.x;\n  var big = array(${Array(copies).fill('p').join(', ')});\n  out[gid.x] = big[gid.x % ${copies}u][(gid.x * 7u) % ${words}u];`,
+  );
+}
+
+/** `copies` locals of inferred type (`var a0 = p;`, `let a1 = p;`, ...) copying a private array of `words` u32s, indexed at run time. */
+function inferredCopies(words: number, copies: number): string {
+  const locals = Array.from({ length: copies }, (_, i) => `  ${i % 2 === 0 ? 'var' : 'let'} a${i} = p;`);
+  const reads = Array.from({ length: copies }, (_, i) => `a${i}[(gid.x + ${i}u) % ${words}u]`);
+  return arrayModule(`var<private> p: array<u32, ${words}>;`, `  p[gid.x % ${words}u] = gid.x;\n${locals.join('\n')}\n  out[gid.x] = ${reads.join(' + ')};`);
+}
+
+/** A function returning an array of `words` u32s by value, called `calls` times: one result per call. */
+function arrayResults(words: number, calls: number): string {
+  const sum = Array.from({ length: calls }, (_, i) => `make(gid.x + ${i}u)[gid.x % ${words}u]`).join(' + ');
+  return arrayModule(`fn make(x: u32) -> array<u32, ${words}> {\n  var r: array<u32, ${words}>;\n  r[x % ${words}u] = x;\n  return r;\n}`, `  out[gid.x] = ${sum};`);
+}
+
 /** Makes `code` on `device` inside a validation scope: the module and the scope's error. */
 async function createModule(device: GPUDevice, code: string, label: string): Promise<{ module: GPUShaderModule; error: GPUError | null }> {
   device.pushErrorScope('validation');
@@ -115,6 +141,9 @@ describe('bounded compilation', () => {
         ['4000 statements of straight-line code', straightLine(4000), 'maxInlinedCost'],
         ['a 64 KiB function-scope array', privateArray(16_384), 'maxPrivateArrayBytes'],
         ['a 16 KiB constant array indexed at run time', constantArray(4096), 'maxPrivateArrayBytes'],
+        ['array(p, p, ...) of 8 references to a 4 KiB private array', arrayOfArrays(1024, 8), 'maxPrivateArrayBytes'],
+        ['8 copies of an 8 KiB private array into locals of inferred type', inferredCopies(2048, 8), 'maxPrivateArrayBytes'],
+        ['a function returning a 4 KiB array, called 8 times', arrayResults(1024, 8), 'maxPrivateArrayBytes'],
       ];
       // A module the WGSL parser here rejects is measured from its tokens: nothing unmeasured reaches Dawn.
       const unparsed = `${chainedFunctions(100)}\nfn broken( {`;
@@ -133,6 +162,31 @@ describe('bounded compilation', () => {
     } finally {
       await proc.exit();
     }
+  });
+
+  it('counts every per-invocation array by its type: inferred locals, array constructors, results per call', () => {
+    const bytes = (code: string): number => measureShader(code).privateArrayBytes;
+    // Each reference in array(p, ...) is a whole p (4 KiB), not a 4-byte element: 4 KiB for p, 32 KiB for big.
+    assert.equal(bytes(arrayOfArrays(1024, 8)), 9 * 4096);
+    // Each inferred-type copy of p holds all of it.
+    assert.equal(bytes(inferredCopies(2048, 8)), 9 * 8192);
+    // p alone (8 KiB, the default limit) fits; one copy of it does not.
+    assert.equal(checkShader(inferredCopies(2048, 0), DEFAULT_SHADER_LIMITS), null);
+    assert.equal(checkShader(inferredCopies(2048, 1), DEFAULT_SHADER_LIMITS)?.limit, 'maxPrivateArrayBytes');
+    // The local r, and a result per call site.
+    assert.equal(bytes(arrayResults(1024, 8)), 4096 + 8 * 4096);
+    // Through structs, nested arrays, indexing and pointers: s 4100, t 4096, u 4100, w 256, v 4100.
+    const nested = arrayModule(
+      'struct S { a: array<array<u32, 64>, 16>, n: u32 }\nvar<private> s: S;',
+      '  var t = s.a;\n  let u = s;\n  var w = t[1];\n  var v = *(&s);\n  let x = w[gid.x % 64u];\n  out[gid.x] = t[gid.x % 16u][gid.x % 64u] + u.n + v.n + x;',
+    );
+    assert.equal(bytes(nested), 4100 + 4096 + 4100 + 256 + 4100);
+    // A workgroup array is not per invocation, but a copy of it into a local is (and is not waved through by the tokens).
+    const tile = arrayModule('var<workgroup> tile: array<u32, 4096>;', '  var c = tile;\n  out[gid.x] = c[gid.x % 4096u];');
+    assert.equal(checkShader(tile, DEFAULT_SHADER_LIMITS)?.measured, 16384);
+    // Unparsed, the tokens count each whole array an inferred-type initializer names.
+    assert.equal(measureShader(`${inferredCopies(2048, 8)}\nfn broken( {`).privateArrayBytes, 9 * 8192);
+    assert.equal(measureShader(`${arrayOfArrays(1024, 8)}\nfn broken( {`).privateArrayBytes, 9 * 4096);
   });
 
   it('every corpus program passes the limits with a tenfold margin', async () => {

@@ -1,7 +1,7 @@
 // Finding and opening the machine's WebGPU adapters through Dawn (npm `webgpu`). This file is
 // the only place that calls Dawn's `create()`, and it passes only the kernel's own options.
 
-import { loopIterationsPerMs } from './loopRate.js';
+import { measureLoopRates } from './loopRate.js';
 import { create } from 'webgpu';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { KERNEL_DAWN_OPTIONS } from '../params.js';
@@ -100,7 +100,7 @@ export async function openDevices(options: { count?: number; budgetBytes: number
     });
     const physical = new PhysicalDevice(`gpu${i}`, description, device, options.budgetBytes);
     // The watchdog's unit: how many loop iterations an invocation runs per millisecond here.
-    physical.loopIterationsPerMs = await loopIterationsPerMs(device, JSON.stringify([description.backend, description.vendor, description.device, description.description]));
+    physical.loopRates = await measureLoopRates(device, JSON.stringify([description.backend, description.vendor, description.device, description.description]));
     devices.push(physical);
   }
   return devices;

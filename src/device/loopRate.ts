@@ -1,62 +1,98 @@
-// How fast one invocation runs loop iterations on a device: the watchdog's unit of time. The
-// watchdog rewrite (src/wgsl/watchdog.ts) bounds every loop by an iteration budget; the kernel
-// turns its per-dispatch time limit into that budget with this rate, measured once per adapter
-// per Node process when the device opens.
+// How fast a device runs loop iterations: the watchdog's unit of time. The watchdog rewrite
+// (src/wgsl/watchdog.ts) bounds every loop by an iteration budget; the kernel turns its
+// per-dispatch time limit into that budget with these figures, measured once per adapter per Node
+// process when the device opens (about 0.1-0.3 s on lavapipe).
 //
-// The calibration loop is the rewrite's own counter around the cheapest body a real loop can
-// have that the compiler does not fold away (a read-modify-write of one word): on lavapipe it ran
-// the fastest of the bodies tried (194 M iterations/s, against 179-186 for register-only and
-// runaway-shaped bodies and 146 for a dependent load), so a budget spent means at least the limit.
+// Three measurements, each the fastest of a few runs (a run slowed by the machine would make the
+// budget too small, and a budget spent must always mean at least the limit):
+//   - iterationsPerMs: one invocation, the rewrite's own counter around the cheapest body a loop
+//     can have that the compiler does not fold away (a read-modify-write of one word). On lavapipe
+//     it ran the fastest of the bodies tried (194 M iterations/s, against 179-186 for
+//     register-only and runaway-shaped bodies and 146 for a dependent load).
+//   - parallelInvocations: how many invocations of one workgroup run side by side (the same loop
+//     in a workgroup of 256: per-invocation rate x 256 / the single rate). A GPU runs all 256 at
+//     once; lavapipe's SIMD lanes a few dozen. An entry point with larger workgroups gets a
+//     budget smaller by as much, so its runaway ends after about the same time.
+//   - waitWeight: what one iteration that waits at a barrier costs, in iterations of the same
+//     loop without it (a workgroup of 8): on a CPU device every invocation switches at a barrier.
+
+export interface LoopRates {
+  iterationsPerMs: number;
+  parallelInvocations: number;
+  waitWeight: number;
+}
 
 /** Iterations the first calibration run makes; doubled until a run takes CALIBRATION_MIN_MS. */
-const FIRST_ITERATIONS = 1 << 16;
+const FIRST_ITERATIONS = 1 << 12;
 const CALIBRATION_MIN_MS = 15;
-/** Runs at the final size; the fastest counts (a run slowed by the machine would make the budget too small). */
-const CALIBRATION_RUNS = 3;
+const CALIBRATION_RUNS = 5;
 const MAX_ITERATIONS = 0x4000_0000;
+/** The workgroup size every WebGPU device supports (maxComputeInvocationsPerWorkgroup's default). */
+const WIDE = 256;
+const WAITING = 8;
+/** The wait weight is rounded down from 0.8 of its measure: an underestimate keeps the guarantee. */
+const WAIT_WEIGHT_MARGIN = 0.8;
 
-const CALIBRATION_WGSL = `
-@group(0) @binding(0) var<storage, read_write> d: array<u32, 64>;
-@compute @workgroup_size(1) fn main() {
-  var gpunix_loop_count: u32 = 0u;
-  var acc = d[0];
-  loop { gpunix_loop_count += 1u; if (gpunix_loop_count > d[1]) { break; } d[3] = d[3] + 1u; }
-  d[2] = acc;
+/** The calibration loop, `invocations` wide, with a barrier in its body when `waits`. */
+function calibrationWgsl(invocations: number, waits: boolean): string {
+  return `
+@group(0) @binding(0) var<storage, read_write> d: array<u32, ${WIDE + 8}>;
+var<workgroup> gpunix_stop: u32;
+@compute @workgroup_size(${invocations}) fn main(@builtin(local_invocation_index) li: u32) {
+  var gpunix_loop_budget: u32 = d[1];
+  loop {
+    ${waits ? 'if (gpunix_loop_budget < 1u) { gpunix_stop = 1u; } else { gpunix_loop_budget -= 1u; } if (workgroupUniformLoad(&gpunix_stop) != 0u) { break; }' : 'if (gpunix_loop_budget < 1u) { break; } gpunix_loop_budget -= 1u;'}
+    d[li + 8u] = d[li + 8u] + 1u;
+  }
 }`;
+}
 
 /** Measured rates by adapter, so that every kernel of a process (tests open many) measures once. */
-const measured = new Map<string, number>();
+const measured = new Map<string, LoopRates>();
 
-/** Loop iterations per millisecond one invocation runs on `device` (the fastest of a few runs). */
-export async function loopIterationsPerMs(device: GPUDevice, adapterKey: string): Promise<number> {
+/** The device's loop rates (see the file comment). */
+export async function measureLoopRates(device: GPUDevice, adapterKey: string): Promise<LoopRates> {
   const known = measured.get(adapterKey);
   if (known !== undefined) return known;
-  const buffer = device.createBuffer({ size: 256, usage: 0x80 | 0x08 }) // STORAGE | COPY_DST: the kernel installs no WebGPU globals;
-  // Synchronous: the device is new and idle, and a pending async creation does not keep Node's event loop alive.
-  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: CALIBRATION_WGSL }) } });
-  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
-  const run = async (iterations: number): Promise<number> => {
-    device.queue.writeBuffer(buffer, 0, new Uint32Array([12345, iterations]));
-    await device.queue.onSubmittedWorkDone();
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(1);
-    pass.end();
-    const start = performance.now();
-    device.queue.submit([encoder.finish()]);
-    await device.queue.onSubmittedWorkDone();
-    return performance.now() - start;
-  };
+  const buffer = device.createBuffer({ size: (WIDE + 8) * 4, usage: 0x80 | 0x08 }); // STORAGE | COPY_DST: the kernel installs no WebGPU globals
   try {
-    let iterations = FIRST_ITERATIONS;
-    while ((await run(iterations)) < CALIBRATION_MIN_MS && iterations < MAX_ITERATIONS) iterations *= 2;
-    let fastest = Infinity;
-    for (let i = 0; i < CALIBRATION_RUNS; i++) fastest = Math.min(fastest, await run(iterations));
-    const rate = iterations / Math.max(fastest, 0.001);
-    measured.set(adapterKey, rate);
-    return rate;
+    /** Iterations per ms per invocation of the loop `invocations` wide. */
+    const rate = async (invocations: number, waits: boolean): Promise<number> => {
+      // Synchronous: the device is new and idle, and a pending async creation does not keep Node's event loop alive.
+      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: calibrationWgsl(invocations, waits) }) } });
+      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+      const run = async (iterations: number): Promise<number> => {
+        device.queue.writeBuffer(buffer, 0, new Uint32Array([0, iterations]));
+        await device.queue.onSubmittedWorkDone();
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        const start = performance.now();
+        device.queue.submit([encoder.finish()]);
+        await device.queue.onSubmittedWorkDone();
+        return performance.now() - start;
+      };
+      let iterations = FIRST_ITERATIONS;
+      while ((await run(iterations)) < CALIBRATION_MIN_MS && iterations < MAX_ITERATIONS) iterations *= 2;
+      let fastest = Infinity;
+      for (let i = 0; i < CALIBRATION_RUNS; i++) fastest = Math.min(fastest, await run(iterations));
+      return iterations / Math.max(fastest, 0.001);
+    };
+    const single = await rate(1, false);
+    const wide = await rate(WIDE, false);
+    const narrow = await rate(WAITING, false);
+    const waiting = await rate(WAITING, true);
+    const rates: LoopRates = {
+      iterationsPerMs: single,
+      // Never more than measured (256), never less than one.
+      parallelInvocations: Math.max(1, Math.min(WIDE, (WIDE * wide) / single)),
+      waitWeight: Math.max(1, Math.floor((WAIT_WEIGHT_MARGIN * narrow) / waiting)),
+    };
+    measured.set(adapterKey, rates);
+    return rates;
   } finally {
     buffer.destroy();
   }

@@ -3,6 +3,7 @@
 // this device created; errors are captured per call so they reach only the process that caused them.
 
 import { AtomTimer } from './atomTimer.js';
+import type { LoopRates } from './loopRate.js';
 
 export interface AdapterDescription {
   vendor: string;
@@ -38,8 +39,8 @@ export class PhysicalDevice {
   evictedBytes = 0;
   /** Set once the real device is lost or destroyed; nothing more runs on it. */
   lostReason: string | null = null;
-  /** Loop iterations one invocation runs per millisecond (src/device/loopRate.ts): the watchdog's unit. */
-  loopIterationsPerMs = 1e6;
+  /** How fast this device runs loop iterations (src/device/loopRate.ts): the watchdog's unit. */
+  loopRates: LoopRates = { iterationsPerMs: 1e6, parallelInvocations: 1, waitWeight: 1 };
 
   // Owned by capture(): where errors raised now go, and how it catches them.
   /** The error list of the call capture() is running now; null between calls. */

@@ -45,6 +45,8 @@ export interface WorkPiece {
   readonly atom?: boolean;
   /** True for a dispatch that could not be split (indirect, unsplittable kernel). */
   readonly whole?: boolean;
+  /** True when the piece runs loops the watchdog checks (it may cut them): it is fenced alone and its time checked. */
+  readonly mayCut?: boolean;
 }
 
 export interface WorkItem {
@@ -550,6 +552,9 @@ export class Dispatcher {
 
   private issue(entity: Entity, piece: WorkPiece): void {
     const owner = entity.proc;
+    // A piece fenced alone is alone in its run: its time is its own (the cost model's, and the watchdog's).
+    const alone = piece.atom || piece.cost || piece.mayCut;
+    if (alone && this.openRun) this.closeRun();
     this.openRunFor(owner);
     owner.activity++;
     const run = this.openRun!;
@@ -558,8 +563,9 @@ export class Dispatcher {
     run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
-    // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost model.
-    if (piece.atom || piece.cost || owner.fencePieces) this.closeRun();
+    // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost
+    // model. A piece whose loops the watchdog may cut is too: its own time decides whether it was cut.
+    if (alone) this.closeRun();
   }
 
   private openRunFor(owner: Proc): void {
@@ -615,16 +621,15 @@ export class Dispatcher {
 
   /**
    * The watchdog's time check on a completed run. A loop budget spent means more than the owner's
-   * limit of device time, so a piece alone over the limit is an overrun. A run of several pieces
-   * over the limit may be a long burst of short pieces: the owner's later pieces are fenced one by
-   * one (`fencePieces`) so the next overrun is seen exactly.
+   * limit of device time, so a piece over the limit may have had its loops cut: its owner is ended.
+   * Every piece that can be cut (`mayCut`) runs alone in its run, so its time is exact;
+   * a run of several pieces holds none that can be cut, and is never an overrun.
    */
   private checkOverrun(run: OpenRun, spentNs: number): void {
-    if (!this.watchdog || !run.owner.alive) return;
-    const limit = this.watchdog.limitNs(run.owner);
-    if (spentNs <= limit) return;
-    if (run.pieces.length === 1) this.watchdog.overrun(run.owner, run.pieces[0].name, spentNs);
-    else run.owner.fencePieces = true;
+    if (!this.watchdog || !run.owner.alive || run.pieces.length !== 1) return;
+    const piece = run.pieces[0];
+    if (!piece.mayCut) return;
+    if (spentNs > this.watchdog.limitNs(run.owner)) this.watchdog.overrun(run.owner, piece.name, spentNs);
   }
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */

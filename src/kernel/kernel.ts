@@ -2,6 +2,7 @@
 // (spawn, ps, kill, wait, stats, shutdown). Control enters here whether embedded or, later, remote.
 
 import { openDevices } from '../device/adapters.js';
+import type { LoopRates } from '../device/loopRate.js';
 import { eventPumpStats, EventPumpStats, holdEventPump } from '../device/eventPump.js';
 import type { AdapterDescription, PhysicalDevice } from '../device/physicalDevice.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
@@ -140,8 +141,8 @@ export interface DeviceStats {
   /** Fraction of the kernel's lifetime the device spent on processes' work. */
   utilization: number;
   lost: string | null;
-  /** Loop iterations one invocation runs per ms here (measured at open): the watchdog's unit. */
-  loopIterationsPerMs: number;
+  /** How fast this device runs loop iterations (measured at open): the watchdog's unit (src/device/loopRate.ts). */
+  loopRates: LoopRates;
 }
 
 export interface KernelStats {
@@ -583,7 +584,7 @@ export class Kernel {
 
   /** The longest one piece of `proc`'s device work may take (ms): the kernel's limit, or its tenant's lower one. */
   private maxDispatchMsOf(proc: Proc): number {
-    return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity);
+    return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity, proc.loopLimitMs);
   }
 
   /** Ends a process whose piece of work ran over its limit: the watchdog cut its loops short, so its results are not to be trusted. */
@@ -671,7 +672,7 @@ export class Kernel {
         evictedBytes: d.evictedBytes,
         utilization: this.dispatchers.get(d)!.utilization(),
         lost: d.lostReason,
-        loopIterationsPerMs: Math.round(d.loopIterationsPerMs),
+        loopRates: { ...d.loopRates },
       })),
     };
   }

@@ -96,8 +96,12 @@ export class Proc {
   atomsRun = 0;
   wholeDispatches = 0;
   preemptions = 0;
-  /** Set by the watchdog's time check after a run of its pieces took over its limit: each piece gets its own fence. */
-  fencePieces = false;
+  /**
+   * The shortest time limit (ms) its shader modules' loop budgets were made for: a budget spent
+   * means at least this long, so the watchdog's check must not use a longer limit (a raised quota
+   * does not stretch budgets already compiled).
+   */
+  loopLimitMs = Infinity;
   readonly latency = new LatencyHistogram();
   /** Bumped on every use of the process's resources and every piece of its work: evictions in progress give up when it moves. */
   activity = 0;

@@ -135,6 +135,12 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   /** Why the pipeline runs whole, when it does (for stats and the trace). */
   wholeReason: string | null = null;
 
+  /** Whether its kernels run loops the watchdog checks, and so may cut: the dispatcher times such work alone. */
+  get mayCut(): boolean {
+    const module = this.descriptor.compute?.module;
+    return module instanceof VirtualShaderModule && module.watchdog.checkedLoops > 0;
+  }
+
   constructor(
     private readonly device: VirtualDevice,
     /** Dawn's pipeline; null until a deferred creation attaches it (VirtualDevice.createComputePipelineDeferred). */

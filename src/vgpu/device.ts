@@ -34,7 +34,7 @@ import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import { REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue, writeBufferBytes } from './queue.js';
-import { compileBounded, loopBudget, refusedModule, VirtualShaderModule } from './shaderModule.js';
+import { budgetTimeLimitMs, compileBounded, loopBudget, refusedModule, VirtualShaderModule } from './shaderModule.js';
 import { checkShader, describeShaderLimit } from '../wgsl/complexity.js';
 import { GPUInternalErrorClass, GPUPipelineErrorClass, GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { BufferResidency, realUsageFor, SharedResidency } from '../kernel/residency.js';
@@ -308,7 +308,11 @@ export class VirtualDevice extends EventTarget {
     const descriptor = shaderModuleDescriptor(input, this.objects);
     // What compilation would cost is measured first: a module over a limit never reaches Dawn.
     const refusal = checkShader(descriptor.code, this.host.shaderLimits);
-    const budget = loopBudget(this.physical, this.host.maxDispatchMs());
+    const maxDispatchMs = this.host.maxDispatchMs();
+    const budget = loopBudget(this.physical, maxDispatchMs);
+    // The time its loops' budgets stand for (a budget clamped to u32 stands for less): the
+    // watchdog's check must fire by then.
+    this.proc.loopLimitMs = Math.min(this.proc.loopLimitMs, maxDispatchMs, budgetTimeLimitMs(this.physical));
     const compiled = refusal
       ? refusedModule(this.physical, descriptor.label, `${ErrorCodes.SHADER_LIMIT}: ${describeShaderLimit(descriptor.label ?? '', refusal)}`)
       : compileBounded(this.physical, descriptor, budget, (make) => this.call(make));

@@ -4,34 +4,34 @@
 // so every kernel made from it ends; the source the program gave is what checkpoints keep.
 
 import type { Captured, PhysicalDevice } from '../device/physicalDevice.js';
+import { ErrorCodes } from '../errors.js';
 import { WATCHDOG_BUDGET_SLACK } from '../params.js';
-import { boundLoops, type WatchdogMode } from '../wgsl/index.js';
+import { boundLoops, MAX_LOOP_BUDGET, type Budget, type WatchdogMode } from '../wgsl/index.js';
 import { REAL, Rebuildable, VirtualObject } from './object.js';
 
 /** How the watchdog bounds a module's loops (for stats and docs). */
 export interface ModuleWatchdog {
-  /** 'shared' and 'local' bound the loops (see src/wgsl/watchdog.ts); 'none': no loop to bound. */
-  mode: WatchdogMode | 'none' | 'unbounded';
+  /** 'shared' bounds the loops (see src/wgsl/watchdog.ts); 'none': no loop to bound, or Dawn refused the program's code. */
+  mode: WatchdogMode | 'none';
   /** Whether counted loops that wait for their workgroup check a workgroup stop flag. */
   uniformChecks?: boolean;
   /** Loops bounded. */
   loops: number;
-  /** The iteration budget each invocation has. */
+  /** Of those, the loops that check the budget (counted and capped ones): the ones the watchdog may cut. */
+  checkedLoops: number;
+  /** The iteration budget of one invocation of a single-invocation workgroup (wider ones get less). */
   budget: number;
-  /** Why the module runs unbounded ('unbounded'), e.g. Dawn refused every bounded form. */
-  reason?: string;
 }
 
 /**
- * The bounded forms tried, in order (src/wgsl/watchdog.ts): one counter per invocation first (the
- * tightest bound), with uniform checks in loops that wait for their workgroup where plain checks
- * break WGSL's uniformity rules, then per-function counters.
+ * The bounded forms tried, in order (src/wgsl/watchdog.ts): one counter per invocation, with plain
+ * checks, then with uniform checks in loops that wait for their workgroup (where plain checks break
+ * WGSL's uniformity rules). Per-function counters ('local') are not tried: calls from loops
+ * multiply their bound, so a program could nest its way out of the time limit.
  */
 const BOUNDED_FORMS: ReadonlyArray<{ mode: WatchdogMode; uniformChecks: boolean }> = [
   { mode: 'shared', uniformChecks: false },
   { mode: 'shared', uniformChecks: true },
-  { mode: 'local', uniformChecks: false },
-  { mode: 'local', uniformChecks: true },
 ];
 
 /** What a module compiles to on a device: the real module, the code Dawn got, and its bounds. */
@@ -44,7 +44,7 @@ export interface CompiledModule {
 }
 
 /** What Dawn gets for a refused module: instantly refused by its parser, so every pipeline from it is invalid. */
-const REFUSED_CODE = '// gpunix: refused before compilation (GPUNIX_E_SHADER_LIMIT)\nrefused';
+const REFUSED_CODE = '// gpunix: refused (GPUNIX_E_SHADER_LIMIT or GPUNIX_E_UNBOUNDED_LOOPS)\nrefused';
 
 /**
  * Stands in for a module refused before compilation (src/wgsl/complexity.ts): Dawn gets a few
@@ -53,44 +53,67 @@ const REFUSED_CODE = '// gpunix: refused before compilation (GPUNIX_E_SHADER_LIM
  */
 export function refusedModule(physical: PhysicalDevice, label: string | undefined, refusal: string): CompiledModule {
   const real = physical.capture(() => physical.device.createShaderModule({ code: REFUSED_CODE, label })).value;
-  return { real, deviceCode: REFUSED_CODE, watchdog: { mode: 'none', loops: 0, budget: 0 }, refusal };
+  return { real, deviceCode: REFUSED_CODE, watchdog: { mode: 'none', loops: 0, checkedLoops: 0, budget: 0 }, refusal };
 }
 
 /**
- * Compiles `descriptor` on `physical` with its loops bounded by `budget` iterations: the shared
- * counter first, per-function counters where Dawn refuses that (uniformity), and the program's own
- * code where Dawn refuses both, so the program always gets Dawn's own verdict on its code.
- * `call` makes the one call whose errors are the program's (the others are the kernel's trials).
+ * Compiles `descriptor` on `physical` with its loops bounded by `budget`: plain checks first,
+ * uniform checks in loops that wait for their workgroup where Dawn refuses that (uniformity).
+ * A module with no bounded form Dawn accepts (or that the rewriter cannot read) is compiled as the
+ * program wrote it only to give the program Dawn's own verdict: if Dawn refuses it, that error is
+ * the program's; if Dawn accepts it, it is refused (GPUNIX_E_UNBOUNDED_LOOPS), because an
+ * unbounded kernel could hold the device for every tenant. `call` makes the one call whose errors
+ * are the program's (the others are the kernel's trials).
  */
 export function compileBounded(
   physical: PhysicalDevice,
   descriptor: GPUShaderModuleDescriptor,
-  budget: number,
+  budget: Budget,
   call: (make: () => GPUShaderModule) => GPUShaderModule,
 ): CompiledModule {
   const code = descriptor.code;
+  const singleBudget = typeof budget === 'number' ? budget : budget(1);
   const make = (deviceCode: string) => () => physical.device.createShaderModule({ ...descriptor, code: deviceCode });
-  let reason: string | undefined;
+  let reason = 'Dawn refused every bounded form of the module';
   for (const form of BOUNDED_FORMS) {
-    const bounded = boundLoops(code, budget, form.mode, { uniformChecks: form.uniformChecks });
-    if (bounded.loops + bounded.staticLoops === 0) {
-      if (bounded.reason) {
-        reason = bounded.reason;
-        break;
-      }
-      return { real: call(make(code)), deviceCode: code, watchdog: { mode: 'none', loops: 0, budget } };
+    const bounded = boundLoops(code, budget, form.mode, { uniformChecks: form.uniformChecks, waitWeight: physical.loopRates.waitWeight });
+    if (bounded.reason) {
+      reason = bounded.reason;
+      break;
     }
+    if (bounded.loops + bounded.staticLoops === 0) return { real: call(make(code)), deviceCode: code, watchdog: { mode: 'none', loops: 0, checkedLoops: 0, budget: singleBudget } };
     const trial: Captured<GPUShaderModule> = physical.capture(make(bounded.code));
-    if (trial.clean) return { real: trial.value, deviceCode: bounded.code, watchdog: { mode: form.mode, uniformChecks: form.uniformChecks, loops: bounded.loops + bounded.staticLoops, budget } };
-    reason = 'Dawn refused every bounded form of the module';
+    if (trial.clean) return { real: trial.value, deviceCode: bounded.code, watchdog: { mode: form.mode, uniformChecks: form.uniformChecks, loops: bounded.loops + bounded.staticLoops, checkedLoops: bounded.loops, budget: singleBudget } };
   }
-  return { real: call(make(code)), deviceCode: code, watchdog: { mode: 'unbounded', loops: 0, budget, reason } };
+  // Dawn's verdict on the program's own code: its errors are the program's.
+  const own = physical.capture(make(code));
+  if (!own.clean) return { real: call(make(code)), deviceCode: code, watchdog: { mode: 'none', loops: 0, checkedLoops: 0, budget: singleBudget } };
+  return refusedModule(
+    physical,
+    descriptor.label,
+    `${ErrorCodes.UNBOUNDED_LOOPS}: shader module ${JSON.stringify(descriptor.label ?? '')} is refused: the watchdog cannot bound its loops (${reason}), and an unbounded kernel could hold the device for every process. Write its loops in plain WGSL (no constructs the rewriter cannot read), or keep barriers out of loops that other loops' data decide`,
+  );
 }
 
-/** The loop budget for `maxDispatchMs` on `physical`: iterations one invocation runs in that time, with slack. */
-export function loopBudget(physical: PhysicalDevice, maxDispatchMs: number): number {
-  return Math.ceil(physical.loopIterationsPerMs * maxDispatchMs * WATCHDOG_BUDGET_SLACK);
+/**
+ * The loop budget for `maxDispatchMs` on `physical`, per entry point: the iterations one
+ * invocation runs in that time, with slack, made smaller for a workgroup wider than the device runs
+ * side by side (its invocations take turns). Workgroups of a size the rewrite cannot evaluate get
+ * the single invocation's budget: an overestimate there would cut a loop before the limit.
+ */
+export function loopBudget(physical: PhysicalDevice, maxDispatchMs: number): Budget {
+  const { iterationsPerMs, parallelInvocations } = physical.loopRates;
+  const single = iterationsPerMs * maxDispatchMs * WATCHDOG_BUDGET_SLACK;
+  return (invocations) => Math.ceil(single / Math.max(1, Math.min(invocations ?? 1, WIDEST_MEASURED) / parallelInvocations));
 }
+
+/** The longest time (ms) a loop budget can stand for on `physical`: budgets are u32 (MAX_LOOP_BUDGET). */
+export function budgetTimeLimitMs(physical: PhysicalDevice): number {
+  return MAX_LOOP_BUDGET / (physical.loopRates.iterationsPerMs * WATCHDOG_BUDGET_SLACK);
+}
+
+/** The widest workgroup the calibration measured (src/device/loopRate.ts); wider ones are not scaled further. */
+const WIDEST_MEASURED = 256;
 
 export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implements Rebuildable {
   /** The program's source, as it gave it. */

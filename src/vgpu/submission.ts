@@ -197,6 +197,7 @@ export class Submission implements WorkItem {
     return {
       name: pipelineLabels(this.buffers) ?? 'submit',
       args: { commandBuffers: this.buffers.length },
+      mayCut: this.buffers.some((cb) => cb.commands.some((c) => c.op === 'computePass' && c.commands.some((pc) => pc.op === 'setPipeline' && pc.args[0] instanceof VirtualComputePipeline && pc.args[0].mayCut))),
       issue: () => {
         const again = this.buffers.find((cb, i) => !this.firstSubmission[i] && !cb.checkedConsumed);
         if (again) {
@@ -385,6 +386,7 @@ export class Submission implements WorkItem {
       name: pipeline.label || 'dispatch',
       args: { offset, size, grid },
       atom: true,
+      mayCut: pipeline.mayCut,
       // With a timer the model learns from timestamps alone, never from the run's wall clock.
       cost: { model: pipeline.cost, workgroups, timed: timer !== null },
       issue: () => {
@@ -419,6 +421,7 @@ export class Submission implements WorkItem {
       name: pipeline?.label || (pc.op === 'dispatchWorkgroups' ? 'dispatch' : 'dispatchIndirect'),
       args: grid ? { grid } : { indirect: true },
       whole: !fits,
+      mayCut: pipeline?.mayCut ?? false,
       // A grid that fits in one atom teaches the cost model like an atom does.
       cost: fits && pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
       issue: () =>

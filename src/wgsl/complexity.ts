@@ -15,8 +15,10 @@
 //                     inlined(f) = f's own statements and expressions + Σ over f's call sites of
 //                     inlined(callee), computed once per function, bottom-up (memoized): the
 //                     code an inliner that inlines into every function produces
-//   privateArrayBytes bytes of fixed-size arrays held per invocation (private and function
-//                     address spaces, parameters and results by value, constants, constructors)
+//   privateArrayBytes bytes of fixed-size arrays held per invocation, summed over every value
+//                     that holds one (private and function address spaces, constants, locals of
+//                     written or inferred type, constructors by their elements' types, and
+//                     parameters and results by value once per call site)
 //
 // Two ways to count. Tokens (one cheap pass): a body's tokens stand for its syntax nodes and
 // `name (` for a call, which over-estimates the syntax tree's counts (every node has a token of
@@ -26,7 +28,7 @@
 // the rest; a module wesl does not parse (malformed, or syntax newer than wesl) keeps the tokens'
 // verdict, with conservative array sizes, so nothing unmeasured reaches Dawn.
 
-import type { ExpressionElem, FnElem, GlobalDeclarationElem, Statement, TypeRefElem } from 'wesl';
+import type { ExpressionElem, FnElem, GlobalDeclarationElem, Statement } from 'wesl';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { DEFAULT_SHADER_LIMITS } from '../params.js';
 import { evalInteger, parseWgsl } from './source.js';
@@ -166,8 +168,7 @@ function measureTree(code: string): Measured | null {
   for (const decl of parsed.decls) {
     if (decl.kind === 'fn') {
       const node = graph[names.get(decl.name.ident.originalName)!];
-      for (const param of decl.params) walker.declared(param.name.typeRef);
-      walker.declared(decl.returnType);
+      walker.enterFunction(decl);
       node.own += walker.count(decl.body, (callee) => {
         const i = names.get(callee);
         if (i !== undefined) node.calls.push(i);
@@ -176,6 +177,7 @@ function measureTree(code: string): Measured | null {
       moduleCost += walker.countDecl(decl);
     }
   }
+  walker.countCalls();
   return { functions: fns.length, tree: true, privateArrayBytes: walker.privateArrayBytes, arrays: walker.privateArrayBytes > 0, ...inline(graph, moduleCost) };
 }
 
@@ -237,36 +239,94 @@ type Node = Statement | ExpressionElem;
 const UNKNOWN_ARRAY_COUNT = 65536;
 
 /**
+ * A type, as far as the array measure needs it: its bytes (an over-estimate: no padding, f16 aside
+ * every scalar 4 bytes), whether it holds a fixed-size array, and what indexing (`element`), a
+ * member (`members`) or a dereference (`pointee`) of a value of it gives.
+ */
+interface Ty {
+  bytes: number;
+  array: boolean;
+  element?: Ty;
+  members?: Map<string, Ty>;
+  pointee?: Ty;
+}
+
+const SCALAR: Ty = { bytes: 4, array: false };
+/** A vector or scalar result (arithmetic, swizzles, builtins): never an array. */
+const PLAIN: Ty = { bytes: 16, array: false };
+const NOTHING: Ty = { bytes: 0, array: false };
+
+function add(a: number, b: number): number {
+  return Math.min(a + b, Number.MAX_SAFE_INTEGER);
+}
+
+/** The larger of two types for the same name (a shadowed name keeps the larger: conservative). */
+function larger(a: Ty | undefined, b: Ty): Ty {
+  return a && (a.bytes > b.bytes || (a.array && !b.array)) ? a : b;
+}
+
+/**
  * Counts syntax nodes, and adds up the bytes of fixed-size arrays a module keeps in the private
- * and function address spaces (declared, passed or returned by value, or constructed), which
- * compilers keep per invocation: dynamically indexed, they compile in time quadratic in their size.
+ * and function address spaces, which compilers keep per invocation: dynamically indexed, they
+ * compile in time quadratic in their size. Every such value counts, each time it is made:
+ * declared (`var`, `let`, `const`, `var<private>`, with a written type or one inferred from the
+ * initializer: `var a = p;` copies p), constructed (`array(p, p)` holds two p), and passed or
+ * returned by value (once per call site: an inliner copies them at each).
  */
 class TreeWalker {
   privateArrayBytes = 0;
   private readonly types = new Map<string, GlobalDeclarationElem>();
-  private readonly sizes = new Map<string, { bytes: number; array: boolean }>();
+  private readonly sizes = new Map<string, Ty>();
+  /** Module-scope variables, constants and overrides, and their types (worked out on demand). */
+  private readonly globals = new Map<string, GlobalDeclarationElem & { kind: 'gvar' | 'const' | 'override' }>();
+  private readonly globalTypes = new Map<string, Ty>();
+  /** Each function's array bytes passed and returned by value, and its call sites so far. */
+  private readonly signatures = new Map<string, { bytes: number; result: Ty; calls: number }>();
+  /** The current function's parameters and locals (a name declared twice keeps the larger type). */
+  private scope = new Map<string, Ty>();
 
   constructor(private readonly decls: GlobalDeclarationElem[]) {
-    for (const d of decls) if (d.kind === 'struct' || d.kind === 'alias') this.types.set(d.name.ident.originalName, d);
+    for (const d of decls) {
+      if (d.kind === 'struct' || d.kind === 'alias') this.types.set(d.name.ident.originalName, d);
+      else if (d.kind === 'gvar' || d.kind === 'const' || d.kind === 'override') this.globals.set(d.name.decl.ident.originalName, d);
+    }
+    for (const d of decls) {
+      if (d.kind !== 'fn') continue;
+      let bytes = 0;
+      for (const param of d.params) {
+        const t = param.name.typeRef ? this.sizeOf(param.name.typeRef) : SCALAR;
+        if (t.array) bytes = add(bytes, t.bytes);
+      }
+      const result = d.returnType ? this.sizeOf(d.returnType) : NOTHING;
+      if (result.array) bytes = add(bytes, result.bytes);
+      this.signatures.set(d.name.ident.originalName, { bytes, result, calls: 0 });
+    }
   }
 
-  /** A value of type `type` held per invocation (a local, a parameter, a result). */
-  declared(type: TypeRefElem | undefined): void {
-    if (type) this.addArrayBytes(this.sizeOf(type));
+  /** Starts a function: a fresh scope holding its parameters. */
+  enterFunction(fn: FnElem): void {
+    this.scope = new Map();
+    for (const param of fn.params) this.scope.set(param.name.decl.ident.originalName, param.name.typeRef ? this.sizeOf(param.name.typeRef) : SCALAR);
   }
 
-  private addArrayBytes(size: { bytes: number; array: boolean }): void {
-    if (size.array) this.privateArrayBytes = Math.min(this.privateArrayBytes + size.bytes, Number.MAX_SAFE_INTEGER);
+  /** Adds what every call site passes and returns by value (after the walk has seen them all). */
+  countCalls(): void {
+    for (const sig of this.signatures.values()) if (sig.bytes > 0) this.privateArrayBytes = add(this.privateArrayBytes, sig.bytes * Math.max(1, sig.calls));
+  }
+
+  private addArrayBytes(size: Ty): void {
+    if (size.array) this.privateArrayBytes = add(this.privateArrayBytes, size.bytes);
   }
 
   /** Statements and expressions under `root` (itself included); `onCall` gets each called name. */
   count(root: Statement | ExpressionElem, onCall: (name: string) => void): number {
     let count = 0;
     const stack: (Node | undefined)[] = [root];
+    // In source order (the last pushed is taken first): a name is declared before it is used.
     const push = (...nodes: (Node | undefined)[]): void => {
-      for (const n of nodes) if (n) stack.push(n);
+      for (let i = nodes.length - 1; i >= 0; i--) if (nodes[i]) stack.push(nodes[i]);
     };
-    // Initializers of declarations whose type is written out (counted once, by the declaration).
+    // Initializers counted by their declaration (their constructor is not counted again).
     const typed = new Set<Node>();
     while (stack.length > 0) {
       const node = stack.pop();
@@ -317,13 +377,16 @@ class TreeWalker {
           break;
         case 'var':
         case 'let':
-        case 'const':
-          if (node.name.typeRef) {
-            this.declared(node.name.typeRef);
-            if (node.init) typed.add(node.init);
-          }
+        case 'const': {
+          // The written type, or else the initializer's: `var a = p;` holds a copy of p.
+          const type = node.name.typeRef ? this.sizeOf(node.name.typeRef) : node.init ? this.inferred(node.init, this.scope) : SCALAR;
+          this.addArrayBytes(type);
+          if (node.init) typed.add(node.init);
+          const name = node.name.decl.ident.originalName;
+          this.scope.set(name, larger(this.scope.get(name), type));
           push(node.init);
           break;
+        }
         case 'parenthesized-expression':
           push(node.expression);
           break;
@@ -341,8 +404,10 @@ class TreeWalker {
           break;
         case 'call-expression': {
           const f = node.function;
+          const sig = f.kind === 'ref' ? this.signatures.get(f.ident.originalName) : undefined;
           if (f.kind === 'ref') onCall(f.ident.originalName);
-          if (!typed.has(node)) this.addArrayBytes(this.constructed(node));
+          if (sig) sig.calls++;
+          else if (!typed.has(node)) this.addArrayBytes(this.constructed(node, this.scope));
           push(...node.arguments, ...(node.templateArgs ?? []));
           break;
         }
@@ -365,12 +430,11 @@ class TreeWalker {
       case 'const':
       case 'override': {
         const before = this.privateArrayBytes;
+        this.scope = new Map();
         const nodes = 1 + (decl.init ? this.count(decl.init, none) : 0);
-        // A written-out type counts instead of the initializer's constructors (not both).
-        if (decl.name.typeRef) {
-          this.privateArrayBytes = before;
-          this.declared(decl.name.typeRef);
-        }
+        // Its type (written out, or else its initializer's) counts instead of the initializer's constructors (not both).
+        this.privateArrayBytes = before;
+        this.addArrayBytes(this.globalType(decl.name.decl.ident.originalName) ?? SCALAR);
         return nodes;
       }
       case 'struct':
@@ -380,35 +444,125 @@ class TreeWalker {
     }
   }
 
+  /** A module-scope name's type: written out, or its initializer's (worked out once; a cycle, invalid WGSL, ends as a scalar). */
+  private globalType(name: string): Ty | undefined {
+    const known = this.globalTypes.get(name);
+    if (known) return known;
+    const decl = this.globals.get(name);
+    if (!decl) return undefined;
+    this.globalTypes.set(name, SCALAR);
+    const type = decl.name.typeRef ? this.sizeOf(decl.name.typeRef) : decl.init ? this.inferred(decl.init, new Map()) : SCALAR;
+    this.globalTypes.set(name, type);
+    return type;
+  }
+
+  /**
+   * The type of an initializer, where it can be worked out; where not, the largest array any name
+   * in it holds (conservative: a value made from an array is assumed to be that array).
+   */
+  private inferred(expr: ExpressionElem, scope: Map<string, Ty>): Ty {
+    return this.typeOf(expr, scope, 0) ?? this.largestReferenced(expr, scope);
+  }
+
+  private lookup(name: string, scope: Map<string, Ty>): Ty | undefined {
+    return scope.get(name) ?? this.globalType(name);
+  }
+
+  private typeOf(expr: ExpressionElem, scope: Map<string, Ty>, depth: number): Ty | undefined {
+    if (depth > 64) return undefined;
+    switch (expr.kind) {
+      case 'literal':
+        return SCALAR;
+      case 'ref':
+        // A name the module does not declare is a builtin value or type: never an array.
+        return this.lookup(expr.ident.originalName, scope) ?? SCALAR;
+      case 'parenthesized-expression':
+        return this.typeOf(expr.expression, scope, depth + 1);
+      case 'component-expression': {
+        const base = this.typeOf(expr.base, scope, depth + 1);
+        if (!base) return undefined;
+        const value = base.pointee ?? base;
+        return value.element ?? (value.array ? undefined : PLAIN);
+      }
+      case 'component-member-expression': {
+        const base = this.typeOf(expr.base, scope, depth + 1);
+        if (!base) return undefined;
+        const value = base.pointee ?? base;
+        if (value.members) return value.members.get(expr.access.name);
+        return value.array ? undefined : PLAIN; // a swizzle
+      }
+      case 'unary-expression': {
+        const operand = this.typeOf(expr.expression, scope, depth + 1);
+        const op = expr.operator.value;
+        if (op === '&') return operand ? { bytes: 0, array: false, pointee: operand } : undefined;
+        if (op === '*') return operand?.pointee ?? operand;
+        return PLAIN;
+      }
+      case 'binary-expression':
+        return PLAIN;
+      case 'call-expression': {
+        const f = expr.function;
+        const sig = f.kind === 'ref' ? this.signatures.get(f.ident.originalName) : undefined;
+        return sig ? sig.result : this.constructed(expr, scope, depth);
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** The largest array type of any name `expr` references (0 bytes when none). */
+  private largestReferenced(expr: ExpressionElem, scope: Map<string, Ty>): Ty {
+    let largest: Ty = NOTHING;
+    const stack: unknown[] = [expr];
+    while (stack.length > 0) {
+      const node = stack.pop();
+      if (!node || typeof node !== 'object') continue;
+      if (Array.isArray(node)) {
+        stack.push(...node);
+        continue;
+      }
+      const e = node as ExpressionElem;
+      if (e.kind === 'ref') {
+        const t = this.lookup(e.ident.originalName, scope);
+        const value = t?.pointee ?? t;
+        if (value?.array && value.bytes > largest.bytes) largest = value;
+        continue;
+      }
+      for (const key of ['base', 'access', 'expression', 'left', 'right', 'arguments', 'function', 'templateArgs'] as const) {
+        if (key in e) stack.push((e as unknown as Record<string, unknown>)[key]);
+      }
+    }
+    return largest;
+  }
+
   /** What a constructor call makes: an array or a struct holding one counts; anything else does not. */
-  private constructed(call: ExpressionElem & { kind: 'call-expression' }): { bytes: number; array: boolean } {
+  private constructed(call: ExpressionElem & { kind: 'call-expression' }, scope: Map<string, Ty>, depth = 0): Ty {
     const f = call.function;
     if (f.kind === 'ref' && f.ident.originalName === 'array') {
-      // `array(a, b, ...)`: the element type is inferred; the first element's constructor tells its size.
-      const first = call.arguments[0];
-      const element = first?.kind === 'call-expression' ? this.sizeOf(first.function).bytes : 0;
-      return { bytes: call.arguments.length * Math.max(4, element), array: true };
+      // `array(a, b, ...)`: the element type is inferred from the elements (the largest, to be safe).
+      let element: Ty = SCALAR;
+      for (const arg of call.arguments) element = larger(element, this.typeOf(arg, scope, depth + 1) ?? this.largestReferenced(arg, scope));
+      return { bytes: Math.min(call.arguments.length * element.bytes, Number.MAX_SAFE_INTEGER), array: true, element };
     }
     return this.sizeOf(f);
   }
 
-  /** Bytes of a type (an over-estimate: no padding, f16 aside every scalar 4 bytes); `array`: whether it holds a fixed-size array. */
-  private sizeOf(type: ExpressionElem, depth = 0): { bytes: number; array: boolean } {
-    const scalar = { bytes: 4, array: false };
-    if (depth > 32) return scalar;
+  /** The type `type` names (see Ty). */
+  private sizeOf(type: ExpressionElem, depth = 0): Ty {
+    if (depth > 32) return SCALAR;
     const name = type.kind === 'type' ? type.name.originalName : type.kind === 'ref' ? type.ident.originalName : undefined;
-    if (name === undefined) return scalar;
+    if (name === undefined) return SCALAR;
     const params = type.kind === 'type' ? type.templateParams ?? [] : [];
     const scalarBytes = (suffixOrType: string | ExpressionElem | undefined): number =>
       suffixOrType === 'h' || suffixOrType === 'f16' || (typeof suffixOrType === 'object' && this.sizeOf(suffixOrType, depth + 1).bytes === 2) ? 2 : 4;
     if (name === 'array') {
-      if (params.length < 2) return { bytes: 0, array: false }; // runtime-sized: storage only
+      if (params.length < 2) return NOTHING; // runtime-sized: storage only
       const element = this.sizeOf(params[0], depth + 1);
       const count = evalInteger(params[1], this.decls);
       const n = count !== undefined && count > 0 ? count : UNKNOWN_ARRAY_COUNT;
-      return { bytes: Math.min(n * element.bytes, Number.MAX_SAFE_INTEGER), array: true };
+      return { bytes: Math.min(n * element.bytes, Number.MAX_SAFE_INTEGER), array: true, element };
     }
-    if (name === 'ptr') return { bytes: 0, array: false };
+    if (name === 'ptr') return { bytes: 0, array: false, pointee: params[1] ? this.sizeOf(params[1], depth + 1) : undefined };
     if (name === 'f16') return { bytes: 2, array: false };
     // vecN<T>, vecNf/i/u/h, matCxR<T>, matCxRf/h.
     if (name.startsWith('vec') && name.length >= 4) {
@@ -423,16 +577,21 @@ class TreeWalker {
     const known = this.sizes.get(name);
     if (known) return known;
     const decl = this.types.get(name);
-    if (!decl) return scalar;
-    this.sizes.set(name, scalar); // a cycle (invalid WGSL) ends here
-    let size = scalar;
+    if (!decl) return SCALAR;
+    this.sizes.set(name, SCALAR); // a cycle (invalid WGSL) ends here
+    let size = SCALAR;
     if (decl.kind === 'alias') size = this.sizeOf(decl.typeRef, depth + 1);
     else if (decl.kind === 'struct') {
-      size = { bytes: 0, array: false };
+      const members = new Map<string, Ty>();
+      let bytes = 0;
+      let array = false;
       for (const m of decl.members) {
         const s = this.sizeOf(m.typeRef, depth + 1);
-        size = { bytes: Math.min(size.bytes + s.bytes, Number.MAX_SAFE_INTEGER), array: size.array || s.array };
+        members.set(m.name.name, s);
+        bytes = add(bytes, s.bytes);
+        array ||= s.array;
       }
+      size = { bytes, array, members };
     }
     this.sizes.set(name, size);
     return size;
@@ -612,15 +771,34 @@ function tokenArrays(tokens: string[]): { privateArrayBytes: number; arrays: boo
   };
   let total = 0;
   let arrays = false;
+  // Names declared `NAME : array<...>` (anywhere, any address space), with their sizes.
+  const named = new Map<string, number>();
+  for (let t = 0; t + 3 < tokens.length; t++) {
+    if (tokens[t + 1] === ':' && tokens[t + 2] === 'array' && tokens[t + 3] === '<') {
+      const bytes = arrayAt(t + 2).bytes;
+      if (bytes > 0) named.set(tokens[t], Math.max(bytes, named.get(tokens[t]) ?? 0));
+    }
+  }
   for (let t = 0; t < tokens.length; t++) {
     if (tokens[t] === 'var' && tokens[t + 1] === '<' && ['storage', 'uniform', 'workgroup'].includes(tokens[t + 2])) {
-      while (t < tokens.length && tokens[t] !== ';') t++;
+      // Not per invocation, but a fixed-size array in it can be copied into a local (`var a = tile;`):
+      // such a module is measured from its syntax tree.
+      for (; t < tokens.length && tokens[t] !== ';'; t++) if (tokens[t] === 'array' && tokens[t + 1] === '<' && arrayAt(t).bytes > 0) arrays = true;
     } else if (tokens[t] === 'array') {
       arrays = true;
       if (tokens[t + 1] !== '<') continue;
       const a = arrayAt(t);
       total = Math.min(total + a.bytes, Number.MAX_SAFE_INTEGER);
       t = a.end;
+    } else if ((tokens[t] === 'var' || tokens[t] === 'let' || tokens[t] === 'const') && tokens[t + 2] === '=') {
+      // A declaration whose type is inferred holds what its initializer makes: every array-typed
+      // name in it counts in full, unless indexed (`var a = p;`, `array(p, p)`; not `p[i]`).
+      for (t += 3; t < tokens.length && tokens[t] !== ';'; t++) {
+        const bytes = tokens[t] === 'array' && tokens[t + 1] === '<' ? arrayAt(t) : { bytes: named.get(tokens[t]), end: t };
+        if (tokens[t] === 'array') arrays = true;
+        if (bytes.bytes !== undefined && tokens[t + 1] !== '[') total = Math.min(total + bytes.bytes, Number.MAX_SAFE_INTEGER);
+        t = bytes.end;
+      }
     }
   }
   return { privateArrayBytes: total, arrays };

@@ -3,38 +3,44 @@
 // kernel; with this rewrite termination is a property of the code (see docs/atomizer.md).
 //
 // API
-//   boundLoops(code, budget, mode, { uniformChecks }) -> BoundedModule
+//   boundLoops(code, budget, mode, { uniformChecks, waitWeight }) -> BoundedModule
 //
-// One counter per invocation counts loop iterations; every loop either checks it or charges it
-// (splices on the wesl syntax tree's spans; no line breaks are added, so Dawn's messages keep the
-// program's line numbers). Each loop gets one plan:
-//   - counted: its body starts with `n += 1u; if (n > BUDGET) { break; }`. An invocation past its
+// One counter per invocation starts at the entry point's budget and counts down as loops run;
+// every loop either checks it or is charged to it (splices on the wesl syntax tree's spans; no
+// line breaks are added, so Dawn's messages keep the program's line numbers). Each loop gets one plan:
+//   - counted: its body starts with `if (n < 1u) { n = 0u; break; } n -= 1u;`. An invocation out of
 //     budget leaves each loop on its next iteration: nested loops unwind and the invocation ends.
+//     An iteration that waits for its workgroup (a barrier in the loop, directly or through calls)
+//     takes `waitWeight` instead of 1: on a CPU device a barrier costs many plain iterations.
 //   - constant: `for (var i = A; i < B; i++)` with constant bounds, a body that cannot change `i`
-//     and no `break`/`return` of its own: it ends by itself, runs unchecked, and `n += TRIPS` is
-//     charged after it. Counting it would stop the compiler from unrolling it (half speed, lavapipe).
+//     and no `break`/`return` of its own: it ends by itself, runs unchecked, and `n -= min(n, TRIPS)`
+//     follows it. Counting it would stop the compiler from unrolling it (half speed, lavapipe).
 //   - guarded: a `while`/`for` whose condition requires `v < C` of a u32 counter that its body
 //     steps once per iteration (the common `while (x && steps < MAX)`): it ends within C
 //     iterations, runs unchecked, and what its guard advanced is charged after it.
-//   - capped: a `for` whose bound cannot change while it runs (parameters, `let`s, constants) and
-//     that leaves only through its condition: its condition gains `&& u32(i) - u32(A) < left` (what
-//     the budget has left; the compiler folds it into the loop bound) and what ran is charged at
-//     its end; a loop the cap cut short spends the whole budget.
+//   - capped: a `for` whose bound cannot change while it runs (parameters, `let`s, constants), that
+//     leaves only through its condition and waits for no one: its condition gains
+//     `&& u32(i) - u32(A) < left` (the budget left; the compiler folds it into the loop bound) and
+//     what ran is charged at its end; a loop the cap cut short spends the whole budget.
 // Constant and guarded loops run unchecked only while their whole work (iterations times the
 // unchecked work of their body, calls included) is at most MAX_STATIC_WORK. Charges are exact
 // (never in advance), so a spent budget always means iterations really ran: the time check that
 // ends a process whose loops were cut short (docs/kernel.md) can rely on it.
 //
+// The budget may differ by entry point (`Budget` as a function of its workgroup's invocations):
+// a device that runs fewer invocations side by side than a workgroup has takes that much longer
+// per iteration, so the kernel gives such entries less.
+//
 // Where the counter lives:
-//   - mode 'shared': each entry point that reaches a loop declares `var n: u32 = 0u;`, and every
-//     function that contains or calls a loop takes a pointer to it as a last parameter
+//   - mode 'shared': each entry point that reaches a loop declares `var n: u32 = BUDGET;`, and
+//     every function that contains or calls a loop takes a pointer to it as a last parameter
 //     (`ptr<function, u32>`), passed at each call: the budget bounds the whole invocation.
-//   - mode 'local': each function counts its own loops in a local variable; calls from loops
-//     multiply the bound (still finite).
-//   - uniformChecks: a counted loop that waits for its workgroup (a barrier in it, directly or
-//     through calls) must be left by the whole workgroup together, so it checks a workgroup stop
-//     flag through workgroupUniformLoad, raised by any invocation past its budget.
-// Uniformity: a counter advances by what its loops ran, so it is uniform when they are; the plain
+//   - mode 'local': each function counts its own loops in a local variable (the module's smallest
+//     budget); calls from loops multiply the bound (still finite).
+//   - uniformChecks: a counted loop that waits for its workgroup must be left by the whole
+//     workgroup together, so it checks a workgroup stop flag through workgroupUniformLoad, raised
+//     by any invocation out of budget.
+// Uniformity: a counter moves by what its loops ran, so it is uniform where they are; the plain
 // check adds non-uniformity only where a non-uniform loop ran before, and the uniform check none.
 // The kernel tries the forms in order and keeps the first Dawn accepts (src/vgpu/shaderModule.ts).
 
@@ -54,15 +60,14 @@ export interface BoundedModule {
   reason?: string;
 }
 
-/** The largest budget a rewrite writes (u32, with room for the increments past it). */
-export const MAX_LOOP_BUDGET = 0xe000_0000;
+/** The largest budget a rewrite writes (u32). */
+export const MAX_LOOP_BUDGET = 0xffff_fff0;
 /**
  * A loop that ends by itself runs unchecked when its whole work (trips times its body's unchecked
  * work, calls included) is at most this many iterations: the longest stretch between two checks.
  */
 export const MAX_STATIC_WORK = 1 << 16;
-/** Where charges saturate: past every budget, short of wrapping around (u32). */
-const MAX_COUNT = 0xf000_0000;
+
 
 const LOOP_KINDS = new Set(['loop', 'for', 'while']);
 const ENTRY_ATTRIBUTES = ['compute', 'vertex', 'fragment'];
@@ -84,10 +89,11 @@ type LoopPlan =
   | { how: 'guarded'; guard: string };
 
 /** Bounds every loop in `code` by `budget` iterations per invocation (see the file comment). */
-export function boundLoops(code: string, budget: number, mode: WatchdogMode = 'shared', options: { uniformChecks?: boolean } = {}): BoundedModule {
+export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 'shared', options: BoundOptions = {}): BoundedModule {
   const parsed = parseWgsl(code);
   if (!parsed.ok) return { code, loops: 0, staticLoops: 0, reason: parsed.message };
-  const limit = Math.max(1, Math.min(MAX_LOOP_BUDGET, Math.floor(budget)));
+  const budgetOf = (invocations: number | null): number => Math.max(1, Math.min(MAX_LOOP_BUDGET, Math.floor(typeof budget === 'number' ? budget : budget(invocations))));
+  const waitWeight = Math.max(1, Math.min(MAX_LOOP_BUDGET, Math.floor(options.waitWeight ?? 1)));
   const fns = parsed.decls.filter((d): d is FnElem => d.kind === 'fn');
   const byName = new Map(fns.map((f) => [f.name.ident.originalName, f]));
   const text = (n: Node) => code.slice(n.start, n.end);
@@ -106,8 +112,7 @@ export function boundLoops(code: string, budget: number, mode: WatchdogMode = 's
   const uncheckedWork = (node: Node, fn: FnElem): number => {
     let work = 0;
     walk(node, (n) => {
-      if (n === node) return true;
-      if (n.kind && LOOP_KINDS.has(n.kind)) {
+      if (n !== node && n.kind && LOOP_KINDS.has(n.kind)) {
         work += plan(n, fn);
         return false;
       }
@@ -131,7 +136,9 @@ export function boundLoops(code: string, budget: number, mode: WatchdogMode = 's
   /** Plans `loop` once; returns the unchecked work it adds to the code around it. */
   const plan = (loop: Node, fn: FnElem): number => {
     ownerOf.set(loop, fn);
-    const inner = 1 + uncheckedWork(loop.body as Node, fn);
+    // One iteration's unchecked work: the body, and the condition and update (calls in them run every time).
+    const parts = [loop.body, loop.condition, loop.update].filter((n): n is Node => !!n && typeof (n as Node).start === 'number');
+    const inner = 1 + parts.reduce((sum, n) => sum + uncheckedWork(n, fn), 0);
     const exits = exitsOf(loop.body as Node);
     const trips = exits.break || exits.return ? null : constantTripCount(loop, fn, code, parsed.decls);
     if (trips !== null && trips * inner <= MAX_STATIC_WORK) {
@@ -143,7 +150,7 @@ export function boundLoops(code: string, budget: number, mode: WatchdogMode = 's
       plans.set(loop, { how: 'guarded', guard: guarded.guard });
       return guarded.trips * inner;
     }
-    const cap = exits.break || exits.return ? null : cappableFor(loop, fn, code, parsed.decls);
+    const cap = exits.break || exits.return || containsBarrier(loop.body as Node, code) ? null : cappableFor(loop, fn, code, parsed.decls);
     plans.set(loop, cap ? { how: 'capped', cap } : { how: 'counted' });
     return 0;
   };
@@ -195,29 +202,35 @@ export function boundLoops(code: string, budget: number, mode: WatchdogMode = 's
     return waits;
   };
 
+  const localBudget = Math.min(...fns.filter(isEntryFn).map((f) => budgetOf(workgroupInvocations(f, code, parsed.decls))), budgetOf(null));
   const names = new NameAllocator(identifierNames(parsed.ast));
-  const counter = names.fresh('gpunix_loop_count');
+  const counter = names.fresh('gpunix_loop_budget');
   const stop = options.uniformChecks ? names.fresh('gpunix_loop_stop') : '';
   let stopUsed = false;
-  const isEntry = (fn: FnElem) => fn.attributes?.some((a) => a.attribute.kind === '@attribute' && ENTRY_ATTRIBUTES.includes(a.attribute.name)) ?? false;
+  const isEntry = isEntryFn;
   const splices: Splice[] = [];
   for (const fn of reaches) {
     const ownsCounter = mode === 'local' || isEntry(fn);
     const value = ownsCounter ? counter : `(*${counter})`;
     const pointer = ownsCounter ? `&${counter}` : counter;
     if (ownsCounter && (mode === 'shared' || loopsOf.get(fn)!.length > 0)) {
-      splices.push({ start: fn.body.start + 1, end: fn.body.start + 1, text: ` var ${counter}: u32 = 0u;` });
+      // The entry's budget, by its workgroup's size; a function's own counter (mode 'local') does
+      // not know its entry, so it gets the smallest of the module's.
+      const start = mode === 'shared' ? budgetOf(workgroupInvocations(fn, code, parsed.decls)) : localBudget;
+      splices.push({ start: fn.body.start + 1, end: fn.body.start + 1, text: ` var ${counter}: u32 = ${start}u;` });
     }
     if (!ownsCounter) {
       const at = paramListEnd(code, fn);
       if (at === null) return { code, loops: 0, staticLoops, reason: `could not locate the parameter list of '${fn.name.ident.originalName}'` };
       splices.push({ start: at.offset, end: at.offset, text: `${at.needsComma ? ', ' : ''}${counter}: ptr<function, u32>` });
     }
-    const charge = (amount: string) => `${value} = min(${value} + ${amount}, ${MAX_COUNT}u);`;
+    const charge = (amount: string) => `${value} -= min(${value}, ${amount});`;
     for (const loop of loopsOf.get(fn)!) {
       const p = plans.get(loop)!;
       const body = loop.body as Node | undefined;
-      if (!body || code[body.start] !== '{') return { code, loops: 0, staticLoops, reason: `could not locate the body of a ${loop.kind} loop` };
+      // The body's span may start at an attribute (`loop @diagnostic(...) {`): its brace comes after.
+      const open = body ? code.indexOf('{', body.start) : -1;
+      if (!body || open < 0 || open >= body.end) return { code, loops: 0, staticLoops, reason: `could not locate the body of a ${loop.kind} loop` };
       switch (p.how) {
         case 'constant':
           // It ends by itself; what it ran is charged when it ends.
@@ -236,25 +249,29 @@ export function boundLoops(code: string, budget: number, mode: WatchdogMode = 's
           const left = names.fresh('gpunix_loop_left');
           const trips = names.fresh('gpunix_loop_trips');
           const [a, b, i] = [p.cap.start, p.cap.end, p.cap.variable];
-          splices.push({ start: loop.start, end: loop.start, text: `{ let ${left} = select(0u, ${limit}u - ${value}, ${value} <= ${limit}u); ` });
+          splices.push({ start: loop.start, end: loop.start, text: `{ let ${left} = ${value}; ` });
           splices.push({ start: p.cap.condition.start, end: p.cap.condition.start, text: '(' });
           splices.push({ start: p.cap.condition.end, end: p.cap.condition.end, text: `) && (u32(${i}) - u32(${a}) < ${left})` });
           splices.push({
             start: loop.end,
             end: loop.end,
-            text: ` let ${trips} = select(0u, u32(${b}) - u32(${a}), (${b}) > (${a})); ${value} += min(${trips}, ${left}); if (${trips} > ${left}) { ${value} = ${limit}u + 1u; } }`,
+            text: ` let ${trips} = select(0u, u32(${b}) - u32(${a}), (${b}) > (${a})); ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u; } }`,
           });
           break;
         }
         case 'counted': {
           // A loop that waits for its workgroup must be left by all of it together: every
           // invocation reads one stop flag (workgroupUniformLoad), raised by any past its budget.
-          const uniform = options.uniformChecks && loopWaits(loop);
+          // An iteration that waits for its workgroup costs `waitWeight` (a barrier can cost far more
+          // than the calibration loop's whole iteration, e.g. on a CPU device).
+          const waits = loopWaits(loop);
+          const weight = waits ? waitWeight : 1;
+          const uniform = options.uniformChecks && waits;
           stopUsed ||= uniform === true;
-          const check = uniform
-            ? `if (${value} > ${limit}u) { ${stop} = 1u; } if (workgroupUniformLoad(&${stop}) != 0u) { break; }`
-            : `if (${value} > ${limit}u) { break; }`;
-          splices.push({ start: body.start + 1, end: body.start + 1, text: ` ${value} += 1u; ${check}` });
+          const text = uniform
+            ? `if (${value} < ${weight}u) { ${value} = 0u; ${stop} = 1u; } else { ${value} -= ${weight}u; } if (workgroupUniformLoad(&${stop}) != 0u) { break; }`
+            : `if (${value} < ${weight}u) { ${value} = 0u; break; } ${value} -= ${weight}u;`;
+          splices.push({ start: open + 1, end: open + 1, text: ` ${text}` });
           break;
         }
       }
@@ -275,6 +292,36 @@ export function boundLoops(code: string, budget: number, mode: WatchdogMode = 's
   const check = parseWgsl(rewritten);
   if (!check.ok) return { code, loops: 0, staticLoops, reason: `internal error: the bounded module does not parse (${check.message})` };
   return { code: rewritten, loops: checked, staticLoops };
+}
+
+/**
+ * A module's loop budget: a number, or per entry point from the invocations of its workgroup
+ * (null when @workgroup_size is not a constant the rewrite can evaluate).
+ */
+export type Budget = number | ((workgroupInvocations: number | null) => number);
+
+export interface BoundOptions {
+  /** Counted loops that wait for their workgroup check a workgroup stop flag (see the file comment). */
+  uniformChecks?: boolean;
+  /** What one iteration of a counted loop that waits for its workgroup takes from the budget (default 1). */
+  waitWeight?: number;
+}
+
+function isEntryFn(fn: FnElem): boolean {
+  return fn.attributes?.some((a) => a.attribute.kind === '@attribute' && ENTRY_ATTRIBUTES.includes(a.attribute.name)) ?? false;
+}
+
+/** Invocations in one workgroup of entry point `fn`: the product of its @workgroup_size, or null when not constant. */
+function workgroupInvocations(fn: FnElem, code: string, decls: GlobalDeclarationElem[]): number | null {
+  const attr = fn.attributes?.find((a) => a.attribute.kind === '@attribute' && a.attribute.name === 'workgroup_size');
+  if (!attr || attr.attribute.kind !== '@attribute') return null;
+  let product = 1;
+  for (const param of attr.attribute.params ?? []) {
+    const value = evalInteger(param.expression as ExpressionElem, decls);
+    if (value === undefined || value < 1) return null;
+    product *= value;
+  }
+  return product;
 }
 
 /** The builtins that wait for the whole workgroup (or subgroup), and so need uniform control flow. */
@@ -344,6 +391,8 @@ function constantTripCount(loop: Node, fn: FnElem, code: string, decls: GlobalDe
   const op = (condition.operator as { value: string }).value;
   if (op !== '<' && op !== '<=') return null;
   const end = anyEnd ? 0 : constant(condition.right);
+  // `i <= MAX` of its type never fails: such a loop does not end by itself.
+  if (op === '<=' && end !== undefined && end >= I32_MAX) return null;
   if (start === undefined || end === undefined) return null;
   const step =
     (update.kind === 'increment' && isName(update.target)) ||
@@ -392,6 +441,7 @@ function guardedTripCount(loop: Node, fn: FnElem, code: string, decls: GlobalDec
   };
   collect(condition);
   const u32Vars = u32Variables(fn, code);
+  const userFns = new Set(decls.filter((d) => d.kind === 'fn').map((d) => (d.kind === 'fn' ? d.name.ident.originalName : '')));
   const locals = localNames(fn, code);
   const textOf = (n: Node) => code.slice(n.start, n.end);
   const isRef = (n: unknown, name: string) => (n as Node | undefined)?.kind === 'ref' && textOf(n as Node) === name;
@@ -443,6 +493,17 @@ function guardedTripCount(loop: Node, fn: FnElem, code: string, decls: GlobalDec
     };
     scan(body, false);
     if (loop.kind === 'for' && loop.update) scan(loop.update as Node, false);
+    if (loop.kind === 'for' && loop.init) scan(loop.init as Node, false);
+    // Nothing else may reach the guard: no address of it anywhere in the function (a pointer could
+    // reset it), and no call of the module's functions in the condition.
+    walk(fn.body as unknown as Node, (m) => {
+      if (m.kind === 'unary-expression' && (m.operator as { value: string }).value === '&' && isRef(m.expression, name)) writes += 2;
+      return true;
+    });
+    walk(condition, (m) => {
+      if (m.kind === 'call-expression' && (m.function as Node | undefined)?.kind === 'ref' && userFns.has(textOf(m.function as Node))) writes += 2;
+      return true;
+    });
     if (topLevel.length !== 1 || writes !== 1 || skips) continue;
     const trips = bound + (op === '<=' ? 1 : 0);
     if (best === null || trips < best.trips) best = { trips, guard: name };
@@ -507,24 +568,53 @@ function cappableFor(loop: Node, fn: FnElem, code: string, decls: GlobalDeclarat
   if (constantTripCount(loop, fn, code, decls, true) === null) return null;
   const kinds = localKinds(fn, code);
   const globals = new Set(decls.filter((d) => d.kind === 'gvar').map((d) => (d.kind === 'gvar' ? d.name.decl.ident.originalName : '')));
+  const userFns = new Set(decls.filter((d) => d.kind === 'fn').map((d) => (d.kind === 'fn' ? d.name.ident.originalName : '')));
+  const pointerLets = pointerLetNames(fn, code);
+  // The bound must not change while the loop runs: parameters, `let`s (not pointers), constants
+  // and pure builtins only; no dereference or address (a pointer's target can change).
   let invariant = true;
   walk(condition.right as Node, (n) => {
+    if (n.kind === 'unary-expression' && ['*', '&'].includes((n.operator as { value: string }).value)) invariant = false;
     if (n.kind === 'call-expression') {
       const callee = n.function as Node;
       const name = callee?.kind === 'ref' ? code.slice(callee.start, callee.end) : '';
-      if (!PURE_BUILTINS.has(name) || kinds.has(name)) invariant = false;
+      if (!PURE_BUILTINS.has(name) || kinds.has(name) || userFns.has(name)) invariant = false;
       return invariant && name !== 'arrayLength';
     }
     if (n.kind === 'ref') {
       const name = code.slice(n.start, n.end);
       const declared = kinds.get(name);
-      if (name === variable || globals.has(name) || declared?.has('var')) invariant = false;
+      if (name === variable || globals.has(name) || declared?.has('var') || pointerLets.has(name)) invariant = false;
     }
     return invariant;
   });
   if (!invariant) return null;
   const startNode = init.init as Node;
   return { condition, variable, start: code.slice(startNode.start, startNode.end), end: code.slice((condition.right as Node).start, (condition.right as Node).end) };
+}
+
+/** The function's `let`s (and parameters) that may hold a pointer: initialized with `&` or `*`, or typed ptr. */
+function pointerLetNames(fn: FnElem, code: string): Set<string> {
+  const names = new Set<string>();
+  for (const p of fn.params) if (p.name.typeRef && code.slice(p.name.typeRef.start, p.name.typeRef.end).includes('ptr')) names.add(p.name.decl.ident.originalName);
+  walk(fn.body as unknown as Node, (n) => {
+    if (n.kind !== 'let') return true;
+    const nameNode = n.name as Node | undefined;
+    const decl = nameNode?.decl as Node | undefined;
+    if (!decl) return true;
+    let pointer = false;
+    const typeRef = nameNode?.typeRef as Node | undefined;
+    if (typeRef && code.slice(typeRef.start, typeRef.end).includes('ptr')) pointer = true;
+    if (n.init) {
+      walk(n.init as Node, (m) => {
+        if (m.kind === 'unary-expression' && ['*', '&'].includes((m.operator as { value: string }).value)) pointer = true;
+        return !pointer;
+      });
+    }
+    if (pointer) names.add(code.slice(decl.start, decl.end));
+    return true;
+  });
+  return names;
 }
 
 /** The kinds of declaration ('param', 'var', 'let', 'const') each local name of a function has. */
@@ -554,6 +644,8 @@ function localNames(fn: FnElem, code: string): Set<string> {
   });
   return names;
 }
+
+const I32_MAX = 0x7fff_ffff;
 
 /** Where a parameter goes at the end of `fn`'s list, and whether a comma must precede it. */
 function paramListEnd(code: string, fn: FnElem): { offset: number; needsComma: boolean } | null {
