@@ -1,7 +1,7 @@
 // How fast a device runs loop iterations: the watchdog's unit of time. The watchdog rewrite
 // (src/wgsl/watchdog.ts) bounds every loop by an iteration budget; the kernel turns its
 // per-dispatch time limit into that budget with these figures, measured once per adapter per Node
-// process when the device opens (about 0.1-0.3 s on lavapipe).
+// process when the device opens (about 1 s on lavapipe).
 //
 // Three measurements, each the fastest of a few runs (a run slowed by the machine would make the
 // budget too small, and a budget spent must always mean at least the limit):
@@ -75,11 +75,18 @@ export async function measureLoopRates(device: GPUDevice, adapterKey: string): P
         await device.queue.onSubmittedWorkDone();
         return performance.now() - start;
       };
+      // A first run compiles the shader (lavapipe compiles at first use): never measured.
+      await run(FIRST_ITERATIONS);
+      // Runs long enough that submit and fence overheads do not count: the fastest of a few must
+      // still take CALIBRATION_MIN_MS (a run slowed by a compile or a busy moment could stop the
+      // doubling early, and a short run's overheads would make the rate look slow).
       let iterations = FIRST_ITERATIONS;
-      while ((await run(iterations)) < CALIBRATION_MIN_MS && iterations < MAX_ITERATIONS) iterations *= 2;
-      let fastest = Infinity;
-      for (let i = 0; i < CALIBRATION_RUNS; i++) fastest = Math.min(fastest, await run(iterations));
-      return iterations / Math.max(fastest, 0.001);
+      for (;;) {
+        let fastest = Infinity;
+        for (let i = 0; i < CALIBRATION_RUNS; i++) fastest = Math.min(fastest, await run(iterations));
+        if (fastest >= CALIBRATION_MIN_MS || iterations >= MAX_ITERATIONS) return iterations / Math.max(fastest, 0.001);
+        iterations = Math.min(MAX_ITERATIONS, iterations * Math.max(2, Math.ceil((2 * CALIBRATION_MIN_MS) / Math.max(fastest, 0.01))));
+      }
     };
     const single = await rate(1, false);
     const wide = await rate(WIDE, false);

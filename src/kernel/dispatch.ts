@@ -182,6 +182,8 @@ export class Dispatcher {
   /** Outstanding fences by the class of the run's owner (PRIORITY_CLASSES order). */
   private readonly inFlightByClass = PRIORITY_CLASSES.map(() => 0);
   private lastFenceDoneNs = 0;
+  /** When the last piece the watchdog timed completed (timePiece). */
+  private lastTimedDoneNs = 0;
   /** Unfinished fences, oldest first (a queue completes in order). */
   private readonly forecasts: FenceForecast[] = [];
   /** The pending lead wake-up: when, and its cancel. */
@@ -552,9 +554,6 @@ export class Dispatcher {
 
   private issue(entity: Entity, piece: WorkPiece): void {
     const owner = entity.proc;
-    // A piece fenced alone is alone in its run: its time is its own (the cost model's, and the watchdog's).
-    const alone = piece.atom || piece.cost || piece.mayCut;
-    if (alone && this.openRun) this.closeRun();
     this.openRunFor(owner);
     owner.activity++;
     const run = this.openRun!;
@@ -563,9 +562,11 @@ export class Dispatcher {
     run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
-    // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost
-    // model. A piece whose loops the watchdog may cut is too: its own time decides whether it was cut.
-    if (alone) this.closeRun();
+    // A piece whose loops the watchdog may cut is timed on its own (its time decides whether it was
+    // cut) without a fence of its own: a burst of small submits stays one run.
+    if (piece.mayCut) this.timePiece(owner, piece);
+    // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost model.
+    if (piece.atom || piece.cost) this.closeRun();
   }
 
   private openRunFor(owner: Proc): void {
@@ -604,7 +605,6 @@ export class Dispatcher {
       owner.vruntimeNs += spent / owner.shareWeight;
       this.busyNs += spent;
       this.learn(run, spent);
-      this.checkOverrun(run, spent);
       for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args);
       for (const item of run.finishing) owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
       owner.inFlightGroups--;
@@ -620,16 +620,22 @@ export class Dispatcher {
   }
 
   /**
-   * The watchdog's time check on a completed run. A loop budget spent means more than the owner's
-   * limit of device time, so a piece over the limit may have had its loops cut: its owner is ended.
-   * Every piece that can be cut (`mayCut`) runs alone in its run, so its time is exact;
-   * a run of several pieces holds none that can be cut, and is never an overrun.
+   * The watchdog's time check on one piece that can be cut (`mayCut`): a loop budget spent means
+   * more than the owner's limit of device time, so a piece over the limit may have had its loops
+   * cut, and its owner is ended. The queue completes in order, so the piece's time runs from its
+   * issue, or the end of the work ahead of it (the last fence or timed piece), to its completion.
    */
-  private checkOverrun(run: OpenRun, spentNs: number): void {
-    if (!this.watchdog || !run.owner.alive || run.pieces.length !== 1) return;
-    const piece = run.pieces[0];
-    if (!piece.mayCut) return;
-    if (spentNs > this.watchdog.limitNs(run.owner)) this.watchdog.overrun(run.owner, piece.name, spentNs);
+  private timePiece(owner: Proc, piece: WorkPiece): void {
+    const watchdog = this.watchdog;
+    if (!watchdog) return;
+    const issuedAtNs = nowNs();
+    const settle = (): void => {
+      const doneNs = nowNs();
+      const spentNs = doneNs - Math.max(issuedAtNs, this.lastFenceDoneNs, this.lastTimedDoneNs);
+      this.lastTimedDoneNs = doneNs;
+      if (owner.alive && spentNs > watchdog.limitNs(owner)) watchdog.overrun(owner, piece.name, spentNs);
+    };
+    this.device.queue.onSubmittedWorkDone().then(settle, settle);
   }
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */
