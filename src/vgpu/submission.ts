@@ -194,10 +194,11 @@ export class Submission implements WorkItem {
   private wholePiece(): WorkPiece {
     this.wholeIssued = true;
     const device = this.device;
+    const pipelines = submitPipelines(this.buffers);
     return {
-      name: pipelineLabels(this.buffers) ?? 'submit',
+      name: pipelines.labels ?? 'submit',
       args: { commandBuffers: this.buffers.length },
-      mayCut: this.buffers.some((cb) => cb.commands.some((c) => c.op === 'computePass' && c.commands.some((pc) => pc.op === 'setPipeline' && pc.args[0] instanceof VirtualComputePipeline && pc.args[0].mayCut))),
+      mayCut: pipelines.mayCut,
       issue: () => {
         const again = this.buffers.find((cb, i) => !this.firstSubmission[i] && !cb.checkedConsumed);
         if (again) {
@@ -437,16 +438,25 @@ export class Submission implements WorkItem {
   }
 }
 
-/** The labels of the pipelines a submit dispatches with, for the trace and the watchdog's message; null when none has one. */
-function pipelineLabels(buffers: readonly VirtualCommandBuffer[]): string | null {
+/**
+ * What a whole submit's pipelines say of it, in one pass over its commands: their labels (for the
+ * trace and the watchdog's message; null when none has one), and whether any runs loops the
+ * watchdog checks (the piece may be cut: the dispatcher times it).
+ */
+function submitPipelines(buffers: readonly VirtualCommandBuffer[]): { labels: string | null; mayCut: boolean } {
   const labels = new Set<string>();
+  let mayCut = false;
   for (const cb of buffers) {
     for (const command of cb.commands) {
       if (command.op !== 'computePass') continue;
-      for (const pc of command.commands) if (pc.op === 'setPipeline' && pc.args[0] instanceof VirtualComputePipeline && pc.args[0].label) labels.add(pc.args[0].label);
+      for (const pc of command.commands) {
+        if (pc.op !== 'setPipeline' || !(pc.args[0] instanceof VirtualComputePipeline)) continue;
+        if (pc.args[0].label) labels.add(pc.args[0].label);
+        mayCut ||= pc.args[0].mayCut;
+      }
     }
   }
-  return labels.size > 0 ? [...labels].join(', ') : null;
+  return { labels: labels.size > 0 ? [...labels].join(', ') : null, mayCut };
 }
 
 /**
