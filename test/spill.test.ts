@@ -118,9 +118,11 @@ describe('spilling evicted contents to files', () => {
   it('shutdown removes the spill directory it made', async () => {
     const proc = await kernel.spawn({ name: 'left' });
     const device = await (await proc.gpu.requestAdapter())!.requestDevice();
-    for (let b = 0; b < 3; b++) device.createBuffer({ size: 1 * MiB, usage: GPUBufferUsage.STORAGE });
+    // Held until the end: a buffer the collector reclaimed first would not be swapped out at all.
+    const buffers = Array.from({ length: 3 }, () => device.createBuffer({ size: 1 * MiB, usage: GPUBufferUsage.STORAGE }));
     await kernel.swapOut(proc.pid);
     await until(() => kernel.stats().swap.spillFiles === 2, 'spill files of a process left running');
+    assert.equal(buffers.length, 3);
     await kernel.shutdown();
     assert.equal(existsSync(spillDir), false, 'no directory, no files left behind');
   });
