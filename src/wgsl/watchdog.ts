@@ -207,10 +207,9 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
   const counter = names.fresh('gpunix_loop_budget');
   const stop = options.uniformChecks ? names.fresh('gpunix_loop_stop') : '';
   let stopUsed = false;
-  const isEntry = isEntryFn;
   const splices: Splice[] = [];
   for (const fn of reaches) {
-    const ownsCounter = mode === 'local' || isEntry(fn);
+    const ownsCounter = mode === 'local' || isEntryFn(fn);
     const value = ownsCounter ? counter : `(*${counter})`;
     const pointer = ownsCounter ? `&${counter}` : counter;
     if (ownsCounter && (mode === 'shared' || loopsOf.get(fn)!.length > 0)) {
@@ -278,7 +277,7 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
     }
     if (mode === 'shared') {
       for (const { node, callee } of callsOf.get(fn)!) {
-        if (!reaches.has(callee) || isEntry(callee)) continue;
+        if (!reaches.has(callee) || isEntryFn(callee)) continue;
         const close = node.end - 1;
         if (code[close] !== ')') return { code, loops: 0, staticLoops, reason: 'could not locate the end of a call' };
         const args = (node.arguments as Node[] | undefined) ?? [];
@@ -394,17 +393,7 @@ function constantTripCount(loop: Node, fn: FnElem, code: string, decls: GlobalDe
   // `i <= MAX` of its type never fails: such a loop does not end by itself.
   if (op === '<=' && end !== undefined && end >= I32_MAX) return null;
   if (start === undefined || end === undefined) return null;
-  const step =
-    (update.kind === 'increment' && isName(update.target)) ||
-    (update.kind === 'assign' &&
-      isName(update.lhs) &&
-      (((update.op as { value: string }).value === '+=' && constant(update.rhs) === 1) ||
-        ((update.op as { value: string }).value === '=' &&
-          (update.rhs as Node).kind === 'binary-expression' &&
-          ((update.rhs as Node).operator as { value: string }).value === '+' &&
-          isName((update.rhs as Node).left) &&
-          constant((update.rhs as Node).right) === 1)));
-  if (!step) return null;
+  if (!isUnitIncrement(update, isName, constant)) return null;
   // Nothing in the body may write `i` or take its address (a shadowing declaration counts too: cautious).
   let written = false;
   walk(loop.body as Node, (n) => {
@@ -466,15 +455,11 @@ function guardedTripCount(loop: Node, fn: FnElem, code: string, decls: GlobalDec
     if (bound === undefined || bound < 0) continue;
     // One increment, a statement of the body itself; no other write, no address taken, no continue.
     const isIncrement = (n: Node) =>
-      (n.kind === 'increment' && isRef(n.target, name)) ||
-      (n.kind === 'assign' &&
-        isRef(n.lhs, name) &&
-        (((n.op as { value: string }).value === '+=' && evalInteger(n.rhs as ExpressionElem, decls) === 1) ||
-          ((n.op as { value: string }).value === '=' &&
-            (n.rhs as Node).kind === 'binary-expression' &&
-            ((n.rhs as Node).operator as { value: string }).value === '+' &&
-            isRef((n.rhs as Node).left, name) &&
-            evalInteger((n.rhs as Node).right as unknown as ExpressionElem, decls) === 1)));
+      isUnitIncrement(
+        n,
+        (m) => isRef(m, name),
+        (e) => evalInteger(e as ExpressionElem, decls),
+      );
     const topLevel = ((body.body as Node[] | undefined) ?? []).filter(isIncrement);
     let writes = 0;
     let skips = false;
@@ -634,15 +619,20 @@ function localKinds(fn: FnElem, code: string): Map<string, Set<string>> {
 
 /** Names a function declares itself (parameters and local declarations), which shadow module constants. */
 function localNames(fn: FnElem, code: string): Set<string> {
-  const names = new Set<string>(fn.params.map((p) => p.name.decl.ident.originalName));
-  walk(fn.body as unknown as Node, (n) => {
-    if (n.kind === 'var' || n.kind === 'let' || n.kind === 'const') {
-      const decl = (n.name as Node | undefined)?.decl as Node | undefined;
-      if (decl) names.add(code.slice(decl.start, decl.end));
-    }
-    return true;
-  });
-  return names;
+  return new Set(localKinds(fn, code).keys());
+}
+
+/**
+ * Whether `n` steps one variable by exactly one: `v++`, `v += 1`, `v = v + 1` (`isVariable` tells
+ * the variable's references, `constantOf` evaluates the step).
+ */
+function isUnitIncrement(n: Node, isVariable: (n: unknown) => boolean, constantOf: (e: unknown) => number | undefined): boolean {
+  if (n.kind === 'increment') return isVariable(n.target);
+  if (n.kind !== 'assign' || !isVariable(n.lhs)) return false;
+  const op = (n.op as { value: string }).value;
+  if (op === '+=') return constantOf(n.rhs) === 1;
+  const rhs = n.rhs as Node;
+  return op === '=' && rhs.kind === 'binary-expression' && (rhs.operator as { value: string }).value === '+' && isVariable(rhs.left) && constantOf(rhs.right) === 1;
 }
 
 const I32_MAX = 0x7fff_ffff;
