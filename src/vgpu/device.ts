@@ -35,6 +35,7 @@ import { REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue, writeBufferBytes } from './queue.js';
 import { budgetTimeLimitMs, compileBounded, loopBudget, refusedModule, VirtualShaderModule } from './shaderModule.js';
+import type { Budget } from '../wgsl/index.js';
 import { checkShader, describeShaderLimit } from '../wgsl/complexity.js';
 import { GPUInternalErrorClass, GPUPipelineErrorClass, GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { BufferResidency, realUsageFor, SharedResidency } from '../kernel/residency.js';
@@ -304,20 +305,27 @@ export class VirtualDevice extends EventTarget {
     return buffer;
   }
 
+  /**
+   * The loop budget of this process's modules on `physical` (made now, or again on migration), and
+   * the record of the time it stands for (a budget clamped to u32 stands for less): the watchdog's
+   * time check must fire by then.
+   */
+  private loopBudgetOn(physical: PhysicalDevice): Budget {
+    const maxDispatchMs = this.host.maxDispatchMs();
+    this.proc.loopLimitMs = Math.min(this.proc.loopLimitMs, maxDispatchMs, budgetTimeLimitMs(physical));
+    return loopBudget(physical, maxDispatchMs);
+  }
+
   createShaderModule(input: GPUShaderModuleDescriptor): VirtualShaderModule {
     const descriptor = shaderModuleDescriptor(input, this.objects);
     // What compilation would cost is measured first: a module over a limit never reaches Dawn.
     const refusal = checkShader(descriptor.code, this.host.shaderLimits);
-    const maxDispatchMs = this.host.maxDispatchMs();
-    const budget = loopBudget(this.physical, maxDispatchMs);
-    // The time its loops' budgets stand for (a budget clamped to u32 stands for less): the
-    // watchdog's check must fire by then.
-    this.proc.loopLimitMs = Math.min(this.proc.loopLimitMs, maxDispatchMs, budgetTimeLimitMs(this.physical));
+    const budget = this.loopBudgetOn(this.physical);
     const compiled = refusal
       ? refusedModule(this.physical, descriptor.label, `${ErrorCodes.SHADER_LIMIT}: ${describeShaderLimit(descriptor.label ?? '', refusal)}`)
       : compileBounded(this.physical, descriptor, budget, (make) => this.call(make));
     if (compiled.refusal) this.reportNow(validationError(compiled.refusal));
-    const module = new VirtualShaderModule(compiled, descriptor, () => this.host.maxDispatchMs());
+    const module = new VirtualShaderModule(compiled, descriptor, (physical) => this.loopBudgetOn(physical));
     module.owner = this;
     this.track(module, 'shaderModule', 0);
     this.remember('shaderModule', module);

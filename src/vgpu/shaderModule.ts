@@ -127,8 +127,8 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
   constructor(
     compiled: CompiledModule,
     descriptor: GPUShaderModuleDescriptor,
-    /** The process's time limit now (a tenant's quota may change), for rebuilding on another device. */
-    private readonly maxDispatchMs: () => number,
+    /** The process's loop budget on a device (its limit now: a tenant's quota may change), for rebuilding on another device. */
+    private readonly budgetOn: (physical: PhysicalDevice) => Budget,
   ) {
     super(descriptor.label);
     this.code = descriptor.code;
@@ -146,7 +146,7 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
       return;
     }
     const descriptor = { code: this.code, label: this.label };
-    const compiled = compileBounded(physical, descriptor, loopBudget(physical, this.maxDispatchMs()), (make) => physical.capture(make).value);
+    const compiled = compileBounded(physical, descriptor, this.budgetOn(physical), (make) => physical.capture(make).value);
     this.real = compiled.real;
     this.deviceCode = compiled.deviceCode;
     this.watchdog = compiled.watchdog;
