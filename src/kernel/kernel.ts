@@ -350,7 +350,7 @@ export class Kernel {
       segments: this.segments,
       atomize: this.options.atomize,
       atomSize: this.options.atomSize,
-      maxDispatchMs: () => this.maxDispatchMsOf(proc),
+      maxDispatchMs: () => this.configuredMaxDispatchMs(proc),
       shaderLimits: this.options.shaderLimits,
       chooseDevice: (options) => (proc.preferredDevice && !proc.preferredDevice.lostReason ? proc.preferredDevice : this.chooseDevice(options)),
       dispatcherFor: (device) => this.dispatchers.get(device)!,
@@ -582,9 +582,14 @@ export class Kernel {
   /** Processes the watchdog has ended (for stats). */
   private watchdogEnded = 0;
 
-  /** The longest one piece of `proc`'s device work may take (ms): the kernel's limit, or its tenant's lower one. */
+  /** The watchdog's limit on one piece of `proc`'s work (ms): the configured one, or the shortest its loop budgets were made for. */
   private maxDispatchMsOf(proc: Proc): number {
-    return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity, proc.loopLimitMs);
+    return Math.min(this.configuredMaxDispatchMs(proc), proc.loopLimitMs);
+  }
+
+  /** The limit new loop budgets are made for: the kernel's, or the tenant's lower one (as configured now). */
+  private configuredMaxDispatchMs(proc: Proc): number {
+    return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity);
   }
 
   /** Ends a process whose piece of work ran over its limit: the watchdog cut its loops short, so its results are not to be trusted. */
