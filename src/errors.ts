@@ -25,6 +25,8 @@ export const ErrorCodes = {
   BAD_REQUIREMENTS: 'GPUNIX_E_BAD_REQUIREMENTS',
   /** A process image is corrupted, truncated, of an unknown version, or malformed (or an image to write is malformed). */
   BAD_IMAGE: 'GPUNIX_E_BAD_IMAGE',
+  /** A checkpoint or restore path cannot be used: no such image or directory, a name too long, not a directory, permission denied. */
+  BAD_PATH: 'GPUNIX_E_BAD_PATH',
   /** A wire frame is malformed: truncated fields, bad UTF-8 or JSON, a wrong field type, trailing bytes. */
   PROTOCOL_MALFORMED: 'GPUNIX_E_PROTOCOL_MALFORMED',
   /** A wire frame is larger than the connection's frame size limit. */
@@ -35,6 +37,8 @@ export const ErrorCodes = {
   PROTOCOL_OUT_OF_ORDER: 'GPUNIX_E_PROTOCOL_OUT_OF_ORDER',
   /** Client and daemon speak different protocol versions. */
   PROTOCOL_VERSION: 'GPUNIX_E_PROTOCOL_VERSION',
+  /** A session began a frame and did not finish it in time, or a control session stayed idle past its timeout. */
+  PROTOCOL_TIMEOUT: 'GPUNIX_E_PROTOCOL_TIMEOUT',
   /** A message names an object id the session does not hold (never created, released, stale generation, wrong kind). */
   BAD_OBJECT: 'GPUNIX_E_BAD_OBJECT',
   /** A token is missing or wrong. */
@@ -43,6 +47,8 @@ export const ErrorCodes = {
   FORBIDDEN: 'GPUNIX_E_FORBIDDEN',
   /** A tenant quota refuses the request (process count, priority class, weight, memory). */
   QUOTA: 'GPUNIX_E_QUOTA',
+  /** A checkpoint or migration could not stop its process at a piece boundary within its timeout; the process goes on as it was. */
+  TIMEOUT: 'GPUNIX_E_TIMEOUT',
   /** The daemon could not be reached, or the connection to it ended. */
   DISCONNECTED: 'GPUNIX_E_DISCONNECTED',
   /** The daemon's configuration file is unreadable or invalid (the message names the field). */

@@ -90,6 +90,12 @@ export const DEFAULT_TRACE_EVENTS = 100_000;
 /** Default share weight of a process within its priority class. */
 export const DEFAULT_WEIGHT = 1;
 
+/**
+ * How long a checkpoint or migration waits for its process to stop at a piece boundary (behind
+ * earlier operations on the same process included) before it gives up with GPUNIX_E_TIMEOUT (ms).
+ */
+export const DEFAULT_OPERATION_TIMEOUT_MS = 30_000;
+
 /** How many exited processes `ps()` keeps listing (like zombies) until they are waited for. */
 export const EXITED_PROCESS_RETENTION = 64;
 

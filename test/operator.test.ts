@@ -10,7 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { hashToken } from '../src/daemon/config.js';
 import { Daemon, startDaemon } from '../src/daemon/daemon.js';
-import type { ProcessHandle } from '../src/kernel/kernel.js';
+import { createKernel, type ProcessHandle } from '../src/kernel/kernel.js';
+import { deviceSummary, topTable } from '../src/cli/top.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const ADMIN = 'operator-admin-token-0123456789abcdef0123456789';
@@ -94,7 +95,56 @@ describe('the operator commands against gpunixd', () => {
     assert.equal(bobs.state, 'waiting');
     assert.equal(existsSync(join(dir, 'stolen.json')), false);
     refused(await as('wrong-token', 'ps'), 'GPUNIX_E_AUTH');
-    refused(await gpunix(['ps', '--socket', join(dir, 'nobody.sock')]), 'GPUNIX_E_DISCONNECTED');
+    const nobody = await gpunix(['ps', '--socket', join(dir, 'nobody.sock')]);
+    refused(nobody, 'GPUNIX_E_DISCONNECTED');
+    assert.match(nobody.stderr, /nobody\.sock.*is the daemon running\?/);
+  });
+
+  it('ps: filters, columns, the device column, CSV without a header, and exited processes only with --all', async () => {
+    const ended = await daemon.kernel.spawn({ tenant: 'bob', name: 'bob-done' });
+    await ended.exit(3);
+    const [bobCsv, device, live, all, exited, tenantCsv] = await Promise.all([
+      as(ADMIN, 'ps', '--tenant', 'bob', '-o', 'pid,name,tenant', '--format', 'csv'),
+      as(ALICE, 'ps', '-o', 'pid,device', '--format', 'csv', '--no-header', '--pid', String(alices.pid)),
+      json(ADMIN, 'ps'),
+      json(ADMIN, 'ps', '--all'),
+      as(ADMIN, 'ps', '--state', 'exited', '-o', 'name,state,exit,reason', '--format', 'csv', '--no-header'),
+      as(ADMIN, 'tenants', 'list', '--format', 'csv'),
+    ]);
+    assert.equal(bobCsv.stdout, `pid,name,tenant\n${bobs.pid},bob-job,bob\n`, bobCsv.stderr);
+    assert.equal(device.stdout, `${alices.pid},gpu0\n`, device.stderr);
+    assert.ok(!live.processes.some((p: { name: string }) => p.name === 'bob-done'), 'exited processes are hidden without --all');
+    const done = all.processes.find((p: { name: string }) => p.name === 'bob-done');
+    assert.deepEqual([done.state, done.exit.code], ['exited', 3]);
+    assert.deepEqual(all.processes.find((p: { pid: number }) => p.pid === alices.pid).devices, ['gpu0']);
+    assert.equal(exited.stdout, 'bob-done,exited,3,error\n', exited.stderr);
+    assert.match(tenantCsv.stdout, /^tenant,memory-limit,memory,weight,max-processes,processes,priorities\nalice,,0,1,,1,normal batch\n/m);
+    const table = await as(ADMIN, 'ps', '--all', '-o', 'pid,name,device');
+    assert.match(table.stdout, new RegExp(`^PID\\s+NAME\\s+DEVICE\\n(.*\\n)*\\s*${alices.pid}\\s+alice-job\\s+gpu0\\n`));
+  });
+
+  it('kill of an exited process is idempotent; suspend of it is PROCESS_EXITED; run --connect refuses what it would ignore', async () => {
+    const gone = await daemon.kernel.spawn({ tenant: 'alice', name: 'alice-gone' });
+    await gone.exit(0);
+    const before = daemon.kernel.ps().length;
+    const [kill, suspend, missing, checkpoint, migrate] = await Promise.all([
+      as(ALICE, 'kill', String(gone.pid)),
+      as(ALICE, 'suspend', String(gone.pid)),
+      as(ALICE, 'run', '--connect', join(dir, 'nosuch.mjs')),
+      as(ALICE, 'run', '--connect', '--checkpoint', join(dir, 'x.img'), 'examples/saxpy.mjs'),
+      as(ALICE, 'migrate', String(alices.pid), 'gpu0'),
+    ]);
+    assert.equal(kill.code, 0, kill.stderr);
+    assert.equal(kill.stdout, `pid ${gone.pid}: already exited: normal (exit code 0)\n`);
+    refused(suspend, 'GPUNIX_E_PROCESS_EXITED');
+    refused(missing, 'GPUNIX_E_PROGRAM_LOAD');
+    refused(checkpoint, 'GPUNIX_E_BAD_OPTION');
+    assert.equal(daemon.kernel.ps().length, before, 'no process was made for a program that cannot run');
+    assert.equal(migrate.code, 0, migrate.stderr);
+    assert.match(migrate.stdout, /already on gpu0/);
+    const restore = await as(ALICE, 'run', '--connect', '--restore', 'nosuch.img', 'test/programs/resume.mjs');
+    assert.equal(restore.code, 2, restore.stderr);
+    assert.match(restore.stderr, /^gpunix: GPUNIX_E_\w+: .+\n$/, 'a missing image: one coded line');
   });
 
   it('suspend, resume, renice and checkpoint its own process', async () => {
@@ -128,6 +178,7 @@ describe('the operator commands against gpunixd', () => {
     assert.ok(Array.isArray(JSON.parse(readFileSync(out, 'utf8')).traceEvents));
     const frame = await as(ADMIN, 'top', '--once', '--interval', '100');
     assert.equal(frame.code, 0, frame.stderr);
+    assert.match(frame.stdout, /^gpu0 {2}.+ {2}\d+\.\d% busy {2}\S+ \S+ \/ \S+ \S+/m, 'a device summary line');
     assert.match(frame.stdout, /PID\s+TENANT\s+NAME\s+STATE\s+PRIORITY\s+GPU %\s+MEMORY\s+PREEMPTED\s+P99 LATENCY/);
   });
 
@@ -137,11 +188,14 @@ describe('the operator commands against gpunixd', () => {
     const carol = await json(added.token, 'tenants');
     assert.deepEqual(carol.tenants.map((t: { name: string }) => t.name), ['carol']);
     const changed = await json(ADMIN, 'tenants', 'set', 'carol', '--max-processes', 'none', '--weight', '4');
+    const misnamed = await as(ADMIN, 'tenants', 'change', 'carol', '--weight', '5');
+    assert.equal(misnamed.code, 1);
+    assert.match(misnamed.stderr, /^error: unknown command 'change' for `gpunix tenants` \(did you mean 'set'\?\) — see `gpunix tenants --help`\n$/);
     assert.deepEqual([changed.maxProcesses, changed.weight, changed.memoryLimit], [null, 4, 1024 ** 3]);
     refused(await as(ALICE, 'tenants', 'add', 'mallory'), 'GPUNIX_E_FORBIDDEN');
     const listed = await json(ADMIN, 'tenants', 'list');
     assert.deepEqual(listed.tenants.map((t: { name: string }) => t.name).sort(), ['alice', 'bob', 'carol', 'default']);
-    await json(ADMIN, 'tenants', 'remove', 'carol');
+    await json(ADMIN, 'tenants', 'rm', 'carol'); // rm: remove's alias
     refused(await as(added.token, 'ps'), 'GPUNIX_E_AUTH');
     assert.ok(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')).removed.includes('carol'));
   });
@@ -156,5 +210,36 @@ describe('the operator commands against gpunixd', () => {
     assert.match(made.token, /^[0-9a-f]{64}$/);
     assert.equal(made.hash, hashToken(made.token));
     assert.equal((await gpunix(['token', 'hash', made.token])).stdout.trim(), made.hash);
+  });
+});
+
+describe('reaping exited processes', () => {
+  it('an exited process is gone for good once exitedRetentionMs has passed (0: at the next listing)', async () => {
+    await assert.rejects(createKernel({ exitedRetentionMs: -1 }), (e: Error & { code?: string }) => e.code === 'GPUNIX_E_BAD_OPTION' && /exitedRetentionMs/.test(e.message));
+    const kernel = await createKernel({ exitedRetentionMs: 0, devices: 1 });
+    try {
+      const live = await kernel.spawn({ name: 'stays' });
+      const done = await kernel.spawn({ name: 'reaped' });
+      await done.exit(0);
+      assert.deepEqual(kernel.ps().map((p) => p.name), ['stays']);
+      await assert.rejects(kernel.kill(done.pid), (e: Error & { code?: string }) => e.code === 'GPUNIX_E_NO_SUCH_PROCESS');
+      await live.exit(0);
+    } finally {
+      await kernel.shutdown();
+    }
+  });
+});
+
+describe('top on a terminal', () => {
+  it('cuts process names and adapter descriptions so that every line fits the width', () => {
+    const row = { pid: 7, tenant: 'alice', name: 'a-training-job-with-a-very-long-descriptive-name-indeed', state: 'running', priority: 'normal', gpuSharePct: 12.5, memoryBytes: 1 << 20, preemptions: 3, p99LatencyUs: null };
+    const cut = topTable([row], 90).split('\n');
+    assert.ok(cut.every((line) => line.length <= 90), cut.join('\n'));
+    assert.match(cut[1], /a-training-job.*…/);
+    assert.ok(topTable([row]).includes(row.name), 'piped (no width): nothing is cut');
+    const device = { id: 'gpu0', description: 'llvmpipe: Mesa 25.0.7 (LLVM 15.0.6), a long adapter description', budgetBytes: 4 * 1024 ** 3, usedBytes: 1 << 20, evictedBytes: 0, utilization: 0.25 };
+    const line = deviceSummary([device], 70);
+    assert.ok(line.length <= 70, line);
+    assert.match(line, /^gpu0 {2}llvmpipe.*… {2}25\.0% busy {2}1\.0 MiB \/ 4\.0 GiB$/);
   });
 });

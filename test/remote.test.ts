@@ -71,7 +71,7 @@ class Harness {
         }
         const hello = message.payload;
         const options = (hello.options ?? {}) as { memoryLimit?: number | string };
-        void this.kernel.spawn({ name: hello.name || undefined, weight: hello.weight, memoryLimit: options.memoryLimit }).then((spawned) => {
+        void this.kernel.spawn({ name: hello.name || undefined, weight: hello.weight || undefined, memoryLimit: options.memoryLimit }).then((spawned) => {
           handle = spawned;
           this.handles.push(spawned);
           if (ended) return void this.kernel.kill(spawned.pid).catch(() => {});

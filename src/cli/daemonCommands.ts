@@ -4,7 +4,7 @@
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { installSignalHandlers, startDaemon } from '../daemon/daemon.js';
-import { GpunixError } from '../errors.js';
+import { ErrorCodes, GpunixError } from '../errors.js';
 import type { PriorityClass } from '../params.js';
 import { ConnectionFlags, sessionOptions } from './operator.js';
 
@@ -20,13 +20,25 @@ interface DaemonFlags {
  * `default` tenant.
  */
 async function daemonCommand(flags: DaemonFlags): Promise<void> {
-  const daemon = flags.config
-    ? await startDaemon({ configPath: flags.config, socket: flags.socket })
-    : await startDaemon({ socket: flags.socket, socketMode: 0o600, anonymousTenant: 'default' });
+  const daemon = await (flags.config
+    ? startDaemon({ configPath: flags.config, socket: flags.socket }, { ownsProcess: true })
+    : startDaemon({ socket: flags.socket, socketMode: 0o600, anonymousTenant: 'default' }, { ownsProcess: true })
+  ).catch((error: unknown) => {
+    throw listenError(error);
+  });
   installSignalHandlers(daemon);
   await daemon.closed;
   // Dawn's instance can keep the event loop alive after the devices are gone.
   process.exit(0);
+}
+
+/** A listener's system error (a TCP or metrics port in use, a privileged port) as a coded one-line error. */
+function listenError(error: unknown): unknown {
+  const err = error as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (err?.syscall !== 'listen' && err?.code !== 'EADDRINUSE') return error;
+  const where = err.port !== undefined ? `${err.address ?? ''}:${err.port}` : (err.address ?? 'its address');
+  if (err.code === 'EADDRINUSE') return new GpunixError(ErrorCodes.BUSY, `cannot listen on ${where}: the address is already in use (another gpunixd, or another program)`, { cause: error });
+  return new GpunixError(ErrorCodes.BAD_CONFIG, `cannot listen on ${where}: ${err.code ?? err.message}${err.code === 'EACCES' ? ' (a port under 1024 needs privileges)' : ''}`, { cause: error });
 }
 
 export function registerDaemonCommand(program: Command): void {
@@ -40,7 +52,8 @@ export function registerDaemonCommand(program: Command): void {
 
 export interface RemoteRunOptions extends ConnectionFlags {
   name?: string;
-  priority: PriorityClass;
+  /** Absent: the daemon's default, or the image's with --restore. */
+  priority?: PriorityClass;
   weight?: number;
   memoryLimit?: number;
   restore?: string;
@@ -53,7 +66,8 @@ export interface RemoteRunOptions extends ConnectionFlags {
  */
 export async function remoteRunCommand(program: string, args: string[], options: RemoteRunOptions): Promise<void> {
   const { connect } = await import('../client/index.js');
-  const { runProgramRemote } = await import('./programRunner.js');
+  const { checkProgram, runProgramRemote } = await import('./programRunner.js');
+  checkProgram(program); // before connecting: no process is made for a program that cannot run
   const remote = await connect({
     ...sessionOptions(options),
     name: options.name ?? basename(program),

@@ -5,17 +5,20 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { GpunixError } from '../errors.js';
-import { createKernel, Kernel, KernelOptions, ProcessHandle } from '../kernel/kernel.js';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import { createKernel, DeviceDescription, Kernel, KernelOptions, ProcessHandle } from '../kernel/kernel.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import { parseBytes, PRIORITY_CLASSES, PriorityClass } from '../params.js';
 import { RemoteFailure } from '../client/session.js';
 import { registerCapsCommand } from './caps.js';
 import { registerDaemonCommand, remoteRunCommand, RemoteRunOptions } from './daemonCommands.js';
-import { formatBytes, formatNs, table } from './format.js';
-import { ConnectionFlags, connectionOptions, registerOperatorCommands, remoteDevices, remoteTrace, parsePid } from './operator.js';
-import { runProgram } from './programRunner.js';
+import { Column, formatBytes, formatNs, table, TableFormat } from './format.js';
+import { ConnectionFlags, connectionOptions, formatOptions, printRows, registerOperatorCommands, remoteDevices, remoteTrace, parsePid } from './operator.js';
+import { checkProgram, runProgram } from './programRunner.js';
 import { registerTopCommand } from './top.js';
+
+/** A message on one line (a cause's text may hold line breaks). */
+const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, ' ').trim();
 
 const EXAMPLES_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../examples');
 
@@ -68,31 +71,24 @@ export function processTable(records: ProcessRecord[]): string {
   );
 }
 
-async function devicesCommand(options: ConnectionFlags & { json?: boolean; memoryBudget?: number; connect?: boolean }): Promise<void> {
+const DEVICE_COLUMNS: Column<DeviceDescription>[] = [
+  { key: 'id', header: 'ID', text: (d) => d.id },
+  { key: 'description', header: 'DESCRIPTION', text: (d) => d.description },
+  { key: 'vendor', header: 'VENDOR', text: (d) => d.vendor },
+  { key: 'architecture', header: 'ARCH', text: (d) => d.architecture },
+  { key: 'backend', header: 'BACKEND', text: (d) => d.backend },
+  { key: 'cpu-fallback', header: 'CPU FALLBACK', text: (d) => (d.isFallbackAdapter ? 'yes' : 'no') },
+  { key: 'budget', header: 'BUDGET', text: (d) => formatBytes(d.budgetBytes), raw: (d) => d.budgetBytes },
+  { key: 'max-buffer', header: 'MAX BUFFER', text: (d) => formatBytes(d.limits.maxBufferSize), raw: (d) => d.limits.maxBufferSize },
+  { key: 'features', header: 'FEATURES', text: (d) => d.features.length },
+];
+
+async function devicesCommand(options: ConnectionFlags & TableFormat & { json?: boolean; memoryBudget?: number; connect?: boolean }): Promise<void> {
   if (options.connect || options.socket || options.url) return remoteDevices(options);
   const kernel = await createKernel(kernelOptions(options));
   try {
     const devices = kernel.describeDevices();
-    if (options.json) {
-      process.stdout.write(`${JSON.stringify(devices, null, 2)}\n`);
-      return;
-    }
-    process.stdout.write(
-      `${table(
-        ['ID', 'DESCRIPTION', 'VENDOR', 'ARCH', 'BACKEND', 'CPU FALLBACK', 'BUDGET', 'MAX BUFFER', 'FEATURES'],
-        devices.map((d) => [
-          d.id,
-          d.description,
-          d.vendor,
-          d.architecture,
-          d.backend,
-          d.isFallbackAdapter ? 'yes' : 'no',
-          formatBytes(d.budgetBytes),
-          formatBytes(d.limits.maxBufferSize),
-          d.features.length,
-        ]),
-      )}\n`,
-    );
+    printRows(options, devices, DEVICE_COLUMNS, devices);
   } finally {
     await kernel.shutdown();
   }
@@ -146,6 +142,7 @@ function writeTrace(kernel: Kernel, path: string): void {
 }
 
 async function runCommand(program: string, args: string[], options: RunOptions): Promise<void> {
+  checkProgram(program); // before the devices open: a typo costs no time
   const kernel = await createKernel(kernelOptions(options));
   const proc = options.restoreFrom
     ? await kernel.restore(options.restoreFrom, { name: options.name })
@@ -251,10 +248,19 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   throw error;
 });
 
+/** `run --connect` refuses the embedded kernel's options instead of ignoring them. */
+function refuseEmbeddedOnly(options: { checkpoint?: string; memReport?: boolean }): void {
+  // The daemon's processes are checkpointed by `gpunix checkpoint PID PATH`; its memory is `gpunix mem`.
+  const given = [options.checkpoint && '--checkpoint (use `gpunix checkpoint PID PATH`)', options.memReport && '--mem-report (use `gpunix mem`)'].filter(Boolean);
+  if (given.length > 0) throw new GpunixError(ErrorCodes.BAD_OPTION, `with --connect, ${given.join(' and ')} ${given.length > 1 ? 'are' : 'is'} not taken: ${given.length > 1 ? 'they are' : 'it is'} for the embedded kernel only`);
+}
+
 function buildProgram(): Command {
   const program = new Command('gpunix')
     .description('gpunix: an operating system for GPUs, on WebGPU')
-    .showHelpAfterError()
+    .showSuggestionAfterError()
+    // Errors are printed by the exit override below, as one line naming the command's --help.
+    .configureOutput({ outputError: () => {} })
     .enablePositionalOptions()
     .version('0.1.0');
 
@@ -274,9 +280,12 @@ function buildProgram(): Command {
     .option('--restore <image>', 'with --connect: restore this process image (on the daemon\'s machine) as the process')
     .option('--memory-limit <bytes>', 'with --connect: device memory the process may hold, e.g. 256M', parseBudget)
     .passThroughOptions()
-    .action((file: string, args: string[], options) =>
-      options.connect || options.socket || options.url || options.restore ? remoteRunCommand(file, args, options as RemoteRunOptions) : runCommand(file, args, options),
-    );
+    .action((file: string, args: string[], options, command: Command) => {
+      if (!(options.connect || options.socket || options.url || options.restore)) return runCommand(file, args, options);
+      refuseEmbeddedOnly(options);
+      // A restored process keeps the image's priority unless --priority was given.
+      return remoteRunCommand(file, args, { ...options, priority: command.getOptionValueSource('priority') === 'default' ? undefined : options.priority } as RemoteRunOptions);
+    });
   connectionOptions(run, false);
 
   program
@@ -303,11 +312,18 @@ function buildProgram(): Command {
     .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
     .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
     .addOption(budgetOption())
+    .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives (the program goes on)')
+    .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
+    .option('--mem-report', 'print the memory table when the program ends')
     .option('--pid <pid>', 'without a program: only this process of the daemon (default: every process you may see)', parsePid)
     .passThroughOptions()
-    .action((file: string | undefined, args: string[], options) =>
-      file === undefined ? remoteTrace(options) : runCommand(file, args, { ...options, traceOut: options.out }),
-    );
+    .action((file: string | undefined, args: string[], options) => {
+      if (file === undefined) return remoteTrace(options);
+      // With a program the trace is the embedded kernel's: the daemon's options would be ignored.
+      const daemonOnly = ['pid', 'socket', 'url', 'token', 'ca', 'json'].filter((key) => options[key] !== undefined).map((key) => `--${key}`);
+      if (daemonOnly.length > 0) throw new GpunixError(ErrorCodes.BAD_OPTION, `${daemonOnly.join(', ')}: only for the daemon's timeline (gpunix trace without a program)`);
+      return runCommand(file, args, { ...options, traceOut: options.out });
+    });
   connectionOptions(trace);
 
   const devices = program
@@ -316,6 +332,7 @@ function buildProgram(): Command {
     .option('--connect', "list the daemon's devices with budget, use and utilization")
     .addOption(budgetOption())
     .action((options) => devicesCommand(options));
+  formatOptions(devices);
   connectionOptions(devices);
 
   program
@@ -332,19 +349,64 @@ function buildProgram(): Command {
   registerTopCommand(program);
   registerDaemonCommand(program);
 
+  shortErrors(program, 'gpunix');
   return program;
+}
+
+/** Verbs people type for the commands gpunix has, by the command they are under. */
+const VERB_SYNONYMS: Record<string, Record<string, string>> = {
+  gpunix: { list: 'ps', ls: 'ps', stop: 'suspend', pause: 'suspend', cont: 'resume', continue: 'resume', nice: 'renice', move: 'migrate', snapshot: 'checkpoint', dump: 'checkpoint', info: 'status', gpus: 'devices', 'nvidia-smi': 'devices', start: 'run', exec: 'run' },
+  'gpunix tenants': { change: 'set', modify: 'set', update: 'set', edit: 'set', quota: 'set', delete: 'remove', del: 'remove', create: 'add', new: 'add', show: 'list', get: 'list' },
+};
+
+/** kill(1) habits: `kill -9 PID`, `kill -s TERM PID`, `kill --signal KILL PID`, `kill -KILL PID`. */
+const SIGNAL_ARGUMENT = /^(-\d+|-s|-n|-l|--signal(=.*)?|-[A-Z]+\d*|-SIG[A-Z]+\d*)$/;
+
+/**
+ * The one line a command-line mistake gets: commander's message (and its suggestion), a hint for
+ * habits from other tools, and the command's --help; then exit 1. --help and --version exit as usual.
+ */
+function shortErrors(command: Command, path: string): void {
+  command.exitOverride((error) => {
+    if (error.code.startsWith('commander.help') || error.code === 'commander.version' || error.exitCode === 0) process.exit(error.exitCode);
+    let message = error.message.replace(/^error: /, '').replace(/\n\(Did you mean (.+)\?\)$/, " (did you mean '$1'?)").replace(/\s*\n\s*/g, ' ');
+    const args = command.args;
+    if (path === 'gpunix kill' && args.some((arg) => SIGNAL_ARGUMENT.test(arg))) {
+      message = 'gpunix kill takes no signal: it always ends the process as SIGKILL does (exit code 137); to stop one for a while use `gpunix suspend PID`, then `gpunix resume PID`';
+    } else if (error.code === 'commander.unknownCommand' || (path === 'gpunix tenants list' && args.length > 0 && !args[0].startsWith('-'))) {
+      // `tenants change x` reaches the default subcommand `list` with `change` as an operand.
+      const parentPath = error.code === 'commander.unknownCommand' ? path : path.slice(0, -' list'.length);
+      const verb = args[0] ?? '';
+      const synonym = VERB_SYNONYMS[parentPath]?.[verb];
+      message = `unknown command '${verb}' for \`${parentPath}\`${synonym ? ` (did you mean '${synonym}'?)` : message.includes('did you mean') ? message.slice(message.indexOf(' (did you mean')) : ''}`;
+      path = parentPath;
+    }
+    process.stderr.write(`error: ${message} — see \`${path} --help\`\n`);
+    process.exit(error.exitCode || 1);
+  });
+  for (const sub of command.commands) shortErrors(sub, `${path} ${sub.name()}`);
+}
+
+/** The hint a DISCONNECTED error gets when no daemon answered. */
+function disconnectedHint(error: GpunixError): string {
+  return /cannot connect|ENOENT|ECONNREFUSED/.test(error.message) ? ' — is the daemon running? (start one with `gpunix daemon`; pick it with --socket, --url or $GPUNIX_SOCKET)' : '';
 }
 
 buildProgram()
   .parseAsync(process.argv)
   .catch((error: unknown) => {
     if (error instanceof GpunixError) {
-      process.stderr.write(`gpunix: ${error.code}: ${error.message}\n`);
+      const hint = error.code === ErrorCodes.DISCONNECTED ? disconnectedHint(error) : '';
+      process.stderr.write(`gpunix: ${error.code}: ${oneLine(error.message)}${hint}\n`);
       process.exit(2);
     }
     if (error instanceof RemoteFailure) {
-      process.stderr.write(`gpunix: ${error.name}: ${error.message}\n`);
+      process.stderr.write(`gpunix: ${error.name}: ${oneLine(error.message)}\n`);
       process.exit(2);
     }
-    throw error;
+    // Anything else is a gpunix bug or a system error: one line; the stack only when asked for.
+    const err = error as NodeJS.ErrnoException;
+    if (process.env.GPUNIX_DEBUG) process.stderr.write(`${err?.stack ?? String(error)}\n`);
+    process.stderr.write(`gpunix: ${err?.code ?? err?.name ?? 'Error'}: ${oneLine(err?.message ?? String(error))}${process.env.GPUNIX_DEBUG ? '' : ' (GPUNIX_DEBUG=1 shows the stack)'}\n`);
+    process.exit(1);
   });

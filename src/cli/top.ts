@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import type { Session } from '../client/session.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import { connectionOptions, ConnectionFlags, withControl } from './operator.js';
-import { formatBytes, formatNs, table } from './format.js';
+import { Column, formatBytes, formatNs, renderRows, truncate } from './format.js';
 
 export const SORT_KEYS = ['gpu', 'cpu', 'mem', 'pid', 'name', 'tenant', 'state', 'latency', 'preempt'] as const;
 type SortKey = (typeof SORT_KEYS)[number];
@@ -74,21 +74,44 @@ export function sortRows(rows: TopRow[], key: SortKey, reverse = false): TopRow[
   return reverse ? sorted.reverse() : sorted;
 }
 
-export function topTable(rows: TopRow[]): string {
-  return table(
-    ['PID', 'TENANT', 'NAME', 'STATE', 'PRIORITY', 'GPU %', 'MEMORY', 'PREEMPTED', 'P99 LATENCY'],
-    rows.map((r) => [
-      r.pid,
-      r.tenant,
-      r.name,
-      r.state,
-      r.priority,
-      r.gpuSharePct.toFixed(1),
-      formatBytes(r.memoryBytes),
-      r.preemptions,
-      r.p99LatencyUs === null ? '-' : `<= ${formatNs(r.p99LatencyUs * 1000)}`,
-    ]),
-  );
+const TOP_COLUMNS: Column<TopRow>[] = [
+  { key: 'pid', header: 'PID', text: (r) => r.pid },
+  { key: 'tenant', header: 'TENANT', text: (r) => r.tenant },
+  { key: 'name', header: 'NAME', text: (r) => r.name },
+  { key: 'state', header: 'STATE', text: (r) => r.state },
+  { key: 'priority', header: 'PRIORITY', text: (r) => r.priority },
+  { key: 'gpu', header: 'GPU %', text: (r) => r.gpuSharePct.toFixed(1) },
+  { key: 'memory', header: 'MEMORY', text: (r) => formatBytes(r.memoryBytes) },
+  { key: 'preempted', header: 'PREEMPTED', text: (r) => r.preemptions },
+  { key: 'p99', header: 'P99 LATENCY', text: (r) => (r.p99LatencyUs === null ? '-' : `<= ${formatNs(r.p99LatencyUs * 1000)}`) },
+];
+
+/** The process table; with `width` (a terminal's columns), names are cut so that a line fits. */
+export function topTable(rows: TopRow[], width?: number): string {
+  return renderRows(TOP_COLUMNS, rows, { maxWidth: width, shrink: 'name' });
+}
+
+/** What top shows of a device: ListDevices' fields it uses. */
+export interface TopDevice {
+  id: string;
+  description: string;
+  budgetBytes: number;
+  usedBytes: number;
+  evictedBytes: number;
+  utilization: number;
+  lost?: string | null;
+}
+
+/** One line per device, as nvidia-smi's header: id, adapter, busy %, memory used of budget; cut to `width`. */
+export function deviceSummary(devices: TopDevice[], width = Infinity): string {
+  return devices
+    .map((d) => {
+      const use = `${(d.utilization * 100).toFixed(1)}% busy  ${formatBytes(d.usedBytes)} / ${formatBytes(d.budgetBytes)}${d.evictedBytes > 0 ? ` (${formatBytes(d.evictedBytes)} evicted)` : ''}${d.lost ? `  LOST: ${d.lost}` : ''}`;
+      // The adapter's description is what gives way when the line is too long.
+      const room = width - d.id.length - use.length - 4;
+      return room >= 8 ? `${d.id}  ${truncate(d.description, room)}  ${use}` : truncate(`${d.id}  ${use}`, width);
+    })
+    .join('\n');
 }
 
 interface TopFlags extends ConnectionFlags {
@@ -97,9 +120,9 @@ interface TopFlags extends ConnectionFlags {
   once?: boolean;
 }
 
-async function sample(session: Session): Promise<{ at: bigint; processes: ProcessRecord[] }> {
-  const result = (await session.call('ListProcesses', {})) as { processes: ProcessRecord[] };
-  return { at: process.hrtime.bigint(), processes: result.processes };
+async function sample(session: Session): Promise<{ at: bigint; processes: ProcessRecord[]; devices: TopDevice[] }> {
+  const [result, devices] = (await Promise.all([session.call('ListProcesses', {}), session.call('ListDevices', {})])) as [{ processes: ProcessRecord[] }, { devices: TopDevice[] }];
+  return { at: process.hrtime.bigint(), processes: result.processes, devices: devices.devices };
 }
 
 async function top(flags: TopFlags): Promise<void> {
@@ -126,15 +149,19 @@ async function top(flags: TopFlags): Promise<void> {
       process.stdout.write('\x1b[?25l'); // hide the cursor while drawing
     }
     let latest: TopRow[] = [];
+    let devices: TopDevice[] = [];
     const draw = () => {
       const rows = sortRows(latest, sort, reverse);
       if (flags.json) {
-        process.stdout.write(`${JSON.stringify({ at: new Date().toISOString(), sort, processes: rows })}\n`);
+        const deviceUse = devices.map((d) => ({ id: d.id, description: d.description, utilization: d.utilization, usedBytes: d.usedBytes, budgetBytes: d.budgetBytes, evictedBytes: d.evictedBytes }));
+        process.stdout.write(`${JSON.stringify({ at: new Date().toISOString(), sort, devices: deviceUse, processes: rows })}\n`);
         return;
       }
+      // On a terminal every line fits its width (names and adapters are cut); piped, nothing is cut.
+      const width = tty && process.stdout.columns ? process.stdout.columns : undefined;
       const header = `gpunix top - ${new Date().toLocaleTimeString()} - ${rows.length} processes, ${rows.filter((r) => r.state !== 'exited').length} live - sorted by ${sort}${reverse ? ' (reversed)' : ''}`;
       const help = interactive ? '\nkeys: g gpu  m mem  p pid  n name  t tenant  s state  l latency  e preempted  r reverse  q quit' : '';
-      const body = `${header}${help}\n\n${topTable(rows)}\n`;
+      const body = `${header}${help}\n${deviceSummary(devices, width)}\n\n${topTable(rows, width)}\n`;
       process.stdout.write(tty ? `\x1b[H\x1b[2J${body}` : `${body}\n`);
     };
     try {
@@ -147,6 +174,7 @@ async function top(flags: TopFlags): Promise<void> {
         if (quit) break;
         const current = await sample(session);
         latest = topRows(previous.processes, current.processes, Number(current.at - previous.at));
+        devices = current.devices;
         previous = current;
         draw();
         if (flags.once) break;

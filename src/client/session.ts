@@ -90,7 +90,10 @@ function openStream(options: SessionOptions): Promise<Socket> {
 /** How long Session.open waits for Welcome unless told otherwise (ms). */
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
-type Pending = { resolve(value: { result: unknown; data?: Uint8Array }): void; reject(error: Error): void };
+type Pending = { resolve(value: { result: unknown; data?: Uint8Array }): void; reject(error: Error): void; onProgress?: ProgressListener };
+
+/** Receives a long request's Progress messages: `done` of `total` units of `what` (e.g. "bytes written"). */
+export type ProgressListener = (progress: { what: string; done: number; total: number }) => void;
 
 export class Session {
   private nextReq = 1;
@@ -143,8 +146,9 @@ export class Session {
       role: hello.role,
       token: options.token ?? process.env[TOKEN_ENV] ?? '',
       name: hello.name ?? '',
-      priority: hello.priority ?? 'normal',
-      weight: hello.weight ?? 1,
+      // '' and 0: none asked for (the daemon's default, or a restored image's own).
+      priority: hello.priority ?? '',
+      weight: hello.weight ?? 0,
       options: hello.options ?? {},
     });
     // A peer that accepts the connection but never answers must not hang the caller forever.
@@ -183,22 +187,23 @@ export class Session {
   /**
    * Sends a request (a message with `req`, filled in here) and resolves with its reply's result
    * (and bytes, for ReplyData); rejects with the Failure as an error, or if the session ends.
+   * `onProgress` receives the Progress messages the daemon sends for it before the reply.
    */
-  request<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>): Promise<{ result: unknown; data?: Uint8Array }> {
+  request<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>, onProgress?: ProgressListener): Promise<{ result: unknown; data?: Uint8Array }> {
     const req = this.newRequest();
     return new Promise((resolve, reject) => {
       if (!this.wire.isOpen) {
         reject(this.endError ?? new GpunixError(ErrorCodes.DISCONNECTED, 'the session with gpunixd has ended'));
         return;
       }
-      this.pending.set(req, { resolve, reject });
+      this.pending.set(req, { resolve, reject, onProgress });
       this.wire.send(name, { ...payload, req } as unknown as Payload<N>);
     });
   }
 
   /** Like request(), resolving with the result alone. */
-  async call<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>): Promise<unknown> {
-    return (await this.request(name, payload)).result;
+  async call<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>, onProgress?: ProgressListener): Promise<unknown> {
+    return (await this.request(name, payload, onProgress)).result;
   }
 
   /** Ends the session now. */
@@ -219,6 +224,11 @@ export class Session {
         const waiter = this.pending.get(message.payload.req);
         this.pending.delete(message.payload.req);
         waiter?.reject(failureError(message.payload.code, message.payload.name, message.payload.message));
+        return;
+      }
+      case 'Progress': {
+        const { req, what, done, total } = message.payload;
+        this.pending.get(req)?.onProgress?.({ what, done, total });
         return;
       }
       case 'ProtocolError':

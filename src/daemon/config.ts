@@ -12,8 +12,24 @@ import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/messages.js';
 
 /** How long a drain shutdown lets processes run before it kills the rest (ms). */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
-/** Connections the daemon serves at once (handshaking ones included). */
+/** Authenticated sessions of tenants the daemon serves at once (the admin's and handshaking connections not counted). */
 export const DEFAULT_MAX_SESSIONS = 1024;
+/** Connections that have not yet authenticated (sent Hello) at once; beyond it the oldest is closed. */
+export const DEFAULT_MAX_HANDSHAKES = 64;
+/** The largest frame accepted before Hello has authenticated the peer (a Hello is a few hundred bytes). */
+export const DEFAULT_MAX_HANDSHAKE_FRAME_BYTES = 64 * 1024;
+/** Sessions kept for the admin alone, beyond maxSessions: a flood of tenant sessions never locks the admin out. */
+export const DEFAULT_ADMIN_SESSIONS = 16;
+/** A frame begun on an authenticated session must be complete within this (ms). */
+export const DEFAULT_FRAME_TIMEOUT_MS = 60_000;
+/** A control session that sends nothing for this long is closed (ms); process sessions have no idle timeout. */
+export const DEFAULT_CONTROL_IDLE_TIMEOUT_MS = 600_000;
+/** WebGPU objects one tenant's sessions may hold at once, unless its quota says otherwise. */
+export const DEFAULT_MAX_OBJECTS_PER_TENANT = 100_000;
+/** Bytes of unfinished frames the daemon holds for one tenant's sessions together. */
+export const DEFAULT_MAX_BUFFERED_BYTES_PER_TENANT = 256 * 1024 * 1024;
+/** WGSL source bytes one tenant's live shader modules may hold at once, unless its quota says otherwise. */
+export const DEFAULT_MAX_SHADER_BYTES_PER_TENANT = 64 * 1024 * 1024;
 /** Sessions one tenant may hold at once unless configured: a quarter of the default total. */
 export const DEFAULT_MAX_SESSIONS_PER_TENANT = 256;
 /** A connection that sends no Hello within this time is closed (ms). */
@@ -67,6 +83,10 @@ export const quotaSchema = z.strictObject({
   priorities: z.array(z.enum(PRIORITY_CLASSES)).nonempty().optional(),
   /** The longest one piece of its processes' device work may take (ms); the watchdog ends longer ones. */
   maxDispatchMs: z.number().min(1).max(3_600_000).nullable().optional(),
+  /** WebGPU objects its sessions may hold at once (the daemon enforces it; null: no limit; absent: maxObjectsPerTenant). */
+  maxObjects: z.number().int().positive().nullable().optional(),
+  /** WGSL source bytes its live shader modules may hold at once (daemon; null: no limit; absent: maxShaderBytesPerTenant). */
+  maxShaderBytes: byteCount.nullable().optional(),
 });
 export type QuotaInput = z.input<typeof quotaSchema>;
 export type Quota = z.output<typeof quotaSchema>;
@@ -125,6 +145,7 @@ export const configSchema = z.strictObject({
       // Checked by the kernel (0 is allowed there); its refusal is reported as kernel.<field>.
       hostMemoryLimit: z.union([z.number().nonnegative(), z.string()]).nullable().optional(),
       spillDirectory: z.string().min(1).optional(),
+      exitedRetentionMs: z.number().nonnegative().finite().optional(),
     })
     .default({}),
   adminTokenHash: tokenHash.optional(),
@@ -139,9 +160,26 @@ export const configSchema = z.strictObject({
   drainTimeoutMs: z.number().int().nonnegative().default(DEFAULT_DRAIN_TIMEOUT_MS),
   handshakeTimeoutMs: z.number().int().positive().default(DEFAULT_HANDSHAKE_TIMEOUT_MS),
   maxFrameBytes: z.number().int().min(1024).default(DEFAULT_MAX_FRAME_BYTES),
+  /** Frame size limit before Hello (the lower of this and maxFrameBytes applies): nothing large is buffered for a stranger. */
+  maxHandshakeFrameBytes: z.number().int().min(1024).default(DEFAULT_MAX_HANDSHAKE_FRAME_BYTES),
+  /** Connections not yet authenticated at once; a new one beyond it closes the oldest, so a flood cannot lock anyone out. */
+  maxHandshakes: z.number().int().positive().default(DEFAULT_MAX_HANDSHAKES),
+  /** Authenticated tenant sessions at once (the admin's not counted). */
   maxSessions: z.number().int().positive().default(DEFAULT_MAX_SESSIONS),
   /** Sessions one tenant may hold at once (the admin is not limited), so no tenant can take every slot. */
   maxSessionsPerTenant: z.number().int().positive().default(DEFAULT_MAX_SESSIONS_PER_TENANT),
+  /** Admin sessions at once, kept apart from maxSessions. */
+  adminSessions: z.number().int().positive().default(DEFAULT_ADMIN_SESSIONS),
+  /** A frame begun on an authenticated session must be complete within this (ms); null: no limit. */
+  frameTimeoutMs: z.number().int().positive().nullable().default(DEFAULT_FRAME_TIMEOUT_MS),
+  /** A control session idle this long is closed (ms); null: never. Process sessions are not idle-timed. */
+  controlIdleTimeoutMs: z.number().int().positive().nullable().default(DEFAULT_CONTROL_IDLE_TIMEOUT_MS),
+  /** Tenants' default maxObjects (a tenant's own quota overrides it); null: no limit. */
+  maxObjectsPerTenant: z.number().int().positive().nullable().default(DEFAULT_MAX_OBJECTS_PER_TENANT),
+  /** Bytes of unfinished frames one tenant's sessions may have the daemon hold together; beyond it the session reading gets GPUNIX_E_QUOTA. */
+  maxBufferedBytesPerTenant: byteCount.default(DEFAULT_MAX_BUFFERED_BYTES_PER_TENANT),
+  /** Tenants' default maxShaderBytes (a tenant's own quota overrides it); null: no limit. */
+  maxShaderBytesPerTenant: byteCount.nullable().default(DEFAULT_MAX_SHADER_BYTES_PER_TENANT),
 });
 
 /** The configuration as written (a file's JSON, or an object in code). */
@@ -154,14 +192,19 @@ export interface DaemonConfig extends Omit<z.output<typeof configSchema>, 'socke
   imageDir: string;
 }
 
+const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
+
 /** One line per problem, each naming its field: `tenants.alice.memoryLimit: not a byte count ...`. */
 export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
   return issues
     .map((issue) => {
       const path = issue.path.map(String).join('.');
-      const message =
-        issue.code === 'unrecognized_keys' ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}` : issue.message;
-      return `${path || '(top level)'}: ${message}`;
+      if (issue.code === 'unrecognized_keys') return `${path || '(top level)'}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+      // zod's "Invalid input: expected string, received undefined", in an operator's words.
+      const type = issue.code === 'invalid_type' ? /received (\w+)/.exec(issue.message)?.[1] : undefined;
+      if (issue.code === 'invalid_type' && type === 'undefined') return `field ${path ? `"${path}"` : '(top level)'} is required (${article(issue.expected)} ${issue.expected})`;
+      if (issue.code === 'invalid_type' && type) return `${path || '(top level)'}: must be ${article(issue.expected)} ${issue.expected}, not ${article(type)} ${type}`;
+      return `${path || '(top level)'}: ${issue.message}`;
     })
     .join('; ');
 }

@@ -3,16 +3,18 @@
 // pid is refused with GPUNIX_E_FORBIDDEN (a pid that does not exist: GPUNIX_E_NO_SUCH_PROCESS), and
 // nothing about a foreign process (name, tenant, state) is ever in a reply. The admin sees all.
 
-import { lstatSync, mkdirSync, realpathSync } from 'node:fs';
-import { dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { accessSync, constants as fsConstants, lstatSync, mkdirSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import type { Kernel } from '../kernel/kernel.js';
+import { checkPathLength, MAX_IMAGE_NAME_BYTES, MAX_PATH_COMPONENT_BYTES, pathError, quotePath } from '../kernel/imagePaths.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import type { ChromeTrace } from '../kernel/trace.js';
 import { PRIORITY_CLASSES } from '../params.js';
-import type { Message } from '../protocol/messages.js';
+import type { Message, MessageName } from '../protocol/messages.js';
 import { describeIssues } from './config.js';
+import type { LogFn } from './log.js';
 import { checkQuota, Principal, TenantStore } from './tenants.js';
 
 export interface SessionCounts {
@@ -31,6 +33,98 @@ export interface ControlContext {
   sessions(): SessionCounts;
   /** A tenant was removed: the daemon ends that tenant's remaining sessions. */
   tenantRemoved(name: string): void;
+  /** Sends a Progress message for request `req` on the caller's session (absent: progress is not reported). */
+  progress?(req: number, what: string, done: number, total: number): void;
+  /** The daemon's log, for the audit lines of operator actions (absent: none written). */
+  log?: LogFn;
+  /** The caller's session id and transport (`unix`, `tls`, `tcp`), for the audit lines. */
+  session?: number;
+  transport?: string;
+}
+
+/** The most of a request's arguments an audit line shows (JSON characters): a client chooses them. */
+const MAX_AUDIT_ARGS_CHARS = 1024;
+
+/** `args` as they are, or, when a client made them long, their JSON cut short (as a string). */
+function boundedArgs(args: Record<string, unknown>): unknown {
+  const json = JSON.stringify(args) ?? '';
+  return json.length <= MAX_AUDIT_ARGS_CHARS ? args : `${json.slice(0, MAX_AUDIT_ARGS_CHARS)}... (${json.length} characters)`;
+}
+
+/** The operator actions that change something, audited one line each, by their CLI verb. */
+const AUDITED: Partial<Record<MessageName, string>> = {
+  KillProcess: 'kill',
+  SuspendProcess: 'suspend',
+  ResumeProcess: 'resume',
+  ReniceProcess: 'renice',
+  CheckpointProcess: 'checkpoint',
+  MigrateProcess: 'migrate',
+  AddTenant: 'tenants add',
+  UpdateTenant: 'tenants set',
+  RemoveTenant: 'tenants remove',
+};
+
+/**
+ * Answers one control message (see dispatchControl) and writes the audit line of an operator
+ * action: who (admin or tenant, session, transport), what (the verb and its arguments), on which
+ * process or tenant, and the result (`ok` or the error code). Tokens are never in it.
+ */
+export async function handleControl(ctx: ControlContext, message: Message): Promise<unknown> {
+  const action = AUDITED[message.name];
+  if (!action || !ctx.log) return dispatchControl(ctx, message);
+  const { req: _req, ...args } = message.payload as Record<string, unknown>;
+  const fields: Record<string, unknown> = {
+    audit: action,
+    actor: ctx.principal.admin ? 'admin' : 'tenant',
+    tenant: ctx.principal.tenant,
+    session: ctx.session,
+    transport: ctx.transport,
+  };
+  if (typeof args.pid === 'number') {
+    // The target as it was before the action (a kill may take it out of the table).
+    const target = ctx.kernel.ps().find((p) => p.pid === args.pid);
+    fields.gpid = args.pid;
+    if (target) Object.assign(fields, { targetTenant: target.tenant, targetName: target.name });
+    delete args.pid;
+  }
+  if (typeof args.name === 'string' && action.startsWith('tenants')) {
+    fields.targetTenant = args.name;
+    delete args.name;
+  }
+  fields.args = boundedArgs(args);
+  const log = ctx.log;
+  try {
+    const result = await dispatchControl(ctx, message);
+    log('info', `audit: ${action}`, { ...fields, result: 'ok' });
+    return result;
+  } catch (error) {
+    const code = error instanceof GpunixError ? error.code : 'internal';
+    log('warn', `audit: ${action}`, { ...fields, result: code, error: error instanceof Error ? error.message : String(error) });
+    throw error;
+  }
+}
+
+const operationOptionsSchema = z.strictObject({ timeoutMs: z.number().positive().finite().optional() });
+
+/** The options of a checkpoint or migration request ({timeoutMs?}; null: the defaults). */
+function operationOptions(what: string, raw: unknown): { timeoutMs?: number } {
+  const options = operationOptionsSchema.safeParse(raw ?? {});
+  if (!options.success) throw new GpunixError(ErrorCodes.BAD_OPTION, `${what}: ${describeIssues(options.error.issues)}`);
+  return options.data;
+}
+
+/** Least time between two Progress messages of one request (ms): the first and the last always go. */
+const PROGRESS_INTERVAL_MS = 100;
+
+/** A progress callback that reports through `ctx` at most every PROGRESS_INTERVAL_MS, plus the first and last. */
+function progressReporter(ctx: ControlContext, req: number, what: string): (done: number, total: number) => void {
+  let last = -Infinity;
+  return (done, total) => {
+    const now = Date.now();
+    if (done !== 0 && done < total && now - last < PROGRESS_INTERVAL_MS) return;
+    last = now;
+    ctx.progress?.(req, what, done, total);
+  };
 }
 
 function forbidden(message: string): GpunixError {
@@ -66,7 +160,14 @@ function ownProcess(ctx: ControlContext, pid: number): ProcessRecord {
 export function imagePath(principal: Principal, imageDir: string, path: string): string {
   if (typeof path !== 'string' || path === '') throw new GpunixError(ErrorCodes.BAD_OPTION, 'an image path is required');
   if (path.includes('\0')) throw new GpunixError(ErrorCodes.BAD_OPTION, 'an image path cannot contain a NUL character');
-  if (principal.admin) return isAbsolute(path) ? path : resolve(imageDir, path);
+  // A name over 255 bytes is refused here, coded, not as the filesystem's ENAMETOOLONG.
+  checkPathLength(path, 'use the image path');
+  if (principal.admin) {
+    // Normalized: a `..` must not make a path outside imageDir look inside it (prepareImageDirectory).
+    const full = resolve(imageDir, path);
+    checkPathLength(full, 'use the image path');
+    return full;
+  }
   const root = resolve(imageDir);
   const base = resolve(root, principal.tenant);
   // A tenant name such as ".." would make the tenant's directory the image directory's parent.
@@ -77,9 +178,16 @@ export function imagePath(principal: Principal, imageDir: string, path: string):
   }
   const full = join(base, inside);
   if (!full.startsWith(base + sep)) throw forbidden(`image path ${JSON.stringify(path.slice(0, 200))} leaves the tenant's image directory`);
+  checkPathLength(full, 'use the image path');
   // Nor through a symbolic link: what already exists of the path must resolve inside the directory.
   // (lstat: a dangling link is there too, and would be written through.)
-  const present = (p: string) => lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+  const present = (p: string) => {
+    try {
+      return lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+    } catch (error) {
+      throw pathError(error, 'use the image path', path); // ENOTDIR, EACCES, ...: coded, one line
+    }
+  };
   if (present(base)) {
     let existing = full;
     while (!present(existing)) existing = dirname(existing);
@@ -95,6 +203,35 @@ export function imagePath(principal: Principal, imageDir: string, path: string):
     }
   }
   return full;
+}
+
+/**
+ * Makes sure the directory an image is to be written in exists, creating it only inside the
+ * daemon's image directory (a tenant's `runs/` under `<imageDir>/<tenant>/`); an admin's path
+ * elsewhere must name an existing directory. Filesystem errors are GPUNIX_E_BAD_PATH.
+ */
+export function prepareImageDirectory(imageDir: string, path: string): void {
+  const root = resolve(imageDir);
+  const dir = resolve(dirname(path));
+  // The image is written to `<name>.tmp-<pid>-<12 hex>` first: that name must fit too.
+  const name = basename(path);
+  if (Buffer.byteLength(name, 'utf8') > MAX_IMAGE_NAME_BYTES) {
+    throw new GpunixError(ErrorCodes.BAD_PATH, `cannot write the image ${quotePath(path)}: its file name is ${Buffer.byteLength(name, 'utf8')} bytes, more than the ${MAX_IMAGE_NAME_BYTES} an image's may have (its temporary file adds up to ${MAX_PATH_COMPONENT_BYTES - MAX_IMAGE_NAME_BYTES})`);
+  }
+  try {
+    if (dir === root || dir.startsWith(root + sep)) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } else {
+      const stat = statSync(dir, { throwIfNoEntry: false });
+      if (stat === undefined) {
+        throw new GpunixError(ErrorCodes.BAD_PATH, `cannot write the image ${quotePath(path)}: no such directory ${quotePath(dir)} (gpunixd creates directories only inside its image directory ${quotePath(root)})`);
+      }
+      if (!stat.isDirectory()) throw new GpunixError(ErrorCodes.BAD_PATH, `cannot write the image ${quotePath(path)}: ${quotePath(dir)} is not a directory`);
+    }
+    accessSync(dir, fsConstants.W_OK | fsConstants.X_OK);
+  } catch (error) {
+    throw pathError(error, 'write the image', path);
+  }
 }
 
 const reniceSchema = z.strictObject({ priority: z.enum(PRIORITY_CLASSES).optional(), weight: z.number().positive().finite().optional() });
@@ -131,19 +268,22 @@ function statusOf(ctx: ControlContext): unknown {
  * Answers one control message: resolves with the Reply's result, or rejects with a GpunixError
  * for a Failure. Never called with process-session messages.
  */
-export async function handleControl(ctx: ControlContext, message: Message): Promise<unknown> {
+async function dispatchControl(ctx: ControlContext, message: Message): Promise<unknown> {
   const { kernel } = ctx;
   switch (message.name) {
     case 'Ping':
       return null;
     case 'ListProcesses':
-      return { processes: visibleProcesses(ctx) };
+      // Each record with the devices the process is on now (`gpunix ps`'s DEVICE column).
+      return { processes: visibleProcesses(ctx).map((p) => ({ ...p, devices: kernel.devicesOf(p.pid) })) };
     case 'KillProcess':
       ownProcess(ctx, message.payload.pid);
       return kernel.kill(message.payload.pid);
     case 'SuspendProcess':
       ownProcess(ctx, message.payload.pid);
-      return message.payload.swap ? kernel.swapOut(message.payload.pid) : kernel.suspend(message.payload.pid);
+      return message.payload.swap
+        ? kernel.swapOut(message.payload.pid, { onProgress: progressReporter(ctx, message.payload.req, 'bytes swapped out') })
+        : kernel.suspend(message.payload.pid);
     case 'ResumeProcess':
       ownProcess(ctx, message.payload.pid);
       return kernel.resume(message.payload.pid);
@@ -190,15 +330,21 @@ export async function handleControl(ctx: ControlContext, message: Message): Prom
     case 'CheckpointProcess': {
       ownProcess(ctx, message.payload.pid);
       const path = imagePath(ctx.principal, ctx.imageDir, message.payload.path);
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      const written = await kernel.checkpoint(message.payload.pid, path);
+      prepareImageDirectory(ctx.imageDir, path);
+      const options = operationOptions('checkpoint', message.payload.options);
+      const written = await kernel.checkpoint(message.payload.pid, path, { ...options, onProgress: progressReporter(ctx, message.payload.req, 'bytes written') });
       return { path, ...written };
     }
-    case 'MigrateProcess':
+    case 'MigrateProcess': {
       ownProcess(ctx, message.payload.pid);
-      return kernel.migrate(message.payload.pid, message.payload.device);
+      const options = operationOptions('migrate', message.payload.options);
+      const before = kernel.devicesOf(message.payload.pid);
+      const record = await kernel.migrate(message.payload.pid, message.payload.device, options);
+      // `moved`: false when the process was on no device, or on the target already.
+      return { ...record, devices: kernel.devicesOf(message.payload.pid), moved: before.some((id) => id !== message.payload.device) };
+    }
     case 'ListTenants':
-      return { tenants: ctx.principal.admin ? kernel.tenants() : kernel.tenants().filter((t) => t.name === ctx.principal.tenant) };
+      return { tenants: (ctx.principal.admin ? kernel.tenants() : kernel.tenants().filter((t) => t.name === ctx.principal.tenant)).map((t) => ctx.tenants.withObjects(t)) };
     case 'AddTenant': {
       requireAdmin(ctx, 'adding a tenant');
       const { tenant, token } = ctx.tenants.add(message.payload.name, checkQuota(message.payload.quota, message.payload.name));

@@ -8,8 +8,9 @@ import { ErrorCodes, GpunixError } from '../errors.js';
 import { createKernel, Kernel } from '../kernel/kernel.js';
 import { DaemonConfig, DaemonConfigInput, loadConfigFile, parseConfig } from './config.js';
 import type { SessionCounts } from './control.js';
-import { createLogger, DaemonLogger, LogFn } from './log.js';
+import { captureNativeStderr, createLogger, DaemonLogger, LogFn } from './log.js';
 import { Metrics } from './metrics.js';
+import { ServiceManager, serviceManagerFromEnvironment } from './readiness.js';
 import { prepareSocketPath, Server } from './server.js';
 import { initialTenants, TenantStore } from './tenants.js';
 
@@ -33,8 +34,18 @@ export interface Daemon {
   readonly closed: Promise<void>;
 }
 
+/** How the daemon runs, beyond its configuration. */
+export interface DaemonRuntime {
+  /**
+   * The daemon is this OS process's program (`gpunix daemon`): it may take over fd 2, routing native
+   * libraries' output through a relay that wraps it as JSON log lines (log.ts). Never in a process
+   * that hosts other things (a test runner).
+   */
+  ownsProcess?: boolean;
+}
+
 /** Starts a daemon from a configuration object, or from a JSON file with `{ configPath }`. */
-export async function startDaemon(options: DaemonConfigInput | { configPath: string; socket?: string }): Promise<Daemon> {
+export async function startDaemon(options: DaemonConfigInput | { configPath: string; socket?: string }, runtime: DaemonRuntime = {}): Promise<Daemon> {
   const config =
     'configPath' in options && typeof options.configPath === 'string'
       ? loadConfigFile(options.configPath, options.socket === undefined ? {} : { socket: options.socket })
@@ -43,6 +54,11 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
   await prepareSocketPath(config.socket);
   const logger = createLogger(config.log);
   const log = logger.log;
+  // Before the devices are opened: Dawn and the driver print their warnings then.
+  if (runtime.ownsProcess && !config.log.file) {
+    const problem = await captureNativeStderr(config.log.level);
+    if (problem) log('warn', 'native libraries\' output on stderr is not wrapped as JSON', { reason: problem });
+  }
   const tenantEntries = initialTenants(config);
   const quotas = Object.fromEntries(Object.entries(tenantEntries).map(([name, { tokenHash: _hash, ...quota }]) => [name, quota]));
   let kernel: Kernel;
@@ -55,7 +71,14 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
   }
   const tenants = new TenantStore(kernel, config, tenantEntries);
   let server: Server | null = null;
-  const metrics = config.metrics ? new Metrics(kernel, () => server?.counts() ?? { process: 0, control: 0, handshaking: 0 }) : null;
+  // Healthy while accepting sessions with at least one usable device (GET /healthz).
+  const health = (): string | null => {
+    if (!server || !server.accepting) return 'draining';
+    if (kernel.isShutdown) return 'shutting down';
+    if (kernel.stats().devices.every((d) => d.lost !== null)) return 'no usable device';
+    return null;
+  };
+  const metrics = config.metrics ? new Metrics(kernel, () => server?.counts() ?? { process: 0, control: 0, handshaking: 0 }, health) : null;
   server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now() });
   let metricsAddress: AddressInfo | null = null;
   try {
@@ -75,7 +98,10 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
     devices: kernel.describeDevices().map((d) => `${d.id}: ${d.description}`),
     tenants: Object.keys(tenantEntries),
   });
-  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger);
+  // systemd's Type=notify (readiness.ts): ready now that every listener is up.
+  const serviceManager = runtime.ownsProcess ? serviceManagerFromEnvironment(log) : null;
+  serviceManager?.ready(`listening on ${config.socket}`);
+  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger, serviceManager);
 }
 
 class RunningDaemon implements Daemon {
@@ -91,6 +117,7 @@ class RunningDaemon implements Daemon {
     private readonly metrics: Metrics | null,
     readonly metricsAddress: AddressInfo | null,
     private readonly logger: DaemonLogger,
+    private readonly serviceManager: ServiceManager | null = null,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
   }
@@ -125,6 +152,7 @@ class RunningDaemon implements Daemon {
     const log = this.logger.log;
     const live = () => this.kernel.ps().filter((p) => p.state !== 'exited').length;
     log('info', `shutting down (${mode})`, { processes: live(), timeoutMs: mode === 'drain' ? timeoutMs : 0 });
+    this.serviceManager?.stopping(mode === 'drain' ? `draining (${live()} running)` : 'stopping', mode === 'drain' ? timeoutMs : undefined);
     this.server.stopListening();
     if (mode === 'drain') {
       const deadline = Date.now() + timeoutMs;
@@ -139,6 +167,7 @@ class RunningDaemon implements Daemon {
     await this.kernel.shutdown();
     this.server.closeAll();
     await this.metrics?.close();
+    await this.serviceManager?.settled();
     log('info', 'gpunixd stopped');
     this.logger.flush();
   }
@@ -150,12 +179,17 @@ class RunningDaemon implements Daemon {
  */
 export function installSignalHandlers(daemon: Daemon): void {
   let signalled = false;
+  // An operator's stop is audited like the control actions (docs/daemon.md#logs).
+  const audit = (signal: string, mode: ShutdownMode) => daemon.log('info', `audit: ${mode === 'drain' ? 'drain' : 'shutdown'}`, { audit: mode === 'drain' ? 'drain' : 'shutdown', actor: 'signal', signal, result: 'ok' });
   process.on('SIGTERM', () => {
-    void daemon.close(signalled ? 'immediate' : 'drain');
+    const mode: ShutdownMode = signalled ? 'immediate' : 'drain';
+    audit('SIGTERM', mode);
+    void daemon.close(mode);
     signalled = true;
   });
   process.on('SIGINT', () => {
     signalled = true;
+    audit('SIGINT', 'immediate');
     void daemon.close('immediate');
   });
   // The last line of defence: a bug that escapes every handler is logged, and the daemon (and

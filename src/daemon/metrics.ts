@@ -3,14 +3,62 @@
 // accumulated from per-process deltas so they stay monotonic when processes leave the table.
 // Names follow Prometheus conventions: gpunix_ prefix, base units (_seconds, _bytes), _total.
 
+import { readFileSync } from 'node:fs';
 import { createServer, Server } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Kernel } from '../kernel/kernel.js';
 import { LATENCY_BUCKETS_US } from '../kernel/latency.js';
 import type { SessionCounts } from './control.js';
 
 const BUCKETS_SECONDS = LATENCY_BUCKETS_US.map((us) => us / 1e6);
+
+/** Why the daemon is not healthy now (`/healthz` answers 503 with it), or null when it serves. */
+export type HealthCheck = () => string | null;
+
+/** gpunix's version, Node's and the webgpu package's (Dawn's build), for gpunix_build_info. */
+export function buildInfo(): { version: string; node: string; webgpu: string } {
+  const readVersion = (file: string): string => {
+    try {
+      return String((JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown }).version ?? 'unknown');
+    } catch {
+      return 'unknown';
+    }
+  };
+  // This file is src/daemon/ or dist/src/daemon/: the package's package.json is the first one up
+  // the tree that names gpunix.
+  let version = 'unknown';
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dirname(dir) !== dir; dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'gpunix') {
+        version = String(pkg.version);
+        break;
+      }
+    } catch {
+      // No package.json here: look further up.
+    }
+  }
+  let webgpu = 'unknown';
+  try {
+    webgpu = readVersion(createRequire(import.meta.url).resolve('webgpu/package.json'));
+  } catch {
+    // Not resolvable from here (bundled differently): unknown.
+  }
+  return { version, node: process.version, webgpu };
+}
+
+/** A process's devices as one label value: ids joined with ',' ("" before it has a device). */
+function deviceLabel(kernel: Kernel, pid: number): string {
+  try {
+    return kernel.devicesOf(pid).join(',');
+  } catch {
+    return '';
+  }
+}
 
 /** What was last seen of a process, to turn its totals into deltas. */
 interface Seen {
@@ -35,10 +83,12 @@ export class Metrics {
   readonly protocolErrors: Counter<'code'>;
   readonly sessionsOpened: Counter<'role'>;
   readonly authFailures: Counter;
+  readonly processExits: Counter<'reason'>;
 
   constructor(
     private readonly kernel: Kernel,
     sessions: () => SessionCounts,
+    private readonly health: HealthCheck = () => null,
   ) {
     const registers = [this.registry];
     const self = this;
@@ -66,7 +116,126 @@ export class Metrics {
       });
     deviceBytes('gpunix_device_memory_budget_bytes', 'Device memory budget', (d) => d.budgetBytes);
     deviceBytes('gpunix_device_memory_used_bytes', 'Device memory resident on the device, by the kernel\'s count', (d) => d.usedBytes);
+    deviceBytes('gpunix_device_memory_free_bytes', 'Device memory budget not resident now (budget minus used)', (d) => Math.max(0, d.budgetBytes - d.usedBytes));
     deviceBytes('gpunix_device_memory_evicted_bytes', 'Memory of the device\'s buffers evicted to host memory', (d) => d.evictedBytes);
+    // Counters the kernel keeps per device since it opened it: read, not accumulated here.
+    const deviceCounter = (name: string, help: string, pick: (d: ReturnType<typeof devices>[number]) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['device'],
+        registers,
+        collect() {
+          this.reset();
+          for (const d of devices()) this.inc({ device: d.id }, pick(d));
+        },
+      });
+    deviceCounter('gpunix_device_busy_seconds_total', 'Device time spent on processes\' work, measured at completions', (d) => d.busyNs / 1e9);
+    deviceCounter('gpunix_device_preemptions_total', 'Switches away from a process that still had work queued on the device', (d) => d.preemptions);
+    deviceCounter('gpunix_device_evictions_total', 'Buffers evicted from the device to host memory', (d) => d.evictions);
+    deviceCounter('gpunix_device_restores_total', 'Evicted buffers restored onto the device', (d) => d.restores);
+    new Gauge({
+      name: 'gpunix_device_up',
+      help: 'Whether the device is usable (0: lost or destroyed)',
+      labelNames: ['device'],
+      registers,
+      collect() {
+        this.reset();
+        for (const d of devices()) this.set({ device: d.id }, d.lost === null ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'gpunix_device_info',
+      help: 'The device\'s adapter (always 1): backend, vendor, architecture, adapter name, driver description, CPU fallback',
+      labelNames: ['device', 'backend', 'vendor', 'architecture', 'adapter', 'driver', 'fallback'],
+      registers,
+      collect() {
+        this.reset();
+        for (const d of kernel.describeDevices()) {
+          this.set({ device: d.id, backend: d.backend, vendor: d.vendor, architecture: d.architecture, adapter: d.device, driver: d.description, fallback: String(d.isFallbackAdapter) }, 1);
+        }
+      },
+    });
+    const swap = () => kernel.stats().swap;
+    new Counter({
+      name: 'gpunix_swap_bytes_total',
+      help: 'Bytes moved between devices and host memory by eviction (out) and restore (in)',
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        this.reset();
+        const s = swap();
+        this.inc({ direction: 'out' }, s.bytesOut);
+        this.inc({ direction: 'in' }, s.bytesIn);
+      },
+    });
+    new Counter({
+      name: 'gpunix_swap_transfer_seconds_total',
+      help: 'Time swap transfers were moving data, by direction (out: evictions, in: restores)',
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        this.reset();
+        const s = swap();
+        this.inc({ direction: 'out' }, s.nsOut / 1e9);
+        this.inc({ direction: 'in' }, s.nsIn / 1e9);
+      },
+    });
+    new Gauge({
+      name: 'gpunix_swap_host_bytes',
+      help: 'Evicted contents held in host memory now',
+      registers,
+      collect() {
+        this.set(swap().hostBytes);
+      },
+    });
+    new Gauge({
+      name: 'gpunix_swap_spilled_bytes',
+      help: 'Evicted contents in spill files now',
+      registers,
+      collect() {
+        this.set(swap().spilledBytes);
+      },
+    });
+    new Counter({
+      name: 'gpunix_swap_spill_failures_total',
+      help: 'Spill file writes or read-backs that failed (the contents stayed where they were)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(swap().spillFailures);
+      },
+    });
+    // The daemon's own process under the usual exporter names (prom-client's full default set is
+    // not promtool-clean): the host memory it holds for everyone, and its CPU time.
+    new Gauge({
+      name: 'process_resident_memory_bytes',
+      help: 'Resident memory of the gpunixd process',
+      registers,
+      collect() {
+        this.set(process.memoryUsage.rss());
+      },
+    });
+    new Counter({
+      name: 'process_cpu_seconds_total',
+      help: 'User and system CPU time of the gpunixd process',
+      registers,
+      collect() {
+        const { user, system } = process.cpuUsage();
+        this.reset();
+        this.inc((user + system) / 1e6);
+      },
+    });
+    new Gauge({ name: 'process_start_time_seconds', help: 'When the gpunixd process started (seconds since the epoch)', registers }).set(
+      Math.round(Date.now() / 1000 - process.uptime()),
+    );
+    const build = buildInfo();
+    new Gauge({
+      name: 'gpunix_build_info',
+      help: 'gpunixd\'s build (always 1): gpunix version, Node version, webgpu (Dawn) package version',
+      labelNames: ['version', 'node', 'webgpu'],
+      registers,
+    }).set(build, 1);
     new Counter({
       name: 'gpunix_watchdog_processes_ended_total',
       help: 'Processes the watchdog ended: a piece of their device work ran longer than maxDispatchMs',
@@ -130,21 +299,21 @@ export class Metrics {
     new Counter({
       name: 'gpunix_process_gpu_time_seconds_total',
       help: 'Device time used by the process',
-      labelNames: ['pid', 'tenant', 'name'],
+      labelNames: ['pid', 'tenant', 'name', 'device'],
       registers,
       collect() {
         this.reset();
-        for (const p of kernel.ps()) this.inc({ pid: String(p.pid), tenant: p.tenant, name: p.name }, p.accounting.gpuTimeNs / 1e9);
+        for (const p of kernel.ps()) this.inc({ pid: String(p.pid), tenant: p.tenant, name: p.name, device: deviceLabel(kernel, p.pid) }, p.accounting.gpuTimeNs / 1e9);
       },
     });
     new Gauge({
       name: 'gpunix_process_memory_bytes',
       help: 'Device memory the process holds (resident and evicted)',
-      labelNames: ['pid', 'tenant', 'name'],
+      labelNames: ['pid', 'tenant', 'name', 'device'],
       registers,
       collect() {
         this.reset();
-        for (const p of kernel.ps()) this.set({ pid: String(p.pid), tenant: p.tenant, name: p.name }, p.accounting.bytesAllocated);
+        for (const p of kernel.ps()) this.set({ pid: String(p.pid), tenant: p.tenant, name: p.name, device: deviceLabel(kernel, p.pid) }, p.accounting.bytesAllocated);
       },
     });
     new Gauge({
@@ -160,6 +329,7 @@ export class Metrics {
     this.sessionsOpened = new Counter({ name: 'gpunix_sessions_opened_total', help: 'Sessions that completed the handshake, by role', labelNames: ['role'], registers });
     this.protocolErrors = new Counter({ name: 'gpunix_protocol_errors_total', help: 'Sessions closed for a protocol error, by code', labelNames: ['code'], registers });
     this.authFailures = new Counter({ name: 'gpunix_auth_failures_total', help: 'Handshakes refused for a missing or wrong token', registers });
+    this.processExits = new Counter({ name: 'gpunix_process_exits_total', help: 'Processes of sessions that ended, by exit reason (normal, error, killed, watchdog, ...)', labelNames: ['reason'], registers });
     // Prometheus histograms cannot be set from bucket counts with prom-client's Histogram, so this
     // one is a custom metric with the same exposition.
     this.registry.registerMetric({
@@ -208,11 +378,28 @@ export class Metrics {
     for (const pid of this.seen.keys()) if (!present.has(pid)) this.seen.delete(pid);
   }
 
-  /** Serves GET /metrics on host:port (0: any free port); resolves with the address. */
+  /**
+   * Serves GET /metrics and GET /healthz on host:port (0: any free port); resolves with the
+   * address. /healthz is 200 "ok" while the daemon serves, 503 with the reason otherwise (draining,
+   * no usable device), for load balancers and liveness probes.
+   */
   listen(host: string, port: number): Promise<AddressInfo> {
     const server = createServer((request, response) => {
-      if (request.method !== 'GET' || (request.url ?? '/').split('?')[0] !== '/metrics') {
-        response.writeHead(404, { 'content-type': 'text/plain' }).end('gpunixd: metrics are at /metrics\n');
+      const path = (request.url ?? '/').split('?')[0];
+      const method = request.method ?? 'GET';
+      if ((method === 'GET' || method === 'HEAD') && path === '/healthz') {
+        let problem: string | null;
+        try {
+          problem = this.health();
+        } catch (error) {
+          problem = `health check failed: ${(error as Error).message}`;
+        }
+        response.writeHead(problem === null ? 200 : 503, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+        response.end(method === 'HEAD' ? undefined : `${problem ?? 'ok'}\n`);
+        return;
+      }
+      if (method !== 'GET' || path !== '/metrics') {
+        response.writeHead(404, { 'content-type': 'text/plain' }).end('gpunixd: metrics are at /metrics, health at /healthz\n');
         return;
       }
       this.registry.metrics().then(

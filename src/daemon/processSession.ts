@@ -27,7 +27,8 @@ import { Message, Payload, splitId } from '../protocol/messages.js';
 import type { Wire } from '../protocol/wire.js';
 import type { VirtualDevice } from '../vgpu/device.js';
 import type { GpunixDeviceExtension } from '../vgpu/extension.js';
-import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass } from '../vgpu/webgpuGlobals.js';
+import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError } from '../vgpu/webgpuGlobals.js';
+import type { ObjectAccount } from './tenants.js';
 
 export type ObjectKind =
   | 'adapter'
@@ -54,6 +55,8 @@ interface Entry {
   pending: boolean;
   /** Why creating the object threw, if it did. */
   failed: string | null;
+  /** WGSL source bytes charged to the tenant for a shader module (refunded with the entry). */
+  shaderBytes?: number;
   /** A buffer's mapped range as handed out by getMappedRange (Dawn forbids asking twice). */
   mapped?: { offset: number; range: ArrayBuffer } | null;
   /** A device's restored objects, until BindRestored names them (see restoredOf). */
@@ -92,6 +95,8 @@ export class ProcessSession {
   private readonly wire: Wire;
   private readonly log: LogFn;
   private readonly objects = new Map<number, Entry>();
+  /** The tenant's account of objects held in the daemon (its quotas); null: not counted. */
+  private readonly account: ObjectAccount | null;
   private closed = false;
   /**
    * What arrived while the session waits for a call that completes later (see createPipeline):
@@ -101,8 +106,9 @@ export class ProcessSession {
   /** Ends the session for an error of a message run after a wait (handle()'s caller gets the others). */
   private readonly failed: (error: unknown, what: string) => void;
 
-  constructor(options: { handle: ProcessHandle; wire: Wire; log?: LogFn; failed?: (error: unknown, what: string) => void }) {
+  constructor(options: { handle: ProcessHandle; wire: Wire; log?: LogFn; failed?: (error: unknown, what: string) => void; objects?: ObjectAccount }) {
     this.handleRef = options.handle;
+    this.account = options.objects ?? null;
     this.wire = options.wire;
     this.log = options.log ?? (() => {});
     this.failed = options.failed ?? ((error, what) => this.protocolFailure(error, what));
@@ -260,7 +266,9 @@ export class ProcessSession {
       case 'CreateShaderModule': {
         const { device, id, descriptor } = message.payload;
         const target = this.get<GPUDevice>(device, 'device');
-        this.create(id, 'shaderModule', device, () => target().createShaderModule(this.resolve(descriptor, NO_KEYS) as GPUShaderModuleDescriptor));
+        const code = (descriptor as { code?: unknown } | null)?.code;
+        const shaderBytes = typeof code === 'string' ? Buffer.byteLength(code) : 0;
+        this.create(id, 'shaderModule', device, () => target().createShaderModule(this.resolve(descriptor, NO_KEYS) as GPUShaderModuleDescriptor), shaderBytes);
         return;
       }
       case 'GetCompilationInfo': {
@@ -334,7 +342,7 @@ export class ProcessSession {
       case 'Release': {
         const { ids } = message.payload;
         for (const id of ids) this.entry(id, null, true);
-        for (const id of ids) this.objects.delete(splitId(id).slot);
+        for (const id of ids) this.drop(splitId(id).slot);
         return;
       }
       case 'SetLabel': {
@@ -352,7 +360,7 @@ export class ProcessSession {
   close(): void {
     this.closed = true;
     this.waiting = null;
-    this.objects.clear();
+    for (const slot of [...this.objects.keys()]) this.drop(slot);
   }
 
   // ---- the object table -----------------------------------------------------------------------
@@ -383,29 +391,65 @@ export class ProcessSession {
     };
   }
 
-  private register(id: number, kind: ObjectKind, device: number | null): Entry {
+  private register(id: number, kind: ObjectKind, device: number | null, shaderBytes = 0): Entry {
     const { slot, generation } = splitId(id);
     const existing = this.objects.get(slot);
     if (existing) throw new ProtocolError(ErrorCodes.BAD_OBJECT, `object ${slot}:${generation}: slot ${slot} is in use (generation ${existing.generation}); release it first`);
     if (this.objects.size >= MAX_OBJECTS) throw new ProtocolError(ErrorCodes.BAD_OBJECT, `the session holds ${MAX_OBJECTS} objects, the most it may`);
-    const entry: Entry = { generation, kind, object: null, device, pending: false, failed: null };
+    const hard = this.account?.hardRefusal();
+    if (hard) throw new ProtocolError(ErrorCodes.QUOTA, hard);
+    const entry: Entry = { generation, kind, object: null, device, pending: false, failed: null, shaderBytes };
+    this.account?.charge(shaderBytes);
     this.objects.set(slot, entry);
     return entry;
   }
 
-  /** Registers object `id` made by `make`; a make that throws leaves a failed object and an UncapturedError. */
-  private create(id: number, kind: ObjectKind, device: number | null, make: () => unknown): Entry {
-    const entry = this.register(id, kind, device);
+  /** Forgets the object in `slot` (released, or its creation undone) and refunds the tenant for it. */
+  private drop(slot: number): void {
+    const entry = this.objects.get(slot);
+    if (!entry) return;
+    this.objects.delete(slot);
+    this.account?.refund(entry.shaderBytes ?? 0);
+  }
+
+  /**
+   * Registers object `id` made by `make`; a make that throws leaves a failed object and an
+   * UncapturedError. When the tenant's object quota (or memoryLimit) refuses it, nothing is made:
+   * the object is a failed one and the device gets a GPUOutOfMemoryError "GPUNIX_E_QUOTA: ..." in
+   * the error scope current at the call (else uncaptured), as the kernel reports a memory limit.
+   */
+  private create(id: number, kind: ObjectKind, device: number | null, make: () => unknown, shaderBytes = 0): Entry {
+    const refusal = this.account?.refusal(shaderBytes) ?? null;
+    const entry = this.register(id, kind, device, refusal ? 0 : shaderBytes);
+    if (refusal) {
+      this.refuse(entry, device, refusal);
+      return entry;
+    }
     try {
       entry.object = make();
     } catch (error) {
       if (error instanceof ProtocolError) {
-        this.objects.delete(splitId(id).slot);
+        this.drop(splitId(id).slot);
         throw error;
       }
       this.failObject(entry, device, error);
     }
     return entry;
+  }
+
+  /** A creation the tenant's quota refused: a failed object, and an out-of-memory error on its device. */
+  private refuse(entry: Entry, device: number | null, refusal: string): void {
+    const message = `${ErrorCodes.QUOTA}: ${refusal}`;
+    entry.object = null;
+    entry.failed = `GpunixError: ${message}`;
+    this.log('debug', 'object quota refused a creation', { kind: entry.kind, refusal });
+    const owner = device === null ? undefined : this.objects.get(splitId(device).slot);
+    const target = owner?.kind === 'device' ? (owner.object as Partial<Pick<VirtualDevice, 'errorTarget' | 'reportRouted'>> | null) : null;
+    if (target?.errorTarget && target.reportRouted) {
+      target.reportRouted(target.errorTarget(), outOfMemoryError(message));
+      return;
+    }
+    if (!this.closed && device !== null) this.wire.send('UncapturedError', { device, type: 'out-of-memory', message });
   }
 
   /** The object of `entry` could not be made (its creation threw): later uses throw the same way. */
@@ -516,7 +560,7 @@ export class ProcessSession {
     entry.pending = true;
     const { slot } = splitId(adapter);
     const forget = () => {
-      if (this.objects.get(slot) === entry) this.objects.delete(slot);
+      if (this.objects.get(slot) === entry) this.drop(slot);
     };
     let promise: Promise<GPUAdapter | null>;
     try {
@@ -553,7 +597,7 @@ export class ProcessSession {
     try {
       queueEntry = this.register(queue, 'queue', device);
     } catch (error) {
-      this.objects.delete(splitId(device).slot);
+      this.drop(splitId(device).slot);
       throw error;
     }
     deviceEntry.pending = queueEntry.pending = true;
@@ -563,7 +607,7 @@ export class ProcessSession {
         [queue, queueEntry],
       ] as const) {
         const { slot } = splitId(id);
-        if (this.objects.get(slot) === entry) this.objects.delete(slot);
+        if (this.objects.get(slot) === entry) this.drop(slot);
       }
     };
     let promise: Promise<GPUDevice>;
@@ -718,12 +762,18 @@ export class ProcessSession {
   private createPipelineAsync({ req, device, id, descriptor }: Payload<'CreateComputePipelineAsync'>): void {
     const target = this.get<GPUDevice>(device, 'device');
     this.resolveCheck(descriptor, PIPELINE_KEYS);
+    // Refused by the tenant's object quota: the promise rejects, and the client never holds the id.
+    const refusal = this.account?.refusal() ?? null;
+    if (refusal) {
+      this.fail(req, new GpunixError(ErrorCodes.QUOTA, refusal));
+      return;
+    }
     const entry = this.register(id, 'computePipeline', device);
     entry.pending = true;
     const { slot } = splitId(id);
     const forget = () => {
       // A failed creation: the client never holds the id and sends no Release for it.
-      if (this.objects.get(slot) === entry) this.objects.delete(slot);
+      if (this.objects.get(slot) === entry) this.drop(slot);
     };
     let promise: Promise<GPUComputePipeline>;
     try {

@@ -27,6 +27,8 @@ const ACCEPTED = { process: acceptedFrom('process'), control: acceptedFrom('cont
 
 /** Control requests queued on one session before the daemon stops reading from it (backpressure). */
 const CONTROL_QUEUE_HIGH_WATER = 64;
+/** The most often the daemon warns that it closes unauthenticated connections to make room. */
+const EVICTION_LOG_INTERVAL_MS = 10_000;
 /** Messages a process session may pipeline while its process is being created. */
 const STARTING_QUEUE_LIMIT = 100_000;
 /**
@@ -55,6 +57,11 @@ export interface ServerDeps {
 
 export class Server {
   private readonly connections = new Set<Connection>();
+  /** Connections that have not sent Hello yet, oldest first (a Set keeps insertion order). */
+  private readonly handshaking = new Set<Connection>();
+  /** Handshaking connections closed to make room since the last warning about it, and when that was. */
+  private evictedSinceLog = 0;
+  private lastEvictionLog = 0;
   private readonly listeners: NetServer[] = [];
   private nextSession = 1;
   /** False once a drain or close has begun: no new process may start. */
@@ -90,6 +97,8 @@ export class Server {
               key: readFileSync(tcp.tls.key),
               ca: tcp.tls.ca ? readFileSync(tcp.tls.ca) : undefined,
               minVersion: 'TLSv1.2',
+              // A client that never finishes the TLS handshake is dropped as soon as one that never sends Hello.
+              handshakeTimeout: config.handshakeTimeoutMs,
             },
             (socket) => this.accept(socket, 'tls'),
           )
@@ -130,30 +139,74 @@ export class Server {
     for (const c of [...this.connections]) c.end();
   }
 
-  /** Authenticated sessions of `tenant` now (the admin's not counted). */
-  sessionsOf(tenant: string): number {
-    let count = 0;
-    for (const c of this.connections) if (c.principal && !c.principal.admin && c.principal.tenant === tenant) count++;
-    return count;
-  }
-
   /** Ends the sessions of a removed tenant (its processes are already killed). */
   closeTenant(name: string): void {
     for (const c of [...this.connections]) if (c.principal && !c.principal.admin && c.principal.tenant === name) c.end();
   }
 
+  /**
+   * A new connection. Unauthenticated ones have their own limit (maxHandshakes), apart from the
+   * sessions: when it is full the oldest is closed to make room, so under a flood of connections
+   * that never authenticate a client that sends Hello promptly still gets in (and the flood
+   * cannot take the tenants' or the admin's session slots, which are counted at Hello).
+   */
   private accept(stream: Duplex, transport: string): void {
     const id = this.nextSession++;
+    const { maxHandshakes } = this.deps.config;
+    while (this.handshaking.size >= maxHandshakes) {
+      const oldest = this.handshaking.values().next().value!;
+      this.handshaking.delete(oldest);
+      // Under a flood, one line per eviction would flood the log too: each is a debug line, and a
+      // warning sums them up at most every EVICTION_LOG_INTERVAL_MS.
+      oldest.fail(ErrorCodes.BUSY, `closed to make room: more than ${maxHandshakes} connections were waiting to authenticate; send Hello at once`, 'debug');
+      this.evictedSinceLog++;
+      if (Date.now() - this.lastEvictionLog >= EVICTION_LOG_INTERVAL_MS) {
+        this.deps.log('warn', 'unauthenticated connections closed to make room (maxHandshakes reached): a flood, or maxHandshakes too low', { closed: this.evictedSinceLog, maxHandshakes });
+        this.evictedSinceLog = 0;
+        this.lastEvictionLog = Date.now();
+      }
+    }
     const connection = new Connection(this, id, stream, transport);
-    if (this.connections.size >= this.deps.config.maxSessions) {
-      connection.fail(ErrorCodes.BUSY, `gpunixd serves at most ${this.deps.config.maxSessions} sessions at once; try again later`);
+    this.connections.add(connection);
+    this.handshaking.add(connection);
+  }
+
+  /** The connection has sent Hello (or closed): it no longer counts as handshaking. */
+  handshakeDone(connection: Connection): void {
+    this.handshaking.delete(connection);
+  }
+
+  /**
+   * Whether an authenticated session of `principal` may open now (besides `self`): the admin has
+   * adminSessions of its own; a tenant at most maxSessionsPerTenant, and all tenants together
+   * maxSessions. Throws GPUNIX_E_BUSY or GPUNIX_E_QUOTA.
+   */
+  admit(principal: Principal, self: Connection): void {
+    const { config } = this.deps;
+    let admins = 0;
+    let tenants = 0;
+    let ofTenant = 0;
+    for (const c of this.connections) {
+      if (c === self || !c.principal) continue;
+      if (c.principal.admin) admins++;
+      else {
+        tenants++;
+        if (c.principal.tenant === principal.tenant) ofTenant++;
+      }
+    }
+    if (principal.admin) {
+      if (admins >= config.adminSessions) throw new ProtocolError(ErrorCodes.BUSY, `the admin already holds ${config.adminSessions} sessions (adminSessions), the most it may`);
       return;
     }
-    this.connections.add(connection);
+    if (ofTenant >= config.maxSessionsPerTenant) {
+      throw new ProtocolError(ErrorCodes.QUOTA, `tenant ${principal.tenant} already holds ${config.maxSessionsPerTenant} sessions, the most one tenant may`);
+    }
+    if (tenants >= config.maxSessions) throw new ProtocolError(ErrorCodes.BUSY, `gpunixd serves at most ${config.maxSessions} tenant sessions at once; try again later`);
   }
 
   forget(connection: Connection): void {
     this.connections.delete(connection);
+    this.handshaking.delete(connection);
   }
 }
 
@@ -171,6 +224,11 @@ class Connection {
   private controlQueued = 0;
   private saidGoodbye = false;
   private readonly handshakeTimer: NodeJS.Timeout;
+  /** A control session's idle clock (see armIdleTimer); null on process sessions. */
+  private idleTimer: NodeJS.Timeout | null = null;
+  private lastMessageAt = Date.now();
+  /** Bytes of an unfinished frame counted against the tenant's account now. */
+  private countedBuffered = 0;
 
   constructor(
     private readonly server: Server,
@@ -188,8 +246,10 @@ class Connection {
           if (error && this.state !== 'closed') this.log('debug', 'connection failed', { error: error.message });
           this.cleanup();
         },
+        buffered: (bytes) => this.buffered(bytes),
       },
-      deps.config.maxFrameBytes,
+      // Before Hello only a small frame is buffered for a peer not yet known (raised in hello()).
+      Math.min(deps.config.maxHandshakeFrameBytes, deps.config.maxFrameBytes),
       OUTPUT_HIGH_WATER_BYTES,
     );
     this.handshakeTimer = setTimeout(() => {
@@ -204,12 +264,14 @@ class Connection {
 
   private receive(message: Message): void {
     if (this.state === 'closed') return;
+    this.lastMessageAt = Date.now();
     try {
       switch (this.state) {
         case 'handshake':
           if (message.name !== 'Hello') throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `the first message must be Hello, not ${message.name}`);
           this.state = 'starting';
           clearTimeout(this.handshakeTimer);
+          this.server.handshakeDone(this);
           // What the client pipelines behind Hello waits in memory until the process exists: read no
           // more than what has already arrived (open() resumes), however long the spawn or restore takes.
           this.wire.hold('starting');
@@ -246,10 +308,12 @@ class Connection {
         hello.token === '' ? 'no token given (use --token or $GPUNIX_TOKEN)' : 'the token is not valid for this daemon',
       );
     }
-    if (!principal.admin && this.server.sessionsOf(principal.tenant) >= config.maxSessionsPerTenant) {
-      throw new ProtocolError(ErrorCodes.QUOTA, `tenant ${principal.tenant} already holds ${config.maxSessionsPerTenant} sessions, the most one tenant may`);
-    }
+    this.server.admit(principal, this);
     this.principal = principal;
+    // Authenticated (still synchronously with Hello's arrival, so this applies to the frames behind
+    // it): the full frame size, and a bound on how long a frame begun may take.
+    this.wire.setMaxFrameBytes(config.maxFrameBytes);
+    this.wire.setFrameTimeout(config.frameTimeoutMs);
     if (hello.role === 'control') {
       this.control = {
         kernel,
@@ -259,8 +323,13 @@ class Connection {
         startedAt: this.server.deps.startedAt,
         sessions: () => this.server.counts(),
         tenantRemoved: (name) => this.server.closeTenant(name),
+        progress: (req, what, done, total) => void this.wire.send('Progress', { req, what, done, total }),
+        log: this.server.deps.log,
+        session: this.id,
+        transport: this.transport,
       };
       this.open('control', 0);
+      this.armIdleTimer();
       return;
     }
     const parsed = processOptionsSchema.safeParse(hello.options ?? {});
@@ -275,12 +344,19 @@ class Connection {
     const name = hello.name === '' ? undefined : hello.name;
     // The kernel checks the tenant's quotas (process count, priority classes): GPUNIX_E_QUOTA.
     const handle = options.restoreImage
-      ? await kernel.restore(imagePath(principal, config.imageDir, options.restoreImage), { name, tenant: principal.tenant })
+      ? // What the client asked for wins over the image's (priority '' and weight 0: none asked).
+        await kernel.restore(imagePath(principal, config.imageDir, options.restoreImage), {
+          name,
+          tenant: principal.tenant,
+          priority: (hello.priority || undefined) as PriorityClass | undefined,
+          weight: hello.weight === 0 ? undefined : hello.weight,
+          memoryLimit: options.memoryLimit,
+        })
       : await kernel.spawn({
           tenant: principal.tenant,
           name,
           priority: (hello.priority || 'normal') as PriorityClass,
-          weight: hello.weight,
+          weight: hello.weight === 0 ? undefined : hello.weight,
           memoryLimit: options.memoryLimit,
         });
     if (this.state === 'closed') {
@@ -294,8 +370,13 @@ class Connection {
       wire: this.wire,
       log: (level, msg, fields) => this.log(level, msg, fields),
       failed: (error, what) => this.failWith(error, what),
+      objects: tenants.objectAccount(principal.tenant),
     });
     void handle.wait().then((status) => {
+      // Every exit of a daemon process, with its reason (docs/daemon.md#logs).
+      const expected = status.reason === 'normal' || status.reason === 'killed' || status.reason === 'kernel-shutdown';
+      this.log(expected ? 'info' : 'warn', 'process exited', { processName: handle.name, code: status.code, reason: status.reason, message: status.message });
+      this.server.deps.metrics?.processExits.inc({ reason: status.reason });
       try {
         this.processEnded(status);
       } catch (error) {
@@ -345,6 +426,45 @@ class Connection {
     else this.enqueueControl(message);
   }
 
+  /**
+   * Counts the bytes of an unfinished frame against the tenant (once authenticated: before, the
+   * frame is at most maxHandshakeFrameBytes); a session that takes the tenant's total over
+   * maxBufferedBytesPerTenant is closed with GPUNIX_E_QUOTA, so one tenant's many sessions cannot
+   * each make the daemon hold a maxFrameBytes frame.
+   */
+  private buffered(bytes: number): void {
+    if (!this.principal || this.state === 'closed') return;
+    const account = this.server.deps.tenants.objectAccount(this.principal.tenant);
+    account.bufferedBytes += bytes - this.countedBuffered;
+    this.countedBuffered = bytes;
+    const limit = this.server.deps.config.maxBufferedBytesPerTenant;
+    if (account.bufferedBytes > limit) {
+      this.fail(ErrorCodes.QUOTA, `tenant ${this.principal.tenant}'s sessions have sent ${account.bufferedBytes} bytes of unfinished frames, over maxBufferedBytesPerTenant (${limit})`);
+    }
+  }
+
+  /**
+   * Closes a control session that has sent nothing for controlIdleTimeoutMs with no request of it
+   * in progress (a long checkpoint is not idleness). Process sessions have no idle timeout: their
+   * program may compute on the CPU, or wait for the device, for as long as it likes; what they
+   * hold is bounded by the tenant's quotas, and an operator can kill them.
+   */
+  private armIdleTimer(): void {
+    const idleMs = this.server.deps.config.controlIdleTimeoutMs;
+    if (idleMs === null || this.state === 'closed') return;
+    const due = this.controlQueued > 0 ? idleMs : this.lastMessageAt + idleMs - Date.now();
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.state !== 'open') return;
+      if (this.controlQueued === 0 && Date.now() - this.lastMessageAt >= idleMs) {
+        this.fail(ErrorCodes.PROTOCOL_TIMEOUT, `the control session was idle for ${idleMs} ms (controlIdleTimeoutMs); reconnect to go on`);
+        return;
+      }
+      this.armIdleTimer();
+    }, Math.max(due, 1));
+    this.idleTimer.unref();
+  }
+
   /** Control requests run one after another, so their replies come in the order they were asked. */
   private enqueueControl(message: Message): void {
     const req = (message.payload as { req: number }).req;
@@ -359,6 +479,8 @@ class Connection {
       } catch (error) {
         this.sendFailure(req, error, message.name);
       } finally {
+        // A reply is activity too: the idle clock starts again when a long request ends.
+        this.lastMessageAt = Date.now();
         this.controlQueued--;
         if (this.controlQueued <= CONTROL_QUEUE_HIGH_WATER / 2) this.wire.release('control');
       }
@@ -401,14 +523,14 @@ class Connection {
   private processEnded(status: ExitStatus): void {
     if (this.state === 'closed' || this.saidGoodbye) return;
     this.wire.send('ProcessEnded', { code: status.code, reason: status.reason, message: status.message ?? '' });
-    this.log('info', 'process ended', { code: status.code, reason: status.reason });
+    this.log('debug', 'process ended: closing its session', { code: status.code, reason: status.reason });
     this.end();
   }
 
   /** Ends the session with a ProtocolError of `code`. */
-  fail(code: string, message: string): void {
+  fail(code: string, message: string, level: 'warn' | 'debug' = 'warn'): void {
     if (this.state === 'closed') return;
-    this.log('warn', 'protocol error; closing the session', { code, message });
+    this.log(level, 'protocol error; closing the session', { code, message });
     this.server.deps.metrics?.protocolErrors.inc({ code });
     this.wire.send('ProtocolError', { code, message });
     this.end();
@@ -434,6 +556,9 @@ class Connection {
     const wasOpen = this.state === 'open';
     this.state = 'closed';
     clearTimeout(this.handshakeTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.principal && this.countedBuffered > 0) this.server.deps.tenants.objectAccount(this.principal.tenant).bufferedBytes -= this.countedBuffered;
+    this.countedBuffered = 0;
     this.server.forget(this);
     try {
       this.processSession?.close();

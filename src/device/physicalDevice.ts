@@ -37,6 +37,9 @@ export class PhysicalDevice {
   usedBytes = 0;
   /** Memory of buffers from this device that the kernel evicted to host memory. */
   evictedBytes = 0;
+  /** Buffers evicted from this device to host memory so far, and restored onto it (monotonic, for metrics). */
+  evictions = 0;
+  restores = 0;
   /** Set once the real device is lost or destroyed; nothing more runs on it. */
   lostReason: string | null = null;
   /** How fast this device runs loop iterations (src/device/loopRate.ts): the watchdog's unit. */

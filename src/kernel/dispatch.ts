@@ -130,7 +130,7 @@ export interface SchedulerParams {
   uncontendedMaxInFlight: number;
   /**
    * A process is uncontended when no other process of the same or a higher class has had work
-   * queued or on the device (and not suspended) within this long (ns).
+   * queued or on the device (and not stopped) within this long (ns).
    */
   contentionWindowNs: number;
   /**
@@ -164,8 +164,11 @@ interface Entity {
   queue: WorkItem[];
   /** The head item was prepared (divisible items only). */
   prepared: boolean;
-  /** Set by finishStarted: the head item runs to its end although the process is suspended. */
-  finishing?: (() => void) | null;
+  /**
+   * The waiters of finishStarted: while there are any, the head item runs to its end although the
+   * process is stopped (suspended or held); each is called once it has.
+   */
+  finishing: Set<() => void>;
   /** When it last had work queued or on the device (ns). */
   lastActiveNs: number;
 }
@@ -190,9 +193,13 @@ export class Dispatcher {
   private leadWake: { atNs: number; cancel: () => void } | null = null;
   /** The process whose work was issued last: switching away from it while it has work is a preemption. */
   private lastOwner: Proc | null = null;
+  /** Runs of each owner issued on this device and not yet complete (owner.inFlightGroups counts all devices'). */
+  private readonly runsInFlight = new Map<Proc, number>();
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
   /** Device time spent on all owners (ns), for utilization. */
   busyNs = 0;
+  /** Switches away from a process that still had work queued, on this device (monotonic, for metrics). */
+  preemptions = 0;
   readonly createdAtNs = nowNs();
 
   private readonly stopAdvising: () => void;
@@ -237,7 +244,7 @@ export class Dispatcher {
 
   /** True when an item of `owner` enqueued now would run before enqueue returns. */
   wouldRunNow(owner: Proc): boolean {
-    if (this.busy || this.outstandingFences >= this.params.maxInFlight || this.queuedTotal() !== 0) return false;
+    if (owner.stopped || this.busy || this.outstandingFences >= this.params.maxInFlight || this.queuedTotal() !== 0) return false;
     return !(this.leadApplies() && this.outstandingFences > 0 && this.higherClassActive(owner, nowNs()));
   }
 
@@ -259,7 +266,7 @@ export class Dispatcher {
     const owner = item.owner;
     let entity = this.entities.get(owner);
     if (!entity) {
-      entity = { proc: owner, queue: [], prepared: false, lastActiveNs: 0 };
+      entity = { proc: owner, queue: [], prepared: false, finishing: new Set(), lastActiveNs: 0 };
       this.entities.set(owner, entity);
     }
     if (entity.queue.length === 0) this.wake(entity);
@@ -320,24 +327,54 @@ export class Dispatcher {
   /**
    * Resolves when nothing of `owner` is on the device and its head item, if some of its pieces
    * were issued (a split submit with atoms done, a chunked copy or write partway), has run to its
-   * end: that one item runs although `owner` is suspended, then it stops again. What a checkpoint
-   * waits for before recording the queue item by item.
+   * end: that one item runs although `owner` is stopped, then it stops again. What a checkpoint
+   * waits for before recording the queue item by item. Any number of callers may wait at once.
+   * When `signal` aborts first, the wait is withdrawn (the item no longer runs on its account)
+   * and the promise rejects with the signal's reason.
    */
-  async finishStarted(owner: Proc): Promise<void> {
-    await this.whenOffDevice(owner);
+  async finishStarted(owner: Proc, signal?: AbortSignal): Promise<void> {
+    await this.abortable(this.whenOffDevice(owner), signal);
     const entity = this.entities.get(owner);
     if (!entity || entity.queue.length === 0 || !partlyIssued.has(entity.queue[0])) return;
-    await new Promise<void>((resolve) => {
-      entity.finishing = resolve;
+    let waiter!: () => void;
+    const finished = new Promise<void>((resolve) => {
+      waiter = resolve;
+      entity.finishing.add(resolve);
       this.pump();
     });
-    await this.whenOffDevice(owner);
+    try {
+      await this.abortable(finished, signal);
+    } finally {
+      entity.finishing.delete(waiter);
+    }
+    await this.abortable(this.whenOffDevice(owner), signal);
   }
 
+  /** `promise`, or a rejection with `signal`'s reason as soon as it aborts (whichever comes first). */
+  private abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    if (!signal) return promise;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      promise.then(
+        (value) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(value);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** The head item of `entity` has ended (or its queue was emptied): every finishStarted waiter goes on. */
   private endFinishing(entity: Entity): void {
-    const finished = entity.finishing;
-    entity.finishing = null;
-    finished?.();
+    const waiters = [...entity.finishing];
+    entity.finishing.clear();
+    for (const waiter of waiters) waiter();
   }
 
   /** Called when a process is resumed or reniced: its work may now be picked. */
@@ -351,14 +388,23 @@ export class Dispatcher {
     return new Promise((resolve) => this.idleWaiters.push({ owner, resolve }));
   }
 
-  /** Resolves when nothing of `owner` is on the device (what it has queued may stay queued). */
+  /** Resolves when nothing of `owner` is on this device (what it has queued may stay queued). */
   whenOffDevice(owner: Proc): Promise<void> {
-    if (owner.inFlightGroups === 0 && !this.busy) return Promise.resolve();
+    if (this.isOffDevice(owner)) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push({ owner, resolve, offDevice: true }));
   }
 
+  /**
+   * This device's share only: callers wait on every dispatcher at once, and a dispatcher hears of
+   * (and wakes its waiters on) its own completions alone, so a process count would leave a
+   * device the process is not on waiting for another's fences.
+   */
+  private isOffDevice(owner: Proc): boolean {
+    return !this.runsInFlight.has(owner) && !this.busy;
+  }
+
   private isIdle(owner: Proc | null): boolean {
-    if (owner) return owner.queuedItems === 0 && owner.inFlightGroups === 0;
+    if (owner) return (this.entities.get(owner)?.queue.length ?? 0) === 0 && !this.runsInFlight.has(owner);
     return this.queuedTotal() === 0 && !this.busy && this.outstandingFences === 0 && this.openRun === null;
   }
 
@@ -366,7 +412,7 @@ export class Dispatcher {
     if (this.idleWaiters.length === 0) return;
     const still: typeof this.idleWaiters = [];
     for (const waiter of this.idleWaiters) {
-      const done = waiter.offDevice ? waiter.owner!.inFlightGroups === 0 && !this.busy : this.isIdle(waiter.owner);
+      const done = waiter.offDevice ? this.isOffDevice(waiter.owner!) : this.isIdle(waiter.owner);
       if (done) waiter.resolve();
       else still.push(waiter);
     }
@@ -377,7 +423,7 @@ export class Dispatcher {
   private pickNext(): Entity | null {
     let best: Entity | null = null;
     for (const entity of this.entities.values()) {
-      if (entity.queue.length === 0 || (entity.proc.suspended && !entity.finishing)) continue;
+      if (entity.queue.length === 0 || (entity.proc.stopped && entity.finishing.size === 0)) continue;
       if (
         !best ||
         classRank(entity.proc) < classRank(best.proc) ||
@@ -397,7 +443,7 @@ export class Dispatcher {
     const rank = classRank(entity.proc);
     const since = now - this.params.contentionWindowNs;
     for (const other of this.entities.values()) {
-      if (other === entity || other.proc.suspended || !other.proc.alive || classRank(other.proc) > rank) continue;
+      if (other === entity || other.proc.stopped || !other.proc.alive || classRank(other.proc) > rank) continue;
       if (other.queue.length > 0 || other.proc.inFlightGroups > 0 || other.lastActiveNs > since) return false;
     }
     return true;
@@ -408,7 +454,7 @@ export class Dispatcher {
     const rank = classRank(proc);
     const since = now - this.params.contentionWindowNs;
     for (const other of this.entities.values()) {
-      if (classRank(other.proc) >= rank || other.proc.suspended || !other.proc.alive) continue;
+      if (classRank(other.proc) >= rank || other.proc.stopped || !other.proc.alive) continue;
       if (other.queue.length > 0 || other.proc.inFlightGroups > 0 || other.lastActiveNs > since) return true;
     }
     return false;
@@ -575,7 +621,10 @@ export class Dispatcher {
     const issuedAt = nowNs();
     if (this.lastOwner && this.lastOwner !== owner && this.lastOwner.alive) {
       const previous = this.entities.get(this.lastOwner);
-      if (previous && previous.queue.length > 0) this.lastOwner.preemptions++;
+      if (previous && previous.queue.length > 0) {
+        this.lastOwner.preemptions++;
+        this.preemptions++;
+      }
     }
     this.lastOwner = owner;
     if (owner.readySinceNs !== null) {
@@ -584,6 +633,7 @@ export class Dispatcher {
     }
     this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: [], finishing: [] };
     owner.inFlightGroups++;
+    this.runsInFlight.set(owner, (this.runsInFlight.get(owner) ?? 0) + 1);
   }
 
   private closeRun(): void {
@@ -608,6 +658,9 @@ export class Dispatcher {
       for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args);
       for (const item of run.finishing) owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
       owner.inFlightGroups--;
+      const here = this.runsInFlight.get(owner)! - 1;
+      if (here === 0) this.runsInFlight.delete(owner);
+      else this.runsInFlight.set(owner, here);
       this.outstandingFences--;
       this.inFlightByClass[rank]--;
       const entity = this.entities.get(owner);

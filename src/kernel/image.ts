@@ -133,6 +133,24 @@ export interface WriteImageOptions {
   onProgress?: (bytesWritten: number, totalBytes: number) => void;
 }
 
+/**
+ * An image as its header describes it, before the data section is read: buffers without their
+ * contents, queued writes with their byte count (`size`) instead of their bytes.
+ */
+export interface ImageHeader extends Omit<ProcessImage, 'buffers' | 'queued'> {
+  buffers: Omit<ImageBuffer, 'contents'>[];
+  queued: (Exclude<QueuedWork, { kind: 'writeBuffer' }> | { kind: 'writeBuffer'; buffer: number; bufferOffset: number; size: number })[];
+}
+
+export interface ReadImageOptions {
+  /**
+   * Called once the header is checked, before the data section is read: what it throws refuses
+   * the image (a restore checks that the image can be made, so that a refused one costs no read
+   * of its data).
+   */
+  checkHeader?: (header: ImageHeader) => void | Promise<void>;
+}
+
 export interface WrittenImage {
   /** Size of the image file. */
   bytes: number;
@@ -864,8 +882,11 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
-/** Reads and checks a whole image; returns it only if every byte of it is as it was written. */
-export async function readImage(path: string): Promise<ProcessImage> {
+/**
+ * Reads and checks a whole image; returns it only if every byte of it is as it was written.
+ * `options.checkHeader` sees the checked header before the data section is read.
+ */
+export async function readImage(path: string, options: ReadImageOptions = {}): Promise<ProcessImage> {
   const bad = (problem: string, cause?: unknown): GpunixError =>
     new GpunixError(ErrorCodes.BAD_IMAGE, `bad process image ${path}: ${problem}`, { cause });
   const file = await open(path, 'r');
@@ -931,6 +952,20 @@ export async function readImage(path: string): Promise<ProcessImage> {
     if (size < complete) throw truncatedAt(size, complete);
     if (size > complete) throw bad(`${size - complete} unexpected bytes after the end of the image at byte ${complete}`);
     if (trailerLength !== BigInt(complete)) throw bad(`malformed trailer: it records a length of ${trailerLength} bytes, the image is ${complete} bytes`);
+    await options.checkHeader?.({
+      version: preamble.readUInt32LE(OFF_VERSION) as ImageFormatVersion,
+      createdAt: meta.createdAt,
+      process: meta.process,
+      device: meta.device,
+      limits: meta.limits,
+      features: meta.features,
+      shaders: meta.shaders,
+      pipelines: meta.pipelines,
+      buffers: records.map((r) => ({ id: r.id, label: r.label, size: r.size, usage: r.usage })),
+      bindGroups,
+      querySets,
+      queued: checked.queued.map((q) => (q.kind === 'writeBuffer' ? { kind: 'writeBuffer', buffer: q.buffer, bufferOffset: q.bufferOffset, size: q.size } : q)),
+    });
 
     const padding = Buffer.alloc(ALIGN);
     const checkPadding = async (at: number, length: number, after: string): Promise<void> => {

@@ -18,6 +18,7 @@ import {
   MAX_DAWN_POLL_INTERVAL_US,
   DEFAULT_WEIGHT,
   DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_OPERATION_TIMEOUT_MS,
   DEFAULT_MEMORY_BUDGET_BYTES,
   DEFAULT_TENANT,
   EXITED_PROCESS_RETENTION,
@@ -35,11 +36,16 @@ import type { SwapCounters } from './residency.js';
 import { resolveSpillSettings, SpillSettings } from './spill.js';
 import { SegmentRecord, SharedSegments } from './segments.js';
 import { ChromeTrace, TraceLog } from './trace.js';
-import { IMAGE_FORMAT_VERSION, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
+import { IMAGE_FORMAT_VERSION, ImageHeader, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
+import { checkImageRestorable } from './imageCheck.js';
+import { checkPathLength, isFsError, pathError, quotePath } from './imagePaths.js';
 import { TenantAccount, TenantQuota, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
 import { ExitStatus, Proc, ProcessRecord, ProcessState } from './proc.js';
 import { resolveShaderLimits, ShaderLimits } from '../wgsl/complexity.js';
+
+/** How long (ms) an exited process stays listed after it ends before the kernel reaps it (10 minutes). */
+export const DEFAULT_EXITED_RETENTION_MS = 600_000;
 
 export interface KernelOptions {
   /** How many real devices to open, cycling over the adapters (default: one per adapter). */
@@ -97,6 +103,8 @@ export interface KernelOptions {
   hostMemoryLimit?: number | string | null;
   /** Where spill files go (default: os.tmpdir()/gpunix-spill-<pid>, made 0700 on first need). */
   spillDirectory?: string;
+  /** How long an exited process stays in the table (`ps`) after it ends, in ms (default 600000, 10 minutes; 0: gone at the next listing). */
+  exitedRetentionMs?: number;
 }
 
 /** A tenant's quotas as given in options (every field optional; see TenantQuota for meanings). */
@@ -124,6 +132,43 @@ export interface SpawnOptions {
   tenant?: string;
 }
 
+/** Options of the kernel's long control operations (checkpoint, migrate). */
+export interface OperationOptions {
+  /**
+   * How long to wait for the process to stop at a piece boundary, behind earlier operations on it
+   * included, in ms (default 30000; Infinity: no limit). Past it the operation fails with
+   * GPUNIX_E_TIMEOUT and the process goes on as it was. Writing the image is not bounded by it.
+   */
+  timeoutMs?: number;
+}
+
+export interface CheckpointOptions extends OperationOptions {
+  /** Called as the image file grows: bytes written so far of the file's total size. */
+  onProgress?: (bytesWritten: number, totalBytes: number) => void;
+}
+
+/** What `restore` is asked for; priority, weight and memoryLimit, when given, win over the image's. */
+export interface RestoreOptions {
+  /** A device id (e.g. "gpu1") or index; default: where placement puts it now. */
+  device?: string | number;
+  name?: string;
+  /** The tenant of the restored process (default: the image's, if the kernel has it, else "default"). */
+  tenant?: string;
+  priority?: PriorityClass;
+  weight?: number;
+  /** Bytes, or a string such as "256M". */
+  memoryLimit?: number | string;
+}
+
+/** What admitRestore decided for a restore: who, how, and on which device (the image was checked there). */
+interface RestoreAdmission {
+  tenant: string;
+  priority: PriorityClass | undefined;
+  weight: number;
+  memoryLimit: number | undefined;
+  target: PhysicalDevice;
+}
+
 export interface ReniceOptions {
   priority?: PriorityClass;
   weight?: number;
@@ -140,6 +185,13 @@ export interface DeviceStats {
   evictedBytes: number;
   /** Fraction of the kernel's lifetime the device spent on processes' work. */
   utilization: number;
+  /** Device time spent on processes' work since the kernel opened the device (ns; measured at completions, monotonic). */
+  busyNs: number;
+  /** Times the dispatcher switched away from a process that still had work queued (monotonic). */
+  preemptions: number;
+  /** Buffers evicted from the device to host memory, and restored onto it, so far (monotonic). */
+  evictions: number;
+  restores: number;
   lost: string | null;
   /** How fast this device runs loop iterations (measured at open): the watchdog's unit (src/device/loopRate.ts). */
   loopRates: LoopRates;
@@ -177,6 +229,67 @@ function checkWeight(weight: unknown): number {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `weight must be a positive number, got ${JSON.stringify(weight)}`);
   }
   return weight;
+}
+
+/** The longest timeout setTimeout can wait (ms); longer ones are given as Infinity. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function checkTimeoutMs(timeoutMs: unknown): number {
+  if (timeoutMs === undefined) return DEFAULT_OPERATION_TIMEOUT_MS;
+  if (timeoutMs === Infinity) return timeoutMs;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_TIMER_MS) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `timeoutMs must be a positive number of milliseconds up to ${MAX_TIMER_MS} (or Infinity), got ${String(timeoutMs)}`);
+  }
+  return timeoutMs;
+}
+
+/**
+ * The bound on how long a control operation waits for its process to stop: `within` races a wait
+ * against it, and its `signal` lets the dispatcher withdraw a wait that lost.
+ */
+class Deadline {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly timeoutMs: number,
+    /** The operation, for the error: e.g. "checkpoint of process 3". */
+    private readonly operation: string,
+  ) {
+    if (Number.isFinite(timeoutMs)) this.timer = setTimeout(() => this.controller.abort(new Error('timed out')), timeoutMs);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** `wait`, or GPUNIX_E_TIMEOUT saying `why` once the time is up (a rejection with the signal's reason becomes that too). */
+  within<T>(wait: Promise<T>, why: string): Promise<T> {
+    const signal = this.signal;
+    const timedOut = (): GpunixError =>
+      new GpunixError(ErrorCodes.TIMEOUT, `${this.operation} timed out after ${this.timeoutMs / 1000} s: ${why}; the process goes on as it was`);
+    if (signal.aborted) return Promise.reject(timedOut());
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(timedOut());
+      signal.addEventListener('abort', onAbort, { once: true });
+      wait.then(
+        (value) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(value);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error === signal.reason ? timedOut() : error);
+        },
+      );
+    });
+  }
+
+  /** Stops the clock (the process has stopped, or the operation ended). */
+  clear(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 export interface DeviceDescription extends AdapterDescription {
@@ -380,9 +493,17 @@ export class Kernel {
     return candidates.reduce((best, d) => (d.budgetBytes - d.usedBytes > best.budgetBytes - best.usedBytes ? d : best));
   }
 
-  /** Every process the table holds, live ones and recently exited ones not yet waited for. */
+  /** Every process the table holds, live ones and recently exited ones (reaped exitedRetentionMs after they end). */
   ps(): ProcessRecord[] {
+    this.reapExited();
     return [...this.procs.values()].map((p) => p.record());
+  }
+
+  /** The ids of the devices `pid`'s virtual devices are on now (none before its first requestDevice, or after exit). */
+  devicesOf(pid: number): string[] {
+    const ids = new Set<string>();
+    for (const [physical, set] of this.virtualDevices) for (const v of set) if (v.proc.pid === pid) ids.add(physical.id);
+    return [...ids];
   }
 
   private lookup(pid: number): Proc {
@@ -411,33 +532,84 @@ export class Kernel {
     return proc.record();
   }
 
-  /** Stops a process's GPU work at the next atom boundary; queued work waits until resume. */
+  /**
+   * Stops a process's GPU work at the next atom boundary; queued work waits until resume. It takes
+   * effect at once, also during a checkpoint or migration of the process, which then leave it
+   * suspended.
+   */
   suspend(pid: number): ProcessRecord {
     const proc = this.lookupLive(pid);
     proc.suspended = true;
     return proc.record();
   }
 
+  /**
+   * Ends the user's suspension at once. A process held by a checkpoint or migration in progress
+   * goes on when that ends; a swapped-out one gets its buffers back before any of its work runs.
+   */
   resume(pid: number): ProcessRecord {
     const proc = this.lookupLive(pid);
     proc.suspended = false;
-    // A swapped-out process gets its buffers back before any of its work runs.
-    this.memory.swapIn(proc);
+    // While held, a checkpoint may be reading its evicted contents: they come back when it lets go.
+    if (proc.holds > 0) this.swapInOnRelease.add(proc);
+    else this.memory.swapIn(proc);
     this.rescheduleAll();
     return proc.record();
   }
 
   /**
-   * Suspends a process and, once its work on the devices has finished, moves its buffers to host
-   * memory, freeing their device memory for others; `resume` brings them back intact.
+   * Suspends a process (at once) and, once earlier operations on it have ended and its work on the
+   * devices has finished, moves its buffers to host memory, freeing their device memory for others;
+   * `resume` brings them back intact. A resume that arrives first wins: nothing stays swapped out.
+   * `options.onProgress` hears the bytes done of the process's buffers as each has been moved.
    */
-  async swapOut(pid: number): Promise<ProcessRecord> {
+  async swapOut(pid: number, options: { onProgress?: (bytesDone: number, totalBytes: number) => void } = {}): Promise<ProcessRecord> {
     const proc = this.lookupLive(pid);
     proc.suspended = true;
-    await Promise.all([...this.dispatchers.values()].map((d) => d.whenOffDevice(proc)));
-    await this.memory.swapOut(proc);
-    return proc.record();
+    return this.onLane(proc, null, `swap-out of process ${pid}`, async () => {
+      await Promise.all([...this.dispatchers.values()].map((d) => d.whenOffDevice(proc)));
+      this.assertSurvived(proc, 'being swapped out');
+      if (proc.suspended) {
+        await this.memory.swapOut(proc, options.onProgress);
+        this.assertSurvived(proc, 'being swapped out');
+        // Resumed while its buffers were going out: those that went come back.
+        if (!proc.suspended) this.memory.swapIn(proc);
+      }
+      return proc.record();
+    });
   }
+
+  /**
+   * Runs `body` on `proc`'s operation lane, once every long operation on it that arrived earlier
+   * has ended (so that concurrent checkpoints, migrations and swap-outs of one process end in the
+   * order they arrived). `deadline` bounds the wait for that turn; the lane's next operation
+   * waits for this one and for the one before it, whichever ends last.
+   */
+  private onLane<T>(proc: Proc, deadline: Deadline | null, operation: string, body: () => Promise<T>): Promise<T> {
+    const turn = proc.lane;
+    const op = (async () => {
+      await (deadline ? deadline.within(turn, 'earlier operations on the process did not end in time') : turn);
+      if (!proc.alive) throw new GpunixError(ErrorCodes.PROCESS_EXITED, `${operation}: the process exited (${proc.exit!.reason})`);
+      return body();
+    })();
+    proc.lane = Promise.allSettled([turn, op]).then(() => undefined);
+    return op;
+  }
+
+  /** Holds `proc` at its next piece boundary for a checkpoint or migration, without touching the user's `suspended`. */
+  private hold(proc: Proc): void {
+    proc.holds++;
+  }
+
+  /** Lets go of a hold: the process goes on unless the user suspended it (or another hold remains). */
+  private release(proc: Proc): void {
+    proc.holds--;
+    if (proc.holds === 0 && this.swapInOnRelease.delete(proc) && proc.alive && !proc.suspended) this.memory.swapIn(proc);
+    this.rescheduleAll();
+  }
+
+  /** Processes resumed while held: their evicted buffers come back when the hold ends. */
+  private readonly swapInOnRelease = new Set<Proc>();
 
   private rescheduleAll(): void {
     for (const dispatcher of this.dispatchers.values()) dispatcher.reschedule();
@@ -449,112 +621,202 @@ export class Kernel {
     return proc;
   }
 
+  /** GPUNIX_E_PROCESS_EXITED if `proc` ended while an operation on it was under way. */
+  private assertSurvived(proc: Proc, operation: string): void {
+    if (!proc.alive) throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${proc.pid} exited while ${operation} (${proc.exit!.reason})`);
+  }
+
   /**
    * Moves a live process, with everything it holds, onto another device while its program keeps
    * running: the program's handles keep working and its results are unchanged. `device` is a
-   * device id (e.g. "gpu1") or index. Work queued meanwhile runs on the new device, in order.
+   * device id (e.g. "gpu1") or index. Work queued meanwhile runs on the new device, in order. It
+   * waits for earlier operations on the process and for its work on the device to finish, up to
+   * `options.timeoutMs` (GPUNIX_E_TIMEOUT; the process goes on where it was).
    */
-  async migrate(pid: number, device: string | number): Promise<ProcessRecord> {
+  async migrate(pid: number, device: string | number, options: OperationOptions = {}): Promise<ProcessRecord> {
     const proc = this.lookupLive(pid);
     const target = typeof device === 'number' ? this.devices[device] : this.devices.find((d) => d.id === device);
     if (!target) {
       throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
     }
-    if (target.lostReason) throw new GpunixError(ErrorCodes.NO_DEVICE, `device ${target.id} is lost (${target.lostReason})`);
-    if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment, which pins it to its device`);
-    const vdevices = [...this.virtualDevices.entries()].flatMap(([, set]) => [...set].filter((v) => v.proc === proc && v.physical !== target));
-    for (const vdevice of vdevices) {
-      const blocker = vdevice.migrationBlocker();
-      if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot migrate process ${pid} now: ${blocker}`);
-    }
-    const wasSuspended = proc.suspended;
-    proc.suspended = true;
+    const deadline = new Deadline(checkTimeoutMs(options.timeoutMs), `migration of process ${pid}`);
     try {
-      await Promise.all([...this.dispatchers.values()].map((d) => d.whenOffDevice(proc)));
-      for (const vdevice of vdevices) {
-        const from = this.dispatchers.get(vdevice.physical)!;
-        const to = this.dispatchers.get(target)!;
-        const queued = from.takeAll(proc);
-        await vdevice.migrateTo(target, to);
-        this.virtualDevices.get(from.device)!.delete(vdevice);
-        this.virtualDevices.get(target)!.add(vdevice);
-        for (const item of queued) to.enqueue(item);
-      }
+      return await this.onLane(proc, deadline, `migration of process ${pid}`, async () => {
+        if (target.lostReason) throw new GpunixError(ErrorCodes.NO_DEVICE, `device ${target.id} is lost (${target.lostReason})`);
+        if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment, which pins it to its device`);
+        const vdevices = [...this.virtualDevices.entries()].flatMap(([, set]) => [...set].filter((v) => v.proc === proc && v.physical !== target));
+        for (const vdevice of vdevices) {
+          const blocker = vdevice.migrationBlocker();
+          if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot migrate process ${pid} now: ${blocker}`);
+        }
+        this.hold(proc);
+        try {
+          await deadline.within(
+            Promise.all([...this.dispatchers.values()].map((d) => d.whenOffDevice(proc))),
+            'its work on the device did not finish',
+          );
+          deadline.clear();
+          this.assertSurvived(proc, 'being migrated');
+          for (const vdevice of vdevices) {
+            const from = this.dispatchers.get(vdevice.physical)!;
+            const to = this.dispatchers.get(target)!;
+            const queued = from.takeAll(proc);
+            await vdevice.migrateTo(target, to);
+            this.virtualDevices.get(from.device)!.delete(vdevice);
+            this.virtualDevices.get(target)!.add(vdevice);
+            for (const item of queued) to.enqueue(item);
+          }
+        } finally {
+          this.release(proc);
+        }
+        return proc.record();
+      });
     } finally {
-      proc.suspended = wasSuspended;
-      this.rescheduleAll();
+      deadline.clear();
     }
-    return proc.record();
   }
 
   /**
    * Writes a process image of `pid` to `path` (docs/image-format.md): shader sources, pipeline
    * descriptions, buffer contents and labels, its queued but unfinished work, and metadata, with
-   * checksums, atomically. The process stops at the next piece boundary (as `suspend` does; a
-   * suspended or swapped-out one is already stopped): its work on the device finishes, a queue
-   * item some pieces of which already ran (a split submit with atoms done) runs to its end, and
-   * the rest of its queue is recorded as it stands. Then it goes on as it was (running or not).
+   * checksums, atomically. Once earlier operations on the process have ended, it is held at the
+   * next piece boundary (a suspended or swapped-out one is already stopped): its work on the
+   * device finishes, a queue item some pieces of which already ran (a split submit with atoms
+   * done) runs to its end, and the rest of its queue is recorded as it stands. Then it goes on as
+   * it was, or as suspend/resume calls made meanwhile left it. Reaching that boundary is bounded by
+   * `options.timeoutMs` (GPUNIX_E_TIMEOUT, the process untouched); `options.onProgress` follows
+   * the file as it is written. A kill meanwhile fails it with GPUNIX_E_PROCESS_EXITED, leaving no file.
    */
-  async checkpoint(pid: number, path: string): Promise<WrittenImage> {
+  async checkpoint(pid: number, path: string, options: CheckpointOptions = {}): Promise<WrittenImage> {
     const proc = this.lookupLive(pid);
     if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment; detach before checkpointing`);
-    const wasSuspended = proc.suspended;
-    proc.suspended = true;
+    const deadline = new Deadline(checkTimeoutMs(options.timeoutMs), `checkpoint of process ${pid}`);
     try {
-      await Promise.all([...this.dispatchers.values()].map((d) => d.finishStarted(proc)));
-      if (!proc.alive) throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${pid} exited while being checkpointed (${proc.exit!.reason})`);
-      const vdevices = [...this.virtualDevices.values()].flatMap((set) => [...set].filter((v) => v.proc === proc && !v.isLost));
-      if (vdevices.length !== 1) {
-        throw new GpunixError(ErrorCodes.BUSY, `process ${pid} has ${vdevices.length} live devices; a checkpoint takes a process with exactly one`);
-      }
-      const vdevice = vdevices[0];
-      const blocker = vdevice.checkpointBlocker();
-      if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot checkpoint process ${pid} now: ${blocker}`);
-      // The queue as it stands now, in order; what the program queues from here on is not in the image.
-      const queued = this.dispatchers.get(vdevice.physical)!.queued(proc);
-      const body = await vdevice.captureImage(queued);
-      const image: ProcessImage = {
-        version: IMAGE_FORMAT_VERSION,
-        createdAt: new Date().toISOString(),
-        process: { name: proc.name, priority: proc.priority, weight: proc.weight, tenant: proc.tenant, memoryLimit: proc.memoryLimit },
-        ...body,
-      };
-      return await writeImage(path, image);
+      return await this.onLane(proc, deadline, `checkpoint of process ${pid}`, async () => {
+        if (this.segments.holds(proc)) throw new GpunixError(ErrorCodes.BUSY, `process ${pid} is attached to a shared segment; detach before checkpointing`);
+        this.hold(proc);
+        try {
+          await deadline.within(
+            Promise.all([...this.dispatchers.values()].map((d) => d.finishStarted(proc, deadline.signal))),
+            'it did not reach a piece boundary (its work on the device, or a dispatch it had started, did not finish: a long dispatch, or processes of a higher class keeping the device busy)',
+          );
+          deadline.clear();
+          this.assertSurvived(proc, 'being checkpointed');
+          const vdevices = [...this.virtualDevices.values()].flatMap((set) => [...set].filter((v) => v.proc === proc && !v.isLost));
+          if (vdevices.length !== 1) {
+            throw new GpunixError(ErrorCodes.BUSY, `process ${pid} has ${vdevices.length} live devices; a checkpoint takes a process with exactly one`);
+          }
+          const vdevice = vdevices[0];
+          const blocker = vdevice.checkpointBlocker();
+          if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot checkpoint process ${pid} now: ${blocker}`);
+          // The queue as it stands now, in order; what the program queues from here on is not in the image.
+          const queued = this.dispatchers.get(vdevice.physical)!.queued(proc);
+          let body: Awaited<ReturnType<VirtualDevice['captureImage']>>;
+          try {
+            body = await vdevice.captureImage(queued);
+          } catch (error) {
+            // A kill while its buffers were being read makes the reads fail: the kill is the reason.
+            this.assertSurvived(proc, 'being checkpointed');
+            throw error;
+          }
+          this.assertSurvived(proc, 'being checkpointed');
+          const image: ProcessImage = {
+            version: IMAGE_FORMAT_VERSION,
+            createdAt: new Date().toISOString(),
+            process: { name: proc.name, priority: proc.priority, weight: proc.weight, tenant: proc.tenant, memoryLimit: proc.memoryLimit },
+            ...body,
+          };
+          return await writeImage(path, image, {
+            onProgress: (written, total) => {
+              // Throwing here abandons the write and removes the partial file.
+              this.assertSurvived(proc, 'its image was being written');
+              options.onProgress?.(written, total);
+            },
+          });
+        } finally {
+          this.release(proc);
+        }
+      });
     } finally {
-      proc.suspended = wasSuspended;
-      this.rescheduleAll();
+      deadline.clear();
     }
   }
 
   /**
-   * Brings a process image back as a new process (on `device`, or wherever placement puts it).
+   * Brings a process image back as a new process (on `device`, or wherever placement puts it now).
    * The image is read and checked whole first: a corrupted or truncated one is refused with
-   * GPUNIX_E_BAD_IMAGE and nothing is created. The process's first device receives the image's
-   * buffers, shader modules and pipelines, which its program finds by label (`device.gpunix`),
-   * and the image's queued work, queued ahead of anything the program does. Version 1 and 2
-   * images are read.
+   * GPUNIX_E_BAD_IMAGE and nothing is created. Then every object is checked against the target
+   * device and the restoring process's limits (src/kernel/imageCheck.ts: shaders compile, entry
+   * points exist, usages and sizes are legal and within the memory limits), again before anything
+   * is created. The process's first device receives the image's buffers, shader modules and
+   * pipelines, which its program finds by label (`device.gpunix`), and the image's queued work,
+   * queued ahead of anything the program does. Version 1 and 2 images are read. `priority`,
+   * `weight` and `memoryLimit` are the restoring caller's and win over the image's, which apply
+   * only where the caller gave none (a priority the tenant may not use falls back to the default).
+   * A path that cannot be read is GPUNIX_E_BAD_PATH.
    */
-  async restore(path: string, options: { device?: string | number; name?: string; tenant?: string } = {}): Promise<ProcessHandle> {
-    const image = await readImage(path);
+  async restore(path: string, options: RestoreOptions = {}): Promise<ProcessHandle> {
+    this.assertUp();
+    checkPathLength(path, 'restore the process image');
     let preferred: PhysicalDevice | null = null;
     if (options.device !== undefined) {
       const device = options.device;
       preferred = (typeof device === 'number' ? this.devices[device] : this.devices.find((d) => d.id === device)) ?? null;
       if (!preferred) throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
     }
-    // `tenant` (the daemon: the restoring session's) overrides the image's own.
-    const tenant = options.tenant ?? (this.options.tenants.has(image.process.tenant) ? image.process.tenant : DEFAULT_TENANT);
-    const handle = await this.spawn({
-      name: options.name ?? image.process.name,
-      priority: image.process.priority,
-      weight: image.process.weight,
-      memoryLimit: image.process.memoryLimit ?? undefined,
-      tenant,
-    });
+    let admitted: RestoreAdmission | undefined;
+    let image: ProcessImage;
+    try {
+      // Checked from the header, before the data section is read: a refused image costs no read of its contents.
+      image = await readImage(path, { checkHeader: async (header) => void (admitted = await this.admitRestore(header, options, preferred, path)) });
+    } catch (error) {
+      if (isFsError(error) && error.code === 'ENOENT') {
+        throw new GpunixError(ErrorCodes.BAD_PATH, `cannot restore the process image ${quotePath(path)}: no such image`, { cause: error });
+      }
+      throw pathError(error, 'restore the process image', path);
+    }
+    const { tenant, priority, weight, memoryLimit, target } = admitted!;
+    const handle = await this.spawn({ name: options.name ?? image.process.name, priority, weight, memoryLimit, tenant });
     const proc = this.procs.get(handle.pid)!;
     proc.pendingImage = image;
-    proc.preferredDevice = preferred;
+    proc.preferredDevice = target;
     return handle;
+  }
+
+  /**
+   * What a restore of the image `header` describes will be, for `options`: the tenant, the
+   * caller's priority, weight and memory limit over the image's, and the device, on which every
+   * object of the image is checked (imageCheck.ts). Throws what refuses the restore.
+   */
+  private async admitRestore(header: ImageHeader, options: RestoreOptions, preferred: PhysicalDevice | null, path: string): Promise<RestoreAdmission> {
+    // `tenant` (the daemon: the restoring session's) overrides the image's own.
+    const tenant = options.tenant ?? (this.options.tenants.has(header.process.tenant) ? header.process.tenant : DEFAULT_TENANT);
+    const account = this.options.tenants.get(tenant);
+    if (!account) throw new GpunixError(ErrorCodes.BAD_OPTION, `no tenant ${JSON.stringify(tenant)}: the kernel has ${[...this.options.tenants.keys()].join(', ')}`);
+    // The caller's values win; the image's apply only where the caller gave none.
+    const priority =
+      options.priority !== undefined ? checkPriority(options.priority) : account.quota.priorities.includes(header.process.priority) ? header.process.priority : undefined;
+    const weight = options.weight !== undefined ? checkWeight(options.weight) : header.process.weight;
+    const memoryLimit = options.memoryLimit !== undefined ? byteOption('memoryLimit', options.memoryLimit) : (header.process.memoryLimit ?? undefined);
+    if (priority !== undefined) checkPriorityQuota(account, priority);
+    if (account.quota.maxProcesses !== null && account.processes >= account.quota.maxProcesses) {
+      throw new GpunixError(ErrorCodes.QUOTA, `tenant ${account.name} already has ${account.processes} live processes, its limit`);
+    }
+    // Checked on the device the process will get, which it is then held to.
+    const target = preferred ?? this.chooseDevice(undefined);
+    if (!target) throw new GpunixError(ErrorCodes.NO_DEVICE, 'no live device to restore the process image on');
+    await checkImageRestorable(
+      header,
+      {
+        physical: target,
+        shaderLimits: this.options.shaderLimits,
+        maxDispatchMs: Math.min(this.options.maxDispatchMs, account.quota.maxDispatchMs ?? Infinity),
+        memoryLimit: memoryLimit ?? null,
+        account,
+      },
+      path,
+    );
+    return { tenant, priority, weight, memoryLimit, target };
   }
 
   /** The atom timeline in the Chrome trace event format (open it in Perfetto or chrome://tracing). */
@@ -658,6 +920,7 @@ export class Kernel {
   }
 
   stats(): KernelStats {
+    this.reapExited(); // the counts agree with ps()
     const byState: Record<ProcessState, number> = { ready: 0, running: 0, waiting: 0, suspended: 0, exited: 0 };
     for (const proc of this.procs.values()) byState[proc.state]++;
     return {
@@ -676,6 +939,10 @@ export class Kernel {
         usedBytes: d.usedBytes,
         evictedBytes: d.evictedBytes,
         utilization: this.dispatchers.get(d)!.utilization(),
+        busyNs: this.dispatchers.get(d)!.busyNs,
+        preemptions: this.dispatchers.get(d)!.preemptions,
+        evictions: d.evictions,
+        restores: d.restores,
         lost: d.lostReason,
         loopRates: { ...d.loopRates },
       })),
@@ -712,6 +979,12 @@ export class Kernel {
     if (this.down) throw new GpunixError(ErrorCodes.SHUTDOWN, 'the kernel has shut down');
   }
 
+  /** Drops exited processes that ended more than exitedRetentionMs ago: a reaped pid is gone for good (NO_SUCH_PROCESS). */
+  private reapExited(): void {
+    const before = Date.now() - (this.options.exitedRetentionMs ?? DEFAULT_EXITED_RETENTION_MS);
+    for (const [pid, proc] of this.procs) if (!proc.alive && proc.endedAt !== null && proc.endedAt <= before) this.procs.delete(pid);
+  }
+
   /** Keeps at most EXITED_PROCESS_RETENTION exited processes listed; the oldest go first. */
   private trimExited(): void {
     const exited = [...this.procs.values()].filter((p) => !p.alive);
@@ -735,6 +1008,8 @@ export interface KernelSettings {
   tenants: Map<string, TenantAccount>;
   /** Host memory limit for evicted contents and the spill directory. */
   spill: SpillSettings;
+  /** How long (ms) an exited process is listed before it is reaped; undefined: the default. */
+  exitedRetentionMs?: number;
 }
 
 /** A per-piece time limit in ms: a finite number from 1 ms to one hour. */
@@ -793,6 +1068,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     throw new GpunixError(ErrorCodes.BAD_OPTION, `dawnPollIntervalUs must be a number from 0 to ${MAX_DAWN_POLL_INTERVAL_US}, got ${String(options.dawnPollIntervalUs)}`);
   }
   if (options.devices !== undefined) positiveInteger('devices', options.devices);
+  const exitedRetentionMs = options.exitedRetentionMs ?? DEFAULT_EXITED_RETENTION_MS;
+  if (typeof exitedRetentionMs !== 'number' || !(exitedRetentionMs >= 0)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `exitedRetentionMs must be a non-negative number of milliseconds, got ${String(options.exitedRetentionMs)}`);
+  }
   const devices = await openDevices({ count: options.devices, budgetBytes });
   return new Kernel(devices, {
     scheduler: {
@@ -812,5 +1091,6 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     dawnPollIntervalUs,
     tenants,
     spill,
+    exitedRetentionMs,
   });
 }

@@ -113,6 +113,8 @@ export class ResourceLedger {
     this.evictedBytes -= sign * entry.bytes;
     if (resident) this.restores++;
     else this.evictions++;
+    if (resident) entry.device.restores++;
+    else entry.device.evictions++;
   }
 
   /** Moves every object of one virtual device onto another physical device (migration). */

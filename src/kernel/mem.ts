@@ -106,11 +106,25 @@ export class MemoryManager {
     return evicted;
   }
 
-  /** Moves every buffer of `proc` it can to host memory; resolves with the bytes freed on devices. */
-  async swapOut(proc: Proc): Promise<number> {
+  /**
+   * Moves every buffer of `proc` it can to host memory; resolves with the bytes freed on devices.
+   * `onProgress` hears, as each buffer is done (moved or left), the bytes done of those tried.
+   */
+  async swapOut(proc: Proc, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<number> {
     const mine: BufferResidency[] = [];
     for (const set of this.buffers.values()) for (const r of set) if (r.owner === proc && r.evictable()) mine.push(r);
-    const results = await Promise.all(mine.map((r) => r.evict()));
+    const total = mine.reduce((sum, r) => sum + r.size, 0);
+    let done = 0;
+    onProgress?.(0, total);
+    const results = await Promise.all(
+      mine.map((r) =>
+        r.evict().then((moved) => {
+          done += r.size;
+          onProgress?.(done, total);
+          return moved;
+        }),
+      ),
+    );
     return mine.reduce((sum, r, i) => sum + (results[i] ? r.size : 0), 0);
   }
 

@@ -88,7 +88,18 @@ export class Proc {
   // kernel/dispatch: work this process has given the dispatcher, and its scheduling state
   queuedItems = 0;
   inFlightGroups = 0;
+  /** The user's suspension (kernel.suspend/resume): what `state` shows as `suspended`. */
   suspended = false;
+  /**
+   * The kernel's own holds (a checkpoint or migration in progress), separate from the user's
+   * `suspended` so that neither undoes the other: the process runs only while both are clear.
+   */
+  holds = 0;
+  /**
+   * Its long control operations (checkpoint, migrate, swap-out) in arrival order: each starts once
+   * the one before it has ended. Always settles (never rejects).
+   */
+  lane: Promise<void> = Promise.resolve();
   /** GPU time divided by weight (ns): the fair-share clock within a priority class. */
   vruntimeNs = 0;
   readySinceNs: number | null = null;
@@ -157,6 +168,11 @@ export class Proc {
 
   get alive(): boolean {
     return this.exit === null;
+  }
+
+  /** True while nothing of it may be started on a device: suspended by the user, or held by the kernel. */
+  get stopped(): boolean {
+    return this.suspended || this.holds > 0;
   }
 
   get state(): ProcessState {

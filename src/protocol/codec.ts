@@ -216,30 +216,40 @@ function readId(body: Buffer, at: number, field: string): number {
 /**
  * Cuts a byte stream into frames. push() takes whatever the socket delivered and returns the
  * messages completed by it; a frame over the size limit is refused as soon as its length is read,
- * before any of it is buffered.
+ * before any of it is buffered. append() and next() do the same one message at a time, so that a
+ * message can change the limit (`maxFrameBytes`) for the frames behind it (the daemon raises it
+ * once Hello has authenticated the peer).
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  constructor(public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
   push(chunk: Buffer): Message[] {
+    this.append(chunk);
+    const messages: Message[] = [];
+    for (let message = this.next(); message; message = this.next()) messages.push(message);
+    return messages;
+  }
+
+  /** Takes bytes from the stream; decodes nothing (see next()). */
+  append(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.byteLength;
-    const messages: Message[] = [];
-    for (;;) {
-      if (this.buffered < 4) break;
-      const head = this.peek(4);
-      const length = head.readUInt32LE(0);
-      if (length + 4 > this.maxFrameBytes) {
-        throw new ProtocolError(ErrorCodes.PROTOCOL_TOO_LARGE, `frame of ${length + 4} bytes exceeds the limit of ${this.maxFrameBytes}`);
-      }
-      if (this.buffered < 4 + length) break;
-      const frame = this.take(4 + length);
-      messages.push(decodeBody(frame.subarray(4)));
+  }
+
+  /** The next whole message, or null until more bytes arrive; throws ProtocolError for a bad or oversized frame. */
+  next(): Message | null {
+    if (this.buffered < 4) return null;
+    const head = this.peek(4);
+    const length = head.readUInt32LE(0);
+    if (length + 4 > this.maxFrameBytes) {
+      throw new ProtocolError(ErrorCodes.PROTOCOL_TOO_LARGE, `frame of ${length + 4} bytes exceeds the limit of ${this.maxFrameBytes}`);
     }
-    return messages;
+    if (this.buffered < 4 + length) return null;
+    const frame = this.take(4 + length);
+    return decodeBody(frame.subarray(4));
   }
 
   /** Bytes received but not yet part of a whole frame. */

@@ -12,7 +12,7 @@
 //   reused, so a stale id can never name a newer object. Creating an object never waits.
 
 /** Bumped on any change to the table that an older peer would misread. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Largest frame a daemon or client accepts unless configured otherwise (bytes, header included). */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -60,7 +60,7 @@ export const MESSAGES = {
   // ---- session ----------------------------------------------------------------------------------
   Hello: {
     code: 1, from: 'client', role: 'any',
-    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process.',
+    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process. `priority` "" and `weight` 0 ask for none: the daemon\'s defaults (normal, 1), or a restored image\'s own; what the client asks for (priority, weight, memoryLimit) wins over the image\'s.',
     fields: { version: 'u16', role: 'str', token: 'str', name: 'str', priority: 'str', weight: 'f64', options: 'json' },
     reply: 'Welcome, or ProtocolError and close',
   },
@@ -100,6 +100,11 @@ export const MESSAGES = {
     code: 10, from: 'daemon', role: 'any',
     doc: 'Request `req` failed. `code` is a GPUNIX_E_* code for gpunix errors, or empty for a WebGPU error, whose class or DOMException name is `name`.',
     fields: { req: 'u32', code: 'str', name: 'str', message: 'str' },
+  },
+  Progress: {
+    code: 15, from: 'daemon', role: 'control',
+    doc: 'How far a long request `req` has got, before its Reply: `done` of `total` units of `what` ("bytes written": a checkpoint\'s image file; "bytes swapped out": a swap-out\'s buffers). Sent when the work starts, then at most about every 100 ms, and when it is complete.',
+    fields: { req: 'u32', what: 'str', done: 'f64', total: 'f64' },
   },
   UncapturedError: {
     code: 12, from: 'daemon', role: 'process',
@@ -264,7 +269,7 @@ export const MESSAGES = {
   // ---- control (operators) -----------------------------------------------------------------------
   ListProcesses: {
     code: 64, from: 'client', role: 'control',
-    doc: 'The process table: the caller\'s tenant\'s processes, or all for the admin. Result: {processes: ProcessRecord[]}.',
+    doc: 'The process table: the caller\'s tenant\'s processes, or all for the admin (exited ones until reaped, kernel exitedRetentionMs). Result: {processes: ProcessRecord[]}, each with devices: the ids of the devices it is on now.',
     fields: { req: 'u32' },
     reply: 'Reply',
   },
@@ -276,9 +281,9 @@ export const MESSAGES = {
   },
   SuspendProcess: {
     code: 66, from: 'client', role: 'control',
-    doc: 'Suspends a process at the next atom boundary; with `swap`, also frees its device memory. Result: its record.',
+    doc: 'Suspends a process at the next atom boundary; with `swap`, also frees its device memory (Progress messages with this `req` follow the buffers moved out). Result: its record.',
     fields: { req: 'u32', pid: 'u32', swap: 'bool' },
-    reply: 'Reply or Failure',
+    reply: 'Progress* (swap) then Reply or Failure',
   },
   ResumeProcess: {
     code: 67, from: 'client', role: 'control',
@@ -312,14 +317,14 @@ export const MESSAGES = {
   },
   CheckpointProcess: {
     code: 72, from: 'client', role: 'control',
-    doc: 'Writes a process image of `pid` to `path` on the daemon\'s machine. Result: {path, bytes}.',
-    fields: { req: 'u32', pid: 'u32', path: 'str' },
-    reply: 'Reply or Failure',
+    doc: 'Writes a process image of `pid` to `path` on the daemon\'s machine. `options`: {timeoutMs?} (null: the default, 30000): how long to wait for the process to stop at a piece boundary, behind earlier operations on it included; past it the Failure is GPUNIX_E_TIMEOUT and the process goes on as it was. Progress messages with this `req` follow the image file as it is written. Result: {path, bytes, sha256}.',
+    fields: { req: 'u32', pid: 'u32', path: 'str', options: 'json' },
+    reply: 'Progress* then Reply or Failure',
   },
   MigrateProcess: {
     code: 73, from: 'client', role: 'control',
-    doc: 'Moves a live process to device `device` (an id such as "gpu1"). Result: its record.',
-    fields: { req: 'u32', pid: 'u32', device: 'str' },
+    doc: 'Moves a live process to device `device` (an id such as "gpu1"). `options`: {timeoutMs?}, as for CheckpointProcess. Result: its record.',
+    fields: { req: 'u32', pid: 'u32', device: 'str', options: 'json' },
     reply: 'Reply or Failure',
   },
   ListTenants: {
@@ -358,9 +363,14 @@ export type MessageName = keyof typeof MESSAGES;
 
 type Spec<N extends MessageName> = (typeof MESSAGES)[N];
 
-/** The payload of message N: one property per field, typed by its kind. */
+/** The json fields of message N: a sender may leave them out (they go as null). */
+type JsonFields<N extends MessageName> = { [F in keyof Spec<N>['fields']]: Spec<N>['fields'][F] extends 'json' ? F : never }[keyof Spec<N>['fields']];
+
+/** The payload of message N: one property per field, typed by its kind (json ones optional). */
 export type Payload<N extends MessageName> = {
-  -readonly [F in keyof Spec<N>['fields']]: FieldValue[Spec<N>['fields'][F] & FieldKind];
+  -readonly [F in Exclude<keyof Spec<N>['fields'], JsonFields<N>>]: FieldValue[Spec<N>['fields'][F] & FieldKind];
+} & {
+  -readonly [F in JsonFields<N>]?: unknown;
 };
 
 /** A decoded message: its name and payload. */

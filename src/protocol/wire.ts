@@ -13,6 +13,8 @@ export interface WireHandlers {
   protocolError(error: ProtocolError): void;
   /** The stream ended or failed; called once. */
   closed(error: Error | null): void;
+  /** Bytes of an unfinished frame held now, after each read (the daemon counts them against the peer's tenant). */
+  buffered?(bytes: number): void;
 }
 
 /**
@@ -32,6 +34,9 @@ export class Wire {
   /** Bytes sent, and received in whole frames: for metrics and benchmarks. */
   bytesOut = 0;
   bytesIn = 0;
+  /** How long a frame begun may take to complete (ms, reading time only); null: no limit. */
+  private frameTimeoutMs: number | null = null;
+  private frameTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly stream: Duplex,
@@ -75,17 +80,61 @@ export class Wire {
   hold(reason: string): void {
     this.holds.add(reason);
     this.stream.pause();
+    this.armFrameTimer();
   }
 
   /** Ends one hold; reading resumes once no hold is left. */
   release(reason: string): void {
     if (!this.holds.delete(reason)) return;
     if (this.holds.size === 0 && this.open && this.receiving) this.stream.resume();
+    this.armFrameTimer();
   }
 
   /** Stops decoding further input (the session is ending); what is sent still goes out. */
   stopReceiving(): void {
     this.receiving = false;
+    this.armFrameTimer();
+  }
+
+  /** The largest frame accepted from now on (the daemon allows small frames until the peer is authenticated). */
+  setMaxFrameBytes(bytes: number): void {
+    this.decoder.maxFrameBytes = bytes;
+  }
+
+  /**
+   * A frame whose first bytes have arrived must be complete within `ms` (null: no limit), or the
+   * peer gets protocolError(GPUNIX_E_PROTOCOL_TIMEOUT). Only time spent reading counts: while this
+   * side holds reading (backpressure), the peer cannot finish the frame, so the clock restarts on release.
+   */
+  setFrameTimeout(ms: number | null): void {
+    this.frameTimeoutMs = ms;
+    this.clearFrameTimer();
+    this.armFrameTimer();
+  }
+
+  private clearFrameTimer(): void {
+    if (this.frameTimer) clearTimeout(this.frameTimer);
+    this.frameTimer = null;
+  }
+
+  /** Starts the partial-frame clock when a frame is pending and reading goes on; stops it otherwise. */
+  private armFrameTimer(): void {
+    const ms = this.frameTimeoutMs;
+    if (ms === null || !this.open || !this.receiving || this.holds.size > 0 || this.decoder.pendingBytes === 0) {
+      this.clearFrameTimer();
+      return;
+    }
+    if (this.frameTimer) return;
+    this.frameTimer = setTimeout(() => {
+      this.frameTimer = null;
+      if (!this.open || !this.receiving || this.decoder.pendingBytes === 0) return;
+      this.receiving = false;
+      this.stream.pause();
+      this.handlers.protocolError(
+        new ProtocolError(ErrorCodes.PROTOCOL_TIMEOUT, `a frame was begun but not completed within ${ms} ms (${this.decoder.pendingBytes} bytes of it arrived)`),
+      );
+    }, ms);
+    this.frameTimer.unref();
   }
 
   /** Ends the connection after what was sent has been flushed. */
@@ -93,6 +142,7 @@ export class Wire {
     if (!this.open) return;
     this.open = false;
     this.receiving = false;
+    this.clearFrameTimer();
     this.stream.end();
     // A peer that never reads must not keep the socket alive forever.
     setTimeout(() => this.stream.destroy(), 2000).unref();
@@ -106,28 +156,37 @@ export class Wire {
 
   private receive(chunk: Buffer): void {
     if (!this.open || !this.receiving) return;
-    let messages: Message[];
-    try {
-      const before = this.decoder.pendingBytes;
-      messages = this.decoder.push(chunk);
-      this.bytesIn += before + chunk.byteLength - this.decoder.pendingBytes;
-    } catch (error) {
-      this.receiving = false;
-      this.stream.pause();
-      this.handlers.protocolError(
-        error instanceof ProtocolError ? error : new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, (error as Error).message),
-      );
-      return;
-    }
-    for (const message of messages) {
-      if (!this.open || !this.receiving) return;
+    this.decoder.append(chunk);
+    // One message at a time: a handler may change the frame limit for the frames behind its message.
+    for (;;) {
+      let message: Message | null;
+      try {
+        const before = this.decoder.pendingBytes;
+        message = this.decoder.next();
+        this.bytesIn += before - this.decoder.pendingBytes;
+      } catch (error) {
+        this.receiving = false;
+        this.clearFrameTimer();
+        this.stream.pause();
+        this.handlers.protocolError(
+          error instanceof ProtocolError ? error : new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, (error as Error).message),
+        );
+        return;
+      }
+      if (!message) break;
+      // A frame completed: the clock of the next one starts when its first bytes are left over.
+      this.clearFrameTimer();
       this.handlers.message(message);
+      if (!this.open || !this.receiving) return;
     }
+    this.handlers.buffered?.(this.decoder.pendingBytes);
+    this.armFrameTimer();
   }
 
   private closedOnce = false;
   private finish(error: Error | null): void {
     this.open = false;
+    this.clearFrameTimer();
     if (this.closedOnce) return;
     this.closedOnce = true;
     this.handlers.closed(error);
