@@ -10,7 +10,7 @@ export type { ProcessRecord, ProcessState, ExitStatus, ExitReason, ProcessAccoun
 export type { PriorityClass } from './params.js';
 export { GpunixError, ErrorCodes } from './errors.js';
 export type { ErrorCode } from './errors.js';
-export { installGlobals, runInProcess } from './vgpu/globals.js';
+export { gpunixGlobals, installGlobals, runInProcess } from './vgpu/globals.js';
 export { bypassEventPump, eventPumpStats } from './device/eventPump.js';
 export type { EventPumpStats } from './device/eventPump.js';
 export { readImage, writeImage, IMAGE_FORMAT_VERSION } from './kernel/image.js';

@@ -550,10 +550,12 @@ export function workgroupCounts(x: unknown, y: unknown, z: unknown, method = 'di
 export function dataBytes(method: string, data: unknown, dataOffset: unknown = 0, size?: unknown, multipleOf4 = true): Uint8Array {
   let bytes: Uint8Array;
   let elementSize = 1;
+  // A detached buffer (an unmapped range, a transferred one) holds no bytes, as WebIDL says; V8
+  // refuses to view one, so its (zero) length is checked first.
   if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) {
-    bytes = new Uint8Array(data);
+    bytes = data.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(data);
   } else if (ArrayBuffer.isView(data)) {
-    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    bytes = data.byteLength === 0 ? new Uint8Array(0) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     elementSize = (data as unknown as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT ?? 1;
   } else {
     throw new TypeError(`no overload matched for ${method}: data is not an ArrayBuffer or ArrayBufferView`);
@@ -565,5 +567,8 @@ export function dataBytes(method: string, data: unknown, dataOffset: unknown = 0
   const count = count0 === undefined ? elements - offset : count0;
   if (offset + count > elements) throw operationError("size + dataOffset is larger than data's size.");
   if (multipleOf4 && (count * elementSize) % 4 !== 0) throw operationError('size is not a multiple of 4 bytes.');
-  return bytes.subarray(offset * elementSize, (offset + count) * elementSize);
+  const range = bytes.subarray(offset * elementSize, (offset + count) * elementSize);
+  // Shared memory is copied out (WebGPU takes a copy of the bytes at the call anyway): dawn.node
+  // crashes the whole Node process, every gpunix process with it, on a view of a SharedArrayBuffer.
+  return range.buffer instanceof ArrayBuffer ? range : range.slice();
 }

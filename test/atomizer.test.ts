@@ -162,7 +162,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n: v
     expectVirtualized: ['global_invocation_id', 'num_workgroups'],
   },
   {
-    name: 'a kernel that already uses var<immediate> (uniform fallback)',
+    name: 'a kernel that already uses var<immediate> (composed with the record)',
     code: `struct Params { scale: u32, bias: u32 }
 var<immediate> params: Params;
 @group(0) @binding(0) var<storage, read_write> out: array<u32>;
@@ -175,7 +175,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     grid: [6, 1, 1],
     userImmediates: new Uint32Array([3, 11]),
     buffers: [{ binding: 0, kind: 'storage', bytes: 48 * 4 }],
-    expectMode: 'uniform',
+    expectMode: 'immediate',
     expectVirtualized: ['global_invocation_id'],
   },
   {
@@ -425,13 +425,15 @@ async function run(
     const entries = kernel.buffers.flatMap((spec, i) => ((spec.group ?? 0) === g ? [{ binding: spec.binding, resource: { buffer: buffers[i] } }] : []));
     pass.setBindGroup(g, device.createBindGroup({ layout, entries }));
   }
+  // Composed immediates: every byte of the twin's immediates must be set, the program's own first.
+  if (boxes && atom?.mode === 'immediate' && (atom.recordOffset ?? 0) > 0) pass.setImmediates(0, new Uint8Array(atom.recordOffset!));
   if (kernel.userImmediates) pass.setImmediates(0, kernel.userImmediates);
   if (!boxes) {
     pass.dispatchWorkgroups(...kernel.grid);
   } else {
     for (const box of boxes) {
       const record = recordOf(box);
-      if (atom?.mode === 'immediate' && atom.immediateSize! > 0) pass.setImmediates(0, record);
+      if (atom?.mode === 'immediate' && atom.immediateSize! > 0) pass.setImmediates(atom.recordOffset ?? 0, record);
       if (atom?.mode === 'uniform') {
         const uniform = device.createBuffer({ size: ATOM_RECORD_SIZE, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
         device.queue.writeBuffer(uniform, 0, record);
@@ -497,7 +499,8 @@ describe('the atomizer', () => {
       const introduced = [...identifierNames(afterParse.ast)].filter((n) => !identifierNames(before.ast).has(n) && !predeclared.has(n));
       assert.ok(introduced.length > 0);
       for (const n of introduced) assert.ok(n.startsWith('gpunix_') || n.startsWith('GpunixAtom'), `introduced name ${n} is prefixed`);
-      if (atom.mode === 'immediate') assert.equal(atom.immediateSize, ATOM_RECORD_SIZE);
+      // A program's own immediates come first: the record then takes the last 32 bytes of the limit.
+      if (atom.mode === 'immediate') assert.equal(atom.immediateSize, kernel.userImmediates ? LIMITS.maxImmediateSize : ATOM_RECORD_SIZE);
       else assert.deepEqual(atom.uniformBinding, { group: 1, binding: 0 });
     });
 
@@ -596,13 +599,43 @@ fn gpunix_workgroup_size() -> vec3u { return vec3u(u32(64), 1u, 1u); }
     assert.ok(atom.code.includes('@group(1) @binding(0) var<uniform> gpunix_atom: GpunixAtom;'));
   });
 
+  it("composes the program's immediate variable with the record: its data first, the record after", () => {
+    const code = `var<immediate> p: vec2u;
+@group(0) @binding(0) var<storage, read_write> a: array<u32>;
+fn scaled(x: u32) -> u32 { return x * p.x + p.y; }
+@compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3u) { a[w.x] = scaled(w.x) + p.x; }`;
+    const atom = atomize(code, 'main', LIMITS);
+    assert.equal(atom.mode, 'immediate', atom.reason);
+    assert.equal(atom.recordOffset, 32, 'the program keeps bytes [0, 32)');
+    assert.equal(atom.immediateSize, 64);
+    assert.ok(atom.code.includes('struct GpunixAtomImmediates { @size(32) program: vec2u, atom: GpunixAtom }'));
+    assert.ok(atom.code.includes('return x * gpunix_immediates.program.x + gpunix_immediates.program.y;'), 'uses in callees are rewritten too');
+    assert.ok(!/[^_.]\bp\.x/.test(atom.code.replace('var<immediate> p: vec2u;', '')), 'no use of the program variable is left');
+  });
+
+  it('falls back to the uniform record when the program immediates leave no room, or a local shares their name', () => {
+    const big = `struct Big { a: vec4u, b: vec4u, c: u32 }
+var<immediate> p: Big;
+@group(0) @binding(0) var<storage, read_write> a: array<u32>;
+@compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3u) { a[w.x] = p.c; }`;
+    const tooBig = atomize(big, 'main', LIMITS);
+    assert.equal(tooBig.mode, 'uniform');
+    assert.deepEqual(tooBig.uniformBinding, { group: 1, binding: 0 });
+    const shadow = `var<immediate> p: u32;
+@group(0) @binding(0) var<storage, read_write> a: array<u32>;
+fn f() -> u32 { let p = 3u; return p; }
+@compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3u) { a[w.x] = p + f(); }`;
+    assert.equal(atomize(shadow, 'main', LIMITS).mode, 'uniform');
+  });
+
   it('picks a group no resource uses, evaluating const group indices', () => {
     const code = `const G = 1;
 var<immediate> p: u32;
 @group(0) @binding(0) var<storage, read_write> a: array<u32>;
 @group(G + 2) @binding(0) var<storage, read_write> b: array<u32>;
 @compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3u) { a[w.x] = p; b[0] = 1u; }`;
-    const atom = atomize(code, 'main', LIMITS);
+    // Immediates too small for the program's variable and the record together: the uniform fallback.
+    const atom = atomize(code, 'main', { ...LIMITS, maxImmediateSize: 16 });
     assert.equal(atom.mode, 'uniform');
     assert.deepEqual(atom.uniformBinding, { group: 1, binding: 0 }, 'group 3 is taken, so the lowest free one');
   });
@@ -614,7 +647,7 @@ var<immediate> p: u32;
 @group(2) @binding(0) var<storage, read_write> c: array<u32>;
 @group(3) @binding(0) var<storage, read_write> d: array<u32>;
 @compute @workgroup_size(1) fn main(@builtin(workgroup_id) w: vec3u) { a[w.x] = p + b[0] + c[0] + d[0]; }`;
-    const atom = atomize(code, 'main', LIMITS);
+    const atom = atomize(code, 'main', { ...LIMITS, maxImmediateSize: 16 });
     assert.equal(atom.mode, 'whole');
     assert.equal(atom.cause, 'no-free-bind-group');
     assert.equal(atom.code, code);

@@ -154,6 +154,17 @@ for (const config of CONFIGS) describe(`process lifecycle (${config.title})`, ()
     assert.equal(first.reason, 'killed');
   });
 
+  it("requestDevice on an exited process's adapter resolves with a device lost already (reason unknown)", async () => {
+    const proc = await kernel.spawn({ name: 'late-device' });
+    const adapter = await proc.gpu.requestAdapter();
+    assert.ok(adapter);
+    await proc.kill();
+    const device = await adapter.requestDevice();
+    const lost = await device.lost;
+    assert.equal(lost.reason, 'unknown');
+    assert.match(lost.message, /has exited/);
+  });
+
   it('exit() is graceful: the work queued before it completes', async () => {
     const before = kernel.stats();
     const proc = await kernel.spawn({ name: 'graceful' });

@@ -21,7 +21,7 @@ import { ProtocolError } from '../src/protocol/codec.js';
 import { joinId, Message, PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { Wire } from '../src/protocol/wire.js';
 import { corpus } from './corpus/index.js';
-import { assertSameBytes, bareDevice, bareResult, eventually } from './helpers.js';
+import { assertSameBytes, bareDevice, bareGpu, bareResult, eventually } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
@@ -217,6 +217,39 @@ describe('WebGPU over the wire (client library and ProcessSession)', () => {
       device.destroy();
       const lost = await device.lost;
       assert.equal(lost.reason, 'destroyed', which);
+    }
+    await proc.exit();
+    await eventually('everything is released', nothingHeld);
+  });
+
+  it('gives the remote program what requestAdapter/requestDevice and the uncapturederror event give on bare Dawn', async () => {
+    const proc = await connect({ socket, name: 'capabilities' });
+    const g = globals as Record<string, new () => unknown>;
+    for (const gpu of [proc.gpu, bareGpu()]) {
+      const which = gpu === proc.gpu ? 'remote' : 'bare';
+      assert.equal(await gpu.requestAdapter({ featureLevel: 'garbage' } as GPURequestAdapterOptions), null, which);
+      const adapter = (await gpu.requestAdapter())!;
+      const device = await adapter.requestDevice();
+      assert.ok(adapter.limits instanceof g.GPUSupportedLimits && device.limits instanceof g.GPUSupportedLimits, `${which}: limits`);
+      assert.ok(adapter.features instanceof g.GPUSupportedFeatures && device.features instanceof g.GPUSupportedFeatures, `${which}: features`);
+      assert.ok(adapter.info instanceof g.GPUAdapterInfo && device.adapterInfo instanceof g.GPUAdapterInfo, `${which}: info`);
+      assert.ok(adapter.info === adapter.info && device.adapterInfo !== adapter.info && device.adapterInfo.vendor === adapter.info.vendor, `${which}: info identity`);
+      assert.equal(typeof device.limits.maxStorageBuffersInFragmentStage, 'number', which);
+      assert.throws(() => device.createQuerySet({ type: 'timestamp', count: 2 }), TypeError, which);
+      // The handler runs where it was first set among the listeners; set again after null, last.
+      const order: string[] = [];
+      device.addEventListener('uncapturederror', () => order.push('a'));
+      device.onuncapturederror = () => order.push('c');
+      device.addEventListener('uncapturederror', () => order.push('b'));
+      device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+      await eventually(`${which}: the first error arrives`, () => order.length >= 3, 5000);
+      device.onuncapturederror = null;
+      device.onuncapturederror = () => order.push('e');
+      device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+      await eventually(`${which}: the second error arrives`, () => order.length >= 6, 5000);
+      assert.deepEqual(order, ['a', 'c', 'b', 'a', 'b', 'e'], which);
+      device.destroy();
+      assert.ok((await device.lost) instanceof g.GPUDeviceLostInfo, `${which}: lost info`);
     }
     await proc.exit();
     await eventually('everything is released', nothingHeld);

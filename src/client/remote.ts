@@ -16,6 +16,8 @@ import { ErrorCodes, GpunixError, refuseUnsupported } from '../errors.js';
 import type { Message } from '../protocol/messages.js';
 import { Command, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import type { Channel } from './channel.js';
+import { adapterInfo, copyAdapterInfo, deviceLostInfo, supportedFeatures, supportedLimits } from '../vgpu/supported.js';
+import { EventHandlerAttribute } from '../vgpu/eventHandler.js';
 import { RemoteGpunixExtension, RestoredListing } from './extension.js';
 import {
   bindGroupDescriptor,
@@ -159,9 +161,9 @@ export class RemoteAdapter extends RemoteObject {
 
   constructor(channel: Channel, id: number, result: AdapterResult) {
     super(channel, id, '');
-    this.features = new Set(result.features);
-    this.limits = Object.freeze({ ...result.limits });
-    this.info = Object.freeze({ ...result.info }) as unknown as GPUAdapterInfo;
+    this.features = supportedFeatures(result.features);
+    this.limits = supportedLimits(result.limits);
+    this.info = adapterInfo(result.info);
   }
 
   get isFallbackAdapter(): boolean {
@@ -182,7 +184,7 @@ export class RemoteAdapter extends RemoteObject {
       throw error;
     }
     const result = reply.result as { features: string[]; limits: Record<string, number>; restored?: RestoredListing | null };
-    const made = new RemoteDevice(channel, device, queue, result, this.info, descriptor);
+    const made = new RemoteDevice(channel, device, queue, result, copyAdapterInfo(this.info), descriptor);
     if (result.restored) made.bindRestored(result.restored);
     return made;
   }
@@ -225,7 +227,14 @@ export class RemoteDevice extends EventTarget {
   readonly limits: Readonly<Record<string, number>>;
   readonly adapterInfo: GPUAdapterInfo;
   readonly lost: Promise<RemoteDeviceLostInfo>;
-  onuncapturederror: ((event: Event) => void) | null = null;
+  #uncapturedHandler = new EventHandlerAttribute(this, 'uncapturederror');
+  /** An event handler attribute: runs among the listeners, where first set (src/vgpu/eventHandler.ts). */
+  get onuncapturederror(): ((event: Event) => void) | null {
+    return this.#uncapturedHandler.value as ((event: Event) => void) | null;
+  }
+  set onuncapturederror(value: ((event: Event) => void) | null) {
+    this.#uncapturedHandler.value = value;
+  }
   #label: string;
   #resolveLost!: (info: RemoteDeviceLostInfo) => void;
   #isLost = false;
@@ -242,8 +251,8 @@ export class RemoteDevice extends EventTarget {
     super();
     this.#label = descriptor?.label ?? '';
     channel.track(this, id);
-    this.features = new Set(result.features);
-    this.limits = Object.freeze({ ...result.limits });
+    this.features = supportedFeatures(result.features);
+    this.limits = supportedLimits(result.limits);
     this.adapterInfo = adapterInfo;
     this.lost = new Promise((resolve) => (this.#resolveLost = resolve));
     this.queue = new RemoteQueue(channel, queueId, descriptor?.defaultQueue?.label, this);
@@ -343,15 +352,15 @@ export class RemoteDevice extends EventTarget {
   lose(reason: GPUDeviceLostReason, message: string): void {
     if (this.#isLost) return;
     this.#isLost = true;
-    this.#resolveLost(Object.freeze({ reason, message }));
+    this.#resolveLost(deviceLostInfo(reason, message));
   }
 
   /** An error no scope captured, for the uncapturederror event; printed when nobody listens (as Dawn does). */
   uncaptured(type: string, message: string): void {
     const error = gpuError(type, message);
-    const event = new UncapturedErrorEvent('uncapturederror', { error });
+    const event = new UncapturedErrorEvent('uncapturederror', { error, cancelable: true } as { error: GPUError });
     const handled = this.#listeners > 0 || this.onuncapturederror !== null;
-    this.onuncapturederror?.call(this, event);
+    // The attribute's handler is one of the listeners: one dispatch runs all, in registration order.
     this.dispatchEvent(event);
     if (!handled) process.stderr.write(`gpunix: pid ${this.channel.pid}: uncaptured WebGPU ${error.constructor.name}: ${message}\n`);
   }
@@ -443,6 +452,10 @@ export class RemoteDevice extends EventTarget {
 
   createQuerySet(input: GPUQuerySetDescriptor): RemoteQuerySet {
     const descriptor = querySetDescriptor(input);
+    // WebGPU's content-timeline check, made here so the program gets the TypeError at the call (as locally).
+    if (descriptor.type === 'timestamp' && !this.features.has('timestamp-query')) {
+      throw new TypeError("Failed to execute 'createQuerySet' on 'GPUDevice': query type 'timestamp' requires the 'timestamp-query' feature, which is not enabled on this device.");
+    }
     const id = this.make('CreateQuerySet', 'createQuerySet', descriptor);
     return new RemoteQuerySet(this.channel, id, descriptor.type, descriptor.count, descriptor.label, this);
   }

@@ -52,7 +52,12 @@ function relayLine(line: string): void {
     }
   }
   let level = levelOf(line);
-  if (level === UNKNOWN) {
+  // The CLI's last words (why the daemon could not start or had to stop) are shown at every level:
+  // an operator who silenced the log still needs to know why gpunixd exited.
+  const lastWords = /^gpunix: GPUNIX_E_/.test(line);
+  if (lastWords) {
+    // Shown below whatever minLevel is.
+  } else if (level === UNKNOWN) {
     if (minLevel === Infinity) return; // log.level "silent"
     level = 30;
   } else if (level < minLevel) {

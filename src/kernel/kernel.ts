@@ -732,6 +732,9 @@ export class Kernel {
               this.assertSurvived(proc, 'its image was being written');
               options.onProgress?.(written, total);
             },
+          }).catch((error: unknown) => {
+            // A full disk, a read-only directory, a name too long: one coded line, not Node's error.
+            throw pathError(error, 'write the process image', path);
           });
         } finally {
           this.release(proc);

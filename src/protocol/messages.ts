@@ -335,7 +335,7 @@ export const MESSAGES = {
   },
   AddTenant: {
     code: 75, from: 'client', role: 'control',
-    doc: 'Admin only. Adds tenant `name` with `quota` {memoryLimit?, weight?, maxProcesses?, priorities?}. Result: {name, token}: the token is shown this once; the daemon keeps only its hash.',
+    doc: 'Admin only. Adds tenant `name` with `quota` {memoryLimit?, weight?, maxProcesses?, priorities?, maxDispatchMs?, maxObjects?, maxShaderBytes?}. Result: {name, token}: the token is shown this once; the daemon keeps only its hash.',
     fields: { req: 'u32', name: 'str', quota: 'json' },
     reply: 'Reply or Failure',
   },

@@ -6,11 +6,12 @@ import { WEBGPU_DEFAULT_LIMITS } from '../params.js';
 import { VirtualDevice } from './device.js';
 import { deviceDescriptor } from '../webidl.js';
 import type { ProcessHost } from './host.js';
+import { adapterInfo, isAlignmentLimit, isLimitName, LIMIT_NAMES, supportedFeatures, supportedLimits } from './supported.js';
 
-/** The adapter info a process sees: the physical adapter's, as plain data. */
-function adapterInfoOf(device: PhysicalDevice): GPUAdapterInfo {
+/** The adapter info a process sees: the physical adapter's, as a GPUAdapterInfo of its own. */
+export function adapterInfoOf(device: PhysicalDevice): GPUAdapterInfo {
   const a = device.adapter;
-  return Object.freeze({
+  return adapterInfo({
     vendor: a.vendor,
     architecture: a.architecture,
     device: a.device,
@@ -18,21 +19,80 @@ function adapterInfoOf(device: PhysicalDevice): GPUAdapterInfo {
     subgroupMinSize: a.subgroupMinSize,
     subgroupMaxSize: a.subgroupMaxSize,
     isFallbackAdapter: a.isFallbackAdapter,
-  }) as unknown as GPUAdapterInfo;
+  });
+}
+
+/**
+ * The limits a process's adapter offers on `device`: every limit WebGPU defines, at the best value
+ * the kernel lets a process request there (today the physical adapter's own).
+ */
+function adapterLimitsOf(device: PhysicalDevice): Record<string, number> {
+  const limits: Record<string, number> = {};
+  for (const name of LIMIT_NAMES) {
+    const value = device.adapter.limits[name] ?? WEBGPU_DEFAULT_LIMITS[name];
+    if (value !== undefined) limits[name] = value;
+  }
+  return limits;
+}
+
+/** Features that enable others on a device (WebGPU §3.6.1, "Feature Dependencies"). */
+const FEATURE_DEPENDENCIES: Readonly<Record<string, readonly string[]>> = {
+  'texture-formats-tier2': ['texture-formats-tier1'],
+  'texture-formats-tier1': ['rg11b10ufloat-renderable'],
+  'texture-compression-bc-sliced-3d': ['texture-compression-bc'],
+  'texture-compression-astc-sliced-3d': ['texture-compression-astc'],
+  'subgroup-size-control': ['subgroups'],
+};
+
+/** `value` is as good as or better than `than` for limit `name` (WebGPU §3.6.2: alignments are better smaller). */
+function atLeastAsGood(name: string, value: number, than: number): boolean {
+  return isAlignmentLimit(name) ? value <= than : value >= than;
 }
 
 export class VirtualAdapter {
-  readonly features: ReadonlySet<string>;
-  readonly limits: Readonly<Record<string, number>>;
-  readonly info: GPUAdapterInfo;
-  private consumed = false;
+  // Private fields behind prototype accessors: a GPUAdapter has no own properties (WebIDL).
+  #features!: ReadonlySet<string>;
+  #limits!: Readonly<Record<string, number>>;
+  #info!: GPUAdapterInfo;
+  #consumed = false;
+  #host: ProcessHost;
+  #physical: PhysicalDevice;
+  get features(): ReadonlySet<string> {
+    return this.#features;
+  }
+  private set features(features: ReadonlySet<string>) {
+    this.#features = features;
+  }
+  get limits(): Readonly<Record<string, number>> {
+    return this.#limits;
+  }
+  private set limits(limits: Readonly<Record<string, number>>) {
+    this.#limits = limits;
+  }
+  get info(): GPUAdapterInfo {
+    return this.#info;
+  }
+  private set info(info: GPUAdapterInfo) {
+    this.#info = info;
+  }
+  private get consumed(): boolean {
+    return this.#consumed;
+  }
+  private set consumed(value: boolean) {
+    this.#consumed = value;
+  }
+  private get host(): ProcessHost {
+    return this.#host;
+  }
+  private get physical(): PhysicalDevice {
+    return this.#physical;
+  }
 
-  constructor(
-    private readonly host: ProcessHost,
-    private readonly physical: PhysicalDevice,
-  ) {
-    this.features = new Set(physical.adapter.features);
-    this.limits = Object.freeze({ ...physical.adapter.limits });
+  constructor(host: ProcessHost, physical: PhysicalDevice) {
+    this.#host = host;
+    this.#physical = physical;
+    this.features = supportedFeatures(physical.adapter.features);
+    this.limits = supportedLimits(adapterLimitsOf(physical));
     this.info = adapterInfoOf(physical);
   }
 
@@ -44,9 +104,8 @@ export class VirtualAdapter {
     // Converted first, as WebIDL does (a failure rejects): requiredFeatures element by element
     // with ToString (so [['timestamp-query']] is 'timestamp-query'), requiredLimits with [EnforceRange].
     const descriptor = deviceDescriptor(input, this.features);
-    if (this.consumed) {
-      throw new DOMException('adapter is "consumed": it has already been used to create a device', 'OperationError');
-    }
+    // The checks in the spec's order: features (TypeError), then the adapter's state and the
+    // limits (OperationError). A request that fails leaves the adapter usable.
     const features = new Set<string>();
     for (const feature of descriptor?.requiredFeatures ?? []) {
       if (!this.features.has(feature)) {
@@ -54,23 +113,43 @@ export class VirtualAdapter {
       }
       features.add(feature);
     }
-    if (this.features.has('core-features-and-limits')) features.add('core-features-and-limits');
-    const limits: Record<string, number> = { ...WEBGPU_DEFAULT_LIMITS };
+    if (this.consumed) {
+      throw new DOMException('adapter is "consumed": it has already been used to create a device', 'OperationError');
+    }
+    const adapterLimits = this.limits;
+    const requested: Array<[string, number]> = [];
     for (const [name, value] of Object.entries(descriptor?.requiredLimits ?? {})) {
       if (value === undefined) continue;
-      if (!(name in this.limits)) throw new DOMException(`Unknown limit "${name}"`, 'OperationError');
-      const better = name.startsWith('min') ? value >= this.limits[name] : value <= this.limits[name];
-      if (!better) {
-        throw new DOMException(`Requested limit ${name} (${value}) is beyond what the adapter supports (${this.limits[name]})`, 'OperationError');
+      if (!isLimitName(name)) throw new DOMException(`Unknown limit "${name}"`, 'OperationError');
+      if (!atLeastAsGood(name, adapterLimits[name], value)) {
+        throw new DOMException(`Required limit ${name} (${value}) is better than the adapter supports (${adapterLimits[name]})`, 'OperationError');
       }
-      // A request below the default (or above it for alignments) still gets the default.
-      limits[name] = name.startsWith('min') ? Math.min(limits[name] ?? value, value) : Math.max(limits[name] ?? value, value);
+      if (isAlignmentLimit(name) && (value >= 2 ** 32 || !Number.isInteger(Math.log2(value)))) {
+        throw new DOMException(`Required limit ${name} (${value}) is not a power of two below 2^32`, 'OperationError');
+      }
+      requested.push([name, value]);
     }
     this.consumed = true;
-    if (!this.host.proc.alive) {
-      throw new DOMException(`process ${this.host.proc.pid} has exited`, 'OperationError');
+    // "a new device": the "core" feature level's default feature, then what each feature requires.
+    if (this.features.has('core-features-and-limits')) features.add('core-features-and-limits');
+    for (const feature of features) for (const required of FEATURE_DEPENDENCIES[feature] ?? []) features.add(required);
+    // The defaults, raised (for alignments lowered) to what was asked; a request worse than the default gets the default.
+    const limits: Record<string, number> = {};
+    for (const name of LIMIT_NAMES) limits[name] = WEBGPU_DEFAULT_LIMITS[name] ?? adapterLimits[name];
+    for (const [name, value] of requested) if (atLeastAsGood(name, value, limits[name])) limits[name] = value;
+    limits.maxStorageBuffersPerShaderStage = Math.max(limits.maxStorageBuffersPerShaderStage, limits.maxStorageBuffersInVertexStage, limits.maxStorageBuffersInFragmentStage);
+    limits.maxStorageTexturesPerShaderStage = Math.max(limits.maxStorageTexturesPerShaderStage, limits.maxStorageTexturesInVertexStage, limits.maxStorageTexturesInFragmentStage);
+    if (features.has('core-features-and-limits')) {
+      // A core device checks every stage against the per-stage limits: the in-stage ones equal them.
+      limits.maxStorageBuffersInVertexStage = limits.maxStorageBuffersInFragmentStage = limits.maxStorageBuffersPerShaderStage;
+      limits.maxStorageTexturesInVertexStage = limits.maxStorageTexturesInFragmentStage = limits.maxStorageTexturesPerShaderStage;
     }
-    const device = new VirtualDevice(this.host, this.physical, features, Object.freeze(limits), this.info, descriptor);
+    const device = new VirtualDevice(this.host, this.physical, supportedFeatures(features), supportedLimits(limits), adapterInfoOf(this.physical), descriptor);
+    if (!this.host.proc.alive) {
+      // A request that is valid but cannot be fulfilled resolves with a device lost already (WebGPU §4.4).
+      device.lose('unknown', `process ${this.host.proc.pid} has exited`);
+      return device;
+    }
     await this.host.adopt(device);
     return device;
   }

@@ -2,6 +2,7 @@
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { VirtualBuffer } from './buffer.js';
+import { invalidReal } from './limits.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 
 /** What Dawn should be given for a bind group's entries: the real objects behind the virtual ones. */
@@ -34,27 +35,66 @@ function boundBuffers(entries: readonly GPUBindGroupEntry[]): VirtualBuffer[] {
 }
 
 export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Rebuildable {
+  // Private fields behind prototype accessors: a GPUBindGroup has no own properties (WebIDL).
+  #descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] };
+  #buffers: VirtualBuffer[];
+  #generations: number[];
+  #twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null = null;
+  #physical: PhysicalDevice;
+  #real: GPUBindGroup;
+  #refused = false;
+  /** Refused at the process's limits (limits.ts): invalid for good, whatever its buffers do. */
+  get refused(): boolean {
+    return this.#refused;
+  }
+  set refused(value: boolean) {
+    this.#refused = value;
+  }
   /** The program's descriptor, with virtual objects (entries copied once): what a re-creation binds. */
-  readonly descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] };
-  private readonly buffers: VirtualBuffer[];
+  get descriptor(): GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] } {
+    return this.#descriptor;
+  }
+  private get buffers(): VirtualBuffer[] {
+    return this.#buffers;
+  }
   /** The bound buffers' residency generations when `real` was made. */
-  private generations: number[];
-  private twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null = null;
+  private get generations(): number[] {
+    return this.#generations;
+  }
+  private set generations(generations: number[]) {
+    this.#generations = generations;
+  }
+  private get twins(): WeakMap<GPUBindGroupLayout, GPUBindGroup> | null {
+    return this.#twins;
+  }
+  private set twins(twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null) {
+    this.#twins = twins;
+  }
+  private get physical(): PhysicalDevice {
+    return this.#physical;
+  }
+  private set physical(physical: PhysicalDevice) {
+    this.#physical = physical;
+  }
+  private get real(): GPUBindGroup {
+    return this.#real;
+  }
+  private set real(real: GPUBindGroup) {
+    this.#real = real;
+  }
 
-  constructor(
-    private physical: PhysicalDevice,
-    private real: GPUBindGroup,
-    descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] },
-    owner: object,
-  ) {
+  constructor(physical: PhysicalDevice, real: GPUBindGroup, descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] }, owner: object) {
     super(descriptor.label, owner);
-    this.descriptor = descriptor;
-    this.buffers = boundBuffers(descriptor.entries);
-    this.generations = this.buffers.map((b) => b.residency.generation);
+    this.#physical = physical;
+    this.#real = real;
+    this.#descriptor = descriptor;
+    this.#buffers = boundBuffers(descriptor.entries);
+    this.#generations = this.#buffers.map((b) => b.residency.generation);
   }
 
   /** The real bind group, made afresh when a bound buffer's real buffer was replaced (evicted, restored). */
   get [REAL](): GPUBindGroup {
+    if (this.refused) return this.real;
     if (this.buffers.some((b, i) => b.residency.generation !== this.generations[i])) {
       const entries = realEntries(this.descriptor.entries); // brings evicted buffers back
       this.real = this.physical.capture(() =>
@@ -70,7 +110,9 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
   rebuild(physical: PhysicalDevice): void {
     this.physical = physical;
     this.generations = this.generations.map(() => -1);
-    if (this.buffers.length === 0) {
+    if (this.refused) {
+      this.real = invalidReal.bindGroup(physical, this.label);
+    } else if (this.buffers.length === 0) {
       this.real = physical.capture(() =>
         physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries: realEntries(this.descriptor.entries) }),
       ).value;
@@ -80,6 +122,7 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
 
   /** The same resources bound for another (kernel-made) layout: an atomized twin's 'auto' layout. */
   twinFor(layout: GPUBindGroupLayout): GPUBindGroup {
+    if (this.refused) return this.real;
     this[REAL]; // refreshes after a buffer moved, dropping stale twins
     this.twins ??= new WeakMap();
     let twin = this.twins.get(layout);

@@ -15,24 +15,52 @@ interface QueuedMap {
 }
 
 export class VirtualBuffer extends VirtualObject<GPUBuffer> {
-  readonly size: number;
-  readonly usage: number;
+  // Private fields behind prototype accessors: a GPUBuffer has no own properties (WebIDL).
+  #size: number;
+  #usage: number;
+  #ledgerToken: object | null = null;
+  #destroyed = false;
+  #queuedMaps: QueuedMap[] = [];
+  #device: VirtualDevice;
+  #residency: BufferResidency;
+  get size(): number {
+    return this.#size;
+  }
+  get usage(): number {
+    return this.#usage;
+  }
   /** Ledger token while the kernel counts this buffer's memory; null once released. */
-  ledgerToken: object | null = null;
-  private destroyed = false;
+  get ledgerToken(): object | null {
+    return this.#ledgerToken;
+  }
+  set ledgerToken(token: object | null) {
+    this.#ledgerToken = token;
+  }
+  private get destroyed(): boolean {
+    return this.#destroyed;
+  }
+  private set destroyed(value: boolean) {
+    this.#destroyed = value;
+  }
   /** mapAsync calls the dispatcher has not reached yet: the buffer reads as 'pending'. */
-  private readonly queuedMaps: QueuedMap[] = [];
+  private get queuedMaps(): QueuedMap[] {
+    return this.#queuedMaps;
+  }
+  private get device(): VirtualDevice {
+    return this.#device;
+  }
+  /** Where the contents live: the real buffer behind this one can be replaced (eviction). */
+  get residency(): BufferResidency {
+    return this.#residency;
+  }
 
-  constructor(
-    private readonly device: VirtualDevice,
-    /** Where the contents live: the real buffer behind this one can be replaced (eviction). */
-    readonly residency: BufferResidency,
-    descriptor: GPUBufferDescriptor,
-  ) {
+  constructor(device: VirtualDevice, residency: BufferResidency, descriptor: GPUBufferDescriptor) {
     super(descriptor.label, device);
-    this.size = residency.size;
+    this.#device = device;
+    this.#residency = residency;
+    this.#size = residency.size;
     // The program's usage, not the real buffer's (the kernel may add COPY_SRC to read it back).
-    this.usage = Number(descriptor.usage);
+    this.#usage = Number(descriptor.usage);
   }
 
   /** The real buffer now; brought back to the device first if it was evicted. */

@@ -39,30 +39,91 @@ export function realPassDescriptor(descriptor: GPUComputePassDescriptor | undefi
 }
 
 export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
-  /** Set by the first queue.submit(): WebGPU lets a command buffer be submitted once. */
-  submitted = false;
-  /** Set when the encoding Dawn checked at finish() was itself submitted (it can be, once). */
-  checkedConsumed = false;
+  // Private fields behind prototype accessors: a GPUCommandBuffer has no own properties (WebIDL).
+  #submitted = false;
+  #checkedConsumed = false;
+  #checked: GPUCommandBuffer;
+  #commands: readonly RecordedCommand[];
+  #valid: Promise<boolean>;
+  #knownValid: boolean;
+  #dispatches: number;
+  #indirectDispatches: number;
+  #backingEpoch: number;
+  #encoderLabel: string;
+  #finishLabelled: boolean;
+  #referenced: VirtualObject[] | null = null;
 
   constructor(
-    private readonly checked: GPUCommandBuffer,
-    readonly commands: readonly RecordedCommand[],
+    checked: GPUCommandBuffer,
+    commands: readonly RecordedCommand[],
     label: string | undefined,
-    /** Resolves true when finish() raised no error, i.e. the record is valid to execute. */
-    readonly valid: Promise<boolean>,
-    /** True when finish() is known, at once, to have raised no error. */
-    readonly knownValid: boolean,
-    readonly dispatches: number,
-    readonly indirectDispatches: number,
-    /** The owner's backing epoch at finish(): if it moved, the checked encoding names stale buffers. */
-    readonly backingEpoch: number,
+    valid: Promise<boolean>,
+    knownValid: boolean,
+    dispatches: number,
+    indirectDispatches: number,
+    backingEpoch: number,
     /** The device whose encoder made it. */
     owner: object,
-    /** Its encoder's label, and whether finish() gave a label of its own (Dawn names both). */
-    readonly encoderLabel = '',
-    private readonly finishLabelled = true,
+    encoderLabel = '',
+    finishLabelled = true,
   ) {
     super(label, owner);
+    this.#checked = checked;
+    this.#commands = commands;
+    this.#valid = valid;
+    this.#knownValid = knownValid;
+    this.#dispatches = dispatches;
+    this.#indirectDispatches = indirectDispatches;
+    this.#backingEpoch = backingEpoch;
+    this.#encoderLabel = encoderLabel;
+    this.#finishLabelled = finishLabelled;
+  }
+
+  /** Set by the first queue.submit(): WebGPU lets a command buffer be submitted once. */
+  get submitted(): boolean {
+    return this.#submitted;
+  }
+  set submitted(value: boolean) {
+    this.#submitted = value;
+  }
+  /** Set when the encoding Dawn checked at finish() was itself submitted (it can be, once). */
+  get checkedConsumed(): boolean {
+    return this.#checkedConsumed;
+  }
+  set checkedConsumed(value: boolean) {
+    this.#checkedConsumed = value;
+  }
+  get commands(): readonly RecordedCommand[] {
+    return this.#commands;
+  }
+  /** Resolves true when finish() raised no error, i.e. the record is valid to execute. */
+  get valid(): Promise<boolean> {
+    return this.#valid;
+  }
+  /** True when finish() is known, at once, to have raised no error. */
+  get knownValid(): boolean {
+    return this.#knownValid;
+  }
+  get dispatches(): number {
+    return this.#dispatches;
+  }
+  get indirectDispatches(): number {
+    return this.#indirectDispatches;
+  }
+  /** The owner's backing epoch at finish(): if it moved, the checked encoding names stale buffers. */
+  get backingEpoch(): number {
+    return this.#backingEpoch;
+  }
+  /** Its encoder's label (Dawn names both the command buffer and its encoder). */
+  get encoderLabel(): string {
+    return this.#encoderLabel;
+  }
+  /** Whether finish() gave a label of its own. */
+  private get finishLabelled(): boolean {
+    return this.#finishLabelled;
+  }
+  private get checked(): GPUCommandBuffer {
+    return this.#checked;
   }
 
   /** The label Dawn gives the command buffer itself: finish()'s, or none. */
@@ -80,11 +141,9 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     return this.checked;
   }
 
-  private referenced: VirtualObject[] | null = null;
-
   /** Every buffer and query set the record uses (directly or through bind groups). */
   resources(): VirtualObject[] {
-    if (this.referenced) return this.referenced;
+    if (this.#referenced) return this.#referenced;
     const found = new Set<VirtualObject>();
     const visit = (value: unknown): void => {
       if (value instanceof VirtualObject) {
@@ -107,8 +166,8 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
         command.args.forEach(visit);
       }
     }
-    this.referenced = [...found];
-    return this.referenced;
+    this.#referenced = [...found];
+    return this.#referenced;
   }
 
   /** Encodes the record afresh on `device`, against the real objects behind it now. */

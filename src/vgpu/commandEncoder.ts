@@ -23,15 +23,52 @@ import type { VirtualDevice } from './device.js';
 import type { DeviceObjects } from './foreign.js';
 import { BufferUsage } from './webgpuGlobals.js';
 import { unwrap } from './object.js';
+import { VirtualBindGroup } from './bindGroup.js';
+import { VirtualBindGroupLayout } from './layouts.js';
+import { factsOfLayout } from './limits.js';
+
+/** `error` with each of Dawn's sentences in `rewordings` replaced (a new error of its class when any is). */
+function reword(error: GPUError, rewordings: ReadonlyArray<[string, string]>): GPUError {
+  let message = error.message;
+  for (const [dawn, program] of rewordings) message = message.split(dawn).join(program);
+  return message === error.message ? error : new (error.constructor as new (message: string) => GPUError)(message);
+}
+
+/**
+ * setImmediates' content, as the WebGPU spec takes it: dataOffset and size in elements of a typed
+ * array, and a RangeError (nothing recorded, the encoder stays valid) for a range outside the
+ * data or a byte size that is not a multiple of 4. Dawn throws an OperationError for the first
+ * and makes the encoder invalid for the second; the spec's behaviour is the one programs are
+ * written against (CTS api,validation,encoding,cmds,setImmediates).
+ */
+function immediateBytes(data: unknown, dataOffset: number | undefined, size: number | undefined): Uint8Array {
+  try {
+    return dataBytes('setImmediates', data, dataOffset, size, true).slice();
+  } catch (error) {
+    if ((error as Error)?.name === 'OperationError') throw new RangeError(`Failed to execute 'setImmediates' on 'GPUComputePassEncoder': ${(error as Error).message}`);
+    throw error;
+  }
+}
 
 export class VirtualComputePassEncoder {
+  // Private fields behind prototype accessors: a GPUComputePassEncoder has no own properties (WebIDL).
   #label: string;
-  constructor(
-    private readonly encoder: VirtualCommandEncoder,
-    private readonly real: GPUComputePassEncoder,
-    private readonly record: PassCommand[],
-    label: string | undefined,
-  ) {
+  #encoder: VirtualCommandEncoder;
+  #real: GPUComputePassEncoder;
+  #record: PassCommand[];
+  private get encoder(): VirtualCommandEncoder {
+    return this.#encoder;
+  }
+  private get real(): GPUComputePassEncoder {
+    return this.#real;
+  }
+  private get record(): PassCommand[] {
+    return this.#record;
+  }
+  constructor(encoder: VirtualCommandEncoder, real: GPUComputePassEncoder, record: PassCommand[], label: string | undefined) {
+    this.#encoder = encoder;
+    this.#real = real;
+    this.#record = record;
     this.#label = label ?? '';
   }
 
@@ -54,10 +91,45 @@ export class VirtualComputePassEncoder {
     this.forward('setPipeline', [this.encoder.objects.object('GPUComputePipeline', pipeline, 'setPipeline', 'pipeline')]);
   }
   setBindGroup(...args: unknown[]): void {
-    this.forward('setBindGroup', setBindGroupArgs(args, this.encoder.objects));
+    const converted = setBindGroupArgs(args, this.encoder.objects);
+    const offsets = converted[2] as number[] | undefined;
+    const refusal = offsets && offsets.length > 0 ? this.encoder.dynamicOffsetRefusal(converted[1], offsets) : null;
+    if (refusal) {
+      // Aligned for the real device, not for this one: Dawn is given an offset it refuses too (the
+      // encoder fails at finish, as WebGPU says), and finish() words the error for the program's offset.
+      const real = offsets!.slice();
+      const offset = real[refusal.index];
+      if (offset % refusal.realAlignment === 0) real[refusal.index] = offset + 1;
+      this.encoder.forwardTo(this.real, 'setBindGroup', [converted[0], converted[1], real]);
+      this.record.push({ op: 'setBindGroup', args: converted });
+      this.encoder.rewordAtFinish(
+        `Dynamic Offset[${refusal.index}] (${real[refusal.index]}) is not ${refusal.realAlignment} byte aligned.`,
+        refusal.message,
+      );
+      return;
+    }
+    this.forward('setBindGroup', converted);
   }
   dispatchWorkgroups(x: number, y?: number, z?: number): void {
-    this.forward('dispatchWorkgroups', workgroupCounts(x, y, z));
+    const counts = workgroupCounts(x, y, z);
+    const over = this.encoder.workgroupCountRefusal(counts);
+    if (over) {
+      // Within the real device's limit, over this device's: Dawn is given a count over its own, and
+      // finish() words the error for the program's count.
+      const real = counts.slice();
+      real[over.index] = over.realLimit + 1;
+      this.encoder.forwardTo(this.real, 'dispatchWorkgroups', real);
+      this.record.push({ op: 'dispatchWorkgroups', args: counts });
+      this.encoder.dispatches++;
+      const axis = 'XYZ'[over.index];
+      this.encoder.rewordAtFinish(
+        `Dispatch workgroup count ${axis} (${over.realLimit + 1}) exceeds max compute workgroups per dimension (${over.realLimit}).`,
+        `Dispatch workgroup count ${axis} (${counts[over.index]}) exceeds max compute workgroups per dimension (${over.limit}).`,
+      );
+      this.encoder.rewordAtFinish(`DispatchWorkgroups(${real.join(', ')})`, `DispatchWorkgroups(${counts.join(', ')})`);
+      return;
+    }
+    this.forward('dispatchWorkgroups', counts);
   }
   dispatchWorkgroupsIndirect(buffer: GPUBuffer, offset: number): void {
     const m = 'dispatchWorkgroupsIndirect';
@@ -67,7 +139,7 @@ export class VirtualComputePassEncoder {
     const m = 'setImmediates';
     const offset = size32(rangeOffset, m, 'rangeOffset');
     // The bytes the program means, copied now: later edits of its array must not leak in.
-    this.forward(m, [offset, dataBytes(m, data, dataOffset, size, false).slice()]);
+    this.forward(m, [offset, immediateBytes(data, dataOffset, size)]);
   }
   pushDebugGroup(groupLabel: string): void {
     this.forward('pushDebugGroup', [usvString(groupLabel, 'pushDebugGroup', 'groupLabel')]);
@@ -84,21 +156,52 @@ export class VirtualComputePassEncoder {
 }
 
 export class VirtualCommandEncoder {
+  // Private fields behind prototype accessors: a GPUCommandEncoder has no own properties (WebIDL).
   #label: string;
-  dispatches = 0;
-  indirectDispatches = 0;
+  #dispatches = 0;
+  #indirectDispatches = 0;
+  #objects: DeviceObjects;
+  #record: RecordedCommand[] = [];
+  #finished = false;
+  #device: VirtualDevice;
+  #real: GPUCommandEncoder;
+  get dispatches(): number {
+    return this.#dispatches;
+  }
+  set dispatches(count: number) {
+    this.#dispatches = count;
+  }
+  get indirectDispatches(): number {
+    return this.#indirectDispatches;
+  }
+  set indirectDispatches(count: number) {
+    this.#indirectDispatches = count;
+  }
   /** The device's object arguments check (ownership). */
-  readonly objects: DeviceObjects;
-  private readonly record: RecordedCommand[] = [];
-  private finished = false;
+  get objects(): DeviceObjects {
+    return this.#objects;
+  }
+  private get record(): RecordedCommand[] {
+    return this.#record;
+  }
+  private get finished(): boolean {
+    return this.#finished;
+  }
+  private set finished(value: boolean) {
+    this.#finished = value;
+  }
+  private get device(): VirtualDevice {
+    return this.#device;
+  }
+  private get real(): GPUCommandEncoder {
+    return this.#real;
+  }
 
-  constructor(
-    private readonly device: VirtualDevice,
-    private readonly real: GPUCommandEncoder,
-    descriptor: { label: string } | undefined,
-  ) {
+  constructor(device: VirtualDevice, real: GPUCommandEncoder, descriptor: { label: string } | undefined) {
+    this.#device = device;
+    this.#real = real;
     this.#label = descriptor?.label ?? '';
-    this.objects = device.objects;
+    this.#objects = device.objects;
   }
 
   get label(): string {
@@ -176,10 +279,45 @@ export class VirtualCommandEncoder {
     (this.real as unknown as { writeTimestamp(q: unknown, i: number): void }).writeTimestamp(real, size32(index, m, 'queryIndex'));
   }
 
+  #rewordings: Array<[dawn: string, program: string]> | null = null;
+
+  /** At finish(), Dawn's sentence `dawn` (about an argument gpunix gave it) becomes `program` (about the program's). */
+  rewordAtFinish(dawn: string, program: string): void {
+    (this.#rewordings ??= []).push([dawn, program]);
+  }
+
+  /**
+   * Why the process's minimum offset alignments refuse `offsets` for `group` when the real device's
+   * accept them (limits.ts), with the real device's alignment for that offset; null when they do not.
+   */
+  dynamicOffsetRefusal(group: unknown, offsets: readonly number[]): { index: number; message: string; realAlignment: number } | null {
+    const checks = this.device.limitChecks;
+    if (!checks.alignmentBelow || !(group instanceof VirtualBindGroup) || group.refused) return null;
+    const layout = group.descriptor.layout as unknown;
+    const facts = layout instanceof VirtualBindGroupLayout ? factsOfLayout(layout) : null;
+    const refusal = facts ? checks.dynamicOffsetRefusal(facts.dynamic, offsets) : null;
+    if (!refusal) return null;
+    const realAlignment = facts!.dynamic[refusal.index] === 'uniform' ? checks.realUniformAlignment : checks.realStorageAlignment;
+    return { ...refusal, realAlignment };
+  }
+
+  /** A workgroup count over this device's maxComputeWorkgroupsPerDimension but within the real device's, or null. */
+  workgroupCountRefusal(counts: readonly number[]): { index: number; limit: number; realLimit: number } | null {
+    const below = this.device.limitChecks.workgroupsPerDimension;
+    if (below === null) return null;
+    const { limit, realLimit } = below;
+    const index = counts.findIndex((c) => c > limit && c <= realLimit);
+    return index < 0 ? null : { index, limit, realLimit };
+  }
+
   finish(descriptor?: GPUCommandBufferDescriptor): VirtualCommandBuffer {
     const converted = labelDescriptor(descriptor, 'finish');
     this.finished = true;
-    const { value, valid, clean } = this.device.callChecked(() => this.real.finish(converted));
+    const rewordings = this.#rewordings;
+    const finishReal = () => this.real.finish(converted);
+    const { value, valid, clean } = rewordings
+      ? this.device.callReworded(finishReal, (errors) => errors.map((error) => reword(error, rewordings)))
+      : this.device.callChecked(finishReal);
     return new VirtualCommandBuffer(
       value,
       this.record,

@@ -2,12 +2,17 @@
 // the kernel can rebuild or rewrite it, in front of Dawn's pipeline.
 
 import { CostModel } from '../kernel/dispatch.js';
-import { atomize } from '../wgsl/index.js';
+import { ATOM_RECORD_SIZE, atomize } from '../wgsl/index.js';
+import { BufferUsage } from './webgpuGlobals.js';
+
+/** GPUShaderStage.COMPUTE. */
+const SHADER_STAGE_COMPUTE = 4;
 import { VirtualBindGroup } from './bindGroup.js';
 import type { VirtualDevice } from './device.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
+import { invalidReal } from './limits.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { unsignedLong } from '../webidl.js';
 import { requireDictionary } from './dictionary.js';
@@ -17,6 +22,17 @@ export interface AtomizedPipeline {
   readonly real: GPUComputePipeline;
   /** Bytes of immediate data the twin reads (0: the entry needs no record; any split is exact). */
   readonly immediateSize: number;
+  /**
+   * Where the record goes in the twin's immediates: 0, or past the program's own immediate data
+   * when the entry uses an immediate variable (the bytes before it are the program's).
+   */
+  readonly recordOffset: number;
+  /**
+   * Set when the record is a uniform instead ('uniform' mode: the program's immediates leave it no
+   * room): the bind group index the twin reads it at, the buffer each atom's record is written to
+   * (queue order puts each write between the atoms around it), and the bind group holding it.
+   */
+  readonly uniformRecord: { group: number; buffer: GPUBuffer; bindGroup: GPUBindGroup } | null;
   /** The real bind group to set at `index` for the program's `group` (a twin for 'auto' layouts). */
   bindGroup(index: number, group: unknown): unknown;
 }
@@ -34,30 +50,41 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   if (!(module instanceof VirtualShaderModule)) return;
   const limits = device.physical.adapter.limits;
   const entry = atomize(module.deviceCode, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
-  if (entry.mode !== 'immediate') {
+  if (entry.mode === 'whole') {
     pipeline.wholeReason = entry.reason ?? `the atomizer chose '${entry.mode}'`;
     return;
   }
+  const uniform = entry.mode === 'uniform' ? entry.uniformBinding! : null;
   const immediateSize = entry.immediateSize ?? 0;
-  if (immediateSize === 0) {
+  if (!uniform && immediateSize === 0) {
     // The entry needs no atom record, so the twin's code would be the program's own: the program's
     // pipeline serves as the twin, and the module is compiled once, not twice.
     const real = pipeline[REAL];
-    pipeline.atomized = { real, immediateSize: 0, bindGroup: (_index, group) => unwrap(group) };
+    pipeline.atomized = { real, immediateSize: 0, recordOffset: 0, uniformRecord: null, bindGroup: (_index, group) => unwrap(group) };
     return;
   }
   const layout = pipeline.descriptor.layout;
   const physical = device.physical;
   const explicit = layout instanceof VirtualPipelineLayout;
   let realLayout: GPUPipelineLayout | 'auto' = 'auto';
+  let recordLayout: GPUBindGroupLayout | null = null;
   if (explicit) {
-    // The program's own bind group layouts, so its bind groups fit the twin as they are.
-    const made = physical.capture(() =>
-      physical.device.createPipelineLayout({
-        bindGroupLayouts: layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null),
-        immediateSize,
-      } as GPUPipelineLayoutDescriptor),
-    );
+    // The program's own bind group layouts, so its bind groups fit the twin as they are; a
+    // uniform record takes a group the shader does not use, and the program's immediates stay.
+    const made = physical.capture(() => {
+      const groups = layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null);
+      if (uniform) {
+        recordLayout = physical.device.createBindGroupLayout({
+          entries: [{ binding: uniform.binding, visibility: SHADER_STAGE_COMPUTE, buffer: { type: 'uniform', minBindingSize: ATOM_RECORD_SIZE } }],
+        });
+        while (groups.length < uniform.group) groups.push(physical.device.createBindGroupLayout({ entries: [] }));
+        groups[uniform.group] = recordLayout;
+      }
+      return physical.device.createPipelineLayout({
+        bindGroupLayouts: groups,
+        immediateSize: uniform ? (layout.immediateSize ?? 0) : immediateSize,
+      } as GPUPipelineLayoutDescriptor);
+    });
     if (!made.clean) {
       pipeline.wholeReason = 'the twin pipeline layout was refused';
       return;
@@ -69,6 +96,9 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
     layout: realLayout,
     compute: { ...compute, module: physical.device.createShaderModule({ code: entry.code }) },
   };
+  const refuse = (why: string): void => {
+    pipeline.wholeReason = `the atomized twin did not compile: ${why}`;
+  };
   const adopt = (real: GPUComputePipeline): void => {
     // 'auto' layouts are exclusive to their pipeline: the program's bind groups get twins made
     // against the twin's own layouts (same resources), created once per group and layout.
@@ -78,16 +108,28 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
       if (!found) layouts.set(index, (found = real.getBindGroupLayout(index)));
       return found;
     };
+    let uniformRecord: AtomizedPipeline['uniformRecord'] = null;
+    if (uniform) {
+      const record = physical.capture(() => {
+        const buffer = physical.device.createBuffer({ label: `${pipeline.label} (atom record)`, size: ATOM_RECORD_SIZE, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+        const bindGroup = physical.device.createBindGroup({
+          layout: recordLayout ?? real.getBindGroupLayout(uniform.group),
+          entries: [{ binding: uniform.binding, resource: { buffer } }],
+        });
+        return { group: uniform.group, buffer, bindGroup };
+      });
+      if (!record.clean) return refuse('the atom record bind group was refused');
+      uniformRecord = record.value;
+    }
     pipeline.atomized = {
       real,
       immediateSize,
+      recordOffset: entry.recordOffset ?? 0,
+      uniformRecord,
       bindGroup: explicit
         ? (_index, group) => unwrap(group)
         : (index, group) => (group instanceof VirtualBindGroup ? group.twinFor(twinLayout(index)) : unwrap(group)),
     };
-  };
-  const refuse = (why: string): void => {
-    pipeline.wholeReason = `the atomized twin did not compile: ${why}`;
   };
   if (sync) {
     const made = physical.capture(() => physical.device.createComputePipeline(descriptor));
@@ -128,12 +170,52 @@ export function realComputePipelineDescriptor(descriptor: GPUComputePipelineDesc
 }
 
 export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> implements Rebuildable {
+  // Private fields behind prototype accessors: a GPUComputePipeline has no own properties (WebIDL).
+  #cost = new CostModel();
+  #atomized: AtomizedPipeline | null = null;
+  #wholeReason: string | null = null;
+  #device: VirtualDevice;
+  #real: GPUComputePipeline | null;
+  #descriptor: GPUComputePipelineDescriptor;
+  #refused = false;
+  /** Refused at the process's limits (limits.ts): invalid, and made invalid again when made afresh. */
+  get refused(): boolean {
+    return this.#refused;
+  }
+  set refused(value: boolean) {
+    this.#refused = value;
+  }
   /** Device time per workgroup, learned from this pipeline's atoms and dispatches. */
-  readonly cost = new CostModel();
+  get cost(): CostModel {
+    return this.#cost;
+  }
   /** Set once the atomized twin is ready; stays null when the kernel runs this pipeline whole. */
-  atomized: AtomizedPipeline | null = null;
+  get atomized(): AtomizedPipeline | null {
+    return this.#atomized;
+  }
+  set atomized(twin: AtomizedPipeline | null) {
+    this.#atomized = twin;
+  }
   /** Why the pipeline runs whole, when it does (for stats and the trace). */
-  wholeReason: string | null = null;
+  get wholeReason(): string | null {
+    return this.#wholeReason;
+  }
+  set wholeReason(reason: string | null) {
+    this.#wholeReason = reason;
+  }
+  private get device(): VirtualDevice {
+    return this.#device;
+  }
+  /** Dawn's pipeline; null until a deferred creation attaches it (VirtualDevice.createComputePipelineDeferred). */
+  private get real(): GPUComputePipeline | null {
+    return this.#real;
+  }
+  private set real(real: GPUComputePipeline | null) {
+    this.#real = real;
+  }
+  get descriptor(): GPUComputePipelineDescriptor {
+    return this.#descriptor;
+  }
 
   /** Whether its kernels run loops the watchdog checks, and so may cut: the dispatcher times such work alone. */
   get mayCut(): boolean {
@@ -141,13 +223,11 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
     return module instanceof VirtualShaderModule && module.watchdog.checkedLoops > 0;
   }
 
-  constructor(
-    private readonly device: VirtualDevice,
-    /** Dawn's pipeline; null until a deferred creation attaches it (VirtualDevice.createComputePipelineDeferred). */
-    private real: GPUComputePipeline | null,
-    readonly descriptor: GPUComputePipelineDescriptor,
-  ) {
+  constructor(device: VirtualDevice, real: GPUComputePipeline | null, descriptor: GPUComputePipelineDescriptor) {
     super(descriptor.label, device);
+    this.#device = device;
+    this.#real = real;
+    this.#descriptor = descriptor;
   }
 
   /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation). */
@@ -160,6 +240,10 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
    * would wait in the driver for whatever runs on that device, on the thread that serves everyone.
    */
   async rebuild(physical: PhysicalDevice): Promise<void> {
+    if (this.refused) {
+      this.real = invalidReal.computePipeline(physical, this.label);
+      return;
+    }
     let made: Promise<GPUComputePipeline>;
     try {
       made = physical.capture(() => physical.device.createComputePipelineAsync(realComputePipelineDescriptor(this.descriptor))).value;

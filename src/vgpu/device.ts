@@ -29,9 +29,12 @@ import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
 import { buildAtomizedTwin, checkedPipelineDescriptor, invalidComputePipeline, VirtualComputePipeline } from './computePipeline.js';
 import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
+import { deviceLostInfo, limitValues } from './supported.js';
+import { EventHandlerAttribute } from './eventHandler.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
-import { REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
+import { BindingSlots, enableRefusal, factsOfLayout, invalidReal, layoutFacts, ProcessLimits, rememberLayoutFacts } from './limits.js';
+import { hideOwnSlots, REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue, writeBufferBytes } from './queue.js';
 import { budgetTimeLimitMs, compileBounded, loopBudget, refusedModule, VirtualShaderModule } from './shaderModule.js';
@@ -66,34 +69,129 @@ export interface DeviceLostInfo {
 }
 
 export class VirtualDevice extends EventTarget {
+  // State lives in private fields behind prototype accessors: a GPUDevice has no own properties
+  // (WebIDL). Kernel-side members keep their names as accessors, so the code below reads as before.
   #label: string;
-  /** Takes object arguments: interface check and ownership (src/vgpu/foreign.ts). */
-  readonly objects: DeviceObjects = new DeviceObjects(this);
-  readonly queue: VirtualQueue;
-  readonly features: ReadonlySet<string>;
-  readonly limits: Readonly<Record<string, number>>;
-  readonly adapterInfo: GPUAdapterInfo;
-  readonly lost: Promise<DeviceLostInfo>;
-  onuncapturederror: ((event: Event) => void) | null = null;
+  #objects: DeviceObjects = new DeviceObjects(this);
+  #queue!: VirtualQueue;
+  #features!: ReadonlySet<string>;
+  #limits!: Readonly<Record<string, number>>;
+  #adapterInfo!: GPUAdapterInfo;
+  #lost!: Promise<DeviceLostInfo>;
+  #onuncapturederror: ((event: Event) => void) | null = null;
+  #dispatcher!: Dispatcher;
+  #isLost = false;
+  #migratable = new Map<RebuildPhase, Set<WeakRef<Rebuildable>>>();
+  #buffers = new Set<WeakRef<VirtualBuffer>>();
+  #resolveLost!: (info: DeviceLostInfo) => void;
+  #scopes!: ErrorScopes;
+  #listenerCount = 0;
+  #host: ProcessHost;
+  #physical: PhysicalDevice;
 
-  dispatcher: Dispatcher;
-  isLost = false;
+  /** Takes object arguments: interface check and ownership (src/vgpu/foreign.ts). */
+  get objects(): DeviceObjects {
+    return this.#objects;
+  }
+  get queue(): VirtualQueue {
+    return this.#queue;
+  }
+  private set queue(queue: VirtualQueue) {
+    this.#queue = queue;
+  }
+  get features(): ReadonlySet<string> {
+    return this.#features;
+  }
+  private set features(features: ReadonlySet<string>) {
+    this.#features = features;
+  }
+  get limits(): Readonly<Record<string, number>> {
+    return this.#limits;
+  }
+  private set limits(limits: Readonly<Record<string, number>>) {
+    this.#limits = limits;
+  }
+  get adapterInfo(): GPUAdapterInfo {
+    return this.#adapterInfo;
+  }
+  private set adapterInfo(info: GPUAdapterInfo) {
+    this.#adapterInfo = info;
+  }
+  get lost(): Promise<DeviceLostInfo> {
+    return this.#lost;
+  }
+  private set lost(lost: Promise<DeviceLostInfo>) {
+    this.#lost = lost;
+  }
+  get onuncapturederror(): ((event: Event) => void) | null {
+    return this.#onuncapturederror;
+  }
+  /** An event handler attribute: runs among the listeners, where first set (src/vgpu/eventHandler.ts). */
+  set onuncapturederror(value: ((event: Event) => void) | null) {
+    this.#uncapturedHandler.value = value;
+    this.#onuncapturederror = this.#uncapturedHandler.value as ((event: Event) => void) | null;
+  }
+  #uncapturedHandler = new EventHandlerAttribute(this, 'uncapturederror');
+  get dispatcher(): Dispatcher {
+    return this.#dispatcher;
+  }
+  set dispatcher(dispatcher: Dispatcher) {
+    this.#dispatcher = dispatcher;
+  }
+  get isLost(): boolean {
+    return this.#isLost;
+  }
+  set isLost(value: boolean) {
+    this.#isLost = value;
+  }
   /** What migration must make afresh on another device, by phase; weak, so dropped objects go. */
-  private readonly migratable = new Map<RebuildPhase, Set<WeakRef<Rebuildable>>>();
-  private readonly buffers = new Set<WeakRef<VirtualBuffer>>();
-  private resolveLost!: (info: DeviceLostInfo) => void;
-  private readonly scopes: ErrorScopes;
+  private get migratable(): Map<RebuildPhase, Set<WeakRef<Rebuildable>>> {
+    return this.#migratable;
+  }
+  private get buffers(): Set<WeakRef<VirtualBuffer>> {
+    return this.#buffers;
+  }
+  private get resolveLost(): (info: DeviceLostInfo) => void {
+    return this.#resolveLost;
+  }
+  private set resolveLost(resolve: (info: DeviceLostInfo) => void) {
+    this.#resolveLost = resolve;
+  }
+  private get scopes(): ErrorScopes {
+    return this.#scopes;
+  }
+  private set scopes(scopes: ErrorScopes) {
+    this.#scopes = scopes;
+  }
+  private get listenerCount(): number {
+    return this.#listenerCount;
+  }
+  private set listenerCount(count: number) {
+    this.#listenerCount = count;
+  }
+  get host(): ProcessHost {
+    return this.#host;
+  }
+  /** The kernel's device this one stands on; migration changes it. */
+  get physical(): PhysicalDevice {
+    return this.#physical;
+  }
+  set physical(physical: PhysicalDevice) {
+    this.#physical = physical;
+  }
 
   constructor(
-    readonly host: ProcessHost,
-    /** The kernel's device this one stands on; migration changes it. */
-    public physical: PhysicalDevice,
+    host: ProcessHost,
+    physical: PhysicalDevice,
     features: ReadonlySet<string>,
     limits: Readonly<Record<string, number>>,
     adapterInfo: GPUAdapterInfo,
     descriptor: GPUDeviceDescriptor | undefined,
   ) {
     super();
+    hideOwnSlots(this);
+    this.#host = host;
+    this.#physical = physical;
     this.#label = descriptor?.label ?? '';
     this.features = features;
     this.limits = limits;
@@ -150,6 +248,13 @@ export class VirtualDevice extends EventTarget {
     return { value: captured.value, valid: this.route(this.scopes.target(), captured), clean: captured.clean };
   }
 
+  /** Like callChecked, with the call's errors reworded by `reword` before the program sees them. */
+  callReworded<T>(realCall: () => T, reword: (errors: GPUError[]) => GPUError[]): { value: T; valid: Promise<boolean>; clean: boolean } {
+    const captured = this.physical.capture(realCall);
+    const reworded = { ...captured, errors: captured.errors.then(reword) };
+    return { value: captured.value, valid: this.route(this.scopes.target(), reworded), clean: captured.clean };
+  }
+
   /** Routes the errors of a call the kernel made for this device to `target` (see errorTarget). */
   routeCaptured(target: HeldTarget, captured: Captured<unknown>): void {
     this.route(target.scopes, captured);
@@ -189,16 +294,16 @@ export class VirtualDevice extends EventTarget {
 
   private dispatchUncaptured(error: GPUError): void {
     if (this.isLost) return;
-    const event = new GPUUncapturedErrorEventClass('uncapturederror', { error });
+    // Cancelable, as WebGPU's note on preventDefault() (it silences the warning) implies and Dawn does.
+    const event = new GPUUncapturedErrorEventClass('uncapturederror', { error, cancelable: true } as { error: GPUError });
     const handled = this.hasUncapturedListener();
-    this.onuncapturederror?.call(this, event as unknown as Event);
+    // The attribute's handler is one of the listeners (see onuncapturederror): one dispatch runs all, in order.
     this.dispatchEvent(event as unknown as Event);
     if (!handled) {
       process.stderr.write(`gpunix: pid ${this.proc.pid}: uncaptured WebGPU ${error.constructor.name}: ${error.message}\n`);
     }
   }
 
-  private listenerCount = 0;
   override addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: AddEventListenerOptions | boolean): void {
     if (type === 'uncapturederror' && listener) this.listenerCount++;
     super.addEventListener(type, listener, options);
@@ -320,11 +425,21 @@ export class VirtualDevice extends EventTarget {
     const descriptor = shaderModuleDescriptor(input, this.objects);
     // What compilation would cost is measured first: a module over a limit never reaches Dawn.
     const refusal = checkShader(descriptor.code, this.host.shaderLimits);
+    // The real device has every feature: an extension whose feature this device lacks is refused here, as Dawn would.
+    const disabled = refusal ? null : enableRefusal(descriptor.code, this.features);
     const budget = this.loopBudgetOn(this.physical);
     const compiled = refusal
       ? refusedModule(this.physical, descriptor.label, `${ErrorCodes.SHADER_LIMIT}: ${describeShaderLimit(descriptor.label ?? '', refusal)}`)
-      : compileBounded(this.physical, descriptor, budget, (make) => this.call(make));
-    if (compiled.refusal) this.reportNow(validationError(compiled.refusal));
+      : disabled
+        ? refusedModule(this.physical, descriptor.label, disabled.message)
+        : compileBounded(this.physical, descriptor, budget, (make) => this.call(make));
+    if (disabled) {
+      this.reportNow(
+        validationError(
+          `Error while parsing WGSL: :${disabled.line}:${disabled.column} error: ${disabled.message}\n${disabled.excerpt}\n\n\n - While calling [Device].CreateShaderModule([ShaderModuleDescriptor ""${descriptor.label ?? ''}""]).\n`,
+        ),
+      );
+    } else if (compiled.refusal) this.reportNow(validationError(compiled.refusal));
     const module = new VirtualShaderModule(compiled, descriptor, (physical) => this.loopBudgetOn(physical));
     module.owner = this;
     this.track(module, 'shaderModule', 0);
@@ -335,6 +450,11 @@ export class VirtualDevice extends EventTarget {
   createComputePipeline(input: GPUComputePipelineDescriptor): VirtualComputePipeline {
     const descriptor = computePipelineDescriptor(input, this.objects);
     const real = checkedPipelineDescriptor('createComputePipeline', descriptor);
+    const limited = this.pipelineRefusal(descriptor);
+    if (limited) {
+      this.reportNow(validationError(`${limited}\n - While calling [Device].CreateComputePipeline([ComputePipelineDescriptor ""${descriptor.label ?? ''}""]).\n`));
+      return this.refusedPipeline(descriptor);
+    }
     const { value, clean } = this.callChecked(() => this.physical.device.createComputePipeline(real));
     const pipeline = this.madePipeline(value, descriptor);
     if (clean && this.host.atomize && !this.isLost) buildAtomizedTwin(this, pipeline, true);
@@ -354,6 +474,11 @@ export class VirtualDevice extends EventTarget {
   createComputePipelineDeferred(input: GPUComputePipelineDescriptor): { pipeline: VirtualComputePipeline; ready: Promise<void> } {
     const descriptor = computePipelineDescriptor(input, this.objects);
     const real = checkedPipelineDescriptor('createComputePipeline', descriptor);
+    const limited = this.pipelineRefusal(descriptor);
+    if (limited) {
+      this.reportNow(validationError(`${limited}\n - While calling [Device].CreateComputePipeline([ComputePipelineDescriptor ""${descriptor.label ?? ''}""]).\n`));
+      return { pipeline: this.refusedPipeline(descriptor), ready: Promise.resolve() };
+    }
     const physical = this.physical;
     const target = this.errorTarget();
     let made: Promise<GPUComputePipeline>;
@@ -399,12 +524,51 @@ export class VirtualDevice extends EventTarget {
   async createComputePipelineAsync(input: GPUComputePipelineDescriptor): Promise<VirtualComputePipeline> {
     const descriptor = computePipelineDescriptor(input, this.objects, 'createComputePipelineAsync');
     const real = checkedPipelineDescriptor('createComputePipelineAsync', descriptor);
-    const made = this.physical.device.createComputePipelineAsync(real).catch((error: unknown) => {
+    // On a lost device the promise resolves, with an invalid pipeline (WebGPU; Dawn does the same):
+    // the device timeline validates nothing any more.
+    if (this.isLost) return this.madePipeline(invalidComputePipeline(this.physical), descriptor);
+    const limited = this.pipelineRefusal(descriptor);
+    if (limited) throw new GPUPipelineErrorClass(`${limited}\n`, { reason: 'validation' });
+    const physical = this.physical;
+    const made = physical.device.createComputePipelineAsync(real).catch((error: unknown) => {
+      // Lost while it was being made: resolves all the same, as on a device lost before the call.
+      if (this.isLost) return invalidComputePipeline(physical);
       throw foreignWordsOfRejection(error, this);
     });
     const pipeline = this.madePipeline(await made, descriptor);
     if (this.host.atomize && !this.isLost) await buildAtomizedTwin(this, pipeline, false);
     return pipeline;
+  }
+
+  /**
+   * Why the process's own limits refuse a pipeline that the real device's would accept (limits.ts),
+   * or null. A module gpunix refused already, or one not of this device, is left to Dawn's verdict.
+   */
+  private pipelineRefusal(descriptor: GPUComputePipelineDescriptor): string | null {
+    if (this.isLost) return null;
+    const compute = descriptor.compute;
+    const module = compute?.module as unknown;
+    if (!(module instanceof VirtualShaderModule) || module.refusal !== null) return null;
+    const refusal = this.limitChecks.pipelineRefusal(module, compute.entryPoint, compute.constants as Record<string, number> | undefined, descriptor.layout === 'auto');
+    return refusal && `${refusal}\n - While initializing [ComputePipeline ${descriptor.label ? `"${descriptor.label}"` : '(unlabeled)'}]`;
+  }
+
+  /** The invalid pipeline a refused creation returns. */
+  private refusedPipeline(descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
+    const pipeline = this.madePipeline(invalidReal.computePipeline(this.physical, descriptor.label), descriptor);
+    pipeline.refused = true;
+    return pipeline;
+  }
+
+  #limitChecks: ProcessLimits | null = null;
+  #limitChecksOn: PhysicalDevice | null = null;
+  /** The checks of this device's limits against the real device's (made again after a migration). */
+  get limitChecks(): ProcessLimits {
+    if (this.#limitChecks === null || this.#limitChecksOn !== this.physical) {
+      this.#limitChecks = ProcessLimits.of(this.limits, this.physical);
+      this.#limitChecksOn = this.physical;
+    }
+    return this.#limitChecks;
   }
 
   /** The process's record of a pipeline Dawn made (`real`; null until a deferred creation attaches it). */
@@ -418,8 +582,16 @@ export class VirtualDevice extends EventTarget {
   createBindGroupLayout(input: GPUBindGroupLayoutDescriptor): VirtualBindGroupLayout {
     // Converted into a fresh descriptor (webidl.ts): kept as it is, for rebuilds and checkpoints.
     const kept = bindGroupLayoutDescriptor(input);
-    const real = this.call(() => this.physical.device.createBindGroupLayout(kept));
+    const facts = layoutFacts(kept.entries);
+    const limited = this.isLost ? null : this.limitChecks.bindGroupLayoutRefusal(kept.entries, facts);
+    const real = limited ? invalidReal.bindGroupLayout(this.physical, kept.label) : this.call(() => this.physical.device.createBindGroupLayout(kept));
+    if (limited) {
+      const what = `[BindGroupLayoutDescriptor ""${kept.label ?? ''}""]`;
+      this.reportNow(validationError(`${limited}\n - While validating binding counts\n - While validating ${what}\n - While calling [Device].CreateBindGroupLayout(${what}).\n`));
+    }
     const layout = new VirtualBindGroupLayout(real, kept.label, { descriptor: kept }, this);
+    layout.refused = limited !== null;
+    rememberLayoutFacts(layout, facts);
     this.track(layout, 'bindGroupLayout', 0);
     this.remember('bindGroupLayout', layout);
     return layout;
@@ -428,10 +600,13 @@ export class VirtualDevice extends EventTarget {
   createPipelineLayout(input: GPUPipelineLayoutDescriptor): VirtualPipelineLayout {
     const descriptor = pipelineLayoutDescriptor(input, this.objects);
     const layouts = [...descriptor.bindGroupLayouts];
-    const real = this.call(() =>
-      this.physical.device.createPipelineLayout({ ...descriptor, bindGroupLayouts: layouts.map((l) => unwrap(l)) }),
-    );
+    const limited = this.isLost ? null : this.pipelineLayoutRefusal(layouts);
+    const real = limited
+      ? invalidReal.pipelineLayout(this.physical, descriptor.label)
+      : this.call(() => this.physical.device.createPipelineLayout({ ...descriptor, bindGroupLayouts: layouts.map((l) => unwrap(l)) }));
+    if (limited) this.reportNow(validationError(`${limited}\n - While calling [Device].CreatePipelineLayout([PipelineLayoutDescriptor ""${descriptor.label ?? ''}""]).\n`));
     const layout = new VirtualPipelineLayout(real, layouts, descriptor.label, descriptor.immediateSize, this);
+    layout.refused = limited !== null;
     this.track(layout, 'pipelineLayout', 0);
     this.remember('pipelineLayout', layout);
     return layout;
@@ -440,11 +615,45 @@ export class VirtualDevice extends EventTarget {
   createBindGroup(input: GPUBindGroupDescriptor): VirtualBindGroup {
     // Converted and owned: another device's layout or buffer is a stand-in from here on (foreign.ts).
     const kept = bindGroupDescriptor(input, this.objects);
-    const real = this.call(() => this.physical.device.createBindGroup({ ...kept, layout: unwrap(kept.layout), entries: realEntries(kept.entries) }));
+    const limited = this.isLost ? null : this.bindGroupRefusal(kept);
+    const real = limited
+      ? invalidReal.bindGroup(this.physical, kept.label)
+      : this.call(() => this.physical.device.createBindGroup({ ...kept, layout: unwrap(kept.layout), entries: realEntries(kept.entries) }));
+    if (limited) this.reportNow(validationError(`${limited}\n - While calling [Device].CreateBindGroup([BindGroupDescriptor ""${kept.label ?? ''}""]).\n`));
     const group = new VirtualBindGroup(this.physical, real, kept, this);
+    group.refused = limited !== null;
     this.track(group, 'bindGroup', 0);
     this.remember('bindGroup', group);
     return group;
+  }
+
+  /** createPipelineLayout at the process's limits: group count and summed binding slots. */
+  private pipelineLayoutRefusal(layouts: readonly unknown[]): string | null {
+    const checks = this.limitChecks;
+    const slots = new BindingSlots();
+    for (const layout of layouts) {
+      const facts = layout instanceof VirtualBindGroupLayout ? factsOfLayout(layout) : null;
+      if (facts) slots.plus(facts.slots);
+    }
+    return checks.pipelineLayoutRefusal(layouts.length, slots);
+  }
+
+  /** createBindGroup at the process's limits: each buffer binding's offset alignment and size. */
+  private bindGroupRefusal(descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] }): string | null {
+    const checks = this.limitChecks;
+    if (!checks.alignmentBelow && !checks.bindingSizeBelow) return null;
+    const layout = descriptor.layout as unknown;
+    const facts = layout instanceof VirtualBindGroupLayout && !layout.refused ? factsOfLayout(layout) : null;
+    if (!facts) return null;
+    for (const [i, entry] of descriptor.entries.entries()) {
+      const kind = facts.buffers.get(Number(entry.binding));
+      const resource = entry.resource as unknown;
+      const binding = (resource instanceof VirtualBuffer ? { buffer: resource } : resource) as GPUBufferBinding | undefined;
+      if (!kind || !binding || !(binding.buffer instanceof VirtualBuffer)) continue;
+      const refusal = checks.bufferBindingRefusal(kind, Number(binding.offset ?? 0), binding.buffer.size, binding.size === undefined ? undefined : Number(binding.size), binding.buffer.label);
+      if (refusal) return `${refusal}\n - While validating entries[${i}]\n - While validating [BindGroupDescriptor ""${descriptor.label ?? ''}""] against [BindGroupLayout ${layout instanceof VirtualBindGroupLayout && layout.label ? `"${layout.label}"` : '(unlabeled)'}]`;
+    }
+    return null;
   }
 
   createCommandEncoder(input?: GPUCommandEncoderDescriptor): VirtualCommandEncoder {
@@ -456,9 +665,8 @@ export class VirtualDevice extends EventTarget {
   createQuerySet(input: GPUQuerySetDescriptor): VirtualQuerySet {
     const descriptor = querySetDescriptor(input);
     if (descriptor.type === 'timestamp' && !this.features.has('timestamp-query')) {
-      const real = this.physical.capture(() => this.physical.device.createQuerySet({ ...descriptor, count: 1 << 30 })).value;
-      this.reportNow(validationError("Timestamp query set can't be created without the 'timestamp-query' feature enabled on the device."));
-      return new VirtualQuerySet(this, real, descriptor);
+      // WebGPU's content-timeline check (as Dawn does it): a TypeError, no query set made.
+      throw new TypeError("Failed to execute 'createQuerySet' on 'GPUDevice': query type 'timestamp' requires the 'timestamp-query' feature, which is not enabled on this device.");
     }
     const { value: real } = this.callChecked(() => this.physical.device.createQuerySet(descriptor));
     const querySet = new VirtualQuerySet(this, real, descriptor);
@@ -530,7 +738,10 @@ export class VirtualDevice extends EventTarget {
   // ---- checkpoint and restore -----------------------------------------------------------------
 
   /** The gpunix extension (docs/vgpu.md): shared segments, restored objects by label. */
-  readonly gpunix = new GpunixDeviceExtension((name, size) => this.attachShared(name, size));
+  #gpunix = new GpunixDeviceExtension((name, size) => this.attachShared(name, size));
+  get gpunix(): GpunixDeviceExtension {
+    return this.#gpunix;
+  }
 
   private attachShared(name: string, size: number): VirtualBuffer {
     if (this.isLost) throw new GpunixError(ErrorCodes.PROCESS_EXITED, 'the device is lost');
@@ -763,7 +974,7 @@ export class VirtualDevice extends EventTarget {
     const a = this.physical.adapter;
     return {
       device: { description: a.description, vendor: a.vendor, backend: a.backend },
-      limits: { ...this.limits },
+      limits: limitValues(this.limits),
       features: [...this.features],
       shaders,
       pipelines,
@@ -917,7 +1128,7 @@ export class VirtualDevice extends EventTarget {
     this.isLost = true;
     this.scopes.clear();
     this.proc.ledger.releaseAll(this);
-    this.resolveLost({ reason, message });
+    this.resolveLost(deviceLostInfo(reason, message));
   }
 }
 

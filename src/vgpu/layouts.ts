@@ -1,26 +1,53 @@
 // Bind group layouts and pipeline layouts of a process: descriptors kept, real objects behind.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { invalidReal } from './limits.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 
 /** Where a bind group layout came from: the program's descriptor, or a pipeline's 'auto' layout. */
 export type LayoutSource = { descriptor: GPUBindGroupLayoutDescriptor } | { pipeline: VirtualObject<GPUComputePipeline>; index: number };
 
 export class VirtualBindGroupLayout extends VirtualObject<GPUBindGroupLayout> implements Rebuildable {
+  // Private fields behind prototype accessors: a GPUBindGroupLayout has no own properties (WebIDL).
+  #real: GPUBindGroupLayout;
+  #source: LayoutSource;
+  #refused = false;
+  /** Refused at the process's limits (limits.ts): invalid, and made invalid again when made afresh. */
+  get refused(): boolean {
+    return this.#refused;
+  }
+  set refused(value: boolean) {
+    this.#refused = value;
+  }
+  private get real(): GPUBindGroupLayout {
+    return this.#real;
+  }
+  private set real(real: GPUBindGroupLayout) {
+    this.#real = real;
+  }
+  get source(): LayoutSource {
+    return this.#source;
+  }
   constructor(
-    private real: GPUBindGroupLayout,
+    real: GPUBindGroupLayout,
     label: string | undefined,
-    readonly source: LayoutSource,
+    source: LayoutSource,
     /** The device that made it; a pipeline's derived layout belongs to the pipeline's device. */
     owner?: object,
   ) {
     super(label, owner ?? ('pipeline' in source ? source.pipeline.owner : null));
+    this.#real = real;
+    this.#source = source;
   }
   get [REAL](): GPUBindGroupLayout {
     return this.real;
   }
   rebuild(physical: PhysicalDevice): void {
     const source = this.source;
+    if (this.refused) {
+      this.real = invalidReal.bindGroupLayout(physical, this.label);
+      return;
+    }
     this.real = physical.capture(() =>
       'descriptor' in source ? physical.device.createBindGroupLayout(source.descriptor) : source.pipeline[REAL].getBindGroupLayout(source.index),
     ).value;
@@ -28,19 +55,44 @@ export class VirtualBindGroupLayout extends VirtualObject<GPUBindGroupLayout> im
 }
 
 export class VirtualPipelineLayout extends VirtualObject<GPUPipelineLayout> implements Rebuildable {
-  constructor(
-    private real: GPUPipelineLayout,
-    readonly bindGroupLayouts: ReadonlyArray<unknown>,
-    label: string | undefined,
-    private readonly immediateSize: number | undefined,
-    owner: object,
-  ) {
+  // Private fields behind prototype accessors: a GPUPipelineLayout has no own properties (WebIDL).
+  #real: GPUPipelineLayout;
+  #bindGroupLayouts: ReadonlyArray<unknown>;
+  #immediateSize: number | undefined;
+  #refused = false;
+  /** Refused at the process's limits (limits.ts): invalid, and made invalid again when made afresh. */
+  get refused(): boolean {
+    return this.#refused;
+  }
+  set refused(value: boolean) {
+    this.#refused = value;
+  }
+  private get real(): GPUPipelineLayout {
+    return this.#real;
+  }
+  private set real(real: GPUPipelineLayout) {
+    this.#real = real;
+  }
+  get bindGroupLayouts(): ReadonlyArray<unknown> {
+    return this.#bindGroupLayouts;
+  }
+  get immediateSize(): number | undefined {
+    return this.#immediateSize;
+  }
+  constructor(real: GPUPipelineLayout, bindGroupLayouts: ReadonlyArray<unknown>, label: string | undefined, immediateSize: number | undefined, owner: object) {
     super(label, owner);
+    this.#real = real;
+    this.#bindGroupLayouts = bindGroupLayouts;
+    this.#immediateSize = immediateSize;
   }
   get [REAL](): GPUPipelineLayout {
     return this.real;
   }
   rebuild(physical: PhysicalDevice): void {
+    if (this.refused) {
+      this.real = invalidReal.pipelineLayout(physical, this.label);
+      return;
+    }
     const descriptor = { label: this.label, bindGroupLayouts: this.bindGroupLayouts.map((l) => unwrap(l)), immediateSize: this.immediateSize };
     this.real = physical.capture(() => physical.device.createPipelineLayout(descriptor as GPUPipelineLayoutDescriptor)).value;
   }

@@ -7,18 +7,25 @@ import { usvString } from '../webidl.js';
 export const REAL = Symbol('gpunix.real');
 
 export abstract class VirtualObject<Real extends object = object> {
+  // State lives in private fields, never own properties: a WebGPU object has none (WebIDL: its
+  // members are accessors and methods of its interface's prototype; Object.keys is empty).
   #label: string;
-  constructor(
-    label: string | undefined,
-    /**
-     * The device that made this object, set once at its creation: only that device may use it
-     * (WebGPU's ownership rule), a pointer comparison per use (src/vgpu/foreign.ts). Typed loosely
-     * so this base does not import the device; a class whose constructor does not take it has it
-     * set by the creating device method, right after construction.
-     */
-    public owner: object | null = null,
-  ) {
+  #owner: object | null;
+  constructor(label: string | undefined, owner: object | null = null) {
     this.#label = label ?? '';
+    this.#owner = owner;
+  }
+  /**
+   * The device that made this object, set once at its creation: only that device may use it
+   * (WebGPU's ownership rule), a pointer comparison per use (src/vgpu/foreign.ts). Typed loosely
+   * so this base does not import the device; a class whose constructor does not take it has it
+   * set by the creating device method, right after construction.
+   */
+  get owner(): object | null {
+    return this.#owner;
+  }
+  set owner(device: object | null) {
+    this.#owner = device;
   }
   get label(): string {
     return this.#label;
@@ -29,6 +36,18 @@ export abstract class VirtualObject<Real extends object = object> {
   }
   /** The real object currently behind this record. */
   abstract get [REAL](): Real;
+}
+
+/**
+ * Makes the own properties a base class's constructor left on `object` non-enumerable: Node's
+ * EventTarget keeps its listeners in symbol-keyed own properties of the device, which a spread
+ * (`{...device}`) would otherwise copy. Once per object, at construction.
+ */
+export function hideOwnSlots(object: object): void {
+  for (const key of Reflect.ownKeys(object)) {
+    const descriptor = Object.getOwnPropertyDescriptor(object, key)!;
+    if (descriptor.enumerable) Object.defineProperty(object, key, { enumerable: false });
+  }
 }
 
 /**

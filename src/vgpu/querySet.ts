@@ -5,19 +5,47 @@ import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { REAL, Rebuildable, VirtualObject } from './object.js';
 
 export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebuildable {
-  readonly type: GPUQueryType;
-  readonly count: number;
-  ledgerToken: object | null = null;
-  private destroyed = false;
+  // Private fields behind prototype accessors: a GPUQuerySet has no own properties (WebIDL).
+  #type: GPUQueryType;
+  #count: number;
+  #ledgerToken: object | null = null;
+  #destroyed = false;
+  #device: VirtualDevice;
+  #real: GPUQuerySet;
+  get type(): GPUQueryType {
+    return this.#type;
+  }
+  get count(): number {
+    return this.#count;
+  }
+  get ledgerToken(): object | null {
+    return this.#ledgerToken;
+  }
+  set ledgerToken(token: object | null) {
+    this.#ledgerToken = token;
+  }
+  private get destroyed(): boolean {
+    return this.#destroyed;
+  }
+  private set destroyed(value: boolean) {
+    this.#destroyed = value;
+  }
+  private get device(): VirtualDevice {
+    return this.#device;
+  }
+  private get real(): GPUQuerySet {
+    return this.#real;
+  }
+  private set real(real: GPUQuerySet) {
+    this.#real = real;
+  }
 
-  constructor(
-    private readonly device: VirtualDevice,
-    private real: GPUQuerySet,
-    descriptor: GPUQuerySetDescriptor,
-  ) {
+  constructor(device: VirtualDevice, real: GPUQuerySet, descriptor: GPUQuerySetDescriptor) {
     super(descriptor.label, device);
-    this.type = real.type;
-    this.count = real.count;
+    this.#device = device;
+    this.#real = real;
+    this.#type = real.type;
+    this.#count = real.count;
   }
   get [REAL](): GPUQuerySet {
     return this.real;

@@ -35,8 +35,15 @@ const COMMAND_BUFFER: InterfaceName = 'GPUCommandBuffer';
 const itself = (value: unknown): unknown => value;
 
 export class VirtualQueue {
+  // Private fields behind prototype accessors: a GPUQueue has no own properties (WebIDL).
   #label = '';
-  constructor(private readonly device: VirtualDevice) {}
+  #device: VirtualDevice;
+  private get device(): VirtualDevice {
+    return this.#device;
+  }
+  constructor(device: VirtualDevice) {
+    this.#device = device;
+  }
 
   get label(): string {
     return this.#label;

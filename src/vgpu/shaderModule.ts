@@ -116,26 +116,52 @@ export function budgetTimeLimitMs(physical: PhysicalDevice): number {
 const WIDEST_MEASURED = 256;
 
 export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implements Rebuildable {
+  // Private fields behind prototype accessors: a GPUShaderModule has no own properties (WebIDL).
+  #code: string;
+  #deviceCode: string;
+  #watchdog: ModuleWatchdog;
+  #refusal: string | null;
+  #real: GPUShaderModule;
+  #budgetOn: (physical: PhysicalDevice) => Budget;
   /** The program's source, as it gave it. */
-  readonly code: string;
+  get code(): string {
+    return this.#code;
+  }
   /** What Dawn compiled: the source with its loops bounded (what pipelines and atomized twins use). */
-  deviceCode: string;
-  watchdog: ModuleWatchdog;
+  get deviceCode(): string {
+    return this.#deviceCode;
+  }
+  set deviceCode(code: string) {
+    this.#deviceCode = code;
+  }
+  get watchdog(): ModuleWatchdog {
+    return this.#watchdog;
+  }
+  set watchdog(watchdog: ModuleWatchdog) {
+    this.#watchdog = watchdog;
+  }
   /** Why the module was refused before compilation (its getCompilationInfo() error); null when compiled. */
-  readonly refusal: string | null;
-  private real: GPUShaderModule;
-  constructor(
-    compiled: CompiledModule,
-    descriptor: GPUShaderModuleDescriptor,
-    /** The process's loop budget on a device (its limit now: a tenant's quota may change), for rebuilding on another device. */
-    private readonly budgetOn: (physical: PhysicalDevice) => Budget,
-  ) {
+  get refusal(): string | null {
+    return this.#refusal;
+  }
+  private get real(): GPUShaderModule {
+    return this.#real;
+  }
+  private set real(real: GPUShaderModule) {
+    this.#real = real;
+  }
+  /** The process's loop budget on a device (its limit now: a tenant's quota may change), for rebuilding on another device. */
+  private get budgetOn(): (physical: PhysicalDevice) => Budget {
+    return this.#budgetOn;
+  }
+  constructor(compiled: CompiledModule, descriptor: GPUShaderModuleDescriptor, budgetOn: (physical: PhysicalDevice) => Budget) {
     super(descriptor.label);
-    this.code = descriptor.code;
-    this.real = compiled.real;
-    this.deviceCode = compiled.deviceCode;
-    this.watchdog = compiled.watchdog;
-    this.refusal = compiled.refusal ?? null;
+    this.#budgetOn = budgetOn;
+    this.#code = descriptor.code;
+    this.#real = compiled.real;
+    this.#deviceCode = compiled.deviceCode;
+    this.#watchdog = compiled.watchdog;
+    this.#refusal = compiled.refusal ?? null;
   }
   get [REAL](): GPUShaderModule {
     return this.real;

@@ -23,8 +23,12 @@ type Grid = [number, number, number];
 interface PassState {
   pipeline: unknown;
   bindGroups: Map<number, unknown[]>;
-  /** The program's own setImmediates calls, replayed for whole dispatches. */
-  immediates: unknown[][];
+  /**
+   * The program's immediates in this pass so far, merged into one image of bytes [0, length) (bytes
+   * it never set are zero): replayed as one setImmediates for whole dispatches and atoms, however
+   * many calls made it. Null until the first call.
+   */
+  immediates: Uint8Array | null;
 }
 
 /** Where the walk through the command buffers stands. */
@@ -316,20 +320,20 @@ export class Submission implements WorkItem {
           }),
       };
     }
-    c.pass ??= { pipeline: null, bindGroups: new Map(), immediates: [] };
+    c.pass ??= { pipeline: null, bindGroups: new Map(), immediates: null };
     const state = c.pass;
     while (c.passCommand < commands.length) {
       const pc = commands[c.passCommand];
       switch (pc.op) {
         case 'setPipeline':
+          // Immediates stay set across setPipeline (as in Dawn): a later pipeline reads them too.
           state.pipeline = pc.args[0];
-          state.immediates = [];
           break;
         case 'setBindGroup':
           state.bindGroups.set(pc.args[0] as number, pc.args);
           break;
         case 'setImmediates':
-          state.immediates.push(pc.args);
+          state.immediates = withImmediates(state.immediates, pc.args[0] as number, pc.args[1]);
           break;
         case 'dispatchWorkgroups': {
           const grid: Grid = [pc.args[0] as number, (pc.args[1] as number | undefined) ?? 1, (pc.args[2] as number | undefined) ?? 1];
@@ -359,7 +363,7 @@ export class Submission implements WorkItem {
     if (total === 0) return null;
     const pipeline = state.pipeline instanceof VirtualComputePipeline ? state.pipeline : null;
     const atomized = pipeline?.atomized ?? null;
-    if (!pipeline || !atomized || state.immediates.length > 0) {
+    if (!pipeline || !atomized) {
       if (c.grid) return this.endDispatch();
       c.grid = grid;
       return this.wholeDispatch(state, pc, pipeline);
@@ -376,8 +380,17 @@ export class Submission implements WorkItem {
       // The whole grid fits in one atom: run the program's own pipeline, nothing to place.
       return this.wholeDispatch(state, pc, pipeline, true);
     }
-    const params = atomized.immediateSize > 0 ? atomParams(offset, grid) : null;
-    const bindGroups = [...state.bindGroups.values()].map((args) => [args[0], atomized.bindGroup(args[0] as number, args[1]), ...args.slice(2)]);
+    const record = atomized.uniformRecord;
+    const params = atomized.immediateSize > 0 || record ? atomParams(offset, grid) : null;
+    // A uniform record takes a group the shader does not read: the program's group there (if any) is left out.
+    const bindGroups = [...state.bindGroups.values()]
+      .filter((args) => args[0] !== record?.group)
+      .map((args) => [args[0], atomized.bindGroup(args[0] as number, args[1]), ...args.slice(2)]);
+    // The program's immediates, as it set them, then the record: where the twin composes the two
+    // (recordOffset > 0) the program's bytes are zeroed first, so that every byte of the twin's
+    // immediates is set (Dawn requires it) whatever range the program's own layout needed.
+    const immediates = state.immediates?.slice() ?? null;
+    const zeros = params && !record && atomized.recordOffset > 0 ? new Uint8Array(atomized.recordOffset) : null;
     const workgroups = size[0] * size[1] * size[2];
     const timer = this.device.physical.atomTimer;
     // Timestamps teach the cost model; once it has learned, a sample of atoms keeps it current,
@@ -391,11 +404,17 @@ export class Submission implements WorkItem {
       // With a timer the model learns from timestamps alone, never from the run's wall clock.
       cost: { model: pipeline.cost, workgroups, timed: timer !== null },
       issue: () => {
+        // The uniform record is written on the queue right before this atom's submit: queue order
+        // keeps each atom's record from reaching the atoms before or after it.
+        if (record) this.device.physical.queue.writeBuffer(record.buffer, 0, params!);
         this.submitPiece((encoder) => {
           const pass = encoder.beginComputePass(slot ? { timestampWrites: timer!.timestampWrites(slot) } : undefined);
           pass.setPipeline(atomized.real);
           for (const args of bindGroups) (pass.setBindGroup as (...a: unknown[]) => void)(...args.map(unwrap));
-          if (params) pass.setImmediates(0, params as Uint32Array<ArrayBuffer>);
+          if (record) pass.setBindGroup(record.group, record.bindGroup);
+          if (zeros) pass.setImmediates(0, zeros);
+          if (immediates) pass.setImmediates(0, immediates as Uint8Array<ArrayBuffer>);
+          if (params && !record) pass.setImmediates(atomized.recordOffset, params as Uint32Array<ArrayBuffer>);
           pass.dispatchWorkgroups(size[0], size[1], size[2]);
           pass.end();
           if (slot) timer!.encodeReadback(encoder, slot);
@@ -415,7 +434,7 @@ export class Submission implements WorkItem {
   /** One dispatch as the program wrote it, in a pass of its own with the pass state re-established. */
   private wholeDispatch(state: PassState, pc: PassCommand, pipeline: VirtualComputePipeline | null, fits = false): WorkPiece {
     const bindGroups = [...state.bindGroups.values()];
-    const immediates = [...state.immediates];
+    const immediates = state.immediates?.slice() ?? null;
     const setPipeline = state.pipeline;
     const grid = pc.op === 'dispatchWorkgroups' ? pc.args.map((n) => n ?? 1) : null;
     return {
@@ -430,12 +449,28 @@ export class Submission implements WorkItem {
           const pass = encoder.beginComputePass() as unknown as Record<string, (...a: unknown[]) => void>;
           if (setPipeline) pass.setPipeline(unwrap(setPipeline));
           for (const args of bindGroups) pass.setBindGroup(...args.map(unwrap));
-          for (const args of immediates) pass.setImmediates(...args);
+          if (immediates) pass.setImmediates(0, immediates);
           pass[pc.op](...pc.args.map(unwrap));
           pass.end();
         }),
     };
   }
+}
+
+/**
+ * The immediates image after setImmediates(offset, data): a pass's calls merged, later bytes over
+ * earlier ones (the record was checked valid, so every range lies within maxImmediateSize).
+ */
+function withImmediates(image: Uint8Array | null, offset: number, data: unknown): Uint8Array {
+  const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data as ArrayBuffer);
+  const end = offset + bytes.byteLength;
+  let next = image ?? new Uint8Array(end);
+  if (next.byteLength < end) {
+    next = new Uint8Array(end);
+    next.set(image!);
+  }
+  next.set(bytes, offset);
+  return next;
 }
 
 /**

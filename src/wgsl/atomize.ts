@@ -8,14 +8,18 @@
 //   atomParams(offset, grid) -> Uint32Array   (the 32-byte atom record)
 //
 // Running an atom: dispatchWorkgroups(size) with the record of its offset and the whole grid:
-//   'immediate': pass.setImmediates(0, atomParams(offset, grid)) before the dispatch. The entry
-//                reads `var<immediate>`; its bind groups are exactly the original's. An explicit
-//                pipeline layout needs `immediateSize >= AtomizedEntry.immediateSize`; Dawn derives
-//                it for 'auto'. immediateSize 0 means the entry uses no grid-dependent builtin:
-//                any split already computes the same, the code is unchanged and needs no record.
+//   'immediate': pass.setImmediates(recordOffset, atomParams(offset, grid)) before the dispatch.
+//                The entry reads `var<immediate>`; its bind groups are exactly the original's. An
+//                explicit pipeline layout needs `immediateSize >= AtomizedEntry.immediateSize`; Dawn
+//                derives it for 'auto'. immediateSize 0 means the entry uses no grid-dependent
+//                builtin: any split already computes the same, the code is unchanged and needs no
+//                record. When the entry uses the program's own immediate variable, the two are
+//                composed into one immediate struct: the program's data in [0, recordOffset) (set
+//                as the program sets it), the record after it (see composeImmediates).
 //   'uniform':   the record is a uniform buffer (minBindingSize 32) at `uniformBinding`, a bind
 //                group index no resource of the module uses; the caller adds that group to the
-//                layout (one record per atom, e.g. through a dynamic offset).
+//                layout (one record per atom: gpunix writes one buffer before each atom's submit).
+//                Chosen when the program's immediates leave the record no room.
 //   'whole':     the entry cannot be atomized (see `reason` and `cause`); run the original code
 //                (returned unchanged) as one dispatch. Malformed WGSL lands here too, on purpose:
 //                the program must get Dawn's own compilation error from the original code, and a
@@ -41,9 +45,9 @@
 //   - Every introduced name starts with `gpunix_`/`GpunixAtom` and is suffixed until it collides
 //     with no identifier of the module. Other entry points and functions are not touched.
 
-import type { FnElem, FnParamElem, GlobalDeclarationElem, StructElem, StructMemberElem, TypeRefElem } from 'wesl';
+import type { FnElem, FnParamElem, GlobalDeclarationElem, StructElem, StructMemberElem, TypeRefElem, WeslAST } from 'wesl';
 import { ErrorCodes, GpunixError } from '../errors.js';
-import { applySplices, evalInteger, identifierNames, NameAllocator, parseWgsl, referencedNames, skipTrivia, type Splice } from './source.js';
+import { applySplices, evalInteger, identifierNames, NameAllocator, parseWgsl, referencedNames, skipTrivia, walkScopes, type Splice } from './source.js';
 
 /** How an atomized entry point receives its atom record. */
 export type AtomMode = 'immediate' | 'uniform' | 'whole';
@@ -67,6 +71,12 @@ export interface AtomizedEntry {
   cause?: WholeCause;
   /** Bytes of immediate data the rewritten entry adds ('immediate' mode; 0 = no record needed). */
   immediateSize?: number;
+  /**
+   * Where the record goes in the immediates ('immediate' mode): 0, or, when the entry uses an
+   * immediate variable of the program's own, the offset after the room kept for the program's
+   * data (which stays at the offsets the program sets it at).
+   */
+  recordOffset?: number;
   /** Where the record goes in 'uniform' mode. */
   uniformBinding?: { group: number; binding: number };
   /** The grid-dependent builtins the rewrite virtualized, e.g. ['workgroup_id']. */
@@ -188,7 +198,11 @@ export function atomize(code: string, entryPoint: string | undefined, options: A
   let mode: 'immediate' | 'uniform' = 'immediate';
   let reason: string | undefined;
   let uniformBinding: { group: number; binding: number } | undefined;
-  if (userImmediate !== undefined || ATOM_RECORD_SIZE > options.maxImmediateSize) {
+  // The program's own immediate variable, composed with the record into one immediate struct:
+  // its data first (as the program sets it, from offset 0), the record at `recordOffset`.
+  const composed = userImmediate !== undefined ? composeImmediates(ast, decls, userImmediate, options.maxImmediateSize) : null;
+  if (composed) reason = `the entry point's immediate variable '${userImmediate}' is composed with the atom record (program data in bytes [0, ${composed.recordOffset}), the record after)`;
+  else if (userImmediate !== undefined || ATOM_RECORD_SIZE > options.maxImmediateSize) {
     mode = 'uniform';
     reason =
       userImmediate !== undefined
@@ -210,10 +224,14 @@ export function atomize(code: string, entryPoint: string | undefined, options: A
     }
     uniformBinding = { group, binding: 0 };
   }
+  const recordOffset = composed?.recordOffset ?? 0;
 
   // Names the rewrite introduces.
   const atomType = names.fresh('GpunixAtom');
-  const atomVar = names.fresh('gpunix_atom');
+  const immediatesType = composed ? names.fresh('GpunixAtomImmediates') : '';
+  const immediatesVar = composed ? names.fresh('gpunix_immediates') : '';
+  // How the record is spelled in the prologue: its own variable, or the composed struct's member.
+  const atomVar = composed ? `${immediatesVar}.atom` : names.fresh('gpunix_atom');
   const has = (b: GridBuiltin) => virtualized.includes(b);
   const needGid = has('global_invocation_id') || has('global_invocation_index');
   const needWid = needGid || has('workgroup_id') || has('workgroup_index');
@@ -314,7 +332,11 @@ export function atomize(code: string, entryPoint: string | undefined, options: A
   if (code[rparen] === ',') rparen = skipTrivia(code, rparen + 1);
   if (code[lparen] !== '(' || code[rparen] !== ')') return unsupported(`could not locate the parameter list of '${name}'`);
   const wgSizeText = [0, 1, 2].map((i) => (wgSizeParams[i] ? `u32(${code.slice(skipTrivia(code, wgSizeParams[i].start), wgSizeParams[i].end).trimEnd()})` : '1u'));
-  const varDecl = mode === 'immediate' ? `var<immediate> ${atomVar}: ${atomType};` : `@group(${uniformBinding!.group}) @binding(${uniformBinding!.binding}) var<uniform> ${atomVar}: ${atomType};`;
+  const varDecl = composed
+    ? `struct ${immediatesType} { @size(${recordOffset}) program: ${composed.typeText}, atom: ${atomType} }\nvar<immediate> ${immediatesVar}: ${immediatesType};`
+    : mode === 'immediate'
+      ? `var<immediate> ${atomVar}: ${atomType};`
+      : `@group(${uniformBinding!.group}) @binding(${uniformBinding!.binding}) var<uniform> ${atomVar}: ${atomType};`;
   const appended = [
     '',
     `// gpunix atom record for entry point '${name}': the atom's offset and the whole grid, in workgroups.`,
@@ -327,6 +349,9 @@ export function atomize(code: string, entryPoint: string | undefined, options: A
     { start: lparen, end: rparen + 1, text: `(${[...keptParams, ...addedParams].join(', ')})` },
     { start: entry.body.start + 1, end: entry.body.start + 1, text: `\n  // gpunix atom prologue: virtual grid builtins\n  ${lines.join('\n  ')}\n` },
     { start: code.length, end: code.length, text: (code.endsWith('\n') ? '' : '\n') + appended.join('\n') },
+    // Every use of the program's immediate variable reads the composed struct's first member
+    // (its own declaration stays, unused: one immediate variable per entry point).
+    ...(composed ? composed.refs.map((r) => ({ start: r.start, end: r.end, text: `${immediatesVar}.program` })) : []),
   ];
   const rewritten = applySplices(code, splices);
 
@@ -340,7 +365,7 @@ export function atomize(code: string, entryPoint: string | undefined, options: A
     code: rewritten,
     entryPoint: name,
     ...(reason ? { reason } : {}),
-    ...(mode === 'immediate' ? { immediateSize: ATOM_RECORD_SIZE } : { uniformBinding }),
+    ...(mode === 'immediate' ? { immediateSize: recordOffset + ATOM_RECORD_SIZE, recordOffset } : { uniformBinding }),
     virtualized,
   };
 }
@@ -424,4 +449,74 @@ function pickFreeGroup(used: Set<number>, maxBindGroups: number): number | undef
 function renameParam(code: string, param: FnParamElem, newName: string): string {
   const decl = param.name.decl;
   return code.slice(param.start, decl.start) + newName + code.slice(decl.end, param.end);
+}
+
+/**
+ * How the program's immediate variable `name` shares the immediates with the atom record: the
+ * program keeps bytes [0, recordOffset) (the most that leaves room for the record, a multiple of
+ * 16 as the record's alignment asks), the record follows. Null when there is no room, or when a
+ * local declaration shares the name (its uses could not be told apart without binding). A program
+ * type larger than recordOffset makes the twin fail to compile (`@size` below the type's size):
+ * the pipeline then runs whole.
+ */
+function composeImmediates(
+  ast: WeslAST,
+  decls: GlobalDeclarationElem[],
+  name: string,
+  maxImmediateSize: number,
+): { recordOffset: number; typeText: string; refs: Array<{ start: number; end: number }> } | null {
+  const recordOffset = Math.floor((maxImmediateSize - ATOM_RECORD_SIZE) / 16) * 16;
+  if (recordOffset < 4) return null;
+  const decl = decls.find((d) => d.kind === 'gvar' && declName(d) === name);
+  const typeRef = decl?.kind === 'gvar' ? decl.name.typeRef : undefined;
+  if (!typeRef) return null;
+  const refs: Array<{ start: number; end: number }> = [];
+  let shadowed = false;
+  walkScopes(ast.rootScope, (scope) => {
+    for (const item of scope.contents) {
+      if (item.kind === 'ref' && item.originalName === name) refs.push({ start: item.refIdentElem.start, end: item.refIdentElem.end });
+      if (item.kind === 'decl' && item.originalName === name && !item.isGlobal) shadowed = true;
+    }
+  });
+  if (shadowed) return null;
+  // A type known to be too large leaves no room: the fallback, without compiling a doomed twin.
+  const layout = typeLayout(ast.srcModule.src, typeRef, decls, 0);
+  if (layout && layout.size > recordOffset) return null;
+  return { recordOffset, typeText: ast.srcModule.src.slice(typeRef.start, typeRef.end), refs };
+}
+
+/** Scalar types of immediate data: [size, alignment] in bytes. */
+const SCALAR_LAYOUT: Record<string, [number, number]> = { u32: [4, 4], i32: [4, 4], f32: [4, 4], f16: [2, 2] };
+
+/**
+ * Size and alignment of a host-shareable type (WGSL §"Memory Layout"): scalars, vectors and
+ * structs of them, through aliases; undefined for anything else (the twin's compile decides).
+ */
+function typeLayout(code: string, ref: TypeRefElem, decls: GlobalDeclarationElem[], depth: number): { size: number; align: number } | undefined {
+  if (depth > 16) return undefined;
+  const name = ref.name.originalName;
+  const scalar = SCALAR_LAYOUT[name];
+  if (scalar && !ref.templateParams) return { size: scalar[0], align: scalar[1] };
+  const vec = /^vec([234])([uifh]?)$/.exec(name);
+  if (vec) {
+    const n = Number(vec[1]);
+    const element = vec[2] ? { u: 'u32', i: 'i32', f: 'f32', h: 'f16' }[vec[2]]! : ref.templateParams?.length === 1 ? code.slice(ref.templateParams[0].start, ref.templateParams[0].end).trim() : '';
+    const e = SCALAR_LAYOUT[element];
+    if (!e) return undefined;
+    return { size: n * e[0], align: (n === 2 ? 2 : 4) * e[1] };
+  }
+  if (ref.templateParams) return undefined;
+  const decl = decls.find((d) => (d.kind === 'struct' || d.kind === 'alias') && declName(d) === name);
+  if (decl?.kind === 'alias') return typeLayout(code, decl.typeRef, decls, depth + 1);
+  if (decl?.kind !== 'struct') return undefined;
+  let offset = 0;
+  let align = 1;
+  for (const member of decl.members) {
+    if (member.attributes?.length) return undefined; // @size / @align: not worth modelling here
+    const m = typeLayout(code, member.typeRef, decls, depth + 1);
+    if (!m) return undefined;
+    offset = Math.ceil(offset / m.align) * m.align + m.size;
+    align = Math.max(align, m.align);
+  }
+  return { size: Math.ceil(offset / align) * align, align };
 }
