@@ -6,9 +6,9 @@
 // a per-device table says which limits the process holds below the real device (only those are
 // checked), a layout's binding counts are computed once per layout, and a module is parsed once.
 
-import type { AttributeElem, ExpressionElem, FnElem, GlobalDeclarationElem, GlobalVarElem, StructElem, TypeRefElem } from 'wesl';
+import type { ExpressionElem, FnElem, GlobalDeclarationElem, GlobalVarElem, StructElem, TypeRefElem } from 'wesl';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import { parseWgsl, referencedNames, skipTrivia, type ParsedModule } from '../wgsl/source.js';
+import { attributeParams, declName, evalInteger, parseWgsl, referencedNames, skipTrivia, type ParsedModule } from '../wgsl/source.js';
 
 // ---- binding slots (createBindGroupLayout, createPipelineLayout, 'auto' layouts) -----------------
 
@@ -355,13 +355,13 @@ export function reflectEntry(shader: { readonly code: string }, entryPoint: stri
   const module = parsed(shader);
   if (!module.ok) return null;
   const decls = module.decls;
-  const computeFns = decls.filter((d): d is FnElem => d.kind === 'fn' && attribute(d, 'compute') !== undefined);
+  const computeFns = decls.filter((d): d is FnElem => d.kind === 'fn' && attributeParams(d, 'compute') !== undefined);
   const entry = entryPoint === undefined ? (computeFns.length === 1 ? computeFns[0] : undefined) : computeFns.find((f) => f.name.ident.originalName === entryPoint);
   if (!entry) return null;
-  const value = (e: ExpressionElem) => evaluate(e, decls, constants ?? {}, 0);
+  const value = (e: ExpressionElem) => evalInteger(e, decls, constants ?? {});
 
   let workgroupSize: [number, number, number] | null = null;
-  const params = attribute(entry, 'workgroup_size');
+  const params = attributeParams(entry, 'workgroup_size');
   if (params && params.length >= 1 && params.length <= 3) {
     const dims = params.map((p) => value(p.expression));
     if (dims.every((d) => d !== undefined)) workgroupSize = [dims[0]!, dims[1] ?? 1, dims[2] ?? 1];
@@ -378,8 +378,8 @@ export function reflectEntry(shader: { readonly code: string }, entryPoint: stri
       workgroupBytes = size === undefined ? null : workgroupBytes! + roundUp(16, size);
       continue;
     }
-    const group = attribute(d, 'group')?.[0];
-    const binding = attribute(d, 'binding')?.[0];
+    const group = attributeParams(d, 'group')?.[0];
+    const binding = attributeParams(d, 'binding')?.[0];
     if (!group || !binding) continue;
     const g = value(group.expression);
     const b = value(binding.expression);
@@ -407,10 +407,6 @@ function resourceKind(d: GlobalVarElem, decls: GlobalDeclarationElem[]): BufferB
 }
 
 /** The parameters of a declaration's `@name(...)` attribute; undefined when it has none. */
-function attribute(d: { attributes?: AttributeElem[] }, name: string): Array<{ expression: ExpressionElem }> | undefined {
-  for (const a of d.attributes ?? []) if (a.attribute.kind === '@attribute' && a.attribute.name === name) return a.attribute.params ?? [];
-  return undefined;
-}
 
 /** Module-scope names the entry may reach: its references and, transitively, its callees'. */
 function usedNames(entry: FnElem, decls: GlobalDeclarationElem[]): Set<string> {
@@ -430,79 +426,6 @@ function usedNames(entry: FnElem, decls: GlobalDeclarationElem[]): Set<string> {
   return out;
 }
 
-function declName(d: GlobalDeclarationElem): string {
-  switch (d.kind) {
-    case 'fn':
-    case 'struct':
-    case 'alias':
-      return d.name.ident.originalName;
-    case 'const':
-    case 'override':
-    case 'gvar':
-      return d.name.decl.ident.originalName;
-    default:
-      return '';
-  }
-}
-
-/**
- * An integer constant expression's value: literals, `const`s, overrides (the pipeline's constant,
- * by name or @id, else the initializer), parentheses, unary minus, `+ - * / % << >>`, `i32()`/`u32()`;
- * undefined for anything else.
- */
-function evaluate(expr: ExpressionElem, decls: GlobalDeclarationElem[], constants: Record<string, number>, depth: number): number | undefined {
-  if (depth > 32) return undefined;
-  const again = (e: ExpressionElem) => evaluate(e, decls, constants, depth + 1);
-  switch (expr.kind) {
-    case 'literal': {
-      let text = expr.value;
-      if (text.endsWith('i') || text.endsWith('u')) text = text.slice(0, -1);
-      if (text === 'true' || text === 'false' || text.includes('.') || text.endsWith('f') || text.endsWith('h')) return undefined;
-      const value = Number(text);
-      return Number.isSafeInteger(value) ? value : undefined;
-    }
-    case 'ref': {
-      const name = expr.ident.originalName;
-      const decl = decls.find((d) => (d.kind === 'const' || d.kind === 'override') && declName(d) === name);
-      if (decl?.kind === 'override') {
-        const id = attribute(decl, 'id')?.[0];
-        const key = id ? again(id.expression) : undefined;
-        const given = key !== undefined && String(key) in constants ? constants[String(key)] : constants[name];
-        if (given !== undefined) return Number.isSafeInteger(Number(given)) ? Math.trunc(Number(given)) : undefined;
-      }
-      return (decl?.kind === 'const' || decl?.kind === 'override') && decl.init ? again(decl.init) : undefined;
-    }
-    case 'parenthesized-expression':
-      return again(expr.expression);
-    case 'unary-expression': {
-      const v = again(expr.expression);
-      return v !== undefined && expr.operator.value === '-' ? -v : undefined;
-    }
-    case 'binary-expression': {
-      const l = again(expr.left);
-      const r = again(expr.right);
-      if (l === undefined || r === undefined) return undefined;
-      switch (expr.operator.value) {
-        case '+': return l + r;
-        case '-': return l - r;
-        case '*': return l * r;
-        case '/': return r === 0 ? undefined : Math.trunc(l / r);
-        case '%': return r === 0 ? undefined : l % r;
-        case '<<': return l * 2 ** r;
-        case '>>': return Math.floor(l / 2 ** r);
-        default: return undefined;
-      }
-    }
-    case 'call-expression': {
-      const f = expr.function;
-      const name = f.kind === 'ref' ? f.ident.originalName : f.kind === 'type' && !f.templateParams ? f.name.originalName : undefined;
-      if ((name === 'u32' || name === 'i32') && expr.arguments.length === 1) return again(expr.arguments[0]);
-      return undefined;
-    }
-    default:
-      return undefined;
-  }
-}
 
 function roundUp(k: number, n: number): number {
   return Math.ceil(n / k) * k;
@@ -575,8 +498,8 @@ function layoutOf(
   for (const member of struct.members) {
     const own = layoutOf(member.typeRef, decls, value, depth + 1);
     if (!own) return undefined;
-    const alignAttr = attribute(member, 'align')?.[0];
-    const sizeAttr = attribute(member, 'size')?.[0];
+    const alignAttr = attributeParams(member, 'align')?.[0];
+    const sizeAttr = attributeParams(member, 'size')?.[0];
     const a = alignAttr ? value(alignAttr.expression) : own.align;
     const s = sizeAttr ? value(sizeAttr.expression) : own.size;
     if (a === undefined || s === undefined) return undefined;

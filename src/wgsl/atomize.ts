@@ -47,7 +47,7 @@
 
 import type { FnElem, FnParamElem, GlobalDeclarationElem, StructElem, StructMemberElem, TypeRefElem, WeslAST } from 'wesl';
 import { ErrorCodes, GpunixError } from '../errors.js';
-import { applySplices, evalInteger, identifierNames, NameAllocator, parseWgsl, referencedNames, skipTrivia, walkScopes, type Splice } from './source.js';
+import { applySplices, declName, evalInteger, identifierNames, NameAllocator, parseWgsl, referencedNames, skipTrivia, walkScopes, type Splice } from './source.js';
 
 /** How an atomized entry point receives its atom record. */
 export type AtomMode = 'immediate' | 'uniform' | 'whole';
@@ -382,20 +382,6 @@ function paramName(p: FnParamElem): string {
   return p.name.decl.ident.originalName;
 }
 
-function declName(d: GlobalDeclarationElem): string {
-  switch (d.kind) {
-    case 'fn':
-    case 'struct':
-    case 'alias':
-      return d.name.ident.originalName;
-    case 'const':
-    case 'override':
-    case 'gvar':
-      return d.name.decl.ident.originalName;
-    default:
-      return '';
-  }
-}
 
 function builtinOf(e: FnParamElem | StructMemberElem): string | undefined {
   for (const a of e.attributes ?? []) if (a.attribute.kind === '@builtin') return a.attribute.param.name;

@@ -3,7 +3,7 @@
 // the tree does not span, a splice list for minimal-diff edits, and a small integer evaluator for
 // attribute arguments such as `@group(G)`. No regular expression touches WGSL text.
 
-import { firstError, parseSrcModule, type ExpressionElem, type GlobalDeclarationElem, type Scope, type WeslAST } from 'wesl';
+import { firstError, parseSrcModule, type AttributeElem, type ExpressionElem, type GlobalDeclarationElem, type Scope, type WeslAST } from 'wesl';
 
 /** A module the wesl parser accepted, or why it did not. */
 export type ParsedModule =
@@ -145,11 +145,12 @@ export function applySplices(src: string, splices: Splice[]): string {
 /**
  * The value of an integer expression built from literals, module-scope `const`s, parentheses,
  * unary minus, `+ - * / % << >>` and `i32()`/`u32()` conversions; undefined for anything else
- * (an override, a function call, a float).
+ * (a function call, a float). Overrides count only when `constants` is given (a pipeline's
+ * constants, by name or @id): then an override is its constant, else its initializer.
  */
-export function evalInteger(expr: ExpressionElem, decls: GlobalDeclarationElem[], depth = 0): number | undefined {
+export function evalInteger(expr: ExpressionElem, decls: GlobalDeclarationElem[], constants?: Record<string, number>, depth = 0): number | undefined {
   if (depth > 32) return undefined;
-  const again = (e: ExpressionElem) => evalInteger(e, decls, depth + 1);
+  const again = (e: ExpressionElem) => evalInteger(e, decls, constants, depth + 1);
   switch (expr.kind) {
     case 'literal': {
       let text = expr.value;
@@ -159,8 +160,15 @@ export function evalInteger(expr: ExpressionElem, decls: GlobalDeclarationElem[]
       return Number.isSafeInteger(value) ? value : undefined;
     }
     case 'ref': {
-      const decl = decls.find((d) => d.kind === 'const' && d.name.decl.ident.originalName === expr.ident.originalName);
-      return decl?.kind === 'const' && decl.init ? again(decl.init) : undefined;
+      const name = expr.ident.originalName;
+      const decl = decls.find((d) => (d.kind === 'const' || (constants && d.kind === 'override')) && declName(d) === name);
+      if (decl?.kind === 'override' && constants) {
+        const id = attributeParams(decl, 'id')?.[0];
+        const key = id ? again(id.expression) : undefined;
+        const given = key !== undefined && String(key) in constants ? constants[String(key)] : constants[name];
+        if (given !== undefined) return Number.isSafeInteger(Number(given)) ? Math.trunc(Number(given)) : undefined;
+      }
+      return (decl?.kind === 'const' || decl?.kind === 'override') && decl.init ? again(decl.init) : undefined;
     }
     case 'parenthesized-expression':
       return again(expr.expression);
@@ -192,4 +200,26 @@ export function evalInteger(expr: ExpressionElem, decls: GlobalDeclarationElem[]
     default:
       return undefined;
   }
+}
+
+/** The name a module-scope declaration declares ('' for directives and asserts). */
+export function declName(d: GlobalDeclarationElem): string {
+  switch (d.kind) {
+    case 'fn':
+    case 'struct':
+    case 'alias':
+      return d.name.ident.originalName;
+    case 'const':
+    case 'override':
+    case 'gvar':
+      return d.name.decl.ident.originalName;
+    default:
+      return '';
+  }
+}
+
+/** The arguments of a declaration's `@name(...)` attribute; undefined when it has none. */
+export function attributeParams(d: { attributes?: AttributeElem[] }, name: string): Array<{ expression: ExpressionElem }> | undefined {
+  for (const a of d.attributes ?? []) if (a.attribute.kind === '@attribute' && a.attribute.name === name) return a.attribute.params ?? [];
+  return undefined;
 }
