@@ -952,7 +952,8 @@ export async function readImage(path: string, options: ReadImageOptions = {}): P
     if (size < complete) throw truncatedAt(size, complete);
     if (size > complete) throw bad(`${size - complete} unexpected bytes after the end of the image at byte ${complete}`);
     if (trailerLength !== BigInt(complete)) throw bad(`malformed trailer: it records a length of ${trailerLength} bytes, the image is ${complete} bytes`);
-    await options.checkHeader?.({
+    // What the header describes, shared by the restore check (before the contents are read) and the result.
+    const described = {
       version: preamble.readUInt32LE(OFF_VERSION) as ImageFormatVersion,
       createdAt: meta.createdAt,
       process: meta.process,
@@ -961,9 +962,12 @@ export async function readImage(path: string, options: ReadImageOptions = {}): P
       features: meta.features,
       shaders: meta.shaders,
       pipelines: meta.pipelines,
-      buffers: records.map((r) => ({ id: r.id, label: r.label, size: r.size, usage: r.usage })),
       bindGroups,
       querySets,
+    };
+    await options.checkHeader?.({
+      ...described,
+      buffers: records.map((r) => ({ id: r.id, label: r.label, size: r.size, usage: r.usage })),
       queued: checked.queued.map((q) => (q.kind === 'writeBuffer' ? { kind: 'writeBuffer', buffer: q.buffer, bufferOffset: q.bufferOffset, size: q.size } : q)),
     });
 
@@ -1009,20 +1013,7 @@ export async function readImage(path: string, options: ReadImageOptions = {}): P
     if (!sameBytes(whole.digest(), trailer.subarray(0, 32))) {
       throw bad(`checksum mismatch in section trailer: the whole-image checksum (bytes ${complete - TRAILER_BYTES}-${complete - 9}) does not match bytes 0-${complete - TRAILER_BYTES - 1}`);
     }
-    return {
-      version: preamble.readUInt32LE(OFF_VERSION) as ImageFormatVersion,
-      createdAt: meta.createdAt,
-      process: meta.process,
-      device: meta.device,
-      limits: meta.limits,
-      features: meta.features,
-      shaders: meta.shaders,
-      pipelines: meta.pipelines,
-      buffers,
-      bindGroups,
-      querySets,
-      queued,
-    };
+    return { ...described, buffers, queued };
   } finally {
     await file.close();
   }
