@@ -60,63 +60,42 @@ export class VirtualAdapter {
   get features(): ReadonlySet<string> {
     return this.#features;
   }
-  private set features(features: ReadonlySet<string>) {
-    this.#features = features;
-  }
   get limits(): Readonly<Record<string, number>> {
     return this.#limits;
   }
-  private set limits(limits: Readonly<Record<string, number>>) {
-    this.#limits = limits;
-  }
   get info(): GPUAdapterInfo {
     return this.#info;
-  }
-  private set info(info: GPUAdapterInfo) {
-    this.#info = info;
-  }
-  private get consumed(): boolean {
-    return this.#consumed;
-  }
-  private set consumed(value: boolean) {
-    this.#consumed = value;
-  }
-  private get host(): ProcessHost {
-    return this.#host;
-  }
-  private get physical(): PhysicalDevice {
-    return this.#physical;
   }
 
   constructor(host: ProcessHost, physical: PhysicalDevice) {
     this.#host = host;
     this.#physical = physical;
-    this.features = supportedFeatures(physical.adapter.features);
-    this.limits = supportedLimits(adapterLimitsOf(physical));
-    this.info = adapterInfoOf(physical);
+    this.#features = supportedFeatures(physical.adapter.features);
+    this.#limits = supportedLimits(adapterLimitsOf(physical));
+    this.#info = adapterInfoOf(physical);
   }
 
   get isFallbackAdapter(): boolean {
-    return this.physical.adapter.isFallbackAdapter;
+    return this.#physical.adapter.isFallbackAdapter;
   }
 
   async requestDevice(input?: GPUDeviceDescriptor): Promise<VirtualDevice> {
     // Converted first, as WebIDL does (a failure rejects): requiredFeatures element by element
     // with ToString (so [['timestamp-query']] is 'timestamp-query'), requiredLimits with [EnforceRange].
-    const descriptor = deviceDescriptor(input, this.features);
+    const descriptor = deviceDescriptor(input, this.#features);
     // The checks in the spec's order: features (TypeError), then the adapter's state and the
     // limits (OperationError). A request that fails leaves the adapter usable.
     const features = new Set<string>();
     for (const feature of descriptor?.requiredFeatures ?? []) {
-      if (!this.features.has(feature)) {
+      if (!this.#features.has(feature)) {
         throw new TypeError(`Requested feature "${feature}" is not supported by this adapter`);
       }
       features.add(feature);
     }
-    if (this.consumed) {
+    if (this.#consumed) {
       throw new DOMException('adapter is "consumed": it has already been used to create a device', 'OperationError');
     }
-    const adapterLimits = this.limits;
+    const adapterLimits = this.#limits;
     const requested: Array<[string, number]> = [];
     for (const [name, value] of Object.entries(descriptor?.requiredLimits ?? {})) {
       if (value === undefined) continue;
@@ -129,9 +108,9 @@ export class VirtualAdapter {
       }
       requested.push([name, value]);
     }
-    this.consumed = true;
+    this.#consumed = true;
     // "a new device": the "core" feature level's default feature, then what each feature requires.
-    if (this.features.has('core-features-and-limits')) features.add('core-features-and-limits');
+    if (this.#features.has('core-features-and-limits')) features.add('core-features-and-limits');
     for (const feature of features) for (const required of FEATURE_DEPENDENCIES[feature] ?? []) features.add(required);
     // The defaults, raised (for alignments lowered) to what was asked; a request worse than the default gets the default.
     const limits: Record<string, number> = {};
@@ -144,13 +123,13 @@ export class VirtualAdapter {
       limits.maxStorageBuffersInVertexStage = limits.maxStorageBuffersInFragmentStage = limits.maxStorageBuffersPerShaderStage;
       limits.maxStorageTexturesInVertexStage = limits.maxStorageTexturesInFragmentStage = limits.maxStorageTexturesPerShaderStage;
     }
-    const device = new VirtualDevice(this.host, this.physical, supportedFeatures(features), supportedLimits(limits), adapterInfoOf(this.physical), descriptor);
-    if (!this.host.proc.alive) {
+    const device = new VirtualDevice(this.#host, this.#physical, supportedFeatures(features), supportedLimits(limits), adapterInfoOf(this.#physical), descriptor);
+    if (!this.#host.proc.alive) {
       // A request that is valid but cannot be fulfilled resolves with a device lost already (WebGPU §4.4).
-      device.lose('unknown', `process ${this.host.proc.pid} has exited`);
+      device.lose('unknown', `process ${this.#host.proc.pid} has exited`);
       return device;
     }
-    await this.host.adopt(device);
+    await this.#host.adopt(device);
     return device;
   }
 }

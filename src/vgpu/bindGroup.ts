@@ -54,34 +54,7 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
   get descriptor(): GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] } {
     return this.#descriptor;
   }
-  private get buffers(): VirtualBuffer[] {
-    return this.#buffers;
-  }
   /** The bound buffers' residency generations when `real` was made. */
-  private get generations(): number[] {
-    return this.#generations;
-  }
-  private set generations(generations: number[]) {
-    this.#generations = generations;
-  }
-  private get twins(): WeakMap<GPUBindGroupLayout, GPUBindGroup> | null {
-    return this.#twins;
-  }
-  private set twins(twins: WeakMap<GPUBindGroupLayout, GPUBindGroup> | null) {
-    this.#twins = twins;
-  }
-  private get physical(): PhysicalDevice {
-    return this.#physical;
-  }
-  private set physical(physical: PhysicalDevice) {
-    this.#physical = physical;
-  }
-  private get real(): GPUBindGroup {
-    return this.#real;
-  }
-  private set real(real: GPUBindGroup) {
-    this.#real = real;
-  }
 
   constructor(physical: PhysicalDevice, real: GPUBindGroup, descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] }, owner: object) {
     super(descriptor.label, owner);
@@ -94,42 +67,42 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
 
   /** The real bind group, made afresh when a bound buffer's real buffer was replaced (evicted, restored). */
   get [REAL](): GPUBindGroup {
-    if (this.refused) return this.real;
-    if (this.buffers.some((b, i) => b.residency.generation !== this.generations[i])) {
+    if (this.refused) return this.#real;
+    if (this.#buffers.some((b, i) => b.residency.generation !== this.#generations[i])) {
       const entries = realEntries(this.descriptor.entries); // brings evicted buffers back
-      this.real = this.physical.capture(() =>
-        this.physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries }),
+      this.#real = this.#physical.capture(() =>
+        this.#physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries }),
       ).value;
-      this.generations = this.buffers.map((b) => b.residency.generation);
-      this.twins = null;
+      this.#generations = this.#buffers.map((b) => b.residency.generation);
+      this.#twins = null;
     }
-    return this.real;
+    return this.#real;
   }
 
   /** Migration: made afresh (on first use) on `physical`, from the program's descriptor. */
   rebuild(physical: PhysicalDevice): void {
-    this.physical = physical;
-    this.generations = this.generations.map(() => -1);
+    this.#physical = physical;
+    this.#generations = this.#generations.map(() => -1);
     if (this.refused) {
-      this.real = invalidReal.bindGroup(physical, this.label);
-    } else if (this.buffers.length === 0) {
-      this.real = physical.capture(() =>
+      this.#real = invalidReal.bindGroup(physical, this.label);
+    } else if (this.#buffers.length === 0) {
+      this.#real = physical.capture(() =>
         physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries: realEntries(this.descriptor.entries) }),
       ).value;
     }
-    this.twins = null;
+    this.#twins = null;
   }
 
   /** The same resources bound for another (kernel-made) layout: an atomized twin's 'auto' layout. */
   twinFor(layout: GPUBindGroupLayout): GPUBindGroup {
-    if (this.refused) return this.real;
+    if (this.refused) return this.#real;
     this[REAL]; // refreshes after a buffer moved, dropping stale twins
-    this.twins ??= new WeakMap();
-    let twin = this.twins.get(layout);
+    this.#twins ??= new WeakMap();
+    let twin = this.#twins.get(layout);
     if (!twin) {
       const entries = realEntries(this.descriptor.entries);
-      twin = this.physical.capture(() => this.physical.device.createBindGroup({ layout, entries })).value;
-      this.twins.set(layout, twin);
+      twin = this.#physical.capture(() => this.#physical.device.createBindGroup({ layout, entries })).value;
+      this.#twins.set(layout, twin);
     }
     return twin;
   }

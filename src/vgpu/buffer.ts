@@ -36,19 +36,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   set ledgerToken(token: object | null) {
     this.#ledgerToken = token;
   }
-  private get destroyed(): boolean {
-    return this.#destroyed;
-  }
-  private set destroyed(value: boolean) {
-    this.#destroyed = value;
-  }
   /** mapAsync calls the dispatcher has not reached yet: the buffer reads as 'pending'. */
-  private get queuedMaps(): QueuedMap[] {
-    return this.#queuedMaps;
-  }
-  private get device(): VirtualDevice {
-    return this.#device;
-  }
   /** Where the contents live: the real buffer behind this one can be replaced (eviction). */
   get residency(): BufferResidency {
     return this.#residency;
@@ -73,11 +61,11 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   }
 
   get isDestroyed(): boolean {
-    return this.destroyed;
+    return this.#destroyed;
   }
 
   get mapState(): GPUBufferMapState {
-    if (this.queuedMaps.length > 0) return 'pending';
+    if (this.#queuedMaps.length > 0) return 'pending';
     // An evicted buffer is unmapped (mapped buffers are never evicted).
     return this.residency.peek()?.mapState ?? 'unmapped';
   }
@@ -91,22 +79,22 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.device.isLost) {
+    if (this.#device.isLost) {
       // Dawn rejects a map on a lost device with AbortError.
       return Promise.reject(new DOMException('mapAsync: the device is lost', 'AbortError'));
     }
-    const target = this.device.errorTarget();
+    const target = this.#device.errorTarget();
     return new Promise<undefined>((resolve, reject) => {
       const entry: QueuedMap = { item: null as unknown as WorkItem, aborted: false, reject };
       entry.item = {
-        owner: this.device.proc,
+        owner: this.#device.proc,
         usesDevice: false,
         run: () => {
-          this.queuedMaps.splice(this.queuedMaps.indexOf(entry), 1);
+          this.#queuedMaps.splice(this.#queuedMaps.indexOf(entry), 1);
           if (entry.aborted) return target.release();
           let mapping: Promise<undefined>;
           try {
-            mapping = this.device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
+            mapping = this.#device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
           } catch (thrown) {
             reject(thrown);
             return;
@@ -115,19 +103,19 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
         },
         cancel: () => {
           target.release();
-          this.queuedMaps.splice(this.queuedMaps.indexOf(entry), 1);
+          this.#queuedMaps.splice(this.#queuedMaps.indexOf(entry), 1);
           if (!entry.aborted) reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
         },
       };
-      this.queuedMaps.push(entry);
-      this.device.dispatcher.enqueue(entry.item);
+      this.#queuedMaps.push(entry);
+      this.#device.dispatcher.enqueue(entry.item);
     });
   }
 
   getMappedRange(offset?: number, size?: number): ArrayBuffer {
     offset = offset === undefined ? 0 : size64(offset, 'getMappedRange', 'offset');
     if (size !== undefined) size = size64(size, 'getMappedRange', 'size');
-    if (this.queuedMaps.length > 0 || this.destroyed) {
+    if (this.#queuedMaps.length > 0 || this.#destroyed) {
       throw new DOMException('getMappedRange called on a buffer that is not mapped', 'OperationError');
     }
     const real = this.residency.peek();
@@ -141,15 +129,15 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   }
 
   destroy(): void {
-    if (this.destroyed) return;
-    this.destroyed = true;
+    if (this.#destroyed) return;
+    this.#destroyed = true;
     this.abortQueuedMaps('destroy');
     const token = this.ledgerToken;
     this.ledgerToken = null;
-    const proc = this.device.proc;
+    const proc = this.#device.proc;
     // Work the program submitted before destroy() may not have reached the device yet: the real
     // buffer goes when the dispatcher gets here, in the program's order.
-    this.device.dispatcher.enqueue({
+    this.#device.dispatcher.enqueue({
       owner: proc,
       usesDevice: false,
       run: () => {
@@ -164,7 +152,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   }
 
   private abortQueuedMaps(by: string): void {
-    for (const entry of this.queuedMaps) {
+    for (const entry of this.#queuedMaps) {
       if (entry.aborted) continue;
       entry.aborted = true;
       entry.reject(new DOMException(`mapAsync aborted by ${by}() before it completed`, 'AbortError'));

@@ -119,16 +119,10 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     return this.#encoderLabel;
   }
   /** Whether finish() gave a label of its own. */
-  private get finishLabelled(): boolean {
-    return this.#finishLabelled;
-  }
-  private get checked(): GPUCommandBuffer {
-    return this.#checked;
-  }
 
   /** The label Dawn gives the command buffer itself: finish()'s, or none. */
   get ownLabel(): string {
-    return this.finishLabelled || this.label !== this.encoderLabel ? this.label : '';
+    return this.#finishLabelled || this.label !== this.encoderLabel ? this.label : '';
   }
 
   /** How Dawn names it in messages: `[CommandBuffer "cb" from CommandEncoder "enc"]`. */
@@ -138,7 +132,7 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
 
   /** The encoding Dawn checked at finish(): submitting it is exact when nothing was replaced. */
   get [REAL](): GPUCommandBuffer {
-    return this.checked;
+    return this.#checked;
   }
 
   /** Every buffer and query set the record uses (directly or through bind groups). */

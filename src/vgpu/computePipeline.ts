@@ -203,16 +203,7 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   set wholeReason(reason: string | null) {
     this.#wholeReason = reason;
   }
-  private get device(): VirtualDevice {
-    return this.#device;
-  }
   /** Dawn's pipeline; null until a deferred creation attaches it (VirtualDevice.createComputePipelineDeferred). */
-  private get real(): GPUComputePipeline | null {
-    return this.#real;
-  }
-  private set real(real: GPUComputePipeline | null) {
-    this.#real = real;
-  }
   get descriptor(): GPUComputePipelineDescriptor {
     return this.#descriptor;
   }
@@ -232,7 +223,7 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
 
   /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation). */
   attach(real: GPUComputePipeline): void {
-    this.real = real;
+    this.#real = real;
   }
 
   /**
@@ -241,7 +232,7 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
    */
   async rebuild(physical: PhysicalDevice): Promise<void> {
     if (this.refused) {
-      this.real = invalidReal.computePipeline(physical, this.label);
+      this.#real = invalidReal.computePipeline(physical, this.label);
       return;
     }
     let made: Promise<GPUComputePipeline>;
@@ -251,19 +242,19 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
       made = Promise.reject(new TypeError('refused'));
     }
     // Invalid before, invalid again (its errors were the program's when it was made).
-    this.real = await made.catch(() => invalidComputePipeline(physical));
+    this.#real = await made.catch(() => invalidComputePipeline(physical));
     const hadTwin = this.atomized !== null;
     this.atomized = null;
-    if (hadTwin) await buildAtomizedTwin(this.device, this, false);
+    if (hadTwin) await buildAtomizedTwin(this.#device, this, false);
   }
   get [REAL](): GPUComputePipeline {
-    return this.real as GPUComputePipeline;
+    return this.#real as GPUComputePipeline;
   }
   getBindGroupLayout(index: number): VirtualBindGroupLayout {
     index = unsignedLong(index, 'getBindGroupLayout', 'index');
-    const real = this.device.call(() => this.real!.getBindGroupLayout(index));
+    const real = this.#device.call(() => this.#real!.getBindGroupLayout(index));
     const layout = new VirtualBindGroupLayout(real, undefined, { pipeline: this, index });
-    this.device.remember('derivedLayout', layout);
+    this.#device.remember('derivedLayout', layout);
     return layout;
   }
 }

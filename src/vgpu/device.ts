@@ -96,32 +96,17 @@ export class VirtualDevice extends EventTarget {
   get queue(): VirtualQueue {
     return this.#queue;
   }
-  private set queue(queue: VirtualQueue) {
-    this.#queue = queue;
-  }
   get features(): ReadonlySet<string> {
     return this.#features;
-  }
-  private set features(features: ReadonlySet<string>) {
-    this.#features = features;
   }
   get limits(): Readonly<Record<string, number>> {
     return this.#limits;
   }
-  private set limits(limits: Readonly<Record<string, number>>) {
-    this.#limits = limits;
-  }
   get adapterInfo(): GPUAdapterInfo {
     return this.#adapterInfo;
   }
-  private set adapterInfo(info: GPUAdapterInfo) {
-    this.#adapterInfo = info;
-  }
   get lost(): Promise<DeviceLostInfo> {
     return this.#lost;
-  }
-  private set lost(lost: Promise<DeviceLostInfo>) {
-    this.#lost = lost;
   }
   get onuncapturederror(): ((event: Event) => void) | null {
     return this.#onuncapturederror;
@@ -145,29 +130,8 @@ export class VirtualDevice extends EventTarget {
     this.#isLost = value;
   }
   /** What migration must make afresh on another device, by phase; weak, so dropped objects go. */
-  private get migratable(): Map<RebuildPhase, Set<WeakRef<Rebuildable>>> {
-    return this.#migratable;
-  }
-  private get buffers(): Set<WeakRef<VirtualBuffer>> {
-    return this.#buffers;
-  }
-  private get resolveLost(): (info: DeviceLostInfo) => void {
-    return this.#resolveLost;
-  }
   private set resolveLost(resolve: (info: DeviceLostInfo) => void) {
     this.#resolveLost = resolve;
-  }
-  private get scopes(): ErrorScopes {
-    return this.#scopes;
-  }
-  private set scopes(scopes: ErrorScopes) {
-    this.#scopes = scopes;
-  }
-  private get listenerCount(): number {
-    return this.#listenerCount;
-  }
-  private set listenerCount(count: number) {
-    this.#listenerCount = count;
   }
   get host(): ProcessHost {
     return this.#host;
@@ -193,14 +157,14 @@ export class VirtualDevice extends EventTarget {
     this.#host = host;
     this.#physical = physical;
     this.#label = descriptor?.label ?? '';
-    this.features = features;
-    this.limits = limits;
-    this.adapterInfo = adapterInfo;
+    this.#features = features;
+    this.#limits = limits;
+    this.#adapterInfo = adapterInfo;
     this.dispatcher = host.dispatcherFor(physical);
-    this.queue = new VirtualQueue(this);
-    if (descriptor?.defaultQueue?.label) this.queue.label = descriptor.defaultQueue.label;
-    this.lost = new Promise((resolve) => (this.resolveLost = resolve));
-    this.scopes = new ErrorScopes((error) => this.dispatchUncaptured(error));
+    this.#queue = new VirtualQueue(this);
+    if (descriptor?.defaultQueue?.label) this.#queue.label = descriptor.defaultQueue.label;
+    this.#lost = new Promise((resolve) => (this.#resolveLost = resolve));
+    this.#scopes = new ErrorScopes((error) => this.dispatchUncaptured(error));
   }
 
   get proc(): Proc {
@@ -223,7 +187,7 @@ export class VirtualDevice extends EventTarget {
    * will never be made). Every path of a work item must do one of the two.
    */
   errorTarget(): HeldTarget {
-    return this.scopes.hold();
+    return this.#scopes.hold();
   }
 
   /** Makes a real call now; its errors go to the scopes current now. */
@@ -245,14 +209,14 @@ export class VirtualDevice extends EventTarget {
   /** Like call(), and also says whether the call raised no error (`clean`: known at return). */
   callChecked<T>(realCall: () => T): { value: T; valid: Promise<boolean>; clean: boolean } {
     const captured = this.physical.capture(realCall);
-    return { value: captured.value, valid: this.route(this.scopes.target(), captured), clean: captured.clean };
+    return { value: captured.value, valid: this.route(this.#scopes.target(), captured), clean: captured.clean };
   }
 
   /** Like callChecked, with the call's errors reworded by `reword` before the program sees them. */
   callReworded<T>(realCall: () => T, reword: (errors: GPUError[]) => GPUError[]): { value: T; valid: Promise<boolean>; clean: boolean } {
     const captured = this.physical.capture(realCall);
     const reworded = { ...captured, errors: captured.errors.then(reword) };
-    return { value: captured.value, valid: this.route(this.scopes.target(), reworded), clean: captured.clean };
+    return { value: captured.value, valid: this.route(this.#scopes.target(), reworded), clean: captured.clean };
   }
 
   /** Routes the errors of a call the kernel made for this device to `target` (see errorTarget). */
@@ -274,7 +238,7 @@ export class VirtualDevice extends EventTarget {
     if (captured.clean) return RESOLVED_TRUE;
     // A lost device reports no errors (WebGPU): its calls are no-ops from the program's view.
     // Errors about another device's object (a stand-in) are worded as Dawn words them (foreign.ts).
-    this.scopes.route(
+    this.#scopes.route(
       target,
       captured.errors.then((list) => (this.isLost ? [] : foreignWords(list, this))),
     );
@@ -289,7 +253,7 @@ export class VirtualDevice extends EventTarget {
 
   /** Reports an error gpunix itself found (a limit or budget), through the same channels. */
   private reportNow(error: GPUError): void {
-    if (!this.isLost) this.scopes.report(this.scopes.target(), error);
+    if (!this.isLost) this.#scopes.report(this.#scopes.target(), error);
   }
 
   private dispatchUncaptured(error: GPUError): void {
@@ -305,30 +269,30 @@ export class VirtualDevice extends EventTarget {
   }
 
   override addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: AddEventListenerOptions | boolean): void {
-    if (type === 'uncapturederror' && listener) this.listenerCount++;
+    if (type === 'uncapturederror' && listener) this.#listenerCount++;
     super.addEventListener(type, listener, options);
   }
   override removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: EventListenerOptions | boolean): void {
-    if (type === 'uncapturederror' && listener) this.listenerCount = Math.max(0, this.listenerCount - 1);
+    if (type === 'uncapturederror' && listener) this.#listenerCount = Math.max(0, this.#listenerCount - 1);
     super.removeEventListener(type, listener, options);
   }
   private hasUncapturedListener(): boolean {
-    return this.listenerCount > 0 || this.onuncapturederror !== null;
+    return this.#listenerCount > 0 || this.onuncapturederror !== null;
   }
 
   pushErrorScope(filter: GPUErrorFilter): void {
-    this.scopes.push(filter);
+    this.#scopes.push(filter);
   }
 
   popErrorScope(): Promise<GPUError | null> {
     if (this.isLost) {
       // WebGPU (and Dawn): on a lost device popErrorScope resolves null, even with no scope open.
-      return this.scopes.pop().then(
+      return this.#scopes.pop().then(
         () => null,
         () => null,
       );
     }
-    return this.scopes.pop();
+    return this.#scopes.pop();
   }
 
   // ---- resources ------------------------------------------------------------------------------
@@ -369,9 +333,9 @@ export class VirtualDevice extends EventTarget {
     let refusal: GPUError | null = null;
     if (this.isLost) {
       refusal = validationError('device is lost');
-    } else if (size > this.limits.maxBufferSize) {
+    } else if (size > this.#limits.maxBufferSize) {
       refusal = validationError(
-        `Buffer size (${size}) exceeds the max buffer size limit (${this.limits.maxBufferSize}).\n - While calling [Device].CreateBuffer([BufferDescriptor "${descriptor.label ?? ''}"]).`,
+        `Buffer size (${size}) exceeds the max buffer size limit (${this.#limits.maxBufferSize}).\n - While calling [Device].CreateBuffer([BufferDescriptor "${descriptor.label ?? ''}"]).`,
       );
     } else {
       refusal = this.memoryRefusal(size);
@@ -389,7 +353,7 @@ export class VirtualDevice extends EventTarget {
     const { value: real, valid, clean } = this.callChecked(() => this.physical.device.createBuffer({ ...descriptor, usage: realUsage }));
     const residency = residencyOf(real, realUsage);
     const buffer = new VirtualBuffer(this, residency, descriptor);
-    this.buffers.add(new WeakRef(buffer));
+    this.#buffers.add(new WeakRef(buffer));
     const memory = this.host.memory;
     const token = this.track(buffer, 'buffer', real.size, releaser(memory, residency));
     buffer.ledgerToken = token;
@@ -426,7 +390,7 @@ export class VirtualDevice extends EventTarget {
     // What compilation would cost is measured first: a module over a limit never reaches Dawn.
     const refusal = checkShader(descriptor.code, this.host.shaderLimits);
     // The real device has every feature: an extension whose feature this device lacks is refused here, as Dawn would.
-    const disabled = refusal ? null : enableRefusal(descriptor.code, this.features);
+    const disabled = refusal ? null : enableRefusal(descriptor.code, this.#features);
     const budget = this.loopBudgetOn(this.physical);
     const compiled = refusal
       ? refusedModule(this.physical, descriptor.label, `${ErrorCodes.SHADER_LIMIT}: ${describeShaderLimit(descriptor.label ?? '', refusal)}`)
@@ -565,7 +529,7 @@ export class VirtualDevice extends EventTarget {
   /** The checks of this device's limits against the real device's (made again after a migration). */
   get limitChecks(): ProcessLimits {
     if (this.#limitChecks === null || this.#limitChecksOn !== this.physical) {
-      this.#limitChecks = ProcessLimits.of(this.limits, this.physical);
+      this.#limitChecks = ProcessLimits.of(this.#limits, this.physical);
       this.#limitChecksOn = this.physical;
     }
     return this.#limitChecks;
@@ -664,7 +628,7 @@ export class VirtualDevice extends EventTarget {
 
   createQuerySet(input: GPUQuerySetDescriptor): VirtualQuerySet {
     const descriptor = querySetDescriptor(input);
-    if (descriptor.type === 'timestamp' && !this.features.has('timestamp-query')) {
+    if (descriptor.type === 'timestamp' && !this.#features.has('timestamp-query')) {
       // WebGPU's content-timeline check (as Dawn does it): a TypeError, no query set made.
       throw new TypeError("Failed to execute 'createQuerySet' on 'GPUDevice': query type 'timestamp' requires the 'timestamp-query' feature, which is not enabled on this device.");
     }
@@ -680,18 +644,18 @@ export class VirtualDevice extends EventTarget {
 
   /** Records an object that migration must make afresh. */
   remember(phase: RebuildPhase, object: Rebuildable): void {
-    let set = this.migratable.get(phase);
-    if (!set) this.migratable.set(phase, (set = new Set()));
+    let set = this.#migratable.get(phase);
+    if (!set) this.#migratable.set(phase, (set = new Set()));
     set.add(new WeakRef(object));
     if (set.size % 256 === 0) for (const ref of set) if (!ref.deref()) set.delete(ref);
   }
 
   private liveBuffers(): VirtualBuffer[] {
     const live: VirtualBuffer[] = [];
-    for (const ref of this.buffers) {
+    for (const ref of this.#buffers) {
       const buffer = ref.deref();
       if (buffer && !buffer.isDestroyed) live.push(buffer);
-      else this.buffers.delete(ref);
+      else this.#buffers.delete(ref);
     }
     return live;
   }
@@ -729,7 +693,7 @@ export class VirtualDevice extends EventTarget {
     for (const phase of REBUILD_PHASES) {
       // A pipeline is remade asynchronously (Dawn's synchronous creation would wait for the target's
       // running kernel); what is made from it (derived layouts) waits for its phase to finish.
-      await Promise.all([...(this.migratable.get(phase) ?? [])].map((ref) => ref.deref()?.rebuild(target)));
+      await Promise.all([...(this.#migratable.get(phase) ?? [])].map((ref) => ref.deref()?.rebuild(target)));
     }
     // Encodings made before name the old device's objects: submits re-encode from the record.
     this.proc.backingEpoch++;
@@ -755,7 +719,7 @@ export class VirtualDevice extends EventTarget {
   }
 
   private live<T extends object>(phase: RebuildPhase): T[] {
-    return [...(this.migratable.get(phase) ?? [])].map((ref) => ref.deref() as T | undefined).filter((o): o is T => o !== undefined);
+    return [...(this.#migratable.get(phase) ?? [])].map((ref) => ref.deref() as T | undefined).filter((o): o is T => o !== undefined);
   }
 
   /**
@@ -974,8 +938,8 @@ export class VirtualDevice extends EventTarget {
     const a = this.physical.adapter;
     return {
       device: { description: a.description, vendor: a.vendor, backend: a.backend },
-      limits: limitValues(this.limits),
-      features: [...this.features],
+      limits: limitValues(this.#limits),
+      features: [...this.#features],
       shaders,
       pipelines,
       buffers,
@@ -1100,11 +1064,11 @@ export class VirtualDevice extends EventTarget {
             }
             return encoder.finish({ label: cb.label });
           });
-          this.queue.submit(commandBuffers as unknown as GPUCommandBuffer[]);
+          this.#queue.submit(commandBuffers as unknown as GPUCommandBuffer[]);
           break;
         }
         case 'writeBuffer':
-          this.queue.writeBuffer(real(buffers, item.buffer), item.bufferOffset, item.data);
+          this.#queue.writeBuffer(real(buffers, item.buffer), item.bufferOffset, item.data);
           break;
         case 'destroyBuffer':
           buffers.get(item.buffer)!.destroy();
@@ -1126,9 +1090,9 @@ export class VirtualDevice extends EventTarget {
   lose(reason: GPUDeviceLostReason, message: string): void {
     if (this.isLost) return;
     this.isLost = true;
-    this.scopes.clear();
+    this.#scopes.clear();
     this.proc.ledger.releaseAll(this);
-    this.resolveLost(deviceLostInfo(reason, message));
+    this.#resolveLost(deviceLostInfo(reason, message));
   }
 }
 

@@ -9,9 +9,6 @@ import type { ProcessHost } from './host.js';
 export class VirtualGPU {
   // A private field, not an own property: a GPU object has none (WebIDL).
   #host: ProcessHost;
-  private get host(): ProcessHost {
-    return this.#host;
-  }
   constructor(host: ProcessHost) {
     this.#host = host;
   }
@@ -19,13 +16,13 @@ export class VirtualGPU {
   async requestAdapter(options?: GPURequestAdapterOptions): Promise<VirtualAdapter | null> {
     // Converted as WebIDL says (a failure rejects): the kernel never reads the program's object.
     const converted = requestAdapterOptions(options);
-    if (!this.host.proc.alive) return null;
+    if (!this.#host.proc.alive) return null;
     // featureLevel must be a feature level string, else no adapter (WebGPU §4.3). gpunix cannot
     // enforce compatibility mode's stricter rules on the kernel's core device, so
     // "compatibility" is taken as "core", as the spec allows.
     if (converted.featureLevel !== 'core' && converted.featureLevel !== 'compatibility') return null;
-    const device = this.host.chooseDevice(converted);
-    return device ? new VirtualAdapter(this.host, device) : null;
+    const device = this.#host.chooseDevice(converted);
+    return device ? new VirtualAdapter(this.#host, device) : null;
   }
 
   getPreferredCanvasFormat(): GPUTextureFormat {

@@ -24,21 +24,6 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebui
   set ledgerToken(token: object | null) {
     this.#ledgerToken = token;
   }
-  private get destroyed(): boolean {
-    return this.#destroyed;
-  }
-  private set destroyed(value: boolean) {
-    this.#destroyed = value;
-  }
-  private get device(): VirtualDevice {
-    return this.#device;
-  }
-  private get real(): GPUQuerySet {
-    return this.#real;
-  }
-  private set real(real: GPUQuerySet) {
-    this.#real = real;
-  }
 
   constructor(device: VirtualDevice, real: GPUQuerySet, descriptor: GPUQuerySetDescriptor) {
     super(descriptor.label, device);
@@ -48,29 +33,29 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebui
     this.#count = real.count;
   }
   get [REAL](): GPUQuerySet {
-    return this.real;
+    return this.#real;
   }
   /** Migration: a new query set of the same type and count (query results are not carried). */
   rebuild(physical: PhysicalDevice): void {
-    if (this.destroyed) return;
-    const old = this.real;
-    this.real = physical.capture(() => physical.device.createQuerySet({ type: this.type, count: this.count, label: this.label })).value;
+    if (this.#destroyed) return;
+    const old = this.#real;
+    this.#real = physical.capture(() => physical.device.createQuerySet({ type: this.type, count: this.count, label: this.label })).value;
     old.destroy();
   }
 
   get isDestroyed(): boolean {
-    return this.destroyed;
+    return this.#destroyed;
   }
   destroy(): void {
-    if (this.destroyed) return;
-    this.destroyed = true;
+    if (this.#destroyed) return;
+    this.#destroyed = true;
     const token = this.ledgerToken;
     this.ledgerToken = null;
-    const proc = this.device.proc;
+    const proc = this.#device.proc;
     const release = (): void => {
       if (token) proc.ledger.release(token, true);
-      else this.real.destroy();
+      else this.#real.destroy();
     };
-    this.device.dispatcher.enqueue({ owner: proc, usesDevice: false, run: release, cancel: release });
+    this.#device.dispatcher.enqueue({ owner: proc, usesDevice: false, run: release, cancel: release });
   }
 }

@@ -38,9 +38,6 @@ export class VirtualQueue {
   // Private fields behind prototype accessors: a GPUQueue has no own properties (WebIDL).
   #label = '';
   #device: VirtualDevice;
-  private get device(): VirtualDevice {
-    return this.#device;
-  }
   constructor(device: VirtualDevice) {
     this.#device = device;
   }
@@ -54,7 +51,7 @@ export class VirtualQueue {
   }
 
   submit(commandBuffers: Iterable<GPUCommandBuffer>): void {
-    const device = this.device;
+    const device = this.#device;
     const objects = device.objects;
     // sequence<GPUCommandBuffer>: iterated once, then each element's interface and owner checked.
     const buffers = sequence(commandBuffers, 'submit', 'commandBuffers', itself) as VirtualCommandBuffer[];
@@ -89,7 +86,7 @@ export class VirtualQueue {
    * every command buffer of a refused submit is used up, the other device's included.
    */
   private submitForeign(converted: readonly unknown[], foreign: readonly VirtualCommandBuffer[]): void {
-    const device = this.device;
+    const device = this.#device;
     for (const cb of [...converted, ...foreign]) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
     if (device.isLost) return;
     const target = device.errorTarget();
@@ -109,7 +106,7 @@ export class VirtualQueue {
   }
 
   writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
-    const device = this.device;
+    const device = this.#device;
     // WebIDL's conversions, in argument order; another device's buffer becomes a stand-in that
     // Dawn refuses with the two-device error, in the program's order (foreign.ts).
     buffer = device.objects.object('GPUBuffer', buffer, 'writeBuffer', 'buffer') as GPUBuffer;
@@ -166,7 +163,7 @@ export class VirtualQueue {
   }
 
   onSubmittedWorkDone(): Promise<undefined> {
-    const device = this.device;
+    const device = this.#device;
     if (device.isLost) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       device.dispatcher.enqueue({

@@ -144,16 +144,7 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
   get refusal(): string | null {
     return this.#refusal;
   }
-  private get real(): GPUShaderModule {
-    return this.#real;
-  }
-  private set real(real: GPUShaderModule) {
-    this.#real = real;
-  }
   /** The process's loop budget on a device (its limit now: a tenant's quota may change), for rebuilding on another device. */
-  private get budgetOn(): (physical: PhysicalDevice) => Budget {
-    return this.#budgetOn;
-  }
   constructor(compiled: CompiledModule, descriptor: GPUShaderModuleDescriptor, budgetOn: (physical: PhysicalDevice) => Budget) {
     super(descriptor.label);
     this.#budgetOn = budgetOn;
@@ -164,16 +155,16 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
     this.#refusal = compiled.refusal ?? null;
   }
   get [REAL](): GPUShaderModule {
-    return this.real;
+    return this.#real;
   }
   rebuild(physical: PhysicalDevice): void {
     if (this.refusal !== null) {
-      this.real = refusedModule(physical, this.label, this.refusal).real;
+      this.#real = refusedModule(physical, this.label, this.refusal).real;
       return;
     }
     const descriptor = { code: this.code, label: this.label };
-    const compiled = compileBounded(physical, descriptor, this.budgetOn(physical), (make) => physical.capture(make).value);
-    this.real = compiled.real;
+    const compiled = compileBounded(physical, descriptor, this.#budgetOn(physical), (make) => physical.capture(make).value);
+    this.#real = compiled.real;
     this.deviceCode = compiled.deviceCode;
     this.watchdog = compiled.watchdog;
   }
@@ -182,6 +173,6 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
       const message = Object.freeze({ type: 'error', message: this.refusal, lineNum: 0, linePos: 0, offset: 0, length: 0 });
       return Promise.resolve(Object.freeze({ messages: Object.freeze([message]) }) as unknown as GPUCompilationInfo);
     }
-    return this.real.getCompilationInfo();
+    return this.#real.getCompilationInfo();
   }
 }
