@@ -24,7 +24,9 @@ FROM ${NODE_IMAGE}
 # bookworm-backports, whose mirror is taken from the image's own apt sources, as scripts/setup.sh
 # does. NVIDIA's driver is not installed: the NVIDIA Container Toolkit mounts the host's (its
 # Vulkan ICD needs glvnd's dispatch library, libglvnd0, and X11's client libraries, loaded even
-# without a display).
+# without a display). Mesa's EGL, GLES and GL libraries (libegl-mesa0, libgles2, libgl1-mesa-dri)
+# are there so that `backends: ["vulkan", "opengles", "opengl"]` can open Dawn's GL backends too
+# (docs/configuration.md); the default opens Vulkan only.
 RUN set -eu; \
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}"); \
     target=""; \
@@ -45,7 +47,8 @@ RUN set -eu; \
     fi; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $target \
-      mesa-vulkan-drivers libvulkan1 libglvnd0 libegl1 libx11-6 libxext6; \
+      mesa-vulkan-drivers libvulkan1 libglvnd0 libegl1 libx11-6 libxext6 \
+      libegl-mesa0 libgles2 libgl1-mesa-dri; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --system gpunix; \
     useradd --system --gid gpunix --home-dir /var/lib/gpunix --shell /usr/sbin/nologin gpunix; \
@@ -70,7 +73,7 @@ COPY --from=build /opt/gpunix/node_modules ./node_modules
 COPY --from=build /opt/gpunix/dist/src ./dist/src
 COPY --from=build /opt/gpunix/bin ./bin
 COPY examples ./examples
-COPY scripts/probe-vulkan.mjs ./scripts/
+COPY scripts/probe-vulkan.mjs scripts/probe-egl.mjs ./scripts/
 # The default configuration: the socket (0660, the gpunix group) in the /run/gpunix volume, and
 # sessions without a token act as the `default` tenant. Mount your own at /etc/gpunix/gpunixd.json
 # for tokens, tenants, TLS and metrics.

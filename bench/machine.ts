@@ -5,6 +5,9 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { create } from 'webgpu';
+import { type BackendName, featureLevelOf, type FeatureLevel, parseBackendList } from '../src/device/backends.js';
+import { asFeatureLevelProgram } from '../src/kernel/capabilities.js';
 
 /**
  * A full garbage collection before every timed sample, so neither side pays for the other's
@@ -41,10 +44,61 @@ export function cpuModel(): string {
   }
 }
 
-/** The machine a result came from: date, node, platform, CPU, and the adapter measured. */
-export function machine(adapter: GPUAdapter): Record<string, unknown> {
+// ---- the backend measured (`--backend NAME`) ------------------------------------------------------
+
+/** Both sides of a benchmark on one Dawn backend: bare Dawn there, and gpunix with `backends: [name]`. */
+export interface BenchBackend {
+  /** The backend named by --backend; undefined: the platform's own, as create([]) and createKernel() open it. */
+  name: BackendName | undefined;
+  featureLevel: FeatureLevel;
+  /** Bare Dawn on the backend; on GL/GLES, a program's requestAdapter() asks for 'compatibility' (all they offer). */
+  bare: GPU;
+  /** Options for createKernel on the same backend (spread them into the benchmark's own). */
+  kernel: { backends?: string[] };
+  /** A gpunix process, its navigator.gpu seen by the same program as bare Dawn's (see `bare`). */
+  process<P extends { readonly gpu: GPU; exit(): Promise<unknown> }>(proc: P): { readonly gpu: GPU; exit(): Promise<unknown> };
+}
+
+/**
+ * Takes `--backend NAME` (or `--backend=NAME`) out of process.argv, before the benchmark parses
+ * its own flags, and returns NAME (undefined when absent). Unknown names throw.
+ */
+export function takeBackendFlag(argv: string[] = process.argv): BackendName | undefined {
+  const at = argv.findIndex((a) => a === '--backend' || a.startsWith('--backend='));
+  if (at < 0) return undefined;
+  const [flag] = argv.splice(at, 1);
+  const name = flag === '--backend' ? argv.splice(at, 1)[0] : flag.slice('--backend='.length);
+  if (name === undefined || name === '') throw new Error('--backend needs a backend name (vulkan, opengles, opengl, ...)');
+  const [backend, ...more] = parseBackendList(name);
+  if (more.length > 0) throw new Error(`--backend takes one backend, got ${name}`);
+  return backend;
+}
+
+/** The "bare GPU for backend X" both sides of a per-backend benchmark share (see BenchBackend). */
+export function benchBackend(name: BackendName | undefined): BenchBackend {
+  if (name === undefined) {
+    return { name, featureLevel: 'core', bare: create([]), kernel: {}, process: (proc) => proc };
+  }
+  const featureLevel = featureLevelOf(name);
+  // Mesa's EGL reads EGL_PLATFORM when Dawn loads it (as the kernel sets it: src/device/backends.ts).
+  if (name === 'opengles' || name === 'opengl') process.env.EGL_PLATFORM ??= 'surfaceless';
+  // Held by the returned object for the benchmark's life: dawn.node crashes when a GPU object is
+  // collected while its devices live.
+  const bare = asFeatureLevelProgram(create([`backend=${name}`]), featureLevel);
+  return {
+    name,
+    featureLevel,
+    bare,
+    kernel: { backends: [name] },
+    process: (proc) => ({ gpu: asFeatureLevelProgram(proc.gpu, featureLevel), exit: () => proc.exit() }),
+  };
+}
+
+/** The machine a result came from: date, node, platform, CPU, and the adapter measured (and its backend, when named). */
+export function machine(adapter: GPUAdapter, backend?: BenchBackend): Record<string, unknown> {
   const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   return {
+    ...(backend?.name ? { backend: backend.name, feature_level: backend.featureLevel } : {}),
     date: new Date().toISOString(),
     node: process.version,
     platform: `${process.platform}-${process.arch}`,

@@ -10,12 +10,69 @@
 //
 //   node dist/bench/overhead.js [--reps N] [--scale X] [--only name[,name]]
 
-import { create, globals } from 'webgpu';
-import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
-import { createKernel } from '../src/index.js';
-import { compareSides, Comparison, failIfUncaptured, OVERHEAD_WORKLOADS as WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, Workload } from './workloads.js';
+import { globals } from 'webgpu';
+import { benchBackend, collectGarbage, contentionLine, machine, measureContention, runBenchmark, takeBackendFlag } from './machine.js';
+import { bypassEventPump, createKernel } from '../src/index.js';
+import { compareSides, Comparison, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
+
+/**
+ * The call path alone: `iterations` x (createCommandEncoder, beginComputePass, setPipeline,
+ * setBindGroup, dispatchWorkgroups(1), end, finish, queue.submit), timed from the first call to
+ * the last one's return, with the WebIDL conversions and ownership checks a gpunix process makes
+ * on every argument in place. What the device then takes to run the dispatches is left out (it
+ * hides the calls' cost on a slow device: see dispatch-single); the drain that follows is untimed
+ * but checked (every dispatch must have run), so deferring work cannot pass for speed unnoticed.
+ */
+function dispatchLoopWorkload(name: string, iterations: number): Workload {
+  return {
+    name,
+    unit: 'dispatches',
+    describe: `${iterations} x (encoder, pass, setPipeline, setBindGroup, dispatchWorkgroups(1), end, finish, submit): the calls only, the drain untimed`,
+    async run(gpu, scale) {
+      const device = await openDevice(gpu);
+      const n = Math.max(1, Math.round(iterations * scale));
+      const module = device.createShaderModule({ code: LOOP_KERNEL });
+      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+      await device.queue.onSubmittedWorkDone();
+
+      const start = performance.now();
+      for (let i = 0; i < n; i++) {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        device.queue.submit([encoder.finish()]);
+      }
+      const seconds = (performance.now() - start) / 1000;
+
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(counter, 0, readback, 0, 4);
+      device.queue.submit([encoder.finish()]);
+      await readback.mapAsync(GPUMapMode.READ);
+      const seen = new Uint32Array(readback.getMappedRange())[0];
+      readback.unmap();
+      device.destroy();
+      if (seen !== n) throw new Error(`${name}: expected ${n} dispatches to run, counted ${seen}`);
+      return { units: n, seconds };
+    },
+  };
+}
+
+const LOOP_KERNEL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
+@compute @workgroup_size(1)
+fn main() {
+  atomicAdd(&counter, 1u);
+}`;
+
+const WORKLOADS: Workload[] = [...OVERHEAD_WORKLOADS, dispatchLoopWorkload('dispatch-loop', 4000)];
 
 // ---- harness ------------------------------------------------------------------------------------
 
@@ -23,22 +80,31 @@ const usage = `usage: node dist/bench/overhead.js [--reps N] [--scale X] [--only
   --reps N     timed repetitions per side, interleaved (default 11; one warm-up each comes first)
   --scale X    multiplies every workload's iteration count (default 1)
   --only LIST  comma-separated workload names (${WORKLOADS.map((w) => w.name).join(', ')})
+  --backend B  Dawn backend for both sides: bare Dawn on B, gpunix with backends [B] (vulkan, opengles, opengl, ...; default: the platform's)
 JSON goes to stdout, the table and progress to stderr.`;
 
 async function main(): Promise<void> {
+  const target = benchBackend(takeBackendFlag());
   const args = parseComparisonArgs(usage, WORKLOADS, 11);
   if (!args) return;
   const { reps, scale, workloads } = args;
 
-  const bare = create([]);
+  const bare = target.bare;
   const bareAdapter = await bare.requestAdapter();
-  if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
-  const kernel = await createKernel();
+  if (!bareAdapter) throw new Error(`no WebGPU adapter${target.name ? ` on the ${target.name} backend` : ''}: run scripts/setup.sh`);
+  const kernel = await createKernel({ ...target.kernel });
   const onBare = async (w: Workload): Promise<Sample> => {
     collectGarbage();
-    const sample = await w.run(bare, scale);
-    failIfUncaptured(w.name);
-    return sample;
+    // Bare Dawn as shipped: its polls must not be paced by the kernel's event pump, which holds
+    // every Dawn instance in the process while the kernel lives (src/device/eventPump.ts).
+    bypassEventPump(true);
+    try {
+      const sample = await w.run(bare, scale);
+      failIfUncaptured(w.name);
+      return sample;
+    } finally {
+      bypassEventPump(false);
+    }
   };
 
   // Other programs on the machine make both sides noisy: measure how much CPU they took meanwhile.
@@ -47,7 +113,7 @@ async function main(): Promise<void> {
   try {
     comparisons = await compareSides(workloads, [
       { name: 'bare', run: onBare },
-      processSide('gpunix', scale, (name) => kernel.spawn({ name })),
+      processSide('gpunix', scale, async (name) => target.process(await kernel.spawn({ name }))),
     ], reps);
   } finally {
     await kernel.shutdown();
@@ -58,7 +124,7 @@ async function main(): Promise<void> {
   const results = comparisons.map(({ rates, ...r }) => ({ ...r, bare: rates.bare, gpunix: rates.gpunix }));
   const report = {
     benchmark: 'gpunix-overhead',
-    ...machine(bareAdapter),
+    ...machine(bareAdapter, target),
     reps,
     scale,
     target: 0.95,
@@ -68,7 +134,7 @@ async function main(): Promise<void> {
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
-  printComparison(`${info.description || info.device} (${info.vendor}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['bare', 'gpunix']);
+  printComparison(`${info.description || info.device} (${[info.vendor, target.name].filter(Boolean).join(', ')}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['bare', 'gpunix']);
   process.stderr.write(contentionLine({ wallSeconds, otherCpuSeconds }));
 }
 

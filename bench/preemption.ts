@@ -20,6 +20,11 @@
 // dawn.node exactly as a program without gpunix does. The clients and loops are src/kernel/capabilities.ts's
 // (the same `gpunix caps` measures with).
 //
+// Each gpunix configuration also reports where its realtime latency went (`tail`): every sample
+// matched to its run in the kernel's trace and split into the call path, the dispatcher's queue,
+// the wait behind work already on the device, its own run until its completion was seen, and the
+// program's resumption; with the slowest 1 % broken down the same way (tailBreakdown).
+//
 // Output: one JSON object on stdout, a table on stderr. See docs/benchmarks.md.
 //
 //   node dist/bench/preemption.js [--rounds N] [--duration MS] [--solo MS] [--interval MS] [--depth N]
@@ -31,9 +36,10 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { create, globals } from 'webgpu';
-import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
+import { globals } from 'webgpu';
+import { benchBackend, collectGarbage, contentionLine, machine, measureContention, runBenchmark, takeBackendFlag } from './machine.js';
 import { bypassEventPump, createKernel, Kernel, ProcessHandle } from '../src/index.js';
+import type { ChromeTrace } from '../src/index.js';
 import {
   batchAlone,
   BATCH_SHAPE,
@@ -55,6 +61,9 @@ import {
 
 Object.assign(globalThis, globals);
 
+/** Experimental scheduler parameters a --variant may set (booleans: 0 or 1), not kernel options (src/kernel/dispatch.ts). */
+const EXPERIMENTS = ['standbyBound'];
+
 /** The least ratio of the batch kernel's length to the realtime kernel's submit-to-completion (the issue: 50x), with a margin. */
 const MIN_LENGTH_RATIO = 60;
 
@@ -72,8 +81,11 @@ const usage = `usage: node dist/bench/preemption.js [options]
   --uncontended-slice MS, --uncontended-max-in-flight N, --contention-window MS
                        gpunix (c): the scheduler's uncontended bounds (default: the kernel's, 4 x slice, 4, 100)
   --configs LIST       which of a,a1,ap,b,c to run (default all; a always runs: it is the baseline)
+  --backend B          Dawn backend for every configuration: bare Dawn on B, gpunix with backends [B]
+                       (vulkan, opengles, opengl, ...; default: the platform's)
   --variant SETTINGS   another atomized gpunix configuration in the same run, interleaved with the
-                       others, e.g. targetSliceMs=2,maxInFlight=3 (kernel options; repeatable)
+                       others, e.g. targetSliceMs=2,maxInFlight=3 (kernel options, or the experimental
+                       scheduler parameters ${EXPERIMENTS.join(', ')} as 0/1; repeatable)
   --trace FILE         write (c)'s atom timeline (Chrome trace JSON, for Perfetto) to FILE
   --samples FILE       write every realtime sample ([start ms, latency ms]), each configuration's
                        contention windows and the GC pauses to FILE (JSON), for a closer look at tails
@@ -109,6 +121,106 @@ interface Config {
   wholeDispatches: number;
 }
 
+/** The components of one realtime sample's latency (ms), from the kernel's trace of its run. */
+interface LatencyParts {
+  /** The program's submit call to the dispatcher's queue (the vgpu call path). */
+  call: number;
+  /** Queued in the dispatcher until its run was put on the device. */
+  dispatch: number;
+  /** On the device queue behind work issued before it (as JavaScript saw that work complete). */
+  ahead: number;
+  /** Its own device time plus the time until its completion was seen. */
+  run: number;
+  /** From the completion seen by the dispatcher to the program's await resuming. */
+  resolve: number;
+}
+const PARTS: Array<keyof LatencyParts> = ['call', 'dispatch', 'ahead', 'run', 'resolve'];
+
+/**
+ * Where a gpunix configuration's contended realtime latency goes: each sample matched to its run
+ * in the kernel's trace (the run the sample's submit was enqueued in), split into LatencyParts;
+ * their p50 and p99, and for the slowest 1 % of samples the mean of each part, how many were a
+ * contention window's first submit (the batch process was uncontended until then) and how many
+ * overlapped a GC pause. Also the batch atoms' device time as the dispatcher saw it (start to
+ * completion seen) against the slice they were sized for, and how many fences were ahead of the
+ * realtime runs when they were issued.
+ */
+function tailBreakdown(trace: ChromeTrace, c: Config, overlapsGc: (s: LatencySample) => boolean): Record<string, unknown> {
+  type X = { tid: number; ts: number; dur: number; args: Record<string, number> };
+  const xs = trace.traceEvents.filter((e) => e.ph === 'X') as unknown as X[];
+  const realtimeTid = (trace.traceEvents.find((e) => e.ph === 'M' && e.name === 'thread_name' && String((e.args as { name: string }).name).startsWith(`${c.key}-realtime`)) as { tid?: number } | undefined)?.tid;
+  const runs = xs.filter((e) => e.tid === realtimeTid && e.args.enqueuedUs !== undefined).sort((p, q) => p.args.enqueuedUs - q.args.enqueuedUs);
+  const enqueued = runs.map((e) => e.args.enqueuedUs);
+  const firsts = new Set(c.windows.map(([from, to]) => c.contended.find((x) => x.startMs >= from && x.startMs < to)));
+  const matched: Array<{ sample: LatencySample; parts: LatencyParts; ahead: number }> = [];
+  for (const sample of c.contended) {
+    const startUs = sample.startMs * 1000;
+    let lo = 0;
+    let hi = enqueued.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (enqueued[mid] < startUs) lo = mid + 1;
+      else hi = mid;
+    }
+    const run = runs[lo];
+    // The sample's own run was enqueued after its start and before its completion.
+    if (!run || run.args.enqueuedUs > startUs + sample.latencyMs * 1000) continue;
+    const endUs = run.ts + run.dur;
+    matched.push({
+      sample,
+      ahead: run.args.ahead,
+      parts: {
+        call: (run.args.enqueuedUs - startUs) / 1000,
+        dispatch: (run.args.issuedUs - run.args.enqueuedUs) / 1000,
+        ahead: (run.ts - run.args.issuedUs) / 1000,
+        run: run.dur / 1000,
+        resolve: (startUs + sample.latencyMs * 1000 - endUs) / 1000,
+      },
+    });
+  }
+  const round = (n: number): number => Math.round(n * 1000) / 1000;
+  const slowest = [...matched].sort((p, q) => q.sample.latencyMs - p.sample.latencyMs).slice(0, Math.max(1, Math.ceil(matched.length / 100)));
+  const atoms = xs.filter((e) => e.tid !== realtimeTid && e.args.size !== undefined && c.windows.some(([from, to]) => e.ts >= from * 1000 && e.ts < to * 1000));
+  const atomMs = atoms.map((e) => e.dur / 1000);
+  // Time the device was seen with nothing on it while the batch client had work: a piece issued
+  // after everything before it was seen complete left the device idle at least from then to its
+  // issue (what an issue lead too short costs).
+  const windowOf = (e: X): number => c.windows.findIndex(([from, to]) => e.ts >= from * 1000 && e.ts < to * 1000);
+  const inWindows = xs.filter((e) => e.args.issuedUs !== undefined && windowOf(e) >= 0).sort((p, q) => p.ts - q.ts);
+  let idleUs = 0;
+  let lateIssues = 0;
+  for (let i = 1; i < inWindows.length; i++) {
+    const gap = inWindows[i].args.issuedUs - (inWindows[i - 1].ts + inWindows[i - 1].dur);
+    if (gap > 0 && inWindows[i].tid !== realtimeTid && windowOf(inWindows[i]) === windowOf(inWindows[i - 1])) {
+      idleUs += gap;
+      lateIssues++;
+    }
+  }
+  const windowUs = c.windows.reduce((sum, [from, to]) => sum + (to - from) * 1000, 0);
+  return {
+    matched: matched.length,
+    p50_ms: Object.fromEntries(PARTS.map((k) => [k, round(percentile(matched.map((m) => m.parts[k]), 0.5))])),
+    p99_ms: Object.fromEntries(PARTS.map((k) => [k, round(percentile(matched.map((m) => m.parts[k]), 0.99))])),
+    slowest_1pct: {
+      samples: slowest.length,
+      latency_ms: round(slowest.reduce((sum, m) => sum + m.sample.latencyMs, 0) / slowest.length),
+      mean_ms: Object.fromEntries(PARTS.map((k) => [k, round(slowest.reduce((sum, m) => sum + m.parts[k], 0) / slowest.length)])),
+      window_first_submits: slowest.filter((m) => firsts.has(m.sample)).length,
+      overlapping_gc: slowest.filter((m) => overlapsGc(m.sample)).length,
+      fences_ahead_mean: round(slowest.reduce((sum, m) => sum + m.ahead, 0) / slowest.length),
+    },
+    fences_ahead_p50: percentile(matched.map((m) => m.ahead), 0.5),
+    fences_ahead_p99: percentile(matched.map((m) => m.ahead), 0.99),
+    batch_atoms: atoms.length,
+    /** Batch pieces issued after the device was seen idle, and the fraction of the windows it sat so. */
+    batch_late_issues: lateIssues,
+    device_idle_seen_fraction: round(idleUs / windowUs),
+    batch_atom_ms_p50: round(percentile(atomMs, 0.5)),
+    batch_atom_ms_p90: round(percentile(atomMs, 0.9)),
+    batch_atom_ms_p99: round(percentile(atomMs, 0.99)),
+  };
+}
+
 function positive(name: string, text: string | undefined, integer: boolean): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
@@ -117,6 +229,7 @@ function positive(name: string, text: string | undefined, integer: boolean): num
 }
 
 async function main(): Promise<void> {
+  const target = benchBackend(takeBackendFlag());
   const { values } = parseArgs({
     options: {
       rounds: { type: 'string' },
@@ -168,11 +281,11 @@ async function main(): Promise<void> {
   const log = (text: string): void => {
     process.stderr.write(text);
   };
-  const bare = create([]);
+  const bare = target.bare;
   const bareAdapter = await bare.requestAdapter();
   if (!bareAdapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
-  const whole = await createKernel({ atomize: false, maxInFlight, dawnPollIntervalUs });
-  const atomized = await createKernel({ targetSliceMs, maxInFlight, uncontendedSliceMs, uncontendedMaxInFlight, contentionWindowMs, dawnPollIntervalUs });
+  const whole = await createKernel({ ...target.kernel, atomize: false, maxInFlight, dawnPollIntervalUs });
+  const atomized = await createKernel({ ...target.kernel, targetSliceMs, maxInFlight, uncontendedSliceMs, uncontendedMaxInFlight, contentionWindowMs, dawnPollIntervalUs });
   // Sized by the flags, or else long enough on this device (a fast GPU needs a far bigger grid).
   // Calibrated with the kernels' polling, where the device runs fastest (on a CPU device, dawn.node's
   // spin takes a core from it), so that the batch kernel is long enough in every configuration.
@@ -219,14 +332,19 @@ async function main(): Promise<void> {
   const variantKernels: Kernel[] = [];
   for (const spec of values.variant) {
     const options: Record<string, number> = {};
+    const experiments: Record<string, number> = {};
     for (const pair of spec.split(',')) {
       const [name, value] = pair.split('=');
-      if (!['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs', 'traceEvents', 'issueLeadMs', 'dawnPollIntervalUs'].includes(name) || !(Number(value) >= 0)) {
+      const known = ['targetSliceMs', 'maxInFlight', 'uncontendedSliceMs', 'uncontendedMaxInFlight', 'contentionWindowMs', 'traceEvents', 'issueLeadMs', 'dawnPollIntervalUs'].includes(name);
+      if (!(known || EXPERIMENTS.includes(name)) || !(Number(value) >= 0)) {
         throw new Error(`--variant: not a scheduler setting: ${pair}\n${usage}`);
       }
-      options[name] = Number(value);
+      (known ? options : experiments)[name] = Number(value);
     }
-    const kernel = await createKernel(options);
+    const kernel = await createKernel({ ...target.kernel, ...options });
+    // Experimental scheduler parameters, not kernel options: set on the kernel's settings, which its dispatchers read.
+    const scheduler = kernel.options.scheduler as unknown as Record<string, unknown>;
+    for (const [name, value] of Object.entries(experiments)) scheduler[name] = value !== 0;
     variantKernels.push(kernel);
     configs.push(await gpunixConfig(`c:${spec}`, `gpunix, atomized, ${spec}`, kernel));
   }
@@ -251,6 +369,8 @@ async function main(): Promise<void> {
   gcObserver.observe({ entryTypes: ['gc'] });
 
   bypassEventPump(false);
+  /** Each gpunix configuration's atom timeline, taken before its kernel shuts down. */
+  const traces = new Map<string, ChromeTrace>();
   const stopContention = measureContention();
   try {
     for (let round = 0; round < rounds; round++) {
@@ -287,6 +407,7 @@ async function main(): Promise<void> {
       await c.realtime.verify();
       await c.batch.verify();
     }
+    for (const c of configs) if (c.kernel) traces.set(c.key, c.kernel.trace());
     if (values.trace) writeFileSync(values.trace, JSON.stringify(atomized.trace()));
   } finally {
     await whole.shutdown();
@@ -345,6 +466,7 @@ async function main(): Promise<void> {
       /** The batch client alone on this configuration over alone on bare Dawn (gpunix: the scheduler's cost with nobody to preempt for). */
       batch_alone_ratio: (c.ownBaseline ? rate(pooled(c.alone)) : bareAlone) / bareAlone,
       ...(gpunix ? { atoms: c.atoms, preemptions: c.preemptions, whole_dispatches: c.wholeDispatches } : {}),
+      ...(traces.has(c.key) ? { tail: tailBreakdown(traces.get(c.key)!, c, overlapsGc) } : {}),
     };
   }
   const r = (key: string): Record<string, number> => results[key] as Record<string, number>;
@@ -353,7 +475,7 @@ async function main(): Promise<void> {
   const batchKernelMs = percentile(bareBatchMs, 0.5);
   const report = {
     benchmark: 'gpunix-preemption',
-    ...machine(bareAdapter),
+    ...machine(bareAdapter, target),
     params: {
       rounds,
       duration_ms: durationMs,
@@ -366,6 +488,7 @@ async function main(): Promise<void> {
       uncontended_slice_ms: atomized.options.scheduler.uncontendedSliceNs / 1e6,
       uncontended_max_in_flight: atomized.options.scheduler.uncontendedMaxInFlight,
       contention_window_ms: atomized.options.scheduler.contentionWindowNs / 1e6,
+      issue_lead_ms: atomized.options.scheduler.leadNs / 1e6,
       realtime_kernel: realtimeShape,
       batch_kernel: batchShape,
     },
@@ -421,13 +544,26 @@ async function main(): Promise<void> {
     }),
   ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  log(`\n${info.description || info.device} (${info.vendor}), node ${process.version}, ${availableParallelism()} CPUs, ${rounds} rounds, gpunix polls Dawn every ${report.params.dawn_poll_interval_us} µs at most\n`);
+  log(`\n${info.description || info.device} (${[info.vendor, target.name].filter(Boolean).join(', ')}), node ${process.version}, ${availableParallelism()} CPUs, ${rounds} rounds, gpunix polls Dawn every ${report.params.dawn_poll_interval_us} µs at most\n`);
   log(
     `realtime kernel ${fmt(realtimeKernelMs, 3)} ms, batch kernel ${fmt(batchKernelMs, 1)} ms (${fmt(batchKernelMs / realtimeKernelMs, 0)}x); ` +
       `bare solo p99 ${fmt(bareSoloP99)} ms; batch alone ${fmt(bareAlone, 1)} dispatches/s (ap: ${fmt(pacedBareAlone, 1)}); (c) targetSliceMs ${report.params.target_slice_ms}, maxInFlight ${report.params.max_in_flight}, ` +
       `uncontended ${report.params.uncontended_slice_ms} ms x ${report.params.uncontended_max_in_flight} after ${report.params.contention_window_ms} ms\n`,
   );
   for (const row of rows) log(`${row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ')}\n`);
+  const tails = configs.filter((c) => (results[c.key] as { tail?: unknown }).tail);
+  if (tails.length > 0) {
+    log('where the realtime latency goes (ms; p50 / p99 of each part; slowest 1 %: mean of each part, window-first submits, GC-hit):\n');
+    for (const c of tails) {
+      const t = (results[c.key] as { tail: { p50_ms: LatencyParts; p99_ms: LatencyParts; slowest_1pct: { samples: number; latency_ms: number; mean_ms: LatencyParts; window_first_submits: number; overlapping_gc: number }; batch_atom_ms_p50: number; batch_atom_ms_p90: number; device_idle_seen_fraction: number } }).tail;
+      const parts = PARTS.map((k) => `${k} ${fmt(t.p50_ms[k])}/${fmt(t.p99_ms[k])}`).join(', ');
+      const slow = t.slowest_1pct;
+      log(
+        `  ${c.key}: ${parts}; slowest ${slow.samples} (${fmt(slow.latency_ms)}): ahead ${fmt(slow.mean_ms.ahead)}, run ${fmt(slow.mean_ms.run)}, ` +
+          `resolve ${fmt(slow.mean_ms.resolve)}, first ${slow.window_first_submits}, GC ${slow.overlapping_gc}; batch atoms ${fmt(t.batch_atom_ms_p50)}/${fmt(t.batch_atom_ms_p90)} ms (p50/p90), idle seen ${fmt(100 * t.device_idle_seen_fraction, 1)} %\n`,
+      );
+    }
+  }
   log(
     `targets: (a) p99 >= 10x solo: ${report.targets.a_p99_at_least_10x_solo ? 'yes' : 'no'}; (c) p99 <= 2x solo: ${report.targets.c_p99_within_2x_solo ? 'yes' : 'no'}; ` +
       `(c) batch ratio >= 0.9: ${report.targets.c_batch_ratio_at_least_0_9 ? 'yes' : 'no'}\n`,

@@ -11,6 +11,8 @@ export const MiB = 1024 * 1024;
 export interface Sample {
   units: number;
   seconds: number;
+  /** Each operation's own time (ms), for workloads that time operations one by one (round-trip). */
+  latenciesMs?: number[];
 }
 
 export interface Workload {
@@ -135,7 +137,8 @@ export function bandwidthWorkload(name: string, rounds: number, chunk: number, d
 
 /**
  * Small-operation round trips: `ops` times pushErrorScope + await popErrorScope, the smallest
- * call a program waits on (over the wire, one request and one reply each).
+ * call a program waits on (over the wire, one request and one reply each). Each one's latency is
+ * kept (latenciesMs) for its distribution.
  */
 export function roundTripWorkload(name: string, ops: number, describe: string): Workload {
   return {
@@ -146,15 +149,20 @@ export function roundTripWorkload(name: string, ops: number, describe: string): 
       const device = await openDevice(gpu);
       const n = Math.max(1, Math.round(ops * scale));
       await device.queue.onSubmittedWorkDone();
+      const latenciesMs = new Array<number>(n);
       const start = performance.now();
+      let before = start;
       for (let i = 0; i < n; i++) {
         device.pushErrorScope('validation');
         const error = await device.popErrorScope();
         if (error) throw new Error(`${name}: unexpected ${error.message}`);
+        const after = performance.now();
+        latenciesMs[i] = after - before;
+        before = after;
       }
       const seconds = (performance.now() - start) / 1000;
       device.destroy();
-      return { units: n, seconds };
+      return { units: n, seconds, latenciesMs };
     },
   };
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up gpunix on a fresh machine: npm dependencies, the build, and — only where Dawn finds no
-# usable Vulkan device — Mesa's CPU Vulkan driver (lavapipe >= 23). On Debian 12 that driver comes
-# from the bookworm-backports suite, whose mirror is derived from the machine's own apt sources.
+# usable Vulkan device — Mesa's CPU Vulkan driver (lavapipe >= 23), and — only where Dawn opens no
+# OpenGL ES device — Mesa's EGL/GLES/GL libraries (the opengles and opengl backends). On Debian 12
+# Mesa comes from the bookworm-backports suite (the GL drivers from the same suite as the Vulkan
+# one), whose mirror is derived from the machine's own apt sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +25,9 @@ debian_mirror() {
   echo "$uri"
 }
 
-install_lavapipe() {
-  command -v apt-get >/dev/null || { log "no apt-get: install Mesa's Vulkan drivers (>= 23) by hand"; exit 1; }
+# Installs Mesa packages "$@" with apt, from bookworm-backports on Debian 12.
+install_mesa() {
+  command -v apt-get >/dev/null || { log "no apt-get: install Mesa's $* (>= 23) by hand"; exit 1; }
   local codename; codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   local target=()
   if [ "$codename" = "bookworm" ]; then
@@ -37,10 +40,10 @@ install_lavapipe() {
     fi
     target=(-t bookworm-backports)
   fi
-  log "installing mesa-vulkan-drivers ${target[*]}"
+  log "installing $* ${target[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${target[@]}" mesa-vulkan-drivers libvulkan1 >/dev/null
+    "${target[@]}" "$@" >/dev/null
 }
 
 log "installing npm dependencies"
@@ -49,8 +52,21 @@ if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install 
 if node scripts/probe-vulkan.mjs; then
   log "a Vulkan device is present; not installing lavapipe"
 else
-  install_lavapipe
+  install_mesa mesa-vulkan-drivers libvulkan1
   node scripts/probe-vulkan.mjs || { log "still no usable Vulkan device after installing lavapipe"; exit 1; }
+fi
+
+# The opengles and opengl backends (createKernel({ backends }), $GPUNIX_BACKENDS): Dawn reaches them
+# through EGL (Mesa's, on Linux only). Dawn prints driver warnings on stderr; only the probe's
+# verdict line matters here.
+if [ "$(uname -s)" = Linux ]; then
+  if node scripts/probe-egl.mjs opengles 2>/dev/null; then
+    log "an OpenGL ES device is present; not installing Mesa's EGL/GL libraries"
+  else
+    install_mesa libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri
+    node scripts/probe-egl.mjs opengles 2>/dev/null || { log "still no usable OpenGL ES device after installing Mesa's EGL/GL libraries"; exit 1; }
+  fi
+  node scripts/probe-egl.mjs opengl 2>/dev/null || log "no OpenGL device: the opengl backend will be unavailable"
 fi
 
 log "building"

@@ -56,6 +56,8 @@ export const ErrorCodes = {
   /** A shader module exceeds a kernel `shaderLimits` limit; it reaches programs as a GPUValidationError whose message starts with the code. */
   SHADER_LIMIT: 'GPUNIX_E_SHADER_LIMIT',
   UNBOUNDED_LOOPS: 'GPUNIX_E_UNBOUNDED_LOOPS',
+  /** A migration or restore target lacks a feature or limit the process uses (the message names each); nothing moved. */
+  INCOMPATIBLE_DEVICE: 'GPUNIX_E_INCOMPATIBLE_DEVICE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

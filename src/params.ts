@@ -55,11 +55,13 @@ export const MAX_DAWN_POLL_INTERVAL_US = 10_000;
  * While a higher class has been active within the contention window, a lower class's next piece
  * goes on the device this long before the device is predicted to run out of work (the cost
  * models' forecast), not as soon as an in-flight slot frees: a realtime arrival then waits for
- * the running atom and at most this much of the next, not a whole queued atom. Long enough to
- * cover a completion seen late (one event-pump interval, a scheduling hiccup) so the device does
- * not idle.
+ * the rest of the running atom, and a whole second one only when it arrives within this long of
+ * the first one's end (a wait of half an atom plus the lead on average). Long enough to cover a
+ * completion seen late (one event-pump interval, a scheduling hiccup) so the device seldom idles:
+ * on lavapipe 0.25 took ~0.25 ms off the median wait against 0.5, with batch throughput within
+ * the noise (docs/benchmarks.md, "Preemption").
  */
-export const DEFAULT_ISSUE_LEAD_MS = 0.5;
+export const DEFAULT_ISSUE_LEAD_MS = 0.25;
 
 /** Workgroups in the first atom of a pipeline whose cost is still unknown (the probe). */
 export const COST_PROBE_WORKGROUPS = 4;

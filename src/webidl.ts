@@ -36,6 +36,8 @@ function toNumber(value: unknown, method: string, what: string): number {
 
 /** WebIDL's [EnforceRange] integer conversion: TypeError unless finite and, truncated, in [0, max]. */
 export function enforceRange(value: unknown, max: number, method: string, what: string): number {
+  // The plain valid input (an integer in range) is its own conversion; -0 becomes 0.
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= max) return value === 0 ? 0 : value;
   const number = toNumber(value, method, what);
   if (!Number.isFinite(number)) throw conversionError(method, 'value is not a finite number', what);
   const integer = Math.trunc(number);
@@ -113,12 +115,22 @@ export function sequence<T>(value: unknown, method: string, what: string, elemen
   if ((typeof value !== 'object' && typeof value !== 'function') || value === null) throw conversionError(method, 'value is not a sequence', what);
   const iteratorMethod = (value as { [Symbol.iterator]?: unknown })[Symbol.iterator];
   if (typeof iteratorMethod !== 'function') throw conversionError(method, 'value is not a sequence', what);
-  const out: T[] = [];
   if (iteratorMethod === ARRAY_ITERATOR && Array.isArray(value)) {
     // An array with the built-in iterator: iterating it reads length and elements in this order.
+    if (value.length === 1) {
+      // The common one-element sequence (queue.submit([cb])) in an array of its size; the length
+      // is read again after the element, as iteration does (a conversion may have grown it).
+      const first = element(value[0], 0);
+      if (value.length <= 1) return [first];
+      const rest: T[] = [first];
+      for (let i = 1; i < value.length; i++) rest.push(element(value[i], i));
+      return rest;
+    }
+    const out: T[] = [];
     for (let i = 0; i < value.length; i++) out.push(element(value[i], i));
     return out;
   }
+  const out: T[] = [];
   const iterator = (iteratorMethod as () => Iterator<unknown>).call(value);
   for (let step = iterator.next(); !step.done; step = iterator.next()) out.push(element(step.value, out.length));
   return out;
@@ -531,6 +543,12 @@ export function setBindGroupArgs(args: readonly unknown[], objects: ObjectConver
   const length = size32(args[4], method, 'dynamicOffsetsDataLength');
   if (start + length > data.length) throw new RangeError('dynamicOffsetsDataLength + dynamicOffsetsDataStart is out of bound of dynamicOffsetData');
   return [index, group, Array.from(data.subarray(start, start + length))];
+}
+
+/** setBindGroupArgs for exactly two arguments (index, bindGroup): [index, bindGroup]. */
+export function setBindGroupArgs2(index: unknown, bindGroup: unknown, objects: ObjectConverter, method = 'setBindGroup'): unknown[] {
+  const converted = size32(index, method, 'index');
+  return [converted, bindGroup === null || bindGroup === undefined ? null : objects.object('GPUBindGroup', bindGroup, method, 'bindGroup')];
 }
 
 /** dispatchWorkgroups(x, y = 1, z = 1): always three numbers. */

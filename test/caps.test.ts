@@ -87,6 +87,7 @@ describe('gpunix caps', () => {
       ['{ "preemption_bound_ms": { "below": 2 } }', /unknown key "below"/],
       ['{ "timestamps": "yes" }', /"timestamps" must be true or false/],
       ['[]', /must be one JSON object/],
+      ['{ "backend": "cuda" }', /"backend" must be one of vulkan, opengles, opengl, .* got "cuda"/],
     ];
     for (const [i, [content, message]] of cases.entries()) {
       const result = gpunix('caps', '--require', requirementsFile(`bad${i}.json`, content));
@@ -98,6 +99,57 @@ describe('gpunix caps', () => {
     const missing = gpunix('caps', '--require', join(dir, 'no-such-file.json'));
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /GPUNIX_E_BAD_REQUIREMENTS: cannot read requirements file/);
+  });
+
+  it('measures each backend\'s device, names its backend and feature level, and checks a demanded backend per device', () => {
+    const file = requirementsFile('backend.json', JSON.stringify({ backend: 'vulkan', feature_level: ['core', 'compatibility'], robust_access: true }));
+    const result = gpunix('caps', '--json', '--backends', 'vulkan,opengles', '--require', file, ...SHORT);
+    assert.equal(result.code, 1, `the OpenGL ES device is not on vulkan: ${result.stderr}`);
+    const { devices, requirements } = JSON.parse(result.stdout) as {
+      devices: DeviceCapabilities[];
+      requirements: { met: boolean; checks: Array<{ device: string; requirement: string; measured: unknown; met: boolean }> };
+    };
+    assert.deepEqual(
+      devices.map((d) => [d.backend, d.feature_level]),
+      [
+        ['vulkan', 'core'],
+        ['opengles', 'compatibility'],
+      ],
+    );
+    const [vulkan, gles] = devices;
+    assert.match(gles.description, /OpenGL ES/);
+    for (const caps of devices) {
+      // Measured on that backend's device: its clients ran there (as atoms) and isolation holds there too.
+      assert.ok(caps.preemption_bound_ms > 0, caps.backend);
+      assert.ok(caps.measured.atoms > 0, `${caps.backend}: the batch kernel ran as atoms`);
+      assert.equal(caps.robust_access, true, caps.backend);
+      assert.equal(caps.zero_init, true, caps.backend);
+    }
+    assert.equal(gles.timestamps, false, 'compatibility mode has no timestamp-query');
+    assert.equal(requirements.met, false);
+    const check = (device: string, requirement: string) => requirements.checks.find((c) => c.device === device && c.requirement === requirement);
+    assert.deepEqual(check(vulkan.device, 'backend = vulkan'), { device: vulkan.device, requirement: 'backend = vulkan', measured: 'vulkan', met: true });
+    assert.deepEqual(check(gles.device, 'backend = vulkan'), { device: gles.device, requirement: 'backend = vulkan', measured: 'opengles', met: false });
+    assert.equal(check(gles.device, 'feature_level in [core, compatibility]')?.met, true);
+    assert.equal(check(gles.device, 'robust_access = true')?.met, true);
+  });
+
+  it('prints the backend and feature level, and a demanded feature level as met or NOT MET', () => {
+    const file = requirementsFile('level.json', JSON.stringify({ backend: ['vulkan', 'opengles'], feature_level: 'core' }));
+    const result = gpunix('caps', '--backends', 'opengles', '--require', file, ...SHORT);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stdout, /^gpu0 {2}.*OpenGL ES.* \((.*, )?opengles, compatibility\)$/m);
+    assert.match(result.stdout, /^backend\s+opengles\s/m);
+    assert.match(result.stdout, /^feature level\s+compatibility\s/m);
+    assert.match(result.stdout, /^met\s+backend in \[vulkan, opengles\]\s+opengles\s+gpu0$/m);
+    assert.match(result.stdout, /^NOT MET\s+feature_level = core\s+compatibility\s+gpu0$/m);
+  });
+
+  it('refuses an unknown backend', () => {
+    const result = gpunix('caps', '--backends', 'vulkan,cuda', ...SHORT);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /unknown backend "cuda"/);
+    assert.equal(result.stdout, '');
   });
 
   it('refuses an unknown device with a coded error', () => {
@@ -125,6 +177,26 @@ describe('gpunix caps', () => {
       ],
     );
     assert.equal(checkRequirements([caps('gpu0', NaN, 0, true)], requirements)[0].met, false, 'a missing measurement meets no bound');
+    const onBackend = (device: string, backend: string, level: string) => ({ device, backend, feature_level: level }) as unknown as DeviceCapabilities;
+    assert.deepEqual(
+      checkRequirements(
+        [onBackend('gpu0', 'vulkan', 'core'), onBackend('gpu1', 'opengl', 'compatibility')],
+        parseRequirements(JSON.stringify({ backend: ['vulkan', 'opengles'], feature_level: 'compatibility' })),
+      ).map((c) => [c.device, c.requirement, c.measured, c.met]),
+      [
+        ['gpu0', 'backend in [vulkan, opengles]', 'vulkan', true],
+        ['gpu0', 'feature_level = compatibility', 'core', false],
+        ['gpu1', 'backend in [vulkan, opengles]', 'opengl', false],
+        ['gpu1', 'feature_level = compatibility', 'compatibility', true],
+      ],
+    );
     assert.throws(() => parseRequirements('{}'), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_REQUIREMENTS');
+    for (const [content, message] of [
+      ['{ "feature_level": ["core", 1] }', /"feature_level" must be one of core, compatibility or a list of them .* got 1/],
+      ['{ "feature_level": "full" }', /"feature_level" must be one of core, compatibility .* got "full"/],
+      ['{ "backend": [] }', /"backend" lists no value/],
+    ] as const) {
+      assert.throws(() => parseRequirements(content), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_REQUIREMENTS' && message.test(e.message));
+    }
   });
 });

@@ -405,10 +405,10 @@ describe('gpunixd', () => {
       assert.match(response.headers.get('content-type') ?? '', /text\/plain/);
       const text = await response.text();
       for (const name of [
-        'gpunix_device_utilization_ratio{device="gpu0"}',
-        'gpunix_device_memory_budget_bytes{device="gpu0"}',
-        'gpunix_device_memory_used_bytes{device="gpu0"}',
-        'gpunix_device_memory_evicted_bytes{device="gpu0"}',
+        `gpunix_device_utilization_ratio{device="gpu0",backend="${daemon.kernel.describeDevices()[0].backend}"}`,
+        `gpunix_device_memory_budget_bytes{device="gpu0",backend="${daemon.kernel.describeDevices()[0].backend}"}`,
+        `gpunix_device_memory_used_bytes{device="gpu0",backend="${daemon.kernel.describeDevices()[0].backend}"}`,
+        `gpunix_device_memory_evicted_bytes{device="gpu0",backend="${daemon.kernel.describeDevices()[0].backend}"}`,
         'gpunix_tenant_gpu_time_seconds_total{tenant="bob"}',
         'gpunix_tenant_memory_bytes{tenant="bob"} 4096',
         `gpunix_process_gpu_time_seconds_total{pid="${busy.pid}",tenant="bob",name="measured",device="gpu0"}`,

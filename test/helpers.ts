@@ -2,26 +2,122 @@
 // and small utilities. Tests use the real device: lavapipe in CI.
 
 import { create, globals } from 'webgpu';
+import { BACKENDS_ENV, featureLevelOf, resolveBackends, type BackendName } from '../src/device/backends.js';
+import { asFeatureLevelProgram } from '../src/kernel/capabilities.js';
+import { VirtualGPU } from '../src/vgpu/gpu.js';
 
 Object.assign(globalThis, globals);
 
+// ---- the backend the suite runs on ---------------------------------------------------------------
+// `GPUNIX_BACKENDS=opengles npm test`-style runs (scripts/test-backends.mjs): every kernel a test
+// opens reads $GPUNIX_BACKENDS itself, and the baseline below opens bare Dawn on the same backend,
+// so bare-vs-gpunix comparisons are like for like.
+
+/** The backend the suite's devices stand on: the first of $GPUNIX_BACKENDS, else the platform's. */
+export const suiteBackend: BackendName = resolveBackends(undefined)[0];
+/** 'compatibility' on GL/GLES (WebGPU compatibility mode: lower limits, fewer features), else 'core'. */
+export const suiteFeatureLevel = featureLevelOf(suiteBackend);
+/** Whether $GPUNIX_BACKENDS chose the backend (else the platform default: the suite as it always ran). */
+export const suiteBackendChosen = (process.env[BACKENDS_ENV] ?? '').trim() !== '';
+
+/**
+ * On a compatibility-mode backend the suite's programs are compatibility-mode programs: a
+ * requestAdapter() that names no featureLevel asks for 'compatibility', as a portable program
+ * written for such devices does (a 'core' request, WebGPU's default, gets no adapter there).
+ * An explicit featureLevel is passed through unchanged.
+ */
+function asCompatibilityProgram(options?: GPURequestAdapterOptions): GPURequestAdapterOptions | undefined {
+  if (suiteFeatureLevel !== 'compatibility') return options;
+  if (options !== undefined && options !== null && (options as { featureLevel?: unknown }).featureLevel !== undefined) return options;
+  return { ...(options ?? {}), featureLevel: 'compatibility' };
+}
+
+if (suiteFeatureLevel === 'compatibility') {
+  // The gpunix side of the same rule (every process's navigator.gpu in this test file).
+  const requestAdapter = VirtualGPU.prototype.requestAdapter;
+  VirtualGPU.prototype.requestAdapter = function (this: VirtualGPU, options?: GPURequestAdapterOptions) {
+    return requestAdapter.call(this, asCompatibilityProgram(options));
+  };
+}
+
+/**
+ * Skips `t` by name, with the backend and `reason`, when `supported` is false (the suite's device
+ * lacks what the case needs); returns true when skipped. See also skipIfLacking.
+ */
+export function skipUnless(t: { skip(message?: string): void }, supported: boolean, reason: string): boolean {
+  if (supported) return false;
+  t.skip(`${suiteBackend} (${suiteFeatureLevel}): ${reason}`);
+  return true;
+}
+
 let bare: GPU | null = null;
 
-/** Dawn's own navigator.gpu, with no gpunix in between: the baseline. */
+/** Dawn's own navigator.gpu, with no gpunix in between, on the suite's backend: the baseline. */
 export function bareGpu(): GPU {
-  bare ??= create([]);
+  if (bare) return bare;
+  if (!suiteBackendChosen) {
+    bare = create([]);
+    return bare;
+  }
+  // Mesa's EGL reads EGL_PLATFORM when Dawn loads it (as the kernel sets it: src/device/backends.ts).
+  if (suiteBackend === 'opengles' || suiteBackend === 'opengl') process.env.EGL_PLATFORM ??= 'surfaceless';
+  // Held for the test process's life (by `bare`, itself or through its closures): dawn.node crashes
+  // when a GPU object is collected while its devices live.
+  bare = asFeatureLevelProgram(create([`backend=${suiteBackend}`]), suiteFeatureLevel);
   return bare;
+}
+
+/** The adapter of the suite's baseline backend (its features and limits say what a case may use). */
+export async function bareAdapter(): Promise<GPUAdapter> {
+  const adapter = await bareGpu().requestAdapter();
+  if (!adapter) throw new Error(`no WebGPU adapter on the ${suiteBackend} backend: run scripts/setup.sh`);
+  return adapter;
 }
 
 /** A fresh bare Dawn device (each needs its own adapter). */
 export async function bareDevice(): Promise<GPUDevice> {
-  const adapter = await bareGpu().requestAdapter();
-  if (!adapter) throw new Error('no WebGPU adapter: run scripts/setup.sh');
-  return adapter.requestDevice();
+  return (await bareAdapter()).requestDevice();
 }
 
 import assert from 'node:assert/strict';
-import type { CorpusProgram } from './corpus/common.js';
+import type { CorpusProgram, DeviceNeeds } from './corpus/common.js';
+
+let defaultDevice: Promise<{ limits: Record<string, number>; features: Set<string> }> | null = null;
+
+/**
+ * What of `needs` a default device on the suite's backend (no requiredLimits or features asked
+ * for: what a program gets) lacks, as text, or null when it has everything.
+ */
+export async function suiteLacks(needs: DeviceNeeds | undefined): Promise<string | null> {
+  if (!needs) return null;
+  defaultDevice ??= (async () => {
+    const adapter = await bareAdapter();
+    const device = await adapter.requestDevice();
+    const limits: Record<string, number> = {};
+    for (const key in device.limits) limits[key] = (device.limits as unknown as Record<string, number>)[key];
+    device.destroy();
+    return { limits, features: new Set<string>(adapter.features) };
+  })();
+  const { limits, features } = await defaultDevice;
+  const missing: string[] = [];
+  for (const [key, want] of Object.entries(needs.limits ?? {})) {
+    if (!((limits[key] ?? 0) >= (want as number))) missing.push(`${key} ${want} (the device's default: ${limits[key] ?? 'none'})`);
+  }
+  for (const feature of needs.features ?? []) if (!features.has(feature)) missing.push(`feature '${feature}'`);
+  return missing.length ? `needs ${missing.join(', ')}` : null;
+}
+
+/** Skips `t` by name with the reason when the suite's device lacks `needs`; true when skipped. */
+export async function skipIfLacking(t: { skip(message?: string): void }, needs: DeviceNeeds | undefined): Promise<boolean> {
+  const lacking = await suiteLacks(needs);
+  return lacking !== null && skipUnless(t, false, lacking);
+}
+
+/** The programs of `programs` the suite's device can run (the others are skipped by name where they run alone). */
+export async function runnableOnSuiteDevice<P extends CorpusProgram>(programs: readonly P[]): Promise<P[]> {
+  const lacking = await Promise.all(programs.map((p) => suiteLacks(p.needs)));
+  return programs.filter((_, i) => lacking[i] === null);
+}
 
 const bareResults = new Map<string, Promise<Uint8Array>>();
 

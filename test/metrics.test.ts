@@ -125,6 +125,9 @@ describe('gpunixd metrics and logs', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** The per-device series' labels for gpu0: its id and the backend it was opened on. */
+  const gpu0 = (): string => `device="gpu0",backend="${daemon.kernel.describeDevices()[0].backend}"`;
+
   const scrape = async () => {
     const response = await fetch(`${url}/metrics`);
     assert.equal(response.status, 200);
@@ -133,12 +136,12 @@ describe('gpunixd metrics and logs', () => {
 
   it('serves device busy time, memory used and free, device info, per-process series with their device, and build info', async () => {
     const text = await scrape();
-    const busy = sample(text, 'gpunix_device_busy_seconds_total{device="gpu0"}');
+    const busy = sample(text, `gpunix_device_busy_seconds_total{${gpu0()}}`);
     assert.ok(busy > 0, `the device was busy with alice's dispatch (${busy} s)`);
     assert.match(text, /# TYPE gpunix_device_busy_seconds_total counter/);
-    const budget = sample(text, 'gpunix_device_memory_budget_bytes{device="gpu0"}');
-    const used = sample(text, 'gpunix_device_memory_used_bytes{device="gpu0"}');
-    const free = sample(text, 'gpunix_device_memory_free_bytes{device="gpu0"}');
+    const budget = sample(text, `gpunix_device_memory_budget_bytes{${gpu0()}}`);
+    const used = sample(text, `gpunix_device_memory_used_bytes{${gpu0()}}`);
+    const free = sample(text, `gpunix_device_memory_free_bytes{${gpu0()}}`);
     assert.ok(used >= 4096, `alice's buffer is resident (${used})`);
     assert.equal(free, budget - used, 'free is the budget not used');
     const [device] = daemon.kernel.describeDevices();
@@ -152,10 +155,10 @@ describe('gpunixd metrics and logs', () => {
     const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
     assert.equal(build, `gpunix_build_info{version="${version}",node="${process.version}",webgpu="0.6.2"} 1`);
     for (const series of [
-      'gpunix_device_preemptions_total{device="gpu0"}',
-      'gpunix_device_evictions_total{device="gpu0"}',
-      'gpunix_device_restores_total{device="gpu0"}',
-      'gpunix_device_up{device="gpu0"}',
+      `gpunix_device_preemptions_total{${gpu0()}}`,
+      `gpunix_device_evictions_total{${gpu0()}}`,
+      `gpunix_device_restores_total{${gpu0()}}`,
+      `gpunix_device_up{${gpu0()}}`,
       'gpunix_swap_bytes_total{direction="out"}',
       'gpunix_swap_bytes_total{direction="in"}',
       'gpunix_swap_transfer_seconds_total{direction="out"}',
@@ -166,10 +169,10 @@ describe('gpunixd metrics and logs', () => {
     ]) {
       assert.ok(Number.isFinite(sample(text, series)), `the scrape has ${series}`);
     }
-    assert.equal(sample(text, 'gpunix_device_up{device="gpu0"}'), 1);
+    assert.equal(sample(text, `gpunix_device_up{${gpu0()}}`), 1);
     // Counters only grow: more work, a larger busy time.
     await work(alice.gpu);
-    assert.ok(sample(await scrape(), 'gpunix_device_busy_seconds_total{device="gpu0"}') > busy, 'busy time grew with more work');
+    assert.ok(sample(await scrape(), `gpunix_device_busy_seconds_total{${gpu0()}}`) > busy, 'busy time grew with more work');
   });
 
   it('counts evictions and swap traffic when a process is swapped out and back', async () => {
@@ -182,10 +185,10 @@ describe('gpunixd metrics and logs', () => {
     }
     await work(alice.gpu); // the restore happens before its work runs
     const text = await scrape();
-    assert.ok(sample(text, 'gpunix_device_evictions_total{device="gpu0"}') >= 1, 'alice\'s buffer was evicted');
+    assert.ok(sample(text, `gpunix_device_evictions_total{${gpu0()}}`) >= 1, 'alice\'s buffer was evicted');
     assert.ok(sample(text, 'gpunix_swap_bytes_total{direction="out"}') >= 4096);
     await eventually('the buffer is restored', () => daemon.kernel.stats().devices[0].restores >= 1);
-    assert.ok(sample(await scrape(), 'gpunix_device_restores_total{device="gpu0"}') >= 1);
+    assert.ok(sample(await scrape(), `gpunix_device_restores_total{${gpu0()}}`) >= 1);
   });
 
   it('passes promtool check metrics', async (t) => {

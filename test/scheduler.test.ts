@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
 import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
-import './helpers.js';
+import { skipIfLacking } from './helpers.js';
 
 // BUSY_WGSL (about 20 µs per workgroup on lavapipe at ITER = 1000) and its oracle are the
 // kernel's own, the ones `gpunix caps` measures with.
@@ -200,6 +200,26 @@ describe('the scheduler', () => {
     assert.equal(covered, 256, 'the atoms cover the grid exactly once');
     assert.ok(trace.traceEvents.some((e: { ph: string; name: string; args: { name: string } }) => e.ph === 'M' && e.args.name === `traced (pid ${proc.pid})`));
   });
+
+  it("the timeline says where each run's latency went: enqueued, then issued, then started", async () => {
+    const proc = await kernel.spawn({ name: 'timed' });
+    const p = await busyProgram(proc, 256);
+    p.submit(256);
+    p.submit(1);
+    await p.device.queue.onSubmittedWorkDone();
+    assert.equal(proc.record().accounting.latency.count, 2, 'both submits are in the latency histogram, the split one too');
+    await proc.exit();
+    const mine = kernel.trace().traceEvents.filter((e) => e.ph === 'X' && e.tid === proc.pid);
+    const args = (e: (typeof mine)[number]) => e.args as { issuedUs?: number; enqueuedUs?: number; ahead?: number };
+    assert.ok(mine.length > 1 && mine.every((e) => args(e).issuedUs !== undefined), 'every run has its issue time');
+    for (const e of mine) {
+      const { issuedUs, enqueuedUs, ahead } = args(e);
+      assert.ok(issuedUs! <= (e.ts as number), 'a run starts no earlier than its issue');
+      assert.ok(Number.isInteger(ahead) && ahead! >= 0 && ahead! < 4, `fences ahead: ${ahead}`);
+      if (enqueuedUs !== undefined) assert.ok(enqueuedUs <= issuedUs!, 'a call is issued no earlier than it was made');
+    }
+    assert.equal(mine.filter((e) => args(e).enqueuedUs !== undefined).length, 2, 'each submit completes in exactly one run');
+  });
 });
 
 describe('uncontended atoms', () => {
@@ -221,7 +241,10 @@ describe('uncontended atoms', () => {
       .map((size) => size[0] * size[1] * size[2]);
   const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-  it('a process alone gets larger atoms; a realtime process becoming active brings them back to the target slice', async () => {
+  it('a process alone gets larger atoms; a realtime process becoming active brings them back to the target slice', async (t) => {
+    // Without timestamp-query (GL, GLES) atoms are timed by wall clock, queueing included: the
+    // learned atom sizes this compares then move with the machine's load.
+    if (await skipIfLacking(t, { features: ['timestamp-query'] })) return;
     const batch = await kernel.spawn({ name: 'alone', priority: 'batch' });
     const b = await busyProgram(batch, 2048);
     b.submit(2048); // the first atoms are probes while the cost is unknown
@@ -256,6 +279,44 @@ describe('uncontended atoms', () => {
     for (const x of [0, 2047 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
     await batch.exit();
     await realtime.exit();
+  });
+
+  it('with the experimental standby bound, an idle realtime process keeps a lone batch process to maxInFlight fences', async () => {
+    const scheduler = kernel.options.scheduler;
+    const realtime = await kernel.spawn({ name: 'idle', priority: 'realtime' });
+    const r = await busyProgram(realtime, 1);
+    r.submit(1);
+    await r.device.queue.onSubmittedWorkDone();
+    const batch = await kernel.spawn({ name: 'lone', priority: 'batch' });
+    const b = await busyProgram(batch, 2048);
+    /** The most fences ahead of any run of `batch` issued from `sinceMs` (performance.now()) on. */
+    const mostAhead = (sinceMs: number): number =>
+      Math.max(
+        ...kernel
+          .trace()
+          .traceEvents.filter((e) => e.ph === 'X' && e.tid === batch.pid && (e.args as { issuedUs: number }).issuedUs >= sinceMs * 1000)
+          .map((e) => (e.args as { ahead: number }).ahead),
+      );
+    try {
+      b.submit(2048); // the cost model learns
+      await b.device.queue.onSubmittedWorkDone();
+      await sleep(60); // the realtime process is past the contention window
+      const deepSince = performance.now();
+      b.submit(2048);
+      await b.device.queue.onSubmittedWorkDone();
+      scheduler.standbyBound = true;
+      const standbySince = performance.now();
+      b.submit(2048);
+      await b.device.queue.onSubmittedWorkDone();
+      assert.ok(mostAhead(deepSince) >= scheduler.maxInFlight, `without it: up to ${mostAhead(deepSince)} fences ahead`);
+      assert.ok(mostAhead(standbySince) < scheduler.maxInFlight, `with it: up to ${mostAhead(standbySince)} fences ahead`);
+      const out = await b.read();
+      for (const x of [0, 2047 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+    } finally {
+      scheduler.standbyBound = false;
+      await batch.exit();
+      await realtime.exit();
+    }
   });
 
   it('refuses uncontended bounds tighter than the contended ones', async () => {

@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { BACKENDS_ENV, parseBackendList } from '../device/backends.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import {
   checkRequirements,
@@ -19,6 +20,7 @@ interface CapsCommandOptions {
   json?: boolean;
   require?: string;
   device?: string;
+  backends?: string[];
   duration: number;
   overheadDuration: number;
   targetSlice?: number;
@@ -36,6 +38,14 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got ${value}`);
   return n;
+}
+
+function backendList(value: string): string[] {
+  try {
+    return parseBackendList(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 function bytes(value: string): number {
@@ -65,6 +75,12 @@ function capabilityTable(c: DeviceCapabilities): string {
   return table(
     ['CAPABILITY', 'VALUE', 'HOW'],
     [
+      ['backend', c.backend, 'the Dawn backend the device was opened on (--backends)'],
+      [
+        'feature level',
+        c.feature_level,
+        c.feature_level === 'core' ? 'WebGPU core' : 'WebGPU compatibility mode: lower default limits, fewer features (no timestamp-query)',
+      ],
       [
         'preemption bound',
         `${fixed(c.preemption_bound_ms, 2)} ms`,
@@ -86,7 +102,7 @@ function capabilityTable(c: DeviceCapabilities): string {
 }
 
 function checksTable(checks: RequirementCheck[]): string {
-  const value = (v: number | boolean): string => (typeof v === 'boolean' ? String(v) : fixed(v, 2));
+  const value = (v: number | boolean | string): string => (typeof v === 'number' ? fixed(v, 2) : String(v));
   return table(
     ['RESULT', 'REQUIREMENT', 'MEASURED', 'DEVICE'],
     checks.map((c) => [c.met ? 'met' : 'NOT MET', c.requirement, value(c.measured), c.device]),
@@ -100,7 +116,7 @@ async function capsCommand(options: CapsCommandOptions): Promise<void> {
     durationMs: options.duration,
     overheadMs: options.overheadDuration,
     device: options.device,
-    kernel: { targetSliceMs: options.targetSlice, maxInFlight: options.maxInFlight, memoryBudget: options.memoryBudget },
+    kernel: { targetSliceMs: options.targetSlice, maxInFlight: options.maxInFlight, memoryBudget: options.memoryBudget, backends: options.backends },
     log,
   });
   const checks = requirements ? checkRequirements(devices, requirements) : null;
@@ -110,7 +126,10 @@ async function capsCommand(options: CapsCommandOptions): Promise<void> {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   } else {
     for (const c of devices) {
-      process.stdout.write(`\n${c.device}  ${c.description} (${c.vendor}, ${c.backend}${c.fallback ? ', CPU fallback' : ''})\n${capabilityTable(c)}\n`);
+      process.stdout.write(
+        // GL adapters report no vendor: only the parts that say something.
+        `\n${c.device}  ${c.description} (${[c.vendor, c.backend, c.feature_level, c.fallback ? 'CPU fallback' : ''].filter(Boolean).join(', ')})\n${capabilityTable(c)}\n`,
+      );
     }
     if (checks) {
       process.stdout.write(`\nrequirements (${options.require}): ${met ? 'all met' : 'NOT all met'}\n${checksTable(checks)}\n`);
@@ -127,6 +146,11 @@ export function registerCapsCommand(program: Command): void {
     .option('--json', 'print JSON instead of tables')
     .option('--require <file>', 'check the measurements against a requirements file (JSON); exit 1 when one is not met')
     .option('--device <id>', 'measure only this device (as `gpunix devices` lists it)')
+    .option(
+      '--backends <list>',
+      `Dawn backends to open and measure, comma-separated, e.g. vulkan,opengles,opengl (default: $${BACKENDS_ENV}, else the platform's own)`,
+      backendList,
+    )
     .option('--duration <ms>', 'how long the realtime client measures against the batch client', positiveNumber, 3000)
     .option('--overhead-duration <ms>', 'batch-alone time for the atomization overhead (atomized and whole, together)', positiveNumber, 2000)
     .option('--target-slice <ms>', "the kernel's targetSliceMs for the measurement (default: the kernel's)", positiveNumber)

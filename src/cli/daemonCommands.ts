@@ -6,11 +6,13 @@ import type { Command } from 'commander';
 import { installSignalHandlers, startDaemon } from '../daemon/daemon.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import type { PriorityClass } from '../params.js';
-import { ConnectionFlags, sessionOptions } from './operator.js';
+import { backendsOption, ConnectionFlags, sessionOptions } from './operator.js';
 
 interface DaemonFlags {
   config?: string;
   socket?: string;
+  /** --backends: the Dawn backends to open (replaces the configuration's kernel.backends). */
+  backends?: string[];
 }
 
 /**
@@ -21,8 +23,8 @@ interface DaemonFlags {
  */
 async function daemonCommand(flags: DaemonFlags): Promise<void> {
   const daemon = await (flags.config
-    ? startDaemon({ configPath: flags.config, socket: flags.socket }, { ownsProcess: true })
-    : startDaemon({ socket: flags.socket, socketMode: 0o600, anonymousTenant: 'default' }, { ownsProcess: true })
+    ? startDaemon({ configPath: flags.config, socket: flags.socket, backends: flags.backends }, { ownsProcess: true })
+    : startDaemon({ socket: flags.socket, socketMode: 0o600, anonymousTenant: 'default', ...(flags.backends ? { kernel: { backends: flags.backends } } : {}) }, { ownsProcess: true })
   ).catch((error: unknown) => {
     throw listenError(error);
   });
@@ -47,6 +49,7 @@ export function registerDaemonCommand(program: Command): void {
     .description('run gpunixd, the daemon that owns the devices and runs the kernel behind a socket (SIGTERM drains, SIGINT kills all)')
     .option('--config <file>', 'the JSON configuration (docs/daemon.md); none: a personal daemon, socket 0600, no tokens needed')
     .option('--socket <path>', 'listen on this Unix socket instead of the configured (or default) one')
+    .addOption(backendsOption())
     .action((flags: DaemonFlags) => daemonCommand(flags));
 }
 

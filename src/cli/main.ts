@@ -13,7 +13,7 @@ import { RemoteFailure } from '../client/session.js';
 import { registerCapsCommand } from './caps.js';
 import { registerDaemonCommand, remoteRunCommand, RemoteRunOptions } from './daemonCommands.js';
 import { Column, formatBytes, formatNs, table, TableFormat } from './format.js';
-import { ConnectionFlags, connectionOptions, formatOptions, printRows, registerOperatorCommands, remoteDevices, remoteTrace, parsePid } from './operator.js';
+import { backendsOption, ConnectionFlags, connectionOptions, formatOptions, printRows, registerOperatorCommands, remoteDevices, remoteTrace, parsePid } from './operator.js';
 import { checkProgram, runProgram } from './programRunner.js';
 import { registerTopCommand } from './top.js';
 
@@ -45,8 +45,8 @@ function parsePositiveInt(value: string): number {
 const budgetOption = (): Option =>
   new Option('--memory-budget <bytes>', 'memory budget per device, e.g. 512M or 4G (default 4G)').argParser(parseBudget);
 
-function kernelOptions(options: { memoryBudget?: number }): KernelOptions {
-  return { memoryBudget: options.memoryBudget };
+function kernelOptions(options: { memoryBudget?: number; backends?: string[] }): KernelOptions {
+  return { memoryBudget: options.memoryBudget, backends: options.backends };
 }
 
 export function processTable(records: ProcessRecord[]): string {
@@ -77,13 +77,14 @@ const DEVICE_COLUMNS: Column<DeviceDescription>[] = [
   { key: 'vendor', header: 'VENDOR', text: (d) => d.vendor },
   { key: 'architecture', header: 'ARCH', text: (d) => d.architecture },
   { key: 'backend', header: 'BACKEND', text: (d) => d.backend },
+  { key: 'feature-level', header: 'LEVEL', text: (d) => d.featureLevel },
   { key: 'cpu-fallback', header: 'CPU FALLBACK', text: (d) => (d.isFallbackAdapter ? 'yes' : 'no') },
   { key: 'budget', header: 'BUDGET', text: (d) => formatBytes(d.budgetBytes), raw: (d) => d.budgetBytes },
   { key: 'max-buffer', header: 'MAX BUFFER', text: (d) => formatBytes(d.limits.maxBufferSize), raw: (d) => d.limits.maxBufferSize },
   { key: 'features', header: 'FEATURES', text: (d) => d.features.length },
 ];
 
-async function devicesCommand(options: ConnectionFlags & TableFormat & { json?: boolean; memoryBudget?: number; connect?: boolean }): Promise<void> {
+async function devicesCommand(options: ConnectionFlags & TableFormat & { json?: boolean; memoryBudget?: number; backends?: string[]; connect?: boolean }): Promise<void> {
   if (options.connect || options.socket || options.url) return remoteDevices(options);
   const kernel = await createKernel(kernelOptions(options));
   try {
@@ -99,6 +100,8 @@ interface RunOptions {
   priority: PriorityClass;
   weight?: number;
   memoryBudget?: number;
+  /** --backends: the Dawn backends the embedded kernel opens. */
+  backends?: string[];
   /** `gpunix trace`: where to write the atom timeline when the program ends. */
   traceOut?: string;
   /** Write a process image here when the checkpoint signal arrives. */
@@ -187,6 +190,7 @@ interface DemoOptions {
   trace?: string;
   interval: number;
   memoryBudget?: number;
+  backends?: string[];
 }
 
 /** The example programs the demo runs: every .mjs in examples/. */
@@ -249,9 +253,13 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 });
 
 /** `run --connect` refuses the embedded kernel's options instead of ignoring them. */
-function refuseEmbeddedOnly(options: { checkpoint?: string; memReport?: boolean }): void {
+function refuseEmbeddedOnly(options: { checkpoint?: string; memReport?: boolean; backends?: string[] }): void {
   // The daemon's processes are checkpointed by `gpunix checkpoint PID PATH`; its memory is `gpunix mem`.
-  const given = [options.checkpoint && '--checkpoint (use `gpunix checkpoint PID PATH`)', options.memReport && '--mem-report (use `gpunix mem`)'].filter(Boolean);
+  const given = [
+    options.checkpoint && '--checkpoint (use `gpunix checkpoint PID PATH`)',
+    options.memReport && '--mem-report (use `gpunix mem`)',
+    options.backends && '--backends (the daemon opens its own: `gpunix daemon --backends`)',
+  ].filter(Boolean);
   if (given.length > 0) throw new GpunixError(ErrorCodes.BAD_OPTION, `with --connect, ${given.join(' and ')} ${given.length > 1 ? 'are' : 'is'} not taken: ${given.length > 1 ? 'they are' : 'it is'} for the embedded kernel only`);
 }
 
@@ -273,6 +281,7 @@ function buildProgram(): Command {
     .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
     .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
     .addOption(budgetOption())
+    .addOption(backendsOption())
     .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives (the program goes on)')
     .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
     .option('--mem-report', 'print the memory table (budget, resident, evicted, swaps) when the program ends')
@@ -296,6 +305,7 @@ function buildProgram(): Command {
     .argument('[args...]', 'arguments passed to the program')
     .option('--name <name>', "process name (default: the image's)")
     .addOption(budgetOption())
+    .addOption(backendsOption())
     .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives')
     .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
     .option('--mem-report', 'print the memory table when the program ends')
@@ -312,6 +322,7 @@ function buildProgram(): Command {
     .addOption(new Option('--priority <class>', 'priority class').choices([...PRIORITY_CLASSES]).default('normal'))
     .option('--weight <w>', 'share of GPU time within the priority class (default 1)', parseWeight)
     .addOption(budgetOption())
+    .addOption(backendsOption())
     .option('--checkpoint <image>', 'write a process image here whenever the checkpoint signal arrives (the program goes on)')
     .addOption(new Option('--checkpoint-signal <signal>', 'the signal that takes a checkpoint').choices(['SIGUSR1', 'SIGUSR2', 'SIGHUP']).default('SIGUSR2'))
     .option('--mem-report', 'print the memory table when the program ends')
@@ -331,6 +342,7 @@ function buildProgram(): Command {
     .description("list the machine's WebGPU devices as the kernel opens them (with --connect: the daemon's, with their use)")
     .option('--connect', "list the daemon's devices with budget, use and utilization")
     .addOption(budgetOption())
+    .addOption(backendsOption())
     .action((options) => devicesCommand(options));
   formatOptions(devices);
   connectionOptions(devices);
@@ -342,6 +354,7 @@ function buildProgram(): Command {
     .option('--interval <ms>', 'how often to print the table while they run', parsePositiveInt, 250)
     .option('--trace <file>', 'also write the atom timeline of all the examples as Chrome trace JSON')
     .addOption(budgetOption())
+    .addOption(backendsOption())
     .action((options) => demoCommand(options));
 
   registerCapsCommand(program);

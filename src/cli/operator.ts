@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ProgressListener, Session, SessionOptions } from '../client/session.js';
 import { hashToken, newToken } from '../daemon/config.js';
+import { BACKEND_NAMES, BACKENDS_ENV, parseBackendList } from '../device/backends.js';
 import type { DeviceDescription, DeviceStats } from '../kernel/kernel.js';
 import type { ProcessRecord } from '../kernel/proc.js';
 import type { TenantRecord } from '../kernel/tenant.js';
@@ -21,6 +22,19 @@ export interface ConnectionFlags {
   token?: string;
   ca?: string;
   json?: boolean;
+}
+
+/** `--backends vulkan,opengles,opengl`: the Dawn backends a kernel (embedded or the daemon's) opens devices on. */
+export function backendsOption(): Option {
+  return new Option('--backends <list>', `Dawn backends to open devices on, comma-separated, in order: ${BACKEND_NAMES.join(', ')} (default: $${BACKENDS_ENV}, else the platform's own)`).argParser(
+    (value: string) => {
+      try {
+        return parseBackendList(value);
+      } catch (error) {
+        throw new InvalidArgumentError((error as Error).message);
+      }
+    },
+  );
 }
 
 /** Adds --socket, --url, --token, --ca and --json to a command. */
@@ -229,6 +243,7 @@ const REMOTE_DEVICE_COLUMNS: Column<RemoteDevice>[] = [
   { key: 'id', header: 'ID', text: (d) => d.id },
   { key: 'description', header: 'DESCRIPTION', text: (d) => d.description },
   { key: 'backend', header: 'BACKEND', text: (d) => d.backend ?? '-', raw: (d) => d.backend ?? null },
+  { key: 'feature-level', header: 'LEVEL', text: (d) => d.featureLevel ?? '-', raw: (d) => d.featureLevel ?? null },
   { key: 'cpu-fallback', header: 'CPU FALLBACK', text: (d) => (d.isFallbackAdapter ? 'yes' : 'no') },
   { key: 'budget', header: 'BUDGET', text: (d) => formatBytes(d.budgetBytes), raw: (d) => d.budgetBytes },
   { key: 'used', header: 'USED', text: (d) => formatBytes(d.usedBytes), raw: (d) => d.usedBytes },

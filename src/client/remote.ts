@@ -47,6 +47,7 @@ import {
 } from '../webidl.js';
 import { DAWN_KIND_NAMES, describeCommandBuffer, describeDevice, describeObject, foreignMarkerLabel } from '../foreignObject.js';
 import { gpuError, notOfInterface, operationError, UncapturedErrorEvent } from './errors.js';
+import { Allocation, BULK_MIN_BYTES, BulkRegion, bulkOf, fencedBy, startBulk } from './bulkRegion.js';
 
 /** Largest writeBuffer payload sent in one message; bigger valid writes go in pieces (frames stay far below the limit). */
 export const WRITE_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -118,7 +119,11 @@ export function toWire(value: unknown, channel: Channel, method: string, refs?: 
 // ---- GPU and adapter ----------------------------------------------------------------------------
 
 export class RemoteGPU {
-  constructor(private readonly channel: Channel) {}
+  constructor(private readonly channel: Channel) {
+    // Same-host sessions move buffer bytes through shared memory (src/client/bulkRegion.ts); the
+    // request goes out now, behind the program's first calls, and nothing waits for it.
+    startBulk(channel);
+  }
 
   async requestAdapter(options?: GPURequestAdapterOptions): Promise<RemoteAdapter | null> {
     const channel = this.channel;
@@ -152,15 +157,19 @@ interface AdapterResult {
   features: string[];
   limits: Record<string, number>;
   info: Record<string, unknown>;
+  /** The adapter's default feature level (absent from older daemons: 'core'). */
+  featureLevel?: 'core' | 'compatibility';
 }
 
 export class RemoteAdapter extends RemoteObject {
   readonly features: ReadonlySet<string>;
   readonly limits: Readonly<Record<string, number>>;
   readonly info: GPUAdapterInfo;
+  readonly #featureLevel: 'core' | 'compatibility';
 
   constructor(channel: Channel, id: number, result: AdapterResult) {
     super(channel, id, '');
+    this.#featureLevel = result.featureLevel ?? 'core';
     this.features = supportedFeatures(result.features);
     this.limits = supportedLimits(result.limits);
     this.info = adapterInfo(result.info);
@@ -168,6 +177,11 @@ export class RemoteAdapter extends RemoteObject {
 
   get isFallbackAdapter(): boolean {
     return Boolean((this.info as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+  }
+
+  /** The adapter's default feature level on the daemon: 'core', or 'compatibility' (a GL/GLES device, or a compatibility request). */
+  get featureLevel(): 'core' | 'compatibility' {
+    return this.#featureLevel;
   }
 
   async requestDevice(input?: GPUDeviceDescriptor): Promise<RemoteDevice> {
@@ -384,7 +398,7 @@ export class RemoteDevice extends EventTarget {
   }
 
   async popErrorScope(): Promise<GPUError | null> {
-    const { result } = await this.channel.request('PopErrorScope', { device: this.id });
+    const { result } = await fencedBy(this.channel, this.channel.request('PopErrorScope', { device: this.id }));
     if (result === null) return null;
     const { type, message } = result as { type: string; message: string };
     return gpuError(type, message);
@@ -533,6 +547,15 @@ export class RemoteQueue extends RemoteObject {
     const buffer = this.owner!.objects.object('GPUBuffer', target, 'writeBuffer', 'buffer') as RemoteBuffer;
     const offset = size64(bufferOffset, 'writeBuffer', 'bufferOffset');
     const bytes = dataBytes('writeBuffer', data, dataOffset, size);
+    // Through the session's shared-memory region: one copy into it here, one out of it in the
+    // daemon; the message carries where. The program may reuse its array at once, as WebGPU allows.
+    const region = bytes.byteLength >= BULK_MIN_BYTES ? bulkOf(this.channel) : null;
+    const allocation = region?.put(bytes);
+    if (region && allocation) {
+      this.channel.post('QueueWriteBufferShared', { queue: this.id, buffer: buffer.id, offset, at: allocation.at, size: bytes.byteLength });
+      region.sent(allocation);
+      return;
+    }
     // The frame copies the bytes now: the program may reuse its array at once, as WebGPU allows.
     if (bytes.byteLength > WRITE_CHUNK_BYTES && buffer.writableAt(offset, bytes.byteLength)) {
       // Split only a write known valid: pieces of an invalid one would each raise the error.
@@ -546,7 +569,7 @@ export class RemoteQueue extends RemoteObject {
   }
 
   async onSubmittedWorkDone(): Promise<undefined> {
-    await this.channel.request('QueueOnSubmittedWorkDone', { queue: this.id });
+    await fencedBy(this.channel, this.channel.request('QueueOnSubmittedWorkDone', { queue: this.id }));
     return undefined;
   }
 
@@ -557,8 +580,11 @@ export class RemoteQueue extends RemoteObject {
 interface Mapping {
   writable: boolean;
   offset: number;
-  /** The mapped range's bytes: from the daemon, or zeros at creation. */
-  bytes: Uint8Array;
+  size: number;
+  /** The mapped range's bytes: from the daemon (in a frame), or zeros at creation; null when in the region. */
+  bytes: Uint8Array | null;
+  /** Where the daemon put the range's bytes in the session's shared-memory region (freed at unmap). */
+  shared: { region: BulkRegion; allocation: Allocation } | null;
   /** Ranges handed out by getMappedRange, detached at unmap. */
   handed: { offset: number; range: ArrayBuffer }[];
 }
@@ -578,7 +604,7 @@ export class RemoteBuffer extends RemoteObject {
     this.usage = usage;
     if (mappedAtCreation) {
       this.#state = 'mapped';
-      this.#mapping = { writable: true, offset: 0, bytes: new Uint8Array(size), handed: [] };
+      this.#mapping = { writable: true, offset: 0, size, bytes: new Uint8Array(size), shared: null, handed: [] };
     }
   }
 
@@ -601,10 +627,26 @@ export class RemoteBuffer extends RemoteObject {
       this.#state = 'pending';
       this.#waiting = token;
     }
+    // A large range comes through the shared-memory region, into space kept for it until unmap.
+    const region = token && length >= BULK_MIN_BYTES ? bulkOf(this.channel) : null;
+    const allocation = region?.allocate(length) ?? null;
+    // A large range over frames comes in pieces (MappedData), gathered here as they arrive.
+    const streamed = !allocation && token && length > WRITE_CHUNK_BYTES && this.channel.session.welcome.version >= 3 ? new Uint8Array(length) : null;
+    if (streamed) streamsOf(this.channel).set(this.id, { offset: from, bytes: streamed });
     let reply;
     try {
-      reply = await this.channel.request('BufferMapAsync', { buffer: this.id, mode: modeValue, offset: from, size: length });
+      // The reply also proves the daemon has read the bulk writes sent before (bulkRegion.ts).
+      reply = await fencedBy(
+        this.channel,
+        allocation
+          ? this.channel.request('BufferMapAsyncShared', { buffer: this.id, mode: modeValue, offset: from, size: length, at: allocation.at })
+          : streamed
+            ? this.channel.request('BufferMapAsyncStreamed', { buffer: this.id, mode: modeValue, offset: from, size: length })
+            : this.channel.request('BufferMapAsync', { buffer: this.id, mode: modeValue, offset: from, size: length }),
+      );
     } catch (error) {
+      if (allocation) region!.free(allocation);
+      if (streamed && streamsOf(this.channel).get(this.id)?.bytes === streamed) streamsOf(this.channel).delete(this.id);
       if (token && this.#waiting === token) {
         this.#waiting = null;
         this.#state = 'unmapped';
@@ -614,9 +656,15 @@ export class RemoteBuffer extends RemoteObject {
     if (token && this.#waiting === token) {
       this.#waiting = null;
       this.#state = 'mapped';
-      const data = reply.data ?? new Uint8Array(length);
-      this.#mapping = { writable: (modeValue & MAP_WRITE) !== 0 && (modeValue & MAP_READ) === 0, offset: from, bytes: new Uint8Array(data), handed: [] };
+      const writable = (modeValue & MAP_WRITE) !== 0 && (modeValue & MAP_READ) === 0;
+      // The reply's bytes are this mapping's alone: kept as they came, copied once, by getMappedRange.
+      const bytes = allocation ? null : (streamed ?? reply.data ?? new Uint8Array(length));
+      this.#mapping = { writable, offset: from, size: length, bytes, shared: allocation ? { region: region!, allocation } : null, handed: [] };
+    } else if (allocation) {
+      // Abandoned (unmap() or destroy() came first): the daemon has written its bytes; the space is free.
+      region!.free(allocation);
     }
+    if (streamed && streamsOf(this.channel).get(this.id)?.bytes === streamed) streamsOf(this.channel).delete(this.id);
     return undefined;
   }
 
@@ -628,15 +676,22 @@ export class RemoteBuffer extends RemoteObject {
     const end = from + length;
     if (from % 8 !== 0) throw operationError(`getMappedRange: offset (${from}) must be a multiple of 8`);
     if (length % 4 !== 0) throw operationError(`getMappedRange: size (${length}) must be a multiple of 4`);
-    if (from < mapping.offset || end > mapping.offset + mapping.bytes.byteLength) {
-      throw operationError(`getMappedRange: [${from}, ${end}) is outside the mapped range [${mapping.offset}, ${mapping.offset + mapping.bytes.byteLength})`);
+    if (from < mapping.offset || end > mapping.offset + mapping.size) {
+      throw operationError(`getMappedRange: [${from}, ${end}) is outside the mapped range [${mapping.offset}, ${mapping.offset + mapping.size})`);
     }
     for (const handed of mapping.handed) {
       if (from < handed.offset + handed.range.byteLength && handed.offset < end) {
         throw operationError(`getMappedRange: [${from}, ${end}) overlaps a range already handed out`);
       }
     }
-    const range = mapping.bytes.slice(from - mapping.offset, end - mapping.offset).buffer;
+    // (A closed region, the session over, gives zeros: never a reused buffer's old bytes.)
+    const range = mapping.shared?.region.closed ? new ArrayBuffer(length) : mappedRangeBuffer(length);
+    if (mapping.shared) {
+      // The one copy of a shared-memory read: from the region straight into the program's ArrayBuffer.
+      mapping.shared.region.read(mapping.shared.allocation.at + from - mapping.offset, new Uint8Array(range));
+    } else {
+      new Uint8Array(range).set(mapping.bytes!.subarray(from - mapping.offset, end - mapping.offset));
+    }
     mapping.handed.push({ offset: from, range });
     return range;
   }
@@ -649,21 +704,52 @@ export class RemoteBuffer extends RemoteObject {
     let offset = 0;
     let data: Uint8Array = new Uint8Array(0);
     if (mapping) {
+      const shared = mapping.shared;
       if (mapping.writable && mapping.handed.length > 0) {
         // Only the span the program could have written travels back.
         const lo = Math.min(...mapping.handed.map((h) => h.offset));
         const hi = Math.max(...mapping.handed.map((h) => h.offset + h.range.byteLength));
-        for (const handed of mapping.handed) mapping.bytes.set(new Uint8Array(handed.range), handed.offset - mapping.offset);
-        offset = lo;
-        data = mapping.bytes.subarray(lo - mapping.offset, hi - mapping.offset);
+        if (shared && shared.region.isOpen) {
+          // Back into the region where the range came from; the daemon reads it into the mapped memory.
+          for (const handed of mapping.handed) shared.region.write(shared.allocation.at + handed.offset - mapping.offset, new Uint8Array(handed.range));
+          detach(mapping);
+          this.channel.post('BufferUnmapShared', { buffer: this.id, offset: lo, at: shared.allocation.at + lo - mapping.offset, size: hi - lo });
+          shared.region.sent(shared.allocation);
+          return;
+        }
+        if (mapping.bytes) {
+          for (const handed of mapping.handed) mapping.bytes.set(new Uint8Array(handed.range), handed.offset - mapping.offset);
+          offset = lo;
+          data = mapping.bytes.subarray(lo - mapping.offset, hi - mapping.offset);
+        }
       }
       detach(mapping);
+      if (shared) shared.region.free(shared.allocation);
+      // A large range written at creation goes through the region too.
+      const region = data.byteLength >= BULK_MIN_BYTES ? bulkOf(this.channel) : null;
+      const allocation = region?.put(data);
+      if (region && allocation) {
+        this.channel.post('BufferUnmapShared', { buffer: this.id, offset, at: allocation.at, size: data.byteLength });
+        region.sent(allocation);
+        return;
+      }
+      if (data.byteLength > WRITE_CHUNK_BYTES && this.channel.session.welcome.version >= 3) {
+        // Over frames, in pieces ahead of the unmap: a range of any size stays within the frame limit.
+        for (let at = 0; at < data.byteLength; at += WRITE_CHUNK_BYTES) {
+          this.channel.post('BufferWriteMapped', { buffer: this.id, offset: offset + at, data: data.subarray(at, Math.min(data.byteLength, at + WRITE_CHUNK_BYTES)) });
+        }
+        data = new Uint8Array(0);
+        offset = 0;
+      }
     }
     this.channel.post('BufferUnmap', { buffer: this.id, offset, data });
   }
 
   destroy(): void {
-    if (this.#mapping) detach(this.#mapping);
+    if (this.#mapping) {
+      detach(this.#mapping);
+      this.#mapping.shared?.region.free(this.#mapping.shared.allocation);
+    }
     this.#mapping = null;
     this.#waiting = null;
     this.#state = 'unmapped';
@@ -672,11 +758,31 @@ export class RemoteBuffer extends RemoteObject {
   }
 }
 
-/** Detaches the ArrayBuffers getMappedRange handed out, as unmap() does in WebGPU. */
+/**
+ * Large ArrayBuffers taken back from unmapped ranges, for the next getMappedRange of the same size:
+ * a fresh one costs a page fault per 4 KiB on first touch (and garbage to collect), which at MiBs
+ * a round is most of a mapped read's time. Bounded in count and bytes.
+ */
+const spareRanges: ArrayBuffer[] = [];
+const SPARE_RANGES = 4;
+const SPARE_RANGE_BYTES = 64 * 1024 * 1024;
+
+/** An ArrayBuffer of `length` bytes for a mapped range (its contents are written before it is handed out). */
+function mappedRangeBuffer(length: number): ArrayBuffer {
+  const i = length >= BULK_MIN_BYTES ? spareRanges.findIndex((b) => b.byteLength === length) : -1;
+  return i >= 0 ? spareRanges.splice(i, 1)[0] : new ArrayBuffer(length);
+}
+
+/** Detaches the ArrayBuffers getMappedRange handed out, as unmap() does in WebGPU (keeping large ones' memory for reuse). */
 function detach(mapping: Mapping): void {
   for (const handed of mapping.handed) {
     try {
-      structuredClone(handed.range, { transfer: [handed.range] });
+      // Transferring detaches the program's ArrayBuffer and gives its memory to a new one, ours alone.
+      const kept = structuredClone(handed.range, { transfer: [handed.range] });
+      if (kept.byteLength >= BULK_MIN_BYTES && kept.byteLength <= SPARE_RANGE_BYTES) {
+        spareRanges.push(kept);
+        if (spareRanges.length > SPARE_RANGES) spareRanges.shift();
+      }
     } catch {
       // Already detached by the program: nothing to do.
     }
@@ -924,10 +1030,25 @@ export class RemoteComputePassEncoder {
   }
 }
 
-/** Routes one daemon event of a process session to its device. */
+/** Mapped ranges being gathered from MappedData pieces, by buffer id (one map of a buffer at a time). */
+const streams = new WeakMap<Channel, Map<number, { offset: number; bytes: Uint8Array }>>();
+function streamsOf(channel: Channel): Map<number, { offset: number; bytes: Uint8Array }> {
+  let table = streams.get(channel);
+  if (!table) streams.set(channel, (table = new Map()));
+  return table;
+}
+
+/** Routes one daemon event of a process session to its device (or its mapped range being streamed). */
 export function deliverEvent(channel: Channel, message: Message): void {
   const devices = deviceTableOf(channel);
   switch (message.name) {
+    case 'MappedData': {
+      const { buffer, offset, data } = message.payload;
+      const target = streams.get(channel)?.get(buffer);
+      const at = target ? offset - target.offset : -1;
+      if (target && at >= 0 && at + data.byteLength <= target.bytes.byteLength) target.bytes.set(data, at);
+      return;
+    }
     case 'UncapturedError': {
       const device = devices.get(message.payload.device);
       if (device) device.uncaptured(message.payload.type, message.payload.message);

@@ -82,6 +82,8 @@ function openStream(options: SessionOptions): Promise<Socket> {
       socket = netConnect({ path: options.socket ?? defaultSocketPath() }, () => resolve(socket));
     }
     socket.once('error', fail);
+    // The Wire batches what one turn sends into one write: Nagle's delay would only hold requests back.
+    if (options.url) socket.setNoDelay(true);
     // A TLS socket connects (TCP) before its handshake can fail: keep `fail` until secureConnect.
     socket.once(options.url?.startsWith('tls:') ? 'secureConnect' : 'connect', () => socket.off('error', fail));
   });

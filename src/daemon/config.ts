@@ -122,6 +122,8 @@ export const configSchema = z.strictObject({
   metrics: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
   kernel: z
     .strictObject({
+      /** Dawn backends to open devices on, in order (docs/configuration.md); unknown names are refused by the kernel as kernel.backends. */
+      backends: z.array(z.string().min(1)).min(1).optional(),
       devices: z.number().int().positive().optional(),
       memoryBudget: byteCount.optional(),
       maxInFlight: z.number().int().positive().optional(),
@@ -180,6 +182,8 @@ export const configSchema = z.strictObject({
   maxBufferedBytesPerTenant: byteCount.default(DEFAULT_MAX_BUFFERED_BYTES_PER_TENANT),
   /** Tenants' default maxShaderBytes (a tenant's own quota overrides it); null: no limit. */
   maxShaderBytesPerTenant: byteCount.nullable().default(DEFAULT_MAX_SHADER_BYTES_PER_TENANT),
+  /** Shared memory for bulk data of clients on the Unix socket (docs/daemon.md, "Bulk data"): where regions are made (null: off), one session's largest, one tenant's together. */
+  sharedMemory: z.strictObject({ directory: z.string().min(1).nullable().optional(), maxBytes: byteCount.optional(), maxBytesPerTenant: byteCount.optional() }).optional(),
 });
 
 /** The configuration as written (a file's JSON, or an object in code). */
@@ -233,7 +237,7 @@ export function parseConfig(raw: unknown, source = 'configuration'): DaemonConfi
   };
 }
 
-/** Reads and checks a JSON configuration file; `overrides` (e.g. a --socket flag) replace its fields. */
+/** Reads and checks a JSON configuration file; `overrides` (e.g. a --socket flag) replace its fields (`kernel`'s field by field). */
 export function loadConfigFile(path: string, overrides: Partial<DaemonConfigInput> = {}): DaemonConfig {
   let text: string;
   try {
@@ -248,7 +252,8 @@ export function loadConfigFile(path: string, overrides: Partial<DaemonConfigInpu
     throw new GpunixError(ErrorCodes.BAD_CONFIG, `${path}: not JSON: ${(error as Error).message}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GpunixError(ErrorCodes.BAD_CONFIG, `${path}: the configuration must be one JSON object`);
-  return parseConfig({ ...raw, ...overrides }, path);
+  const kernel = overrides.kernel === undefined ? {} : { kernel: { ...((raw as { kernel?: object }).kernel ?? {}), ...overrides.kernel } };
+  return parseConfig({ ...raw, ...overrides, ...kernel }, path);
 }
 
 // ---- tokens -------------------------------------------------------------------------------------

@@ -45,10 +45,13 @@ export interface DaemonRuntime {
 }
 
 /** Starts a daemon from a configuration object, or from a JSON file with `{ configPath }`. */
-export async function startDaemon(options: DaemonConfigInput | { configPath: string; socket?: string }, runtime: DaemonRuntime = {}): Promise<Daemon> {
+export async function startDaemon(options: DaemonConfigInput | { configPath: string; socket?: string; backends?: string[] }, runtime: DaemonRuntime = {}): Promise<Daemon> {
   const config =
     'configPath' in options && typeof options.configPath === 'string'
-      ? loadConfigFile(options.configPath, options.socket === undefined ? {} : { socket: options.socket })
+      ? loadConfigFile(options.configPath, {
+          ...(options.socket === undefined ? {} : { socket: options.socket }),
+          ...(options.backends === undefined ? {} : { kernel: { backends: options.backends } }),
+        })
       : parseConfig(options);
   // Before the devices are opened: a socket another daemon answers on is refused at once.
   await prepareSocketPath(config.socket);
@@ -95,7 +98,7 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
     socket: config.socket,
     tcp: server.tcpAddress ? `${config.tcp?.tls ? 'tls' : 'tcp'}://${server.tcpAddress.address}:${server.tcpAddress.port}` : null,
     metrics: metricsAddress ? `http://${metricsAddress.address}:${metricsAddress.port}/metrics` : null,
-    devices: kernel.describeDevices().map((d) => `${d.id}: ${d.description}`),
+    devices: kernel.describeDevices().map((d) => `${d.id}: ${d.description} (${d.backend}, ${d.featureLevel})`),
     tenants: Object.keys(tenantEntries),
   });
   // systemd's Type=notify (readiness.ts): ready now that every listener is up.

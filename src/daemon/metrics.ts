@@ -96,22 +96,22 @@ export class Metrics {
     new Gauge({
       name: 'gpunix_device_utilization_ratio',
       help: 'Fraction of the kernel lifetime the device spent on processes\' work (0-1)',
-      labelNames: ['device'],
+      labelNames: ['device', 'backend'],
       registers,
       collect() {
         this.reset();
-        for (const d of devices()) this.set({ device: d.id }, d.utilization);
+        for (const d of devices()) this.set({ device: d.id, backend: d.backend }, d.utilization);
       },
     });
     const deviceBytes = (name: string, help: string, pick: (d: ReturnType<typeof devices>[number]) => number) =>
       new Gauge({
         name,
         help,
-        labelNames: ['device'],
+        labelNames: ['device', 'backend'],
         registers,
         collect() {
           this.reset();
-          for (const d of devices()) this.set({ device: d.id }, pick(d));
+          for (const d of devices()) this.set({ device: d.id, backend: d.backend }, pick(d));
         },
       });
     deviceBytes('gpunix_device_memory_budget_bytes', 'Device memory budget', (d) => d.budgetBytes);
@@ -123,11 +123,11 @@ export class Metrics {
       new Counter({
         name,
         help,
-        labelNames: ['device'],
+        labelNames: ['device', 'backend'],
         registers,
         collect() {
           this.reset();
-          for (const d of devices()) this.inc({ device: d.id }, pick(d));
+          for (const d of devices()) this.inc({ device: d.id, backend: d.backend }, pick(d));
         },
       });
     deviceCounter('gpunix_device_busy_seconds_total', 'Device time spent on processes\' work, measured at completions', (d) => d.busyNs / 1e9);
@@ -137,22 +137,22 @@ export class Metrics {
     new Gauge({
       name: 'gpunix_device_up',
       help: 'Whether the device is usable (0: lost or destroyed)',
-      labelNames: ['device'],
+      labelNames: ['device', 'backend'],
       registers,
       collect() {
         this.reset();
-        for (const d of devices()) this.set({ device: d.id }, d.lost === null ? 1 : 0);
+        for (const d of devices()) this.set({ device: d.id, backend: d.backend }, d.lost === null ? 1 : 0);
       },
     });
     new Gauge({
       name: 'gpunix_device_info',
-      help: 'The device\'s adapter (always 1): backend, vendor, architecture, adapter name, driver description, CPU fallback',
-      labelNames: ['device', 'backend', 'vendor', 'architecture', 'adapter', 'driver', 'fallback'],
+      help: 'The device\'s adapter (always 1): backend, vendor, architecture, adapter name, driver description, CPU fallback, WebGPU feature level',
+      labelNames: ['device', 'backend', 'vendor', 'architecture', 'adapter', 'driver', 'fallback', 'feature_level'],
       registers,
       collect() {
         this.reset();
         for (const d of kernel.describeDevices()) {
-          this.set({ device: d.id, backend: d.backend, vendor: d.vendor, architecture: d.architecture, adapter: d.device, driver: d.description, fallback: String(d.isFallbackAdapter) }, 1);
+          this.set({ device: d.id, backend: d.backend, vendor: d.vendor, architecture: d.architecture, adapter: d.device, driver: d.description, fallback: String(d.isFallbackAdapter), feature_level: d.featureLevel }, 1);
         }
       },
     });

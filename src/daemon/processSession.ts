@@ -18,17 +18,25 @@
 //   object; later uses of it throw the same way.
 // - Device errors no scope captured go out as UncapturedError; device.lost as DeviceLost.
 // The command encoding of FinishCommandEncoder is src/protocol/commands.ts.
+//
+// Bulk data (protocol 3): a client on the Unix socket may ask for a shared-memory region
+// (BulkRegion; src/daemon/sharedMemory.ts); its writeBuffer data, unmapped ranges and mapAsync
+// reads then travel through the region, the messages carrying only where (QueueWriteBufferShared,
+// BufferUnmapShared, BufferMapAsyncShared). Bytes the client wrote are read out when the message
+// runs, so the client may reuse the space once a reply to a later request has come.
 
 import { ErrorCodes, GpunixError } from '../errors.js';
 import type { ProcessHandle } from '../kernel/kernel.js';
 import { ProtocolError } from '../protocol/codec.js';
 import { COMMANDS, CommandName, CommandSpec, DEBUG_COMMANDS, isRef, matchOverload, refKindOf, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
 import { Message, Payload, splitId } from '../protocol/messages.js';
+import type { Duplex } from 'node:stream';
 import type { Wire } from '../protocol/wire.js';
 import type { VirtualDevice } from '../vgpu/device.js';
 import type { GpunixDeviceExtension } from '../vgpu/extension.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError } from '../vgpu/webgpuGlobals.js';
 import type { ObjectAccount } from './tenants.js';
+import { SharedMemorySettings, SharedRegion } from './sharedMemory.js';
 
 export type ObjectKind =
   | 'adapter'
@@ -62,6 +70,11 @@ interface Entry {
   /** A device's restored objects, until BindRestored names them (see restoredOf). */
   restored?: { buffers: GPUBuffer[]; pipelines: GPUComputePipeline[]; shaderModules: GPUShaderModule[] } | null;
 }
+
+/** The largest MappedData piece of a streamed map (bytes). */
+const STREAM_PIECE_BYTES = 8 * 1024 * 1024;
+/** Bytes of MappedData a streamed map may have queued on the socket before it waits for 'drain'. */
+const STREAM_WINDOW_BYTES = 16 * 1024 * 1024;
 
 /** The most objects one session may hold at once: a client cannot grow the daemon without bound. */
 const MAX_OBJECTS = 1 << 20;
@@ -105,9 +118,24 @@ export class ProcessSession {
   private waiting: Array<Message | (() => void)> | null = null;
   /** Ends the session for an error of a message run after a wait (handle()'s caller gets the others). */
   private readonly failed: (error: unknown, what: string) => void;
+  /** How this session may have a shared-memory region (null: not at all, e.g. a TCP/TLS client). */
+  private readonly sharedMemory: SharedMemorySettings | null;
+  /** The session's shared-memory region, once the client asked for one (BulkRegion). */
+  private region: SharedRegion | null = null;
+  /** Reused for the bytes of QueueWriteBufferShared (the queue copies what it keeps, as WebGPU lets a program reuse its array). */
+  private scratch = new Uint8Array(0);
 
-  constructor(options: { handle: ProcessHandle; wire: Wire; log?: LogFn; failed?: (error: unknown, what: string) => void; objects?: ObjectAccount }) {
+  constructor(options: {
+    handle: ProcessHandle;
+    wire: Wire;
+    log?: LogFn;
+    failed?: (error: unknown, what: string) => void;
+    objects?: ObjectAccount;
+    /** Shared memory for bulk data (clients on the Unix socket); absent or null: none. */
+    sharedMemory?: SharedMemorySettings | null;
+  }) {
     this.handleRef = options.handle;
+    this.sharedMemory = options.sharedMemory ?? null;
     this.account = options.objects ?? null;
     this.wire = options.wire;
     this.log = options.log ?? (() => {});
@@ -237,6 +265,60 @@ export class ProcessSession {
         return this.mapAsync(message.payload);
       case 'BufferUnmap':
         return this.unmap(message.payload);
+      case 'BulkRegion':
+        return this.bulkRegion(message.payload);
+      case 'BulkRegionOpened': {
+        const region = this.region;
+        if (!region) return;
+        region.unlink();
+        if (!message.payload.ok) {
+          region.close();
+          this.region = null;
+          this.log('debug', 'the client could not open its shared-memory region; bulk data goes in frames');
+        }
+        return;
+      }
+      case 'QueueWriteBufferShared': {
+        const { queue, buffer, offset, at, size } = message.payload;
+        const queueEntry = this.entry(queue, 'queue');
+        const target = this.get<GPUQueue>(queue, 'queue');
+        const destination = this.get<GPUBuffer>(buffer, 'buffer');
+        const data = this.readShared(at, size);
+        this.pipelined(queueEntry.device, () => {
+          if (!Number.isSafeInteger(offset) || offset < 0) {
+            throw new TypeError('no overload matched for writeBuffer:\nValues are out of the range of that integer.');
+          }
+          target().writeBuffer(destination(), offset, data as Uint8Array<ArrayBuffer>);
+        });
+        return;
+      }
+      case 'BufferMapAsyncStreamed':
+        return this.mapAsync(message.payload, 'streamed');
+      case 'BufferWriteMapped': {
+        const { buffer, offset, data } = message.payload;
+        const entry = this.entry(buffer, 'buffer');
+        const target = this.get<GPUBuffer>(buffer, 'buffer');
+        this.pipelined(entry.device, () => {
+          const mapped = entry.mapped;
+          if (mapped && offset >= mapped.offset && offset - mapped.offset + data.byteLength <= mapped.range.byteLength) {
+            new Uint8Array(mapped.range, offset - mapped.offset, data.byteLength).set(data);
+          } else {
+            // Mapped at creation: each piece is a range of its own (the pieces never overlap).
+            new Uint8Array(target().getMappedRange(offset, data.byteLength)).set(data);
+          }
+        });
+        return;
+      }
+      case 'BufferMapAsyncShared': {
+        const { req, buffer, mode, offset, size, at } = message.payload;
+        this.sharedRange(at, size);
+        return this.mapAsync({ req, buffer, mode, offset, size }, at);
+      }
+      case 'BufferUnmapShared': {
+        const { buffer, offset, at, size } = message.payload;
+        this.sharedRange(at, size);
+        return this.unmap({ buffer, offset, data: new Uint8Array(0) }, { at, size });
+      }
       case 'BufferDestroy': {
         const { buffer } = message.payload;
         const entry = this.entry(buffer, 'buffer');
@@ -361,6 +443,50 @@ export class ProcessSession {
     this.closed = true;
     this.waiting = null;
     for (const slot of [...this.objects.keys()]) this.drop(slot);
+    this.region?.close();
+    this.region = null;
+    this.scratch = new Uint8Array(0);
+  }
+
+  // ---- shared memory (bulk data) --------------------------------------------------------------
+
+  /** BulkRegion: makes the session's region (Reply {path, size}) or grows it (Reply {path: "", size}). */
+  private bulkRegion({ req, size }: Payload<'BulkRegion'>): void {
+    const settings = this.sharedMemory;
+    try {
+      if (!settings) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'no shared memory for this session (only for clients on the Unix socket, when the daemon has a sharedMemory.directory)');
+      if (!Number.isSafeInteger(size) || size <= 0) throw malformed(`BulkRegion.size must be a positive integer, not ${size}`);
+      if (!this.region) {
+        this.region = SharedRegion.create(settings, size, this.account ?? this);
+        this.log('debug', 'shared-memory region made', { bytes: size });
+        this.reply(req, { path: this.region.path, size: this.region.size });
+      } else {
+        this.region.grow(size, settings);
+        this.reply(req, { path: '', size: this.region.size });
+      }
+    } catch (error) {
+      if (error instanceof ProtocolError) throw error;
+      this.fail(req, error);
+    }
+  }
+
+  /** Checks that [at, at + size) lies in the session's region; ProtocolError if not (or there is none). */
+  private sharedRange(at: number, size: number): SharedRegion {
+    const region = this.region;
+    if (!region) throw new ProtocolError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, 'a shared-memory message before the session has a region (BulkRegion)');
+    if (!Number.isSafeInteger(at) || !Number.isSafeInteger(size) || at < 0 || size < 0 || at + size > region.size) {
+      throw malformed(`[${at}, ${at + size}) is not inside the session's shared-memory region of ${region.size} bytes`);
+    }
+    return region;
+  }
+
+  /** The `size` bytes at `at` in the region, read now (the client may reuse the space after). */
+  private readShared(at: number, size: number): Uint8Array {
+    const region = this.sharedRange(at, size);
+    if (this.scratch.byteLength < size) this.scratch = new Uint8Array(size);
+    const bytes = this.scratch.subarray(0, size);
+    region.read(at, bytes);
+    return bytes;
   }
 
   // ---- the object table -----------------------------------------------------------------------
@@ -580,7 +706,8 @@ export class ProcessSession {
         }
         entry.object = found;
         entry.pending = false;
-        this.reply(req, { features: [...found.features], limits: { ...limitsOf(found.limits) }, info: { ...infoOf(found.info) } });
+        const featureLevel = (found as { featureLevel?: string }).featureLevel ?? 'core';
+        this.reply(req, { features: [...found.features], limits: { ...limitsOf(found.limits) }, info: { ...infoOf(found.info) }, featureLevel });
       },
       (error: unknown) => {
         forget();
@@ -685,7 +812,11 @@ export class ProcessSession {
 
   // ---- buffers --------------------------------------------------------------------------------
 
-  private mapAsync({ req, buffer, mode, offset, size }: Payload<'BufferMapAsync'>): void {
+  /**
+   * BufferMapAsync; with `at` a number, the range's bytes go into the region there, with
+   * 'streamed' in MappedData pieces; either way the reply is then Reply null.
+   */
+  private mapAsync({ req, buffer, mode, offset, size }: Payload<'BufferMapAsync'>, at?: number | 'streamed'): void {
     const entry = this.entry(buffer, 'buffer');
     const target = this.get<GPUBuffer>(buffer, 'buffer');
     let mapping: Promise<undefined>;
@@ -706,13 +837,62 @@ export class ProcessSession {
           return;
         }
         entry.mapped = { offset, range };
-        if (!this.closed) this.wire.send('ReplyData', { req, result: null, data: new Uint8Array(range) });
+        if (this.closed) return;
+        if (at === undefined) {
+          this.wire.send('ReplyData', { req, result: null, data: new Uint8Array(range) });
+          return;
+        }
+        if (at === 'streamed') {
+          this.streamRange(req, buffer, offset, range);
+          return;
+        }
+        // One copy, from the mapped memory into the region; the client reads it straight into the program's ArrayBuffer.
+        try {
+          this.sharedRange(at, range.byteLength).write(at, new Uint8Array(range));
+        } catch (error) {
+          this.fail(req, error);
+          return;
+        }
+        this.reply(req, null);
       },
       (error: unknown) => this.fail(req, error),
     );
   }
 
-  private unmap({ buffer, offset, data }: Payload<'BufferUnmap'>): void {
+  /** BufferUnmap; with `shared`, the written bytes are read from the region straight into the mapped range. */
+  /**
+   * Sends a mapped range in MappedData pieces, at most STREAM_WINDOW_BYTES of them queued on the
+   * socket (then waiting for its 'drain'): a range of any size, within the frame limit, never all
+   * queued in memory at once.
+   * A client that unmaps meanwhile (abandoning the map) detaches the range: the rest is not sent.
+   */
+  private streamRange(req: number, buffer: number, offset: number, range: ArrayBuffer): void {
+    const stream = this.wire.stream as Duplex & { writableNeedDrain?: boolean };
+    let done = 0;
+    const step = (): void => {
+      while (!this.closed) {
+        if (range.byteLength === 0) {
+          this.fail(req, new DOMException('the mapping was abandoned (unmap() or destroy()) while its bytes were sent', 'AbortError'));
+          return;
+        }
+        if (done >= range.byteLength) {
+          this.reply(req, null);
+          return;
+        }
+        const piece = new Uint8Array(range, done, Math.min(STREAM_PIECE_BYTES, range.byteLength - done));
+        this.wire.send('MappedData', { buffer, offset: offset + done, data: piece });
+        done += piece.byteLength;
+        // Up to a window queued, so the socket never runs dry between pieces; past it, wait until it has taken them.
+        if (stream.writableLength >= STREAM_WINDOW_BYTES && done < range.byteLength) {
+          stream.once('drain', step);
+          return;
+        }
+      }
+    };
+    step();
+  }
+
+  private unmap({ buffer, offset, data }: Payload<'BufferUnmap'>, shared?: { at: number; size: number }): void {
     const entry = this.entry(buffer, 'buffer');
     const target = this.get<GPUBuffer>(buffer, 'buffer');
     this.pipelined(entry.device, () => {
@@ -720,7 +900,13 @@ export class ProcessSession {
       entry.mapped = null;
       const real = target();
       try {
-        if (data.byteLength > 0) {
+        if (shared && shared.size > 0) {
+          const target =
+            mapped && offset >= mapped.offset && offset - mapped.offset + shared.size <= mapped.range.byteLength
+              ? new Uint8Array(mapped.range, offset - mapped.offset, shared.size)
+              : new Uint8Array(real.getMappedRange(offset, shared.size));
+          this.sharedRange(shared.at, shared.size).read(shared.at, target);
+        } else if (data.byteLength > 0) {
           if (mapped && offset >= mapped.offset && offset - mapped.offset + data.byteLength <= mapped.range.byteLength) {
             new Uint8Array(mapped.range, offset - mapped.offset, data.byteLength).set(data);
           } else {

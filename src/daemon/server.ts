@@ -14,13 +14,14 @@ import type { Kernel, ProcessHandle } from '../kernel/kernel.js';
 import type { ExitStatus } from '../kernel/proc.js';
 import { PRIORITY_CLASSES, PriorityClass } from '../params.js';
 import { ProtocolError } from '../protocol/codec.js';
-import { acceptedFrom, Message, MESSAGES, MessageName, Payload, PROTOCOL_VERSION } from '../protocol/messages.js';
+import { acceptedFrom, Message, MESSAGES, MessageName, MIN_PROTOCOL_VERSION, Payload, PROTOCOL_VERSION } from '../protocol/messages.js';
 import { OUTPUT_HIGH_WATER_BYTES, Wire } from '../protocol/wire.js';
 import { DaemonConfig, describeIssues } from './config.js';
 import { ControlContext, handleControl, imagePath, SessionCounts } from './control.js';
 import type { LogFn } from './log.js';
 import type { Metrics } from './metrics.js';
 import { ProcessSession } from './processSession.js';
+import { sharedMemorySettings } from './sharedMemory.js';
 import type { Principal, TenantStore } from './tenants.js';
 
 const ACCEPTED = { process: acceptedFrom('process'), control: acceptedFrom('control') };
@@ -151,6 +152,8 @@ export class Server {
    * cannot take the tenants' or the admin's session slots, which are counted at Hello).
    */
   private accept(stream: Duplex, transport: string): void {
+    // The Wire batches what one turn sends into one write: Nagle's delay would only hold replies back.
+    if (transport !== 'unix') (stream as Socket).setNoDelay(true);
     const id = this.nextSession++;
     const { maxHandshakes } = this.deps.config;
     while (this.handshaking.size >= maxHandshakes) {
@@ -293,8 +296,9 @@ class Connection {
 
   private async hello(hello: Payload<'Hello'>): Promise<void> {
     const { kernel, tenants, config } = this.server.deps;
-    if (hello.version !== PROTOCOL_VERSION) {
-      throw new ProtocolError(ErrorCodes.PROTOCOL_VERSION, `gpunixd speaks protocol version ${PROTOCOL_VERSION}, the client ${hello.version}`);
+    // Older clients are served (they never send what was added since); Welcome says the daemon's version.
+    if (hello.version < MIN_PROTOCOL_VERSION || hello.version > PROTOCOL_VERSION) {
+      throw new ProtocolError(ErrorCodes.PROTOCOL_VERSION, `gpunixd speaks protocol versions ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}, the client ${hello.version}`);
     }
     if (hello.role !== 'process' && hello.role !== 'control') {
       throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `role must be "process" or "control", not ${quoted(hello.role)}`);
@@ -371,6 +375,8 @@ class Connection {
       log: (level, msg, fields) => this.log(level, msg, fields),
       failed: (error, what) => this.failWith(error, what),
       objects: tenants.objectAccount(principal.tenant),
+      // Shared memory reaches only a client on this machine: one on the Unix socket.
+      sharedMemory: this.transport === 'unix' ? sharedMemorySettings(config.sharedMemory, config.socketMode) : null,
     });
     void handle.wait().then((status) => {
       // Every exit of a daemon process, with its reason (docs/daemon.md#logs).

@@ -10,8 +10,10 @@ export interface AdapterDescription {
   architecture: string;
   device: string;
   description: string;
-  /** Dawn's backend: vulkan on Linux, metal on macOS, d3d12 on Windows, unless the kernel chose one. */
+  /** The Dawn backend whose instance opened the device (src/device/backends.ts): vulkan, opengles, opengl, metal, d3d12, d3d11. */
   backend: string;
+  /** WebGPU's feature level of the device: 'core', or 'compatibility' (GL, GLES, D3D11: lower limits, fewer features). */
+  featureLevel: 'core' | 'compatibility';
   /** True for a CPU implementation such as lavapipe or SwiftShader. */
   isFallbackAdapter: boolean;
   subgroupMinSize: number;
@@ -46,7 +48,9 @@ export class PhysicalDevice {
   loopRates: LoopRates = { iterationsPerMs: 1e6, parallelInvocations: 1, waitWeight: 1 };
 
   // Owned by capture(): where errors raised now go, and how it catches them.
-  /** The error list of the call capture() is running now; null between calls. */
+  /** True while capture() runs a call: errors raised now are that call's. */
+  private inCapture = false;
+  /** The errors of the call capture() is running now, made at its first error (a valid call allocates none). */
   private capturing: GPUError[] | null = null;
   /** True when Dawn raises uncaptured errors inside the call that caused them (see probeSyncErrors). */
   private readonly syncErrors: boolean;
@@ -64,10 +68,10 @@ export class PhysicalDevice {
     });
     device.addEventListener('uncapturederror', (event) => {
       const error = (event as GPUUncapturedErrorEvent).error;
-      if (this.capturing) {
+      if (this.inCapture) {
         // Raised inside the call capture() is running: it belongs to that call's process.
         event.preventDefault();
-        this.capturing.push(error);
+        (this.capturing ??= []).push(error);
         return;
       }
       if (this.lateProbeErrors > 0 && error.constructor.name === 'GPUValidationError') {
@@ -91,16 +95,18 @@ export class PhysicalDevice {
    * capture() falls back to error scopes around every call.
    */
   private probeSyncErrors(): boolean {
-    const seen: GPUError[] = [];
-    this.capturing = seen;
+    let seen: GPUError[] | null = null;
+    this.inCapture = true;
     try {
       // MAP_READ (0x1) with STORAGE (0x80) is invalid: always exactly one validation error.
       this.device.createBuffer({ size: 4, usage: 0x0001 | 0x0080, label: 'gpunix-error-probe' }).destroy();
     } finally {
+      seen = this.capturing as GPUError[] | null;
+      this.inCapture = false;
       this.capturing = null;
     }
-    if (seen.length === 0) this.lateProbeErrors++;
-    return seen.length === 1;
+    if (seen === null) this.lateProbeErrors++;
+    return seen !== null && seen.length === 1;
   }
 
   private noCopySource: GPUBuffer | null = null;
@@ -128,17 +134,43 @@ export class PhysicalDevice {
    */
   capture<T>(call: () => T): Captured<T> {
     if (!this.syncErrors) return this.captureWithScopes(call);
+    // Nested captures (a real call made while making another) keep their errors apart.
+    const outerIn = this.inCapture;
     const outer = this.capturing;
-    const errors: GPUError[] = [];
-    this.capturing = errors;
+    this.inCapture = true;
+    this.capturing = null;
     let value: T;
+    let errors: GPUError[] | null;
     try {
       value = call();
     } finally {
+      errors = this.capturing as GPUError[] | null;
+      this.inCapture = outerIn;
       this.capturing = outer;
     }
-    const clean = errors.length === 0;
-    return { value, errors: clean ? NO_ERRORS : Promise.resolve(errors), clean };
+    return errors === null ? { value, errors: NO_ERRORS, clean: true } : { value, errors: Promise.resolve(errors), clean: false };
+  }
+
+  /**
+   * capture(() => call(a, b)) without making that closure: for the calls a program makes in a
+   * loop (an encoder's finish, a submit), where a closure per call is garbage per call.
+   */
+  captureWith<A, B, T>(call: (a: A, b: B) => T, a: A, b: B): Captured<T> {
+    if (!this.syncErrors) return this.captureWithScopes(() => call(a, b));
+    const outerIn = this.inCapture;
+    const outer = this.capturing;
+    this.inCapture = true;
+    this.capturing = null;
+    let value: T;
+    let errors: GPUError[] | null;
+    try {
+      value = call(a, b);
+    } finally {
+      errors = this.capturing as GPUError[] | null;
+      this.inCapture = outerIn;
+      this.capturing = outer;
+    }
+    return errors === null ? { value, errors: NO_ERRORS, clean: true } : { value, errors: Promise.resolve(errors), clean: false };
   }
 
   /** capture() through error scopes of its own around the call. */

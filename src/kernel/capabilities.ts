@@ -6,13 +6,42 @@
 // reuses the same clients and loops against bare Dawn.
 //
 // Every workload is a function of a `GPU` (a navigator.gpu), so the same code measures bare Dawn
-// and a gpunix process.
+// and a gpunix process, on any backend: the clients ask for a core adapter and, where the device
+// is compatibility-mode only (OpenGL, OpenGL ES), for a compatibility one.
 
+import { BACKEND_NAMES } from '../device/backends.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { BufferUsage, MapMode } from '../vgpu/webgpuGlobals.js';
 import { createKernel, Kernel, KernelOptions } from './kernel.js';
 
 // ---- the clients ---------------------------------------------------------------------------------
+
+/**
+ * An adapter from `gpu` as a portable program asks for one: core first (WebGPU's default), then
+ * compatibility, which is all a GL or GLES device offers. The clients below need nothing that
+ * compatibility mode lacks. Null when there is neither.
+ */
+export async function requestAnyAdapter(gpu: GPU): Promise<GPUAdapter | null> {
+  return (await gpu.requestAdapter()) ?? (await gpu.requestAdapter({ featureLevel: 'compatibility' }));
+}
+
+/**
+ * `gpu` as seen by a program written for `featureLevel` devices: with 'compatibility', a
+ * requestAdapter() that names no featureLevel asks for 'compatibility' (a core request, WebGPU's
+ * default, gets no adapter on a GL or GLES device). With 'core', `gpu` itself. Benchmarks use it to
+ * run unchanged workloads on every backend.
+ */
+export function asFeatureLevelProgram(gpu: GPU, featureLevel: 'core' | 'compatibility'): GPU {
+  if (featureLevel === 'core') return gpu;
+  return {
+    requestAdapter: (options?: GPURequestAdapterOptions) =>
+      gpu.requestAdapter(options?.featureLevel === undefined ? { ...options, featureLevel: 'compatibility' } : options),
+    getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat(),
+    get wgslLanguageFeatures() {
+      return gpu.wgslLanguageFeatures;
+    },
+  } as GPU;
+}
 
 /** A loop-heavy kernel: device time grows with ITER and the workgroup count, nothing else. */
 export const BUSY_WGSL = /* wgsl */ `
@@ -63,7 +92,7 @@ export class BusyClient {
 
   /** Opens its own adapter and device on `gpu`. */
   static async open(gpu: GPU, shape: KernelShape, label: string): Promise<BusyClient> {
-    const adapter = await gpu.requestAdapter();
+    const adapter = await requestAnyAdapter(gpu);
     if (!adapter) throw new GpunixError(ErrorCodes.NO_DEVICE, 'no WebGPU adapter: run scripts/setup.sh');
     const device = await adapter.requestDevice({ label });
     const client = BusyClient.on(device, shape, label, true);
@@ -287,7 +316,7 @@ const NEIGHBOUR_PATTERN = 0x5a5a5a5a;
 const heldAdapters = new Map<GPUDevice, GPUAdapter>();
 
 async function openDevice(gpu: GPU): Promise<GPUDevice> {
-  const adapter = await gpu.requestAdapter();
+  const adapter = await requestAnyAdapter(gpu);
   if (!adapter) throw new GpunixError(ErrorCodes.NO_DEVICE, 'no WebGPU adapter: run scripts/setup.sh');
   const device = await adapter.requestDevice();
   heldAdapters.set(device, adapter);
@@ -404,7 +433,10 @@ export interface DeviceCapabilities {
   device: string;
   description: string;
   vendor: string;
+  /** The Dawn backend the device was opened on (vulkan, opengles, opengl, ...). */
   backend: string;
+  /** WebGPU feature level: 'core', or 'compatibility' (GL, GLES: lower limits, fewer features). */
+  feature_level: 'core' | 'compatibility';
   fallback: boolean;
   /** p99 submit-to-completion latency of a realtime client against a saturating batch client (ms). */
   preemption_bound_ms: number;
@@ -443,7 +475,10 @@ export interface DeviceCapabilities {
   };
 }
 
-/** Measures every device the kernel opens (or only `options.device`). */
+/**
+ * Measures every device the kernel opens (or only `options.device`): one per adapter on each
+ * backend of `options.kernel.backends`, else of $GPUNIX_BACKENDS, else the platform's own.
+ */
 export async function measureCapabilities(options: CapsOptions = {}): Promise<DeviceCapabilities[]> {
   const base = await createKernel({ ...options.kernel, atomize: true, traceEvents: 0 });
   try {
@@ -476,7 +511,7 @@ async function measureDevice(atomized: Kernel, whole: Kernel, options: CapsOptio
   const depth = options.depth ?? 3;
   const physical = atomized.devices[0];
   const description = atomized.describeDevices()[0];
-  log(`${physical.id}: ${description.description}`);
+  log(`${physical.id}: ${description.description} (${description.backend}, ${description.featureLevel})`);
 
   const realtimeProc = await atomized.spawn({ name: 'caps-realtime', priority: 'realtime' });
   const batchProc = await atomized.spawn({ name: 'caps-batch', priority: 'batch' });
@@ -532,6 +567,7 @@ async function measureDevice(atomized: Kernel, whole: Kernel, options: CapsOptio
     description: description.description,
     vendor: description.vendor,
     backend: description.backend,
+    feature_level: description.featureLevel,
     fallback: description.isFallbackAdapter,
     preemption_bound_ms: latency.p99_ms,
     realtime_p50_ms: latency.p50_ms,
@@ -565,18 +601,26 @@ async function measureDevice(atomized: Kernel, whole: Kernel, options: CapsOptio
 export const NUMERIC_CAPABILITIES = ['preemption_bound_ms', 'realtime_p50_ms', 'solo_p99_ms', 'atomization_overhead_pct', 'immediate_bytes'] as const;
 /** Capabilities a requirements file may require to be `true` (or `false`). */
 export const BOOLEAN_CAPABILITIES = ['timestamps', 'immediates', 'robust_access', 'zero_init', 'per_process_buffers'] as const;
+/** Capabilities a requirements file may require to be one value, or one of a list, with the values each may take. */
+export const NAMED_CAPABILITIES: Readonly<Record<'backend' | 'feature_level', readonly string[]>> = {
+  backend: BACKEND_NAMES,
+  feature_level: ['core', 'compatibility'],
+};
 
 type NumericCapability = (typeof NUMERIC_CAPABILITIES)[number];
 type BooleanCapability = (typeof BOOLEAN_CAPABILITIES)[number];
+type NamedCapability = keyof typeof NAMED_CAPABILITIES;
 
 export type Requirement =
   | { name: NumericCapability; min?: number; max?: number }
-  | { name: BooleanCapability; equals: boolean };
+  | { name: BooleanCapability; equals: boolean }
+  | { name: NamedCapability; oneOf: string[] };
 
 /**
  * Parses a requirements file: one JSON object whose keys are capability names, each bounded by
- * `{ "max": n }`, `{ "min": n }` or both (numeric ones), or set to `true`/`false` (boolean ones).
- * Example: `{ "preemption_bound_ms": { "max": 2 }, "atomization_overhead_pct": { "max": 10 }, "timestamps": true }`.
+ * `{ "max": n }`, `{ "min": n }` or both (numeric ones), set to `true`/`false` (boolean ones), or
+ * to a value or a list of values (`backend`, `feature_level`).
+ * Example: `{ "preemption_bound_ms": { "max": 2 }, "atomization_overhead_pct": { "max": 10 }, "timestamps": true, "backend": ["vulkan", "opengles"] }`.
  * Throws GPUNIX_E_BAD_REQUIREMENTS naming the first problem.
  */
 export function parseRequirements(text: string, source = 'requirements'): Requirement[] {
@@ -592,8 +636,21 @@ export function parseRequirements(text: string, source = 'requirements'): Requir
   }
   const entries = Object.entries(parsed as Record<string, unknown>);
   if (entries.length === 0) throw bad('names no requirement');
-  const known = [...NUMERIC_CAPABILITIES, ...BOOLEAN_CAPABILITIES].join(', ');
+  const known = [...NUMERIC_CAPABILITIES, ...BOOLEAN_CAPABILITIES, ...Object.keys(NAMED_CAPABILITIES)].join(', ');
   return entries.map(([name, value]): Requirement => {
+    if (Object.hasOwn(NAMED_CAPABILITIES, name)) {
+      // "backend": "vulkan" or "backend": ["vulkan", "opengles"]: the device's must be one of them.
+      const allowed = NAMED_CAPABILITIES[name as NamedCapability];
+      const values = Array.isArray(value) ? value : [value];
+      const example = `e.g. ${JSON.stringify(allowed[0])} or ${JSON.stringify(allowed.slice(0, 2))}`;
+      if (values.length === 0) throw bad(`"${name}" lists no value (${example})`);
+      for (const v of values) {
+        if (typeof v !== 'string' || !allowed.includes(v)) {
+          throw bad(`"${name}" must be one of ${allowed.join(', ')} or a list of them (${example}); got ${JSON.stringify(v)}`);
+        }
+      }
+      return { name: name as NamedCapability, oneOf: [...new Set(values as string[])] };
+    }
     if ((BOOLEAN_CAPABILITIES as readonly string[]).includes(name)) {
       if (typeof value !== 'boolean') throw bad(`"${name}" must be true or false, got ${JSON.stringify(value)}`);
       return { name: name as BooleanCapability, equals: value };
@@ -618,14 +675,15 @@ export function parseRequirements(text: string, source = 'requirements'): Requir
 /** One requirement checked on one device. */
 export interface RequirementCheck {
   device: string;
-  /** The requirement as text, e.g. `preemption_bound_ms <= 2`. */
+  /** The requirement as text, e.g. `preemption_bound_ms <= 2`, `backend = vulkan`, `backend in [vulkan, opengles]`. */
   requirement: string;
-  measured: number | boolean;
+  measured: number | boolean | string;
   met: boolean;
 }
 
 export function describeRequirement(r: Requirement): string {
   if ('equals' in r) return `${r.name} = ${r.equals}`;
+  if ('oneOf' in r) return r.oneOf.length === 1 ? `${r.name} = ${r.oneOf[0]}` : `${r.name} in [${r.oneOf.join(', ')}]`;
   if (r.min !== undefined && r.max !== undefined) return `${r.min} <= ${r.name} <= ${r.max}`;
   return r.max !== undefined ? `${r.name} <= ${r.max}` : `${r.name} >= ${r.min}`;
 }
@@ -639,7 +697,9 @@ export function checkRequirements(devices: readonly DeviceCapabilities[], requir
       const met =
         'equals' in r
           ? measured === r.equals
-          : (r.min === undefined || (measured as number) >= r.min) && (r.max === undefined || (measured as number) <= r.max);
+          : 'oneOf' in r
+            ? r.oneOf.includes(measured as string)
+            : (r.min === undefined || (measured as number) >= r.min) && (r.max === undefined || (measured as number) <= r.max);
       checks.push({ device: caps.device, requirement: describeRequirement(r), measured, met });
     }
   }

@@ -139,6 +139,13 @@ export interface SchedulerParams {
    * in-flight bound allows).
    */
   leadNs: number;
+  /**
+   * Experimental (set on the kernel's settings by bench/preemption.ts): while a process of a higher
+   * class is alive on this device but idle past the contention window, an uncontended lower class
+   * keeps its larger atoms but gets only `maxInFlight` fences and the issue lead, so the higher
+   * class's first arrival waits for about one large atom, not `uncontendedMaxInFlight` of them.
+   */
+  standbyBound?: boolean;
 }
 
 /** An unfinished fence: when its run was issued and the device time its cost models predict. */
@@ -156,6 +163,8 @@ interface OpenRun {
   pieces: WorkPiece[];
   /** Items whose last piece is in this run: their latency ends when the run completes. */
   finishing: WorkItem[];
+  /** Fences unfinished when the run was opened (for the trace: what it queued behind). */
+  ahead: number;
 }
 
 /** The scheduler's state for one process on this device. */
@@ -193,6 +202,11 @@ export class Dispatcher {
   private leadWake: { atNs: number; cancel: () => void } | null = null;
   /** The process whose work was issued last: switching away from it while it has work is a preemption. */
   private lastOwner: Proc | null = null;
+  /**
+   * Each owner's last closed run not yet complete: an item whose last piece (an atom) closed its
+   * run is found to be finished only at the next decision, and completes with that run.
+   */
+  private readonly lastRunOf = new Map<Proc, OpenRun>();
   /** Runs of each owner issued on this device and not yet complete (owner.inFlightGroups counts all devices'). */
   private readonly runsInFlight = new Map<Proc, number>();
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
@@ -245,7 +259,7 @@ export class Dispatcher {
   /** True when an item of `owner` enqueued now would run before enqueue returns. */
   wouldRunNow(owner: Proc): boolean {
     if (owner.stopped || this.busy || this.outstandingFences >= this.params.maxInFlight || this.queuedTotal() !== 0) return false;
-    return !(this.leadApplies() && this.outstandingFences > 0 && this.higherClassActive(owner, nowNs()));
+    return !(this.leadApplies() && this.outstandingFences > 0 && this.higherClassWaiting(owner, nowNs()));
   }
 
   /**
@@ -372,6 +386,7 @@ export class Dispatcher {
 
   /** The head item of `entity` has ended (or its queue was emptied): every finishStarted waiter goes on. */
   private endFinishing(entity: Entity): void {
+    if (entity.finishing.size === 0) return; // the common case: no copy of an empty set per item
     const waiters = [...entity.finishing];
     entity.finishing.clear();
     for (const waiter of waiters) waiter();
@@ -460,6 +475,23 @@ export class Dispatcher {
     return false;
   }
 
+  /** True when a live process of a higher class than `proc`'s, not stopped, has used this device (active or not). */
+  private higherClassAlive(proc: Proc): boolean {
+    const rank = classRank(proc);
+    for (const other of this.entities.values()) {
+      if (classRank(other.proc) < rank && !other.proc.stopped && other.proc.alive) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Whether a higher class may arrive behind `proc`'s next piece and should find little ahead of
+   * it: one active within the contention window, or (standbyBound) one alive on this device.
+   */
+  private higherClassWaiting(proc: Proc, now: number): boolean {
+    return this.higherClassActive(proc, now) || (this.params.standbyBound === true && this.higherClassAlive(proc));
+  }
+
   /** When the device is predicted to finish the work on it (ns), or null when some of it has no forecast. */
   private predictedIdleAtNs(): number | null {
     let end = this.lastFenceDoneNs;
@@ -476,7 +508,7 @@ export class Dispatcher {
    */
   private holdForLead(entity: Entity, now: number): boolean {
     if (!entity.queue[0].usesDevice || !this.leadApplies()) return false;
-    if (this.outstandingFences === 0 || !this.higherClassActive(entity.proc, now)) return false;
+    if (this.outstandingFences === 0 || !this.higherClassWaiting(entity.proc, now)) return false;
     const idleAt = this.predictedIdleAtNs();
     if (idleAt === null || idleAt - now <= this.params.leadNs) return false;
     const atNs = idleAt - this.params.leadNs;
@@ -518,27 +550,18 @@ export class Dispatcher {
       if (!entity) break;
       const now = nowNs();
       const uncontended = this.uncontended(entity, now);
-      if (!this.mayIssue(entity, uncontended ? this.params.uncontendedMaxInFlight : this.params.maxInFlight)) break;
+      const deep = uncontended && !(this.params.standbyBound === true && this.higherClassAlive(entity.proc));
+      if (!this.mayIssue(entity, deep ? this.params.uncontendedMaxInFlight : this.params.maxInFlight)) break;
       if (this.holdForLead(entity, now)) break;
       const item = entity.queue[0];
       if (item.nextPiece) {
         if (!entity.prepared) {
           const preparing = item.prepare?.() ?? null;
-          if (preparing) {
-            this.busy = true;
-            preparing
-              .catch((error) => this.report(item, error))
-              .finally(() => {
-                entity.prepared = true;
-                this.busy = false;
-                this.pump();
-              });
-            return;
-          }
+          if (preparing) return this.awaitPrepared(entity, item, preparing);
           entity.prepared = true;
         }
         const budgetNs = uncontended ? this.params.uncontendedSliceNs : this.params.targetSliceNs;
-        const piece = this.safely(item, () => item.nextPiece!(budgetNs));
+        const piece = this.nextPieceOf(item, budgetNs);
         if (piece) {
           this.issue(entity, piece);
           continue;
@@ -549,17 +572,8 @@ export class Dispatcher {
       }
       this.finishItem(entity, item, true);
       item.owner.activity++;
-      const pending = this.safely(item, () => item.run?.());
-      if (pending instanceof Promise) {
-        this.busy = true;
-        pending
-          .catch((error) => this.report(item, error))
-          .finally(() => {
-            this.busy = false;
-            this.pump();
-          });
-        return;
-      }
+      const pending = this.runSafely(item);
+      if (pending instanceof Promise) return this.awaitRun(item, pending);
     }
     if (this.openRun && !this.closeScheduled) {
       // Close the run after the program's current synchronous burst, so a loop of submits
@@ -573,12 +587,51 @@ export class Dispatcher {
     this.notifyIdle();
   }
 
-  private safely<T>(item: WorkItem, body: () => T): T | undefined {
+  // The waits of pump(), apart from it: closures in the loop would make V8 allocate their
+  // variables' context on every turn, the common one that waits for nothing included.
+  private awaitPrepared(entity: Entity, item: WorkItem, preparing: Promise<void>): void {
+    this.busy = true;
+    preparing
+      .catch((error) => this.report(item, error))
+      .finally(() => {
+        entity.prepared = true;
+        this.busy = false;
+        this.pump();
+      });
+  }
+  private awaitRun(item: WorkItem, pending: Promise<void>): void {
+    this.busy = true;
+    pending
+      .catch((error) => this.report(item, error))
+      .finally(() => {
+        this.busy = false;
+        this.pump();
+      });
+  }
+  private runSafely(item: WorkItem): void | Promise<void> {
     try {
-      return body();
+      return item.run?.();
     } catch (error) {
       this.report(item, error);
       return undefined;
+    }
+  }
+
+  // nextPieceOf, issueSafely and runSafely report what an item throws (a kernel bug) and go on,
+  // without a closure per call: they run for every piece and item.
+  private nextPieceOf(item: WorkItem, budgetNs: number): WorkPiece | null | undefined {
+    try {
+      return item.nextPiece!(budgetNs);
+    } catch (error) {
+      this.report(item, error);
+      return undefined;
+    }
+  }
+  private issueSafely(item: WorkItem, piece: WorkPiece): void {
+    try {
+      piece.issue();
+    } catch (error) {
+      this.report(item, error);
     }
   }
 
@@ -595,7 +648,10 @@ export class Dispatcher {
     this.endFinishing(entity);
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
-    this.openRun?.finishing.push(item);
+    const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
+    if (run) run.finishing.push(item);
+    // Its last piece has completed already (or it issued none): its latency ends now.
+    else item.owner.latency.record(nowNs() - (item.enqueuedAtNs ?? nowNs()));
   }
 
   private issue(entity: Entity, piece: WorkPiece): void {
@@ -604,7 +660,7 @@ export class Dispatcher {
     owner.activity++;
     const run = this.openRun!;
     partlyIssued.add(entity.queue[0]);
-    this.safely(entity.queue[0], () => piece.issue());
+    this.issueSafely(entity.queue[0], piece);
     run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
@@ -631,7 +687,7 @@ export class Dispatcher {
       owner.readyWaitNs += issuedAt - owner.readySinceNs;
       owner.readySinceNs = null;
     }
-    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: [], finishing: [] };
+    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: [], finishing: [], ahead: this.outstandingFences };
     owner.inFlightGroups++;
     this.runsInFlight.set(owner, (this.runsInFlight.get(owner) ?? 0) + 1);
   }
@@ -640,6 +696,7 @@ export class Dispatcher {
     const run = this.openRun;
     if (!run) return;
     this.openRun = null;
+    this.lastRunOf.set(run.owner, run);
     this.outstandingFences++;
     const rank = classRank(run.owner);
     this.inFlightByClass[rank]++;
@@ -651,12 +708,18 @@ export class Dispatcher {
       const spent = Math.max(0, doneNs - startNs);
       this.lastFenceDoneNs = doneNs;
       const owner = run.owner;
+      if (this.lastRunOf.get(owner) === run) this.lastRunOf.delete(owner);
       owner.gpuTimeNs += spent;
       owner.vruntimeNs += spent / owner.shareWeight;
       this.busyNs += spent;
       this.learn(run, spent);
-      for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args);
-      for (const item of run.finishing) owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
+      let enqueuedNs: number | undefined;
+      for (const item of run.finishing) {
+        owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
+        if (item.enqueuedAtNs !== undefined && (enqueuedNs === undefined || item.enqueuedAtNs < enqueuedNs)) enqueuedNs = item.enqueuedAtNs;
+      }
+      const timing = { issuedNs: run.firstIssuedAtNs, enqueuedNs, ahead: run.ahead };
+      for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args, timing);
       owner.inFlightGroups--;
       const here = this.runsInFlight.get(owner)! - 1;
       if (here === 0) this.runsInFlight.delete(owner);

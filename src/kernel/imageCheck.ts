@@ -14,6 +14,7 @@ import { compileBounded, CompiledModule, loopBudget } from '../vgpu/shaderModule
 import { bindGroupLayoutDescriptor } from '../webidl.js';
 import { checkShader, describeShaderLimit, ShaderLimits } from '../wgsl/complexity.js';
 import type { ImageHeader } from './image.js';
+import { demandsOfImage, describeTarget, incompatible, whatIsMissing } from './compatibility.js';
 import type { TenantAccount } from './tenant.js';
 
 /** GPUBufferUsage flags (WebGPU's values). */
@@ -61,7 +62,9 @@ export function usageProblem(usage: number): string | null {
 }
 
 /**
- * Checks that `image` can be restored on `target`; throws GPUNIX_E_BAD_IMAGE naming the first
+ * Checks that `image` can be restored on `target`: first that the device has what the image's
+ * process uses (compatibility.ts: GPUNIX_E_INCOMPATIBLE_DEVICE naming each missing feature or
+ * limit), then each object; throws GPUNIX_E_BAD_IMAGE naming the first
  * object that cannot (its kind, index, id and label) and why, or GPUNIX_E_QUOTA when the image
  * would fit the tenant's memory limit but not beside what the tenant already holds. `path` is for
  * the message. Creates nothing that outlives the call.
@@ -72,6 +75,9 @@ export async function checkImageRestorable(image: ImageHeader, target: RestoreTa
   const { physical, account } = target;
   if (physical.lostReason) throw new GpunixError(ErrorCodes.NO_DEVICE, `cannot restore ${path}: device ${physical.id} is lost (${physical.lostReason})`);
   const device = physical.device;
+  // First what the device offers against what the process uses (features, limits): the check migration makes too.
+  const missing = whatIsMissing(demandsOfImage(image), physical);
+  if (missing.length > 0) throw incompatible(`cannot restore ${path} on ${describeTarget(physical)}`, missing);
 
   // Buffers: usage and size (cheap, and first: a refused image costs no compilation).
   // The restored device has the image's own limit (what the program was promised, WebGPU's

@@ -2,6 +2,7 @@
 // (spawn, ps, kill, wait, stats, shutdown). Control enters here whether embedded or, later, remote.
 
 import { openDevices } from '../device/adapters.js';
+import { resolveBackends } from '../device/backends.js';
 import type { LoopRates } from '../device/loopRate.js';
 import { eventPumpStats, EventPumpStats, holdEventPump } from '../device/eventPump.js';
 import type { AdapterDescription, PhysicalDevice } from '../device/physicalDevice.js';
@@ -38,6 +39,7 @@ import { SegmentRecord, SharedSegments } from './segments.js';
 import { ChromeTrace, TraceLog } from './trace.js';
 import { IMAGE_FORMAT_VERSION, ImageHeader, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
 import { checkImageRestorable } from './imageCheck.js';
+import { demandsOfDevice, demandsOfImage, describeTarget, incompatible, whatIsMissing } from './compatibility.js';
 import { checkPathLength, isFsError, pathError, quotePath } from './imagePaths.js';
 import { TenantAccount, TenantQuota, TenantRecord } from './tenant.js';
 import { LiveCounts, ResourceKind } from './ledger.js';
@@ -48,7 +50,14 @@ import { resolveShaderLimits, ShaderLimits } from '../wgsl/complexity.js';
 export const DEFAULT_EXITED_RETENTION_MS = 600_000;
 
 export interface KernelOptions {
-  /** How many real devices to open, cycling over the adapters (default: one per adapter). */
+  /**
+   * The Dawn backends to open devices on, in order: 'vulkan', 'opengles', 'opengl', 'metal',
+   * 'd3d12', 'd3d11' (default: $GPUNIX_BACKENDS, a comma list, if set; else the platform's own
+   * backend only). GL and GLES devices are WebGPU compatibility-mode devices. Unknown names:
+   * GPUNIX_E_BAD_OPTION; a backend that opens no adapter: GPUNIX_E_NO_DEVICE.
+   */
+  backends?: string[];
+  /** How many real devices to open per backend, cycling over its adapters (default: one per adapter). */
   devices?: number;
   /** Memory budget per device: bytes, or a string such as "512M" (default 4 GiB, or $GPUNIX_MEMORY_BUDGET). */
   memoryBudget?: number | string;
@@ -71,7 +80,7 @@ export interface KernelOptions {
   /**
    * While a process of a higher class has been active within contentionWindowMs, a lower class's
    * next piece is queued this long (ms) before the device is predicted to run out of work, not as
-   * soon as an in-flight slot frees (default 0.5; 0 turns this off).
+   * soon as an in-flight slot frees (default 0.25; 0 turns this off).
    */
   issueLeadMs?: number;
   /** Split dispatches into atoms so that other processes can run between them (default true). */
@@ -130,6 +139,11 @@ export interface SpawnOptions {
   memoryLimit?: number | string;
   /** The tenant the process belongs to (default "default"); it must be one of the kernel's tenants. */
   tenant?: string;
+  /**
+   * The device its adapters stand on: an id ("gpu1") or index (default: placement, per request).
+   * An adapter request the device cannot answer (featureLevel "core" on a GL/GLES device) gets null.
+   */
+  device?: string | number;
 }
 
 /** Options of the kernel's long control operations (checkpoint, migrate). */
@@ -177,6 +191,10 @@ export interface ReniceOptions {
 export interface DeviceStats {
   id: string;
   description: string;
+  /** The Dawn backend the device was opened on (vulkan, opengles, opengl, ...). */
+  backend: string;
+  /** WebGPU feature level of the device: 'core' or 'compatibility'. */
+  featureLevel: 'core' | 'compatibility';
   isFallbackAdapter: boolean;
   budgetBytes: number;
   /** Memory resident on the device, by the kernel's count. */
@@ -398,6 +416,13 @@ function resolveTenants(option: KernelOptions['tenants']): Map<string, TenantAcc
   return tenants;
 }
 
+/** GPUNIX_E_INCOMPATIBLE_DEVICE naming what `target` lacks of what process `pid`'s `vdevices` use (src/kernel/compatibility.ts). */
+function assertCanHold(pid: number, vdevices: readonly VirtualDevice[], target: PhysicalDevice): void {
+  const missing = new Set<string>();
+  for (const vdevice of vdevices) for (const m of whatIsMissing(demandsOfDevice(vdevice), target, vdevice.physical)) missing.add(m);
+  if (missing.size > 0) throw incompatible(`cannot migrate process ${pid} to ${describeTarget(target)}`, [...missing]);
+}
+
 export class Kernel {
   private readonly procs = new Map<number, Proc>();
   private readonly dispatchers = new Map<PhysicalDevice, Dispatcher>();
@@ -445,11 +470,17 @@ export class Kernel {
       throw new GpunixError(ErrorCodes.BAD_OPTION, `no tenant ${JSON.stringify(options.tenant)}: the kernel has ${[...this.options.tenants.keys()].join(', ')}`);
     }
     checkPriorityQuota(account, priority);
+    let device: PhysicalDevice | null = null;
+    if (options.device !== undefined) {
+      device = (typeof options.device === 'number' ? this.devices[options.device] : this.devices.find((d) => d.id === options.device)) ?? null;
+      if (!device) throw new GpunixError(ErrorCodes.BAD_OPTION, `no device ${JSON.stringify(options.device)}: the kernel has ${this.devices.map((d) => d.id).join(', ')}`);
+    }
     if (account.quota.maxProcesses !== null && account.processes >= account.quota.maxProcesses) {
       throw new GpunixError(ErrorCodes.QUOTA, `tenant ${account.name} already has ${account.processes} live processes, its limit`);
     }
     const pid = this.nextPid++;
     const proc = new Proc(pid, options.name ?? `proc${pid}`, account, priority, weight, memoryLimit, this.live);
+    proc.preferredDevice = device;
     this.procs.set(pid, proc);
     this.trimExited();
     return new ProcessHandle(this, proc, new VirtualGPU(this.hostFor(proc)));
@@ -484,10 +515,15 @@ export class Kernel {
     };
   }
 
-  /** Placement: the live device with the most free budget; a fallback adapter only when asked. */
+  /**
+   * Placement: the live device with the most free budget; a fallback adapter only when asked; for
+   * an adapter request of featureLevel "core" (its default) a core device only (GL and GLES devices
+   * are compatibility-only). No options (a restore's placement): any device.
+   */
   private chooseDevice(options: GPURequestAdapterOptions | undefined): PhysicalDevice | null {
+    const core = options !== undefined && (options.featureLevel ?? 'core') === 'core';
     const candidates = this.devices.filter(
-      (d) => d.lostReason === null && (!options?.forceFallbackAdapter || d.adapter.isFallbackAdapter),
+      (d) => d.lostReason === null && (!options?.forceFallbackAdapter || d.adapter.isFallbackAdapter) && (!core || d.adapter.featureLevel === 'core'),
     );
     if (candidates.length === 0) return null;
     return candidates.reduce((best, d) => (d.budgetBytes - d.usedBytes > best.budgetBytes - best.usedBytes ? d : best));
@@ -649,6 +685,8 @@ export class Kernel {
           const blocker = vdevice.migrationBlocker();
           if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot migrate process ${pid} now: ${blocker}`);
         }
+        // Refused before the process is even held when the target lacks what it uses (another backend, vendor).
+        assertCanHold(pid, vdevices, target);
         this.hold(proc);
         try {
           await deadline.within(
@@ -657,6 +695,8 @@ export class Kernel {
           );
           deadline.clear();
           this.assertSurvived(proc, 'being migrated');
+          // Again, now that it is stopped: the program may have made objects while it was waited for.
+          assertCanHold(pid, vdevices, target);
           for (const vdevice of vdevices) {
             const from = this.dispatchers.get(vdevice.physical)!;
             const to = this.dispatchers.get(target)!;
@@ -666,6 +706,8 @@ export class Kernel {
             this.virtualDevices.get(target)!.add(vdevice);
             for (const item of queued) to.enqueue(item);
           }
+          // A process held to a device (spawn's or restore's) is held to its new one: a later requestAdapter finds it there.
+          if (proc.preferredDevice) proc.preferredDevice = target;
         } finally {
           this.release(proc);
         }
@@ -806,7 +848,16 @@ export class Kernel {
       throw new GpunixError(ErrorCodes.QUOTA, `tenant ${account.name} already has ${account.processes} live processes, its limit`);
     }
     // Checked on the device the process will get, which it is then held to.
-    const target = preferred ?? this.chooseDevice(undefined);
+    // Placement, among the devices that can hold what the image's process uses (another backend may lack a feature it enabled).
+    const demands = demandsOfImage(header);
+    const placed = this.chooseDevice(undefined);
+    const target =
+      preferred ??
+      (placed && whatIsMissing(demands, placed).length > 0
+        ? (this.devices
+            .filter((d) => d.lostReason === null && whatIsMissing(demands, d).length === 0)
+            .reduce<PhysicalDevice | null>((best, d) => (!best || d.budgetBytes - d.usedBytes > best.budgetBytes - best.usedBytes ? d : best), null) ?? placed)
+        : placed);
     if (!target) throw new GpunixError(ErrorCodes.NO_DEVICE, 'no live device to restore the process image on');
     await checkImageRestorable(
       header,
@@ -937,6 +988,8 @@ export class Kernel {
       devices: this.devices.map((d) => ({
         id: d.id,
         description: d.adapter.description,
+        backend: d.adapter.backend,
+        featureLevel: d.adapter.featureLevel,
         isFallbackAdapter: d.adapter.isFallbackAdapter,
         budgetBytes: d.budgetBytes,
         usedBytes: d.usedBytes,
@@ -1071,11 +1124,12 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     throw new GpunixError(ErrorCodes.BAD_OPTION, `dawnPollIntervalUs must be a number from 0 to ${MAX_DAWN_POLL_INTERVAL_US}, got ${String(options.dawnPollIntervalUs)}`);
   }
   if (options.devices !== undefined) positiveInteger('devices', options.devices);
+  const backends = resolveBackends(options.backends);
   const exitedRetentionMs = options.exitedRetentionMs ?? DEFAULT_EXITED_RETENTION_MS;
   if (typeof exitedRetentionMs !== 'number' || !(exitedRetentionMs >= 0)) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `exitedRetentionMs must be a non-negative number of milliseconds, got ${String(options.exitedRetentionMs)}`);
   }
-  const devices = await openDevices({ count: options.devices, budgetBytes });
+  const devices = await openDevices({ backends, count: options.devices, budgetBytes });
   return new Kernel(devices, {
     scheduler: {
       maxInFlight,

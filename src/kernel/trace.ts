@@ -13,6 +13,22 @@ export interface TraceEvent {
   /** Pieces that shared this fence (their times are the run's, not each piece's own). */
   sharedWith: number;
   args?: Record<string, unknown>;
+  /**
+   * Where a run's latency went: when its first piece was put on the device queue, when the
+   * earliest program call it completes was made (none for a run that completes no call), and how
+   * many fences were unfinished ahead of it then. startNs is max(issue, the previous fence seen
+   * done), so start - issue is the wait behind the work ahead as JavaScript saw it.
+   */
+  issuedNs?: number;
+  enqueuedNs?: number;
+  ahead?: number;
+}
+
+/** TraceLog.add's optional timing of a run (see TraceEvent). */
+export interface RunTiming {
+  issuedNs: number;
+  enqueuedNs?: number;
+  ahead: number;
 }
 
 /** Chrome trace event format: "X" (complete) events, timestamps in µs. */
@@ -29,9 +45,9 @@ export class TraceLog {
 
   constructor(private readonly capacity: number) {}
 
-  add(proc: Proc, device: string, name: string, startNs: number, endNs: number, sharedWith: number, args?: Record<string, unknown>): void {
+  add(proc: Proc, device: string, name: string, startNs: number, endNs: number, sharedWith: number, args?: Record<string, unknown>, timing?: RunTiming): void {
     if (this.capacity <= 0) return;
-    const event: TraceEvent = { pid: proc.pid, process: proc.name, device, name, startNs, endNs, sharedWith, args };
+    const event: TraceEvent = { pid: proc.pid, process: proc.name, device, name, startNs, endNs, sharedWith, args, ...timing };
     if (this.events.length < this.capacity) this.events.push(event);
     else {
       this.events[this.next] = event;
@@ -69,7 +85,12 @@ export class TraceLog {
         tid: e.pid,
         ts: e.startNs / 1000,
         dur: Math.max(0, e.endNs - e.startNs) / 1000,
-        args: { ...e.args, sharedFence: e.sharedWith },
+        args: {
+          ...e.args,
+          sharedFence: e.sharedWith,
+          ...(e.issuedNs === undefined ? {} : { issuedUs: e.issuedNs / 1000, ahead: e.ahead }),
+          ...(e.enqueuedNs === undefined ? {} : { enqueuedUs: e.enqueuedNs / 1000 }),
+        },
       });
     }
     return { traceEvents, displayTimeUnit: 'ms', otherData: { producer: 'gpunix', dropped: this.dropped } };

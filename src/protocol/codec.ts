@@ -9,11 +9,9 @@ import {
   FieldKind,
   joinId,
   Message,
-  MESSAGE_BY_CODE,
   MESSAGES,
   MessageName,
   Payload,
-  splitId,
 } from './messages.js';
 
 /** Bytes before the fields: the u32 length and the u16 code. */
@@ -21,61 +19,99 @@ export const FRAME_HEADER_BYTES = 6;
 
 export class ProtocolError extends GpunixError {}
 
-const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-function fieldsOf(name: MessageName): [string, FieldKind][] {
-  return Object.entries(MESSAGES[name].fields) as [string, FieldKind][];
+/** One message's layout, read from the table once (not per frame): its code and its fields in order. */
+interface Layout {
+  readonly name: MessageName;
+  readonly code: number;
+  readonly fields: readonly (readonly [string, FieldKind])[];
 }
 
-/** The encoded form of one field value, or its byte size; checks the value against its kind. */
-function encodedField(kind: FieldKind, value: unknown, field: string): Uint8Array | number {
-  const bad = (what: string) => new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `field ${field}: ${what}`);
-  switch (kind) {
-    case 'u8':
-    case 'u16':
-    case 'u32': {
-      const max = kind === 'u8' ? 0xff : kind === 'u16' ? 0xffff : 0xffffffff;
-      if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > max) throw bad(`expected ${kind}, got ${String(value)}`);
-      return kind === 'u8' ? 1 : kind === 'u16' ? 2 : 4;
-    }
-    case 'f64':
-      if (typeof value !== 'number') throw bad(`expected a number, got ${typeof value}`);
-      return 8;
-    case 'bool':
-      if (typeof value !== 'boolean') throw bad(`expected a boolean, got ${typeof value}`);
-      return 1;
-    case 'str':
-      if (typeof value !== 'string') throw bad(`expected a string, got ${typeof value}`);
-      return utf8.encode(value);
-    case 'json':
-      return utf8.encode(JSON.stringify(value ?? null));
-    case 'bytes':
-      if (!ArrayBuffer.isView(value)) throw bad('expected bytes');
-      return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-    case 'id':
-      if (!Number.isSafeInteger(value) || (value as number) < 0) throw bad(`expected an object id, got ${String(value)}`);
-      return 8;
-    case 'ids':
-      if (!Array.isArray(value) || !value.every((v) => Number.isSafeInteger(v) && v >= 0)) throw bad('expected a list of object ids');
-      return 4 + 8 * value.length;
-  }
+const LAYOUTS = new Map<MessageName, Layout>(
+  (Object.keys(MESSAGES) as MessageName[]).map((name) => [name, { name, code: MESSAGES[name].code, fields: Object.entries(MESSAGES[name].fields) as [string, FieldKind][] }]),
+);
+const LAYOUT_BY_CODE = new Map<number, Layout>([...LAYOUTS.values()].map((layout) => [layout.code, layout]));
+
+function layoutOf(name: MessageName): Layout {
+  const layout = LAYOUTS.get(name);
+  if (!layout) throw new ProtocolError(ErrorCodes.PROTOCOL_UNKNOWN_MESSAGE, `unknown message ${String(name)}`);
+  return layout;
 }
 
-/** Encodes one message as a whole frame. Throws ProtocolError if the payload does not fit the table. */
-export function encodeFrame<N extends MessageName>(name: N, payload: Payload<N>): Buffer {
-  const fields = fieldsOf(name);
-  const values = payload as Record<string, unknown>;
-  const parts = fields.map(([field, kind]) => encodedField(kind, values[field], field));
+function badField(field: string, what: string): ProtocolError {
+  return new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `field ${field}: ${what}`);
+}
+
+/**
+ * The text of each str and json field of the frame being encoded, in field order, between
+ * measureFrame() and writeFrame() (reused: encoding allocates nothing but the strings JSON makes).
+ */
+const texts: string[] = [];
+
+/**
+ * Checks `payload` against `layout` and returns the whole frame's size (header included); leaves
+ * the str and json fields' text in `texts` for writeFrame(). Throws ProtocolError.
+ */
+function measureFrame(layout: Layout, values: Record<string, unknown>): number {
+  texts.length = 0;
   let size = FRAME_HEADER_BYTES;
-  for (const part of parts) size += typeof part === 'number' ? part : 4 + part.byteLength;
-  const frame = Buffer.allocUnsafe(size);
-  frame.writeUInt32LE(size - 4, 0);
-  frame.writeUInt16LE(MESSAGES[name].code, 4);
-  let at = FRAME_HEADER_BYTES;
-  fields.forEach(([field, kind], i) => {
+  for (const [field, kind] of layout.fields) {
     const value = values[field];
-    const part = parts[i];
+    switch (kind) {
+      case 'u8':
+      case 'u16':
+      case 'u32': {
+        const max = kind === 'u8' ? 0xff : kind === 'u16' ? 0xffff : 0xffffffff;
+        if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > max) throw badField(field, `expected ${kind}, got ${String(value)}`);
+        size += kind === 'u8' ? 1 : kind === 'u16' ? 2 : 4;
+        break;
+      }
+      case 'f64':
+        if (typeof value !== 'number') throw badField(field, `expected a number, got ${typeof value}`);
+        size += 8;
+        break;
+      case 'bool':
+        if (typeof value !== 'boolean') throw badField(field, `expected a boolean, got ${typeof value}`);
+        size += 1;
+        break;
+      case 'str':
+        if (typeof value !== 'string') throw badField(field, `expected a string, got ${typeof value}`);
+        texts.push(value);
+        size += 4 + Buffer.byteLength(value, 'utf8');
+        break;
+      case 'json': {
+        // JSON.stringify gives undefined for undefined and functions: both travel as null.
+        const text = JSON.stringify(value ?? null) ?? 'null';
+        texts.push(text);
+        size += 4 + Buffer.byteLength(text, 'utf8');
+        break;
+      }
+      case 'bytes':
+        if (!ArrayBuffer.isView(value)) throw badField(field, 'expected bytes');
+        size += 4 + value.byteLength;
+        break;
+      case 'id':
+        if (!Number.isSafeInteger(value) || (value as number) < 0) throw badField(field, `expected an object id, got ${String(value)}`);
+        size += 8;
+        break;
+      case 'ids':
+        if (!Array.isArray(value) || !value.every((v) => Number.isSafeInteger(v) && v >= 0)) throw badField(field, 'expected a list of object ids');
+        size += 4 + 8 * value.length;
+        break;
+    }
+  }
+  return size;
+}
+
+/** Writes the frame measureFrame() measured (`size` bytes) into `frame` at `start`. */
+function writeFrame(layout: Layout, values: Record<string, unknown>, frame: Buffer, start: number, size: number): void {
+  frame.writeUInt32LE(size - 4, start);
+  frame.writeUInt16LE(layout.code, start + 4);
+  let at = start + FRAME_HEADER_BYTES;
+  let text = 0;
+  for (const [field, kind] of layout.fields) {
+    const value = values[field];
     switch (kind) {
       case 'u8':
         at = frame.writeUInt8(value as number, at);
@@ -99,97 +135,224 @@ export function encodeFrame<N extends MessageName>(name: N, payload: Payload<N>)
         at = frame.writeUInt32LE((value as number[]).length, at);
         for (const id of value as number[]) at = writeId(frame, id, at);
         break;
+      case 'bytes': {
+        const view = value as ArrayBufferView;
+        at = frame.writeUInt32LE(view.byteLength, at);
+        frame.set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength), at);
+        at += view.byteLength;
+        break;
+      }
       default: {
-        const bytes = part as Uint8Array;
-        at = frame.writeUInt32LE(bytes.byteLength, at);
-        frame.set(bytes, at);
-        at += bytes.byteLength;
+        // str and json: the text measured, written as UTF-8 straight into the frame.
+        const length = frame.write(texts[text++], at + 4, 'utf8');
+        at = frame.writeUInt32LE(length, at);
+        at += length;
       }
     }
-  });
+  }
+}
+
+/** Encodes one message as a whole frame. Throws ProtocolError if the payload does not fit the table. */
+export function encodeFrame<N extends MessageName>(name: N, payload: Payload<N>): Buffer {
+  const layout = layoutOf(name);
+  const values = payload as Record<string, unknown>;
+  const size = measureFrame(layout, values);
+  const frame = Buffer.allocUnsafe(size);
+  writeFrame(layout, values, frame, 0, size);
   return frame;
 }
 
+/** Frames up to this size are encoded into a shared chunk (FrameEncoder); larger ones get a buffer of their own. */
+const SMALL_FRAME_BYTES = 16 * 1024;
+
+/**
+ * Buffers for large frames, kept for reuse once written. A fresh multi-megabyte allocation is
+ * memory the kernel must fault in page by page: measured on the 2-vCPU VM of docs/benchmarks.md,
+ * allocating and filling 4 MiB took 17 ms, filling a buffer already used 0.4 ms. Holds at most
+ * MAX_BYTES, and empties itself after IDLE_MS without use (so an idle process keeps nothing). A
+ * buffer may serve one session's frame after another's: only the frame's own bytes, all written
+ * afresh, ever go out (its subarray), never the stale rest.
+ */
+export class LargeBufferPool {
+  static readonly MAX_BYTES = 160 * 1024 * 1024;
+  static readonly IDLE_MS = 2000;
+  private free: Buffer[] = [];
+  private bytes = 0;
+  private trimTimer: NodeJS.Timeout | null = null;
+
+  /** A buffer of at least `size` bytes: the smallest kept one that fits (and wastes at most half), or a new one. */
+  take(size: number): Buffer {
+    let best = -1;
+    for (let i = 0; i < this.free.length; i++) {
+      const length = this.free[i].byteLength;
+      if (length >= size && length <= size * 2 && (best < 0 || length < this.free[best].byteLength)) best = i;
+    }
+    if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(size / 65536) * 65536);
+    const [buffer] = this.free.splice(best, 1);
+    this.bytes -= buffer.byteLength;
+    return buffer;
+  }
+
+  /** Returns a buffer from take() once nothing reads it any more (its write is done). */
+  give(buffer: Buffer): void {
+    if (this.bytes + buffer.byteLength > LargeBufferPool.MAX_BYTES) return;
+    this.free.push(buffer);
+    this.bytes += buffer.byteLength;
+    if (this.trimTimer) this.trimTimer.refresh();
+    else {
+      this.trimTimer = setTimeout(() => {
+        this.trimTimer = null;
+        this.free = [];
+        this.bytes = 0;
+      }, LargeBufferPool.IDLE_MS);
+      this.trimTimer.unref();
+    }
+  }
+}
+
+/** The process's pool of large frame buffers (one for every connection: a frame is written once). */
+export const largeFrameBuffers = new LargeBufferPool();
+/** The chunk small frames are packed into; a new one is taken when it is full. */
+const CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Encodes frames back to back for one writer, packing small ones into a shared chunk (one
+ * allocation per 64 KiB of small frames, not one per frame), and hands out what was encoded since
+ * the last take() as a few buffers, in order, to go out in one write. Bytes handed out are never
+ * written again (the stream may still hold them): later frames go after them, or into a new chunk.
+ */
+export class FrameEncoder {
+  private chunk = Buffer.allocUnsafe(0);
+  /** chunk[taken, end) is encoded and not yet handed out. */
+  private taken = 0;
+  private end = 0;
+  private readonly out: Buffer[] = [];
+  /** Buffers of large frames in `out`, from largeFrameBuffers: the writer gives them back once written. */
+  private borrowed: Buffer[] = [];
+  /** Bytes encoded and not yet taken. */
+  pendingBytes = 0;
+
+  /** Encodes one message; returns its frame's size. Throws ProtocolError (nothing is queued then). */
+  encode<N extends MessageName>(name: N, payload: Payload<N>): number {
+    const layout = layoutOf(name);
+    const values = payload as Record<string, unknown>;
+    const size = measureFrame(layout, values);
+    if (size > SMALL_FRAME_BYTES) {
+      this.cut();
+      const whole = largeFrameBuffers.take(size);
+      writeFrame(layout, values, whole, 0, size);
+      this.out.push(whole.subarray(0, size));
+      this.borrowed.push(whole);
+    } else {
+      if (this.end + size > this.chunk.byteLength) {
+        this.cut();
+        this.chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+        this.taken = this.end = 0;
+      }
+      writeFrame(layout, values, this.chunk, this.end, size);
+      this.end += size;
+    }
+    this.pendingBytes += size;
+    return size;
+  }
+
+  /**
+   * Everything encoded since the last take(), in order (empty when nothing is pending), and the
+   * large buffers among them to give back to largeFrameBuffers once they are written.
+   */
+  take(): { buffers: Buffer[]; borrowed: Buffer[] } {
+    this.cut();
+    this.pendingBytes = 0;
+    const borrowed = this.borrowed;
+    this.borrowed = [];
+    return { buffers: this.out.splice(0), borrowed };
+  }
+
+  /** Closes the run of small frames in the chunk so far (frames after it go after it in `out`). */
+  private cut(): void {
+    if (this.end === this.taken) return;
+    this.out.push(this.chunk.subarray(this.taken, this.end));
+    this.taken = this.end;
+  }
+}
+
 function writeId(frame: Buffer, id: number, at: number): number {
-  const { slot, generation } = splitId(id);
+  const slot = id % 2 ** 32;
   at = frame.writeUInt32LE(slot, at);
-  return frame.writeUInt32LE(generation, at);
+  return frame.writeUInt32LE((id - slot) / 2 ** 32, at);
+}
+
+function frameEndsEarly(name: MessageName, field: string, missing: number): ProtocolError {
+  return new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${name}.${field}: frame ends ${missing} bytes early`);
 }
 
 /** Decodes one frame's body (code and fields, without the length). Throws ProtocolError. */
 export function decodeBody(body: Buffer): Message {
-  const malformed = (what: string) => new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, what);
-  if (body.byteLength < 2) throw malformed('frame too short for a message code');
+  const end = body.byteLength;
+  if (end < 2) throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, 'frame too short for a message code');
   const code = body.readUInt16LE(0);
-  const name = MESSAGE_BY_CODE.get(code);
-  if (!name) throw new ProtocolError(ErrorCodes.PROTOCOL_UNKNOWN_MESSAGE, `unknown message code ${code}`);
+  const layout = LAYOUT_BY_CODE.get(code);
+  if (!layout) throw new ProtocolError(ErrorCodes.PROTOCOL_UNKNOWN_MESSAGE, `unknown message code ${code}`);
+  const name = layout.name;
   let at = 2;
-  const need = (bytes: number, field: string) => {
-    if (at + bytes > body.byteLength) throw malformed(`${name}.${field}: frame ends ${at + bytes - body.byteLength} bytes early`);
-  };
   const payload: Record<string, unknown> = {};
-  for (const [field, kind] of fieldsOf(name)) {
+  for (const [field, kind] of layout.fields) {
     switch (kind) {
       case 'u8':
-        need(1, field);
-        payload[field] = body.readUInt8(at);
+        if (at + 1 > end) throw frameEndsEarly(name, field, at + 1 - end);
+        payload[field] = body[at];
         at += 1;
         break;
       case 'u16':
-        need(2, field);
+        if (at + 2 > end) throw frameEndsEarly(name, field, at + 2 - end);
         payload[field] = body.readUInt16LE(at);
         at += 2;
         break;
       case 'u32':
-        need(4, field);
+        if (at + 4 > end) throw frameEndsEarly(name, field, at + 4 - end);
         payload[field] = body.readUInt32LE(at);
         at += 4;
         break;
       case 'f64':
-        need(8, field);
+        if (at + 8 > end) throw frameEndsEarly(name, field, at + 8 - end);
         payload[field] = body.readDoubleLE(at);
         at += 8;
         break;
       case 'bool': {
-        need(1, field);
-        const byte = body.readUInt8(at);
-        if (byte > 1) throw malformed(`${name}.${field}: a bool must be 0 or 1, got ${byte}`);
+        if (at + 1 > end) throw frameEndsEarly(name, field, at + 1 - end);
+        const byte = body[at];
+        if (byte > 1) throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${name}.${field}: a bool must be 0 or 1, got ${byte}`);
         payload[field] = byte === 1;
         at += 1;
         break;
       }
       case 'id':
-        need(8, field);
-        payload[field] = readId(body, at, `${name}.${field}`);
+        if (at + 8 > end) throw frameEndsEarly(name, field, at + 8 - end);
+        payload[field] = readId(body, at, name, field);
         at += 8;
         break;
       case 'ids': {
-        need(4, field);
+        if (at + 4 > end) throw frameEndsEarly(name, field, at + 4 - end);
         const count = body.readUInt32LE(at);
         at += 4;
-        need(count * 8, field);
-        const ids: number[] = [];
-        for (let i = 0; i < count; i++, at += 8) ids.push(readId(body, at, `${name}.${field}[${i}]`));
+        if (at + count * 8 > end) throw frameEndsEarly(name, field, at + count * 8 - end);
+        const ids: number[] = new Array(count);
+        for (let i = 0; i < count; i++, at += 8) ids[i] = readId(body, at, name, field, i);
         payload[field] = ids;
         break;
       }
       default: {
-        need(4, field);
+        if (at + 4 > end) throw frameEndsEarly(name, field, at + 4 - end);
         const length = body.readUInt32LE(at);
         at += 4;
-        need(length, field);
-        const bytes = body.subarray(at, at + length);
+        if (at + length > end) throw frameEndsEarly(name, field, at + length - end);
+        const from = at;
         at += length;
         if (kind === 'bytes') {
-          payload[field] = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          payload[field] = new Uint8Array(body.buffer, body.byteOffset + from, length);
           break;
         }
-        let text: string;
-        try {
-          text = strictUtf8.decode(bytes);
-        } catch {
-          throw malformed(`${name}.${field}: not valid UTF-8`);
-        }
+        const text = decodeText(body, from, at, name, field);
         if (kind === 'str') {
           payload[field] = text;
           break;
@@ -197,19 +360,43 @@ export function decodeBody(body: Buffer): Message {
         try {
           payload[field] = JSON.parse(text);
         } catch (error) {
-          throw malformed(`${name}.${field}: not valid JSON (${(error as Error).message})`);
+          throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${name}.${field}: not valid JSON (${(error as Error).message})`);
         }
       }
     }
   }
-  if (at !== body.byteLength) throw malformed(`${name}: ${body.byteLength - at} bytes after the last field`);
+  if (at !== end) throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${name}: ${end - at} bytes after the last field`);
   return { name, payload } as Message;
 }
 
-function readId(body: Buffer, at: number, field: string): number {
+/** Text shorter than this that is all ASCII is decoded by latin1 (no validation needed: ASCII is valid UTF-8). */
+const ASCII_FAST_BYTES = 256;
+
+/** body[from, to) as a string; invalid UTF-8 is malformed. */
+function decodeText(body: Buffer, from: number, to: number, name: MessageName, field: string): string {
+  if (to - from <= ASCII_FAST_BYTES) {
+    let ascii = true;
+    for (let i = from; i < to; i++) {
+      if (body[i] > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return body.toString('latin1', from, to);
+  }
+  try {
+    return strictUtf8.decode(body.subarray(from, to));
+  } catch {
+    throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${name}.${field}: not valid UTF-8`);
+  }
+}
+
+function readId(body: Buffer, at: number, name: MessageName, field: string, index?: number): number {
   const slot = body.readUInt32LE(at);
   const generation = body.readUInt32LE(at + 4);
-  if (generation >= 2 ** 21) throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${field}: object id generation ${generation} is out of range`);
+  if (generation >= 2 ** 21) {
+    throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `${name}.${field}${index === undefined ? '' : `[${index}]`}: object id generation ${generation} is out of range`);
+  }
   return joinId(slot, generation);
 }
 
@@ -222,6 +409,8 @@ function readId(body: Buffer, at: number, field: string): number {
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
+  /** Where the unread bytes of chunks[0] begin (frames are cut from it without copying the rest). */
+  private offset = 0;
   private buffered = 0;
 
   constructor(public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
@@ -235,6 +424,7 @@ export class FrameDecoder {
 
   /** Takes bytes from the stream; decodes nothing (see next()). */
   append(chunk: Buffer): void {
+    if (chunk.byteLength === 0) return;
     this.chunks.push(chunk);
     this.buffered += chunk.byteLength;
   }
@@ -242,14 +432,23 @@ export class FrameDecoder {
   /** The next whole message, or null until more bytes arrive; throws ProtocolError for a bad or oversized frame. */
   next(): Message | null {
     if (this.buffered < 4) return null;
-    const head = this.peek(4);
-    const length = head.readUInt32LE(0);
+    let first = this.chunks[0];
+    if (first.byteLength - this.offset < 4) first = this.merge();
+    const length = first.readUInt32LE(this.offset);
     if (length + 4 > this.maxFrameBytes) {
       throw new ProtocolError(ErrorCodes.PROTOCOL_TOO_LARGE, `frame of ${length + 4} bytes exceeds the limit of ${this.maxFrameBytes}`);
     }
     if (this.buffered < 4 + length) return null;
-    const frame = this.take(4 + length);
-    return decodeBody(frame.subarray(4));
+    // A frame split across reads is joined once, when all of it has arrived.
+    if (first.byteLength - this.offset < 4 + length) first = this.merge();
+    const body = first.subarray(this.offset + 4, this.offset + 4 + length);
+    this.offset += 4 + length;
+    this.buffered -= 4 + length;
+    if (this.offset === first.byteLength) {
+      this.chunks.shift();
+      this.offset = 0;
+    }
+    return decodeBody(body);
   }
 
   /** Bytes received but not yet part of a whole frame. */
@@ -257,18 +456,12 @@ export class FrameDecoder {
     return this.buffered;
   }
 
-  private peek(bytes: number): Buffer {
-    if (this.chunks[0].byteLength >= bytes) return this.chunks[0];
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0];
-  }
-
-  private take(bytes: number): Buffer {
-    const first = this.peek(bytes);
-    const frame = first.subarray(0, bytes);
-    const rest = first.subarray(bytes);
-    this.chunks = rest.byteLength > 0 ? [rest, ...this.chunks.slice(1)] : this.chunks.slice(1);
-    this.buffered -= bytes;
-    return frame;
+  /** Joins every unread byte into one chunk; returns it. */
+  private merge(): Buffer {
+    const first = this.chunks[0].subarray(this.offset);
+    const joined = this.chunks.length === 1 ? first : Buffer.concat([first, ...this.chunks.slice(1)], this.buffered);
+    this.chunks = [joined];
+    this.offset = 0;
+    return joined;
   }
 }

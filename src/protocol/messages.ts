@@ -11,8 +11,14 @@
 //   the low 32 bits are a slot, the bits above a generation that changes each time a slot is
 //   reused, so a stale id can never name a newer object. Creating an object never waits.
 
-/** Bumped on any change to the table that an older peer would misread. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * Bumped on any change to the table that an older peer would misread. 3: the bulk-data messages
+ * (codes 43-50: BulkRegion..BufferWriteMapped), which a client sends only to a daemon whose Welcome says 3 or more.
+ */
+export const PROTOCOL_VERSION = 3;
+
+/** The oldest client version the daemon still serves (it then never sees the messages added since). */
+export const MIN_PROTOCOL_VERSION = 2;
 
 /** Largest frame a daemon or client accepts unless configured otherwise (bytes, header included). */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -125,7 +131,7 @@ export const MESSAGES = {
   // ---- WebGPU (process sessions) ------------------------------------------------------------------
   RequestAdapter: {
     code: 16, from: 'client', role: 'process',
-    doc: 'navigator.gpu.requestAdapter(options). The result is null (no adapter) or {features, limits, info}.',
+    doc: 'navigator.gpu.requestAdapter(options). The result is null (no adapter) or {features, limits, info, featureLevel}.',
     fields: { req: 'u32', adapter: 'id', options: 'json' },
     reply: 'Reply',
   },
@@ -264,6 +270,49 @@ export const MESSAGES = {
     code: 42, from: 'client', role: 'process',
     doc: 'device.gpunix.attachShared(name, size), as buffer `id`: the tenant\'s named shared segment (created with `size` bytes when new). A refusal (another size, over a limit) is an UncapturedError on the device and leaves `id` an invalid buffer.',
     fields: { device: 'id', id: 'id', name: 'str', size: 'f64' },
+  },
+  BulkRegion: {
+    code: 43, from: 'client', role: 'process',
+    doc: 'Asks for the session\'s shared-memory region (protocol 3; docs/daemon.md, "Bulk data"), of `size` bytes, or less (the daemon\'s limits: sharedMemory.maxBytes, and what is left of the tenant\'s maxBytesPerTenant; it never shrinks). The first one asks the daemon to make it: the result is {path, size}, a file the client opens read-write and then confirms with BulkRegionOpened (the daemon then unlinks the name); a later one grows it: {path: "", size}. Failure GPUNIX_E_UNSUPPORTED where there is none (not a Unix socket, no usable shared-memory directory): the session\'s bulk data then travels in frames.',
+    fields: { req: 'u32', size: 'f64' },
+    reply: 'Reply or Failure',
+  },
+  BulkRegionOpened: {
+    code: 44, from: 'client', role: 'process',
+    doc: 'The client has opened the region BulkRegion named (`ok`), or could not (`ok` false: the daemon drops it). Either way the daemon unlinks the name: from then on only the two open descriptors reach it.',
+    fields: { ok: 'bool' },
+  },
+  BufferMapAsyncStreamed: {
+    code: 48, from: 'client', role: 'process',
+    doc: 'buffer.mapAsync(mode, offset, size) for a large range over frames (protocol 3): the range\'s bytes come in MappedData frames of at most 8 MiB, each written once the socket has taken the one before, then the Reply null.',
+    fields: { req: 'u32', buffer: 'id', mode: 'u32', offset: 'f64', size: 'f64' },
+    reply: 'MappedData*, then Reply or Failure',
+  },
+  MappedData: {
+    code: 49, from: 'daemon', role: 'process',
+    doc: 'A piece of the range a BufferMapAsyncStreamed of `buffer` mapped: its bytes from `offset` (in the buffer).',
+    fields: { buffer: 'id', offset: 'f64', data: 'bytes' },
+  },
+  BufferWriteMapped: {
+    code: 50, from: 'client', role: 'process',
+    doc: 'A piece of a large mapped range the program wrote (protocol 3): `data` goes into the mapped range at `offset` (in the buffer); sent in pieces of at most 8 MiB ahead of the BufferUnmap (with empty data) that ends the mapping.',
+    fields: { buffer: 'id', offset: 'f64', data: 'bytes' },
+  },
+  QueueWriteBufferShared: {
+    code: 45, from: 'client', role: 'process',
+    doc: 'queue.writeBuffer(buffer, offset, data) with the `size` bytes of data at `at` in the session\'s region. The daemon reads them when it runs the message; the client may reuse that space once any reply to a request sent after it has arrived.',
+    fields: { queue: 'id', buffer: 'id', offset: 'f64', at: 'f64', size: 'f64' },
+  },
+  BufferMapAsyncShared: {
+    code: 46, from: 'client', role: 'process',
+    doc: 'buffer.mapAsync(mode, offset, size), the range\'s bytes delivered into the session\'s region at `at` (the client keeps that space for them) before the Reply null.',
+    fields: { req: 'u32', buffer: 'id', mode: 'u32', offset: 'f64', size: 'f64', at: 'f64' },
+    reply: 'Reply or Failure',
+  },
+  BufferUnmapShared: {
+    code: 47, from: 'client', role: 'process',
+    doc: 'buffer.unmap() of a range mapped for writing (or at creation): the `size` bytes written from `offset` are at `at` in the session\'s region, read by the daemon when it runs the message.',
+    fields: { buffer: 'id', offset: 'f64', at: 'f64', size: 'f64' },
   },
 
   // ---- control (operators) -----------------------------------------------------------------------

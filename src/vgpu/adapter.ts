@@ -35,6 +35,27 @@ function adapterLimitsOf(device: PhysicalDevice): Record<string, number> {
   return limits;
 }
 
+/**
+ * WebGPU's "Compatibility Mode Default" limits: what a device gets for each limit it does not ask
+ * more of when its adapter defaults to the "compatibility" feature level and it does not ask for
+ * 'core-features-and-limits'. The values Dawn (webgpu 0.6.2) gives a compatibility device.
+ */
+export const COMPAT_DEFAULT_LIMITS: Readonly<Record<string, number>> = {
+  ...WEBGPU_DEFAULT_LIMITS,
+  maxTextureDimension1D: 4096,
+  maxTextureDimension2D: 4096,
+  maxStorageBuffersInVertexStage: 0,
+  maxStorageBuffersInFragmentStage: 4,
+  maxStorageTexturesInVertexStage: 0,
+  maxStorageTexturesInFragmentStage: 4,
+  maxUniformBufferBindingSize: 16384,
+  maxInterStageShaderVariables: 15,
+  maxColorAttachments: 4,
+  maxComputeInvocationsPerWorkgroup: 128,
+  maxComputeWorkgroupSizeX: 128,
+  maxComputeWorkgroupSizeY: 128,
+};
+
 /** Features that enable others on a device (WebGPU §3.6.1, "Feature Dependencies"). */
 const FEATURE_DEPENDENCIES: Readonly<Record<string, readonly string[]>> = {
   'texture-formats-tier2': ['texture-formats-tier1'],
@@ -57,6 +78,7 @@ export class VirtualAdapter {
   #consumed = false;
   #host: ProcessHost;
   #physical: PhysicalDevice;
+  #featureLevel: 'core' | 'compatibility';
   get features(): ReadonlySet<string> {
     return this.#features;
   }
@@ -67,9 +89,14 @@ export class VirtualAdapter {
     return this.#info;
   }
 
-  constructor(host: ProcessHost, physical: PhysicalDevice) {
+  /**
+   * `featureLevel`: the adapter's default feature level, as requested ("compatibility" is kept
+   * even on a core device: a device then defaults to compatibility mode's features and limits).
+   */
+  constructor(host: ProcessHost, physical: PhysicalDevice, featureLevel: 'core' | 'compatibility' = physical.adapter.featureLevel) {
     this.#host = host;
     this.#physical = physical;
+    this.#featureLevel = physical.adapter.featureLevel === 'core' ? featureLevel : 'compatibility';
     this.#features = supportedFeatures(physical.adapter.features);
     this.#limits = supportedLimits(adapterLimitsOf(physical));
     this.#info = adapterInfoOf(physical);
@@ -77,6 +104,11 @@ export class VirtualAdapter {
 
   get isFallbackAdapter(): boolean {
     return this.#physical.adapter.isFallbackAdapter;
+  }
+
+  /** The adapter's default feature level: 'core', or 'compatibility' (its devices lack 'core-features-and-limits' unless they ask for it). */
+  get featureLevel(): 'core' | 'compatibility' {
+    return this.#featureLevel;
   }
 
   async requestDevice(input?: GPUDeviceDescriptor): Promise<VirtualDevice> {
@@ -109,12 +141,14 @@ export class VirtualAdapter {
       requested.push([name, value]);
     }
     this.#consumed = true;
-    // "a new device": the "core" feature level's default feature, then what each feature requires.
-    if (this.#features.has('core-features-and-limits')) features.add('core-features-and-limits');
+    // "a new device": a core-defaulting adapter's default feature, then what each feature requires.
+    if (this.#featureLevel === 'core') features.add('core-features-and-limits');
     for (const feature of features) for (const required of FEATURE_DEPENDENCIES[feature] ?? []) features.add(required);
-    // The defaults, raised (for alignments lowered) to what was asked; a request worse than the default gets the default.
+    // The defaults (core's, or compatibility mode's for a device without 'core-features-and-limits'),
+    // raised (for alignments lowered) to what was asked; a request worse than the default gets the default.
+    const defaults = features.has('core-features-and-limits') ? WEBGPU_DEFAULT_LIMITS : COMPAT_DEFAULT_LIMITS;
     const limits: Record<string, number> = {};
-    for (const name of LIMIT_NAMES) limits[name] = WEBGPU_DEFAULT_LIMITS[name] ?? adapterLimits[name];
+    for (const name of LIMIT_NAMES) limits[name] = defaults[name] ?? adapterLimits[name];
     for (const [name, value] of requested) if (atLeastAsGood(name, value, limits[name])) limits[name] = value;
     limits.maxStorageBuffersPerShaderStage = Math.max(limits.maxStorageBuffersPerShaderStage, limits.maxStorageBuffersInVertexStage, limits.maxStorageBuffersInFragmentStage);
     limits.maxStorageTexturesPerShaderStage = Math.max(limits.maxStorageTexturesPerShaderStage, limits.maxStorageTexturesInVertexStage, limits.maxStorageTexturesInFragmentStage);

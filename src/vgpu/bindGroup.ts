@@ -34,6 +34,17 @@ function boundBuffers(entries: readonly GPUBindGroupEntry[]): VirtualBuffer[] {
   return found;
 }
 
+/** The virtual objects a bind group's entries name (a buffer binding's buffer, or the resource), each once. */
+function boundObjects(entries: readonly GPUBindGroupEntry[]): VirtualObject[] {
+  const found: VirtualObject[] = [];
+  for (const entry of entries) {
+    const resource = entry.resource as unknown;
+    const object = resource && typeof resource === 'object' && 'buffer' in resource ? (resource as GPUBufferBinding).buffer : resource;
+    if (object instanceof VirtualObject && !found.includes(object)) found.push(object);
+  }
+  return found;
+}
+
 export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Rebuildable {
   // Private fields behind prototype accessors: a GPUBindGroup has no own properties (WebIDL).
   #descriptor: GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] };
@@ -50,6 +61,11 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
   set refused(value: boolean) {
     this.#refused = value;
   }
+  /** The virtual objects its entries bind (buffers), found once: a submit's resource check reads them per use. */
+  get resources(): readonly VirtualObject[] {
+    return this.#resources;
+  }
+  #resources: VirtualObject[];
   /** The program's descriptor, with virtual objects (entries copied once): what a re-creation binds. */
   get descriptor(): GPUBindGroupDescriptor & { entries: GPUBindGroupEntry[] } {
     return this.#descriptor;
@@ -63,12 +79,13 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
     this.#descriptor = descriptor;
     this.#buffers = boundBuffers(descriptor.entries);
     this.#generations = this.#buffers.map((b) => b.residency.generation);
+    this.#resources = boundObjects(descriptor.entries);
   }
 
   /** The real bind group, made afresh when a bound buffer's real buffer was replaced (evicted, restored). */
   get [REAL](): GPUBindGroup {
     if (this.refused) return this.#real;
-    if (this.#buffers.some((b, i) => b.residency.generation !== this.#generations[i])) {
+    if (this.#moved()) {
       const entries = realEntries(this.descriptor.entries); // brings evicted buffers back
       this.#real = this.#physical.capture(() =>
         this.#physical.device.createBindGroup({ ...this.descriptor, layout: unwrap(this.descriptor.layout), entries }),
@@ -77,6 +94,13 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
       this.#twins = null;
     }
     return this.#real;
+  }
+
+  /** True when a bound buffer's real buffer was replaced since the real bind group was made. */
+  #moved(): boolean {
+    const buffers = this.#buffers;
+    for (let i = 0; i < buffers.length; i++) if (buffers[i].residency.generation !== this.#generations[i]) return true;
+    return false;
   }
 
   /** Migration: made afresh (on first use) on `physical`, from the program's descriptor. */

@@ -4,6 +4,7 @@
 
 import { REAL, unwrap, VirtualObject } from './object.js';
 import { describeCommandBuffer } from '../foreignObject.js';
+import { VirtualBindGroup } from './bindGroup.js';
 
 export type PassOp =
   | 'setPipeline'
@@ -36,6 +37,35 @@ export type RecordedCommand =
 export function realPassDescriptor(descriptor: GPUComputePassDescriptor | undefined): GPUComputePassDescriptor | undefined {
   if (!descriptor?.timestampWrites) return descriptor;
   return { ...descriptor, timestampWrites: { ...descriptor.timestampWrites, querySet: unwrap(descriptor.timestampWrites.querySet) } };
+}
+
+/**
+ * The distinct virtual objects a record names, in first-use order: a list searched in place while
+ * short (a record names few; this runs for every submit), a Set beside it once long.
+ */
+class Resources {
+  readonly list: VirtualObject[] = [];
+  #seen: Set<VirtualObject> | null = null;
+  /** Adds `value` if it is a virtual object; a bind group adds what its entries bind instead. */
+  add(value: unknown): void {
+    if (!(value instanceof VirtualObject)) return;
+    if (value instanceof VirtualBindGroup) {
+      for (const bound of value.resources) this.#add(bound);
+      return;
+    }
+    this.#add(value);
+  }
+  #add(value: VirtualObject): void {
+    if (this.#seen === null) {
+      if (this.list.includes(value)) return;
+      this.list.push(value);
+      if (this.list.length > 16) this.#seen = new Set(this.list);
+      return;
+    }
+    if (this.#seen.has(value)) return;
+    this.#seen.add(value);
+    this.list.push(value);
+  }
 }
 
 export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
@@ -138,29 +168,16 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
   /** Every buffer and query set the record uses (directly or through bind groups). */
   resources(): VirtualObject[] {
     if (this.#referenced) return this.#referenced;
-    const found = new Set<VirtualObject>();
-    const visit = (value: unknown): void => {
-      if (value instanceof VirtualObject) {
-        const descriptor = (value as unknown as { descriptor?: GPUBindGroupDescriptor }).descriptor;
-        if (descriptor && Array.isArray((descriptor as { entries?: unknown }).entries)) {
-          for (const entry of descriptor.entries as GPUBindGroupEntry[]) {
-            const resource = entry.resource as unknown;
-            visit(resource && typeof resource === 'object' && 'buffer' in resource ? (resource as GPUBufferBinding).buffer : resource);
-          }
-          return;
-        }
-        found.add(value);
-      }
-    };
-    for (const command of this.commands) {
+    const found = new Resources();
+    for (const command of this.#commands) {
       if (command.op === 'computePass') {
-        visit(command.descriptor?.timestampWrites?.querySet);
-        for (const passCommand of command.commands) passCommand.args.forEach(visit);
+        found.add(command.descriptor?.timestampWrites?.querySet);
+        for (const passCommand of command.commands) for (const arg of passCommand.args) found.add(arg);
       } else {
-        command.args.forEach(visit);
+        for (const arg of command.args) found.add(arg);
       }
     }
-    this.#referenced = [...found];
+    this.#referenced = found.list;
     return this.#referenced;
   }
 

@@ -12,6 +12,7 @@ import {
   dataBytes,
   labelDescriptor,
   setBindGroupArgs,
+  setBindGroupArgs2,
   size32,
   size64,
   usvString,
@@ -22,7 +23,7 @@ import { VirtualBuffer } from './buffer.js';
 import type { VirtualDevice } from './device.js';
 import type { DeviceObjects } from './foreign.js';
 import { BufferUsage } from './webgpuGlobals.js';
-import { unwrap } from './object.js';
+import { REAL, unwrap, VirtualObject } from './object.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBindGroupLayout } from './layouts.js';
 import { factsOfLayout } from './limits.js';
@@ -47,6 +48,28 @@ function immediateBytes(data: unknown, dataOffset: number | undefined, size: num
   } catch (error) {
     if ((error as Error)?.name === 'OperationError') throw new RangeError(`Failed to execute 'setImmediates' on 'GPUComputePassEncoder': ${(error as Error).message}`);
     throw error;
+  }
+}
+
+const NO_COMMANDS: readonly RecordedCommand[] = Object.freeze([]);
+
+/** The real finish, for captureWith (no closure per call). */
+const finishEncoder = (encoder: GPUCommandEncoder, descriptor: GPUCommandBufferDescriptor | undefined): GPUCommandBuffer => encoder.finish(descriptor);
+
+/** Calls `target[op]` with `args` unwrapped (the real objects behind virtual ones), without copying them for the common counts. */
+function replay(target: object, op: string, args: readonly unknown[]): void {
+  const method = (target as Record<string, (...a: unknown[]) => void>)[op];
+  switch (args.length) {
+    case 0:
+      return method.call(target);
+    case 1:
+      return method.call(target, unwrap(args[0]));
+    case 2:
+      return method.call(target, unwrap(args[0]), unwrap(args[1]));
+    case 3:
+      return method.call(target, unwrap(args[0]), unwrap(args[1]), unwrap(args[2]));
+    default:
+      return method.apply(target, args.map(unwrap));
   }
 }
 
@@ -81,17 +104,34 @@ export class VirtualComputePassEncoder {
 
   /** Replays converted arguments into the real pass and records them (they are fresh: no copy needed). */
   private forward(op: PassOp, args: unknown[]): void {
-    this.encoder.forwardTo(this.real, op, args);
-    this.record.push({ op, args });
-    if (op === 'dispatchWorkgroups') this.encoder.dispatches++;
-    if (op === 'dispatchWorkgroupsIndirect') this.encoder.indirectDispatches++;
+    this.#encoder.forwardTo(this.#real, op, args);
+    this.#record.push({ op, args });
   }
 
+  // The common calls (setPipeline, setBindGroup without offsets, dispatchWorkgroups, end) call the
+  // real pass directly while the encoder is open: no closure, no copy of the arguments.
+
   setPipeline(pipeline: GPUComputePipeline): void {
-    this.forward('setPipeline', [this.encoder.objects.object('GPUComputePipeline', pipeline, 'setPipeline', 'pipeline')]);
+    const encoder = this.#encoder;
+    const converted = encoder.objects.object('GPUComputePipeline', pipeline, 'setPipeline', 'pipeline') as VirtualObject<GPUComputePipeline>;
+    if (encoder.finished) return this.forward('setPipeline', [converted]);
+    this.#real.setPipeline(converted[REAL]);
+    this.#record.push({ op: 'setPipeline', args: [converted] });
   }
-  setBindGroup(...args: unknown[]): void {
-    const converted = setBindGroupArgs(args, this.encoder.objects);
+  setBindGroup(index: number, bindGroup: GPUBindGroup | null, ...dynamicOffsets: unknown[]): void;
+  // Declared with the two parameters every overload has (WebIDL: its length is 2); the others are read from `arguments`.
+  setBindGroup(index: number, bindGroup: GPUBindGroup | null): void {
+    const encoder = this.#encoder;
+    // WebIDL picks the overload by argument count: the two-argument call (the common one) is
+    // converted without gathering its arguments into an array first.
+    const converted =
+      arguments.length === 2 ? setBindGroupArgs2(index, bindGroup, encoder.objects) : setBindGroupArgs([...arguments], encoder.objects);
+    if (converted.length === 2 && !encoder.finished) {
+      const group = converted[1] as VirtualObject<GPUBindGroup> | null;
+      this.#real.setBindGroup(converted[0] as number, group === null ? null : group[REAL]);
+      this.#record.push({ op: 'setBindGroup', args: converted });
+      return;
+    }
     const offsets = converted[2] as number[] | undefined;
     const refusal = offsets && offsets.length > 0 ? this.encoder.dynamicOffsetRefusal(converted[1], offsets) : null;
     if (refusal) {
@@ -111,8 +151,15 @@ export class VirtualComputePassEncoder {
     this.forward('setBindGroup', converted);
   }
   dispatchWorkgroups(x: number, y?: number, z?: number): void {
+    const encoder = this.#encoder;
     const counts = workgroupCounts(x, y, z);
-    const over = this.encoder.workgroupCountRefusal(counts);
+    encoder.dispatches++;
+    const over = encoder.workgroupCountRefusal(counts);
+    if (over === null && !encoder.finished) {
+      this.#real.dispatchWorkgroups(counts[0], counts[1], counts[2]);
+      this.#record.push({ op: 'dispatchWorkgroups', args: counts });
+      return;
+    }
     if (over) {
       // Within the real device's limit, over this device's: Dawn is given a count over its own, and
       // finish() words the error for the program's count.
@@ -120,7 +167,6 @@ export class VirtualComputePassEncoder {
       real[over.index] = over.realLimit + 1;
       this.encoder.forwardTo(this.real, 'dispatchWorkgroups', real);
       this.record.push({ op: 'dispatchWorkgroups', args: counts });
-      this.encoder.dispatches++;
       const axis = 'XYZ'[over.index];
       this.encoder.rewordAtFinish(
         `Dispatch workgroup count ${axis} (${over.realLimit + 1}) exceeds max compute workgroups per dimension (${over.realLimit}).`,
@@ -134,6 +180,7 @@ export class VirtualComputePassEncoder {
   dispatchWorkgroupsIndirect(buffer: GPUBuffer, offset: number): void {
     const m = 'dispatchWorkgroupsIndirect';
     this.forward(m, [this.encoder.objects.object('GPUBuffer', buffer, m, 'indirectBuffer'), size64(offset, m, 'indirectOffset')]);
+    this.#encoder.indirectDispatches++;
   }
   setImmediates(rangeOffset: number, data: unknown, dataOffset?: number, size?: number): void {
     const m = 'setImmediates';
@@ -151,7 +198,8 @@ export class VirtualComputePassEncoder {
     this.forward('insertDebugMarker', [usvString(markerLabel, 'insertDebugMarker', 'markerLabel')]);
   }
   end(): void {
-    this.encoder.forwardTo(this.real, 'end', []);
+    if (this.#encoder.finished) this.#encoder.forwardTo(this.#real, 'end', []);
+    else this.#real.end();
   }
 }
 
@@ -161,7 +209,9 @@ export class VirtualCommandEncoder {
   #dispatches = 0;
   #indirectDispatches = 0;
   #objects: DeviceObjects;
-  #record: RecordedCommand[] = [];
+  // Made at the first command, of its size: most encoders record one pass (and `[]` grown by a push
+  // would allocate room for sixteen).
+  #record: RecordedCommand[] = NO_COMMANDS as RecordedCommand[];
   #finished = false;
   #device: VirtualDevice;
   #real: GPUCommandEncoder;
@@ -184,11 +234,13 @@ export class VirtualCommandEncoder {
   private get record(): RecordedCommand[] {
     return this.#record;
   }
-  private get finished(): boolean {
-    return this.#finished;
+  #recordCommand(command: RecordedCommand): void {
+    if (this.#record.length === 0) this.#record = [command];
+    else this.#record.push(command);
   }
-  private set finished(value: boolean) {
-    this.#finished = value;
+  /** Set by finish(): calls after it are refused by Dawn on the device (captured), not inside the encoder. */
+  get finished(): boolean {
+    return this.#finished;
   }
   private get device(): VirtualDevice {
     return this.#device;
@@ -216,23 +268,32 @@ export class VirtualCommandEncoder {
    * encoder (reported at finish); after it, Dawn reports them on the device, so they are captured.
    */
   forwardTo(target: object, op: string, args: unknown[]): void {
-    const call = (): void => (target as Record<string, (...a: unknown[]) => void>)[op](...args.map(unwrap));
-    if (this.finished) this.device.call(call);
-    else call();
+    if (this.#finished) this.#replayAfterFinish(target, op, args);
+    else replay(target, op, args);
+  }
+
+  /** A call on a finished encoder (or its pass): Dawn refuses it on the device, so it is captured (apart: no closure per common call). */
+  #replayAfterFinish(target: object, op: string, args: unknown[]): void {
+    this.#device.call(() => replay(target, op, args));
   }
 
   private forward(op: EncoderOp, args: unknown[]): void {
     this.forwardTo(this.real, op, args);
-    this.record.push({ op, args });
+    this.#recordCommand({ op, args });
   }
 
   beginComputePass(descriptor?: GPUComputePassDescriptor): VirtualComputePassEncoder {
-    const converted = computePassDescriptor(descriptor, this.objects);
-    const begin = (): GPUComputePassEncoder => this.real.beginComputePass(realPassDescriptor(converted));
-    const realPass = this.finished ? this.device.call(begin) : begin();
+    const converted = computePassDescriptor(descriptor, this.#objects);
+    const real = realPassDescriptor(converted);
+    const realPass = this.#finished ? this.#beginAfterFinish(real) : this.#real.beginComputePass(real);
     const commands: PassCommand[] = [];
-    this.record.push({ op: 'computePass', descriptor: converted, commands });
+    this.#recordCommand({ op: 'computePass', descriptor: converted, commands });
     return new VirtualComputePassEncoder(this, realPass, commands, converted?.label);
+  }
+
+  /** A pass begun on a finished encoder: Dawn refuses it on the device (apart, so the common call makes no closure). */
+  #beginAfterFinish(descriptor: GPUComputePassDescriptor | undefined): GPUComputePassEncoder {
+    return this.#device.call(() => this.#real.beginComputePass(descriptor));
   }
 
   copyBufferToBuffer(...args: unknown[]): void {
@@ -242,7 +303,7 @@ export class VirtualCommandEncoder {
       // The real buffer may have COPY_SRC (the kernel's own), the program's has not: Dawn must
       // see a source it refuses. The record keeps the program's arguments.
       this.forwardTo(this.real, 'copyBufferToBuffer', [this.device.physical.invalidCopySource, ...converted.slice(1)]);
-      this.record.push({ op: 'copyBufferToBuffer', args: converted });
+      this.#recordCommand({ op: 'copyBufferToBuffer', args: converted });
       return;
     }
     this.forward('copyBufferToBuffer', converted);
@@ -306,18 +367,36 @@ export class VirtualCommandEncoder {
     const below = this.device.limitChecks.workgroupsPerDimension;
     if (below === null) return null;
     const { limit, realLimit } = below;
-    const index = counts.findIndex((c) => c > limit && c <= realLimit);
-    return index < 0 ? null : { index, limit, realLimit };
+    for (let index = 0; index < counts.length; index++) if (counts[index] > limit && counts[index] <= realLimit) return { index, limit, realLimit };
+    return null;
+  }
+
+  /** finish() with Dawn's sentences about arguments gpunix changed reworded (apart: its closures would cost every finish). */
+  #finishReworded(
+    descriptor: { label: string } | undefined,
+    rewordings: ReadonlyArray<[string, string]>,
+  ): { value: GPUCommandBuffer; valid: Promise<boolean>; clean: boolean } {
+    return this.#device.callReworded(
+      () => this.#real.finish(descriptor),
+      (errors) => errors.map((error) => reword(error, rewordings)),
+    );
   }
 
   finish(descriptor?: GPUCommandBufferDescriptor): VirtualCommandBuffer {
     const converted = labelDescriptor(descriptor, 'finish');
-    this.finished = true;
+    this.#finished = true;
     const rewordings = this.#rewordings;
-    const finishReal = () => this.real.finish(converted);
-    const { value, valid, clean } = rewordings
-      ? this.device.callReworded(finishReal, (errors) => errors.map((error) => reword(error, rewordings)))
-      : this.device.callChecked(finishReal);
+    const device = this.#device;
+    let value: GPUCommandBuffer;
+    let valid: Promise<boolean>;
+    let clean: boolean;
+    if (rewordings) {
+      ({ value, valid, clean } = this.#finishReworded(converted, rewordings));
+    } else {
+      const captured = device.physical.captureWith(finishEncoder, this.#real, converted);
+      ({ value, clean } = captured);
+      valid = device.checked(captured);
+    }
     return new VirtualCommandBuffer(
       value,
       this.record,

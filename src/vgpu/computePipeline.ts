@@ -99,7 +99,9 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   const refuse = (why: string): void => {
     pipeline.wholeReason = `the atomized twin did not compile: ${why}`;
   };
-  const adopt = (real: GPUComputePipeline): void => {
+  const adopt = (real: GPUComputePipeline): Promise<void> | void => {
+    // Migrated while the twin compiled: the pipeline was made again there, and so is its twin.
+    if (device.physical !== physical) return pipeline.atomized || pipeline.wholeReason ? undefined : buildAtomizedTwin(device, pipeline, false);
     // 'auto' layouts are exclusive to their pipeline: the program's bind groups get twins made
     // against the twin's own layouts (same resources), created once per group and layout.
     const layouts = new Map<number, GPUBindGroupLayout>();
@@ -242,10 +244,16 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
       made = Promise.reject(new TypeError('refused'));
     }
     // Invalid before, invalid again (its errors were the program's when it was made).
-    this.#real = await made.catch(() => invalidComputePipeline(physical));
-    const hadTwin = this.atomized !== null;
+    let valid = true;
+    this.#real = await made.catch(() => ((valid = false), invalidComputePipeline(physical)));
+    // The cost learned on the old device says nothing of another backend's or vendor's speed.
+    this.#cost = new CostModel();
+    // A twin is made afresh for the new device's limits (immediates, bind groups): also where the
+    // old device left the pipeline whole (wholeReason set: the atomizer was tried there).
+    const wantsTwin = this.atomized !== null || this.wholeReason !== null;
     this.atomized = null;
-    if (hadTwin) await buildAtomizedTwin(this.#device, this, false);
+    this.wholeReason = null;
+    if (wantsTwin && valid) await buildAtomizedTwin(this.#device, this, false);
   }
   get [REAL](): GPUComputePipeline {
     return this.#real as GPUComputePipeline;

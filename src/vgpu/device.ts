@@ -63,6 +63,9 @@ function releaser(memory: MemoryManager, residency: BufferResidency): () => void
 
 const RESOLVED_TRUE: Promise<boolean> = Promise.resolve(true);
 
+/** The real createCommandEncoder, for captureWith (no closure per call). */
+const createEncoder = (device: GPUDevice, descriptor: GPUCommandEncoderDescriptor | undefined): GPUCommandEncoder => device.createCommandEncoder(descriptor);
+
 export interface DeviceLostInfo {
   readonly reason: GPUDeviceLostReason;
   readonly message: string;
@@ -88,6 +91,7 @@ export class VirtualDevice extends EventTarget {
   #listenerCount = 0;
   #host: ProcessHost;
   #physical: PhysicalDevice;
+  #requiredLimits!: Record<string, number | undefined>;
 
   /** Takes object arguments: interface check and ownership (src/vgpu/foreign.ts). */
   get objects(): DeviceObjects {
@@ -157,6 +161,8 @@ export class VirtualDevice extends EventTarget {
     this.#host = host;
     this.#physical = physical;
     this.#label = descriptor?.label ?? '';
+    // The limits the program asked for: a migration checks its target against them (src/kernel/compatibility.ts).
+    this.#requiredLimits = { ...(descriptor?.requiredLimits ?? {}) };
     this.#features = features;
     this.#limits = limits;
     this.#adapterInfo = adapterInfo;
@@ -192,7 +198,9 @@ export class VirtualDevice extends EventTarget {
 
   /** Makes a real call now; its errors go to the scopes current now. */
   call<T>(realCall: () => T): T {
-    return this.callChecked(realCall).value;
+    const captured = this.physical.capture(realCall);
+    if (!captured.clean) this.route(this.#scopes.target(), captured);
+    return captured.value;
   }
 
   /** Makes a real call (now, perhaps on the program's behalf after a wait); errors go to `target`. */
@@ -204,6 +212,14 @@ export class VirtualDevice extends EventTarget {
     } finally {
       target.release();
     }
+  }
+
+  /**
+   * Routes the errors of a call captured now (physical.capture/captureWith) to the scopes current
+   * now; resolves whether it raised none. Nothing to route, and no promise made, for a clean call.
+   */
+  checked(captured: Captured<unknown>): Promise<boolean> {
+    return captured.clean ? RESOLVED_TRUE : this.route(this.#scopes.target(), captured);
   }
 
   /** Like call(), and also says whether the call raised no error (`clean`: known at return). */
@@ -499,7 +515,10 @@ export class VirtualDevice extends EventTarget {
       if (this.isLost) return invalidComputePipeline(physical);
       throw foreignWordsOfRejection(error, this);
     });
-    const pipeline = this.madePipeline(await made, descriptor);
+    const value = await made;
+    const pipeline = this.madePipeline(this.physical === physical ? value : null, descriptor);
+    // Migrated while Dawn made it (on the old device, which migration could not see): made again here.
+    if (this.physical !== physical && !this.isLost) await pipeline.rebuild(this.physical);
     if (this.host.atomize && !this.isLost) await buildAtomizedTwin(this, pipeline, false);
     return pipeline;
   }
@@ -622,8 +641,9 @@ export class VirtualDevice extends EventTarget {
 
   createCommandEncoder(input?: GPUCommandEncoderDescriptor): VirtualCommandEncoder {
     const descriptor = labelDescriptor(input, 'createCommandEncoder');
-    const real = this.call(() => this.physical.device.createCommandEncoder(descriptor));
-    return new VirtualCommandEncoder(this, real, descriptor);
+    const captured = this.physical.captureWith(createEncoder, this.physical.device, descriptor);
+    if (!captured.clean) this.route(this.#scopes.target(), captured);
+    return new VirtualCommandEncoder(this, captured.value, descriptor);
   }
 
   createQuerySet(input: GPUQuerySetDescriptor): VirtualQuerySet {
@@ -658,6 +678,28 @@ export class VirtualDevice extends EventTarget {
       else this.#buffers.delete(ref);
     }
     return live;
+  }
+
+  /**
+   * What this device's process uses, for the check that a device can hold it before it moves
+   * there (src/kernel/compatibility.ts): what it asked for, and its live objects.
+   */
+  inUse(): {
+    requiredLimits: Readonly<Record<string, number | undefined>>;
+    features: string[];
+    limits: Readonly<Record<string, number>>;
+    pipelines: VirtualComputePipeline[];
+    buffers: VirtualBuffer[];
+    bindGroups: VirtualBindGroup[];
+  } {
+    return {
+      requiredLimits: this.#requiredLimits,
+      features: [...this.#features],
+      limits: limitValues(this.#limits),
+      pipelines: this.live<VirtualComputePipeline>('computePipeline'),
+      buffers: this.liveBuffers(),
+      bindGroups: this.live<VirtualBindGroup>('bindGroup'),
+    };
   }
 
   /**

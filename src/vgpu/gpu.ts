@@ -17,12 +17,15 @@ export class VirtualGPU {
     // Converted as WebIDL says (a failure rejects): the kernel never reads the program's object.
     const converted = requestAdapterOptions(options);
     if (!this.#host.proc.alive) return null;
-    // featureLevel must be a feature level string, else no adapter (WebGPU §4.3). gpunix cannot
-    // enforce compatibility mode's stricter rules on the kernel's core device, so
-    // "compatibility" is taken as "core", as the spec allows.
+    // featureLevel must be a feature level string, else no adapter (WebGPU §4.3).
     if (converted.featureLevel !== 'core' && converted.featureLevel !== 'compatibility') return null;
     const device = this.#host.chooseDevice(converted);
-    return device ? new VirtualAdapter(this.#host, device) : null;
+    if (!device) return null;
+    // "core" needs an adapter that supports core: a compatibility-only device (GL, GLES) gives
+    // none. "compatibility" gives a compatibility-defaulting adapter on any device, so that the
+    // process's device is one every backend can hold (docs/vgpu.md, "Feature levels").
+    if (converted.featureLevel === 'core' && device.adapter.featureLevel !== 'core') return null;
+    return new VirtualAdapter(this.#host, device, converted.featureLevel);
   }
 
   getPreferredCanvasFormat(): GPUTextureFormat {

@@ -65,19 +65,15 @@ export class VirtualQueue {
     if (foreign) return this.submitForeign(buffers, foreign);
     if (device.isLost) return;
     const target = device.errorTarget();
-    const proc = device.proc;
     // Which record runs is fixed now; a second submit of the same buffer (in a later submit, or
     // twice in this one) must fail like WebGPU's.
-    const firstSubmission = buffers.map((cb, i) => cb instanceof VirtualCommandBuffer && !cb.submitted && buffers.indexOf(cb) === i);
+    const firstSubmission = new Array<boolean>(buffers.length);
+    for (let i = 0; i < buffers.length; i++) {
+      const cb = buffers[i];
+      firstSubmission[i] = cb instanceof VirtualCommandBuffer && !cb.submitted && buffers.indexOf(cb) === i;
+    }
     for (const cb of buffers) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
-    const count = (sign: 1 | -1): void => {
-      proc.submits += sign;
-      for (const cb of buffers) {
-        proc.dispatches += sign * cb.dispatches;
-        proc.indirectDispatches += sign * cb.indirectDispatches;
-      }
-    };
-    device.dispatcher.enqueue(new Submission(device, buffers, firstSubmission, target, count, device.dispatcher.params.targetSliceNs));
+    device.dispatcher.enqueue(new Submission(device, buffers, firstSubmission, target, device.dispatcher.params.targetSliceNs));
   }
 
   /**

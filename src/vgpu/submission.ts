@@ -7,12 +7,13 @@
 import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
 import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
+import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
 import { VirtualComputePipeline } from './computePipeline.js';
 import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
-import { unwrap } from './object.js';
+import { REAL, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { atomParams } from '../wgsl/index.js';
@@ -47,12 +48,30 @@ interface Cursor {
 
 /** True when every buffer and query set the buffers use can be submitted now (else Dawn must refuse it). */
 function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
+  // Walks the records in place (resources() would build a list per submit, and this runs for every one).
   for (const cb of buffers) {
-    for (const resource of cb.resources()) {
-      if (resource instanceof VirtualBuffer && (resource.isDestroyed || resource.mapState !== 'unmapped')) return false;
-      if (resource instanceof VirtualQuerySet && resource.isDestroyed) return false;
+    for (const command of cb.commands) {
+      if (command.op !== 'computePass') {
+        for (const arg of command.args) if (!usable(arg)) return false;
+        continue;
+      }
+      if (!usable(command.descriptor?.timestampWrites?.querySet)) return false;
+      for (const pc of command.commands) {
+        for (const arg of pc.args) {
+          if (arg instanceof VirtualBindGroup) {
+            for (const bound of arg.resources) if (!usable(bound)) return false;
+          } else if (!usable(arg)) return false;
+        }
+      }
     }
   }
+  return true;
+}
+
+/** False for a destroyed or mapped buffer, or a destroyed query set: Dawn refuses a submit that uses one. */
+function usable(resource: unknown): boolean {
+  if (resource instanceof VirtualBuffer) return !resource.isDestroyed && resource.mapState === 'unmapped';
+  if (resource instanceof VirtualQuerySet) return !resource.isDestroyed;
   return true;
 }
 
@@ -66,21 +85,38 @@ function copyArgs(args: unknown[]): { src: unknown; srcOffset: number; dst: unkn
 
 export class Submission implements WorkItem {
   readonly usesDevice = true;
-  private readonly cursor: Cursor = { buffer: 0, command: 0, passCommand: 0, pass: null, grid: null, done: 0, copied: 0 };
+  #cursor: Cursor | null = null;
+  /** Where the walk through a split submit stands (made at its first piece: a whole submit needs none). */
+  private get cursor(): Cursor {
+    return (this.#cursor ??= { buffer: 0, command: 0, passCommand: 0, pass: null, grid: null, done: 0, copied: 0 });
+  }
   /** True when the submit must reach Dawn as one (invalid buffers, resubmission, refused resources). */
   private whole: boolean;
   private wholeIssued = false;
   private counted = false;
-  private valid: boolean[] = [];
+  private valid: readonly boolean[] = NO_VERDICTS;
+
+  /** The submit's dispatches, direct and indirect, for its owner's accounting. */
+  private readonly dispatches: number;
+  private readonly indirectDispatches: number;
 
   constructor(
     private readonly device: VirtualDevice,
-    private readonly buffers: readonly VirtualCommandBuffer[],
+    /** Dropped once the submit is done (see finish). */
+    private buffers: readonly VirtualCommandBuffer[],
     private readonly firstSubmission: readonly boolean[],
     private readonly target: HeldTarget,
-    private readonly count: (sign: 1 | -1) => void,
     private readonly targetSliceNs: number,
   ) {
+    let dispatches = 0;
+    let indirectDispatches = 0;
+    for (const cb of buffers) {
+      dispatches += cb.dispatches;
+      indirectDispatches += cb.indirectDispatches;
+    }
+    this.dispatches = dispatches;
+    this.indirectDispatches = indirectDispatches;
+    this.owner = device.proc;
     // Decided at the call, from the state the program's call saw: splitting must not change
     // which submits Dawn refuses (destroyed or mapped resources make Dawn refuse the whole submit).
     this.refusedAtCall = firstSubmission.includes(false) || !submittable(buffers);
@@ -121,8 +157,15 @@ export class Submission implements WorkItem {
     );
   }
 
-  get owner(): Proc {
-    return this.device.proc;
+  /** The device's process (fixed: migration moves the device, not the process); read by the dispatcher at every turn. */
+  readonly owner: Proc;
+
+  /** Counts the submit in its owner's accounting (1), or takes it back when Dawn refused it (-1). */
+  private count(sign: 1 | -1): void {
+    const proc = this.owner;
+    proc.submits += sign;
+    proc.dispatches += sign * this.dispatches;
+    proc.indirectDispatches += sign * this.indirectDispatches;
   }
 
   /**
@@ -130,8 +173,10 @@ export class Submission implements WorkItem {
    * eviction), so finish()'s verdict must be known; clean finishes know it at once.
    */
   prepare(): Promise<void> | null {
-    if (this.buffers.every((cb) => cb.knownValid)) {
-      this.valid = this.buffers.map(() => true);
+    let known = true;
+    for (const cb of this.buffers) known &&= cb.knownValid;
+    if (known) {
+      this.valid = this.buffers.length === 1 ? ONE_VALID : this.buffers.map(() => true);
       return null;
     }
     return Promise.all(this.buffers.map((cb) => cb.valid)).then((valid) => {
@@ -158,7 +203,7 @@ export class Submission implements WorkItem {
         for (const pc of command.commands) {
           if (pc.op === 'setPipeline') current = pc.args[0];
           if (pc.op !== 'dispatchWorkgroups' || !(current instanceof VirtualComputePipeline) || !current.atomized) continue;
-          const workgroups = (pc.args as Array<number | undefined>).reduce<number>((a, b) => a * (b ?? 1), 1);
+          const workgroups = (pc.args[0] as number) * ((pc.args[1] as number | undefined) ?? 1) * ((pc.args[2] as number | undefined) ?? 1);
           if (workgroups < 2) continue;
           if (this.device.host.atomSize !== null) return true;
           const perWorkgroup = current.cost.nsPerWorkgroup;
@@ -189,45 +234,60 @@ export class Submission implements WorkItem {
     this.target.release();
   }
 
+  /**
+   * Done: the scopes are released, and the records let go of. The dispatcher keeps a finished item
+   * until its run's fence completes (for its latency), and a burst of thousands of submits must
+   * not keep every record alive that long: they would outlive the young generation and make the
+   * collector's work heavy.
+   */
   private finish(): null {
     this.target.release();
+    this.buffers = NO_BUFFERS;
     return null;
   }
 
   /** The submit as the program made it: the checked encodings (or fresh ones), in one real submit. */
   private wholePiece(): WorkPiece {
     this.wholeIssued = true;
-    const device = this.device;
     const pipelines = submitPipelines(this.buffers);
-    return {
-      name: pipelines.labels ?? 'submit',
-      args: { commandBuffers: this.buffers.length },
-      mayCut: pipelines.mayCut,
-      issue: () => {
-        const again = this.buffers.find((cb, i) => !this.firstSubmission[i] && !cb.checkedConsumed);
-        if (again) {
-          // Its checked encoding never reached Dawn (fresh encodings or pieces did), so Dawn would
-          // run it again: refuse the whole submit as WebGPU does, with Dawn's words.
-          device.reportRouted(
-            this.target,
-            validationError(`${again.description} cannot be submitted more than once.\n - While calling [Queue].Submit([${this.buffers.map((cb) => cb.description).join(', ')}])\n`),
-          );
-          return;
-        }
-        const reencode = device.host.reencodeCommandBuffers && !this.firstSubmission.includes(false);
-        const epoch = device.proc.backingEpoch;
-        const real = this.buffers.map((cb, i) => {
-          // A record is encoded afresh when asked to, or when a buffer it names has moved since finish().
-          if (this.valid[i] && this.firstSubmission[i] && (reencode || cb.backingEpoch !== epoch)) return cb.encode(device.physical.device);
-          cb.checkedConsumed = true;
-          return unwrap(cb) as unknown as GPUCommandBuffer;
-        });
-        this.count(1);
-        const captured = device.physical.capture(() => device.physical.queue.submit(real));
-        device.routeCaptured(this.target, captured);
-        if (!captured.clean) captured.errors.then((list) => list.length > 0 && this.count(-1));
-      },
-    };
+    const args = this.buffers.length === 1 ? ONE_COMMAND_BUFFER : { commandBuffers: this.buffers.length };
+    return new WholePiece(this, pipelines.labels ?? 'submit', args, pipelines.mayCut);
+  }
+
+  /** Issues the whole submit (its piece's issue()). */
+  issueWhole(): void {
+    const device = this.device;
+    const buffers = this.buffers;
+    for (let i = 0; i < buffers.length; i++) {
+      const again = buffers[i];
+      if (this.firstSubmission[i] || again.checkedConsumed) continue;
+      // Its checked encoding never reached Dawn (fresh encodings or pieces did), so Dawn would
+      // run it again: refuse the whole submit as WebGPU does, with Dawn's words.
+      device.reportRouted(
+        this.target,
+        validationError(`${again.description} cannot be submitted more than once.\n - While calling [Queue].Submit([${buffers.map((cb) => cb.description).join(', ')}])\n`),
+      );
+      return;
+    }
+    const reencode = device.host.reencodeCommandBuffers && !this.firstSubmission.includes(false);
+    const epoch = device.proc.backingEpoch;
+    const real = new Array<GPUCommandBuffer>(buffers.length);
+    for (let i = 0; i < buffers.length; i++) {
+      const cb = buffers[i];
+      // A record is encoded afresh when asked to, or when a buffer it names has moved since finish().
+      if (this.valid[i] && this.firstSubmission[i] && (reencode || cb.backingEpoch !== epoch)) {
+        real[i] = cb.encode(device.physical.device);
+        continue;
+      }
+      cb.checkedConsumed = true;
+      real[i] = cb[REAL];
+    }
+    this.count(1);
+    const physical = device.physical;
+    const captured = physical.captureWith(submitTo, physical.queue, real);
+    if (captured.clean) return;
+    device.routeCaptured(this.target, captured);
+    captured.errors.then((list) => list.length > 0 && this.count(-1));
   }
 
   /** Submits one freshly encoded command buffer for a piece. */
@@ -457,6 +517,39 @@ export class Submission implements WorkItem {
   }
 }
 
+const NO_VERDICTS: readonly boolean[] = Object.freeze([]);
+const NO_BUFFERS: readonly VirtualCommandBuffer[] = Object.freeze([]);
+/** The verdicts of a submit of one command buffer finished clean (shared: only read). */
+const ONE_VALID: readonly boolean[] = Object.freeze([true]);
+
+/** The real queue.submit, for captureWith (no closure per call). */
+const submitTo = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.submit(buffers);
+
+/** The trace arguments of a whole submit of one command buffer (shared: the trace only reads them). */
+const ONE_COMMAND_BUFFER: Readonly<Record<string, unknown>> = Object.freeze({ commandBuffers: 1 });
+
+/**
+ * A whole submit's one piece. It lets go of its submission once issued: the dispatcher keeps a
+ * run's pieces until the run's fence completes, and a burst of thousands of submits must not keep
+ * every record (and everything it names) alive that long.
+ */
+class WholePiece implements WorkPiece {
+  #submission: Submission | null;
+  constructor(
+    submission: Submission,
+    readonly name: string,
+    readonly args: Readonly<Record<string, unknown>>,
+    readonly mayCut: boolean,
+  ) {
+    this.#submission = submission;
+  }
+  issue(): void {
+    const submission = this.#submission;
+    this.#submission = null;
+    submission?.issueWhole();
+  }
+}
+
 /**
  * The immediates image after setImmediates(offset, data): a pass's calls merged, later bytes over
  * earlier ones (the record was checked valid, so every range lies within maxImmediateSize).
@@ -479,19 +572,24 @@ function withImmediates(image: Uint8Array | null, offset: number, data: unknown)
  * watchdog checks (the piece may be cut: the dispatcher times it).
  */
 function submitPipelines(buffers: readonly VirtualCommandBuffer[]): { labels: string | null; mayCut: boolean } {
-  const labels = new Set<string>();
+  // An array, not a Set: a submit sets few pipelines, and this runs for every submit.
+  let labels: string[] | null = null;
   let mayCut = false;
+  let last: VirtualComputePipeline | null = null;
   for (const cb of buffers) {
     for (const command of cb.commands) {
       if (command.op !== 'computePass') continue;
       for (const pc of command.commands) {
-        if (pc.op !== 'setPipeline' || !(pc.args[0] instanceof VirtualComputePipeline)) continue;
-        if (pc.args[0].label) labels.add(pc.args[0].label);
-        mayCut ||= pc.args[0].mayCut;
+        const pipeline = pc.args[0];
+        if (pc.op !== 'setPipeline' || pipeline === last || !(pipeline instanceof VirtualComputePipeline)) continue;
+        last = pipeline;
+        const label = pipeline.label;
+        if (label && !(labels ??= []).includes(label)) labels.push(label);
+        mayCut ||= pipeline.mayCut;
       }
     }
   }
-  return { labels: labels.size > 0 ? [...labels].join(', ') : null, mayCut };
+  return { labels: labels === null ? null : labels.join(', '), mayCut };
 }
 
 /**

@@ -4,7 +4,15 @@
 /** One corpus program: runs on whatever `navigator.gpu` it is given and returns all its result bytes. */
 export interface CorpusProgram {
   readonly name: string;
+  /** What the program needs beyond a default device's (skipped by name on devices without it, e.g. compatibility mode). */
+  readonly needs?: DeviceNeeds;
   run(gpu: GPU): Promise<Uint8Array>;
+}
+
+/** Limits (minimums, of the device a program gets with no requiredLimits) and features a program needs. */
+export interface DeviceNeeds {
+  limits?: Partial<Record<keyof GPUSupportedLimits, number>>;
+  features?: GPUFeatureName[];
 }
 
 /** Requests an adapter and a device from `gpu`, and opens validation and out-of-memory scopes on it. */

@@ -2,13 +2,16 @@
 // The input arrives through a MAP_WRITE staging buffer (mapAsync(WRITE), fill, unmap, copy) that
 // is destroyed as soon as the copy is submitted; the program waits with onSubmittedWorkDone.
 
-import { expectNoErrors, openDevice, pseudoRandom, readBack } from './common.js';
+import { type DeviceNeeds, expectNoErrors, openDevice, pseudoRandom, readBack } from './common.js';
 
 export const name = 'reduction-workgroup-memory';
 
 const N = 4000;
 const WORKGROUP = 256;
 const GROUPS = Math.ceil(N / WORKGROUP); // 16: the second pass reduces these in one workgroup
+
+// 256-invocation workgroups: a core device's default limits; a compatibility-mode device's are 128.
+export const needs: DeviceNeeds = { limits: { maxComputeWorkgroupSizeX: WORKGROUP, maxComputeInvocationsPerWorkgroup: WORKGROUP } };
 
 const SHADER = /* wgsl */ `
 struct Stat { sum: u32, lo: u32, hi: u32, count: u32 }

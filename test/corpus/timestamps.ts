@@ -4,9 +4,13 @@
 // were resolved, the query set's count and type, and whether end >= begin in each pass, alongside
 // the passes' compute results.
 
-import { concat, expectNoErrors, openDevice, readBack } from './common.js';
+import { concat, type DeviceNeeds, expectNoErrors, openDevice, readBack } from './common.js';
 
 export const name = 'timestamp-queries';
+
+// Without the feature the program runs its passes untimed: skipped by name there (compatibility
+// mode has no timestamp-query), so that no one takes that for the timestamps working.
+export const needs: DeviceNeeds = { features: ['timestamp-query'] };
 
 const QUERIES = 4;
 const RESOLVE_OFFSET = 256; // resolveQuerySet's destinationOffset must be a multiple of 256

@@ -1,0 +1,275 @@
+// The client's side of a session's shared-memory region (docs/daemon.md, "Bulk data"): for a
+// program on the daemon's machine (a Unix socket), buffer contents travel through a file in a
+// tmpfs that the daemon made and both have open, not through the socket. Node has no mmap: bytes
+// go in and out with pwrite/pread on the descriptor, one memcpy in the kernel each way.
+//
+// The region is a ring of allocations, each freed on its own, reused in order:
+// - a write (writeBuffer data, a mapped range at unmap) is put in the region and its message sent;
+//   the daemon reads it when it runs the message, which is before it answers any request sent
+//   later, so the space is freed when the reply to a fence (a Ping sent after it) arrives;
+// - a read (mapAsync) reserves space the daemon fills before its reply; it is freed at unmap (or
+//   when the reply comes to a mapping already abandoned).
+// When the ring has no room a transfer goes in frames as before (never waits: writeBuffer is
+// synchronous), and the region is asked to grow for next time.
+
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { GpunixError } from '../errors.js';
+import type { Channel } from './channel.js';
+
+/** Transfers smaller than this go in frames: a region round costs two system calls and a fence. */
+export const BULK_MIN_BYTES = 64 * 1024;
+/** The region asked for at first (bytes; tmpfs pages cost memory only once touched). */
+const INITIAL_REGION_BYTES = 16 * 1024 * 1024;
+/** Set to "0" to keep bulk data in frames on a Unix socket too (benchmarks compare both paths). */
+export const SHARED_MEMORY_ENV = 'GPUNIX_SHARED_MEMORY';
+
+/** A span of the region in use. */
+export interface Allocation {
+  readonly at: number;
+  readonly size: number;
+  /** Freed; the ring reclaims it once every allocation before it is freed too. */
+  freed: boolean;
+}
+
+export class BulkRegion {
+  private fd: number;
+  /** The region's size as the daemon last confirmed it. */
+  private size: number;
+  /** Live allocations, oldest first. */
+  private readonly live: Allocation[] = [];
+  /** Written allocations not yet covered by a fence sent. */
+  private unfenced: Allocation[] = [];
+  private fenceInFlight = false;
+  /** A BulkRegion (grow) request is in flight. */
+  private growing = false;
+  /** The most the daemon will give (it gave less than asked), once known. */
+  private cappedAt: number | null = null;
+  /** Bytes moved each way, for tests and benchmarks. */
+  bytesWritten = 0;
+  bytesRead = 0;
+
+  private constructor(
+    private readonly channel: Channel,
+    fd: number,
+    size: number,
+  ) {
+    this.fd = fd;
+    this.size = size;
+  }
+
+  /**
+   * Asks the daemon for a region and opens it; null (bulk data stays in frames) when the daemon
+   * has none to give (an older daemon, a TCP/TLS session, no shared-memory directory) or it
+   * cannot be opened here. The request is pipelined: nothing waits for it.
+   */
+  static async attach(channel: Channel): Promise<BulkRegion | null> {
+    if (process.env[SHARED_MEMORY_ENV] === '0' || !onUnixSocket(channel) || channel.session.welcome.version < 3) return null;
+    let reply;
+    try {
+      reply = await channel.request('BulkRegion', { size: INITIAL_REGION_BYTES });
+    } catch {
+      return null;
+    }
+    const { path, size } = reply.result as { path: string; size: number };
+    let fd = -1;
+    try {
+      fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
+      const stat = fstatSync(fd);
+      if (!stat.isFile() || stat.size < size) throw new Error(`${path} is not the region the daemon made`);
+    } catch {
+      if (fd >= 0) closeSync(fd);
+      channel.post('BulkRegionOpened', { ok: false });
+      return null;
+    }
+    channel.post('BulkRegionOpened', { ok: true });
+    const region = new BulkRegion(channel, fd, size);
+    void channel.session.closed.then(() => region.close());
+    return region;
+  }
+
+  /** Closed (the session ended): nothing more is read or written. */
+  get closed(): boolean {
+    return this.fd < 0;
+  }
+
+  get isOpen(): boolean {
+    return this.fd >= 0 && this.channel.session.isOpen;
+  }
+
+  /** Takes `size` bytes of the ring; null when there is no room (and asks for a larger region). */
+  allocate(size: number): Allocation | null {
+    if (!this.isOpen) return null;
+    const at = this.place(size);
+    if (at === null) {
+      this.grow(size);
+      return null;
+    }
+    const allocation: Allocation = { at, size, freed: false };
+    this.live.push(allocation);
+    return allocation;
+  }
+
+  /** Where `size` bytes fit after the newest allocation (wrapping to 0 past the end), or null. */
+  private place(size: number): number | null {
+    if (size <= 0 || size > this.size) return null;
+    if (this.live.length === 0) return 0;
+    const oldest = this.live[0].at;
+    const newest = this.live[this.live.length - 1];
+    const end = newest.at + newest.size;
+    if (end > oldest) {
+      // Not wrapped: the free space is [end, size) and [0, oldest).
+      if (this.size - end >= size) return end;
+      return oldest >= size ? 0 : null;
+    }
+    // Wrapped: the free space is [end, oldest).
+    return oldest - end >= size ? end : null;
+  }
+
+  /** Frees an allocation; the ring moves past every freed allocation at its oldest end. */
+  free(allocation: Allocation): void {
+    allocation.freed = true;
+    while (this.live.length > 0 && this.live[0].freed) this.live.shift();
+  }
+
+  /** Puts `bytes` in the region; null when there is no room (send them in a frame instead). */
+  put(bytes: Uint8Array): Allocation | null {
+    const allocation = this.allocate(bytes.byteLength);
+    if (!allocation) return null;
+    try {
+      this.write(allocation.at, bytes);
+    } catch (error) {
+      this.free(allocation);
+      this.fail(error);
+      return null;
+    }
+    return allocation;
+  }
+
+  /** Writes `bytes` at `at` (inside an allocation of ours). */
+  write(at: number, bytes: Uint8Array): void {
+    let done = 0;
+    while (done < bytes.byteLength) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
+    this.bytesWritten += bytes.byteLength;
+  }
+
+  /**
+   * Reads region bytes at `at` into `target` (one copy: the region straight into the program's
+   * memory). Once the session has ended the region is closed and `target` is left as it is (a
+   * range read after the device is lost holds zeros, as a lost device's mapped ranges may).
+   */
+  read(at: number, target: Uint8Array): void {
+    if (this.fd < 0) return;
+    let done = 0;
+    while (done < target.byteLength) {
+      const n = readSync(this.fd, target, done, target.byteLength - done, at + done);
+      if (n === 0) throw new GpunixError('GPUNIX_E_DISCONNECTED', 'the shared-memory region ended early');
+      done += n;
+    }
+    this.bytesRead += target.byteLength;
+  }
+
+  /**
+   * The message naming `allocation`'s bytes has been sent: it is freed once the daemon has run it,
+   * which a reply to any request sent later proves. A request the program makes in the same turn
+   * (a mapAsync after a writeBuffer, say) serves (coveredBy); otherwise, at the turn's end, a
+   * fence (a Ping) is sent, one at a time, covering everything sent before it.
+   */
+  sent(allocation: Allocation): void {
+    this.unfenced.push(allocation);
+    if (this.fenceScheduled) return;
+    this.fenceScheduled = true;
+    process.nextTick(this.fenceIfNeeded);
+  }
+  private fenceScheduled = false;
+  private readonly fenceIfNeeded = (): void => {
+    this.fenceScheduled = false;
+    if (this.unfenced.length > 0 && !this.fenceInFlight && this.isOpen) this.fence();
+  };
+
+  /** `reply` answers a request sent after every allocation sent so far: it frees them when it settles. */
+  coveredBy(reply: Promise<unknown>): void {
+    if (this.unfenced.length === 0) return;
+    const covered = this.unfenced;
+    this.unfenced = [];
+    const done = (): void => {
+      for (const allocation of covered) this.free(allocation);
+    };
+    reply.then(done, done);
+  }
+
+  private fence(): void {
+    this.fenceInFlight = true;
+    const done = (): void => {
+      this.fenceInFlight = false;
+      if (this.unfenced.length > 0 && this.isOpen) this.fence();
+    };
+    const ping = this.channel.request('Ping', {});
+    this.coveredBy(ping);
+    ping.then(done, done);
+  }
+
+  /** Asks for a region that holds a transfer of `size` twice over (a write and a read in flight). */
+  private grow(size: number): void {
+    if (this.growing || !this.isOpen) return;
+    let wanted = this.size;
+    while (wanted < 2 * size) wanted *= 2;
+    // The daemon gave less than asked before (its sharedMemory.maxBytes): no more is to be had.
+    if (wanted <= this.size || (this.cappedAt !== null && wanted > this.cappedAt)) return;
+    this.growing = true;
+    this.channel.request('BulkRegion', { size: wanted }).then(
+      (reply) => {
+        this.growing = false;
+        const size = (reply.result as { size: number }).size;
+        if (size < wanted) this.cappedAt = size;
+        this.size = Math.max(this.size, size);
+      },
+      () => {
+        this.growing = false;
+        this.cappedAt = this.size;
+      },
+    );
+  }
+
+  /** A region call failed (the file is gone?): bulk data goes in frames from now on. */
+  private fail(error: unknown): void {
+    process.emitWarning(`gpunix: the shared-memory region failed (${(error as Error).message}); buffer data goes through the socket from now on`);
+    this.close();
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+/** Whether the session runs on a Unix socket (shared memory reaches only the daemon's machine). */
+function onUnixSocket(channel: Channel): boolean {
+  const stream = channel.session.wire.stream as Socket;
+  return !(stream instanceof TLSSocket) && typeof stream.remoteAddress !== 'string';
+}
+
+const regions = new WeakMap<Channel, Promise<BulkRegion | null>>();
+const attached = new WeakMap<Channel, BulkRegion | null>();
+
+/** Starts attaching the session's region (once per session; pipelined behind what was sent). */
+export function startBulk(channel: Channel): void {
+  if (regions.has(channel)) return;
+  const promise = BulkRegion.attach(channel).catch(() => null);
+  regions.set(channel, promise);
+  void promise.then((region) => attached.set(channel, region));
+}
+
+/** Frees the session's bulk writes sent so far once `reply` (to a request just sent) settles. */
+export function fencedBy<T>(channel: Channel, reply: Promise<T>): Promise<T> {
+  attached.get(channel)?.coveredBy(reply);
+  return reply;
+}
+
+/** The session's region if it is attached and usable now (else bulk data goes in frames). */
+export function bulkOf(channel: Channel): BulkRegion | null {
+  const region = attached.get(channel) ?? null;
+  return region?.isOpen ? region : null;
+}

@@ -1,0 +1,372 @@
+// The bulk-data path through gpunixd (docs/daemon.md, "Bulk data"): a client on the Unix socket
+// moves buffer contents through a shared-memory region the daemon makes and owns; the bytes a
+// program writes and reads are the same as over frames; the region's name is gone once the client
+// opened it, and its file and descriptor once the session ends, a client killed mid-transfer
+// included; a session can reach only its own region; an older client and a daemon without shared
+// memory still work, over frames.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { connect as netConnect, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { globals } from 'webgpu';
+import { connect, GpunixError, RemoteProcess } from '../src/index.js';
+import { bulkOf, SHARED_MEMORY_ENV } from '../src/client/bulkRegion.js';
+import { Session } from '../src/client/session.js';
+import { Daemon, startDaemon } from '../src/daemon/daemon.js';
+import { hashToken } from '../src/daemon/config.js';
+import { encodeFrame, FrameDecoder } from '../src/protocol/codec.js';
+import type { Message } from '../src/protocol/messages.js';
+import { eventually } from './helpers.js';
+
+Object.assign(globalThis, globals);
+
+const root = join(fileURLToPath(import.meta.url), '../../..');
+const ALICE = randomBytes(32).toString('hex');
+const BOB = randomBytes(32).toString('hex');
+const MiB = 1024 * 1024;
+
+/** The region directory the daemon makes under `shm`. */
+const regionDirOf = (shm: string) => join(shm, `gpunix-${process.getuid?.() ?? 0}`);
+
+/** Paths of this process's open descriptors that lie under `dir` (the daemon runs in this process). */
+function openUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith(dir)) out.push(target);
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return out;
+}
+
+/** A 4 MiB-ish round: writeBuffer, copy, mapAsync(READ); returns the bytes read back. */
+async function roundTrip(device: GPUDevice, data: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+  const usage = GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+  const src = device.createBuffer({ size: data.byteLength, usage });
+  const readback = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(src, 0, data);
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const out = new Uint8Array(readback.getMappedRange()).slice();
+  readback.unmap();
+  src.destroy();
+  readback.destroy();
+  return out;
+}
+
+function pattern(bytes: number, seed: number): Uint8Array<ArrayBuffer> {
+  const words = new Uint32Array(bytes / 4);
+  for (let i = 0; i < words.length; i++) words[i] = (i * 2654435761 + seed) >>> 0;
+  return new Uint8Array(words.buffer);
+}
+
+async function deviceOf(process: RemoteProcess): Promise<GPUDevice> {
+  return (await (await process.gpu.requestAdapter())!.requestDevice()) as unknown as GPUDevice;
+}
+
+/** The region's client side, once attached (the request is pipelined behind the first calls). */
+async function regionOf(process: RemoteProcess) {
+  const channel = (process as unknown as { channel: Parameters<typeof bulkOf>[0] }).channel;
+  await eventually('the shared-memory region is attached', () => bulkOf(channel) !== null, 10_000);
+  return bulkOf(channel)!;
+}
+
+describe('bulk data through shared memory', () => {
+  let dir: string;
+  let shm: string;
+  let daemon: Daemon;
+  let socket: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'gpunix-bulk-'));
+    // A directory of this test's own (on /dev/shm where there is one), so other runs' regions do not count.
+    shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'gpunix-bulk-test-'));
+    socket = join(dir, 'gpunixd.sock');
+    daemon = await startDaemon({
+      socket,
+      // Only the daemon's user may connect: regions are 0600 (with 0660, the default, its group may open one too).
+      socketMode: '0600',
+      log: { level: 'silent' },
+      sharedMemory: { directory: shm, maxBytes: '64M' },
+      tcp: { host: '127.0.0.1', port: 0, insecure: true },
+      tenants: { alice: { tokenHash: hashToken(ALICE) }, bob: { tokenHash: hashToken(BOB) } },
+    });
+  });
+
+  after(async () => {
+    await daemon.close('immediate');
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(shm, { recursive: true, force: true });
+  });
+
+  it('moves writeBuffer data, mapped reads and writes through the region, byte for byte', async () => {
+    const process = await connect({ socket, token: ALICE });
+    const device = await deviceOf(process);
+    const region = await regionOf(process);
+    const before = { written: region.bytesWritten, read: region.bytesRead };
+    // 4 MiB rounds, and a size just at the threshold.
+    for (const [size, seed] of [
+      [4 * MiB, 1],
+      [4 * MiB, 2],
+      [64 * 1024, 3],
+    ]) {
+      const data = pattern(size, seed);
+      assert.deepEqual(await roundTrip(device, data), data, `${size} bytes, round ${seed}`);
+    }
+    assert.ok(region.bytesWritten - before.written >= 8 * MiB, 'the writes went through the region');
+    assert.ok(region.bytesRead - before.read >= 8 * MiB, 'the reads came through the region');
+
+    // A range mapped for writing, and one mapped at creation, come back through the region at unmap.
+    const size = MiB;
+    const writable = device.createBuffer({ size, usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC });
+    await writable.mapAsync(GPUMapMode.WRITE);
+    new Uint32Array(writable.getMappedRange(0, size / 2)).fill(0xaaaa5555);
+    new Uint32Array(writable.getMappedRange(size / 2, size / 2)).fill(0x12345678);
+    writable.unmap();
+    const created = device.createBuffer({ size, usage: GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+    new Uint32Array(created.getMappedRange()).fill(0x0badf00d);
+    created.unmap();
+    const readback = device.createBuffer({ size: 2 * size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(writable, 0, readback, 0, size);
+    encoder.copyBufferToBuffer(created, 0, readback, size, size);
+    device.queue.submit([encoder.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    const words = new Uint32Array(readback.getMappedRange());
+    const quarter = words.length / 4;
+    assert.deepEqual([words[0], words[quarter - 1], words[quarter], words[2 * quarter - 1], words[2 * quarter], words.at(-1)], [
+      0xaaaa5555, 0xaaaa5555, 0x12345678, 0x12345678, 0x0badf00d, 0x0badf00d,
+    ]);
+    readback.unmap();
+
+    // Bigger than the region holds twice: it travels in frames (and the region grows up to maxBytes).
+    const big = pattern(40 * MiB, 9);
+    assert.deepEqual(await roundTrip(device, big), big, '40 MiB');
+    assert.deepEqual(await roundTrip(device, big), big, '40 MiB again');
+    await process.exit();
+  });
+
+  it('leaves no name behind once opened, and nothing at all once the session ends', async () => {
+    const regionDir = regionDirOf(shm);
+    const process = await connect({ socket, token: ALICE });
+    const device = await deviceOf(process);
+    await regionOf(process);
+    assert.deepEqual(await roundTrip(device, pattern(MiB, 5)), pattern(MiB, 5));
+    assert.deepEqual(readdirSync(regionDir), [], 'the name is unlinked once the client has opened it');
+    assert.equal(statSync(regionDir).mode & 0o777, 0o700, 'the region directory is the daemon user\'s alone');
+    assert.ok(openUnder(regionDir).length > 0, 'the daemon holds the region open while the session lasts');
+    await process.exit();
+    await eventually('the daemon has closed the region', () => openUnder(regionDir).length === 0);
+  });
+
+  it('removes the region of a client that asked for one and vanished before opening it', async () => {
+    const regionDir = regionDirOf(shm);
+    const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
+    const { path, size } = (await session.call('BulkRegion', { size: MiB })) as { path: string; size: number };
+    assert.equal(size, MiB);
+    assert.ok(path.startsWith(regionDir + '/') && /^[0-9a-f]{32}$/.test(path.slice(regionDir.length + 1)), `an unguessable name in the region directory: ${path}`);
+    assert.equal(statSync(path).mode & 0o777, 0o600, 'only the daemon\'s user may open it');
+    session.close();
+    await eventually('the region file is gone', () => !existsSync(path) && openUnder(regionDir).length === 0);
+  });
+
+  it('leaves nothing behind when the client is killed in the middle of transfers', async () => {
+    const regionDir = regionDirOf(shm);
+    const program = join(dir, 'pump.mjs');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(
+      program,
+      `const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+const data = new Uint8Array(4 << 20);
+const src = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+const readback = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+console.log('pumping');
+for (;;) {
+  device.queue.writeBuffer(src, 0, data);
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  readback.getMappedRange();
+  readback.unmap();
+}
+`,
+    );
+    const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'run', '--connect', '--socket', socket, '--token', ALICE, '--name', 'pump', program], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk: Buffer) => chunk.toString().includes('pumping') && resolve());
+        child.once('exit', (code) => reject(new Error(`the pump exited early (${code})`)));
+      });
+      await eventually('the pump has a region', () => openUnder(regionDir).length > 0);
+      // Let transfers run through it, then kill the client without a word.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await eventually('the pump\'s process has ended', () => daemon.kernel.ps().every((p) => p.name !== 'pump' || p.state === 'exited'));
+    await eventually('no region file or descriptor remains', () => readdirSync(regionDir).length === 0 && openUnder(regionDir).length === 0);
+  });
+
+  it('never lets a session reach a region but its own', async () => {
+    const regionDir = regionDirOf(shm);
+    const alice = await Session.open({ socket, token: ALICE }, { role: 'process' });
+    const bob = await Session.open({ socket, token: BOB }, { role: 'process' });
+    try {
+      const a = (await alice.call('BulkRegion', { size: MiB })) as { path: string };
+      const b = (await bob.call('BulkRegion', { size: MiB })) as { path: string };
+      assert.notEqual(a.path, b.path, 'each session has a region of its own');
+      // Alice opens hers: its name is gone, so nobody else can open it by name.
+      alice.post('BulkRegionOpened', { ok: true });
+      await alice.call('Ping', {});
+      assert.equal(existsSync(a.path), false);
+      // Another user (not the daemon's) cannot open a region even while it still has a name.
+      if (process.getuid?.() === 0) {
+        const probe = spawnSync(process.execPath, ['-e', `try { require('fs').openSync(${JSON.stringify(b.path)}, 'r+'); console.log('opened') } catch (e) { console.log(e.code) }`], {
+          uid: 65534,
+          gid: 65534,
+          encoding: 'utf8',
+        });
+        assert.equal(probe.stdout.trim(), 'EACCES', `another user opening a region: ${probe.stdout}${probe.stderr}`);
+      }
+      // Bob's messages name offsets in his own region only: past its end is a protocol error.
+      bob.post('BufferMapAsyncShared', { req: 77, buffer: 1, mode: 1, offset: 0, size: 4096, at: MiB });
+      const error = (await bob.closed) as GpunixError | null;
+      assert.equal(error?.code, 'GPUNIX_E_PROTOCOL_MALFORMED');
+      assert.match(error!.message, /not inside the session's shared-memory region/);
+      await eventually('bob\'s region is gone with his session', () => !existsSync(b.path));
+    } finally {
+      alice.close();
+      bob.close();
+    }
+    await eventually('no region remains', () => readdirSync(regionDir).length === 0 && openUnder(regionDir).length === 0);
+  });
+
+  it('refuses a region to a session that has not asked for one, and to a TCP client', async () => {
+    const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
+    session.post('BufferUnmapShared', { buffer: 1, offset: 0, at: 0, size: 4 });
+    const error = (await session.closed) as GpunixError | null;
+    assert.equal(error?.code, 'GPUNIX_E_PROTOCOL_OUT_OF_ORDER');
+
+    const remote = await Session.open({ url: `tcp://127.0.0.1:${daemon.tcpAddress!.port}`, token: ALICE }, { role: 'process' });
+    await assert.rejects(remote.call('BulkRegion', { size: MiB }), { code: 'GPUNIX_E_UNSUPPORTED' });
+    remote.close();
+    // A TCP client's program runs as ever, its bulk data in frames: ranges larger than a frame
+    // come in pieces (MappedData), and go in pieces at unmap (BufferWriteMapped).
+    const process = await connect({ url: `tcp://127.0.0.1:${daemon.tcpAddress!.port}`, token: ALICE, maxFrameBytes: 8 * MiB + 4096 });
+    const device = await deviceOf(process);
+    assert.deepEqual(await roundTrip(device, pattern(MiB, 7)), pattern(MiB, 7));
+    const big = pattern(20 * MiB, 8);
+    assert.deepEqual(await roundTrip(device, big), big, 'a range larger than the client\'s frame limit');
+    const created = device.createBuffer({ size: big.byteLength, usage: GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+    new Uint8Array(created.getMappedRange()).set(big);
+    created.unmap();
+    const readback = device.createBuffer({ size: big.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(created, 0, readback, 0, big.byteLength);
+    device.queue.submit([encoder.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    assert.deepEqual(new Uint8Array(readback.getMappedRange()), big, 'a range written at creation, larger than a frame');
+    readback.unmap();
+    await process.exit();
+  });
+
+  it('serves a client of the previous protocol version over frames', async () => {
+    const sock: Socket = netConnect({ path: socket });
+    await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+    const decoder = new FrameDecoder();
+    const messages: Message[] = [];
+    sock.on('data', (chunk: Buffer) => messages.push(...decoder.push(chunk)));
+    sock.write(encodeFrame('Hello', { version: 2, role: 'process', token: ALICE, name: 'old', priority: '', weight: 0, options: {} }));
+    sock.write(encodeFrame('Ping', { req: 1 }));
+    await eventually('the daemon answers', () => messages.some((m) => m.name === 'Reply'));
+    assert.deepEqual(messages.map((m) => m.name), ['Welcome', 'Reply']);
+    sock.destroy();
+  });
+
+  it('keeps bulk data in frames where the client says so', async () => {
+    process.env[SHARED_MEMORY_ENV] = '0';
+    try {
+      const remote = await connect({ socket, token: ALICE });
+      const device = await deviceOf(remote);
+      assert.deepEqual(await roundTrip(device, pattern(4 * MiB, 11)), pattern(4 * MiB, 11));
+      const channel = (remote as unknown as { channel: Parameters<typeof bulkOf>[0] }).channel;
+      assert.equal(bulkOf(channel), null);
+      await remote.exit();
+    } finally {
+      delete process.env[SHARED_MEMORY_ENV];
+    }
+  });
+});
+
+describe('shared memory per tenant', () => {
+  it('makes regions smaller, then none, past the tenant\'s maxBytesPerTenant, and gives back what a session held', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpunix-bulk-tenant-'));
+    const shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'gpunix-bulk-test-'));
+    const daemon = await startDaemon({
+      socket: join(dir, 'gpunixd.sock'),
+      log: { level: 'silent' },
+      anonymousTenant: 'default',
+      sharedMemory: { directory: shm, maxBytesPerTenant: '3M' },
+    });
+    try {
+      const open = () => Session.open({ socket: daemon.socketPath }, { role: 'process' });
+      const [first, second, third] = await Promise.all([open(), open(), open()]);
+      assert.equal(((await first.call('BulkRegion', { size: 2 * MiB })) as { size: number }).size, 2 * MiB);
+      assert.equal(((await second.call('BulkRegion', { size: 2 * MiB })) as { size: number }).size, MiB, 'what the tenant has left');
+      await assert.rejects(third.call('BulkRegion', { size: 2 * MiB }), { code: 'GPUNIX_E_UNSUPPORTED' });
+      // Growing is bounded the same way.
+      assert.equal(((await first.call('BulkRegion', { size: 8 * MiB })) as { size: number }).size, 2 * MiB);
+      first.close();
+      await first.closed;
+      await eventually('the first session\'s region is given back', () => openUnder(regionDirOf(shm)).length === 1);
+      assert.equal(((await third.call('BulkRegion', { size: 2 * MiB })) as { size: number }).size, 2 * MiB);
+      second.close();
+      third.close();
+    } finally {
+      await daemon.close('immediate');
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('bulk data without shared memory', () => {
+  it('works over frames when the shared-memory directory is missing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpunix-bulk-none-'));
+    const missing = join(dir, 'no-such-dir');
+    const daemon = await startDaemon({
+      socket: join(dir, 'gpunixd.sock'),
+      log: { level: 'silent' },
+      anonymousTenant: 'default',
+      sharedMemory: { directory: missing },
+    });
+    try {
+      const session = await Session.open({ socket: daemon.socketPath }, { role: 'process' });
+      await assert.rejects(session.call('BulkRegion', { size: MiB }), { code: 'GPUNIX_E_UNSUPPORTED' });
+      session.close();
+      const remote = await connect({ socket: daemon.socketPath });
+      const device = await deviceOf(remote);
+      const data = pattern(4 * MiB, 13);
+      assert.deepEqual(await roundTrip(device, data), data);
+      await remote.exit();
+      assert.equal(existsSync(missing), false, 'nothing was made in its place');
+    } finally {
+      await daemon.close('immediate');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

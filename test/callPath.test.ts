@@ -1,0 +1,145 @@
+// The call path a program uses in a loop (encoder, pass, setPipeline, setBindGroup, dispatch, end,
+// finish, submit) takes shortcuts for valid calls (docs/benchmarks.md, "The call path"): direct
+// calls into the real pass while the encoder is open, no closures, records let go of once a submit
+// is done. These check what a program sees through them: every dispatch runs and is counted once,
+// an encoding error made through the direct calls surfaces at finish() in the scope current there,
+// a call after finish() errs in the scope current at that call, and a submit Dawn refuses (a
+// destroyed buffer) is neither run nor counted.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
+import './helpers.js';
+
+const COUNTER = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
+@compute @workgroup_size(1) fn main() { atomicAdd(&counter, 1u); }`;
+
+interface Rig {
+  proc: ProcessHandle;
+  device: GPUDevice;
+  pipeline: GPUComputePipeline;
+  counter: GPUBuffer;
+  group: GPUBindGroup;
+}
+
+async function rig(kernel: Kernel, name: string): Promise<Rig> {
+  const proc = await kernel.spawn({ name });
+  const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
+  const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+  return { proc, device, pipeline, counter, group };
+}
+
+/** The counter's value, read back through a MAP_READ buffer. */
+async function read({ device, counter }: Rig): Promise<number> {
+  const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(counter, 0, readback, 0, 4);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const value = new Uint32Array(readback.getMappedRange())[0];
+  readback.unmap();
+  return value;
+}
+
+describe('the call path of a dispatch loop', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel();
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it('runs and counts every dispatch of a loop of submits, with no error in a scope around it', async () => {
+    const r = await rig(kernel, 'loop');
+    const { device, pipeline, group } = r;
+    device.pushErrorScope('validation');
+    for (let i = 0; i < 40; i++) {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+    }
+    assert.equal(await device.popErrorScope(), null);
+    assert.equal(await read(r), 40);
+    const [row] = kernel.ps().filter((p) => p.pid === r.proc.pid);
+    assert.equal(row.accounting.dispatches, 40);
+    assert.equal(row.accounting.submits, 41); // and the readback's
+    await r.proc.exit();
+  });
+
+  it('reports an encoding error at finish(), in the scope current there, and runs nothing of it', async () => {
+    const r = await rig(kernel, 'unbound');
+    const { device, pipeline } = r;
+    device.pushErrorScope('validation'); // outer: current while encoding
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.dispatchWorkgroups(1); // no bind group at 0: Dawn fails the encoder
+    pass.end();
+    device.pushErrorScope('validation'); // inner: current at finish
+    const commandBuffer = encoder.finish();
+    const atFinish = await device.popErrorScope();
+    const whileEncoding = await device.popErrorScope();
+    assert.equal(atFinish?.constructor.name, 'GPUValidationError');
+    assert.equal(whileEncoding, null);
+    device.pushErrorScope('validation');
+    device.queue.submit([commandBuffer]);
+    assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError', 'an invalid command buffer is refused at submit');
+    assert.equal(await read(r), 0);
+    await r.proc.exit();
+  });
+
+  it('reports a pass call made after finish() in the scope current at that call', async () => {
+    const r = await rig(kernel, 'late');
+    const { device, pipeline, group } = r;
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(1);
+    device.pushErrorScope('validation');
+    encoder.finish(); // the pass was never ended: finish fails
+    const atFinish = await device.popErrorScope();
+    assert.equal(atFinish?.constructor.name, 'GPUValidationError');
+    device.pushErrorScope('validation');
+    pass.end(); // the encoder is finished: Dawn refuses this on the device
+    assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError');
+    await r.proc.exit();
+  });
+
+  it('refuses and does not count a submit that uses a destroyed buffer, then runs the next one', async () => {
+    const r = await rig(kernel, 'destroyed');
+    const { device, pipeline, group } = r;
+    const doomed = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+    const doomedGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: doomed } }] });
+    const encode = (bindGroup: GPUBindGroup): GPUCommandBuffer => {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      return encoder.finish();
+    };
+    const refused = encode(doomedGroup);
+    const accepted = encode(group);
+    doomed.destroy();
+    device.pushErrorScope('validation');
+    device.queue.submit([refused]);
+    assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError');
+    device.pushErrorScope('validation');
+    device.queue.submit([accepted]);
+    assert.equal(await device.popErrorScope(), null);
+    assert.equal(await read(r), 1);
+    const [row] = kernel.ps().filter((p) => p.pid === r.proc.pid);
+    assert.equal(row.accounting.dispatches, 1);
+    await r.proc.exit();
+  });
+});
