@@ -208,6 +208,50 @@ fn firstOver(x: u32, n: u32) -> u32 { for (var i = 0u; i < n; i++) { if (mix(x, 
     assert.equal(boundLoops('fn f() {}', 10).loops, 0);
   });
 
+  it('an innermost capped loop runs as written when the budget covers it, and is cut when it does not', async () => {
+    // Its trip count (N - 0) is known before it starts: the rewrite keeps an unchanged copy for when
+    // the budget covers it (so the compiler can unroll it) and the capped loop for when it does not.
+    const code = `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+override N: u32 = 100u;
+@compute @workgroup_size(1) fn main() {
+  var acc = 0u;
+  for (var i = 0u; i < N; i++) { // the program's comment
+    acc += i;
+  }
+  out[0] = acc;
+  out[1] = 1u;
+}`;
+    const device = await bareDevice();
+    try {
+      const run = async (budget: number): Promise<[number, number]> => {
+        const bounded = boundLoops(code, budget);
+        assert.equal(bounded.loops, 1);
+        assert.equal(bounded.code.split('\n').length, code.split('\n').length, 'line numbers kept');
+        assert.match(bounded.code, /if \(gpunix_loop_trips <= gpunix_loop_left\) \{ for \(var i = 0u; i < N; i\+\+\) \{\s+acc \+= i;\s+\} \} else \{ for/);
+        const out = device.createBuffer({ size: 8, usage: U().STORAGE | U().COPY_SRC });
+        const read = device.createBuffer({ size: 8, usage: U().MAP_READ | U().COPY_DST });
+        const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: bounded.code }), entryPoint: 'main' } });
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] }));
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        encoder.copyBufferToBuffer(out, 0, read, 0, 8);
+        device.queue.submit([encoder.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        const [acc, done] = new Uint32Array(read.getMappedRange().slice(0));
+        read.destroy();
+        out.destroy();
+        return [acc, done];
+      };
+      assert.deepEqual(await run(1000), [4950, 1], 'covered: all 100 iterations, as written');
+      assert.deepEqual(await run(10), [45, 1], 'not covered: cut after the 10 the budget allows');
+    } finally {
+      device.destroy();
+    }
+  });
+
   it('maxDispatchMs is checked', async () => {
     await assert.rejects(createKernel({ maxDispatchMs: 0 }), /GPUNIX_E_BAD_OPTION|maxDispatchMs must be/);
     await assert.rejects(createKernel({ tenants: { t: { maxDispatchMs: -5 } } }), /maxDispatchMs must be/);
