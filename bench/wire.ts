@@ -23,11 +23,10 @@ import { AddressInfo, connect as netConnect, createServer as createNetServer, So
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
-import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
-import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, roundTripWorkload, Workload } from './workloads.js';
+import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, parseComparisonArgs, roundTripWorkload, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -71,31 +70,15 @@ interface Args {
 }
 
 function parseWireArgs(): Args | null {
-  const { values } = parseArgs({
-    options: {
-      reps: { type: 'string', default: '5' },
-      scale: { type: 'string', default: '1' },
-      only: { type: 'string' },
-      tls: { type: 'boolean', default: false },
-      'no-shm': { type: 'boolean', default: false },
-      'no-ceilings': { type: 'boolean', default: false },
-      'profile-daemon': { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
+  const args = parseComparisonArgs(usage, WORKLOADS, 5, {
+    tls: { type: 'boolean', default: false },
+    'no-shm': { type: 'boolean', default: false },
+    'no-ceilings': { type: 'boolean', default: false },
+    'profile-daemon': { type: 'string' },
   });
-  if (values.help) {
-    process.stderr.write(`${usage}\n`);
-    return null;
-  }
-  const reps = Number(values.reps);
-  const scale = Number(values.scale);
-  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be a positive integer\n${usage}`);
-  if (!(scale > 0)) throw new Error(`--scale must be a positive number\n${usage}`);
-  const only = values.only?.split(',').map((s) => s.trim());
-  const workloads = only ? WORKLOADS.filter((w) => only.includes(w.name)) : WORKLOADS;
-  if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
-  return { reps, scale, workloads, tls: values.tls, shm: !values['no-shm'], ceilings: !values['no-ceilings'], profileDaemon: values['profile-daemon'] ?? null };
+  if (!args) return null;
+  const { flags } = args;
+  return { ...args, tls: flags.tls === true, shm: flags['no-shm'] !== true, ceilings: flags['no-ceilings'] !== true, profileDaemon: (flags['profile-daemon'] as string | undefined) ?? null };
 }
 
 /** The repository's fixed self-signed certificate for localhost (test/fixtures/tls): never for anything but tests and this benchmark. */

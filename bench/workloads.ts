@@ -265,15 +265,21 @@ export interface ComparisonArgs {
   scale: number;
   /** The workloads --only chose (all by default). */
   workloads: Workload[];
+  /** Every flag's value, the `extra` ones included. */
+  flags: Record<string, string | boolean | undefined>;
 }
+
+/** A benchmark's own flags beside the common ones (node:util parseArgs options). */
+export type ExtraFlags = Record<string, { type: 'string' | 'boolean'; default?: string | boolean; short?: string }>;
 
 /**
  * The flags every two-sided benchmark takes: --reps, --scale, --only, --help. Returns null after
  * printing `usage` for --help; throws with `usage` on a bad value.
  */
-export function parseComparisonArgs(usage: string, all: Workload[], defaultReps: number): ComparisonArgs | null {
+export function parseComparisonArgs(usage: string, all: Workload[], defaultReps: number, extra: ExtraFlags = {}): ComparisonArgs | null {
   const { values } = parseArgs({
     options: {
+      ...extra,
       reps: { type: 'string', default: String(defaultReps) },
       scale: { type: 'string', default: '1' },
       only: { type: 'string' },
@@ -292,7 +298,7 @@ export function parseComparisonArgs(usage: string, all: Workload[], defaultReps:
   const only = values.only?.split(',').map((s) => s.trim());
   const workloads = only ? all.filter((w) => only.includes(w.name)) : all;
   if (only && workloads.length !== only.length) throw new Error(`unknown workload in --only ${values.only}\n${usage}`);
-  return { reps, scale, workloads };
+  return { reps, scale, workloads, flags: values as Record<string, string | boolean | undefined> };
 }
 
 /** Throws if any WebGPU error went uncaught so far: a benchmark's results are void then. */

@@ -34,6 +34,11 @@ export interface Captured<T> {
 /** The outcome of every valid call: shared, never mutated. */
 const NO_ERRORS: Promise<GPUError[]> = Promise.resolve(Object.freeze([]) as unknown as GPUError[]);
 
+/** Calls `call`: capture() as captureWith(invoke, call), one body for both. */
+function invoke<T>(call: () => T): T {
+  return call();
+}
+
 export class PhysicalDevice {
   /** Memory the kernel has handed out on this device, by its own count (WebGPU reports none). */
   usedBytes = 0;
@@ -133,22 +138,7 @@ export class PhysicalDevice {
    * Dawn's event loop per call (and keep only the first error of each kind, as a scope does).
    */
   capture<T>(call: () => T): Captured<T> {
-    if (!this.syncErrors) return this.captureWithScopes(call);
-    // Nested captures (a real call made while making another) keep their errors apart.
-    const outerIn = this.inCapture;
-    const outer = this.capturing;
-    this.inCapture = true;
-    this.capturing = null;
-    let value: T;
-    let errors: GPUError[] | null;
-    try {
-      value = call();
-    } finally {
-      errors = this.capturing as GPUError[] | null;
-      this.inCapture = outerIn;
-      this.capturing = outer;
-    }
-    return errors === null ? { value, errors: NO_ERRORS, clean: true } : { value, errors: Promise.resolve(errors), clean: false };
+    return this.captureWith(invoke, call, undefined);
   }
 
   /**
