@@ -26,7 +26,7 @@ import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls
 import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
-import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, parseComparisonArgs, roundTripWorkload, Workload } from './workloads.js';
+import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, parseComparisonArgs, roundTripWorkload, Sample, sampleInProcess, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -319,18 +319,6 @@ interface Result {
   failed?: Record<string, string>;
 }
 
-/** One sample of `w` in a fresh process of `side` (full GC first); the process exits after it, whatever happened. */
-async function runSample(side: Side, w: Workload, scale: number, serial: number) {
-  const proc = await side.spawn(`bench-${w.name}-${serial}`);
-  collectGarbage();
-  try {
-    const sample = await w.run(proc.gpu, scale);
-    failIfUncaptured(w.name);
-    return sample;
-  } finally {
-    await proc.exit();
-  }
-}
 
 /**
  * Each workload on every side: one warm-up each, then `reps` repetitions whose side order rotates
@@ -343,10 +331,10 @@ async function compareAll(workloads: Workload[], sides: Side[], reps: number, sc
   for (const w of workloads) {
     process.stderr.write(`${w.name}: warm-up`);
     const failed: Record<string, string> = {};
-    const live = async (side: Side, keep: (s: Awaited<ReturnType<typeof runSample>>) => void) => {
+    const live = async (side: Side, keep: (s: Sample) => void) => {
       if (failed[side.name]) return;
       try {
-        keep(await runSample(side, w, scale, ++serial));
+        keep(await sampleInProcess(side.spawn, `bench-${w.name}-${++serial}`, w, scale));
       } catch (error) {
         failed[side.name] = (error as Error).message.split('\n')[0];
       }

@@ -320,16 +320,19 @@ export function processSide(name: string, scale: number, spawn: (processName: st
   let runs = 0;
   return {
     name,
-    async run(w) {
-      const proc = await spawn(`bench-${w.name}-${++runs}`);
-      collectGarbage();
-      try {
-        const sample = await w.run(proc.gpu, scale);
-        failIfUncaptured(w.name);
-        return sample;
-      } finally {
-        await proc.exit();
-      }
-    },
+    run: (w) => sampleInProcess(spawn, `bench-${w.name}-${++runs}`, w, scale),
   };
+}
+
+/** One sample of `w` in a fresh process named `processName` (full GC first); the process exits after it, whatever happened. */
+export async function sampleInProcess(spawn: (processName: string) => Promise<BenchProcess>, processName: string, w: Workload, scale: number): Promise<Sample> {
+  const proc = await spawn(processName);
+  collectGarbage();
+  try {
+    const sample = await w.run(proc.gpu, scale);
+    failIfUncaptured(w.name);
+    return sample;
+  } finally {
+    await proc.exit();
+  }
 }
