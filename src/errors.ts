@@ -58,6 +58,12 @@ export const ErrorCodes = {
   UNBOUNDED_LOOPS: 'GPUNIX_E_UNBOUNDED_LOOPS',
   /** A migration or restore target lacks a feature or limit the process uses (the message names each); nothing moved. */
   INCOMPATIBLE_DEVICE: 'GPUNIX_E_INCOMPATIBLE_DEVICE',
+  /** The fleet's store (etcd) cannot be reached, refused the credentials, or lost the quorum. */
+  FLEET_UNAVAILABLE: 'GPUNIX_E_FLEET_UNAVAILABLE',
+  /** A job spec or queue spec is malformed (the message names the field). */
+  BAD_JOB: 'GPUNIX_E_BAD_JOB',
+  /** No job with that id is in the fleet (or it belongs to another tenant). */
+  NO_SUCH_JOB: 'GPUNIX_E_NO_SUCH_JOB',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

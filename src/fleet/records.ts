@@ -1,0 +1,107 @@
+// What the fleet keeps in etcd about nodes, jobs, bindings and members (the values of the keys in
+// keys.ts, JSON). Who writes each: nodes write their NodeRecord and MemberStatus (under the node's
+// lease) and checkpoints; submit writes a JobRecord; the scheduler leader writes bindings and job
+// phases. docs/fleet.md shows the layout with examples.
+
+import type { PriorityClass } from '../params.js';
+import type { JobSpec } from './spec.js';
+
+/** One device of a node, as the scheduler places on it: a time capacity of 1.0 and its memory budget. */
+export interface NodeDevice {
+  index: number;
+  name: string;
+  backend: string;
+  featureLevel: string;
+  /** Device memory the node's kernel lets its processes hold on this device (bytes). */
+  memoryBudget: number;
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+}
+
+/** Under the node's lease: present while the node lives. */
+export interface NodeRecord {
+  name: string;
+  labels: Record<string, string>;
+  devices: NodeDevice[];
+  /** `ready` takes new work; `draining` keeps what it has; `unhealthy` (a device lost) takes nothing. */
+  health: 'ready' | 'draining' | 'unhealthy';
+  /** How programs reach this node's daemon (the Unix socket, and a TLS URL when it listens on TCP). */
+  address: { socket?: string; url?: string };
+  /** What the node measures it holds now, per device index: device bytes and live processes. */
+  used: Array<{ bytes: number; processes: number }>;
+  startedAt: number;
+  updatedAt: number;
+}
+
+export type JobPhase = 'pending' | 'bound' | 'running' | 'suspended' | 'succeeded' | 'failed' | 'cancelled';
+
+/** One job: its spec and where it stands. Written by submit (pending) and then by the scheduler leader. */
+export interface JobRecord {
+  id: string;
+  spec: JobSpec;
+  phase: JobPhase;
+  /** Bumped each time the job is bound anew (rescheduling): statuses of older generations are stale. */
+  generation: number;
+  /** Where each member is bound now (index = member); empty while pending. */
+  placement: Array<{ node: string; device: number }>;
+  submittedAt: number;
+  updatedAt: number;
+  /** Set by `job cancel`; the scheduler then ends the members and marks it cancelled. */
+  cancelRequested?: boolean;
+  /** Times it was started over on another node (node death without a usable checkpoint). */
+  restarts: number;
+  /** Times it was suspended to make room (reclaim). */
+  suspensions: number;
+  /** Why it is in its phase, for people (e.g. "no node has 512 MiB free on one device", "suspended for job j-..."). */
+  message?: string;
+  /** Milliseconds from submit to the first binding. */
+  bindLatencyMs?: number;
+}
+
+/** What a node is told to run: one member of a job, on one of its devices. Key bindings/<node>/<job>/<member>. */
+export interface Binding {
+  job: string;
+  member: number;
+  generation: number;
+  device: number;
+  tenant: string;
+  class: PriorityClass;
+  share: number;
+  memory: number;
+  program: string;
+  args: string[];
+  /** Start the member from this image (a periodic checkpoint after a node died, or the spec's image). */
+  restoreFrom?: string;
+  checkpoint?: { intervalMs: number; dir: string };
+  /** `run`: keep it running; `suspend`: swap it out (reclaim) and keep it until told `run` again. */
+  desired: 'run' | 'suspend';
+}
+
+export type MemberState = 'starting' | 'running' | 'suspended' | 'exited' | 'failed';
+
+/** A member as its node sees it; under the node's lease. Key status/<job>/<member>. */
+export interface MemberStatus {
+  node: string;
+  generation: number;
+  state: MemberState;
+  /** The process id on the node's kernel. */
+  pid?: number;
+  exitCode?: number;
+  message?: string;
+  /** GPU time the member's process has had (ms), for fraction accounting. */
+  gpuTimeMs?: number;
+  updatedAt: number;
+}
+
+/** A member's latest periodic checkpoint; not under a lease, so it outlives its node. Key checkpoints/<job>/<member>. */
+export interface CheckpointRecord {
+  path: string;
+  generation: number;
+  at: number;
+}
+
+/** The scheduler leader's key: the replica's id, under the replica's lease. */
+export interface LeaderRecord {
+  id: string;
+  since: number;
+}
