@@ -26,7 +26,9 @@ FROM ${NODE_IMAGE}
 # Vulkan ICD needs glvnd's dispatch library, libglvnd0, and X11's client libraries, loaded even
 # without a display). Mesa's EGL, GLES and GL libraries (libegl-mesa0, libgles2, libgl1-mesa-dri)
 # are there so that `backends: ["vulkan", "opengles", "opengl"]` can open Dawn's GL backends too
-# (docs/configuration.md); the default opens Vulkan only.
+# (docs/configuration.md); the default opens Vulkan only. etcd (etcd-server, etcd-client: Debian's
+# own suite, not backports) is the fleet's store (docs/fleet.md): etcdctl for operators, and an etcd
+# a small fleet can run from this image (`--entrypoint etcd`); nothing starts it by default.
 RUN set -eu; \
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}"); \
     target=""; \
@@ -49,6 +51,7 @@ RUN set -eu; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $target \
       mesa-vulkan-drivers libvulkan1 libglvnd0 libegl1 libx11-6 libxext6 \
       libegl-mesa0 libgles2 libgl1-mesa-dri; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server etcd-client; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --system gpunix; \
     useradd --system --gid gpunix --home-dir /var/lib/gpunix --shell /usr/sbin/nologin gpunix; \

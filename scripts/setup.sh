@@ -46,6 +46,27 @@ install_mesa() {
     "${target[@]}" "$@" >/dev/null
 }
 
+# etcd (etcd-server, etcd-client) from the distribution's own suite (no backports): the fleet's store
+# (docs/fleet.md); the fleet tests start their own etcd processes from PATH on free ports. Debian's
+# etcd-server would start a system etcd on 2379/2380 as it installs: a policy-rc.d that denies every
+# service start keeps it from running (invoke-rc.d and deb-systemd-invoke both obey it), and on a
+# systemd machine the unit is disabled, so nothing is left running or starting at boot.
+install_etcd() {
+  command -v apt-get >/dev/null || { log "no apt-get: install etcd >= 3.4 (etcd and etcdctl) by hand"; exit 1; }
+  log "installing etcd-server etcd-client"
+  local policy=/usr/sbin/policy-rc.d saved="" status=0
+  if [ -e "$policy" ]; then saved=$(mktemp); sudo_if_needed cp -p "$policy" "$saved"; fi
+  printf '#!/bin/sh\nexit 101\n' | sudo_if_needed tee "$policy" >/dev/null
+  sudo_if_needed chmod 0755 "$policy"
+  { sudo_if_needed apt-get update -qq &&
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client >/dev/null; } || status=$?
+  if [ -n "$saved" ]; then sudo_if_needed mv "$saved" "$policy"; else sudo_if_needed rm -f "$policy"; fi
+  [ "$status" -eq 0 ] || { log "installing etcd-server etcd-client failed"; exit "$status"; }
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    sudo_if_needed systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  fi
+}
+
 log "installing npm dependencies"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 
@@ -67,6 +88,13 @@ if [ "$(uname -s)" = Linux ]; then
     node scripts/probe-egl.mjs opengles 2>/dev/null || { log "still no usable OpenGL ES device after installing Mesa's EGL/GL libraries"; exit 1; }
   fi
   node scripts/probe-egl.mjs opengl 2>/dev/null || log "no OpenGL device: the opengl backend will be unavailable"
+fi
+
+if command -v etcd >/dev/null; then
+  log "etcd is installed ($(etcd --version | head -n 1)); not installing it"
+else
+  install_etcd
+  command -v etcd >/dev/null || { log "still no etcd on PATH after installing etcd-server"; exit 1; }
 fi
 
 log "building"

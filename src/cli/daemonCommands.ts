@@ -60,6 +60,8 @@ export interface RemoteRunOptions extends ConnectionFlags {
   weight?: number;
   memoryLimit?: number;
   restore?: string;
+  /** --device: the daemon's device (index or id) the process stands on. */
+  device?: number | string;
 }
 
 /**
@@ -78,6 +80,7 @@ export async function remoteRunCommand(program: string, args: string[], options:
     weight: options.weight,
     memoryLimit: options.memoryLimit,
     restoreImage: options.restore,
+    device: options.device,
   });
   let exiting = false;
   void remote.ended.then((status) => {

@@ -12,6 +12,7 @@ import { parseBytes, PRIORITY_CLASSES, PriorityClass } from '../params.js';
 import { RemoteFailure } from '../client/session.js';
 import { registerCapsCommand } from './caps.js';
 import { registerDaemonCommand, remoteRunCommand, RemoteRunOptions } from './daemonCommands.js';
+import { registerFleetCommands } from './fleet.js';
 import { Column, formatBytes, formatNs, table, TableFormat } from './format.js';
 import { backendsOption, ConnectionFlags, connectionOptions, formatOptions, printRows, registerOperatorCommands, remoteDevices, remoteTrace, parsePid } from './operator.js';
 import { checkProgram, runProgram } from './programRunner.js';
@@ -288,6 +289,7 @@ function buildProgram(): Command {
     .option('--connect', 'run the program as a process of gpunixd (the daemon), over its socket or --url')
     .option('--restore <image>', 'with --connect: restore this process image (on the daemon\'s machine) as the process')
     .option('--memory-limit <bytes>', 'with --connect: device memory the process may hold, e.g. 256M', parseBudget)
+    .option('--device <device>', "with --connect: the daemon's device the process runs on, by index or id (e.g. 1 or gpu1); default: the daemon places it", (v: string) => (/^\d+$/.test(v) ? Number(v) : v))
     .passThroughOptions()
     .action((file: string, args: string[], options, command: Command) => {
       if (!(options.connect || options.socket || options.url || options.restore)) return runCommand(file, args, options);
@@ -361,6 +363,7 @@ function buildProgram(): Command {
   registerOperatorCommands(program);
   registerTopCommand(program);
   registerDaemonCommand(program);
+  registerFleetCommands(program);
 
   shortErrors(program, 'gpunix');
   return program;
@@ -368,8 +371,10 @@ function buildProgram(): Command {
 
 /** Verbs people type for the commands gpunix has, by the command they are under. */
 const VERB_SYNONYMS: Record<string, Record<string, string>> = {
-  gpunix: { list: 'ps', ls: 'ps', stop: 'suspend', pause: 'suspend', cont: 'resume', continue: 'resume', nice: 'renice', move: 'migrate', snapshot: 'checkpoint', dump: 'checkpoint', info: 'status', gpus: 'devices', 'nvidia-smi': 'devices', start: 'run', exec: 'run' },
+  gpunix: { list: 'ps', ls: 'ps', stop: 'suspend', pause: 'suspend', cont: 'resume', continue: 'resume', nice: 'renice', move: 'migrate', snapshot: 'checkpoint', dump: 'checkpoint', info: 'status', gpus: 'devices', 'nvidia-smi': 'devices', start: 'run', exec: 'run', sbatch: 'submit', qsub: 'submit', squeue: 'jobs', scancel: 'job cancel' },
   'gpunix tenants': { change: 'set', modify: 'set', update: 'set', edit: 'set', quota: 'set', delete: 'remove', del: 'remove', create: 'add', new: 'add', show: 'list', get: 'list' },
+  'gpunix job': { kill: 'cancel', stop: 'cancel', delete: 'cancel', rm: 'cancel', get: 'show', describe: 'show', info: 'show', status: 'show' },
+  'gpunix queue': { add: 'set', create: 'set', update: 'set', change: 'set', delete: 'remove', del: 'remove' },
 };
 
 /** kill(1) habits: `kill -9 PID`, `kill -s TERM PID`, `kill --signal KILL PID`, `kill -KILL PID`. */

@@ -36,6 +36,8 @@ export interface ConnectOptions extends SessionOptions {
   memoryLimit?: number | string;
   /** A process image path on the daemon's machine: the session's process is that image, restored. */
   restoreImage?: string;
+  /** The daemon's device the process's adapters stand on: an index or id ("gpu1"); absent: the daemon places it. */
+  device?: number | string;
   /** Further Hello options, as the protocol names them ({memoryLimit?, restoreImage?}); the fields above win. */
   options?: Record<string, unknown>;
 }
@@ -45,6 +47,7 @@ export async function connect(options: ConnectOptions = {}): Promise<RemoteProce
   const helloOptions: Record<string, unknown> = { ...(options.options ?? {}) };
   if (options.memoryLimit !== undefined) helloOptions.memoryLimit = options.memoryLimit;
   if (options.restoreImage !== undefined) helloOptions.restoreImage = options.restoreImage;
+  if (options.device !== undefined) helloOptions.device = options.device;
   const session = await Session.open(options, {
     role: 'process',
     name: options.name,

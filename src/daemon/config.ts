@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { DEFAULT_SOCKET_MODE, defaultSocketPath, MAX_DAWN_POLL_INTERVAL_US, parseBytes, PRIORITY_CLASSES } from '../params.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/messages.js';
+import { fleetConfigSchema } from '../fleet/spec.js';
 
 /** How long a drain shutdown lets processes run before it kills the rest (ms). */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
@@ -184,6 +185,11 @@ export const configSchema = z.strictObject({
   maxShaderBytesPerTenant: byteCount.nullable().default(DEFAULT_MAX_SHADER_BYTES_PER_TENANT),
   /** Shared memory for bulk data of clients on the Unix socket (docs/daemon.md, "Bulk data"): where regions are made (null: off), one session's largest, one tenant's together. */
   sharedMemory: z.strictObject({ directory: z.string().min(1).nullable().optional(), maxBytes: byteCount.optional(), maxBytesPerTenant: byteCount.optional() }).optional(),
+  /**
+   * The daemon joins a fleet as a node (src/fleet/nodeAgent.ts, docs/fleet.md): etcd, node name, labels,
+   * leaseTtlSeconds, workDir, scheduler. Lazy: src/fleet/spec.ts imports this module (describeIssues).
+   */
+  fleet: z.lazy(() => fleetConfigSchema).optional(),
 });
 
 /** The configuration as written (a file's JSON, or an object in code). */

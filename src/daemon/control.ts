@@ -7,6 +7,9 @@ import { accessSync, constants as fsConstants, lstatSync, mkdirSync, realpathSyn
 import { basename, dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { ErrorCodes, GpunixError } from '../errors.js';
+import type { FleetClient } from '../fleet/client.js';
+import type { JobPhase } from '../fleet/records.js';
+import type { JobSpecInput, QueueSpecInput } from '../fleet/spec.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { checkPathLength, MAX_IMAGE_NAME_BYTES, MAX_PATH_COMPONENT_BYTES, pathError, quotePath } from '../kernel/imagePaths.js';
 import type { ProcessRecord } from '../kernel/proc.js';
@@ -40,6 +43,8 @@ export interface ControlContext {
   /** The caller's session id and transport (`unix`, `tls`, `tcp`), for the audit lines. */
   session?: number;
   transport?: string;
+  /** The fleet, when the daemon is a fleet node (its config has a `fleet` section); absent: fleet messages are FLEET_UNAVAILABLE. */
+  fleet?: FleetClient;
 }
 
 /** The most of a request's arguments an audit line shows (JSON characters): a client chooses them. */
@@ -62,6 +67,10 @@ const AUDITED: Partial<Record<MessageName, string>> = {
   AddTenant: 'tenants add',
   UpdateTenant: 'tenants set',
   RemoveTenant: 'tenants remove',
+  SubmitJob: 'submit',
+  CancelJob: 'job cancel',
+  SetQueue: 'queue set',
+  RemoveQueue: 'queue remove',
 };
 
 /**
@@ -91,10 +100,16 @@ export async function handleControl(ctx: ControlContext, message: Message): Prom
     fields.targetTenant = args.name;
     delete args.name;
   }
+  if (typeof args.id === 'string' && message.name === 'CancelJob') {
+    fields.job = args.id;
+    delete args.id;
+  }
   fields.args = boundedArgs(args);
   const log = ctx.log;
   try {
     const result = await dispatchControl(ctx, message);
+    // A submitted job's id is known only now.
+    if (message.name === 'SubmitJob') fields.job = (result as { id?: string } | null)?.id;
     log('info', `audit: ${action}`, { ...fields, result: 'ok' });
     return result;
   } catch (error) {
@@ -264,6 +279,70 @@ function statusOf(ctx: ControlContext): unknown {
   };
 }
 
+const JOB_PHASES = ['pending', 'bound', 'running', 'suspended', 'succeeded', 'failed', 'cancelled'] as const satisfies readonly JobPhase[];
+const listJobsSchema = z.array(z.enum(JOB_PHASES)).max(JOB_PHASES.length).nullable();
+
+/** The fleet client, or FLEET_UNAVAILABLE on a daemon that is not a fleet node. */
+function fleetOf(ctx: ControlContext): FleetClient {
+  if (!ctx.fleet) throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, 'this daemon is not a fleet node (no fleet section in its configuration)');
+  return ctx.fleet;
+}
+
+/** The tenant whose jobs the caller may see and act on: undefined for the admin (all). */
+function jobScope(ctx: ControlContext): string | undefined {
+  return ctx.principal.admin ? undefined : ctx.principal.tenant;
+}
+
+/**
+ * The job spec a caller submits: a tenant's is always its own (a spec naming another tenant is
+ * FORBIDDEN, none names the caller's); the admin's names any tenant (default its own name).
+ */
+function submittedSpec(ctx: ControlContext, raw: unknown): Record<string, unknown> {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GpunixError(ErrorCodes.BAD_JOB, 'job spec: must be an object (docs/fleet.md)');
+  const spec = { ...(raw as Record<string, unknown>) };
+  if (spec.tenant === undefined) spec.tenant = ctx.principal.tenant;
+  else if (!ctx.principal.admin && spec.tenant !== ctx.principal.tenant) {
+    throw forbidden(`tenant ${ctx.principal.tenant} may submit jobs only as itself, not as ${JSON.stringify(String(spec.tenant).slice(0, 64))}`);
+  }
+  return spec;
+}
+
+/** Answers the fleet's control messages (SubmitJob ... RemoveQueue) with the daemon's fleet client. */
+async function dispatchFleet(ctx: ControlContext, message: Message): Promise<unknown> {
+  const fleet = fleetOf(ctx);
+  const scope = jobScope(ctx);
+  switch (message.name) {
+    case 'SubmitJob':
+      // The schema (in submit) checks every field: BAD_JOB naming the one that does not fit.
+      return fleet.submit(submittedSpec(ctx, message.payload.spec) as JobSpecInput);
+    case 'ListJobs': {
+      const phase = listJobsSchema.safeParse(message.payload.phase ?? null);
+      if (!phase.success) throw new GpunixError(ErrorCodes.BAD_OPTION, `phase: ${describeIssues(phase.error.issues)}`);
+      return { jobs: await fleet.jobs({ tenant: scope, phase: phase.data ?? undefined }) };
+    }
+    case 'ShowJob': {
+      const job = await fleet.job(message.payload.id, scope);
+      return { job, members: await fleet.members(job.id) };
+    }
+    case 'CancelJob':
+      return fleet.cancel(message.payload.id, scope);
+    case 'ListNodes':
+      return { nodes: await fleet.nodeReport() };
+    case 'ListQueues':
+      // A tenant sees the queues' specs and totals, not whose jobs make them up.
+      return { queues: await fleet.queueReport() };
+    case 'SetQueue':
+      requireAdmin(ctx, 'setting a queue');
+      return fleet.setQueue(message.payload.spec as QueueSpecInput);
+    case 'RemoveQueue':
+      requireAdmin(ctx, 'removing a queue');
+      await fleet.removeQueue(message.payload.name);
+      return { name: message.payload.name, removed: true };
+    default:
+      throw new GpunixError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `${message.name} is not a fleet message`);
+  }
+}
+
 /**
  * Answers one control message: resolves with the Reply's result, or rejects with a GpunixError
  * for a Failure. Never called with process-session messages.
@@ -362,6 +441,15 @@ async function dispatchControl(ctx: ControlContext, message: Message): Promise<u
       return { name: message.payload.name, removed: true };
     case 'DaemonStatus':
       return statusOf(ctx);
+    case 'SubmitJob':
+    case 'ListJobs':
+    case 'ShowJob':
+    case 'CancelJob':
+    case 'ListNodes':
+    case 'ListQueues':
+    case 'SetQueue':
+    case 'RemoveQueue':
+      return dispatchFleet(ctx, message);
     default:
       throw new GpunixError(ErrorCodes.PROTOCOL_OUT_OF_ORDER, `${message.name} is not a control message`);
   }

@@ -5,6 +5,7 @@
 
 import type { AddressInfo } from 'node:net';
 import { ErrorCodes, GpunixError } from '../errors.js';
+import { NodeAgent } from '../fleet/nodeAgent.js';
 import { createKernel, Kernel } from '../kernel/kernel.js';
 import { DaemonConfig, DaemonConfigInput, loadConfigFile, parseConfig } from './config.js';
 import type { SessionCounts } from './control.js';
@@ -28,6 +29,8 @@ export interface Daemon {
   sessions(): SessionCounts;
   /** The daemon's structured log. */
   readonly log: LogFn;
+  /** Its membership in the fleet (the configuration's `fleet` section); null when it is not a fleet node. */
+  readonly nodeAgent: NodeAgent | null;
   /** Shuts down (default: drain with the configured timeout); resolves when everything is closed. Idempotent. */
   close(mode?: ShutdownMode, timeoutMs?: number): Promise<void>;
   /** Resolves once the daemon has shut down, however that happened. */
@@ -82,7 +85,15 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
     return null;
   };
   const metrics = config.metrics ? new Metrics(kernel, () => server?.counts() ?? { process: 0, control: 0, handshaking: 0 }, health) : null;
-  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now() });
+  // Made once the daemon listens (below); the fleet's control messages ask it for its client.
+  let nodeAgent: NodeAgent | null = null;
+  const fleet = config.fleet
+    ? () => {
+        if (!nodeAgent) throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, 'the fleet node is not started yet');
+        return nodeAgent.client();
+      }
+    : undefined;
+  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now(), ...(fleet ? { fleet } : {}) });
   let metricsAddress: AddressInfo | null = null;
   try {
     await server.listen();
@@ -104,7 +115,22 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
   // systemd's Type=notify (readiness.ts): ready now that every listener is up.
   const serviceManager = runtime.ownsProcess ? serviceManagerFromEnvironment(log) : null;
   serviceManager?.ready(`listening on ${config.socket}`);
-  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger, serviceManager);
+  // A fleet node joins once it serves: an unreachable etcd is retried in the background, and the
+  // daemon serves its local tenants meanwhile.
+  const tcp = server.tcpAddress;
+  nodeAgent = config.fleet
+    ? new NodeAgent({
+        fleet: config.fleet,
+        kernel,
+        tenants,
+        log,
+        socket: config.socket,
+        url: tcp ? `${config.tcp?.tls ? 'tls' : 'tcp'}://${tcp.address}:${tcp.port}` : null,
+        imageDir: config.imageDir,
+      })
+    : null;
+  nodeAgent?.start();
+  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger, serviceManager, nodeAgent);
 }
 
 class RunningDaemon implements Daemon {
@@ -121,6 +147,7 @@ class RunningDaemon implements Daemon {
     readonly metricsAddress: AddressInfo | null,
     private readonly logger: DaemonLogger,
     private readonly serviceManager: ServiceManager | null = null,
+    readonly nodeAgent: NodeAgent | null = null,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
   }
@@ -156,6 +183,9 @@ class RunningDaemon implements Daemon {
     const live = () => this.kernel.ps().filter((p) => p.state !== 'exited').length;
     log('info', `shutting down (${mode})`, { processes: live(), timeoutMs: mode === 'drain' ? timeoutMs : 0 });
     this.serviceManager?.stopping(mode === 'drain' ? `draining (${live()} running)` : 'stopping', mode === 'drain' ? timeoutMs : undefined);
+    // First out of the fleet: its members are killed and the lease revoked, so the scheduler reruns
+    // them elsewhere at once (a drain that let them finish here would race their second copies).
+    await this.nodeAgent?.stop().catch((error: unknown) => log('warn', 'leaving the fleet failed', { error: error instanceof Error ? error.message : String(error) }));
     this.server.stopListening();
     if (mode === 'drain') {
       const deadline = Date.now() + timeoutMs;

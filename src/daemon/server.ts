@@ -17,6 +17,7 @@ import { ProtocolError } from '../protocol/codec.js';
 import { acceptedFrom, Message, MESSAGES, MessageName, MIN_PROTOCOL_VERSION, Payload, PROTOCOL_VERSION } from '../protocol/messages.js';
 import { OUTPUT_HIGH_WATER_BYTES, Wire } from '../protocol/wire.js';
 import { DaemonConfig, describeIssues } from './config.js';
+import type { FleetClient } from '../fleet/client.js';
 import { ControlContext, handleControl, imagePath, SessionCounts } from './control.js';
 import type { LogFn } from './log.js';
 import type { Metrics } from './metrics.js';
@@ -45,6 +46,8 @@ const quoted = (value: string) => JSON.stringify(value.length > 64 ? `${value.sl
 const processOptionsSchema = z.strictObject({
   memoryLimit: z.union([z.number(), z.string()]).optional(),
   restoreImage: z.string().min(1).optional(),
+  /** The device the process's adapters stand on: an index or id ("gpu1"); absent: placement, per request. */
+  device: z.union([z.number().int().nonnegative(), z.string().min(1).max(64)]).optional(),
 });
 
 export interface ServerDeps {
@@ -54,6 +57,12 @@ export interface ServerDeps {
   log: LogFn;
   metrics: Metrics | null;
   startedAt: number;
+  /**
+   * The fleet (a daemon with a `fleet` section), for the fleet's control messages: asked for at
+   * each message, since a node reaches etcd after it listens (it may throw FLEET_UNAVAILABLE until
+   * then). Absent: not a fleet node.
+   */
+  fleet?: () => FleetClient;
 }
 
 export class Server {
@@ -332,6 +341,8 @@ class Connection {
         session: this.id,
         transport: this.transport,
       };
+      const fleet = this.server.deps.fleet;
+      if (fleet) Object.defineProperty(this.control, 'fleet', { get: fleet, enumerable: true });
       this.open('control', 0);
       this.armIdleTimer();
       return;
@@ -355,6 +366,7 @@ class Connection {
           priority: (hello.priority || undefined) as PriorityClass | undefined,
           weight: hello.weight === 0 ? undefined : hello.weight,
           memoryLimit: options.memoryLimit,
+          device: options.device,
         })
       : await kernel.spawn({
           tenant: principal.tenant,
@@ -362,6 +374,7 @@ class Connection {
           priority: (hello.priority || 'normal') as PriorityClass,
           weight: hello.weight === 0 ? undefined : hello.weight,
           memoryLimit: options.memoryLimit,
+          device: options.device,
         });
     if (this.state === 'closed') {
       // The client left while its process was being made.

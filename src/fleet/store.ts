@@ -4,7 +4,7 @@
 // failure to reach etcd becomes GPUNIX_E_FLEET_UNAVAILABLE naming the endpoints.
 
 import { readFileSync } from 'node:fs';
-import { Etcd3, IOptions, Lease, Watcher } from 'etcd3';
+import { Etcd3, IOptions, Lease, Range, Watcher } from 'etcd3';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { FleetKeys } from './keys.js';
 import { EtcdConnection, EtcdConnectionInput, etcdConnectionSchema, parseSpec } from './spec.js';
@@ -50,6 +50,9 @@ export interface Leadership {
   readonly condition: Condition;
   resign(): Promise<void>;
 }
+
+/** Keys per read of a list (a page of NodeRecords is about 1 MB, well under gRPC's 4 MiB). */
+const LIST_PAGE = 1000;
 
 /** How long a connect waits for etcd to answer before giving up (ms). */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -123,13 +126,28 @@ export class FleetStore {
 
   /** Every key under `prefix` with a JSON value (others are skipped), and the store's revision of that read. */
   async list<T>(prefix: string): Promise<{ entries: Array<Entry<T>>; revision: number }> {
-    const response = await this.call(() => this.client.getAll().prefix(prefix).exec());
+    // In pages of LIST_PAGE keys, every page read at the first page's revision (one consistent
+    // view): one response for a whole prefix passes gRPC's 4 MiB message limit at a few thousand
+    // nodes (10 000 NodeRecords are about 11 MB).
+    const range = Range.prefix(prefix);
     const entries: Array<Entry<T>> = [];
-    for (const kv of response.kvs) {
-      const value = parseJson<T>(kv.value);
-      if (value !== undefined) entries.push({ key: kv.key.toString(), value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) });
+    let start: Buffer = range.start;
+    let revision: string | undefined;
+    for (;;) {
+      const from = start;
+      const response = await this.call(() => {
+        const read = this.client.getAll().inRange(new Range(from, range.end)).limit(LIST_PAGE);
+        return (revision === undefined ? read : read.revision(revision)).exec();
+      });
+      revision ??= String(response.header.revision);
+      for (const kv of response.kvs) {
+        const value = parseJson<T>(kv.value);
+        if (value !== undefined) entries.push({ key: kv.key.toString(), value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) });
+      }
+      if (!response.more || response.kvs.length === 0) break;
+      start = Buffer.concat([response.kvs[response.kvs.length - 1].key, Buffer.from([0])]);
     }
-    return { entries, revision: Number(response.header.revision) };
+    return { entries, revision: Number(revision) };
   }
 
   /** Puts `value` as JSON (under `lease` when given); returns the store's revision after it. */
@@ -151,6 +169,11 @@ export class FleetStore {
 
   /** Applies `commit` all or nothing; true when its conditions held and it happened. */
   async commit(commit: Commit): Promise<boolean> {
+    return (await this.transact(commit)).succeeded;
+  }
+
+  /** commit(), also giving the store's revision after it (the modRevision of every key it put, when it succeeded). */
+  async transact(commit: Commit): Promise<{ succeeded: boolean; revision: number }> {
     const response = await this.call(() => {
       // etcd3's builder starts from its first comparison; the rest are and-ed on.
       let txn = this.client.if(...firstCondition(commit.ifs ?? []));
@@ -162,7 +185,7 @@ export class FleetStore {
       ];
       return txn.then(...ops).commit();
     });
-    return response.succeeded;
+    return { succeeded: response.succeeded, revision: Number(response.header.revision) };
   }
 
   /**

@@ -66,7 +66,7 @@ export const MESSAGES = {
   // ---- session ----------------------------------------------------------------------------------
   Hello: {
     code: 1, from: 'client', role: 'any',
-    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process. `priority` "" and `weight` 0 ask for none: the daemon\'s defaults (normal, 1), or a restored image\'s own; what the client asks for (priority, weight, memoryLimit) wins over the image\'s.',
+    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?, device?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process, and device (an index or id such as "gpu1") the device the process stands on (default: placement). `priority` "" and `weight` 0 ask for none: the daemon\'s defaults (normal, 1), or a restored image\'s own; what the client asks for (priority, weight, memoryLimit) wins over the image\'s.',
     fields: { version: 'u16', role: 'str', token: 'str', name: 'str', priority: 'str', weight: 'f64', options: 'json' },
     reply: 'Welcome, or ProtocolError and close',
   },
@@ -405,6 +405,58 @@ export const MESSAGES = {
     doc: 'Kernel statistics (as kernel.stats(), limited to the caller\'s tenant unless admin), sessions and uptime.',
     fields: { req: 'u32' },
     reply: 'Reply',
+  },
+
+  // ---- fleet (control sessions of a daemon with a `fleet` section; docs/fleet.md) -----------------
+  // On a daemon with no fleet section each answers Failure GPUNIX_E_FLEET_UNAVAILABLE. A tenant
+  // sees and acts on its own jobs only: another tenant's job is GPUNIX_E_NO_SUCH_JOB, as a missing one is.
+  SubmitJob: {
+    code: 79, from: 'client', role: 'control',
+    doc: 'Submits job `spec` (a job spec, docs/fleet.md) to the fleet as a pending job. A tenant\'s job is its own: `spec.tenant` absent becomes the caller\'s, another is GPUNIX_E_FORBIDDEN; the admin names any tenant (absent: the admin\'s own, "default"). A bad spec is GPUNIX_E_BAD_JOB naming the field. Result: the JobRecord.',
+    fields: { req: 'u32', spec: 'json' },
+    reply: 'Reply or Failure',
+  },
+  ListJobs: {
+    code: 80, from: 'client', role: 'control',
+    doc: 'The fleet\'s jobs (the caller\'s tenant\'s, or all for the admin), oldest first; `phase`: null, or an array of phases to keep. Result: {jobs: JobRecord[]}.',
+    fields: { req: 'u32', phase: 'json' },
+    reply: 'Reply or Failure',
+  },
+  ShowJob: {
+    code: 81, from: 'client', role: 'control',
+    doc: 'Job `id` and its members\' statuses as their nodes report them. Result: {job: JobRecord, members: Array<MemberStatus & {member}>}.',
+    fields: { req: 'u32', id: 'str' },
+    reply: 'Reply or Failure',
+  },
+  CancelJob: {
+    code: 82, from: 'client', role: 'control',
+    doc: 'Asks the fleet to end job `id` (the scheduler ends its members and marks it cancelled); a finished job is left as it is. Result: the JobRecord (cancelRequested true).',
+    fields: { req: 'u32', id: 'str' },
+    reply: 'Reply or Failure',
+  },
+  ListNodes: {
+    code: 83, from: 'client', role: 'control',
+    doc: 'The fleet\'s live nodes, each with what is bound on it per device. Result: {nodes: Array<NodeRecord & {allocated: Array<{share, memory, members}>}>}.',
+    fields: { req: 'u32' },
+    reply: 'Reply or Failure',
+  },
+  ListQueues: {
+    code: 84, from: 'client', role: 'control',
+    doc: 'The fleet\'s queues (those set, and those jobs name), with their use. Result: {queues: Array<QueueSpec & {set, used, pending, running}>}.',
+    fields: { req: 'u32' },
+    reply: 'Reply or Failure',
+  },
+  SetQueue: {
+    code: 85, from: 'client', role: 'control',
+    doc: 'Admin only. Sets queue `spec` {name, guaranteed?, limit?, weight?} (replacing what was set). Result: the QueueSpec stored.',
+    fields: { req: 'u32', spec: 'json' },
+    reply: 'Reply or Failure',
+  },
+  RemoveQueue: {
+    code: 86, from: 'client', role: 'control',
+    doc: 'Admin only. Removes queue `name`\'s spec (its jobs stay; the queue then has the defaults). Result: {name, removed: true}.',
+    fields: { req: 'u32', name: 'str' },
+    reply: 'Reply or Failure',
   },
 } as const satisfies Record<string, MessageSpec>;
 

@@ -1,0 +1,787 @@
+// A gpunixd's membership in the fleet (docs/fleet.md, "Nodes"; docs/daemon.md, "Fleet node"). The
+// agent registers the node (NodeRecord) under an etcd lease, watches bindings/<node>/ and
+// reconciles: each bound member runs as a child process `gpunix run --connect` on this daemon,
+// under a per-job tenant whose quota the kernel enforces (weight = share, memory limit), on the
+// bound device. It suspends (swap) and resumes members as told, checkpoints them periodically, and
+// reports their statuses (MemberStatus, under the lease). A lost lease kills every member (the
+// scheduler reruns them elsewhere: never two copies) and the node registers afresh.
+
+import { ChildProcess, spawn } from 'node:child_process';
+import { closeSync, copyFileSync, linkSync, mkdirSync, openSync, readSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LogFn } from '../daemon/log.js';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import type { TenantStore } from '../daemon/tenants.js';
+import type { Kernel } from '../kernel/kernel.js';
+import type { ProcessRecord } from '../kernel/proc.js';
+import { PriorityClass, TOKEN_ENV } from '../params.js';
+import { FleetClient } from './client.js';
+import { FleetScheduler } from './scheduler.js';
+import type { Binding, CheckpointRecord, MemberState, MemberStatus, NodeDevice, NodeRecord } from './records.js';
+import type { FleetConfig } from './spec.js';
+import { FleetStore, StoreLease } from './store.js';
+
+/** Tenants the agent makes on its daemon are named `fleet.<job id>`; no other tenant has this prefix's meaning. */
+export const FLEET_TENANT_PREFIX = 'fleet.';
+/** How often the node republishes `used` and members' GPU time when they changed (ms): etcd writes stay low. */
+const PUBLISH_INTERVAL_MS = 1_000;
+/** A running member's gpuTimeMs is refreshed at least this often while it changes, even when `used` does not (ms). */
+const GPU_TIME_REFRESH_MS = 5_000;
+/** How often a starting member's kernel process is looked for (ms). */
+const PID_POLL_MS = 100;
+/** Waits between attempts to reach etcd and register (ms): from the first to the last, doubling. */
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 5_000;
+/** A member's child gets this long after its kernel process is killed before SIGKILL (ms). */
+const CHILD_GRACE_MS = 2_000;
+/**
+ * Host memory a member's tenant may use beyond its device memory (bytes): the daemon counts the
+ * memory it holds for the tenant's WebGPU objects and shader source against the tenant's
+ * memoryLimit (src/daemon/tenants.ts, ObjectAccount). Each process's own limit is the job's
+ * `memory`, exactly; this allowance keeps the tenant's limit from refusing before it.
+ */
+export const HOST_ALLOWANCE_PER_MEMBER = 64 * 1024 * 1024;
+/** Periodic checkpoint images kept per member (older ones are deleted once a newer one is recorded). */
+const IMAGES_KEPT = 2;
+
+/** The `gpunix` command this build ships (dist/src/fleet/nodeAgent.js → bin/gpunix.js). */
+const GPUNIX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bin/gpunix.js');
+
+export interface NodeAgentOptions {
+  fleet: FleetConfig;
+  kernel: Kernel;
+  tenants: TenantStore;
+  log: LogFn;
+  /** The daemon's Unix socket: members connect to it, and the NodeRecord names it. */
+  socket: string;
+  /** The daemon's TCP/TLS URL, when it listens on one. */
+  url: string | null;
+  /** The daemon's imageDir: the default workDir is `<imageDir>/fleet`, tenants' restore images go under it. */
+  imageDir: string;
+}
+
+/** One bound member as this node runs it. */
+class Member {
+  state: MemberState = 'starting';
+  pid: number | undefined;
+  exitCode: number | undefined;
+  message: string | undefined;
+  gpuTimeMs: number | undefined;
+  child: ChildProcess | null = null;
+  childExited: Promise<void> = Promise.resolve();
+  /** What was last applied to its process: the binding's desired once the pid is known. */
+  applied: 'run' | 'suspend' = 'run';
+  /** Set when the node ends it (binding deleted, lease lost, shutdown): its end is not reported. */
+  stopping = false;
+  /** pids at or below this existed before the member's child started. */
+  pidFloor = 0;
+  pidPoll: NodeJS.Timeout | null = null;
+  checkpointTimer: NodeJS.Timeout | null = null;
+  checkpointing = false;
+  checkpoints = 0;
+  /** Images this member wrote, oldest first (the last IMAGES_KEPT are kept). */
+  images: string[] = [];
+  /** Its status put failed (etcd unreachable): republished at the next tick. */
+  dirty = false;
+  lastStatusAt = 0;
+  /** Status puts in order (a later state never overwritten by an earlier put). */
+  statusChain: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly key: string,
+    readonly binding: Binding,
+    readonly tenant: string,
+    readonly logPath: string,
+  ) {}
+
+  get name(): string {
+    return `${this.binding.job}.${this.binding.member}`;
+  }
+}
+
+/** A job's tenant on this daemon and the token its members connect with (never leaves the node but into their environment). */
+interface JobTenant {
+  name: string;
+  token: string;
+  members: number;
+}
+
+export class NodeAgent {
+  private storeNow: FleetStore | null = null;
+  private lease: StoreLease | null = null;
+  private stopped = false;
+  private running: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  /** What etcd says this node must run: `<job>/<member>` → Binding. */
+  private readonly bindings = new Map<string, Binding>();
+  private readonly members = new Map<string, Member>();
+  private readonly jobTenants = new Map<string, JobTenant>();
+  /** Members killed when the lease was lost (`<job>/<member>@<generation>`): never started again at that generation. */
+  private readonly abandoned = new Set<string>();
+  /** Reconciliations and teardowns, one at a time, in order. */
+  private queue: Promise<void> = Promise.resolve();
+  private reconcileQueued = false;
+  private readonly startedAt = Date.now();
+  private lastPublished = '';
+  private readonly workDir: string;
+  private readonly devices: NodeDevice[];
+  private fleetClient: FleetClient | null = null;
+  /** The scheduler replica this daemon runs (fleet.scheduler), once etcd was reached. */
+  private scheduler: FleetScheduler | null = null;
+
+  constructor(private readonly options: NodeAgentOptions) {
+    this.workDir = resolve(options.fleet.workDir ?? join(options.imageDir, 'fleet'));
+    this.devices = options.kernel.describeDevices().map((d, index) => ({
+      index,
+      name: d.description || d.device || d.id,
+      backend: d.backend,
+      featureLevel: d.featureLevel,
+      memoryBudget: d.budgetBytes,
+      maxBufferSize: d.limits.maxBufferSize ?? 0,
+      maxStorageBufferBindingSize: d.limits.maxStorageBufferBindingSize ?? 0,
+    }));
+  }
+
+  /** The fleet's store while connected (the daemon's fleet control messages use it); null before the first connect. */
+  get store(): FleetStore | null {
+    return this.storeNow;
+  }
+
+  /** The fleet's client over the node's store (the daemon's fleet control messages); FLEET_UNAVAILABLE until etcd was reached. */
+  client(): FleetClient {
+    const store = this.storeNow;
+    if (!store || this.stopped) {
+      throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, `fleet node ${this.node} ${this.stopped ? 'is leaving the fleet' : `has not reached etcd (${this.options.fleet.etcd.endpoints.join(',')}) yet; it keeps trying`}`);
+    }
+    if (this.fleetClient?.store !== store) this.fleetClient = new FleetClient(store);
+    return this.fleetClient;
+  }
+
+  get node(): string {
+    return this.options.fleet.node;
+  }
+
+  /** Begins joining the fleet in the background: an unreachable etcd is retried, never fatal to the daemon. */
+  start(): void {
+    if (this.running) return;
+    this.removeLeftoverTenants();
+    this.running = this.loop();
+  }
+
+  /**
+   * Leaves the fleet: kills every member (the scheduler reruns them elsewhere), then revokes the
+   * lease so the node's key and its members' statuses vanish at once. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return this.running ?? undefined;
+    this.stopped = true;
+    this.wake?.();
+    await this.scheduler?.stop().catch(() => undefined);
+    await this.enqueue(() => this.stopAll('the daemon is shutting down'));
+    const lease = this.lease;
+    this.lease = null;
+    await lease?.revoke();
+    await this.running;
+    this.storeNow?.close();
+    this.log('info', 'left the fleet', {});
+  }
+
+  private log(level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown>): void {
+    this.options.log(level, msg, { node: this.node, ...fields });
+  }
+
+  /** Connect, register, serve the bindings until the lease is lost; again, until stopped. */
+  private async loop(): Promise<void> {
+    let delay = RETRY_MIN_MS;
+    let lastError = '';
+    while (!this.stopped) {
+      try {
+        if (!this.storeNow) this.storeNow = await FleetStore.connect(this.options.fleet.etcd);
+        if (this.options.fleet.scheduler && !this.scheduler && !this.stopped) {
+          this.scheduler = new FleetScheduler(this.storeNow, { id: `${this.node}-${process.pid}`, log: (level, msg, fields) => this.log(level, msg, { component: 'scheduler', ...fields }) });
+          await this.scheduler.start();
+          this.log('info', 'scheduler replica started', { id: this.scheduler.id });
+        }
+        delay = RETRY_MIN_MS;
+        lastError = '';
+        await this.session(this.storeNow);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        // Each new failure once; the same one again is not repeated every few seconds.
+        if (message !== lastError && !this.stopped) this.log('error', 'cannot register the node in the fleet; retrying', { error: message, retryMs: delay });
+        lastError = message;
+      }
+      if (this.stopped) break;
+      await this.sleep(delay);
+      delay = Math.min(RETRY_MAX_MS, delay * 2);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  /**
+   * One registration: a fresh lease, the NodeRecord under it, the bindings listed and watched.
+   * Returns when the lease is lost (after its members were killed) or the agent stops.
+   */
+  private async session(store: FleetStore): Promise<void> {
+    let lost!: (reason: string) => void;
+    const leaseLost = new Promise<string>((resolve) => (lost = resolve));
+    const lease = await store.lease(this.options.fleet.leaseTtlSeconds, (error) => lost(error.message));
+    if (this.stopped) {
+      await lease.revoke();
+      return;
+    }
+    this.lease = lease;
+    this.lastPublished = '';
+    let watch: { close(): Promise<void> } | null = null;
+    let tick: NodeJS.Timeout | null = null;
+    try {
+      await this.publishNode(store, lease, true);
+      const prefix = store.keys.nodeBindings(this.node);
+      const listen = async () => {
+        const { entries, revision } = await store.list<Binding>(prefix);
+        this.bindings.clear();
+        for (const entry of entries) this.bindings.set(store.keys.rest(prefix, entry.key), entry.value);
+        this.scheduleReconcile();
+        watch = await store.watch<Binding>(
+          prefix,
+          revision,
+          (event) => {
+            const key = store.keys.rest(prefix, event.key);
+            if (event.type === 'put' && event.value) this.bindings.set(key, event.value);
+            else this.bindings.delete(key);
+            this.scheduleReconcile();
+          },
+          // etcd ended the watch (compaction): list again and watch from there.
+          (error) => {
+            this.log('warn', 'the bindings watch ended; listing again', { error: error.message });
+            const old = watch;
+            watch = null;
+            void old?.close();
+            const relist = (): void => {
+              if (lease.lost || this.stopped || this.lease !== lease) return;
+              // etcd unreachable for now: the members go on; listed again in a second.
+              listen().catch((e: Error) => {
+                this.log('warn', 'cannot list the bindings; retrying', { error: e.message });
+                setTimeout(relist, 1_000);
+              });
+            };
+            relist();
+          },
+        );
+      };
+      await listen();
+      this.log('info', 'joined the fleet', { lease: lease.id, devices: this.devices.length, labels: this.options.fleet.labels, ttlSeconds: this.options.fleet.leaseTtlSeconds });
+      tick = setInterval(() => void this.tick(store, lease), PUBLISH_INTERVAL_MS);
+      const stopped = new Promise<string>((resolve) => {
+        const check = setInterval(() => this.stopped && (clearInterval(check), resolve('')), 100);
+        void leaseLost.then(() => clearInterval(check));
+      });
+      const reason = await Promise.race([leaseLost, stopped]);
+      if (this.stopped) return;
+      this.log('warn', 'the node lost its fleet lease: killing its fleet members (the scheduler reruns them elsewhere), then registering afresh', { error: reason, members: this.members.size });
+      await this.enqueue(async () => {
+        for (const member of this.members.values()) this.abandoned.add(`${member.key}@${member.binding.generation}`);
+        await this.stopAll('the node lost its fleet lease', true);
+      });
+    } finally {
+      if (tick) clearInterval(tick);
+      await (watch as { close(): Promise<void> } | null)?.close();
+      if (this.lease === lease) this.lease = null;
+      if (!lease.lost && !this.stopped) await lease.revoke();
+    }
+  }
+
+  /** Runs `work` after every reconciliation and teardown queued before it. */
+  private enqueue(work: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(work).catch((error: unknown) => this.log('error', 'fleet node work failed', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) }));
+    this.queue = run;
+    return run;
+  }
+
+  private scheduleReconcile(): void {
+    if (this.reconcileQueued || this.stopped) return;
+    this.reconcileQueued = true;
+    void this.enqueue(async () => {
+      this.reconcileQueued = false;
+      await this.reconcile();
+    });
+  }
+
+  /** Makes what runs match the bindings: stop the unbound, start the new, suspend or resume. */
+  private async reconcile(): Promise<void> {
+    const store = this.storeNow;
+    const lease = this.lease;
+    if (!store || !lease || lease.lost || this.stopped) return;
+    for (const tag of [...this.abandoned]) {
+      const [key, generation] = tag.split('@');
+      if (this.bindings.get(key)?.generation !== Number(generation)) this.abandoned.delete(tag);
+    }
+    for (const [key, member] of [...this.members]) {
+      const binding = this.bindings.get(key);
+      if (binding && binding.generation === member.binding.generation) continue;
+      this.members.delete(key);
+      await this.stopMember(member, binding ? `rebound (generation ${binding.generation})` : 'its binding was deleted');
+      await member.statusChain;
+      if (!binding) await store.delete(store.keys.status(member.binding.job, member.binding.member)).catch((error: Error) => this.log('warn', 'cannot delete a member status', { job: member.binding.job, member: member.binding.member, error: error.message }));
+    }
+    // Tenants: one per job, its memory limit and process count from its members bound here.
+    const perJob = new Map<string, Binding[]>();
+    for (const [key, binding] of this.bindings) {
+      if (this.abandoned.has(`${key}@${binding.generation}`)) continue;
+      perJob.set(binding.job, [...(perJob.get(binding.job) ?? []), binding]);
+    }
+    for (const [job, tenant] of [...this.jobTenants]) {
+      if (perJob.has(job) || [...this.members.values()].some((m) => m.binding.job === job)) continue;
+      await this.removeTenant(job, tenant);
+    }
+    const refused = new Map<string, string>();
+    for (const [job, bindings] of perJob) {
+      try {
+        await this.ensureTenant(job, bindings);
+      } catch (error) {
+        refused.set(job, `cannot make the job's tenant on node ${this.node}: ${(error as Error).message}`);
+      }
+    }
+    for (const [key, binding] of this.bindings) {
+      if (this.members.has(key) || this.abandoned.has(`${key}@${binding.generation}`)) continue;
+      this.startMember(store, lease, key, binding, refused.get(binding.job));
+    }
+    for (const [key, member] of this.members) {
+      const binding = this.bindings.get(key);
+      if (binding && binding.desired !== member.applied) await this.applyDesired(store, lease, member, binding.desired);
+      else if (binding?.desired === 'suspend' && member.state === 'suspended') await this.keepSwappedOut(member);
+    }
+  }
+
+  /**
+   * A suspended member's program may still touch its buffers (a writeBuffer or an encoder it had
+   * under way when it was swapped out), and the kernel brings a touched buffer back to the device.
+   * Reclaim counts on the device memory staying free: what came back is swapped out again.
+   */
+  private async keepSwappedOut(member: Member): Promise<void> {
+    const record = this.findProcess(member);
+    if (!record || record.state === 'exited' || record.accounting.residentBytes === 0) return;
+    try {
+      await this.options.kernel.swapOut(record.pid);
+      this.log('debug', 'fleet member swapped out again', { job: member.binding.job, member: member.binding.member, gpid: record.pid, bytes: record.accounting.residentBytes });
+    } catch (error) {
+      this.log('warn', 'cannot swap a suspended fleet member out again', { job: member.binding.job, member: member.binding.member, gpid: record.pid, error: (error as Error).message });
+    }
+  }
+
+  /** The job's tenant, made or updated: weight = share, memory = memory × members here (+ host allowance), priorities [class]. */
+  private async ensureTenant(job: string, bindings: Binding[]): Promise<void> {
+    const first = bindings[0];
+    const count = bindings.length;
+    const quota = {
+      memoryLimit: first.memory * count + HOST_ALLOWANCE_PER_MEMBER * count,
+      weight: first.share,
+      maxProcesses: count,
+      priorities: [first.class] as [PriorityClass, ...PriorityClass[]],
+    };
+    const existing = this.jobTenants.get(job);
+    if (existing) {
+      if (existing.members !== count) {
+        this.options.tenants.update(existing.name, quota, false);
+        existing.members = count;
+      }
+      return;
+    }
+    const name = `${FLEET_TENANT_PREFIX}${job}`;
+    // A tenant of that name the agent does not know (a previous run's, from the state file): made anew for its token.
+    if (this.options.kernel.tenants().some((t) => t.name === name)) {
+      this.log('warn', 'replacing a leftover fleet tenant', { tenant: name });
+      await this.options.tenants.remove(name).catch(() => undefined);
+    }
+    const { token } = this.options.tenants.add(name, quota);
+    this.jobTenants.set(job, { name, token, members: count });
+    this.log('info', 'fleet job tenant added', { job, tenant: name, weight: quota.weight, memoryLimit: quota.memoryLimit, members: count });
+  }
+
+  private async removeTenant(job: string, tenant: JobTenant): Promise<void> {
+    this.jobTenants.delete(job);
+    try {
+      await this.options.tenants.remove(tenant.name);
+    } catch (error) {
+      this.log('warn', 'cannot remove a fleet job tenant', { tenant: tenant.name, error: (error as Error).message });
+    }
+    // Restore images linked into the tenant's image directory.
+    rmSync(join(this.options.imageDir, tenant.name), { recursive: true, force: true });
+    this.log('info', 'fleet job tenant removed', { job, tenant: tenant.name });
+  }
+
+  /** Tenants named fleet.* that a previous run of the daemon left in its state file: their jobs are not this run's. */
+  private removeLeftoverTenants(): void {
+    for (const tenant of this.options.kernel.tenants()) {
+      if (!tenant.name.startsWith(FLEET_TENANT_PREFIX)) continue;
+      this.log('info', 'removing a fleet tenant left by an earlier run', { tenant: tenant.name });
+      void this.options.tenants.remove(tenant.name).catch(() => undefined);
+    }
+  }
+
+  /** Starts the member's child: `gpunix run --connect` on this daemon, as its job's tenant, on its device. */
+  private startMember(store: FleetStore, lease: StoreLease, key: string, binding: Binding, refusal: string | undefined): void {
+    const tenant = this.jobTenants.get(binding.job);
+    const jobDir = join(this.workDir, binding.job);
+    const member = new Member(key, binding, tenant?.name ?? `${FLEET_TENANT_PREFIX}${binding.job}`, join(jobDir, `${binding.member}.log`));
+    this.members.set(key, member);
+    if (!tenant) {
+      void this.enqueue(() => this.memberFailed(member, refusal ?? 'the job has no tenant on this node'));
+      return;
+    }
+    member.pidFloor = this.options.kernel.ps().reduce((max, p) => Math.max(max, p.pid), 0);
+    const args = [
+      GPUNIX_BIN,
+      'run',
+      '--connect',
+      '--socket',
+      this.options.socket,
+      '--name',
+      member.name,
+      '--priority',
+      binding.class,
+      '--memory-limit',
+      String(binding.memory),
+      '--device',
+      String(binding.device),
+    ];
+    let logFd: number | null = null;
+    try {
+      mkdirSync(jobDir, { recursive: true, mode: 0o700 });
+      if (binding.restoreFrom) args.push('--restore', this.linkRestoreImage(tenant.name, binding));
+      args.push(resolve(binding.program), ...binding.args);
+      logFd = openSync(member.logPath, 'a', 0o600);
+      const env: NodeJS.ProcessEnv = { ...process.env, [TOKEN_ENV]: tenant.token };
+      delete env.GPUNIX_URL;
+      delete env.GPUNIX_SOCKET;
+      const child = spawn(process.execPath, args, { cwd: jobDir, env, stdio: ['ignore', logFd, logFd] });
+      member.child = child;
+      member.childExited = new Promise((resolve) => {
+        child.once('exit', (code, signal) => {
+          resolve();
+          void this.enqueue(() => this.childEnded(member, code, signal));
+        });
+        child.once('error', (error) => {
+          resolve();
+          void this.enqueue(() => this.memberFailed(member, `cannot start the member's process: ${error.message}`));
+        });
+      });
+    } catch (error) {
+      void this.enqueue(() => this.memberFailed(member, error instanceof Error ? error.message : String(error)));
+      return;
+    } finally {
+      if (logFd !== null) closeSync(logFd);
+    }
+    this.log('info', 'fleet member starting', { job: binding.job, member: binding.member, generation: binding.generation, device: binding.device, tenant: tenant.name, restoreFrom: binding.restoreFrom, log: member.logPath, childPid: member.child?.pid });
+    this.publishStatus(store, lease, member);
+    member.pidPoll = setInterval(() => {
+      if (this.findProcess(member)) void this.enqueue(() => this.memberRunning(member));
+    }, PID_POLL_MS);
+  }
+
+  /**
+   * The restore image, made reachable to the member's tenant: a tenant session restores only from
+   * its own image directory (`<imageDir>/<tenant>/`), so the image (e.g. on a shared checkpoint
+   * directory) is hard-linked there, or copied across file systems. Returns the name to restore.
+   */
+  private linkRestoreImage(tenant: string, binding: Binding): string {
+    const name = `restore-${binding.member}.g${binding.generation}.gpimg`;
+    const dir = join(this.options.imageDir, tenant);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const target = join(dir, name);
+    rmSync(target, { force: true });
+    try {
+      linkSync(resolve(binding.restoreFrom!), target);
+    } catch {
+      copyFileSync(resolve(binding.restoreFrom!), target);
+    }
+    return name;
+  }
+
+  /** The member's kernel process (its tenant's, its name, started after its child), if it has one yet. */
+  private findProcess(member: Member): ProcessRecord | undefined {
+    if (member.pid !== undefined) return this.options.kernel.ps().find((p) => p.pid === member.pid);
+    return this.options.kernel.ps().find((p) => p.pid > member.pidFloor && p.tenant === member.tenant && p.name === member.name);
+  }
+
+  private async memberRunning(member: Member): Promise<void> {
+    if (member.pid !== undefined || member.stopping || member.state !== 'starting') return;
+    const record = this.findProcess(member);
+    if (!record) return;
+    if (member.pidPoll) clearInterval(member.pidPoll);
+    member.pidPoll = null;
+    member.pid = record.pid;
+    member.state = 'running';
+    member.gpuTimeMs = gpuTimeMs(record);
+    this.log('info', 'fleet member running', { job: member.binding.job, member: member.binding.member, generation: member.binding.generation, gpid: record.pid });
+    const store = this.storeNow;
+    const lease = this.lease;
+    if (store && lease) this.publishStatus(store, lease, member);
+    const checkpoint = member.binding.checkpoint;
+    if (checkpoint) member.checkpointTimer = setInterval(() => void this.checkpoint(member, checkpoint.dir), checkpoint.intervalMs);
+    // Told to suspend before its process existed: apply it now.
+    const desired = this.bindings.get(member.key)?.desired ?? 'run';
+    if (desired !== member.applied && store && lease) await this.applyDesired(store, lease, member, desired);
+  }
+
+  /** desired 'suspend': the process is suspended and swapped out (its device memory freed); 'run': resumed. */
+  private async applyDesired(store: FleetStore, lease: StoreLease, member: Member, desired: 'run' | 'suspend'): Promise<void> {
+    if (member.pid === undefined || member.stopping || (member.state !== 'running' && member.state !== 'suspended')) return;
+    const pid = member.pid;
+    const fields = { job: member.binding.job, member: member.binding.member, gpid: pid };
+    try {
+      if (desired === 'suspend') {
+        await this.options.kernel.swapOut(pid);
+        member.state = 'suspended';
+        this.log('info', 'fleet member suspended (swapped out)', fields);
+      } else {
+        this.options.kernel.resume(pid);
+        member.state = 'running';
+        this.log('info', 'fleet member resumed', fields);
+      }
+      member.applied = desired;
+      this.publishStatus(store, lease, member);
+    } catch (error) {
+      // An exited process: its end is reported by its child's exit. Others are retried at the next tick.
+      this.log('warn', `cannot ${desired === 'suspend' ? 'suspend' : 'resume'} a fleet member`, { ...fields, error: (error as Error).message });
+    }
+  }
+
+  /** The member's child ended on its own: its status says how. */
+  private async childEnded(member: Member, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    this.clearTimers(member);
+    if (member.stopping || this.members.get(member.key) !== member) return;
+    const record = this.findProcess(member);
+    if (record && member.pid === undefined) member.pid = record.pid;
+    if (record) member.gpuTimeMs = gpuTimeMs(record);
+    const reason = record?.exit && record.exit.reason !== 'normal' ? `${record.exit.reason}${record.exit.message ? `: ${record.exit.message}` : ''}` : undefined;
+    if (code === 0) {
+      member.state = 'exited';
+      member.exitCode = 0;
+    } else if (code !== null && record) {
+      member.state = 'exited';
+      member.exitCode = code;
+      member.message = reason ?? lastLine(member.logPath) ?? `exited with code ${code}`;
+    } else {
+      member.state = 'failed';
+      member.message = reason ?? lastLine(member.logPath) ?? (signal ? `its process was killed by ${signal}` : `exited with code ${code}`);
+    }
+    this.log(member.state === 'exited' && member.exitCode === 0 ? 'info' : 'warn', 'fleet member exited', {
+      job: member.binding.job,
+      member: member.binding.member,
+      generation: member.binding.generation,
+      gpid: member.pid,
+      state: member.state,
+      exitCode: member.exitCode,
+      message: member.message,
+    });
+    const store = this.storeNow;
+    const lease = this.lease;
+    if (store && lease) this.publishStatus(store, lease, member);
+  }
+
+  private async memberFailed(member: Member, message: string): Promise<void> {
+    this.clearTimers(member);
+    if (member.stopping || this.members.get(member.key) !== member || member.state === 'exited' || member.state === 'failed') return;
+    member.state = 'failed';
+    member.message = message;
+    this.log('warn', 'fleet member failed', { job: member.binding.job, member: member.binding.member, generation: member.binding.generation, error: message });
+    const store = this.storeNow;
+    const lease = this.lease;
+    if (store && lease) this.publishStatus(store, lease, member);
+  }
+
+  private clearTimers(member: Member): void {
+    if (member.pidPoll) clearInterval(member.pidPoll);
+    if (member.checkpointTimer) clearInterval(member.checkpointTimer);
+    member.pidPoll = null;
+    member.checkpointTimer = null;
+  }
+
+  /** Ends a member the node no longer runs: its kernel process, then its child. Its status is not reported. */
+  private async stopMember(member: Member, why: string): Promise<void> {
+    member.stopping = true;
+    this.clearTimers(member);
+    const record = this.findProcess(member);
+    if (record && record.state !== 'exited') await this.options.kernel.kill(record.pid).catch(() => undefined);
+    const child = member.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const grace = setTimeout(() => child.kill('SIGKILL'), CHILD_GRACE_MS);
+      await member.childExited;
+      clearTimeout(grace);
+    }
+    // A process its child made after the first look (it was still connecting).
+    const late = this.findProcess(member);
+    if (late && late.state !== 'exited') await this.options.kernel.kill(late.pid).catch(() => undefined);
+    this.log('info', 'fleet member stopped', { job: member.binding.job, member: member.binding.member, generation: member.binding.generation, gpid: record?.pid, why });
+  }
+
+  /**
+   * Stops every member and removes their tenants (lease lost, shutdown). With `keepFinished`,
+   * members that already exited stay known, their statuses republished under the next lease (their
+   * end is news the scheduler may not have had; nothing of them runs).
+   */
+  private async stopAll(why: string, keepFinished = false): Promise<void> {
+    const members = [...this.members.values()].filter((m) => !(keepFinished && (m.state === 'exited' || m.state === 'failed')));
+    for (const member of this.members.values()) {
+      if (members.includes(member)) this.members.delete(member.key);
+      else member.dirty = true;
+    }
+    await Promise.all(members.map((member) => this.stopMember(member, why)));
+    for (const [job, tenant] of [...this.jobTenants]) await this.removeTenant(job, tenant);
+  }
+
+  /**
+   * One periodic checkpoint: the image to `<dir>/<job>/<member>.g<generation>.<n>.gpimg` (the
+   * kernel writes a temporary file and renames it: a reader never sees half an image), then
+   * checkpoints/<job>/<member>. A failure (BUSY, a timeout) is logged and retried at the next
+   * interval; it never stops the member.
+   */
+  private async checkpoint(member: Member, dir: string): Promise<void> {
+    const store = this.storeNow;
+    if (!store || member.checkpointing || member.stopping || member.pid === undefined || (member.state !== 'running' && member.state !== 'suspended')) return;
+    member.checkpointing = true;
+    const { job, member: index, generation } = member.binding;
+    const path = resolve(dir, job, `${index}.g${generation}.${member.checkpoints}.gpimg`);
+    const fields = { job, member: index, generation, gpid: member.pid, path };
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      const written = await this.options.kernel.checkpoint(member.pid, path, { timeoutMs: Math.min(member.binding.checkpoint!.intervalMs, 30_000) });
+      member.checkpoints++;
+      member.images.push(path);
+      const record: CheckpointRecord = { path, generation, at: Date.now() };
+      await store.put(store.keys.checkpoint(job, index), record);
+      this.log('info', 'fleet member checkpointed', { ...fields, bytes: written.bytes });
+      while (member.images.length > IMAGES_KEPT) {
+        const old = member.images.shift()!;
+        try {
+          unlinkSync(old);
+        } catch {
+          // Already gone: nothing to keep tidy.
+        }
+      }
+    } catch (error) {
+      this.log('warn', 'fleet member checkpoint failed; retried at the next interval', { ...fields, error: (error as Error).message });
+    } finally {
+      member.checkpointing = false;
+    }
+  }
+
+  /** Puts the member's status under the lease (in order; a failed put is retried at the next tick). */
+  private publishStatus(store: FleetStore, lease: StoreLease, member: Member): void {
+    const status: MemberStatus = { node: this.node, generation: member.binding.generation, state: member.state, updatedAt: Date.now() };
+    if (member.pid !== undefined) status.pid = member.pid;
+    if (member.exitCode !== undefined) status.exitCode = member.exitCode;
+    if (member.message !== undefined) status.message = member.message;
+    if (member.gpuTimeMs !== undefined) status.gpuTimeMs = member.gpuTimeMs;
+    member.lastStatusAt = status.updatedAt;
+    member.dirty = false;
+    member.statusChain = member.statusChain.then(async () => {
+      if (member.stopping || lease.lost) return;
+      try {
+        await store.put(store.keys.status(member.binding.job, member.binding.member), status, lease);
+      } catch (error) {
+        member.dirty = true;
+        this.log('warn', 'cannot publish a member status; retrying', { job: member.binding.job, member: member.binding.member, error: (error as Error).message });
+      }
+    });
+  }
+
+  /** Once a second: the NodeRecord when `used` or health changed; members' GPU time; retries; a reconcile pass. */
+  private async tick(store: FleetStore, lease: StoreLease): Promise<void> {
+    if (lease.lost || this.stopped) return;
+    const usedChanged = await this.publishNode(store, lease, false);
+    const now = Date.now();
+    for (const member of this.members.values()) {
+      if (member.stopping) continue;
+      if (member.state === 'running' && member.pid !== undefined) {
+        const record = this.findProcess(member);
+        const time = record ? gpuTimeMs(record) : member.gpuTimeMs;
+        if (time !== member.gpuTimeMs && (usedChanged || now - member.lastStatusAt >= GPU_TIME_REFRESH_MS)) {
+          member.gpuTimeMs = time;
+          member.dirty = true;
+        }
+      }
+      if (member.dirty) this.publishStatus(store, lease, member);
+    }
+    // Suspends or resumes that failed, members whose process appeared: tried again.
+    this.scheduleReconcile();
+  }
+
+  /** Puts the NodeRecord when it changed (or `force`); true when it did. */
+  private async publishNode(store: FleetStore, lease: StoreLease, force: boolean): Promise<boolean> {
+    const { used, health } = this.measure();
+    const fingerprint = JSON.stringify({ used, health });
+    if (!force && fingerprint === this.lastPublished) return false;
+    const record: NodeRecord = {
+      name: this.node,
+      labels: this.options.fleet.labels,
+      devices: this.devices,
+      health,
+      address: this.options.url ? { socket: this.options.socket, url: this.options.url } : { socket: this.options.socket },
+      used,
+      startedAt: this.startedAt,
+      updatedAt: Date.now(),
+    };
+    try {
+      await store.put(store.keys.node(this.node), record, lease);
+      this.lastPublished = fingerprint;
+    } catch (error) {
+      if (force) throw error;
+      this.log('warn', 'cannot publish the node record; retrying', { error: (error as Error).message });
+    }
+    return true;
+  }
+
+  /** Device bytes in use and live processes per device index, and the node's health. */
+  private measure(): { used: NodeRecord['used']; health: NodeRecord['health'] } {
+    const { kernel } = this.options;
+    const stats = kernel.stats().devices;
+    const used = stats.map((d) => ({ bytes: d.usedBytes, processes: 0 }));
+    const indexOf = new Map(stats.map((d, i) => [d.id, i]));
+    for (const p of kernel.ps()) {
+      if (p.state === 'exited') continue;
+      for (const id of kernel.devicesOf(p.pid)) {
+        const i = indexOf.get(id);
+        if (i !== undefined) used[i].processes++;
+      }
+    }
+    const health = this.stopped ? 'draining' : stats.length > 0 && stats.every((d) => d.lost !== null) ? 'unhealthy' : 'ready';
+    return { used, health };
+  }
+}
+
+function gpuTimeMs(record: ProcessRecord): number {
+  return Math.round(record.accounting.gpuTimeNs / 1e5) / 10;
+}
+
+/** The last non-empty line of a member's log (its error, usually), cut to 300 characters. */
+function lastLine(path: string): string | undefined {
+  try {
+    const size = statSync(path).size;
+    const length = Math.min(size, 4096);
+    const buffer = Buffer.alloc(length);
+    const fd = openSync(path, 'r');
+    try {
+      readSync(fd, buffer, 0, length, size - length);
+    } finally {
+      closeSync(fd);
+    }
+    const line = buffer.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean).pop();
+    return line ? line.slice(0, 300) : undefined;
+  } catch {
+    return undefined;
+  }
+}
