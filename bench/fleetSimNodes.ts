@@ -106,7 +106,7 @@ export interface SimNodesOptions {
   records: NodeRecord[];
   /** Hears progress: how many nodes are registered so far. */
   onRegistered?: (registered: number) => void;
-  /** Hears a failure of the watch or of a status write (the benchmark then fails). */
+  /** Hears a failure of a lease, the watch or a status write (default: a line on stderr; the placements measured do not depend on the statuses). */
   onError?: (error: Error) => void;
 }
 

@@ -53,8 +53,16 @@ interface ReplicaProcess {
   log(): string;
 }
 
+/** Replica processes not yet exited: killed if this test process exits first. */
+const liveReplicas = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of liveReplicas) child.kill('SIGKILL');
+});
+
 function startReplica(etcd: EtcdCluster, prefix: string, id: string): ReplicaProcess {
   const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'scheduler', '--etcd', etcd.endpoints.join(','), '--etcd-prefix', prefix, '--id', id], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  liveReplicas.add(child);
+  child.once('exit', () => liveReplicas.delete(child));
   let log = '';
   child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
   return { id, child, exited: new Promise((resolve) => child.once('exit', resolve)), log: () => log };

@@ -179,6 +179,10 @@ export class Capacity {
   /** Undo log of reserve/release made inside trial(): [node, device, share units, memory] applied; undone by applying the negation. */
   private journal: Array<[string, number, number, number]> = [];
   private trialDepth = 0;
+  /** The ready devices in best-fit rank order, kept current on every change (placement walks it instead of scanning the fleet). */
+  private index = new FreeIndex(() => this.topo);
+  /** False after clone(): the index is built on first use. */
+  private indexValid = true;
 
   /** Adds or replaces a node (its health, labels, devices and budgets); its usage is kept. */
   setNode(record: NodeRecord): void {
@@ -190,9 +194,19 @@ export class Capacity {
       if (sameDeviceIndexes(slot.indexes, record)) {
         // The common case (a heartbeat, a health or budget change): update in place.
         if (!sameLabels(slot.record.labels, record.labels)) topo.invalidateLabels();
-        topo.slots[existing] = { ...slot, record, ready: record.health === 'ready' };
-        if (slot.ready !== (record.health === 'ready')) topo.setReady(existing, record.health === 'ready');
-        for (let i = 0; i < slot.indexes.length; i++) topo.budget[slot.first + i] = record.devices[i].memoryBudget;
+        const ready = record.health === 'ready';
+        topo.slots[existing] = { ...slot, record, ready };
+        if (slot.ready !== ready) topo.setReady(existing, ready);
+        let budgetChanged = false;
+        for (let i = 0; i < slot.indexes.length; i++) {
+          if (topo.budget[slot.first + i] !== record.devices[i].memoryBudget) budgetChanged = true;
+          topo.budget[slot.first + i] = record.devices[i].memoryBudget;
+        }
+        // A heartbeat that changes neither health nor budgets leaves the index alone.
+        if (slot.ready !== ready || budgetChanged) {
+          if (ready) this.indexNode(existing);
+          else this.unindexNode(existing);
+        }
         return;
       }
       this.removeNode(record.name);
@@ -207,6 +221,7 @@ export class Capacity {
     const index = topo.byName.get(name);
     if (index === undefined) return;
     const slot = topo.slots[index]!;
+    this.unindexNode(index);
     this.keepUsage(slot);
     this.nodeUsed[index] = 0;
     this.usedShare.fill(0, slot.first, slot.first + slot.indexes.length);
@@ -277,6 +292,7 @@ export class Capacity {
     copy.usedShare = this.usedShare.slice();
     copy.usedMemory = this.usedMemory.slice();
     copy.nodeUsed = this.nodeUsed.slice();
+    copy.indexValid = false;
     for (const [name, devices] of this.orphans) {
       const map = new Map<number, UsageEntry>();
       for (const [device, entry] of devices) map.set(device, { ...entry });
@@ -350,7 +366,51 @@ export class Capacity {
 
   /** Low-level read access for placement.ts and reclaim.ts (same package): not for other callers. */
   view(): CapacityView {
-    return { topo: this.topo, usedShare: this.usedShare, usedMemory: this.usedMemory, nodeUsed: this.nodeUsed };
+    return { topo: this.topo, usedShare: this.usedShare, usedMemory: this.usedMemory, nodeUsed: this.nodeUsed, index: this.freeIndex() };
+  }
+
+  /** The rank index, built first where a clone has not built it yet. */
+  private freeIndex(): FreeIndex {
+    if (!this.indexValid) {
+      const flats: number[] = [];
+      const { slots } = this.topo;
+      for (let s = 0; s < slots.length; s++) {
+        const slot = slots[s];
+        if (slot === undefined || !slot.ready) continue;
+        for (let i = 0; i < slot.indexes.length; i++) flats.push(slot.first + i);
+      }
+      this.index = new FreeIndex(() => this.topo);
+      const nodeFree = (flat: number): number => {
+        const s = this.topo.flatSlot[flat];
+        return this.topo.slots[s]!.indexes.length * SHARE_UNITS - this.nodeUsed[s];
+      };
+      this.index.build(
+        flats,
+        (flat) => SHARE_UNITS - this.usedShare[flat],
+        nodeFree,
+        (flat) => this.topo.budget[flat] - this.usedMemory[flat],
+      );
+      this.indexValid = true;
+    }
+    return this.index;
+  }
+
+  /** (Re)inserts every device of a live ready node into the index with its current keys. */
+  private indexNode(slotNumber: number): void {
+    if (!this.indexValid) return;
+    const slot = this.topo.slots[slotNumber]!;
+    const count = slot.indexes.length;
+    const nodeFree = count * SHARE_UNITS - this.nodeUsed[slotNumber];
+    for (let flat = slot.first; flat < slot.first + count; flat++) {
+      this.index.insert(flat, SHARE_UNITS - this.usedShare[flat], nodeFree, this.topo.budget[flat] - this.usedMemory[flat]);
+    }
+  }
+
+  /** Takes a node's devices out of the index (whether or not they are in it). */
+  private unindexNode(slotNumber: number): void {
+    if (!this.indexValid) return;
+    const slot = this.topo.slots[slotNumber]!;
+    for (let flat = slot.first; flat < slot.first + slot.indexes.length; flat++) this.index.remove(flat);
   }
 
   /** Flat index of (node, device index), or -1 when the node has no record or no such device. */
@@ -375,7 +435,14 @@ export class Capacity {
       const after = before + share;
       this.usedShare[flat] = after;
       this.usedMemory[flat] += memory;
-      this.nodeUsed[this.topo.flatSlot[flat]] += Math.min(after, SHARE_UNITS) - Math.min(before, SHARE_UNITS);
+      const slotNumber = this.topo.flatSlot[flat];
+      const nodeChange = Math.min(after, SHARE_UNITS) - Math.min(before, SHARE_UNITS);
+      this.nodeUsed[slotNumber] += nodeChange;
+      if (this.indexValid && this.topo.slots[slotNumber]!.ready) {
+        // The node's free share is every sibling's second key: re-rank them all when it moved.
+        if (nodeChange !== 0) this.indexNode(slotNumber);
+        else this.index.insert(flat, SHARE_UNITS - after, this.index.keyB[flat], this.topo.budget[flat] - this.usedMemory[flat]);
+      }
       return;
     }
     const entry = this.orphanEntry(node, device);
@@ -428,6 +495,7 @@ export class Capacity {
     }
     this.nodeUsed[slotNumber] = nodeUsed;
     if (orphans !== undefined && orphans.size === 0) this.orphans.delete(record.name);
+    if (slot.ready) this.indexNode(slotNumber);
   }
 
   /** Rebuilds the topology without garbage ranges (usage moves through the orphan map and back). */
@@ -440,6 +508,8 @@ export class Capacity {
     this.usedShare = new Float64Array(64);
     this.usedMemory = new Float64Array(64);
     this.nodeUsed = new Float64Array(64);
+    // Flat indexes change: the index is rebuilt on first use.
+    this.indexValid = false;
     for (const record of records) this.addSlot(record);
   }
 
@@ -487,6 +557,158 @@ export class Capacity {
   }
 }
 
+/**
+ * The ready devices in best-fit rank order (docs/fleet.md "Placement"): free share, then their
+ * node's free share, then free memory (least first), then node-name order and device order. A
+ * sorted list of chunks (each a sorted array of at most CHUNK flat indexes), so that a change is a
+ * binary search and a short splice (O(log n + CHUNK)) and best fit walks from the first device with
+ * enough free share upward instead of scanning the fleet. Each entry's keys are the ones it was
+ * inserted with (keyA/keyB/keyC), so it can be found and removed after the usage changed.
+ */
+export class FreeIndex {
+  private static readonly CHUNK = 256;
+  chunks: number[][] = [];
+  /** Keys of each indexed flat device (valid while member[flat] is 1). */
+  keyA: Float64Array<ArrayBuffer> = new Float64Array(64);
+  keyB: Float64Array<ArrayBuffer> = new Float64Array(64);
+  keyC: Float64Array<ArrayBuffer> = new Float64Array(64);
+  member = new Uint8Array(64);
+  size = 0;
+
+  constructor(private readonly topo: () => Topology) {}
+
+  ensure(length: number): void {
+    if (length <= this.member.length) return;
+    let size = this.member.length;
+    while (size < length) size *= 2;
+    const grow = (old: Float64Array): Float64Array<ArrayBuffer> => {
+      const next = new Float64Array(size);
+      next.set(old);
+      return next;
+    };
+    this.keyA = grow(this.keyA);
+    this.keyB = grow(this.keyB);
+    this.keyC = grow(this.keyC);
+    const member = new Uint8Array(size);
+    member.set(this.member);
+    this.member = member;
+  }
+
+  /** Rank order of two indexed flat devices (negative: x first). */
+  compare(x: number, y: number): number {
+    const { keyA, keyB, keyC } = this;
+    if (keyA[x] !== keyA[y]) return keyA[x] - keyA[y];
+    if (keyB[x] !== keyB[y]) return keyB[x] - keyB[y];
+    if (keyC[x] !== keyC[y]) return keyC[x] - keyC[y];
+    const topo = this.topo();
+    const sx = topo.flatSlot[x];
+    const sy = topo.flatSlot[y];
+    // Devices of one node lie side by side in device order.
+    if (sx === sy) return x - y;
+    return compareNames(topo.slots[sx]!.name, topo.slots[sy]!.name);
+  }
+
+  insert(flat: number, a: number, b: number, c: number): void {
+    this.ensure(flat + 1);
+    if (this.member[flat] === 1) this.remove(flat);
+    this.keyA[flat] = a;
+    this.keyB[flat] = b;
+    this.keyC[flat] = c;
+    this.member[flat] = 1;
+    this.size++;
+    const chunks = this.chunks;
+    if (chunks.length === 0) {
+      chunks.push([flat]);
+      return;
+    }
+    // The first chunk whose last entry comes after `flat` (or the last chunk).
+    let lo = 0;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const chunk = chunks[mid];
+      if (this.compare(chunk[chunk.length - 1], flat) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const chunk = chunks[lo];
+    chunk.splice(this.position(chunk, flat), 0, flat);
+    if (chunk.length > FreeIndex.CHUNK) chunks.splice(lo + 1, 0, chunk.splice(chunk.length >> 1));
+  }
+
+  /** Takes an indexed device out (a no-op for one that is not indexed). */
+  remove(flat: number): void {
+    if (flat >= this.member.length || this.member[flat] === 0) return;
+    const chunks = this.chunks;
+    let lo = 0;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const chunk = chunks[mid];
+      if (this.compare(chunk[chunk.length - 1], flat) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const chunk = chunks[lo];
+    const at = this.position(chunk, flat);
+    if (chunk[at] !== flat) throw new Error(`FreeIndex: device ${flat} not where its keys say`);
+    chunk.splice(at, 1);
+    if (chunk.length === 0) chunks.splice(lo, 1);
+    this.member[flat] = 0;
+    this.size--;
+  }
+
+  /** Where `flat` is or would go in a chunk (binary search). */
+  private position(chunk: number[], flat: number): number {
+    let lo = 0;
+    let hi = chunk.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.compare(chunk[mid], flat) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** [chunk, offset] of the first device with free share ≥ `share` (chunk = chunks.length when none). */
+  lowerBound(share: number): [number, number] {
+    const chunks = this.chunks;
+    let lo = 0;
+    let hi = chunks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const chunk = chunks[mid];
+      if (this.keyA[chunk[chunk.length - 1]] < share) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo === chunks.length) return [lo, 0];
+    const chunk = chunks[lo];
+    let a = 0;
+    let b = chunk.length;
+    while (a < b) {
+      const mid = (a + b) >> 1;
+      if (this.keyA[chunk[mid]] < share) a = mid + 1;
+      else b = mid;
+    }
+    return [lo, a];
+  }
+
+  /** Builds the whole index at once from unsorted entries (after a clone or a compaction). */
+  build(flats: number[], a: (flat: number) => number, b: (flat: number) => number, c: (flat: number) => number): void {
+    this.chunks = [];
+    this.member.fill(0);
+    this.size = flats.length;
+    for (const flat of flats) {
+      this.ensure(flat + 1);
+      this.keyA[flat] = a(flat);
+      this.keyB[flat] = b(flat);
+      this.keyC[flat] = c(flat);
+      this.member[flat] = 1;
+    }
+    flats.sort((x, y) => this.compare(x, y));
+    const half = FreeIndex.CHUNK >> 1;
+    for (let i = 0; i < flats.length; i += half) this.chunks.push(flats.slice(i, i + half));
+  }
+}
+
 /** The live nodes in name order, as dense arrays indexed by rank (the hot loop of placement reads these, not the slot objects). */
 export interface RankIndex {
   slot: Int32Array;
@@ -503,6 +725,8 @@ export interface CapacityView {
   readonly topo: {
     readonly slots: ReadonlyArray<NodeSlot | undefined>;
     readonly budget: Float64Array;
+    /** Slot number of each flat device. */
+    readonly flatSlot: Int32Array;
     /** Live slot numbers in node-name order. */
     sorted(): number[];
     /** The same order as dense arrays. */
@@ -514,6 +738,8 @@ export interface CapacityView {
   readonly usedMemory: Float64Array;
   /** Per slot: sum of min(used share, SHARE_UNITS) over its devices (its free share = devices × SHARE_UNITS − this). */
   readonly nodeUsed: Float64Array;
+  /** The ready devices in best-fit rank order. */
+  readonly index: FreeIndex;
 }
 
 function sameDeviceIndexes(indexes: readonly number[], record: NodeRecord): boolean {

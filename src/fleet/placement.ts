@@ -121,6 +121,8 @@ function fits(view: CapacityView, req: Request, flat: number, cap: number): numb
 /** Places the gang on the nodes of `ranks` (null: every node), or null. */
 function placeAmong(view: CapacityView, req: Request, ranks: readonly number[] | null, bestFit: boolean): Picked | null {
   if (req.sameNode) return placeOnOneNode(view, req, ranks, bestFit);
+  // Best fit over the whole fleet (no sameLabel group): walk the rank index instead of scanning.
+  if (bestFit && ranks === null && req.label === undefined) return placeByIndex(view, req);
   // The hot loop of the scheduler (every device of the fleet, every gang): dense typed arrays
   // first; a node's labels and total free share only for a device that could enter the list.
   const { usedShare, usedMemory, nodeUsed } = view;
@@ -200,6 +202,50 @@ function placeAmong(view: CapacityView, req: Request, ranks: readonly number[] |
   }
   if (!best.full()) return null;
   return { slots: best.slots, flats: best.flats, counts: best.takes(), poolFree };
+}
+
+/**
+ * Best fit by the rank index (capacity.ts FreeIndex: ready devices in rank order): walks from the
+ * first device with the gang's share free upward, takes each device with room (spread: only each
+ * node's first, which is its best device, as a node's devices keep their own order within the
+ * ranking), and stops as soon as the gang is placed. Devices with the share but not the memory,
+ * or off the nodeSelector, are stepped over; the common case reads a handful of entries.
+ */
+function placeByIndex(view: CapacityView, req: Request): Picked | null {
+  const { index } = view;
+  const { keyA, keyC, chunks } = index;
+  const { flatSlot, slots: nodeSlots } = view.topo;
+  const { share, memory } = req;
+  const filtered = req.selector.length > 0;
+  const taken = req.spread ? new Set<number>() : null;
+  const slots: number[] = [];
+  const flats: number[] = [];
+  const counts: number[] = [];
+  let left = req.n;
+  let [c, offset] = index.lowerBound(share);
+  for (; c < chunks.length; c++, offset = 0) {
+    const chunk = chunks[c];
+    for (; offset < chunk.length; offset++) {
+      const flat = chunk[offset];
+      const freeMemory = keyC[flat];
+      if (freeMemory < memory) continue;
+      const slot = flatSlot[flat];
+      if (taken !== null) {
+        if (taken.has(slot)) continue;
+        taken.add(slot);
+      }
+      if (filtered && !eligible(nodeSlots[slot], req)) continue;
+      let k = taken !== null ? 1 : Math.floor(keyA[flat] / share);
+      if (memory > 0) k = Math.min(k, Math.floor(freeMemory / memory));
+      k = Math.min(k, left);
+      slots.push(slot);
+      flats.push(flat);
+      counts.push(k);
+      left -= k;
+      if (left === 0) return { slots, flats, counts, poolFree: 0 };
+    }
+  }
+  return null;
 }
 
 /** sameNode: the node (least free share first, or the first in name order) with room for the whole gang; best/first fit on its devices. */

@@ -13,8 +13,10 @@
 //      they do not fit, reclaim: victims suspended (desired 'suspend', phase 'suspended'), then the
 //      job bound; else left pending with a message saying why (written only when it changes).
 // Decisions are made synchronously against the mirror: capacity and queue usage are reserved in
-// memory at decision time and the commits go out concurrently (a bounded window); a commit that
-// fails releases its reservation and re-reads the job. A job with a commit in flight is "busy":
+// memory at decision time; the commits of a pass go out merged into as few transactions as etcd
+// allows (group commit), up to 64 in flight; a pass places for at most 10 ms and then yields so its
+// commits go out while the next pass decides. A commit that fails releases its reservation and
+// re-reads the job. A job with a commit in flight is "busy":
 // no other decision touches it until the commit answers.
 //
 // Never bound twice — the argument:
@@ -27,7 +29,8 @@
 //     JobRecord's modRevision as this leader last saw it. A bind moves the job out of 'pending'
 //     (phase 'bound', generation+1) in the same transaction as its bindings, so two binds decided
 //     from one view of the job cannot both apply, and a later decision sees phase 'bound' and does
-//     not bind. A new leader starts from etcd's state (list), not from its predecessor's memory.
+//     not bind. A merged (group) transaction is all-or-nothing too, and each decision in it keeps
+//     its own conditions. A new leader starts from etcd's state (list), not from its predecessor's memory.
 // (c) A job is bound again only after a commit that deleted every binding of its previous
 //     generation (node death, in the same transaction that made it pending); the node that lost its
 //     lease kills its members itself. So at most one generation of a job has bindings at any time.
@@ -343,25 +346,27 @@ export class FleetScheduler {
       else await watch.close();
     };
 
-    const queues = await this.store.list<QueueSpec>(keys.queues());
+    // Every list at once (a takeover waits for these round trips), applied in dependency order
+    // (nodes before jobs, jobs before statuses); the watches start after, each from its list's revision.
+    const [queues, nodes, jobs, bindings, statuses, checkpoints] = await Promise.all([
+      this.store.list<QueueSpec>(keys.queues()),
+      this.store.list<NodeRecord>(keys.nodes()),
+      this.store.list<JobRecord>(keys.jobs()),
+      this.store.list<Binding>(keys.bindings()),
+      this.store.list<MemberStatus>(keys.statuses()),
+      this.store.list<CheckpointRecord>(keys.checkpoints()),
+    ]);
     if (!alive()) return;
     for (const entry of queues.entries) this.queueSpecs.set(entry.value.name, entry.value);
     this.queues = new QueueTree([...this.queueSpecs.values()]);
-    await watchFrom<QueueSpec>(keys.queues(), queues.revision, (event) => this.applyQueue(event));
-
-    const nodes = await this.store.list<NodeRecord>(keys.nodes());
-    if (!alive()) return;
     for (const entry of nodes.entries) {
       this.nodes.set(entry.value.name, entry.value);
       this.capacity.setNode(entry.value);
     }
-    await watchFrom<NodeRecord>(keys.nodes(), nodes.revision, (event) => this.applyNode(event));
 
-    const jobs = await this.store.list<JobRecord>(keys.jobs());
-    if (!alive()) return;
-    const bindings = await this.store.list<Binding>(keys.bindings());
-    if (!alive()) return;
-    // Bindings by job, checked against the job records: what no job accounts for is deleted.
+    // Bindings by job, checked against the job records: what no job accounts for is deleted. (The
+    // lists may be of different revisions; between them only submits and cancels can happen — no
+    // other replica can commit a binding once this one holds the leader key.)
     const byJob = new Map<string, Binding[]>();
     const orphans: string[] = [];
     const jobsById = new Map(jobs.entries.map((entry) => [entry.value.id, entry]));
@@ -389,21 +394,21 @@ export class FleetScheduler {
       this.jobs.set(entry.value.id, state);
       this.refresh(state);
     }
-    await watchFrom<JobRecord>(keys.jobs(), jobs.revision, (event) => this.applyJob(event));
+    for (const entry of statuses.entries) this.applyMemberKey(this.statuses, keys.statuses(), entry.key, entry.value);
+    for (const entry of checkpoints.entries) this.applyMemberKey(this.checkpoints, keys.checkpoints(), entry.key, entry.value);
     if (orphans.length > 0) {
       this.log('info', 'fleet scheduler: deleting bindings no job accounts for', { count: orphans.length });
       for (let i = 0; i < orphans.length; i += MAX_TXN_OPS) this.fire([], { deletes: orphans.slice(i, i + MAX_TXN_OPS) }, 'orphan bindings', () => undefined);
     }
 
-    const statuses = await this.store.list<MemberStatus>(keys.statuses());
+    await Promise.all([
+      watchFrom<QueueSpec>(keys.queues(), queues.revision, (event) => this.applyQueue(event)),
+      watchFrom<NodeRecord>(keys.nodes(), nodes.revision, (event) => this.applyNode(event)),
+      watchFrom<JobRecord>(keys.jobs(), jobs.revision, (event) => this.applyJob(event)),
+      watchFrom<MemberStatus>(keys.statuses(), statuses.revision, (event) => this.applyMemberKey(this.statuses, keys.statuses(), event.key, event.type === 'put' ? event.value : undefined)),
+      watchFrom<CheckpointRecord>(keys.checkpoints(), checkpoints.revision, (event) => this.applyMemberKey(this.checkpoints, keys.checkpoints(), event.key, event.type === 'put' ? event.value : undefined)),
+    ]);
     if (!alive()) return;
-    for (const entry of statuses.entries) this.applyMemberKey(this.statuses, keys.statuses(), entry.key, entry.value);
-    await watchFrom<MemberStatus>(keys.statuses(), statuses.revision, (event) => this.applyMemberKey(this.statuses, keys.statuses(), event.key, event.type === 'put' ? event.value : undefined));
-
-    const checkpoints = await this.store.list<CheckpointRecord>(keys.checkpoints());
-    if (!alive()) return;
-    for (const entry of checkpoints.entries) this.applyMemberKey(this.checkpoints, keys.checkpoints(), entry.key, entry.value);
-    await watchFrom<CheckpointRecord>(keys.checkpoints(), checkpoints.revision, (event) => this.applyMemberKey(this.checkpoints, keys.checkpoints(), event.key, event.type === 'put' ? event.value : undefined));
     for (const id of this.jobs.keys()) this.statusDirty.add(id);
   }
 
