@@ -51,7 +51,7 @@ import { Capacity } from '../src/fleet/capacity.js';
 import { FleetClient, newJobId } from '../src/fleet/client.js';
 import { firstFitGang } from '../src/fleet/placement.js';
 import type { Binding, JobRecord, NodeRecord } from '../src/fleet/records.js';
-import { FleetScheduler, SchedulerLogLevel } from '../src/fleet/scheduler.js';
+import { FleetScheduler, memberBinding, SchedulerLogLevel } from '../src/fleet/scheduler.js';
 import { JobSpecInput, parseJobSpec } from '../src/fleet/spec.js';
 import { Entry, FleetStore, Leadership } from '../src/fleet/store.js';
 
@@ -360,20 +360,7 @@ class FirstFitBaseline {
       const generation = job.generation + 1;
       const now = Date.now();
       const bindings = placement.map(({ node, device }, member) => {
-        const binding: Binding = {
-          job: job.id,
-          member,
-          generation,
-          device,
-          tenant: job.spec.tenant,
-          class: job.spec.class,
-          share: job.spec.share,
-          memory: job.spec.memory,
-          program: job.spec.program,
-          args: job.spec.args,
-          desired: 'run',
-        };
-        return { key: store.keys.binding(node, job.id, member), value: binding };
+        return { key: store.keys.binding(node, job.id, member), value: memberBinding(job, member, generation, device) };
       });
       const bound: JobRecord = { ...job, phase: 'bound', generation, placement, updatedAt: now, bindLatencyMs: now - job.submittedAt, message: undefined };
       const ok = await store.commit({

@@ -290,6 +290,12 @@ describe('fleet commands', () => {
       refused(await as(ALICE, 'queue', 'remove', 'default'), 'GPUNIX_E_FORBIDDEN');
       assert.deepEqual(await json(node.adminToken, 'queue', 'set', 'team', '--guaranteed', '1'), { name: 'team', guaranteed: 1, limit: null, weight: 1 });
       assert.ok((await json(ALICE, 'queues')).queues.some((q: { name: string; set: boolean }) => q.name === 'team' && q.set));
+      // The tenant rules: a queue's tenants and maxPriority; no image or checkpoint dir without fleet.tenantDataRoot.
+      assert.deepEqual(await json(node.adminToken, 'queue', 'set', 'capped', '--max-priority', '5', '--tenants', 'alice'), { name: 'capped', guaranteed: 0, limit: null, weight: 1, maxPriority: 5, tenants: ['alice'] });
+      const pending = ['--memory', '32M', '--node-selector', 'zone=nowhere'];
+      assert.match(refused(await as(ALICE, 'submit', ...pending, '--queue', 'capped', '--priority', '6', 'x.mjs'), 'GPUNIX_E_FORBIDDEN'), /maxPriority 5/);
+      assert.match(refused(await as(BOB, 'submit', '--tenant', 'bob', ...pending, '--queue', 'capped', 'x.mjs'), 'GPUNIX_E_FORBIDDEN'), /tenant bob may not submit/);
+      assert.match(refused(await as(ALICE, 'submit', ...pending, '--image', '/tmp/a.gpimg', 'x.mjs'), 'GPUNIX_E_FORBIDDEN'), /image: a tenant may not give it/);
       // The operator actions are in the daemon's audit log.
       assert.match(node.log(), /"audit":"queue set"/);
       assert.match(node.log(), /"audit":"submit"/);

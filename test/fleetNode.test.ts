@@ -5,12 +5,13 @@
 import assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Session } from '../src/client/session.js';
+import { ErrorCodes, GpunixError } from '../src/errors.js';
 import type { Binding, CheckpointRecord, MemberStatus, NodeRecord } from '../src/fleet/records.js';
 import { HOST_ALLOWANCE_PER_MEMBER } from '../src/fleet/nodeAgent.js';
 import { FleetStore } from '../src/fleet/store.js';
@@ -52,8 +53,18 @@ interface TestNode {
   exited: Promise<void>;
 }
 
-async function startNode(etcd: EtcdCluster, prefix: string, name: string, leaseTtlSeconds: number, waitFor = 'joined the fleet', devices = 1): Promise<TestNode> {
+/** More for one node: `fleet` fields, top-level config fields, the daemon's environment additions. */
+interface NodeExtras {
+  fleet?: Record<string, unknown>;
+  config?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  /** The node directory's mode (e.g. 0o755 so that a member run as another user reaches the socket). */
+  dirMode?: number;
+}
+
+async function startNode(etcd: EtcdCluster, prefix: string, name: string, leaseTtlSeconds: number, waitFor = 'joined the fleet', devices = 1, extras: NodeExtras = {}): Promise<TestNode> {
   const dir = mkdtempSync(join(tmpdir(), `gpunix-fleetnode-${name}-`));
+  if (extras.dirMode !== undefined) chmodSync(dir, extras.dirMode);
   const socket = join(dir, 'gpunixd.sock');
   const workDir = join(dir, 'work');
   const config = {
@@ -63,11 +74,12 @@ async function startNode(etcd: EtcdCluster, prefix: string, name: string, leaseT
     log: { level: 'info' },
     drainTimeoutMs: 5_000,
     kernel: { devices },
-    fleet: { etcd: { endpoints: etcd.endpoints, prefix }, node: name, labels: { zone: 'z1' }, leaseTtlSeconds, workDir },
+    fleet: { etcd: { endpoints: etcd.endpoints, prefix }, node: name, labels: { zone: 'z1' }, leaseTtlSeconds, workDir, ...extras.fleet },
+    ...extras.config,
   };
   const configPath = join(dir, 'gpunixd.json');
   writeFileSync(configPath, JSON.stringify(config));
-  const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'daemon', '--config', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'daemon', '--config', configPath], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...extras.env } });
   let log = '';
   child.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -82,10 +94,10 @@ async function stopNode(node: TestNode, signal: NodeJS.Signals = 'SIGINT'): Prom
 }
 
 /** One request on an admin control session of `node`'s daemon. */
-async function control<T>(node: TestNode, name: 'ListProcesses' | 'MemoryReport' | 'ListTenants' | 'Ping'): Promise<T> {
+async function control<T>(node: TestNode, name: 'ListProcesses' | 'MemoryReport' | 'ListTenants' | 'Ping' | 'AddTenant', payload: Record<string, unknown> = {}): Promise<T> {
   const session = await Session.open({ socket: node.socket, token: ADMIN }, { role: 'control' });
   try {
-    return (await session.call(name, {})) as T;
+    return (await session.call(name, payload as never)) as T;
   } finally {
     session.close();
   }
@@ -122,7 +134,7 @@ describe('fleet node (gpunixd with a fleet section)', () => {
     etcd = await startEtcd();
     store = await FleetStore.connect({ endpoints: etcd.endpoints, prefix });
     // Two devices (lavapipe twice): members must land on the one their binding names.
-    node = await startNode(etcd, prefix, 'n1', 2, 'joined the fleet', 2);
+    node = await startNode(etcd, prefix, 'n1', 2, 'joined the fleet', 2, { env: { GPUNIX_TEST_SECRET: 'etcd-password' } });
     nodes.push(node);
     const { expectedChecksum } = (await import(pathToFileURL(join(programs, 'fleet-counter.mjs')).href)) as { expectedChecksum(steps: number): number };
     expected40 = expectedChecksum(40);
@@ -150,6 +162,39 @@ describe('fleet node (gpunixd with a fleet section)', () => {
     assert.ok(device.backend && device.name && device.featureLevel, JSON.stringify(device));
     assert.ok(device.memoryBudget > 0 && device.maxBufferSize > 0 && device.maxStorageBufferBindingSize > 0, JSON.stringify(device));
     assert.equal(record.used.length, record.devices.length);
+    // Its incarnation is the lease it registered under.
+    const lease = leaseOfKey(etcd.endpoints[0], `${prefix}nodes/n1`);
+    assert.ok(record.incarnation && lease);
+    assert.equal(BigInt(record.incarnation).toString(16), lease);
+  });
+
+  it('a second daemon with the same node name is refused (logged) and keeps retrying; the first stays registered', async () => {
+    const before = (await store.get<NodeRecord>(store.keys.node('n1')))!.value;
+    const twin = await startNode(etcd, prefix, 'n1', 2, 'is taken');
+    nodes.push(twin);
+    // Stopped before any assertion can fail: a twin left retrying would take nodes/n1 when n1's lease goes.
+    const log = twin.log();
+    await stopNode(twin, 'SIGTERM');
+    assert.match(log, /node name \\"n1\\" is taken.*cannot register the node in the fleet; retrying/);
+    const after = (await store.get<NodeRecord>(store.keys.node('n1')))!.value;
+    assert.equal(after.incarnation, before.incarnation, 'the first node still holds nodes/n1');
+  });
+
+  it('ignores a binding made for another incarnation; runs members with a reduced environment; refuses `tenants add fleet.*`', async () => {
+    const { incarnation } = (await store.get<NodeRecord>(store.keys.node('n1')))!.value;
+    await bind('j-stale', 0, 'counter.mjs', ['full'], { incarnation: '1' });
+    await bind('j-env', 0, 'fleet-env.mjs', [], { incarnation });
+    const status = await ended('j-env');
+    assert.equal(status.exitCode, 0, `${JSON.stringify(status)} ${memberLog('j-env')}`);
+    // The daemon was started with GPUNIX_TEST_SECRET in its environment: the member does not see it.
+    const env = /^env (.*)$/m.exec(memberLog('j-env'))?.[1].split(' ') ?? [];
+    assert.ok(env.includes('GPUNIX_TOKEN') && env.includes('PATH'), env.join(' '));
+    assert.ok(!env.includes('GPUNIX_TEST_SECRET'), `the daemon's other variables stay out: ${env.join(' ')}`);
+    assert.equal(await statusOf('j-stale'), undefined, 'the stale binding was not run');
+    assert.match(node.log(), /ignoring a binding made for an earlier life of this node/);
+    await store.delete(store.keys.binding('n1', 'j-stale', 0));
+    await store.delete(store.keys.binding('n1', 'j-env', 0));
+    await assert.rejects(control(node, 'AddTenant', { name: 'fleet.x', quota: {} }), (error: GpunixError) => error.code === ErrorCodes.BAD_OPTION && /reserved for the fleet node/.test(error.message));
   });
 
   it('runs a bound member to completion: counter.mjs full ends exited 0 with its checksum in its log', async () => {
@@ -225,6 +270,10 @@ describe('fleet node (gpunixd with a fleet section)', () => {
   });
 
   it('checkpoints a member periodically, and a member bound with restoreFrom resumes from the image', async () => {
+    // A member whose record already holds a newer generation (it was rebound elsewhere): never overwritten.
+    const newer: CheckpointRecord = { path: '/elsewhere/j-ckold.g5.gpimg', generation: 5, at: 1 };
+    await store.put(store.keys.checkpoint('j-ckold', 0), newer);
+    await bind('j-ckold', 0, 'fleet-counter.mjs', ['40', '150'], { checkpoint: { intervalMs: 500, dir: checkpointDir } });
     await bind('j-ckpt', 0, 'fleet-counter.mjs', ['40', '150'], { checkpoint: { intervalMs: 500, dir: checkpointDir } });
     const first = await until('a checkpoint is recorded', async () => (await store.get<CheckpointRecord>(store.keys.checkpoint('j-ckpt', 0)))?.value);
     assert.equal(first.generation, 1);
@@ -250,6 +299,9 @@ describe('fleet node (gpunixd with a fleet section)', () => {
     assert.ok(resumedAt && Number(resumedAt[1]) > 0, `restored from a later step: ${log}`);
     assert.ok(log.includes(`checksum ${expected40}`), log);
     await store.delete(store.keys.binding('n1', 'j-ckpt', 0));
+    await until('the node declined to record a checkpoint over a newer generation', () => node.log().includes('checkpoint not recorded: a newer generation has one'), 30_000, () => node.log().slice(-3000));
+    assert.deepEqual((await store.get<CheckpointRecord>(store.keys.checkpoint('j-ckold', 0)))?.value, newer);
+    await store.delete(store.keys.binding('n1', 'j-ckold', 0));
   });
 
   it('runs a member on the device its binding names; a device the node lacks fails the member with the reason', async () => {
@@ -308,9 +360,14 @@ describe('fleet node (gpunixd with a fleet section)', () => {
     const slow = await startNode(etcd, prefix, 'n2', 60);
     nodes.push(slow);
     assert.ok(await store.get(store.keys.node('n2')));
+    // With a member running: the lease is still revoked (the key must not wait for the 60 s TTL).
+    const binding: Binding = { job: 'j-leave', member: 0, generation: 1, device: 0, tenant: 'lab', class: 'normal', share: 0.5, memory: 16 << 20, program: join(programs, 'fleet-counter.mjs'), args: ['400', '100'], desired: 'run' };
+    await store.put(store.keys.binding('n2', 'j-leave', 0), binding);
+    await until('the member on n2 runs', async () => (await statusOf('j-leave'))?.state === 'running', 60_000, () => slow.log().slice(-3000));
     const stoppedAt = Date.now();
     await stopNode(slow, 'SIGTERM');
     assert.equal(await store.get(store.keys.node('n2')), null, 'nodes/n2 is gone once the daemon has stopped');
+    assert.equal(await statusOf('j-leave'), undefined, "its member's status is gone too");
     console.log(`# stopped node's key gone within ${Date.now() - stoppedAt} ms (TTL 60 s)`);
   });
 });
@@ -338,5 +395,38 @@ describe('fleet node whose etcd is unreachable', () => {
     } finally {
       store.close();
     }
+  });
+});
+
+describe('fleet node with fleet.runAs', () => {
+  it('runs its members as that user (uid/gid 65534), and they still reach the daemon and a device', async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip('runAs needs the test to run as root');
+      return;
+    }
+    const etcd = await startEtcd();
+    const prefix = `/t-${randomBytes(4).toString('hex')}/`;
+    let node: TestNode | null = null;
+    const store = await FleetStore.connect({ endpoints: etcd.endpoints, prefix });
+    t.after(async () => {
+      if (node) await stopNode(node, 'SIGKILL');
+      store.close();
+      await etcd.stop();
+      if (node) rmSync(node.dir, { recursive: true, force: true });
+    });
+    // The socket must let the member's user connect (mode 0666 in a directory it can enter).
+    node = await startNode(etcd, prefix, 'n-runas', 2, 'joined the fleet', 1, { fleet: { runAs: { uid: 65534, gid: 65534 } }, config: { socketMode: '0666' }, dirMode: 0o755 });
+    const binding: Binding = { job: 'j-runas', member: 0, generation: 1, device: 0, tenant: 'lab', class: 'normal', share: 0.5, memory: 16 << 20, program: join(programs, 'fleet-env.mjs'), args: [], desired: 'run' };
+    await store.put(store.keys.binding('n-runas', 'j-runas', 0), binding);
+    const started = node;
+    const logPath = join(started.workDir, 'j-runas', '0.log');
+    const log = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : '');
+    const status = await until('the member ends', async () => {
+      const s = (await store.get<MemberStatus>(store.keys.status('j-runas', 0)))?.value;
+      return s && (s.state === 'exited' || s.state === 'failed') ? s : undefined;
+    }, 90_000, () => `member log: ${log()}\nnode log: ${started.log().slice(-3000)}`);
+    assert.equal(status.exitCode, 0, `${JSON.stringify(status)} ${log()}`);
+    assert.match(log(), /^uid 65534$/m);
+    assert.match(log(), /device ok/);
   });
 });

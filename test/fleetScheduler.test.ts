@@ -64,23 +64,23 @@ describe('fleet scheduler against a real etcd (the test plays the nodes)', () =>
     stores.push(store);
     return store;
   };
-  const startScheduler = async (store: FleetStore, id: string): Promise<FleetScheduler> => {
-    const scheduler = new FleetScheduler(store, { id, log, leaseTtlSeconds: 2, resyncMs: 500 });
+  const startScheduler = async (store: FleetStore, id: string, options: { retentionMs?: number } = {}): Promise<FleetScheduler> => {
+    const scheduler = new FleetScheduler(store, { id, log, leaseTtlSeconds: 2, resyncMs: 500, ...options });
     schedulers.push(scheduler);
     await scheduler.start();
     return scheduler;
   };
   /** A fresh fleet: its own prefix, store, client and one scheduler replica (leading). */
-  const fleet = async () => {
+  const fleet = async (options: { retentionMs?: number } = {}) => {
     const store = await connect(testPrefix());
     const client = new FleetClient(store);
-    const scheduler = await startScheduler(store, 'only');
+    const scheduler = await startScheduler(store, 'only', options);
     await waitFor('the scheduler leads', () => scheduler.isLeader, 10_000);
     return { store, client, scheduler };
   };
 
-  const addNode = async (store: FleetStore, name: string, options: { devices?: number; labels?: Record<string, string> } = {}): Promise<PlayedNode> => {
-    const lease = await store.lease(5);
+  const addNode = async (store: FleetStore, name: string, options: { devices?: number; labels?: Record<string, string>; incarnation?: string; lease?: StoreLease } = {}): Promise<PlayedNode> => {
+    const lease = options.lease ?? (await store.lease(5));
     const devices = options.devices ?? 1;
     const record: NodeRecord = {
       name,
@@ -91,6 +91,7 @@ describe('fleet scheduler against a real etcd (the test plays the nodes)', () =>
       used: Array.from({ length: devices }, () => ({ bytes: 0, processes: 0 })),
       startedAt: Date.now(),
       updatedAt: Date.now(),
+      ...(options.incarnation ? { incarnation: options.incarnation } : {}),
     };
     await store.put(store.keys.node(name), record, lease);
     return { name, lease };
@@ -332,5 +333,131 @@ describe('fleet scheduler against a real etcd (the test plays the nodes)', () =>
     await waitJob(store, waiting.id, 'is cancelled', (j) => j.phase === 'cancelled');
     assert.deepEqual(await bindingsOf(store, bound.id), []);
     assert.deepEqual(await bindingsOf(store, waiting.id), []);
+  });
+
+  it('a node that restarted (new incarnation) has its jobs rebound, but not while it still reports the earlier member', async () => {
+    const { store, client } = await fleet();
+    const n1 = await addNode(store, 'n1', { incarnation: 'a' });
+    const submitted = await client.submit(spec({ share: 1 }));
+    await waitJob(store, submitted.id, 'is bound', (j) => j.phase === 'bound');
+    const [first] = await bindingsOf(store, submitted.id);
+    assert.equal(first.value.incarnation, 'a', 'the binding names the node incarnation it was made for');
+    await report(store, n1, first.value, 'running');
+    await waitJob(store, submitted.id, 'runs', (j) => j.phase === 'running');
+
+    // The node comes back as another incarnation (its key never went away), still reporting the old member.
+    await addNode(store, 'n1', { incarnation: 'b', lease: n1.lease });
+    const waiting = await waitJob(store, submitted.id, 'waits for the old member to stop', (j) => j.phase === 'pending' && /waiting for node n1/.test(j.message ?? ''));
+    assert.equal(waiting.value.restarts, 1);
+    assert.deepEqual(await bindingsOf(store, submitted.id), [], 'never two copies: nothing is bound while n1 reports generation 1');
+    // The node stops the member and deletes its status: the job is bound again, for incarnation b.
+    await store.delete(store.keys.status(submitted.id, 0));
+    const rebound = await waitJob(store, submitted.id, 'is bound again', (j) => j.phase === 'bound' && j.generation === 2);
+    const [second] = await bindingsOf(store, submitted.id);
+    assert.deepEqual([second.value.generation, second.value.incarnation, rebound.value.placement[0].node], [2, 'b', 'n1']);
+  });
+
+  it('retention: finishing deletes the checkpoints; records of jobs finished longer ago than retentionMs are deleted', async () => {
+    const { store, client } = await fleet({ retentionMs: 1_500 });
+    const node = await addNode(store, 'n1');
+    const submitted = await client.submit(spec({ share: 1, checkpoint: { intervalMs: 1000, dir: '/shared/ckpt' } }));
+    await waitJob(store, submitted.id, 'is bound', (j) => j.phase === 'bound');
+    const [binding] = await bindingsOf(store, submitted.id);
+    await store.put(store.keys.checkpoint(submitted.id, 0), { path: '/shared/ckpt/x.gpimg', generation: 1, at: Date.now() } satisfies CheckpointRecord);
+    await report(store, node, binding.value, 'exited', 0);
+    await waitJob(store, submitted.id, 'succeeded', (j) => j.phase === 'succeeded');
+    assert.deepEqual((await store.list(store.keys.jobCheckpoints(submitted.id))).entries, [], 'its checkpoints went with the commit that finished it');
+    await waitFor('the finished record is deleted after its retention', async () => (await store.get(store.keys.job(submitted.id))) === null, 10_000);
+  });
+
+  it('malformed records are skipped (logged), and the scheduler goes on binding', async () => {
+    const { store, client } = await fleet();
+    await store.put(store.keys.job('j-broken'), { id: 'j-broken', phase: 'pending' });
+    await store.put(store.keys.node('n-broken'), { name: 'n-broken', labels: {} });
+    await addNode(store, 'n1');
+    const submitted = await client.submit(spec({ share: 1 }));
+    await waitJob(store, submitted.id, 'is bound', (j) => j.phase === 'bound');
+    assert.ok(logs.some((line) => /malformed job record/.test(line) && line.includes('j-broken')));
+    assert.ok(logs.some((line) => /malformed node record/.test(line) && line.includes('n-broken')));
+  });
+
+  it('submit: a commit reported refused although it applied (a retried transaction) returns the job, not a duplicate', async () => {
+    const { store } = await fleet();
+    // The store answers "refused" after applying, as etcd3 does when it retries a transaction whose first attempt applied.
+    const lying = new Proxy(store, {
+      get: (target, property, receiver) => (property === 'commit' ? async (commit: Parameters<FleetStore['commit']>[0]) => (await target.commit(commit), false) : Reflect.get(target, property, receiver)),
+    });
+    const submitted = await new FleetClient(lying).submit(spec({ share: 1 }));
+    const jobs = await new FleetClient(store).jobs();
+    assert.deepEqual(jobs.map((j) => j.id), [submitted.id], 'exactly one job');
+  });
+
+  it('tenant rules: image and checkpoint.dir only under <tenantDataRoot>/<tenant>/; a queue\'s tenants and maxPriority', async () => {
+    const { store } = await fleet();
+    const open = new FleetClient(store);
+    const rooted = new FleetClient(store, { tenantDataRoot: '/data/fleet' });
+    const forbidden = (what: RegExp) => (error: unknown) => (error as { code?: string }).code === 'GPUNIX_E_FORBIDDEN' && what.test((error as Error).message);
+    await assert.rejects(open.submit(spec({ image: '/data/fleet/alice/a.gpimg' }), { asTenant: 'alice' }), forbidden(/image.*tenantDataRoot/));
+    await rooted.submit(spec({ image: '/data/fleet/alice/a.gpimg', checkpoint: { intervalMs: 1000, dir: '/data/fleet/alice/ckpt' } }), { asTenant: 'alice' });
+    await assert.rejects(rooted.submit(spec({ image: '/data/fleet/bob/a.gpimg' }), { asTenant: 'alice' }), forbidden(/image: must be an absolute path under \/data\/fleet\/alice\//));
+    await assert.rejects(rooted.submit(spec({ checkpoint: { intervalMs: 1000, dir: '/data/fleet/alice/../bob' } }), { asTenant: 'alice' }), forbidden(/checkpoint\.dir/));
+    await open.submit(spec({ image: '/anywhere/a.gpimg' })); // the admin, or an operator with --etcd
+
+    await open.setQueue({ name: 'capped', maxPriority: 5, tenants: ['alice'] });
+    await open.submit(spec({ queue: 'capped', priority: 5 }), { asTenant: 'alice' });
+    await assert.rejects(open.submit(spec({ queue: 'capped', priority: 6 }), { asTenant: 'alice' }), forbidden(/priority: 6 is above queue capped's maxPriority 5/));
+    await assert.rejects(open.submit(spec({ tenant: 'bob', queue: 'capped' }), { asTenant: 'bob' }), forbidden(/tenant bob may not submit/));
+    await open.submit(spec({ tenant: 'bob', queue: 'capped', priority: 100 })); // the admin's are not capped
+  });
+
+  it('a bind commit reported refused although it applied: the scheduler reads the job and its bindings back (it reclaims it correctly later)', async () => {
+    const store = await connect(testPrefix());
+    const client = new FleetClient(store);
+    let lied = false;
+    // The scheduler's store answers "refused" once for a commit that applied a binding (as etcd3 does
+    // when it retries a transaction whose first attempt applied).
+    const lying = new Proxy(store, {
+      get: (target, property, receiver) =>
+        property === 'transact'
+          ? async (commit: Parameters<FleetStore['transact']>[0]) => {
+              const result = await target.transact(commit);
+              if (!lied && result.succeeded && (commit.puts ?? []).some((put) => put.key.startsWith(store.keys.bindings()))) {
+                lied = true;
+                return { ...result, succeeded: false };
+              }
+              return result;
+            }
+          : Reflect.get(target, property, receiver),
+    });
+    const scheduler = await startScheduler(lying, 'lied-to');
+    await waitFor('the scheduler leads', () => scheduler.isLeader, 10_000);
+    const node = await addNode(store, 'n1');
+    const low = await client.submit(spec({ priority: 0, share: 1 }));
+    await waitJob(store, low.id, 'is bound', (j) => j.phase === 'bound');
+    assert.ok(lied);
+    const [binding] = await bindingsOf(store, low.id);
+    await report(store, node, binding.value, 'running');
+    await waitJob(store, low.id, 'runs', (j) => j.phase === 'running');
+    const high = await client.submit(spec({ priority: 10, share: 1, preemptible: false }));
+    await waitJob(store, high.id, 'is bound', (j) => j.phase === 'bound');
+    const [suspended] = await bindingsOf(store, low.id);
+    assert.deepEqual([suspended.value.desired, suspended.value.generation], ['suspend', 1], 'the victim\'s binding (known from etcd, not from the lost answer) is told to suspend');
+  });
+
+  it('room that frees goes to a waiting job of higher priority in the queue before a suspended lower one resumes', async () => {
+    const { store, client } = await fleet();
+    const node = await addNode(store, 'n1');
+    const low = await client.submit(spec({ priority: 0, share: 1 }));
+    await waitJob(store, low.id, 'is bound', (j) => j.phase === 'bound');
+    const high = await client.submit(spec({ priority: 10, share: 1, preemptible: false }));
+    await waitJob(store, high.id, 'is bound', (j) => j.phase === 'bound');
+    await waitJob(store, low.id, 'is suspended', (j) => j.phase === 'suspended');
+    const middle = await client.submit(spec({ priority: 5, share: 1, preemptible: false }));
+    await waitJob(store, middle.id, 'waits with a reason', (j) => j.phase === 'pending' && j.message !== undefined);
+    const [highBinding] = await bindingsOf(store, high.id);
+    await report(store, node, highBinding.value, 'exited', 0);
+    await waitJob(store, middle.id, 'is bound', (j) => j.phase === 'bound');
+    const still = await job(store, low.id);
+    assert.deepEqual([still.value.phase, still.value.suspensions], ['suspended', 1], 'the low job was not resumed only to be suspended again');
   });
 });

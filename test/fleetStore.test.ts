@@ -1,7 +1,9 @@
 // The fleet's store (src/fleet/store.ts) against a real 3-member etcd cluster: commits happen all
 // or nothing under their conditions; a watch started from a listing's revision sees every later
 // change; leader election hands over when the leader resigns and when it dies (its lease stops
-// being renewed); and writes keep being acknowledged, none lost, while etcd's own leader is killed.
+// being renewed); writes keep being acknowledged, none lost, while etcd's own leader is killed; a
+// watch handler's error reaches onError; and with etcd gone a lease counts itself lost before etcd
+// could expire it, and calls fail FLEET_UNAVAILABLE instead of hanging.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -9,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ErrorCodes, GpunixError } from '../src/errors.js';
 import type { LeaderRecord } from '../src/fleet/records.js';
-import { FleetStore, Leadership, WatchEvent } from '../src/fleet/store.js';
+import { FleetStore, Leadership, leaseSilenceLimitMs, WatchEvent } from '../src/fleet/store.js';
 import { EtcdCluster, memoryBackedDir, startEtcd } from './etcdCluster.js';
 import { root, testPrefix, waitFor } from './fleetNodes.js';
 
@@ -100,6 +102,33 @@ describe('fleet store on a 3-member etcd cluster', () => {
       assert.deepEqual(described, expected, 'exactly the changes after the listing, in order');
       assert.ok(seen.every((e, i) => i === 0 || e.modRevision > seen[i - 1].modRevision), 'revisions increase');
       assert.ok(seen[0].modRevision > listing.revision, 'nothing from before the listing');
+    } finally {
+      await watch.close();
+    }
+  });
+
+  it('a watch whose handler throws reports the error through onError and delivers nothing after it', async () => {
+    const store = await connect(testPrefix());
+    const prefix = `${store.keys.prefix}w/`;
+    const { revision } = await store.list(prefix);
+    const seen: string[] = [];
+    let reported: Error | null = null;
+    const watch = await store.watch<number>(
+      prefix,
+      revision,
+      (event) => {
+        seen.push(event.key);
+        if (event.value === 2) throw new Error('handler failed on 2');
+      },
+      (error) => (reported = error),
+    );
+    try {
+      for (const v of [1, 2, 3]) await store.put(`${prefix}${v}`, v);
+      await waitFor('the handler error is reported', () => reported !== null, 10_000);
+      assert.match((reported as Error | null)?.message ?? '', /handler failed on 2/);
+      await store.put(`${prefix}4`, 4);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(seen, [`${prefix}1`, `${prefix}2`], 'nothing is delivered after the failed event');
     } finally {
       await watch.close();
     }
@@ -209,12 +238,36 @@ describe('fleet store on a 3-member etcd cluster', () => {
       stop = true;
       await writer.catch(() => undefined);
     }
-    // The longest gap is about 7 s when a write was in flight through a follower as the leader
-    // died: etcd answers it only after its request timeout (5 s + 2 × the 1 s election timeout),
-    // and the store sets no shorter deadline of its own.
+    // The longest gap is about 5 s when a write was in flight through a follower as the leader
+    // died: etcd would answer it only after its request timeout (5 s + 2 × the 1 s election
+    // timeout); the store's own deadline (CALL_TIMEOUT_MS, 5 s) fails it first and it is retried.
     const stored = new Set((await store.list<number>(prefix)).entries.map((e) => e.value));
     const lostWrites = acknowledged.filter((i) => !stored.has(i));
     console.log(`# etcd leader kill: ${acknowledged.length} writes acknowledged, ${failures} failed attempts retried, lost writes: ${lostWrites.length}, longest gap between acknowledged writes ${longestGapMs} ms`);
     assert.deepEqual(lostWrites, [], 'no acknowledged write is lost');
+  });
+});
+
+describe('fleet store when etcd goes away', () => {
+  it('a lease whose keepalives stop getting through counts itself lost (before etcd could expire it); calls fail FLEET_UNAVAILABLE, never hang', async (t) => {
+    const etcd = await startEtcd();
+    const store = await FleetStore.connect({ endpoints: etcd.endpoints, prefix: testPrefix() });
+    t.after(async () => {
+      store.close();
+      await etcd.stop();
+    });
+    const lostErrors: Error[] = [];
+    const lease = await store.lease(3, (error) => lostErrors.push(error));
+    await store.put(`${store.keys.prefix}held`, 1, lease);
+    await etcd.kill(etcd.members[0]);
+    const killedAt = Date.now();
+    await waitFor('the lease is counted lost', () => lostErrors.length > 0, 30_000);
+    console.log(`# lease (TTL 3 s) counted lost ${Date.now() - killedAt} ms after etcd died (limit ${leaseSilenceLimitMs(3)} ms without a keepalive)`);
+    assert.ok(lease.lost);
+    const [lostError] = lostErrors;
+    assert.ok(lostError instanceof GpunixError && lostError.code === ErrorCodes.FLEET_UNAVAILABLE, String(lostError));
+    assert.equal(lostErrors.length, 1, 'onLost is heard once');
+    await assert.rejects(store.commit({ puts: [{ key: `${store.keys.prefix}x`, value: 1 }] }), (error) => error instanceof GpunixError && error.code === ErrorCodes.FLEET_UNAVAILABLE);
+    await assert.rejects(store.get(`${store.keys.prefix}held`), (error) => error instanceof GpunixError && error.code === ErrorCodes.FLEET_UNAVAILABLE);
   });
 });

@@ -359,7 +359,7 @@ export function jobText(job: JobRecord, members: MemberStatusEntry[]): string {
  * Runs a scheduler replica until SIGINT or SIGTERM (needs etcd straight: a scheduler writes
  * bindings). Its log goes to stderr, one JSON line an event (info and up; --verbose: debug too).
  */
-async function schedulerCommand(flags: FleetFlags & { id?: string; leaseTtl?: number; verbose?: boolean }): Promise<void> {
+async function schedulerCommand(flags: FleetFlags & { id?: string; leaseTtl?: number; retention?: number; verbose?: boolean }): Promise<void> {
   const endpoints = etcdEndpoints(flags);
   if (!endpoints) throw new GpunixError(ErrorCodes.BAD_OPTION, `gpunix scheduler talks to etcd straight: give --etcd <endpoints> or $${ETCD_ENDPOINTS_ENV}`);
   const store = await connectStore(flags, endpoints);
@@ -367,7 +367,19 @@ async function schedulerCommand(flags: FleetFlags & { id?: string; leaseTtl?: nu
     if (level === 'debug' && !flags.verbose) return;
     process.stderr.write(`${JSON.stringify({ level, time: Date.now(), msg, ...fields })}\n`);
   };
-  const scheduler = new FleetScheduler(store, { id: flags.id, log, leaseTtlSeconds: flags.leaseTtl });
+  // A fault nothing caught leaves the replica in an unknown state: log it and exit non-zero, so
+  // that a supervisor restarts it (its lease then expires and another replica leads), rather
+  // than run on half-working.
+  const fatal = (what: string) => (error: unknown) => {
+    log('error', `scheduler replica: ${what}; exiting`, { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    process.exit(70);
+  };
+  process.on('uncaughtException', fatal('uncaught exception'));
+  process.on('unhandledRejection', fatal('unhandled promise rejection'));
+  if (flags.retention !== undefined && !(Number.isFinite(flags.retention) && flags.retention >= 0)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `--retention: must be a number of milliseconds >= 0, got ${flags.retention}`);
+  }
+  const scheduler = new FleetScheduler(store, { id: flags.id, log, leaseTtlSeconds: flags.leaseTtl, retentionMs: flags.retention });
   await scheduler.start();
   log('info', 'scheduler replica started', { id: scheduler.id, etcd: endpoints.join(','), prefix: store.connection.prefix });
   await new Promise<void>((done) => {
@@ -456,14 +468,18 @@ export function registerFleetCommands(program: Command): void {
       .argument('<name>', 'the queue path, e.g. research/vision')
       .option('--guaranteed <shares>', 'device shares it is guaranteed (sum of its running members\' shares)', parseNumber)
       .option('--limit <shares>', 'the most device shares it may use, borrowing included ("none": no limit)', parseLimit)
-      .option('--weight <w>', 'its weight when queues share what is left over', parseNumber),
-  ).action(async (name: string, flags: FleetFlags & { guaranteed?: number; limit?: number | 'none'; weight?: number }) => {
+      .option('--weight <w>', 'its weight when queues share what is left over', parseNumber)
+      .option('--max-priority <n>', 'the highest priority a tenant\'s job may have in it through a daemon ("none": no cap, the default)', parseLimit)
+      .option('--tenants <names>', 'the tenants that may submit to it through a daemon, comma-separated ("all": every tenant, the default)'),
+  ).action(async (name: string, flags: FleetFlags & { guaranteed?: number; limit?: number | 'none'; weight?: number; maxPriority?: number | 'none'; tenants?: string }) => {
     const stored = await withFleet(flags, async (api) => {
       const current = (await api.queues()).find((q) => q.name === name && q.set);
-      const spec: QueueSpecInput = { name, guaranteed: current?.guaranteed, limit: current?.limit, weight: current?.weight };
+      const spec: QueueSpecInput = { name, guaranteed: current?.guaranteed, limit: current?.limit, weight: current?.weight, maxPriority: current?.maxPriority, tenants: current?.tenants };
       if (flags.guaranteed !== undefined) spec.guaranteed = flags.guaranteed;
       if (flags.limit !== undefined) spec.limit = flags.limit === 'none' ? null : flags.limit;
       if (flags.weight !== undefined) spec.weight = flags.weight;
+      if (flags.maxPriority !== undefined) spec.maxPriority = flags.maxPriority === 'none' ? undefined : flags.maxPriority;
+      if (flags.tenants !== undefined) spec.tenants = flags.tenants.trim() === 'all' ? undefined : flags.tenants.split(',').map((t) => t.trim()).filter((t) => t !== '');
       return api.setQueue(spec);
     });
     print(flags, stored, () => renderRows(QUEUE_COLUMNS.slice(0, 4) as unknown as Column<QueueSpec>[], [stored]));
@@ -481,6 +497,7 @@ export function registerFleetCommands(program: Command): void {
       .description('run a fleet scheduler replica (leader-elected with the others) until SIGINT or SIGTERM; needs --etcd')
       .option('--id <id>', 'this replica\'s id (default: scheduler-<pid>-<random>)')
       .option('--lease-ttl <seconds>', 'TTL of the leader lease: a dead leader is replaced within about this long (default 2)', parseNumber)
+      .option('--retention <ms>', 'delete the records of jobs finished longer ago than this (default 86400000: 24 h)', parseNumber)
       .option('--verbose', 'also log debug events'),
-  ).action((flags: FleetFlags & { id?: string; leaseTtl?: number; verbose?: boolean }) => schedulerCommand(flags));
+  ).action((flags: FleetFlags & { id?: string; leaseTtl?: number; retention?: number; verbose?: boolean }) => schedulerCommand(flags));
 }

@@ -313,8 +313,10 @@ async function dispatchFleet(ctx: ControlContext, message: Message): Promise<unk
   const scope = jobScope(ctx);
   switch (message.name) {
     case 'SubmitJob':
-      // The schema (in submit) checks every field: BAD_JOB naming the one that does not fit.
-      return fleet.submit(submittedSpec(ctx, message.payload.spec) as JobSpecInput);
+      // The schema (in submit) checks every field: BAD_JOB naming the one that does not fit; a
+      // tenant's job also meets the tenant rules (paths under its data root, the queue's tenants
+      // and maxPriority): FORBIDDEN naming the rule.
+      return fleet.submit(submittedSpec(ctx, message.payload.spec) as JobSpecInput, { asTenant: scope });
     case 'ListJobs': {
       const phase = listJobsSchema.safeParse(message.payload.phase ?? null);
       if (!phase.success) throw new GpunixError(ErrorCodes.BAD_OPTION, `phase: ${describeIssues(phase.error.issues)}`);
@@ -426,6 +428,8 @@ async function dispatchControl(ctx: ControlContext, message: Message): Promise<u
       return { tenants: (ctx.principal.admin ? kernel.tenants() : kernel.tenants().filter((t) => t.name === ctx.principal.tenant)).map((t) => ctx.tenants.withObjects(t)) };
     case 'AddTenant': {
       requireAdmin(ctx, 'adding a tenant');
+      // fleet.* tenants belong to the node's fleet agent (one per job, src/fleet/nodeAgent.ts).
+      if (typeof message.payload.name === 'string' && message.payload.name.startsWith('fleet.')) throw new GpunixError(ErrorCodes.BAD_OPTION, `tenant names starting with "fleet." are reserved for the fleet node's job tenants; got ${JSON.stringify(message.payload.name)}`);
       const { tenant, token } = ctx.tenants.add(message.payload.name, checkQuota(message.payload.quota, message.payload.name));
       return { ...tenant, token };
     }

@@ -17,6 +17,12 @@
 // - clone() copies the usage arrays (a memcpy) and shares the node topology copy-on-write; trial()
 //   is the cheaper way to try something: it undoes every reserve/release made inside it (an undo
 //   log), which is what reclaim uses.
+// - FreeIndex keeps the ready devices sorted by the best-fit ranking (free share, node free share,
+//   free memory, name, device), for the fleet and per sameLabel group once asked for, updated on
+//   every reserve/release/setNode/removeNode in O(log n + chunk) per device touched (a change of a
+//   node's free share re-ranks its devices): best fit walks it from the first device with enough
+//   share instead of scanning 10 000 nodes for every gang. A clone or a compaction rebuilds it on
+//   first use.
 
 import type { NodeRecord } from './records.js';
 import type { JobSpec } from './spec.js';
@@ -64,7 +70,7 @@ class Topology {
   /** Live slot numbers in node-name order (cached). */
   private sortedCache: number[] | null = null;
   /** label key -> groups of ranks (each in name order) by label value (in value order); nodes without the label are left out. */
-  private groupCache = new Map<string, { values: string[]; groups: number[][] }>();
+  private groupCache = new Map<string, LabelGroups>();
   /** The live nodes in name order as dense arrays (cached with sortedCache). */
   private rankCache: RankIndex | null = null;
 
@@ -122,7 +128,7 @@ class Topology {
     if (this.rankCache !== null) this.rankCache.ready[this.rankCache.rankOf[slot]] = ready ? 1 : 0;
   }
 
-  groups(label: string): { values: string[]; groups: number[][] } {
+  groups(label: string): LabelGroups {
     let entry = this.groupCache.get(label);
     if (entry === undefined) {
       const byValue = new Map<string, number[]>();
@@ -150,6 +156,12 @@ class Topology {
   invalidateLabels(): void {
     this.groupCache.clear();
   }
+}
+
+/** The nodes with each value of one label: values in order, each group's ranks in name order. */
+export interface LabelGroups {
+  values: string[];
+  groups: number[][];
 }
 
 /** Plain code-unit order (deterministic, locale-free). */
@@ -183,6 +195,8 @@ export class Capacity {
   private index = new FreeIndex(() => this.topo);
   /** False after clone(): the index is built on first use. */
   private indexValid = true;
+  /** Inside batched(): the slots whose devices changed, re-ranked at its end. */
+  private touched: number[] | null = null;
 
   /** Adds or replaces a node (its health, labels, devices and budgets); its usage is kept. */
   setNode(record: NodeRecord): void {
@@ -193,7 +207,8 @@ export class Capacity {
       const slot = topo.slots[existing]!;
       if (sameDeviceIndexes(slot.indexes, record)) {
         // The common case (a heartbeat, a health or budget change): update in place.
-        if (!sameLabels(slot.record.labels, record.labels)) topo.invalidateLabels();
+        const labelsChanged = !sameLabels(slot.record.labels, record.labels);
+        if (labelsChanged) topo.invalidateLabels();
         const ready = record.health === 'ready';
         topo.slots[existing] = { ...slot, record, ready };
         if (slot.ready !== ready) topo.setReady(existing, ready);
@@ -202,8 +217,8 @@ export class Capacity {
           if (topo.budget[slot.first + i] !== record.devices[i].memoryBudget) budgetChanged = true;
           topo.budget[slot.first + i] = record.devices[i].memoryBudget;
         }
-        // A heartbeat that changes neither health nor budgets leaves the index alone.
-        if (slot.ready !== ready || budgetChanged) {
+        // A heartbeat that changes neither health, budgets nor labels leaves the index alone.
+        if (slot.ready !== ready || budgetChanged || labelsChanged) {
           if (ready) this.indexNode(existing);
           else this.unindexNode(existing);
         }
@@ -248,13 +263,17 @@ export class Capacity {
   /** Counts the members' share and memory as used on their devices (a binding with desired 'run'). Over-commits rather than refuses: the scheduler reserves what etcd says is bound. */
   reserve(spec: Pick<JobSpec, 'share' | 'memory'>, placement: ReadonlyArray<MemberPlacement>): void {
     const share = shareUnits(spec.share);
-    for (const member of placement) this.apply(member.node, member.device, share, spec.memory);
+    this.batched(() => {
+      for (const member of placement) this.apply(member.node, member.device, share, spec.memory);
+    });
   }
 
   /** Undoes reserve() with the same arguments (the binding was suspended, deleted or moved). */
   release(spec: Pick<JobSpec, 'share' | 'memory'>, placement: ReadonlyArray<MemberPlacement>): void {
     const share = shareUnits(spec.share);
-    for (const member of placement) this.apply(member.node, member.device, -share, -spec.memory);
+    this.batched(() => {
+      for (const member of placement) this.apply(member.node, member.device, -share, -spec.memory);
+    });
   }
 
   /**
@@ -324,9 +343,27 @@ export class Capacity {
 
   /** Inside trial(): undoes the reserve/release made since `mark`. */
   undo(mark: number): void {
-    while (this.journal.length > mark) {
-      const [node, device, share, memory] = this.journal.pop()!;
-      this.applyRaw(node, device, -share, -memory);
+    this.batched(() => {
+      while (this.journal.length > mark) {
+        const [node, device, share, memory] = this.journal.pop()!;
+        this.applyRaw(node, device, -share, -memory);
+      }
+    });
+  }
+
+  /**
+   * Runs `fn` (usage changes) and re-ranks each node it touched once at the end, not once per
+   * member: a gang of 8 on one node moves its devices in the index once.
+   */
+  private batched(fn: () => void): void {
+    if (this.touched !== null) return fn();
+    this.touched = [];
+    try {
+      fn();
+    } finally {
+      const touched = this.touched;
+      this.touched = null;
+      for (const slotNumber of touched) if (this.topo.slots[slotNumber]?.ready) this.indexNode(slotNumber);
     }
   }
 
@@ -369,48 +406,34 @@ export class Capacity {
     return { topo: this.topo, usedShare: this.usedShare, usedMemory: this.usedMemory, nodeUsed: this.nodeUsed, index: this.freeIndex() };
   }
 
-  /** The rank index, built first where a clone has not built it yet. */
+  /** The rank index, built first where a clone or a compaction left it to build. */
   private freeIndex(): FreeIndex {
     if (!this.indexValid) {
-      const flats: number[] = [];
-      const { slots } = this.topo;
-      for (let s = 0; s < slots.length; s++) {
-        const slot = slots[s];
-        if (slot === undefined || !slot.ready) continue;
-        for (let i = 0; i < slot.indexes.length; i++) flats.push(slot.first + i);
-      }
       this.index = new FreeIndex(() => this.topo);
-      const nodeFree = (flat: number): number => {
-        const s = this.topo.flatSlot[flat];
-        return this.topo.slots[s]!.indexes.length * SHARE_UNITS - this.nodeUsed[s];
-      };
-      this.index.build(
-        flats,
-        (flat) => SHARE_UNITS - this.usedShare[flat],
-        nodeFree,
-        (flat) => this.topo.budget[flat] - this.usedMemory[flat],
-      );
       this.indexValid = true;
+      const { slots } = this.topo;
+      for (let s = 0; s < slots.length; s++) if (slots[s]?.ready) this.indexNode(s);
     }
     return this.index;
   }
 
-  /** (Re)inserts every device of a live ready node into the index with its current keys. */
+  /** (Re)indexes every device of a live ready node with its keys now. */
   private indexNode(slotNumber: number): void {
     if (!this.indexValid) return;
     const slot = this.topo.slots[slotNumber]!;
-    const count = slot.indexes.length;
-    const nodeFree = count * SHARE_UNITS - this.nodeUsed[slotNumber];
-    for (let flat = slot.first; flat < slot.first + count; flat++) {
-      this.index.insert(flat, SHARE_UNITS - this.usedShare[flat], nodeFree, this.topo.budget[flat] - this.usedMemory[flat]);
-    }
+    const nodeFree = slot.indexes.length * SHARE_UNITS - this.nodeUsed[slotNumber];
+    this.index.addNode(
+      slotNumber,
+      slot,
+      (flat) => SHARE_UNITS - this.usedShare[flat],
+      nodeFree,
+      (flat) => this.topo.budget[flat] - this.usedMemory[flat],
+    );
   }
 
   /** Takes a node's devices out of the index (whether or not they are in it). */
   private unindexNode(slotNumber: number): void {
-    if (!this.indexValid) return;
-    const slot = this.topo.slots[slotNumber]!;
-    for (let flat = slot.first; flat < slot.first + slot.indexes.length; flat++) this.index.remove(flat);
+    if (this.indexValid) this.index.removeNode(slotNumber, this.topo.slots[slotNumber]!);
   }
 
   /** Flat index of (node, device index), or -1 when the node has no record or no such device. */
@@ -439,9 +462,12 @@ export class Capacity {
       const nodeChange = Math.min(after, SHARE_UNITS) - Math.min(before, SHARE_UNITS);
       this.nodeUsed[slotNumber] += nodeChange;
       if (this.indexValid && this.topo.slots[slotNumber]!.ready) {
-        // The node's free share is every sibling's second key: re-rank them all when it moved.
-        if (nodeChange !== 0) this.indexNode(slotNumber);
-        else this.index.insert(flat, SHARE_UNITS - after, this.index.keyB[flat], this.topo.budget[flat] - this.usedMemory[flat]);
+        // Re-ranked at the end of the batch; else now: the node's free share is every sibling's
+        // second key, so all its devices move when it changed, else only this one.
+        if (this.touched !== null) {
+          if (!this.touched.includes(slotNumber)) this.touched.push(slotNumber);
+        } else if (nodeChange !== 0) this.indexNode(slotNumber);
+        else this.index.updateDevice(flat, slotNumber, SHARE_UNITS - after, this.topo.budget[flat] - this.usedMemory[flat]);
       }
       return;
     }
@@ -559,40 +585,40 @@ export class Capacity {
 
 /**
  * The ready devices in best-fit rank order (docs/fleet.md "Placement"): free share, then their
- * node's free share, then free memory (least first), then node-name order and device order. A
- * sorted list of chunks (each a sorted array of at most CHUNK flat indexes), so that a change is a
- * binary search and a short splice (O(log n + CHUNK)) and best fit walks from the first device with
- * enough free share upward instead of scanning the fleet. Each entry's keys are the ones it was
- * inserted with (keyA/keyB/keyC), so it can be found and removed after the usage changed.
+ * node's free share, then free memory (least first), then node-name order and device order; kept
+ * for the whole fleet (`all`) and, once a sameLabel gang asked for a label, for each group of nodes
+ * with one value of it. Each change is a few binary searches and short splices (O(log n + CHUNK))
+ * and best fit walks from the first device with enough free share upward instead of scanning the
+ * fleet. Each device's keys are the ones its entries were inserted with (keyA/keyB/keyC), so they
+ * can be found and removed after the usage changed.
  */
 export class FreeIndex {
-  private static readonly CHUNK = 256;
-  chunks: number[][] = [];
-  /** Keys of each indexed flat device (valid while member[flat] is 1). */
+  /** Keys of each indexed flat device: free share units, its node's free share units, free memory. */
   keyA: Float64Array<ArrayBuffer> = new Float64Array(64);
   keyB: Float64Array<ArrayBuffer> = new Float64Array(64);
   keyC: Float64Array<ArrayBuffer> = new Float64Array(64);
-  member = new Uint8Array(64);
-  size = 0;
+  /** Per slot: 1 when its devices are indexed (a live ready node). */
+  indexed = new Uint8Array(64);
+  /** Per slot: its node's free share units as indexed (what it adds to its label groups). */
+  private nodeFree = new Float64Array(64);
+  readonly all: SortedDevices;
+  /** The indexed nodes (slot numbers) by free share, least first, then name: sameNode's walk. */
+  readonly nodes: SortedDevices;
+  /** Label -> its groups; `labelList` holds the same, for loops that must not allocate. */
+  private labels = new Map<string, LabelIndex>();
+  private labelList: Array<[string, LabelIndex]> = [];
 
-  constructor(private readonly topo: () => Topology) {}
-
-  ensure(length: number): void {
-    if (length <= this.member.length) return;
-    let size = this.member.length;
-    while (size < length) size *= 2;
-    const grow = (old: Float64Array): Float64Array<ArrayBuffer> => {
-      const next = new Float64Array(size);
-      next.set(old);
-      return next;
-    };
-    this.keyA = grow(this.keyA);
-    this.keyB = grow(this.keyB);
-    this.keyC = grow(this.keyC);
-    const member = new Uint8Array(size);
-    member.set(this.member);
-    this.member = member;
+  constructor(private readonly topo: () => Topology) {
+    this.all = new SortedDevices(this);
+    const index = this;
+    this.nodes = new SortedDevices({
+      compare: (x, y) => index.nodeFree[x] - index.nodeFree[y] || compareNames(index.topo().slots[x]!.name, index.topo().slots[y]!.name),
+      get keyA() {
+        return index.nodeFree;
+      },
+    });
   }
+
 
   /** Rank order of two indexed flat devices (negative: x first). */
   compare(x: number, y: number): number {
@@ -608,75 +634,235 @@ export class FreeIndex {
     return compareNames(topo.slots[sx]!.name, topo.slots[sy]!.name);
   }
 
-  insert(flat: number, a: number, b: number, c: number): void {
-    this.ensure(flat + 1);
-    if (this.member[flat] === 1) this.remove(flat);
-    this.keyA[flat] = a;
-    this.keyB[flat] = b;
-    this.keyC[flat] = c;
-    this.member[flat] = 1;
-    this.size++;
+  /** Indexes every device of a live ready node with its keys now (nodeFree: its node's free share units). */
+  addNode(slotNumber: number, slot: NodeSlot, freeShare: (flat: number) => number, nodeFree: number, freeMemory: (flat: number) => number): void {
+    if (slotNumber < this.indexed.length && this.indexed[slotNumber] === 1) this.removeNode(slotNumber, slot);
+    this.ensureSlots(slotNumber + 1);
+    this.ensureFlat(slot.first + slot.indexes.length);
+    this.indexed[slotNumber] = 1;
+    this.nodeFree[slotNumber] = nodeFree;
+    this.nodes.insert(slotNumber);
+    const end = slot.first + slot.indexes.length;
+    for (let flat = slot.first; flat < end; flat++) {
+      this.keyA[flat] = freeShare(flat);
+      this.keyB[flat] = nodeFree;
+      this.keyC[flat] = freeMemory(flat);
+      this.all.insert(flat);
+    }
+    for (let l = 0; l < this.labelList.length; l++) {
+      const [label, groups] = this.labelList[l];
+      const g = groups.join(slotNumber, slot.record.labels[label]);
+      if (g < 0) continue;
+      groups.free[g] += nodeFree;
+      for (let flat = slot.first; flat < end; flat++) groups.lists[g].insert(flat);
+    }
+  }
+
+  /** Takes a node's devices out (a no-op for one that is not indexed). */
+  removeNode(slotNumber: number, slot: NodeSlot): void {
+    if (slotNumber >= this.indexed.length || this.indexed[slotNumber] === 0) return;
+    const end = slot.first + slot.indexes.length;
+    for (let flat = slot.first; flat < end; flat++) this.all.remove(flat);
+    this.nodes.remove(slotNumber);
+    for (let l = 0; l < this.labelList.length; l++) {
+      const groups = this.labelList[l][1];
+      const g = groups.leave(slotNumber);
+      if (g < 0) continue;
+      groups.free[g] -= this.nodeFree[slotNumber];
+      for (let flat = slot.first; flat < end; flat++) groups.lists[g].remove(flat);
+    }
+    this.indexed[slotNumber] = 0;
+  }
+
+  /** New free share and memory of one device of an indexed node whose free share as a node did not change. */
+  updateDevice(flat: number, slotNumber: number, freeShare: number, freeMemory: number): void {
+    this.all.remove(flat);
+    for (let l = 0; l < this.labelList.length; l++) this.labelList[l][1].member(slotNumber)?.remove(flat);
+    this.keyA[flat] = freeShare;
+    this.keyC[flat] = freeMemory;
+    this.all.insert(flat);
+    for (let l = 0; l < this.labelList.length; l++) this.labelList[l][1].member(slotNumber)?.insert(flat);
+  }
+
+  /** The groups of one label (built on first use from the indexed nodes, then kept current). */
+  label(label: string): LabelIndex {
+    let groups = this.labels.get(label);
+    if (groups === undefined) {
+      groups = new LabelIndex(this);
+      this.labels.set(label, groups);
+      this.labelList.push([label, groups]);
+      const topo = this.topo();
+      const { slots } = topo;
+      const members: number[][] = [];
+      for (let s = 0; s < slots.length && s < this.indexed.length; s++) {
+        const slot = slots[s];
+        if (slot === undefined || this.indexed[s] === 0) continue;
+        const g = groups.join(s, slot.record.labels[label]);
+        if (g < 0) continue;
+        groups.free[g] += this.nodeFree[s];
+        members[g] ??= [];
+        for (let flat = slot.first; flat < slot.first + slot.indexes.length; flat++) members[g].push(flat);
+      }
+      // Sorted at once, with name ranks for the name order (compare() would compare the names).
+      const { rankOf } = topo.ranks();
+      const { keyA, keyB, keyC } = this;
+      const { flatSlot } = topo;
+      const byRank = (x: number, y: number): number =>
+        keyA[x] - keyA[y] || keyB[x] - keyB[y] || keyC[x] - keyC[y] || rankOf[flatSlot[x]] - rankOf[flatSlot[y]] || x - y;
+      members.forEach((flats, g) => groups!.lists[g].build(flats.sort(byRank)));
+    }
+    return groups;
+  }
+
+  private ensureSlots(length: number): void {
+    if (length <= this.indexed.length) return;
+    let size = this.indexed.length;
+    while (size < length) size *= 2;
+    const indexed = new Uint8Array(size);
+    indexed.set(this.indexed);
+    this.indexed = indexed;
+    const nodeFree = new Float64Array(size);
+    nodeFree.set(this.nodeFree);
+    this.nodeFree = nodeFree;
+  }
+
+  private ensureFlat(length: number): void {
+    if (length <= this.keyA.length) return;
+    let size = this.keyA.length;
+    while (size < length) size *= 2;
+    const grow = (old: Float64Array): Float64Array<ArrayBuffer> => {
+      const next = new Float64Array(size);
+      next.set(old);
+      return next;
+    };
+    this.keyA = grow(this.keyA);
+    this.keyB = grow(this.keyB);
+    this.keyC = grow(this.keyC);
+  }
+}
+
+/** The indexed nodes with each value of one label: a rank-ordered list and the free share units of each group. */
+export class LabelIndex {
+  /** Group number -> label value (groups are numbered as values first appear). */
+  values: string[] = [];
+  lists: SortedDevices[] = [];
+  /** Free share units of each group's indexed nodes (the sameLabel choice: least first). */
+  free: number[] = [];
+  private byValue = new Map<string, number>();
+  private ranks: Int32Array | null = null;
+  /** Slot -> group number, -1 when the node is not indexed or has no such label. */
+  private slotGroup = new Int32Array(64).fill(-1);
+
+  constructor(private readonly owner: FreeIndex) {}
+
+  /** Records a node's group (creating it for a new value); -1 when the node has no such label. */
+  join(slot: number, value: string | undefined): number {
+    if (slot >= this.slotGroup.length) {
+      let size = this.slotGroup.length;
+      while (size <= slot) size *= 2;
+      const next = new Int32Array(size).fill(-1);
+      next.set(this.slotGroup);
+      this.slotGroup = next;
+    }
+    if (value === undefined) return (this.slotGroup[slot] = -1);
+    let g = this.byValue.get(value);
+    if (g === undefined) {
+      g = this.values.length;
+      this.byValue.set(value, g);
+      this.values.push(value);
+      this.lists.push(new SortedDevices(this.owner));
+      this.free.push(0);
+    }
+    return (this.slotGroup[slot] = g);
+  }
+
+  /** Each group's place in label-value order (cached until a new value appears). */
+  valueRanks(): Int32Array {
+    if (this.ranks === null || this.ranks.length !== this.values.length) {
+      const order = this.values.map((_, g) => g).sort((x, y) => compareNames(this.values[x], this.values[y]));
+      const ranks = new Int32Array(this.values.length);
+      order.forEach((g, i) => (ranks[g] = i));
+      this.ranks = ranks;
+    }
+    return this.ranks;
+  }
+
+  /** Forgets a node's group; returns the group it was in (-1: none). */
+  leave(slot: number): number {
+    if (slot >= this.slotGroup.length) return -1;
+    const g = this.slotGroup[slot];
+    this.slotGroup[slot] = -1;
+    return g;
+  }
+
+  /** The list a node's devices are in, if any. */
+  member(slot: number): SortedDevices | undefined {
+    const g = slot < this.slotGroup.length ? this.slotGroup[slot] : -1;
+    return g < 0 ? undefined : this.lists[g];
+  }
+}
+
+/** An order for SortedDevices: a total order of entries, and the first key it sorts by. */
+export interface SortOrder {
+  compare(x: number, y: number): number;
+  readonly keyA: Float64Array;
+}
+
+/**
+ * Flat device indexes in FreeIndex.compare order (or slot numbers in another SortOrder): a list of sorted chunks of at most CHUNK
+ * entries, so an insert or remove is two binary searches and a short splice.
+ */
+export class SortedDevices {
+  private static readonly CHUNK = 256;
+  chunks: number[][] = [];
+
+  /** `index`: the order (compare) and the first key (keyA, what lowerBound searches by). */
+  constructor(private readonly index: SortOrder) {}
+
+  /** Fills an empty list with entries already in order. */
+  build(sorted: number[]): void {
+    const half = SortedDevices.CHUNK >> 1;
+    for (let i = 0; i < sorted.length; i += half) this.chunks.push(sorted.slice(i, i + half));
+  }
+
+  insert(flat: number): void {
     const chunks = this.chunks;
     if (chunks.length === 0) {
       chunks.push([flat]);
       return;
     }
-    // The first chunk whose last entry comes after `flat` (or the last chunk).
-    let lo = 0;
-    let hi = chunks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const chunk = chunks[mid];
-      if (this.compare(chunk[chunk.length - 1], flat) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    const chunk = chunks[lo];
-    chunk.splice(this.position(chunk, flat), 0, flat);
-    if (chunk.length > FreeIndex.CHUNK) chunks.splice(lo + 1, 0, chunk.splice(chunk.length >> 1));
-  }
-
-  /** Takes an indexed device out (a no-op for one that is not indexed). */
-  remove(flat: number): void {
-    if (flat >= this.member.length || this.member[flat] === 0) return;
-    const chunks = this.chunks;
-    let lo = 0;
-    let hi = chunks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const chunk = chunks[mid];
-      if (this.compare(chunk[chunk.length - 1], flat) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    const chunk = chunks[lo];
+    const c = this.chunkOf(flat);
+    const chunk = chunks[c];
+    // Shifted by hand: splice() allocates an array for what it removes, on every call.
     const at = this.position(chunk, flat);
-    if (chunk[at] !== flat) throw new Error(`FreeIndex: device ${flat} not where its keys say`);
-    chunk.splice(at, 1);
-    if (chunk.length === 0) chunks.splice(lo, 1);
-    this.member[flat] = 0;
-    this.size--;
+    chunk.push(flat);
+    for (let i = chunk.length - 1; i > at; i--) chunk[i] = chunk[i - 1];
+    chunk[at] = flat;
+    if (chunk.length > SortedDevices.CHUNK) chunks.splice(c + 1, 0, chunk.splice(chunk.length >> 1));
   }
 
-  /** Where `flat` is or would go in a chunk (binary search). */
-  private position(chunk: number[], flat: number): number {
-    let lo = 0;
-    let hi = chunk.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.compare(chunk[mid], flat) < 0) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+  /** Takes out an entry that was inserted with the keys the device has now in the index. */
+  remove(flat: number): void {
+    const chunks = this.chunks;
+    const c = this.chunkOf(flat);
+    const chunk = chunks[c];
+    const at = this.position(chunk, flat);
+    if (chunk[at] !== flat) throw new Error(`FreeIndex: device ${flat} is not where its keys say`);
+    for (let i = at + 1; i < chunk.length; i++) chunk[i - 1] = chunk[i];
+    chunk.pop();
+    if (chunk.length === 0) chunks.splice(c, 1);
   }
 
   /** [chunk, offset] of the first device with free share ≥ `share` (chunk = chunks.length when none). */
   lowerBound(share: number): [number, number] {
-    const chunks = this.chunks;
+    const { chunks } = this;
+    const keyA = this.index.keyA;
     let lo = 0;
     let hi = chunks.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       const chunk = chunks[mid];
-      if (this.keyA[chunk[chunk.length - 1]] < share) lo = mid + 1;
+      if (keyA[chunk[chunk.length - 1]] < share) lo = mid + 1;
       else hi = mid;
     }
     if (lo === chunks.length) return [lo, 0];
@@ -685,27 +871,36 @@ export class FreeIndex {
     let b = chunk.length;
     while (a < b) {
       const mid = (a + b) >> 1;
-      if (this.keyA[chunk[mid]] < share) a = mid + 1;
+      if (keyA[chunk[mid]] < share) a = mid + 1;
       else b = mid;
     }
     return [lo, a];
   }
 
-  /** Builds the whole index at once from unsorted entries (after a clone or a compaction). */
-  build(flats: number[], a: (flat: number) => number, b: (flat: number) => number, c: (flat: number) => number): void {
-    this.chunks = [];
-    this.member.fill(0);
-    this.size = flats.length;
-    for (const flat of flats) {
-      this.ensure(flat + 1);
-      this.keyA[flat] = a(flat);
-      this.keyB[flat] = b(flat);
-      this.keyC[flat] = c(flat);
-      this.member[flat] = 1;
+  /** The first chunk whose last entry does not come before `flat` (or the last chunk). */
+  private chunkOf(flat: number): number {
+    const chunks = this.chunks;
+    let lo = 0;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const chunk = chunks[mid];
+      if (this.index.compare(chunk[chunk.length - 1], flat) < 0) lo = mid + 1;
+      else hi = mid;
     }
-    flats.sort((x, y) => this.compare(x, y));
-    const half = FreeIndex.CHUNK >> 1;
-    for (let i = 0; i < flats.length; i += half) this.chunks.push(flats.slice(i, i + half));
+    return lo;
+  }
+
+  /** Where `flat` is or would go in a chunk. */
+  private position(chunk: number[], flat: number): number {
+    let lo = 0;
+    let hi = chunk.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.index.compare(chunk[mid], flat) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 }
 
@@ -732,7 +927,7 @@ export interface CapacityView {
     /** The same order as dense arrays. */
     ranks(): RankIndex;
     /** Ranks of the nodes with each value of a label. */
-    groups(label: string): { values: string[]; groups: number[][] };
+    groups(label: string): LabelGroups;
   };
   readonly usedShare: Float64Array;
   readonly usedMemory: Float64Array;

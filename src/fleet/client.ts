@@ -4,9 +4,10 @@
 // from seeing or touching another's jobs (such a job answers NO_SUCH_JOB: nothing is revealed).
 
 import { randomInt } from 'node:crypto';
+import { posix } from 'node:path';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import type { Binding, JobPhase, JobRecord, MemberStatus, NodeRecord } from './records.js';
-import { JobSpecInput, parseJobSpec, parseQueueSpec, QueueSpec, QueueSpecInput } from './spec.js';
+import { JobSpec, JobSpecInput, parseJobSpec, parseQueueSpec, QueueSpec, QueueSpecInput } from './spec.js';
 import type { FleetStore } from './store.js';
 
 /** Phases a job does not leave: cancelling such a job changes nothing. */
@@ -45,20 +46,84 @@ export interface JobFilter {
   phase?: JobPhase[];
 }
 
-export class FleetClient {
-  constructor(readonly store: FleetStore) {}
+export interface FleetClientOptions {
+  /** The node's fleet.tenantDataRoot: where a tenant's job `image` and `checkpoint.dir` may be (absent: a tenant may give neither). */
+  tenantDataRoot?: string;
+}
 
-  /** Validates `spec` (BAD_JOB naming the field) and puts it as a new pending job; returns its record. */
-  async submit(spec: JobSpecInput): Promise<JobRecord> {
+export interface SubmitOptions {
+  /** Submitting for this tenant through a daemon (not the admin): the tenant rules apply (paths, the queue's tenants and maxPriority). */
+  asTenant?: string;
+}
+
+export class FleetClient {
+  constructor(
+    readonly store: FleetStore,
+    readonly options: FleetClientOptions = {},
+  ) {}
+
+  /**
+   * Validates `spec` (BAD_JOB naming the field) and puts it as a new pending job; returns its
+   * record. With `asTenant`, FORBIDDEN when the tenant rules (checkTenantSubmit) refuse it.
+   */
+  async submit(spec: JobSpecInput, options: SubmitOptions = {}): Promise<JobRecord> {
     const parsed = parseJobSpec(spec);
+    if (options.asTenant !== undefined) await this.checkTenantSubmit(parsed, options.asTenant);
     for (let attempt = 0; attempt < 5; attempt++) {
       const now = Date.now();
       const record: JobRecord = { id: newJobId(), spec: parsed, phase: 'pending', generation: 0, placement: [], submittedAt: now, updatedAt: now, restarts: 0, suspensions: 0 };
       const key = this.store.keys.job(record.id);
       // Conditioned on absent: two submits that drew one id never overwrite each other.
-      if (await this.store.commit({ ifs: [{ key, absent: true }], puts: [{ key, value: record }] })) return record;
+      let applied: boolean;
+      try {
+        applied = await this.store.commit({ ifs: [{ key, absent: true }], puts: [{ key, value: record }] });
+      } catch (error) {
+        // The outcome is unknown (etcd's deadline passed): if the put landed, the job is ours.
+        const mine = await this.ownRecord(key, record).catch(() => null);
+        if (mine) return mine;
+        throw error;
+      }
+      if (applied) return record;
+      // etcd3 retries a transaction whose answer was lost: a retry of one that applied is refused
+      // (the key is no longer absent). The record there is then ours: do not submit it twice.
+      const mine = await this.ownRecord(key, record);
+      if (mine) return mine;
     }
     throw new GpunixError(ErrorCodes.BUSY, 'could not draw an unused job id in 5 attempts');
+  }
+
+  /** The record at `key` when it is the one this submit wrote (same submit time and spec), else null. */
+  private async ownRecord(key: string, record: JobRecord): Promise<JobRecord | null> {
+    const entry = await this.store.get<JobRecord>(key);
+    if (!entry || entry.value.submittedAt !== record.submittedAt || JSON.stringify(entry.value.spec) !== JSON.stringify(record.spec)) return null;
+    return entry.value;
+  }
+
+  /**
+   * The rules for a tenant's job submitted through a daemon (FORBIDDEN naming what breaks one):
+   * `image` and `checkpoint.dir` only as absolute paths under <tenantDataRoot>/<tenant>/ (none at
+   * all without a tenantDataRoot); the queue's `tenants` (when set) must name the tenant; the
+   * priority must not exceed the queue's `maxPriority` (when set).
+   */
+  async checkTenantSubmit(spec: JobSpec, tenant: string): Promise<void> {
+    const root = this.options.tenantDataRoot;
+    const paths: Array<[string, string | undefined]> = [
+      ['image', spec.image],
+      ['checkpoint.dir', spec.checkpoint?.dir],
+    ];
+    for (const [field, path] of paths) {
+      if (path === undefined) continue;
+      if (root === undefined) throw forbidden(`job spec: ${field}: a tenant may not give it through a daemon (this node has no fleet.tenantDataRoot)`);
+      const allowed = `${posix.resolve(root, tenant)}/`;
+      if (!posix.isAbsolute(path) || !`${posix.resolve(path)}/`.startsWith(allowed)) {
+        throw forbidden(`job spec: ${field}: must be an absolute path under ${allowed}, got ${JSON.stringify(path.slice(0, 200))}`);
+      }
+    }
+    const queue = (await this.store.get<QueueSpec>(this.store.keys.queue(spec.queue)))?.value;
+    if (queue?.tenants && !queue.tenants.includes(tenant)) throw forbidden(`queue ${spec.queue}: tenant ${tenant} may not submit to it (its tenants: ${queue.tenants.join(', ') || 'none'})`);
+    if (queue?.maxPriority !== undefined && spec.priority > queue.maxPriority) {
+      throw forbidden(`job spec: priority: ${spec.priority} is above queue ${spec.queue}'s maxPriority ${queue.maxPriority}`);
+    }
   }
 
   /** The job `id`; NO_SUCH_JOB when there is none, or (with `asTenant`) it is another tenant's. */
@@ -167,6 +232,10 @@ export class FleetClient {
 
 /** The shape of a queue path (spec.ts's queue schema): a name that is not one names no key. */
 const QUEUE_PATH = /^[A-Za-z0-9_.-]{1,48}(\/[A-Za-z0-9_.-]{1,48})*$/;
+
+function forbidden(message: string): GpunixError {
+  return new GpunixError(ErrorCodes.FORBIDDEN, message);
+}
 
 function noSuchJob(id: string): GpunixError {
   return new GpunixError(ErrorCodes.NO_SUCH_JOB, `no job ${JSON.stringify(id)} in the fleet`);

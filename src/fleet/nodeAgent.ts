@@ -7,7 +7,7 @@
 // scheduler reruns them elsewhere: never two copies) and the node registers afresh.
 
 import { ChildProcess, spawn } from 'node:child_process';
-import { closeSync, copyFileSync, linkSync, mkdirSync, openSync, readSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LogFn } from '../daemon/log.js';
@@ -154,7 +154,7 @@ export class NodeAgent {
     if (!store || this.stopped) {
       throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, `fleet node ${this.node} ${this.stopped ? 'is leaving the fleet' : `has not reached etcd (${this.options.fleet.etcd.endpoints.join(',')}) yet; it keeps trying`}`);
     }
-    if (this.fleetClient?.store !== store) this.fleetClient = new FleetClient(store);
+    if (this.fleetClient?.store !== store) this.fleetClient = new FleetClient(store, { tenantDataRoot: this.options.fleet.tenantDataRoot });
     return this.fleetClient;
   }
 
@@ -175,13 +175,18 @@ export class NodeAgent {
    */
   async stop(): Promise<void> {
     if (this.stopped) return this.running ?? undefined;
+    // The lease is taken now: the session ends within ~100 ms of `stopped` and drops its reference.
+    const lease = this.lease;
     this.stopped = true;
     this.wake?.();
+    // The members' kernel processes die first (in-process, at once), then the lease goes: the node's
+    // key vanishes without waiting for the members' children to exit (up to CHILD_GRACE_MS).
+    const killed = this.killMembersNow('the daemon is shutting down', false);
+    await Promise.race([killed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
+    await lease?.revoke();
+    if (this.lease === lease) this.lease = null;
     await this.scheduler?.stop().catch(() => undefined);
     await this.enqueue(() => this.stopAll('the daemon is shutting down'));
-    const lease = this.lease;
-    this.lease = null;
-    await lease?.revoke();
     await this.running;
     this.storeNow?.close();
     this.log('info', 'left the fleet', {});
@@ -245,20 +250,23 @@ export class NodeAgent {
     this.lastPublished = '';
     let watch: { close(): Promise<void> } | null = null;
     let tick: NodeJS.Timeout | null = null;
+    /** Set when this session ends: a watch that is created after it is closed at once. */
+    let ended = false;
     try {
-      await this.publishNode(store, lease, true);
+      await this.register(store, lease);
       const prefix = store.keys.nodeBindings(this.node);
       const listen = async () => {
         const { entries, revision } = await store.list<Binding>(prefix);
+        if (ended || this.lease !== lease) return;
         this.bindings.clear();
-        for (const entry of entries) this.bindings.set(store.keys.rest(prefix, entry.key), entry.value);
+        for (const entry of entries) this.setBinding(store.keys.rest(prefix, entry.key), entry.value, lease);
         this.scheduleReconcile();
-        watch = await store.watch<Binding>(
+        const opened = await store.watch<Binding>(
           prefix,
           revision,
           (event) => {
             const key = store.keys.rest(prefix, event.key);
-            if (event.type === 'put' && event.value) this.bindings.set(key, event.value);
+            if (event.type === 'put' && event.value) this.setBinding(key, event.value, lease);
             else this.bindings.delete(key);
             this.scheduleReconcile();
           },
@@ -279,6 +287,12 @@ export class NodeAgent {
             relist();
           },
         );
+        // The lease changed or the agent stopped while the watch was being made: nobody would close it.
+        if (ended || lease.lost || this.stopped || this.lease !== lease) {
+          await opened.close();
+          return;
+        }
+        watch = opened;
       };
       await listen();
       this.log('info', 'joined the fleet', { lease: lease.id, devices: this.devices.length, labels: this.options.fleet.labels, ttlSeconds: this.options.fleet.leaseTtlSeconds });
@@ -290,16 +304,64 @@ export class NodeAgent {
       const reason = await Promise.race([leaseLost, stopped]);
       if (this.stopped) return;
       this.log('warn', 'the node lost its fleet lease: killing its fleet members (the scheduler reruns them elsewhere), then registering afresh', { error: reason, members: this.members.size });
-      await this.enqueue(async () => {
-        for (const member of this.members.values()) this.abandoned.add(`${member.key}@${member.binding.generation}`);
-        await this.stopAll('the node lost its fleet lease', true);
-      });
+      // At once, not behind queued reconcile work: the scheduler may rebind them elsewhere as soon
+      // as etcd expires the lease (the store counts it lost before that can happen).
+      void this.killMembersNow('the node lost its fleet lease', true);
+      await this.enqueue(() => this.stopAll('the node lost its fleet lease', true));
     } finally {
+      ended = true;
       if (tick) clearInterval(tick);
       await (watch as { close(): Promise<void> } | null)?.close();
       if (this.lease === lease) this.lease = null;
       if (!lease.lost && !this.stopped) await lease.revoke();
     }
+  }
+
+  /**
+   * Puts nodes/<node> for the first time under `lease`, only when no such key exists: a second
+   * daemon with the same fleet.node (or this node's previous run, until its lease expires) holds it.
+   */
+  private async register(store: FleetStore, lease: StoreLease): Promise<void> {
+    const key = store.keys.node(this.node);
+    const { used, health } = this.measure();
+    const record = this.nodeRecord(lease, used, health);
+    if (!(await store.commit({ ifs: [{ key, absent: true }], puts: [{ key, value: record, lease }] }))) {
+      throw new Error(
+        `node name ${JSON.stringify(this.node)} is taken: ${key} exists (another gpunixd with the same fleet.node, or this node's previous run whose lease has not expired yet: it goes within ${this.options.fleet.leaseTtlSeconds} s)`,
+      );
+    }
+    this.lastPublished = JSON.stringify({ used, health });
+  }
+
+  /** Records a binding, unless it was made for another life of this node (Binding.incarnation). */
+  private setBinding(key: string, binding: Binding, lease: StoreLease): void {
+    if (binding.incarnation !== undefined && binding.incarnation !== lease.id) {
+      this.bindings.delete(key);
+      this.log('warn', 'ignoring a binding made for an earlier life of this node', { job: binding.job, member: binding.member, generation: binding.generation, incarnation: binding.incarnation, ours: lease.id });
+      return;
+    }
+    this.bindings.set(key, binding);
+  }
+
+  /**
+   * Kills every member's kernel process and signals its child now, outside the work queue (lease
+   * lost, shutdown); with `abandon`, they are never started again at their generation. The queued
+   * stopAll() that follows waits for the children and tidies up. Resolves when the kernel kills are done.
+   */
+  private killMembersNow(why: string, abandon: boolean): Promise<unknown> {
+    const kills: Array<Promise<unknown>> = [];
+    for (const member of this.members.values()) {
+      if (abandon) this.abandoned.add(`${member.key}@${member.binding.generation}`);
+      if (member.state === 'exited' || member.state === 'failed') continue;
+      member.stopping = true;
+      this.clearTimers(member);
+      const record = this.findProcess(member);
+      if (record && record.state !== 'exited') kills.push(this.options.kernel.kill(record.pid).catch(() => undefined));
+      const child = member.child;
+      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      this.log('info', 'fleet member killed', { job: member.binding.job, member: member.binding.member, generation: member.binding.generation, gpid: record?.pid, why });
+    }
+    return Promise.all(kills);
   }
 
   /** Runs `work` after every reconciliation and teardown queued before it. */
@@ -399,11 +461,14 @@ export class NodeAgent {
       return;
     }
     const name = `${FLEET_TENANT_PREFIX}${job}`;
-    // A tenant of that name the agent does not know (a previous run's, from the state file): made anew for its token.
     if (this.options.kernel.tenants().some((t) => t.name === name)) {
+      // One this node made in an earlier run (its list says so): made anew for its token. Any other
+      // (an operator's, from before `tenants add fleet.*` was refused) is never touched.
+      if (!this.madeTenants().has(name)) throw new Error(`a tenant named ${name} exists that this node did not make; it is left alone`);
       this.log('warn', 'replacing a leftover fleet tenant', { tenant: name });
       await this.options.tenants.remove(name).catch(() => undefined);
     }
+    this.noteTenant(name, true);
     const { token } = this.options.tenants.add(name, quota);
     this.jobTenants.set(job, { name, token, members: count });
     this.log('info', 'fleet job tenant added', { job, tenant: name, weight: quota.weight, memoryLimit: quota.memoryLimit, members: count });
@@ -416,17 +481,57 @@ export class NodeAgent {
     } catch (error) {
       this.log('warn', 'cannot remove a fleet job tenant', { tenant: tenant.name, error: (error as Error).message });
     }
+    this.noteTenant(tenant.name, false);
     // Restore images linked into the tenant's image directory.
     rmSync(join(this.options.imageDir, tenant.name), { recursive: true, force: true });
     this.log('info', 'fleet job tenant removed', { job, tenant: tenant.name });
   }
 
-  /** Tenants named fleet.* that a previous run of the daemon left in its state file: their jobs are not this run's. */
+  /**
+   * Tenants a previous run of this node made (its list, `<workDir>/tenants.json`) that the daemon's
+   * state file still holds: their jobs are not this run's. A fleet.* tenant not on the list is not
+   * the node's and stays.
+   */
   private removeLeftoverTenants(): void {
+    const made = this.madeTenants();
     for (const tenant of this.options.kernel.tenants()) {
       if (!tenant.name.startsWith(FLEET_TENANT_PREFIX)) continue;
+      if (!made.has(tenant.name)) {
+        this.log('warn', 'a fleet.* tenant this node did not make is left alone', { tenant: tenant.name });
+        continue;
+      }
       this.log('info', 'removing a fleet tenant left by an earlier run', { tenant: tenant.name });
       void this.options.tenants.remove(tenant.name).catch(() => undefined);
+    }
+    for (const name of made) if (!this.options.kernel.tenants().some((t) => t.name === name)) this.noteTenant(name, false);
+  }
+
+  /** Where the node lists the tenants it made (so that it removes only its own). */
+  private get madeTenantsPath(): string {
+    return join(this.workDir, 'tenants.json');
+  }
+
+  /** The fleet tenants this node made and has not removed yet (this run's and earlier runs'). */
+  private madeTenants(): Set<string> {
+    try {
+      const names: unknown = JSON.parse(readFileSync(this.madeTenantsPath, 'utf8'));
+      return new Set(Array.isArray(names) ? names.filter((n): n is string => typeof n === 'string') : []);
+    } catch {
+      return new Set();
+    }
+  }
+
+  /** Adds `name` to the node's list of tenants it made (`made`), or takes it off. Written before the tenant is added. */
+  private noteTenant(name: string, made: boolean): void {
+    const names = this.madeTenants();
+    if (made === names.has(name)) return;
+    if (made) names.add(name);
+    else names.delete(name);
+    try {
+      mkdirSync(this.workDir, { recursive: true, mode: 0o700 });
+      writeFileSync(this.madeTenantsPath, `${JSON.stringify([...names])}\n`, { mode: 0o600 });
+    } catch (error) {
+      this.log('warn', 'cannot write the list of fleet tenants this node made', { path: this.madeTenantsPath, error: (error as Error).message });
     }
   }
 
@@ -462,10 +567,13 @@ export class NodeAgent {
       if (binding.restoreFrom) args.push('--restore', this.linkRestoreImage(tenant.name, binding));
       args.push(resolve(binding.program), ...binding.args);
       logFd = openSync(member.logPath, 'a', 0o600);
-      const env: NodeJS.ProcessEnv = { ...process.env, [TOKEN_ENV]: tenant.token };
-      delete env.GPUNIX_URL;
-      delete env.GPUNIX_SOCKET;
-      const child = spawn(process.execPath, args, { cwd: jobDir, env, stdio: ['ignore', logFd, logFd] });
+      const runAs = this.options.fleet.runAs;
+      // The member's user must be able to enter its working directory (the log fd is the daemon's).
+      if (runAs) {
+        chmodSync(this.workDir, 0o711);
+        chownSync(jobDir, runAs.uid, runAs.gid);
+      }
+      const child = spawn(process.execPath, args, { cwd: jobDir, env: memberEnvironment(tenant.token, runAs ? jobDir : undefined), stdio: ['ignore', logFd, logFd], ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}) });
       member.child = child;
       member.childExited = new Promise((resolve) => {
         child.once('exit', (code, signal) => {
@@ -660,9 +768,22 @@ export class NodeAgent {
       mkdirSync(dirname(path), { recursive: true });
       const written = await this.options.kernel.checkpoint(member.pid, path, { timeoutMs: Math.min(member.binding.checkpoint!.intervalMs, 30_000) });
       member.checkpoints++;
+      // Stopped or replaced while it wrote (binding deleted, rebound, lease lost): the image is of a
+      // member the fleet no longer runs here; recording it could send a newer generation back in time.
+      if (member.stopping || this.members.get(member.key) !== member) {
+        rmSync(path, { force: true });
+        this.log('info', 'fleet member checkpoint dropped: the member is no longer current', fields);
+        return;
+      }
       member.images.push(path);
       const record: CheckpointRecord = { path, generation, at: Date.now() };
-      await store.put(store.keys.checkpoint(job, index), record);
+      // Conditioned on what was read (store.update): a record of a newer generation (the member
+      // rebound elsewhere) is never overwritten by this one.
+      const kept = await store.update<CheckpointRecord>(store.keys.checkpoint(job, index), (current) => (current && current.value.generation > generation ? undefined : record), 5);
+      if (kept !== record) {
+        this.log('info', 'fleet member checkpoint not recorded: a newer generation has one', { ...fields, recorded: kept?.generation });
+        return;
+      }
       this.log('info', 'fleet member checkpointed', { ...fields, bytes: written.bytes });
       while (member.images.length > IMAGES_KEPT) {
         const old = member.images.shift()!;
@@ -725,16 +846,7 @@ export class NodeAgent {
     const { used, health } = this.measure();
     const fingerprint = JSON.stringify({ used, health });
     if (!force && fingerprint === this.lastPublished) return false;
-    const record: NodeRecord = {
-      name: this.node,
-      labels: this.options.fleet.labels,
-      devices: this.devices,
-      health,
-      address: this.options.url ? { socket: this.options.socket, url: this.options.url } : { socket: this.options.socket },
-      used,
-      startedAt: this.startedAt,
-      updatedAt: Date.now(),
-    };
+    const record = this.nodeRecord(lease, used, health);
     try {
       await store.put(store.keys.node(this.node), record, lease);
       this.lastPublished = fingerprint;
@@ -743,6 +855,20 @@ export class NodeAgent {
       this.log('warn', 'cannot publish the node record; retrying', { error: (error as Error).message });
     }
     return true;
+  }
+
+  private nodeRecord(lease: StoreLease, used: NodeRecord['used'], health: NodeRecord['health']): NodeRecord {
+    return {
+      name: this.node,
+      labels: this.options.fleet.labels,
+      devices: this.devices,
+      health,
+      address: this.options.url ? { socket: this.options.socket, url: this.options.url } : { socket: this.options.socket },
+      used,
+      startedAt: this.startedAt,
+      updatedAt: Date.now(),
+      incarnation: lease.id,
+    };
   }
 
   /** Device bytes in use and live processes per device index, and the node's health. */
@@ -761,6 +887,22 @@ export class NodeAgent {
     const health = this.stopped ? 'draining' : stats.length > 0 && stats.every((d) => d.lost !== null) ? 'unhealthy' : 'ready';
     return { used, health };
   }
+}
+
+/**
+ * A member's environment: what node needs to run `gpunix run --connect`, and its job tenant's token;
+ * never the daemon's whole environment (it may hold etcd credentials or other secrets).
+ * `home`: HOME for a member run as another user (fleet.runAs).
+ */
+export function memberEnvironment(token: string, home?: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value === undefined) continue;
+    if (name === 'PATH' || name === 'HOME' || name === 'LANG' || name === 'LC_ALL' || name === 'TMPDIR' || name === 'EGL_PLATFORM' || name === 'GPUNIX_BACKENDS' || name.startsWith('NODE_')) env[name] = value;
+  }
+  if (home) env.HOME = home;
+  env[TOKEN_ENV] = token;
+  return env;
 }
 
 function gpuTimeMs(record: ProcessRecord): number {

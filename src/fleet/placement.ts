@@ -20,10 +20,13 @@
 // First fit (firstFitGang, the benchmark's baseline): the first device with room, in node-name
 // order, same constraints (sameLabel: groups in label-value order, the first that takes the gang).
 //
-// Cost: one pass over the eligible devices (O(devices)), with a candidate list of at most
-// `gang` entries: no allocation that grows with the fleet.
+// Cost: best fit without sameNode (and, for sameLabel, without nodeSelector) walks the rank index
+// kept by Capacity (FreeIndex) from the first device with the gang's share free and stops once
+// the gang is placed: a few entries in the common case, no pass over the fleet. sameNode,
+// sameLabel with nodeSelector, and first fit (the naive baseline, on purpose) make one pass over
+// the eligible devices (O(devices)) with a candidate list of at most `gang` entries.
 
-import { Capacity, CapacityView, MemberPlacement, NodeSlot, SHARE_UNITS, shareUnits, unitsToShare } from './capacity.js';
+import { Capacity, CapacityView, MemberPlacement, NodeSlot, SHARE_UNITS, shareUnits, SortedDevices, unitsToShare } from './capacity.js';
 import type { JobSpec } from './spec.js';
 
 type Spec = Pick<JobSpec, 'gang' | 'share' | 'memory' | 'placement'>;
@@ -68,6 +71,10 @@ function place(spec: Spec, capacity: Capacity, bestFit: boolean): MemberPlacemen
   const view = capacity.view();
   if (req.label === undefined) {
     const picked = placeAmong(view, req, null, bestFit);
+    return picked === null ? null : toPlacement(view, picked);
+  }
+  if (bestFit && !req.sameNode && req.selector.length === 0) {
+    const picked = placeInGroupByIndex(view, req);
     return picked === null ? null : toPlacement(view, picked);
   }
   const { groups } = view.topo.groups(req.label);
@@ -123,8 +130,8 @@ function placeAmong(view: CapacityView, req: Request, ranks: readonly number[] |
   if (req.sameNode) return placeOnOneNode(view, req, ranks, bestFit);
   // Best fit over the whole fleet (no sameLabel group): walk the rank index instead of scanning.
   if (bestFit && ranks === null && req.label === undefined) return placeByIndex(view, req);
-  // The hot loop of the scheduler (every device of the fleet, every gang): dense typed arrays
-  // first; a node's labels and total free share only for a device that could enter the list.
+  // The scan (first fit; best fit within one node or a label group with a nodeSelector): dense
+  // typed arrays first; a node's labels and total free share only for a device that could enter the list.
   const { usedShare, usedMemory, nodeUsed } = view;
   const { budget, slots } = view.topo;
   const index = view.topo.ranks();
@@ -211,9 +218,9 @@ function placeAmong(view: CapacityView, req: Request, ranks: readonly number[] |
  * ranking), and stops as soon as the gang is placed. Devices with the share but not the memory,
  * or off the nodeSelector, are stepped over; the common case reads a handful of entries.
  */
-function placeByIndex(view: CapacityView, req: Request): Picked | null {
-  const { index } = view;
-  const { keyA, keyC, chunks } = index;
+function placeByIndex(view: CapacityView, req: Request, list: SortedDevices = view.index.all, poolFree = 0): Picked | null {
+  const { keyA, keyC } = view.index;
+  const { chunks } = list;
   const { flatSlot, slots: nodeSlots } = view.topo;
   const { share, memory } = req;
   const filtered = req.selector.length > 0;
@@ -222,7 +229,7 @@ function placeByIndex(view: CapacityView, req: Request): Picked | null {
   const flats: number[] = [];
   const counts: number[] = [];
   let left = req.n;
-  let [c, offset] = index.lowerBound(share);
+  let [c, offset] = list.lowerBound(share);
   for (; c < chunks.length; c++, offset = 0) {
     const chunk = chunks[c];
     for (; offset < chunk.length; offset++) {
@@ -242,8 +249,39 @@ function placeByIndex(view: CapacityView, req: Request): Picked | null {
       flats.push(flat);
       counts.push(k);
       left -= k;
-      if (left === 0) return { slots, flats, counts, poolFree: 0 };
+      if (left === 0) return { slots, flats, counts, poolFree };
     }
+  }
+  return null;
+}
+
+/**
+ * sameLabel best fit (no nodeSelector, not sameNode) by the per-label index: the same choice as
+ * trying every group, as the group with the least free share (ties: label-value order) among those
+ * that can take the gang wins: groups are tried in that order, each by its own rank-ordered list,
+ * and the first that takes the gang is the answer. Groups with less free share than the gang needs
+ * are not walked at all.
+ */
+function placeInGroupByIndex(view: CapacityView, req: Request): Picked | null {
+  const groups = view.index.label(req.label!);
+  const need = req.share * req.n;
+  const rank = groups.valueRanks();
+  const candidates: number[] = [];
+  for (let g = 0; g < groups.values.length; g++) if (groups.free[g] >= need && groups.lists[g].chunks.length > 0) candidates.push(g);
+  // Least free share first (ties: value order), picked one at a time: the first usually takes it,
+  // so sorting every group (hundreds of racks) for every gang would be wasted.
+  while (candidates.length > 0) {
+    let at = 0;
+    for (let i = 1; i < candidates.length; i++) {
+      const g = candidates[i];
+      const b = candidates[at];
+      if (groups.free[g] < groups.free[b] || (groups.free[g] === groups.free[b] && rank[g] < rank[b])) at = i;
+    }
+    const g = candidates[at];
+    const picked = placeByIndex(view, req, groups.lists[g], groups.free[g]);
+    if (picked !== null) return picked;
+    candidates[at] = candidates[candidates.length - 1];
+    candidates.pop();
   }
   return null;
 }
@@ -251,6 +289,23 @@ function placeByIndex(view: CapacityView, req: Request): Picked | null {
 /** sameNode: the node (least free share first, or the first in name order) with room for the whole gang; best/first fit on its devices. */
 function placeOnOneNode(view: CapacityView, req: Request, ranks: readonly number[] | null, bestFit: boolean): Picked | null {
   const index = view.topo.ranks();
+  if (bestFit && ranks === null) {
+    // Walk the nodes by free share from the least that could hold the gang: the first with room wins.
+    const { chunks } = view.index.nodes;
+    let [c, offset] = view.index.nodes.lowerBound(req.share * req.n);
+    for (; c < chunks.length; c++, offset = 0) {
+      const chunk = chunks[c];
+      for (; offset < chunk.length; offset++) {
+        const slot = chunk[offset];
+        const node = view.topo.slots[slot]!;
+        if (!eligible(node, req)) continue;
+        let room = 0;
+        for (let flat = node.first; flat < node.first + node.indexes.length && room < req.n; flat++) room += fits(view, req, flat, req.n);
+        if (room >= req.n) return placeAmong(view, { ...req, sameNode: false, label: undefined, selector: [] }, [index.rankOf[slot]], bestFit);
+      }
+    }
+    return null;
+  }
   let chosen = -1;
   let chosenFree = 0;
   let poolFree = 0;

@@ -31,6 +31,11 @@ export interface NodeRecord {
   used: Array<{ bytes: number; processes: number }>;
   startedAt: number;
   updatedAt: number;
+  /**
+   * This life of the node: the id of the lease it registered under (a node restarted, or one that
+   * lost its lease and registered afresh, has a new one). A scheduler copies it into Binding.incarnation.
+   */
+  incarnation?: string;
 }
 
 export type JobPhase = 'pending' | 'bound' | 'running' | 'suspended' | 'succeeded' | 'failed' | 'cancelled';
@@ -73,6 +78,8 @@ export interface Binding {
   /** Start the member from this image (a periodic checkpoint after a node died, or the spec's image). */
   restoreFrom?: string;
   checkpoint?: { intervalMs: number; dir: string };
+  /** The incarnation (NodeRecord.incarnation) of the node it was bound to; a node of another incarnation ignores it. */
+  incarnation?: string;
   /** `run`: keep it running; `suspend`: swap it out (reclaim) and keep it until told `run` again. */
   desired: 'run' | 'suspend';
 }

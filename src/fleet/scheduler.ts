@@ -64,6 +64,8 @@ export interface FleetSchedulerOptions {
   maxInFlight?: number;
   /** How long an event waits for more before the loop runs (ms). Default 2. */
   debounceMs?: number;
+  /** JobRecords of jobs finished (succeeded, failed, cancelled) longer ago than this are deleted (ms). Default 24 h. */
+  retentionMs?: number;
 }
 
 export interface SchedulerStats {
@@ -100,6 +102,8 @@ const PASS_BUDGET_MS = 10;
 const MESSAGE_INTERVAL_MS = 2_000;
 /** A `lost` entry for a bound job some of whose bindings are missing (it is rebound). */
 const MISSING_BINDINGS = '(missing bindings)';
+/** The most finished JobRecords one pass deletes (retention): the rest wait for the next passes. */
+const RETENTION_DELETES_PER_PASS = 16;
 
 /** What the leader knows and has decided about one job. */
 interface JobState {
@@ -125,6 +129,24 @@ interface JobState {
   indexed: string[];
 }
 
+/** Member `member` of `job` as bound at `generation` on `device`: what the node runs (no restore image, no incarnation). */
+export function memberBinding(job: JobRecord, member: number, generation: number, device: number): Binding {
+  return {
+    job: job.id,
+    member,
+    generation,
+    device,
+    tenant: job.spec.tenant,
+    class: job.spec.class,
+    share: job.spec.share,
+    memory: job.spec.memory,
+    program: job.spec.program,
+    args: job.spec.args,
+    ...(job.spec.checkpoint ? { checkpoint: job.spec.checkpoint } : {}),
+    desired: 'run',
+  };
+}
+
 export class FleetScheduler {
   readonly id: string;
   private readonly log: SchedulerLog;
@@ -132,6 +154,7 @@ export class FleetScheduler {
   private readonly resyncMs: number;
   private readonly maxInFlight: number;
   private readonly debounceMs: number;
+  private readonly retentionMs: number;
 
   private stopped = true;
   private campaigning: Promise<void> | null = null;
@@ -163,6 +186,10 @@ export class FleetScheduler {
   private onNode = new Map<string, Set<string>>();
   /** Bumped whenever capacity may have grown (a release, a node, a queue change). */
   private freeEpoch = 0;
+  /** Finished jobs whose records retention deletes, about in finishing order (updatedAt: when they finished). */
+  private finished: Array<{ id: string; at: number; modRevision: number }> = [];
+  /** The ids in `finished` (each once: a finish is seen both at its commit and at its watch echo). */
+  private finishedIds = new Set<string>();
 
   private inFlight = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -193,6 +220,7 @@ export class FleetScheduler {
     this.resyncMs = options.resyncMs ?? 1_000;
     this.maxInFlight = options.maxInFlight ?? 64;
     this.debounceMs = options.debounceMs ?? 2;
+    this.retentionMs = options.retentionMs ?? 24 * 3_600_000;
   }
 
   get isLeader(): boolean {
@@ -318,6 +346,8 @@ export class FleetScheduler {
     this.queues = new QueueTree([]);
     for (const set of [this.pending, this.suspended, this.active, this.cancels, this.lostJobs, this.statusDirty]) set.clear();
     this.onNode = new Map();
+    this.finished = [];
+    this.finishedIds.clear();
     await Promise.all(watches.map((w) => w.close()));
   }
 
@@ -333,7 +363,12 @@ export class FleetScheduler {
         revision,
         (event) => {
           if (!alive()) return;
-          apply(event);
+          try {
+            apply(event);
+          } catch (error) {
+            // A record this leader cannot apply is skipped (logged), never thrown into the watch.
+            this.log('error', 'fleet scheduler: applying a change failed; skipped', { key: event.key, error: (error as Error).stack });
+          }
           this.schedule();
         },
         (error) => {
@@ -360,6 +395,7 @@ export class FleetScheduler {
     for (const entry of queues.entries) this.queueSpecs.set(entry.value.name, entry.value);
     this.queues = new QueueTree([...this.queueSpecs.values()]);
     for (const entry of nodes.entries) {
+      if (!this.validNode(entry.key, entry.value)) continue;
       this.nodes.set(entry.value.name, entry.value);
       this.capacity.setNode(entry.value);
     }
@@ -369,7 +405,8 @@ export class FleetScheduler {
     // other replica can commit a binding once this one holds the leader key.)
     const byJob = new Map<string, Binding[]>();
     const orphans: string[] = [];
-    const jobsById = new Map(jobs.entries.map((entry) => [entry.value.id, entry]));
+    const validJobs = jobs.entries.filter((entry) => this.validJob(entry.key, entry.value));
+    const jobsById = new Map(validJobs.map((entry) => [entry.value.id, entry]));
     for (const { key, value } of bindings.entries) {
       const [node, jobId, member] = keys.rest(keys.bindings(), key).split('/');
       const job = jobsById.get(jobId)?.value;
@@ -379,8 +416,11 @@ export class FleetScheduler {
         list[value.member] = value;
       } else orphans.push(key);
     }
-    for (const entry of jobs.entries) {
-      if (FINISHED_PHASES.includes(entry.value.phase)) continue;
+    for (const entry of validJobs) {
+      if (FINISHED_PHASES.includes(entry.value.phase)) {
+        this.noteFinished(entry.value, entry.modRevision);
+        continue;
+      }
       const state = this.newState(entry.value, entry.modRevision);
       if (BOUND.has(entry.value.phase)) {
         const list = byJob.get(entry.value.id) ?? [];
@@ -388,12 +428,18 @@ export class FleetScheduler {
         for (let m = 0; m < entry.value.spec.gang; m++) complete &&= list[m] !== undefined;
         state.bindings = list;
         for (const { node } of entry.value.placement) if (!this.nodes.has(node)) (state.lost ??= new Set()).add(node);
+        // A node that restarted (another incarnation) dropped what it ran: as if it had died.
+        for (const binding of list) {
+          const node = binding ? entry.value.placement[binding.member]?.node : undefined;
+          if (node !== undefined && this.restarted(binding, node)) (state.lost ??= new Set()).add(node);
+        }
         // Cannot happen with all-or-nothing commits; if it does, rebinding the gang is the safe way out.
         if (!complete) (state.lost ??= new Set()).add(MISSING_BINDINGS);
       }
       this.jobs.set(entry.value.id, state);
       this.refresh(state);
     }
+    this.finished.sort((a, b) => a.at - b.at);
     for (const entry of statuses.entries) this.applyMemberKey(this.statuses, keys.statuses(), entry.key, entry.value);
     for (const entry of checkpoints.entries) this.applyMemberKey(this.checkpoints, keys.checkpoints(), entry.key, entry.value);
     if (orphans.length > 0) {
@@ -416,6 +462,36 @@ export class FleetScheduler {
     return { record, modRevision, busy: false, held: null, bindings: null, indexed: [] };
   }
 
+  /** Whether `value` has what the scheduler reads of a JobRecord; else it is skipped (logged). */
+  private validJob(key: string, value: JobRecord | undefined | null): value is JobRecord {
+    const spec = value?.spec as Partial<JobRecord['spec']> | undefined;
+    const ok =
+      typeof value === 'object' && value !== null && typeof value.id === 'string' && key === this.store.keys.job(value.id) && typeof value.phase === 'string' &&
+      typeof value.generation === 'number' && Array.isArray(value.placement) && typeof value.submittedAt === 'number' &&
+      typeof spec === 'object' && spec !== null && typeof spec.gang === 'number' && typeof spec.share === 'number' && typeof spec.memory === 'number' && typeof spec.queue === 'string' && typeof spec.priority === 'number' &&
+      typeof spec.placement === 'object' && spec.placement !== null;
+    if (!ok) this.log('warn', 'fleet scheduler: skipping a malformed job record', { key });
+    return ok;
+  }
+
+  /** Whether `value` has what the scheduler reads of a NodeRecord; else it is skipped (logged). */
+  private validNode(key: string, value: NodeRecord | undefined | null): value is NodeRecord {
+    const ok =
+      typeof value === 'object' && value !== null && typeof value.name === 'string' && key === this.store.keys.node(value.name) && Array.isArray(value.devices) &&
+      value.devices.every((d) => typeof d === 'object' && d !== null && typeof d.index === 'number' && typeof d.memoryBudget === 'number') &&
+      typeof value.labels === 'object' && value.labels !== null;
+    if (!ok) this.log('warn', 'fleet scheduler: skipping a malformed node record', { key });
+    return ok;
+  }
+
+  /** A binding made for another incarnation of `node` than the one registered now (the node restarted). */
+  private restarted(binding: Binding, node: string): boolean {
+    if (binding.incarnation === undefined) return false;
+    const record = this.nodes.get(node);
+    const now = record ? nodeIncarnation(record) : undefined;
+    return now !== undefined && now !== binding.incarnation;
+  }
+
   private applyQueue(event: WatchEvent<QueueSpec>): void {
     const name = this.store.keys.rest(this.store.keys.queues(), event.key);
     if (event.type === 'put' && event.value) this.queueSpecs.set(event.value.name, event.value);
@@ -428,10 +504,21 @@ export class FleetScheduler {
 
   private applyNode(event: WatchEvent<NodeRecord>): void {
     const name = this.store.keys.rest(this.store.keys.nodes(), event.key);
-    if (event.type === 'put' && event.value) {
+    if (event.type === 'put') {
+      if (!this.validNode(event.key, event.value)) return;
       this.nodes.set(name, event.value);
       this.capacity.setNode(event.value);
       this.freeEpoch++;
+      // A node of another incarnation than its jobs' bindings name restarted: it dropped what it
+      // ran (and ignores those bindings), so its jobs are taken off it as if it had died.
+      for (const id of this.onNode.get(name) ?? []) {
+        const state = this.jobs.get(id);
+        const bindings = state ? (state.nextBindings !== undefined ? state.nextBindings : state.bindings) : null;
+        if (!state || !bindings?.some((b) => b && (state.next ?? state.record).placement[b.member]?.node === name && this.restarted(b, name))) continue;
+        this.log('info', 'fleet scheduler: node restarted (new incarnation); its jobs are rescheduled', { node: name, job: id });
+        (state.lost ??= new Set()).add(name);
+        this.refresh(state);
+      }
       return;
     }
     if (!this.nodes.has(name)) return;
@@ -459,8 +546,12 @@ export class FleetScheduler {
       if (keys.length > 0) this.fire([], { deletes: keys }, 'bindings of a deleted job', () => undefined);
       return;
     }
+    if (!this.validJob(event.key, event.value)) return;
     if (!state) {
-      if (FINISHED_PHASES.includes(event.value.phase)) return;
+      if (FINISHED_PHASES.includes(event.value.phase)) {
+        this.noteFinished(event.value, event.modRevision);
+        return;
+      }
       const fresh = this.newState(event.value, event.modRevision);
       this.jobs.set(id, fresh);
       this.refresh(fresh);
@@ -468,9 +559,13 @@ export class FleetScheduler {
       return;
     }
     if (event.modRevision <= state.modRevision) return; // the echo of a commit already applied
+    const before = state.record;
     state.record = event.value;
     state.modRevision = event.modRevision;
     this.settle(id, state);
+    // Only this leader moves phases and generations: such a change it did not see answered (a
+    // commit whose answer was lost but which applied) leaves its bindings to be read from etcd.
+    if (!state.busy && this.jobs.get(id) === state && (before.phase !== event.value.phase || before.generation !== event.value.generation)) this.refetch(id);
   }
 
   /** status/<job>/<member> or checkpoints/<job>/<member> into its map (value undefined: deleted). */
@@ -478,6 +573,10 @@ export class FleetScheduler {
     const [job, memberText] = this.store.keys.rest(prefix, key).split('/');
     const member = Number(memberText);
     if (!Number.isInteger(member)) return;
+    if (value !== undefined && (typeof value !== 'object' || value === null || typeof (value as { generation?: unknown }).generation !== 'number')) {
+      this.log('warn', 'fleet scheduler: skipping a malformed record', { key });
+      return;
+    }
     let members = map.get(job);
     if (value === undefined) {
       const old = members?.get(member);
@@ -514,6 +613,7 @@ export class FleetScheduler {
   private settle(id: string, state: JobState): void {
     this.pruneLost(state);
     if (!state.busy && FINISHED_PHASES.includes(state.record.phase)) {
+      this.noteFinished(state.record, state.modRevision);
       this.forget(id, state);
       return;
     }
@@ -646,11 +746,20 @@ export class FleetScheduler {
         if (state && !state.busy && !state.lost && !state.record.cancelRequested && (full || state.blockedAt !== this.freeEpoch)) candidates.push(state);
       }
       candidates.sort((a, b) => b.record.spec.priority - a.record.spec.priority || a.record.submittedAt - b.record.submittedAt);
+      // Room that frees goes to a waiting job of higher priority in the same queue first.
+      const waiting = candidates.length > 0 ? this.pendingTopPriority() : null;
       for (const state of candidates) {
         if (!this.room()) return;
+        const top = waiting?.get(state.record.spec.queue);
+        if (top !== undefined && top > state.record.spec.priority) {
+          this.block(state);
+          continue;
+        }
         this.resume(state);
       }
     }
+    // Retention: delete a few records of jobs finished long ago.
+    this.expireFinished();
     // 5. Pending jobs, in queue order (an order a cut pass left is finished first: not re-sorted per pass).
     if (this.pending.size > 0 || this.carry) {
       let order: string[];
@@ -682,6 +791,56 @@ export class FleetScheduler {
     }
   }
 
+  /**
+   * The highest priority of a pending job in each queue that may use room freed now: not being
+   * cancelled, and not already found not to fit at this capacity (so a job that can never fit
+   * does not keep a suspended one from resuming past the next resync).
+   */
+  private pendingTopPriority(): Map<string, number> {
+    const top = new Map<string, number>();
+    for (const id of this.pending) {
+      const state = this.jobs.get(id);
+      const record = state?.record;
+      if (!state || !record || state.busy || record.phase !== 'pending' || record.cancelRequested || state.blockedAt === this.freeEpoch) continue;
+      const best = top.get(record.spec.queue);
+      if (best === undefined || record.spec.priority > best) top.set(record.spec.queue, record.spec.priority);
+    }
+    return top;
+  }
+
+  /** Queues a finished job's record for retention (once). */
+  private noteFinished(record: JobRecord, modRevision: number): void {
+    if (this.finishedIds.has(record.id)) return;
+    this.finishedIds.add(record.id);
+    this.finished.push({ id: record.id, at: typeof record.updatedAt === 'number' ? record.updatedAt : 0, modRevision });
+  }
+
+  /**
+   * Retention: deletes the records (and any checkpoints left) of up to RETENTION_DELETES_PER_PASS
+   * jobs that finished more than retentionMs ago, each conditioned on the record being unchanged.
+   */
+  private expireFinished(): void {
+    const cutoff = Date.now() - this.retentionMs;
+    let deleted = 0;
+    while (this.finished.length > 0 && this.finished[0].at < cutoff && deleted < RETENTION_DELETES_PER_PASS && this.room()) {
+      const entry = this.finished.shift()!;
+      const { id, modRevision } = entry;
+      this.finishedIds.delete(id);
+      if (this.jobs.has(id)) continue; // submitted again under the same id meanwhile: not finished
+      const key = this.store.keys.job(id);
+      deleted++;
+      const term = this.term;
+      this.enqueue({ ifs: [{ key, modRevision }], deletes: [key], deletePrefixes: [this.store.keys.jobCheckpoints(id)] }, 'retention', (ok, revision) => {
+        if (ok) this.log('debug', 'fleet scheduler: deleted a finished job past retention', { job: id });
+        // etcd did not answer: try again later (refused means the record changed or went: leave it).
+        else if (revision === 0 && term === this.term && !this.finishedIds.has(id)) {
+          this.finishedIds.add(id);
+          this.finished.push(entry);
+        }
+      });
+    }
+  }
+
   /** Step 1: unbinds a job from a dead node and makes it pending (or failed), keeping its progress when it can. */
   private reschedule(state: JobState): void {
     const job = state.record;
@@ -693,7 +852,8 @@ export class FleetScheduler {
     else if (job.spec.restartable) next = { ...job, phase: 'pending', placement: [], restarts: job.restarts + 1, message: `node ${dead} lost; restarting from the beginning (no checkpoint of every member)`, updatedAt: Date.now() };
     else next = { ...job, phase: 'failed', message: `node ${dead} lost, no checkpoint of every member, and the job is not restartable`, updatedAt: Date.now() };
     this.log('info', 'fleet scheduler: rescheduling a job from a dead node', { job: job.id, node: dead, restore: restorable, phase: next.phase });
-    this.decideCommit(state, next, null, { deletes: this.bindingKeys(job) }, 'reschedule', () => {
+    const ends = FINISHED_PHASES.includes(next.phase);
+    this.decideCommit(state, next, null, { deletes: this.bindingKeys(job), ...(ends ? { deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] } : {}) }, 'reschedule', () => {
       this.counters.reschedules++;
     });
   }
@@ -703,7 +863,7 @@ export class FleetScheduler {
     const job = state.record;
     const next: JobRecord = { ...job, phase: 'cancelled', message: 'cancelled on request', updatedAt: Date.now() };
     this.log('info', 'fleet scheduler: cancelling a job', { job: job.id });
-    this.decideCommit(state, next, null, { deletes: BOUND.has(job.phase) ? this.bindingKeys(job) : [] }, 'cancel');
+    this.decideCommit(state, next, null, { deletes: BOUND.has(job.phase) ? this.bindingKeys(job) : [], deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] }, 'cancel');
   }
 
   /** Step 3: the phase the members' statuses (of its current generation) say. */
@@ -731,7 +891,7 @@ export class FleetScheduler {
     if (!next) return;
     const ends = next.phase !== 'running';
     this.log(ends ? 'info' : 'debug', `fleet scheduler: job ${next.phase}`, { job: job.id, message: next.message });
-    this.decideCommit(state, next, ends ? null : state.bindings, ends ? { deletes: this.bindingKeys(job) } : {}, next.phase);
+    this.decideCommit(state, next, ends ? null : state.bindings, ends ? { deletes: this.bindingKeys(job), deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] } : {}, next.phase);
   }
 
   /** Step 4: resumes a suspended job in place when every member's device has room again. */
@@ -768,6 +928,14 @@ export class FleetScheduler {
   private place(state: JobState): void {
     const job = state.record;
     const spec = job.spec;
+    // Never two copies: a job bound before runs again only once every live node has stopped its
+    // earlier members (a node deletes a member's status after killing it; a dead node's statuses
+    // go with its lease). Each status deletion wakes the loop.
+    const stale = this.runningElsewhere(job);
+    if (stale) {
+      this.explain(state, stale);
+      return;
+    }
     const admitted = this.queues.admits(spec.queue, spec.share * spec.gang);
     if (!admitted.ok) {
       this.log('debug', 'fleet scheduler: job not admitted by its queue', { job: job.id, reason: admitted.reason });
@@ -803,6 +971,17 @@ export class FleetScheduler {
     this.explain(state, reason);
   }
 
+  /** Why a pending job that ran before must wait (a live node still reports one of its earlier members), or null. */
+  private runningElsewhere(job: JobRecord): string | null {
+    if (job.generation === 0) return null;
+    const statuses = this.statuses.get(job.id);
+    if (!statuses) return null;
+    for (const [member, status] of statuses) {
+      if (status.generation <= job.generation && this.nodes.has(status.node)) return `waiting for node ${status.node} to stop member ${member} of generation ${status.generation}`;
+    }
+    return null;
+  }
+
   /** Preemptible jobs holding devices and free to be decided about (cached for one pass of the loop). */
   private preemptible(): Array<{ job: JobRecord; placement: MemberPlacement[] }> {
     if (this.runningCache) return this.runningCache;
@@ -830,20 +1009,10 @@ export class FleetScheduler {
     const generation = job.generation + 1;
     const checkpoints = job.generation > 0 ? this.checkpoints.get(job.id) : undefined;
     const restore = checkpoints !== undefined && allMembers(job.spec.gang, (m) => checkpoints.has(m));
-    const bindings: Binding[] = placement.map(({ device }, member) => ({
-      job: job.id,
-      member,
-      generation,
-      device,
-      tenant: job.spec.tenant,
-      class: job.spec.class,
-      share: job.spec.share,
-      memory: job.spec.memory,
-      program: job.spec.program,
-      args: job.spec.args,
+    const bindings: Binding[] = placement.map(({ node, device }, member) => ({
+      ...memberBinding(job, member, generation, device),
       ...(restore ? { restoreFrom: checkpoints!.get(member)!.path } : job.spec.image ? { restoreFrom: job.spec.image } : {}),
-      ...(job.spec.checkpoint ? { checkpoint: job.spec.checkpoint } : {}),
-      desired: 'run',
+      ...incarnationOf(this.nodes.get(node)),
     }));
     const now = Date.now();
     const next: JobRecord = { ...job, phase: 'bound', generation, placement, message: undefined, bindLatencyMs: job.bindLatencyMs ?? now - job.submittedAt, updatedAt: now };
@@ -1000,14 +1169,20 @@ export class FleetScheduler {
     if (!state) return;
     const term = this.term;
     state.busy = true;
-    this.store.get<JobRecord>(this.store.keys.job(id)).then(
-      (entry) => {
+    this.readJob(id).then(
+      ({ entry, bindings }) => {
         if (term !== this.term) return;
         state.busy = false;
-        if (!entry) this.forget(id, state);
-        else if (entry.modRevision > state.modRevision) {
+        if (!entry || !this.validJob(this.store.keys.job(id), entry.value)) this.forget(id, state);
+        else if (entry.modRevision >= state.modRevision) {
+          // The commit's outcome may be unknown (a deadline, or a retried transaction reported
+          // refused although its first attempt applied): the mirror takes etcd's word, the record
+          // and its bindings both.
           state.record = entry.value;
           state.modRevision = entry.modRevision;
+          state.bindings = bindings;
+          // Cannot happen with all-or-nothing commits; if it does, rebinding the gang is the safe way out.
+          if (bindings && !allMembers(entry.value.spec.gang, (m) => bindings[m] !== undefined)) (state.lost ??= new Set()).add(MISSING_BINDINGS);
           this.settle(id, state);
         }
         this.schedule();
@@ -1024,6 +1199,19 @@ export class FleetScheduler {
     );
   }
 
+  /** A job's record and, while it is bound, the bindings its placement names (index = member; null: none). */
+  private async readJob(id: string): Promise<{ entry: { value: JobRecord; modRevision: number } | null; bindings: Binding[] | null }> {
+    const entry = await this.store.get<JobRecord>(this.store.keys.job(id));
+    const job = entry?.value;
+    if (!job || !Array.isArray(job.placement) || !BOUND.has(job.phase)) return { entry, bindings: null };
+    const read = await Promise.all(this.bindingKeys(job).map((key) => this.store.get<Binding>(key)));
+    const bindings: Binding[] = [];
+    read.forEach((binding, member) => {
+      if (binding && binding.value.generation === job.generation) bindings[member] = binding.value;
+    });
+    return { entry, bindings };
+  }
+
   /**
    * Group commit: decisions made in one pass go out together, as few transactions as etcd's
    * operation limit allows (one raft entry and one round trip for many jobs). Each unit is about
@@ -1031,7 +1219,7 @@ export class FleetScheduler {
    * job changed meanwhile), each unit is sent again alone, so only the changed job's fails.
    */
   private enqueue(commit: Commit, what: string, done: (ok: boolean, revision: number) => void): void {
-    const ops = (commit.puts?.length ?? 0) + (commit.deletes?.length ?? 0);
+    const ops = (commit.puts?.length ?? 0) + (commit.deletes?.length ?? 0) + (commit.deletePrefixes?.length ?? 0);
     const ifs = commit.ifs?.length ?? 0;
     if (this.batch.length > 0 && (this.batchOps + ops > MAX_TXN_OPS || this.batchIfs + ifs + 1 > MAX_TXN_OPS)) this.flush();
     this.batch.push({ commit, what, done });
@@ -1046,11 +1234,12 @@ export class FleetScheduler {
     this.batchOps = this.batchIfs = 0;
     if (units.length === 0) return;
     if (units.length === 1) return this.fire([], units[0].commit, units[0].what, units[0].done);
-    const merged: Commit = { ifs: [], puts: [], deletes: [] };
+    const merged: Commit = { ifs: [], puts: [], deletes: [], deletePrefixes: [] };
     for (const { commit } of units) {
       merged.ifs!.push(...(commit.ifs ?? []));
       merged.puts!.push(...(commit.puts ?? []));
       merged.deletes!.push(...(commit.deletes ?? []));
+      merged.deletePrefixes!.push(...(commit.deletePrefixes ?? []));
     }
     this.fire([], merged, `${units.length} decisions`, (ok, revision) => {
       if (ok) for (const unit of units) unit.done(true, revision);
@@ -1127,6 +1316,18 @@ function samePlacement(a: readonly MemberPlacement[] | null, b: readonly MemberP
   if (!a || !b || a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i].node !== b[i].node || a[i].device !== b[i].device) return false;
   return true;
+}
+
+/** `{ incarnation }` of a node that reports one, else nothing (spread into a Binding). */
+function incarnationOf(node: NodeRecord | undefined): { incarnation?: string } {
+  const incarnation = node ? nodeIncarnation(node) : undefined;
+  return incarnation === undefined ? {} : { incarnation };
+}
+
+/** NodeRecord.incarnation (the node's lease id; absent on nodes that do not report one). */
+function nodeIncarnation(node: NodeRecord): string | undefined {
+  const value = (node as NodeRecord & { incarnation?: unknown }).incarnation;
+  return typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
 }
 
 function allMembers(gang: number, has: (member: number) => boolean): boolean {

@@ -91,6 +91,10 @@ export const queueSpecSchema = z.strictObject({
   limit: z.number().positive().nullable().default(null),
   /** Its weight when queues share what is left over (fair share between siblings). */
   weight: z.number().positive().finite().default(1),
+  /** The highest priority a tenant's job may have in this queue when submitted through a daemon (FORBIDDEN above it); absent: no cap. */
+  maxPriority: z.number().int().min(-1000).max(1000).optional(),
+  /** The tenants that may submit to this queue through a daemon; absent: every tenant. (The admin and --etcd operators may always.) */
+  tenants: z.array(fleetName).max(1000).optional(),
 });
 export type QueueSpecInput = z.input<typeof queueSpecSchema>;
 export type QueueSpec = z.output<typeof queueSpecSchema>;
@@ -118,6 +122,20 @@ export const fleetConfigSchema = z.strictObject({
   workDir: z.string().min(1).optional(),
   /** Also run a scheduler replica in this daemon (leader-elected with the others). */
   scheduler: z.boolean().default(false),
+  /**
+   * Run fleet members (job programs) as this OS user and group, not as the daemon's user (root).
+   * Needs gpunixd to run as root (refused at start otherwise); production nodes should set it.
+   */
+  runAs: z
+    .strictObject({ uid: z.number().int().min(0), gid: z.number().int().min(0) })
+    .refine(() => typeof process.getuid !== 'function' || process.getuid() === 0, { message: 'needs gpunixd to run as root (it starts the members as that user)' })
+    .optional(),
+  /**
+   * Where tenants' fleet data lives: a tenant submitting through this daemon may give a job
+   * `image` or `checkpoint.dir` only as an absolute path under <tenantDataRoot>/<tenant>/.
+   * Absent: tenants may not give them through a daemon at all (the admin and --etcd operators may).
+   */
+  tenantDataRoot: z.string().min(1).refine((p) => p.startsWith('/'), 'must be an absolute path').optional(),
 });
 export type FleetConfigInput = z.input<typeof fleetConfigSchema>;
 export type FleetConfig = z.output<typeof fleetConfigSchema>;

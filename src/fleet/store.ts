@@ -56,14 +56,38 @@ const LIST_PAGE = 1000;
 
 /** How long a connect waits for etcd to answer before giving up (ms). */
 const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * How long any one store call (get, list page, put, commit, grant, revoke, watch creation) waits
+ * for etcd (ms): an unreachable etcd makes the call fail with FLEET_UNAVAILABLE, never hang.
+ */
+export const CALL_TIMEOUT_MS = 5_000;
+/** How often a lease checks that its keepalives still get through (ms). */
+const LEASE_CHECK_MS = 200;
+
+/**
+ * How long a lease may go without a successful keepalive before its holder counts it lost (ms):
+ * TTL − max(1 s, TTL/3). etcd3 itself says 'lost' only about 2×TTL after the last keepalive, when
+ * etcd has long expired the lease and the scheduler may have rebound the holder's work elsewhere;
+ * counting it lost before etcd can expire it lets a node stop its members first.
+ */
+export function leaseSilenceLimitMs(ttlSeconds: number): number {
+  return Math.round((ttlSeconds - Math.max(1, ttlSeconds / 3)) * 1000);
+}
 
 class EtcdLease implements StoreLease {
   id = '';
   lost = false;
+  /** The keepalive watchdog (see leaseSilenceLimitMs); cleared once the lease is lost or revoked. */
+  watchdog: NodeJS.Timeout | null = null;
   constructor(readonly raw: Lease) {}
   async revoke(): Promise<void> {
     this.lost = true;
-    await this.raw.revoke().catch(() => undefined);
+    this.stopWatchdog();
+    await withTimeout(this.raw.revoke(), CALL_TIMEOUT_MS, 'lease revoke').catch(() => undefined);
+  }
+  stopWatchdog(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
   }
 }
 
@@ -107,10 +131,11 @@ export class FleetStore {
     return new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, `etcd at ${this.connection.endpoints.join(',')}: ${message}`);
   }
 
-  private async call<T>(work: () => Promise<T>): Promise<T> {
+  /** Runs one etcd call with CALL_TIMEOUT_MS as its deadline; any failure becomes FLEET_UNAVAILABLE. */
+  private async call<T>(work: () => Promise<T>, what = 'an etcd call'): Promise<T> {
     if (this.closed) throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, 'the fleet store is closed');
     try {
-      return await work();
+      return await withTimeout(work(), CALL_TIMEOUT_MS, what);
     } catch (error) {
       throw this.unavailable(error);
     }
@@ -167,7 +192,12 @@ export class FleetStore {
     await this.call(() => this.client.delete().prefix(prefix).exec());
   }
 
-  /** Applies `commit` all or nothing; true when its conditions held and it happened. */
+  /**
+   * Applies `commit` all or nothing; true when its conditions held and it happened. A commit that
+   * gets no answer within CALL_TIMEOUT_MS throws FLEET_UNAVAILABLE and its outcome is UNKNOWN: etcd
+   * may still apply it (the request may be under way). A caller that must know reads the keys back
+   * (conditions on modRevision make a retry safe: a commit that did happen fails its conditions).
+   */
   async commit(commit: Commit): Promise<boolean> {
     return (await this.transact(commit)).succeeded;
   }
@@ -184,7 +214,7 @@ export class FleetStore {
         ...(commit.deletePrefixes ?? []).map((prefix) => this.client.delete().prefix(prefix)),
       ];
       return txn.then(...ops).commit();
-    });
+    }, 'a commit');
     return { succeeded: response.succeeded, revision: Number(response.header.revision) };
   }
 
@@ -209,23 +239,79 @@ export class FleetStore {
    * change between the two is missed). `onError` hears a watch that etcd ended (compaction).
    */
   async watch<T>(prefix: string, fromRevision: number, onEvent: (event: WatchEvent<T>) => void, onError?: (error: Error) => void): Promise<{ close(): Promise<void> }> {
-    const watcher: Watcher = await this.call(() => this.client.watch().prefix(prefix).startRevision(String(fromRevision + 1)).create());
-    watcher.on('put', (kv) => onEvent({ type: 'put', key: kv.key.toString(), value: parseJson<T>(kv.value), modRevision: Number(kv.mod_revision) }));
-    watcher.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
-    watcher.on('error', (error) => onError?.(this.unavailable(error)));
+    // Only its creation has a deadline (the stream itself lives as long as the caller wants). A
+    // watcher created after the deadline passed is cancelled at once: nobody holds it.
+    const creating = this.client.watch().prefix(prefix).startRevision(String(fromRevision + 1)).create();
+    let watcher: Watcher;
+    try {
+      watcher = await this.call(() => creating, 'a watch');
+    } catch (error) {
+      void creating.then((late) => late.cancel(), () => undefined).catch(() => undefined);
+      throw error;
+    }
+    // A handler that throws ends the delivery: the error goes to onError (the caller lists again and
+    // watches anew), and no later event is applied on top of the one that failed.
+    let failed = false;
+    const deliver = (event: WatchEvent<T>) => {
+      if (failed) return;
+      try {
+        onEvent(event);
+      } catch (error) {
+        failed = true;
+        onError?.(error instanceof Error ? error : new Error(String(error)));
+      }
+    };
+    watcher.on('put', (kv) => deliver({ type: 'put', key: kv.key.toString(), value: parseJson<T>(kv.value), modRevision: Number(kv.mod_revision) }));
+    watcher.on('delete', (kv) => deliver({ type: 'delete', key: kv.key.toString(), modRevision: Number(kv.mod_revision) }));
+    watcher.on('error', (error) => {
+      if (failed) return;
+      failed = true;
+      onError?.(this.unavailable(error));
+    });
     return { close: () => watcher.cancel().catch(() => undefined) };
   }
 
-  /** Grants a lease of `ttlSeconds`, renewed in the background; `onLost` hears it expire or be revoked. */
+  /**
+   * Grants a lease of `ttlSeconds`, renewed in the background; `onLost` hears it expire or be
+   * revoked, or go without a successful keepalive for leaseSilenceLimitMs(ttlSeconds) — before etcd
+   * can expire it. A lease counted lost here is also revoked (best effort) and no longer renewed:
+   * its keys must not come back to life if etcd answers again.
+   */
   async lease(ttlSeconds: number, onLost?: (error: Error) => void): Promise<StoreLease> {
     const raw = this.client.lease(ttlSeconds, { autoKeepAlive: true });
     const lease = new EtcdLease(raw);
-    raw.on('lost', (error) => {
+    const declareLost = (error: Error) => {
       if (lease.lost) return;
       lease.lost = true;
+      lease.stopWatchdog();
+      void raw.revoke().catch(() => undefined);
       onLost?.(this.unavailable(error));
+    };
+    raw.on('lost', (error) => declareLost(error));
+    try {
+      lease.id = await this.call(() => raw.grant(), 'a lease grant');
+    } catch (error) {
+      // Granted after the deadline, it would be renewed forever by nobody's wish.
+      lease.lost = true;
+      void raw.revoke().catch(() => undefined);
+      throw error;
+    }
+    const limitMs = leaseSilenceLimitMs(ttlSeconds);
+    let lastKeepalive = Date.now();
+    raw.on('keepaliveSucceeded', () => {
+      lastKeepalive = Date.now();
     });
-    lease.id = await this.call(() => raw.grant());
+    let lastCheck = Date.now();
+    lease.watchdog = setInterval(() => {
+      const now = Date.now();
+      // This process itself stalled (a late tick): the keepalive answer may be waiting in the queue
+      // behind this check; it gets one more tick to land before the silence counts.
+      const stalled = now - lastCheck > 2 * LEASE_CHECK_MS;
+      lastCheck = now;
+      const silent = now - lastKeepalive;
+      if (silent > limitMs && !stalled) declareLost(new Error(`no keepalive of lease ${lease.id} got through for ${silent} ms (TTL ${ttlSeconds} s)`));
+    }, LEASE_CHECK_MS);
+    lease.watchdog.unref?.();
     return lease;
   }
 
@@ -251,7 +337,7 @@ export class FleetStore {
           if (done) return;
           done = true;
           clearInterval(poll);
-          void watch.then((w) => w.close());
+          void watch.then((w) => w.close(), () => undefined);
           resolve();
         };
         const watch = this.watch(key, current.modRevision, (event) => event.type === 'delete' && finish(), finish);
