@@ -23,8 +23,10 @@ describe('oversubscription', () => {
 
   it('with the budget at half the working set, four processes all finish with exact results', async () => {
     const procs = await Promise.all([0, 1, 2, 3].map((i) => kernel.spawn({ name: `p${i}` })));
-    // 4 processes x 2 buffers x 2 MiB = 16 MiB of buffers against an 8 MiB budget.
-    const results = await Promise.all(procs.map((p, i) => iterate(p, i * 1000, 2, 2 * MiB, 6)));
+    // 4 processes x 2 buffers x 2 MiB = 16 MiB of buffers against an 8 MiB budget. Each idles 40 ms
+    // between steps, longer than the memory manager's longest look-again wait (16 ms), so an idle
+    // process is found even on a loaded machine (with 5 ms, CI once saw none idle when it looked).
+    const results = await Promise.all(procs.map((p, i) => iterate(p, i * 1000, 2, 2 * MiB, 6, 40)));
     assert.deepEqual(results, [true, true, true, true]);
     const records = procs.map((p) => p.record());
     const evictions = records.reduce((sum, r) => sum + r.accounting.evictions, 0);

@@ -14,8 +14,10 @@
 /**
  * Bumped on any change to the table that an older peer would misread. 3: the bulk-data messages
  * (codes 43-50: BulkRegion..BufferWriteMapped), which a client sends only to a daemon whose Welcome says 3 or more.
+ * 4: moving a process between nodes (codes 51-54: MoveBegin..MoveCancelled; 87-90: MigrateIn..MigrateAbort):
+ * a daemon moves only a process whose client said 4 or more in its Hello.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The oldest client version the daemon still serves (it then never sees the messages added since). */
 export const MIN_PROTOCOL_VERSION = 2;
@@ -66,7 +68,7 @@ export const MESSAGES = {
   // ---- session ----------------------------------------------------------------------------------
   Hello: {
     code: 1, from: 'client', role: 'any',
-    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?, device?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process, and device (an index or id such as "gpu1") the device the process stands on (default: placement). `priority` "" and `weight` 0 ask for none: the daemon\'s defaults (normal, 1), or a restored image\'s own; what the client asks for (priority, weight, memoryLimit) wins over the image\'s.',
+    doc: 'The first frame of every session. `role` is "process" (a program\'s GPU: the daemon spawns a process for the session) or "control" (an operator). `options` (process role): {memoryLimit?, restoreImage?, device?, resume?} where restoreImage is a process image path on the daemon\'s machine to restore as this session\'s process, device (an index or id such as "gpu1") the device the process stands on (default: placement), and resume the token of a Moved message: the session takes over the process that moved here (the token is the credential: `token` is ignored; it is good once, for 30 s). `priority` "" and `weight` 0 ask for none: the daemon\'s defaults (normal, 1), or a restored image\'s own; what the client asks for (priority, weight, memoryLimit) wins over the image\'s.',
     fields: { version: 'u16', role: 'str', token: 'str', name: 'str', priority: 'str', weight: 'f64', options: 'json' },
     reply: 'Welcome, or ProtocolError and close',
   },
@@ -315,6 +317,28 @@ export const MESSAGES = {
     fields: { buffer: 'id', offset: 'f64', at: 'f64', size: 'f64' },
   },
 
+  // ---- moving a process to another node (protocol 4; docs/fleet.md, "Live migration between nodes") ----
+  MoveBegin: {
+    code: 51, from: 'daemon', role: 'process',
+    doc: 'The daemon is about to move this session\'s process to another node. The client answers MoveFence at once and from then on keeps what the program sends in memory (in order) until Moved or MoveCancelled.',
+    fields: {},
+  },
+  MoveFence: {
+    code: 52, from: 'client', role: 'process',
+    doc: 'The answer to MoveBegin: nothing the client sent after this frame is on this connection. The daemon runs what came before it, waits for the replies it owes and the work it queued, and moves the process.',
+    fields: {},
+  },
+  Moved: {
+    code: 53, from: 'daemon', role: 'process',
+    doc: 'The process now runs on another node, with every object under the same id and every reply owed already sent. `address` is {socket} (a Unix socket path) or {url} ("tcp://host:port" or "tls://host:port"); the client opens a session there with Hello options {resume: token}, then sends what it kept. The daemon closes this connection after it; the client\'s shared-memory region (if any) stays behind.',
+    fields: { address: 'json', token: 'str' },
+  },
+  MoveCancelled: {
+    code: 54, from: 'daemon', role: 'process',
+    doc: 'The move failed (`reason`); the process goes on here, untouched. The client sends what it kept, on this connection.',
+    fields: { reason: 'str' },
+  },
+
   // ---- control (operators) -----------------------------------------------------------------------
   ListProcesses: {
     code: 64, from: 'client', role: 'control',
@@ -372,7 +396,7 @@ export const MESSAGES = {
   },
   MigrateProcess: {
     code: 73, from: 'client', role: 'control',
-    doc: 'Moves a live process to device `device` (an id such as "gpu1"). `options`: {timeoutMs?}, as for CheckpointProcess. Result: its record.',
+    doc: 'Moves a live process to device `device` (an id such as "gpu1"). `options`: {timeoutMs?}, as for CheckpointProcess. Result: its record. With `device` "" and `options` {node} (a fleet node\'s name) or {to} (a daemon\'s address: a socket path, "tcp://host:port" or "tls://host:port"), and optionally {token} (the admin token of the daemon there; default: this daemon\'s migration.peerToken), {timeoutMs}, {rounds}: moves it live to that node (docs/fleet.md, "Live migration between nodes"); Progress messages ("bytes sent") follow the copy. Result: {moved: true, node, address, pid (there), bytes, rounds, totalMs, downtimeMs, bytesPerSecond}. Admin only.',
     fields: { req: 'u32', pid: 'u32', device: 'str', options: 'json' },
     reply: 'Reply or Failure',
   },
@@ -457,6 +481,32 @@ export const MESSAGES = {
     doc: 'Admin only. Removes queue `name`\'s spec (its jobs stay; the queue then has the defaults). Result: {name, removed: true}.',
     fields: { req: 'u32', name: 'str' },
     reply: 'Reply or Failure',
+  },
+
+  // ---- node to node: a process moving in (admin control sessions of a peer daemon) -----------------
+  MigrateIn: {
+    code: 87, from: 'client', role: 'control',
+    doc: 'A peer daemon starts moving a process here: `process` is {name, tenant, priority, weight, memoryLimit}; `log` is the session\'s creation log ([name, payload] pairs: the messages that made its live objects, in order). The daemon spawns the process under that tenant (which must exist here) and replays the log on it with no client attached. Result: {migration} (an id for the messages below). Admin only.',
+    fields: { req: 'u32', process: 'json', log: 'json' },
+    reply: 'Reply or Failure',
+  },
+  MigrateData: {
+    code: 88, from: 'client', role: 'control',
+    doc: 'Contents of buffer `buffer` (a client id in the log) from `offset`, for migration `migration`; a later piece of the same range replaces an earlier one. Result: null once taken.',
+    fields: { req: 'u32', migration: 'str', buffer: 'id', offset: 'f64', data: 'bytes' },
+    reply: 'Reply or Failure',
+  },
+  MigrateCommit: {
+    code: 89, from: 'client', role: 'control',
+    doc: 'Every byte has been sent; `state` is {errorScopes: [{device, scopes: [{filter, error: {type, message} | null}]}]} (the open error scopes, innermost last). The buffers take their contents and the process waits for its client (Hello options {resume}). Result: {pid, token}.',
+    fields: { req: 'u32', migration: 'str', state: 'json' },
+    reply: 'Reply or Failure',
+  },
+  MigrateAbort: {
+    code: 90, from: 'client', role: 'control',
+    doc: 'Gives up migration `migration`: the process made for it is killed (as it is when the peer\'s session closes before the commit). Result: null.',
+    fields: { req: 'u32', migration: 'str' },
+    reply: 'Reply',
   },
 } as const satisfies Record<string, MessageSpec>;
 
