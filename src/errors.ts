@@ -56,6 +56,8 @@ export const ErrorCodes = {
   /** A shader module exceeds a kernel `shaderLimits` limit; it reaches programs as a GPUValidationError whose message starts with the code. */
   SHADER_LIMIT: 'GPUNIX_E_SHADER_LIMIT',
   UNBOUNDED_LOOPS: 'GPUNIX_E_UNBOUNDED_LOOPS',
+  /** Moving a process to another node failed before it was committed there (the node unreachable or refusing, the link lost); the process goes on where it was. */
+  MIGRATION_FAILED: 'GPUNIX_E_MIGRATION_FAILED',
   /** A migration or restore target lacks a feature or limit the process uses (the message names each); nothing moved. */
   INCOMPATIBLE_DEVICE: 'GPUNIX_E_INCOMPATIBLE_DEVICE',
   /** The fleet's store (etcd) cannot be reached, refused the credentials, or lost the quorum. */

@@ -4,9 +4,11 @@
 // Documented in docs/cli.md.
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ProgressListener, Session, SessionOptions } from '../client/session.js';
 import { hashToken, newToken } from '../daemon/config.js';
+import { ErrorCodes, GpunixError } from '../errors.js';
 import { BACKEND_NAMES, BACKENDS_ENV, parseBackendList } from '../device/backends.js';
 import type { DeviceDescription, DeviceStats } from '../kernel/kernel.js';
 import type { ProcessRecord } from '../kernel/proc.js';
@@ -85,6 +87,12 @@ export function parsePid(value: string): number {
 function parsePositive(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, got ${value}`);
+  return n;
+}
+
+function parseNonNegativeInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 64) throw new InvalidArgumentError(`${flag}: expected an integer from 0 to 64, got ${value}`);
   return n;
 }
 
@@ -441,13 +449,41 @@ export function registerOperatorCommands(program: Command): void {
   connectionOptions(
     program
       .command('migrate')
-      .description('move a running process to another device')
+      .description('move a running process to another device, or, live, to another node (--to, --node)')
       .argument('<pid>', 'the process', parsePid)
-      .argument('<device>', 'a device id, e.g. gpu1')
+      .argument('[device]', 'a device id of this node, e.g. gpu1')
+      .option('--to <address>', "another node's daemon: its socket path, tcp://host:port or tls://host:port (admin)")
+      .option('--node <name>', 'another node of the fleet, by name (admin; this daemon must be a fleet node)')
+      .option('--to-token <token>', "the other daemon's admin token (default: $GPUNIX_PEER_TOKEN, else this daemon's migration.peerToken)")
+      .option('--rounds <n>', 'pre-copy rounds after the first, at most (default 4)', (v: string) => parseNonNegativeInt(v, '--rounds'))
       .option('--timeout <seconds>', `how long to wait for the process's work on its device to finish (default ${DEFAULT_OPERATION_TIMEOUT_MS / 1000})`, parsePositive),
-  ).action(async (pid: number, device: string, flags: ConnectionFlags & { timeout?: number }) => {
-    const record = (await controlCall(flags, 'MigrateProcess', { pid, device, options: timeoutOption(flags) })) as ProcessRecord & { moved?: boolean };
-    print(flags, record, () => (record.moved === false ? `pid ${pid}: already on ${device}, nothing moved` : `pid ${pid}: moved to ${device}`));
+  ).action(async (pid: number, device: string | undefined, flags: ConnectionFlags & { timeout?: number; to?: string; node?: string; toToken?: string; rounds?: number }) => {
+    const remote = flags.to !== undefined || flags.node !== undefined;
+    if (remote === (device !== undefined)) throw new GpunixError(ErrorCodes.BAD_OPTION, 'migrate: give a device of this node, or --to ADDRESS / --node NAME for another node (one of them)');
+    if (!remote) {
+      const record = (await controlCall(flags, 'MigrateProcess', { pid, device: device!, options: timeoutOption(flags) })) as ProcessRecord & { moved?: boolean };
+      print(flags, record, () => (record.moved === false ? `pid ${pid}: already on ${device}, nothing moved` : `pid ${pid}: moved to ${device}`));
+      return;
+    }
+    const token = flags.toToken ?? process.env.GPUNIX_PEER_TOKEN;
+    const options = {
+      ...timeoutOption(flags),
+      ...(flags.to !== undefined ? { to: flags.to.includes('://') ? flags.to : resolvePath(flags.to) } : {}),
+      ...(flags.node !== undefined ? { node: flags.node } : {}),
+      ...(token ? { token } : {}),
+      ...(flags.rounds !== undefined ? { rounds: flags.rounds } : {}),
+    };
+    const progress = progressDisplay(flags, `pid ${pid}: sending its memory`);
+    let moved: { node: string | null; address: { socket?: string; url?: string }; pid: number; bytes: number; rounds: number; totalMs: number; downtimeMs: number; bytesPerSecond: number };
+    try {
+      moved = (await withControl(flags, (session) => session.call('MigrateProcess', { pid, device: '', options }, progress.update))) as typeof moved;
+    } finally {
+      progress.done();
+    }
+    const where = moved.node ?? moved.address.socket ?? moved.address.url;
+    print(flags, moved, () =>
+      `pid ${pid}: moved to ${where} (pid ${moved.pid} there): ${formatBytes(moved.bytes)} in ${moved.rounds} round${moved.rounds === 1 ? '' : 's'}, ${(moved.totalMs / 1000).toFixed(2)} s in all (${formatBytes(moved.bytesPerSecond)}/s), stopped ${moved.downtimeMs.toFixed(1)} ms`,
+    );
   });
 
   connectionOptions(program.command('status').description('the daemon\'s uptime, sessions and kernel statistics')).action(async (flags: ConnectionFlags) => {

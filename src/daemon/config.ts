@@ -190,6 +190,12 @@ export const configSchema = z.strictObject({
    * leaseTtlSeconds, workDir, scheduler. Lazy: src/fleet/spec.ts imports this module (describeIssues).
    */
   fleet: z.lazy(() => fleetConfigSchema).optional(),
+  /**
+   * Moving processes to other nodes (docs/fleet.md, "Live migration between nodes"): `peerToken` is
+   * the admin token this daemon presents to the daemon it moves a process to (a fleet's nodes share
+   * one); a MigrateProcess may give its own.
+   */
+  migration: z.strictObject({ peerToken: z.string().min(1).nullable().default(null) }).optional(),
 });
 
 /** The configuration as written (a file's JSON, or an object in code). */

@@ -19,6 +19,8 @@ import type { Message, MessageName } from '../protocol/messages.js';
 import { describeIssues } from './config.js';
 import type { LogFn } from './log.js';
 import { checkQuota, Principal, TenantStore } from './tenants.js';
+import type { MigrationsIn } from './migrationIn.js';
+import { MigrateOutOptions, MigrateOutResult, NodeAddress, parseAddress } from './migrationOut.js';
 
 export interface SessionCounts {
   process: number;
@@ -45,6 +47,57 @@ export interface ControlContext {
   transport?: string;
   /** The fleet, when the daemon is a fleet node (its config has a `fleet` section); absent: fleet messages are FLEET_UNAVAILABLE. */
   fleet?: FleetClient;
+  /** Processes moving in from other nodes (the peer messages MigrateIn..MigrateAbort); absent: refused. */
+  migrationsIn?: MigrationsIn;
+  /** Moves a connected program's process to another node; absent: refused. */
+  moveProcess?: (pid: number, options: MigrateOutOptions) => Promise<MigrateOutResult>;
+  /** The admin token presented to other nodes (config migration.peerToken), or null. */
+  peerToken?: string | null;
+}
+
+const moveOptionsSchema = z.strictObject({
+  to: z.string().min(1).max(4096).optional(),
+  node: z.string().min(1).max(253).optional(),
+  token: z.string().min(1).max(4096).optional(),
+  timeoutMs: z.number().positive().max(3_600_000).nullable().optional(),
+  rounds: z.number().int().min(0).max(64).optional(),
+});
+
+/** MigrateProcess to another node: where (an address, or a fleet node's), with which token. */
+async function moveToNode(ctx: ControlContext, req: number, pid: number, raw: unknown): Promise<MigrateOutResult> {
+  requireAdmin(ctx, 'moving a process to another node');
+  const parsed = moveOptionsSchema.safeParse(raw ?? {});
+  if (!parsed.success) throw new GpunixError(ErrorCodes.BAD_OPTION, `migrate: ${describeIssues(parsed.error.issues)}`);
+  const options = parsed.data;
+  if ((options.to === undefined) === (options.node === undefined)) throw new GpunixError(ErrorCodes.BAD_OPTION, 'migrate: give exactly one of `to` (a daemon address) or `node` (a fleet node), or a `device` of this node');
+  if (!ctx.moveProcess) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'this daemon cannot move processes to other nodes');
+  let address: NodeAddress;
+  if (options.node !== undefined) {
+    if (!ctx.fleet) throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, `migrate --node ${options.node}: this daemon is not a fleet node (give --to ADDRESS instead)`);
+    const node = (await ctx.fleet.nodes()).find((n) => n.name === options.node);
+    if (!node) throw new GpunixError(ErrorCodes.BAD_OPTION, `migrate: no live fleet node ${JSON.stringify(options.node)}`);
+    if (node.address.socket) address = { socket: node.address.socket };
+    else if (node.address.url) address = { url: node.address.url };
+    else throw new GpunixError(ErrorCodes.BAD_OPTION, `migrate: fleet node ${options.node} publishes no address`);
+  } else {
+    address = parseAddress(options.to!);
+  }
+  const token = options.token ?? ctx.peerToken ?? null;
+  if (token === null) throw new GpunixError(ErrorCodes.BAD_OPTION, 'migrate: no token for the target daemon: give `token` (its admin token) or set migration.peerToken in this daemon\'s configuration');
+  return ctx.moveProcess(pid, {
+    address,
+    token,
+    node: options.node,
+    timeoutMs: options.timeoutMs ?? undefined,
+    rounds: options.rounds,
+    onProgress: progressReporter(ctx, req, 'bytes sent'),
+  });
+}
+
+function migrations(ctx: ControlContext): MigrationsIn {
+  requireAdmin(ctx, 'moving a process in from another node');
+  if (!ctx.migrationsIn || ctx.session === undefined) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'this daemon takes no processes from other nodes');
+  return ctx.migrationsIn;
 }
 
 /** The most of a request's arguments an audit line shows (JSON characters): a client chooses them. */
@@ -82,6 +135,9 @@ export async function handleControl(ctx: ControlContext, message: Message): Prom
   const action = AUDITED[message.name];
   if (!action || !ctx.log) return dispatchControl(ctx, message);
   const { req: _req, ...args } = message.payload as Record<string, unknown>;
+  // Tokens are never in an audit line (a move's token for the other node included).
+  const options = args.options as Record<string, unknown> | null | undefined;
+  if (options && typeof options === 'object' && 'token' in options) args.options = { ...options, token: '(hidden)' };
   const fields: Record<string, unknown> = {
     audit: action,
     actor: ctx.principal.admin ? 'admin' : 'tenant',
@@ -417,6 +473,7 @@ async function dispatchControl(ctx: ControlContext, message: Message): Promise<u
       return { path, ...written };
     }
     case 'MigrateProcess': {
+      if (message.payload.device === '') return moveToNode(ctx, message.payload.req, message.payload.pid, message.payload.options);
       ownProcess(ctx, message.payload.pid);
       const options = operationOptions('migrate', message.payload.options);
       const before = kernel.devicesOf(message.payload.pid);
@@ -424,6 +481,14 @@ async function dispatchControl(ctx: ControlContext, message: Message): Promise<u
       // `moved`: false when the process was on no device, or on the target already.
       return { ...record, devices: kernel.devicesOf(message.payload.pid), moved: before.some((id) => id !== message.payload.device) };
     }
+    case 'MigrateIn':
+      return migrations(ctx).begin(ctx.session!, message.payload);
+    case 'MigrateData':
+      return migrations(ctx).data(ctx.session!, message.payload);
+    case 'MigrateCommit':
+      return migrations(ctx).commit(ctx.session!, message.payload);
+    case 'MigrateAbort':
+      return migrations(ctx).abort(ctx.session!, message.payload);
     case 'ListTenants':
       return { tenants: (ctx.principal.admin ? kernel.tenants() : kernel.tenants().filter((t) => t.name === ctx.principal.tenant)).map((t) => ctx.tenants.withObjects(t)) };
     case 'AddTenant': {

@@ -37,6 +37,9 @@ import type { GpunixDeviceExtension } from '../vgpu/extension.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError } from '../vgpu/webgpuGlobals.js';
 import type { ObjectAccount } from './tenants.js';
 import { SharedMemorySettings, SharedRegion } from './sharedMemory.js';
+import { CreationLog, LoggedMessage } from './creationLog.js';
+import type { VirtualBuffer } from '../vgpu/buffer.js';
+import type { VirtualCommandBuffer } from '../vgpu/commandBuffer.js';
 
 export type ObjectKind =
   | 'adapter'
@@ -103,9 +106,31 @@ function errorType(error: GPUError): 'validation' | 'out-of-memory' | 'internal'
 
 const malformed = (message: string) => new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, message);
 
+/** Why a command buffer submitted before its process moved here cannot be used (submitted twice). */
+const SPENT_COMMAND_BUFFER = 'GPUValidationError: the command buffer was submitted before the process moved to this node';
+
+/** What the session needs of its connection (a Wire; while a moved-in process waits for its client, a sink). */
+export type SessionWire = Pick<Wire, 'send' | 'hold' | 'release' | 'close' | 'stream'>;
+
+/** The connection of a session being replayed (no client yet): answers go to whoever expects them. */
+export interface ReplaySink extends SessionWire {
+  /** Resolves with the answer (Reply, ReplyData or Failure) to request `req`. */
+  expect(req: number): Promise<{ name: string; payload: unknown }>;
+}
+
 export class ProcessSession {
   private readonly handleRef: ProcessHandle;
-  private readonly wire: Wire;
+  /** The connection; swapped when a client takes over a process that moved here (attach). */
+  private wire: SessionWire;
+  /** The messages that made the objects the client holds: what moves to another node. */
+  readonly creations = new CreationLog();
+  /** While the process moves to another node: the buffers written since they were last sent. */
+  private dirty: Set<VirtualBuffer> | null = null;
+  /** Requests (messages with `req`) not answered yet. */
+  private unanswered = 0;
+  private onAnswered: (() => void) | null = null;
+  /** Called when MoveFence arrives, after every message before it has run (migrationOut). */
+  onFence: (() => void) | null = null;
   private readonly log: LogFn;
   private readonly objects = new Map<number, Entry>();
   /** The tenant's account of objects held in the daemon (its quotas); null: not counted. */
@@ -119,7 +144,7 @@ export class ProcessSession {
   /** Ends the session for an error of a message run after a wait (handle()'s caller gets the others). */
   private readonly failed: (error: unknown, what: string) => void;
   /** How this session may have a shared-memory region (null: not at all, e.g. a TCP/TLS client). */
-  private readonly sharedMemory: SharedMemorySettings | null;
+  private sharedMemory: SharedMemorySettings | null;
   /** The session's shared-memory region, once the client asked for one (BulkRegion). */
   private region: SharedRegion | null = null;
   /** Reused for the bytes of QueueWriteBufferShared (the queue copies what it keeps, as WebGPU lets a program reuse its array). */
@@ -127,7 +152,7 @@ export class ProcessSession {
 
   constructor(options: {
     handle: ProcessHandle;
-    wire: Wire;
+    wire: SessionWire;
     log?: LogFn;
     failed?: (error: unknown, what: string) => void;
     objects?: ObjectAccount;
@@ -216,7 +241,13 @@ export class ProcessSession {
 
   /** One message; a promise when the session's later messages must wait for a call it made (never rejects). */
   private execute(message: Message): Promise<void> | void {
+    this.creations.note(message);
+    if ((message.payload as { req?: unknown }).req !== undefined && message.name !== 'Goodbye') this.unanswered++;
+    if (this.dirty) this.noteWrites(message);
     switch (message.name) {
+      case 'MoveFence':
+        this.onFence?.();
+        return;
       case 'Ping':
         this.reply(message.payload.req, null);
         return;
@@ -258,7 +289,8 @@ export class ProcessSession {
       case 'CreateBuffer': {
         const { device, id, descriptor } = message.payload;
         const target = this.get<GPUDevice>(device, 'device');
-        this.create(id, 'buffer', device, () => target().createBuffer(this.resolve(descriptor, NO_KEYS) as GPUBufferDescriptor));
+        const made = this.create(id, 'buffer', device, () => target().createBuffer(this.resolve(descriptor, NO_KEYS) as GPUBufferDescriptor));
+        this.creations.made(id, made.object);
         return;
       }
       case 'BufferMapAsync':
@@ -448,6 +480,144 @@ export class ProcessSession {
     this.scratch = new Uint8Array(0);
   }
 
+  // ---- moving to another node (src/daemon/migrationOut.ts, migrationIn.ts) --------------------
+
+  /** Starts noting the buffers the program writes from now on (dirty), for a move's pre-copy rounds. */
+  trackWrites(): void {
+    this.dirty ??= new Set();
+  }
+
+  /** Stops noting writes (the move ended, either way). */
+  untrackWrites(): void {
+    this.dirty = null;
+  }
+
+  /** The buffers written since the last call (or since trackWrites), and starts a new set. */
+  takeDirty(): Set<VirtualBuffer> {
+    const dirty = this.dirty ?? new Set<VirtualBuffer>();
+    this.dirty = new Set();
+    return dirty;
+  }
+
+  /** Notes what a message may write (conservative: a read-write binding counts whether or not the shader writes it). */
+  private noteWrites(message: Message): void {
+    const dirty = this.dirty!;
+    const payload = message.payload as { buffer?: number; commandBuffers?: number[] };
+    switch (message.name) {
+      case 'QueueWriteBuffer':
+      case 'QueueWriteBufferShared':
+      case 'BufferUnmap':
+      case 'BufferUnmapShared':
+      case 'BufferWriteMapped': {
+        const entry = this.objects.get(splitId(payload.buffer!).slot);
+        if (entry?.object) dirty.add(entry.object as VirtualBuffer);
+        return;
+      }
+      case 'QueueSubmit':
+        for (const id of payload.commandBuffers!) {
+          const cb = this.objects.get(splitId(id).slot)?.object as VirtualCommandBuffer | null | undefined;
+          if (cb && typeof cb.writtenBuffers === 'function') for (const buffer of cb.writtenBuffers()) dirty.add(buffer as VirtualBuffer);
+        }
+        return;
+      default:
+    }
+  }
+
+  /** Resolves when every request received so far has been answered. */
+  whenAnswered(): Promise<void> {
+    if (this.unanswered <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const before = this.onAnswered;
+      this.onAnswered = () => {
+        before?.();
+        resolve();
+      };
+    });
+  }
+
+  /** True while messages wait behind a call that completes later (a pipeline being made). */
+  get isWaiting(): boolean {
+    return this.waiting !== null;
+  }
+
+  /** The devices the client holds, with their ids (a move carries their open error scopes). */
+  devices(): Array<{ id: number; device: VirtualDevice }> {
+    const out: Array<{ id: number; device: VirtualDevice }> = [];
+    for (const [slot, entry] of this.objects) {
+      if (entry.kind === 'device' && entry.object) out.push({ id: slot + entry.generation * 2 ** 32, device: entry.object as VirtualDevice });
+    }
+    return out;
+  }
+
+  /** Why the session cannot move now (a mapped buffer, a shared segment), or null. */
+  moveBlocker(): string | null {
+    if (this.creations.attachesShared) return 'it is attached to a shared segment, which pins it to its node';
+    if (this.region === null && this.waiting !== null) return 'a pipeline is still being made';
+    for (const [slot, entry] of this.objects) {
+      if (entry.kind !== 'buffer' || !entry.object) continue;
+      const state = (entry.object as GPUBuffer).mapState;
+      if (state !== 'unmapped' || entry.mapped) return `buffer ${slot}:${entry.generation} is mapped (${state}); unmap it first`;
+    }
+    return null;
+  }
+
+  /** A client takes over the session (a process that moved here, on its resume). */
+  attach(wire: SessionWire, sharedMemory: SharedMemorySettings | null): void {
+    this.wire = wire;
+    this.sharedMemory = sharedMemory;
+  }
+
+  /**
+   * Makes the objects of a moved-in log (src/daemon/creationLog.ts), under the client ids it names,
+   * with no client yet: adapter and device requests are awaited in turn (their answers go
+   * nowhere), buffers are made unmapped (their contents come after). Rejects, naming the message,
+   * when one fails that the client had seen succeed (the device here lacks what it asked for).
+   */
+  async replay(log: LoggedMessage[], sink: ReplaySink): Promise<void> {
+    for (const [name, raw] of log) {
+      if (this.closed) throw new GpunixError(ErrorCodes.MIGRATION_FAILED, 'the process ended while its objects were being made');
+      // In order with the messages (which may wait behind a pipeline being made): a later object may take a slot a Release frees.
+      if (name === 'ConsumedCommandBuffer') {
+        const { device, id } = raw as { device: number; id: number };
+        this.after(() => {
+          const entry = this.register(id, 'commandBuffer', device);
+          entry.failed = SPENT_COMMAND_BUFFER;
+          this.creations.addConsumed(device, id);
+        });
+        continue;
+      }
+      if (name === 'Consume') {
+        const ids = (raw as { ids: number[] }).ids;
+        this.after(() => {
+          this.creations.note({ name: 'QueueSubmit', payload: { queue: 0, commandBuffers: ids } } as Message);
+          for (const id of ids) {
+            const entry = this.entry(id, 'commandBuffer');
+            entry.object = null;
+            entry.failed = SPENT_COMMAND_BUFFER;
+          }
+        });
+        continue;
+      }
+      let payload = raw as Record<string, unknown>;
+      if (name === 'CreateBuffer' && payload.descriptor && typeof payload.descriptor === 'object') {
+        payload = { ...payload, descriptor: { ...(payload.descriptor as object), mappedAtCreation: false } };
+      }
+      const message = { name, payload } as Message;
+      const req = payload.req as number | undefined;
+      const answer = req === undefined ? null : sink.expect(req);
+      this.handle(message);
+      if (answer) {
+        const { name: replied, payload: result } = await answer;
+        const refused = replied === 'Failure' || ((name === 'RequestAdapter' || name === 'RequestDevice') && (result as { result?: unknown }).result === null);
+        if (refused) {
+          const why = replied === 'Failure' ? (result as { message: string }).message : 'no adapter';
+          throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `${name} failed on this node: ${why}`);
+        }
+      }
+    }
+    while (this.waiting) await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+
   // ---- shared memory (bulk data) --------------------------------------------------------------
 
   /** BulkRegion: makes the session's region (Reply {path, size}) or grows it (Reply {path: "", size}). */
@@ -622,10 +792,21 @@ export class ProcessSession {
   // ---- replies --------------------------------------------------------------------------------
 
   private reply(req: number, result: unknown): void {
+    this.answered();
     if (!this.closed) this.wire.send('Reply', { req, result: result ?? null });
   }
 
+  /** One request fewer waiting for its answer (every Reply, ReplyData and Failure of the session's). */
+  private answered(): void {
+    if (--this.unanswered === 0 && this.onAnswered) {
+      const waiting = this.onAnswered;
+      this.onAnswered = null;
+      waiting();
+    }
+  }
+
   private fail(req: number, error: unknown): void {
+    this.answered();
     if (this.closed) return;
     if (error instanceof GpunixError) {
       this.wire.send('Failure', { req, code: error.code, name: 'GpunixError', message: error.message });
@@ -686,6 +867,7 @@ export class ProcessSession {
     entry.pending = true;
     const { slot } = splitId(adapter);
     const forget = () => {
+      this.creations.forget(adapter);
       if (this.objects.get(slot) === entry) this.drop(slot);
     };
     let promise: Promise<GPUAdapter | null>;
@@ -729,6 +911,7 @@ export class ProcessSession {
     }
     deviceEntry.pending = queueEntry.pending = true;
     const forget = () => {
+      this.creations.forget(device);
       for (const [id, entry] of [
         [device, deviceEntry],
         [queue, queueEntry],
@@ -839,6 +1022,7 @@ export class ProcessSession {
         entry.mapped = { offset, range };
         if (this.closed) return;
         if (at === undefined) {
+          this.answered();
           this.wire.send('ReplyData', { req, result: null, data: new Uint8Array(range) });
           return;
         }
@@ -959,6 +1143,7 @@ export class ProcessSession {
     const { slot } = splitId(id);
     const forget = () => {
       // A failed creation: the client never holds the id and sends no Release for it.
+      this.creations.forget(id);
       if (this.objects.get(slot) === entry) this.drop(slot);
     };
     let promise: Promise<GPUComputePipeline>;

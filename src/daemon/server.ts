@@ -22,6 +22,8 @@ import { ControlContext, handleControl, imagePath, SessionCounts } from './contr
 import type { LogFn } from './log.js';
 import type { Metrics } from './metrics.js';
 import { ProcessSession } from './processSession.js';
+import { MigrationsIn } from './migrationIn.js';
+import { migrateOut, MigrateOutOptions, MigrateOutResult, MovingClient } from './migrationOut.js';
 import { sharedMemorySettings } from './sharedMemory.js';
 import type { Principal, TenantStore } from './tenants.js';
 
@@ -48,6 +50,8 @@ const processOptionsSchema = z.strictObject({
   restoreImage: z.string().min(1).optional(),
   /** The device the process's adapters stand on: an index or id ("gpu1"); absent: placement, per request. */
   device: z.union([z.number().int().nonnegative(), z.string().min(1).max(64)]).optional(),
+  /** The token of a Moved message: this session takes over the process that moved here (migrationIn.ts). */
+  resume: z.string().min(1).max(256).optional(),
 });
 
 export interface ServerDeps {
@@ -80,7 +84,24 @@ export class Server {
   /** Whether the socket file is this daemon's (and so its to remove). */
   private ownsSocket = false;
 
-  constructor(readonly deps: ServerDeps) {}
+  /** Processes moving in from other nodes, and those waiting for their client (migrationIn.ts). */
+  readonly migrationsIn: MigrationsIn;
+
+  constructor(readonly deps: ServerDeps) {
+    this.migrationsIn = new MigrationsIn({ kernel: deps.kernel, objectAccount: (tenant) => deps.tenants.objectAccount(tenant), log: deps.log });
+  }
+
+  /**
+   * Moves process `pid` (a process session's) to another node, live (migrationOut.ts). Throws
+   * NO_SUCH_PROCESS when no session of this daemon holds it.
+   */
+  moveProcess(pid: number, options: MigrateOutOptions): Promise<MigrateOutResult> {
+    for (const c of this.connections) {
+      const moving = c.movingClient(pid);
+      if (moving) return migrateOut(moving, options, this.deps.log);
+    }
+    throw new GpunixError(ErrorCodes.NO_SUCH_PROCESS, `process ${pid} is not a connected program of this daemon (only those move between nodes)`);
+  }
 
   /** Listens on the Unix socket (mode set before anyone can connect) and, if configured, TCP. */
   async listen(): Promise<void> {
@@ -147,6 +168,7 @@ export class Server {
   /** Ends every session now. */
   closeAll(): void {
     for (const c of [...this.connections]) c.end();
+    this.migrationsIn.close();
   }
 
   /** Ends the sessions of a removed tenant (its processes are already killed). */
@@ -235,6 +257,10 @@ class Connection {
   private controlChain: Promise<void> = Promise.resolve();
   private controlQueued = 0;
   private saidGoodbye = false;
+  /** The protocol version of the client's Hello. */
+  private clientVersion = 0;
+  /** The process moved to another node: its end here is not the client's business. */
+  private movedOut = false;
   private readonly handshakeTimer: NodeJS.Timeout;
   /** A control session's idle clock (see armIdleTimer); null on process sessions. */
   private idleTimer: NodeJS.Timeout | null = null;
@@ -313,6 +339,9 @@ class Connection {
       throw new ProtocolError(ErrorCodes.PROTOCOL_MALFORMED, `role must be "process" or "control", not ${quoted(hello.role)}`);
     }
     if (!this.server.accepting) throw new ProtocolError(ErrorCodes.SHUTDOWN, 'gpunixd is shutting down');
+    this.clientVersion = hello.version;
+    const resume = hello.role === 'process' ? (hello.options as { resume?: unknown } | null)?.resume : undefined;
+    if (typeof resume === 'string') return this.resume(resume);
     const principal = tenants.authenticate(hello.token);
     if (!principal) {
       this.server.deps.metrics?.authFailures.inc();
@@ -343,6 +372,9 @@ class Connection {
       };
       const fleet = this.server.deps.fleet;
       if (fleet) Object.defineProperty(this.control, 'fleet', { get: fleet, enumerable: true });
+      this.control.migrationsIn = this.server.migrationsIn;
+      this.control.moveProcess = (pid, options) => this.server.moveProcess(pid, options);
+      this.control.peerToken = config.migration?.peerToken ?? null;
       this.open('control', 0);
       this.armIdleTimer();
       return;
@@ -388,12 +420,45 @@ class Connection {
       log: (level, msg, fields) => this.log(level, msg, fields),
       failed: (error, what) => this.failWith(error, what),
       objects: tenants.objectAccount(principal.tenant),
-      // Shared memory reaches only a client on this machine: one on the Unix socket.
-      sharedMemory: this.transport === 'unix' ? sharedMemorySettings(config.sharedMemory, config.socketMode) : null,
+      sharedMemory: this.sharedMemory(),
     });
+    this.watchProcess(handle);
+    this.open('process', handle.pid);
+  }
+
+  /** Shared memory reaches only a client on this machine: one on the Unix socket. */
+  private sharedMemory(): ReturnType<typeof sharedMemorySettings> | null {
+    const { config } = this.server.deps;
+    return this.transport === 'unix' ? sharedMemorySettings(config.sharedMemory, config.socketMode) : null;
+  }
+
+  /** Hello {resume}: the client of a process that moved here takes it over; the token is the credential. */
+  private resume(token: string): void {
+    const found = this.server.migrationsIn.take(token);
+    if (!found) throw new ProtocolError(ErrorCodes.AUTH, 'the resume token is not valid here (unknown, used, or expired: a moved process waits 30 s for its client)');
+    const principal: Principal = { tenant: found.tenant, admin: false };
+    try {
+      this.server.admit(principal, this);
+    } catch (error) {
+      void this.server.deps.kernel.kill(found.handle.pid).catch(() => {});
+      throw error;
+    }
+    this.principal = principal;
+    this.wire.setMaxFrameBytes(this.server.deps.config.maxFrameBytes);
+    this.wire.setFrameTimeout(this.server.deps.config.frameTimeoutMs);
+    this.handle = found.handle;
+    this.processSession = found.session;
+    found.session.attach(this.wire, this.sharedMemory());
+    this.watchProcess(found.handle);
+    this.log('info', 'a moved process was taken over by its client');
+    this.open('process', found.handle.pid);
+  }
+
+  /** The process session's end, however it comes, goes to the log, the metrics and the client. */
+  private watchProcess(handle: ProcessHandle): void {
     void handle.wait().then((status) => {
       // Every exit of a daemon process, with its reason (docs/daemon.md#logs).
-      const expected = status.reason === 'normal' || status.reason === 'killed' || status.reason === 'kernel-shutdown';
+      const expected = status.reason === 'normal' || status.reason === 'killed' || status.reason === 'kernel-shutdown' || status.reason === 'moved';
       this.log(expected ? 'info' : 'warn', 'process exited', { processName: handle.name, code: status.code, reason: status.reason, message: status.message });
       this.server.deps.metrics?.processExits.inc({ reason: status.reason });
       try {
@@ -402,7 +467,24 @@ class Connection {
         this.failWith(error, 'the end of the process');
       }
     });
-    this.open('process', handle.pid);
+  }
+
+  /** This connection's process session for `pid`, as a move to another node needs it; null if not ours. */
+  movingClient(pid: number): MovingClient | null {
+    if (this.state !== 'open' || this.role !== 'process' || !this.handle || this.handle.pid !== pid || !this.processSession) return null;
+    return {
+      session: this.processSession,
+      handle: this.handle,
+      wire: this.wire,
+      clientVersion: this.clientVersion,
+      movedAway: (where) => {
+        this.movedOut = true;
+        const pid = this.handle!.pid;
+        // Ended here with its own reason before the connection's end would kill it.
+        void this.server.deps.kernel.endMoved(pid, where).catch(() => {});
+        this.end();
+      },
+    };
   }
 
   private open(role: 'process' | 'control', pid: number): void {
@@ -540,7 +622,7 @@ class Connection {
 
   /** The process ended on its own account (killed by an operator, daemon shutdown): tell the client. */
   private processEnded(status: ExitStatus): void {
-    if (this.state === 'closed' || this.saidGoodbye) return;
+    if (this.state === 'closed' || this.saidGoodbye || this.movedOut) return;
     this.wire.send('ProcessEnded', { code: status.code, reason: status.reason, message: status.message ?? '' });
     this.log('debug', 'process ended: closing its session', { code: status.code, reason: status.reason });
     this.end();
@@ -579,6 +661,7 @@ class Connection {
     if (this.principal && this.countedBuffered > 0) this.server.deps.tenants.objectAccount(this.principal.tenant).bufferedBytes -= this.countedBuffered;
     this.countedBuffered = 0;
     this.server.forget(this);
+    if (this.role === 'control') this.server.migrationsIn.peerGone(this.id);
     try {
       this.processSession?.close();
     } catch (error) {

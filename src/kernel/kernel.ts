@@ -548,6 +548,17 @@ export class Kernel {
     return proc;
   }
 
+  /**
+   * Ends a process that moved to another node (src/daemon/migrationOut.ts), as kill does, but with
+   * reason 'moved' and exit code 0: its program goes on there, `where` says where.
+   */
+  async endMoved(pid: number, where: string): Promise<ExitStatus> {
+    const proc = this.lookup(pid);
+    this.terminate(proc, { code: 0, reason: 'moved', message: `moved to ${where}` });
+    await this.settle(proc);
+    return proc.exit!;
+  }
+
   /** Kills a process: its queued work is dropped, its devices turn lost, everything it holds is freed. */
   async kill(pid: number): Promise<ExitStatus> {
     const proc = this.lookup(pid);

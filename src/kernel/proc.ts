@@ -22,6 +22,7 @@ export type ExitReason =
   | 'out-of-memory'
   | 'device-lost'
   | 'watchdog' // a piece of its GPU work ran longer than maxDispatchMs (its loops were cut short)
+  | 'moved' // it moved, live, to another node (gpunix migrate --to/--node): it goes on there
   | 'kernel-shutdown';
 
 export interface ExitStatus {

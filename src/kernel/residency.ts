@@ -453,6 +453,40 @@ export class BufferResidency {
   }
 
   /**
+   * A copy of the contents as the device queue has them now, for a process moving to another
+   * node while it runs: unlike readContents, the owner's later use does not call it off (what the
+   * owner writes after this point is sent again). Null for buffers the kernel cannot read without
+   * mapping them (MAP_READ: mapping would stand in the program's way), mapped ones, and sizes not
+   * a multiple of 4; also when the real buffer was replaced meanwhile (evicted): try again.
+   */
+  async snapshot(): Promise<Uint8Array | null> {
+    if (this.evicted) return spillStoreOf(this.swap).peek(this.evicted);
+    const real = this.real;
+    if (!real || real.mapState !== 'unmapped' || this.size % 4 !== 0 || this.realUsage & BufferUsage.MAP_READ) return null;
+    return this.copyOut(real, { cancelled: false, mapping: false });
+  }
+
+  /**
+   * Replaces the contents with `data` (exactly `size` bytes) before the owner's program uses the
+   * buffer (a process that moved here): kept in host memory as if evicted, and put on the device
+   * by the ordinary restore at its first use.
+   */
+  adoptContents(data: Uint8Array<ArrayBuffer>): void {
+    if (data.byteLength !== this.size) throw new RangeError(`adoptContents: ${data.byteLength} bytes for a buffer of ${this.size}`);
+    if (this.eviction) this.eviction.cancelled = true;
+    if (this.evicted) spillStoreOf(this.swap).drop(this.evicted);
+    this.evicted = spillStoreOf(this.swap).hold(data, this.owner);
+    const real = this.real;
+    this.real = null;
+    this.generation++;
+    this.owner.backingEpoch++;
+    if (real) {
+      real.destroy();
+      if (this.token) this.ledger.setResident(this.token, false);
+    }
+  }
+
+  /**
    * Brings the contents back into a new real buffer, synchronously: the upload is queued ahead of
    * anything that can use the new buffer. Buffers the queue may write (COPY_DST, not mappable)
    * get it by writeBuffer; others by mapping at creation, whose copy onto the device is slower.

@@ -2,7 +2,7 @@
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { VirtualBuffer } from './buffer.js';
-import { invalidReal } from './limits.js';
+import { factsOfLayout, invalidReal } from './limits.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 
 /** What Dawn should be given for a bind group's entries: the real objects behind the virtual ones. */
@@ -81,6 +81,26 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
     this.#generations = this.#buffers.map((b) => b.residency.generation);
     this.#resources = boundObjects(descriptor.entries);
   }
+
+  /**
+   * The buffers work using this bind group may write: those bound as read-write storage by its
+   * layout (a layout whose facts are unknown: every buffer). Found once.
+   */
+  writtenBuffers(): readonly VirtualBuffer[] {
+    if (this.#written) return this.#written;
+    const layout = this.descriptor.layout as unknown;
+    const facts = layout && typeof layout === 'object' && 'source' in layout ? factsOfLayout(layout as Parameters<typeof factsOfLayout>[0]) : null;
+    const written: VirtualBuffer[] = [];
+    for (const entry of this.descriptor.entries) {
+      const resource = entry.resource as unknown;
+      const buffer = resource && typeof resource === 'object' && 'buffer' in resource ? (resource as GPUBufferBinding).buffer : resource;
+      if (!(buffer instanceof VirtualBuffer)) continue;
+      if (facts === null || facts.buffers.get(Number(entry.binding)) === 'storage') written.push(buffer);
+    }
+    this.#written = written;
+    return written;
+  }
+  #written: VirtualBuffer[] | null = null;
 
   /** The real bind group, made afresh when a bound buffer's real buffer was replaced (evicted, restored). */
   get [REAL](): GPUBindGroup {

@@ -181,6 +181,32 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     return this.#referenced;
   }
 
+  /**
+   * The buffers the record may write: read-write storage bindings of its passes, copy and clear
+   * destinations, resolve targets. A process moving to another node resends them (dirty).
+   */
+  writtenBuffers(): VirtualObject[] {
+    if (this.#written) return this.#written;
+    const found = new Resources();
+    for (const command of this.#commands) {
+      if (command.op === 'computePass') {
+        for (const { op, args } of command.commands) {
+          if (op === 'setBindGroup' && args[1] instanceof VirtualBindGroup) for (const buffer of args[1].writtenBuffers()) found.add(buffer);
+        }
+      } else if (command.op === 'copyBufferToBuffer') {
+        // (source, sourceOffset, destination, ...) or (source, destination, size?)
+        found.add(typeof command.args[1] === 'number' ? command.args[2] : command.args[1]);
+      } else if (command.op === 'clearBuffer') {
+        found.add(command.args[0]);
+      } else if (command.op === 'resolveQuerySet') {
+        found.add(command.args[3]);
+      }
+    }
+    this.#written = found.list;
+    return this.#written;
+  }
+  #written: VirtualObject[] | null = null;
+
   /** Encodes the record afresh on `device`, against the real objects behind it now. */
   encode(device: GPUDevice): GPUCommandBuffer {
     const encoder = device.createCommandEncoder({ label: this.label });

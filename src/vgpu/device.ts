@@ -40,7 +40,7 @@ import { VirtualQueue, writeBufferBytes } from './queue.js';
 import { budgetTimeLimitMs, compileBounded, loopBudget, refusedModule, VirtualShaderModule } from './shaderModule.js';
 import type { Budget } from '../wgsl/index.js';
 import { checkShader, describeShaderLimit } from '../wgsl/complexity.js';
-import { GPUInternalErrorClass, GPUPipelineErrorClass, GPUUncapturedErrorEventClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
+import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUPipelineErrorClass, GPUUncapturedErrorEventClass, GPUValidationErrorClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { BufferResidency, realUsageFor, SharedResidency } from '../kernel/residency.js';
 import type { MemoryManager } from '../kernel/mem.js';
 
@@ -989,6 +989,38 @@ export class VirtualDevice extends EventTarget {
       querySets: querySetList.map((q, id) => ({ id, label: q.label, type: q.type as ImageQuerySet['type'], count: q.count })),
       queued: work,
     };
+  }
+
+  // ---- moving to another node (src/daemon/migrationOut.ts, migrationIn.ts) ----------------------
+
+  /**
+   * The contents of `buffer` as the program's work queued so far leaves them: a queue item, so it
+   * reads after that work and never waits for what the program queues later (which a moving
+   * process sends again). Null when it could not be read now (see BufferResidency.snapshot).
+   */
+  readInOrder(buffer: VirtualBuffer): Promise<Uint8Array | null> {
+    return new Promise((resolve) => {
+      this.dispatcher.enqueue({
+        owner: this.proc,
+        usesDevice: false,
+        run: () => {
+          buffer.residency.snapshot().then(resolve, () => resolve(null));
+        },
+        cancel: () => resolve(null),
+      });
+    });
+  }
+
+  /** The open error scopes with what each caught (a quiet process moving to another node). */
+  errorScopeState(): ReturnType<ErrorScopes['exportState']> {
+    return this.#scopes.exportState();
+  }
+
+  /** Opens the error scopes a process that moved here had open, with what they had caught. */
+  importErrorScopes(state: Parameters<ErrorScopes['importState']>[0]): void {
+    this.#scopes.importState(state, (type, message) =>
+      type === 'out-of-memory' ? new GPUOutOfMemoryErrorClass(message) : type === 'internal' ? new GPUInternalErrorClass(message) : new GPUValidationErrorClass(message),
+    );
   }
 
   /**

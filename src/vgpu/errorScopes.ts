@@ -113,6 +113,22 @@ export class ErrorScopes {
     this.uncaptured(error);
   }
 
+  /**
+   * The open scopes, outermost first, with the error each has caught so far (a process moving to
+   * another node: its pending calls have all settled by then, so nothing is waiting on them).
+   */
+  exportState(): Array<{ filter: Filter; error: { type: Filter; message: string } | null }> {
+    return this.stack.map((scope) => ({ filter: scope.filter, error: scope.error ? { type: filterOf(scope.error), message: scope.error.message } : null }));
+  }
+
+  /** Opens the scopes `exportState` described, with their caught errors (a process that moved here). */
+  importState(state: ReadonlyArray<{ filter: string; error: { type: string; message: string } | null }>, makeError: (type: string, message: string) => GPUError): void {
+    for (const { filter, error } of state) {
+      this.push(filter);
+      if (error) this.stack[this.stack.length - 1].error = makeError(error.type, error.message);
+    }
+  }
+
   /** Drops every open scope (device destroyed or lost: pops then resolve with no error). */
   clear(): void {
     for (const scope of this.stack) scope.pending = [];

@@ -1,0 +1,295 @@
+// Moving a live process to another node (the source's side; the target's is migrationIn.ts).
+//
+// The loop, in order (docs/fleet.md, "Live migration between nodes"):
+// 1. Connect to the target daemon as its admin; MigrateIn with the process and its creation log:
+//    the target makes every object under the client's ids.
+// 2. Pre-copy, while the program runs: send every buffer, then, round after round, the buffers
+//    written since they were sent (the session notes writes as it runs messages; a buffer's read
+//    is a queue item of the process, so it sees every write queued before it was asked for).
+//    Rounds end when what is dirty no longer shrinks much, is small, or after `rounds`.
+// 3. The stop: MoveBegin to the client, which answers MoveFence and keeps its later calls. Once
+//    what came before the fence has run, every reply it owes has gone and the work it queued has
+//    finished, the last dirty buffers are read and sent, and MigrateCommit carries what changed in
+//    the log meanwhile and the open error scopes.
+// 4. Moved {address, token} to the client, which reconnects there; this node's process ends.
+// Anything failing before the commit (the target unreachable or refusing or dying, a mapped
+// buffer at the stop, the timeout) sends MoveCancelled, aborts the target's half, and leaves the
+// process running here exactly as it was: the error is GPUNIX_E_MIGRATION_FAILED (or BUSY).
+
+import { performance } from 'node:perf_hooks';
+import { ErrorCodes, GpunixError } from '../errors.js';
+import type { ProcessHandle } from '../kernel/kernel.js';
+import { Session, SessionOptions } from '../client/session.js';
+import type { VirtualBuffer } from '../vgpu/buffer.js';
+import type { ProcessSession, SessionWire } from './processSession.js';
+
+type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+
+/** Where the target daemon listens, as a client reaches it (and as Moved tells the program). */
+export type NodeAddress = { socket: string } | { url: string };
+
+export interface MigrateOutOptions {
+  address: NodeAddress;
+  /** The target daemon's admin token. */
+  token: string;
+  /** The fleet name of the target, when it was given by name (reported back). */
+  node?: string;
+  /** How long the stop may wait for the client's fence and the process's queued work (default 30 s). */
+  timeoutMs?: number;
+  /** Pre-copy rounds after the first full one, at most (default 4). */
+  rounds?: number;
+  onProgress?: (bytesSent: number, bytesTotal: number) => void;
+}
+
+export interface MigrateOutResult {
+  moved: true;
+  node: string | null;
+  address: NodeAddress;
+  /** The process's pid on the target node. */
+  pid: number;
+  bytes: number;
+  rounds: number;
+  totalMs: number;
+  downtimeMs: number;
+  bytesPerSecond: number;
+}
+
+/** The session side of the process being moved: its connection to its client. */
+export interface MovingClient {
+  session: ProcessSession;
+  handle: ProcessHandle;
+  wire: SessionWire;
+  /** The protocol version the client said in its Hello (a move needs 4). */
+  clientVersion: number;
+  /** The move committed: the process here ends (reason 'moved', `where`), and its connection with it. */
+  movedAway(where: string): void;
+}
+
+/** Bytes per MigrateData frame, and how many may be unanswered at once (flow control). */
+const PIECE_BYTES = 8 * 1024 * 1024;
+const WINDOW = 4;
+const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_ROUNDS = 4;
+
+/** Moves `client`'s process to the node at `options.address`; see the file comment. */
+export async function migrateOut(client: MovingClient, options: MigrateOutOptions, log: LogFn): Promise<MigrateOutResult> {
+  const { session, handle } = client;
+  const startedAt = performance.now();
+  if (client.clientVersion < 4) throw new GpunixError(ErrorCodes.BUSY, `process ${handle.pid}'s client speaks protocol ${client.clientVersion}; moving it needs 4 (a newer gpunix client)`);
+  const blocker = session.moveBlocker();
+  if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot move process ${handle.pid} now: ${blocker}`);
+  const devices = session.devices();
+  if (devices.length > 1) throw new GpunixError(ErrorCodes.BUSY, `process ${handle.pid} has ${devices.length} devices; a move takes a process with at most one`);
+  const device = devices[0]?.device ?? null;
+
+  const peer = await openPeer(options);
+  const record = handle.record();
+  let migration: string | null = null;
+  let fenced = false;
+  let bytes = 0;
+  let rounds = 0;
+  try {
+    session.trackWrites();
+    const { log: creations, mark } = session.creations.export();
+    const begun = (await peer.call('MigrateIn', {
+      process: { name: record.name, tenant: record.tenant, priority: record.priority, weight: record.weight, memoryLimit: record.memoryLimit ?? null },
+      log: creations,
+    })) as { migration: string };
+    migration = begun.migration;
+    const sender = new Sender(peer, migration);
+
+    // Pre-copy: everything once, then what was written meanwhile.
+    const all = liveBuffers(session);
+    const total = all.reduce((sum, { buffer }) => sum + buffer.size, 0);
+    const idOf = new Map(all.map(({ id, buffer }) => [buffer, id] as const));
+    const later = new Set<VirtualBuffer>();
+    session.takeDirty(); // from here on, writes count for the next round
+    let pending: Array<{ id: number; buffer: VirtualBuffer }> = all;
+    let previousDirty = Infinity;
+    const maxRounds = 1 + (options.rounds ?? DEFAULT_ROUNDS);
+    while (pending.length > 0 && rounds < maxRounds && handle.state !== 'exited') {
+      rounds++;
+      for (const { id, buffer } of pending) {
+        if (buffer.isDestroyed || !device) continue;
+        const data = await device.readInOrder(buffer);
+        if (!data) {
+          later.add(buffer); // unreadable now (MAP_READ, evicted meanwhile): at the stop
+          continue;
+        }
+        await sender.send(id, data);
+        bytes += data.byteLength;
+        options.onProgress?.(bytes, total);
+      }
+      const dirty = [...session.takeDirty()].filter((b) => idOf.has(b));
+      const dirtyBytes = dirty.reduce((sum, b) => sum + b.size, 0);
+      // Stop rounds when what comes back is small, or no longer shrinks: the stop sends the rest.
+      const small = dirtyBytes <= Math.max(total / 64, 1 << 20);
+      const shrinking = dirtyBytes < previousDirty * 0.75;
+      previousDirty = dirtyBytes;
+      for (const b of dirty) later.add(b);
+      if (small || !shrinking) break;
+      pending = dirty.map((b) => ({ id: idOf.get(b)!, buffer: b }));
+      for (const b of dirty) later.delete(b);
+    }
+    await sender.drain();
+
+    // The stop.
+    const stopAt = performance.now();
+    const deadline = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    await within(deadline, 'the client did not answer MoveBegin with MoveFence', () => {
+      const fence = new Promise<void>((resolve) => (session.onFence = resolve));
+      client.wire.send('MoveBegin', {});
+      fenced = true;
+      return fence;
+    });
+    session.onFence = null;
+    await within(deadline, 'the process did not finish its queued work', async () => {
+      await session.whenAnswered();
+      if (device) await device.queue.onSubmittedWorkDone();
+      await session.whenAnswered();
+    });
+    if (handle.state === 'exited') throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${handle.pid} ended while it was being moved`);
+    const stopBlocker = session.moveBlocker();
+    if (stopBlocker) throw new GpunixError(ErrorCodes.BUSY, `cannot move process ${handle.pid} now: ${stopBlocker}`);
+    for (const b of session.takeDirty()) if (idOf.has(b)) later.add(b);
+    // Buffers made since the first export are in the delta log; their contents go too.
+    for (const { id, buffer } of liveBuffers(session)) {
+      if (!idOf.has(buffer)) {
+        idOf.set(buffer, id);
+        later.add(buffer);
+      }
+    }
+    for (const buffer of later) {
+      if (buffer.isDestroyed) continue;
+      const data = await buffer.residency.readContents();
+      if (!data) throw new GpunixError(ErrorCodes.BUSY, `the contents of buffer "${buffer.label}" could not be read (mapped, or a size not a multiple of 4)`);
+      await sender.send(idOf.get(buffer)!, data);
+      bytes += data.byteLength;
+    }
+    await sender.drain();
+    const state = {
+      log: session.creations.delta(mark),
+      errorScopes: devices.map(({ id, device: d }) => ({ device: id, scopes: d.errorScopeState() })),
+    };
+    const committed = (await peer.call('MigrateCommit', { migration, state })) as { pid: number; token: string };
+    // The point of no return: the process lives there now.
+    migration = null;
+    client.wire.send('Moved', { address: options.address, token: committed.token });
+    const downtimeMs = performance.now() - stopAt;
+    session.untrackWrites();
+    session.creations.unmark();
+    client.movedAway(`${options.node ?? describe(options.address)} (pid ${committed.pid} there)`);
+    peer.close();
+    const totalMs = performance.now() - startedAt;
+    const result: MigrateOutResult = {
+      moved: true,
+      node: options.node ?? null,
+      address: options.address,
+      pid: committed.pid,
+      bytes,
+      rounds,
+      totalMs: Math.round(totalMs * 10) / 10,
+      downtimeMs: Math.round(downtimeMs * 10) / 10,
+      bytesPerSecond: Math.round(bytes / (totalMs / 1000)),
+    };
+    log('info', 'process moved to another node', { pid: handle.pid, to: describe(options.address), targetPid: committed.pid, bytes, rounds, totalMs: result.totalMs, downtimeMs: result.downtimeMs });
+    return result;
+  } catch (error) {
+    session.onFence = null;
+    session.untrackWrites();
+    session.creations.unmark();
+    const reason = (error as Error)?.message ?? String(error);
+    if (fenced && handle.state !== 'exited') client.wire.send('MoveCancelled', { reason });
+    if (migration !== null && peer.isOpen) void peer.call('MigrateAbort', { migration }).catch(() => {});
+    setTimeout(() => peer.close(), 100).unref();
+    log('warn', 'moving a process to another node failed; it goes on here', { pid: handle.pid, to: describe(options.address), error: reason });
+    if (error instanceof GpunixError && (error.code === ErrorCodes.BUSY || error.code === ErrorCodes.PROCESS_EXITED || error.code === ErrorCodes.MIGRATION_FAILED || error.code === ErrorCodes.TIMEOUT)) throw error;
+    if (error instanceof GpunixError) throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `the node at ${describe(options.address)} refused: ${error.code}: ${error.message}`);
+    throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `moving to ${describe(options.address)} failed: ${reason}`);
+  }
+}
+
+/** The buffers the process's log makes, alive, with their client ids. */
+function liveBuffers(session: ProcessSession): Array<{ id: number; buffer: VirtualBuffer }> {
+  return session.creations
+    .buffers()
+    .filter(({ object }) => object && typeof object === 'object' && 'residency' in object && !(object as VirtualBuffer).isDestroyed && (object as VirtualBuffer).residency.token !== null)
+    .map(({ id, object }) => ({ id, buffer: object as VirtualBuffer }));
+}
+
+/** An admin control session on the target daemon. */
+async function openPeer(options: MigrateOutOptions): Promise<Session> {
+  const sessionOptions: SessionOptions = 'socket' in options.address ? { socket: options.address.socket, token: options.token } : { url: options.address.url, token: options.token };
+  let peer: Session;
+  try {
+    peer = await Session.open(sessionOptions, { role: 'control' });
+  } catch (error) {
+    throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `cannot reach the node at ${describe(options.address)}: ${(error as Error).message}`);
+  }
+  if (!peer.welcome.admin) {
+    peer.close();
+    throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `the token given for ${describe(options.address)} is not that daemon's admin token (migration.peerToken, or the token option)`);
+  }
+  if (peer.welcome.version < 4) {
+    peer.close();
+    throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `the daemon at ${describe(options.address)} speaks protocol ${peer.welcome.version}; moving a process there needs 4`);
+  }
+  return peer;
+}
+
+/** Sends buffer contents in pieces, at most WINDOW unanswered (the target answers each once taken). */
+class Sender {
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private failure: unknown = null;
+  constructor(
+    private readonly peer: Session,
+    private readonly migration: string,
+  ) {}
+
+  async send(buffer: number, data: Uint8Array): Promise<void> {
+    for (let offset = 0; offset < data.byteLength || (offset === 0 && data.byteLength === 0); offset += PIECE_BYTES) {
+      if (this.failure) throw this.failure;
+      while (this.inFlight.size >= WINDOW) await Promise.race(this.inFlight);
+      if (this.failure) throw this.failure;
+      const piece = data.subarray(offset, Math.min(offset + PIECE_BYTES, data.byteLength));
+      const sent: Promise<unknown> = this.peer.call('MigrateData', { migration: this.migration, buffer, offset, data: piece }).then(
+        () => this.inFlight.delete(sent),
+        (error: unknown) => {
+          this.inFlight.delete(sent);
+          this.failure ??= error;
+        },
+      );
+      this.inFlight.add(sent);
+      if (data.byteLength === 0) break;
+    }
+  }
+
+  async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+}
+
+/** Runs `body`, failing with GPUNIX_E_TIMEOUT (`what`) past `ms`. */
+async function within<T>(ms: number, what: string, body: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new GpunixError(ErrorCodes.TIMEOUT, `${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([body(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function describe(address: NodeAddress): string {
+  return 'socket' in address ? address.socket : address.url;
+}
+
+/** `to` as the operator gives it: a socket path, or tcp:// / tls:// URL. */
+export function parseAddress(to: string): NodeAddress {
+  if (/^(tcp|tls):\/\//.test(to)) return { url: to };
+  if (to.includes('://')) throw new GpunixError(ErrorCodes.BAD_OPTION, `to: ${JSON.stringify(to)} is neither a socket path nor a tcp:// or tls:// address`);
+  return { socket: to };
+}
