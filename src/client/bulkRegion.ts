@@ -11,6 +11,9 @@
 //   when the reply comes to a mapping already abandoned).
 // When the ring has no room a transfer goes in frames as before (never waits: writeBuffer is
 // synchronous), and the region is asked to grow for next time.
+//
+// The region belongs to the node that made it: while the process moves to another node (MoveBegin)
+// none is chosen, and once it has moved (Moved) it is closed and a new one is asked of the new node.
 
 import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import type { Socket } from 'node:net';
@@ -251,25 +254,56 @@ function onUnixSocket(channel: Channel): boolean {
   return !(stream instanceof TLSSocket) && typeof stream.remoteAddress !== 'string';
 }
 
-const regions = new WeakMap<Channel, Promise<BulkRegion | null>>();
-const attached = new WeakMap<Channel, BulkRegion | null>();
+/** A session's region: being asked for (promise), then attached (region; null: frames only). */
+interface BulkState {
+  readonly promise: Promise<BulkRegion | null>;
+  region: BulkRegion | null;
+}
+const states = new WeakMap<Channel, BulkState>();
+/** Channels whose session's moves reset their region (the listener is added once). */
+const watched = new WeakSet<Channel>();
 
-/** Starts attaching the session's region (once per session; pipelined behind what was sent). */
+/** Starts attaching the session's region (once per session, and once more after each move; pipelined behind what was sent). */
 export function startBulk(channel: Channel): void {
-  if (regions.has(channel)) return;
-  const promise = BulkRegion.attach(channel).catch(() => null);
-  regions.set(channel, promise);
-  void promise.then((region) => attached.set(channel, region));
+  if (states.has(channel)) return;
+  const state: BulkState = { promise: BulkRegion.attach(channel).catch(() => null), region: null };
+  states.set(channel, state);
+  if (!watched.has(channel)) {
+    watched.add(channel);
+    // The region belongs to the node the process left: dropped; the next one is asked of the new node.
+    channel.session.onMoved((moved) => {
+      if (moved) resetBulk(channel);
+    });
+  }
+  void state.promise.then((region) => {
+    // Attached after the process moved away from the node that made it: of no use.
+    if (states.get(channel) === state) state.region = region;
+    else region?.close();
+  });
+}
+
+/** The process moved to another node: closes the old node's region and asks the new node for one, as a fresh session does. */
+function resetBulk(channel: Channel): void {
+  const state = states.get(channel);
+  if (!state) return;
+  states.delete(channel);
+  state.region?.close();
+  startBulk(channel);
 }
 
 /** Frees the session's bulk writes sent so far once `reply` (to a request just sent) settles. */
 export function fencedBy<T>(channel: Channel, reply: Promise<T>): Promise<T> {
-  attached.get(channel)?.coveredBy(reply);
+  states.get(channel)?.region?.coveredBy(reply);
   return reply;
 }
 
-/** The session's region if it is attached and usable now (else bulk data goes in frames). */
+/**
+ * The session's region if it is attached and usable now (else bulk data goes in frames). None
+ * while the process moves: what the program sends then may reach another node, which cannot
+ * read this region.
+ */
 export function bulkOf(channel: Channel): BulkRegion | null {
-  const region = attached.get(channel) ?? null;
+  if (channel.session.moving) return null;
+  const region = states.get(channel)?.region ?? null;
   return region?.isOpen ? region : null;
 }

@@ -36,6 +36,7 @@ export class Channel {
 
   constructor(readonly session: Session) {}
 
+  /** The process's pid on the node it runs on now (a move between nodes changes it: the session's welcome is the new node's). */
   get pid(): number {
     return this.session.welcome.pid;
   }

@@ -2,14 +2,15 @@
 // opens a process session (the daemon spawns the process) and gives its navigator.gpu; an
 // unmodified WebGPU program uses it as it would Dawn's. See docs/protocol-webgpu.md.
 
+import { EventEmitter } from 'node:events';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import type { ExitStatus } from '../kernel/proc.js';
 import type { PriorityClass } from '../params.js';
 import { Channel } from './channel.js';
 import { deliverEvent, deviceTableOf, loseAll, RemoteGPU } from './remote.js';
-import { Session, SessionOptions } from './session.js';
+import { MoveInfo, Session, SessionOptions } from './session.js';
 
-export type { SessionOptions } from './session.js';
+export type { MoveInfo, SessionOptions } from './session.js';
 export {
   RemoteAdapter,
   RemoteBindGroup,
@@ -58,9 +59,12 @@ export async function connect(options: ConnectOptions = {}): Promise<RemoteProce
   return new RemoteProcess(session);
 }
 
-export class RemoteProcess {
-  readonly pid: number;
-  readonly tenant: string;
+/**
+ * A program's process in gpunixd. Emits 'moved' (MoveInfo: {fromPid, from, to, pid}) when the
+ * daemon has moved it live to another node (`gpunix migrate PID --to`): every object goes on
+ * working there, and `pid` is its pid on that node from then on.
+ */
+export class RemoteProcess extends EventEmitter<{ moved: [MoveInfo] }> {
   /** The process's navigator.gpu. */
   readonly gpu: GPU;
   /** Resolves with the exit status when the process ends (exit(), or killed by the daemon), or null if the connection just ended. */
@@ -70,8 +74,7 @@ export class RemoteProcess {
   private readonly channel: Channel;
 
   constructor(private readonly session: Session) {
-    this.pid = session.welcome.pid;
-    this.tenant = session.welcome.tenant;
+    super();
     this.channel = new Channel(session);
     const devices = deviceTableOf(this.channel);
     this.channel.onCollected = (id) => devices.forget(id);
@@ -86,10 +89,28 @@ export class RemoteProcess {
         deliverEvent(this.channel, message);
       }
     };
+    session.onMoved((moved) => {
+      if (moved) this.emit('moved', moved);
+    });
     void session.closed.then((error) => {
       loseAll(this.channel, error ? `the session with gpunixd ended: ${error.message}` : 'the session with gpunixd ended');
       this.finish(null);
     });
+  }
+
+  /** The process's pid on the node it runs on now (a move between nodes changes it). */
+  get pid(): number {
+    return this.session.welcome.pid;
+  }
+
+  /** The tenant it runs as. */
+  get tenant(): string {
+    return this.session.welcome.tenant;
+  }
+
+  /** The daemon it is connected to now ("unix:PATH" or the URL; a move changes it). */
+  get address(): string {
+    return this.session.address;
   }
 
   private finish(status: ExitStatus | null): void {
