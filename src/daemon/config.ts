@@ -196,6 +196,10 @@ export const configSchema = z.strictObject({
    * one); a MigrateProcess may give its own.
    */
   migration: z.strictObject({ peerToken: z.string().min(1).nullable().default(null) }).optional(),
+  /** This daemon's name among its peers (segments "name@node" homed here are local). Default: fleet.node. */
+  node: z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/, '1-48 of A-Za-z0-9_.-').optional(),
+  /** Other nodes this daemon reaches by name (segments homed there, migrate --node): name -> socket path, tcp:// or tls:// address. A fleet node also finds the fleet's nodes in etcd. */
+  peers: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/), z.string().min(1)).optional(),
 });
 
 /** The configuration as written (a file's JSON, or an object in code). */

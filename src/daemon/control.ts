@@ -20,6 +20,7 @@ import { describeIssues } from './config.js';
 import type { LogFn } from './log.js';
 import { checkQuota, Principal, TenantStore } from './tenants.js';
 import type { MigrationsIn } from './migrationIn.js';
+import type { SegmentHomes } from './segmentHome.js';
 import { MigrateOutOptions, MigrateOutResult, NodeAddress, parseAddress } from './migrationOut.js';
 
 export interface SessionCounts {
@@ -53,6 +54,22 @@ export interface ControlContext {
   moveProcess?: (pid: number, options: MigrateOutOptions) => Promise<MigrateOutResult>;
   /** The admin token presented to other nodes (config migration.peerToken), or null. */
   peerToken?: string | null;
+  /** Segments homed here, as other nodes reach them (SegmentOpen..SegmentClose); absent: refused. */
+  segmentHomes?: SegmentHomes;
+}
+
+/** A control result that travels as ReplyData: `result` and its bytes. */
+export class ResultWithData {
+  constructor(
+    readonly result: unknown,
+    readonly data: Uint8Array,
+  ) {}
+}
+
+function segmentHomes(ctx: ControlContext): SegmentHomes {
+  requireAdmin(ctx, 'serving a shared segment to another node');
+  if (!ctx.segmentHomes || ctx.session === undefined) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'this daemon serves no segments to other nodes');
+  return ctx.segmentHomes;
 }
 
 const moveOptionsSchema = z.strictObject({
@@ -489,6 +506,16 @@ async function dispatchControl(ctx: ControlContext, message: Message): Promise<u
       return migrations(ctx).commit(ctx.session!, message.payload);
     case 'MigrateAbort':
       return migrations(ctx).abort(ctx.session!, message.payload);
+    case 'SegmentOpen':
+      return segmentHomes(ctx).open(ctx.session!, message.payload.tenant, message.payload.name, message.payload.size);
+    case 'SegmentPull': {
+      const { result, data } = await segmentHomes(ctx).pull(ctx.session!, message.payload.segment);
+      return new ResultWithData(result, data);
+    }
+    case 'SegmentPush':
+      return segmentHomes(ctx).push(ctx.session!, message.payload.segment, message.payload.runs, message.payload.data);
+    case 'SegmentClose':
+      return segmentHomes(ctx).close(ctx.session!, message.payload.segment);
     case 'ListTenants':
       return { tenants: (ctx.principal.admin ? kernel.tenants() : kernel.tenants().filter((t) => t.name === ctx.principal.tenant)).map((t) => ctx.tenants.withObjects(t)) };
     case 'AddTenant': {

@@ -38,6 +38,7 @@ import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClas
 import type { ObjectAccount } from './tenants.js';
 import { SharedMemorySettings, SharedRegion } from './sharedMemory.js';
 import { CreationLog, LoggedMessage } from './creationLog.js';
+import type { SegmentReplica, SegmentReplicas } from './segmentReplica.js';
 import type { VirtualBuffer } from '../vgpu/buffer.js';
 import type { VirtualCommandBuffer } from '../vgpu/commandBuffer.js';
 
@@ -129,6 +130,10 @@ export class ProcessSession {
   /** Requests (messages with `req`) not answered yet. */
   private unanswered = 0;
   private onAnswered: (() => void) | null = null;
+  /** This node's copies of segments homed elsewhere (segmentReplica.ts), or null. */
+  private readonly replicas: SegmentReplicas | null;
+  /** The remote segments this session attached: their buffers, with the device each is on. */
+  private readonly attachedReplicas = new Map<VirtualBuffer, { replica: SegmentReplica; device: VirtualDevice }>();
   /** Called when MoveFence arrives, after every message before it has run (migrationOut). */
   onFence: (() => void) | null = null;
   private readonly log: LogFn;
@@ -158,7 +163,10 @@ export class ProcessSession {
     objects?: ObjectAccount;
     /** Shared memory for bulk data (clients on the Unix socket); absent or null: none. */
     sharedMemory?: SharedMemorySettings | null;
+    /** Copies of segments homed on other nodes ("name@node"); absent: such names are local names. */
+    replicas?: SegmentReplicas | null;
   }) {
+    this.replicas = options.replicas ?? null;
     this.handleRef = options.handle;
     this.sharedMemory = options.sharedMemory ?? null;
     this.account = options.objects ?? null;
@@ -265,7 +273,9 @@ export class ProcessSession {
       case 'AttachShared': {
         const { device, id, name, size } = message.payload;
         const target = this.get<GPUDevice>(device, 'device');
-        this.create(id, 'buffer', device, () => (target() as unknown as { gpunix: GpunixDeviceExtension }).gpunix.attachShared(name, size));
+        const local = this.replicas ? this.replicas.localName(name) : name;
+        const entry = this.create(id, 'buffer', device, () => (target() as unknown as { gpunix: GpunixDeviceExtension }).gpunix.attachShared(local, size));
+        if (entry.object && this.replicas?.homeOf(name)) return this.attachRemote(entry, device, name, size);
         return;
       }
       case 'DeviceDestroy': {
@@ -444,13 +454,27 @@ export class ProcessSession {
         const queueEntry = this.entry(queue, 'queue');
         const target = this.get<GPUQueue>(queue, 'queue');
         const buffers = commandBuffers.map((id) => this.get<GPUCommandBuffer>(id, 'commandBuffer'));
-        this.pipelined(queueEntry.device, () => target().submit(buffers.map((b) => b())));
+        const submit = () => this.pipelined(queueEntry.device, () => target().submit(buffers.map((b) => b())));
+        // Acquire: a submit that uses a segment homed on another node first takes the home's changes.
+        if (this.attachedReplicas.size > 0) {
+          const used = this.replicasUsedBy(commandBuffers);
+          if (used.length > 0) return this.acquireThen(used, queueEntry.device, submit);
+        }
+        submit();
         return;
       }
       case 'QueueOnSubmittedWorkDone': {
         const { req, queue } = message.payload;
         const target = this.get<GPUQueue>(queue, 'queue');
-        this.settle(req, () => target().onSubmittedWorkDone(), () => null);
+        if (this.attachedReplicas.size === 0) {
+          this.settle(req, () => target().onSubmittedWorkDone(), () => null);
+          return;
+        }
+        // Release: the writes of this process's finished work reach the segments' homes before the promise resolves.
+        this.settle(req, async () => {
+          await target().onSubmittedWorkDone();
+          await Promise.all([...this.attachedReplicas].map(([buffer, { replica, device }]) => replica.release(device, buffer)));
+        }, () => null);
         return;
       }
       case 'Release': {
@@ -473,11 +497,66 @@ export class ProcessSession {
   /** The session is ending (client gone or daemon closing): forget every object. Does not end the process. */
   close(): void {
     this.closed = true;
+    for (const { replica } of this.attachedReplicas.values()) this.replicas?.detach(replica);
+    this.attachedReplicas.clear();
     this.waiting = null;
     for (const slot of [...this.objects.keys()]) this.drop(slot);
     this.region?.close();
     this.region = null;
     this.scratch = new Uint8Array(0);
+  }
+
+  // ---- segments homed on other nodes (src/daemon/segmentReplica.ts) ---------------------------
+
+  /**
+   * AttachShared of "name@node" (another node): the local copy is attached (entry); this opens it
+   * at the home and takes its contents before the session's next message runs. A failure makes
+   * the buffer a failed object, with an error on the device, as a refused attach does.
+   */
+  private attachRemote(entry: Entry, device: number, name: string, size: number): Promise<void> {
+    const buffer = entry.object as VirtualBuffer;
+    const vdevice = this.objects.get(splitId(device).slot)?.object as VirtualDevice;
+    return this.replicas!.attach(this.handleRef.record().tenant, name, size).then(
+      async (replica) => {
+        if (this.closed) return this.replicas!.detach(replica);
+        this.attachedReplicas.set(buffer, { replica, device: vdevice });
+        try {
+          await replica.acquire(vdevice, buffer);
+        } catch (error) {
+          this.uncaught(device, error);
+        }
+      },
+      (error: unknown) => {
+        (buffer as unknown as GPUBuffer).destroy();
+        this.failObject(entry, device, error);
+      },
+    );
+  }
+
+  /** The remote segments the command buffers `ids` use. */
+  private replicasUsedBy(ids: number[]): Array<[VirtualBuffer, { replica: SegmentReplica; device: VirtualDevice }]> {
+    const used = new Map<VirtualBuffer, { replica: SegmentReplica; device: VirtualDevice }>();
+    for (const id of ids) {
+      const cb = this.objects.get(splitId(id).slot)?.object as VirtualCommandBuffer | null | undefined;
+      if (!cb || typeof cb.resources !== 'function') continue;
+      for (const resource of cb.resources()) {
+        const attached = this.attachedReplicas.get(resource as VirtualBuffer);
+        if (attached) used.set(resource as VirtualBuffer, attached);
+      }
+    }
+    return [...used];
+  }
+
+  /** Takes the homes' changes into `used`, then runs `then` (the session's later messages wait). */
+  private acquireThen(used: Array<[VirtualBuffer, { replica: SegmentReplica; device: VirtualDevice }]>, device: number | null, then: () => void): Promise<void> {
+    return Promise.all(used.map(([buffer, { replica, device: d }]) => replica.acquire(d, buffer))).then(
+      () => then(),
+      (error: unknown) => {
+        // The home unreachable: the program's submit still runs, on what this node has; it hears why.
+        this.uncaught(device, error);
+        then();
+      },
+    );
   }
 
   // ---- moving to another node (src/daemon/migrationOut.ts, migrationIn.ts) --------------------

@@ -18,12 +18,14 @@ import { acceptedFrom, Message, MESSAGES, MessageName, MIN_PROTOCOL_VERSION, Pay
 import { OUTPUT_HIGH_WATER_BYTES, Wire } from '../protocol/wire.js';
 import { DaemonConfig, describeIssues } from './config.js';
 import type { FleetClient } from '../fleet/client.js';
-import { ControlContext, handleControl, imagePath, SessionCounts } from './control.js';
+import { ControlContext, handleControl, imagePath, ResultWithData, SessionCounts } from './control.js';
 import type { LogFn } from './log.js';
 import type { Metrics } from './metrics.js';
 import { ProcessSession } from './processSession.js';
 import { MigrationsIn } from './migrationIn.js';
-import { migrateOut, MigrateOutOptions, MigrateOutResult, MovingClient } from './migrationOut.js';
+import { migrateOut, MigrateOutOptions, MigrateOutResult, MovingClient, NodeAddress, parseAddress } from './migrationOut.js';
+import { SegmentHomes } from './segmentHome.js';
+import { SegmentReplicas } from './segmentReplica.js';
 import { sharedMemorySettings } from './sharedMemory.js';
 import type { Principal, TenantStore } from './tenants.js';
 
@@ -86,9 +88,32 @@ export class Server {
 
   /** Processes moving in from other nodes, and those waiting for their client (migrationIn.ts). */
   readonly migrationsIn: MigrationsIn;
+  /** Shared segments homed here that other nodes attach (segmentHome.ts). */
+  readonly segmentHomes: SegmentHomes;
+  /** This node's copies of segments homed on other nodes (segmentReplica.ts). */
+  readonly segmentReplicas: SegmentReplicas;
 
   constructor(readonly deps: ServerDeps) {
     this.migrationsIn = new MigrationsIn({ kernel: deps.kernel, objectAccount: (tenant) => deps.tenants.objectAccount(tenant), log: deps.log });
+    this.segmentHomes = new SegmentHomes({ kernel: deps.kernel, log: deps.log });
+    const { config } = deps;
+    this.segmentReplicas = new SegmentReplicas({
+      node: config.node ?? config.fleet?.node ?? null,
+      peerToken: config.migration?.peerToken ?? null,
+      log: deps.log,
+      resolve: (name) => this.resolveNode(name),
+    });
+  }
+
+  /** Where node `name` listens: the configured peers, else the fleet's node records; null if unknown. */
+  async resolveNode(name: string): Promise<NodeAddress | null> {
+    const configured = this.deps.config.peers?.[name];
+    if (configured) return parseAddress(configured);
+    if (!this.deps.fleet) return null;
+    const node = (await this.deps.fleet().nodes()).find((n) => n.name === name);
+    if (node?.address.socket) return { socket: node.address.socket };
+    if (node?.address.url) return { url: node.address.url };
+    return null;
   }
 
   /**
@@ -375,6 +400,7 @@ class Connection {
       this.control.migrationsIn = this.server.migrationsIn;
       this.control.moveProcess = (pid, options) => this.server.moveProcess(pid, options);
       this.control.peerToken = config.migration?.peerToken ?? null;
+      this.control.segmentHomes = this.server.segmentHomes;
       this.open('control', 0);
       this.armIdleTimer();
       return;
@@ -421,6 +447,7 @@ class Connection {
       failed: (error, what) => this.failWith(error, what),
       objects: tenants.objectAccount(principal.tenant),
       sharedMemory: this.sharedMemory(),
+      replicas: this.server.segmentReplicas,
     });
     this.watchProcess(handle);
     this.open('process', handle.pid);
@@ -576,7 +603,8 @@ class Connection {
       try {
         if (!this.server.deps.tenants.stillValid(this.principal!)) throw new GpunixError(ErrorCodes.AUTH, `tenant ${this.principal!.tenant} has been removed`);
         const result = await handleControl(this.control!, message);
-        this.wire.send('Reply', { req, result: result ?? null });
+        if (result instanceof ResultWithData) this.wire.send('ReplyData', { req, result: result.result ?? null, data: result.data });
+        else this.wire.send('Reply', { req, result: result ?? null });
       } catch (error) {
         this.sendFailure(req, error, message.name);
       } finally {
@@ -661,7 +689,10 @@ class Connection {
     if (this.principal && this.countedBuffered > 0) this.server.deps.tenants.objectAccount(this.principal.tenant).bufferedBytes -= this.countedBuffered;
     this.countedBuffered = 0;
     this.server.forget(this);
-    if (this.role === 'control') this.server.migrationsIn.peerGone(this.id);
+    if (this.role === 'control') {
+      this.server.migrationsIn.peerGone(this.id);
+      this.server.segmentHomes.peerGone(this.id);
+    }
     try {
       this.processSession?.close();
     } catch (error) {

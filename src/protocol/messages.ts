@@ -502,6 +502,30 @@ export const MESSAGES = {
     fields: { req: 'u32', migration: 'str', state: 'json' },
     reply: 'Reply or Failure',
   },
+  SegmentOpen: {
+    code: 91, from: 'client', role: 'control',
+    doc: 'A peer daemon attaches its node to tenant `tenant`\'s shared segment `name` of `size` bytes homed here (docs/memory.md, "Shared segments across nodes"), creating it if new. Result: {segment} (a handle for the messages below, on this session). Admin only.',
+    fields: { req: 'u32', tenant: 'str', name: 'str', size: 'f64' },
+    reply: 'Reply or Failure',
+  },
+  SegmentPull: {
+    code: 92, from: 'client', role: 'control',
+    doc: 'The segment\'s blocks that changed since this session last had them (64 KiB blocks; completed writes of every node count). Result: {blocks: [[offset, length], ...]} with their bytes, in order, as `data`.',
+    fields: { req: 'u32', segment: 'u32' },
+    reply: 'ReplyData or Failure',
+  },
+  SegmentPush: {
+    code: 93, from: 'client', role: 'control',
+    doc: 'Writes the peer\'s node made: `runs` [[offset, length], ...] (word-aligned, in order) with their bytes, in order, as `data`; only those bytes change here. Result: null once applied.',
+    fields: { req: 'u32', segment: 'u32', runs: 'json', data: 'bytes' },
+    reply: 'Reply or Failure',
+  },
+  SegmentClose: {
+    code: 94, from: 'client', role: 'control',
+    doc: 'The peer\'s node no longer attaches the segment (also when its session closes); the last detach anywhere frees it. Result: null.',
+    fields: { req: 'u32', segment: 'u32' },
+    reply: 'Reply',
+  },
   MigrateAbort: {
     code: 90, from: 'client', role: 'control',
     doc: 'Gives up migration `migration`: the process made for it is killed (as it is when the peer\'s session closes before the commit). Result: null.',
