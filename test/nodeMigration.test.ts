@@ -5,110 +5,14 @@
 // checks its own results against a CPU oracle at the end (docs/daemon.md, "Moving to another node").
 
 import assert from 'node:assert/strict';
-import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ProcessRecord } from '../src/kernel/proc.js';
 import { root, waitFor } from './fleetNodes.js';
+import { adminToken, gpunix, gpunixBin, labToken, Node, ps, startNode } from './peerNodes.js';
 
-const hashOf = (token: string) => `sha256:${createHash('sha256').update(token).digest('hex')}`;
-const adminToken = randomBytes(32).toString('hex');
-const labToken = randomBytes(32).toString('hex');
-const gpunixBin = join(root, 'bin/gpunix.js');
 const programPath = join(root, 'test/programs/running-state.mjs');
-
-/** Daemons still running when the test process exits (a failed test) are SIGKILLed. */
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of live) child.kill('SIGKILL');
-});
-
-interface Node {
-  name: string;
-  socket: string;
-  dir: string;
-  readonly running: boolean;
-  log(): string;
-  kill(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-/** Starts a gpunixd child (`gpunix daemon --config`) in its own directory; resolves once it listens. */
-async function startNode(name: string, dir = mkdtempSync(join(tmpdir(), `gpunix-mig-${name}-`))): Promise<Node> {
-  const socket = join(dir, 'gpunixd.sock');
-  const config = {
-    socket,
-    adminTokenHash: hashOf(adminToken),
-    tenants: { lab: { tokenHash: hashOf(labToken) } },
-    stateFile: join(dir, 'state.json'),
-    imageDir: join(dir, 'images'),
-    log: { level: 'info' },
-    // The admin token this node presents to the node it moves a process to (both have the same).
-    migration: { peerToken: adminToken },
-  };
-  const configPath = join(dir, 'gpunixd.json');
-  writeFileSync(configPath, JSON.stringify(config, null, 2));
-  const logPath = join(dir, 'daemon.log');
-  // To a file, not a pipe: a daemon must never block on output nobody reads.
-  const fd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, [gpunixBin, 'daemon', '--config', configPath], { cwd: root, stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  live.add(child);
-  let running = true;
-  const exited = new Promise<void>((resolve) =>
-    child.once('exit', () => {
-      running = false;
-      live.delete(child);
-      resolve();
-    }),
-  );
-  const log = () => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : '');
-  const node: Node = {
-    name,
-    socket,
-    dir,
-    get running() {
-      return running;
-    },
-    log,
-    async kill() {
-      if (!running) return;
-      child.kill('SIGKILL');
-      await exited;
-    },
-    async stop() {
-      if (running) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  await waitFor(`node ${name}'s daemon listens`, () => existsSync(socket) || !running, 60_000);
-  if (!running) throw new Error(`node ${name}'s daemon exited: ${log().slice(-3000)}`);
-  return node;
-}
-
-/** Runs the gpunix CLI; resolves with its exit code and output. */
-function gpunix(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [gpunixBin, ...args], { cwd: root, encoding: 'utf8', timeout: 180_000 }, (error, stdout, stderr) =>
-      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-/** The live (not exited) processes `gpunix ps --json` lists on `node` (as the admin). */
-async function ps(node: Node): Promise<ProcessRecord[]> {
-  const result = await gpunix('ps', '--json', '--socket', node.socket, '--token', adminToken);
-  assert.equal(result.code, 0, `gpunix ps on ${node.name}: ${result.stderr}`);
-  return (JSON.parse(result.stdout) as { processes: ProcessRecord[] }).processes.filter((p) => p.state !== 'exited');
-}
 
 /** The running-state program, started on `node` as tenant lab; computes until stop() (then a few more steps) and checks itself. */
 function startProgram(node: Node, name: string, options: { buffers?: number; mib?: number } = {}) {

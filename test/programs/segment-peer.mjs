@@ -1,4 +1,11 @@
-// node seg.mjs role socket token name rounds dir
+// A program for the shared-segment tests across nodes (test/segmentsAcrossNodes.test.ts). Usage:
+//   node segment-peer.mjs ROLE SOCKET TOKEN SEGMENT ROUNDS DIR
+// ROLE producer: for k = 1..ROUNDS, a kernel writes k*1000000+i into every 7th word i of the
+//   segment (256 KiB), awaits onSubmittedWorkDone (the release), then creates DIR/wrote.k and
+//   waits for DIR/read.k before the next round.
+// ROLE consumer: for k = 1..ROUNDS, waits for DIR/wrote.k, copies the segment out (a submit: the
+//   acquire) and checks every word; creates DIR/read.k. Prints "consumer exact" or the mismatch.
+// ROLE peek: copies the segment out once; prints "zeros" or "data", and any uncaptured error.
 import { existsSync, writeFileSync } from 'node:fs';
 const [role, socket, token, name, roundsArg, dir] = process.argv.slice(2);
 import { dirname, resolve } from 'node:path';
@@ -9,6 +16,7 @@ const { globals } = await import('webgpu'); Object.assign(globalThis, globals);
 const proc = await connect({ socket, token, name: role });
 const device = await (await proc.gpu.requestAdapter()).requestDevice();
 const words = 64 * 1024; // 256 KiB: 4 blocks
+device.addEventListener('uncapturederror', (event) => console.log(`uncaptured: ${event.error.message}`));
 const seg = device.gpunix.attachShared(name, words * 4);
 const rounds = Number(roundsArg);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -27,6 +35,11 @@ if (role === 'producer') {
     writeFileSync(`${dir}/wrote.${k}`, '');
   }
   console.log('producer done');
+} else if (role === 'peek') {
+  const staging = device.createBuffer({ size: words * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const e = device.createCommandEncoder(); e.copyBufferToBuffer(seg, 0, staging, 0, words * 4); device.queue.submit([e.finish()]);
+  await staging.mapAsync(GPUMapMode.READ); const v = new Uint32Array(staging.getMappedRange().slice(0)); staging.unmap();
+  console.log(v.every((x) => x === 0) ? 'zeros' : 'data');
 } else {
   const staging = device.createBuffer({ size: words * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   let ok = true;
