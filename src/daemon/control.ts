@@ -54,6 +54,8 @@ export interface ControlContext {
   moveProcess?: (pid: number, options: MigrateOutOptions) => Promise<MigrateOutResult>;
   /** The admin token presented to other nodes (config migration.peerToken), or null. */
   peerToken?: string | null;
+  /** Where another node listens, by name (configured peers, else the fleet's records); null if unknown. */
+  resolveNode?: (name: string) => Promise<NodeAddress | null>;
   /** Segments homed here, as other nodes reach them (SegmentOpen..SegmentClose); absent: refused. */
   segmentHomes?: SegmentHomes;
 }
@@ -90,12 +92,9 @@ async function moveToNode(ctx: ControlContext, req: number, pid: number, raw: un
   if (!ctx.moveProcess) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'this daemon cannot move processes to other nodes');
   let address: NodeAddress;
   if (options.node !== undefined) {
-    if (!ctx.fleet) throw new GpunixError(ErrorCodes.FLEET_UNAVAILABLE, `migrate --node ${options.node}: this daemon is not a fleet node (give --to ADDRESS instead)`);
-    const node = (await ctx.fleet.nodes()).find((n) => n.name === options.node);
-    if (!node) throw new GpunixError(ErrorCodes.BAD_OPTION, `migrate: no live fleet node ${JSON.stringify(options.node)}`);
-    if (node.address.socket) address = { socket: node.address.socket };
-    else if (node.address.url) address = { url: node.address.url };
-    else throw new GpunixError(ErrorCodes.BAD_OPTION, `migrate: fleet node ${options.node} publishes no address`);
+    const found = ctx.resolveNode ? await ctx.resolveNode(options.node) : null;
+    if (!found) throw new GpunixError(ErrorCodes.BAD_OPTION, `migrate: this daemon knows no node ${JSON.stringify(options.node)} (its configuration's peers, or the fleet's live nodes); give --to ADDRESS instead`);
+    address = found;
   } else {
     address = parseAddress(options.to!);
   }

@@ -401,6 +401,7 @@ class Connection {
       this.control.moveProcess = (pid, options) => this.server.moveProcess(pid, options);
       this.control.peerToken = config.migration?.peerToken ?? null;
       this.control.segmentHomes = this.server.segmentHomes;
+      this.control.resolveNode = (name) => this.server.resolveNode(name);
       this.open('control', 0);
       this.armIdleTimer();
       return;
