@@ -198,6 +198,13 @@ export const configSchema = z.strictObject({
   migration: z.strictObject({ peerToken: z.string().min(1).nullable().default(null) }).optional(),
   /** This daemon's name among its peers (segments "name@node" homed here are local). Default: fleet.node. */
   node: z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/, '1-48 of A-Za-z0-9_.-').optional(),
+  /**
+   * Another node's host memory for evicted buffer contents beyond kernel.hostMemoryLimit, before
+   * spill files (docs/memory.md, "Remote host memory as a tier"): `node` (one of `peers`), `maxBytes`.
+   */
+  remoteTier: z.strictObject({ node: z.string().min(1), maxBytes: byteCount }).optional(),
+  /** Host memory this node keeps for other nodes' evicted contents (their remoteTier); absent: none. */
+  lendHostMemory: byteCount.optional(),
   /** Other nodes this daemon reaches by name (segments homed there, migrate --node): name -> socket path, tcp:// or tls:// address. A fleet node also finds the fleet's nodes in etcd. */
   peers: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,48}$/), z.string().min(1)).optional(),
 });

@@ -21,6 +21,7 @@ import type { LogFn } from './log.js';
 import { checkQuota, Principal, TenantStore } from './tenants.js';
 import type { MigrationsIn } from './migrationIn.js';
 import type { SegmentHomes } from './segmentHome.js';
+import type { LentHostMemory } from './lentHostMemory.js';
 import { MigrateOutOptions, MigrateOutResult, NodeAddress, parseAddress } from './migrationOut.js';
 
 export interface SessionCounts {
@@ -56,6 +57,8 @@ export interface ControlContext {
   peerToken?: string | null;
   /** Where another node listens, by name (configured peers, else the fleet's records); null if unknown. */
   resolveNode?: (name: string) => Promise<NodeAddress | null>;
+  /** Host memory lent to other nodes (HostStore, HostFetch, HostDrop); absent: refused. */
+  lentHostMemory?: LentHostMemory;
   /** Segments homed here, as other nodes reach them (SegmentOpen..SegmentClose); absent: refused. */
   segmentHomes?: SegmentHomes;
 }
@@ -66,6 +69,12 @@ export class ResultWithData {
     readonly result: unknown,
     readonly data: Uint8Array,
   ) {}
+}
+
+function lent(ctx: ControlContext): LentHostMemory {
+  requireAdmin(ctx, 'keeping another node\'s evicted contents');
+  if (!ctx.lentHostMemory || ctx.session === undefined) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'this daemon lends no host memory');
+  return ctx.lentHostMemory;
 }
 
 function segmentHomes(ctx: ControlContext): SegmentHomes {
@@ -505,6 +514,12 @@ async function dispatchControl(ctx: ControlContext, message: Message): Promise<u
       return migrations(ctx).commit(ctx.session!, message.payload);
     case 'MigrateAbort':
       return migrations(ctx).abort(ctx.session!, message.payload);
+    case 'HostStore':
+      return lent(ctx).store(ctx.session!, message.payload.data);
+    case 'HostFetch':
+      return new ResultWithData(null, lent(ctx).fetch(ctx.session!, message.payload.key));
+    case 'HostDrop':
+      return lent(ctx).drop(ctx.session!, message.payload.keys);
     case 'SegmentOpen':
       return segmentHomes(ctx).open(ctx.session!, message.payload.tenant, message.payload.name, message.payload.size);
     case 'SegmentPull': {

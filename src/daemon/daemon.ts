@@ -7,6 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { NodeAgent } from '../fleet/nodeAgent.js';
 import { createKernel, Kernel } from '../kernel/kernel.js';
+import { parseAddress } from './migrationOut.js';
+import { RemoteHostTier } from './remoteTier.js';
 import { DaemonConfig, DaemonConfigInput, loadConfigFile, parseConfig } from './config.js';
 import type { SessionCounts } from './control.js';
 import { captureNativeStderr, createLogger, DaemonLogger, LogFn } from './log.js';
@@ -69,7 +71,7 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
   const quotas = Object.fromEntries(Object.entries(tenantEntries).map(([name, { tokenHash: _hash, ...quota }]) => [name, quota]));
   let kernel: Kernel;
   try {
-    kernel = await createKernel({ ...config.kernel, tenants: quotas });
+    kernel = await createKernel({ ...config.kernel, tenants: quotas, remoteTier: remoteTierOf(config) });
   } catch (error) {
     // A kernel option the schema let through (its own checks are finer): still a configuration error.
     if (error instanceof GpunixError && error.code === ErrorCodes.BAD_OPTION) throw new GpunixError(ErrorCodes.BAD_CONFIG, `kernel: ${error.message}`, { cause: error });
@@ -127,6 +129,9 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
         socket: config.socket,
         url: tcp ? `${config.tcp?.tls ? 'tls' : 'tcp'}://${tcp.address}:${tcp.port}` : null,
         imageDir: config.imageDir,
+        // Moving fleet members between nodes (docs/fleet.md, "Moving running work"): the daemon's live migration, with the peers' admin token.
+        moveProcess: (pid, options) => server!.moveProcess(pid, options),
+        peerToken: config.migration?.peerToken ?? null,
       })
     : null;
   nodeAgent?.start();
@@ -229,4 +234,16 @@ export function installSignalHandlers(daemon: Daemon): void {
   // everyone else's processes) carries on.
   process.on('uncaughtException', (error) => daemon.log('error', 'uncaught exception', { error: error.stack ?? String(error) }));
   process.on('unhandledRejection', (error) => daemon.log('error', 'unhandled rejection', { error: error instanceof Error ? (error.stack ?? error.message) : String(error) }));
+}
+
+/** The remote tier of `remoteTier` (another node's host memory), or null; BAD_CONFIG when it cannot be reached by name. */
+function remoteTierOf(config: DaemonConfig): RemoteHostTier | null {
+  const tier = config.remoteTier;
+  if (!tier) return null;
+  const address = config.peers?.[tier.node];
+  if (!address) throw new GpunixError(ErrorCodes.BAD_CONFIG, `remoteTier.node: "${tier.node}" is not one of peers (name -> address)`);
+  const token = config.migration?.peerToken;
+  if (!token) throw new GpunixError(ErrorCodes.BAD_CONFIG, 'remoteTier: needs migration.peerToken (the admin token of the node that lends its memory)');
+  const at = parseAddress(address);
+  return new RemoteHostTier('socket' in at ? { socket: at.socket, token } : { url: at.url, token }, tier.maxBytes, tier.node);
 }

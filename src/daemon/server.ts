@@ -25,6 +25,7 @@ import { ProcessSession } from './processSession.js';
 import { MigrationsIn } from './migrationIn.js';
 import { migrateOut, MigrateOutOptions, MigrateOutResult, MovingClient, NodeAddress, parseAddress } from './migrationOut.js';
 import { SegmentHomes } from './segmentHome.js';
+import { LentHostMemory } from './lentHostMemory.js';
 import { SegmentReplicas } from './segmentReplica.js';
 import { sharedMemorySettings } from './sharedMemory.js';
 import type { Principal, TenantStore } from './tenants.js';
@@ -92,10 +93,13 @@ export class Server {
   readonly segmentHomes: SegmentHomes;
   /** This node's copies of segments homed on other nodes (segmentReplica.ts). */
   readonly segmentReplicas: SegmentReplicas;
+  /** Host memory lent to other nodes for their evicted contents (lentHostMemory.ts). */
+  readonly lentHostMemory: LentHostMemory;
 
   constructor(readonly deps: ServerDeps) {
     this.migrationsIn = new MigrationsIn({ kernel: deps.kernel, objectAccount: (tenant) => deps.tenants.objectAccount(tenant), log: deps.log });
     this.segmentHomes = new SegmentHomes({ kernel: deps.kernel, log: deps.log });
+    this.lentHostMemory = new LentHostMemory(deps.config.lendHostMemory ?? 0, deps.log);
     const { config } = deps;
     this.segmentReplicas = new SegmentReplicas({
       node: config.node ?? config.fleet?.node ?? null,
@@ -402,6 +406,7 @@ class Connection {
       this.control.peerToken = config.migration?.peerToken ?? null;
       this.control.segmentHomes = this.server.segmentHomes;
       this.control.resolveNode = (name) => this.server.resolveNode(name);
+      this.control.lentHostMemory = this.server.lentHostMemory;
       this.open('control', 0);
       this.armIdleTimer();
       return;
@@ -693,6 +698,7 @@ class Connection {
     if (this.role === 'control') {
       this.server.migrationsIn.peerGone(this.id);
       this.server.segmentHomes.peerGone(this.id);
+      this.server.lentHostMemory.peerGone(this.id);
     }
     try {
       this.processSession?.close();

@@ -34,7 +34,7 @@ import type { ProcessHost } from '../vgpu/host.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
 import { MemoryManager } from './mem.js';
 import type { SwapCounters } from './residency.js';
-import { resolveSpillSettings, SpillSettings } from './spill.js';
+import { RemoteTier, resolveSpillSettings, SpillSettings } from './spill.js';
 import { SegmentRecord, SharedSegments } from './segments.js';
 import { ChromeTrace, TraceLog } from './trace.js';
 import { IMAGE_FORMAT_VERSION, ImageHeader, ProcessImage, readImage, writeImage, WrittenImage } from './image.js';
@@ -110,6 +110,11 @@ export interface KernelOptions {
    * limit). Beyond it, the oldest evicted contents go to files in `spillDirectory`.
    */
   hostMemoryLimit?: number | string | null;
+  /**
+   * Another node's host memory for evicted contents beyond `hostMemoryLimit`, tried before spill
+   * files (gpunixd's `remoteTier`: src/daemon/remoteTier.ts). Absent: none.
+   */
+  remoteTier?: RemoteTier | null;
   /** Where spill files go (default: os.tmpdir()/gpunix-spill-<pid>, made 0700 on first need). */
   spillDirectory?: string;
   /** How long an exited process stays in the table (`ps`) after it ends, in ms (default 600000, 10 minutes; 0: gone at the next listing). */
@@ -1098,7 +1103,7 @@ function positiveInteger(name: string, value: unknown): number {
 export async function createKernel(options: KernelOptions = {}): Promise<Kernel> {
   const budgetBytes = resolveBudget(options.memoryBudget);
   const tenants = resolveTenants(options.tenants);
-  const spill = resolveSpillSettings(options.hostMemoryLimit, options.spillDirectory);
+  const spill: SpillSettings = { ...resolveSpillSettings(options.hostMemoryLimit, options.spillDirectory), remote: options.remoteTier ?? null };
   const maxInFlight = positiveInteger('maxInFlight', options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
   const targetSliceMs = options.targetSliceMs ?? DEFAULT_TARGET_SLICE_MS;
   if (typeof targetSliceMs !== 'number' || !(targetSliceMs > 0)) {

@@ -56,11 +56,14 @@ export interface SwapCounters {
   bytesSpilled: number;
   /** Spill writes (or read-backs) that failed; their contents stayed in host memory (or in the file). */
   spillFailures: number;
+  /** Evicted contents held in another node's host memory now (the remote tier, spill.ts), and bytes sent there so far. */
+  remoteBytes: number;
+  bytesToRemote: number;
 }
 
 /** Fresh swap counters, all zero. */
 export function newSwapCounters(): SwapCounters {
-  return { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0, nsWaitOut: 0, nsWaitIn: 0, hostBytes: 0, spilledBytes: 0, spillFiles: 0, bytesSpilled: 0, spillFailures: 0 };
+  return { bytesOut: 0, nsOut: 0, bytesIn: 0, nsIn: 0, nsWaitOut: 0, nsWaitIn: 0, hostBytes: 0, spilledBytes: 0, spillFiles: 0, bytesSpilled: 0, spillFailures: 0, remoteBytes: 0, bytesToRemote: 0 };
 }
 
 const nowNs = (): number => performance.now() * 1e6;
@@ -464,6 +467,50 @@ export class BufferResidency {
     const real = this.real;
     if (!real || real.mapState !== 'unmapped' || this.size % 4 !== 0 || this.realUsage & BufferUsage.MAP_READ) return null;
     return this.copyOut(real, { cancelled: false, mapping: false });
+  }
+
+  /**
+   * snapshot() of bytes [offset, offset + size) (multiples of 4, inside the buffer), with no host
+   * copy: the range is copied into one of the device's pooled staging buffers and `use` gets a view
+   * of its mapped range, valid until the promise `use` returns settles (then the staging buffer is
+   * unmapped and reused). A move streams a buffer this way piece by piece: fresh multi-megabyte
+   * staging buffers and host arrays cost more (page faults) than the copies themselves. Resolves
+   * false, without calling `use`, where snapshot() gives null (MAP_READ, mapped, replaced meanwhile).
+   */
+  async snapshotRange(offset: number, size: number, use: (bytes: Uint8Array) => void | Promise<void>): Promise<boolean> {
+    if (this.evicted) {
+      // Evicted meanwhile (the mover reads an evicted buffer whole with snapshot()): rare, so simple.
+      const whole = await spillStoreOf(this.swap).peek(this.evicted);
+      await use(whole.subarray(offset, offset + size));
+      return true;
+    }
+    const real = this.real;
+    if (!real || real.mapState !== 'unmapped' || this.size % 4 !== 0 || this.realUsage & BufferUsage.MAP_READ) return false;
+    const pool = stagingPoolOf(this.physical);
+    const acquired = pool.acquire(size);
+    const staging = acquired instanceof Promise ? await acquired : acquired;
+    // Replaced (evicted) or destroyed while waiting for a staging buffer: nothing to copy from.
+    if (this.real !== real || this.token === null || real.mapState !== 'unmapped') {
+      pool.release(staging, false);
+      return false;
+    }
+    try {
+      const device = this.physical.device;
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(real, offset, staging, 0, size);
+      device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(MapMode.READ, 0, size);
+    } catch {
+      pool.release(staging, true);
+      return false;
+    }
+    try {
+      await use(new Uint8Array(staging.getMappedRange(0, size)));
+    } finally {
+      staging.unmap();
+      pool.release(staging, false);
+    }
+    return true;
   }
 
   /**

@@ -5,6 +5,11 @@
 // reads its file back and removes it. A failed write (disk full, unwritable directory) loses
 // nothing: the contents stay in host memory, the failure is counted and logged, and spilling
 // pauses for a moment before it is tried again.
+//
+// With a remote tier (another node's host memory, lent through gpunixd: src/daemon/remoteTier.ts),
+// the oldest go there first, while it has room, and to files only beyond it (or when a store
+// there fails): a tier below this node's host memory and above its disk. A restore fetches them
+// back synchronously, as it reads a file.
 
 import { accessSync, closeSync, constants, openSync, readSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import { lstat, mkdir, open, readFile, rmdir, stat, unlink } from 'node:fs/promises';
@@ -22,6 +27,22 @@ export interface SpillSettings {
   directory: string;
   /** True for the default directory, which must be private to this user (mode 0700, owned). */
   isDefault: boolean;
+  /** Another node's host memory, tried before files; absent or null: none. */
+  remote?: RemoteTier | null;
+}
+
+/** Host memory of another node, below this node's host memory and above its spill files. */
+export interface RemoteTier {
+  /** Whether `bytes` more fit there now (as far as this node knows). */
+  hasRoom(bytes: number): boolean;
+  /** Keeps a copy of `data` there; resolves with its key, or rejects (the contents then go to a file). */
+  store(data: Uint8Array): Promise<string>;
+  /** Fills `into` with `key`'s bytes, synchronously (a restore); throws when it cannot. */
+  fetchSync(key: string, into: Uint8Array): void;
+  /** The bytes of `key` (checkpoints read them without moving them). */
+  fetch(key: string): Promise<Uint8Array>;
+  /** Frees `key` there. */
+  drop(key: string): void;
 }
 
 /** No limit on host memory: nothing is ever spilled. */
@@ -52,6 +73,8 @@ export class Evicted {
   host: Uint8Array<ArrayBuffer> | null;
   /** The complete spill file holding the contents; null while in host memory. */
   file: string | null = null;
+  /** The key of the contents in the remote tier; null when not there. */
+  remote: string | null = null;
   /** A write to a file is in progress (the host array is being read by it). */
   writing = false;
   /** Taken back or dropped: a write that finishes now removes its file. */
@@ -112,6 +135,7 @@ export class SpillStore {
       evicted.gone = true;
       return { data, recycle: !evicted.writing };
     }
+    if (evicted.remote) return this.takeRemote(evicted);
     const data = this.pool.take(evicted.size);
     try {
       readWhole(evicted.file!, data);
@@ -128,6 +152,7 @@ export class SpillStore {
   /** A copy of the contents, wherever they are (checkpoints); nothing moves. */
   async peek(evicted: Evicted): Promise<Uint8Array> {
     if (evicted.host) return evicted.host.slice();
+    if (evicted.remote) return this.settings.remote!.fetch(evicted.remote);
     const data = await readFile(evicted.file!);
     if (data.byteLength !== evicted.size) throw new Error(`spill file ${evicted.file} holds ${data.byteLength} bytes, not ${evicted.size}`);
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -142,6 +167,29 @@ export class SpillStore {
       this.forgetHost(evicted);
       if (!evicted.writing) this.pool.give(host);
     } else if (evicted.file) this.forgetFile(evicted);
+    else if (evicted.remote) this.forgetRemote(evicted);
+  }
+
+  /** take() of contents in the remote tier: fetched back into a pooled array, and freed there. */
+  private takeRemote(evicted: Evicted): { data: Uint8Array<ArrayBuffer>; recycle: boolean } {
+    const data = this.pool.take(evicted.size);
+    try {
+      this.settings.remote!.fetchSync(evicted.remote!, data);
+    } catch (error) {
+      this.pool.give(data);
+      this.swap.spillFailures++;
+      throw new Error(`gpunix: evicted contents held on another node could not be fetched back (${(error as Error).message}); they are kept there for another try`, { cause: error });
+    }
+    evicted.gone = true;
+    this.forgetRemote(evicted);
+    return { data, recycle: true };
+  }
+
+  private forgetRemote(evicted: Evicted): void {
+    const key = evicted.remote!;
+    evicted.remote = null;
+    this.swap.remoteBytes -= evicted.size;
+    this.settings.remote!.drop(key);
   }
 
   private forgetHost(evicted: Evicted): void {
@@ -169,13 +217,42 @@ export class SpillStore {
       this.queue.delete(evicted);
       evicted.writing = true;
       this.pendingBytes += evicted.size;
-      this.track(this.write(evicted));
+      const remote = this.settings.remote;
+      this.track(remote && remote.hasRoom(evicted.size) ? this.sendRemote(evicted, remote) : this.write(evicted));
     }
   }
 
   private track(work: Promise<void>): void {
     this.writes.add(work);
     void work.finally(() => this.writes.delete(work));
+  }
+
+  /** Sends one buffer's contents to the remote tier; on success frees their host memory, on failure writes a file. Never rejects. */
+  private async sendRemote(evicted: Evicted, remote: RemoteTier): Promise<void> {
+    const host = evicted.host!;
+    let key: string;
+    try {
+      key = await remote.store(host);
+    } catch (error) {
+      console.warn(`gpunix: could not keep evicted contents on another node (${(error as Error).message}); writing a spill file instead`);
+      return this.write(evicted);
+    }
+    evicted.writing = false;
+    if (evicted.gone || this.closed) {
+      remote.drop(key);
+      if (!evicted.gone) {
+        this.pendingBytes -= evicted.size;
+        this.queue.add(evicted);
+      }
+      return;
+    }
+    this.pendingBytes -= evicted.size;
+    evicted.remote = key;
+    evicted.host = null;
+    this.pool.give(host);
+    this.swap.hostBytes -= evicted.size;
+    this.swap.remoteBytes += evicted.size;
+    this.swap.bytesToRemote += evicted.size;
   }
 
   /** Writes one buffer's contents to a new file; on success frees their host memory. Never rejects. */

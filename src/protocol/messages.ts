@@ -526,6 +526,24 @@ export const MESSAGES = {
     fields: { req: 'u32', segment: 'u32' },
     reply: 'Reply',
   },
+  HostStore: {
+    code: 95, from: 'client', role: 'control',
+    doc: 'A peer daemon keeps evicted buffer contents in this node\'s host memory (its remote tier: docs/memory.md, "Remote host memory as a tier"), within this daemon\'s lendHostMemory. Result: {key}. Failure GPUNIX_E_OUT_OF_MEMORY when there is no room. Admin only.',
+    fields: { req: 'u32', data: 'bytes' },
+    reply: 'Reply or Failure',
+  },
+  HostFetch: {
+    code: 96, from: 'client', role: 'control',
+    doc: 'The bytes kept under `key` (by this session). Result: null, with the bytes as `data`.',
+    fields: { req: 'u32', key: 'str' },
+    reply: 'ReplyData or Failure',
+  },
+  HostDrop: {
+    code: 97, from: 'client', role: 'control',
+    doc: 'Frees what is kept under `keys` (by this session); what a session kept is freed when it closes. Result: null.',
+    fields: { req: 'u32', keys: 'json' },
+    reply: 'Reply',
+  },
   MigrateAbort: {
     code: 90, from: 'client', role: 'control',
     doc: 'Gives up migration `migration`: the process made for it is killed (as it is when the peer\'s session closes before the commit). Result: null.',
