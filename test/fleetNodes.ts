@@ -48,6 +48,8 @@ export interface FleetNode {
   dir: string;
   /** The admin token of this daemon (control sessions see every process). */
   adminToken: string;
+  /** The daemon's process id (e.g. to SIGSTOP it). */
+  readonly pid: number | undefined;
   readonly running: boolean;
   /** The daemon's stderr and stdout (its JSON log lines) so far. */
   log(): string;
@@ -65,6 +67,12 @@ export interface FleetNode {
 export function testPrefix(): string {
   return `/t-${Math.random().toString(36).slice(2, 10)}/`;
 }
+
+/**
+ * The admin token every node of this test process shares, and so also each node's
+ * migration.peerToken: a node moving a member connects to the target daemon as its admin.
+ */
+export const FLEET_ADMIN_TOKEN = newToken();
 
 /** Every daemon started here and not yet exited. */
 const live = new Set<ChildProcess>();
@@ -95,10 +103,11 @@ export async function nodeRecord(store: FleetStore, name: string): Promise<NodeR
 export async function startNode(options: NodeOptions): Promise<FleetNode> {
   const dir = mkdtempSync(join(tmpdir(), `gpunix-node-${options.name}-`));
   const socket = join(dir, 'gpunixd.sock');
-  const adminToken = newToken();
+  const adminToken = FLEET_ADMIN_TOKEN;
   const config = {
     socket,
     adminTokenHash: hashToken(adminToken),
+    migration: { peerToken: FLEET_ADMIN_TOKEN },
     stateFile: join(dir, 'state.json'),
     imageDir: join(dir, 'images'),
     log: { level: 'info' },
@@ -142,6 +151,7 @@ export async function startNode(options: NodeOptions): Promise<FleetNode> {
     socket,
     dir,
     adminToken,
+    pid: child.pid,
     get running() {
       return running;
     },

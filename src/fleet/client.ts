@@ -169,7 +169,7 @@ export class FleetClient {
     for (const { key, value } of bindings.entries) {
       const node = byNode.get(this.store.keys.rest(this.store.keys.bindings(), key).split('/')[0]);
       const device = node?.allocated[value.device];
-      if (!device || value.desired !== 'run') continue;
+      if (!device || value.desired !== 'run' || value.movedTo) continue;
       device.share += value.share;
       device.memory += value.memory;
       device.members++;

@@ -23,6 +23,8 @@ export class FleetKeys {
   checkpoints = (): string => `${this.prefix}checkpoints/`;
   jobCheckpoints = (job: string): string => `${this.prefix}checkpoints/${job}/`;
   checkpoint = (job: string, member: number): string => `${this.prefix}checkpoints/${job}/${member}`;
+  /** arrivals/<job>/<member> → ArrivalRecord: a move's target is ready for it (under the target node's lease). */
+  arrival = (job: string, member: number): string => `${this.prefix}arrivals/${job}/${member}`;
   /** queues/<path> → QueueSpec ("/" in a queue path stays "/"). */
   queues = (): string => `${this.prefix}queues/`;
   queue = (name: string): string => `${this.prefix}queues/${name}`;

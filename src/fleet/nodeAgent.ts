@@ -5,6 +5,9 @@
 // bound device. It suspends (swap) and resumes members as told, checkpoints them periodically, and
 // reports their statuses (MemberStatus, under the lease). A lost lease kills every member (the
 // scheduler reruns them elsewhere: never two copies) and the node registers afresh.
+// Moves (docs/fleet.md, "Moving running work"): a binding with `move` sends the member's process,
+// live, to another node through the daemon (its program stays this node's child and follows the
+// process by itself); a binding with `client` receives one (tenant made, nothing spawned).
 
 import { ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, copyFileSync, linkSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -18,7 +21,8 @@ import type { ProcessRecord } from '../kernel/proc.js';
 import { PriorityClass, TOKEN_ENV } from '../params.js';
 import { FleetClient } from './client.js';
 import { FleetScheduler } from './scheduler.js';
-import type { Binding, CheckpointRecord, MemberState, MemberStatus, NodeDevice, NodeRecord } from './records.js';
+import type { MigrateOutOptions, MigrateOutResult, NodeAddress } from '../daemon/migrationOut.js';
+import type { ArrivalRecord, Binding, CheckpointRecord, MemberState, MemberStatus, NodeDevice, NodeRecord } from './records.js';
 import type { FleetConfig } from './spec.js';
 import { FleetStore, StoreLease } from './store.js';
 
@@ -44,6 +48,8 @@ const CHILD_GRACE_MS = 2_000;
 export const HOST_ALLOWANCE_PER_MEMBER = 64 * 1024 * 1024;
 /** Periodic checkpoint images kept per member (older ones are deleted once a newer one is recorded). */
 const IMAGES_KEPT = 2;
+/** How long a move waits for its target to say it is ready (arrivals/<job>/<member>) before it fails (ms). */
+const ARRIVAL_TIMEOUT_MS = 20_000;
 
 /** The `gpunix` command this build ships (dist/src/fleet/nodeAgent.js → bin/gpunix.js). */
 const GPUNIX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bin/gpunix.js');
@@ -59,6 +65,10 @@ export interface NodeAgentOptions {
   url: string | null;
   /** The daemon's imageDir: the default workDir is `<imageDir>/fleet`, tenants' restore images go under it. */
   imageDir: string;
+  /** The daemon's live move of a connected program's process to another node (Server.moveProcess); absent: members are never moved. */
+  moveProcess?: (pid: number, options: MigrateOutOptions) => Promise<MigrateOutResult>;
+  /** The other nodes' admin token (the daemon's migration.peerToken): a move connects to its target with it. */
+  peerToken?: string | null;
 }
 
 /** One bound member as this node runs it. */
@@ -88,12 +98,26 @@ class Member {
   /** Status puts in order (a later state never overwritten by an earlier put). */
   statusChain: Promise<void> = Promise.resolve();
 
+  /** Binding.client: its program runs on another node; this node holds only its GPU process (moved here): no child, no status. */
+  readonly remote: boolean;
+  /** The move ids of Binding.move this node has begun (each is tried once). */
+  lastMoveId = 0;
+  /** The outcome of the latest move, reported in its status. */
+  move: MemberStatus['move'] | undefined;
+  /** Its process moved away (to `node`, where it is `pid`): the node only supervises its program now. */
+  movedTo: { node: string; pid: number } | null = null;
+  /** The move id this node said it is ready for (arrivals/<job>/<member>). */
+  arrivalPut = 0;
+
   constructor(
     readonly key: string,
-    readonly binding: Binding,
+    /** Its binding (replaced when the scheduler rewrites it at the same generation: a move's start and end). */
+    public binding: Binding,
     readonly tenant: string,
     readonly logPath: string,
-  ) {}
+  ) {
+    this.remote = binding.client !== undefined;
+  }
 
   get name(): string {
     return `${this.binding.job}.${this.binding.member}`;
@@ -391,11 +415,17 @@ export class NodeAgent {
     }
     for (const [key, member] of [...this.members]) {
       const binding = this.bindings.get(key);
-      if (binding && binding.generation === member.binding.generation) continue;
+      // Same generation, same kind (its program here, or only its process): the scheduler rewrote it (a move began or ended).
+      if (binding && binding.generation === member.binding.generation && (binding.client !== undefined) === member.remote) {
+        member.binding = binding;
+        continue;
+      }
       this.members.delete(key);
       await this.stopMember(member, binding ? `rebound (generation ${binding.generation})` : 'its binding was deleted');
       await member.statusChain;
-      if (!binding) await store.delete(store.keys.status(member.binding.job, member.binding.member)).catch((error: Error) => this.log('warn', 'cannot delete a member status', { job: member.binding.job, member: member.binding.member, error: error.message }));
+      if (member.remote) {
+        if (member.arrivalPut > 0) await store.delete(store.keys.arrival(member.binding.job, member.binding.member)).catch(() => undefined);
+      } else if (!binding) await store.delete(store.keys.status(member.binding.job, member.binding.member)).catch((error: Error) => this.log('warn', 'cannot delete a member status', { job: member.binding.job, member: member.binding.member, error: error.message }));
     }
     // Tenants: one per job, its memory limit and process count from its members bound here.
     const perJob = new Map<string, Binding[]>();
@@ -417,12 +447,120 @@ export class NodeAgent {
     }
     for (const [key, binding] of this.bindings) {
       if (this.members.has(key) || this.abandoned.has(`${key}@${binding.generation}`)) continue;
-      this.startMember(store, lease, key, binding, refused.get(binding.job));
+      if (binding.client) this.startRemoteMember(key, binding, refused.get(binding.job));
+      else if (binding.movedTo) {
+        // Its program was this node's child in an earlier life of the agent: it cannot be supervised again.
+        const member = new Member(key, binding, `${FLEET_TENANT_PREFIX}${binding.job}`, join(this.workDir, binding.job, `${binding.member}.log`));
+        this.members.set(key, member);
+        void this.enqueue(() => this.memberFailed(member, `the member's program is gone (its process had moved to node ${binding.movedTo!.node})`));
+      }
+      else this.startMember(store, lease, key, binding, refused.get(binding.job));
     }
     for (const [key, member] of this.members) {
       const binding = this.bindings.get(key);
-      if (binding && binding.desired !== member.applied) await this.applyDesired(store, lease, member, binding.desired);
-      else if (binding?.desired === 'suspend' && member.state === 'suspended') await this.keepSwappedOut(member);
+      if (!binding || member.movedTo) continue;
+      if (member.remote) await this.remoteMember(store, lease, member, refused.get(binding.job));
+      // A move begins once per id, from the node that runs the member's program (the scheduler moves no other).
+      if (binding.move && binding.move.id > member.lastMoveId && !member.remote && member.state !== 'starting') void this.moveMember(store, lease, member, binding.move);
+      if (binding.desired !== member.applied) await this.applyDesired(store, lease, member, binding.desired);
+      else if (binding.desired === 'suspend' && member.state === 'suspended') await this.keepSwappedOut(member);
+    }
+  }
+
+  /**
+   * A member whose GPU process moves (or moved) here while its program runs on another node
+   * (Binding.client): the job's tenant is made (reconcile did), nothing is spawned. The node says it
+   * is ready for the move (arrivals/<job>/<member>); once the move committed it finds the process
+   * (its tenant and name) and suspends, resumes and checkpoints it as told. Its status is the
+   * program's node's to write.
+   */
+  private startRemoteMember(key: string, binding: Binding, refusal: string | undefined): void {
+    const member = new Member(key, binding, `${FLEET_TENANT_PREFIX}${binding.job}`, join(this.workDir, binding.job, `${binding.member}.log`));
+    member.pidFloor = this.options.kernel.ps().reduce((max, p) => Math.max(max, p.pid), 0);
+    this.members.set(key, member);
+    if (refusal) this.log('warn', 'cannot take a moving fleet member', { job: binding.job, member: binding.member, error: refusal });
+    this.log('info', 'fleet member expected (its process moves here)', { job: binding.job, member: binding.member, generation: binding.generation, from: binding.client?.node, move: binding.client?.arriving });
+  }
+
+  /** Each reconcile: says it is ready for an arriving move, or finds the process that arrived. */
+  private async remoteMember(store: FleetStore, lease: StoreLease, member: Member, refusal: string | undefined): Promise<void> {
+    const arriving = member.binding.client?.arriving;
+    if (arriving !== undefined) {
+      if (member.arrivalPut === arriving || refusal || !this.jobTenants.has(member.binding.job)) return;
+      const record: ArrivalRecord = { node: this.node, move: arriving };
+      try {
+        await store.put(store.keys.arrival(member.binding.job, member.binding.member), record, lease);
+        member.arrivalPut = arriving;
+        this.log('info', 'ready for a moving fleet member', { job: member.binding.job, member: member.binding.member, move: arriving });
+      } catch (error) {
+        this.log('warn', 'cannot say the node is ready for a move; retrying', { job: member.binding.job, error: (error as Error).message });
+      }
+      return;
+    }
+    if (member.pid !== undefined || member.stopping) return;
+    const record = this.findProcess(member);
+    if (!record || record.state === 'exited') return;
+    member.pid = record.pid;
+    member.state = 'running';
+    this.log('info', 'fleet member arrived (its process moved here; its program runs on another node)', { job: member.binding.job, member: member.binding.member, gpid: record.pid, client: member.binding.client?.node });
+    const checkpoint = member.binding.checkpoint;
+    if (checkpoint) member.checkpointTimer = setInterval(() => void this.checkpoint(member, checkpoint.dir), checkpoint.intervalMs);
+  }
+
+  /**
+   * Binding.move: moves the member's process, live, to the target node once it says it is ready,
+   * through the daemon (Server.moveProcess, with migration.peerToken); the program follows by itself
+   * and stays supervised here. The outcome goes into the member's status; a failure leaves the
+   * process running here untouched (the daemon's guarantee).
+   */
+  private async moveMember(store: FleetStore, lease: StoreLease, member: Member, move: NonNullable<Binding['move']>): Promise<void> {
+    member.lastMoveId = move.id;
+    const fields = { job: member.binding.job, member: member.binding.member, gpid: member.pid, to: move.node, move: move.id };
+    const report = (outcome: NonNullable<MemberStatus['move']>) => {
+      member.move = outcome;
+      if (!member.stopping && this.lease === lease) this.publishStatus(store, lease, member);
+    };
+    report({ id: move.id, outcome: 'moving', node: move.node });
+    const started = Date.now();
+    try {
+      const moveProcess = this.options.moveProcess;
+      const token = this.options.peerToken;
+      if (!moveProcess) throw new Error('this daemon cannot move processes');
+      if (!token) throw new Error(`node ${this.node} has no migration.peerToken (the other nodes' admin token) in its configuration`);
+      if (member.state !== 'running' || member.pid === undefined) throw new Error(`the member is ${member.state} here`);
+      const address = await this.awaitArrival(store, member, move);
+      // A periodic checkpoint under way finishes first (none begins while the move is `moving`).
+      while (member.checkpointing) await new Promise((resolve) => setTimeout(resolve, 50));
+      const pid = member.pid;
+      if (pid === undefined || member.state !== 'running' || member.stopping) throw new Error(`the member is ${member.stopping ? 'stopping' : member.state} here`);
+      this.log('info', 'moving a fleet member to another node', fields);
+      const result = await moveProcess(pid, { address, token, node: move.node });
+      member.movedTo = { node: move.node, pid: result.pid };
+      this.clearTimers(member);
+      this.log('info', 'fleet member moved (its program stays here, supervised)', { ...fields, newPid: result.pid, bytes: result.bytes, totalMs: result.totalMs, downtimeMs: result.downtimeMs });
+      report({ id: move.id, outcome: 'moved', node: move.node, ms: Date.now() - started });
+    } catch (error) {
+      const message = (error as Error).message;
+      this.log('warn', 'moving a fleet member failed; it goes on here', { ...fields, error: message });
+      report({ id: move.id, outcome: 'failed', node: move.node, message: message.slice(0, 300), ms: Date.now() - started });
+    }
+  }
+
+  /** Waits until the move's target says it is ready (its arrival record); returns the target's address (from its NodeRecord). */
+  private async awaitArrival(store: FleetStore, member: Member, move: NonNullable<Binding['move']>): Promise<NodeAddress> {
+    const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
+    for (;;) {
+      const [arrival, node] = await Promise.all([store.get<ArrivalRecord>(store.keys.arrival(member.binding.job, member.binding.member)), store.get<NodeRecord>(store.keys.node(move.node))]);
+      if (!node) throw new Error(`node ${move.node} is not in the fleet (it left or died)`);
+      if (arrival && arrival.value.node === move.node && arrival.value.move === move.id) {
+        const { url, socket } = node.value.address;
+        if (url) return { url };
+        if (socket) return { socket };
+        throw new Error(`node ${move.node} publishes no address`);
+      }
+      if (this.bindings.get(member.key)?.move?.id !== move.id || member.stopping) throw new Error('the move was called off');
+      if (Date.now() > deadline) throw new Error(`node ${move.node} did not get ready for the move within ${ARRIVAL_TIMEOUT_MS / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
 
@@ -672,8 +810,9 @@ export class NodeAgent {
     if (member.stopping || this.members.get(member.key) !== member) return;
     const record = this.findProcess(member);
     if (record && member.pid === undefined) member.pid = record.pid;
-    if (record) member.gpuTimeMs = gpuTimeMs(record);
-    const reason = record?.exit && record.exit.reason !== 'normal' ? `${record.exit.reason}${record.exit.message ? `: ${record.exit.message}` : ''}` : undefined;
+    if (record && !member.movedTo) member.gpuTimeMs = gpuTimeMs(record);
+    // A member whose process moved: the process here ended by moving; the program's exit is the member's.
+    const reason = !member.movedTo && record?.exit && record.exit.reason !== 'normal' ? `${record.exit.reason}${record.exit.message ? `: ${record.exit.message}` : ''}` : undefined;
     if (code === 0) {
       member.state = 'exited';
       member.exitCode = 0;
@@ -689,7 +828,8 @@ export class NodeAgent {
       job: member.binding.job,
       member: member.binding.member,
       generation: member.binding.generation,
-      gpid: member.pid,
+      gpid: member.movedTo?.pid ?? member.pid,
+      gpuNode: member.movedTo?.node,
       state: member.state,
       exitCode: member.exitCode,
       message: member.message,
@@ -760,6 +900,8 @@ export class NodeAgent {
   private async checkpoint(member: Member, dir: string): Promise<void> {
     const store = this.storeNow;
     if (!store || member.checkpointing || member.stopping || member.pid === undefined || (member.state !== 'running' && member.state !== 'suspended')) return;
+    // Not while its process is being moved (the target checkpoints it once it is there).
+    if (member.move?.outcome === 'moving' || member.movedTo) return;
     member.checkpointing = true;
     const { job, member: index, generation } = member.binding;
     const path = resolve(dir, job, `${index}.g${generation}.${member.checkpoints}.gpimg`);
@@ -802,8 +944,14 @@ export class NodeAgent {
 
   /** Puts the member's status under the lease (in order; a failed put is retried at the next tick). */
   private publishStatus(store: FleetStore, lease: StoreLease, member: Member): void {
+    if (member.remote) return; // its program's node reports it
     const status: MemberStatus = { node: this.node, generation: member.binding.generation, state: member.state, updatedAt: Date.now() };
     if (member.pid !== undefined) status.pid = member.pid;
+    if (member.movedTo) {
+      status.pid = member.movedTo.pid;
+      status.gpuNode = member.movedTo.node;
+    }
+    if (member.move) status.move = member.move;
     if (member.exitCode !== undefined) status.exitCode = member.exitCode;
     if (member.message !== undefined) status.message = member.message;
     if (member.gpuTimeMs !== undefined) status.gpuTimeMs = member.gpuTimeMs;
@@ -827,7 +975,7 @@ export class NodeAgent {
     const now = Date.now();
     for (const member of this.members.values()) {
       if (member.stopping) continue;
-      if (member.state === 'running' && member.pid !== undefined) {
+      if (member.state === 'running' && member.pid !== undefined && !member.movedTo && !member.remote) {
         const record = this.findProcess(member);
         const time = record ? gpuTimeMs(record) : member.gpuTimeMs;
         if (time !== member.gpuTimeMs && (usedChanged || now - member.lastStatusAt >= GPU_TIME_REFRESH_MS)) {

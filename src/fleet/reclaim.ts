@@ -121,3 +121,68 @@ function usableNodes(job: JobRecord, capacity: Capacity): (node: string) => bool
     return ok;
   };
 }
+
+/** One member to move: from where its process runs to a device of another node. */
+export interface PlannedMove {
+  job: JobRecord;
+  member: number;
+  from: MemberPlacement;
+  to: MemberPlacement;
+}
+
+/**
+ * Reclaim by migration: members of running jobs to move, live, to other nodes so that `job` fits
+ * (no progress lost, nobody suspended); [] when it fits already; null when moving cannot make room.
+ * `running`: jobs that may be moved (movable, running, no move under way), reserved in `capacity`.
+ * `allowed(job, member, node?)`: whether that member may move (at all, or to that node): the
+ * scheduler moves a member only from the node that runs its program (once). Pure: the capacity is
+ * left as it was.
+ *
+ * The plan, simple on purpose: (1) take every candidate member off the nodes the job could use and
+ * place the job (best fit); (2) with the job reserved there, put each candidate back where it is
+ * when it still fits (largest first), so only the members in the way move; (3) place each of those
+ * (best fit, its own nodeSelector) on another node. Members of jobs with sameNode, sameLabel or
+ * spread (gangs of more than one) are not moved: a single member moving could break the rule.
+ * At most one member per job is moved at a time (the rest move on a later pass).
+ */
+export function selectMoves(job: JobRecord, running: readonly RunningJob[], capacity: Capacity, allowed: (job: JobRecord, member: number, node?: string) => boolean): PlannedMove[] | null {
+  if (placeGang(job.spec, capacity) !== null) return [];
+  const usable = usableNodes(job, capacity);
+  const candidates: Array<{ job: JobRecord; member: number; from: MemberPlacement }> = [];
+  for (const entry of running) {
+    const spec = entry.job.spec;
+    if (spec.movable === false || entry.job.id === job.id) continue;
+    const rules = spec.placement ?? {};
+    if (spec.gang > 1 && (rules.sameNode || rules.sameLabel !== undefined || rules.spread)) continue;
+    entry.placement.forEach((from, member) => {
+      if (usable(from.node) && allowed(entry.job, member)) candidates.push({ job: entry.job, member, from });
+    });
+  }
+  if (candidates.length === 0) return null;
+  return capacity.trial(() => {
+    for (const c of candidates) capacity.release(c.job.spec, [c.from]);
+    const target = placeGang(job.spec, capacity);
+    if (!target) return null;
+    capacity.reserve(job.spec, target);
+    // Largest first: the members hardest to place elsewhere stay where they are when they can.
+    const order = candidates.slice().sort((a, b) => b.job.spec.share - a.job.spec.share || b.job.spec.memory - a.job.spec.memory);
+    const inTheWay: typeof candidates = [];
+    for (const c of order) {
+      if (capacity.fits(c.job.spec, [c.from])) capacity.reserve(c.job.spec, [c.from]);
+      else inTheWay.push(c);
+    }
+    const moves: PlannedMove[] = [];
+    const moving = new Set<string>();
+    for (const c of inTheWay) {
+      const spec = c.job.spec;
+      const single = { ...spec, gang: 1, placement: spec.placement?.nodeSelector ? { nodeSelector: spec.placement.nodeSelector } : {} };
+      const [to] = placeGang(single, capacity) ?? [];
+      if (!to || to.node === c.from.node || !allowed(c.job, c.member, to.node)) return null;
+      capacity.reserve(spec, [to]);
+      if (moving.has(c.job.id)) continue; // its next member moves once this one has
+      moving.add(c.job.id);
+      moves.push({ job: c.job, member: c.member, from: c.from, to });
+    }
+    return moves.length > 0 ? moves : null;
+  });
+}

@@ -61,6 +61,36 @@ export interface JobRecord {
   message?: string;
   /** Milliseconds from submit to the first binding. */
   bindLatencyMs?: number;
+  /** A member being moved, live, to another node now (one at a time per job); absent: none. */
+  move?: MemberMove;
+  /** The last move id handed out (MemberMove.id is moveSeq + 1). */
+  moveSeq?: number;
+  /** Members moved to another node so far (live migrations that committed). */
+  moves?: number;
+  /** When the last move ended (committed or failed; ms since the epoch): a job is not moved again sooner than MOVE_COOLDOWN_MS after. */
+  lastMoveAt?: number;
+  /** The last move that failed: the member went on where it was; the job is not moved again for MOVE_RETRY_MS. */
+  moveFailure?: { at: number; to: string; message: string };
+  /**
+   * Members whose program (the `gpunix run --connect` child) runs on another node than their GPU
+   * process, because the process moved: member → the node whose agent supervises the program (its
+   * exit is the member's). The placement names where the GPU process is.
+   */
+  clients?: Record<number, string>;
+}
+
+/** A live move of one member's GPU process to another node (JobRecord.move). */
+export interface MemberMove {
+  /** The job's move counter at the start (statuses and bindings name the move they are about). */
+  id: number;
+  member: number;
+  /** Where the process is (its placement when the move began). */
+  from: { node: string; device: number };
+  /** Where it goes: capacity there is held for it from the start. */
+  to: { node: string; device: number };
+  /** The pending job the move makes room for (reclaim by migration). */
+  forJob?: string;
+  startedAt: number;
 }
 
 /** What a node is told to run: one member of a job, on one of its devices. Key bindings/<node>/<job>/<member>. */
@@ -82,6 +112,23 @@ export interface Binding {
   incarnation?: string;
   /** `run`: keep it running; `suspend`: swap it out (reclaim) and keep it until told `run` again. */
   desired: 'run' | 'suspend';
+  /**
+   * Move the member's process, live, to `node` (where it gets `device`): the agent calls its
+   * daemon's moveProcess once the target says it is ready (arrivals/<job>/<member>) and reports the
+   * outcome in MemberStatus.move. Only on the binding where the process runs.
+   */
+  move?: { id: number; node: string; device: number };
+  /**
+   * The member's program runs on node `client.node` (that node's agent supervises it); this node
+   * holds its GPU process, which moved here live — or, with `arriving` (the move id), is about to:
+   * the agent makes the job's tenant, says it is ready (arrivals/<job>/<member>) and never spawns.
+   */
+  client?: { node: string; arriving?: number };
+  /**
+   * On the node that supervises the member's program after its process moved away: keep the
+   * program (its exit is the member's exit); the process runs on `node`. Holds no capacity here.
+   */
+  movedTo?: { node: string };
 }
 
 export type MemberState = 'starting' | 'running' | 'suspended' | 'exited' | 'failed';
@@ -97,7 +144,17 @@ export interface MemberStatus {
   message?: string;
   /** GPU time the member's process has had (ms), for fraction accounting. */
   gpuTimeMs?: number;
+  /** Where its GPU process runs when not on `node` (it moved; `node` supervises its program, and `pid` is there). */
+  gpuNode?: string;
+  /** The latest move of its process this node tried (Binding.move): under way, committed, or failed (the member went on here). */
+  move?: { id: number; outcome: 'moving' | 'moved' | 'failed'; node: string; message?: string; ms?: number };
   updatedAt: number;
+}
+
+/** A move's target is ready for it (the job's tenant exists there). Key arrivals/<job>/<member>, under the target node's lease. */
+export interface ArrivalRecord {
+  node: string;
+  move: number;
 }
 
 /** A member's latest periodic checkpoint; not under a lease, so it outlives its node. Key checkpoints/<job>/<member>. */

@@ -10,8 +10,12 @@
 //   4. suspended jobs whose devices have room again → resumed in place (desired 'run'), highest
 //      priority first;
 //   5. pending jobs in QueueTree order → admitted by the queues → placed (best fit) → bound; when
-//      they do not fit, reclaim: victims suspended (desired 'suspend', phase 'suspended'), then the
-//      job bound; else left pending with a message saying why (written only when it changes).
+//      they do not fit, reclaim by migration first: running members in the way moved, live, to
+//      other nodes (JobRecord.move; the job waits for them, and their end frees its room); else
+//      reclaim: victims suspended (desired 'suspend', phase 'suspended'), then the job bound; else
+//      left pending with a message saying why (written only when it changes). A move's outcome
+//      (its source's MemberStatus.move) is judged in step 3: committed → the member's placement is
+//      the target; failed → it goes on where it was (docs/fleet.md, "Moving running work").
 // Decisions are made synchronously against the mirror: capacity and queue usage are reserved in
 // memory at decision time; the commits of a pass go out merged into as few transactions as etcd
 // allows (group commit), up to 64 in flight; a pass places for at most 10 ms and then yields so its
@@ -34,6 +38,9 @@
 // (c) A job is bound again only after a commit that deleted every binding of its previous
 //     generation (node death, in the same transaction that made it pending); the node that lost its
 //     lease kills its members itself. So at most one generation of a job has bindings at any time.
+//     A move keeps the generation: during it the member has a binding on its target too, but the
+//     target never spawns (it only receives the process), and the daemon's move hands the one
+//     process over at its commit — before it the source's runs, after it the target's.
 // Bindings are written only by the leader, so it does not watch bindings/ (that would only echo
 // its own writes at the bind rate): it lists them when it starts leading, deletes any that no job
 // accounts for, and tracks the rest from its own commits.
@@ -43,8 +50,8 @@ import { Capacity, MemberPlacement } from './capacity.js';
 import { FINISHED_PHASES } from './client.js';
 import { explainUnplaceable, placeGang } from './placement.js';
 import { QueueTree } from './queues.js';
-import type { Binding, CheckpointRecord, JobPhase, JobRecord, LeaderRecord, MemberStatus, NodeRecord } from './records.js';
-import { selectVictims } from './reclaim.js';
+import type { Binding, CheckpointRecord, JobPhase, JobRecord, LeaderRecord, MemberMove, MemberStatus, NodeRecord } from './records.js';
+import { PlannedMove, selectMoves, selectVictims } from './reclaim.js';
 import type { QueueSpec } from './spec.js';
 import type { Commit, FleetStore, Leadership, WatchEvent } from './store.js';
 
@@ -79,6 +86,10 @@ export interface SchedulerStats {
   reclaims: number;
   /** Jobs taken off a dead node to be bound again. */
   reschedules: number;
+  /** Live moves of a member to another node: begun, committed, failed (the member went on where it was). */
+  movesStarted: number;
+  movesDone: number;
+  movesFailed: number;
   /** Passes of the decision loop, and placement searches (placeGang) they made. */
   passes: number;
   placeAttempts: number;
@@ -104,6 +115,16 @@ const MESSAGE_INTERVAL_MS = 2_000;
 const MISSING_BINDINGS = '(missing bindings)';
 /** The most finished JobRecords one pass deletes (retention): the rest wait for the next passes. */
 const RETENTION_DELETES_PER_PASS = 16;
+/** A job whose move failed is not moved again for this long (ms): the member goes on where it was. */
+export const MOVE_RETRY_MS = 30_000;
+/** A job is not moved again sooner than this after its last move ended (ms): no ping-pong. */
+export const MOVE_COOLDOWN_MS = 5_000;
+/**
+ * A move its source has not begun (no status naming it) this long after it was decided is given up
+ * (ms). One under way (`moving`) is waited for: its node reports how it ended, or dies (its status
+ * goes with its lease, and the job is rescheduled), and a large process may take minutes to copy.
+ */
+export const MOVE_TIMEOUT_MS = 120_000;
 
 /** What the leader knows and has decided about one job. */
 interface JobState {
@@ -127,6 +148,8 @@ interface JobState {
   messageAt?: number;
   /** The node sets it is indexed under (onNode). */
   indexed: string[];
+  /** The pending job its move (under way) makes room for, as indexed in movesFor. */
+  movingFor?: string;
 }
 
 /** Member `member` of `job` as bound at `generation` on `device`: what the node runs (no restore image, no incarnation). */
@@ -206,7 +229,9 @@ export class FleetScheduler {
   /** preemptible() of this pass of the loop (null: not built yet, or a reclaim changed it). */
   private runningCache: Array<{ job: JobRecord; placement: MemberPlacement[] }> | null = null;
 
-  private counters = { placements: 0, bindFailures: 0, reclaims: 0, reschedules: 0, passes: 0, placeAttempts: 0 };
+  private counters = { placements: 0, bindFailures: 0, reclaims: 0, reschedules: 0, movesStarted: 0, movesDone: 0, movesFailed: 0, passes: 0, placeAttempts: 0 };
+  /** Pending job → the jobs moving a member to make room for it (JobRecord.move.forJob). */
+  private movesFor = new Map<string, Set<string>>();
   private latencies = new Samples(LATENCY_SAMPLES);
   private commitTimes = new Samples(LATENCY_SAMPLES);
 
@@ -346,6 +371,7 @@ export class FleetScheduler {
     this.queues = new QueueTree([]);
     for (const set of [this.pending, this.suspended, this.active, this.cancels, this.lostJobs, this.statusDirty]) set.clear();
     this.onNode = new Map();
+    this.movesFor = new Map();
     this.finished = [];
     this.finishedIds.clear();
     await Promise.all(watches.map((w) => w.close()));
@@ -414,6 +440,8 @@ export class FleetScheduler {
         let list = byJob.get(jobId);
         if (!list) byJob.set(jobId, (list = []));
         list[value.member] = value;
+      } else if (job && BOUND.has(job.phase) && value.generation === job.generation && value.member === Number(member) && extraBindingNodes(job, value.member).includes(node)) {
+        // A move's target, or the node supervising a moved member's program: derived from the record.
       } else orphans.push(key);
     }
     for (const entry of validJobs) {
@@ -498,7 +526,7 @@ export class FleetScheduler {
     else this.queueSpecs.delete(name);
     // A new tree, charged with what every job holds now.
     this.queues = new QueueTree([...this.queueSpecs.values()]);
-    for (const state of this.jobs.values()) if (state.held) this.queues.charge(state.record.spec.queue, state.record.spec.share * state.held.length);
+    for (const state of this.jobs.values()) if (state.held) this.queues.charge(state.record.spec.queue, charged(state.record.spec, state.held));
     this.freeEpoch++;
   }
 
@@ -600,7 +628,9 @@ export class FleetScheduler {
     const state = this.jobs.get(id);
     if (!state) return;
     const target = state.next ?? state.record;
-    if (!BOUND.has(target.phase) || old.generation !== target.generation || target.placement[member]?.node !== old.node) return;
+    if (!BOUND.has(target.phase) || old.generation !== target.generation) return;
+    // The status is written by the node that runs the member's program: its placement, or (moved) its client node.
+    if ((target.clients?.[member] ?? target.placement[member]?.node) !== old.node) return;
     if (!this.nodes.has(old.node)) return; // the node's own death handles it
     this.log('info', 'fleet scheduler: a bound member\'s status vanished (its node\'s lease ended)', { job: id, member, node: old.node });
     (state.lost ??= new Set()).add(old.node);
@@ -624,7 +654,7 @@ export class FleetScheduler {
   /** Keeps only the dead nodes the job's committed record is still bound to. */
   private pruneLost(state: JobState): void {
     if (!state.lost || state.busy) return;
-    const nodes = new Set(BOUND.has(state.record.phase) ? state.record.placement.map((p) => p.node) : []);
+    const nodes = new Set(BOUND.has(state.record.phase) ? [...state.record.placement.map((p) => p.node), ...Object.values(state.record.clients ?? {})] : []);
     for (const node of state.lost) if (!nodes.has(node) && node !== MISSING_BINDINGS) state.lost.delete(node);
     if (state.lost.size === 0 || !BOUND.has(state.record.phase)) state.lost = undefined;
   }
@@ -640,8 +670,23 @@ export class FleetScheduler {
     toggle(this.active, id, HOLDING.has(phase));
     toggle(this.cancels, id, target.cancelRequested === true && !finished);
     toggle(this.lostJobs, id, state.lost !== undefined);
-    // The node index, for node deaths.
-    const nodes = BOUND.has(phase) ? [...new Set(target.placement.map((p) => p.node))] : [];
+    // Moves under way for a pending job.
+    const forJob = target.move?.forJob;
+    if (state.movingFor !== forJob) {
+      if (state.movingFor !== undefined) {
+        const set = this.movesFor.get(state.movingFor);
+        set?.delete(id);
+        if (set?.size === 0) this.movesFor.delete(state.movingFor);
+      }
+      if (forJob !== undefined && !finished) {
+        let set = this.movesFor.get(forJob);
+        if (!set) this.movesFor.set(forJob, (set = new Set()));
+        set.add(id);
+      }
+      state.movingFor = finished ? undefined : forJob;
+    }
+    // The node index, for node deaths: where its processes run and where its moved members' programs run (not a move's target).
+    const nodes = BOUND.has(phase) ? [...new Set([...target.placement.map((p) => p.node), ...Object.values(target.clients ?? {})])] : [];
     if (!sameList(nodes, state.indexed)) {
       for (const node of state.indexed) {
         const set = this.onNode.get(node);
@@ -655,18 +700,19 @@ export class FleetScheduler {
       }
       state.indexed = nodes;
     }
-    // The reservation: the placement while it holds devices, and is not lost with a node.
-    const want = HOLDING.has(phase) && !state.lost ? target.placement : null;
+    // The reservation: the placement while it holds devices, and is not lost with a node (and a
+    // move's target from the move's start: the room it goes to is its; the queue is charged once).
+    const want = HOLDING.has(phase) && !state.lost ? (target.move ? [...target.placement, target.move.to] : target.placement) : null;
     if (!samePlacement(state.held, want)) {
       const spec = target.spec;
       if (state.held) {
         this.capacity.release(spec, state.held);
-        this.queues.credit(spec.queue, spec.share * state.held.length);
+        this.queues.credit(spec.queue, charged(spec, state.held));
         this.freeEpoch++;
       }
       if (want) {
         this.capacity.reserve(spec, want);
-        this.queues.charge(spec.queue, spec.share * want.length);
+        this.queues.charge(spec.queue, charged(spec, want));
       }
       state.held = want;
     }
@@ -848,8 +894,9 @@ export class FleetScheduler {
     const checkpoints = this.checkpoints.get(job.id);
     const restorable = checkpoints !== undefined && checkpoints.size >= job.spec.gang && allMembers(job.spec.gang, (m) => checkpoints.has(m));
     let next: JobRecord;
-    if (restorable) next = { ...job, phase: 'pending', placement: [], message: `node ${dead} lost; resuming from the members' checkpoints`, updatedAt: Date.now() };
-    else if (job.spec.restartable) next = { ...job, phase: 'pending', placement: [], restarts: job.restarts + 1, message: `node ${dead} lost; restarting from the beginning (no checkpoint of every member)`, updatedAt: Date.now() };
+    const unmoved = { move: undefined, clients: undefined };
+    if (restorable) next = { ...job, ...unmoved, phase: 'pending', placement: [], message: `node ${dead} lost; resuming from the members' checkpoints`, updatedAt: Date.now() };
+    else if (job.spec.restartable) next = { ...job, ...unmoved, phase: 'pending', placement: [], restarts: job.restarts + 1, message: `node ${dead} lost; restarting from the beginning (no checkpoint of every member)`, updatedAt: Date.now() };
     else next = { ...job, phase: 'failed', message: `node ${dead} lost, no checkpoint of every member, and the job is not restartable`, updatedAt: Date.now() };
     this.log('info', 'fleet scheduler: rescheduling a job from a dead node', { job: job.id, node: dead, restore: restorable, phase: next.phase });
     const ends = FINISHED_PHASES.includes(next.phase);
@@ -871,6 +918,7 @@ export class FleetScheduler {
     const job = state.record;
     if (!BOUND.has(job.phase)) return;
     const statuses = this.statuses.get(job.id);
+    if (job.move && this.judgeMove(state, job.move, statuses?.get(job.move.member))) return;
     if (!statuses) return;
     const gang = job.spec.gang;
     let running = 0;
@@ -892,6 +940,113 @@ export class FleetScheduler {
     const ends = next.phase !== 'running';
     this.log(ends ? 'info' : 'debug', `fleet scheduler: job ${next.phase}`, { job: job.id, message: next.message });
     this.decideCommit(state, next, ends ? null : state.bindings, ends ? { deletes: this.bindingKeys(job), deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] } : {}, next.phase);
+  }
+
+  /**
+   * A move under way: its source's outcome (MemberStatus.move of this move's id) ends it — committed:
+   * the member is where it went; failed: it goes on where it was — or, without an outcome for
+   * MOVE_TIMEOUT_MS, it is given up. True when a commit about it was decided.
+   */
+  private judgeMove(state: JobState, move: MemberMove, status: MemberStatus | undefined): boolean {
+    const outcome = status && status.generation === state.record.generation && status.move?.id === move.id ? status.move : undefined;
+    if (outcome?.outcome === 'moved') {
+      this.finishMove(state, move);
+      return true;
+    }
+    if (outcome?.outcome === 'failed') {
+      this.failMove(state, move, outcome.message ?? 'the move failed');
+      return true;
+    }
+    if (outcome === undefined && Date.now() - move.startedAt > MOVE_TIMEOUT_MS) {
+      this.failMove(state, move, `node ${move.from.node} did not begin the move within ${MOVE_TIMEOUT_MS / 1000} s`);
+      return true;
+    }
+    return false;
+  }
+
+  /** Begins moving one member, live (one commit): the job holds the target's room from now; the source's binding says move, the target's expect. */
+  private startMove(state: JobState, plan: PlannedMove, forJob: string): void {
+    const job = state.record;
+    const { member, from, to } = plan;
+    const current = state.bindings?.[member];
+    if (!current) return;
+    const id = (job.moveSeq ?? 0) + 1;
+    const move: MemberMove = { id, member, from, to, forJob, startedAt: Date.now() };
+    const next: JobRecord = { ...job, move, moveSeq: id, updatedAt: Date.now() };
+    const client = job.clients?.[member] ?? from.node;
+    const source: Binding = { ...current, move: { id, node: to.node, device: to.device } };
+    const { move: _move, movedTo: _movedTo, ...base } = current;
+    const arriving: Binding = { ...base, device: to.device, desired: 'run', client: { node: client, arriving: id }, ...incarnationOf(this.nodes.get(to.node)) };
+    const bindings = (state.bindings ?? []).slice();
+    bindings[member] = source;
+    this.log('info', 'fleet scheduler: moving a member to make room', { job: job.id, member, from: from.node, to: to.node, forJob, move: id });
+    this.decideCommit(
+      state,
+      next,
+      bindings,
+      { puts: [{ key: this.store.keys.binding(from.node, job.id, member), value: source }, { key: this.store.keys.binding(to.node, job.id, member), value: arriving }] },
+      'move',
+      () => this.counters.movesStarted++,
+    );
+  }
+
+  /** The move committed on the target: the member is there now (capacity moves), its program stays supervised where it runs. */
+  private finishMove(state: JobState, move: MemberMove): void {
+    const job = state.record;
+    const { member, from, to } = move;
+    const current = state.bindings?.[member];
+    if (!current) return;
+    const client = job.clients?.[member] ?? from.node;
+    const { move: _move, movedTo: _movedTo, client: _client, ...base } = current;
+    const arrived: Binding = { ...base, device: to.device, client: { node: client }, ...incarnationOf(this.nodes.get(to.node)) };
+    const placement = job.placement.slice();
+    placement[member] = { node: to.node, device: to.device };
+    const clients = { ...(job.clients ?? {}) };
+    if (client === to.node) delete clients[member];
+    else clients[member] = client;
+    const next: JobRecord = { ...job, placement, move: undefined, clients: Object.keys(clients).length > 0 ? clients : undefined, moves: (job.moves ?? 0) + 1, lastMoveAt: Date.now(), updatedAt: Date.now() };
+    const bindings = (state.bindings ?? []).slice();
+    bindings[member] = arrived;
+    const puts: NonNullable<Commit['puts']> = [{ key: this.store.keys.binding(to.node, job.id, member), value: arrived }];
+    const deletes: string[] = [];
+    // The node that runs the program keeps a binding that says so; a node the process merely passed through keeps none.
+    if (from.node === client) puts.push({ key: this.store.keys.binding(from.node, job.id, member), value: { ...base, movedTo: { node: to.node } } });
+    else deletes.push(this.store.keys.binding(from.node, job.id, member));
+    this.log('info', 'fleet scheduler: member moved', { job: job.id, member, from: from.node, to: to.node, move: move.id, forJob: move.forJob });
+    this.decideCommit(state, next, bindings, { puts, deletes }, 'moved', () => this.counters.movesDone++);
+  }
+
+  /** The move failed (or was given up): the member goes on where it was; the target's room is released; no new move for MOVE_RETRY_MS. */
+  private failMove(state: JobState, move: MemberMove, message: string): void {
+    const job = state.record;
+    const { member, from, to } = move;
+    const current = state.bindings?.[member];
+    const { move: _move, ...unmoved } = current ?? ({} as Binding);
+    const bindings = (state.bindings ?? []).slice();
+    const puts: NonNullable<Commit['puts']> = [];
+    if (current) {
+      bindings[member] = unmoved as Binding;
+      puts.push({ key: this.store.keys.binding(from.node, job.id, member), value: unmoved as Binding });
+    }
+    const next: JobRecord = { ...job, move: undefined, lastMoveAt: Date.now(), moveFailure: { at: Date.now(), to: to.node, message }, updatedAt: Date.now() };
+    this.log('warn', 'fleet scheduler: a move failed; the member goes on where it was', { job: job.id, member, from: from.node, to: to.node, move: move.id, error: message });
+    this.decideCommit(state, next, bindings, { puts, deletes: to.node === from.node ? [] : [this.store.keys.binding(to.node, job.id, member)] }, 'move failed', () => this.counters.movesFailed++);
+  }
+
+  /** Jobs whose members may be moved now: running, movable, not busy, no move under way or recently ended. */
+  private movableJobs(): Array<{ job: JobRecord; placement: MemberPlacement[] }> {
+    const now = Date.now();
+    const out: Array<{ job: JobRecord; placement: MemberPlacement[] }> = [];
+    for (const id of this.active) {
+      const other = this.jobs.get(id);
+      const record = other?.record;
+      if (!other || !record || other.busy || !other.held || other.lost || record.phase !== 'running' || record.spec.movable === false || record.move || record.cancelRequested) continue;
+      if (record.lastMoveAt !== undefined && now - record.lastMoveAt < MOVE_COOLDOWN_MS) continue;
+      if (record.moveFailure && now - record.moveFailure.at < MOVE_RETRY_MS) continue;
+      if (!other.bindings || !allMembers(record.spec.gang, (m) => other.bindings![m] !== undefined)) continue;
+      out.push({ job: record, placement: record.placement });
+    }
+    return out;
   }
 
   /** Step 4: resumes a suspended job in place when every member's device has room again. */
@@ -958,6 +1113,26 @@ export class FleetScheduler {
       this.bind(state, placement);
       return;
     }
+    // Moves under way to make room for it: wait for them (their end frees the room).
+    const moving = this.movesFor.get(job.id);
+    if (moving && moving.size > 0) {
+      this.block(state);
+      this.explain(state, `waiting for ${moving.size} job${moving.size > 1 ? 's' : ''} to move a member to another node to make room (${[...moving].join(', ')})`);
+      return;
+    }
+    // Reclaim by migration first: moving running members elsewhere loses no progress and suspends nobody.
+    const movable = this.movableJobs();
+    const moves = movable.length > 0 ? selectMoves(job, movable, this.capacity, (other, member) => other.clients?.[member] === undefined) : null;
+    if (moves && moves.length > 0) {
+      for (const plan of moves) {
+        const other = this.jobs.get(plan.job.id);
+        if (other && !other.busy) this.startMove(other, plan, job.id);
+      }
+      this.runningCache = null;
+      this.block(state);
+      this.explain(state, `waiting for ${moves.length} job${moves.length > 1 ? 's' : ''} to move a member to another node to make room (${moves.map((m) => m.job.id).join(', ')})`);
+      return;
+    }
     const running = this.preemptible();
     const victims = running.length > 0 ? selectVictims(job, running, this.capacity, this.queues) : null;
     if (victims && victims.length > 0) {
@@ -988,7 +1163,7 @@ export class FleetScheduler {
     const running: Array<{ job: JobRecord; placement: MemberPlacement[] }> = [];
     for (const id of this.active) {
       const other = this.jobs.get(id);
-      if (other && !other.busy && other.held && other.record.spec.preemptible) running.push({ job: other.record, placement: other.held });
+      if (other && !other.busy && other.held && other.record.spec.preemptible && !other.record.move) running.push({ job: other.record, placement: other.held });
     }
     return (this.runningCache = running);
   }
@@ -1015,7 +1190,7 @@ export class FleetScheduler {
       ...incarnationOf(this.nodes.get(node)),
     }));
     const now = Date.now();
-    const next: JobRecord = { ...job, phase: 'bound', generation, placement, message: undefined, bindLatencyMs: job.bindLatencyMs ?? now - job.submittedAt, updatedAt: now };
+    const next: JobRecord = { ...job, phase: 'bound', generation, placement, move: undefined, clients: undefined, message: undefined, bindLatencyMs: job.bindLatencyMs ?? now - job.submittedAt, updatedAt: now };
     const first = job.bindLatencyMs === undefined;
     this.log('debug', 'fleet scheduler: binding', { job: job.id, placement });
     this.decideCommit(state, next, bindings, { puts: this.bindingPuts(next, bindings) }, 'bind', () => {
@@ -1274,8 +1449,11 @@ export class FleetScheduler {
     );
   }
 
+  /** Every binding key of the job: each member's (where its process is), a move's target's, and moved members' program nodes'. */
   private bindingKeys(job: JobRecord): string[] {
-    return job.placement.map(({ node }, member) => this.store.keys.binding(node, job.id, member));
+    const keys = job.placement.map(({ node }, member) => this.store.keys.binding(node, job.id, member));
+    for (let member = 0; member < job.placement.length; member++) for (const node of extraBindingNodes(job, member)) keys.push(this.store.keys.binding(node, job.id, member));
+    return keys;
   }
 
   private bindingPuts(job: JobRecord, bindings: Binding[]): Array<{ key: string; value: Binding }> {
@@ -1328,6 +1506,21 @@ function incarnationOf(node: NodeRecord | undefined): { incarnation?: string } {
 function nodeIncarnation(node: NodeRecord): string | undefined {
   const value = (node as NodeRecord & { incarnation?: unknown }).incarnation;
   return typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
+}
+
+/** Nodes other than its placement's with a binding of `member`: a move's target, and the node supervising its program after it moved. */
+function extraBindingNodes(job: JobRecord, member: number): string[] {
+  const nodes: string[] = [];
+  const at = job.placement[member]?.node;
+  if (job.move?.member === member && job.move.to.node !== at) nodes.push(job.move.to.node);
+  const client = job.clients?.[member];
+  if (client !== undefined && client !== at && !nodes.includes(client)) nodes.push(client);
+  return nodes;
+}
+
+/** The device shares a job's reservation charges its queue: one share per member (a move's target is not charged twice). */
+function charged(spec: JobRecord['spec'], held: readonly MemberPlacement[]): number {
+  return spec.share * Math.min(held.length, spec.gang);
 }
 
 function allMembers(gang: number, has: (member: number) => boolean): boolean {

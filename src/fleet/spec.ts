@@ -74,6 +74,8 @@ export const jobSpecSchema = z
     placement: placementSchema.default({}),
     /** May the scheduler suspend it (swap) to make room for higher-priority or guaranteed work. */
     preemptible: z.boolean().default(true),
+    /** May the scheduler move its members, live, to other nodes (to make room for a gang); no progress is lost. */
+    movable: z.boolean().default(true),
     /** Periodic checkpoints: every intervalMs, each member's image under dir (a path every node can reach). */
     checkpoint: z.strictObject({ intervalMs: z.number().int().min(100).max(86_400_000), dir: z.string().min(1).max(4096) }).optional(),
     /** Whether the fleet may throw its progress away (restart it from the beginning) when its node dies and it has no checkpoint. */
