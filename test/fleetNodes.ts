@@ -122,6 +122,32 @@ export async function startNode(options: NodeOptions): Promise<FleetNode> {
       ...options.fleet,
     },
   };
+  const node = await startDaemon(options.name, dir, config, { adminToken, env: options.env });
+  if (options.awaitRegistration ?? true) {
+    try {
+      const store = await FleetStore.connect({ endpoints: options.endpoints, prefix: options.prefix });
+      try {
+        await waitFor(`node ${options.name} registers in etcd`, async () => !node.running || (await nodeRecord(store, options.name)) !== undefined, 30_000);
+      } finally {
+        store.close();
+      }
+      if (!node.running) throw new Error(`node ${options.name}'s daemon exited`);
+    } catch (error) {
+      const message = `${(error as Error).message}\n--- ${options.name}'s log ---\n${node.log().slice(-3000)}`;
+      await node.stop();
+      throw new Error(message);
+    }
+  }
+  return node;
+}
+
+/**
+ * Starts a gpunixd child (`gpunix daemon --config`) with `config` written into `dir` and its log in
+ * `dir/daemon.log`; resolves once it listens (rejects, with its log, if it exits first).
+ */
+export async function startDaemon(name: string, dir: string, config: Record<string, unknown> & { socket: string }, options: { adminToken: string; env?: NodeJS.ProcessEnv }): Promise<FleetNode> {
+  const { socket } = config;
+  const { adminToken } = options;
   const configPath = join(dir, 'gpunixd.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
   const logPath = join(dir, 'daemon.log');
@@ -147,7 +173,7 @@ export async function startNode(options: NodeOptions): Promise<FleetNode> {
   };
   let stopped = false;
   const node: FleetNode = {
-    name: options.name,
+    name,
     socket,
     dir,
     adminToken,
@@ -182,21 +208,11 @@ export async function startNode(options: NodeOptions): Promise<FleetNode> {
       }
     },
   };
-
   try {
-    await waitFor(`node ${options.name}'s daemon listens`, () => existsSync(socket) || !running, LISTEN_TIMEOUT_MS);
-    if (!running) throw new Error(`node ${options.name}'s daemon exited: ${log().slice(-3000)}`);
-    if (options.awaitRegistration ?? true) {
-      const store = await FleetStore.connect({ endpoints: options.endpoints, prefix: options.prefix });
-      try {
-        await waitFor(`node ${options.name} registers in etcd`, async () => !running || (await nodeRecord(store, options.name)) !== undefined, 30_000);
-      } finally {
-        store.close();
-      }
-      if (!running) throw new Error(`node ${options.name}'s daemon exited: ${log().slice(-3000)}`);
-    }
+    await waitFor(`node ${name}'s daemon listens`, () => existsSync(socket) || !running, LISTEN_TIMEOUT_MS);
+    if (!running) throw new Error(`node ${name}'s daemon exited`);
   } catch (error) {
-    const message = `${(error as Error).message}\n--- ${options.name}'s log ---\n${log().slice(-3000)}`;
+    const message = `${(error as Error).message}\n--- ${name}'s log ---\n${log().slice(-3000)}`;
     await node.stop();
     throw new Error(message);
   }
