@@ -166,6 +166,7 @@ interface SubmitFlags extends FleetFlags {
   checkpointDir?: string;
   preemptible?: boolean;
   restartable?: boolean;
+  movable?: boolean;
 }
 
 /** Reads a --spec file: a JSON job spec (BAD_PATH unreadable, BAD_JOB not JSON or not an object). */
@@ -221,6 +222,7 @@ export function submitSpec(program: string | undefined, args: string[], flags: S
   // commander's --not-x flags are `x: false` when given, absent otherwise.
   if (flags.preemptible === false) spec.preemptible = false;
   if (flags.restartable === false) spec.restartable = false;
+  if (flags.movable === false) spec.movable = false;
   const placementFlags = flags.sameNode || flags.sameLabel !== undefined || flags.spread || flags.nodeSelector !== undefined;
   if (placementFlags) {
     const placement = typeof spec.placement === 'object' && spec.placement !== null ? { ...(spec.placement as Record<string, unknown>) } : {};
@@ -332,6 +334,7 @@ export function jobText(job: JobRecord, members: MemberStatusEntry[]): string {
     ...(spec.checkpoint ? ([['checkpoint', `every ${spec.checkpoint.intervalMs} ms to ${spec.checkpoint.dir}`]] as Array<[string, string]>) : []),
     ['preemptible', spec.preemptible ? 'yes' : 'no'],
     ['restartable', spec.restartable ? 'yes' : 'no'],
+    ['movable', spec.movable === false ? 'no' : 'yes'],
     ['placement', job.placement.length > 0 ? job.placement.map((p, i) => `${i}→${p.node}/${p.device}`).join(' ') : '-'],
     ['submitted', `${new Date(job.submittedAt).toISOString()} (${formatAge(job.submittedAt)} ago)`],
     ...(job.bindLatencyMs !== undefined ? ([['bind latency', `${job.bindLatencyMs} ms`]] as Array<[string, string]>) : []),
@@ -416,9 +419,10 @@ export function registerFleetCommands(program: Command): void {
       .option('--checkpoint-dir <dir>', 'where the periodic checkpoints go (a directory every node can reach; made absolute)')
       .option('--not-preemptible', 'never suspend it to make room for other work')
       .option('--not-restartable', 'never start it over from the beginning (node death without a checkpoint fails it instead)')
+      .option('--not-movable', 'never move it, live, to another node to make room (reclaim then suspends it, if preemptible)')
       .passThroughOptions(),
-  ).action(async (file: string | undefined, args: string[], flags: SubmitFlags & { notPreemptible?: boolean; notRestartable?: boolean }) => {
-    const spec = submitSpec(file, args, { ...flags, preemptible: flags.notPreemptible ? false : undefined, restartable: flags.notRestartable ? false : undefined });
+  ).action(async (file: string | undefined, args: string[], flags: SubmitFlags & { notPreemptible?: boolean; notRestartable?: boolean; notMovable?: boolean }) => {
+    const spec = submitSpec(file, args, { ...flags, preemptible: flags.notPreemptible ? false : undefined, restartable: flags.notRestartable ? false : undefined, movable: flags.notMovable ? false : undefined });
     const job = await withFleet(flags, (api) => api.submit(spec));
     print(flags, job, () => job.id);
   });
