@@ -84,6 +84,56 @@ describe('live migration between nodes', () => {
     assert.match(finished.stdout, new RegExp(`^moved unix:${a.socket} unix:${b.socket} pid ${result.pid}$`, 'm'));
   });
 
+  it('moves buffers that span several pieces, and many small buffers, exactly; reports what the stop sent', async () => {
+    // 2 x 20 MiB: three 8 MiB pieces each, the last a partial one; 24 x 64 KiB: many reads in flight at once.
+    for (const [name, buffers, mib] of [['pieces', 2, 20], ['small', 24, 1 / 16]] as const) {
+      const program = startProgram(a, name, { buffers, mib });
+      const pid = await program.pid();
+      const moved = await gpunix('migrate', String(pid), '--to', b.socket, '--socket', a.socket, '--token', adminToken, '--json');
+      assert.equal(moved.code, 0, moved.stderr);
+      const result = JSON.parse(moved.stdout) as { pid: number; bytes: number; downtimeMs: number; finalBytes: number; finalMs: number };
+      assert.ok(result.bytes >= buffers * mib * 1024 * 1024, `${name}: every buffer's bytes went over (${result.bytes})`);
+      assert.ok(Number.isInteger(result.finalBytes) && result.finalBytes >= 0 && result.finalBytes <= result.bytes, `${name}: finalBytes ${result.finalBytes}`);
+      assert.ok(result.finalMs >= 0 && result.finalMs <= result.downtimeMs, `${name}: finalMs ${result.finalMs} is part of downtimeMs ${result.downtimeMs}`);
+      assertExact(await program.finish(), result.pid);
+    }
+  });
+
+  it('moves exactly with --rounds 0 (one pre-copy round, then the stop)', async () => {
+    const program = startProgram(a, 'one-round');
+    const pid = await program.pid();
+    const moved = await gpunix('migrate', String(pid), '--to', b.socket, '--rounds', '0', '--socket', a.socket, '--token', adminToken, '--json');
+    assert.equal(moved.code, 0, moved.stderr);
+    const result = JSON.parse(moved.stdout) as { pid: number; rounds: number };
+    assert.equal(result.rounds, 1);
+    assertExact(await program.finish(), result.pid);
+  });
+
+  it('moves buffers made and destroyed during the copy, and a MAP_READ buffer\'s contents', async () => {
+    const stopFile = join(a.dir, 'churn.stop');
+    const child = spawn(process.execPath, [join(root, 'test/programs/churn-state.mjs'), '--socket', a.socket, '--token', labToken, '--name', 'churn', '--stop-file', stopFile], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const done = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
+    try {
+      const pid = Number((await waitFor(`churn starts (${stderr.slice(-500)})`, () => /^pid (\d+)$/m.exec(stdout) ?? undefined, 60_000))[1]);
+      const moved = await gpunix('migrate', String(pid), '--to', b.socket, '--socket', a.socket, '--token', adminToken, '--json');
+      assert.equal(moved.code, 0, moved.stderr);
+      const result = JSON.parse(moved.stdout) as { pid: number; finalBytes: number };
+      // The MAP_READ buffer (64 KiB) can only be read at the stop, by mapping it.
+      assert.ok(result.finalBytes >= 65536, `the stop sent ${result.finalBytes} bytes`);
+      writeFileSync(stopFile, '');
+      assertExact({ code: await done, stdout, stderr }, result.pid);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('moves a process twice (A to B, then back to A)', async () => {
     const program = startProgram(a, 'twice');
     const first = await gpunix('migrate', String(await program.pid()), '--to', b.socket, '--socket', a.socket, '--token', adminToken, '--json');
@@ -115,6 +165,19 @@ describe('live migration between nodes', () => {
     assert.notEqual(result.code, 0);
     assert.match(errorCode(result.stderr) ?? '', /^GPUNIX_E_/, result.stderr);
     assert.ok((await ps(a)).some((p) => p.pid === pid), 'still on A');
+    assertExact(await program.finish(), pid);
+  });
+
+  it('refuses a suspended process (GPUNIX_E_BUSY); resumed, it goes on and finishes exact', async () => {
+    const program = startProgram(a, 'sleeper');
+    const pid = await program.pid();
+    const suspended = await gpunix('suspend', String(pid), '--socket', a.socket, '--token', adminToken);
+    assert.equal(suspended.code, 0, suspended.stderr);
+    const result = await gpunix('migrate', String(pid), '--to', b.socket, '--socket', a.socket, '--token', adminToken);
+    assert.equal(errorCode(result.stderr), 'GPUNIX_E_BUSY', result.stderr);
+    assert.match(result.stderr, /suspended; resume it/);
+    const resumed = await gpunix('resume', String(pid), '--socket', a.socket, '--token', adminToken);
+    assert.equal(resumed.code, 0, resumed.stderr);
     assertExact(await program.finish(), pid);
   });
 

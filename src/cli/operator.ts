@@ -474,7 +474,7 @@ export function registerOperatorCommands(program: Command): void {
       ...(flags.rounds !== undefined ? { rounds: flags.rounds } : {}),
     };
     const progress = progressDisplay(flags, `pid ${pid}: sending its memory`);
-    let moved: { node: string | null; address: { socket?: string; url?: string }; pid: number; bytes: number; rounds: number; totalMs: number; downtimeMs: number; bytesPerSecond: number };
+    let moved: { node: string | null; address: { socket?: string; url?: string }; pid: number; bytes: number; rounds: number; totalMs: number; downtimeMs: number; finalBytes?: number; finalMs?: number; bytesPerSecond: number };
     try {
       moved = (await withControl(flags, (session) => session.call('MigrateProcess', { pid, device: '', options }, progress.update))) as typeof moved;
     } finally {
@@ -482,7 +482,8 @@ export function registerOperatorCommands(program: Command): void {
     }
     const where = moved.node ?? moved.address.socket ?? moved.address.url;
     print(flags, moved, () =>
-      `pid ${pid}: moved to ${where} (pid ${moved.pid} there): ${formatBytes(moved.bytes)} in ${moved.rounds} round${moved.rounds === 1 ? '' : 's'}, ${(moved.totalMs / 1000).toFixed(2)} s in all (${formatBytes(moved.bytesPerSecond)}/s), stopped ${moved.downtimeMs.toFixed(1)} ms`,
+      `pid ${pid}: moved to ${where} (pid ${moved.pid} there): ${formatBytes(moved.bytes)} in ${moved.rounds} round${moved.rounds === 1 ? '' : 's'}, ${(moved.totalMs / 1000).toFixed(2)} s in all (${formatBytes(moved.bytesPerSecond)}/s), stopped ${moved.downtimeMs.toFixed(1)} ms` +
+      (moved.finalBytes !== undefined && moved.finalMs !== undefined ? ` (${formatBytes(moved.finalBytes)} sent in ${moved.finalMs.toFixed(1)} ms of it)` : ''),
     );
   });
 

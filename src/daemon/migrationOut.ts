@@ -21,6 +21,7 @@ import { ErrorCodes, GpunixError } from '../errors.js';
 import type { ProcessHandle } from '../kernel/kernel.js';
 import { Session, SessionOptions } from '../client/session.js';
 import type { VirtualBuffer } from '../vgpu/buffer.js';
+import type { VirtualDevice } from '../vgpu/device.js';
 import type { ProcessSession, SessionWire } from './processSession.js';
 
 type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
@@ -50,7 +51,12 @@ export interface MigrateOutResult {
   bytes: number;
   rounds: number;
   totalMs: number;
+  /** MoveBegin sent to Moved sent: the program's calls wait this long. */
   downtimeMs: number;
+  /** Bytes sent during the stop (what was dirty at the end, and buffers made during the pre-copy). */
+  finalBytes: number;
+  /** Time spent reading and sending them (part of downtimeMs). */
+  finalMs: number;
   bytesPerSecond: number;
 }
 
@@ -65,9 +71,14 @@ export interface MovingClient {
   movedAway(where: string): void;
 }
 
-/** Bytes per MigrateData frame, and how many may be unanswered at once (flow control). */
+/** Bytes per MigrateData frame (and per staging read), and how many may be unanswered at once (flow control). */
 const PIECE_BYTES = 8 * 1024 * 1024;
-const WINDOW = 4;
+const WINDOW = 8;
+/**
+ * Pieces being read (copied to staging, mapped) while earlier ones are encoded and on the wire.
+ * Under the device's staging slots (residency.ts, 4), so that evictions still find one.
+ */
+const READ_AHEAD = 3;
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_ROUNDS = 4;
 
@@ -76,12 +87,33 @@ export async function migrateOut(client: MovingClient, options: MigrateOutOption
   const { session, handle } = client;
   const startedAt = performance.now();
   if (client.clientVersion < 4) throw new GpunixError(ErrorCodes.BUSY, `process ${handle.pid}'s client speaks protocol ${client.clientVersion}; moving it needs 4 (a newer gpunix client)`);
+  if (session.movingOut) throw new GpunixError(ErrorCodes.BUSY, `process ${handle.pid} is being moved already`);
+  // A suspended process's queue does not run: the copy, which reads through it, could not go on.
+  if (handle.record().state === 'suspended') throw new GpunixError(ErrorCodes.BUSY, `process ${handle.pid} is suspended; resume it before moving it`);
   const blocker = session.moveBlocker();
   if (blocker) throw new GpunixError(ErrorCodes.BUSY, `cannot move process ${handle.pid} now: ${blocker}`);
   const devices = session.devices();
   if (devices.length > 1) throw new GpunixError(ErrorCodes.BUSY, `process ${handle.pid} has ${devices.length} devices; a move takes a process with at most one`);
   const device = devices[0]?.device ?? null;
 
+  session.movingOut = true;
+  try {
+    return await moveWith(client, options, log, startedAt, device, devices);
+  } finally {
+    session.movingOut = false;
+  }
+}
+
+/** migrateOut once the process may move: the loop of the file comment. */
+async function moveWith(
+  client: MovingClient,
+  options: MigrateOutOptions,
+  log: LogFn,
+  startedAt: number,
+  device: ReturnType<ProcessSession['devices']>[number]['device'] | null,
+  devices: ReturnType<ProcessSession['devices']>,
+): Promise<MigrateOutResult> {
+  const { session, handle } = client;
   const peer = await openPeer(options);
   const record = handle.record();
   let migration: string | null = null;
@@ -103,23 +135,19 @@ export async function migrateOut(client: MovingClient, options: MigrateOutOption
     const total = all.reduce((sum, { buffer }) => sum + buffer.size, 0);
     const idOf = new Map(all.map(({ id, buffer }) => [buffer, id] as const));
     const later = new Set<VirtualBuffer>();
+    const sent = (n: number): void => {
+      bytes += n;
+      options.onProgress?.(bytes, total);
+    };
     session.takeDirty(); // from here on, writes count for the next round
     let pending: Array<{ id: number; buffer: VirtualBuffer }> = all;
     let previousDirty = Infinity;
     const maxRounds = 1 + (options.rounds ?? DEFAULT_ROUNDS);
-    while (pending.length > 0 && rounds < maxRounds && handle.state !== 'exited') {
+    while (device && pending.length > 0 && rounds < maxRounds && handle.state !== 'exited') {
       rounds++;
-      for (const { id, buffer } of pending) {
-        if (buffer.isDestroyed || !device) continue;
-        const data = await device.readInOrder(buffer);
-        if (!data) {
-          later.add(buffer); // unreadable now (MAP_READ, evicted meanwhile): at the stop
-          continue;
-        }
-        await sender.send(id, data);
-        bytes += data.byteLength;
-        options.onProgress?.(bytes, total);
-      }
+      // A buffer written again since this round began is in the next round (or the stop) anyway: not read now.
+      const unread = await transfer(device, sender, pending, (b) => session.isDirty(b), sent);
+      for (const b of unread) later.add(b); // unreadable now (MAP_READ, mapped): at the stop
       const dirty = [...session.takeDirty()].filter((b) => idOf.has(b));
       const dirtyBytes = dirty.reduce((sum, b) => sum + b.size, 0);
       // Stop rounds when what comes back is small, or no longer shrinks: the stop sends the rest.
@@ -127,10 +155,15 @@ export async function migrateOut(client: MovingClient, options: MigrateOutOption
       const shrinking = dirtyBytes < previousDirty * 0.75;
       previousDirty = dirtyBytes;
       for (const b of dirty) later.add(b);
-      if (small || !shrinking) break;
+      if (small || !shrinking) {
+        pending = [];
+        break;
+      }
       pending = dirty.map((b) => ({ id: idOf.get(b)!, buffer: b }));
       for (const b of dirty) later.delete(b);
     }
+    // Rounds ran out with buffers still to resend (`rounds` reached): they go at the stop.
+    for (const { buffer } of pending) later.add(buffer);
     await sender.drain();
 
     // The stop.
@@ -140,7 +173,12 @@ export async function migrateOut(client: MovingClient, options: MigrateOutOption
       const fence = new Promise<void>((resolve) => (session.onFence = resolve));
       client.wire.send('MoveBegin', {});
       fenced = true;
-      return fence;
+      // A client that leaves (its process ends) answers nothing: the move fails at once, not at the timeout.
+      const ended = handle.wait().then(() => {
+        throw new GpunixError(ErrorCodes.PROCESS_EXITED, `process ${handle.pid} ended while it was being moved`);
+      });
+      ended.catch(() => {}); // after a move that succeeded, the process ends here too: nobody listens then
+      return Promise.race([fence, ended]);
     });
     session.onFence = null;
     await within(deadline, 'the process did not finish its queued work', async () => {
@@ -159,14 +197,22 @@ export async function migrateOut(client: MovingClient, options: MigrateOutOption
         later.add(buffer);
       }
     }
-    for (const buffer of later) {
+    // The rest, pieces read while earlier ones are on the wire; what cannot be read so (MAP_READ
+    // buffers) is read by mapping: the process is quiet now.
+    const finalAt = performance.now();
+    const bytesBefore = bytes;
+    const rest = [...later].filter((b) => !b.isDestroyed).map((buffer) => ({ id: idOf.get(buffer)!, buffer }));
+    const unread = device ? await transfer(device, sender, rest, () => false, sent) : [];
+    for (const buffer of unread) {
       if (buffer.isDestroyed) continue;
       const data = await buffer.residency.readContents();
       if (!data) throw new GpunixError(ErrorCodes.BUSY, `the contents of buffer "${buffer.label}" could not be read (mapped, or a size not a multiple of 4)`);
       await sender.send(idOf.get(buffer)!, data);
-      bytes += data.byteLength;
+      sent(data.byteLength);
     }
     await sender.drain();
+    const finalBytes = bytes - bytesBefore;
+    const finalMs = performance.now() - finalAt;
     const state = {
       log: session.creations.delta(mark),
       errorScopes: devices.map(({ id, device: d }) => ({ device: id, scopes: d.errorScopeState() })),
@@ -190,9 +236,11 @@ export async function migrateOut(client: MovingClient, options: MigrateOutOption
       rounds,
       totalMs: Math.round(totalMs * 10) / 10,
       downtimeMs: Math.round(downtimeMs * 10) / 10,
+      finalBytes,
+      finalMs: Math.round(finalMs * 10) / 10,
       bytesPerSecond: Math.round(bytes / (totalMs / 1000)),
     };
-    log('info', 'process moved to another node', { pid: handle.pid, to: describe(options.address), targetPid: committed.pid, bytes, rounds, totalMs: result.totalMs, downtimeMs: result.downtimeMs });
+    log('info', 'process moved to another node', { pid: handle.pid, to: describe(options.address), targetPid: committed.pid, bytes, rounds, totalMs: result.totalMs, downtimeMs: result.downtimeMs, finalBytes, finalMs: result.finalMs });
     return result;
   } catch (error) {
     session.onFence = null;
@@ -246,13 +294,14 @@ class Sender {
     private readonly migration: string,
   ) {}
 
-  async send(buffer: number, data: Uint8Array): Promise<void> {
+  /** Sends `data` as buffer `buffer`'s bytes from `at`; returns once every frame is encoded (`data` may then be reused). */
+  async send(buffer: number, data: Uint8Array, at = 0): Promise<void> {
     for (let offset = 0; offset < data.byteLength || (offset === 0 && data.byteLength === 0); offset += PIECE_BYTES) {
       if (this.failure) throw this.failure;
       while (this.inFlight.size >= WINDOW) await Promise.race(this.inFlight);
       if (this.failure) throw this.failure;
       const piece = data.subarray(offset, Math.min(offset + PIECE_BYTES, data.byteLength));
-      const sent: Promise<unknown> = this.peer.call('MigrateData', { migration: this.migration, buffer, offset, data: piece }).then(
+      const sent: Promise<unknown> = this.peer.call('MigrateData', { migration: this.migration, buffer, offset: at + offset, data: piece }).then(
         () => this.inFlight.delete(sent),
         (error: unknown) => {
           this.inFlight.delete(sent);
@@ -268,6 +317,62 @@ class Sender {
     while (this.inFlight.size > 0) await Promise.race(this.inFlight);
     if (this.failure) throw this.failure;
   }
+}
+
+/**
+ * Sends the contents of `buffers`, each piece read in the process's queue order (after every write
+ * queued before the read was asked for: readRangeInOrder) and encoded straight from the mapped
+ * staging range, up to READ_AHEAD pieces being read while earlier ones go out. A buffer for which
+ * `skip` is true when its turn (or its next piece's) comes is left out from there on (it goes
+ * again later whole); an evicted one is read whole from host memory.
+ * Within one call each byte range goes once, so pieces may arrive in any order. Returns the buffers
+ * that could not be read (MAP_READ, mapped, replaced meanwhile): the caller sends them otherwise.
+ */
+async function transfer(
+  device: VirtualDevice,
+  sender: Sender,
+  buffers: Array<{ id: number; buffer: VirtualBuffer }>,
+  skip: (buffer: VirtualBuffer) => boolean,
+  sent: (bytes: number) => void,
+): Promise<VirtualBuffer[]> {
+  const unread = new Set<VirtualBuffer>();
+  const reading = new Set<Promise<void>>();
+  let failure: unknown = null;
+  for (const { id, buffer } of buffers) {
+    if (buffer.isDestroyed || buffer.size === 0 || skip(buffer)) continue;
+    if (!buffer.residency.resident) {
+      const data = await device.readInOrder(buffer);
+      if (!data) unread.add(buffer);
+      else {
+        await sender.send(id, data);
+        sent(data.byteLength);
+      }
+      continue;
+    }
+    for (let offset = 0; offset < buffer.size && !unread.has(buffer); offset += PIECE_BYTES) {
+      while (reading.size >= READ_AHEAD) await Promise.race(reading);
+      if (failure) break;
+      // Written meanwhile: the whole buffer goes again later, so its other pieces would be wasted now.
+      if (offset > 0 && skip(buffer)) break;
+      const size = Math.min(PIECE_BYTES, buffer.size - offset);
+      const piece: Promise<void> = device.readRangeInOrder(buffer, offset, size, (bytes) => sender.send(id, bytes, offset)).then(
+        (read) => {
+          reading.delete(piece);
+          if (read) sent(size);
+          else unread.add(buffer);
+        },
+        (error: unknown) => {
+          reading.delete(piece);
+          failure ??= error;
+        },
+      );
+      reading.add(piece);
+    }
+    if (failure) break;
+  }
+  while (reading.size > 0) await Promise.race(reading);
+  if (failure) throw failure;
+  return [...unread];
 }
 
 /** Runs `body`, failing with GPUNIX_E_TIMEOUT (`what`) past `ms`. */

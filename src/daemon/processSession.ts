@@ -134,6 +134,8 @@ export class ProcessSession {
   private readonly replicas: SegmentReplicas | null;
   /** The remote segments this session attached: their buffers, with the device each is on. */
   private readonly attachedReplicas = new Map<VirtualBuffer, { replica: SegmentReplica; device: VirtualDevice }>();
+  /** True while a move of this session's process to another node is under way (one at a time). */
+  movingOut = false;
   /** Called when MoveFence arrives, after every message before it has run (migrationOut). */
   onFence: (() => void) | null = null;
   private readonly log: LogFn;
@@ -578,6 +580,11 @@ export class ProcessSession {
     return dirty;
   }
 
+  /** True when `buffer` was written since the last takeDirty() (a pre-copy skips it: it goes again anyway). */
+  isDirty(buffer: VirtualBuffer): boolean {
+    return this.dirty?.has(buffer) ?? false;
+  }
+
   /** Notes what a message may write (conservative: a read-write binding counts whether or not the shader writes it). */
   private noteWrites(message: Message): void {
     const dirty = this.dirty!;
@@ -631,7 +638,6 @@ export class ProcessSession {
   /** Why the session cannot move now (a mapped buffer, a shared segment), or null. */
   moveBlocker(): string | null {
     if (this.creations.attachesShared) return 'it is attached to a shared segment, which pins it to its node';
-    if (this.region === null && this.waiting !== null) return 'a pipeline is still being made';
     for (const [slot, entry] of this.objects) {
       if (entry.kind !== 'buffer' || !entry.object) continue;
       const state = (entry.object as GPUBuffer).mapState;

@@ -396,7 +396,7 @@ export const MESSAGES = {
   },
   MigrateProcess: {
     code: 73, from: 'client', role: 'control',
-    doc: 'Moves a live process to device `device` (an id such as "gpu1"). `options`: {timeoutMs?}, as for CheckpointProcess. Result: its record. With `device` "" and `options` {node} (a fleet node\'s name) or {to} (a daemon\'s address: a socket path, "tcp://host:port" or "tls://host:port"), and optionally {token} (the admin token of the daemon there; default: this daemon\'s migration.peerToken), {timeoutMs}, {rounds}: moves it live to that node (docs/fleet.md, "Live migration between nodes"); Progress messages ("bytes sent") follow the copy. Result: {moved: true, node, address, pid (there), bytes, rounds, totalMs, downtimeMs, bytesPerSecond}. Admin only.',
+    doc: 'Moves a live process to device `device` (an id such as "gpu1"). `options`: {timeoutMs?}, as for CheckpointProcess. Result: its record. With `device` "" and `options` {node} (a fleet node\'s name) or {to} (a daemon\'s address: a socket path, "tcp://host:port" or "tls://host:port"), and optionally {token} (the admin token of the daemon there; default: this daemon\'s migration.peerToken), {timeoutMs}, {rounds}: moves it live to that node (docs/fleet.md, "Live migration between nodes"); Progress messages ("bytes sent") follow the copy. Result: {moved: true, node, address, pid (there), bytes, rounds, totalMs, downtimeMs (MoveBegin sent to Moved sent: the program\'s calls wait this long), finalBytes (bytes sent during that stop: buffers dirty at the end, or made during the copy), finalMs (the part of downtimeMs spent reading and sending them), bytesPerSecond (bytes / totalMs)}. Admin only.',
     fields: { req: 'u32', pid: 'u32', device: 'str', options: 'json' },
     reply: 'Reply or Failure',
   },
@@ -492,7 +492,7 @@ export const MESSAGES = {
   },
   MigrateData: {
     code: 88, from: 'client', role: 'control',
-    doc: 'Contents of buffer `buffer` (a client id in the log) from `offset`, for migration `migration`; a later piece of the same range replaces an earlier one. Result: null once taken.',
+    doc: 'Contents of buffer `buffer` (a client id in the log, or made by the log MigrateCommit carries: such pieces wait for it) from `offset`, for migration `migration`; a later piece of the same range replaces an earlier one. Result: null once taken.',
     fields: { req: 'u32', migration: 'str', buffer: 'id', offset: 'f64', data: 'bytes' },
     reply: 'Reply or Failure',
   },

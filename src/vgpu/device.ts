@@ -1011,6 +1011,24 @@ export class VirtualDevice extends EventTarget {
     });
   }
 
+  /**
+   * readInOrder for bytes [offset, offset + size) of `buffer`, handed to `use` without a host copy
+   * (residency.snapshotRange: a view valid until `use`'s promise settles). Resolves false where
+   * readInOrder gives null, or the process ended first.
+   */
+  readRangeInOrder(buffer: VirtualBuffer, offset: number, size: number, use: (bytes: Uint8Array) => void | Promise<void>): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.dispatcher.enqueue({
+        owner: this.proc,
+        usesDevice: false,
+        run: () => {
+          buffer.residency.snapshotRange(offset, size, use).then(resolve, reject);
+        },
+        cancel: () => resolve(false),
+      });
+    });
+  }
+
   /** The open error scopes with what each caught (a quiet process moving to another node). */
   errorScopeState(): ReturnType<ErrorScopes['exportState']> {
     return this.#scopes.exportState();
