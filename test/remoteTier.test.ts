@@ -65,6 +65,6 @@ describe('remote host memory as a tier', () => {
     for (const result of results) assert.match(result.stdout, /^exact$/m, `${result.stdout}\n${result.stderr.slice(-1500)}`);
     const swap = await swapOf(a);
     assert.equal(swap.bytesToRemote, 0);
-    assert.ok(swap.bytesSpilled > 0, `a spilled to files instead (${JSON.stringify(swap)})`);
+    assert.ok(swap.bytesSpilled > 0, `a spilled to files instead (${JSON.stringify(swap)})\n${a.log().split('\n').filter((l) => /spill|evicted|another node/.test(l)).slice(-10).join('\n')}`);
   });
 });

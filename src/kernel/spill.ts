@@ -234,6 +234,11 @@ export class SpillStore {
     try {
       key = await remote.store(host);
     } catch (error) {
+      if (evicted.gone) {
+        // Taken back or dropped meanwhile (its host array went with it): nothing to write.
+        evicted.writing = false;
+        return;
+      }
       console.warn(`gpunix: could not keep evicted contents on another node (${(error as Error).message}); writing a spill file instead`);
       return this.write(evicted);
     }
