@@ -20,7 +20,6 @@
 
 import { ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -30,7 +29,7 @@ import { connect } from '../src/client/index.js';
 import { Session } from '../src/client/session.js';
 import { parseBytes } from '../src/params.js';
 import { createShapedLink, DEFAULT_SHAPE, inNamespace, isRoot, killAtCleanup, onCleanup, rawThroughput, ShapedLink } from './link.js';
-import { contentionLine, machine, machineBusySeconds, runBenchmark } from './machine.js';
+import { contentionLine, freePort, machine, machineBusySeconds, runBenchmark } from './machine.js';
 import { median, MiB } from './workloads.js';
 
 const GiB = 1024 * MiB;
@@ -296,17 +295,6 @@ interface DaemonChild {
   stop(): Promise<void>;
 }
 
-/** A free TCP port on loopback. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 
 /**

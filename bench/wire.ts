@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { create, globals } from 'webgpu';
-import { collectGarbage, contentionLine, machine, measureContention, runBenchmark } from './machine.js';
+import { collectGarbage, contentionLine, freePort, machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
 import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, parseComparisonArgs, roundTripWorkload, Sample, sampleInProcess, Workload } from './workloads.js';
 
@@ -86,17 +86,6 @@ const TLS_FIXTURES = join(import.meta.dirname, '..', '..', 'test', 'fixtures', '
 const TLS_CERT = join(TLS_FIXTURES, 'localhost-cert.pem');
 const TLS_KEY = join(TLS_FIXTURES, 'localhost-key.pem');
 
-/** A free TCP port on loopback (for the daemon's TLS listener, whose chosen port the benchmark cannot read back). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface DaemonChild {
   socket: string;
