@@ -105,8 +105,8 @@ export class CreationLog {
     if (name === 'Release') {
       for (const id of payload.ids as number[]) {
         const record = this.bySlot.get(splitId(id).slot);
-        if (record && (record.id === id || record.name === 'RequestDevice')) {
-          if (record.id !== id) continue; // a device's queue id: the device record stays for the device
+        // A device's queue id maps to the device's record, whose id is the device's: it stays.
+        if (record && record.id === id) {
           record.released = true;
           record.releasedSeq = ++this.seq;
           this.bySlot.delete(splitId(id).slot);

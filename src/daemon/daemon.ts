@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { NodeAgent } from '../fleet/nodeAgent.js';
 import { createKernel, Kernel } from '../kernel/kernel.js';
-import { parseAddress } from './migrationOut.js';
+import { parseAddress, sessionOptionsFor } from './migrationOut.js';
 import { RemoteHostTier } from './remoteTier.js';
 import { DaemonConfig, DaemonConfigInput, loadConfigFile, parseConfig } from './config.js';
 import type { SessionCounts } from './control.js';
@@ -244,6 +244,5 @@ function remoteTierOf(config: DaemonConfig): RemoteHostTier | null {
   if (!address) throw new GpunixError(ErrorCodes.BAD_CONFIG, `remoteTier.node: "${tier.node}" is not one of peers (name -> address)`);
   const token = config.migration?.peerToken;
   if (!token) throw new GpunixError(ErrorCodes.BAD_CONFIG, 'remoteTier: needs migration.peerToken (the admin token of the node that lends its memory)');
-  const at = parseAddress(address);
-  return new RemoteHostTier('socket' in at ? { socket: at.socket, token } : { url: at.url, token }, tier.maxBytes, tier.node);
+  return new RemoteHostTier(sessionOptionsFor(parseAddress(address), token), tier.maxBytes, tier.node);
 }

@@ -267,10 +267,9 @@ function liveBuffers(session: ProcessSession): Array<{ id: number; buffer: Virtu
 
 /** An admin control session on the target daemon. */
 async function openPeer(options: MigrateOutOptions): Promise<Session> {
-  const sessionOptions: SessionOptions = 'socket' in options.address ? { socket: options.address.socket, token: options.token } : { url: options.address.url, token: options.token };
   let peer: Session;
   try {
-    peer = await Session.open(sessionOptions, { role: 'control' });
+    peer = await Session.open(sessionOptionsFor(options.address, options.token), { role: 'control' });
   } catch (error) {
     throw new GpunixError(ErrorCodes.MIGRATION_FAILED, `cannot reach the node at ${describe(options.address)}: ${(error as Error).message}`);
   }
@@ -386,6 +385,11 @@ async function within<T>(ms: number, what: string, body: () => Promise<T>): Prom
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** How a client library session reaches the daemon at `address` with `token`. */
+export function sessionOptionsFor(address: NodeAddress, token: string): SessionOptions {
+  return 'socket' in address ? { socket: address.socket, token } : { url: address.url, token };
 }
 
 export function describe(address: NodeAddress): string {

@@ -29,7 +29,7 @@ import { ErrorCodes, GpunixError } from '../errors.js';
 import type { ProcessHandle } from '../kernel/kernel.js';
 import { ProtocolError } from '../protocol/codec.js';
 import { COMMANDS, CommandName, CommandSpec, DEBUG_COMMANDS, isRef, matchOverload, refKindOf, SELECT_ENCODER, SELECT_PASS } from '../protocol/commands.js';
-import { Message, Payload, splitId } from '../protocol/messages.js';
+import { joinId, Message, Payload, splitId } from '../protocol/messages.js';
 import type { Duplex } from 'node:stream';
 import type { Wire } from '../protocol/wire.js';
 import type { VirtualDevice } from '../vgpu/device.js';
@@ -630,7 +630,7 @@ export class ProcessSession {
   devices(): Array<{ id: number; device: VirtualDevice }> {
     const out: Array<{ id: number; device: VirtualDevice }> = [];
     for (const [slot, entry] of this.objects) {
-      if (entry.kind === 'device' && entry.object) out.push({ id: slot + entry.generation * 2 ** 32, device: entry.object as VirtualDevice });
+      if (entry.kind === 'device' && entry.object) out.push({ id: joinId(slot, entry.generation), device: entry.object as VirtualDevice });
     }
     return out;
   }
@@ -700,7 +700,8 @@ export class ProcessSession {
         }
       }
     }
-    while (this.waiting) await new Promise((resolve) => setTimeout(resolve, 2));
+    // Done once what waits behind a pipeline being made has run.
+    await new Promise<void>((resolve) => this.after(resolve));
   }
 
   // ---- shared memory (bulk data) --------------------------------------------------------------

@@ -12,10 +12,10 @@
 // without that order are a race: one of them wins.
 
 import { ErrorCodes, GpunixError } from '../errors.js';
-import { Session, SessionOptions } from '../client/session.js';
+import { Session } from '../client/session.js';
 import type { VirtualBuffer } from '../vgpu/buffer.js';
 import type { VirtualDevice } from '../vgpu/device.js';
-import type { NodeAddress } from './migrationOut.js';
+import { NodeAddress, sessionOptionsFor } from './migrationOut.js';
 
 type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -156,10 +156,9 @@ export class SegmentReplicas {
     const address = await this.deps.resolve(home);
     if (!address) throw new GpunixError(ErrorCodes.BAD_OPTION, `shared segment "${name}": this daemon knows no node "${home}" (peers in its configuration, or the fleet's nodes)`);
     if (!this.deps.peerToken) throw new GpunixError(ErrorCodes.BAD_OPTION, `shared segment "${name}": this daemon has no migration.peerToken to present to node ${home}`);
-    const options: SessionOptions = 'socket' in address ? { socket: address.socket, token: this.deps.peerToken } : { url: address.url, token: this.deps.peerToken };
     let peer: Session;
     try {
-      peer = await Session.open(options, { role: 'control' });
+      peer = await Session.open(sessionOptionsFor(address, this.deps.peerToken), { role: 'control' });
     } catch (error) {
       throw new GpunixError(ErrorCodes.DISCONNECTED, `shared segment "${name}": cannot reach node ${home}: ${(error as Error).message}`);
     }
