@@ -10,15 +10,9 @@
 //   final pid N
 // Usage: node running-state.mjs --socket S --token T [--name N] [--buffers 3] [--mib 1] [--steps N | --stop-file F] [--after 5]
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { connect } = await import(pathToFileURL(resolve(root, 'dist/src/client/index.js')).href);
-// The WebGPU enums (GPUBufferUsage, GPUMapMode) as Dawn's globals define them.
-const { globals } = await import('webgpu');
-Object.assign(globalThis, globals);
+import { connect } from './gpunix-client.mjs';
 
 const { values: flags } = parseArgs({
   options: {

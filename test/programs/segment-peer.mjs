@@ -7,12 +7,9 @@
 //   acquire) and checks every word; creates DIR/read.k. Prints "consumer exact" or the mismatch.
 // ROLE peek: copies the segment out once; prints "zeros" or "data", and any uncaptured error.
 import { existsSync, writeFileSync } from 'node:fs';
+import { connect } from './gpunix-client.mjs';
+
 const [role, socket, token, name, roundsArg, dir] = process.argv.slice(2);
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { connect } = await import(pathToFileURL(resolve(root, 'dist/src/client/index.js')).href);
-const { globals } = await import('webgpu'); Object.assign(globalThis, globals);
 const proc = await connect({ socket, token, name: role });
 const device = await (await proc.gpu.requestAdapter()).requestDevice();
 const words = 64 * 1024; // 256 KiB: 4 blocks
