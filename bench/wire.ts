@@ -6,8 +6,9 @@
 //   - unix / tls: a bare Node echo over a Unix socket / TLS on loopback (a child process echoes
 //     whatever it reads): the ping (a 16-byte frame there and back) and the throughput of frames
 //     of the bandwidth workloads' sizes sent there and back, one at a time;
-//   - shm: a file in /dev/shm written and read back with positional fs calls (pwrite + pread), as
-//     the shared-memory bulk path moves bytes, there and back (two writes and two reads a round).
+//   - shm: a file in /dev/shm written and read back as the shared-memory bulk path moves bytes:
+//     copied into a mapping of it and out again (memcpy; pwrite + pread where mmap is not
+//     available), there and back (two writes and two reads a round).
 // The daemon runs as a child process (as in production: its own event loop, its own core),
 // started here with a throw-away configuration.
 //
@@ -26,6 +27,7 @@ import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls
 import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, freePort, machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
+import { SharedMapping } from '../src/sharedMapping.js';
 import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, parseComparisonArgs, roundTripWorkload, Sample, sampleInProcess, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
@@ -189,8 +191,10 @@ interface Ceiling {
   pingUs?: { p50: number; p99: number };
   /** By bandwidth workload: payload bytes per second there and back (median of the reps). */
   bytesPerSecond: Record<string, number>;
-  /** shm only: one direction (pwrite + pread), bytes per second, by workload. */
+  /** shm only: one direction (a copy in and a copy out), bytes per second, by workload. */
   oneWayBytesPerSecond?: Record<string, number>;
+  /** shm only: whether the copies were memcpy through a mapping (else pwrite + pread). */
+  mapped?: boolean;
 }
 
 /** A bare socket's ping and its throughput at each bandwidth workload's size, `reps` samples each. */
@@ -230,7 +234,8 @@ async function socketCeiling(kind: 'unix' | 'tls', dir: string, chunks: [string,
 
 /**
  * Shared memory's ceiling: a file in /dev/shm (else the temporary directory) of each size,
- * written and read back whole with positional calls (pwrite, pread), as the bulk path moves bytes.
+ * written and read back whole as the bulk path moves bytes: memcpy into and out of a mapping of
+ * it (src/sharedMapping.ts), or positional calls (pwrite, pread) where it cannot be mapped.
  * There and back is two of those, as a workload round moves its payload both ways.
  */
 function shmCeiling(chunks: [string, number][], reps: number, scale: number): Ceiling {
@@ -239,25 +244,34 @@ function shmCeiling(chunks: [string, number][], reps: number, scale: number): Ce
   const fd = openSync(path, 'w+', 0o600);
   try {
     const oneWay: Record<string, number> = {};
+    let mapped = false;
     for (const [name, chunk] of chunks) {
       const source = Buffer.alloc(chunk, 7);
       const target = Buffer.allocUnsafe(chunk);
       const rounds = Math.max(1, Math.round((CEILING_BYTES * scale) / chunk));
       writeSync(fd, source, 0, chunk, 0);
+      const mapping = SharedMapping.map(fd, chunk);
       const rates: number[] = [];
       for (let rep = 0; rep < reps; rep++) {
         collectGarbage();
         const start = performance.now();
         for (let r = 0; r < rounds; r++) {
-          writeSync(fd, source, 0, chunk, 0);
-          readSync(fd, target, 0, chunk, 0);
+          if (mapping) {
+            mapping.bytes.set(source);
+            target.set(mapping.bytes);
+          } else {
+            writeSync(fd, source, 0, chunk, 0);
+            readSync(fd, target, 0, chunk, 0);
+          }
         }
         rates.push((rounds * chunk) / ((performance.now() - start) / 1000));
       }
+      mapping?.close();
       oneWay[name] = median(rates);
+      mapped = mapping !== null;
     }
     const bytesPerSecond = Object.fromEntries(Object.entries(oneWay).map(([name, rate]) => [name, rate / 2]));
-    return { bytesPerSecond, oneWayBytesPerSecond: oneWay };
+    return { bytesPerSecond, oneWayBytesPerSecond: oneWay, mapped };
   } finally {
     closeSync(fd);
     unlinkSync(path);
@@ -271,6 +285,7 @@ function bestCeilings(runs: Record<string, Ceiling>[]): Record<string, Ceiling> 
     for (const [kind, c] of Object.entries(run)) {
       const b = (best[kind] ??= { bytesPerSecond: {}, ...(c.oneWayBytesPerSecond ? { oneWayBytesPerSecond: {} } : {}) });
       if (c.pingUs && (!b.pingUs || c.pingUs.p50 < b.pingUs.p50)) b.pingUs = c.pingUs;
+      if (c.mapped !== undefined) b.mapped = c.mapped;
       for (const [name, rate] of Object.entries(c.bytesPerSecond)) b.bytesPerSecond[name] = Math.max(b.bytesPerSecond[name] ?? 0, rate);
       for (const [name, rate] of Object.entries(c.oneWayBytesPerSecond ?? {})) b.oneWayBytesPerSecond![name] = Math.max(b.oneWayBytesPerSecond![name] ?? 0, rate);
     }
@@ -490,7 +505,7 @@ async function main(): Promise<void> {
   if (Object.keys(ceilings).length > 0 && chunks.length > 0) {
     const crows = [['transport ceiling (there and back)', ...chunks.map(([name]) => name.replace('bandwidth-', ''))]];
     for (const [kind, c] of Object.entries(ceilings)) crows.push([kind, ...chunks.map(([name]) => formatRate(c.bytesPerSecond[name], 'bytes'))]);
-    if (ceilings.shm?.oneWayBytesPerSecond) crows.push(['shm one way (pwrite + pread)', ...chunks.map(([name]) => formatRate(ceilings.shm.oneWayBytesPerSecond![name], 'bytes'))]);
+    if (ceilings.shm?.oneWayBytesPerSecond) crows.push([`shm one way (${ceilings.shm.mapped ? 'memcpy in + out of a mapping' : 'pwrite + pread'})`, ...chunks.map(([name]) => formatRate(ceilings.shm.oneWayBytesPerSecond![name], 'bytes'))]);
     printTable('Transport ceilings on this machine', crows);
   }
   for (const r of results) for (const [side, why] of Object.entries(r.failed ?? {})) process.stderr.write(`${r.name} failed on ${side}: ${why}\n`);

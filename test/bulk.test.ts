@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { connect as netConnect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,18 +34,37 @@ const MiB = 1024 * 1024;
 /** The region directory the daemon makes under `shm`. */
 const regionDirOf = (shm: string) => join(shm, `gpunix-${process.getuid?.() ?? 0}`);
 
-/** Paths of this process's open descriptors that lie under `dir` (the daemon runs in this process). */
+/**
+ * This process's open descriptors of regions (the daemon runs in this process): files under
+ * `dir`, and the sealed memory files the daemon makes for clients of its own user.
+ */
 function openUnder(dir: string): string[] {
   const out: string[] = [];
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
       const target = readlinkSync(`/proc/self/fd/${fd}`);
-      if (target.startsWith(dir)) out.push(target);
+      if (target.startsWith(dir) || target.startsWith(MEMORY_FILE)) out.push(target);
     } catch {
       // Closed meanwhile.
     }
   }
   return out;
+}
+
+/** How a sealed memory-file region shows in /proc/<pid>/fd. */
+const MEMORY_FILE = '/memfd:gpunix-region';
+
+/** The names left in the region directory (none if it was never made: memory-file regions need none). */
+const namesIn = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
+
+/** Whether another user (nobody) can open `path` for reading and writing: the error code it gets, or 'opened'. */
+function openAsNobody(path: string): string {
+  const probe = spawnSync(process.execPath, ['-e', `try { require('fs').openSync(${JSON.stringify(path)}, 'r+'); console.log('opened') } catch (e) { console.log(e.code) }`], {
+    uid: 65534,
+    gid: 65534,
+    encoding: 'utf8',
+  });
+  return probe.stdout.trim() || probe.stderr;
 }
 
 /** A 4 MiB-ish round: writeBuffer, copy, mapAsync(READ); returns the bytes read back. */
@@ -163,11 +182,40 @@ describe('bulk data through shared memory', () => {
     const device = await deviceOf(process);
     await regionOf(process);
     assert.deepEqual(await roundTrip(device, pattern(MiB, 5)), pattern(MiB, 5));
-    assert.deepEqual(readdirSync(regionDir), [], 'the name is unlinked once the client has opened it');
-    assert.equal(statSync(regionDir).mode & 0o777, 0o700, 'the region directory is the daemon user\'s alone');
+    assert.deepEqual(namesIn(regionDir), [], 'no name in the region directory once the client has opened it');
+    if (existsSync(regionDir)) assert.equal(statSync(regionDir).mode & 0o777, 0o700, 'the region directory is the daemon user\'s alone');
     assert.ok(openUnder(regionDir).length > 0, 'the daemon holds the region open while the session lasts');
     await process.exit();
     await eventually('the daemon has closed the region', () => openUnder(regionDir).length === 0);
+  });
+
+  it('maps a sealed memory file for a client of its own user, which nobody can shrink under it', async () => {
+    const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
+    try {
+      const { path } = (await session.call('BulkRegion', { size: MiB })) as { path: string };
+      assert.ok(readlinkSync(path).startsWith(MEMORY_FILE), `a memory file: ${path}`);
+      const fd = openSync(path, 'r+');
+      try {
+        // Cutting it short would kill the daemon at its next copy (SIGBUS): the seal refuses it.
+        assert.throws(() => ftruncateSync(fd, 0), { code: 'EPERM' });
+        assert.throws(() => ftruncateSync(fd, MiB / 2), { code: 'EPERM' });
+        assert.equal(fstatSync(fd).size, MiB);
+      } finally {
+        closeSync(fd);
+      }
+      session.post('BulkRegionOpened', { ok: true });
+      await session.call('Ping', {});
+    } finally {
+      session.close();
+    }
+    // The daemon serves on, through regions, byte for byte.
+    const process = await connect({ socket, token: ALICE });
+    const device = await deviceOf(process);
+    const region = await regionOf(process);
+    const before = region.bytesRead;
+    assert.deepEqual(await roundTrip(device, pattern(2 * MiB, 21)), pattern(2 * MiB, 21));
+    assert.ok(region.bytesRead > before, 'through the region');
+    await process.exit();
   });
 
   it('removes the region of a client that asked for one and vanished before opening it', async () => {
@@ -175,10 +223,12 @@ describe('bulk data through shared memory', () => {
     const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
     const { path, size } = (await session.call('BulkRegion', { size: MiB })) as { path: string; size: number };
     assert.equal(size, MiB);
-    assert.ok(path.startsWith(regionDir + '/') && /^[0-9a-f]{32}$/.test(path.slice(regionDir.length + 1)), `an unguessable name in the region directory: ${path}`);
-    assert.equal(statSync(path).mode & 0o777, 0o600, 'only the daemon\'s user may open it');
+    // This client runs as the daemon's user: a sealed memory file of the daemon's, which only that user (or root) may open.
+    assert.match(path, new RegExp(`^/proc/${process.pid}/fd/\\d+$`), `the daemon's memory file: ${path}`);
+    assert.ok(readlinkSync(path).startsWith(MEMORY_FILE));
+    if (process.getuid?.() === 0) assert.equal(openAsNobody(path), 'EACCES', 'another user cannot open it');
     session.close();
-    await eventually('the region file is gone', () => !existsSync(path) && openUnder(regionDir).length === 0);
+    await eventually('the region is gone', () => !existsSync(path) && openUnder(regionDir).length === 0);
   });
 
   it('leaves nothing behind when the client is killed in the middle of transfers', async () => {
@@ -218,7 +268,7 @@ for (;;) {
       child.kill('SIGKILL');
     }
     await eventually('the pump\'s process has ended', () => daemon.kernel.ps().every((p) => p.name !== 'pump' || p.state === 'exited'));
-    await eventually('no region file or descriptor remains', () => readdirSync(regionDir).length === 0 && openUnder(regionDir).length === 0);
+    await eventually('no region file or descriptor remains', () => namesIn(regionDir).length === 0 && openUnder(regionDir).length === 0);
   });
 
   it('never lets a session reach a region but its own', async () => {
@@ -229,18 +279,12 @@ for (;;) {
       const a = (await alice.call('BulkRegion', { size: MiB })) as { path: string };
       const b = (await bob.call('BulkRegion', { size: MiB })) as { path: string };
       assert.notEqual(a.path, b.path, 'each session has a region of its own');
-      // Alice opens hers: its name is gone, so nobody else can open it by name.
       alice.post('BulkRegionOpened', { ok: true });
       await alice.call('Ping', {});
-      assert.equal(existsSync(a.path), false);
-      // Another user (not the daemon's) cannot open a region even while it still has a name.
+      // Another user (not the daemon's) cannot open a region, whether it has been opened or not.
       if (process.getuid?.() === 0) {
-        const probe = spawnSync(process.execPath, ['-e', `try { require('fs').openSync(${JSON.stringify(b.path)}, 'r+'); console.log('opened') } catch (e) { console.log(e.code) }`], {
-          uid: 65534,
-          gid: 65534,
-          encoding: 'utf8',
-        });
-        assert.equal(probe.stdout.trim(), 'EACCES', `another user opening a region: ${probe.stdout}${probe.stderr}`);
+        assert.equal(openAsNobody(a.path), existsSync(a.path) ? 'EACCES' : 'ENOENT', 'another user opening an opened region');
+        assert.equal(openAsNobody(b.path), 'EACCES', 'another user opening a region not yet opened');
       }
       // Bob's messages name offsets in his own region only: past its end is a protocol error.
       bob.post('BufferMapAsyncShared', { req: 77, buffer: 1, mode: 1, offset: 0, size: 4096, at: MiB });
@@ -252,7 +296,7 @@ for (;;) {
       alice.close();
       bob.close();
     }
-    await eventually('no region remains', () => readdirSync(regionDir).length === 0 && openUnder(regionDir).length === 0);
+    await eventually('no region remains', () => namesIn(regionDir).length === 0 && openUnder(regionDir).length === 0);
   });
 
   it('refuses a region to a session that has not asked for one, and to a TCP client', async () => {
@@ -345,27 +389,27 @@ describe('shared memory per tenant', () => {
 });
 
 describe('bulk data without shared memory', () => {
-  it('works over frames when the shared-memory directory is missing', async () => {
+  it('works over frames when shared memory is off, and makes nothing at a missing directory', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gpunix-bulk-none-'));
     const missing = join(dir, 'no-such-dir');
-    const daemon = await startDaemon({
-      socket: join(dir, 'gpunixd.sock'),
-      log: { level: 'silent' },
-      anonymousTenant: 'default',
-      sharedMemory: { directory: missing },
-    });
+    const off = await startDaemon({ socket: join(dir, 'off.sock'), log: { level: 'silent' }, anonymousTenant: 'default', sharedMemory: { directory: null } });
+    const noDirectory = await startDaemon({ socket: join(dir, 'missing.sock'), log: { level: 'silent' }, anonymousTenant: 'default', sharedMemory: { directory: missing } });
     try {
-      const session = await Session.open({ socket: daemon.socketPath }, { role: 'process' });
+      const session = await Session.open({ socket: off.socketPath }, { role: 'process' });
       await assert.rejects(session.call('BulkRegion', { size: MiB }), { code: 'GPUNIX_E_UNSUPPORTED' });
       session.close();
-      const remote = await connect({ socket: daemon.socketPath });
-      const device = await deviceOf(remote);
-      const data = pattern(4 * MiB, 13);
-      assert.deepEqual(await roundTrip(device, data), data);
-      await remote.exit();
+      for (const daemon of [off, noDirectory]) {
+        const remote = await connect({ socket: daemon.socketPath });
+        const device = await deviceOf(remote);
+        const data = pattern(4 * MiB, 13);
+        assert.deepEqual(await roundTrip(device, data), data);
+        await remote.exit();
+      }
+      // (A client of the daemon's own user still gets a memory-file region, which needs no directory.)
       assert.equal(existsSync(missing), false, 'nothing was made in its place');
     } finally {
-      await daemon.close('immediate');
+      await off.close('immediate');
+      await noDirectory.close('immediate');
       rmSync(dir, { recursive: true, force: true });
     }
   });

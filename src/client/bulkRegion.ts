@@ -1,7 +1,8 @@
 // The client's side of a session's shared-memory region (docs/daemon.md, "Bulk data"): for a
 // program on the daemon's machine (a Unix socket), buffer contents travel through a file in a
-// tmpfs that the daemon made and both have open, not through the socket. Node has no mmap: bytes
-// go in and out with pwrite/pread on the descriptor, one memcpy in the kernel each way.
+// tmpfs that the daemon made and both have open, not through the socket. The client maps it
+// (src/sharedMapping.ts) and copies with memcpy; where it cannot, bytes go in and out with
+// pwrite/pread on the descriptor, a copy in the kernel that costs several times as much.
 //
 // The region is a ring of allocations, each freed on its own, reused in order:
 // - a write (writeBuffer data, a mapped range at unmap) is put in the region and its message sent;
@@ -19,6 +20,7 @@ import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from '
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { GpunixError } from '../errors.js';
+import { SharedMapping } from '../sharedMapping.js';
 import type { Channel } from './channel.js';
 
 /** Transfers smaller than this go in frames: a region round costs two system calls and a fence. */
@@ -57,6 +59,8 @@ export class BulkRegion {
     private readonly channel: Channel,
     fd: number,
     size: number,
+    /** The region mapped into this process (null: pread/pwrite on fd). */
+    private mapping: SharedMapping | null,
   ) {
     this.fd = fd;
     this.size = size;
@@ -78,7 +82,8 @@ export class BulkRegion {
     const { path, size } = reply.result as { path: string; size: number };
     let fd = -1;
     try {
-      fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
+      // A sealed memory file is reached through the daemon's /proc/<pid>/fd link (a link is the point there).
+      fd = openSync(path, constants.O_RDWR | (path.startsWith('/proc/') ? 0 : constants.O_NOFOLLOW));
       const stat = fstatSync(fd);
       if (!stat.isFile() || stat.size < size) throw new Error(`${path} is not the region the daemon made`);
     } catch {
@@ -87,7 +92,7 @@ export class BulkRegion {
       return null;
     }
     channel.post('BulkRegionOpened', { ok: true });
-    const region = new BulkRegion(channel, fd, size);
+    const region = new BulkRegion(channel, fd, size, SharedMapping.map(fd, size));
     void channel.session.closed.then(() => region.close());
     return region;
   }
@@ -152,6 +157,11 @@ export class BulkRegion {
 
   /** Writes `bytes` at `at` (inside an allocation of ours). */
   write(at: number, bytes: Uint8Array): void {
+    if (this.mapping) {
+      this.mapping.bytes.set(bytes, at);
+      this.bytesWritten += bytes.byteLength;
+      return;
+    }
     let done = 0;
     while (done < bytes.byteLength) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
     this.bytesWritten += bytes.byteLength;
@@ -164,6 +174,11 @@ export class BulkRegion {
    */
   read(at: number, target: Uint8Array): void {
     if (this.fd < 0) return;
+    if (this.mapping) {
+      target.set(this.mapping.bytes.subarray(at, at + target.byteLength));
+      this.bytesRead += target.byteLength;
+      return;
+    }
     let done = 0;
     while (done < target.byteLength) {
       const n = readSync(this.fd, target, done, target.byteLength - done, at + done);
@@ -226,6 +241,14 @@ export class BulkRegion {
         this.growing = false;
         const size = (reply.result as { size: number }).size;
         if (size < wanted) this.cappedAt = size;
+        if (size > this.size && this.mapping) {
+          try {
+            this.mapping.remap(size);
+          } catch (error) {
+            this.fail(error);
+            return;
+          }
+        }
         this.size = Math.max(this.size, size);
       },
       () => {
@@ -243,6 +266,8 @@ export class BulkRegion {
 
   close(): void {
     if (this.fd < 0) return;
+    this.mapping?.close();
+    this.mapping = null;
     closeSync(this.fd);
     this.fd = -1;
   }

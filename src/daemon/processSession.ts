@@ -37,6 +37,7 @@ import type { GpunixDeviceExtension } from '../vgpu/extension.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError } from '../vgpu/webgpuGlobals.js';
 import type { ObjectAccount } from './tenants.js';
 import { SharedMemorySettings, SharedRegion } from './sharedMemory.js';
+import { memoryCalls } from '../libc.js';
 import { CreationLog, LoggedMessage } from './creationLog.js';
 import type { SegmentReplica, SegmentReplicas } from './segmentReplica.js';
 import type { VirtualBuffer } from '../vgpu/buffer.js';
@@ -713,7 +714,7 @@ export class ProcessSession {
       if (!settings) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'no shared memory for this session (only for clients on the Unix socket, when the daemon has a sharedMemory.directory)');
       if (!Number.isSafeInteger(size) || size <= 0) throw malformed(`BulkRegion.size must be a positive integer, not ${size}`);
       if (!this.region) {
-        this.region = SharedRegion.create(settings, size, this.account ?? this);
+        this.region = SharedRegion.create(settings, size, this.account ?? this, this.clientMayOpenDaemonFiles());
         this.log('debug', 'shared-memory region made', { bytes: size });
         this.reply(req, { path: this.region.path, size: this.region.size });
       } else {
@@ -726,6 +727,13 @@ export class ProcessSession {
     }
   }
 
+  /** Whether the client runs as the daemon's user or root, and so can open /proc/<daemon pid>/fd/<n> (SO_PEERCRED). */
+  private clientMayOpenDaemonFiles(): boolean {
+    const fd = (this.wire.stream as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const uid = typeof fd === 'number' && fd >= 0 ? (memoryCalls()?.peerUid(fd) ?? null) : null;
+    return uid !== null && (uid === 0 || uid === process.getuid?.());
+  }
+
   /** Checks that [at, at + size) lies in the session's region; ProtocolError if not (or there is none). */
   private sharedRange(at: number, size: number): SharedRegion {
     const region = this.region;
@@ -736,9 +744,14 @@ export class ProcessSession {
     return region;
   }
 
-  /** The `size` bytes at `at` in the region, read now (the client may reuse the space after). */
+  /**
+   * The `size` bytes at `at` in the region, for use now (the client may reuse the space after):
+   * in place when the daemon maps the region, else read into a scratch array.
+   */
   private readShared(at: number, size: number): Uint8Array {
     const region = this.sharedRange(at, size);
+    const inPlace = region.viewOf(at, size);
+    if (inPlace) return inPlace;
     if (this.scratch.byteLength < size) this.scratch = new Uint8Array(size);
     const bytes = this.scratch.subarray(0, size);
     region.read(at, bytes);

@@ -1,9 +1,17 @@
-// A process session's shared-memory region (docs/daemon.md, "Bulk data"): a file in a tmpfs (by
-// default /dev/shm) that the daemon makes and owns and the session's client opens, through which
-// buffer contents travel instead of through the socket. Node has no mmap: both sides move bytes
-// with positional reads and writes on their descriptors (pread/pwrite), a memcpy in the kernel.
+// A process session's shared-memory region (docs/daemon.md, "Bulk data"): memory the daemon makes
+// and owns and the session's client opens, through which buffer contents travel instead of
+// through the socket. Two kinds:
+// - a sealed memory file (memfd, src/sharedMapping.ts), when the socket is the daemon's user's
+//   alone and libc's calls are reachable: both sides map it and copy with memcpy. It is sealed
+//   against shrinking, so no client can truncate it under the daemon's mapping (SIGBUS). The
+//   client opens it as /proc/<daemon pid>/fd/<n>, which only processes of the daemon's own user
+//   (or root) may: the daemon asks the socket who is at the other end (SO_PEERCRED) and makes
+//   one only for them (they could read the daemon's memory anyway).
+// - otherwise a file in a tmpfs (by default /dev/shm), which the daemon never maps (a client of
+//   another user could truncate it): it moves bytes with pread/pwrite, a copy in the kernel that
+//   merely fails if the file was cut short. The client maps it if it can.
 //
-// Isolation: the file is made O_EXCL with a 128-bit random name in `<directory>/gpunix-<uid>`, a
+// Isolation of the tmpfs file: it is made O_EXCL with a 128-bit random name in `<directory>/gpunix-<uid>`, a
 // directory of the daemon's own that nobody else can list; its name goes to the one session that
 // asked, over that session's socket, and is unlinked as soon as the client says it has opened it
 // (or the session ends), so from then on only the two open descriptors reach it. Its mode follows
@@ -15,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, constants, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, GpunixError } from '../errors.js';
+import { createSealedMemoryFile, SharedMapping } from '../sharedMapping.js';
 
 /** Where regions are made unless the configuration says otherwise. */
 export const DEFAULT_SHARED_MEMORY_DIRECTORY = '/dev/shm';
@@ -96,6 +105,8 @@ export class SharedRegion {
     fd: number,
     size: number,
     private readonly held: { bytes: number },
+    /** The daemon's own mapping of a sealed memory file (null: a tmpfs file, moved with pread/pwrite). */
+    private mapping: SharedMapping | null,
   ) {
     this.name = path;
     this.fd = fd;
@@ -103,16 +114,30 @@ export class SharedRegion {
     held.bytes += size;
   }
 
+  /** Whether the daemon maps the region (a sealed memory file) rather than reading and writing its file. */
+  get mapped(): boolean {
+    return this.mapping !== null;
+  }
+
   /**
    * Makes a region of `requested` bytes, or less: at most maxBytes, and what the tenant's regions
    * have left of maxBytesPerTenant; GPUNIX_E_UNSUPPORTED when that is under 1 MiB or the directory
    * cannot hold one (the session's bulk data then goes in frames).
    */
-  static create(settings: SharedMemorySettings, requested: number, tenant: object): SharedRegion {
+  static create(settings: SharedMemorySettings, requested: number, tenant: object, clientMayOpenDaemonFiles: boolean): SharedRegion {
     const held = tenantRegionBytes(tenant);
     const size = Math.min(requested, settings.maxBytes, settings.maxBytesPerTenant - held.bytes);
     if (size < Math.min(requested, MIN_REGION_BYTES)) {
       throw unsupported(`the tenant's shared-memory regions hold ${held.bytes} bytes, near sharedMemory.maxBytesPerTenant (${settings.maxBytesPerTenant})`);
+    }
+    // A sealed memory file when the client can open the daemon's /proc/<pid>/fd (its user, or root).
+    if (clientMayOpenDaemonFiles) {
+      const fd = createSealedMemoryFile('gpunix-region', size, ftruncateSync, closeSync);
+      if (fd !== null) {
+        const mapping = SharedMapping.map(fd, size);
+        if (mapping) return new SharedRegion(`/proc/${process.pid}/fd/${fd}`, fd, size, held, mapping);
+        closeSync(fd);
+      }
     }
     const path = join(regionDirectory(settings), randomBytes(16).toString('hex'));
     let fd: number;
@@ -130,7 +155,7 @@ export class SharedRegion {
       unlinkSync(path);
       throw unsupported(`no shared memory: cannot size a region in ${settings.directory}: ${(error as Error).message}`);
     }
-    return new SharedRegion(path, fd, size, held);
+    return new SharedRegion(path, fd, size, held, null);
   }
 
   /** The file's path while it still has one (until unlink()). */
@@ -143,6 +168,7 @@ export class SharedRegion {
     const size = Math.min(requested, settings.maxBytes, this.size + settings.maxBytesPerTenant - this.held.bytes);
     if (size <= this.size) return;
     ftruncateSync(this.fd, size);
+    this.mapping?.remap(size);
     this.held.bytes += size - this.size;
     this.size = size;
   }
@@ -151,7 +177,8 @@ export class SharedRegion {
   unlink(): void {
     const name = this.name;
     this.name = null;
-    if (name === null) return;
+    // A memory file has no name to remove: /proc/<pid>/fd/<n> goes with the descriptor.
+    if (name === null || this.mapping) return;
     try {
       unlinkSync(name);
     } catch {
@@ -159,8 +186,17 @@ export class SharedRegion {
     }
   }
 
-  /** Reads [at, at + target.byteLength) of the region into `target` (one copy, in the kernel). */
+  /** The region's bytes [at, at + size) in place (no copy) when the daemon maps it; null otherwise. */
+  viewOf(at: number, size: number): Uint8Array | null {
+    return this.mapping ? this.mapping.bytes.subarray(at, at + size) : null;
+  }
+
+  /** Reads [at, at + target.byteLength) of the region into `target` (one copy: memcpy, or in the kernel). */
   read(at: number, target: Uint8Array): void {
+    if (this.mapping) {
+      target.set(this.mapping.bytes.subarray(at, at + target.byteLength));
+      return;
+    }
     let done = 0;
     while (done < target.byteLength) {
       const n = readSync(this.fd, target, done, target.byteLength - done, at + done);
@@ -171,6 +207,10 @@ export class SharedRegion {
 
   /** Writes `bytes` into the region at `at`. */
   write(at: number, bytes: Uint8Array): void {
+    if (this.mapping) {
+      this.mapping.bytes.set(bytes, at);
+      return;
+    }
     let done = 0;
     while (done < bytes.byteLength) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, at + done);
   }
@@ -179,6 +219,8 @@ export class SharedRegion {
   close(): void {
     this.unlink();
     if (this.fd < 0) return;
+    this.mapping?.close();
+    this.mapping = null;
     closeSync(this.fd);
     this.fd = -1;
     this.held.bytes -= this.size;

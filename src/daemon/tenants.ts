@@ -196,10 +196,7 @@ export class TenantStore {
       account = new ObjectAccount(
         tenant,
         () => this.objectQuota(tenant),
-        () => {
-          const record = this.kernel.tenants().find((t) => t.name === tenant);
-          return record && record.memoryLimit !== null ? { limit: record.memoryLimit, deviceBytes: record.bytes } : null;
-        },
+        () => this.kernel.tenantMemory(tenant),
       );
       this.accounts.set(tenant, account);
     }

@@ -952,6 +952,12 @@ export class Kernel {
     return [...this.options.tenants.values()].map((t) => t.record());
   }
 
+  /** A tenant's memoryLimit and the device bytes it holds now, without building its record (the daemon asks at every object it creates); null: no such tenant or no limit. */
+  tenantMemory(name: string): { limit: number; deviceBytes: number } | null {
+    const account = this.options.tenants.get(name);
+    return account && account.quota.memoryLimit !== null ? { limit: account.quota.memoryLimit, deviceBytes: account.bytes } : null;
+  }
+
   /** Adds a tenant; its processes are limited by `quota` from their next spawn or allocation. */
   addTenant(name: string, quota?: TenantQuotaOptions): TenantRecord {
     this.assertUp();
