@@ -1,9 +1,10 @@
 // The few libc calls gpunix needs that Node does not offer: mmap/munmap and memfd_create/fcntl
-// for shared memory (src/sharedMapping.ts), and getsockopt(SO_PEERCRED) to learn which user is
-// on the other end of a Unix socket. They come through koffi, a foreign-function library whose
-// npm package carries prebuilt binaries (nothing is compiled at install; docs/dependencies.md).
-// Everything here is optional: on a platform koffi has no binary for, or off Linux,
-// `memoryCalls()` is null and callers take their slower paths (pread/pwrite, no peer check).
+// for shared memory (src/sharedMapping.ts), and sendmsg/recvmsg with SCM_RIGHTS to hand a
+// memory file's descriptor to a client (src/daemon/regionHandoff.ts). They come through koffi, a
+// foreign-function library whose npm package carries prebuilt binaries (nothing is compiled at
+// install; docs/dependencies.md). Everything here is optional: on a platform koffi has no binary
+// for, or off Linux, `memoryCalls()` is null and callers take their slower paths (tmpfs files
+// opened by name, pread/pwrite).
 
 import { createRequire } from 'node:module';
 
@@ -17,12 +18,36 @@ export interface MemoryCalls {
   view(address: unknown, length: number): ArrayBuffer;
   /** Whether mmap's result is MAP_FAILED ((void *) -1). */
   failed(address: unknown): boolean;
-  /** The user id of the process at the other end of the connected Unix socket `fd`; null if unknown. */
-  peerUid(fd: number): number | null;
+  /** Sends one byte carrying `descriptor` (SCM_RIGHTS) on the connected Unix socket `socketFd`; whether it went. */
+  sendDescriptor(socketFd: number, descriptor: number): boolean;
+  /**
+   * Receives a descriptor sent with sendDescriptor on `socketFd` without blocking: the descriptor,
+   * 'again' when nothing has arrived yet, or null when the peer closed or sent none.
+   */
+  receiveDescriptor(socketFd: number): number | 'again' | null;
+  /** A Unix stream socket connected to `path`, non-blocking; null if it cannot connect. */
+  connectUnix(path: string): number | null;
+  /** write(2) of all of `bytes` on a fresh socket (small writes: they go at once); whether they did. */
+  writeAll(fd: number, bytes: Uint8Array): boolean;
+  close(fd: number): void;
 }
 
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SCM_RIGHTS = 1;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+/** sizeof(struct sockaddr_un) on Linux. */
+const SOCKADDR_UN_BYTES = 110;
+/** struct msghdr and struct iovec on 64-bit Linux, and a control message holding one int (CMSG_SPACE(4)). */
+const MSGHDR_BYTES = 56;
+const IOVEC_BYTES = 16;
+const CONTROL_BYTES = 24;
+
 const SOL_SOCKET = 1;
-const SO_PEERCRED = 17;
 
 let calls: MemoryCalls | null | undefined;
 
@@ -39,8 +64,28 @@ export function memoryCalls(): MemoryCalls | null {
     const munmap = libc.func('int munmap(void *addr, size_t length)');
     const memfdCreate = libc.func('int memfd_create(const char *name, unsigned int flags)');
     const fcntl = libc.func('int fcntl(int fd, int cmd, int arg)');
-    const ucred = koffi.struct('gpunix_ucred', { pid: 'int32', uid: 'uint32', gid: 'uint32' });
-    const getsockopt = libc.func('int getsockopt(int fd, int level, int name, _Out_ gpunix_ucred *value, _Inout_ uint32_t *length)');
+    const socket = libc.func('int socket(int domain, int type, int protocol)');
+    const connect = libc.func('int connect(int fd, const void *address, uint32_t length)');
+    const sendmsg = libc.func('intptr_t sendmsg(int fd, void *message, int flags)');
+    const recvmsg = libc.func('intptr_t recvmsg(int fd, void *message, int flags)');
+    const write = libc.func('intptr_t write(int fd, const void *bytes, size_t length)');
+    const close = libc.func('int close(int fd)');
+    // One message of one byte and room for one descriptor, in native memory (the kernel reads and
+    // writes it through the pointers inside, which must not move as a JavaScript buffer may).
+    const message = (): { header: unknown; byte: Buffer; control: Buffer; free(): void } => {
+      const blocks = [MSGHDR_BYTES, IOVEC_BYTES, 1, CONTROL_BYTES].map((bytes) => koffi.alloc('uint8_t', bytes));
+      const [header, iovec, byte, control] = blocks.map((block, i) => Buffer.from(koffi.view(block, [MSGHDR_BYTES, IOVEC_BYTES, 1, CONTROL_BYTES][i])));
+      const address = (i: number) => BigInt(koffi.address(blocks[i]));
+      header.fill(0);
+      iovec.writeBigUInt64LE(address(2), 0);
+      iovec.writeBigUInt64LE(1n, 8);
+      header.writeBigUInt64LE(address(1), 16); // msg_iov
+      header.writeBigUInt64LE(1n, 24); // msg_iovlen
+      header.writeBigUInt64LE(address(3), 32); // msg_control
+      header.writeBigUInt64LE(BigInt(CONTROL_BYTES), 40); // msg_controllen
+      control.fill(0);
+      return { header: blocks[0], byte, control, free: () => blocks.forEach((block) => koffi.free(block)) };
+    };
     calls = {
       mmap: (address, length, protection, flags, fd, offset) => mmap(address, length, protection, flags, fd, offset),
       munmap: (address, length) => munmap(address, length),
@@ -48,11 +93,48 @@ export function memoryCalls(): MemoryCalls | null {
       fcntl: (fd, command, argument) => fcntl(fd, command, argument),
       view: (address, length) => koffi.view(address, length),
       failed: (address) => address === null || koffi.address(address) === 0xffff_ffff_ffff_ffffn,
-      peerUid: (fd) => {
-        const value = { pid: 0, uid: 0, gid: 0 };
-        const length = [koffi.sizeof(ucred)];
-        return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, value, length) === 0 ? value.uid : null;
+      sendDescriptor: (socketFd, descriptor) => {
+        const m = message();
+        try {
+          m.byte[0] = 0x46; // 'F'
+          m.control.writeBigUInt64LE(20n, 0); // cmsg_len = CMSG_LEN(sizeof(int))
+          m.control.writeInt32LE(SOL_SOCKET, 8);
+          m.control.writeInt32LE(SCM_RIGHTS, 12);
+          m.control.writeInt32LE(descriptor, 16);
+          return Number(sendmsg(socketFd, m.header, MSG_NOSIGNAL)) === 1;
+        } finally {
+          m.free();
+        }
       },
+      receiveDescriptor: (socketFd) => {
+        const m = message();
+        try {
+          const n = Number(recvmsg(socketFd, m.header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+          if (n < 0) return koffi.errno() === 11 /* EAGAIN */ ? 'again' : null;
+          if (n === 0) return null;
+          const level = m.control.readInt32LE(8);
+          const type = m.control.readInt32LE(12);
+          return m.control.readBigUInt64LE(0) >= 20n && level === SOL_SOCKET && type === SCM_RIGHTS ? m.control.readInt32LE(16) : null;
+        } finally {
+          m.free();
+        }
+      },
+      connectUnix: (path) => {
+        const address = Buffer.alloc(SOCKADDR_UN_BYTES);
+        address.writeUInt16LE(AF_UNIX, 0);
+        if (Buffer.byteLength(path) >= SOCKADDR_UN_BYTES - 2) return null;
+        address.write(path, 2);
+        const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) return null;
+        // A Unix socket connects at once, or fails at once (EAGAIN: the listener's backlog is full).
+        if (connect(fd, address, SOCKADDR_UN_BYTES) !== 0) {
+          close(fd);
+          return null;
+        }
+        return fd;
+      },
+      writeAll: (fd, bytes) => Number(write(fd, bytes, bytes.byteLength)) === bytes.byteLength,
+      close: (fd) => void close(fd),
     };
   } catch {
     calls = null;

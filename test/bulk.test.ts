@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fstatSync, ftruncateSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,13 +16,14 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { globals } from 'webgpu';
 import { connect, GpunixError, RemoteProcess } from '../src/index.js';
-import { bulkOf, SHARED_MEMORY_ENV } from '../src/client/bulkRegion.js';
+import { bulkOf, receiveDescriptor, SHARED_MEMORY_ENV } from '../src/client/bulkRegion.js';
 import { Session } from '../src/client/session.js';
 import { Daemon, startDaemon } from '../src/daemon/daemon.js';
 import { hashToken } from '../src/daemon/config.js';
 import { encodeFrame, FrameDecoder } from '../src/protocol/codec.js';
 import type { Message } from '../src/protocol/messages.js';
 import { eventually } from './helpers.js';
+import { startDaemon as startChildDaemon } from './fleetNodes.js';
 
 Object.assign(globalThis, globals);
 
@@ -57,15 +58,8 @@ const MEMORY_FILE = '/memfd:gpunix-region';
 /** The names left in the region directory (none if it was never made: memory-file regions need none). */
 const namesIn = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
 
-/** Whether another user (nobody) can open `path` for reading and writing: the error code it gets, or 'opened'. */
-function openAsNobody(path: string): string {
-  const probe = spawnSync(process.execPath, ['-e', `try { require('fs').openSync(${JSON.stringify(path)}, 'r+'); console.log('opened') } catch (e) { console.log(e.code) }`], {
-    uid: 65534,
-    gid: 65534,
-    encoding: 'utf8',
-  });
-  return probe.stdout.trim() || probe.stderr;
-}
+/** BulkRegion's reply for a memory file: its descriptor is on offer at the handoff socket. */
+type Offered = { path: string; size: number; handoff: { socket: string; key: string } };
 
 /** A 4 MiB-ish round: writeBuffer, copy, mapAsync(READ); returns the bytes read back. */
 async function roundTrip(device: GPUDevice, data: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
@@ -189,13 +183,13 @@ describe('bulk data through shared memory', () => {
     await eventually('the daemon has closed the region', () => openUnder(regionDir).length === 0);
   });
 
-  it('maps a sealed memory file for a client of its own user, which nobody can shrink under it', async () => {
+  it('hands a sealed memory file to the client, which it cannot shrink under the daemon', async () => {
     const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
     try {
-      const { path } = (await session.call('BulkRegion', { size: MiB })) as { path: string };
-      assert.ok(readlinkSync(path).startsWith(MEMORY_FILE), `a memory file: ${path}`);
-      const fd = openSync(path, 'r+');
+      const { handoff } = (await session.call('BulkRegion', { size: MiB })) as Offered;
+      const fd = await receiveDescriptor(handoff.socket, handoff.key);
       try {
+        assert.ok(readlinkSync(`/proc/self/fd/${fd}`).startsWith(MEMORY_FILE), 'a memory file');
         // Cutting it short would kill the daemon at its next copy (SIGBUS): the seal refuses it.
         assert.throws(() => ftruncateSync(fd, 0), { code: 'EPERM' });
         assert.throws(() => ftruncateSync(fd, MiB / 2), { code: 'EPERM' });
@@ -221,14 +215,16 @@ describe('bulk data through shared memory', () => {
   it('removes the region of a client that asked for one and vanished before opening it', async () => {
     const regionDir = regionDirOf(shm);
     const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
-    const { path, size } = (await session.call('BulkRegion', { size: MiB })) as { path: string; size: number };
+    const { path, size, handoff } = (await session.call('BulkRegion', { size: MiB })) as Offered;
     assert.equal(size, MiB);
-    // This client runs as the daemon's user: a sealed memory file of the daemon's, which only that user (or root) may open.
-    assert.match(path, new RegExp(`^/proc/${process.pid}/fd/\\d+$`), `the daemon's memory file: ${path}`);
-    assert.ok(readlinkSync(path).startsWith(MEMORY_FILE));
-    if (process.getuid?.() === 0) assert.equal(openAsNobody(path), 'EACCES', 'another user cannot open it');
+    // A memory file with no name: its descriptor is on offer at the handoff socket, under an unguessable key.
+    assert.equal(path, '');
+    assert.equal(handoff.socket, `${socket}.regions`);
+    assert.match(handoff.key, /^[0-9a-f]{32}$/);
+    assert.equal(statSync(handoff.socket).mode & 0o777, 0o600, 'the handoff socket has the main socket\'s mode');
     session.close();
-    await eventually('the region is gone', () => !existsSync(path) && openUnder(regionDir).length === 0);
+    await eventually('the region is gone', () => openUnder(regionDir).length === 0);
+    await assert.rejects(receiveDescriptor(handoff.socket, handoff.key), /sent no descriptor/, 'its offer went with the session');
   });
 
   it('leaves nothing behind when the client is killed in the middle of transfers', async () => {
@@ -276,16 +272,17 @@ for (;;) {
     const alice = await Session.open({ socket, token: ALICE }, { role: 'process' });
     const bob = await Session.open({ socket, token: BOB }, { role: 'process' });
     try {
-      const a = (await alice.call('BulkRegion', { size: MiB })) as { path: string };
-      const b = (await bob.call('BulkRegion', { size: MiB })) as { path: string };
-      assert.notEqual(a.path, b.path, 'each session has a region of its own');
+      const a = (await alice.call('BulkRegion', { size: MiB })) as Offered;
+      const b = (await bob.call('BulkRegion', { size: MiB })) as Offered;
+      assert.notEqual(a.handoff.key, b.handoff.key, 'each session has a region of its own');
+      // A key is good once: alice takes hers; nobody gets it again, and a guessed key gets nothing.
+      closeSync(await receiveDescriptor(a.handoff.socket, a.handoff.key));
+      await assert.rejects(receiveDescriptor(a.handoff.socket, a.handoff.key), /sent no descriptor/);
+      await assert.rejects(receiveDescriptor(b.handoff.socket, randomBytes(16).toString('hex')), /sent no descriptor/);
       alice.post('BulkRegionOpened', { ok: true });
       await alice.call('Ping', {});
-      // Another user (not the daemon's) cannot open a region, whether it has been opened or not.
-      if (process.getuid?.() === 0) {
-        assert.equal(openAsNobody(a.path), existsSync(a.path) ? 'EACCES' : 'ENOENT', 'another user opening an opened region');
-        assert.equal(openAsNobody(b.path), 'EACCES', 'another user opening a region not yet opened');
-      }
+      // Bob's offer stands until he says he has it.
+      closeSync(await receiveDescriptor(b.handoff.socket, b.handoff.key));
       // Bob's messages name offsets in his own region only: past its end is a protocol error.
       bob.post('BufferMapAsyncShared', { req: 77, buffer: 1, mode: 1, offset: 0, size: 4096, at: MiB });
       const error = (await bob.closed) as GpunixError | null;
@@ -383,6 +380,84 @@ describe('shared memory per tenant', () => {
     } finally {
       await daemon.close('immediate');
       rmSync(dir, { recursive: true, force: true });
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a client of another user', () => {
+  // The production daemon runs as its own user (contrib/gpunixd.service), its clients as theirs:
+  // they get the memory file through the handoff socket all the same. Needs root (to run as nobody).
+  it('gets a mapped region through the handoff socket, byte for byte', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpunix-bulk-user-'));
+    chmodSync(dir, 0o755);
+    const daemon = await startDaemon({ socket: join(dir, 'gpunixd.sock'), socketMode: '0666', log: { level: 'silent' }, tenants: { alice: { tokenHash: hashToken(ALICE) } } });
+    try {
+      const program = join(dir, 'rounds.mjs');
+      writeFileSync(
+        program,
+        `import { readdirSync, readlinkSync } from 'node:fs';
+const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+const size = 4 << 20;
+const src = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+const readback = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+let exact = true;
+for (let round = 0; round < 3; round++) {
+  const data = new Uint32Array(size / 4).map((_, i) => (i * 2654435761 + round) >>> 0);
+  device.queue.writeBuffer(src, 0, data);
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(src, 0, readback, 0, size);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const back = new Uint32Array(readback.getMappedRange());
+  exact &&= back.every((word, i) => word === data[i]);
+  readback.unmap();
+}
+const regions = readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd).startsWith('/memfd:gpunix-region'); } catch { return false; } });
+console.log(JSON.stringify({ uid: process.getuid(), exact, regions: regions.length }));
+`,
+      );
+      // (Not spawnSync: the daemon runs in this process and must go on serving.)
+      const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'run', '--connect', '--socket', daemon.socketPath, '--token', ALICE, program], { uid: 65534, gid: 65534 });
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => (out += chunk));
+      child.stderr.on('data', (chunk: Buffer) => (out += chunk));
+      await new Promise((resolve) => child.once('exit', resolve));
+      const line = out.trim().split('\n').find((l) => l.startsWith('{"uid"')) ?? 'null';
+      assert.deepEqual(JSON.parse(line), { uid: 65534, exact: true, regions: 1 }, out);
+    } finally {
+      await daemon.close('immediate');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('without the libc calls', () => {
+  // Where koffi has no binary (GPUNIX_MMAP=0 stands in for that here), regions are tmpfs files
+  // opened by name, which the daemon reads and writes with pread/pwrite and never maps.
+  it('moves bulk data through a tmpfs file the daemon never maps, byte for byte', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gpunix-bulk-nommap-'));
+    const shm = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'gpunix-bulk-test-'));
+    const admin = randomBytes(32).toString('hex');
+    const node = await startChildDaemon('nommap', dir, {
+      socket: join(dir, 'gpunixd.sock'),
+      log: { level: 'debug' },
+      sharedMemory: { directory: shm },
+      adminTokenHash: hashToken(admin),
+      tenants: { alice: { tokenHash: hashToken(ALICE) } },
+    }, { adminToken: admin, env: { GPUNIX_MMAP: '0' } });
+    try {
+      const remote = await connect({ socket: node.socket, token: ALICE });
+      const device = await deviceOf(remote);
+      const region = await regionOf(remote);
+      for (const seed of [31, 32]) assert.deepEqual(await roundTrip(device, pattern(4 * MiB, seed)), pattern(4 * MiB, seed));
+      assert.ok(region.bytesRead >= 8 * MiB, 'through the region');
+      const made = node.log().split('\n').filter((line) => line.includes('shared-memory region made'));
+      assert.ok(made.length > 0 && made.every((line) => line.includes('"mapped":false')), `a tmpfs file, not mapped by the daemon: ${made.join('\n')}`);
+      assert.equal(existsSync(`${node.socket}.regions`), false, 'no handoff socket without the calls to pass descriptors');
+      await remote.exit();
+    } finally {
+      await node.stop();
       rmSync(shm, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,7 @@
 // The client's side of a session's shared-memory region (docs/daemon.md, "Bulk data"): for a
-// program on the daemon's machine (a Unix socket), buffer contents travel through a file in a
-// tmpfs that the daemon made and both have open, not through the socket. The client maps it
+// program on the daemon's machine (a Unix socket), buffer contents travel through memory the
+// daemon made and both have open (a sealed memory file whose descriptor it handed over, or a tmpfs
+// file opened by name), not through the socket. The client maps it
 // (src/sharedMapping.ts) and copies with memcpy; where it cannot, bytes go in and out with
 // pwrite/pread on the descriptor, a copy in the kernel that costs several times as much.
 //
@@ -21,6 +22,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { GpunixError } from '../errors.js';
 import { SharedMapping } from '../sharedMapping.js';
+import { memoryCalls } from '../libc.js';
 import type { Channel } from './channel.js';
 
 /** Transfers smaller than this go in frames: a region round costs two system calls and a fence. */
@@ -79,11 +81,11 @@ export class BulkRegion {
     } catch {
       return null;
     }
-    const { path, size } = reply.result as { path: string; size: number };
+    const { path, size, handoff } = reply.result as { path: string; size: number; handoff?: { socket: string; key: string } };
     let fd = -1;
     try {
-      // A sealed memory file is reached through the daemon's /proc/<pid>/fd link (a link is the point there).
-      fd = openSync(path, constants.O_RDWR | (path.startsWith('/proc/') ? 0 : constants.O_NOFOLLOW));
+      // A memory file comes as its descriptor, from the daemon's handoff socket; a tmpfs file is opened by name.
+      fd = handoff ? await receiveDescriptor(handoff.socket, handoff.key) : openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
       const stat = fstatSync(fd);
       if (!stat.isFile() || stat.size < size) throw new Error(`${path} is not the region the daemon made`);
     } catch {
@@ -270,6 +272,33 @@ export class BulkRegion {
     this.mapping = null;
     closeSync(this.fd);
     this.fd = -1;
+  }
+}
+
+/** How long the daemon may take to hand a region's descriptor over (it answers from its event loop). */
+const HANDOFF_TIMEOUT_MS = 5_000;
+
+/**
+ * The descriptor the daemon offers under `key` on its handoff socket (src/daemon/regionHandoff.ts):
+ * connects, sends the key, and waits for the descriptor without blocking this thread (the daemon
+ * may run in this very process). Throws when none comes.
+ */
+export async function receiveDescriptor(socket: string, key: string): Promise<number> {
+  const libc = memoryCalls();
+  if (!libc) throw new Error('no libc calls here to receive a descriptor');
+  const fd = libc.connectUnix(socket);
+  if (fd === null) throw new Error(`cannot connect to ${socket}`);
+  try {
+    if (!libc.writeAll(fd, Buffer.from(`${key}\n`, 'latin1'))) throw new Error('cannot send the key');
+    const deadline = Date.now() + HANDOFF_TIMEOUT_MS;
+    for (let wait = 0; ; wait = Math.min(20, wait + 1)) {
+      const received = libc.receiveDescriptor(fd);
+      if (typeof received === 'number') return received;
+      if (received === null || Date.now() > deadline) throw new Error('the daemon sent no descriptor');
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  } finally {
+    libc.close(fd);
   }
 }
 

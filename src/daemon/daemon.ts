@@ -15,6 +15,7 @@ import { captureNativeStderr, createLogger, DaemonLogger, LogFn } from './log.js
 import { Metrics } from './metrics.js';
 import { ServiceManager, serviceManagerFromEnvironment } from './readiness.js';
 import { prepareSocketPath, Server } from './server.js';
+import { RegionHandoff } from './regionHandoff.js';
 import { initialTenants, TenantStore } from './tenants.js';
 
 export type ShutdownMode = 'drain' | 'immediate';
@@ -95,13 +96,21 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
         return nodeAgent.client();
       }
     : undefined;
-  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now(), ...(fleet ? { fleet } : {}) });
+  // Shared-memory regions' descriptors go to clients through a socket of their own (regionHandoff.ts).
+  let regionHandoff: RegionHandoff | null = null;
+  try {
+    regionHandoff = config.sharedMemory?.directory === null ? null : await RegionHandoff.listen(config.socket, config.socketMode, log);
+  } catch (error) {
+    log('warn', 'no region handoff socket: shared-memory regions are tmpfs files', { error: error instanceof Error ? error.message : String(error) });
+  }
+  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now(), regionHandoff, ...(fleet ? { fleet } : {}) });
   let metricsAddress: AddressInfo | null = null;
   try {
     await server.listen();
     if (metrics && config.metrics) metricsAddress = await metrics.listen(config.metrics.host, config.metrics.port);
   } catch (error) {
     server.stopListening();
+    regionHandoff?.close();
     await metrics?.close();
     await kernel.shutdown();
     logger.flush();
@@ -135,7 +144,7 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
       })
     : null;
   nodeAgent?.start();
-  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger, serviceManager, nodeAgent);
+  return new RunningDaemon(kernel, config, server, metrics, metricsAddress, logger, serviceManager, nodeAgent, regionHandoff);
 }
 
 class RunningDaemon implements Daemon {
@@ -153,6 +162,7 @@ class RunningDaemon implements Daemon {
     private readonly logger: DaemonLogger,
     private readonly serviceManager: ServiceManager | null = null,
     readonly nodeAgent: NodeAgent | null = null,
+    private readonly regionHandoff: RegionHandoff | null = null,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
   }
@@ -192,6 +202,7 @@ class RunningDaemon implements Daemon {
     // them elsewhere at once (a drain that let them finish here would race their second copies).
     await this.nodeAgent?.stop().catch((error: unknown) => log('warn', 'leaving the fleet failed', { error: error instanceof Error ? error.message : String(error) }));
     this.server.stopListening();
+    this.regionHandoff?.close();
     if (mode === 'drain') {
       const deadline = Date.now() + timeoutMs;
       let hurried = false;

@@ -37,7 +37,6 @@ import type { GpunixDeviceExtension } from '../vgpu/extension.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError } from '../vgpu/webgpuGlobals.js';
 import type { ObjectAccount } from './tenants.js';
 import { SharedMemorySettings, SharedRegion } from './sharedMemory.js';
-import { memoryCalls } from '../libc.js';
 import { CreationLog, LoggedMessage } from './creationLog.js';
 import type { SegmentReplica, SegmentReplicas } from './segmentReplica.js';
 import type { VirtualBuffer } from '../vgpu/buffer.js';
@@ -707,16 +706,20 @@ export class ProcessSession {
 
   // ---- shared memory (bulk data) --------------------------------------------------------------
 
-  /** BulkRegion: makes the session's region (Reply {path, size}) or grows it (Reply {path: "", size}). */
+  /**
+   * BulkRegion: makes the session's region (Reply {path, size} for a tmpfs file, {path: "", size,
+   * handoff: {socket, key}} for a memory file whose descriptor is on offer there) or grows it
+   * (Reply {path: "", size}).
+   */
   private bulkRegion({ req, size }: Payload<'BulkRegion'>): void {
     const settings = this.sharedMemory;
     try {
       if (!settings) throw new GpunixError(ErrorCodes.UNSUPPORTED, 'no shared memory for this session (only for clients on the Unix socket, when the daemon has a sharedMemory.directory)');
       if (!Number.isSafeInteger(size) || size <= 0) throw malformed(`BulkRegion.size must be a positive integer, not ${size}`);
       if (!this.region) {
-        this.region = SharedRegion.create(settings, size, this.account ?? this, this.clientMayOpenDaemonFiles());
-        this.log('debug', 'shared-memory region made', { bytes: size });
-        this.reply(req, { path: this.region.path, size: this.region.size });
+        this.region = SharedRegion.create(settings, size, this.account ?? this);
+        this.log('debug', 'shared-memory region made', { bytes: size, mapped: this.region.mapped });
+        this.reply(req, { ...this.region.whereabouts, size: this.region.size });
       } else {
         this.region.grow(size, settings);
         this.reply(req, { path: '', size: this.region.size });
@@ -725,13 +728,6 @@ export class ProcessSession {
       if (error instanceof ProtocolError) throw error;
       this.fail(req, error);
     }
-  }
-
-  /** Whether the client runs as the daemon's user or root, and so can open /proc/<daemon pid>/fd/<n> (SO_PEERCRED). */
-  private clientMayOpenDaemonFiles(): boolean {
-    const fd = (this.wire.stream as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    const uid = typeof fd === 'number' && fd >= 0 ? (memoryCalls()?.peerUid(fd) ?? null) : null;
-    return uid !== null && (uid === 0 || uid === process.getuid?.());
   }
 
   /** Checks that [at, at + size) lies in the session's region; ProtocolError if not (or there is none). */

@@ -28,6 +28,7 @@ import { SegmentHomes } from './segmentHome.js';
 import { LentHostMemory } from './lentHostMemory.js';
 import { SegmentReplicas } from './segmentReplica.js';
 import { sharedMemorySettings } from './sharedMemory.js';
+import type { RegionHandoff } from './regionHandoff.js';
 import type { Principal, TenantStore } from './tenants.js';
 
 const ACCEPTED = { process: acceptedFrom('process'), control: acceptedFrom('control') };
@@ -70,6 +71,8 @@ export interface ServerDeps {
    * then). Absent: not a fleet node.
    */
   fleet?: () => FleetClient;
+  /** Where shared-memory regions' descriptors go to clients (src/daemon/regionHandoff.ts); absent: regions are tmpfs files. */
+  regionHandoff?: RegionHandoff | null;
 }
 
 export class Server {
@@ -462,7 +465,7 @@ class Connection {
   /** Shared memory reaches only a client on this machine: one on the Unix socket. */
   private sharedMemory(): ReturnType<typeof sharedMemorySettings> | null {
     const { config } = this.server.deps;
-    return this.transport === 'unix' ? sharedMemorySettings(config.sharedMemory, config.socketMode) : null;
+    return this.transport === 'unix' ? sharedMemorySettings(config.sharedMemory, config.socketMode, this.server.deps.regionHandoff ?? null) : null;
   }
 
   /** Hello {resume}: the client of a process that moved here takes it over; the token is the credential. */

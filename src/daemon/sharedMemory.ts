@@ -1,12 +1,10 @@
 // A process session's shared-memory region (docs/daemon.md, "Bulk data"): memory the daemon makes
 // and owns and the session's client opens, through which buffer contents travel instead of
 // through the socket. Two kinds:
-// - a sealed memory file (memfd, src/sharedMapping.ts), when the socket is the daemon's user's
-//   alone and libc's calls are reachable: both sides map it and copy with memcpy. It is sealed
-//   against shrinking, so no client can truncate it under the daemon's mapping (SIGBUS). The
-//   client opens it as /proc/<daemon pid>/fd/<n>, which only processes of the daemon's own user
-//   (or root) may: the daemon asks the socket who is at the other end (SO_PEERCRED) and makes
-//   one only for them (they could read the daemon's memory anyway).
+// - a sealed memory file (memfd, src/sharedMapping.ts), wherever libc's calls are reachable:
+//   both sides map it and copy with memcpy. It is sealed against shrinking, so no client can
+//   truncate it under the daemon's mapping (SIGBUS). It has no name: its descriptor goes to the
+//   one client that asked, over the handoff socket (src/daemon/regionHandoff.ts).
 // - otherwise a file in a tmpfs (by default /dev/shm), which the daemon never maps (a client of
 //   another user could truncate it): it moves bytes with pread/pwrite, a copy in the kernel that
 //   merely fails if the file was cut short. The client maps it if it can.
@@ -24,6 +22,7 @@ import { chmodSync, closeSync, constants, fstatSync, ftruncateSync, lstatSync, m
 import { join } from 'node:path';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { createSealedMemoryFile, SharedMapping } from '../sharedMapping.js';
+import type { RegionHandoff } from './regionHandoff.js';
 
 /** Where regions are made unless the configuration says otherwise. */
 export const DEFAULT_SHARED_MEMORY_DIRECTORY = '/dev/shm';
@@ -33,6 +32,8 @@ export const DEFAULT_MAX_SHARED_MEMORY_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_MAX_SHARED_MEMORY_BYTES_PER_TENANT = 1024 * 1024 * 1024;
 
 export interface SharedMemorySettings {
+  /** Where regions' descriptors are handed to clients (null: no memory files; tmpfs files by name). */
+  handoff: RegionHandoff | null;
   /** The tmpfs directory regions are made under (in a `gpunix-<uid>` directory of their own). */
   directory: string;
   /** The largest region of one session (bytes). */
@@ -47,10 +48,12 @@ export interface SharedMemorySettings {
 export function sharedMemorySettings(
   config: { directory?: string | null; maxBytes?: number; maxBytesPerTenant?: number } | undefined,
   socketMode: number,
+  handoff: RegionHandoff | null = null,
 ): SharedMemorySettings | null {
   const directory = config?.directory === undefined ? DEFAULT_SHARED_MEMORY_DIRECTORY : config.directory;
   if (directory === null) return null;
   return {
+    handoff,
     directory,
     maxBytes: config?.maxBytes ?? DEFAULT_MAX_SHARED_MEMORY_BYTES,
     maxBytesPerTenant: config?.maxBytesPerTenant ?? DEFAULT_MAX_SHARED_MEMORY_BYTES_PER_TENANT,
@@ -94,21 +97,25 @@ function regionDirectory(settings: SharedMemorySettings): string {
 }
 
 export class SharedRegion {
-  /** The region's file name until unlinked (null after). */
+  /** The region's file name until unlinked (null after, and for a memory file). */
   private name: string | null;
+  /** The key its descriptor is on offer under until the client has it (a memory file). */
+  private handoffKey: string | null;
   private fd: number;
   /** Its size now (bytes); it only grows. */
   size: number;
 
   private constructor(
-    path: string,
+    path: string | null,
     fd: number,
     size: number,
     private readonly held: { bytes: number },
     /** The daemon's own mapping of a sealed memory file (null: a tmpfs file, moved with pread/pwrite). */
     private mapping: SharedMapping | null,
+    private readonly handoff: RegionHandoff | null,
   ) {
     this.name = path;
+    this.handoffKey = handoff ? handoff.offer(fd) : null;
     this.fd = fd;
     this.size = size;
     held.bytes += size;
@@ -124,18 +131,18 @@ export class SharedRegion {
    * have left of maxBytesPerTenant; GPUNIX_E_UNSUPPORTED when that is under 1 MiB or the directory
    * cannot hold one (the session's bulk data then goes in frames).
    */
-  static create(settings: SharedMemorySettings, requested: number, tenant: object, clientMayOpenDaemonFiles: boolean): SharedRegion {
+  static create(settings: SharedMemorySettings, requested: number, tenant: object): SharedRegion {
     const held = tenantRegionBytes(tenant);
     const size = Math.min(requested, settings.maxBytes, settings.maxBytesPerTenant - held.bytes);
     if (size < Math.min(requested, MIN_REGION_BYTES)) {
       throw unsupported(`the tenant's shared-memory regions hold ${held.bytes} bytes, near sharedMemory.maxBytesPerTenant (${settings.maxBytesPerTenant})`);
     }
-    // A sealed memory file when the client can open the daemon's /proc/<pid>/fd (its user, or root).
-    if (clientMayOpenDaemonFiles) {
+    // A sealed memory file, its descriptor offered on the handoff socket.
+    if (settings.handoff) {
       const fd = createSealedMemoryFile('gpunix-region', size, ftruncateSync, closeSync);
       if (fd !== null) {
         const mapping = SharedMapping.map(fd, size);
-        if (mapping) return new SharedRegion(`/proc/${process.pid}/fd/${fd}`, fd, size, held, mapping);
+        if (mapping) return new SharedRegion(null, fd, size, held, mapping, settings.handoff);
         closeSync(fd);
       }
     }
@@ -155,12 +162,13 @@ export class SharedRegion {
       unlinkSync(path);
       throw unsupported(`no shared memory: cannot size a region in ${settings.directory}: ${(error as Error).message}`);
     }
-    return new SharedRegion(path, fd, size, held, null);
+    return new SharedRegion(path, fd, size, held, null, null);
   }
 
-  /** The file's path while it still has one (until unlink()). */
-  get path(): string | null {
-    return this.name;
+  /** How the client reaches it: a tmpfs file's path while it has one, or where its descriptor is on offer. */
+  get whereabouts(): { path: string } | { path: ''; handoff: { socket: string; key: string } } | null {
+    if (this.handoff && this.handoffKey) return { path: '', handoff: { socket: this.handoff.path, key: this.handoffKey } };
+    return this.name === null ? null : { path: this.name };
   }
 
   /** Grows the region to `requested` bytes, at most maxBytes (the client's descriptor sees the new size at once). */
@@ -173,12 +181,13 @@ export class SharedRegion {
     this.size = size;
   }
 
-  /** Removes the file's name: the descriptors that have it open keep it; nothing can open it anew. */
+  /** Removes the file's name, or withdraws its descriptor's offer: those who have it open keep it; nobody can open it anew. */
   unlink(): void {
+    if (this.handoffKey) this.handoff!.withdraw(this.handoffKey);
+    this.handoffKey = null;
     const name = this.name;
     this.name = null;
-    // A memory file has no name to remove: /proc/<pid>/fd/<n> goes with the descriptor.
-    if (name === null || this.mapping) return;
+    if (name === null) return;
     try {
       unlinkSync(name);
     } catch {
