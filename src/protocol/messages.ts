@@ -275,13 +275,13 @@ export const MESSAGES = {
   },
   BulkRegion: {
     code: 43, from: 'client', role: 'process',
-    doc: 'Asks for the session\'s shared-memory region (protocol 3; docs/daemon.md, "Bulk data"), of `size` bytes, or less (the daemon\'s limits: sharedMemory.maxBytes, and what is left of the tenant\'s maxBytesPerTenant; it never shrinks). The first one asks the daemon to make it: the result is {path, size}, a file the client opens read-write and then confirms with BulkRegionOpened (the daemon then unlinks the name); a later one grows it: {path: "", size}. Failure GPUNIX_E_UNSUPPORTED where there is none (not a Unix socket, no usable shared-memory directory): the session\'s bulk data then travels in frames.',
+    doc: 'Asks for the session\'s shared-memory region (protocol 3; docs/daemon.md, "Bulk data"), of `size` bytes, or less (the daemon\'s limits: sharedMemory.maxBytes, and what is left of the tenant\'s maxBytesPerTenant; it never shrinks). The first one asks the daemon to make it: the result is {path: "", size, handoff: {socket, key}} for a sealed memory file, whose descriptor the client receives by connecting to `socket` and writing `key` and a newline (SCM_RIGHTS; src/daemon/regionHandoff.ts), or {path, size} for a tmpfs file the client opens read-write by name (a daemon without the libc calls); either way the client then confirms with BulkRegionOpened; a later one grows it: {path: "", size}. Failure GPUNIX_E_UNSUPPORTED where there is none (not a Unix socket, no usable shared-memory directory): the session\'s bulk data then travels in frames.',
     fields: { req: 'u32', size: 'f64' },
     reply: 'Reply or Failure',
   },
   BulkRegionOpened: {
     code: 44, from: 'client', role: 'process',
-    doc: 'The client has opened the region BulkRegion named (`ok`), or could not (`ok` false: the daemon drops it). Either way the daemon unlinks the name: from then on only the two open descriptors reach it.',
+    doc: 'The client has taken the region BulkRegion offered (`ok`), or could not (`ok` false: the daemon drops it). Either way the daemon unlinks a tmpfs file\'s name, or withdraws a memory file\'s offer: from then on only the two open descriptors reach it.',
     fields: { ok: 'bool' },
   },
   BufferMapAsyncStreamed: {
