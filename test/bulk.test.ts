@@ -296,6 +296,28 @@ for (;;) {
     await eventually('no region remains', () => namesIn(regionDir).length === 0 && openUnder(regionDir).length === 0);
   });
 
+  it('closes a handoff connection that sends garbage or nothing, and goes on serving', async () => {
+    const handoffSocket = `${socket}.regions`;
+    /** Connects, sends `bytes`, and resolves with what came back once the daemon closed the connection. */
+    const exchange = (bytes: Buffer | null) =>
+      new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        const connection = netConnect({ path: handoffSocket }, () => bytes && connection.write(bytes));
+        connection.on('data', (chunk: Buffer) => chunks.push(chunk));
+        connection.on('error', () => resolve(Buffer.concat(chunks)));
+        connection.on('close', () => resolve(Buffer.concat(chunks)));
+        setTimeout(() => reject(new Error('the daemon kept the connection open')), 20_000).unref();
+      });
+    assert.equal((await exchange(randomBytes(1 << 20))).byteLength, 0, 'a megabyte of garbage: closed, nothing sent');
+    assert.equal((await exchange(Buffer.from('x'.repeat(32) + '\n'))).byteLength, 0, 'a key line naming nothing: closed');
+    assert.equal((await exchange(null)).byteLength, 0, 'silence: closed after the handoff timeout');
+    const process = await connect({ socket, token: ALICE });
+    const device = await deviceOf(process);
+    await regionOf(process);
+    assert.deepEqual(await roundTrip(device, pattern(MiB, 41)), pattern(MiB, 41));
+    await process.exit();
+  });
+
   it('refuses a region to a session that has not asked for one, and to a TCP client', async () => {
     const session = await Session.open({ socket, token: ALICE }, { role: 'process' });
     session.post('BufferUnmapShared', { buffer: 1, offset: 0, at: 0, size: 4 });
