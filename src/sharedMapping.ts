@@ -18,7 +18,6 @@ const MAP_SHARED = 0x01;
 const MFD_CLOEXEC = 0x1;
 const MFD_ALLOW_SEALING = 0x2;
 const F_ADD_SEALS = 1033;
-const F_GET_SEALS = 1034;
 const F_SEAL_SEAL = 0x1;
 const F_SEAL_SHRINK = 0x2;
 
@@ -42,19 +41,14 @@ export function createSealedMemoryFile(name: string, size: number, ftruncate: (f
   return fd;
 }
 
-/** Whether `fd` is a memory file that cannot shrink (what the daemon may map safely). */
-export function cannotShrink(fd: number): boolean {
-  const libc = memoryCalls();
-  if (!libc) return false;
-  const seals = libc.fcntl(fd, F_GET_SEALS, 0);
-  return seals >= 0 && (seals & F_SEAL_SHRINK) !== 0;
-}
-
 /**
  * A file's first `size` bytes mapped shared into this process (MAP_SHARED: what either side
- * writes, the other sees). It may be remapped larger when the file grows; the smaller mappings
- * stay until close(), so a view taken before a remap never points at unmapped memory.
- * The caller keeps every access inside [0, size) and inside the file, and drops its views before close().
+ * writes, the other sees). The mapping reserves address space for `reserve` bytes at once, so the
+ * file can grow into it (remap then only widens the view): a new mapping would take a page fault
+ * on every page touched again, and a first touch costs about 19 µs a page on this machine
+ * (docs/benchmarks.md). Growing past the reserve maps anew; the older mappings stay until close(),
+ * so a view taken before never points at unmapped memory. `bytes` covers the file's size only
+ * (past the end of the file a touch is SIGBUS); the caller drops its views before close().
  */
 export class SharedMapping {
   /** The newest mapping's bytes. */
@@ -65,17 +59,19 @@ export class SharedMapping {
     private readonly libc: NonNullable<ReturnType<typeof memoryCalls>>,
     private readonly fd: number,
     size: number,
+    reserve: number,
   ) {
     this.bytes = new Uint8Array(0);
+    this.mapNew(Math.max(size, reserve));
     this.remap(size);
   }
 
-  /** Maps `fd`'s first `size` bytes; null when mmap is not available here or fails. */
-  static map(fd: number, size: number): SharedMapping | null {
+  /** Maps `fd`'s first `size` bytes, with room for it to grow to `reserve`; null when mmap is not available here or fails. */
+  static map(fd: number, size: number, reserve = size): SharedMapping | null {
     const libc = memoryCalls();
     if (!libc) return null;
     try {
-      return new SharedMapping(libc, fd, size);
+      return new SharedMapping(libc, fd, size, reserve);
     } catch {
       return null;
     }
@@ -85,13 +81,19 @@ export class SharedMapping {
     return this.bytes.byteLength;
   }
 
-  /** Maps the first `size` bytes anew (the file has grown to at least that); throws if mmap fails. */
+  /** Widens `bytes` to the first `size` bytes (the file has grown to at least that); throws if a new mapping is needed and mmap fails. */
   remap(size: number): void {
     if (size <= this.bytes.byteLength) return;
-    const address = this.libc.mmap(null, size, PROT_READ_WRITE, MAP_SHARED, this.fd, 0);
-    if (this.libc.failed(address)) throw new Error(`mmap of ${size} bytes failed`);
-    this.mappings.push({ address, length: size });
+    const newest = this.mappings[this.mappings.length - 1];
+    if (size > newest.length) this.mapNew(size);
+    const { address } = this.mappings[this.mappings.length - 1];
     this.bytes = new Uint8Array(this.libc.view(address, size));
+  }
+
+  private mapNew(length: number): void {
+    const address = this.libc.mmap(null, length, PROT_READ_WRITE, MAP_SHARED, this.fd, 0);
+    if (this.libc.failed(address)) throw new Error(`mmap of ${length} bytes failed`);
+    this.mappings.push({ address, length });
   }
 
   /** Unmaps everything; no view of it may be used after. */

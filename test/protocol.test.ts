@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { decodeBody, encodeFrame, FrameDecoder, ProtocolError } from '../src/protocol/codec.js';
-import { FieldKind, joinId, MESSAGES, MessageName, Payload, splitId } from '../src/protocol/messages.js';
+import { FieldKind, joinId, Message, MESSAGES, MessageName, Payload, splitId } from '../src/protocol/messages.js';
 import { renderReference } from '../src/protocol/reference.js';
 
 /** A deterministic value of each kind, varied by `seed`. */
@@ -114,6 +114,37 @@ describe('the wire codec', () => {
     const header = Buffer.alloc(4);
     header.writeUInt32LE(5000, 0);
     expectProtocolError(() => small.push(header), 'GPUNIX_E_PROTOCOL_TOO_LARGE');
+  });
+
+  it('receives large frames that arrive in many reads byte for byte, with small frames around them in the same reads', () => {
+    // Bulk payloads (a writeBuffer, a mapped range over TLS) arrive in 16-64 KiB reads and are
+    // gathered into a buffer of their own as they come: every byte must land, whatever the cuts.
+    const bulk = (size: number, seed: number) => new Uint8Array(size).map((_, i) => (i * 31 + seed) & 255);
+    const sent: Payload<'QueueWriteBuffer'>[] = [
+      { queue: 1, buffer: 2, offset: 0, data: bulk(300 * 1024 + 4, 1) },
+      { queue: 1, buffer: 3, offset: 8, data: bulk(64 * 1024, 2) },
+      { queue: 1, buffer: 4, offset: 16, data: bulk(1024 * 1024, 3) },
+    ];
+    const stream = Buffer.concat([
+      encodeFrame('SetLabel', { object: 1, label: 'before' }),
+      encodeFrame('QueueWriteBuffer', sent[0]),
+      encodeFrame('SetLabel', { object: 2, label: 'between' }),
+      encodeFrame('QueueWriteBuffer', sent[1]),
+      encodeFrame('QueueWriteBuffer', sent[2]),
+      encodeFrame('SetLabel', { object: 3, label: 'after' }),
+    ]);
+    for (const step of [16 * 1024, 65_537, 5000, 1_000_000]) {
+      const decoder = new FrameDecoder();
+      const got: Message[] = [];
+      for (let at = 0; at < stream.byteLength; at += step) got.push(...decoder.push(stream.subarray(at, at + step)));
+      assert.deepEqual(got.map((m) => m.name), ['SetLabel', 'QueueWriteBuffer', 'SetLabel', 'QueueWriteBuffer', 'QueueWriteBuffer', 'SetLabel'], `reads of ${step}`);
+      const writes = got.filter((m) => m.name === 'QueueWriteBuffer').map((m) => m.payload as Payload<'QueueWriteBuffer'>);
+      writes.forEach((write, i) => {
+        assert.equal(write.buffer, sent[i].buffer);
+        assert.ok(Buffer.from(write.data).equals(Buffer.from(sent[i].data)), `reads of ${step}: write ${i}'s bytes`);
+      });
+      assert.equal(decoder.pendingBytes, 0);
+    }
   });
 
   it('never throws anything but ProtocolError on random or mutated input', () => {

@@ -29,6 +29,8 @@ import type { Channel } from './channel.js';
 export const BULK_MIN_BYTES = 64 * 1024;
 /** The region asked for at first (bytes; tmpfs pages cost memory only once touched). */
 const INITIAL_REGION_BYTES = 16 * 1024 * 1024;
+/** The most address space reserved for a region's growth (the daemon's sharedMemory.maxBytes, up to this). */
+const MAX_RESERVE_BYTES = 1024 * 1024 * 1024;
 /** Set to "0" to keep bulk data in frames on a Unix socket too (benchmarks compare both paths). */
 export const SHARED_MEMORY_ENV = 'GPUNIX_SHARED_MEMORY';
 
@@ -51,6 +53,8 @@ export class BulkRegion {
   private fenceInFlight = false;
   /** A BulkRegion (grow) request is in flight. */
   private growing = false;
+  /** The transfer size a grow asked for meanwhile is for (0: none). */
+  private growAfter = 0;
   /** The most the daemon will give (it gave less than asked), once known. */
   private cappedAt: number | null = null;
   /** Bytes moved each way, for tests and benchmarks. */
@@ -81,7 +85,7 @@ export class BulkRegion {
     } catch {
       return null;
     }
-    const { path, size, handoff } = reply.result as { path: string; size: number; handoff?: { socket: string; key: string } };
+    const { path, size, handoff, limit } = reply.result as { path: string; size: number; handoff?: { socket: string; key: string }; limit?: number };
     let fd = -1;
     try {
       // A memory file comes as its descriptor, from the daemon's handoff socket; a tmpfs file is opened by name.
@@ -94,7 +98,9 @@ export class BulkRegion {
       return null;
     }
     channel.post('BulkRegionOpened', { ok: true });
-    const region = new BulkRegion(channel, fd, size, SharedMapping.map(fd, size));
+    // Address space for all it may grow to (at most 1 GiB here), so growing re-faults nothing (sharedMapping.ts).
+    const reserve = Math.min(Number.isSafeInteger(limit) ? limit! : size, MAX_RESERVE_BYTES);
+    const region = new BulkRegion(channel, fd, size, SharedMapping.map(fd, size, reserve));
     void channel.session.closed.then(() => region.close());
     return region;
   }
@@ -230,9 +236,16 @@ export class BulkRegion {
     ping.then(done, done);
   }
 
-  /** Asks for a region that holds a transfer of `size` twice over (a write and a read in flight). */
-  private grow(size: number): void {
-    if (this.growing || !this.isOpen) return;
+  /**
+   * Asks for a region that holds a transfer of `size` twice over (a write and a read in flight);
+   * pipelined, never waited for. Asked while a grow is in flight, it follows that one.
+   */
+  grow(size: number): void {
+    if (!this.isOpen) return;
+    if (this.growing) {
+      this.growAfter = Math.max(this.growAfter, size);
+      return;
+    }
     let wanted = this.size;
     while (wanted < 2 * size) wanted *= 2;
     // The daemon gave less than asked before (its sharedMemory.maxBytes): no more is to be had.
@@ -252,6 +265,9 @@ export class BulkRegion {
           }
         }
         this.size = Math.max(this.size, size);
+        const next = this.growAfter;
+        this.growAfter = 0;
+        if (next > 0) this.grow(next);
       },
       () => {
         this.growing = false;
@@ -343,6 +359,19 @@ function resetBulk(channel: Channel): void {
   states.delete(channel);
   state.region?.close();
   startBulk(channel);
+}
+
+/**
+ * The program made a buffer it may move `size` bytes of at a time (mappable, or a writeBuffer
+ * target): the region is asked to grow to hold such a transfer now, ahead of the first, which
+ * would otherwise go in frames while the region grows. Once the region is attached, if not yet.
+ */
+export function expectTransfers(channel: Channel, size: number): void {
+  if (size < BULK_MIN_BYTES) return;
+  const state = states.get(channel);
+  if (!state) return;
+  if (state.region) state.region.grow(size);
+  else void state.promise.then((region) => region?.grow(size));
 }
 
 /** Frees the session's bulk writes sent so far once `reply` (to a request just sent) settles. */

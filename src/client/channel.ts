@@ -6,7 +6,7 @@
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { joinId, MessageName, Payload, splitId } from '../protocol/messages.js';
 import { programError } from './errors.js';
-import type { Session } from './session.js';
+import type { ReplySink, Session } from './session.js';
 
 export class IdAllocator {
   private readonly free: number[] = [];
@@ -46,11 +46,14 @@ export class Channel {
     if (this.session.isOpen) this.session.post(name, payload);
   }
 
-  /** Sends a request; rejects with the WebGPU error (or GpunixError) the program should see. */
-  async request<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>): Promise<{ result: unknown; data?: Uint8Array }> {
+  /**
+   * Sends a request; rejects with the WebGPU error (or GpunixError) the program should see.
+   * `sink` copies a ReplyData's bytes out as they arrive (see ReplySink).
+   */
+  async request<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>, sink?: ReplySink): Promise<{ result: unknown; data?: Uint8Array }> {
     if (!this.session.isOpen) throw new GpunixError(ErrorCodes.DISCONNECTED, 'the session with gpunixd has ended');
     try {
-      return await this.session.request(name, payload);
+      return await this.session.request(name, payload, undefined, sink);
     } catch (error) {
       throw programError(error);
     }

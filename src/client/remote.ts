@@ -47,7 +47,7 @@ import {
 } from '../webidl.js';
 import { DAWN_KIND_NAMES, describeCommandBuffer, describeDevice, describeObject, foreignMarkerLabel } from '../foreignObject.js';
 import { gpuError, notOfInterface, operationError, UncapturedErrorEvent } from './errors.js';
-import { Allocation, BULK_MIN_BYTES, BulkRegion, bulkOf, fencedBy, startBulk } from './bulkRegion.js';
+import { Allocation, BULK_MIN_BYTES, BulkRegion, bulkOf, expectTransfers, fencedBy, startBulk } from './bulkRegion.js';
 
 /** Largest writeBuffer payload sent in one message; bigger valid writes go in pieces (frames stay far below the limit). */
 export const WRITE_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -417,6 +417,10 @@ export class RemoteDevice extends EventTarget {
     const { size, usage, mappedAtCreation } = descriptor;
     if (mappedAtCreation && size % 4 !== 0) throw new RangeError('createBuffer failed, size is not a multiple of 4 when mappedAtCreation is true.');
     const id = this.make('CreateBuffer', 'createBuffer', descriptor);
+    // A mappable buffer's ranges cross the wire whole: the shared-memory region makes room ahead of
+    // time. (Not for every writeBuffer target: a large storage buffer written in small pieces
+    // would hold a large region, which the ring then fills, for nothing.)
+    if (mappedAtCreation || (usage & (MAP_READ | MAP_WRITE)) !== 0) expectTransfers(this.channel, size);
     return new RemoteBuffer(this.channel, id, this, size, usage, descriptor.label, mappedAtCreation ?? false);
   }
 
@@ -587,6 +591,8 @@ interface Mapping {
   shared: { region: BulkRegion; allocation: Allocation } | null;
   /** Ranges handed out by getMappedRange, detached at unmap. */
   handed: { offset: number; range: ArrayBuffer }[];
+  /** `bytes` is a spare range's memory (copied out of the reply frame): given back at unmap. */
+  spareBytes?: boolean;
 }
 
 export class RemoteBuffer extends RemoteObject {
@@ -631,7 +637,7 @@ export class RemoteBuffer extends RemoteObject {
     const region = token && length >= BULK_MIN_BYTES ? bulkOf(this.channel) : null;
     const allocation = region?.allocate(length) ?? null;
     // A large range over frames comes in pieces (MappedData), gathered here as they arrive.
-    const streamed = !allocation && token && length > WRITE_CHUNK_BYTES && this.channel.session.welcome.version >= 3 ? new Uint8Array(length) : null;
+    const streamed = !allocation && token && length > WRITE_CHUNK_BYTES && this.channel.session.welcome.version >= 3 ? new Uint8Array(mappedRangeBuffer(length)) : null;
     if (streamed) streamsOf(this.channel).set(this.id, { offset: from, bytes: streamed });
     let reply;
     try {
@@ -642,7 +648,7 @@ export class RemoteBuffer extends RemoteObject {
           ? this.channel.request('BufferMapAsyncShared', { buffer: this.id, mode: modeValue, offset: from, size: length, at: allocation.at })
           : streamed
             ? this.channel.request('BufferMapAsyncStreamed', { buffer: this.id, mode: modeValue, offset: from, size: length })
-            : this.channel.request('BufferMapAsync', { buffer: this.id, mode: modeValue, offset: from, size: length }),
+            : this.channel.request('BufferMapAsync', { buffer: this.id, mode: modeValue, offset: from, size: length }, token ? copyToSpare : undefined),
       );
     } catch (error) {
       if (allocation) region!.free(allocation);
@@ -657,9 +663,10 @@ export class RemoteBuffer extends RemoteObject {
       this.#waiting = null;
       this.#state = 'mapped';
       const writable = (modeValue & MAP_WRITE) !== 0 && (modeValue & MAP_READ) === 0;
-      // The reply's bytes are this mapping's alone: kept as they came, copied once, by getMappedRange.
+      // The reply's bytes are this mapping's alone (copied out of the frame into spare memory as it
+      // came, copyToSpare; streamed pieces likewise), copied once more, by getMappedRange.
       const bytes = allocation ? null : (streamed ?? reply.data ?? new Uint8Array(length));
-      this.#mapping = { writable, offset: from, size: length, bytes, shared: allocation ? { region: region!, allocation } : null, handed: [] };
+      this.#mapping = { writable, offset: from, size: length, bytes, shared: allocation ? { region: region!, allocation } : null, handed: [], spareBytes: !allocation && (streamed !== null || reply.data !== undefined) };
     } else if (allocation) {
       // Abandoned (unmap() or destroy() came first): the daemon has written its bytes; the space is free.
       region!.free(allocation);
@@ -773,21 +780,41 @@ function mappedRangeBuffer(length: number): ArrayBuffer {
   return i >= 0 ? spareRanges.splice(i, 1)[0] : new ArrayBuffer(length);
 }
 
-/** Detaches the ArrayBuffers getMappedRange handed out, as unmap() does in WebGPU (keeping large ones' memory for reuse). */
+/**
+ * A mapped range's bytes as a reply frame brings them (over TCP/TLS), copied at once into a spare
+ * range's memory (given back at unmap): the frame's buffer is then reused (ReplySink in session.ts).
+ */
+function copyToSpare(data: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(mappedRangeBuffer(data.byteLength));
+  copy.set(data);
+  return copy;
+}
+
+/** Keeps `buffer` (ours alone) for a later mapped range, if it is large and not too large. */
+function keepSpare(buffer: ArrayBuffer): void {
+  if (buffer.byteLength >= BULK_MIN_BYTES && buffer.byteLength <= SPARE_RANGE_BYTES) {
+    spareRanges.push(buffer);
+    if (spareRanges.length > SPARE_RANGES) spareRanges.shift();
+  }
+}
+
+/**
+ * Detaches the ArrayBuffers getMappedRange handed out, as unmap() does in WebGPU (keeping large
+ * ones' memory for reuse), and gives back the spare memory the mapping's bytes were kept in
+ * (callers use what they read from those bytes before anything takes a spare again).
+ */
 function detach(mapping: Mapping): void {
   for (const handed of mapping.handed) {
     try {
       // Transferring detaches the program's ArrayBuffer and gives its memory to a new one, ours alone.
-      const kept = structuredClone(handed.range, { transfer: [handed.range] });
-      if (kept.byteLength >= BULK_MIN_BYTES && kept.byteLength <= SPARE_RANGE_BYTES) {
-        spareRanges.push(kept);
-        if (spareRanges.length > SPARE_RANGES) spareRanges.shift();
-      }
+      keepSpare(structuredClone(handed.range, { transfer: [handed.range] }));
     } catch {
       // Already detached by the program: nothing to do.
     }
   }
   mapping.handed = [];
+  if (mapping.spareBytes && mapping.bytes) keepSpare(mapping.bytes.buffer as ArrayBuffer);
+  mapping.spareBytes = false;
 }
 
 // ---- shader modules, pipelines, layouts, bind groups, query sets ---------------------------------

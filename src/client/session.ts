@@ -92,7 +92,14 @@ function openStream(options: SessionOptions): Promise<Socket> {
 /** How long Session.open waits for Welcome unless told otherwise (ms). */
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
-type Pending = { resolve(value: { result: unknown; data?: Uint8Array }): void; reject(error: Error): void; onProgress?: ProgressListener };
+type Pending = { resolve(value: { result: unknown; data?: Uint8Array }): void; reject(error: Error): void; onProgress?: ProgressListener; sink?: ReplySink };
+
+/**
+ * Takes a ReplyData's bytes in the turn they arrive and returns its own copy of them, which the
+ * reply then carries: the buffer the frame was gathered in is reused for the next large frame
+ * (Wire's recycleFrames) instead of each large reply being fresh memory for the collector.
+ */
+export type ReplySink = (data: Uint8Array) => Uint8Array;
 
 /** Receives a long request's Progress messages: `done` of `total` units of `what` (e.g. "bytes written"). */
 export type ProgressListener = (progress: { what: string; done: number; total: number }) => void;
@@ -212,7 +219,7 @@ export class Session {
               refused = new GpunixError(message.payload.code as GpunixError['code'], message.payload.message);
               if (wire === this.current) this.endError = refused;
               reject(refused);
-            } else this.receive(wire, message);
+            } else return this.receive(wire, message);
           },
           protocolError: (error) => {
             refused ??= error;
@@ -228,6 +235,8 @@ export class Session {
           },
         },
         options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+        Infinity,
+        true,
       );
       made(wire);
     });
@@ -289,14 +298,14 @@ export class Session {
    * `onProgress` receives the Progress messages the daemon sends for it before the reply.
    * While the process moves the request is kept (its reply then comes from the new node).
    */
-  request<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>, onProgress?: ProgressListener): Promise<{ result: unknown; data?: Uint8Array }> {
+  request<N extends MessageName>(name: N, payload: Omit<Payload<N>, 'req'>, onProgress?: ProgressListener, sink?: ReplySink): Promise<{ result: unknown; data?: Uint8Array }> {
     const req = this.newRequest();
     return new Promise((resolve, reject) => {
       if (!this.isOpen) {
         reject(this.endError ?? new GpunixError(ErrorCodes.DISCONNECTED, 'the session with gpunixd has ended'));
         return;
       }
-      this.pending.set(req, { resolve, reject, onProgress });
+      this.pending.set(req, { resolve, reject, onProgress, sink });
       this.post(name, { ...payload, req } as unknown as Payload<N>);
     });
   }
@@ -392,41 +401,49 @@ export class Session {
     for (const listener of this.moveEndListeners) listener(moved);
   }
 
-  private receive(wire: Wire, message: Message): void {
+  /** One message after Welcome; true when nothing keeps its bytes past this call (the Wire may reuse their buffer). */
+  private receive(wire: Wire, message: Message): boolean {
     switch (message.name) {
       case 'Reply':
       case 'ReplyData': {
         const waiter = this.pending.get(message.payload.req);
         this.pending.delete(message.payload.req);
+        if (message.name === 'ReplyData' && waiter?.sink) {
+          waiter.resolve({ result: message.payload.result, data: waiter.sink(message.payload.data) });
+          return true;
+        }
         waiter?.resolve({ result: message.payload.result, data: message.name === 'ReplyData' ? message.payload.data : undefined });
-        return;
+        return !waiter;
       }
       case 'Failure': {
         const waiter = this.pending.get(message.payload.req);
         this.pending.delete(message.payload.req);
         waiter?.reject(failureError(message.payload.code, message.payload.name, message.payload.message));
-        return;
+        return false;
       }
       case 'Progress': {
         const { req, what, done, total } = message.payload;
         this.pending.get(req)?.onProgress?.({ what, done, total });
-        return;
+        return false;
       }
       case 'ProtocolError':
         this.endError = new GpunixError(message.payload.code as GpunixError['code'], message.payload.message);
         this.onEvent(message);
-        return;
+        return false;
       case 'MoveBegin':
         this.beginMove(wire);
-        return;
+        return false;
       case 'MoveCancelled':
         this.cancelMove();
-        return;
+        return false;
       case 'Moved':
         void this.resume(message.payload.address, message.payload.token);
-        return;
+        return false;
       default:
         this.onEvent(message);
+        // A MappedData piece is copied into the range being gathered as it is delivered
+        // (deliverEvent, src/client/remote.ts): its buffer is free again.
+        return message.name === 'MappedData';
     }
   }
 

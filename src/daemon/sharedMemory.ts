@@ -113,6 +113,8 @@ export class SharedRegion {
     /** The daemon's own mapping of a sealed memory file (null: a tmpfs file, moved with pread/pwrite). */
     private mapping: SharedMapping | null,
     private readonly handoff: RegionHandoff | null,
+    /** The most it may grow to (sharedMemory.maxBytes): the client reserves that much address space too. */
+    private readonly limit = size,
   ) {
     this.name = path;
     this.handoffKey = handoff ? handoff.offer(fd) : null;
@@ -141,8 +143,9 @@ export class SharedRegion {
     if (settings.handoff) {
       const fd = createSealedMemoryFile('gpunix-region', size, ftruncateSync, closeSync);
       if (fd !== null) {
-        const mapping = SharedMapping.map(fd, size);
-        if (mapping) return new SharedRegion(null, fd, size, held, mapping, settings.handoff);
+        // Address space for the largest it may grow to: growing then re-faults nothing (sharedMapping.ts).
+        const mapping = SharedMapping.map(fd, size, settings.maxBytes);
+        if (mapping) return new SharedRegion(null, fd, size, held, mapping, settings.handoff, settings.maxBytes);
         closeSync(fd);
       }
     }
@@ -166,8 +169,8 @@ export class SharedRegion {
   }
 
   /** How the client reaches it: a tmpfs file's path while it has one, or where its descriptor is on offer. */
-  get whereabouts(): { path: string } | { path: ''; handoff: { socket: string; key: string } } | null {
-    if (this.handoff && this.handoffKey) return { path: '', handoff: { socket: this.handoff.path, key: this.handoffKey } };
+  get whereabouts(): { path: string } | { path: ''; handoff: { socket: string; key: string }; limit: number } | null {
+    if (this.handoff && this.handoffKey) return { path: '', handoff: { socket: this.handoff.path, key: this.handoffKey }, limit: this.limit };
     return this.name === null ? null : { path: this.name };
   }
 

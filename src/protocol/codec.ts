@@ -182,15 +182,26 @@ export class LargeBufferPool {
 
   /** A buffer of at least `size` bytes: the smallest kept one that fits (and wastes at most half), or a new one. */
   take(size: number): Buffer {
+    const best = this.fitting(size);
+    if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(size / 65536) * 65536);
+    const [buffer] = this.free.splice(best, 1);
+    this.bytes -= buffer.byteLength;
+    return buffer;
+  }
+
+  /** Whether take(size) would reuse a kept buffer (no fresh memory). */
+  has(size: number): boolean {
+    return this.fitting(size) >= 0;
+  }
+
+  /** The index of the smallest kept buffer of `size` bytes or more wasting at most half of it; -1: none. */
+  private fitting(size: number): number {
     let best = -1;
     for (let i = 0; i < this.free.length; i++) {
       const length = this.free[i].byteLength;
       if (length >= size && length <= size * 2 && (best < 0 || length < this.free[best].byteLength)) best = i;
     }
-    if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(size / 65536) * 65536);
-    const [buffer] = this.free.splice(best, 1);
-    this.bytes -= buffer.byteLength;
-    return buffer;
+    return best;
   }
 
   /** Returns a buffer from take() once nothing reads it any more (its write is done). */
@@ -401,6 +412,21 @@ function readId(body: Buffer, at: number, name: MessageName, field: string, inde
 }
 
 /**
+ * A frame body at least this large that arrives in many reads (a bulk payload over TCP or TLS, whose
+ * reads are 16-64 KiB) is copied into a buffer of its own as it arrives, instead of its reads being
+ * kept and joined once it is complete: the join (a fresh multi-megabyte buffer, filled at once) then
+ * no longer delays the message, and the reads are garbage at once, collected young, rather than
+ * held (and promoted to the old generation, which costs full collections) until the frame ends.
+ */
+const ASSEMBLE_MIN_BYTES = 64 * 1024;
+/**
+ * A fresh buffer is taken once 1/ASSEMBLE_AFTER_PART of the frame has arrived: a peer that declares a
+ * large frame makes this side reserve at most that many times what it has sent (and what it has
+ * sent is what the daemon counts against its tenant, maxBufferedBytesPerTenant).
+ */
+const ASSEMBLE_AFTER_PART = 4;
+
+/**
  * Cuts a byte stream into frames. push() takes whatever the socket delivered and returns the
  * messages completed by it; a frame over the size limit is refused as soon as its length is read,
  * before any of it is buffered. append() and next() do the same one message at a time, so that a
@@ -412,8 +438,25 @@ export class FrameDecoder {
   /** Where the unread bytes of chunks[0] begin (frames are cut from it without copying the rest). */
   private offset = 0;
   private buffered = 0;
+  /**
+   * The body of a large frame being received, filled in as its bytes arrive (see ASSEMBLE_MIN_BYTES),
+   * and how much of it has arrived; the bytes after its end wait in `chunks`.
+   */
+  private assembly: Buffer | null = null;
+  private assembled = 0;
+  /** The whole pooled buffer `assembly` begins (a pooled buffer may be larger than the frame); null when not pooled. */
+  private poolBuffer: Buffer | null = null;
+  /** The pooled buffer under the large frame next() returned last, until recycle() or the next next(). */
+  private lastAssembled: Buffer | null = null;
 
-  constructor(public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  constructor(
+    public maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    /**
+     * Where large frames are assembled (see ASSEMBLE_MIN_BYTES), so that recycle() can give their
+     * buffers back for the next ones; null: a fresh buffer each, which stays with its message.
+     */
+    private readonly pool: LargeBufferPool | null = null,
+  ) {}
 
   push(chunk: Buffer): Message[] {
     this.append(chunk);
@@ -425,12 +468,32 @@ export class FrameDecoder {
   /** Takes bytes from the stream; decodes nothing (see next()). */
   append(chunk: Buffer): void {
     if (chunk.byteLength === 0) return;
-    this.chunks.push(chunk);
     this.buffered += chunk.byteLength;
+    const assembly = this.assembly;
+    if (assembly) {
+      // Straight into the large frame's body; whatever comes after its end waits in `chunks`.
+      const take = Math.min(chunk.byteLength, assembly.byteLength - this.assembled);
+      chunk.copy(assembly, this.assembled, 0, take);
+      this.assembled += take;
+      if (take < chunk.byteLength) this.chunks.push(take === 0 ? chunk : chunk.subarray(take));
+      return;
+    }
+    this.chunks.push(chunk);
   }
 
   /** The next whole message, or null until more bytes arrive; throws ProtocolError for a bad or oversized frame. */
   next(): Message | null {
+    this.lastAssembled = null;
+    const assembly = this.assembly;
+    if (assembly) {
+      if (this.assembled < assembly.byteLength) return null;
+      this.assembly = null;
+      this.buffered -= 4 + assembly.byteLength;
+      const message = decodeBody(assembly);
+      this.lastAssembled = this.poolBuffer;
+      this.poolBuffer = null;
+      return message;
+    }
     if (this.buffered < 4) return null;
     let first = this.chunks[0];
     if (first.byteLength - this.offset < 4) first = this.merge();
@@ -438,7 +501,11 @@ export class FrameDecoder {
     if (length + 4 > this.maxFrameBytes) {
       throw new ProtocolError(ErrorCodes.PROTOCOL_TOO_LARGE, `frame of ${length + 4} bytes exceeds the limit of ${this.maxFrameBytes}`);
     }
-    if (this.buffered < 4 + length) return null;
+    if (this.buffered < 4 + length) {
+      // At once when a reused buffer is at hand (it reserves nothing new), else after a part of the frame.
+      if (length >= ASSEMBLE_MIN_BYTES && (this.pool?.has(length) || (this.buffered - 4) * ASSEMBLE_AFTER_PART >= length)) this.assemble(length);
+      return null;
+    }
     // A frame split across reads is joined once, when all of it has arrived.
     if (first.byteLength - this.offset < 4 + length) first = this.merge();
     const body = first.subarray(this.offset + 4, this.offset + 4 + length);
@@ -454,6 +521,36 @@ export class FrameDecoder {
   /** Bytes received but not yet part of a whole frame. */
   get pendingBytes(): number {
     return this.buffered;
+  }
+
+  /**
+   * Starts receiving the frame of `length` bytes that begins the buffered bytes (all of them its
+   * own, as it is not complete) into a buffer of its own, and moves what has arrived of it there.
+   */
+  private assemble(length: number): void {
+    this.poolBuffer = this.pool ? this.pool.take(length) : null;
+    const body = this.poolBuffer ? this.poolBuffer.subarray(0, length) : Buffer.allocUnsafeSlow(length);
+    let at = 0;
+    for (let i = 0; i < this.chunks.length; i++) {
+      const chunk = i === 0 ? this.chunks[0].subarray(this.offset + 4) : this.chunks[i];
+      chunk.copy(body, at);
+      at += chunk.byteLength;
+    }
+    this.chunks = [];
+    this.offset = 0;
+    this.assembly = body;
+    this.assembled = at;
+  }
+
+  /**
+   * The message next() returned last was a large frame assembled in a pooled buffer, and its
+   * receiver is done with its bytes (it copied what it keeps): the buffer goes back to the pool,
+   * for the next large frame to be assembled in (no fresh memory to fault in and collect). Its
+   * bytes views are then invalid. Does nothing for any other message.
+   */
+  recycle(): void {
+    if (this.lastAssembled) this.pool?.give(this.lastAssembled);
+    this.lastAssembled = null;
   }
 
   /** Joins every unread byte into one chunk; returns it. */

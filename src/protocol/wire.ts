@@ -7,8 +7,12 @@ import { FrameDecoder, FrameEncoder, largeFrameBuffers, ProtocolError } from './
 import { DEFAULT_MAX_FRAME_BYTES, Message, MessageName, Payload } from './messages.js';
 
 export interface WireHandlers {
-  /** One decoded message, in arrival order. */
-  message(message: Message): void;
+  /**
+   * One decoded message, in arrival order. Returning true says the handler is done with the
+   * message's bytes fields (it copied what it keeps): on a Wire that recycles frames, the buffer a
+   * large frame was gathered in is then reused for the next one (FrameDecoder.recycle).
+   */
+  message(message: Message): unknown;
   /** The peer sent bytes that are not a valid frame; the stream is no longer in sync. */
   protocolError(error: ProtocolError): void;
   /** The stream ended or failed; called once. */
@@ -62,8 +66,15 @@ export class Wire {
      * Only one side of a connection may do this, or both could stop reading at once: a client keeps reading.
      */
     private readonly outputHighWater = Infinity,
+    /**
+     * Gather large incoming frames in buffers from largeFrameBuffers, reused once the handler says
+     * it is done with a message (returns true). A client does this: its large replies (mapped
+     * ranges) are copied out at once, and a fresh buffer per reply costs page faults and, at MiBs
+     * a round, full garbage collections (docs/benchmarks.md, issue 13, TLS).
+     */
+    recycleFrames = false,
   ) {
-    this.decoder = new FrameDecoder(maxFrameBytes);
+    this.decoder = new FrameDecoder(maxFrameBytes, recycleFrames ? largeFrameBuffers : null);
     stream.on('data', (chunk: Buffer) => this.receive(chunk));
     stream.on('error', (error) => this.finish(error));
     stream.on('close', () => this.finish(null));
@@ -229,7 +240,7 @@ export class Wire {
       if (!message) break;
       // A frame completed: the clock of the next one starts when its first bytes are left over.
       this.clearFrameTimer();
-      this.handlers.message(message);
+      if (this.handlers.message(message) === true) this.decoder.recycle();
       if (!this.open || !this.receiving) return;
     }
     this.handlers.buffered?.(this.decoder.pendingBytes);
