@@ -3,8 +3,9 @@
 // calls into the real pass while the encoder is open, no closures, records let go of once a submit
 // is done. These check what a program sees through them: every dispatch runs and is counted once,
 // an encoding error made through the direct calls surfaces at finish() in the scope current there,
-// a call after finish() errs in the scope current at that call, and a submit Dawn refuses (a
-// destroyed buffer) is neither run nor counted.
+// a call after finish() errs in the scope current at that call, a submit Dawn refuses (a
+// destroyed buffer) is neither run nor counted, and a large write (in pieces, the program's bytes
+// read in place while it runs at once) writes the bytes of the call.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -112,6 +113,42 @@ describe('the call path of a dispatch loop', () => {
     pass.end(); // the encoder is finished: Dawn refuses this on the device
     assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError');
     await r.proc.exit();
+  });
+
+  it('writes the bytes a large writeBuffer was given at the call, whether its pieces ran at once or waited', async () => {
+    // Over one chunk (COPY_CHUNK_BYTES), a write goes in pieces: those issued during the call read
+    // the program's array in place, the rest from a copy made before writeBuffer returns.
+    const proc = await kernel.spawn({ name: 'large-write' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    const size = 9 * 1024 * 1024;
+    const pattern = (round: number) => new Uint32Array(size / 4).map((_, i) => (i * 2654435761 + round) >>> 0);
+    const target = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    const readback = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+    const firstWrong = async (round: number): Promise<number> => {
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(target, 0, readback, 0, size);
+      device.queue.submit([encoder.finish()]);
+      await readback.mapAsync(GPUMapMode.READ);
+      const out = new Uint32Array(readback.getMappedRange());
+      const expected = pattern(round);
+      let wrong = -1;
+      for (let i = 0; i < out.length; i++) if (out[i] !== expected[i]) { wrong = i; break; }
+      readback.unmap();
+      return wrong;
+    };
+    // Uncontended: the pieces run during the call.
+    const data = pattern(1);
+    device.queue.writeBuffer(target, 0, data);
+    data.fill(0);
+    assert.equal(await firstWrong(1), -1, 'the write run at once has the bytes of the call');
+    // Suspended: nothing runs until resume, so every piece reads the copy.
+    const later = pattern(2);
+    kernel.suspend(proc.pid);
+    device.queue.writeBuffer(target, 0, later);
+    later.fill(7);
+    kernel.resume(proc.pid);
+    assert.equal(await firstWrong(2), -1, 'the write that waited has the bytes of the call');
+    await proc.exit();
   });
 
   it('refuses and does not count a submit that uses a destroyed buffer, then runs the next one', async () => {

@@ -163,6 +163,40 @@ export class PhysicalDevice {
     return errors === null ? { value, errors: NO_ERRORS, clean: true } : { value, errors: Promise.resolve(errors), clean: false };
   }
 
+  /**
+   * The errors of the last callCapturing(): null when it raised none. Read it right after the
+   * call, before any other capture.
+   */
+  lastFailed: Captured<unknown> | null = null;
+
+  /**
+   * captureWith(call, a, b) for the calls a program makes in a loop (createCommandEncoder, finish,
+   * submit), without a result object per valid call: returns the value, and leaves the call's
+   * Captured in `lastFailed` when it raised errors (null when it is clean).
+   */
+  callCapturing<A, B, T>(call: (a: A, b: B) => T, a: A, b: B): T {
+    if (!this.syncErrors) {
+      const captured = this.captureWithScopes(() => call(a, b));
+      this.lastFailed = captured;
+      return captured.value;
+    }
+    const outerIn = this.inCapture;
+    const outer = this.capturing;
+    this.inCapture = true;
+    this.capturing = null;
+    let value: T;
+    let errors: GPUError[] | null;
+    try {
+      value = call(a, b);
+    } finally {
+      errors = this.capturing as GPUError[] | null;
+      this.inCapture = outerIn;
+      this.capturing = outer;
+    }
+    this.lastFailed = errors === null ? null : { value, errors: Promise.resolve(errors), clean: false };
+    return value;
+  }
+
   /** capture() through error scopes of its own around the call. */
   private captureWithScopes<T>(call: () => T): Captured<T> {
     const device = this.device;

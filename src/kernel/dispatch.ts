@@ -70,13 +70,14 @@ export interface WorkItem {
   readonly write?: () => { buffer: object; offset: number; bytes: Uint8Array };
 }
 
-/** Items some pieces of which were issued: a checkpoint lets them finish rather than record them. */
+/** Items some pieces of which were issued before takeAll moved them (see Entity.headIssued). */
 const partlyIssued = new WeakSet<WorkItem>();
 
 /** The device time `pieces` should take by their cost models, or null when one has none. */
 function forecastNs(pieces: readonly WorkPiece[]): number | null {
   let total = 0;
-  for (const piece of pieces) {
+  for (let i = 0; i < pieces.length; i++) {
+    const piece = pieces[i];
     const perWorkgroup = piece.cost?.model.nsPerWorkgroup;
     if (perWorkgroup === undefined || perWorkgroup === null) return null;
     total += perWorkgroup * piece.cost!.workgroups;
@@ -161,8 +162,12 @@ interface OpenRun {
   owner: Proc;
   firstIssuedAtNs: number;
   pieces: WorkPiece[];
-  /** Items whose last piece is in this run: their latency ends when the run completes. */
-  finishing: WorkItem[];
+  /**
+   * When the items whose last piece is in this run were enqueued (NaN: unknown): their latency
+   * ends when the run completes. Times, not the items: a burst of submits must not keep every
+   * item alive (into the old generation) until its fence completes.
+   */
+  finishing: number[];
   /** Fences unfinished when the run was opened (for the trace: what it queued behind). */
   ahead: number;
 }
@@ -174,6 +179,12 @@ interface Entity {
   /** The head item was prepared (divisible items only). */
   prepared: boolean;
   /**
+   * Some pieces of the head item were issued (a checkpoint lets it finish rather than record it).
+   * A flag, not an entry in partlyIssued per item: that set holds only items moved to another
+   * dispatcher partway (takeAll).
+   */
+  headIssued: boolean;
+  /**
    * The waiters of finishStarted: while there are any, the head item runs to its end although the
    * process is stopped (suspended or held); each is called once it has.
    */
@@ -183,10 +194,17 @@ interface Entity {
 }
 
 const nowNs = (): number => performance.now() * 1e6;
+/** How long a map awaited with no fence of its device out keeps the pump polling without pause (ns). */
+const EAGER_MAP_WINDOW_NS = 100e6;
 const classRank = (proc: Proc): number => PRIORITY_CLASSES.indexOf(proc.priority);
 
 export class Dispatcher {
   private readonly entities = new Map<Proc, Entity>();
+  /**
+   * The entities' values, kept beside the map for the scheduler's scans: they run at every
+   * enqueue and pick, and a loop over an array makes no iterator (a Map's may, after a full GC).
+   */
+  private readonly entityList: Entity[] = [];
   private busy = false;
   private openRun: OpenRun | null = null;
   private closeScheduled = false;
@@ -246,14 +264,36 @@ export class Dispatcher {
    * on lavapipe, work queued behind unfinished work advances only as Dawn is polled (measured: a
    * loop of small submits polled every 100 µs ran at half speed), so a run of several submits
    * without a forecast is polled without pause; a single one (a whole dispatch, a realtime
-   * process's small kernel) is seen at most an interval late.
+   * process's small kernel) is seen at most an interval late. A map a program awaits (mapMade)
+   * is polled for without pause, as dawn.node itself polls, except until a forecast end: the
+   * program is blocked on it (a readback loop waited an interval per round), and bare Dawn spins
+   * for it too.
    */
   private nextUsefulPollNs(now: number): number {
     const head = this.forecasts[0];
-    if (!head) return Infinity;
-    if (head.costNs === null) return head.pieces > 1 ? now : Infinity;
+    // With nothing of its own on the device, a map is eager only for a while after it was made:
+    // a map whose settling Dawn never reported must not keep the pump spinning.
+    const eager = this.awaitedMaps > 0 && (head !== undefined || now - this.lastMapMadeNs < EAGER_MAP_WINDOW_NS) ? now : Infinity;
+    if (!head) return eager;
+    if (head.costNs === null) return head.pieces > 1 ? now : eager;
     const end = forecastEndNs(this.lastFenceDoneNs, head.issuedAtNs, head.costNs);
-    return end > now ? end : Infinity;
+    return end > now ? end : eager;
+  }
+
+  /** Maps made on this device that a program awaits and that have not settled (see nextUsefulPollNs). */
+  private awaitedMaps = 0;
+  /** When the last of them was made (ns). */
+  private lastMapMadeNs = 0;
+
+  /** A program's mapAsync reached the real buffer: until mapSettled(), Dawn is polled eagerly. */
+  mapMade(): void {
+    this.awaitedMaps++;
+    this.lastMapMadeNs = nowNs();
+  }
+
+  /** The map mapMade() counted has settled (resolved or rejected). */
+  mapSettled(): void {
+    this.awaitedMaps--;
   }
 
   /** True when an item of `owner` enqueued now would run before enqueue returns. */
@@ -272,7 +312,7 @@ export class Dispatcher {
 
   private queuedTotal(): number {
     let total = 0;
-    for (const entity of this.entities.values()) total += entity.queue.length;
+    for (let i = 0; i < this.entityList.length; i++) total += this.entityList[i].queue.length;
     return total;
   }
 
@@ -280,8 +320,9 @@ export class Dispatcher {
     const owner = item.owner;
     let entity = this.entities.get(owner);
     if (!entity) {
-      entity = { proc: owner, queue: [], prepared: false, finishing: new Set(), lastActiveNs: 0 };
+      entity = { proc: owner, queue: [], prepared: false, headIssued: false, finishing: new Set(), lastActiveNs: 0 };
       this.entities.set(owner, entity);
+      this.entityList.push(entity);
     }
     if (entity.queue.length === 0) this.wake(entity);
     item.enqueuedAtNs = entity.lastActiveNs = nowNs();
@@ -296,12 +337,21 @@ export class Dispatcher {
    */
   private wake(entity: Entity): void {
     let least: number | null = null;
-    for (const other of this.entities.values()) {
+    for (let i = 0; i < this.entityList.length; i++) {
+      const other = this.entityList[i];
       if (other === entity || other.queue.length === 0 || other.proc.priority !== entity.proc.priority) continue;
       least = least === null ? other.proc.vruntimeNs : Math.min(least, other.proc.vruntimeNs);
     }
     if (least !== null) entity.proc.vruntimeNs = Math.max(entity.proc.vruntimeNs, least);
     if (entity.proc.inFlightGroups === 0) entity.proc.readySinceNs = nowNs();
+  }
+
+  /** Drops `owner`'s entity (from the map and the list). */
+  private forget(owner: Proc): void {
+    const entity = this.entities.get(owner);
+    if (!entity) return;
+    this.entities.delete(owner);
+    this.entityList.splice(this.entityList.indexOf(entity), 1);
   }
 
   /** Cancels every queued item of `owner`; work already on the device finishes on its own. */
@@ -317,8 +367,9 @@ export class Dispatcher {
         }
       }
       entity.prepared = false;
+      entity.headIssued = false;
       this.endFinishing(entity);
-      if (owner.inFlightGroups === 0) this.entities.delete(owner);
+      if (owner.inFlightGroups === 0) this.forget(owner);
     }
     this.notifyIdle();
   }
@@ -330,6 +381,8 @@ export class Dispatcher {
     const items = entity.queue.splice(0);
     owner.queuedItems -= items.length;
     entity.prepared = false;
+    if (entity.headIssued && items.length > 0) partlyIssued.add(items[0]);
+    entity.headIssued = false;
     return items;
   }
 
@@ -349,7 +402,7 @@ export class Dispatcher {
   async finishStarted(owner: Proc, signal?: AbortSignal): Promise<void> {
     await this.abortable(this.whenOffDevice(owner), signal);
     const entity = this.entities.get(owner);
-    if (!entity || entity.queue.length === 0 || !partlyIssued.has(entity.queue[0])) return;
+    if (!entity || entity.queue.length === 0 || !(entity.headIssued || partlyIssued.has(entity.queue[0]))) return;
     let waiter!: () => void;
     const finished = new Promise<void>((resolve) => {
       waiter = resolve;
@@ -437,7 +490,8 @@ export class Dispatcher {
   /** The policy: strict priority between classes, least virtual runtime within one. */
   private pickNext(): Entity | null {
     let best: Entity | null = null;
-    for (const entity of this.entities.values()) {
+    for (let i = 0; i < this.entityList.length; i++) {
+      const entity = this.entityList[i];
       if (entity.queue.length === 0 || (entity.proc.stopped && entity.finishing.size === 0)) continue;
       if (
         !best ||
@@ -457,7 +511,8 @@ export class Dispatcher {
   private uncontended(entity: Entity, now: number): boolean {
     const rank = classRank(entity.proc);
     const since = now - this.params.contentionWindowNs;
-    for (const other of this.entities.values()) {
+    for (let i = 0; i < this.entityList.length; i++) {
+      const other = this.entityList[i];
       if (other === entity || other.proc.stopped || !other.proc.alive || classRank(other.proc) > rank) continue;
       if (other.queue.length > 0 || other.proc.inFlightGroups > 0 || other.lastActiveNs > since) return false;
     }
@@ -468,7 +523,8 @@ export class Dispatcher {
   private higherClassActive(proc: Proc, now: number): boolean {
     const rank = classRank(proc);
     const since = now - this.params.contentionWindowNs;
-    for (const other of this.entities.values()) {
+    for (let i = 0; i < this.entityList.length; i++) {
+      const other = this.entityList[i];
       if (classRank(other.proc) >= rank || other.proc.stopped || !other.proc.alive) continue;
       if (other.queue.length > 0 || other.proc.inFlightGroups > 0 || other.lastActiveNs > since) return true;
     }
@@ -478,7 +534,8 @@ export class Dispatcher {
   /** True when a live process of a higher class than `proc`'s, not stopped, has used this device (active or not). */
   private higherClassAlive(proc: Proc): boolean {
     const rank = classRank(proc);
-    for (const other of this.entities.values()) {
+    for (let i = 0; i < this.entityList.length; i++) {
+      const other = this.entityList[i];
       if (classRank(other.proc) < rank && !other.proc.stopped && other.proc.alive) return true;
     }
     return false;
@@ -495,7 +552,8 @@ export class Dispatcher {
   /** When the device is predicted to finish the work on it (ns), or null when some of it has no forecast. */
   private predictedIdleAtNs(): number | null {
     let end = this.lastFenceDoneNs;
-    for (const fence of this.forecasts) {
+    for (let i = 0; i < this.forecasts.length; i++) {
+      const fence = this.forecasts[i];
       if (fence.costNs === null) return null;
       end = forecastEndNs(end, fence.issuedAtNs, fence.costNs);
     }
@@ -548,7 +606,9 @@ export class Dispatcher {
     while (!this.busy) {
       const entity = this.pickNext();
       if (!entity) break;
-      const now = nowNs();
+      // The clock is read only where it can matter (another process here, or the lead rule in
+      // force): a lone process's loop of submits reads it once per call, at enqueue.
+      const now = this.entityList.length > 1 || (this.outstandingFences > 0 && this.leadApplies()) ? nowNs() : NaN;
       const uncontended = this.uncontended(entity, now);
       const deep = uncontended && !(this.params.standbyBound === true && this.higherClassAlive(entity.proc));
       if (!this.mayIssue(entity, deep ? this.params.uncontendedMaxInFlight : this.params.maxInFlight)) break;
@@ -644,12 +704,13 @@ export class Dispatcher {
   private finishItem(entity: Entity, item: WorkItem, indivisible = false): void {
     entity.queue.shift();
     entity.prepared = false;
+    entity.headIssued = false;
     item.owner.queuedItems--;
     this.endFinishing(entity);
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
-    if (run) run.finishing.push(item);
+    if (run) run.finishing.push(item.enqueuedAtNs ?? NaN);
     // Its last piece has completed already (or it issued none): its latency ends now.
     else item.owner.latency.record(nowNs() - (item.enqueuedAtNs ?? nowNs()));
   }
@@ -659,7 +720,7 @@ export class Dispatcher {
     this.openRunFor(owner);
     owner.activity++;
     const run = this.openRun!;
-    partlyIssued.add(entity.queue[0]);
+    entity.headIssued = true;
     this.issueSafely(entity.queue[0], piece);
     run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
@@ -714,12 +775,21 @@ export class Dispatcher {
       this.busyNs += spent;
       this.learn(run, spent);
       let enqueuedNs: number | undefined;
-      for (const item of run.finishing) {
-        owner.latency.record(doneNs - (item.enqueuedAtNs ?? doneNs));
-        if (item.enqueuedAtNs !== undefined && (enqueuedNs === undefined || item.enqueuedAtNs < enqueuedNs)) enqueuedNs = item.enqueuedAtNs;
+      // Indexed loops here and below: settle runs once per run, rarely enough that V8 may not
+      // optimize it, and an unoptimized for-of makes an iterator result per element.
+      const finishing = run.finishing;
+      for (let i = 0; i < finishing.length; i++) {
+        const enqueuedAtNs = finishing[i];
+        if (Number.isNaN(enqueuedAtNs)) {
+          owner.latency.record(0);
+          continue;
+        }
+        owner.latency.record(doneNs - enqueuedAtNs);
+        if (enqueuedNs === undefined || enqueuedAtNs < enqueuedNs) enqueuedNs = enqueuedAtNs;
       }
       const timing = { issuedNs: run.firstIssuedAtNs, enqueuedNs, ahead: run.ahead };
-      for (const piece of run.pieces) this.trace.add(owner, this.device.id, piece.name, startNs, doneNs, run.pieces.length, piece.args, timing);
+      const pieces = run.pieces;
+      for (let i = 0; i < pieces.length; i++) this.trace.add(owner, this.device.id, pieces[i].name, startNs, doneNs, pieces.length, pieces[i].args, timing);
       owner.inFlightGroups--;
       const here = this.runsInFlight.get(owner)! - 1;
       if (here === 0) this.runsInFlight.delete(owner);
@@ -729,7 +799,7 @@ export class Dispatcher {
       const entity = this.entities.get(owner);
       if (entity) entity.lastActiveNs = doneNs;
       if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
-      if (entity && entity.queue.length === 0 && owner.inFlightGroups === 0 && !owner.alive) this.entities.delete(owner);
+      if (entity && entity.queue.length === 0 && owner.inFlightGroups === 0 && !owner.alive) this.forget(owner);
       this.pump();
     };
     this.device.queue.onSubmittedWorkDone().then(settle, settle);
@@ -756,8 +826,12 @@ export class Dispatcher {
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */
   private learn(run: OpenRun, spentNs: number): void {
-    const costed = run.pieces.filter((p) => p.cost && !p.cost.timed);
-    if (costed.length === 0 || costed.length !== run.pieces.length) return; // timed pieces teach themselves
+    // Every piece must be costed and untimed (timed pieces teach themselves): checked first, in a
+    // loop (no array per run, which settle makes for every fence).
+    const pieces = run.pieces;
+    for (let i = 0; i < pieces.length; i++) if (!pieces[i].cost || pieces[i].cost!.timed) return;
+    if (pieces.length === 0) return;
+    const costed = pieces;
     const model = costed[0].cost!.model;
     if (costed.some((p) => p.cost!.model !== model)) return;
     model.learn(spentNs, costed.reduce((sum, p) => sum + p.cost!.workgroups, 0));

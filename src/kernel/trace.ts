@@ -38,27 +38,91 @@ export interface ChromeTrace {
   otherData: Record<string, unknown>;
 }
 
+/** Numbers kept per event (see TraceLog). */
+const NUMBERS = 7;
+
+/**
+ * Events per block of the ring's numbers: it grows a block at a time up to its capacity, never
+ * copying (fresh memory costs a page fault per page on first touch, dear on a VM: touch it once).
+ */
+const BLOCK_SLOTS = 4096;
+
+/**
+ * The ring is kept in columns (numbers in typed arrays, references in arrays), not as an object
+ * per event: a full ring replaces one long-lived event per piece, and an object per event would
+ * be promoted to the old generation and die there, at every submit of a dispatch-heavy program.
+ * Recording an event allocates nothing; list() makes the objects when someone reads the trace.
+ */
 export class TraceLog {
-  private readonly events: TraceEvent[] = [];
+  /** Slots in use (< capacity until the ring is full). */
+  private size = 0;
   private next = 0;
   dropped = 0;
+  // Numbers, NUMBERS per event in blocks of BLOCK_SLOTS events: startNs, endNs, issuedNs,
+  // enqueuedNs (NaN: none), pid, sharedWith, ahead (NaN: none).
+  private readonly blocks: Float64Array[] = [];
+  private processes: string[] = [];
+  private devices: string[] = [];
+  private names: string[] = [];
+  private args: Array<Record<string, unknown> | undefined> = [];
 
   constructor(private readonly capacity: number) {}
 
   add(proc: Proc, device: string, name: string, startNs: number, endNs: number, sharedWith: number, args?: Record<string, unknown>, timing?: RunTiming): void {
     if (this.capacity <= 0) return;
-    const event: TraceEvent = { pid: proc.pid, process: proc.name, device, name, startNs, endNs, sharedWith, args, ...timing };
-    if (this.events.length < this.capacity) this.events.push(event);
-    else {
-      this.events[this.next] = event;
+    let slot: number;
+    if (this.size < this.capacity) {
+      slot = this.size++;
+      if (slot >= this.blocks.length * BLOCK_SLOTS) {
+        this.blocks.push(new Float64Array(Math.min(BLOCK_SLOTS, this.capacity - slot) * NUMBERS));
+      }
+    } else {
+      slot = this.next;
       this.next = (this.next + 1) % this.capacity;
       this.dropped++;
     }
+    const n = this.blocks[Math.floor(slot / BLOCK_SLOTS)];
+    const at = (slot % BLOCK_SLOTS) * NUMBERS;
+    n[at] = startNs;
+    n[at + 1] = endNs;
+    n[at + 2] = timing ? timing.issuedNs : NaN;
+    n[at + 3] = timing?.enqueuedNs ?? NaN;
+    n[at + 4] = proc.pid;
+    n[at + 5] = sharedWith;
+    n[at + 6] = timing ? timing.ahead : NaN;
+    this.processes[slot] = proc.name;
+    this.devices[slot] = device;
+    this.names[slot] = name;
+    this.args[slot] = args;
+  }
+
+  private event(slot: number): TraceEvent {
+    const n = this.blocks[Math.floor(slot / BLOCK_SLOTS)];
+    const at = (slot % BLOCK_SLOTS) * NUMBERS;
+    const event: TraceEvent = {
+      pid: n[at + 4],
+      process: this.processes[slot],
+      device: this.devices[slot],
+      name: this.names[slot],
+      startNs: n[at],
+      endNs: n[at + 1],
+      sharedWith: n[at + 5],
+      args: this.args[slot],
+    };
+    if (!Number.isNaN(n[at + 2])) {
+      event.issuedNs = n[at + 2];
+      event.ahead = n[at + 6];
+      if (!Number.isNaN(n[at + 3])) event.enqueuedNs = n[at + 3];
+    }
+    return event;
   }
 
   /** The recorded events, oldest first. */
   list(): TraceEvent[] {
-    return [...this.events.slice(this.next), ...this.events.slice(0, this.next)];
+    const events: TraceEvent[] = [];
+    for (let i = this.next; i < this.size; i++) events.push(this.event(i));
+    for (let i = 0; i < this.next; i++) events.push(this.event(i));
+    return events;
   }
 
   /** One track per device (Chrome "pid") and per process on it (Chrome "tid"). */

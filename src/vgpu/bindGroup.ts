@@ -4,6 +4,7 @@ import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { VirtualBuffer } from './buffer.js';
 import { factsOfLayout, invalidReal } from './limits.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
+import type { PassCommand } from './commandBuffer.js';
 
 /** What Dawn should be given for a bind group's entries: the real objects behind the virtual ones. */
 export function realEntries(entries: Iterable<GPUBindGroupEntry>): GPUBindGroupEntry[] {
@@ -80,6 +81,19 @@ export class VirtualBindGroup extends VirtualObject<GPUBindGroup> implements Reb
     this.#buffers = boundBuffers(descriptor.entries);
     this.#generations = this.#buffers.map((b) => b.residency.generation);
     this.#resources = boundObjects(descriptor.entries);
+  }
+
+  #passRecord: PassCommand | null = null;
+  /**
+   * The record of setBindGroup(index, this) without dynamic offsets in a compute pass: the last
+   * one made is kept and shared (a program binds a group at the same index pass after pass;
+   * records are never changed once made, and frozen so that none can be).
+   */
+  passRecord(index: number): PassCommand {
+    const last = this.#passRecord;
+    if (last !== null && last.args[0] === index) return last;
+    this.#passRecord = Object.freeze({ op: 'setBindGroup', args: Object.freeze([index, this]) as unknown[] }) as PassCommand;
+    return this.#passRecord;
   }
 
   /**

@@ -8,6 +8,10 @@ import type { VirtualDevice } from './device.js';
 import { REAL, VirtualObject } from './object.js';
 import { size32, size64 } from '../webidl.js';
 
+// GPUBufferUsage.MAP_READ and MAP_WRITE.
+const MAP_READ = 0x0001;
+const MAP_WRITE = 0x0002;
+
 interface QueuedMap {
   item: WorkItem;
   aborted: boolean;
@@ -49,6 +53,16 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     this.#size = residency.size;
     // The program's usage, not the real buffer's (the kernel may add COPY_SRC to read it back).
     this.#usage = Number(descriptor.usage);
+    this.#mappable = (this.#usage & (MAP_READ | MAP_WRITE)) !== 0 || descriptor.mappedAtCreation === true;
+  }
+
+  #mappable: boolean;
+  /**
+   * False for a buffer that can never be mapped (no MAP_READ or MAP_WRITE usage, not mapped at
+   * creation): its mapState is always 'unmapped', which a submit's check then need not ask Dawn.
+   */
+  get mappable(): boolean {
+    return this.#mappable;
   }
 
   /** The real buffer now; brought back to the device first if it was evicted. */
@@ -99,7 +113,19 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
             reject(thrown);
             return;
           }
-          mapping.then(resolve, reject);
+          // The program waits on this map: its dispatcher has Dawn polled eagerly until it settles.
+          const dispatcher = this.#device.dispatcher;
+          dispatcher.mapMade();
+          mapping.then(
+            (value) => {
+              dispatcher.mapSettled();
+              resolve(value);
+            },
+            (error: unknown) => {
+              dispatcher.mapSettled();
+              reject(error);
+            },
+          );
         },
         cancel: () => {
           target.release();

@@ -16,7 +16,6 @@ import {
   size32,
   size64,
   usvString,
-  workgroupCounts,
 } from '../webidl.js';
 import { PassCommand, PassOp, RecordedCommand, EncoderOp, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
 import { VirtualBuffer } from './buffer.js';
@@ -25,6 +24,7 @@ import type { DeviceObjects } from './foreign.js';
 import { BufferUsage } from './webgpuGlobals.js';
 import { REAL, unwrap, VirtualObject } from './object.js';
 import { VirtualBindGroup } from './bindGroup.js';
+import { VirtualComputePipeline } from './computePipeline.js';
 import { VirtualBindGroupLayout } from './layouts.js';
 import { factsOfLayout } from './limits.js';
 
@@ -49,6 +49,23 @@ function immediateBytes(data: unknown, dataOffset: number | undefined, size: num
     if ((error as Error)?.name === 'OperationError') throw new RangeError(`Failed to execute 'setImmediates' on 'GPUComputePassEncoder': ${(error as Error).message}`);
     throw error;
   }
+}
+
+/** The validity of every command buffer finish() made without error (shared: never mutated). */
+const FINISHED_CLEAN: Promise<boolean> = Promise.resolve(true);
+
+/** The record of the last dispatchWorkgroups recorded (any encoder's): shared while the counts repeat. */
+let lastDispatch: PassCommand | null = null;
+
+/**
+ * The record of dispatchWorkgroups(x, y, z): the last one made when its counts are these (records
+ * are never changed once made, and frozen so that none can be), else a new one.
+ */
+function dispatchRecord(x: number, y: number, z: number): PassCommand {
+  const last = lastDispatch;
+  if (last !== null && last.args[0] === x && last.args[1] === y && last.args[2] === z) return last;
+  lastDispatch = Object.freeze({ op: 'dispatchWorkgroups', args: Object.freeze([x, y, z]) as unknown[] }) as PassCommand;
+  return lastDispatch;
 }
 
 const NO_COMMANDS: readonly RecordedCommand[] = Object.freeze([]);
@@ -116,22 +133,25 @@ export class VirtualComputePassEncoder {
     const converted = encoder.objects.object('GPUComputePipeline', pipeline, 'setPipeline', 'pipeline') as VirtualObject<GPUComputePipeline>;
     if (encoder.finished) return this.forward('setPipeline', [converted]);
     this.#real.setPipeline(converted[REAL]);
-    this.#record.push({ op: 'setPipeline', args: [converted] });
+    // The pipeline's own record, shared by every pass (a stand-in for another device's gets one of its own).
+    this.#record.push(converted instanceof VirtualComputePipeline ? converted.passRecord : { op: 'setPipeline', args: [converted] });
   }
   setBindGroup(index: number, bindGroup: GPUBindGroup | null, ...dynamicOffsets: unknown[]): void;
   // Declared with the two parameters every overload has (WebIDL: its length is 2); the others are read from `arguments`.
   setBindGroup(index: number, bindGroup: GPUBindGroup | null): void {
     const encoder = this.#encoder;
     // WebIDL picks the overload by argument count: the two-argument call (the common one) is
-    // converted without gathering its arguments into an array first.
-    const converted =
-      arguments.length === 2 ? setBindGroupArgs2(index, bindGroup, encoder.objects) : setBindGroupArgs([...arguments], encoder.objects);
-    if (converted.length === 2 && !encoder.finished) {
-      const group = converted[1] as VirtualObject<GPUBindGroup> | null;
-      this.#real.setBindGroup(converted[0] as number, group === null ? null : group[REAL]);
-      this.#record.push({ op: 'setBindGroup', args: converted });
+    // converted without gathering its arguments into an array first, and recorded with the bind
+    // group's own record for its index (no record per call).
+    if (arguments.length === 2 && !encoder.finished) {
+      const slot = size32(index, 'setBindGroup', 'index');
+      const group = bindGroup === null || bindGroup === undefined ? null : (encoder.objects.object('GPUBindGroup', bindGroup, 'setBindGroup', 'bindGroup') as VirtualObject<GPUBindGroup>);
+      this.#real.setBindGroup(slot, group === null ? null : group[REAL]);
+      this.#record.push(group instanceof VirtualBindGroup ? group.passRecord(slot) : { op: 'setBindGroup', args: [slot, group] });
       return;
     }
+    const converted =
+      arguments.length === 2 ? setBindGroupArgs2(index, bindGroup, encoder.objects) : setBindGroupArgs([...arguments], encoder.objects);
     const offsets = converted[2] as number[] | undefined;
     const refusal = offsets && offsets.length > 0 ? this.encoder.dynamicOffsetRefusal(converted[1], offsets) : null;
     if (refusal) {
@@ -152,14 +172,20 @@ export class VirtualComputePassEncoder {
   }
   dispatchWorkgroups(x: number, y?: number, z?: number): void {
     const encoder = this.#encoder;
-    const counts = workgroupCounts(x, y, z);
+    // The common call, converted as workgroupCounts does (x, then y, then z) without its array,
+    // and recorded with a shared record when the counts repeat the last dispatch's.
+    const m = 'dispatchWorkgroups';
+    const cx = size32(x, m, 'workgroupCountX');
+    const cy = y === undefined ? 1 : size32(y, m, 'workgroupCountY');
+    const cz = z === undefined ? 1 : size32(z, m, 'workgroupCountZ');
     encoder.dispatches++;
-    const over = encoder.workgroupCountRefusal(counts);
-    if (over === null && !encoder.finished) {
-      this.#real.dispatchWorkgroups(counts[0], counts[1], counts[2]);
-      this.#record.push({ op: 'dispatchWorkgroups', args: counts });
+    if (!encoder.finished && encoder.workgroupCountsAllowed(cx, cy, cz)) {
+      this.#real.dispatchWorkgroups(cx, cy, cz);
+      this.#record.push(dispatchRecord(cx, cy, cz));
       return;
     }
+    const counts: [number, number, number] = [cx, cy, cz];
+    const over = encoder.workgroupCountRefusal(counts);
     if (over) {
       // Within the real device's limit, over this device's: Dawn is given a count over its own, and
       // finish() words the error for the program's count.
@@ -250,6 +276,7 @@ export class VirtualCommandEncoder {
   }
 
   constructor(device: VirtualDevice, real: GPUCommandEncoder, descriptor: { label: string } | undefined) {
+    if (shapeKeepers === null && device.objects !== null) keepShapes();
     this.#device = device;
     this.#real = real;
     this.#label = descriptor?.label ?? '';
@@ -362,6 +389,14 @@ export class VirtualCommandEncoder {
     return { ...refusal, realAlignment };
   }
 
+  /** True when no count is refused by workgroupCountRefusal (the common case, without an array). */
+  workgroupCountsAllowed(x: number, y: number, z: number): boolean {
+    const below = this.device.limitChecks.workgroupsPerDimension;
+    if (below === null) return true;
+    const { limit, realLimit } = below;
+    return !((x > limit && x <= realLimit) || (y > limit && y <= realLimit) || (z > limit && z <= realLimit));
+  }
+
   /** A workgroup count over this device's maxComputeWorkgroupsPerDimension but within the real device's, or null. */
   workgroupCountRefusal(counts: readonly number[]): { index: number; limit: number; realLimit: number } | null {
     const below = this.device.limitChecks.workgroupsPerDimension;
@@ -393,9 +428,11 @@ export class VirtualCommandEncoder {
     if (rewordings) {
       ({ value, valid, clean } = this.#finishReworded(converted, rewordings));
     } else {
-      const captured = device.physical.captureWith(finishEncoder, this.#real, converted);
-      ({ value, clean } = captured);
-      valid = device.checked(captured);
+      const physical = device.physical;
+      value = physical.callCapturing(finishEncoder, this.#real, converted);
+      const failed = physical.lastFailed;
+      clean = failed === null;
+      valid = failed === null ? FINISHED_CLEAN : device.checked(failed);
     }
     return new VirtualCommandBuffer(
       value,
@@ -414,3 +451,19 @@ export class VirtualCommandEncoder {
 }
 
 refuseUnsupported(VirtualCommandEncoder, 'GPUCommandEncoder');
+
+/**
+ * One encoder, pass and command buffer made with harmless arguments at the first real encoder and
+ * kept for the life of the process: V8 holds a class's object shape only while an instance lives,
+ * and a full collection that finds none (a program between bursts holds no encoder) frees it and
+ * throws away the optimized code of the call path that checks it (docs/benchmarks.md). The
+ * program's own objects cannot be kept: they name its device.
+ */
+let shapeKeepers: readonly object[] | null = null;
+function keepShapes(): void {
+  const noDevice = { objects: null } as unknown as VirtualDevice;
+  const encoder = new VirtualCommandEncoder(noDevice, {} as GPUCommandEncoder, undefined);
+  const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, [], undefined);
+  const buffer = new VirtualCommandBuffer({} as GPUCommandBuffer, NO_COMMANDS, '', FINISHED_CLEAN, true, 0, 0, 0, noDevice, '', false);
+  shapeKeepers = Object.freeze([encoder, pass, buffer]);
+}

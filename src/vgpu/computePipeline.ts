@@ -16,6 +16,7 @@ import { invalidReal } from './limits.js';
 import { VirtualShaderModule } from './shaderModule.js';
 import { unsignedLong } from '../webidl.js';
 import { requireDictionary } from './dictionary.js';
+import type { PassCommand } from './commandBuffer.js';
 
 /** The kernel's twin of a pipeline whose entry point was rewritten to run as atoms. */
 export interface AtomizedPipeline {
@@ -208,6 +209,15 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   /** Dawn's pipeline; null until a deferred creation attaches it (VirtualDevice.createComputePipelineDeferred). */
   get descriptor(): GPUComputePipelineDescriptor {
     return this.#descriptor;
+  }
+
+  #passRecord: PassCommand | null = null;
+  /**
+   * The record of setPipeline(this) in a compute pass, made once and shared by every pass that
+   * sets this pipeline (records are never changed once made; frozen so that none can be).
+   */
+  get passRecord(): PassCommand {
+    return (this.#passRecord ??= Object.freeze({ op: 'setPipeline', args: Object.freeze([this]) as unknown[] }) as PassCommand);
   }
 
   /** Whether its kernels run loops the watchdog checks, and so may cut: the dispatcher times such work alone. */

@@ -641,9 +641,11 @@ export class VirtualDevice extends EventTarget {
 
   createCommandEncoder(input?: GPUCommandEncoderDescriptor): VirtualCommandEncoder {
     const descriptor = labelDescriptor(input, 'createCommandEncoder');
-    const captured = this.physical.captureWith(createEncoder, this.physical.device, descriptor);
-    if (!captured.clean) this.route(this.#scopes.target(), captured);
-    return new VirtualCommandEncoder(this, captured.value, descriptor);
+    const physical = this.physical;
+    const real = physical.callCapturing(createEncoder, physical.device, descriptor);
+    const failed = physical.lastFailed;
+    if (failed !== null) this.route(this.#scopes.target(), failed);
+    return new VirtualCommandEncoder(this, real, descriptor);
   }
 
   createQuerySet(input: GPUQuerySetDescriptor): VirtualQuerySet {

@@ -10,6 +10,7 @@ import { COPY_CHUNK_BYTES } from '../params.js';
 import { VirtualBuffer } from './buffer.js';
 import { Submission } from './submission.js';
 import { BufferUsage } from './webgpuGlobals.js';
+import { releaseWriteCopy, takeWriteCopy } from './writeStaging.js';
 import { dataBytes, InterfaceName, sequence, size64, usvString } from '../webidl.js';
 
 /** The bytes of writeBuffer's data argument, checked as WebGPU does (src/webidl.ts). */
@@ -30,6 +31,10 @@ function writeIsValid(buffer: unknown, offset: number, size: number): boolean {
     offset + size <= buffer.size
   );
 }
+
+/** The first-submission verdicts of a submit of one command buffer (shared: only read). */
+const FIRST_SUBMISSION: readonly boolean[] = Object.freeze([true]);
+const SUBMITTED_BEFORE: readonly boolean[] = Object.freeze([false]);
 
 const COMMAND_BUFFER: InterfaceName = 'GPUCommandBuffer';
 const itself = (value: unknown): unknown => value;
@@ -67,12 +72,23 @@ export class VirtualQueue {
     const target = device.errorTarget();
     // Which record runs is fixed now; a second submit of the same buffer (in a later submit, or
     // twice in this one) must fail like WebGPU's.
-    const firstSubmission = new Array<boolean>(buffers.length);
+    let firstSubmission: readonly boolean[];
+    if (buffers.length === 1) {
+      // The common submit of one command buffer: a shared verdict, no array per submit.
+      const cb = buffers[0];
+      firstSubmission = cb instanceof VirtualCommandBuffer && !cb.submitted ? FIRST_SUBMISSION : SUBMITTED_BEFORE;
+    } else {
+      const verdicts = new Array<boolean>(buffers.length);
+      for (let i = 0; i < buffers.length; i++) {
+        const cb = buffers[i];
+        verdicts[i] = cb instanceof VirtualCommandBuffer && !cb.submitted && buffers.indexOf(cb) === i;
+      }
+      firstSubmission = verdicts;
+    }
     for (let i = 0; i < buffers.length; i++) {
       const cb = buffers[i];
-      firstSubmission[i] = cb instanceof VirtualCommandBuffer && !cb.submitted && buffers.indexOf(cb) === i;
+      if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
     }
-    for (const cb of buffers) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
     device.dispatcher.enqueue(new Submission(device, buffers, firstSubmission, target, device.dispatcher.params.targetSliceNs));
   }
 
@@ -114,18 +130,30 @@ export class VirtualQueue {
     if (bytes.byteLength > COPY_CHUNK_BYTES && writeIsValid(buffer, bufferOffset, bytes.byteLength)) {
       // A large write is scheduled work in pieces, so other processes' atoms can run between them.
       // It was checked valid first: pieces of an invalid write would each raise Dawn's error.
-      const payload = bytes.slice();
+      // Pieces issued before enqueue returns (an uncontended device takes them all at once) read
+      // the program's bytes in place; what is left then is copied (into reused memory:
+      // writeStaging.ts), since the program may change its array as soon as writeBuffer returns.
+      let source = bytes;
+      /** The offset in the program's bytes at which `source` starts. */
+      let sourceFrom = 0;
+      let copy: Uint8Array | null = null;
       let written = 0;
+      // Dawn's writeBuffer has taken the bytes of every piece issued: the copy can go back.
+      const done = (): void => {
+        target.release();
+        if (copy) releaseWriteCopy(copy);
+        copy = null;
+      };
       device.dispatcher.enqueue({
         owner: proc,
         usesDevice: true,
         nextPiece: () => {
-          if (written >= payload.byteLength || device.isLost) {
-            target.release();
+          if (written >= bytes.byteLength || device.isLost) {
+            done();
             return null;
           }
           const from = written;
-          const chunk = payload.subarray(from, Math.min(payload.byteLength, from + COPY_CHUNK_BYTES));
+          const chunk = source.subarray(from - sourceFrom, Math.min(bytes.byteLength, from + COPY_CHUNK_BYTES) - sourceFrom);
           written += chunk.byteLength;
           if (from === 0) proc.bufferWrites++;
           return {
@@ -137,9 +165,14 @@ export class VirtualQueue {
             },
           };
         },
-        cancel: () => target.release(),
-        write: () => ({ buffer, offset: bufferOffset + written, bytes: payload.subarray(written) }),
+        cancel: done,
+        // A copy: `source` may be reused memory, which goes back for other writes once this one is done.
+        write: () => ({ buffer, offset: bufferOffset + written, bytes: source.slice(written - sourceFrom) }),
       });
+      if (written < bytes.byteLength) {
+        copy = source = takeWriteCopy(bytes.subarray(written));
+        sourceFrom = written;
+      }
       return;
     }
     // If it runs now the program's bytes are used in place; if it waits (a suspended owner's

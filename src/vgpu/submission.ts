@@ -48,18 +48,27 @@ interface Cursor {
 
 /** True when every buffer and query set the buffers use can be submitted now (else Dawn must refuse it). */
 function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
-  // Walks the records in place (resources() would build a list per submit, and this runs for every one).
-  for (const cb of buffers) {
-    for (const command of cb.commands) {
+  // Walks the records in place (resources() would build a list per submit, and this runs for every
+  // one), with indexed loops: an unoptimized for-of (before V8 optimizes it, or after a full GC
+  // dropped its code) makes an iterator result per element.
+  for (let b = 0; b < buffers.length; b++) {
+    const commands = buffers[b].commands;
+    for (let c = 0; c < commands.length; c++) {
+      const command = commands[c];
       if (command.op !== 'computePass') {
-        for (const arg of command.args) if (!usable(arg)) return false;
+        const args = command.args;
+        for (let a = 0; a < args.length; a++) if (!usable(args[a])) return false;
         continue;
       }
       if (!usable(command.descriptor?.timestampWrites?.querySet)) return false;
-      for (const pc of command.commands) {
-        for (const arg of pc.args) {
+      const passCommands = command.commands;
+      for (let p = 0; p < passCommands.length; p++) {
+        const args = passCommands[p].args;
+        for (let a = 0; a < args.length; a++) {
+          const arg = args[a];
           if (arg instanceof VirtualBindGroup) {
-            for (const bound of arg.resources) if (!usable(bound)) return false;
+            const bound = arg.resources;
+            for (let r = 0; r < bound.length; r++) if (!usable(bound[r])) return false;
           } else if (!usable(arg)) return false;
         }
       }
@@ -70,7 +79,8 @@ function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
 
 /** False for a destroyed or mapped buffer, or a destroyed query set: Dawn refuses a submit that uses one. */
 function usable(resource: unknown): boolean {
-  if (resource instanceof VirtualBuffer) return !resource.isDestroyed && resource.mapState === 'unmapped';
+  // mapState asks Dawn (a native call and a string each time): only for a buffer that can be mapped.
+  if (resource instanceof VirtualBuffer) return !resource.isDestroyed && (!resource.mappable || resource.mapState === 'unmapped');
   if (resource instanceof VirtualQuerySet) return !resource.isDestroyed;
   return true;
 }
@@ -93,6 +103,8 @@ export class Submission implements WorkItem {
   /** True when the submit must reach Dawn as one (invalid buffers, resubmission, refused resources). */
   private whole: boolean;
   private wholeIssued = false;
+  /** Set when the whole submit reached Dawn without error: nothing of it runs later (see finish). */
+  private issuedClean = false;
   private counted = false;
   private valid: readonly boolean[] = NO_VERDICTS;
 
@@ -110,9 +122,9 @@ export class Submission implements WorkItem {
   ) {
     let dispatches = 0;
     let indirectDispatches = 0;
-    for (const cb of buffers) {
-      dispatches += cb.dispatches;
-      indirectDispatches += cb.indirectDispatches;
+    for (let i = 0; i < buffers.length; i++) {
+      dispatches += buffers[i].dispatches;
+      indirectDispatches += buffers[i].indirectDispatches;
     }
     this.dispatches = dispatches;
     this.indirectDispatches = indirectDispatches;
@@ -174,7 +186,7 @@ export class Submission implements WorkItem {
    */
   prepare(): Promise<void> | null {
     let known = true;
-    for (const cb of this.buffers) known &&= cb.knownValid;
+    for (let i = 0; i < this.buffers.length; i++) known &&= this.buffers[i].knownValid;
     if (known) {
       this.valid = this.buffers.length === 1 ? ONE_VALID : this.buffers.map(() => true);
       return null;
@@ -192,15 +204,20 @@ export class Submission implements WorkItem {
    * whole, as fast as bare WebGPU.
    */
   private worthSplitting(): boolean {
-    for (const cb of this.buffers) {
-      for (const command of cb.commands) {
+    const buffers = this.buffers;
+    for (let b = 0; b < buffers.length; b++) {
+      const commands = buffers[b].commands;
+      for (let c = 0; c < commands.length; c++) {
+        const command = commands[c];
         if (command.op === 'copyBufferToBuffer') {
           const { src, srcOffset, size } = copyArgs(command.args);
           if ((size ?? ((src as VirtualBuffer)?.size ?? 0) - srcOffset) > COPY_CHUNK_BYTES) return true;
         }
         if (command.op !== 'computePass' || command.descriptor?.timestampWrites) continue;
         let current: unknown = null;
-        for (const pc of command.commands) {
+        const passCommands = command.commands;
+        for (let p = 0; p < passCommands.length; p++) {
+          const pc = passCommands[p];
           if (pc.op === 'setPipeline') current = pc.args[0];
           if (pc.op !== 'dispatchWorkgroups' || !(current instanceof VirtualComputePipeline) || !current.atomized) continue;
           const workgroups = (pc.args[0] as number) * ((pc.args[1] as number | undefined) ?? 1) * ((pc.args[2] as number | undefined) ?? 1);
@@ -243,15 +260,39 @@ export class Submission implements WorkItem {
   private finish(): null {
     this.target.release();
     this.buffers = NO_BUFFERS;
+    if (shapeKeeper === null) {
+      // The first submission issued whole without error is kept (see shapeKeeper), retired at the
+      // next finish: by then the dispatcher is done with it (it reads the owner right after this
+      // returns), and nothing else will call it (an erring submit's count waits on its errors).
+      if (retiring !== null && retiring !== this) {
+        retiring.retire();
+        shapeKeeper = retiring;
+        retiring = null;
+      } else if (this.issuedClean) {
+        retiring = this;
+      }
+    }
     return null;
+  }
+
+  /** Drops what a finished submission still names (the shape keeper holds no device or process). */
+  private retire(): void {
+    const fields = this as unknown as { device: unknown; owner: unknown; target: HeldTarget };
+    fields.device = null;
+    fields.owner = null;
+    fields.target = RETIRED_TARGET;
   }
 
   /** The submit as the program made it: the checked encodings (or fresh ones), in one real submit. */
   private wholePiece(): WorkPiece {
     this.wholeIssued = true;
-    const pipelines = submitPipelines(this.buffers);
+    summarizePipelines(this.buffers);
+    const labels = summaryLabels;
+    const mayCut = summaryMayCut;
+    summaryLabels = null;
+    if (this.buffers.length === 1 && labels === null && !mayCut) return PLAIN_SUBMIT_PIECE.arm(this);
     const args = this.buffers.length === 1 ? ONE_COMMAND_BUFFER : { commandBuffers: this.buffers.length };
-    return new WholePiece(this, pipelines.labels ?? 'submit', args, pipelines.mayCut);
+    return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, mayCut).arm(this);
   }
 
   /** Issues the whole submit (its piece's issue()). */
@@ -284,8 +325,12 @@ export class Submission implements WorkItem {
     }
     this.count(1);
     const physical = device.physical;
-    const captured = physical.captureWith(submitTo, physical.queue, real);
-    if (captured.clean) return;
+    physical.callCapturing(submitTo, physical.queue, real);
+    const captured = physical.lastFailed;
+    if (captured === null) {
+      this.issuedClean = true;
+      return;
+    }
     device.routeCaptured(this.target, captured);
     captured.errors.then((list) => list.length > 0 && this.count(-1));
   }
@@ -518,6 +563,17 @@ export class Submission implements WorkItem {
 }
 
 const NO_VERDICTS: readonly boolean[] = Object.freeze([]);
+
+/**
+ * One finished Submission, kept for the life of the process with its references dropped: V8 holds a class's object shape only while an instance
+ * of it lives, and a full collection that finds none frees the shape and throws away the optimized
+ * code of every function that checks it, so a program's next burst of submits starts in the
+ * interpreter and recompiles (docs/benchmarks.md, "Where the wall time goes off the CPU").
+ */
+let shapeKeeper: Submission | null = null;
+let retiring: Submission | null = null;
+/** A retired submission's error target: nothing to release. */
+const RETIRED_TARGET: HeldTarget = Object.freeze({ scopes: Object.freeze([]), release: () => {} });
 const NO_BUFFERS: readonly VirtualCommandBuffer[] = Object.freeze([]);
 /** The verdicts of a submit of one command buffer finished clean (shared: only read). */
 const ONE_VALID: readonly boolean[] = Object.freeze([true]);
@@ -534,20 +590,63 @@ const ONE_COMMAND_BUFFER: Readonly<Record<string, unknown>> = Object.freeze({ co
  * every record (and everything it names) alive that long.
  */
 class WholePiece implements WorkPiece {
-  #submission: Submission | null;
+  #submission: Submission | null = null;
   constructor(
-    submission: Submission,
+    /** The submit's pipelines' labels, or 'submit' when none has one (for the trace and the watchdog's message). */
     readonly name: string,
     readonly args: Readonly<Record<string, unknown>>,
+    /** Whether any of its pipelines runs loops the watchdog checks (the piece may be cut: the dispatcher times it). */
     readonly mayCut: boolean,
-  ) {
+  ) {}
+  /** Makes this the piece of `submission` until issued. */
+  arm(submission: Submission): this {
     this.#submission = submission;
+    return this;
   }
   issue(): void {
     const submission = this.#submission;
     this.#submission = null;
     submission?.issueWhole();
   }
+}
+
+/**
+ * The piece of every whole submit of one command buffer whose pipelines have no label and run no
+ * checked loops (the common one), shared: the dispatcher issues a piece as soon as it has it, so
+ * one armed at a time suffices, and a run of thousands of submits then keeps one object, not one
+ * per submit, until its fence. It is also what keeps WholePiece's shape alive (see shapeKeeper).
+ */
+const PLAIN_SUBMIT_PIECE = new WholePiece('submit', ONE_COMMAND_BUFFER, false);
+
+// What summarizePipelines found (module scratch: no summary object per submit).
+let summaryLabels: string[] | null = null;
+let summaryMayCut = false;
+
+/** One pass over a submit's commands: its pipelines' labels and whether any may be cut (into the scratch above). */
+function summarizePipelines(buffers: readonly VirtualCommandBuffer[]): void {
+  // An array, not a Set: a submit sets few pipelines.
+  let labels: string[] | null = null;
+  let mayCut = false;
+  let last: VirtualComputePipeline | null = null;
+  for (let b = 0; b < buffers.length; b++) {
+    const commands = buffers[b].commands;
+    for (let c = 0; c < commands.length; c++) {
+      const command = commands[c];
+      if (command.op !== 'computePass') continue;
+      const passCommands = command.commands;
+      for (let p = 0; p < passCommands.length; p++) {
+        const pc = passCommands[p];
+        const pipeline = pc.args[0];
+        if (pc.op !== 'setPipeline' || pipeline === last || !(pipeline instanceof VirtualComputePipeline)) continue;
+        last = pipeline;
+        const label = pipeline.label;
+        if (label && !(labels ??= []).includes(label)) labels.push(label);
+        mayCut ||= pipeline.mayCut;
+      }
+    }
+  }
+  summaryLabels = labels;
+  summaryMayCut = mayCut;
 }
 
 /**
@@ -564,32 +663,6 @@ function withImmediates(image: Uint8Array | null, offset: number, data: unknown)
   }
   next.set(bytes, offset);
   return next;
-}
-
-/**
- * What a whole submit's pipelines say of it, in one pass over its commands: their labels (for the
- * trace and the watchdog's message; null when none has one), and whether any runs loops the
- * watchdog checks (the piece may be cut: the dispatcher times it).
- */
-function submitPipelines(buffers: readonly VirtualCommandBuffer[]): { labels: string | null; mayCut: boolean } {
-  // An array, not a Set: a submit sets few pipelines, and this runs for every submit.
-  let labels: string[] | null = null;
-  let mayCut = false;
-  let last: VirtualComputePipeline | null = null;
-  for (const cb of buffers) {
-    for (const command of cb.commands) {
-      if (command.op !== 'computePass') continue;
-      for (const pc of command.commands) {
-        const pipeline = pc.args[0];
-        if (pc.op !== 'setPipeline' || pipeline === last || !(pipeline instanceof VirtualComputePipeline)) continue;
-        last = pipeline;
-        const label = pipeline.label;
-        if (label && !(labels ??= []).includes(label)) labels.push(label);
-        mayCut ||= pipeline.mayCut;
-      }
-    }
-  }
-  return { labels: labels === null ? null : labels.join(', '), mayCut };
 }
 
 /**
