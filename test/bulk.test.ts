@@ -296,7 +296,7 @@ for (;;) {
     await eventually('no region remains', () => namesIn(regionDir).length === 0 && openUnder(regionDir).length === 0);
   });
 
-  it('closes a handoff connection that sends garbage or nothing, and goes on serving', async () => {
+  it('closes a handoff connection that sends garbage or nothing, bounds how many are open, and goes on serving', async () => {
     const handoffSocket = `${socket}.regions`;
     /** Connects, sends `bytes`, and resolves with what came back once the daemon closed the connection. */
     const exchange = (bytes: Buffer | null) =>
@@ -311,6 +311,18 @@ for (;;) {
     assert.equal((await exchange(randomBytes(1 << 20))).byteLength, 0, 'a megabyte of garbage: closed, nothing sent');
     assert.equal((await exchange(Buffer.from('x'.repeat(32) + '\n'))).byteLength, 0, 'a key line naming nothing: closed');
     assert.equal((await exchange(null)).byteLength, 0, 'silence: closed after the handoff timeout');
+    // A flood of silent connections: past 64 open ones, each is closed at once (the daemon's descriptors are not used up).
+    const flood: Socket[] = [];
+    let closedAtOnce = 0;
+    for (let i = 0; i < 80; i++) {
+      const connection = netConnect({ path: handoffSocket });
+      connection.on('error', () => {});
+      connection.on('close', () => closedAtOnce++);
+      flood.push(connection);
+    }
+    await eventually('the connections past the bound are closed', () => closedAtOnce >= 16, 3_000);
+    for (const connection of flood) connection.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 100));
     const process = await connect({ socket, token: ALICE });
     const device = await deviceOf(process);
     await regionOf(process);

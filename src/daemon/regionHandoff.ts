@@ -11,8 +11,8 @@
 // own authenticated socket; the client connects to the handoff socket and writes the key and a
 // newline; the daemon sends one byte carrying the descriptor and closes. A key works once, and
 // only until the session says it has its region (BulkRegionOpened) or ends; a connection that
-// sends anything else, or nothing within HANDOFF_TIMEOUT_MS, is closed with nothing sent. Only
-// the session that asked ever sees its key.
+// sends anything else, or nothing within HANDOFF_TIMEOUT_MS, is closed with nothing sent, and at
+// most MAX_OPEN_HANDOFFS are open at once. Only the session that asked ever sees its key.
 
 import { randomBytes } from 'node:crypto';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
@@ -22,6 +22,8 @@ import type { LogFn } from './log.js';
 
 /** A handoff connection must send its key within this long. */
 const HANDOFF_TIMEOUT_MS = 5_000;
+/** Handoff connections open at once; more are closed at once (a client needs one, briefly, per region). */
+const MAX_OPEN_HANDOFFS = 64;
 /** 32 hex digits and a newline. */
 const KEY_LINE_BYTES = 33;
 
@@ -31,6 +33,8 @@ export const handoffPathOf = (socket: string): string => `${socket}.regions`;
 export class RegionHandoff {
   /** Descriptors on offer, by key. */
   private readonly offers = new Map<string, number>();
+  /** Handoff connections open now (bounded: a flood of them must not use up the daemon's descriptors). */
+  private open = 0;
 
   private constructor(
     private readonly server: Server,
@@ -81,11 +85,19 @@ export class RegionHandoff {
 
   /** One handoff connection: a key line in, the descriptor out (once), closed either way. */
   private serve(connection: Socket): void {
+    connection.on('error', () => {});
+    if (this.open >= MAX_OPEN_HANDOFFS) {
+      connection.destroy();
+      return;
+    }
+    this.open++;
     let received = Buffer.alloc(0);
     const timer = setTimeout(() => connection.destroy(), HANDOFF_TIMEOUT_MS);
     timer.unref();
-    connection.on('error', () => {});
-    connection.on('close', () => clearTimeout(timer));
+    connection.on('close', () => {
+      this.open--;
+      clearTimeout(timer);
+    });
     connection.on('data', (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
       if (received.byteLength < KEY_LINE_BYTES) return;
