@@ -98,14 +98,18 @@ export class RegionHandoff {
       this.open--;
       clearTimeout(timer);
     });
+    let answered = false;
     connection.on('data', (chunk: Buffer) => {
+      if (answered) return;
       received = Buffer.concat([received, chunk]);
       if (received.byteLength < KEY_LINE_BYTES) return;
+      answered = true;
       const line = received.subarray(0, KEY_LINE_BYTES).toString('latin1');
       const key = line.slice(0, -1);
       const fd = line.endsWith('\n') ? this.offers.get(key) : undefined;
       if (fd === undefined) {
-        this.log('warn', 'a region handoff named no region on offer; closed', {});
+        // (debug: any local user who may connect could fill a warning log with these)
+        this.log('debug', 'a region handoff named no region on offer; closed', {});
         connection.destroy();
         return;
       }
