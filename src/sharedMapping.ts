@@ -63,7 +63,12 @@ export class SharedMapping {
   ) {
     this.bytes = new Uint8Array(0);
     this.mapNew(Math.max(size, reserve));
-    this.remap(size);
+    try {
+      this.remap(size);
+    } catch (error) {
+      this.close();
+      throw error;
+    }
   }
 
   /** Maps `fd`'s first `size` bytes, with room for it to grow to `reserve`; null when mmap is not available here or fails. */

@@ -147,6 +147,21 @@ describe('the wire codec', () => {
     }
   });
 
+  it('counts a large frame\'s reserved body as held from when it is reserved (what the daemon charges a tenant)', () => {
+    const frame = encodeFrame('QueueWriteBuffer', { queue: 1, buffer: 2, offset: 0, data: new Uint8Array(4 * 1024 * 1024) });
+    const decoder = new FrameDecoder(64 * 1024 * 1024);
+    // A third of it: received bytes only, nothing reserved yet.
+    decoder.append(frame.subarray(0, frame.byteLength / 3));
+    assert.equal(decoder.next(), null);
+    // Past a quarter the body is reserved whole, and counted whole.
+    decoder.append(frame.subarray(frame.byteLength / 3, frame.byteLength / 2));
+    assert.equal(decoder.next(), null);
+    assert.ok(decoder.pendingBytes >= frame.byteLength - 4, `held ${decoder.pendingBytes} of a ${frame.byteLength}-byte frame`);
+    decoder.append(frame.subarray(frame.byteLength / 2));
+    assert.equal(decoder.next()?.name, 'QueueWriteBuffer');
+    assert.equal(decoder.pendingBytes, 0);
+  });
+
   it('never throws anything but ProtocolError on random or mutated input', () => {
     let x = 0x12345678;
     const random = () => {

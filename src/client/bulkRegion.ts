@@ -1,7 +1,7 @@
 // The client's side of a session's shared-memory region (docs/daemon.md, "Bulk data"): for a
 // program on the daemon's machine (a Unix socket), buffer contents travel through memory the
-// daemon made and both have open (a sealed memory file whose descriptor it handed over, or a tmpfs
-// file opened by name), not through the socket. The client maps it
+// daemon made and both have open (a sealed memory file whose descriptor it handed over, which both
+// map, or a tmpfs file opened by name, moved with pwrite/pread), not through the socket. The client maps it
 // (src/sharedMapping.ts) and copies with memcpy; where it cannot, bytes go in and out with
 // pwrite/pread on the descriptor, a copy in the kernel that costs several times as much.
 //
@@ -100,7 +100,9 @@ export class BulkRegion {
     channel.post('BulkRegionOpened', { ok: true });
     // Address space for all it may grow to (at most 1 GiB here), so growing re-faults nothing (sharedMapping.ts).
     const reserve = Math.min(Number.isSafeInteger(limit) ? limit! : size, MAX_RESERVE_BYTES);
-    const region = new BulkRegion(channel, fd, size, SharedMapping.map(fd, size, reserve));
+    // Only a handed-over memory file is mapped: a tmpfs file's pages are not reserved by ftruncate,
+    // and a touch of one a full tmpfs cannot back is SIGBUS (pwrite/pread merely fail with ENOSPC).
+    const region = new BulkRegion(channel, fd, size, handoff ? SharedMapping.map(fd, size, reserve) : null);
     void channel.session.closed.then(() => region.close());
     return region;
   }

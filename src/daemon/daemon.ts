@@ -96,17 +96,19 @@ export async function startDaemon(options: DaemonConfigInput | { configPath: str
         return nodeAgent.client();
       }
     : undefined;
-  // Shared-memory regions' descriptors go to clients through a socket of their own (regionHandoff.ts).
+  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now(), regionHandoff: null, ...(fleet ? { fleet } : {}) });
+  let metricsAddress: AddressInfo | null = null;
+  // Shared-memory regions' descriptors go to clients through a socket of their own (regionHandoff.ts),
+  // opened once the main socket is ours: a daemon that fails to start never touches a running one's.
   let regionHandoff: RegionHandoff | null = null;
   try {
-    regionHandoff = config.sharedMemory?.directory === null ? null : await RegionHandoff.listen(config.socket, config.socketMode, log);
-  } catch (error) {
-    log('warn', 'no region handoff socket: shared-memory regions are tmpfs files', { error: error instanceof Error ? error.message : String(error) });
-  }
-  server = new Server({ kernel, config, tenants, log, metrics, startedAt: Date.now(), regionHandoff, ...(fleet ? { fleet } : {}) });
-  let metricsAddress: AddressInfo | null = null;
-  try {
     await server.listen();
+    try {
+      regionHandoff = config.sharedMemory?.directory === null ? null : await RegionHandoff.listen(config.socket, config.socketMode, log);
+      server.deps.regionHandoff = regionHandoff;
+    } catch (error) {
+      log('warn', 'no region handoff socket: shared-memory regions are tmpfs files', { error: error instanceof Error ? error.message : String(error) });
+    }
     if (metrics && config.metrics) metricsAddress = await metrics.listen(config.metrics.host, config.metrics.port);
   } catch (error) {
     server.stopListening();

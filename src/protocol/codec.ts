@@ -518,9 +518,13 @@ export class FrameDecoder {
     return decodeBody(body);
   }
 
-  /** Bytes received but not yet part of a whole frame. */
+  /**
+   * Bytes held for frames not yet whole: those received, and the rest of a large frame's body
+   * reserved ahead of them (assemble): the daemon charges a tenant for what it holds, so a peer
+   * that announces a large frame and sends a quarter of it is charged for all of it.
+   */
   get pendingBytes(): number {
-    return this.buffered;
+    return this.buffered + (this.assembly ? this.assembly.byteLength - this.assembled : 0);
   }
 
   /**

@@ -5,7 +5,7 @@
 // ArrayBuffer for that copy costs a page fault per 4 KiB page on first touch, and on a virtual
 // machine those are dear: a 64 MiB copy into fresh memory took 200-270 ms here, into reused
 // memory about 4 ms (docs/benchmarks.md). So the copies' buffers are kept for the next write of
-// a like size, bounded in count and bytes.
+// a like size, bounded in count and bytes, and let go after IDLE_MS without one.
 
 /** Spare buffers, newest last. */
 const spares: ArrayBuffer[] = [];
@@ -24,6 +24,10 @@ export function takeWriteCopy(bytes: Uint8Array): Uint8Array {
   return copy;
 }
 
+/** Spares unused this long are let go (a process that stopped writing large buffers keeps nothing). */
+const IDLE_MS = 2_000;
+let idleTimer: NodeJS.Timeout | null = null;
+
 /** Keeps `copy`'s buffer for a later write (nothing may use `copy` after). */
 export function releaseWriteCopy(copy: Uint8Array): void {
   const buffer = copy.buffer as ArrayBuffer;
@@ -31,4 +35,12 @@ export function releaseWriteCopy(copy: Uint8Array): void {
   spares.push(buffer);
   let total = spares.reduce((sum, b) => sum + b.byteLength, 0);
   while (spares.length > MAX_SPARES || total > MAX_SPARE_BYTES) total -= spares.shift()!.byteLength;
+  if (idleTimer) idleTimer.refresh();
+  else {
+    idleTimer = setTimeout(() => {
+      idleTimer = null;
+      spares.length = 0;
+    }, IDLE_MS);
+    idleTimer.unref();
+  }
 }
