@@ -146,26 +146,13 @@ export class PhysicalDevice {
    * loop (an encoder's finish, a submit), where a closure per call is garbage per call.
    */
   captureWith<A, B, T>(call: (a: A, b: B) => T, a: A, b: B): Captured<T> {
-    if (!this.syncErrors) return this.captureWithScopes(() => call(a, b));
-    const outerIn = this.inCapture;
-    const outer = this.capturing;
-    this.inCapture = true;
-    this.capturing = null;
-    let value: T;
-    let errors: GPUError[] | null;
-    try {
-      value = call(a, b);
-    } finally {
-      errors = this.capturing as GPUError[] | null;
-      this.inCapture = outerIn;
-      this.capturing = outer;
-    }
-    return errors === null ? { value, errors: NO_ERRORS, clean: true } : { value, errors: Promise.resolve(errors), clean: false };
+    const value = this.callCapturing(call, a, b);
+    return (this.lastFailed as Captured<T> | null) ?? { value, errors: NO_ERRORS, clean: true };
   }
 
   /**
-   * The errors of the last callCapturing(): null when it raised none. Read it right after the
-   * call, before any other capture.
+   * The errors of the last callCapturing(): null when it raised none (through error scopes, the
+   * whole Captured, errors to come). Read it right after the call, before any other capture.
    */
   lastFailed: Captured<unknown> | null = null;
 

@@ -4,6 +4,7 @@
 // ProtocolError with a code, never an exception of another kind and never a partial message.
 
 import { ErrorCodes, GpunixError } from '../errors.js';
+import { LargeBufferPool } from '../largeBufferPool.js';
 import {
   DEFAULT_MAX_FRAME_BYTES,
   FieldKind,
@@ -165,64 +166,8 @@ export function encodeFrame<N extends MessageName>(name: N, payload: Payload<N>)
 /** Frames up to this size are encoded into a shared chunk (FrameEncoder); larger ones get a buffer of their own. */
 const SMALL_FRAME_BYTES = 16 * 1024;
 
-/**
- * Buffers for large frames, kept for reuse once written. A fresh multi-megabyte allocation is
- * memory the kernel must fault in page by page: measured on the 2-vCPU VM of docs/benchmarks.md,
- * allocating and filling 4 MiB took 17 ms, filling a buffer already used 0.4 ms. Holds at most
- * MAX_BYTES, and empties itself after IDLE_MS without use (so an idle process keeps nothing). A
- * buffer may serve one session's frame after another's: only the frame's own bytes, all written
- * afresh, ever go out (its subarray), never the stale rest.
- */
-export class LargeBufferPool {
-  static readonly MAX_BYTES = 160 * 1024 * 1024;
-  static readonly IDLE_MS = 2000;
-  private free: Buffer[] = [];
-  private bytes = 0;
-  private trimTimer: NodeJS.Timeout | null = null;
-
-  /** A buffer of at least `size` bytes: the smallest kept one that fits (and wastes at most half), or a new one. */
-  take(size: number): Buffer {
-    const best = this.fitting(size);
-    if (best < 0) return Buffer.allocUnsafeSlow(Math.ceil(size / 65536) * 65536);
-    const [buffer] = this.free.splice(best, 1);
-    this.bytes -= buffer.byteLength;
-    return buffer;
-  }
-
-  /** Whether take(size) would reuse a kept buffer (no fresh memory). */
-  has(size: number): boolean {
-    return this.fitting(size) >= 0;
-  }
-
-  /** The index of the smallest kept buffer of `size` bytes or more wasting at most half of it; -1: none. */
-  private fitting(size: number): number {
-    let best = -1;
-    for (let i = 0; i < this.free.length; i++) {
-      const length = this.free[i].byteLength;
-      if (length >= size && length <= size * 2 && (best < 0 || length < this.free[best].byteLength)) best = i;
-    }
-    return best;
-  }
-
-  /** Returns a buffer from take() once nothing reads it any more (its write is done). */
-  give(buffer: Buffer): void {
-    if (this.bytes + buffer.byteLength > LargeBufferPool.MAX_BYTES) return;
-    this.free.push(buffer);
-    this.bytes += buffer.byteLength;
-    if (this.trimTimer) this.trimTimer.refresh();
-    else {
-      this.trimTimer = setTimeout(() => {
-        this.trimTimer = null;
-        this.free = [];
-        this.bytes = 0;
-      }, LargeBufferPool.IDLE_MS);
-      this.trimTimer.unref();
-    }
-  }
-}
-
 /** The process's pool of large frame buffers (one for every connection: a frame is written once). */
-export const largeFrameBuffers = new LargeBufferPool();
+export const largeFrameBuffers = new LargeBufferPool(160 * 1024 * 1024);
 /** The chunk small frames are packed into; a new one is taken when it is full. */
 const CHUNK_BYTES = 64 * 1024;
 
