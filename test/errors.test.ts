@@ -507,7 +507,11 @@ describe('errors under gpunix match bare Dawn', () => {
       const rp = new Recorder(dp);
       const rq = new Recorder(dq);
       let refused!: GPUBuffer;
-      await rq.scoped('modest', () => dq.createBuffer({ size: 512 * 1024, usage: GPUBufferUsage.STORAGE }));
+      // Held until after the count below: a buffer the program drops may be released at any collection.
+      let modest!: GPUBuffer;
+      await rq.scoped('modest', () => {
+        modest = dq.createBuffer({ size: 512 * 1024, usage: GPUBufferUsage.STORAGE });
+      });
       await rp.scoped('createBuffer', () => {
         refused = dp.createBuffer({ size: 2 * 1024 * 1024, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
       });
@@ -522,6 +526,7 @@ describe('errors under gpunix match bare Dawn', () => {
       ]);
       assert.deepEqual(await rq.finish(), []);
       assert.equal(small.stats().bytesAllocated, 512 * 1024);
+      modest.destroy();
       await p.exit();
       await q.exit();
       assert.equal(small.stats().bytesAllocated, 0);
