@@ -60,6 +60,7 @@ describe('spilling evicted contents to files', () => {
     assert.equal(swap.hostBytes, 1 * MiB);
     assert.ok(swap.bytesSpilled >= 2 * MiB);
     assert.equal(proc.record().accounting.spilledBytes, 2 * MiB);
+    assert.ok(proc.record().accounting.bytesSpilled >= 2 * MiB);
     assert.equal(proc.record().accounting.evictedBytes, 3 * MiB, 'evicted bytes keep their meaning: on disk or not');
     assert.equal(kernel.stats().devices[0].evictedBytes, 3 * MiB);
     const names = files(spillDir);
@@ -88,10 +89,8 @@ describe('spilling evicted contents to files', () => {
     const spilledBefore = kernel.stats().swap.bytesSpilled;
     const procs = await Promise.all([0, 1, 2].map((i) => kernel.spawn({ name: `p${i}` })));
     let mostFiles = 0;
-    let mostSpilledByProcs = 0;
     const watching = setInterval(() => {
       mostFiles = Math.max(mostFiles, files(spillDir).length);
-      mostSpilledByProcs = Math.max(mostSpilledByProcs, procs.reduce((sum, p) => sum + p.record().accounting.spilledBytes, 0));
     }, 2);
     // 3 processes x 2 buffers x 1 MiB = 6 MiB against a 3 MiB budget and 1 MiB of host memory.
     const results = await Promise.all(procs.map((p, i) => iterate(p, i * 1000, 2, 1 * MiB, 5, 15)));
@@ -102,8 +101,9 @@ describe('spilling evicted contents to files', () => {
     const records = procs.map((p) => p.record());
     assert.ok(records.reduce((sum, r) => sum + r.accounting.evictions, 0) > 0, 'buffers were evicted');
     assert.ok(kernel.stats().swap.bytesSpilled > spilledBefore, 'evicted contents went to spill files');
-    assert.ok(mostFiles > 0, 'spill files appeared while buffers were evicted');
-    assert.ok(mostSpilledByProcs > 0, 'processes reported bytes on disk');
+    // A spill lasts only until its restore, too briefly to sample; the running totals say it happened.
+    const spilledByProcs = records.reduce((sum, r) => sum + r.accounting.bytesSpilled, 0);
+    assert.equal(spilledByProcs, kernel.stats().swap.bytesSpilled - spilledBefore, 'the processes account for every byte spilled');
     for (const p of procs) await p.exit();
     await until(() => files(spillDir).length === 0, 'every spill file to go when the processes end');
     const stats = kernel.stats();

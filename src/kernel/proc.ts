@@ -43,6 +43,8 @@ export interface ProcessAccounting {
   evictedBytes: number;
   /** Of evictedBytes, what is in spill files now (beyond the kernel's hostMemoryLimit). */
   spilledBytes: number;
+  /** Bytes of this process written to spill files so far (a spill lasts only until its restore). */
+  bytesSpilled: number;
   /** Buffers moved to host memory, and brought back. */
   evictions: number;
   restores: number;
@@ -135,6 +137,8 @@ export class Proc {
   bufferWrites = 0;
   /** Of its evicted bytes, those in spill files now (kept by kernel/spill). */
   spilledBytes = 0;
+  /** Bytes written to spill files so far (kept by kernel/spill). */
+  bytesSpilled = 0;
 
   /** Resolves with the exit status once the process has exited and released everything. */
   readonly exited: Promise<ExitStatus>;
@@ -217,6 +221,7 @@ export class Proc {
         residentBytes: this.ledger.bytes - this.ledger.evictedBytes,
         evictedBytes: this.ledger.evictedBytes,
         spilledBytes: this.spilledBytes,
+        bytesSpilled: this.bytesSpilled,
         evictions: this.ledger.evictions,
         restores: this.ledger.restores,
         peakBytesAllocated: this.ledger.peakBytes,

@@ -65,6 +65,7 @@ export interface HostMemory {
 /** Whose evicted bytes these are: the process, which counts its bytes on disk. */
 export interface SpillOwner {
   spilledBytes: number;
+  bytesSpilled: number;
 }
 
 /** One evicted buffer's contents: in host memory, being written to a file, or in a file. */
@@ -304,6 +305,7 @@ export class SpillStore {
     this.swap.spillFiles++;
     this.swap.bytesSpilled += evicted.size;
     evicted.owner.spilledBytes += evicted.size;
+    evicted.owner.bytesSpilled += evicted.size;
   }
 
   /** Opens a new file (0600, never an existing one), making the directory first when needed. */
