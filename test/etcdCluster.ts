@@ -33,6 +33,11 @@ export interface EtcdCluster {
   kill(member: EtcdMember): Promise<void>;
   /** Starts a killed member again on its data (it rejoins as itself) and waits until it is healthy. */
   restart(member: EtcdMember): Promise<void>;
+  /**
+   * SIGSTOPs every running member (etcd answers nobody, its clock-driven lease expiry included)
+   * and returns a function that SIGCONTs them; `stop()` continues them too.
+   */
+  freeze(): () => void;
   /** Kills every member and removes the data directories (idempotent). */
   stop(): Promise<void>;
 }
@@ -126,6 +131,10 @@ class Member implements EtcdMember {
     );
   }
 
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
   async kill(): Promise<void> {
     if (!this.child) return;
     this.child.kill('SIGKILL');
@@ -195,6 +204,7 @@ export async function startEtcd(options: { members?: 1 | 3; dir?: string } = {})
   });
 
   let stopped = false;
+  const thaws = new Set<() => void>();
   const cluster: EtcdCluster = {
     endpoints: members.map((m) => m.clientUrl),
     members,
@@ -221,9 +231,20 @@ export async function startEtcd(options: { members?: 1 | 3; dir?: string } = {})
       m.start();
       await m.healthy();
     },
+    freeze() {
+      const frozen = members.filter((m) => m.running);
+      for (const m of frozen) m.signal('SIGSTOP');
+      const thaw = () => {
+        for (const m of frozen) m.signal('SIGCONT');
+        thaws.delete(thaw);
+      };
+      thaws.add(thaw);
+      return thaw;
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
+      for (const thaw of [...thaws]) thaw();
       await Promise.all(members.map((m) => m.kill()));
       rmSync(root, { recursive: true, force: true });
     },

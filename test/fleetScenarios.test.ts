@@ -384,6 +384,30 @@ describe('fleet scenarios', () => {
       }
     });
 
+    it('a member that ends while etcd answers nobody is not run again when its node counts its lease lost', { timeout: 120_000 }, async () => {
+      const solo = fleet.node('solo');
+      const job = await fleet.submit(fleet.counterSpec('unheard', 20, 50, { share: 0.5, memory: '4M' }));
+      await fleet.waitJob(job.id, 'runs', (j) => j.phase === 'running', 60_000);
+      const lostBefore = solo.log().split('the node lost its fleet lease').length;
+      // etcd frozen past the node's keepalive silence limit (5 s lease: 3.3 s) but not past the
+      // lease itself; the member ends meanwhile, its end unrecorded while etcd is frozen.
+      const thaw = etcd.freeze();
+      const frozenAt = Date.now();
+      try {
+        await waitFor('the member ends while etcd is frozen', async () => fleet.lines('unheard').some((l) => l.startsWith('checksum')), 15_000);
+        await waitFor('the node counts its lease lost', async () => solo.log().split('the node lost its fleet lease').length > lostBefore, 10_000);
+        assert.ok(Date.now() - frozenAt < 4_900, `etcd thawed within the node's lease (${Date.now() - frozenAt} ms)`);
+      } finally {
+        thaw();
+      }
+      const done = await fleet.waitPhase(job.id, ['succeeded', 'failed'], 60_000);
+      assert.equal(done.phase, 'succeeded', await fleet.describe(job.id));
+      assert.deepEqual(fleet.lines('unheard').filter((l) => l.startsWith('checksum')), [`checksum ${expectedChecksum(20)}`], 'it ran to the end once');
+      assert.equal(done.generation, 1, 'never bound again');
+      assert.equal(done.restarts, 0);
+      await waitFor('its final status is deleted with the job', async () => (await fleet.statuses(job.id)).length === 0, 15_000);
+    });
+
     it('loses no job and runs none twice while etcd\'s leader is killed during a stream of submits', { timeout: 120_000 }, async () => {
       const start = await fleet.store.revision();
       const puts = new Map<string, number>();
@@ -423,7 +447,7 @@ describe('fleet scenarios', () => {
         for (const job of acknowledged) {
           const done = await fleet.waitPhase(job.id, ['succeeded'], 60_000);
           const name = job.spec.name!;
-          assert.deepEqual(fleet.lines(name).filter((l) => l.startsWith('checksum')), [`checksum ${expectedChecksum(3)}`], `${name} ran to the end once, with the exact checksum`);
+          assert.deepEqual(fleet.lines(name).filter((l) => l.startsWith('checksum')), [`checksum ${expectedChecksum(3)}`], `${name} ran to the end once, with the exact checksum (generation ${done.generation}, ${done.restarts} restarts)\n${await fleet.describe(job.id)}`);
           // A node whose lease lapses (its keepalives starved on a loaded machine) kills its members
           // and the job is bound anew (the node-death path): counted and shown, not a failure.
           if (done.generation !== 1) rebound.push(`${job.id} generation ${done.generation} (${done.restarts} restarts)\n${await fleet.describe(job.id)}`);

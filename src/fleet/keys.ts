@@ -15,7 +15,7 @@ export class FleetKeys {
   bindings = (): string => `${this.prefix}bindings/`;
   nodeBindings = (node: string): string => `${this.prefix}bindings/${node}/`;
   binding = (node: string, job: string, member: number): string => `${this.prefix}bindings/${node}/${job}/${member}`;
-  /** status/<job>/<member> → MemberStatus, under the node's lease. */
+  /** status/<job>/<member> → MemberStatus, under the node's lease while the member runs; a finished member's without (it outlives the node). */
   statuses = (): string => `${this.prefix}status/`;
   jobStatuses = (job: string): string => `${this.prefix}status/${job}/`;
   status = (job: string, member: number): string => `${this.prefix}status/${job}/${member}`;

@@ -265,7 +265,7 @@ export class NodeAgent {
   private async session(store: FleetStore): Promise<void> {
     let lost!: (reason: string) => void;
     const leaseLost = new Promise<string>((resolve) => (lost = resolve));
-    const lease = await store.lease(this.options.fleet.leaseTtlSeconds, (error) => lost(error.message));
+    const lease = await store.lease(this.options.fleet.leaseTtlSeconds, (error) => lost(error.message), { keepUntilRevoked: true });
     if (this.stopped) {
       await lease.revoke();
       return;
@@ -332,12 +332,15 @@ export class NodeAgent {
       // as etcd expires the lease (the store counts it lost before that can happen).
       void this.killMembersNow('the node lost its fleet lease', true);
       await this.enqueue(() => this.stopAll('the node lost its fleet lease', true));
+      // Members that finished while etcd was out of reach: their ends are recorded before the
+      // lease goes, else the node's death (the lease's end) would have the scheduler run them again.
+      await this.recordFinished(store, lease, this.options.fleet.leaseTtlSeconds * 1000);
     } finally {
       ended = true;
       if (tick) clearInterval(tick);
       await (watch as { close(): Promise<void> } | null)?.close();
       if (this.lease === lease) this.lease = null;
-      if (!lease.lost && !this.stopped) await lease.revoke();
+      if (!this.stopped) await lease.revoke();
     }
   }
 
@@ -942,7 +945,13 @@ export class NodeAgent {
     }
   }
 
-  /** Puts the member's status under the lease (in order; a failed put is retried at the next tick). */
+  /**
+   * Puts the member's status (in order; a failed put is retried at the next tick). A running
+   * member's status lives under the lease (it vanishes with the node); a finished member's is a
+   * fact that outlives the node — put without the lease, even once the lease is lost, while the
+   * member is still bound here — so that a node lost right after a member ended does not get it
+   * run again.
+   */
   private publishStatus(store: FleetStore, lease: StoreLease, member: Member): void {
     if (member.remote) return; // its program's node reports it
     const status: MemberStatus = { node: this.node, generation: member.binding.generation, state: member.state, updatedAt: Date.now() };
@@ -957,15 +966,39 @@ export class NodeAgent {
     if (member.gpuTimeMs !== undefined) status.gpuTimeMs = member.gpuTimeMs;
     member.lastStatusAt = status.updatedAt;
     member.dirty = false;
+    const final = status.state === 'exited' || status.state === 'failed';
     member.statusChain = member.statusChain.then(async () => {
-      if (member.stopping || lease.lost) return;
+      if (member.stopping || (lease.lost && !final)) return;
+      const key = store.keys.status(member.binding.job, member.binding.member);
       try {
-        await store.put(store.keys.status(member.binding.job, member.binding.member), status, lease);
+        // Not bound here any more (the job ended or moved on): its status is nobody's news.
+        if (final) await store.commit({ ifs: [{ key: store.keys.binding(this.node, member.binding.job, member.binding.member), present: true }], puts: [{ key, value: status }] });
+        else await store.put(key, status, lease);
       } catch (error) {
         member.dirty = true;
         this.log('warn', 'cannot publish a member status; retrying', { job: member.binding.job, member: member.binding.member, error: (error as Error).message });
       }
     });
+  }
+
+  /**
+   * Puts the statuses of finished members not yet recorded (their puts failed while etcd was out
+   * of reach), retrying for up to `withinMs`. Called after the lease is lost and before it is revoked.
+   */
+  private async recordFinished(store: FleetStore, lease: StoreLease, withinMs: number): Promise<void> {
+    const deadline = Date.now() + withinMs;
+    for (;;) {
+      const finished = [...this.members.values()].filter((m) => !m.remote && (m.state === 'exited' || m.state === 'failed'));
+      await Promise.all(finished.map((m) => m.statusChain));
+      const unrecorded = finished.filter((m) => m.dirty);
+      if (unrecorded.length === 0 || this.stopped) return;
+      if (Date.now() >= deadline) {
+        this.log('warn', 'could not record finished members before the node\'s lease ended: the scheduler may run them again', { members: unrecorded.map((m) => m.key) });
+        return;
+      }
+      for (const member of unrecorded) this.publishStatus(store, lease, member);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   }
 
   /** Once a second: the NodeRecord when `used` or health changed; members' GPU time; retries; a reconcile pass. */

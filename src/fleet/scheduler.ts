@@ -876,7 +876,7 @@ export class FleetScheduler {
       const key = this.store.keys.job(id);
       deleted++;
       const term = this.term;
-      this.enqueue({ ifs: [{ key, modRevision }], deletes: [key], deletePrefixes: [this.store.keys.jobCheckpoints(id)] }, 'retention', (ok, revision) => {
+      this.enqueue({ ifs: [{ key, modRevision }], deletes: [key], deletePrefixes: this.leftovers(id) }, 'retention', (ok, revision) => {
         if (ok) this.log('debug', 'fleet scheduler: deleted a finished job past retention', { job: id });
         // etcd did not answer: try again later (refused means the record changed or went: leave it).
         else if (revision === 0 && term === this.term && !this.finishedIds.has(id)) {
@@ -887,9 +887,24 @@ export class FleetScheduler {
     }
   }
 
-  /** Step 1: unbinds a job from a dead node and makes it pending (or failed), keeping its progress when it can. */
+  /** What a job that ended leaves in etcd besides its record: its members' checkpoints and final statuses. */
+  private leftovers(id: string): string[] {
+    return [this.store.keys.jobCheckpoints(id), this.store.keys.jobStatuses(id)];
+  }
+
+  /**
+   * Step 1: unbinds a job from a dead node and makes it pending (or failed), keeping its progress
+   * when it can — unless its members' statuses (a finished member's outlives its node) already say
+   * how it ended: then it ends so, and nothing runs again.
+   */
   private reschedule(state: JobState): void {
     const job = state.record;
+    const ended = this.verdict(job);
+    if (ended && FINISHED_PHASES.includes(ended.phase)) {
+      this.log('info', `fleet scheduler: job ${ended.phase} (its node was lost after its members ended)`, { job: job.id, node: [...(state.lost ?? [])].join(', '), message: ended.message });
+      this.decideCommit(state, ended, null, { deletes: this.bindingKeys(job), deletePrefixes: this.leftovers(job.id) }, ended.phase);
+      return;
+    }
     const dead = [...(state.lost ?? [])].join(', ');
     const checkpoints = this.checkpoints.get(job.id);
     const restorable = checkpoints !== undefined && checkpoints.size >= job.spec.gang && allMembers(job.spec.gang, (m) => checkpoints.has(m));
@@ -900,7 +915,7 @@ export class FleetScheduler {
     else next = { ...job, phase: 'failed', message: `node ${dead} lost, no checkpoint of every member, and the job is not restartable`, updatedAt: Date.now() };
     this.log('info', 'fleet scheduler: rescheduling a job from a dead node', { job: job.id, node: dead, restore: restorable, phase: next.phase });
     const ends = FINISHED_PHASES.includes(next.phase);
-    this.decideCommit(state, next, null, { deletes: this.bindingKeys(job), ...(ends ? { deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] } : {}) }, 'reschedule', () => {
+    this.decideCommit(state, next, null, { deletes: this.bindingKeys(job), ...(ends ? { deletePrefixes: this.leftovers(job.id) } : {}) }, 'reschedule', () => {
       this.counters.reschedules++;
     });
   }
@@ -910,16 +925,25 @@ export class FleetScheduler {
     const job = state.record;
     const next: JobRecord = { ...job, phase: 'cancelled', message: 'cancelled on request', updatedAt: Date.now() };
     this.log('info', 'fleet scheduler: cancelling a job', { job: job.id });
-    this.decideCommit(state, next, null, { deletes: BOUND.has(job.phase) ? this.bindingKeys(job) : [], deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] }, 'cancel');
+    this.decideCommit(state, next, null, { deletes: BOUND.has(job.phase) ? this.bindingKeys(job) : [], deletePrefixes: this.leftovers(job.id) }, 'cancel');
   }
 
   /** Step 3: the phase the members' statuses (of its current generation) say. */
   private judge(state: JobState): void {
     const job = state.record;
     if (!BOUND.has(job.phase)) return;
+    if (job.move && this.judgeMove(state, job.move, this.statuses.get(job.id)?.get(job.move.member))) return;
+    const next = this.verdict(job);
+    if (!next) return;
+    const ends = next.phase !== 'running';
+    this.log(ends ? 'info' : 'debug', `fleet scheduler: job ${next.phase}`, { job: job.id, message: next.message });
+    this.decideCommit(state, next, ends ? null : state.bindings, ends ? { deletes: this.bindingKeys(job), deletePrefixes: this.leftovers(job.id) } : {}, next.phase);
+  }
+
+  /** The record a bound job's member statuses (of its current generation) call for: failed, succeeded, running, or null (no change). */
+  private verdict(job: JobRecord): JobRecord | null {
     const statuses = this.statuses.get(job.id);
-    if (job.move && this.judgeMove(state, job.move, statuses?.get(job.move.member))) return;
-    if (!statuses) return;
+    if (!statuses) return null;
     const gang = job.spec.gang;
     let running = 0;
     let exited = 0;
@@ -932,14 +956,10 @@ export class FleetScheduler {
       else if (status.state === 'exited') exited++;
       else if (status.state === 'running') running++;
     }
-    let next: JobRecord | null = null;
-    if (failure) next = { ...job, phase: 'failed', message: failure, updatedAt: Date.now() };
-    else if (exited === gang) next = { ...job, phase: 'succeeded', message: undefined, updatedAt: Date.now() };
-    else if (job.phase === 'bound' && running === gang) next = { ...job, phase: 'running', message: undefined, updatedAt: Date.now() };
-    if (!next) return;
-    const ends = next.phase !== 'running';
-    this.log(ends ? 'info' : 'debug', `fleet scheduler: job ${next.phase}`, { job: job.id, message: next.message });
-    this.decideCommit(state, next, ends ? null : state.bindings, ends ? { deletes: this.bindingKeys(job), deletePrefixes: [this.store.keys.jobCheckpoints(job.id)] } : {}, next.phase);
+    if (failure) return { ...job, phase: 'failed', message: failure, updatedAt: Date.now() };
+    if (exited === gang) return { ...job, phase: 'succeeded', message: undefined, updatedAt: Date.now() };
+    if (job.phase === 'bound' && running === gang) return { ...job, phase: 'running', message: undefined, updatedAt: Date.now() };
+    return null;
   }
 
   /**

@@ -17,8 +17,8 @@ export interface Entry<T> {
   createRevision: number;
 }
 
-/** A commit's condition: the key unchanged since `modRevision`, absent, or held under `lease`. */
-export type Condition = { key: string; modRevision: number } | { key: string; absent: true } | { key: string; lease: string };
+/** A commit's condition: the key unchanged since `modRevision`, absent, present, or held under `lease`. */
+export type Condition = { key: string; modRevision: number } | { key: string; absent: true } | { key: string; present: true } | { key: string; lease: string };
 
 /** An all-or-nothing change: when every condition holds, all puts and deletes happen; else none. */
 export interface Commit {
@@ -274,17 +274,20 @@ export class FleetStore {
   /**
    * Grants a lease of `ttlSeconds`, renewed in the background; `onLost` hears it expire or be
    * revoked, or go without a successful keepalive for leaseSilenceLimitMs(ttlSeconds) — before etcd
-   * can expire it. A lease counted lost here is also revoked (best effort) and no longer renewed:
-   * its keys must not come back to life if etcd answers again.
+   * can expire it. A lease counted lost here is no longer renewed (its keys must not come back to
+   * life if etcd answers again) and is revoked (best effort) unless `keepUntilRevoked`: then its
+   * holder revokes it when it is ready (a node first records what its members finished), and etcd
+   * expires it at the latest.
    */
-  async lease(ttlSeconds: number, onLost?: (error: Error) => void): Promise<StoreLease> {
+  async lease(ttlSeconds: number, onLost?: (error: Error) => void, options: { keepUntilRevoked?: boolean } = {}): Promise<StoreLease> {
     const raw = this.client.lease(ttlSeconds, { autoKeepAlive: true });
     const lease = new EtcdLease(raw);
     const declareLost = (error: Error) => {
       if (lease.lost) return;
       lease.lost = true;
       lease.stopWatchdog();
-      void raw.revoke().catch(() => undefined);
+      if (options.keepUntilRevoked) raw.release();
+      else void raw.revoke().catch(() => undefined);
       onLost?.(this.unavailable(error));
     };
     raw.on('lost', (error) => declareLost(error));
@@ -373,11 +376,12 @@ function parseJson<T>(raw: Buffer | null | undefined): T | undefined {
   }
 }
 
-type Comparison = [string, 'Mod' | 'Create' | 'Lease', '==', string | number];
+type Comparison = [string, 'Mod' | 'Create' | 'Lease', '==' | '>', string | number];
 
 function comparison(condition: Condition): Comparison {
   if ('modRevision' in condition) return [condition.key, 'Mod', '==', condition.modRevision];
   if ('absent' in condition) return [condition.key, 'Create', '==', 0];
+  if ('present' in condition) return [condition.key, 'Create', '>', 0];
   return [condition.key, 'Lease', '==', condition.lease];
 }
 
