@@ -5,7 +5,10 @@
 // machine itself can carry:
 //   - unix / tls: a bare Node echo over a Unix socket / TLS on loopback (a child process echoes
 //     whatever it reads): the ping (a 16-byte frame there and back) and the throughput of frames
-//     of the bandwidth workloads' sizes sent there and back, one at a time;
+//     of the bandwidth workloads' sizes sent there and back, one at a time (the echo writes each
+//     piece back as it arrives, so both directions overlap);
+//   - tls-whole (with --tls): the same TLS echo answering each frame whole, once all of it has
+//     come — the pattern of a bandwidth round, whose reply needs all of its write;
 //   - shm: a file in /dev/shm written and read back as the shared-memory bulk path moves bytes:
 //     copied into a mapping of it and out again (memcpy; pwrite + pread where mmap is not
 //     available), there and back (two writes and two reads a round).
@@ -133,12 +136,33 @@ async function startDaemon(dir: string, token: string, tls: boolean, shm: boolea
 
 // ---- the transport ceilings -------------------------------------------------------------------
 
-/** In the echo child: listens on a Unix socket or TLS on loopback and writes back whatever it reads. */
-function serveEcho(kind: string, where: string): void {
+/**
+ * In the echo child: listens on a Unix socket or TLS on loopback and writes back whatever it
+ * reads — at once, piece by piece (the transport's streaming throughput: both directions overlap),
+ * or with `whole`, each frame (its first 8 bytes give its length) in one write once all of it has
+ * come: the request-reply pattern of a bandwidth round, which needs all of a write before its reply.
+ */
+function serveEcho(kind: string, where: string, whole: boolean): void {
   const echo = (socket: Socket) => {
     // As gpunixd's sockets: no Nagle delay (a frame goes out whole, at once).
     socket.setNoDelay(true);
-    socket.on('data', (chunk) => socket.write(chunk));
+    if (!whole) {
+      socket.on('data', (chunk) => socket.write(chunk));
+      return;
+    }
+    let pieces: Buffer[] = [];
+    let got = 0;
+    let frameBytes = -1;
+    socket.on('data', (chunk: Buffer) => {
+      pieces.push(chunk);
+      got += chunk.byteLength;
+      if (frameBytes < 0 && got >= 8) frameBytes = Number((pieces[0].byteLength >= 8 ? pieces[0] : Buffer.concat(pieces)).readBigUInt64LE(0));
+      if (frameBytes < 0 || got < frameBytes) return;
+      socket.write(Buffer.concat(pieces, got));
+      pieces = [];
+      got = 0;
+      frameBytes = -1;
+    });
   };
   const server =
     kind === 'tls' ? createTlsServer({ cert: readFileSync(TLS_CERT), key: readFileSync(TLS_KEY) }, echo) : createNetServer(echo);
@@ -152,11 +176,11 @@ function serveEcho(kind: string, where: string): void {
 
 let echoServers = 0;
 
-/** A bare echo peer in a child process, and a connection to it. */
-async function openEcho(kind: 'unix' | 'tls', dir: string): Promise<{ socket: Socket; child: ChildProcess }> {
+/** A bare echo peer in a child process (streaming, or whole frames: see serveEcho), and a connection to it. */
+async function openEcho(kind: 'unix' | 'tls', dir: string, whole: boolean): Promise<{ socket: Socket; child: ChildProcess }> {
   // A path of its own each time: a killed echo server leaves its socket file behind.
   const path = join(dir, `echo-${kind}-${++echoServers}.sock`);
-  const child = fork(import.meta.filename, ['--echo-server', kind, path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(import.meta.filename, ['--echo-server', kind, path, whole ? 'whole' : 'stream'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const where = await new Promise<string | number>((resolve, reject) => {
     child.once('message', (m) => resolve(m as string | number));
     child.once('exit', (code) => reject(new Error(`the ${kind} echo server exited (${code})`)));
@@ -199,10 +223,11 @@ interface Ceiling {
 }
 
 /** A bare socket's ping and its throughput at each bandwidth workload's size, `reps` samples each. */
-async function socketCeiling(kind: 'unix' | 'tls', dir: string, chunks: [string, number][], reps: number, scale: number): Promise<Ceiling> {
-  const { socket, child } = await openEcho(kind, dir);
+async function socketCeiling(kind: 'unix' | 'tls', dir: string, chunks: [string, number][], reps: number, scale: number, whole = false): Promise<Ceiling> {
+  const { socket, child } = await openEcho(kind, dir, whole);
   try {
     const ping = Buffer.alloc(PING_FRAME_BYTES);
+    ping.writeBigUInt64LE(BigInt(PING_FRAME_BYTES), 0);
     for (let i = 0; i < 200; i++) await echoRound(socket, ping);
     const latencies: number[] = [];
     for (let rep = 0; rep < reps; rep++) {
@@ -215,6 +240,7 @@ async function socketCeiling(kind: 'unix' | 'tls', dir: string, chunks: [string,
     const bytesPerSecond: Record<string, number> = {};
     for (const [name, chunk] of chunks) {
       const frame = Buffer.alloc(chunk, 7);
+      frame.writeBigUInt64LE(BigInt(chunk), 0);
       const rounds = Math.max(1, Math.round((CEILING_BYTES * scale) / chunk));
       await echoRound(socket, frame);
       const rates: number[] = [];
@@ -292,6 +318,21 @@ function bestCeilings(runs: Record<string, Ceiling>[]): Record<string, Ceiling> 
     }
   }
   return best;
+}
+
+/**
+ * The best daemon / embedded a same-host bandwidth round could reach if it cost embedded's round
+ * plus only the three copies the mapped path makes (the client's write into the region, the
+ * daemon's read-back into it, the client's copy out), each at the measured memcpy rate — a round
+ * is sequential, so nothing overlaps them. Undefined without both figures.
+ */
+function copyBound(result: Result | undefined, shm: Ceiling): number | undefined {
+  const name = result?.name;
+  const embedded = name ? result!.rates.embedded : undefined;
+  const oneWay = name ? shm.oneWayBytesPerSecond?.[name] : undefined;
+  if (!embedded || !oneWay) return undefined;
+  // oneWay is two copies (into the mapping and out of it) per payload byte.
+  return 1 / embedded / (1 / embedded + 1.5 / oneWay);
 }
 
 function percentiles(values: number[]): { p50: number; p99: number } {
@@ -420,6 +461,8 @@ async function main(): Promise<void> {
       if (tls) {
         process.stderr.write(', tls');
         found.tls = await socketCeiling('tls', dir, chunks, ceilingReps, scale);
+        process.stderr.write(', tls whole frames');
+        found['tls-whole'] = await socketCeiling('tls', dir, chunks, ceilingReps, scale, true);
       }
       process.stderr.write(', shared memory\n');
       found.shm = shmCeiling(chunks, ceilingReps, scale);
@@ -459,6 +502,7 @@ async function main(): Promise<void> {
     const own = ceilings[transportOf[side]];
     if (own?.bytesPerSecond[r.name]) out[transportOf[side]] = rate / own.bytesPerSecond[r.name];
     if (side === 'daemon' && ceilings.shm?.bytesPerSecond[r.name]) out.shm = rate / ceilings.shm.bytesPerSecond[r.name];
+    if (side === 'daemon-tls' && ceilings['tls-whole']?.bytesPerSecond[r.name]) out.tlsWhole = rate / ceilings['tls-whole'].bytesPerSecond[r.name];
     if (r.latencyUs?.[side] && own?.pingUs) out.p50OverPing = r.latencyUs[side].p50 / own.pingUs.p50;
     return out;
   };
@@ -473,12 +517,12 @@ async function main(): Promise<void> {
     contention: { wallSeconds, otherCpuSecondsIncludingDaemon: otherCpuSeconds },
     ceilings,
     ceilingRuns,
-    workloads: results.map((r) => ({ ...r, toCeiling: Object.fromEntries(remoteSides.map((s) => [s, toCeiling(r, s)])) })),
+    workloads: results.map((r) => ({ ...r, toCeiling: Object.fromEntries(remoteSides.map((s) => [s, toCeiling(r, s)])), ...(ceilings.shm?.mapped && CHUNK_OF[r.name] ? { copyBound: copyBound(r, ceilings.shm) } : {}) })),
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
   const info = bareAdapter.info;
-  const header = ['workload', 'embedded', ...remoteSides.flatMap((s) => [s, `${s}/emb`, ...(s === 'daemon' ? ['/unix', '/shm'] : ['/tls'])]), 'per-rep daemon/emb (min/med/max)'];
+  const header = ['workload', 'embedded', ...remoteSides.flatMap((s) => [s, `${s}/emb`, ...(s === 'daemon' ? ['/unix', '/shm'] : ['/tls', '/tls-whole'])]), 'per-rep daemon/emb (min/med/max)'];
   const rows = [header];
   for (const r of results) {
     const unit = workloads.find((w) => w.name === r.name)!.unit;
@@ -488,7 +532,7 @@ async function main(): Promise<void> {
       const c = toCeiling(r, s);
       row.push(show(s), fixed(r.ratios[s]));
       if (s === 'daemon') row.push(fixed(c.unix), fixed(c.shm));
-      else row.push(fixed(c.tls));
+      else row.push(fixed(c.tls), fixed(c.tlsWhole));
     }
     const p = r.pairedRatios.daemon;
     row.push(p ? `${p.min.toFixed(2)} / ${p.median.toFixed(2)} / ${p.max.toFixed(2)}` : '-');
@@ -507,6 +551,7 @@ async function main(): Promise<void> {
     const crows = [['transport ceiling (there and back)', ...chunks.map(([name]) => name.replace('bandwidth-', ''))]];
     for (const [kind, c] of Object.entries(ceilings)) crows.push([kind, ...chunks.map(([name]) => formatRate(c.bytesPerSecond[name], 'bytes'))]);
     if (ceilings.shm?.oneWayBytesPerSecond) crows.push([`shm one way (${ceilings.shm.mapped ? 'memcpy in + out of a mapping' : 'pwrite + pread'})`, ...chunks.map(([name]) => formatRate(ceilings.shm.oneWayBytesPerSecond![name], 'bytes'))]);
+    if (ceilings.shm?.mapped) crows.push(['daemon / embedded if a round cost only its 3 copies more', ...chunks.map(([name]) => fixed(copyBound(results.find((r) => r.name === name), ceilings.shm)))]);
     printTable('Transport ceilings on this machine', crows);
   }
   for (const r of results) for (const [side, why] of Object.entries(r.failed ?? {})) process.stderr.write(`${r.name} failed on ${side}: ${why}\n`);
@@ -514,5 +559,5 @@ async function main(): Promise<void> {
 }
 
 // The same file is the transport ceilings' echo peer, in a child process of its own.
-if (process.argv[2] === '--echo-server') serveEcho(process.argv[3], process.argv[4]);
+if (process.argv[2] === '--echo-server') serveEcho(process.argv[3], process.argv[4], process.argv[5] === 'whole');
 else runBenchmark(main);
