@@ -31,6 +31,7 @@ import { create, globals } from 'webgpu';
 import { collectGarbage, contentionLine, freePort, machine, measureContention, runBenchmark } from './machine.js';
 import { connect, createKernel } from '../src/index.js';
 import { SharedMapping } from '../src/sharedMapping.js';
+import { widenSocketBuffers } from '../src/socketBuffers.js';
 import { bandwidthWorkload, BenchProcess, dispatchWorkload, failIfUncaptured, formatRate, median, MiB, parseComparisonArgs, roundTripWorkload, Sample, sampleInProcess, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
@@ -166,6 +167,8 @@ function serveEcho(kind: string, where: string, whole: boolean): void {
   };
   const server =
     kind === 'tls' ? createTlsServer({ cert: readFileSync(TLS_CERT), key: readFileSync(TLS_KEY) }, echo) : createNetServer(echo);
+  // As gpunixd's TCP connections: socket buffers that hold a large frame (src/socketBuffers.ts).
+  if (kind === 'tls') server.on('connection', (raw: Socket) => widenSocketBuffers(raw));
   const options = kind === 'tls' ? { host: '127.0.0.1', port: 0 } : { path: where };
   server.listen(options, () => {
     const address = server.address();
@@ -193,6 +196,7 @@ async function openEcho(kind: 'unix' | 'tls', dir: string, whole: boolean): Prom
     s.once('error', reject);
   });
   socket.setNoDelay(true);
+  if (kind === 'tls') widenSocketBuffers(socket);
   return { socket, child };
 }
 

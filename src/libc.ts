@@ -1,6 +1,7 @@
 // The few libc calls gpunix needs that Node does not offer: mmap/munmap and memfd_create/fcntl
 // for shared memory (src/sharedMapping.ts), and sendmsg/recvmsg with SCM_RIGHTS to hand a
-// memory file's descriptor to a client (src/daemon/regionHandoff.ts). They come through koffi, a
+// memory file's descriptor to a client (src/daemon/regionHandoff.ts), and setsockopt for the
+// socket buffers of TCP connections (src/socketBuffers.ts). They come through koffi, a
 // foreign-function library whose npm package carries prebuilt binaries (nothing is compiled at
 // install; docs/dependencies.md). Everything here is optional: on a platform koffi has no binary
 // for, or off Linux, `memoryCalls()` is null and callers take their slower paths (tmpfs files
@@ -29,6 +30,8 @@ export interface MemoryCalls {
   connectUnix(path: string): number | null;
   /** write(2) of all of `bytes` on a fresh socket (small writes: they go at once); whether they did. */
   writeAll(fd: number, bytes: Uint8Array): boolean;
+  /** Sets the socket's send and receive buffers (SO_SNDBUF, SO_RCVBUF) to `bytes` each (the kernel doubles them); whether both took. */
+  socketBuffers(fd: number, bytes: number): boolean;
   close(fd: number): void;
 }
 
@@ -48,6 +51,8 @@ const IOVEC_BYTES = 16;
 const CONTROL_BYTES = 24;
 
 const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
+const SO_RCVBUF = 8;
 
 let calls: MemoryCalls | null | undefined;
 
@@ -70,6 +75,7 @@ export function memoryCalls(): MemoryCalls | null {
     const recvmsg = libc.func('intptr_t recvmsg(int fd, void *message, int flags)');
     const write = libc.func('intptr_t write(int fd, const void *bytes, size_t length)');
     const close = libc.func('int close(int fd)');
+    const setsockopt = libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t length)');
     // One message of one byte and room for one descriptor, in native memory (the kernel reads and
     // writes it through the pointers inside, which must not move as a JavaScript buffer may).
     const message = (): { header: unknown; byte: Buffer; control: Buffer; free(): void } => {
@@ -134,6 +140,11 @@ export function memoryCalls(): MemoryCalls | null {
         return fd;
       },
       writeAll: (fd, bytes) => Number(write(fd, bytes, bytes.byteLength)) === bytes.byteLength,
+      socketBuffers: (fd, bytes) => {
+        const value = Buffer.alloc(4);
+        value.writeInt32LE(bytes);
+        return setsockopt(fd, SOL_SOCKET, SO_SNDBUF, value, 4) === 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, value, 4) === 0;
+      },
       close: (fd) => void close(fd),
     };
   } catch {

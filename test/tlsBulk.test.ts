@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +23,7 @@ import { hashToken } from '../src/daemon/config.js';
 import { Daemon, startDaemon } from '../src/daemon/daemon.js';
 import { encodeFrame } from '../src/protocol/codec.js';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
+import { kernelAllowsSocketBuffers, SOCKET_BUFFER_BYTES } from '../src/socketBuffers.js';
 import './helpers.js';
 
 Object.assign(globalThis, globals);
@@ -71,6 +73,40 @@ async function roundTrip(device: GPUDevice, src: GPUBuffer, readback: GPUBuffer,
   return out;
 }
 
+/**
+ * SO_SNDBUF and SO_RCVBUF of every TCP socket of this process with `port` at either end, as
+ * `ss -tm` shows them (tb, rb): /proc/net/tcp gives the connections' inodes, /proc/self/fd the
+ * descriptors, getsockopt (through koffi, as src/libc.ts binds libc) the sizes.
+ */
+function tcpBuffersOnPort(port: number): Array<{ send: number; receive: number }> {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set<string>();
+  for (const line of readFileSync('/proc/self/net/tcp', 'utf8').split('\n').slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields.length > 9 && (fields[1].endsWith(`:${hexPort}`) || fields[2].endsWith(`:${hexPort}`)) && fields[3] === '01') inodes.add(fields[9]);
+  }
+  const koffi = createRequire(import.meta.url)('koffi');
+  const getsockopt = koffi.load('libc.so.6').func('int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *length)');
+  const found: Array<{ send: number; receive: number }> = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    let target = '';
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    if (!inode || !inodes.has(inode)) continue;
+    const read = (name: number): number => {
+      const value = [0];
+      assert.equal(getsockopt(Number(fd), 1 /* SOL_SOCKET */, name, value, [4]), 0);
+      return value[0];
+    };
+    found.push({ send: read(7 /* SO_SNDBUF */), receive: read(8 /* SO_RCVBUF */) });
+  }
+  return found;
+}
+
 describe('bulk data over TLS', () => {
   let dir: string;
   let daemon: Daemon;
@@ -92,6 +128,29 @@ describe('bulk data over TLS', () => {
   });
 
   const open = (name: string): Promise<RemoteProcess> => connect({ url, ca: readFileSync(CERT), servername: 'localhost', token: ALICE, name });
+
+  it('gives both ends of a connection socket buffers that hold a large frame', async () => {
+    const before = tcpBuffersOnPort(daemon.tcpAddress!.port).length;
+    const proc = await open('buffers');
+    try {
+      // The daemon runs in this process: its end and the client's are both here.
+      const ends = tcpBuffersOnPort(daemon.tcpAddress!.port);
+      assert.equal(ends.length, before + 2, 'the client end and the daemon end of the new connection');
+      for (const end of ends) {
+        if (kernelAllowsSocketBuffers()) {
+          // The kernel doubles what was asked.
+          assert.ok(end.send >= SOCKET_BUFFER_BYTES, `send buffer ${end.send} B`);
+          assert.ok(end.receive >= SOCKET_BUFFER_BYTES, `receive buffer ${end.receive} B`);
+        } else {
+          // Caps below the size: the buffers stay the kernel's (autotuned), never pinned at the cap (set sizes are doubled).
+          const cap = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+          assert.notEqual(end.send, 2 * cap, `send buffer ${end.send} B left to the kernel`);
+        }
+      }
+    } finally {
+      await proc.exit().catch(() => {});
+    }
+  });
 
   it('moves buffer contents byte for byte both ways, round after round, in one frame and in pieces', async () => {
     const proc = await open('bulk');

@@ -3,6 +3,7 @@
 
 import { connect as netConnect, Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
+import { widenSocketBuffers } from '../socketBuffers.js';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import { DEFAULT_MAX_FRAME_BYTES, Message, MessageName, Payload, PROTOCOL_VERSION } from '../protocol/messages.js';
 import { Wire } from '../protocol/wire.js';
@@ -84,6 +85,8 @@ function openStream(options: SessionOptions): Promise<Socket> {
     socket.once('error', fail);
     // The Wire batches what one turn sends into one write: Nagle's delay would only hold requests back.
     if (options.url) socket.setNoDelay(true);
+    // Room for a large frame as soon as the TCP connection exists (src/socketBuffers.ts).
+    if (options.url) socket.once('connect', () => widenSocketBuffers(socket));
     // A TLS socket connects (TCP) before its handshake can fail: keep `fail` until secureConnect.
     socket.once(options.url?.startsWith('tls:') ? 'secureConnect' : 'connect', () => socket.off('error', fail));
   });

@@ -8,6 +8,7 @@ import { AddressInfo, connect as netConnect, createServer as createNetServer, Se
 import { dirname } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer } from 'node:tls';
+import { widenSocketBuffers } from '../socketBuffers.js';
 import { z } from 'zod';
 import { ErrorCodes, GpunixError } from '../errors.js';
 import type { Kernel, ProcessHandle } from '../kernel/kernel.js';
@@ -167,6 +168,8 @@ export class Server {
           )
         : createNetServer((socket) => this.accept(socket, 'tcp'));
       if (tcp.tls) server.on('tlsClientError', (error: Error) => this.deps.log('warn', 'TLS handshake failed', { error: error.message }));
+      // The raw TCP connection (before any TLS): room for a large frame from the first byte (src/socketBuffers.ts).
+      server.on('connection', (raw: Socket) => widenSocketBuffers(raw));
       await listenOn(server, { host: tcp.host, port: tcp.port });
       this.listeners.push(server);
       this.tcpAddress = server.address() as AddressInfo;
