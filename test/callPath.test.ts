@@ -4,8 +4,9 @@
 // is done. These check what a program sees through them: every dispatch runs and is counted once,
 // an encoding error made through the direct calls surfaces at finish() in the scope current there,
 // a call after finish() errs in the scope current at that call, a submit Dawn refuses (a
-// destroyed buffer) is neither run nor counted, and a large write (in pieces, the program's bytes
-// read in place while it runs at once) writes the bytes of the call.
+// destroyed buffer) is neither run nor counted, a large write (in pieces, the program's bytes
+// read in place while it runs at once) writes the bytes of the call, and a readback loop whose
+// runs are settled from their maps (no fence per round) reads exact bytes and is fully accounted.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -149,6 +150,104 @@ describe('the call path of a dispatch loop', () => {
     kernel.resume(proc.pid);
     assert.equal(await firstWrong(2), -1, 'the write that waited has the bytes of the call');
     await proc.exit();
+  });
+
+  it('settles a readback loop (write, copy, map) from its maps: exact bytes, every call timed, a refused map still settled', async () => {
+    // A map of the buffer the run's last submit copies into completes only after that run: the
+    // dispatcher takes the run's completion from it instead of asking Dawn for a fence per round.
+    const proc = await kernel.spawn({ name: 'readback' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    const size = 64 * 1024;
+    const src = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    const readback = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const data = new Uint32Array(size / 4);
+    const latencies = (): number => kernel.ps().find((p) => p.pid === proc.pid)!.accounting.latency.count;
+    const round = async (r: number, mode: number = GPUMapMode.READ): Promise<number[] | null> => {
+      data.fill(r);
+      device.queue.writeBuffer(src, 0, data);
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(src, 0, readback, 0, size);
+      device.queue.submit([encoder.finish()]);
+      try {
+        await readback.mapAsync(mode);
+      } catch {
+        return null;
+      }
+      const words = new Uint32Array(readback.getMappedRange());
+      const seen = [words[0], words[words.length - 1]];
+      readback.unmap();
+      return seen;
+    };
+    const queue = Object.getPrototypeOf((device as unknown as { physical: { queue: GPUQueue } }).physical.queue) as GPUQueue;
+    const fence = queue.onSubmittedWorkDone;
+    let fences = 0;
+    queue.onSubmittedWorkDone = function (this: GPUQueue) {
+      fences++;
+      return fence.call(this);
+    };
+    try {
+      await round(-1);
+      const before = latencies();
+      for (let r = 0; r < 20; r++) assert.deepEqual(await round(r), [r, r], `round ${r}`);
+      assert.equal(latencies() - before, 40, 'every write and submit has its latency recorded (its run settled)');
+      assert.ok(fences < 20, `the maps stood for the rounds' fences (${fences} fences for 20 rounds)`);
+      // A map Dawn refuses (WRITE on a MAP_READ buffer) says nothing of the run: its error reaches
+      // the scope current at the call, and the run still settles (from a fence).
+      device.pushErrorScope('validation');
+      assert.equal(await round(100, GPUMapMode.WRITE), null);
+      assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError');
+      assert.deepEqual(await round(101), [101, 101]);
+      assert.equal(latencies() - before, 44);
+    } finally {
+      queue.onSubmittedWorkDone = fence;
+    }
+    assert.ok(kernel.ps().find((p) => p.pid === proc.pid)!.accounting.gpuTimeNs > 0);
+    await proc.exit();
+  });
+
+  it('serves a second process that arrives while a readback loop settles its runs from maps', async () => {
+    const reader = await kernel.spawn({ name: 'reader', priority: 'batch' });
+    const rdevice = await (await reader.gpu.requestAdapter())!.requestDevice();
+    const size = 16 * 1024;
+    const src = rdevice.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    const readback = rdevice.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const data = new Uint32Array(size / 4);
+    const reads = (async () => {
+      const seen: number[] = [];
+      for (let r = 0; r < 30; r++) {
+        data.fill(r);
+        rdevice.queue.writeBuffer(src, 0, data);
+        const encoder = rdevice.createCommandEncoder();
+        encoder.copyBufferToBuffer(src, 0, readback, 0, size);
+        rdevice.queue.submit([encoder.finish()]);
+        await readback.mapAsync(GPUMapMode.READ);
+        seen.push(new Uint32Array(readback.getMappedRange())[size / 4 - 1]);
+        readback.unmap();
+      }
+      return seen;
+    })();
+    const r = await rig(kernel, 'arrival'); // normal class: ahead of the batch reader
+    for (let burst = 0; burst < 5; burst++) {
+      for (let i = 0; i < 10; i++) {
+        const encoder = r.device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(r.pipeline);
+        pass.setBindGroup(0, r.group);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        r.device.queue.submit([encoder.finish()]);
+      }
+      await r.device.queue.onSubmittedWorkDone();
+    }
+    assert.equal(await read(r), 50);
+    assert.deepEqual(await reads, Array.from({ length: 30 }, (_, i) => i));
+    const rows = kernel.ps();
+    const row = (pid: number) => rows.find((p) => p.pid === pid)!.accounting;
+    assert.equal(row(reader.pid).latency.count, 60, 'every write and submit of the reader settled');
+    assert.equal(row(r.proc.pid).latency.count, 51);
+    assert.ok(row(reader.pid).gpuTimeNs > 0 && row(r.proc.pid).gpuTimeNs > 0);
+    await r.proc.exit();
+    await reader.exit();
   });
 
   it('refuses and does not count a submit that uses a destroyed buffer, then runs the next one', async () => {

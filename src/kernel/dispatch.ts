@@ -68,6 +68,12 @@ export interface WorkItem {
    * item's closures): the bytes not yet written and where they go.
    */
   readonly write?: () => { buffer: object; offset: number; bytes: Uint8Array };
+  /**
+   * Once its last piece is issued: whether that work uses `resource`. A map of such a resource
+   * completes only after the work (WebGPU orders a map after every earlier use of its buffer), so
+   * the map can stand for the run's fence (see mapMade).
+   */
+  uses?(resource: object): boolean;
 }
 
 /** Items some pieces of which were issued before takeAll moved them (see Entity.headIssued). */
@@ -228,6 +234,22 @@ export class Dispatcher {
   /** Runs of each owner issued on this device and not yet complete (owner.inFlightGroups counts all devices'). */
   private readonly runsInFlight = new Map<Proc, number>();
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
+  /** Device work issued so far (pieces, and items that run whole on the device): a serial. */
+  private issuedWork = 0;
+  /** The item whose piece was the last device work issued (issuedWork then), until its run closes. */
+  private lastIssuedItem: WorkItem | null = null;
+  private lastIssuedWork = -1;
+  /**
+   * A map made right after the open run's last work, of a resource that work uses (mapMade): its
+   * settling tells when the run completed, and closeRun uses it instead of a fence of its own.
+   */
+  private mapCover: { run: OpenRun; work: number; mapping: Promise<unknown> } | null = null;
+  /**
+   * The settles of closed runs not yet complete, oldest first. A queue completes in order, so a
+   * run completing settles every run ahead of it first (one whose completion is a map's may be
+   * reported after the fence of a later run).
+   */
+  private readonly unsettled: Array<() => void> = [];
   /** Device time spent on all owners (ns), for utilization. */
   busyNs = 0;
   /** Switches away from a process that still had work queued, on this device (monotonic, for metrics). */
@@ -285,10 +307,20 @@ export class Dispatcher {
   /** When the last of them was made (ns). */
   private lastMapMadeNs = 0;
 
-  /** A program's mapAsync reached the real buffer: until mapSettled(), Dawn is polled eagerly. */
-  mapMade(): void {
+  /**
+   * A program's mapAsync of `buffer` reached the real buffer (`mapping` settles with it): until
+   * mapSettled(), Dawn is polled eagerly. When the last work issued is in the open run and uses
+   * the buffer (a readback: a copy into it, then the map), the map cannot complete before that
+   * work, nor (a queue completes in order) before the rest of the run: the run's completion is
+   * then taken from the map, and closeRun asks Dawn for no fence of its own.
+   */
+  mapMade(buffer?: object, mapping?: Promise<unknown>): void {
     this.awaitedMaps++;
     this.lastMapMadeNs = nowNs();
+    const run = this.openRun;
+    const item = this.lastIssuedItem;
+    if (mapping === undefined || buffer === undefined || run === null || item === null || this.lastIssuedWork !== this.issuedWork) return;
+    if (item.owner === run.owner && item.uses?.(buffer) === true) this.mapCover = { run, work: this.issuedWork, mapping };
   }
 
   /** The map mapMade() counted has settled (resolved or rejected). */
@@ -565,8 +597,8 @@ export class Dispatcher {
    * when it should go. Work that does not use the device (a map, a work-done) never waits.
    */
   private holdForLead(entity: Entity, now: number): boolean {
-    if (!entity.queue[0].usesDevice || !this.leadApplies()) return false;
-    if (this.outstandingFences === 0 || !this.higherClassWaiting(entity.proc, now)) return false;
+    if (this.outstandingFences === 0 || !entity.queue[0].usesDevice || !this.leadApplies()) return false;
+    if (!this.higherClassWaiting(entity.proc, now)) return false;
     const idleAt = this.predictedIdleAtNs();
     if (idleAt === null || idleAt - now <= this.params.leadNs) return false;
     const atNs = idleAt - this.params.leadNs;
@@ -592,6 +624,8 @@ export class Dispatcher {
    * nothing unfinished may always queue (it waits behind lower work already there either way).
    */
   private mayIssue(entity: Entity, limit: number): boolean {
+    // Every unfinished fence counts at most once below: fewer than the limit in all passes at once.
+    if (this.outstandingFences < limit) return true;
     const rank = classRank(entity.proc);
     let ownOrLower = 0;
     let ownOrHigher = 0;
@@ -621,10 +655,18 @@ export class Dispatcher {
           entity.prepared = true;
         }
         const budgetNs = uncontended ? this.params.uncontendedSliceNs : this.params.targetSliceNs;
-        const piece = this.nextPieceOf(item, budgetNs);
+        let piece = this.nextPieceOf(item, budgetNs);
         if (piece) {
           this.issue(entity, piece);
-          continue;
+          // A lone process (no other on this device) whose piece closed no run: the checks above
+          // would pass again unchanged (no fence was added, nobody else can be picked), so the
+          // item's next piece (for a whole submit: none, the item is done) is taken at once.
+          if (this.entityList.length !== 1 || this.openRun === null || entity.queue[0] !== item) continue;
+          piece = this.nextPieceOf(item, budgetNs);
+          if (piece) {
+            this.issue(entity, piece);
+            continue;
+          }
         }
         // The item has no more pieces: it is done once its last run completes.
         this.finishItem(entity, item);
@@ -632,6 +674,7 @@ export class Dispatcher {
       }
       this.finishItem(entity, item, true);
       item.owner.activity++;
+      if (item.usesDevice) this.issuedWork++;
       const pending = this.runSafely(item);
       if (pending instanceof Promise) return this.awaitRun(item, pending);
     }
@@ -721,7 +764,10 @@ export class Dispatcher {
     owner.activity++;
     const run = this.openRun!;
     entity.headIssued = true;
-    this.issueSafely(entity.queue[0], piece);
+    const item = entity.queue[0];
+    this.issueSafely(item, piece);
+    this.lastIssuedItem = item;
+    this.lastIssuedWork = ++this.issuedWork;
     run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
@@ -757,12 +803,21 @@ export class Dispatcher {
     const run = this.openRun;
     if (!run) return;
     this.openRun = null;
+    this.lastIssuedItem = null;
+    const cover = this.mapCover;
+    this.mapCover = null;
     this.lastRunOf.set(run.owner, run);
     this.outstandingFences++;
     const rank = classRank(run.owner);
     this.inFlightByClass[rank]++;
     this.forecasts.push({ issuedAtNs: run.firstIssuedAtNs, costNs: forecastNs(run.pieces), pieces: run.pieces.length });
+    let settled = false;
     const settle = (): void => {
+      if (settled) return;
+      // The runs ahead completed first (queue order): any still unsettled settles now.
+      while (this.unsettled.length > 0 && this.unsettled[0] !== settle) this.unsettled[0]();
+      if (this.unsettled[0] === settle) this.unsettled.shift();
+      settled = true;
       const doneNs = nowNs();
       this.forecasts.shift();
       const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
@@ -802,6 +857,13 @@ export class Dispatcher {
       if (entity && entity.queue.length === 0 && owner.inFlightGroups === 0 && !owner.alive) this.forget(owner);
       this.pump();
     };
+    this.unsettled.push(settle);
+    if (cover !== null && cover.run === run && cover.work === this.issuedWork) {
+      // The map covers the whole run (mapMade). Refused or aborted, it says nothing of the work:
+      // a fence then.
+      cover.mapping.then(settle, () => this.device.queue.onSubmittedWorkDone().then(settle, settle));
+      return;
+    }
     this.device.queue.onSubmittedWorkDone().then(settle, settle);
   }
 

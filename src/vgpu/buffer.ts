@@ -115,7 +115,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
           }
           // The program waits on this map: its dispatcher has Dawn polled eagerly until it settles.
           const dispatcher = this.#device.dispatcher;
-          dispatcher.mapMade();
+          dispatcher.mapMade(this, mapping);
           mapping.then(
             (value) => {
               dispatcher.mapSettled();

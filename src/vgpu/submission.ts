@@ -13,7 +13,7 @@ import { PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor 
 import { VirtualComputePipeline } from './computePipeline.js';
 import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
-import { REAL, unwrap } from './object.js';
+import { REAL, unwrap, type VirtualObject } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { atomParams } from '../wgsl/index.js';
@@ -107,6 +107,8 @@ export class Submission implements WorkItem {
   private issuedClean = false;
   private counted = false;
   private valid: readonly boolean[] = NO_VERDICTS;
+  /** The command buffers of the whole submit once issued clean (for uses), kept past finish. */
+  private issuedBuffers: readonly VirtualCommandBuffer[] = NO_BUFFERS;
 
   /** The submit's dispatches, direct and indirect, for its owner's accounting. */
   private readonly dispatches: number;
@@ -252,6 +254,16 @@ export class Submission implements WorkItem {
   }
 
   /**
+   * Whether the whole submit, issued clean, uses `resource` (WorkItem.uses: a map of it then
+   * completes after the submit). False for a split submit: its last piece may not use it.
+   */
+  uses(resource: object): boolean {
+    const buffers = this.issuedBuffers;
+    for (let i = 0; i < buffers.length; i++) if (buffers[i].resources().includes(resource as VirtualObject)) return true;
+    return false;
+  }
+
+  /**
    * Done: the scopes are released, and the records let go of. The dispatcher keeps a finished item
    * until its run's fence completes (for its latency), and a burst of thousands of submits must
    * not keep every record alive that long: they would outlive the young generation and make the
@@ -277,10 +289,11 @@ export class Submission implements WorkItem {
 
   /** Drops what a finished submission still names (the shape keeper holds no device or process). */
   private retire(): void {
-    const fields = this as unknown as { device: unknown; owner: unknown; target: HeldTarget };
+    const fields = this as unknown as { device: unknown; owner: unknown; target: HeldTarget; issuedBuffers: readonly VirtualCommandBuffer[] };
     fields.device = null;
     fields.owner = null;
     fields.target = RETIRED_TARGET;
+    fields.issuedBuffers = NO_BUFFERS;
   }
 
   /** The submit as the program made it: the checked encodings (or fresh ones), in one real submit. */
@@ -329,6 +342,7 @@ export class Submission implements WorkItem {
     const captured = physical.lastFailed;
     if (captured === null) {
       this.issuedClean = true;
+      this.issuedBuffers = buffers;
       return;
     }
     device.routeCaptured(this.target, captured);
