@@ -204,8 +204,35 @@ export interface Comparison {
   rates: Record<string, number>;
   /** Second side's median rate over the first's. */
   ratio: number;
-  pairedRatios: { min: number; median: number; max: number };
+  /**
+   * The per-rep ratios (each rep's two samples ran back to back): min, median, max, and a
+   * distribution-free 95 % confidence interval of their median (null below 6 reps): a target
+   * inside the interval is neither shown nor refuted by the run.
+   */
+  pairedRatios: { min: number; median: number; max: number; medianCi95: [number, number] | null };
   samples: Record<string, number[]>;
+}
+
+/**
+ * A distribution-free confidence interval of the median of `values` (order statistics: the
+ * median lies below the k-th smallest value with a binomial(n, 1/2) probability), covering at
+ * least `confidence`; null when there are too few values for one (fewer than 6 at 95 %).
+ */
+export function medianInterval(values: number[], confidence = 0.95): [number, number] | null {
+  const n = values.length;
+  const sorted = [...values].sort((a, b) => a - b);
+  // P(Binomial(n, 1/2) <= j), accumulated: the largest k with P(B <= k - 1) <= (1 - confidence) / 2.
+  let below = 0;
+  let term = 0.5 ** n;
+  let k = 0;
+  for (let j = 0; j < n; j++) {
+    below += term;
+    if (below > (1 - confidence) / 2) break;
+    k = j + 1;
+    term = (term * (n - j)) / (j + 1);
+  }
+  if (k === 0) return null;
+  return [sorted[k - 1], sorted[n - k]];
 }
 
 /**
@@ -236,7 +263,7 @@ export async function compareSides(workloads: Workload[], [first, second]: [Side
       unit: `${w.unit}/s`,
       rates,
       ratio: rates[second.name] / rates[first.name],
-      pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired) },
+      pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired), medianCi95: medianInterval(paired) },
       samples,
     });
   }
@@ -246,7 +273,7 @@ export async function compareSides(workloads: Workload[], [first, second]: [Side
 /** Prints the comparison table on stderr, under a one-line heading. */
 export function printComparison(heading: string, results: Comparison[], workloads: Workload[], [first, second]: [string, string]): void {
   const rows = [
-    ['workload', `${first} (median)`, `${second} (median)`, 'ratio', 'per-rep ratios (min/median/max)'],
+    ['workload', `${first} (median)`, `${second} (median)`, 'ratio', 'per-rep ratios (min/median/max)', 'their median, 95 % CI'],
     ...results.map((r) => {
       const unit = workloads.find((w) => w.name === r.name)!.unit;
       return [
@@ -255,6 +282,7 @@ export function printComparison(heading: string, results: Comparison[], workload
         formatRate(r.rates[second], unit),
         r.ratio.toFixed(3),
         `${r.pairedRatios.min.toFixed(2)} / ${r.pairedRatios.median.toFixed(2)} / ${r.pairedRatios.max.toFixed(2)}`,
+        r.pairedRatios.medianCi95 ? `${r.pairedRatios.medianCi95[0].toFixed(2)} - ${r.pairedRatios.medianCi95[1].toFixed(2)}` : '-',
       ];
     }),
   ];
