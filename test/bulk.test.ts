@@ -22,7 +22,7 @@ import { Daemon, startDaemon } from '../src/daemon/daemon.js';
 import { hashToken } from '../src/daemon/config.js';
 import { encodeFrame, FrameDecoder } from '../src/protocol/codec.js';
 import type { Message } from '../src/protocol/messages.js';
-import { eventually } from './helpers.js';
+import { bulkPumpProgram, eventually, writeCopyReadBack } from './helpers.js';
 import { startDaemon as startChildDaemon } from './fleetNodes.js';
 
 Object.assign(globalThis, globals);
@@ -66,16 +66,12 @@ async function roundTrip(device: GPUDevice, data: Uint8Array<ArrayBuffer>): Prom
   const usage = GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const src = device.createBuffer({ size: data.byteLength, usage });
   const readback = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(src, 0, data);
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const out = new Uint8Array(readback.getMappedRange()).slice();
-  readback.unmap();
-  src.destroy();
-  readback.destroy();
-  return out;
+  try {
+    return await writeCopyReadBack(device, src, readback, data);
+  } finally {
+    src.destroy();
+    readback.destroy();
+  }
 }
 
 function pattern(bytes: number, seed: number): Uint8Array<ArrayBuffer> {
@@ -231,24 +227,7 @@ describe('bulk data through shared memory', () => {
     const regionDir = regionDirOf(shm);
     const program = join(dir, 'pump.mjs');
     const { writeFileSync } = await import('node:fs');
-    writeFileSync(
-      program,
-      `const device = await (await navigator.gpu.requestAdapter()).requestDevice();
-const data = new Uint8Array(4 << 20);
-const src = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-const readback = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-console.log('pumping');
-for (;;) {
-  device.queue.writeBuffer(src, 0, data);
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  readback.getMappedRange();
-  readback.unmap();
-}
-`,
-    );
+    writeFileSync(program, bulkPumpProgram(0));
     const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'run', '--connect', '--socket', socket, '--token', ALICE, '--name', 'pump', program], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });

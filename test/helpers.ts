@@ -146,3 +146,42 @@ export async function eventually(what: string, check: () => boolean, timeoutMs =
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/**
+ * One bandwidth round on `device`: writeBuffer `data` into `src`, copy it into the MAP_READ
+ * buffer `readback`, map that and return a copy of the bytes read back (buffers of at least
+ * `data.byteLength` bytes, reused by callers that check no round sees an earlier one's bytes).
+ */
+export async function writeCopyReadBack(device: GPUDevice, src: GPUBuffer, readback: GPUBuffer, data: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
+  device.queue.writeBuffer(src, 0, data);
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const out = new Uint8Array(readback.getMappedRange()).slice();
+  readback.unmap();
+  return out;
+}
+
+/**
+ * The source of a program (for `gpunix run`) that moves 4 MiB to the device and back in a loop
+ * forever, printing "pumping" once `roundsFirst` rounds are done (0: before the first): tests kill
+ * it in the middle of its transfers.
+ */
+export function bulkPumpProgram(roundsFirst: number): string {
+  return `const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+const data = new Uint8Array(4 << 20);
+const src = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+const readback = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+for (let round = 0; ; round++) {
+  if (round === ${roundsFirst}) console.log('pumping');
+  device.queue.writeBuffer(src, 0, data);
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  readback.getMappedRange();
+  readback.unmap();
+}
+`;
+}

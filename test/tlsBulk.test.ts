@@ -24,7 +24,7 @@ import { Daemon, startDaemon } from '../src/daemon/daemon.js';
 import { encodeFrame } from '../src/protocol/codec.js';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { kernelAllowsSocketBuffers, SOCKET_BUFFER_BYTES } from '../src/socketBuffers.js';
-import './helpers.js';
+import { bulkPumpProgram, writeCopyReadBack } from './helpers.js';
 
 Object.assign(globalThis, globals);
 
@@ -59,18 +59,6 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
     if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/** writeBuffer `data`, copy it to a MAP_READ buffer, map it and read it back. */
-async function roundTrip(device: GPUDevice, src: GPUBuffer, readback: GPUBuffer, data: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
-  device.queue.writeBuffer(src, 0, data);
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const out = new Uint8Array(readback.getMappedRange()).slice();
-  readback.unmap();
-  return out;
 }
 
 /**
@@ -162,7 +150,7 @@ describe('bulk data over TLS', () => {
         const readback = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
         for (let round = 0; round < 3; round++) {
           const sent = pattern(size, round + size);
-          const got = await roundTrip(device, src, readback, sent);
+          const got = await writeCopyReadBack(device, src, readback, sent);
           assert.equal(firstDifference(got, sent), -1, `${size / MiB} MiB, round ${round}: the bytes read back differ`);
         }
         src.destroy();
@@ -200,24 +188,7 @@ describe('bulk data over TLS', () => {
     try {
       // A program that moves 4 MiB each way over TLS in a loop, killed while it does.
       const program = join(dir, 'pump.mjs');
-      writeFileSync(
-        program,
-        `const device = await (await navigator.gpu.requestAdapter()).requestDevice();
-const data = new Uint8Array(4 << 20);
-const src = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-const readback = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-for (let round = 0; ; round++) {
-  device.queue.writeBuffer(src, 0, data);
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(src, 0, readback, 0, data.byteLength);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  readback.getMappedRange();
-  readback.unmap();
-  if (round === 1) console.log('pumping');
-}
-`,
-      );
+      writeFileSync(program, bulkPumpProgram(2));
       // (By name: the test certificate names localhost.)
       const child = spawn(process.execPath, [join(root, 'bin/gpunix.js'), 'run', '--connect', '--url', url.replace('127.0.0.1', 'localhost'), '--ca', CERT, '--token', ALICE, '--name', 'pump', program], {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -250,7 +221,7 @@ for (let round = 0; ; round++) {
         const src = device.createBuffer({ size, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
         const readback = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
         const sent = pattern(size, 7);
-        assert.equal(firstDifference(await roundTrip(device, src, readback, sent), sent), -1, 'another client still moves its bytes intact');
+        assert.equal(firstDifference(await writeCopyReadBack(device, src, readback, sent), sent), -1, 'another client still moves its bytes intact');
         device.destroy();
       } finally {
         await other.exit().catch(() => {});
