@@ -74,6 +74,10 @@ export interface NodeAgentOptions {
 /** One bound member as this node runs it. */
 class Member {
   state: MemberState = 'starting';
+  /** Its program has ended (exited or failed): a final state, never left. */
+  get ended(): boolean {
+    return this.state === 'exited' || this.state === 'failed';
+  }
   pid: number | undefined;
   exitCode: number | undefined;
   message: string | undefined;
@@ -379,7 +383,7 @@ export class NodeAgent {
     const kills: Array<Promise<unknown>> = [];
     for (const member of this.members.values()) {
       if (abandon) this.abandoned.add(`${member.key}@${member.binding.generation}`);
-      if (member.state === 'exited' || member.state === 'failed') continue;
+      if (member.ended) continue;
       member.stopping = true;
       this.clearTimers(member);
       const record = this.findProcess(member);
@@ -844,7 +848,7 @@ export class NodeAgent {
 
   private async memberFailed(member: Member, message: string): Promise<void> {
     this.clearTimers(member);
-    if (member.stopping || this.members.get(member.key) !== member || member.state === 'exited' || member.state === 'failed') return;
+    if (member.stopping || this.members.get(member.key) !== member || member.ended) return;
     member.state = 'failed';
     member.message = message;
     this.log('warn', 'fleet member failed', { job: member.binding.job, member: member.binding.member, generation: member.binding.generation, error: message });
@@ -885,7 +889,7 @@ export class NodeAgent {
    * end is news the scheduler may not have had; nothing of them runs).
    */
   private async stopAll(why: string, keepFinished = false): Promise<void> {
-    const members = [...this.members.values()].filter((m) => !(keepFinished && (m.state === 'exited' || m.state === 'failed')));
+    const members = [...this.members.values()].filter((m) => !(keepFinished && m.ended));
     for (const member of this.members.values()) {
       if (members.includes(member)) this.members.delete(member.key);
       else member.dirty = true;
@@ -966,7 +970,7 @@ export class NodeAgent {
     if (member.gpuTimeMs !== undefined) status.gpuTimeMs = member.gpuTimeMs;
     member.lastStatusAt = status.updatedAt;
     member.dirty = false;
-    const final = status.state === 'exited' || status.state === 'failed';
+    const final = member.ended;
     member.statusChain = member.statusChain.then(async () => {
       if (member.stopping || (lease.lost && !final)) return;
       const key = store.keys.status(member.binding.job, member.binding.member);
@@ -988,7 +992,7 @@ export class NodeAgent {
   private async recordFinished(store: FleetStore, lease: StoreLease, withinMs: number): Promise<void> {
     const deadline = Date.now() + withinMs;
     for (;;) {
-      const finished = [...this.members.values()].filter((m) => !m.remote && (m.state === 'exited' || m.state === 'failed'));
+      const finished = [...this.members.values()].filter((m) => !m.remote && m.ended);
       await Promise.all(finished.map((m) => m.statusChain));
       const unrecorded = finished.filter((m) => m.dirty);
       if (unrecorded.length === 0 || this.stopped) return;

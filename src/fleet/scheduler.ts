@@ -899,13 +899,13 @@ export class FleetScheduler {
    */
   private reschedule(state: JobState): void {
     const job = state.record;
+    const dead = [...(state.lost ?? [])].join(', ');
     const ended = this.verdict(job);
     if (ended && FINISHED_PHASES.includes(ended.phase)) {
-      this.log('info', `fleet scheduler: job ${ended.phase} (its node was lost after its members ended)`, { job: job.id, node: [...(state.lost ?? [])].join(', '), message: ended.message });
+      this.log('info', `fleet scheduler: job ${ended.phase} (its node was lost after its members ended)`, { job: job.id, node: dead, message: ended.message });
       this.decideCommit(state, ended, null, { deletes: this.bindingKeys(job), deletePrefixes: this.leftovers(job.id) }, ended.phase);
       return;
     }
-    const dead = [...(state.lost ?? [])].join(', ');
     const checkpoints = this.checkpoints.get(job.id);
     const restorable = checkpoints !== undefined && checkpoints.size >= job.spec.gang && allMembers(job.spec.gang, (m) => checkpoints.has(m));
     let next: JobRecord;

@@ -893,10 +893,9 @@ export class Dispatcher {
     const pieces = run.pieces;
     for (let i = 0; i < pieces.length; i++) if (!pieces[i].cost || pieces[i].cost!.timed) return;
     if (pieces.length === 0) return;
-    const costed = pieces;
-    const model = costed[0].cost!.model;
-    if (costed.some((p) => p.cost!.model !== model)) return;
-    model.learn(spentNs, costed.reduce((sum, p) => sum + p.cost!.workgroups, 0));
+    const model = pieces[0].cost!.model;
+    if (pieces.some((p) => p.cost!.model !== model)) return;
+    model.learn(spentNs, pieces.reduce((sum, p) => sum + p.cost!.workgroups, 0));
   }
 
   /** Fraction of the dispatcher's lifetime the device spent on processes' work. */
