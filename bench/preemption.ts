@@ -353,6 +353,7 @@ async function main(): Promise<void> {
   const bareBatchMs: number[] = [];
   for (let i = 0; i < 6; i++) bareBatchMs.push(await bareBatch.timedSubmit());
   bareBatchMs.shift();
+  log(`batch kernel ${batchShape.workgroups} x ${batchShape.rows ?? 1} workgroups x ${batchShape.iterations} iterations, ${percentile(bareBatchMs, 0.5).toFixed(2)} ms alone; realtime ${percentile(bareRealtimeMs, 0.5).toFixed(3)} ms\n`);
   // Warm-up of every configuration: pipelines compiled, (c)'s cost model has learned the batch kernel.
   for (const c of configs) {
     bypassEventPump(!c.pumped);
@@ -378,19 +379,26 @@ async function main(): Promise<void> {
       // Rotate the order so that no configuration always follows the same one.
       const order = configs.map((_, i) => configs[(i + round) % configs.length]);
       for (const c of order) {
-        log(` ${c.key}`);
+        // Progress, with each window's length in seconds: a window far past its duration means a
+        // configuration the device cannot keep up with (its submits are awaited to the end).
+        const phaseStart = performance.now();
+        const took = (): string => ((performance.now() - phaseStart) / 1000).toFixed(1);
+        log(` ${c.key} [`);
         bypassEventPump(!c.pumped);
         if (c.ownBaseline) {
           collectGarbage();
           c.solo.push(...(await realtimeSamples(c.realtime, soloMs, intervalMs)));
+          log(`solo ${took()}`);
           collectGarbage();
           c.alone.push(await batchAlone(c.batch, depth, soloMs));
+          log(` alone ${took()} `);
         }
         const before = c.batchProc?.record().accounting;
         collectGarbage();
         const windowStart = performance.now();
         const result = await contention(c.realtime, c.batch, { durationMs, intervalMs, depth });
         c.windows.push([windowStart, performance.now()]);
+        log(`contended ${took()} s]`);
         c.contended.push(...result.samples);
         c.batchContended.push(result.batch);
         const after = c.batchProc?.record().accounting;

@@ -61,10 +61,14 @@ export function expectedBusy(x: number, iterations: number): number {
   return acc;
 }
 
-/** One client's kernel: `workgroups` workgroups of 64 invocations, `iterations` loop trips each. */
+/**
+ * One client's kernel: `workgroups` workgroups of 64 invocations, `iterations` loop trips each,
+ * repeated over `rows` (the grid's y; default 1: each row computes the same words as the first).
+ */
 export interface KernelShape {
   workgroups: number;
   iterations: number;
+  rows?: number;
 }
 
 /**
@@ -119,7 +123,7 @@ export class BusyClient {
     const pass = encoder.beginComputePass();
     pass.setPipeline(this.pipeline);
     pass.setBindGroup(0, this.group);
-    pass.dispatchWorkgroups(this.shape.workgroups);
+    pass.dispatchWorkgroups(this.shape.workgroups, this.shape.rows ?? 1);
     pass.end();
     this.device.queue.submit([encoder.finish()]);
   }
@@ -155,13 +159,15 @@ export class BusyClient {
 }
 
 /**
- * Scales `shape` (workgroups first, up to 65535, then iterations) until one dispatch alone takes
- * about `targetMs` on `gpu`'s device (0.8 of it is enough), so that the batch kernel saturates a
- * fast GPU as it does lavapipe; returns `shape` itself when it is long enough already.
+ * Scales `shape` (workgroups first, up to 65535, then rows, then iterations) until one dispatch
+ * alone takes about `targetMs` on `gpu`'s device (0.8 of it is enough), so that the batch kernel
+ * saturates a fast GPU as it does lavapipe; returns `shape` itself when it is long enough already.
+ * Rows before iterations: a workgroup stays as short as on lavapipe (1000 trips), as a real
+ * kernel's are, so that on a GPU an atom, which cannot split a workgroup, can be short too.
  */
 export async function calibrateBatchShape(gpu: GPU, shape: KernelShape, targetMs = BATCH_TARGET_MS): Promise<KernelShape> {
   let current = shape;
-  for (let step = 0; step < 4; step++) {
+  for (let step = 0; step < 6; step++) {
     const client = await BusyClient.open(gpu, current, 'gpunix-calibration');
     let ms: number;
     try {
@@ -173,8 +179,10 @@ export async function calibrateBatchShape(gpu: GPU, shape: KernelShape, targetMs
     if (ms >= targetMs * 0.8) break;
     const factor = Math.min(64, targetMs / Math.max(ms, 0.01));
     const workgroups = Math.min(MAX_WORKGROUPS, Math.ceil(current.workgroups * factor));
-    const remaining = (factor * current.workgroups) / workgroups;
-    current = { workgroups, iterations: Math.ceil(current.iterations * Math.max(1, remaining)) };
+    const rowsBefore = current.rows ?? 1;
+    const rows = Math.min(MAX_WORKGROUPS, Math.ceil((rowsBefore * factor * current.workgroups) / workgroups));
+    const remaining = (factor * current.workgroups * rowsBefore) / (workgroups * rows);
+    current = { workgroups, iterations: Math.ceil(current.iterations * Math.max(1, remaining)), ...(rows > 1 ? { rows } : {}) };
   }
   return current;
 }

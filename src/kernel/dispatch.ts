@@ -84,9 +84,9 @@ function forecastNs(pieces: readonly WorkPiece[]): number | null {
   let total = 0;
   for (let i = 0; i < pieces.length; i++) {
     const piece = pieces[i];
-    const perWorkgroup = piece.cost?.model.nsPerWorkgroup;
-    if (perWorkgroup === undefined || perWorkgroup === null) return null;
-    total += perWorkgroup * piece.cost!.workgroups;
+    const ns = piece.cost ? piece.cost.model.forecast(piece.cost.workgroups) : null;
+    if (ns === null) return null;
+    total += ns;
   }
   return total;
 }
@@ -99,11 +99,31 @@ const COST_WARMUP_SAMPLES = 8;
 /** After the warm-up, one atom in this many is timed. */
 const COST_SAMPLE_EVERY = 8;
 
-/** Per-pipeline cost model: device time per workgroup, learned online (exponential average). */
+/** A sample within this factor of the least atom time seen counts as taking that least time. */
+const COST_FLOOR_BAND = 1.1;
+
+/**
+ * Per-pipeline cost model: device time per workgroup, learned online (exponential average), and
+ * the device's floor: the least time an atom of this pipeline takes however narrow it is.
+ *
+ * Why the floor: on a CPU device (lavapipe) time grows with the width from the first workgroup,
+ * but a GPU runs an atom narrower than itself side by side, so such an atom takes one workgroup's
+ * run whatever its width. Time per workgroup alone, given a budget shorter than that run, makes
+ * each narrower atom look dearer per workgroup and shrinks atoms to one workgroup each, throwing
+ * the GPU's width away (on an H200 a 25 ms kernel under a 0.1 ms budget ran for minutes). Once
+ * samples show the floor (an atom at least twice as wide as another took as little time), a
+ * budget within it gets the widest atom known to run in the floor's time, found by doubling.
+ */
 export class CostModel {
   nsPerWorkgroup: number | null = null;
   samples = 0;
   private sinceSample = 0;
+  /** The least time an atom took (ns); the narrowest and the widest atoms that took about as little. */
+  private leastNs = Infinity;
+  private narrowestFast = 0;
+  private widestFast = 0;
+  /** The narrowest atom that took more than the floor's time (Infinity: none yet). */
+  private narrowestSlow = Infinity;
   /**
    * Whether the next atom should be timed: every one until the model has COST_WARMUP_SAMPLES,
    * then one in COST_SAMPLE_EVERY (a device's speed drifts, but slowly).
@@ -113,16 +133,42 @@ export class CostModel {
     this.sinceSample = (this.sinceSample + 1) % COST_SAMPLE_EVERY;
     return this.sinceSample === 0;
   }
+  /** One atom (or a run of atoms) of `workgroups` took `ns` of device time. */
   learn(ns: number, workgroups: number): void {
     if (workgroups <= 0 || ns <= 0) return;
     const sample = ns / workgroups;
     this.nsPerWorkgroup = this.nsPerWorkgroup === null ? sample : 0.7 * this.nsPerWorkgroup + 0.3 * sample;
     this.samples++;
+    if (ns * COST_FLOOR_BAND < this.leastNs) {
+      // A new floor: the widths seen so far are measured against it again as they recur.
+      this.leastNs = ns;
+      this.narrowestFast = this.widestFast = workgroups;
+      this.narrowestSlow = Infinity;
+    } else if (ns <= this.leastNs * COST_FLOOR_BAND) {
+      this.leastNs = Math.min(ns, this.leastNs);
+      this.narrowestFast = Math.min(workgroups, this.narrowestFast);
+      this.widestFast = Math.max(workgroups, this.widestFast);
+    } else {
+      this.narrowestSlow = Math.min(workgroups, this.narrowestSlow);
+    }
   }
-  /** Workgroups that fit in `budgetNs`; a small probe while the cost is unknown. */
+  /** The device time an atom of `workgroups` should take (ns); null before the first sample. */
+  forecast(workgroups: number): number | null {
+    return this.nsPerWorkgroup === null ? null : workgroups * this.nsPerWorkgroup;
+  }
+  /**
+   * Workgroups for an atom of about `budgetNs`; a small probe while the cost is unknown. Where the
+   * floor is shown and the budget falls within it, the widest atom known to take the floor's time,
+   * doubled while no atom up to twice as wide has taken longer (feeling for the GPU's width).
+   */
   workgroupsFor(budgetNs: number, probe: number): number {
     if (this.nsPerWorkgroup === null) return probe;
-    return Math.max(1, Math.floor(budgetNs / this.nsPerWorkgroup));
+    const k = Math.floor(budgetNs / this.nsPerWorkgroup);
+    const floorShown = this.widestFast >= 2 * this.narrowestFast;
+    if (floorShown && k <= this.widestFast) {
+      return this.narrowestSlow > 2 * this.widestFast ? 2 * this.widestFast : this.widestFast;
+    }
+    return Math.max(1, k);
   }
 }
 

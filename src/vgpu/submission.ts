@@ -225,8 +225,8 @@ export class Submission implements WorkItem {
           const workgroups = (pc.args[0] as number) * ((pc.args[1] as number | undefined) ?? 1) * ((pc.args[2] as number | undefined) ?? 1);
           if (workgroups < 2) continue;
           if (this.device.host.atomSize !== null) return true;
-          const perWorkgroup = current.cost.nsPerWorkgroup;
-          if (perWorkgroup === null || perWorkgroup * workgroups > this.targetSliceNs) return true;
+          const forecast = current.cost.forecast(workgroups);
+          if (forecast === null || forecast > this.targetSliceNs) return true;
         }
       }
     }
