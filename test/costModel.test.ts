@@ -60,6 +60,17 @@ describe('cost model', () => {
     for (const k of widths.slice(0, -1)) assert.ok(k >= width / 2, `an atom of ${k} workgroups on a GPU ${width} wide (${widths.join(' ')})`);
   });
 
+  it('on a GPU, finds its width again after a misread sample set a floor no atom reaches', () => {
+    const width = 4224;
+    const device = waves(width, 500_000);
+    const model = new CostModel();
+    atomize(model, device, 16 * width, 100_000);
+    model.learn(1_000, width); // a misread timestamp: far below anything the device can do
+    atomize(model, device, 64 * width, 100_000); // the floor is measured afresh
+    const { widths } = atomize(model, device, 16 * width, 100_000);
+    for (const k of widths.slice(0, -1)) assert.ok(k >= width / 2, `an atom of ${k} workgroups on a GPU ${width} wide (${widths.join(' ')})`);
+  });
+
   it('on a GPU, under a budget of several waves, fills it', () => {
     const width = 4224;
     const device = waves(width, 250_000);

@@ -101,6 +101,8 @@ const COST_SAMPLE_EVERY = 8;
 
 /** A sample within this factor of the least atom time seen counts as taking that least time. */
 const COST_FLOOR_BAND = 1.1;
+/** Samples in a row above the floor's band after which the floor is measured afresh (a glitch, or a device that changed). */
+const COST_FLOOR_MEMORY = 32;
 
 /**
  * Per-pipeline cost model: device time per workgroup, learned online (exponential average), and
@@ -124,6 +126,8 @@ export class CostModel {
   private widestFast = 0;
   /** The narrowest atom that took more than the floor's time (Infinity: none yet). */
   private narrowestSlow = Infinity;
+  /** Samples in a row above the floor's band. */
+  private aboveFloor = 0;
   /**
    * Whether the next atom should be timed: every one until the model has COST_WARMUP_SAMPLES,
    * then one in COST_SAMPLE_EVERY (a device's speed drifts, but slowly).
@@ -139,17 +143,21 @@ export class CostModel {
     const sample = ns / workgroups;
     this.nsPerWorkgroup = this.nsPerWorkgroup === null ? sample : 0.7 * this.nsPerWorkgroup + 0.3 * sample;
     this.samples++;
-    if (ns * COST_FLOOR_BAND < this.leastNs) {
-      // A new floor: the widths seen so far are measured against it again as they recur.
+    if (ns * COST_FLOOR_BAND < this.leastNs || this.aboveFloor >= COST_FLOOR_MEMORY) {
+      // A new floor (or the old one not seen for long: a misread sample must not set it for
+      // good): the widths seen so far are measured against it again as they recur.
       this.leastNs = ns;
       this.narrowestFast = this.widestFast = workgroups;
       this.narrowestSlow = Infinity;
+      this.aboveFloor = 0;
     } else if (ns <= this.leastNs * COST_FLOOR_BAND) {
       this.leastNs = Math.min(ns, this.leastNs);
       this.narrowestFast = Math.min(workgroups, this.narrowestFast);
       this.widestFast = Math.max(workgroups, this.widestFast);
+      this.aboveFloor = 0;
     } else {
       this.narrowestSlow = Math.min(workgroups, this.narrowestSlow);
+      this.aboveFloor++;
     }
   }
   /** The device time an atom of `workgroups` should take (ns); null before the first sample. */
@@ -165,7 +173,9 @@ export class CostModel {
     if (this.nsPerWorkgroup === null) return probe;
     const k = Math.floor(budgetNs / this.nsPerWorkgroup);
     const floorShown = this.widestFast >= 2 * this.narrowestFast;
-    if (floorShown && k <= this.widestFast) {
+    // At one workgroup and still over the budget, only a wider atom can show whether there is a floor.
+    const stuckAtOne = k < 1 && this.widestFast <= 1;
+    if ((floorShown && k <= this.widestFast) || stuckAtOne) {
       return this.narrowestSlow > 2 * this.widestFast ? 2 * this.widestFast : this.widestFast;
     }
     return Math.max(1, k);
