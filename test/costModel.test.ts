@@ -35,6 +35,14 @@ function atomize(model: CostModel, device: Device, total: number, budgetNs: numb
   return { widths, deviceNs };
 }
 
+/** The H200's width for the busy kernel: 132 SMs x 32 workgroups of 64 invocations side by side. */
+const GPU_WIDTH = 4224;
+
+/** Every atom but the dispatch's last (its remainder) is at least half as wide as the GPU. */
+function assertGpuWide(widths: number[]): void {
+  for (const k of widths.slice(0, -1)) assert.ok(k >= GPU_WIDTH / 2, `an atom of ${k} workgroups on a GPU ${GPU_WIDTH} wide (${widths.join(' ')})`);
+}
+
 describe('cost model', () => {
   it('on a CPU device, sizes atoms to the budget and forecasts their time', () => {
     const model = new CostModel();
@@ -47,32 +55,29 @@ describe('cost model', () => {
   });
 
   it('on a GPU, under a budget shorter than one workgroup, keeps atoms as wide as the GPU runs at once', () => {
-    // 4224 workgroups side by side (132 SMs x 32), each 500 µs: a budget of 100 µs cannot be met by
-    // any atom; narrowing atoms below the GPU's width only multiplies their number.
-    const width = 4224;
-    const device = waves(width, 500_000);
+    // Each workgroup runs 500 µs: a budget of 100 µs cannot be met by any atom; narrowing atoms
+    // below the GPU's width only multiplies their number.
+    const device = waves(GPU_WIDTH, 500_000);
     const model = new CostModel();
-    const total = 16 * width;
+    const total = 16 * GPU_WIDTH;
     const first = atomize(model, device, total, 100_000); // the model learns the GPU's width
     const { widths, deviceNs } = atomize(model, device, total, 100_000);
     const whole = device(total);
     assert.ok(deviceNs <= 1.25 * whole, `device time ${deviceNs / 1e6} ms for a kernel of ${whole / 1e6} ms in ${widths.length} atoms: ${widths.join(' ')} (first ${first.widths.join(' ')})`);
-    for (const k of widths.slice(0, -1)) assert.ok(k >= width / 2, `an atom of ${k} workgroups on a GPU ${width} wide (${widths.join(' ')})`);
+    assertGpuWide(widths);
   });
 
   it('on a GPU, finds its width again after a misread sample set a floor no atom reaches', () => {
-    const width = 4224;
-    const device = waves(width, 500_000);
+    const device = waves(GPU_WIDTH, 500_000);
     const model = new CostModel();
-    atomize(model, device, 16 * width, 100_000);
-    model.learn(1_000, width); // a misread timestamp: far below anything the device can do
-    atomize(model, device, 64 * width, 100_000); // the floor is measured afresh
-    const { widths } = atomize(model, device, 16 * width, 100_000);
-    for (const k of widths.slice(0, -1)) assert.ok(k >= width / 2, `an atom of ${k} workgroups on a GPU ${width} wide (${widths.join(' ')})`);
+    atomize(model, device, 16 * GPU_WIDTH, 100_000);
+    model.learn(1_000, GPU_WIDTH); // a misread timestamp: far below anything the device can do
+    atomize(model, device, 64 * GPU_WIDTH, 100_000); // the floor is measured afresh
+    assertGpuWide(atomize(model, device, 16 * GPU_WIDTH, 100_000).widths);
   });
 
   it('on a GPU, under a budget of several waves, fills it', () => {
-    const width = 4224;
+    const width = GPU_WIDTH;
     const device = waves(width, 250_000);
     const model = new CostModel();
     atomize(model, device, 64 * width, 1e6);
