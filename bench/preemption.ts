@@ -379,8 +379,9 @@ async function main(): Promise<void> {
       // Rotate the order so that no configuration always follows the same one.
       const order = configs.map((_, i) => configs[(i + round) % configs.length]);
       for (const c of order) {
-        // Progress, with each window's length in seconds: a window far past its duration means a
-        // configuration the device cannot keep up with (its submits are awaited to the end).
+        // Progress: seconds since this configuration's turn began, after each of its windows; a
+        // total far past the windows' durations means a configuration the device cannot keep up
+        // with (each window awaits its submits to the end).
         const phaseStart = performance.now();
         const took = (): string => ((performance.now() - phaseStart) / 1000).toFixed(1);
         log(` ${c.key} [`);
