@@ -77,14 +77,13 @@ describe('cost model', () => {
   });
 
   it('on a GPU, under a budget of several waves, fills it', () => {
-    const width = GPU_WIDTH;
-    const device = waves(width, 250_000);
+    const device = waves(GPU_WIDTH, 250_000);
     const model = new CostModel();
-    atomize(model, device, 64 * width, 1e6);
-    const { widths, deviceNs } = atomize(model, device, 64 * width, 1e6);
+    atomize(model, device, 64 * GPU_WIDTH, 1e6);
+    const { widths, deviceNs } = atomize(model, device, 64 * GPU_WIDTH, 1e6);
     const settled = widths.slice(widths.length >> 1, -1);
-    for (const k of settled) assert.ok(device(k) <= 1.25e6 && k >= 2 * width, `an atom of ${k} workgroups (${device(k) / 1e6} ms) for a 1 ms budget`);
-    assert.ok(deviceNs <= 1.25 * device(64 * width), `device time ${deviceNs / 1e6} ms against ${device(64 * width) / 1e6} ms whole`);
+    for (const k of settled) assert.ok(device(k) <= 1.25e6 && k >= 2 * GPU_WIDTH, `an atom of ${k} workgroups (${device(k) / 1e6} ms) for a 1 ms budget`);
+    assert.ok(deviceNs <= 1.25 * device(64 * GPU_WIDTH), `device time ${deviceNs / 1e6} ms against ${device(64 * GPU_WIDTH) / 1e6} ms whole`);
   });
 
   it('on a CPU device, sizes by the budget also after a glitch, and probes while nothing is known', () => {
