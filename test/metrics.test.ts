@@ -170,6 +170,7 @@ describe('gpunixd metrics and logs', () => {
       assert.ok(Number.isFinite(sample(text, series)), `the scrape has ${series}`);
     }
     assert.equal(sample(text, `gpunix_device_up{${gpu0()}}`), 1);
+    assert.ok(sample(text, `gpunix_device_processes{${gpu0()}}`) >= 1, "alice's process, alive and having used gpu0, is held by its scheduler");
     // Counters only grow: more work, a larger busy time.
     await work(alice.gpu);
     assert.ok(sample(await scrape(), `gpunix_device_busy_seconds_total{${gpu0()}}`) > busy, 'busy time grew with more work');

@@ -132,6 +132,32 @@ describe('the scheduler', () => {
     await proc.exit();
   });
 
+  it('the scheduler holds only live processes: one that exits, or is killed with work on the device, leaves it', async () => {
+    // Every decision walks the processes the scheduler holds: one kept after its end would slow
+    // every later call of every process (and keep its memory) in a kernel that outlives many.
+    const held = (): number => kernel.stats().devices.reduce((sum, d) => sum + d.processes, 0);
+    const before = held();
+    const procs = await Promise.all(['leaves-1', 'leaves-2', 'leaves-3'].map((name) => kernel.spawn({ name })));
+    const programs = await Promise.all(procs.map((proc) => busyProgram(proc, 64)));
+    for (const p of programs) p.submit(64);
+    await Promise.all(programs.map((p) => p.device.queue.onSubmittedWorkDone()));
+    assert.equal(held(), before + 3, 'each process that used the device is held');
+
+    await procs[0].exit();
+    assert.equal(held(), before + 2, 'a process that exited is let go at once');
+
+    programs[1].submit(1024); // still on the device when it is killed
+    await procs[1].kill();
+    programs[2].submit(64);
+    await programs[2].device.queue.onSubmittedWorkDone(); // after the killed one's work, in queue order
+    for (let i = 0; i < 50 && held() !== before + 1; i++) await sleep(20);
+    assert.equal(held(), before + 1, 'a killed process is let go once its last work completed');
+    assert.equal((await programs[2].read())[64 * 64 - 1], expectedBusy(64 * 64 - 1, 1000), 'the one left still computes exactly');
+
+    await procs[2].exit();
+    assert.equal(held(), before);
+  });
+
   it('renice takes effect at the next decision: a batch process raised to realtime goes first', async () => {
     const normal = await kernel.spawn({ name: 'normal' });
     const raised = await kernel.spawn({ name: 'raised', priority: 'batch' });

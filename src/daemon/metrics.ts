@@ -145,6 +145,16 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'gpunix_device_processes',
+      help: 'Processes the device\'s scheduler holds: live ones that have used the device, and ended ones whose work is still queued or on it',
+      labelNames: ['device', 'backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const d of devices()) this.set({ device: d.id, backend: d.backend }, d.processes);
+      },
+    });
+    new Gauge({
       name: 'gpunix_device_info',
       help: 'The device\'s adapter (always 1): backend, vendor, architecture, adapter name, driver description, CPU fallback, WebGPU feature level',
       labelNames: ['device', 'backend', 'vendor', 'architecture', 'adapter', 'driver', 'fallback', 'feature_level'],

@@ -434,6 +434,28 @@ export class Dispatcher {
     if (entity.proc.inFlightGroups === 0) entity.proc.readySinceNs = nowNs();
   }
 
+  /**
+   * Processes this scheduler holds now: every live one that has used the device, and ended ones
+   * whose work is still queued or on it. An ended process must leave: every turn of pump() walks
+   * the list, and a lone process's calls take a shorter path (a kernel serving many short
+   * processes otherwise slows down with each one, and keeps each one's memory).
+   */
+  get processes(): number {
+    return this.entityList.length;
+  }
+
+  /** `owner` has ended: it leaves now if nothing of it is queued or on the device, else when its last run completes. */
+  processEnded(owner: Proc): void {
+    const entity = this.entities.get(owner);
+    if (entity) this.forgetIfEnded(entity);
+  }
+
+  /** Drops an ended process's entity once nothing of it is queued or on the device. */
+  private forgetIfEnded(entity: Entity): void {
+    const owner = entity.proc;
+    if (!owner.alive && entity.queue.length === 0 && !this.runsInFlight.has(owner)) this.forget(owner);
+  }
+
   /** Drops `owner`'s entity (from the map and the list). */
   private forget(owner: Proc): void {
     const entity = this.entities.get(owner);
@@ -806,6 +828,8 @@ export class Dispatcher {
     entity.headIssued = false;
     item.owner.queuedItems--;
     this.endFinishing(entity);
+    // Work of an ended process (what it queued before its end) leaves with its last item.
+    if (!item.owner.alive) this.forgetIfEnded(entity);
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
@@ -910,7 +934,7 @@ export class Dispatcher {
       const entity = this.entities.get(owner);
       if (entity) entity.lastActiveNs = doneNs;
       if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
-      if (entity && entity.queue.length === 0 && owner.inFlightGroups === 0 && !owner.alive) this.forget(owner);
+      if (entity) this.forgetIfEnded(entity);
       this.pump();
     };
     this.unsettled.push(settle);

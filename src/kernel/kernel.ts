@@ -212,6 +212,8 @@ export interface DeviceStats {
   busyNs: number;
   /** Times the dispatcher switched away from a process that still had work queued (monotonic). */
   preemptions: number;
+  /** Processes the device's scheduler holds: live ones that have used the device, ended ones whose work is still queued or on it. */
+  processes: number;
   /** Buffers evicted from the device to host memory, and restored onto it, so far (monotonic). */
   evictions: number;
   restores: number;
@@ -907,6 +909,7 @@ export class Kernel {
     if (!proc.alive) return proc.exit!;
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
     proc.end({ code, reason: code === 0 ? 'normal' : 'error' });
+    for (const dispatcher of this.dispatchers.values()) dispatcher.processEnded(proc);
     await this.settle(proc);
     return proc.exit!;
   }
@@ -940,6 +943,7 @@ export class Kernel {
     proc.suspended = false;
     for (const dispatcher of this.dispatchers.values()) dispatcher.cancelAll(proc);
     proc.end(status);
+    for (const dispatcher of this.dispatchers.values()) dispatcher.processEnded(proc);
   }
 
   /** Waits until work the process had already put on a device has completed. */
@@ -1019,6 +1023,7 @@ export class Kernel {
         utilization: this.dispatchers.get(d)!.utilization(),
         busyNs: this.dispatchers.get(d)!.busyNs,
         preemptions: this.dispatchers.get(d)!.preemptions,
+        processes: this.dispatchers.get(d)!.processes,
         evictions: d.evictions,
         restores: d.restores,
         lost: d.lostReason,
