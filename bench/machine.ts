@@ -26,6 +26,21 @@ export const collectGarbage: () => void = (() => {
   return () => {};
 })();
 
+/**
+ * CPU seconds this process's main thread (the one that runs JavaScript, and gpunix's kernel in an
+ * embedded process) has run, from the scheduler's own nanosecond count (/proc schedstat); null off
+ * Linux. Unlike wall time, it leaves out what other threads do meanwhile: on a CPU device
+ * (lavapipe) the device's threads share the cores with the calls, and on a GPU the driver's own
+ * threads run beside them, so this is the measure of what one call path costs the CPU.
+ */
+export function mainThreadCpuSeconds(): number | null {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+  } catch {
+    return null;
+  }
+}
+
 /** CPU seconds the whole machine has spent busy (user + nice + system), from /proc/stat; null off Linux. */
 export function machineBusySeconds(): number | null {
   try {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU machine's figures in one call: the adapter, bench/overhead, bench/preemption and bench/wire,
+# The GPU machine's figures in one call: the adapter, bench/overhead, bench/callPathProfile (where the
+# call path's CPU goes), bench/preemption and bench/wire,
 # each under its own time limit, their JSON and tables written to $OUT (docs/benchmarks.md, "On a real
 # GPU", has the first run's figures and what they mean).
 #
@@ -8,7 +9,7 @@
 #   bash bench/on-gpu-machine.sh --pack      # adds the glvnd libraries NVIDIA's Vulkan ICD links against
 # Then on the GPU machine (the device tool's `run`, carry [".devbundle", "dist"]):
 #   bash bench/on-gpu-machine.sh [--quick]
-# --quick: fewer repetitions (about 1.5 minutes instead of 3.5).
+# --quick: fewer repetitions (about 2 minutes instead of 4).
 set -u
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -28,8 +29,8 @@ fi
 : "${OUT:?OUT must name the folder for the results (the device tool sets it)}"
 [ -f .devbundle/activate.sh ] || { echo "no .devbundle: run ../shared/device/bundle.sh here first and carry it" >&2; exit 2; }
 [ -f dist/bench/overhead.js ] || { echo "no dist: run npm run build here first and carry it" >&2; exit 2; }
-reps=21 rounds=3 wireReps=3
-[ "${1:-}" = "--quick" ] && reps=7 rounds=1 wireReps=1
+reps=21 rounds=3 wireReps=3 profileReps=4
+[ "${1:-}" = "--quick" ] && reps=7 rounds=1 wireReps=1 profileReps=2
 
 for deb in .devbundle/*.deb; do dpkg -x "$deb" /; done
 ldconfig
@@ -53,7 +54,8 @@ bench() {
   echo "$name: exit $? after $((SECONDS - start)) s"
 }
 bench overhead 150 --reps "$reps"
+bench callPathProfile 60 --reps "$profileReps"
 bench preemption 120 --rounds "$rounds" --configs a,ap,c
 bench wire 90 --reps "$wireReps" --only dispatch-batched,bandwidth-4MiB,bandwidth-64MiB,round-trip
 sleep 1
-tail -n 8 "$OUT/overhead.txt" "$OUT/preemption.txt" "$OUT/wire.txt"
+tail -n 8 "$OUT/overhead.txt" "$OUT/callPathProfile.txt" "$OUT/preemption.txt" "$OUT/wire.txt"

@@ -13,7 +13,7 @@
 import { globals } from 'webgpu';
 import { benchBackend, collectGarbage, contentionLine, machine, measureContention, runBenchmark, takeBackendFlag } from './machine.js';
 import { bypassEventPump, createKernel } from '../src/index.js';
-import { compareSides, Comparison, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, Workload } from './workloads.js';
+import { compareSides, Comparison, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, timeCallLoop, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -56,7 +56,7 @@ function dispatchLoopWorkload(name: string, iterations: number): Workload {
       await device.queue.onSubmittedWorkDone();
 
       const start = performance.now();
-      loop(n);
+      const callLoop = timeCallLoop(n, loop);
       const seconds = (performance.now() - start) / 1000;
 
       const encoder = device.createCommandEncoder();
@@ -67,7 +67,7 @@ function dispatchLoopWorkload(name: string, iterations: number): Workload {
       readback.unmap();
       device.destroy();
       if (seen !== n + WARM_UP_ITERATIONS) throw new Error(`${name}: expected ${n + WARM_UP_ITERATIONS} dispatches to run, counted ${seen}`);
-      return { units: n, seconds };
+      return { units: n, seconds, callLoop };
     },
   };
 }

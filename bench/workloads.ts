@@ -3,7 +3,7 @@
 // process of the daemon over the wire.
 
 import { parseArgs } from 'node:util';
-import { collectGarbage } from './machine.js';
+import { collectGarbage, mainThreadCpuSeconds } from './machine.js';
 
 export const MiB = 1024 * 1024;
 
@@ -13,6 +13,20 @@ export interface Sample {
   seconds: number;
   /** Each operation's own time (ms), for workloads that time operations one by one (round-trip). */
   latenciesMs?: number[];
+  /**
+   * For workloads whose timed part begins with a synchronous loop of calls (dispatch-*): the main
+   * thread's CPU seconds over that loop alone (no waiting in it) and its iterations, i.e. the
+   * call path's own cost (see mainThreadCpuSeconds). Absent where /proc is not there.
+   */
+  callLoop?: { cpuSeconds: number; iterations: number };
+}
+
+/** Main-thread CPU over `loop(iterations)` (null off Linux): for Sample.callLoop. */
+export function timeCallLoop(iterations: number, loop: (iterations: number) => void): Sample['callLoop'] {
+  const before = mainThreadCpuSeconds();
+  loop(iterations);
+  const after = mainThreadCpuSeconds();
+  return before === null || after === null ? undefined : { cpuSeconds: after - before, iterations };
 }
 
 export interface Workload {
@@ -69,15 +83,17 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
       await device.queue.onSubmittedWorkDone();
 
       const start = performance.now();
-      for (let s = 0; s < n; s++) {
-        const encoder = device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        for (let d = 0; d < perSubmit; d++) pass.dispatchWorkgroups(1);
-        pass.end();
-        device.queue.submit([encoder.finish()]);
-      }
+      const callLoop = timeCallLoop(n, (count) => {
+        for (let s = 0; s < count; s++) {
+          const encoder = device.createCommandEncoder();
+          const pass = encoder.beginComputePass();
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, bindGroup);
+          for (let d = 0; d < perSubmit; d++) pass.dispatchWorkgroups(1);
+          pass.end();
+          device.queue.submit([encoder.finish()]);
+        }
+      });
       await device.queue.onSubmittedWorkDone();
       const seconds = (performance.now() - start) / 1000;
 
@@ -89,7 +105,7 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
       readback.unmap();
       device.destroy();
       if (seen !== n * perSubmit) throw new Error(`${name}: expected ${n * perSubmit} dispatches to run, counted ${seen}`);
-      return { units: n * perSubmit, seconds };
+      return { units: n * perSubmit, seconds, callLoop };
     },
   };
 }
@@ -202,6 +218,11 @@ export interface Comparison {
   unit: string;
   /** Median rate of each side, by side name. */
   rates: Record<string, number>;
+  /**
+   * Median main-thread CPU per iteration of the workload's call loop (µs), by side name, where the
+   * workload has one and /proc told (Sample.callLoop); the call path's cost apart from the device's.
+   */
+  callLoopCpuUs?: Record<string, number>;
   /** Second side's median rate over the first's. */
   ratio: number;
   /**
@@ -246,10 +267,12 @@ export async function compareSides(workloads: Workload[], [first, second]: [Side
     await first.run(w);
     await second.run(w);
     const samples: Record<string, number[]> = { [first.name]: [], [second.name]: [] };
+    const loopCpuUs: Record<string, number[]> = { [first.name]: [], [second.name]: [] };
     for (let rep = 0; rep < reps; rep++) {
       for (const side of rep % 2 === 0 ? [first, second] : [second, first]) {
         const s = await side.run(w);
         samples[side.name].push(s.units / s.seconds);
+        if (s.callLoop) loopCpuUs[side.name].push((s.callLoop.cpuSeconds * 1e6) / s.callLoop.iterations);
       }
       process.stderr.write('.');
     }
@@ -264,16 +287,33 @@ export async function compareSides(workloads: Workload[], [first, second]: [Side
       rates,
       ratio: rates[second.name] / rates[first.name],
       pairedRatios: { min: Math.min(...paired), median: median(paired), max: Math.max(...paired), medianCi95: medianInterval(paired) },
+      ...(loopCpuUs[first.name].length === reps && loopCpuUs[second.name].length === reps
+        ? { callLoopCpuUs: { [first.name]: median(loopCpuUs[first.name]), [second.name]: median(loopCpuUs[second.name]) } }
+        : {}),
       samples,
     });
   }
   return results;
 }
 
-/** Prints the comparison table on stderr, under a one-line heading. */
+/**
+ * Prints the comparison table on stderr, under a one-line heading; a column of the call loops'
+ * main-thread CPU per iteration (first / second side) when some workload measured it.
+ */
 export function printComparison(heading: string, results: Comparison[], workloads: Workload[], [first, second]: [string, string]): void {
+  const withCpu = results.some((r) => r.callLoopCpuUs);
+  const cpuCell = (r: Comparison): string[] =>
+    !withCpu ? [] : [r.callLoopCpuUs ? `${r.callLoopCpuUs[first].toFixed(1)} / ${r.callLoopCpuUs[second].toFixed(1)}` : '-'];
   const rows = [
-    ['workload', `${first} (median)`, `${second} (median)`, 'ratio', 'per-rep ratios (min/median/max)', 'their median, 95 % CI'],
+    [
+      'workload',
+      `${first} (median)`,
+      `${second} (median)`,
+      'ratio',
+      'per-rep ratios (min/median/max)',
+      'their median, 95 % CI',
+      ...(withCpu ? ['call loop CPU µs/iter'] : []),
+    ],
     ...results.map((r) => {
       const unit = workloads.find((w) => w.name === r.name)!.unit;
       return [
@@ -283,6 +323,7 @@ export function printComparison(heading: string, results: Comparison[], workload
         r.ratio.toFixed(3),
         `${r.pairedRatios.min.toFixed(2)} / ${r.pairedRatios.median.toFixed(2)} / ${r.pairedRatios.max.toFixed(2)}`,
         r.pairedRatios.medianCi95 ? `${r.pairedRatios.medianCi95[0].toFixed(2)} - ${r.pairedRatios.medianCi95[1].toFixed(2)}` : '-',
+        ...cpuCell(r),
       ];
     }),
   ];
