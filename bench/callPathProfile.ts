@@ -1,4 +1,4 @@
-// Where the call path's CPU goes: dispatch-single's loop of calls (encoder, pass, setPipeline,
+// Where the call path's CPU goes: dispatch-loop's calls (encoder, pass, setPipeline,
 // setBindGroup, dispatchWorkgroups(1), end, finish, submit) on bare Dawn and in a gpunix process,
 // each timed by its main thread's CPU (bench/machine.ts) and sampled by V8's CPU profiler, in one
 // run. The numbers to read first are the two sides' CPU per iteration; the profile then says where
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { bypassEventPump, createKernel } from '../src/index.js';
 import { collectGarbage, mainThreadCpuSeconds, runBenchmark } from './machine.js';
-import { openDevice } from './workloads.js';
+import { countingDispatchLoop, openDevice } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -24,11 +24,6 @@ const usage = `usage: node dist/bench/callPathProfile.js [--iterations N] [--rep
   --iterations N  calls-loop iterations per sample (default 20000)
   --reps N        profiled samples per side, interleaved (default 4; one untimed warm-up each first)
   --top N         gpunix functions listed by self time (default 15)`;
-
-const KERNEL = /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
-@compute @workgroup_size(1)
-fn main() { atomicAdd(&counter, 1u); }`;
 
 interface ProfileNode {
   id: number;
@@ -103,24 +98,10 @@ async function main(): Promise<void> {
   await session.post('Profiler.enable');
   await session.post('Profiler.setSamplingInterval', { interval: 50 });
 
-  /** A device, its pipeline and bind group, and the calls loop (each sample's device is fresh, as in bench/overhead). */
+  /** A fresh device for each sample (as in bench/overhead) and its calls loop. */
   const open = async (gpu: GPU) => {
     const device = await openDevice(gpu);
-    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: KERNEL }), entryPoint: 'main' } });
-    const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
-    const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
-    const loop = (count: number): void => {
-      for (let i = 0; i < count; i++) {
-        const encoder = device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(1);
-        pass.end();
-        device.queue.submit([encoder.finish()]);
-      }
-    };
-    return { device, loop };
+    return { device, loop: countingDispatchLoop(device).loop };
   };
 
   const sides = ['bare', 'gpunix'] as const;

@@ -13,7 +13,7 @@
 import { globals } from 'webgpu';
 import { benchBackend, collectGarbage, contentionLine, machine, measureContention, runBenchmark, takeBackendFlag } from './machine.js';
 import { bypassEventPump, createKernel } from '../src/index.js';
-import { compareSides, Comparison, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, timeCallLoop, Workload } from './workloads.js';
+import { compareSides, Comparison, countingDispatchLoop, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, timeCallLoop, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -33,22 +33,8 @@ function dispatchLoopWorkload(name: string, iterations: number): Workload {
     async run(gpu, scale) {
       const device = await openDevice(gpu);
       const n = Math.max(1, Math.round(iterations * scale));
-      const module = device.createShaderModule({ code: LOOP_KERNEL });
-      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
-      const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const { counter, loop } = countingDispatchLoop(device);
       const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
-      const loop = (count: number): void => {
-        for (let i = 0; i < count; i++) {
-          const encoder = device.createCommandEncoder();
-          const pass = encoder.beginComputePass();
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(1);
-          pass.end();
-          device.queue.submit([encoder.finish()]);
-        }
-      };
       // Untimed warm-up, both sides: the forced full GC before each sample (bench/machine.ts) lets
       // V8 drop the optimized code of a JavaScript call path (gpunix's, not bare Dawn's native one)
       // whose object shapes no live object kept; the sample measures the loop at steady state.
@@ -74,13 +60,6 @@ function dispatchLoopWorkload(name: string, iterations: number): Workload {
 
 /** Iterations of dispatch-loop run untimed before each sample (see its run()). */
 const WARM_UP_ITERATIONS = 4000;
-
-const LOOP_KERNEL = /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
-@compute @workgroup_size(1)
-fn main() {
-  atomicAdd(&counter, 1u);
-}`;
 
 const WORKLOADS: Workload[] = [...OVERHEAD_WORKLOADS, dispatchLoopWorkload('dispatch-loop', 4000)];
 

@@ -59,6 +59,40 @@ fn main(@builtin(local_invocation_index) i: u32) {
   atomicAdd(&counters[i], 1u);
 }`;
 
+const COUNTING_KERNEL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
+@compute @workgroup_size(1)
+fn main() {
+  atomicAdd(&counter, 1u);
+}`;
+
+/**
+ * The call path in a loop, on `device`: `loop(count)` makes `count` x (createCommandEncoder,
+ * beginComputePass, setPipeline, setBindGroup, dispatchWorkgroups(1), end, finish, queue.submit)
+ * of a one-invocation kernel that adds 1 to `counter` (a STORAGE | COPY_SRC buffer of 4 bytes), so
+ * a reader can check that every dispatch ran.
+ */
+export function countingDispatchLoop(device: GPUDevice): { counter: GPUBuffer; loop(count: number): void } {
+  const module = device.createShaderModule({ code: COUNTING_KERNEL });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+  return {
+    counter,
+    loop(count: number): void {
+      for (let i = 0; i < count; i++) {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        device.queue.submit([encoder.finish()]);
+      }
+    },
+  };
+}
+
 /**
  * Many tiny compute dispatches: `submits` submits of `perSubmit` one-workgroup dispatches each
  * (every submit encodes afresh: encoder, pass, pipeline, bind group, dispatches, finish), then one
