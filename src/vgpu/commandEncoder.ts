@@ -85,6 +85,8 @@ function replay(target: object, op: string, args: readonly unknown[]): void {
       return method.call(target, unwrap(args[0]), unwrap(args[1]));
     case 3:
       return method.call(target, unwrap(args[0]), unwrap(args[1]), unwrap(args[2]));
+    case 5: // copyBufferToBuffer(source, sourceOffset, destination, destinationOffset, size)
+      return method.call(target, unwrap(args[0]), unwrap(args[1]), unwrap(args[2]), unwrap(args[3]), unwrap(args[4]));
     default:
       return method.apply(target, args.map(unwrap));
   }
