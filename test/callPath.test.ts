@@ -1,7 +1,8 @@
 // The call path a program uses in a loop (encoder, pass, setPipeline, setBindGroup, dispatch, end,
 // finish, submit) takes shortcuts for valid calls (docs/benchmarks.md, "The call path"): direct
 // calls into the real pass while the encoder is open, no closures, records let go of once a submit
-// is done. These check what a program sees through them: every dispatch runs and is counted once,
+// is done. These check what a program sees through them: every dispatch runs and is counted once
+// (each form of dispatchWorkgroups with the workgroups it names),
 // an encoding error made through the direct calls surfaces at finish() in the scope current there,
 // a call after finish() errs in the scope current at that call, a submit Dawn refuses (a
 // destroyed buffer) is neither run nor counted, a large write (in pieces, the program's bytes
@@ -74,6 +75,33 @@ describe('the call path of a dispatch loop', () => {
     assert.equal(row.accounting.dispatches, 40);
     assert.equal(row.accounting.submits, 41); // and the readback's
     await r.proc.exit();
+  });
+
+  it('runs the workgroups each form of dispatchWorkgroups names: (x), (x, y), (x, y, z), and (x, undefined, z) with y as 1', async () => {
+    // Dawn is given the counts the program gave, no more: a z after an undefined y must still reach
+    // it. A kernel that runs every submit whole runs the encoding Dawn checked as the calls were
+    // made (an atomized submit re-encodes its dispatches from the kernel's record instead).
+    const whole = await createKernel({ atomize: false });
+    try {
+      const r = await rig(whole, 'forms');
+      const { device, pipeline, group } = r;
+      device.pushErrorScope('validation');
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(3);
+      pass.dispatchWorkgroups(2, 3);
+      pass.dispatchWorkgroups(2, 3, 4);
+      pass.dispatchWorkgroups(2, undefined, 5);
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      assert.equal(await device.popErrorScope(), null);
+      assert.equal(await read(r), 3 + 6 + 24 + 10);
+      await r.proc.exit();
+    } finally {
+      await whole.shutdown();
+    }
   });
 
   it('reports an encoding error at finish(), in the scope current there, and runs nothing of it', async () => {

@@ -184,9 +184,10 @@ export class VirtualComputePassEncoder {
     if (!encoder.finished && encoder.workgroupCountsAllowed(cx, cy, cz)) {
       // Dawn is given the counts the program gave, no more: each argument dawn.node converts costs
       // (5-7 % of a dispatchWorkgroups(1) on bare Dawn here), and WebGPU's defaults are the same ones.
-      if (y === undefined) this.#real.dispatchWorkgroups(cx);
-      else if (z === undefined) this.#real.dispatchWorkgroups(cx, cy);
-      else this.#real.dispatchWorkgroups(cx, cy, cz);
+      // (dispatchWorkgroups(x, undefined, z) keeps its z: undefined y means 1, as Dawn reads it).
+      if (z !== undefined) this.#real.dispatchWorkgroups(cx, cy, cz);
+      else if (y !== undefined) this.#real.dispatchWorkgroups(cx, cy);
+      else this.#real.dispatchWorkgroups(cx);
       this.#record.push(dispatchRecord(cx, cy, cz));
       return;
     }
