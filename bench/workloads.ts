@@ -21,7 +21,7 @@ export interface Sample {
   callLoop?: { cpuSeconds: number; iterations: number };
 }
 
-/** Main-thread CPU over `loop(iterations)` (null off Linux): for Sample.callLoop. */
+/** Main-thread CPU over `loop(iterations)`, for Sample.callLoop (undefined off Linux). */
 export function timeCallLoop(iterations: number, loop: (iterations: number) => void): Sample['callLoop'] {
   const before = mainThreadCpuSeconds();
   loop(iterations);
