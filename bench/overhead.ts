@@ -13,7 +13,7 @@
 import { globals } from 'webgpu';
 import { benchBackend, collectGarbage, contentionLine, machine, measureContention, runBenchmark, takeBackendFlag } from './machine.js';
 import { bypassEventPump, createKernel } from '../src/index.js';
-import { compareSides, Comparison, countingDispatchLoop, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, timeCallLoop, Workload } from './workloads.js';
+import { bandwidthWorkload, compareSides, Comparison, countingDispatchLoop, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, timeCallLoop, Workload } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -61,7 +61,17 @@ function dispatchLoopWorkload(name: string, iterations: number): Workload {
 /** Iterations of dispatch-loop run untimed before each sample (see its run()). */
 const WARM_UP_ITERATIONS = 4000;
 
-const WORKLOADS: Workload[] = [...OVERHEAD_WORKLOADS, dispatchLoopWorkload('dispatch-loop', 4000)];
+/**
+ * Beside issue 17's three: the call path alone (dispatch-loop), and the round trip of a program
+ * that reads a small result back every step (an inference loop's logits), where the device's and
+ * the copies' time no longer hides gpunix's own per call (docs/benchmarks.md, "Where a readback
+ * round's time goes").
+ */
+const WORKLOADS: Workload[] = [
+  ...OVERHEAD_WORKLOADS,
+  dispatchLoopWorkload('dispatch-loop', 4000),
+  bandwidthWorkload('bandwidth-256B', 5000, 256, '5000 rounds: writeBuffer 256 B, copyBufferToBuffer, mapAsync(READ) + read, unmap'),
+];
 
 // ---- harness ------------------------------------------------------------------------------------
 
