@@ -108,11 +108,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
           if (entry.aborted) return target.release();
           let mapping: Promise<undefined>;
           try {
-            // Given no more arguments than it needs (each one dawn.node converts costs: 7 % of a
-            // mapAsync(mode) on bare Dawn here); offset 0 and no size are WebGPU's defaults.
-            mapping = this.#device.callRouted(target, () =>
-              size !== undefined ? this.real.mapAsync(mode, offset, size) : offset !== 0 ? this.real.mapAsync(mode, offset) : this.real.mapAsync(mode),
-            );
+            mapping = this.#device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
           } catch (thrown) {
             reject(thrown);
             return;

@@ -85,8 +85,6 @@ function replay(target: object, op: string, args: readonly unknown[]): void {
       return method.call(target, unwrap(args[0]), unwrap(args[1]));
     case 3:
       return method.call(target, unwrap(args[0]), unwrap(args[1]), unwrap(args[2]));
-    case 5: // copyBufferToBuffer(source, sourceOffset, destination, destinationOffset, size)
-      return method.call(target, unwrap(args[0]), unwrap(args[1]), unwrap(args[2]), unwrap(args[3]), unwrap(args[4]));
     default:
       return method.apply(target, args.map(unwrap));
   }
@@ -182,12 +180,7 @@ export class VirtualComputePassEncoder {
     const cz = z === undefined ? 1 : size32(z, m, 'workgroupCountZ');
     encoder.dispatches++;
     if (!encoder.finished && encoder.workgroupCountsAllowed(cx, cy, cz)) {
-      // Dawn is given the counts the program gave, no more: each argument dawn.node converts costs
-      // (5-7 % of a dispatchWorkgroups(1) on bare Dawn here), and WebGPU's defaults are the same ones.
-      // (dispatchWorkgroups(x, undefined, z) keeps its z: undefined y means 1, as Dawn reads it).
-      if (z !== undefined) this.#real.dispatchWorkgroups(cx, cy, cz);
-      else if (y !== undefined) this.#real.dispatchWorkgroups(cx, cy);
-      else this.#real.dispatchWorkgroups(cx);
+      this.#real.dispatchWorkgroups(cx, cy, cz);
       this.#record.push(dispatchRecord(cx, cy, cz));
       return;
     }
