@@ -4,8 +4,8 @@
 // run. The numbers to read first are the two sides' CPU per iteration; the profile then says where
 // the difference is: self time by category (gpunix's JavaScript, the native WebGPU calls, the
 // garbage collector, ...) and by function. The profiler's own sampling costs both sides alike, so
-// its figures are larger than the untimed CPU bench/overhead reports. docs/benchmarks.md ("Where
-// the call path's CPU goes") has figures and the reading.
+// its figures are larger than the untimed CPU bench/overhead reports. docs/benchmarks.md ("The
+// call path, issue 17 fourth pass") has figures and the reading.
 //
 //   node dist/bench/callPathProfile.js [--iterations N] [--reps N] [--top N]
 //
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { create, globals } from 'webgpu';
 import { bypassEventPump, createKernel } from '../src/index.js';
 import { collectGarbage, mainThreadCpuSeconds, runBenchmark } from './machine.js';
-import { countingDispatchLoop, openDevice } from './workloads.js';
+import { countingDispatchLoop, median, openDevice } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -71,8 +71,6 @@ interface SideResult {
   selfUsByCategory: Record<string, number>;
   topGpunixFunctions: Array<{ name: string; selfUs: number }>;
 }
-
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[values.length >> 1];
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
