@@ -80,9 +80,10 @@ export const DEFAULT_MAX_DISPATCH_MS = 2000;
  * Loop budget = iterations per ms (calibrated, src/device/loopRate.ts) x maxDispatchMs x this: a
  * budget spent must mean more than maxDispatchMs of device time, so that every cut-short loop is
  * caught by the time check and never passes as a result. The calibration is the fastest of several
- * runs, but a machine busy through all of them makes it slow (3x was seen with other test runs
- * beside it): 2 keeps the guarantee through a calibration up to 2x slow, at the price of a
- * runaway lasting about twice the limit. (A device-side "budget spent" flag would not need it.)
+ * runs, timed by CPU time on a CPU device (a busy machine does not slow it); 2 keeps the guarantee
+ * through a calibration up to 2x slow all the same (a GPU shared with work outside gpunix, clocks
+ * still rising), at the price of a runaway lasting about twice the limit. (A device-side "budget
+ * spent" flag would not need it.)
  */
 export const WATCHDOG_BUDGET_SLACK = 2;
 

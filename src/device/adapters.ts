@@ -67,6 +67,16 @@ export async function findAdapters(backend: BackendName = platformBackend()): Pr
 }
 
 /**
+ * Whether the adapter is a CPU implementation whose work runs on this process's threads (Mesa's
+ * lavapipe and llvmpipe, SwiftShader, WARP): its loop rate is then timed by CPU time
+ * (src/device/loopRate.ts). Vulkan marks lavapipe a fallback adapter; Mesa's GL drivers say so only
+ * in their names.
+ */
+export function runsOnHostCpu(description: AdapterDescription): boolean {
+  return description.isFallbackAdapter || /llvmpipe|lavapipe|softpipe|swiftshader|\bwarp\b/i.test(`${description.device} ${description.description} ${description.architecture}`);
+}
+
+/**
  * Opens real devices on each backend in order: `count` per backend (default: one per adapter the
  * backend offers), cycling over its adapters, so that tests can stand two devices on one adapter
  * for two GPUs. Ids run gpu0, gpu1, ... across backends. Each device gets the adapter's full
@@ -110,7 +120,7 @@ async function openEach(backends: BackendName[], options: { count?: number; budg
       });
       const physical = new PhysicalDevice(id, description, device, options.budgetBytes);
       // The watchdog's unit: how many loop iterations an invocation runs per millisecond here.
-      physical.loopRates = await measureLoopRates(device, JSON.stringify([description.backend, description.vendor, description.device, description.description]));
+      physical.loopRates = await measureLoopRates(device, JSON.stringify([description.backend, description.vendor, description.device, description.description]), runsOnHostCpu(description));
       devices.push(physical);
     }
   }

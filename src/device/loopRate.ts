@@ -15,6 +15,17 @@
 //     budget smaller by as much, so its runaway ends after about the same time.
 //   - waitWeight: what one iteration that waits at a barrier costs, in iterations of the same
 //     loop without it (a workgroup of 8): on a CPU device every invocation switches at a barrier.
+//
+// On a CPU device (lavapipe, llvmpipe, SwiftShader: the device's work runs on this process's own
+// threads) a run's time is the CPU time those threads spent, not the wall clock: a machine busy
+// with other processes stretches the wall clock by as much as it takes their threads' turns (4x
+// with three busy processes per core here), and a rate measured that way makes budgets so small
+// that a runaway's loops are cut before the limit, which the time check cannot see: its process
+// then goes on with results of cut loops. The CPU time is what the same run takes on an idle
+// machine (within this process's other threads' small share), so the budget holds however busy
+// the machine was when the device opened.
+
+import { readFileSync } from 'node:fs';
 
 export interface LoopRates {
   iterationsPerMs: number;
@@ -47,11 +58,27 @@ var<workgroup> gpunix_stop: u32;
 }`;
 }
 
+/**
+ * Milliseconds of CPU time this process's threads other than the main one have spent so far (where
+ * a CPU device runs its work), or NaN where that cannot be read (off Linux): the main thread only
+ * waits for the device, polling or not, and is left out. process.cpuUsage() counts threads that
+ * have ended too (lavapipe starts threads as work arrives).
+ */
+function deviceThreadsCpuMs(): number {
+  try {
+    const mainNs = Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1e3 - mainNs / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Measured rates by adapter, so that every kernel of a process (tests open many) measures once. */
 const measured = new Map<string, LoopRates>();
 
 /** The device's loop rates (see the file comment). */
-export async function measureLoopRates(device: GPUDevice, adapterKey: string): Promise<LoopRates> {
+export async function measureLoopRates(device: GPUDevice, adapterKey: string, cpuDevice = false): Promise<LoopRates> {
   const known = measured.get(adapterKey);
   if (known !== undefined) return known;
   const buffer = device.createBuffer({ size: (WIDE + 8) * 4, usage: 0x80 | 0x08 }); // STORAGE | COPY_DST: the kernel installs no WebGPU globals
@@ -70,10 +97,16 @@ export async function measureLoopRates(device: GPUDevice, adapterKey: string): P
         pass.setBindGroup(0, bindGroup);
         pass.dispatchWorkgroups(1);
         pass.end();
+        const cpuStart = cpuDevice ? deviceThreadsCpuMs() : NaN;
         const start = performance.now();
         device.queue.submit([encoder.finish()]);
         await device.queue.onSubmittedWorkDone();
-        return performance.now() - start;
+        const wall = performance.now() - start;
+        // A CPU device's time (file comment), never longer than the wall clock. A reading that
+        // says its threads hardly ran (under 1/16 of the wall clock) means the work ran elsewhere:
+        // the wall clock then, as a tiny time would make budgets, and runaways, far too long.
+        const cpu = deviceThreadsCpuMs() - cpuStart;
+        return cpu >= wall / 16 ? Math.min(wall, cpu) : wall;
       };
       // A first run compiles the shader (lavapipe compiles at first use): never measured.
       await run(FIRST_ITERATIONS);

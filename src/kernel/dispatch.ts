@@ -276,6 +276,8 @@ export class Dispatcher {
   private lastFenceDoneNs = 0;
   /** When the last piece the watchdog timed completed (timePiece). */
   private lastTimedDoneNs = 0;
+  /** The time check of the last piece the watchdog timed, until it has run; then null (timeChecked). */
+  private pendingTimeCheck: Promise<void> | null = null;
   /** Unfinished fences, oldest first (a queue completes in order). */
   private readonly forecasts: FenceForecast[] = [];
   /** The pending lead wake-up: when, and its cancel. */
@@ -958,12 +960,24 @@ export class Dispatcher {
     if (!watchdog) return;
     const issuedAtNs = nowNs();
     const settle = (): void => {
+      if (this.pendingTimeCheck === check) this.pendingTimeCheck = null;
       const doneNs = nowNs();
       const spentNs = doneNs - Math.max(issuedAtNs, this.lastFenceDoneNs, this.lastTimedDoneNs);
       this.lastTimedDoneNs = doneNs;
       if (owner.alive && spentNs > watchdog.limitNs(owner)) watchdog.overrun(owner, piece.name, spentNs);
     };
-    this.device.queue.onSubmittedWorkDone().then(settle, settle);
+    const check = this.device.queue.onSubmittedWorkDone().then(settle, settle);
+    this.pendingTimeCheck = check;
+  }
+
+  /**
+   * Settles once the watchdog has checked every piece it times that was issued so far (their
+   * checks run in queue order); null when none is pending. A map made now hands its result over
+   * only after it: the work it reads back may include loops the watchdog cut, whose process must
+   * be ended before the program could read them.
+   */
+  timeChecked(): Promise<void> | null {
+    return this.pendingTimeCheck;
   }
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */

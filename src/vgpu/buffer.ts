@@ -116,10 +116,15 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
           // The program waits on this map: its dispatcher has Dawn polled eagerly until it settles.
           const dispatcher = this.#device.dispatcher;
           dispatcher.mapMade(this, mapping);
+          // The work it reads back may have run loops the watchdog cuts: the result waits for its
+          // time check, and a process that check ended gets no result of cut loops.
+          const checked = dispatcher.timeChecked();
+          const proc = this.#device.proc;
           mapping.then(
             (value) => {
               dispatcher.mapSettled();
-              resolve(value);
+              if (checked === null) resolve(value);
+              else void checked.then(() => (proc.alive ? resolve(value) : reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'))));
             },
             (error: unknown) => {
               dispatcher.mapSettled();
