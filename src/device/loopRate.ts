@@ -17,15 +17,17 @@
 //     loop without it (a workgroup of 8): on a CPU device every invocation switches at a barrier.
 //
 // On a CPU device (lavapipe, llvmpipe, SwiftShader: the device's work runs on this process's own
-// threads) a run's time is the CPU time those threads spent, not the wall clock: a machine busy
-// with other processes stretches the wall clock by as much as it takes their threads' turns (4x
-// with three busy processes per core here), and a rate measured that way makes budgets so small
-// that a runaway's loops are cut before the limit, which the time check cannot see: its process
-// then goes on with results of cut loops. The CPU time is what the same run takes on an idle
-// machine (within this process's other threads' small share), so the budget holds however busy
-// the machine was when the device opened.
+// threads) a run's time is the CPU time of the thread that ran it, not the wall clock: a machine
+// busy with other processes stretches the wall clock by as much as it takes their threads' turns
+// (4x with three busy processes per core here), and a rate measured that way makes budgets so
+// small that a runaway's loops are cut before the limit, which the time check cannot see: its
+// process then goes on with results of cut loops. A calibration run is one workgroup, which a CPU
+// device runs on one thread: that thread's CPU time is what the run takes on an idle machine
+// (30.1-32.7 ms for a run whose wall clock read 30.6-62.2 ms on an idle machine here, and whose
+// process's other threads together spent 30.1-46.7), so the budget holds however busy the machine
+// was when the device opened.
 
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface LoopRates {
   iterationsPerMs: number;
@@ -58,20 +60,51 @@ var<workgroup> gpunix_stop: u32;
 }`;
 }
 
-/**
- * Milliseconds of CPU time this process's threads other than the main one have spent so far (where
- * a CPU device runs its work), or NaN where that cannot be read (off Linux): the main thread only
- * waits for the device, polling or not, and is left out. process.cpuUsage() counts threads that
- * have ended too (lavapipe starts threads as work arrives).
- */
-function deviceThreadsCpuMs(): number {
+/** CPU time (ms) of this process's threads other than the main one: all of them together, ended ones included, and each live one by id. */
+interface ThreadTimes {
+  othersMs: number;
+  byThread: Map<string, number>;
+}
+
+/** The CPU times now, or null where they cannot be read (off Linux). */
+function threadTimes(): ThreadTimes | null {
   try {
-    const mainNs = Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
-    const { user, system } = process.cpuUsage();
-    return (user + system) / 1e3 - mainNs / 1e6;
+    const main = String(process.pid);
+    const byThread = new Map<string, number>();
+    let mainMs = 0;
+    for (const tid of readdirSync('/proc/self/task')) {
+      let ms: number;
+      try {
+        ms = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+      } catch {
+        continue; // it ended meanwhile
+      }
+      if (tid === main) mainMs = ms;
+      else byThread.set(tid, ms);
+    }
+    const { user, system } = process.cpuUsage(); // counts ended threads too
+    return { othersMs: (user + system) / 1e3 - mainMs, byThread };
   } catch {
-    return NaN;
+    return null;
   }
+}
+
+/**
+ * A CPU device's time for one calibration run between two readings (file comment): the CPU time
+ * of the thread that ran it, the busiest one. The main thread only waits for the device and is
+ * left out. When that thread ended before the second reading, the busiest one left may be an idle
+ * helper: unless it did at least half of what all of them did, all of them together count. Never
+ * more than the wall clock; and a reading that says the threads hardly ran (under 1/16 of the wall
+ * clock) means the work ran elsewhere: the wall clock then, as a tiny time would make budgets, and
+ * runaways, far too long.
+ */
+function cpuDeviceMs(before: ThreadTimes | null, after: ThreadTimes | null, wallMs: number): number {
+  if (before === null || after === null) return wallMs;
+  const othersMs = after.othersMs - before.othersMs;
+  let busiestMs = 0;
+  for (const [tid, ms] of after.byThread) busiestMs = Math.max(busiestMs, ms - (before.byThread.get(tid) ?? 0));
+  const ms = busiestMs >= othersMs / 2 ? busiestMs : othersMs;
+  return ms >= wallMs / 16 ? Math.min(wallMs, ms) : wallMs;
 }
 
 /** Measured rates by adapter, so that every kernel of a process (tests open many) measures once. */
@@ -97,16 +130,12 @@ export async function measureLoopRates(device: GPUDevice, adapterKey: string, cp
         pass.setBindGroup(0, bindGroup);
         pass.dispatchWorkgroups(1);
         pass.end();
-        const cpuStart = cpuDevice ? deviceThreadsCpuMs() : NaN;
+        const before = cpuDevice ? threadTimes() : null;
         const start = performance.now();
         device.queue.submit([encoder.finish()]);
         await device.queue.onSubmittedWorkDone();
-        const wall = performance.now() - start;
-        // A CPU device's time (file comment), never longer than the wall clock. A reading that
-        // says its threads hardly ran (under 1/16 of the wall clock) means the work ran elsewhere:
-        // the wall clock then, as a tiny time would make budgets, and runaways, far too long.
-        const cpu = deviceThreadsCpuMs() - cpuStart;
-        return cpu >= wall / 16 ? Math.min(wall, cpu) : wall;
+        const wallMs = performance.now() - start;
+        return cpuDevice ? cpuDeviceMs(before, threadTimes(), wallMs) : wallMs;
       };
       // A first run compiles the shader (lavapipe compiles at first use): never measured.
       await run(FIRST_ITERATIONS);
