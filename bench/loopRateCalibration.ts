@@ -1,6 +1,7 @@
 // How a busy machine moves the watchdog's loop-rate calibration (src/device/loopRate.ts), the
 // figure every loop budget is made from. For each of `--reps` rounds, interleaved: the rate timed
-// by the wall clock and timed as the kernel times a CPU device (its threads' CPU time), each on an
+// by the wall clock and timed as the kernel times a CPU device (the CPU time of the thread that ran
+// it), each on an
 // idle machine and with `--busy` processes per core spinning beside it. A budget made on a busy
 // machine stands, once the machine is idle again, for maxDispatchMs x slack x (busy rate / idle
 // rate): below maxDispatchMs, a runaway is cut before the time check can see it (its process
@@ -8,14 +9,14 @@
 //
 //   node dist/bench/loopRateCalibration.js [--reps N] [--busy K]
 
-import { ChildProcess, spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { create } from 'webgpu';
-import { runsOnHostCpu, describeAdapter } from '../src/device/adapters.js';
+import { describeAdapter, runsOnHostCpu } from '../src/device/adapters.js';
+import { platformBackend } from '../src/device/backends.js';
 import { measureLoopRates } from '../src/device/loopRate.js';
 import { WATCHDOG_BUDGET_SLACK } from '../src/params.js';
-import { cpuModel } from './machine.js';
+import { cpuModel, startBusyProcesses, stopProcesses } from './machine.js';
 import { median } from './workloads.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '5' }, busy: { type: 'string', default: '3' } } });
@@ -26,19 +27,9 @@ if (!(Number.isInteger(reps) && reps > 0) || !(Number.isInteger(perCore) && perC
   process.exit(2);
 }
 
-async function busyProcesses(count: number): Promise<ChildProcess[]> {
-  const children = Array.from({ length: count }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
-  await new Promise((resolve) => setTimeout(resolve, 200)); // they are running before the measurement starts
-  return children;
-}
-
-async function stop(children: ChildProcess[]): Promise<void> {
-  await Promise.all(children.map((child) => new Promise((resolve) => (child.once('exit', resolve), child.kill('SIGKILL')))));
-}
-
 const gpu = create([]);
 const adapter = (await gpu.requestAdapter())!;
-const description = describeAdapter(adapter, 'vulkan');
+const description = describeAdapter(adapter, platformBackend());
 const device = await adapter.requestDevice();
 const cpuDevice = runsOnHostCpu(description);
 console.log(`# ${cpuModel()}, ${availableParallelism()} cores; ${description.description || description.device}; CPU device: ${cpuDevice}`);
@@ -52,11 +43,12 @@ const measure = async (mode: Mode): Promise<number> => (await measureLoopRates(d
 for (let rep = 0; rep < reps; rep++) {
   const order: Mode[] = rep % 2 === 0 ? ['wall', 'kernel'] : ['kernel', 'wall'];
   for (const mode of order) rates[`${mode} idle`].push(await measure(mode));
-  const children = await busyProcesses(perCore * availableParallelism());
+  const children = startBusyProcesses(perCore * availableParallelism());
+  await new Promise((resolve) => setTimeout(resolve, 200)); // they are running before the measurement starts
   try {
     for (const mode of order) rates[`${mode} busy`].push(await measure(mode));
   } finally {
-    await stop(children);
+    await stopProcesses(children);
   }
   process.stderr.write('.');
 }

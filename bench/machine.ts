@@ -1,6 +1,8 @@
 // What every benchmark shares: a full GC before each sample, the machine's busy time (to report
-// contention from other programs), and the description of the machine recorded with each result.
+// contention from other programs), the description of the machine recorded with each result, and
+// busy processes to load the machine on purpose (bench/loopRateCalibration, test/watchdogBusyMachine).
 
+import { ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { AddressInfo, createServer as createNetServer } from 'node:net';
 import { availableParallelism } from 'node:os';
@@ -25,6 +27,23 @@ export const collectGarbage: () => void = (() => {
   }
   return () => {};
 })();
+
+/** Starts `count` processes that each keep a core busy (a Node process of some 40 MB each) until stopProcesses(). */
+export function startBusyProcesses(count: number): ChildProcess[] {
+  return Array.from({ length: count }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+}
+
+/** Kills `children` and waits until each has exited (at once for one that had already). */
+export async function stopProcesses(children: readonly ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map((child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return undefined;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      return exited;
+    }),
+  );
+}
 
 /**
  * CPU seconds this process's main thread (the one that runs JavaScript, and gpunix's kernel in an

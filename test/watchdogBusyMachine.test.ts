@@ -7,9 +7,10 @@
 // so this kernel must be the first to open the device here.
 
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { after, describe, it } from 'node:test';
+import { startBusyProcesses, stopProcesses } from '../bench/machine.js';
 import { createKernel, Kernel } from '../src/index.js';
 import './helpers.js'; // WebGPU's globals (GPUBufferUsage, GPUMapMode)
 
@@ -18,37 +19,24 @@ const RUNAWAY_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u3
 @compute @workgroup_size(1) fn main() { loop { if (d[0] == 7u) { break; } d[1] = d[1] + 1u; } }`;
 
 /**
- * Processes that keep every core busy: three per core, so that the device's threads get a quarter
- * of one (at most 32 of them: each is a Node process of some 40 MB, and on a machine that large the
- * old calibration would be slowed less, which only makes this test less strict, never fail).
+ * Three busy processes per core, so that the device's threads get a quarter of one (at most 32: on
+ * a machine that large the old calibration would be slowed less, which only makes this test less
+ * strict, never fail).
  */
-function startBusyProcesses(): ChildProcess[] {
-  return Array.from({ length: Math.min(32, 3 * availableParallelism()) }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
-}
-
-async function stopAll(children: ChildProcess[]): Promise<void> {
-  await Promise.all(
-    children.map((child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return undefined;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      return exited;
-    }),
-  );
-}
+const BUSY_PROCESSES = Math.min(32, 3 * availableParallelism());
 
 describe('the watchdog on a machine that was busy when the device opened', () => {
   let kernel: Kernel | undefined;
   let busy: ChildProcess[] = [];
   after(async () => {
-    await stopAll(busy);
+    await stopProcesses(busy);
     await kernel?.shutdown();
   });
 
   it('ends a runaway with reason watchdog once the machine is idle again', async () => {
-    busy = startBusyProcesses();
+    busy = startBusyProcesses(BUSY_PROCESSES);
     kernel = await createKernel({ memoryBudget: '64M', maxDispatchMs: 300 });
-    await stopAll(busy);
+    await stopProcesses(busy);
 
     const proc = await kernel.spawn({ name: 'runaway' });
     const device = (await (await proc.gpu.requestAdapter())!.requestDevice()) as GPUDevice;
