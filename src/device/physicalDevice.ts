@@ -4,6 +4,7 @@
 
 import { AtomTimer } from './atomTimer.js';
 import type { LoopRates } from './loopRate.js';
+import { startAsDoubles } from '../doubleFields.js';
 
 export interface AdapterDescription {
   vendor: string;
@@ -68,6 +69,7 @@ export class PhysicalDevice {
     readonly device: GPUDevice,
     readonly budgetBytes: number,
   ) {
+    startAsDoubles<PhysicalDevice>(this, ['usedBytes', 'evictedBytes']);
     device.lost.then((info) => {
       this.lostReason = `${info.reason}: ${info.message}`;
     });

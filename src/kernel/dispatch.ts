@@ -28,6 +28,7 @@ import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { PRIORITY_CLASSES } from '../params.js';
 import type { Proc } from './proc.js';
 import type { TraceLog } from './trace.js';
+import { startAsDoubles } from '../doubleFields.js';
 
 /** One piece of device work the dispatcher issues at once (an atom, a whole submit, a copy chunk, a write). */
 export interface WorkPiece {
@@ -326,6 +327,7 @@ export class Dispatcher {
     readonly params: SchedulerParams,
     private readonly trace: TraceLog,
   ) {
+    startAsDoubles<Dispatcher>(this, ['busyNs']);
     this.stopAdvising = adviseEventPump((nowMs) => this.nextUsefulPollNs(nowMs * 1e6) / 1e6);
   }
 

@@ -2,6 +2,7 @@
 // everything it caused to exist and the kernel's stats can prove it.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
+import { startAsDoubles } from '../doubleFields.js';
 
 export type ResourceKind =
   | 'buffer'
@@ -61,7 +62,9 @@ export class ResourceLedger {
     private readonly live: LiveCounts,
     /** The tenant whose memory this process's bytes count against. */
     private readonly tenant: { bytes: number },
-  ) {}
+  ) {
+    startAsDoubles<ResourceLedger>(this, ['bytes', 'peakBytes', 'evictedBytes']);
+  }
 
   get size(): number {
     return this.entries.size;

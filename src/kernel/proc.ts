@@ -5,6 +5,7 @@ import type { PriorityClass } from '../params.js';
 import { LatencyHistogram, LatencySnapshot } from './latency.js';
 import { LiveCounts, ResourceLedger } from './ledger.js';
 import type { TenantAccount } from './tenant.js';
+import { startAsDoubles } from '../doubleFields.js';
 
 /**
  * ready:   GPU work queued, waiting for the device
@@ -157,6 +158,7 @@ export class Proc {
     live: LiveCounts,
   ) {
     this.ledger = new ResourceLedger(live, account);
+    startAsDoubles<Proc>(this, ['vruntimeNs', 'readyWaitNs', 'gpuTimeNs', 'spilledBytes']);
     account.processes++;
     account.members.add(this);
     this.exited = new Promise((resolve) => (this.resolveExited = resolve));

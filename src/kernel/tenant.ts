@@ -3,6 +3,7 @@
 // tenant (tokens) is the daemon's business.
 
 import type { PriorityClass } from '../params.js';
+import { startAsDoubles } from '../doubleFields.js';
 
 export interface TenantQuota {
   /** Device memory all the tenant's processes may hold together (bytes); null: no limit. */
@@ -40,7 +41,9 @@ export class TenantAccount {
   constructor(
     readonly name: string,
     public quota: TenantQuota,
-  ) {}
+  ) {
+    startAsDoubles<TenantAccount>(this, ['bytes']);
+  }
 
   /** The fraction of the tenant's share that `member` gets, times the tenant's weight. */
   shareOf(member: Member): number {
