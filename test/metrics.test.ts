@@ -166,6 +166,7 @@ describe('gpunixd metrics and logs', () => {
       'gpunix_swap_spilled_bytes',
       'gpunix_swap_spill_failures_total',
       'gpunix_watchdog_processes_ended_total',
+      'gpunix_watchdog_pieces_excused_total',
     ]) {
       assert.ok(Number.isFinite(sample(text, series)), `the scrape has ${series}`);
     }

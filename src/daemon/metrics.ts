@@ -255,6 +255,15 @@ export class Metrics {
         this.inc(kernel.stats().watchdog.processesEnded);
       },
     });
+    new Counter({
+      name: 'gpunix_watchdog_pieces_excused_total',
+      help: "Pieces of device work the host's clock put over maxDispatchMs whose device time (GPU timestamps) cleared them: a busy kernel thread saw their completion late",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kernel.stats().watchdog.piecesExcused);
+      },
+    });
     new Gauge({
       name: 'gpunix_processes',
       help: 'Processes in the table, by state',

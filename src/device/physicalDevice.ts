@@ -2,7 +2,7 @@
 // Everything a process does on this device reaches Dawn through here or through real objects
 // this device created; errors are captured per call so they reach only the process that caused them.
 
-import { AtomTimer } from './atomTimer.js';
+import { DeviceTimer } from './deviceTimer.js';
 import type { LoopRates } from './loopRate.js';
 import { startAsDoubles } from '../doubleFields.js';
 
@@ -90,11 +90,11 @@ export class PhysicalDevice {
       process.stderr.write(`gpunix: ${id}: kernel-level WebGPU error: ${error.message}\n`);
     });
     this.syncErrors = this.probeSyncErrors();
-    this.atomTimer = AtomTimer.for(this);
+    this.deviceTimer = DeviceTimer.for(this);
   }
 
   /** Times atoms with pass timestamps; null where the device has none (wall clock is used). */
-  readonly atomTimer: AtomTimer | null;
+  readonly deviceTimer: DeviceTimer | null;
 
   /**
    * Dawn (dawn.node) raises a call's uncaptured errors synchronously, inside the call. Checked

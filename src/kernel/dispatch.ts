@@ -29,6 +29,7 @@ import { PRIORITY_CLASSES } from '../params.js';
 import type { Proc } from './proc.js';
 import type { TraceLog } from './trace.js';
 import { startAsDoubles } from '../doubleFields.js';
+import type { DeviceStamp } from '../device/deviceTimer.js';
 
 /** One piece of device work the dispatcher issues at once (an atom, a whole submit, a copy chunk, a write). */
 export interface WorkPiece {
@@ -48,6 +49,11 @@ export interface WorkPiece {
   readonly whole?: boolean;
   /** True when the piece runs loops the watchdog checks (it may cut them): it is fenced alone and its time checked. */
   readonly mayCut?: boolean;
+  /**
+   * Set by issue() on a piece that may be cut, where the device has timestamps and a slot was
+   * free: its device time, which the watchdog reads when the host's clock puts it over the limit.
+   */
+  stamp?: DeviceStamp | null;
 }
 
 export interface WorkItem {
@@ -320,7 +326,12 @@ export class Dispatcher {
    * The watchdog's time check, set by the kernel: each owner's limit on one piece's device time,
    * and what to do when a piece ran longer (its loops were cut short: end the owner).
    */
-  watchdog: { limitNs(owner: Proc): number; overrun(owner: Proc, piece: string, ns: number): void } | null = null;
+  watchdog: {
+    limitNs(owner: Proc): number;
+    overrun(owner: Proc, piece: string, ns: number): void;
+    /** A piece the host's clock put over the limit (`hostNs`) that its device time (`deviceNs`) clears. */
+    excused(owner: Proc, piece: string, hostNs: number, deviceNs: number): void;
+  } | null = null;
 
   constructor(
     readonly device: PhysicalDevice,
@@ -959,17 +970,45 @@ export class Dispatcher {
    */
   private timePiece(owner: Proc, piece: WorkPiece): void {
     const watchdog = this.watchdog;
-    if (!watchdog) return;
+    const stamp = piece.stamp ?? null;
+    if (!watchdog) {
+      stamp?.drop();
+      return;
+    }
     const issuedAtNs = nowNs();
-    const settle = (): void => {
-      if (this.pendingTimeCheck === check) this.pendingTimeCheck = null;
+    const settle = (): Promise<void> | undefined => {
       const doneNs = nowNs();
       const spentNs = doneNs - Math.max(issuedAtNs, this.lastFenceDoneNs, this.lastTimedDoneNs);
       this.lastTimedDoneNs = doneNs;
-      if (owner.alive && spentNs > watchdog.limitNs(owner)) watchdog.overrun(owner, piece.name, spentNs);
+      const limitNs = watchdog.limitNs(owner);
+      if (!owner.alive || spentNs <= limitNs) {
+        stamp?.drop();
+        return undefined;
+      }
+      if (!stamp) {
+        watchdog.overrun(owner, piece.name, spentNs);
+        return undefined;
+      }
+      // The host saw the completion late: a kernel thread busy past the limit (a long compile,
+      // another process's checkpoint) stretches this clock, not the device's. The device's time
+      // decides; it covers the piece and never less (deviceTimer.ts), so a piece whose loops were
+      // cut is never excused.
+      return stamp.read().then((deviceNs) => {
+        if (deviceNs !== null && deviceNs <= limitNs) watchdog.excused(owner, piece.name, spentNs, deviceNs);
+        else if (owner.alive) watchdog.overrun(owner, piece.name, deviceNs ?? spentNs);
+      });
     };
-    const check = this.device.queue.onSubmittedWorkDone().then(settle, settle);
+    const own = this.device.queue.onSubmittedWorkDone().then(settle, settle);
+    // After the piece's own completion signal, not before it (DeviceStamp.close).
+    stamp?.close?.();
+    // Checks settle in queue order, but one that reads its stamp ends after the next one starts:
+    // chained, so that timeChecked() covers every check issued so far.
+    const previous = this.pendingTimeCheck;
+    const check: Promise<void> = previous === null ? own : previous.then(() => own, () => own);
     this.pendingTimeCheck = check;
+    void check.then(() => {
+      if (this.pendingTimeCheck === check) this.pendingTimeCheck = null;
+    });
   }
 
   /**

@@ -229,8 +229,12 @@ export interface KernelStats {
   bytesAllocated: number;
   /** Swap traffic between devices and host memory so far (evictions out, restores in). */
   swap: SwapCounters;
-  /** The watchdog: the kernel's per-dispatch limit, and the processes it has ended (docs/kernel.md). */
-  watchdog: { maxDispatchMs: number; processesEnded: number };
+  /**
+   * The watchdog: the kernel's per-dispatch limit, the processes it has ended, and the pieces the
+   * host's clock put over a limit that their device time cleared (their completion was seen late:
+   * a busy kernel thread; docs/kernel.md).
+   */
+  watchdog: { maxDispatchMs: number; processesEnded: number; piecesExcused: number };
   devices: DeviceStats[];
   /** Dawn's event polls as the kernel paces them (process-wide). */
   eventPump: EventPumpStats;
@@ -455,6 +459,7 @@ export class Kernel {
       dispatcher.watchdog = {
         limitNs: (proc) => this.maxDispatchMsOf(proc) * 1e6,
         overrun: (proc, piece, ns) => this.endByWatchdog(proc, device.id, piece, ns),
+        excused: () => this.watchdogExcused++,
       };
       this.dispatchers.set(device, dispatcher);
       this.virtualDevices.set(device, new Set());
@@ -916,6 +921,8 @@ export class Kernel {
 
   /** Processes the watchdog has ended (for stats). */
   private watchdogEnded = 0;
+  /** Pieces over the limit by the host's clock that the device's timestamps cleared (for stats). */
+  private watchdogExcused = 0;
 
   /** The watchdog's limit on one piece of `proc`'s work (ms): the configured one, or the shortest its loop budgets were made for. */
   private maxDispatchMsOf(proc: Proc): number {
@@ -1009,7 +1016,7 @@ export class Kernel {
       liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
       bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes + d.evictedBytes, 0),
       swap: { ...this.memory.swap },
-      watchdog: { maxDispatchMs: this.options.maxDispatchMs, processesEnded: this.watchdogEnded },
+      watchdog: { maxDispatchMs: this.options.maxDispatchMs, processesEnded: this.watchdogEnded, piecesExcused: this.watchdogExcused },
       eventPump: eventPumpStats(),
       devices: this.devices.map((d) => ({
         id: d.id,

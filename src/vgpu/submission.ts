@@ -5,6 +5,8 @@
 // pieces the dispatcher may run another process's work: that is preemption.
 
 import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
+import type { DeviceStamp } from '../device/deviceTimer.js';
+import type { Captured } from '../device/physicalDevice.js';
 import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
 import { VirtualBindGroup } from './bindGroup.js';
@@ -308,8 +310,11 @@ export class Submission implements WorkItem {
     return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, mayCut).arm(this);
   }
 
-  /** Issues the whole submit (its piece's issue()). */
-  issueWhole(): void {
+  /**
+   * Issues the whole submit (its piece's issue()); `timed` (its pipelines run checked loops): between
+   * device timestamps where the device has them, whose stamp it returns for the watchdog.
+   */
+  issueWhole(timed: boolean): DeviceStamp | null {
     const device = this.device;
     const buffers = this.buffers;
     for (let i = 0; i < buffers.length; i++) {
@@ -321,7 +326,7 @@ export class Submission implements WorkItem {
         this.target,
         validationError(`${again.description} cannot be submitted more than once.\n - While calling [Queue].Submit([${buffers.map((cb) => cb.description).join(', ')}])\n`),
       );
-      return;
+      return null;
     }
     const reencode = device.host.reencodeCommandBuffers && !this.firstSubmission.includes(false);
     const epoch = device.proc.backingEpoch;
@@ -338,15 +343,25 @@ export class Submission implements WorkItem {
     }
     this.count(1);
     const physical = device.physical;
-    physical.callCapturing(submitTo, physical.queue, real);
-    const captured = physical.lastFailed;
-    if (captured === null) {
+    const timer = timed ? physical.deviceTimer : null;
+    let captured: Captured<unknown> | null = null;
+    const submit = (): void => {
+      physical.callCapturing(submitTo, physical.queue, real);
+      captured = physical.lastFailed;
+    };
+    let stamp: DeviceStamp | null = null;
+    if (timer) stamp = timer.bracket(submit);
+    else submit();
+    // (Set inside submit(): the stamps' own submits are captured too, and overwrite lastFailed.)
+    const failed = captured as Captured<unknown> | null;
+    if (failed === null) {
       this.issuedClean = true;
       this.issuedBuffers = buffers;
-      return;
+      return stamp;
     }
-    device.routeCaptured(this.target, captured);
-    captured.errors.then((list) => list.length > 0 && this.count(-1));
+    device.routeCaptured(this.target, failed);
+    failed.errors.then((list) => list.length > 0 && this.count(-1));
+    return stamp;
   }
 
   /** Submits one freshly encoded command buffer for a piece. */
@@ -511,15 +526,19 @@ export class Submission implements WorkItem {
     const immediates = state.immediates?.slice() ?? null;
     const zeros = params && !record && atomized.recordOffset > 0 ? new Uint8Array(atomized.recordOffset) : null;
     const workgroups = size[0] * size[1] * size[2];
-    const timer = this.device.physical.atomTimer;
+    const timer = this.device.physical.deviceTimer;
     // Timestamps teach the cost model; once it has learned, a sample of atoms keeps it current,
-    // and the rest skip the readback (a resolve, a copy and a map each: real cost per atom).
-    const slot = timer && pipeline.cost.wantsSample() ? timer.take() : null;
-    return {
+    // and the rest skip the readback (a resolve, a copy and a map each: real cost per atom). An
+    // atom with checked loops is always stamped, for the watchdog, which maps the stamp only
+    // when the host's clock puts the atom over its owner's limit.
+    const sample = timer !== null && pipeline.cost.wantsSample();
+    const mayCut = pipeline.mayCut;
+    const slot = timer && (sample || mayCut) ? timer.take() : null;
+    const piece: WorkPiece = {
       name: pipeline.label || 'dispatch',
       args: { offset, size, grid },
       atom: true,
-      mayCut: pipeline.mayCut,
+      mayCut,
       // With a timer the model learns from timestamps alone, never from the run's wall clock.
       cost: { model: pipeline.cost, workgroups, timed: timer !== null },
       issue: () => {
@@ -538,10 +557,16 @@ export class Submission implements WorkItem {
           pass.end();
           if (slot) timer!.encodeReadback(encoder, slot);
         });
-        // The device's own timestamps teach the cost model, without submit and fence overheads.
-        if (slot) void timer!.read(slot).then((ns) => ns !== null && pipeline.cost.learn(ns, workgroups));
+        if (!slot) return;
+        if (sample) {
+          // The device's own timestamps teach the cost model, without submit and fence overheads.
+          const reading = timer!.read(slot);
+          void reading.then((ns) => ns !== null && pipeline.cost.learn(ns, workgroups));
+          if (mayCut) piece.stamp = { read: () => reading, drop: () => {} };
+        } else piece.stamp = timer!.stamp(slot);
       },
     };
+    return piece;
   }
 
   private endDispatch(): null {
@@ -556,23 +581,31 @@ export class Submission implements WorkItem {
     const immediates = state.immediates?.slice() ?? null;
     const setPipeline = state.pipeline;
     const grid = pc.op === 'dispatchWorkgroups' ? pc.args.map((n) => n ?? 1) : null;
-    return {
+    const mayCut = pipeline?.mayCut ?? false;
+    const piece: WorkPiece = {
       name: pipeline?.label || (pc.op === 'dispatchWorkgroups' ? 'dispatch' : 'dispatchIndirect'),
       args: grid ? { grid } : { indirect: true },
       whole: !fits,
-      mayCut: pipeline?.mayCut ?? false,
+      mayCut,
       // A grid that fits in one atom teaches the cost model like an atom does.
       cost: fits && pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
-      issue: () =>
+      issue: () => {
+        // Checked loops: the pass is stamped for the watchdog (read only if the host's clock says over).
+        const timer = mayCut ? this.device.physical.deviceTimer : null;
+        const slot = timer?.take() ?? null;
         this.submitPiece((encoder) => {
-          const pass = encoder.beginComputePass() as unknown as Record<string, (...a: unknown[]) => void>;
+          const pass = encoder.beginComputePass(slot ? { timestampWrites: timer!.timestampWrites(slot) } : undefined) as unknown as Record<string, (...a: unknown[]) => void>;
           if (setPipeline) pass.setPipeline(unwrap(setPipeline));
           for (const args of bindGroups) pass.setBindGroup(...args.map(unwrap));
           if (immediates) pass.setImmediates(0, immediates);
           pass[pc.op](...pc.args.map(unwrap));
           pass.end();
-        }),
+          if (slot) timer!.encodeReadback(encoder, slot);
+        });
+        if (slot) piece.stamp = timer!.stamp(slot);
+      },
     };
+    return piece;
   }
 }
 
@@ -617,10 +650,11 @@ class WholePiece implements WorkPiece {
     this.#submission = submission;
     return this;
   }
+  stamp: DeviceStamp | null = null;
   issue(): void {
     const submission = this.#submission;
     this.#submission = null;
-    submission?.issueWhole();
+    this.stamp = submission?.issueWhole(this.mayCut) ?? null;
   }
 }
 

@@ -1,0 +1,146 @@
+// The watchdog judges a piece by its device time, not by when a busy kernel thread saw it end: a
+// kernel that takes a fraction of its tenant's limit on the device must not be ended because the
+// kernel's thread was blocked (a long compile, another process's checkpoint, any synchronous
+// work) past the limit while it ran; a runaway must still be ended while the thread is blocked.
+// The device's timestamps decide (src/device/deviceTimer.ts); a device without them keeps the
+// host's clock, so the case is skipped there.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
+import './helpers.js'; // the WebGPU globals (GPUBufferUsage, GPUMapMode)
+
+const U = () => GPUBufferUsage;
+
+/** The tenant's limit on one piece of device work in this test (ms). */
+const LIMIT_MS = 300;
+/** How long the kernel's thread is kept busy while the piece runs (ms): well past the limit. */
+const BLOCK_MS = 1200;
+/** Loop trips per invocation: tens of milliseconds on lavapipe, far below the limit. */
+const TRIPS = 400_000;
+
+/** 64 invocations, each stepping an LCG `d[64]` times from its own index (a loop the watchdog checks: its bound is read at run time). */
+const LCG_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) {
+  let n = d[64];
+  var acc = i;
+  for (var k = 0u; k < n; k++) { acc = acc * 1664525u + 1013904223u; }
+  d[i] = acc;
+}`;
+
+/** The same loop over a grid the atomizer splits: invocation x steps from x, `d[0]` times, into d[x + 1]. */
+const LCG_GRID_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  let n = d[0];
+  var acc = g.x;
+  for (var k = 0u; k < n; k++) { acc = acc * 1664525u + 1013904223u; }
+  d[g.x + 1u] = acc;
+}`;
+/** Its grid and trips: a few hundred milliseconds in all on lavapipe, split into ~1 ms atoms. */
+const GRID_WORKGROUPS = 512;
+const GRID_TRIPS = 10_000;
+
+/** One workgroup that loops until d[0] == 7: it never does. */
+const RUNAWAY_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(1) fn main() { loop { if (d[0] == 7u) { break; } d[1] = d[1] + 1u; } }`;
+
+function lcg(start: number, trips: number): number {
+  let acc = start >>> 0;
+  for (let k = 0; k < trips; k++) acc = (Math.imul(acc, 1664525) + 1013904223) >>> 0;
+  return acc;
+}
+
+/** Keeps this thread (the kernel's) busy for `ms`: nothing else runs meanwhile, no completion is seen. */
+function blockThread(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // spin
+  }
+}
+
+async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
+  const adapter = await proc.gpu.requestAdapter();
+  assert.ok(adapter);
+  return (await adapter.requestDevice()) as GPUDevice;
+}
+
+/** Submits `code` over `workgroups` workgroups with a storage buffer holding `init`, then blocks this thread; resolves with the buffer read back. */
+async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Array, workgroups = 1): Promise<Uint32Array> {
+  const size = init.byteLength;
+  const buffer = device.createBuffer({ size, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
+  device.queue.writeBuffer(buffer, 0, init as Uint32Array<ArrayBuffer>);
+  const readback = device.createBuffer({ size, usage: U().MAP_READ | U().COPY_DST });
+  const pipeline = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+  // Everything is compiled and on the device before the measured submit.
+  await device.queue.onSubmittedWorkDone();
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(workgroups);
+  pass.end();
+  encoder.copyBufferToBuffer(buffer, 0, readback, 0, size);
+  device.queue.submit([encoder.finish()]);
+  blockThread(BLOCK_MS);
+  await readback.mapAsync(GPUMapMode.READ);
+  const words = new Uint32Array(readback.getMappedRange().slice(0));
+  readback.unmap();
+  return words;
+}
+
+describe('the watchdog and a blocked kernel thread', () => {
+  let kernel: Kernel;
+  let timestamps = false;
+
+  before(async () => {
+    kernel = await createKernel({ maxDispatchMs: LIMIT_MS });
+    timestamps = kernel.describeDevices()[0].features.includes('timestamp-query');
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it('does not end a short kernel whose completion the blocked thread saw late', async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query: the host clock decides, as documented');
+    const proc = await kernel.spawn({ name: 'short-kernel' });
+    const device = await deviceOf(proc);
+    const init = new Uint32Array(65);
+    init[64] = TRIPS;
+    const words = await submitThenBlock(device, LCG_WGSL, init);
+    assert.notEqual(proc.state, 'exited', `the process is alive (${JSON.stringify(proc.record())})`);
+    for (const i of [0, 17, 63]) assert.equal(words[i], lcg(i, TRIPS), `invocation ${i}'s result is exact`);
+    const { watchdog } = kernel.stats();
+    assert.equal(watchdog.processesEnded, 0);
+    assert.ok(watchdog.piecesExcused >= 1, `the host's clock put the piece over ${LIMIT_MS} ms and its device time cleared it (${JSON.stringify(watchdog)})`);
+    await proc.exit();
+  });
+
+  it('does not end an atomized kernel whose atoms in flight the blocked thread saw late', async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    const proc = await kernel.spawn({ name: 'atomized-kernel' });
+    const device = await deviceOf(proc);
+    const init = new Uint32Array(GRID_WORKGROUPS * 64 + 1);
+    init[0] = GRID_TRIPS;
+    const excusedBefore = kernel.stats().watchdog.piecesExcused;
+    const words = await submitThenBlock(device, LCG_GRID_WGSL, init, GRID_WORKGROUPS);
+    assert.notEqual(proc.state, 'exited', `the process is alive (${JSON.stringify(proc.record())})`);
+    assert.ok(proc.record().accounting.atomsRun > 1, `the dispatch ran as atoms (${proc.record().accounting.atomsRun})`);
+    for (const x of [0, 1234, GRID_WORKGROUPS * 64 - 1]) assert.equal(words[x + 1], lcg(x, GRID_TRIPS), `invocation ${x}'s result is exact`);
+    const { watchdog } = kernel.stats();
+    assert.equal(watchdog.processesEnded, 0);
+    assert.ok(watchdog.piecesExcused > excusedBefore, `an atom in flight during the block was cleared by its device time (${JSON.stringify(watchdog)})`);
+    await proc.exit();
+  });
+
+  it('still ends a runaway while the thread is blocked', async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    const proc = await kernel.spawn({ name: 'runaway' });
+    const device = await deviceOf(proc);
+    await assert.rejects(submitThenBlock(device, RUNAWAY_WGSL, new Uint32Array(65)), (error: Error) => error.name === 'AbortError', 'its map is rejected');
+    const status = await proc.wait();
+    assert.equal(status.reason, 'watchdog');
+    assert.match(status.message ?? '', /'measured' ran \d+ ms/);
+    assert.equal(kernel.stats().watchdog.processesEnded, 1);
+  });
+});
