@@ -64,8 +64,34 @@ async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
   return (await adapter.requestDevice()) as GPUDevice;
 }
 
+/**
+ * What a program sees of a map's state while its promise is unsettled: mapState on every turn of
+ * the event loop until then. Resolves with the states seen once the promise has resolved.
+ */
+async function watchMap(buffer: GPUBuffer, mapping: Promise<undefined>): Promise<Set<GPUBufferMapState>> {
+  const seen = new Set<GPUBufferMapState>();
+  let settled = false;
+  void mapping.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  while (!settled) {
+    seen.add(buffer.mapState);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await mapping;
+  return seen;
+}
+
 /** Submits `code` over `workgroups` workgroups with a storage buffer holding `init`, then blocks this thread; resolves with the buffer read back. */
-async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Array, workgroups = 1): Promise<Uint32Array> {
+async function submitThenBlock(
+  device: GPUDevice,
+  code: string,
+  init: Uint32Array,
+  workgroups = 1,
+  mapStates?: Set<GPUBufferMapState>,
+  unmapFirst = false,
+): Promise<Uint32Array> {
   const size = init.byteLength;
   const buffer = device.createBuffer({ size, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
   device.queue.writeBuffer(buffer, 0, init as Uint32Array<ArrayBuffer>);
@@ -83,7 +109,22 @@ async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Arra
   encoder.copyBufferToBuffer(buffer, 0, readback, 0, size);
   device.queue.submit([encoder.finish()]);
   blockThread(BLOCK_MS);
-  await readback.mapAsync(GPUMapMode.READ);
+  if (unmapFirst) {
+    // One turn of the event loop after the call: Dawn has mapped the buffer by then, and the time
+    // check is reading its stamp. unmap() must abort the map (WebGPU), not let it resolve later.
+    const first = readback.mapAsync(GPUMapMode.READ);
+    const outcome = first.then(
+      () => 'resolved',
+      (error: Error) => error.name,
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    readback.unmap();
+    assert.equal(await outcome, 'AbortError', 'a map unmapped before its promise resolved is rejected');
+    assert.equal(readback.mapState, 'unmapped');
+  }
+  const mapping = readback.mapAsync(GPUMapMode.READ);
+  if (mapStates) for (const state of await watchMap(readback, mapping)) mapStates.add(state);
+  await mapping;
   const words = new Uint32Array(readback.getMappedRange().slice(0));
   readback.unmap();
   return words;
@@ -130,6 +171,36 @@ describe('the watchdog and a blocked kernel thread', () => {
     const { watchdog } = kernel.stats();
     assert.equal(watchdog.processesEnded, 0);
     assert.ok(watchdog.piecesExcused > excusedBefore, `an atom in flight during the block was cleared by its device time (${JSON.stringify(watchdog)})`);
+    await proc.exit();
+  });
+
+  it("keeps a map 'pending' until the time check it waits for is done", async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    // The check of a piece the blocked thread saw late reads its stamp (a map of its own), after
+    // Dawn has mapped the program's buffer: a program looking meanwhile must see 'pending', as
+    // WebGPU shows until the promise resolves, and can get no range yet.
+    const proc = await kernel.spawn({ name: 'watched-map' });
+    const device = await deviceOf(proc);
+    const init = new Uint32Array(65);
+    init[64] = TRIPS;
+    const excusedBefore = kernel.stats().watchdog.piecesExcused;
+    const states = new Set<GPUBufferMapState>();
+    const words = await submitThenBlock(device, LCG_WGSL, init, 1, states);
+    assert.ok(kernel.stats().watchdog.piecesExcused > excusedBefore, 'the check read the stamp');
+    assert.deepEqual([...states], ['pending'], "only 'pending' until the promise resolved");
+    assert.equal(words[5], lcg(5, TRIPS));
+    await proc.exit();
+  });
+
+  it('rejects a map that unmap() aborted while its time check ran, and maps again', async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    const proc = await kernel.spawn({ name: 'unmapped-map' });
+    const device = await deviceOf(proc);
+    const init = new Uint32Array(65);
+    init[64] = TRIPS;
+    const words = await submitThenBlock(device, LCG_WGSL, init, 1, undefined, true);
+    assert.equal(words[9], lcg(9, TRIPS), "the second map reads the kernel's result");
+    assert.notEqual(proc.state, 'exited');
     await proc.exit();
   });
 

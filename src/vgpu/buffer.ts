@@ -14,6 +14,12 @@ const MAP_WRITE = 0x0002;
 
 interface QueuedMap {
   item: WorkItem;
+  /**
+   * Where it stands: waiting for the dispatcher; being mapped by Dawn (which rejects it itself, in
+   * its own words, on unmap or when the real buffer is destroyed); or mapped by Dawn and waiting
+   * for the watchdog's time check (only gpunix knows it is still pending then).
+   */
+  stage: 'queued' | 'mapping' | 'checking';
   aborted: boolean;
   reject: (reason: unknown) => void;
 }
@@ -24,6 +30,12 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   #usage: number;
   #ledgerToken: object | null = null;
   #destroyed = false;
+  /**
+   * mapAsync calls whose promise has not settled: not reached by the dispatcher yet, being mapped
+   * by Dawn, or mapped by Dawn and waiting for the watchdog's time check. The buffer reads as
+   * 'pending' meanwhile, as WebGPU's does until the promise resolves, and unmap() or destroy()
+   * aborts them.
+   */
   #queuedMaps: QueuedMap[] = [];
   #device: VirtualDevice;
   #residency: BufferResidency;
@@ -40,7 +52,6 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
   set ledgerToken(token: object | null) {
     this.#ledgerToken = token;
   }
-  /** mapAsync calls the dispatcher has not reached yet: the buffer reads as 'pending'. */
   /** Where the contents live: the real buffer behind this one can be replaced (eviction). */
   get residency(): BufferResidency {
     return this.#residency;
@@ -99,20 +110,24 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     }
     const target = this.#device.errorTarget();
     return new Promise<undefined>((resolve, reject) => {
-      const entry: QueuedMap = { item: null as unknown as WorkItem, aborted: false, reject };
+      const entry: QueuedMap = { item: null as unknown as WorkItem, stage: 'queued', aborted: false, reject };
       entry.item = {
         owner: this.#device.proc,
         usesDevice: false,
         run: () => {
-          this.#queuedMaps.splice(this.#queuedMaps.indexOf(entry), 1);
-          if (entry.aborted) return target.release();
+          if (entry.aborted) {
+            this.settled(entry);
+            return target.release();
+          }
           let mapping: Promise<undefined>;
           try {
             mapping = this.#device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
           } catch (thrown) {
+            this.settled(entry);
             reject(thrown);
             return;
           }
+          entry.stage = 'mapping';
           // The program waits on this map: its dispatcher has Dawn polled eagerly until it settles.
           const dispatcher = this.#device.dispatcher;
           dispatcher.mapMade(this, mapping);
@@ -123,18 +138,27 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
           mapping.then(
             (value) => {
               dispatcher.mapSettled();
-              if (checked === null) resolve(value);
-              else void checked.then(() => (proc.alive ? resolve(value) : reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'))));
+              entry.stage = 'checking';
+              const hand = (): void => {
+                this.settled(entry);
+                // An unmap() or destroy() while the check ran has rejected it already.
+                if (entry.aborted) return;
+                if (proc.alive) resolve(value);
+                else reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
+              };
+              if (checked === null) hand();
+              else void checked.then(hand);
             },
             (error: unknown) => {
               dispatcher.mapSettled();
+              this.settled(entry);
               reject(error);
             },
           );
         },
         cancel: () => {
           target.release();
-          this.#queuedMaps.splice(this.#queuedMaps.indexOf(entry), 1);
+          this.settled(entry);
           if (!entry.aborted) reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
         },
       };
@@ -182,9 +206,23 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     });
   }
 
+  /** Takes a map that has settled (or will not run) off the pending list. */
+  private settled(entry: QueuedMap): void {
+    const at = this.#queuedMaps.indexOf(entry);
+    if (at !== -1) this.#queuedMaps.splice(at, 1);
+  }
+
+  /**
+   * unmap() and destroy(): every pending map is over for the program now (mapState reads the real
+   * buffer's again). Dawn rejects one it is mapping itself, in its own words; the others are
+   * rejected here, and their work items see `aborted` when they run or settle.
+   */
   private abortQueuedMaps(by: string): void {
-    for (const entry of this.#queuedMaps) {
-      if (entry.aborted) continue;
+    const entries = this.#queuedMaps;
+    if (entries.length === 0) return;
+    this.#queuedMaps = [];
+    for (const entry of entries) {
+      if (entry.aborted || entry.stage === 'mapping') continue;
       entry.aborted = true;
       entry.reject(new DOMException(`mapAsync aborted by ${by}() before it completed`, 'AbortError'));
     }
