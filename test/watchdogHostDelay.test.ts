@@ -28,6 +28,13 @@ const LCG_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
   d[i] = acc;
 }`;
 
+/** The buffer LCG_WGSL starts from: results in words 0-63, the trips in word 64. */
+function lcgInit(): Uint32Array {
+  const init = new Uint32Array(65);
+  init[64] = TRIPS;
+  return init;
+}
+
 /** The same loop over a grid the atomizer splits: invocation x steps from x, `d[0]` times, into d[x + 1]. */
 const LCG_GRID_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
@@ -64,6 +71,12 @@ async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
   return (await adapter.requestDevice()) as GPUDevice;
 }
 
+/** A new process of `kernel` named `name`, with its device. */
+async function spawnWithDevice(kernel: Kernel, name: string): Promise<{ proc: ProcessHandle; device: GPUDevice }> {
+  const proc = await kernel.spawn({ name });
+  return { proc, device: await deviceOf(proc) };
+}
+
 /**
  * What a program sees of a map's state while its promise is unsettled: mapState on every turn of
  * the event loop until then. Resolves with the states seen once the promise has resolved.
@@ -84,14 +97,16 @@ async function watchMap(buffer: GPUBuffer, mapping: Promise<undefined>): Promise
 }
 
 /** Submits `code` over `workgroups` workgroups with a storage buffer holding `init`, then blocks this thread; resolves with the buffer read back. */
-async function submitThenBlock(
-  device: GPUDevice,
-  code: string,
-  init: Uint32Array,
-  workgroups = 1,
-  mapStates?: Set<GPUBufferMapState>,
-  unmapFirst = false,
-): Promise<Uint32Array> {
+interface BlockOptions {
+  /** Workgroups to dispatch (default 1). */
+  workgroups?: number;
+  /** Collects the map states the program sees while its map is pending (watchMap). */
+  mapStates?: Set<GPUBufferMapState>;
+  /** Calls unmap() one event-loop turn after a first mapAsync, and checks that it aborts it. */
+  unmapFirst?: boolean;
+}
+
+async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Array, { workgroups = 1, mapStates, unmapFirst = false }: BlockOptions = {}): Promise<Uint32Array> {
   const size = init.byteLength;
   const buffer = device.createBuffer({ size, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
   device.queue.writeBuffer(buffer, 0, init as Uint32Array<ArrayBuffer>);
@@ -144,11 +159,8 @@ describe('the watchdog and a blocked kernel thread', () => {
 
   it('does not end a short kernel whose completion the blocked thread saw late', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query: the host clock decides, as documented');
-    const proc = await kernel.spawn({ name: 'short-kernel' });
-    const device = await deviceOf(proc);
-    const init = new Uint32Array(65);
-    init[64] = TRIPS;
-    const words = await submitThenBlock(device, LCG_WGSL, init);
+    const { proc, device } = await spawnWithDevice(kernel, 'short-kernel');
+    const words = await submitThenBlock(device, LCG_WGSL, lcgInit());
     assert.notEqual(proc.state, 'exited', `the process is alive (${JSON.stringify(proc.record())})`);
     for (const i of [0, 17, 63]) assert.equal(words[i], lcg(i, TRIPS), `invocation ${i}'s result is exact`);
     const { watchdog } = kernel.stats();
@@ -159,12 +171,11 @@ describe('the watchdog and a blocked kernel thread', () => {
 
   it('does not end an atomized kernel whose atoms in flight the blocked thread saw late', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query');
-    const proc = await kernel.spawn({ name: 'atomized-kernel' });
-    const device = await deviceOf(proc);
+    const { proc, device } = await spawnWithDevice(kernel, 'atomized-kernel');
     const init = new Uint32Array(GRID_WORKGROUPS * 64 + 1);
     init[0] = GRID_TRIPS;
     const excusedBefore = kernel.stats().watchdog.piecesExcused;
-    const words = await submitThenBlock(device, LCG_GRID_WGSL, init, GRID_WORKGROUPS);
+    const words = await submitThenBlock(device, LCG_GRID_WGSL, init, { workgroups: GRID_WORKGROUPS });
     assert.notEqual(proc.state, 'exited', `the process is alive (${JSON.stringify(proc.record())})`);
     assert.ok(proc.record().accounting.atomsRun > 1, `the dispatch ran as atoms (${proc.record().accounting.atomsRun})`);
     for (const x of [0, 1234, GRID_WORKGROUPS * 64 - 1]) assert.equal(words[x + 1], lcg(x, GRID_TRIPS), `invocation ${x}'s result is exact`);
@@ -179,13 +190,10 @@ describe('the watchdog and a blocked kernel thread', () => {
     // The check of a piece the blocked thread saw late reads its stamp (a map of its own), after
     // Dawn has mapped the program's buffer: a program looking meanwhile must see 'pending', as
     // WebGPU shows until the promise resolves, and can get no range yet.
-    const proc = await kernel.spawn({ name: 'watched-map' });
-    const device = await deviceOf(proc);
-    const init = new Uint32Array(65);
-    init[64] = TRIPS;
+    const { proc, device } = await spawnWithDevice(kernel, 'watched-map');
     const excusedBefore = kernel.stats().watchdog.piecesExcused;
     const states = new Set<GPUBufferMapState>();
-    const words = await submitThenBlock(device, LCG_WGSL, init, 1, states);
+    const words = await submitThenBlock(device, LCG_WGSL, lcgInit(), { mapStates: states });
     assert.ok(kernel.stats().watchdog.piecesExcused > excusedBefore, 'the check read the stamp');
     assert.deepEqual([...states], ['pending'], "only 'pending' until the promise resolved");
     assert.equal(words[5], lcg(5, TRIPS));
@@ -194,11 +202,8 @@ describe('the watchdog and a blocked kernel thread', () => {
 
   it('rejects a map that unmap() aborted while its time check ran, and maps again', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query');
-    const proc = await kernel.spawn({ name: 'unmapped-map' });
-    const device = await deviceOf(proc);
-    const init = new Uint32Array(65);
-    init[64] = TRIPS;
-    const words = await submitThenBlock(device, LCG_WGSL, init, 1, undefined, true);
+    const { proc, device } = await spawnWithDevice(kernel, 'unmapped-map');
+    const words = await submitThenBlock(device, LCG_WGSL, lcgInit(), { unmapFirst: true });
     assert.equal(words[9], lcg(9, TRIPS), "the second map reads the kernel's result");
     assert.notEqual(proc.state, 'exited');
     await proc.exit();
@@ -206,8 +211,7 @@ describe('the watchdog and a blocked kernel thread', () => {
 
   it('still ends a runaway while the thread is blocked', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query');
-    const proc = await kernel.spawn({ name: 'runaway' });
-    const device = await deviceOf(proc);
+    const { proc, device } = await spawnWithDevice(kernel, 'runaway');
     await assert.rejects(submitThenBlock(device, RUNAWAY_WGSL, new Uint32Array(65)), (error: Error) => error.name === 'AbortError', 'its map is rejected');
     const status = await proc.wait();
     assert.equal(status.reason, 'watchdog');
