@@ -102,27 +102,28 @@ export class DeviceTimer {
       submit();
       return null;
     }
-    this.submitStamp(slot, false);
+    let written = this.submitStamp(slot, false);
     submit();
-    const stamp = this.stamp(slot);
+    const stamp = this.stamp(slot, () => written);
     let closed = false;
     stamp.close = () => {
       if (closed) return;
       closed = true;
-      this.submitStamp(slot, true);
+      written &&= this.submitStamp(slot, true);
     };
     return stamp;
   }
 
-  private submitStamp(slot: Slot, end: boolean): void {
+  /** Submits a stamp of `slot` (with its readback after the closing one); false if Dawn refused it. */
+  private submitStamp(slot: Slot, end: boolean): boolean {
     const { device, queue } = this.physical;
     // The kernel's own calls: captured, so that an error (none is expected) reaches no process.
-    this.physical.capture(() => {
+    return this.physical.capture(() => {
       const encoder = device.createCommandEncoder();
       this.encodeStamp(encoder, slot, end);
       if (end) this.encodeReadback(encoder, slot);
       queue.submit([encoder.finish()]);
-    });
+    }).clean;
   }
 
   /** Encodes, after the atom's pass, the copy of its two timestamps to the slot's readback buffer. */
@@ -145,12 +146,24 @@ export class DeviceTimer {
     );
   }
 
-  /** `slot` as a DeviceStamp: read at most once, or dropped back to the pool. */
-  stamp(slot: Slot): DeviceStamp {
+  /**
+   * `slot` as a DeviceStamp: read at most once, or dropped back to the pool. `written` says whether
+   * its stamps reached the device: if not, the slot holds an earlier piece's times, and reads null.
+   */
+  stamp(slot: Slot, written: () => boolean = () => true): DeviceStamp {
     let reading: Promise<number | null> | null = null;
     let dropped = false;
     return {
-      read: () => (reading ??= dropped ? Promise.resolve(null) : this.read(slot)),
+      read: () => {
+        if (reading) return reading;
+        if (dropped) return Promise.resolve(null);
+        if (!written()) {
+          dropped = true;
+          this.free.push(slot);
+          return (reading = Promise.resolve(null));
+        }
+        return (reading = this.read(slot));
+      },
       drop: () => {
         if (reading || dropped) return;
         dropped = true;
