@@ -344,16 +344,21 @@ export class Submission implements WorkItem {
     this.count(1);
     const physical = device.physical;
     const timer = timed ? physical.deviceTimer : null;
-    let captured: Captured<unknown> | null = null;
-    const submit = (): void => {
-      physical.callCapturing(submitTo, physical.queue, real);
-      captured = physical.lastFailed;
-    };
     let stamp: DeviceStamp | null = null;
-    if (timer) stamp = timer.bracket(submit);
-    else submit();
-    // (Set inside submit(): the stamps' own submits are captured too, and overwrite lastFailed.)
-    const failed = captured as Captured<unknown> | null;
+    let failed: Captured<unknown> | null;
+    if (timer === null) {
+      // The common submit: no closure, no stamp.
+      physical.callCapturing(submitTo, physical.queue, real);
+      failed = physical.lastFailed;
+    } else {
+      let captured: Captured<unknown> | null = null;
+      stamp = timer.bracket(() => {
+        physical.callCapturing(submitTo, physical.queue, real);
+        // Read here: the stamps' own submits are captured too, and overwrite lastFailed.
+        captured = physical.lastFailed;
+      });
+      failed = captured as Captured<unknown> | null;
+    }
     if (failed === null) {
       this.issuedClean = true;
       this.issuedBuffers = buffers;
