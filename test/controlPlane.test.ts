@@ -16,7 +16,7 @@ import { connect, RemoteProcess } from '../src/client/index.js';
 import { Session } from '../src/client/session.js';
 import { hashToken, parseConfig } from '../src/daemon/config.js';
 import { Daemon, startDaemon } from '../src/daemon/daemon.js';
-import { eventually } from './helpers.js';
+import { dispatchThenCopy, eventually } from './helpers.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const ADMIN = 'admin-token-0123456789abcdef0123456789abcdef';
@@ -128,14 +128,7 @@ async function runDouble(device: GPUDevice, pipeline: GPUComputePipeline): Promi
   new Uint32Array(data.getMappedRange()).set(Array.from({ length: words }, (_, i) => i));
   data.unmap();
   const readback = device.createBuffer({ size: words * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: data } }] }));
-  pass.dispatchWorkgroups(1);
-  pass.end();
-  encoder.copyBufferToBuffer(data, 0, readback, 0, words * 4);
-  device.queue.submit([encoder.finish()]);
+  dispatchThenCopy(device, pipeline, data, 1, readback, words * 4);
   await readback.mapAsync(GPUMapMode.READ);
   const out = [...new Uint32Array(readback.getMappedRange())];
   readback.unmap();

@@ -147,6 +147,29 @@ export async function eventually(what: string, check: () => boolean, timeoutMs =
   }
 }
 
+/** A device of a process (embedded or remote) from its `navigator.gpu`, as a program gets one. */
+export async function deviceOf(proc: { readonly gpu: GPU }): Promise<GPUDevice> {
+  const adapter = await proc.gpu.requestAdapter();
+  assert.ok(adapter, 'the process has an adapter');
+  return (await adapter.requestDevice()) as GPUDevice;
+}
+
+/**
+ * Submits, in one command buffer, a pass that runs `pipeline` over `workgroups` workgroups with
+ * `buffer` bound at group 0, binding 0, then a copy of `size` bytes of `buffer` into `readback`.
+ */
+export function dispatchThenCopy(device: GPUDevice, pipeline: GPUComputePipeline, buffer: GPUBuffer, workgroups: number, readback: GPUBuffer, size: number): void {
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(workgroups);
+  pass.end();
+  encoder.copyBufferToBuffer(buffer, 0, readback, 0, size);
+  device.queue.submit([encoder.finish()]);
+}
+
 /**
  * One bandwidth round on `device`: writeBuffer `data` into `src`, copy it into the MAP_READ
  * buffer `readback`, map that and return a copy of the bytes read back (buffers of at least

@@ -5,8 +5,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
-import { bareDevice } from './helpers.js';
+import { createKernel, Kernel } from '../src/index.js';
+import { bareDevice, deviceOf } from './helpers.js';
 
 const N = 1024;
 
@@ -22,12 +22,6 @@ const SLOW_WGSL = `@group(0) @binding(0) var<storage, read_write> a: array<u32>;
   for (var i = 0u; i < 4000u; i++) { v = v * 1664525u + 1013904223u; }
   a[g.x] = v;
 }`;
-
-async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
-  const adapter = await proc.gpu.requestAdapter();
-  assert.ok(adapter);
-  return (await adapter.requestDevice()) as GPUDevice;
-}
 
 const className = (e: unknown): string => {
   if (e === null) return 'null';

@@ -3,17 +3,11 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
-import './helpers.js';
+import { createKernel, GpunixError, Kernel } from '../src/index.js';
+import { deviceOf } from './helpers.js';
 
 const WGSL = `@group(0) @binding(0) var<storage, read_write> a: array<u32>;
 @compute @workgroup_size(4) fn main(@builtin(global_invocation_id) g: vec3u) { a[g.x] = a[g.x] * 2u + g.x; }`;
-
-async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
-  const adapter = await proc.gpu.requestAdapter();
-  assert.ok(adapter);
-  return (await adapter.requestDevice()) as GPUDevice;
-}
 
 const className = (e: unknown): string => {
   if (e === null) return 'null';

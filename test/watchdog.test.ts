@@ -5,9 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
+import { createKernel, Kernel } from '../src/index.js';
 import { boundLoops } from '../src/wgsl/index.js';
-import { bareDevice } from './helpers.js';
+import { bareDevice, deviceOf, dispatchThenCopy } from './helpers.js';
 
 const U = () => GPUBufferUsage;
 
@@ -33,27 +33,13 @@ fn sumTo(k: u32) -> u32 { var s = 0u; for (var i = 0u; i < k; i++) { s += collat
   a[g.x] = acc;
 }`;
 
-async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
-  const adapter = await proc.gpu.requestAdapter();
-  assert.ok(adapter);
-  return (await adapter.requestDevice()) as GPUDevice;
-}
-
 /** Runs `code` over `workgroups` workgroups on `device` with one storage buffer of `words` words; returns the words. */
 async function run(device: GPUDevice, code: string, words: number, workgroups: number, init?: Uint32Array, label = 'kernel'): Promise<Uint32Array> {
   const buffer = device.createBuffer({ size: words * 4, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
   if (init) device.queue.writeBuffer(buffer, 0, init as Uint32Array<ArrayBuffer>);
   const readback = device.createBuffer({ size: words * 4, usage: U().MAP_READ | U().COPY_DST });
   const pipeline = device.createComputePipeline({ label, layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
-  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(workgroups);
-  pass.end();
-  encoder.copyBufferToBuffer(buffer, 0, readback, 0, words * 4);
-  device.queue.submit([encoder.finish()]);
+  dispatchThenCopy(device, pipeline, buffer, workgroups, readback, words * 4);
   await readback.mapAsync(GPUMapMode.READ);
   const out = new Uint32Array(readback.getMappedRange().slice(0));
   readback.unmap();

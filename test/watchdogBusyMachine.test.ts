@@ -12,7 +12,7 @@ import { availableParallelism } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { startBusyProcesses, stopProcesses } from '../bench/machine.js';
 import { createKernel, Kernel } from '../src/index.js';
-import './helpers.js'; // WebGPU's globals (GPUBufferUsage, GPUMapMode)
+import { dispatchThenCopy } from './helpers.js';
 
 /** One workgroup that loops until d[0] == 7: nothing ever writes 7. */
 const RUNAWAY_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
@@ -43,14 +43,7 @@ describe('the watchdog on a machine that was busy when the device opened', () =>
     const state = device.createBuffer({ size: 8, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
     const readback = device.createBuffer({ size: 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const pipeline = device.createComputePipeline({ label: 'spin-forever', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: state } }] }));
-    pass.dispatchWorkgroups(1);
-    pass.end();
-    encoder.copyBufferToBuffer(state, 0, readback, 0, 8);
-    device.queue.submit([encoder.finish()]);
+    dispatchThenCopy(device, pipeline, state, 1, readback, 8);
     // Either the process is ended (its map is aborted), or the runaway's loops were cut short
     // before the limit and the program reads the cut loop's count back as if it were a result.
     const outcome = await readback.mapAsync(GPUMapMode.READ).then(

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
-import './helpers.js'; // the WebGPU globals (GPUBufferUsage, GPUMapMode)
+import { deviceOf, dispatchThenCopy } from './helpers.js';
 
 const U = () => GPUBufferUsage;
 
@@ -65,12 +65,6 @@ function blockThread(ms: number): void {
   }
 }
 
-async function deviceOf(proc: ProcessHandle): Promise<GPUDevice> {
-  const adapter = await proc.gpu.requestAdapter();
-  assert.ok(adapter);
-  return (await adapter.requestDevice()) as GPUDevice;
-}
-
 /** A new process of `kernel` named `name`, with its device. */
 async function spawnWithDevice(kernel: Kernel, name: string): Promise<{ proc: ProcessHandle; device: GPUDevice }> {
   const proc = await kernel.spawn({ name });
@@ -112,17 +106,9 @@ async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Arra
   device.queue.writeBuffer(buffer, 0, init as Uint32Array<ArrayBuffer>);
   const readback = device.createBuffer({ size, usage: U().MAP_READ | U().COPY_DST });
   const pipeline = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
-  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
   // Everything is compiled and on the device before the measured submit.
   await device.queue.onSubmittedWorkDone();
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(workgroups);
-  pass.end();
-  encoder.copyBufferToBuffer(buffer, 0, readback, 0, size);
-  device.queue.submit([encoder.finish()]);
+  dispatchThenCopy(device, pipeline, buffer, workgroups, readback, size);
   blockThread(BLOCK_MS);
   if (unmapFirst) {
     // One turn of the event loop after the call: Dawn has mapped the buffer by then, and the time
