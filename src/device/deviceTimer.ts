@@ -86,7 +86,7 @@ export class DeviceTimer {
    * Dawn writes a pass's end timestamp after the work before it has finished (Vulkan: at the
    * bottom of the pipe), so the interval covers the bracketed work and never less.
    */
-  encodeStamp(encoder: GPUCommandEncoder, slot: Slot, end: boolean): void {
+  private encodeStamp(encoder: GPUCommandEncoder, slot: Slot, end: boolean): void {
     encoder.beginComputePass({ timestampWrites: { querySet: this.querySet, endOfPassWriteIndex: slot.index * 2 + (end ? 1 : 0) } }).end();
   }
 
