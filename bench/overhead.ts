@@ -13,7 +13,24 @@
 import { globals } from 'webgpu';
 import { benchBackend, collectGarbage, contentionLine, machine, measureContention, runBenchmark, takeBackendFlag } from './machine.js';
 import { bypassEventPump, createKernel } from '../src/index.js';
-import { bandwidthWorkload, compareSides, Comparison, countingDispatchLoop, failIfUncaptured, openDevice, OVERHEAD_WORKLOADS, parseComparisonArgs, printComparison, processSide, Sample, timeCallLoop, Workload } from './workloads.js';
+import {
+  bandwidthWorkload,
+  compareSides,
+  Comparison,
+  countingDispatchLoop,
+  dispatchWorkload,
+  failIfUncaptured,
+  LOOPED_KERNEL,
+  openDevice,
+  OVERHEAD_WORKLOADS,
+  parseComparisonArgs,
+  printComparison,
+  processSide,
+  Sample,
+  stepWorkload,
+  timeCallLoop,
+  Workload,
+} from './workloads.js';
 
 Object.assign(globalThis, globals);
 
@@ -70,6 +87,15 @@ const WARM_UP_ITERATIONS = 4000;
 const WORKLOADS: Workload[] = [
   ...OVERHEAD_WORKLOADS,
   dispatchLoopWorkload('dispatch-loop', 4000),
+  dispatchWorkload(
+    'dispatch-single-looped',
+    10000,
+    1,
+    '10000 submits x 1 tiny dispatch of a kernel with a data-dependent loop (the watchdog checks it), then onSubmittedWorkDone',
+    LOOPED_KERNEL,
+  ),
+  stepWorkload('step', 2000, '2000 steps: 1 tiny dispatch + copy of its result, submit, mapAsync(READ) + read, unmap'),
+  stepWorkload('step-looped', 2000, 'step, with a kernel whose data-dependent loop the watchdog checks', LOOPED_KERNEL),
   bandwidthWorkload('bandwidth-256B', 5000, 256, '5000 rounds: writeBuffer 256 B, copyBufferToBuffer, mapAsync(READ) + read, unmap'),
 ];
 

@@ -32,7 +32,7 @@ export function timeCallLoop(iterations: number, loop: (iterations: number) => v
 export interface Workload {
   name: string;
   /** What one unit is; throughput is units per second. */
-  unit: 'dispatches' | 'bytes' | 'ops';
+  unit: 'dispatches' | 'bytes' | 'ops' | 'steps';
   describe: string;
   /** Sets up on a fresh device from `gpu`, times the work only, then destroys the device. */
   run(gpu: GPU, scale: number): Promise<Sample>;
@@ -57,6 +57,27 @@ const TINY_KERNEL = /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) i: u32) {
   atomicAdd(&counters[i], 1u);
+}`;
+
+/**
+ * TINY_KERNEL with a loop that nothing in its code bounds (a data-dependent `while`, as a kernel
+ * that walks a list or iterates to convergence has): the watchdog's rewrite counts it, so a gpunix
+ * process runs it checked (loop budget, device timestamps around each submit of it, time check).
+ * Every invocation still adds 1 to its counter.
+ */
+export const LOOPED_KERNEL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counters: array<atomic<u32>, 64>;
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) i: u32) {
+  var n = i + 2u;
+  var steps = 0u;
+  while (n > 1u) {
+    n = n / 2u;
+    steps += 1u;
+  }
+  if (steps > 0u) {
+    atomicAdd(&counters[i], 1u);
+  }
 }`;
 
 const COUNTING_KERNEL = /* wgsl */ `
@@ -98,7 +119,7 @@ export function countingDispatchLoop(device: GPUDevice): { counter: GPUBuffer; l
  * (every submit encodes afresh: encoder, pass, pipeline, bind group, dispatches, finish), then one
  * onSubmittedWorkDone. Checks the result, so every dispatch must really have run.
  */
-export function dispatchWorkload(name: string, submits: number, perSubmit: number, describe: string): Workload {
+export function dispatchWorkload(name: string, submits: number, perSubmit: number, describe: string, kernel = TINY_KERNEL): Workload {
   return {
     name,
     unit: 'dispatches',
@@ -106,7 +127,7 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
     async run(gpu, scale) {
       const device = await openDevice(gpu);
       const n = Math.max(1, Math.round(submits * scale));
-      const module = device.createShaderModule({ code: TINY_KERNEL });
+      const module = device.createShaderModule({ code: kernel });
       const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
       const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
       const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -140,6 +161,51 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
       device.destroy();
       if (seen !== n * perSubmit) throw new Error(`${name}: expected ${n * perSubmit} dispatches to run, counted ${seen}`);
       return { units: n * perSubmit, seconds, callLoop };
+    },
+  };
+}
+
+/**
+ * A program that waits for each step's result (an inference loop reading its logits): `steps` x
+ * (one dispatch of `kernel`, a copy of its 256-byte result to a MAP_READ buffer, one submit,
+ * mapAsync + read, unmap). Checks every step's count, so every dispatch must have run.
+ */
+export function stepWorkload(name: string, steps: number, describe: string, kernel = TINY_KERNEL): Workload {
+  return {
+    name,
+    unit: 'steps',
+    describe,
+    async run(gpu, scale) {
+      const device = await openDevice(gpu);
+      const n = Math.max(1, Math.round(steps * scale));
+      const module = device.createShaderModule({ code: kernel });
+      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const bindGroup = device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: { buffer: counters } }],
+      });
+      await device.queue.onSubmittedWorkDone();
+
+      const start = performance.now();
+      for (let s = 1; s <= n; s++) {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        encoder.copyBufferToBuffer(counters, 0, readback, 0, 256);
+        device.queue.submit([encoder.finish()]);
+        await readback.mapAsync(GPUMapMode.READ);
+        const seen = new Uint32Array(readback.getMappedRange())[0];
+        readback.unmap();
+        if (seen !== s) throw new Error(`${name}: step ${s} read back ${seen}`);
+      }
+      const seconds = (performance.now() - start) / 1000;
+      device.destroy();
+      return { units: n, seconds };
     },
   };
 }
@@ -237,6 +303,7 @@ export function median(values: number[]): number {
 export function formatRate(value: number, unit: Workload['unit']): string {
   if (unit === 'bytes') return `${(value / MiB).toFixed(1)} MiB/s`;
   if (unit === 'ops') return `${value.toFixed(0)} ops/s`;
+  if (unit === 'steps') return `${value.toFixed(0)} steps/s`;
   return `${value.toFixed(0)} disp/s`;
 }
 

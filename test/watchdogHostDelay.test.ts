@@ -98,16 +98,36 @@ interface BlockOptions {
   mapStates?: Set<GPUBufferMapState>;
   /** Calls unmap() one event-loop turn after a first mapAsync, and checks that it aborts it. */
   unmapFirst?: boolean;
+  /**
+   * Short checked submits of the same pipeline (a few hundred trips, each over a buffer of its own)
+   * issued right before the measured one, as a program's loop of steps does: each bracket after the
+   * first opens from the previous one's closing stamp (deviceTimer.ts), the measured one included.
+   */
+  lead?: number;
 }
 
-async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Array, { workgroups = 1, mapStates, unmapFirst = false }: BlockOptions = {}): Promise<Uint32Array> {
+/** Trips of a lead submit: far below a millisecond. */
+const LEAD_TRIPS = 300;
+
+async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Array, { workgroups = 1, mapStates, unmapFirst = false, lead = 0 }: BlockOptions = {}): Promise<Uint32Array> {
   const size = init.byteLength;
   const buffer = device.createBuffer({ size, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
   device.queue.writeBuffer(buffer, 0, init as Uint32Array<ArrayBuffer>);
   const readback = device.createBuffer({ size, usage: U().MAP_READ | U().COPY_DST });
   const pipeline = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
+  // Ends at once for RUNAWAY_WGSL (d[0] == 7), steps LEAD_TRIPS times for the LCG kernels.
+  const leadInit = new Uint32Array(65);
+  leadInit[0] = 7;
+  leadInit[64] = LEAD_TRIPS;
+  const leadBuffers = Array.from({ length: lead }, () => {
+    const leadBuffer = device.createBuffer({ size: leadInit.byteLength, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
+    device.queue.writeBuffer(leadBuffer, 0, leadInit);
+    return leadBuffer;
+  });
+  const leadReadback = device.createBuffer({ size: leadInit.byteLength, usage: U().MAP_READ | U().COPY_DST });
   // Everything is compiled and on the device before the measured submit.
   await device.queue.onSubmittedWorkDone();
+  for (const leadBuffer of leadBuffers) dispatchThenCopy(device, pipeline, leadBuffer, 1, leadReadback, leadInit.byteLength);
   dispatchThenCopy(device, pipeline, buffer, workgroups, readback, size);
   blockThread(BLOCK_MS);
   if (unmapFirst) {
@@ -195,6 +215,34 @@ describe('the watchdog and a blocked kernel thread', () => {
     await proc.exit();
   });
 
+  it('shares stamps between consecutive checked submits, and still clears one seen late', async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    // The measured piece's interval opens at the closing stamp of the submit before it: it covers
+    // what ran before it on the queue too (longer, never shorter), still far below the limit.
+    const { proc, device } = await spawnWithDevice(kernel, 'stepping');
+    const before = kernel.stats().watchdog;
+    const words = await submitThenBlock(device, LCG_WGSL, lcgInit(), { lead: 3 });
+    const after = kernel.stats().watchdog;
+    assert.notEqual(proc.state, 'exited', `the process is alive (${JSON.stringify(proc.record())})`);
+    for (const i of [0, 31, 63]) assert.equal(words[i], lcg(i, TRIPS), `invocation ${i}'s result is exact`);
+    assert.ok(after.sharedOpenings - before.sharedOpenings >= 3, `the three submits after the first opened from the previous closing stamp (${JSON.stringify(after)})`);
+    assert.equal(after.bracketStamps - before.bracketStamps, 5, 'four brackets wrote one opening and four closing stamps');
+    assert.ok(after.piecesExcused > before.piecesExcused, 'the measured piece was cleared by its device time');
+    assert.equal(after.processesEnded, 0);
+    await proc.exit();
+  });
+
+  it('still ends a runaway whose bracket opened from the previous submit', async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    const { proc, device } = await spawnWithDevice(kernel, 'stepping-runaway');
+    const sharedBefore = kernel.stats().watchdog.sharedOpenings;
+    await assert.rejects(submitThenBlock(device, RUNAWAY_WGSL, new Uint32Array(65), { lead: 2 }), (error: Error) => error.name === 'AbortError', 'its map is rejected');
+    const status = await proc.wait();
+    assert.equal(status.reason, 'watchdog');
+    assert.match(status.message ?? '', /'measured' ran \d+ ms/);
+    assert.ok(kernel.stats().watchdog.sharedOpenings - sharedBefore >= 2, 'the runaway and the lead submit before it opened from a previous closing stamp');
+  });
+
   it('still ends a runaway while the thread is blocked', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query');
     const { proc, device } = await spawnWithDevice(kernel, 'runaway');
@@ -202,6 +250,6 @@ describe('the watchdog and a blocked kernel thread', () => {
     const status = await proc.wait();
     assert.equal(status.reason, 'watchdog');
     assert.match(status.message ?? '', /'measured' ran \d+ ms/);
-    assert.equal(kernel.stats().watchdog.processesEnded, 1);
+    assert.equal(kernel.stats().watchdog.processesEnded, 2);
   });
 });

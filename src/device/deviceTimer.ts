@@ -16,23 +16,39 @@ const { GPUBufferUsage: BufferUsage, GPUMapMode: MapMode } = globals as unknown 
 /**
  * Slots: atoms being sampled hold one until read; pieces the watchdog checks hold one until their
  * completion is seen (a burst of small checked submits can have many out; past the pool they go
- * untimed, and the watchdog uses the host's clock for them, as without timestamps).
+ * untimed, and the watchdog uses the host's clock for them, as without timestamps). A slot whose
+ * closing stamp a later bracket shares as its opening one is held until that bracket lets go too.
  */
 const SLOTS = 32;
-/** resolveQuerySet writes at 256-byte aligned offsets. */
+/**
+ * resolveQuerySet writes at 256-byte aligned offsets: each slot has two such places in the resolve
+ * buffer, for a bracket whose two stamps are not a pair of its own (see bracket()).
+ */
 const RESOLVE_STRIDE = 256;
+const SLOT_RESOLVE_BYTES = 2 * RESOLVE_STRIDE;
 
-type Slot = TimerSlot;
+/**
+ * A bracket shares the closing stamp of the bracket before it as its opening stamp when that one
+ * was submitted at most this long ago (ns), and the watchdog's limit is at least
+ * SHARE_LIMIT_FRACTION times that. Sharing makes the interval cover whatever ran or idled on the
+ * queue between the two: a longer time, never a shorter one, so the verdict stays sound; the
+ * bound keeps the overestimate small against any limit.
+ */
+const SHARE_WINDOW_NS = 1e6;
+const SHARE_LIMIT_FRACTION = 8;
 
 export interface TimerSlot {
   readonly index: number;
   readonly readback: GPUBuffer;
+  /** Holders: the piece it times, and a later bracket that opens from its closing stamp. */
+  refs: number;
 }
+type Slot = TimerSlot;
 
 /**
  * The device time of one piece, recorded in a slot: read it (once) or drop it unread, which
- * returns the slot to the pool. Reading costs a map, so the watchdog reads only when the host's
- * clock says the piece ran over its limit.
+ * returns the slot to the pool. Reading costs a resolve, a copy and a map, so the watchdog reads
+ * only when the host's clock says the piece ran over its limit.
  */
 export interface DeviceStamp {
   /** The piece's device time (ns) once it has run; null when unreadable (refused submit, a reset clock). */
@@ -49,17 +65,30 @@ export interface DeviceStamp {
   close?(): void;
 }
 
+/** Where a stamp's two timestamps are: query indices, and the slots that hold them. */
+interface StampQueries {
+  readonly slot: Slot;
+  readonly begin: number;
+  readonly end: number;
+  /** The slot whose closing stamp is the begin query, when it is not `slot` (a shared opening). */
+  readonly openedFrom: Slot | null;
+}
+
 export class DeviceTimer {
   private readonly querySet: GPUQuerySet;
   private readonly resolve: GPUBuffer;
   private readonly free: Slot[] = [];
+  /** Timestamps written to bracket whole submits, and the brackets that opened from the previous one's closing stamp. */
+  readonly brackets = { stamps: 0, sharedOpenings: 0 };
+  /** The last bracket's closing stamp, while a next bracket may share it: its slot holds a ref for it. */
+  private lastClosing: { slot: Slot; atNs: number } | null = null;
 
   private constructor(private readonly physical: PhysicalDevice) {
     const device = physical.device;
     this.querySet = device.createQuerySet({ type: 'timestamp', count: SLOTS * 2, label: 'gpunix-device-timer' });
-    this.resolve = device.createBuffer({ size: SLOTS * RESOLVE_STRIDE, usage: BufferUsage.QUERY_RESOLVE | BufferUsage.COPY_SRC });
+    this.resolve = device.createBuffer({ size: SLOTS * SLOT_RESOLVE_BYTES, usage: BufferUsage.QUERY_RESOLVE | BufferUsage.COPY_SRC });
     for (let index = 0; index < SLOTS; index++) {
-      this.free.push({ index, readback: device.createBuffer({ size: 16, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST }) });
+      this.free.push({ index, readback: device.createBuffer({ size: 16, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST }), refs: 0 });
     }
   }
 
@@ -70,9 +99,16 @@ export class DeviceTimer {
     return made.clean ? made.value : null;
   }
 
-  /** A free slot, or null when all are in use (that piece goes untimed). */
+  /** A free slot, held once, or null when all are in use (that piece goes untimed). */
   take(): Slot | null {
-    return this.free.pop() ?? null;
+    const slot = this.free.pop() ?? null;
+    if (slot) slot.refs = 1;
+    return slot;
+  }
+
+  /** Lets go of one hold on `slot`; the last one returns it to the pool. */
+  private release(slot: Slot): void {
+    if (--slot.refs === 0) this.free.push(slot);
   }
 
   /** The pass descriptor part that times the atom in `slot`. */
@@ -81,55 +117,76 @@ export class DeviceTimer {
   }
 
   /**
-   * Encodes an empty timed pass that stamps `slot`'s start (`end` false) or end (`end` true): it
-   * brackets work whose passes are not the kernel's to time (a program's own command buffers).
-   * Dawn writes a pass's end timestamp after the work before it has finished (Vulkan: at the
-   * bottom of the pipe), so the interval covers the bracketed work and never less.
+   * Encodes an empty timed pass that writes timestamp `query` at its end: it brackets work whose
+   * passes are not the kernel's to time (a program's own command buffers). Dawn writes a pass's end
+   * timestamp after the work before it has finished (Vulkan: at the bottom of the pipe), so the
+   * interval covers the bracketed work and never less.
    */
-  private encodeStamp(encoder: GPUCommandEncoder, slot: Slot, end: boolean): void {
-    encoder.beginComputePass({ timestampWrites: { querySet: this.querySet, endOfPassWriteIndex: slot.index * 2 + (end ? 1 : 0) } }).end();
+  private encodeStamp(encoder: GPUCommandEncoder, query: number): void {
+    encoder.beginComputePass({ timestampWrites: { querySet: this.querySet, endOfPassWriteIndex: query } }).end();
   }
 
   /**
    * Runs `submit` (one queue.submit of command buffers whose passes are not the kernel's to time)
-   * after a stamp of its own submit (in the same submit, a refused one would list it in the error
-   * the program reads); the closing stamp follows at the DeviceStamp's close(). Null when no slot
-   * was free (`submit` then runs untimed).
+   * after an opening stamp in a submit of its own (in the same submit, a refused one would list it
+   * in the error the program reads); the closing stamp follows at the DeviceStamp's close(). The
+   * opening stamp is the previous bracket's closing one when that was submitted within the share
+   * window (SHARE_WINDOW_NS, and at most 1/SHARE_LIMIT_FRACTION of `limitNs`, the owner's limit):
+   * a loop of small checked submits then pays one timestamp each, not two (on lavapipe each costs
+   * tens of microseconds of device time). Null when no slot was free (`submit` runs untimed).
    */
-  bracket(submit: () => void): DeviceStamp | null {
+  bracket(submit: () => void, limitNs: number): DeviceStamp | null {
     const slot = this.take();
     if (!slot) {
       submit();
       return null;
     }
-    let written = this.submitStamp(slot, false);
+    let openedFrom: Slot | null = null;
+    let written: boolean;
+    const last = this.lastClosing;
+    if (last !== null && performance.now() * 1e6 - last.atNs <= Math.min(SHARE_WINDOW_NS, limitNs / SHARE_LIMIT_FRACTION)) {
+      openedFrom = last.slot;
+      openedFrom.refs++;
+      written = true;
+      this.brackets.sharedOpenings++;
+    } else {
+      written = this.submitStamp(slot.index * 2);
+    }
     submit();
-    const stamp = this.stamp(slot, () => written);
+    const queries: StampQueries = { slot, begin: openedFrom ? openedFrom.index * 2 + 1 : slot.index * 2, end: slot.index * 2 + 1, openedFrom };
+    const stamp = this.lazyStamp(queries, () => written);
     let closed = false;
     stamp.close = () => {
       if (closed) return;
       closed = true;
-      written &&= this.submitStamp(slot, true);
+      written &&= this.submitStamp(queries.end);
+      const previous = this.lastClosing;
+      this.lastClosing = null;
+      if (previous) this.release(previous.slot);
+      if (!written) return;
+      slot.refs++;
+      this.lastClosing = { slot, atNs: performance.now() * 1e6 };
     };
     return stamp;
   }
 
-  /** Submits a stamp of `slot` (with its readback after the closing one); false if Dawn refused it. */
-  private submitStamp(slot: Slot, end: boolean): boolean {
+  /** Submits an empty pass that writes timestamp `query`; false if Dawn refused it. */
+  private submitStamp(query: number): boolean {
     const { device, queue } = this.physical;
+    this.brackets.stamps++;
     // The kernel's own calls: captured, so that an error (none is expected) reaches no process.
     return this.physical.capture(() => {
       const encoder = device.createCommandEncoder();
-      this.encodeStamp(encoder, slot, end);
-      if (end) this.encodeReadback(encoder, slot);
+      this.encodeStamp(encoder, query);
       queue.submit([encoder.finish()]);
     }).clean;
   }
 
   /** Encodes, after the atom's pass, the copy of its two timestamps to the slot's readback buffer. */
   encodeReadback(encoder: GPUCommandEncoder, slot: Slot): void {
-    encoder.resolveQuerySet(this.querySet, slot.index * 2, 2, this.resolve, slot.index * RESOLVE_STRIDE);
-    encoder.copyBufferToBuffer(this.resolve, slot.index * RESOLVE_STRIDE, slot.readback, 0, 16);
+    const at = slot.index * SLOT_RESOLVE_BYTES;
+    encoder.resolveQuerySet(this.querySet, slot.index * 2, 2, this.resolve, at);
+    encoder.copyBufferToBuffer(this.resolve, at, slot.readback, 0, 16);
   }
 
   /** Resolves with the atom's device time (ns) once it has run, and frees the slot; null if unreadable. */
@@ -138,37 +195,76 @@ export class DeviceTimer {
       () => {
         const [begin, end] = new BigUint64Array(slot.readback.getMappedRange());
         slot.readback.unmap();
-        this.free.push(slot);
+        this.release(slot);
         // Timestamps may reset or go backwards (spec): such a sample teaches nothing.
         return end > begin ? Number(end - begin) : null;
       },
-      () => null,
+      () => {
+        this.release(slot);
+        return null;
+      },
     );
   }
 
   /**
-   * `slot` as a DeviceStamp: read at most once, or dropped back to the pool. `written` says whether
-   * its stamps reached the device: if not, the slot holds an earlier piece's times, and reads null.
+   * `slot` (its pair of timestamps written by a pass of the piece, not yet copied anywhere) as a
+   * DeviceStamp: the copy is made only when it is read, which the watchdog seldom does.
    */
-  stamp(slot: Slot, written: () => boolean = () => true): DeviceStamp {
+  stamp(slot: Slot): DeviceStamp {
+    return this.lazyStamp({ slot, begin: slot.index * 2, end: slot.index * 2 + 1, openedFrom: null });
+  }
+
+  /**
+   * A DeviceStamp of `queries`, read at most once or dropped (the slots go back to the pool).
+   * `written` says whether its stamps reached the device: if not, the queries hold an earlier
+   * piece's times, and it reads null. Reading submits the resolve and copy of its two timestamps
+   * (they stay in the query set while the slots are held) and maps the slot's readback.
+   */
+  private lazyStamp(queries: StampQueries, written: () => boolean = () => true): DeviceStamp {
     let reading: Promise<number | null> | null = null;
-    let dropped = false;
+    let done = false;
+    const letGo = (): void => {
+      done = true;
+      if (queries.openedFrom) this.release(queries.openedFrom);
+      this.release(queries.slot);
+    };
     return {
       read: () => {
         if (reading) return reading;
-        if (dropped) return Promise.resolve(null);
-        if (!written()) {
-          dropped = true;
-          this.free.push(slot);
+        if (done) return Promise.resolve(null);
+        if (!written() || !this.submitReadback(queries)) {
+          letGo();
           return (reading = Promise.resolve(null));
         }
-        return (reading = this.read(slot));
+        // The resolve is on the queue: a later stamp in the opening slot cannot reach it.
+        if (queries.openedFrom) this.release(queries.openedFrom);
+        done = true;
+        return (reading = this.read(queries.slot));
       },
       drop: () => {
-        if (reading || dropped) return;
-        dropped = true;
-        this.free.push(slot);
+        if (reading || done) return;
+        letGo();
       },
     };
+  }
+
+  /** Submits the resolve of `queries` into its slot's readback buffer (begin, then end); false if refused. */
+  private submitReadback(queries: StampQueries): boolean {
+    const { device, queue } = this.physical;
+    const at = queries.slot.index * SLOT_RESOLVE_BYTES;
+    const { readback } = queries.slot;
+    return this.physical.capture(() => {
+      const encoder = device.createCommandEncoder();
+      if (queries.begin + 1 === queries.end) {
+        encoder.resolveQuerySet(this.querySet, queries.begin, 2, this.resolve, at);
+        encoder.copyBufferToBuffer(this.resolve, at, readback, 0, 16);
+      } else {
+        encoder.resolveQuerySet(this.querySet, queries.begin, 1, this.resolve, at);
+        encoder.resolveQuerySet(this.querySet, queries.end, 1, this.resolve, at + RESOLVE_STRIDE);
+        encoder.copyBufferToBuffer(this.resolve, at, readback, 0, 8);
+        encoder.copyBufferToBuffer(this.resolve, at + RESOLVE_STRIDE, readback, 8, 8);
+      }
+      queue.submit([encoder.finish()]);
+    }).clean;
   }
 }

@@ -33,8 +33,12 @@ import type { DeviceStamp } from '../device/deviceTimer.js';
 
 /** One piece of device work the dispatcher issues at once (an atom, a whole submit, a copy chunk, a write). */
 export interface WorkPiece {
-  /** Puts the piece's work on the device queue, synchronously. */
-  issue(): void;
+  /**
+   * Puts the piece's work on the device queue, synchronously. `watchdogLimitNs`: the owner's limit,
+   * given to a piece that may be cut while the watchdog times pieces (a whole submit brackets
+   * itself with device timestamps for it).
+   */
+  issue(watchdogLimitNs?: number): void;
   /** What it is, for the trace: e.g. the pipeline's label and the workgroup range. */
   readonly name: string;
   readonly args?: Record<string, unknown>;
@@ -825,7 +829,8 @@ export class Dispatcher {
   }
   private issueSafely(item: WorkItem, piece: WorkPiece): void {
     try {
-      piece.issue();
+      if (piece.mayCut && this.watchdog) piece.issue(this.watchdog.limitNs(item.owner));
+      else piece.issue();
     } catch (error) {
       this.report(item, error);
     }
@@ -965,8 +970,15 @@ export class Dispatcher {
   /**
    * The watchdog's time check on one piece that can be cut (`mayCut`): a loop budget spent means
    * more than the owner's limit of device time, so a piece over the limit may have had its loops
-   * cut, and its owner is ended. The queue completes in order, so the piece's time runs from its
-   * issue, or the end of the work ahead of it (the last fence or timed piece), to its completion.
+   * cut, and its owner is ended.
+   *
+   * A piece with a device stamp is timed by the host from its issue, and its stamp is read when
+   * that is over the limit. One without (no timestamps, or no slot free) is timed from its issue or
+   * from the end of the work ahead of it (the last fence, or the last timed piece seen within its
+   * limit), whichever is later: the queue completes in order. That end is when the host saw it,
+   * which is late when the thread was busy: a piece seen over its limit leaves no end behind, for
+   * the pieces seen in the same late batch would all measure from it and look short — a runaway
+   * among them passing, with its cut loops' results (test/watchdogHostDelay.test.ts).
    */
   private timePiece(owner: Proc, piece: WorkPiece): void {
     const watchdog = this.watchdog;
@@ -978,10 +990,10 @@ export class Dispatcher {
     const issuedAtNs = nowNs();
     const settle = (): Promise<void> | undefined => {
       const doneNs = nowNs();
-      const spentNs = doneNs - Math.max(issuedAtNs, this.lastFenceDoneNs, this.lastTimedDoneNs);
-      this.lastTimedDoneNs = doneNs;
+      const spentNs = doneNs - (stamp ? issuedAtNs : Math.max(issuedAtNs, this.lastFenceDoneNs, this.lastTimedDoneNs));
       const limitNs = watchdog.limitNs(owner);
       if (!owner.alive || spentNs <= limitNs) {
+        this.lastTimedDoneNs = doneNs;
         stamp?.drop();
         return undefined;
       }

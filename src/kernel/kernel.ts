@@ -232,9 +232,11 @@ export interface KernelStats {
   /**
    * The watchdog: the kernel's per-dispatch limit, the processes it has ended, and the pieces the
    * host's clock put over a limit that their device time cleared (their completion was seen late:
-   * a busy kernel thread; docs/kernel.md).
+   * a busy kernel thread; docs/kernel.md). `bracketStamps`: device timestamps written around whole
+   * submits with checked loops, on all devices; `sharedOpenings`: the brackets that opened from the
+   * previous one's closing stamp instead of a stamp of their own.
    */
-  watchdog: { maxDispatchMs: number; processesEnded: number; piecesExcused: number };
+  watchdog: { maxDispatchMs: number; processesEnded: number; piecesExcused: number; bracketStamps: number; sharedOpenings: number };
   devices: DeviceStats[];
   /** Dawn's event polls as the kernel paces them (process-wide). */
   eventPump: EventPumpStats;
@@ -1016,7 +1018,13 @@ export class Kernel {
       liveObjects: { total: this.live.total, byKind: { ...this.live.byKind } },
       bytesAllocated: this.devices.reduce((sum, d) => sum + d.usedBytes + d.evictedBytes, 0),
       swap: { ...this.memory.swap },
-      watchdog: { maxDispatchMs: this.options.maxDispatchMs, processesEnded: this.watchdogEnded, piecesExcused: this.watchdogExcused },
+      watchdog: {
+        maxDispatchMs: this.options.maxDispatchMs,
+        processesEnded: this.watchdogEnded,
+        piecesExcused: this.watchdogExcused,
+        bracketStamps: this.devices.reduce((sum, d) => sum + (d.deviceTimer?.brackets.stamps ?? 0), 0),
+        sharedOpenings: this.devices.reduce((sum, d) => sum + (d.deviceTimer?.brackets.sharedOpenings ?? 0), 0),
+      },
       eventPump: eventPumpStats(),
       devices: this.devices.map((d) => ({
         id: d.id,

@@ -311,10 +311,11 @@ export class Submission implements WorkItem {
   }
 
   /**
-   * Issues the whole submit (its piece's issue()); `timed` (its pipelines run checked loops): between
-   * device timestamps where the device has them, whose stamp it returns for the watchdog.
+   * Issues the whole submit (its piece's issue()). `watchdogLimitNs`, given when its pipelines run
+   * checked loops and the owner is watched: between device timestamps where the device has them,
+   * whose stamp it returns for the watchdog.
    */
-  issueWhole(timed: boolean): DeviceStamp | null {
+  issueWhole(watchdogLimitNs: number | undefined): DeviceStamp | null {
     const device = this.device;
     const buffers = this.buffers;
     for (let i = 0; i < buffers.length; i++) {
@@ -343,7 +344,7 @@ export class Submission implements WorkItem {
     }
     this.count(1);
     const physical = device.physical;
-    const timer = timed ? physical.deviceTimer : null;
+    const timer = watchdogLimitNs !== undefined ? physical.deviceTimer : null;
     let stamp: DeviceStamp | null = null;
     let failed: Captured<unknown> | null;
     if (timer === null) {
@@ -356,7 +357,7 @@ export class Submission implements WorkItem {
         physical.callCapturing(submitTo, physical.queue, real);
         // Read here: the stamps' own submits are captured too, and overwrite lastFailed.
         captured = physical.lastFailed;
-      });
+      }, watchdogLimitNs!);
       failed = captured as Captured<unknown> | null;
     }
     if (failed === null) {
@@ -560,7 +561,8 @@ export class Submission implements WorkItem {
           if (params && !record) pass.setImmediates(atomized.recordOffset, params as Uint32Array<ArrayBuffer>);
           pass.dispatchWorkgroups(size[0], size[1], size[2]);
           pass.end();
-          if (slot) timer!.encodeReadback(encoder, slot);
+          // A sample is read at once; a stamp only for the watchdog is copied if it is ever read.
+          if (sample && slot) timer!.encodeReadback(encoder, slot);
         });
         if (!slot) return;
         if (sample) {
@@ -605,7 +607,6 @@ export class Submission implements WorkItem {
           if (immediates) pass.setImmediates(0, immediates);
           pass[pc.op](...pc.args.map(unwrap));
           pass.end();
-          if (slot) timer!.encodeReadback(encoder, slot);
         });
         if (slot) piece.stamp = timer!.stamp(slot);
       },
@@ -656,10 +657,10 @@ class WholePiece implements WorkPiece {
     return this;
   }
   stamp: DeviceStamp | null = null;
-  issue(): void {
+  issue(watchdogLimitNs?: number): void {
     const submission = this.#submission;
     this.#submission = null;
-    this.stamp = submission?.issueWhole(this.mayCut) ?? null;
+    this.stamp = submission?.issueWhole(this.mayCut ? watchdogLimitNs : undefined) ?? null;
   }
 }
 
