@@ -27,6 +27,7 @@ import {
   printComparison,
   processSide,
   Sample,
+  setWarmUp,
   stepWorkload,
   timeCallLoop,
   Workload,
@@ -105,14 +106,18 @@ const usage = `usage: node dist/bench/overhead.js [--reps N] [--scale X] [--only
   --reps N     timed repetitions per side, interleaved (default 11; one warm-up each comes first)
   --scale X    multiplies every workload's iteration count (default 1)
   --only LIST  comma-separated workload names (${WORKLOADS.map((w) => w.name).join(', ')})
+  --warm-up F  untimed iterations each sample runs first, as a fraction of its timed ones (default 0), both sides
   --backend B  Dawn backend for both sides: bare Dawn on B, gpunix with backends [B] (vulkan, opengles, opengl, ...; default: the platform's)
 JSON goes to stdout, the table and progress to stderr.`;
 
 async function main(): Promise<void> {
   const target = benchBackend(takeBackendFlag());
-  const args = parseComparisonArgs(usage, WORKLOADS, 11);
+  const args = parseComparisonArgs(usage, WORKLOADS, 11, { 'warm-up': { type: 'string', default: '0' } });
   if (!args) return;
   const { reps, scale, workloads } = args;
+  const warmUp = Number(args.flags['warm-up']);
+  if (!(warmUp >= 0)) throw new Error(`--warm-up must be a fraction >= 0\n${usage}`);
+  setWarmUp(warmUp);
 
   const bare = target.bare;
   const bareAdapter = await bare.requestAdapter();
@@ -152,6 +157,7 @@ async function main(): Promise<void> {
     ...machine(bareAdapter, target),
     reps,
     scale,
+    warmUp,
     target: 0.95,
     /** CPU time other programs used during the run (null where unknown): above a few seconds, rerun. */
     contention: { wallSeconds, otherCpuSeconds },
@@ -159,7 +165,7 @@ async function main(): Promise<void> {
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
-  printComparison(`${info.description || info.device} (${[info.vendor, target.name].filter(Boolean).join(', ')}), node ${process.version}, ${reps} reps, scale ${scale}`, comparisons, WORKLOADS, ['bare', 'gpunix']);
+  printComparison(`${info.description || info.device} (${[info.vendor, target.name].filter(Boolean).join(', ')}), node ${process.version}, ${reps} reps, scale ${scale}${warmUp > 0 ? `, warm-up ${warmUp}` : ''}`, comparisons, WORKLOADS, ['bare', 'gpunix']);
   process.stderr.write(contentionLine({ wallSeconds, otherCpuSeconds }));
 }
 

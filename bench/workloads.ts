@@ -29,6 +29,22 @@ export function timeCallLoop(iterations: number, loop: (iterations: number) => v
   return before === null || after === null ? undefined : { cpuSeconds: after - before, iterations };
 }
 
+/**
+ * Untimed iterations each sample runs first, as a fraction of its timed ones (`--warm-up`; 0 by
+ * default): after the full GC every sample starts with, V8 has dropped optimized code whose object
+ * shapes died with the previous sample's device, so a JavaScript call path (gpunix's) re-warms
+ * for the first thousand calls or so, which bare Dawn's native one does not
+ * (docs/benchmarks.md, "The call path, issue 17 seventh pass"). Both sides run the same warm-up.
+ */
+let warmUpFraction = 0;
+export function setWarmUp(fraction: number): void {
+  warmUpFraction = fraction;
+}
+/** The untimed iterations before `timed` timed ones (see setWarmUp). */
+function warmUpOf(timed: number): number {
+  return Math.round(timed * warmUpFraction);
+}
+
 export interface Workload {
   name: string;
   /** What one unit is; throughput is units per second. */
@@ -135,10 +151,7 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
         layout: pipeline.getBindGroupLayout(0),
         entries: [{ binding: 0, resource: { buffer: counters } }],
       });
-      await device.queue.onSubmittedWorkDone();
-
-      const start = performance.now();
-      const callLoop = timeCallLoop(n, (count) => {
+      const submitAll = (count: number): void => {
         for (let s = 0; s < count; s++) {
           const encoder = device.createCommandEncoder();
           const pass = encoder.beginComputePass();
@@ -148,7 +161,13 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
           pass.end();
           device.queue.submit([encoder.finish()]);
         }
-      });
+      };
+      const warm = warmUpOf(n);
+      submitAll(warm);
+      await device.queue.onSubmittedWorkDone();
+
+      const start = performance.now();
+      const callLoop = timeCallLoop(n, submitAll);
       await device.queue.onSubmittedWorkDone();
       const seconds = (performance.now() - start) / 1000;
 
@@ -159,7 +178,7 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
       const seen = new Uint32Array(readback.getMappedRange())[0];
       readback.unmap();
       device.destroy();
-      if (seen !== n * perSubmit) throw new Error(`${name}: expected ${n * perSubmit} dispatches to run, counted ${seen}`);
+      if (seen !== (n + warm) * perSubmit) throw new Error(`${name}: expected ${(n + warm) * perSubmit} dispatches to run, counted ${seen}`);
       return { units: n * perSubmit, seconds, callLoop };
     },
   };
@@ -188,8 +207,10 @@ export function stepWorkload(name: string, steps: number, describe: string, kern
       });
       await device.queue.onSubmittedWorkDone();
 
-      const start = performance.now();
-      for (let s = 1; s <= n; s++) {
+      const warm = warmUpOf(n);
+      let start = performance.now();
+      for (let s = 1; s <= warm + n; s++) {
+        if (s === warm + 1) start = performance.now();
         const encoder = device.createCommandEncoder();
         const pass = encoder.beginComputePass();
         pass.setPipeline(pipeline);
@@ -232,7 +253,7 @@ export function bandwidthWorkload(name: string, rounds: number, chunk: number, d
       // Untimed rounds first, when asked: memory touched for the first time (staging, shared
       // regions, reused range buffers) costs a page fault a page, which a warm figure leaves out.
       let start = performance.now();
-      for (let r = -warmRounds; r < n; r++) {
+      for (let r = -(warmRounds + warmUpOf(n)); r < n; r++) {
         if (r === 0) start = performance.now();
         data[0] = r;
         data[data.length - 1] = ~r >>> 0;

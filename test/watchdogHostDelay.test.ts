@@ -51,6 +51,11 @@ const GRID_TRIPS = 10_000;
 const RUNAWAY_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
 @compute @workgroup_size(1) fn main() { loop { if (d[0] == 7u) { break; } d[1] = d[1] + 1u; } }`;
 
+/** Work ahead of the runaway without loops (never checked): a few small atoms, fenced each. */
+const AHEAD_WGSL = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) { d[g.x] = g.x * 3u + 1u; }`;
+const AHEAD_WORKGROUPS = 8;
+
 function lcg(start: number, trips: number): number {
   let acc = start >>> 0;
   for (let k = 0; k < trips; k++) acc = (Math.imul(acc, 1664525) + 1013904223) >>> 0;
@@ -241,6 +246,46 @@ describe('the watchdog and a blocked kernel thread', () => {
     assert.equal(status.reason, 'watchdog');
     assert.match(status.message ?? '', /'measured' ran \d+ ms/);
     assert.ok(kernel.stats().watchdog.sharedOpenings - sharedBefore >= 2, 'the runaway and the lead submit before it opened from a previous closing stamp');
+  });
+
+  it('still ends an untimed runaway whose work ahead the blocked thread saw late (GL: no timestamps)', async (t) => {
+    // Without device timestamps the host's clock decides, from the piece's issue or the end of the
+    // work ahead of it. The work ahead here (atoms, fenced each) completes early but is seen only
+    // after the block, in the same batch as the runaway: measured from that sighting, the runaway
+    // looked short and its cut loops' results reached the program. Measured from the poll before
+    // the sighting (eventPump.ts), it is ended.
+    let gl: Kernel;
+    try {
+      gl = await createKernel({ backends: ['opengles'], maxDispatchMs: LIMIT_MS });
+    } catch (error) {
+      return t.skip(`no OpenGL ES adapter here: ${(error as Error).message}`);
+    }
+    try {
+      assert.ok(!gl.describeDevices()[0].features.includes('timestamp-query'), 'the GL device has no timestamps (the host clock decides)');
+      const proc = await gl.spawn({ name: 'gl-runaway' });
+      const device = (await (await proc.gpu.requestAdapter({ featureLevel: 'compatibility' }))!.requestDevice()) as GPUDevice;
+      const ahead = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: AHEAD_WGSL }) } });
+      const aheadBuffer = device.createBuffer({ size: AHEAD_WORKGROUPS * 64 * 4, usage: U().STORAGE });
+      const runaway = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
+      const buffer = device.createBuffer({ size: 260, usage: U().STORAGE | U().COPY_SRC });
+      const readback = device.createBuffer({ size: 260, usage: U().MAP_READ | U().COPY_DST });
+      await device.queue.onSubmittedWorkDone();
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(ahead);
+      pass.setBindGroup(0, device.createBindGroup({ layout: ahead.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: aheadBuffer } }] }));
+      pass.dispatchWorkgroups(AHEAD_WORKGROUPS);
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      dispatchThenCopy(device, runaway, buffer, 1, readback, 260);
+      blockThread(BLOCK_MS);
+      await assert.rejects(readback.mapAsync(GPUMapMode.READ), (error: Error) => error.name === 'AbortError', 'its map is rejected');
+      const status = await proc.wait();
+      assert.equal(status.reason, 'watchdog');
+      assert.ok(proc.record().accounting.atomsRun >= 1, `the work ahead ran as fenced atoms (${proc.record().accounting.atomsRun})`);
+    } finally {
+      await gl.shutdown();
+    }
   });
 
   it('still ends a runaway while the thread is blocked', async (t) => {

@@ -59,6 +59,8 @@ const holders = new Map<symbol, number>();
 let intervalMs = 0;
 let bypassed = false;
 let lastPollAt = 0;
+/** When the poll before the last one ran (see completedNoEarlierThanMs). */
+let priorPollAt = 0;
 const counters = { polls: 0, sleptMs: 0 };
 
 interface Wake {
@@ -101,6 +103,7 @@ function runPoll(poll: Callback): void {
       counters.sleptMs += rest;
     }
   }
+  priorPollAt = lastPollAt;
   lastPollAt = performance.now();
   counters.polls++;
   poll();
@@ -186,6 +189,18 @@ export function adviseEventPump(advisor: PollAdvisor): () => void {
  */
 export function bypassEventPump(bypass: boolean): void {
   bypassed = bypass;
+}
+
+/**
+ * The earliest moment (performance.now() ms) a completion the kernel sees now can have happened,
+ * or NaN when the pump is not pacing Dawn's polls (nothing is known of them then). Dawn reports a
+ * completion at the first poll after it, so one seen now, in or right after the latest poll,
+ * happened after the poll before it; less one interval, as the polls of several Dawn instances
+ * in the process take turns. When the thread was kept busy (a long compile), this is before the
+ * busy spell, however late the completion was seen: the watchdog measures from it (dispatch.ts).
+ */
+export function completedNoEarlierThanMs(): number {
+  return eventPumpActive() && counters.polls > 1 ? priorPollAt - intervalMs : NaN;
 }
 
 /** Whether Dawn's polls go through the pump now (held, installed, not bypassed). */

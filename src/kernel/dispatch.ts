@@ -23,7 +23,7 @@
 // (onSubmittedWorkDone) closes each run, and since a queue completes in order, the device spent
 // `done - max(first issue, previous fence's done)` on that run.
 
-import { adviseEventPump, eventPumpActive, wakeAt } from '../device/eventPump.js';
+import { adviseEventPump, completedNoEarlierThanMs, eventPumpActive, wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { PRIORITY_CLASSES } from '../params.js';
 import type { Proc } from './proc.js';
@@ -267,6 +267,14 @@ interface Entity {
 }
 
 const nowNs = (): number => performance.now() * 1e6;
+/**
+ * The earliest a completion seen at `seenNs` can have happened (ns): the poll before the one that
+ * reported it (eventPump.ts), or `seenNs` itself where polls are not the pump's to know.
+ */
+const completedNoEarlierThanNs = (seenNs: number): number => {
+  const polledMs = completedNoEarlierThanMs();
+  return Number.isNaN(polledMs) ? seenNs : Math.min(seenNs, polledMs * 1e6);
+};
 /** How long a map awaited with no fence of its device out keeps the pump polling without pause (ns). */
 const EAGER_MAP_WINDOW_NS = 100e6;
 const classRank = (proc: Proc): number => PRIORITY_CLASSES.indexOf(proc.priority);
@@ -285,7 +293,13 @@ export class Dispatcher {
   /** Outstanding fences by the class of the run's owner (PRIORITY_CLASSES order). */
   private readonly inFlightByClass = PRIORITY_CLASSES.map(() => 0);
   private lastFenceDoneNs = 0;
-  /** When the last piece the watchdog timed completed (timePiece). */
+  /**
+   * For the watchdog's time check: the earliest the last fence's completion can have happened
+   * (completedNoEarlierThanNs), and the same for the last piece it timed that was within its limit.
+   * A busy thread sees completions late, all at once: measured from when it saw them, a runaway
+   * seen in the same batch would look short.
+   */
+  private aheadEndedNs = 0;
   private lastTimedDoneNs = 0;
   /** The time check of the last piece the watchdog timed, until it has run; then null (timeChecked). */
   private pendingTimeCheck: Promise<void> | null = null;
@@ -923,6 +937,7 @@ export class Dispatcher {
       const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
       const spent = Math.max(0, doneNs - startNs);
       this.lastFenceDoneNs = doneNs;
+      this.aheadEndedNs = completedNoEarlierThanNs(doneNs);
       const owner = run.owner;
       if (this.lastRunOf.get(owner) === run) this.lastRunOf.delete(owner);
       owner.gpuTimeNs += spent;
@@ -974,11 +989,12 @@ export class Dispatcher {
    *
    * A piece with a device stamp is timed by the host from its issue, and its stamp is read when
    * that is over the limit. One without (no timestamps, or no slot free) is timed from its issue or
-   * from the end of the work ahead of it (the last fence, or the last timed piece seen within its
-   * limit), whichever is later: the queue completes in order. That end is when the host saw it,
-   * which is late when the thread was busy: a piece seen over its limit leaves no end behind, for
-   * the pieces seen in the same late batch would all measure from it and look short — a runaway
-   * among them passing, with its cut loops' results (test/watchdogHostDelay.test.ts).
+   * from the end of the work ahead of it (the last fence, or the last timed piece within its
+   * limit), whichever is later: the queue completes in order. That end is the earliest the host's
+   * sighting allows (the poll before it), not the sighting: a busy thread sees a batch of
+   * completions at once, and pieces measured from a late sighting of the work ahead would look
+   * short, a runaway among them passing with its cut loops' results; and a piece seen over its
+   * limit leaves no end behind (test/watchdogHostDelay.test.ts).
    */
   private timePiece(owner: Proc, piece: WorkPiece): void {
     const watchdog = this.watchdog;
@@ -990,10 +1006,10 @@ export class Dispatcher {
     const issuedAtNs = nowNs();
     const settle = (): Promise<void> | undefined => {
       const doneNs = nowNs();
-      const spentNs = doneNs - (stamp ? issuedAtNs : Math.max(issuedAtNs, this.lastFenceDoneNs, this.lastTimedDoneNs));
+      const spentNs = doneNs - (stamp ? issuedAtNs : Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs));
       const limitNs = watchdog.limitNs(owner);
       if (!owner.alive || spentNs <= limitNs) {
-        this.lastTimedDoneNs = doneNs;
+        this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
         stamp?.drop();
         return undefined;
       }
