@@ -131,6 +131,19 @@ export function countingDispatchLoop(device: GPUDevice): { counter: GPUBuffer; l
 }
 
 /**
+ * `kernel` (TINY_KERNEL or LOOPED_KERNEL) ready to dispatch on `device`: its pipeline, the 64
+ * counters it adds to, a MAP_READ buffer to read them back, and the bind group.
+ */
+function countersKernel(device: GPUDevice, kernel: string): { pipeline: GPUComputePipeline; counters: GPUBuffer; readback: GPUBuffer; bindGroup: GPUBindGroup } {
+  const module = device.createShaderModule({ code: kernel });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counters } }] });
+  return { pipeline, counters, readback, bindGroup };
+}
+
+/**
  * Many tiny compute dispatches: `submits` submits of `perSubmit` one-workgroup dispatches each
  * (every submit encodes afresh: encoder, pass, pipeline, bind group, dispatches, finish), then one
  * onSubmittedWorkDone. Checks the result, so every dispatch must really have run.
@@ -143,14 +156,7 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
     async run(gpu, scale) {
       const device = await openDevice(gpu);
       const n = Math.max(1, Math.round(submits * scale));
-      const module = device.createShaderModule({ code: kernel });
-      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
-      const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-      const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-      const bindGroup = device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [{ binding: 0, resource: { buffer: counters } }],
-      });
+      const { pipeline, counters, readback, bindGroup } = countersKernel(device, kernel);
       const submitAll = (count: number): void => {
         for (let s = 0; s < count; s++) {
           const encoder = device.createCommandEncoder();
@@ -197,14 +203,7 @@ export function stepWorkload(name: string, steps: number, describe: string, kern
     async run(gpu, scale) {
       const device = await openDevice(gpu);
       const n = Math.max(1, Math.round(steps * scale));
-      const module = device.createShaderModule({ code: kernel });
-      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
-      const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-      const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-      const bindGroup = device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [{ binding: 0, resource: { buffer: counters } }],
-      });
+      const { pipeline, counters, readback, bindGroup } = countersKernel(device, kernel);
       await device.queue.onSubmittedWorkDone();
 
       const warm = warmUpOf(n);
