@@ -167,6 +167,8 @@ describe('gpunixd metrics and logs', () => {
       'gpunix_swap_spill_failures_total',
       'gpunix_watchdog_processes_ended_total',
       'gpunix_watchdog_pieces_excused_total',
+      'gpunix_watchdog_bracket_stamps_total',
+      'gpunix_watchdog_shared_openings_total',
     ]) {
       assert.ok(Number.isFinite(sample(text, series)), `the scrape has ${series}`);
     }

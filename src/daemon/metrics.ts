@@ -264,6 +264,24 @@ export class Metrics {
         this.inc(kernel.stats().watchdog.piecesExcused);
       },
     });
+    new Counter({
+      name: 'gpunix_watchdog_bracket_stamps_total',
+      help: 'GPU timestamps written around whole submits whose kernels run loops the watchdog checks (what the device-time verdict costs: tens of microseconds of device time each on a CPU device)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kernel.stats().watchdog.bracketStamps);
+      },
+    });
+    new Counter({
+      name: 'gpunix_watchdog_shared_openings_total',
+      help: "Brackets that opened from the previous bracket's closing timestamp instead of writing one of their own",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kernel.stats().watchdog.sharedOpenings);
+      },
+    });
     new Gauge({
       name: 'gpunix_processes',
       help: 'Processes in the table, by state',
