@@ -159,6 +159,11 @@ export async function deviceOf(proc: { readonly gpu: GPU }): Promise<GPUDevice> 
  * `buffer` bound at group 0, binding 0, then a copy of `size` bytes of `buffer` into `readback`.
  */
 export function dispatchThenCopy(device: GPUDevice, pipeline: GPUComputePipeline, buffer: GPUBuffer, workgroups: number, readback: GPUBuffer, size: number): void {
+  device.queue.submit([encodeDispatchThenCopy(device, pipeline, buffer, workgroups, readback, size)]);
+}
+
+/** dispatchThenCopy's command buffer, not submitted. */
+export function encodeDispatchThenCopy(device: GPUDevice, pipeline: GPUComputePipeline, buffer: GPUBuffer, workgroups: number, readback: GPUBuffer, size: number): GPUCommandBuffer {
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
   const encoder = device.createCommandEncoder();
   const pass = encoder.beginComputePass();
@@ -167,7 +172,7 @@ export function dispatchThenCopy(device: GPUDevice, pipeline: GPUComputePipeline
   pass.dispatchWorkgroups(workgroups);
   pass.end();
   encoder.copyBufferToBuffer(buffer, 0, readback, 0, size);
-  device.queue.submit([encoder.finish()]);
+  return encoder.finish();
 }
 
 /**
