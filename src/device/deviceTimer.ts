@@ -255,9 +255,9 @@ export class DeviceTimer {
     const { readback } = queries.slot;
     return this.physical.capture(() => {
       const encoder = device.createCommandEncoder();
-      if (queries.begin + 1 === queries.end) {
-        encoder.resolveQuerySet(this.querySet, queries.begin, 2, this.resolve, at);
-        encoder.copyBufferToBuffer(this.resolve, at, readback, 0, 16);
+      if (queries.openedFrom === null) {
+        // The slot's own pair, as an atom's sample is copied.
+        this.encodeReadback(encoder, queries.slot);
       } else {
         encoder.resolveQuerySet(this.querySet, queries.begin, 1, this.resolve, at);
         encoder.resolveQuerySet(this.querySet, queries.end, 1, this.resolve, at + RESOLVE_STRIDE);
