@@ -23,6 +23,14 @@ export const KERNEL_DAWN_OPTIONS: readonly string[] = ['disable-dawn-features=ti
  */
 export const DEFAULT_MAX_IN_FLIGHT = 2;
 
+/**
+ * How many rounds a migration waits for what the program made or used meanwhile (new pipelines
+ * to make on the target, buffers brought back before their contents were copied) before it gives
+ * up with GPUNIX_E_BUSY, leaving the process where it was (src/vgpu/device.ts migrateTo). A
+ * program that awaits its results stops within a round or two: a held process's work does not run.
+ */
+export const MIGRATION_ROUNDS = 32;
+
 /** Device time one atom (one piece of a split dispatch) aims to take. */
 export const DEFAULT_TARGET_SLICE_MS = 1;
 

@@ -92,6 +92,58 @@ describe('migration', () => {
     assert.equal(stats.liveObjects.total, 0);
   });
 
+  it("a program's calls while its process moves are made on one device: the move raises no error of its own", async () => {
+    const proc = await kernel.spawn({ name: 'busy mover' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    const module = device.createShaderModule({ code: WGSL, label: 'stepper' });
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module }, label: 'step' });
+    const histogram = device.createBuffer({ size: 64, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'histogram' });
+    const from = kernel.devicesOf(proc.pid)[0];
+    const to = from === 'gpu0' ? 'gpu1' : 'gpu0';
+    device.pushErrorScope('validation');
+    // The program goes on making objects for a while after the move begins (a burst, as a program
+    // makes the next steps' objects; then it waits, as for its results): from a pipeline made
+    // before the move and from ones made during it, their layouts' bind groups, new buffers.
+    let moving = true;
+    const moved = kernel.migrate(proc.pid, to).finally(() => (moving = false));
+    const groups: GPUBindGroup[] = [];
+    let turns = 0;
+    for (; moving && turns < 6; turns++) {
+      const fresh = device.createComputePipeline({ layout: 'auto', compute: { module }, label: `made while moving ${turns}` });
+      for (const source of [pipeline, fresh]) {
+        groups.push(device.createBindGroup({ layout: source.getBindGroupLayout(1), entries: [{ binding: 0, resource: { buffer: histogram } }] }));
+      }
+      device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE, label: `made while moving ${turns}` });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await moved;
+    assert.deepEqual(kernel.devicesOf(proc.pid), [to]);
+    assert.ok(turns > 1, `the program ran while the process moved (${turns} turns)`);
+    const error = await device.popErrorScope();
+    assert.equal(error, null, `no error from objects made during the move: ${error?.message}`);
+
+    // What it made during the move works on the new device: each bind group counts one dispatch.
+    const state = device.createBuffer({ size: N * 4, usage: GPUBufferUsage.STORAGE });
+    const params = device.createBuffer({ size: 8, usage: GPUBufferUsage.UNIFORM });
+    const group0 = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: state } }, { binding: 1, resource: { buffer: params } }] });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group0);
+    for (const group of groups.filter((_, i) => i % 2 === 0)) {
+      pass.setBindGroup(1, group);
+      pass.dispatchWorkgroups(100, 2);
+    }
+    pass.end();
+    const out = device.createBuffer({ size: 64, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.copyBufferToBuffer(histogram, 0, out, 0, 64);
+    device.queue.submit([encoder.finish()]);
+    await out.mapAsync(GPUMapMode.READ);
+    const counted = new Uint32Array(out.getMappedRange()).reduce((a, b) => a + b, 0);
+    assert.equal(counted, (groups.length / 2) * N, 'one count per invocation of each dispatch');
+    await proc.exit();
+  });
+
   it('refuses to move a process with a mapped buffer, and unknown devices, with coded errors', async () => {
     const proc = await kernel.spawn({ name: 'holder' });
     const device = await (await proc.gpu.requestAdapter())!.requestDevice();

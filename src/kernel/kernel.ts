@@ -725,11 +725,12 @@ export class Kernel {
           for (const vdevice of vdevices) {
             const from = this.dispatchers.get(vdevice.physical)!;
             const to = this.dispatchers.get(target)!;
-            const queued = from.takeAll(proc);
-            await vdevice.migrateTo(target, to);
+            // Its queue moves in the switch: what the program submits until then goes to the old device's.
+            await vdevice.migrateTo(target, to, () => {
+              for (const item of from.takeAll(proc)) to.enqueue(item);
+            });
             this.virtualDevices.get(from.device)!.delete(vdevice);
             this.virtualDevices.get(target)!.add(vdevice);
-            for (const item of queued) to.enqueue(item);
           }
           // A process held to a device (spawn's or restore's) is held to its new one: a later requestAdapter finds it there.
           if (proc.preferredDevice) proc.preferredDevice = target;

@@ -363,9 +363,10 @@ export class BufferResidency {
 
   /**
    * Copies the contents to host memory and frees the device memory. Gives up (false) when the
-   * owner did anything meanwhile: its work might have changed the contents being copied.
+   * owner did anything meanwhile: its work might have changed the contents being copied (`forMove`:
+   * its process is held for a migration, and only a use of this buffer counts).
    */
-  async evict(): Promise<boolean> {
+  async evict(forMove = false): Promise<boolean> {
     if (!this.evictable()) return false;
     const real = this.real!;
     const eviction = { cancelled: false, mapping: false };
@@ -379,7 +380,9 @@ export class BufferResidency {
     const reachedNs = await ahead;
     this.eviction = null;
     const owner = this.owner;
-    const stillIdle = owner.inFlightGroups === 0 && (owner.queuedItems === 0 || owner.suspended) && owner.activity === activity;
+    // A process being moved is held: its queued work does not run, and a use of this buffer
+    // meanwhile calls the copy off (touch), so what it did with its other buffers changes nothing here.
+    const stillIdle = owner.inFlightGroups === 0 && (forMove || ((owner.queuedItems === 0 || owner.suspended) && owner.activity === activity));
     if (!data || eviction.cancelled || !stillIdle || this.real !== real || this.token === null) {
       if (data) hostPoolOf(this.swap).give(data);
       return false;

@@ -239,12 +239,26 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   }
 
   /**
-   * Made afresh on `physical` (migration), with Dawn's asynchronous creation: the synchronous one
-   * would wait in the driver for whatever runs on that device, on the thread that serves everyone.
+   * Puts a pipeline made on another device in place (a migration's switch, src/vgpu/migrationStage.ts).
+   * The cost learned on the old device says nothing of another backend's or vendor's speed, and
+   * the atomized twin is made afresh for the new device's limits (immediates, bind groups).
+   */
+  install(real: GPUComputePipeline): void {
+    this.#real = real;
+    this.#cost = new CostModel();
+    this.atomized = null;
+    this.wholeReason = null;
+  }
+
+  /**
+   * Made afresh on `physical`, the device its process moved to while Dawn made it on the old one,
+   * from the objects it names as they stand there now; with Dawn's asynchronous creation (the
+   * synchronous one would wait in the driver for whatever runs on that device). Its atomized twin
+   * is the caller's to make.
    */
   async rebuild(physical: PhysicalDevice): Promise<void> {
     if (this.refused) {
-      this.#real = invalidReal.computePipeline(physical, this.label);
+      this.install(invalidReal.computePipeline(physical, this.label));
       return;
     }
     let made: Promise<GPUComputePipeline>;
@@ -254,16 +268,7 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
       made = Promise.reject(new TypeError('refused'));
     }
     // Invalid before, invalid again (its errors were the program's when it was made).
-    let valid = true;
-    this.#real = await made.catch(() => ((valid = false), invalidComputePipeline(physical)));
-    // The cost learned on the old device says nothing of another backend's or vendor's speed.
-    this.#cost = new CostModel();
-    // A twin is made afresh for the new device's limits (immediates, bind groups): also where the
-    // old device left the pipeline whole (wholeReason set: the atomizer was tried there).
-    const wantsTwin = this.atomized !== null || this.wholeReason !== null;
-    this.atomized = null;
-    this.wholeReason = null;
-    if (wantsTwin && valid) await buildAtomizedTwin(this.#device, this, false);
+    this.install(await made.catch(() => invalidComputePipeline(physical)));
   }
   get [REAL](): GPUComputePipeline {
     return this.#real as GPUComputePipeline;

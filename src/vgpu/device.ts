@@ -7,6 +7,7 @@ import type { Dispatcher } from '../kernel/dispatch.js';
 import type { ResourceKind } from '../kernel/ledger.js';
 import type { Proc } from '../kernel/proc.js';
 import { ErrorCodes, GpunixError, refuseUnsupported } from '../errors.js';
+import { MIGRATION_ROUNDS } from '../params.js';
 import type { ImageBindGroup, ImageCommand, ImagePassCommand, ImagePipeline, ImageQuerySet, ProcessImage, QueuedWork } from '../kernel/image.js';
 import type { WorkItem } from '../kernel/dispatch.js';
 import type { PassCommand, RecordedCommand, VirtualCommandBuffer } from './commandBuffer.js';
@@ -34,6 +35,7 @@ import { EventHandlerAttribute } from './eventHandler.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import { BindingSlots, enableRefusal, factsOfLayout, invalidReal, layoutFacts, ProcessLimits, rememberLayoutFacts } from './limits.js';
+import { MigrationStage } from './migrationStage.js';
 import { hideOwnSlots, REBUILD_PHASES, RebuildPhase, Rebuildable, unwrap } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
 import { VirtualQueue, writeBufferBytes } from './queue.js';
@@ -716,17 +718,41 @@ export class VirtualDevice extends EventTarget {
   }
 
   /**
-   * Moves this device onto `target` (its process is suspended and has nothing on the device):
-   * every buffer's contents go through host memory, every other object is made afresh from the
-   * kernel's record, and the program's handles keep working.
+   * Moves this device onto `target` (its process is held and has nothing on the device): every
+   * buffer's contents go through host memory, every other object is made afresh from the
+   * kernel's record, and the program's handles keep working. The program goes on calling
+   * meanwhile, so the move switches devices in one synchronous step, once everything is ready:
+   * until then each call finds every object it names on the old device, after it on the new one
+   * (a pipeline made from a layout of the other device would fail with an error the program never
+   * caused). `onSwitch` runs in that step (the kernel moves the process's queue there).
    */
-  async migrateTo(target: PhysicalDevice, dispatcher: Dispatcher): Promise<void> {
+  async migrateTo(target: PhysicalDevice, dispatcher: Dispatcher, onSwitch: () => void = () => {}): Promise<void> {
     const from = this.physical;
     if (from === target) return;
-    await Promise.all(this.liveBuffers().map((buffer) => buffer.residency.evict()));
+    const stage = new MigrationStage(target);
+    // Pipelines first (Dawn takes a while), then buffers' contents; what the program makes or
+    // uses while either is awaited is made or copied in the next round.
+    for (let round = 0; ; round++) {
+      const unmade = this.live<VirtualComputePipeline>('computePipeline').filter((pipeline) => !stage.holds(pipeline));
+      const resident = this.liveBuffers().filter((buffer) => buffer.residency.resident);
+      if (unmade.length === 0 && resident.length === 0) break;
+      const stuck = resident.find((buffer) => !buffer.residency.evictable() && !buffer.residency.evicting);
+      if (stuck) {
+        throw new GpunixError(ErrorCodes.BUSY, `buffer "${stuck.label}" cannot be copied off device ${from.id} now (mapped, or invalid); the process stays there`);
+      }
+      if (round === MIGRATION_ROUNDS) {
+        const what = unmade.length > 0 ? `${unmade.length} new pipeline(s)` : `${resident.length} buffer(s) in use (${resident.map((b) => JSON.stringify(b.label)).join(', ')})`;
+        throw new GpunixError(ErrorCodes.BUSY, `the program kept making or using objects while it moved (${what} after ${round} rounds); it stays on device ${from.id}`);
+      }
+      if (unmade.length > 0) await Promise.all(unmade.map((pipeline) => stage.pipeline(pipeline)));
+      else if (!(await Promise.all(resident.map((buffer) => buffer.residency.evict(true)))).some(Boolean)) {
+        // None copied (the memory manager was evicting them, or the program used them): a moment.
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+    }
+    // The switch: nothing below awaits, so no call of the program's falls in the middle of it.
     const memory = this.host.memory;
     for (const buffer of this.liveBuffers()) {
-      if (buffer.residency.resident) throw new Error(`buffer "${buffer.label}" could not be copied off device ${from.id}`);
       memory.unregister(buffer.residency);
       buffer.residency.physical = target;
       memory.register(buffer.residency);
@@ -734,13 +760,18 @@ export class VirtualDevice extends EventTarget {
     this.proc.ledger.moveScope(this, target);
     this.physical = target;
     this.dispatcher = dispatcher;
+    const madeValid = stage.install();
     for (const phase of REBUILD_PHASES) {
-      // A pipeline is remade asynchronously (Dawn's synchronous creation would wait for the target's
-      // running kernel); what is made from it (derived layouts) waits for its phase to finish.
-      await Promise.all([...(this.#migratable.get(phase) ?? [])].map((ref) => ref.deref()?.rebuild(target)));
+      for (const ref of this.#migratable.get(phase) ?? []) {
+        const object = ref.deref();
+        if (object && !stage.holds(object)) void object.rebuild(target);
+      }
     }
     // Encodings made before name the old device's objects: submits re-encode from the record.
     this.proc.backingEpoch++;
+    onSwitch();
+    // Twins for the new device's limits; until each is made its pipeline runs whole.
+    if (this.host.atomize && !this.isLost) await Promise.all(madeValid.map((pipeline) => buildAtomizedTwin(this, pipeline, false)));
   }
 
   // ---- checkpoint and restore -----------------------------------------------------------------

@@ -42,6 +42,10 @@ export class VirtualBindGroupLayout extends VirtualObject<GPUBindGroupLayout> im
   get [REAL](): GPUBindGroupLayout {
     return this.real;
   }
+  /** Puts a real layout made on the device the process is moving to in place (a migration's switch). */
+  install(real: GPUBindGroupLayout): void {
+    this.real = real;
+  }
   rebuild(physical: PhysicalDevice): void {
     const source = this.source;
     if (this.refused) {
@@ -87,6 +91,10 @@ export class VirtualPipelineLayout extends VirtualObject<GPUPipelineLayout> impl
   }
   get [REAL](): GPUPipelineLayout {
     return this.real;
+  }
+  /** Puts a real layout made on the device the process is moving to in place (a migration's switch). */
+  install(real: GPUPipelineLayout): void {
+    this.real = real;
   }
   rebuild(physical: PhysicalDevice): void {
     if (this.refused) {

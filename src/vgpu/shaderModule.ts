@@ -158,13 +158,18 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
     return this.#real;
   }
   rebuild(physical: PhysicalDevice): void {
-    if (this.refusal !== null) {
-      this.#real = refusedModule(physical, this.label, this.refusal).real;
-      return;
-    }
+    this.install(this.compiledOn(physical));
+  }
+  /** The module compiled for `physical` (its loop budget there), not yet put in place. */
+  compiledOn(physical: PhysicalDevice): CompiledModule {
+    if (this.refusal !== null) return refusedModule(physical, this.label, this.refusal);
     const descriptor = { code: this.code, label: this.label };
-    const compiled = compileBounded(physical, descriptor, this.#budgetOn(physical), (make) => physical.capture(make).value);
+    return compileBounded(physical, descriptor, this.#budgetOn(physical), (make) => physical.capture(make).value);
+  }
+  /** Puts a compilation from compiledOn() in place (a migration's switch). */
+  install(compiled: CompiledModule): void {
     this.#real = compiled.real;
+    if (this.refusal !== null) return;
     this.deviceCode = compiled.deviceCode;
     this.watchdog = compiled.watchdog;
   }
