@@ -243,6 +243,35 @@ describe('the watchdog and a blocked kernel thread', () => {
     await proc.exit();
   });
 
+  it("names only the program's command buffer when Dawn refuses a checked submit (the opening stamp shares it)", async (t) => {
+    if (!timestamps) return t.skip('the device has no timestamp-query');
+    const { proc, device } = await spawnWithDevice(kernel, 'refused-checked');
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: LCG_WGSL }) } });
+    const buffer = device.createBuffer({ size: 65 * 4, usage: U().STORAGE | U().COPY_DST });
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    const commandBuffer = encoder.finish({ label: 'step' });
+    buffer.destroy();
+    // Past the share window: this bracket writes an opening stamp of its own.
+    await device.queue.onSubmittedWorkDone();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const stampsBefore = kernel.stats().watchdog.bracketStamps;
+    device.pushErrorScope('validation');
+    device.queue.submit([commandBuffer]);
+    const error = await device.popErrorScope();
+    assert.ok(error, 'the submit of a destroyed buffer is refused');
+    assert.match(error.message, /used in submit while destroyed/);
+    assert.ok(error.message.includes('Submit([[CommandBuffer "step"]])'), `the message names the program's command buffer alone: ${JSON.stringify(error.message)}`);
+    assert.ok(kernel.stats().watchdog.bracketStamps > stampsBefore, 'the submit was bracketed');
+    assert.notEqual(proc.state, 'exited');
+    await proc.exit();
+  });
+
   it('still ends a runaway whose bracket opened from the previous submit', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query');
     const { proc, device } = await spawnWithDevice(kernel, 'stepping-runaway');

@@ -35,6 +35,15 @@ const SLOT_RESOLVE_BYTES = 2 * RESOLVE_STRIDE;
  * bound keeps the overestimate small against any limit.
  */
 const SHARE_WINDOW_NS = 1e6;
+
+/** The opening stamp's command buffer, as Dawn names it in the message of a submit it refused. */
+const OPENING_STAMP_LABEL = 'gpunix watchdog stamp';
+const OPENING_STAMP_NAME = `[CommandBuffer "${OPENING_STAMP_LABEL}" from CommandEncoder "${OPENING_STAMP_LABEL}"], `;
+
+/** A refused bracketed submit's message as the program's own submit would have had it: without the opening stamp. */
+export function withoutOpeningStamp(message: string): string {
+  return message.includes(OPENING_STAMP_NAME) ? message.split(OPENING_STAMP_NAME).join('') : message;
+}
 const SHARE_LIMIT_FRACTION = 8;
 
 export interface TimerSlot {
@@ -127,18 +136,26 @@ export class DeviceTimer {
   }
 
   /**
-   * Runs `submit` (one queue.submit of command buffers whose passes are not the kernel's to time)
-   * after an opening stamp in a submit of its own (in the same submit, a refused one would list it
-   * in the error the program reads); the closing stamp follows at the DeviceStamp's close(). The
-   * opening stamp is the previous bracket's closing one when that was submitted within the share
-   * window (SHARE_WINDOW_NS, and at most 1/SHARE_LIMIT_FRACTION of `limitNs`, the owner's limit):
-   * a loop of small checked submits then pays one timestamp each, not two (on lavapipe each costs
-   * tens of microseconds of device time). Null when no slot was free (`submit` runs untimed).
+   * Runs `submit` (one queue.submit of command buffers whose passes are not the kernel's to time),
+   * giving it the opening stamp's command buffer to put first in that same submit (null: none to
+   * add); `submit` says whether Dawn took the submit. The closing stamp follows at the
+   * DeviceStamp's close(). The opening stamp is the previous bracket's closing one when that was
+   * submitted within the share window (SHARE_WINDOW_NS, and at most 1/SHARE_LIMIT_FRACTION of
+   * `limitNs`, the owner's limit): a loop of small checked submits then pays one timestamp each,
+   * not two (on lavapipe each costs tens of microseconds of device time). Null when no slot was
+   * free (`submit` runs untimed).
+   *
+   * Why the opening stamp shares the piece's submit: in a submit of its own it would complete at
+   * once, and the poll that sees it complete while the piece (a long kernel) runs frees what was let
+   * go of before it; on lavapipe freeing a used pipeline takes the lock the running kernel holds,
+   * so that poll, on the kernel's one thread, waited for the whole piece (docs/daemon.md). A
+   * refused submit then names the stamp's command buffer: withoutOpeningStamp() takes it out of
+   * the message the program reads.
    */
-  bracket(submit: () => void, limitNs: number): DeviceStamp | null {
+  bracket(submit: (opening: GPUCommandBuffer | null) => boolean, limitNs: number): DeviceStamp | null {
     const slot = this.take();
     if (!slot) {
-      submit();
+      submit(null);
       return null;
     }
     let openedFrom: Slot | null = null;
@@ -149,10 +166,11 @@ export class DeviceTimer {
       openedFrom.refs++;
       written = true;
       this.brackets.sharedOpenings++;
+      submit(null);
     } else {
-      written = this.submitStamp(slot.index * 2);
+      const opening = this.openingStamp(slot.index * 2);
+      written = submit(opening) && opening !== null;
     }
-    submit();
     const queries: StampQueries = { slot, begin: openedFrom ? openedFrom.index * 2 + 1 : slot.index * 2, end: slot.index * 2 + 1, openedFrom };
     const stamp = this.lazyStamp(queries, () => written);
     let closed = false;
@@ -168,6 +186,17 @@ export class DeviceTimer {
       this.lastClosing = { slot, atNs: performance.now() * 1e6 };
     };
     return stamp;
+  }
+
+  /** An empty pass that writes timestamp `query`, finished, for a piece's submit to carry first; null if Dawn refused it. */
+  private openingStamp(query: number): GPUCommandBuffer | null {
+    this.brackets.stamps++;
+    const made = this.physical.capture(() => {
+      const encoder = this.physical.device.createCommandEncoder({ label: OPENING_STAMP_LABEL });
+      this.encodeStamp(encoder, query);
+      return encoder.finish({ label: OPENING_STAMP_LABEL });
+    });
+    return made.clean ? made.value : null;
   }
 
   /** Submits an empty pass that writes timestamp `query`; false if Dawn refused it. */

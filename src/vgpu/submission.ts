@@ -5,7 +5,7 @@
 // pieces the dispatcher may run another process's work: that is preemption.
 
 import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
-import type { DeviceStamp } from '../device/deviceTimer.js';
+import { withoutOpeningStamp, type DeviceStamp } from '../device/deviceTimer.js';
 import type { Captured } from '../device/physicalDevice.js';
 import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
@@ -17,7 +17,7 @@ import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
 import { REAL, unwrap, type VirtualObject } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
-import { outOfMemoryError, validationError } from './webgpuGlobals.js';
+import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { atomParams } from '../wgsl/index.js';
 
 type Grid = [number, number, number];
@@ -353,12 +353,16 @@ export class Submission implements WorkItem {
       failed = physical.lastFailed;
     } else {
       let captured: Captured<unknown> | null = null;
-      stamp = timer.bracket(() => {
-        physical.callCapturing(submitTo, physical.queue, real);
+      let opened = false;
+      stamp = timer.bracket((opening) => {
+        opened = opening !== null;
+        physical.callCapturing(submitTo, physical.queue, opening === null ? real : [opening, ...real]);
         // Read here: the stamps' own submits are captured too, and overwrite lastFailed.
         captured = physical.lastFailed;
+        return captured === null;
       }, watchdogLimitNs!);
       failed = captured as Captured<unknown> | null;
+      if (failed !== null && opened) failed = withoutOpeningStampIn(failed);
     }
     if (failed === null) {
       this.issuedClean = true;
@@ -633,6 +637,20 @@ const ONE_VALID: readonly boolean[] = Object.freeze([true]);
 
 /** The real queue.submit, for captureWith (no closure per call). */
 const submitTo = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.submit(buffers);
+
+/** A refused bracketed submit's errors as the program's own submit would have raised them (DeviceTimer.bracket). */
+function withoutOpeningStampIn(failed: Captured<unknown>): Captured<unknown> {
+  const errors = failed.errors.then((list) =>
+    list.map((error) => {
+      const message = withoutOpeningStamp(error.message);
+      if (message === error.message) return error;
+      if (error instanceof GPUOutOfMemoryErrorClass) return new GPUOutOfMemoryErrorClass(message);
+      if (error instanceof GPUInternalErrorClass) return new GPUInternalErrorClass(message);
+      return new GPUValidationErrorClass(message);
+    }),
+  );
+  return { ...failed, errors };
+}
 
 /** The trace arguments of a whole submit of one command buffer (shared: the trace only reads them). */
 const ONE_COMMAND_BUFFER: Readonly<Record<string, unknown>> = Object.freeze({ commandBuffers: 1 });
