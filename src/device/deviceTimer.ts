@@ -35,6 +35,7 @@ const SLOT_RESOLVE_BYTES = 2 * RESOLVE_STRIDE;
  * bound keeps the overestimate small against any limit.
  */
 const SHARE_WINDOW_NS = 1e6;
+const SHARE_LIMIT_FRACTION = 8;
 
 /** The opening stamp's command buffer, as Dawn names it in the message of a submit it refused. */
 const OPENING_STAMP_LABEL = 'gpunix watchdog stamp';
@@ -44,7 +45,6 @@ const OPENING_STAMP_NAME = `[CommandBuffer "${OPENING_STAMP_LABEL}" from Command
 export function withoutOpeningStamp(message: string): string {
   return message.includes(OPENING_STAMP_NAME) ? message.split(OPENING_STAMP_NAME).join('') : message;
 }
-const SHARE_LIMIT_FRACTION = 8;
 
 export interface TimerSlot {
   readonly index: number;
