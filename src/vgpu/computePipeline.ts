@@ -257,18 +257,25 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
    * is the caller's to make.
    */
   async rebuild(physical: PhysicalDevice): Promise<void> {
-    if (this.refused) {
-      this.install(invalidReal.computePipeline(physical, this.label));
-      return;
-    }
+    this.install((await this.madeOn(physical, realComputePipelineDescriptor(this.descriptor))).real);
+  }
+
+  /**
+   * Dawn's pipeline made afresh on `physical` from `real`, this pipeline's descriptor with the real
+   * objects it names there (not put in place), and whether Dawn made it valid: invalid before,
+   * invalid again (its errors were the program's when it was made).
+   */
+  async madeOn(physical: PhysicalDevice, real: GPUComputePipelineDescriptor): Promise<{ real: GPUComputePipeline; valid: boolean }> {
+    if (this.refused) return { real: invalidReal.computePipeline(physical, this.label), valid: false };
     let made: Promise<GPUComputePipeline>;
     try {
-      made = physical.capture(() => physical.device.createComputePipelineAsync(realComputePipelineDescriptor(this.descriptor))).value;
+      made = physical.capture(() => physical.device.createComputePipelineAsync(real)).value;
     } catch {
       made = Promise.reject(new TypeError('refused'));
     }
-    // Invalid before, invalid again (its errors were the program's when it was made).
-    this.install(await made.catch(() => invalidComputePipeline(physical)));
+    let valid = true;
+    const value = await made.catch(() => ((valid = false), invalidComputePipeline(physical)));
+    return { real: value, valid };
   }
   get [REAL](): GPUComputePipeline {
     return this.#real as GPUComputePipeline;

@@ -48,12 +48,17 @@ export class VirtualBindGroupLayout extends VirtualObject<GPUBindGroupLayout> im
   }
   rebuild(physical: PhysicalDevice): void {
     const source = this.source;
-    if (this.refused) {
-      this.real = invalidReal.bindGroupLayout(physical, this.label);
-      return;
-    }
-    this.real = physical.capture(() =>
-      'descriptor' in source ? physical.device.createBindGroupLayout(source.descriptor) : source.pipeline[REAL].getBindGroupLayout(source.index),
+    this.real = this.madeOn(physical, 'pipeline' in source ? source.pipeline[REAL] : null);
+  }
+  /**
+   * The layout made afresh on `physical` (not put in place); `pipeline`: the real pipeline on
+   * `physical` that a derived layout comes from (null for a layout made from a descriptor).
+   */
+  madeOn(physical: PhysicalDevice, pipeline: GPUComputePipeline | null): GPUBindGroupLayout {
+    const source = this.source;
+    if (this.refused) return invalidReal.bindGroupLayout(physical, this.label);
+    return physical.capture(() =>
+      'descriptor' in source ? physical.device.createBindGroupLayout(source.descriptor) : pipeline!.getBindGroupLayout(source.index),
     ).value;
   }
 }
@@ -97,11 +102,12 @@ export class VirtualPipelineLayout extends VirtualObject<GPUPipelineLayout> impl
     this.real = real;
   }
   rebuild(physical: PhysicalDevice): void {
-    if (this.refused) {
-      this.real = invalidReal.pipelineLayout(physical, this.label);
-      return;
-    }
-    const descriptor = { label: this.label, bindGroupLayouts: this.bindGroupLayouts.map((l) => unwrap(l)), immediateSize: this.immediateSize };
-    this.real = physical.capture(() => physical.device.createPipelineLayout(descriptor as GPUPipelineLayoutDescriptor)).value;
+    this.real = this.madeOn(physical, this.bindGroupLayouts.map((l) => unwrap(l)));
+  }
+  /** The layout made afresh on `physical` from `bindGroupLayouts`, its groups' real layouts there (not put in place). */
+  madeOn(physical: PhysicalDevice, bindGroupLayouts: readonly unknown[]): GPUPipelineLayout {
+    if (this.refused) return invalidReal.pipelineLayout(physical, this.label);
+    const descriptor = { label: this.label, bindGroupLayouts, immediateSize: this.immediateSize };
+    return physical.capture(() => physical.device.createPipelineLayout(descriptor as GPUPipelineLayoutDescriptor)).value;
   }
 }

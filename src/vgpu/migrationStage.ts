@@ -6,9 +6,8 @@
 // before the switch, all on the new one after.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import { invalidComputePipeline, realComputePipelineDescriptor, VirtualComputePipeline } from './computePipeline.js';
+import { realComputePipelineDescriptor, VirtualComputePipeline } from './computePipeline.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
-import { invalidReal } from './limits.js';
 import { unwrap } from './object.js';
 import { CompiledModule, VirtualShaderModule } from './shaderModule.js';
 
@@ -84,42 +83,25 @@ export class MigrationStage {
   }
 
   async #makeBindGroupLayout(layout: VirtualBindGroupLayout): Promise<GPUBindGroupLayout> {
-    const target = this.target;
-    if (layout.refused) return invalidReal.bindGroupLayout(target, layout.label);
     const source = layout.source;
-    if ('descriptor' in source) return target.capture(() => target.device.createBindGroupLayout(source.descriptor)).value;
     // A pipeline's 'auto' layout: that pipeline's, as made on the target.
-    const pipeline = (await this.#realOf(source.pipeline)) as GPUComputePipeline;
-    return target.capture(() => pipeline.getBindGroupLayout(source.index)).value;
+    const pipeline = 'pipeline' in source && !layout.refused ? ((await this.#realOf(source.pipeline)) as GPUComputePipeline) : null;
+    return layout.madeOn(this.target, pipeline);
   }
 
   async #makePipelineLayout(layout: VirtualPipelineLayout): Promise<GPUPipelineLayout> {
-    const target = this.target;
-    if (layout.refused) return invalidReal.pipelineLayout(target, layout.label);
-    const bindGroupLayouts = await Promise.all(layout.bindGroupLayouts.map((l) => (l ? this.#realOf(l) : l)));
-    const descriptor = { label: layout.label, bindGroupLayouts, immediateSize: layout.immediateSize };
-    return target.capture(() => target.device.createPipelineLayout(descriptor as GPUPipelineLayoutDescriptor)).value;
+    const groups = layout.refused ? [] : await Promise.all(layout.bindGroupLayouts.map((l) => (l ? this.#realOf(l) : l)));
+    return layout.madeOn(this.target, groups);
   }
 
-  /**
-   * With Dawn's asynchronous creation: the synchronous one would wait in the driver for whatever
-   * runs on the target, on the thread that serves everyone. Invalid before, invalid again.
-   */
+  /** With the modules and layouts it names as made on the target. */
   async #makePipeline(pipeline: VirtualComputePipeline): Promise<StagedPipeline> {
-    const target = this.target;
-    if (pipeline.refused) return { real: invalidReal.computePipeline(target, pipeline.label), valid: false };
     const descriptor = pipeline.descriptor;
     const real = realComputePipelineDescriptor(descriptor);
-    if (descriptor.layout !== 'auto') real.layout = (await this.#realOf(descriptor.layout)) as GPUPipelineLayout;
-    if (descriptor.compute && real.compute) real.compute.module = (await this.#realOf(descriptor.compute.module)) as GPUShaderModule;
-    let made: Promise<GPUComputePipeline>;
-    try {
-      made = target.capture(() => target.device.createComputePipelineAsync(real)).value;
-    } catch {
-      made = Promise.reject(new TypeError('refused'));
+    if (!pipeline.refused) {
+      if (descriptor.layout !== 'auto') real.layout = (await this.#realOf(descriptor.layout)) as GPUPipelineLayout;
+      if (descriptor.compute && real.compute) real.compute.module = (await this.#realOf(descriptor.compute.module)) as GPUShaderModule;
     }
-    let valid = true;
-    const value = await made.catch(() => ((valid = false), invalidComputePipeline(target)));
-    return { real: value, valid };
+    return pipeline.madeOn(this.target, real);
   }
 }
