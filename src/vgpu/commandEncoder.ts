@@ -26,6 +26,7 @@ import { REAL, unwrap, VirtualObject } from './object.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualComputePipeline } from './computePipeline.js';
 import { VirtualBindGroupLayout } from './layouts.js';
+import { keepCallPathShapes } from './shapeKeepers.js';
 import { factsOfLayout } from './limits.js';
 
 /** `error` with each of Dawn's sentences in `rewordings` replaced (a new error of its class when any is). */
@@ -276,7 +277,7 @@ export class VirtualCommandEncoder {
   }
 
   constructor(device: VirtualDevice, real: GPUCommandEncoder, descriptor: { label: string } | undefined) {
-    if (shapeKeepers === null && device.objects !== null) keepShapes();
+    keepCallPathShapes();
     this.#device = device;
     this.#real = real;
     this.#label = descriptor?.label ?? '';
@@ -451,19 +452,3 @@ export class VirtualCommandEncoder {
 }
 
 refuseUnsupported(VirtualCommandEncoder, 'GPUCommandEncoder');
-
-/**
- * One encoder, pass and command buffer made with harmless arguments at the first real encoder and
- * kept for the life of the process: V8 holds a class's object shape only while an instance lives,
- * and a full collection that finds none (a program between bursts holds no encoder) frees it and
- * throws away the optimized code of the call path that checks it (docs/benchmarks.md). The
- * program's own objects cannot be kept: they name its device.
- */
-let shapeKeepers: readonly object[] | null = null;
-function keepShapes(): void {
-  const noDevice = { objects: null } as unknown as VirtualDevice;
-  const encoder = new VirtualCommandEncoder(noDevice, {} as GPUCommandEncoder, undefined);
-  const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, [], undefined);
-  const buffer = new VirtualCommandBuffer({} as GPUCommandBuffer, NO_COMMANDS, '', FINISHED_CLEAN, true, 0, 0, 0, noDevice, '', false);
-  shapeKeepers = Object.freeze([encoder, pass, buffer]);
-}

@@ -1,0 +1,72 @@
+// The objects src/vgpu/shapeKeepers.ts keeps must have the very shapes (V8 hidden classes) a
+// program's objects have: a keeper of another shape keeps nothing alive, and the call path's
+// optimized code would again be thrown away whenever the last process ends. A constructor that
+// gains a field set in another order, or a value of another representation, breaks that silently;
+// this compares them with V8's own %HaveSameMap.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { createKernel, Kernel } from '../src/index.js';
+import { shapeKeepers } from '../src/vgpu/shapeKeepers.js';
+import './helpers.js';
+
+setFlagsFromString('--allow-natives-syntax');
+// Parsed after the flag is set: V8's runtime function, not JavaScript syntax.
+const sameShape = new Function('a', 'b', 'return %HaveSameMap(a, b);') as (a: object, b: object) => boolean;
+
+const COUNTER = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
+@compute @workgroup_size(1) fn main() { atomicAdd(&counter, 1u); }`;
+
+describe('the call path shape keepers', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel();
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it("have the shapes of a program's process, device, device table, encoder, pass, command buffer, module, pipeline, buffer, residency, bind group and pass records", async () => {
+    const proc = await kernel.spawn({ name: 'shapes' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    const module = device.createShaderModule({ code: COUNTER });
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module } });
+    const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    const commandBuffer = encoder.finish();
+    device.queue.submit([commandBuffer]);
+    await device.queue.onSubmittedWorkDone();
+
+    const keepers = shapeKeepers();
+    assert.ok(keepers, 'the keepers are made at the first encoder');
+    // The pass records are the program's objects' own (shared per pipeline and per group and index).
+    const internals = (object: object, name: string): object => (object as unknown as Record<string, object>)[name];
+    const pairs: Array<[string, object, object]> = [
+      ['process', internals(device, 'proc'), keepers.proc],
+      ['device', device, keepers.device],
+      ['device object table', internals(device, 'objects'), internals(keepers.device, 'objects')],
+      ['command encoder', encoder, keepers.encoder],
+      ['compute pass encoder', pass, keepers.pass],
+      ['command buffer', commandBuffer, keepers.commandBuffer],
+      ['shader module', module, keepers.module],
+      ['compute pipeline', pipeline, keepers.pipeline],
+      ['buffer', counter, keepers.buffer],
+      ['buffer residency', internals(counter, 'residency'), keepers.residency],
+      ['bind group', group, keepers.bindGroup],
+      ['setPipeline record', internals(pipeline, 'passRecord'), keepers.records[0]],
+      ['setBindGroup record', (group as unknown as { passRecord(index: number): object }).passRecord(0), keepers.records[1]],
+    ];
+    for (const [what, programs, kept] of pairs) assert.ok(sameShape(programs, kept), `the kept ${what} has the shape of the program's`);
+    // The comparison can fail: objects of two classes never share a shape.
+    assert.equal(sameShape(pipeline, keepers.bindGroup), false);
+    await proc.exit();
+  });
+});
