@@ -24,6 +24,17 @@ export const KERNEL_DAWN_OPTIONS: readonly string[] = ['disable-dawn-features=ti
 export const DEFAULT_MAX_IN_FLIGHT = 2;
 
 /**
+ * On a device that runs on the host's CPU (lavapipe), a submit with checked loops (it may run
+ * long) goes to the device only once the work ahead of it has completed, unless its process's last
+ * checked piece took at most this long (ns). Dawn frees a pipeline the program let go of in the
+ * poll that sees the work ahead complete, and lavapipe's vkDestroyPipeline waits for the submit
+ * its queue runs: the kernel's thread would stop for the whole long kernel (docs/daemon.md,
+ * "What never waits for the device"). Above the atoms' lengths (a few milliseconds, alone on the
+ * device), so atomized work never waits: a stop as long as an atom is what any atom costs.
+ */
+export const CHECKED_DRAIN_AFTER_NS = 10e6;
+
+/**
  * How many rounds a migration waits for what the program made or used meanwhile (new pipelines
  * to make on the target, buffers brought back before their contents were copied) before it gives
  * up with GPUNIX_E_BUSY, leaving the process where it was (src/vgpu/device.ts migrateTo). A

@@ -159,6 +159,23 @@ async function submitThenBlock(device: GPUDevice, code: string, init: Uint32Arra
   return words;
 }
 
+/**
+ * Runs one short checked kernel (RUNAWAY_WGSL told to stop at once) and waits for it: the
+ * process's checked kernels are then known to be short, so on a CPU device its next ones go out
+ * back to back, not each after the device drained (Dispatcher.drainFirst), and their brackets can
+ * share stamps.
+ */
+async function shortCheckedKernel(device: GPUDevice): Promise<void> {
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
+  const init = new Uint32Array(65);
+  init[0] = 7;
+  const buffer = device.createBuffer({ size: init.byteLength, usage: U().STORAGE | U().COPY_SRC | U().COPY_DST });
+  device.queue.writeBuffer(buffer, 0, init);
+  const readback = device.createBuffer({ size: init.byteLength, usage: U().MAP_READ | U().COPY_DST });
+  dispatchThenCopy(device, pipeline, buffer, 1, readback, init.byteLength);
+  await device.queue.onSubmittedWorkDone();
+}
+
 describe('the watchdog and a blocked kernel thread', () => {
   let kernel: Kernel;
   let timestamps = false;
@@ -228,6 +245,7 @@ describe('the watchdog and a blocked kernel thread', () => {
     // The measured piece's interval opens at the closing stamp of the submit before it: it covers
     // what ran before it on the queue too (longer, never shorter), still far below the limit.
     const { proc, device } = await spawnWithDevice(kernel, 'stepping');
+    await shortCheckedKernel(device);
     const before = kernel.stats().watchdog;
     const words = await submitThenBlock(device, LCG_WGSL, lcgInit(), { lead: 3 });
     const after = kernel.stats().watchdog;
@@ -275,6 +293,7 @@ describe('the watchdog and a blocked kernel thread', () => {
   it('still ends a runaway whose bracket opened from the previous submit', async (t) => {
     if (!timestamps) return t.skip('the device has no timestamp-query');
     const { proc, device } = await spawnWithDevice(kernel, 'stepping-runaway');
+    await shortCheckedKernel(device);
     const sharedBefore = kernel.stats().watchdog.sharedOpenings;
     await assert.rejects(submitThenBlock(device, RUNAWAY_WGSL, new Uint32Array(65), { lead: 2 }), (error: Error) => error.name === 'AbortError', 'its map is rejected');
     const status = await proc.wait();
@@ -318,6 +337,34 @@ describe('the watchdog and a blocked kernel thread', () => {
       const status = await proc.wait();
       assert.equal(status.reason, 'watchdog');
       assert.ok(proc.record().accounting.atomsRun >= 1, `the work ahead ran as fenced atoms (${proc.record().accounting.atomsRun})`);
+    } finally {
+      await gl.shutdown();
+    }
+  });
+
+  it('ends a runaway alone on OpenGL ES, whose submit itself runs it (no timestamps, nothing ahead)', async (t) => {
+    // Dawn's GL backend over llvmpipe runs a compute pass inside queue.submit: the call returns
+    // once the kernel is done. Timed from after the submit, a runaway with nothing ahead of it
+    // measured a few milliseconds and its cut loops' results reached the program, the process
+    // alive; it is timed from before the submit.
+    let gl: Kernel;
+    try {
+      gl = await createKernel({ backends: ['opengles'], maxDispatchMs: LIMIT_MS });
+    } catch (error) {
+      return t.skip(`no OpenGL ES adapter here: ${(error as Error).message}`);
+    }
+    try {
+      const proc = await gl.spawn({ name: 'gl-lone-runaway' });
+      const device = (await (await proc.gpu.requestAdapter({ featureLevel: 'compatibility' }))!.requestDevice()) as GPUDevice;
+      const runaway = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
+      const buffer = device.createBuffer({ size: 260, usage: U().STORAGE | U().COPY_SRC });
+      const readback = device.createBuffer({ size: 260, usage: U().MAP_READ | U().COPY_DST });
+      await device.queue.onSubmittedWorkDone();
+      dispatchThenCopy(device, runaway, buffer, 1, readback, 260);
+      await assert.rejects(readback.mapAsync(GPUMapMode.READ), (error: Error) => error.name === 'AbortError', 'its map is rejected');
+      const status = await proc.wait();
+      assert.equal(status.reason, 'watchdog');
+      assert.match(status.message ?? '', /'measured' ran \d+ ms/);
     } finally {
       await gl.shutdown();
     }

@@ -25,7 +25,8 @@
 
 import { adviseEventPump, completedNoEarlierThanMs, eventPumpActive, wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import { PRIORITY_CLASSES } from '../params.js';
+import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
+import { runsOnHostCpu } from '../device/adapters.js';
 import type { Proc } from './proc.js';
 import type { TraceLog } from './trace.js';
 import { startAsDoubles } from '../doubleFields.js';
@@ -79,6 +80,11 @@ export interface WorkItem {
    * item's closures): the bytes not yet written and where they go.
    */
   readonly write?: () => { buffer: object; offset: number; bytes: Uint8Array };
+  /**
+   * Whether its work runs loops the watchdog checks, so that a piece of it may run long (the
+   * dispatcher drains the device first on CPU devices: see drainFirst).
+   */
+  readonly checked?: boolean;
   /**
    * Once its last piece is issued: whether that work uses `resource`. A map of such a resource
    * completes only after the work (WebGPU orders a map after every earlier use of its buffer), so
@@ -340,6 +346,8 @@ export class Dispatcher {
   readonly createdAtNs = nowNs();
 
   private readonly stopAdvising: () => void;
+  /** The device runs on the host's CPU: checked work may wait for the device to drain (drainFirst). */
+  private readonly drainsBeforeChecked: boolean;
   /**
    * The watchdog's time check, set by the kernel: each owner's limit on one piece's device time,
    * and what to do when a piece ran longer (its loops were cut short: end the owner).
@@ -357,6 +365,7 @@ export class Dispatcher {
     private readonly trace: TraceLog,
   ) {
     startAsDoubles<Dispatcher>(this, ['busyNs']);
+    this.drainsBeforeChecked = runsOnHostCpu(device.adapter);
     this.stopAdvising = adviseEventPump((nowMs) => this.nextUsefulPollNs(nowMs * 1e6) / 1e6);
   }
 
@@ -765,6 +774,11 @@ export class Dispatcher {
           if (preparing) return this.awaitPrepared(entity, item, preparing);
           entity.prepared = true;
         }
+        if (this.drainFirst(entity, item)) {
+          // Issued once the work ahead completes (its settle pumps again); nothing else goes first.
+          this.closeRun();
+          break;
+        }
         const budgetNs = uncontended ? this.params.uncontendedSliceNs : this.params.targetSliceNs;
         let piece = this.nextPieceOf(item, budgetNs);
         if (piece) {
@@ -833,6 +847,21 @@ export class Dispatcher {
 
   // nextPieceOf, issueSafely and runSafely report what an item throws (a kernel bug) and go on,
   // without a closure per call: they run for every piece and item.
+  /**
+   * On a CPU device, whether `item` must wait for the device to drain before its first piece: its
+   * work has checked loops, work is on the device or in the open run, and its process's last
+   * checked piece was long or there was none. Dawn frees a pipeline the program let go of in the
+   * poll that sees the submit after its release complete; on lavapipe vkDestroyPipeline waits
+   * for whatever the queue runs, so a short piece just ahead of a long kernel would stop the
+   * kernel's thread (every process's calls, the daemon's sockets) for the whole kernel. Issued on
+   * a drained device, the kernel is that submit, and its frees wait until it is done.
+   */
+  private drainFirst(entity: Entity, item: WorkItem): boolean {
+    if (!this.drainsBeforeChecked || entity.headIssued || (this.outstandingFences === 0 && this.openRun === null)) return false;
+    if (item.checked !== true) return false;
+    return !(entity.proc.lastCheckedPieceNs <= CHECKED_DRAIN_AFTER_NS);
+  }
+
   private nextPieceOf(item: WorkItem, budgetNs: number): WorkPiece | null | undefined {
     try {
       return item.nextPiece!(budgetNs);
@@ -879,6 +908,9 @@ export class Dispatcher {
     const run = this.openRun!;
     entity.headIssued = true;
     const item = entity.queue[0];
+    // A checked piece is timed from before its issue: on Dawn's GL backends over llvmpipe the
+    // submit itself may run the kernel, and a clock read after it would miss that time.
+    const issuingNs = piece.mayCut ? nowNs() : 0;
     this.issueSafely(item, piece);
     this.lastIssuedItem = item;
     this.lastIssuedWork = ++this.issuedWork;
@@ -887,7 +919,7 @@ export class Dispatcher {
     if (piece.whole) owner.wholeDispatches++;
     // A piece whose loops the watchdog may cut is timed on its own (its time decides whether it was
     // cut) without a fence of its own: a burst of small submits stays one run.
-    if (piece.mayCut) this.timePiece(owner, piece);
+    if (piece.mayCut) this.timePiece(owner, piece, issuingNs);
     // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost model.
     if (piece.atom || piece.cost) this.closeRun();
   }
@@ -996,18 +1028,19 @@ export class Dispatcher {
    * short, a runaway among them passing with its cut loops' results; and a piece seen over its
    * limit leaves no end behind (test/watchdogHostDelay.test.ts).
    */
-  private timePiece(owner: Proc, piece: WorkPiece): void {
+  private timePiece(owner: Proc, piece: WorkPiece, issuedAtNs: number): void {
     const watchdog = this.watchdog;
     const stamp = piece.stamp ?? null;
     if (!watchdog) {
       stamp?.drop();
       return;
     }
-    const issuedAtNs = nowNs();
     const settle = (): Promise<void> | undefined => {
       const doneNs = nowNs();
       const spentNs = doneNs - (stamp ? issuedAtNs : Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs));
       const limitNs = watchdog.limitNs(owner);
+      // Its own time, as near as the host can tell (from the end of the work ahead), for drainFirst.
+      owner.lastCheckedPieceNs = doneNs - Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
       if (!owner.alive || spentNs <= limitNs) {
         this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
         stamp?.drop();

@@ -110,6 +110,8 @@ export class Proc {
   readyWaitNs = 0;
   atomsRun = 0;
   wholeDispatches = 0;
+  /** How long its last piece with checked loops took on the device, by the watchdog's time check (ns; NaN: none yet). */
+  lastCheckedPieceNs = NaN;
   preemptions = 0;
   /**
    * The shortest time limit (ms) its shader modules' loop budgets were made for: a budget spent

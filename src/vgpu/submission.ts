@@ -143,6 +143,17 @@ export class Submission implements WorkItem {
   /** Dawn refuses the whole submit (a command buffer submitted before, a destroyed or mapped resource). */
   private readonly refusedAtCall: boolean;
 
+  #checked: boolean | null = null;
+  /** Whether a pipeline it sets runs loops the watchdog checks: its work may run long (WorkItem.checked). */
+  get checked(): boolean {
+    if (this.#checked === null) {
+      summarizePipelines(this.buffers);
+      summaryLabels = null;
+      this.#checked = summaryMayCut;
+    }
+    return this.#checked;
+  }
+
   /**
    * What a checkpoint records of this submit, nothing of which has been issued: the command
    * buffers it will execute, or null when it changes nothing (Dawn or gpunix refuses it whole).
