@@ -845,8 +845,6 @@ export class Dispatcher {
     }
   }
 
-  // nextPieceOf, issueSafely and runSafely report what an item throws (a kernel bug) and go on,
-  // without a closure per call: they run for every piece and item.
   /**
    * On a CPU device, whether `item` must wait for the device to drain before its first piece: its
    * work has checked loops, work is on the device or in the open run, and its process's last
@@ -862,6 +860,8 @@ export class Dispatcher {
     return !(entity.proc.lastCheckedPieceNs <= CHECKED_DRAIN_AFTER_NS);
   }
 
+  // nextPieceOf, issueSafely and runSafely report what an item throws (a kernel bug) and go on,
+  // without a closure per call: they run for every piece and item.
   private nextPieceOf(item: WorkItem, budgetNs: number): WorkPiece | null | undefined {
     try {
       return item.nextPiece!(budgetNs);
@@ -1037,10 +1037,11 @@ export class Dispatcher {
     }
     const settle = (): Promise<void> | undefined => {
       const doneNs = nowNs();
-      const spentNs = doneNs - (stamp ? issuedAtNs : Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs));
+      // Its own time as near as the host can tell: from the end of the work ahead, if later.
+      const ownNs = doneNs - Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
+      const spentNs = stamp ? doneNs - issuedAtNs : ownNs;
       const limitNs = watchdog.limitNs(owner);
-      // Its own time, as near as the host can tell (from the end of the work ahead), for drainFirst.
-      owner.lastCheckedPieceNs = doneNs - Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
+      owner.lastCheckedPieceNs = ownNs;
       if (!owner.alive || spentNs <= limitNs) {
         this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
         stamp?.drop();

@@ -110,7 +110,7 @@ export class Proc {
   readyWaitNs = 0;
   atomsRun = 0;
   wholeDispatches = 0;
-  /** How long its last piece with checked loops took on the device, by the watchdog's time check (ns; NaN: none yet). */
+  /** How long its last piece with checked loops took, as the watchdog's time check saw it from the end of the work ahead (ns; NaN: none yet). */
   lastCheckedPieceNs = NaN;
   preemptions = 0;
   /**
