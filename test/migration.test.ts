@@ -144,6 +144,43 @@ describe('migration', () => {
     await proc.exit();
   });
 
+  it('takes along a buffer the program destroyed while work it submitted before still waits to read it', async () => {
+    // destroy() after submit() is valid: the submitted work reads the buffer first. In gpunix the
+    // real buffer goes when the dispatcher reaches the destroy, behind that work; a move in between
+    // once left it on the old device, and the work, re-encoded on the new one, named it there
+    // (Dawn: "[Buffer] is associated with [Device "gpunix-gpu0"], and cannot be used with ...").
+    const proc = await kernel.spawn({ name: 'destroyer' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    const words = 64;
+    const source = device.createBuffer({ size: words * 4, usage: GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label: 'source' });
+    new Uint32Array(source.getMappedRange()).forEach((_, i, a) => (a[i] = i * 2654435761));
+    source.unmap();
+    const readback = device.createBuffer({ size: words * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
+    await device.queue.onSubmittedWorkDone();
+    const uncaptured: string[] = [];
+    device.onuncapturederror = (event) => uncaptured.push(event.error.message);
+    const from = kernel.devicesOf(proc.pid)[0];
+    const to = from === 'gpu0' ? 'gpu1' : 'gpu0';
+    kernel.suspend(proc.pid);
+    device.pushErrorScope('validation');
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(source, 0, readback, 0, words * 4);
+    device.queue.submit([encoder.finish()]);
+    source.destroy();
+    const error = device.popErrorScope();
+    await kernel.migrate(proc.pid, to);
+    assert.deepEqual(kernel.devicesOf(proc.pid), [to]);
+    kernel.resume(proc.pid);
+    await readback.mapAsync(GPUMapMode.READ);
+    const read = new Uint32Array(readback.getMappedRange().slice(0));
+    readback.unmap();
+    assert.equal((await error)?.message ?? null, null, 'the submit raised no error');
+    assert.deepEqual(uncaptured, []);
+    for (const i of [0, 1, 31, 63]) assert.equal(read[i], (i * 2654435761) >>> 0, `word ${i} is the destroyed buffer's`);
+    await proc.exit();
+    assert.equal(kernel.stats().bytesAllocated, 0, 'the destroyed buffer was freed on the new device');
+  });
+
   it('refuses to move a process with a mapped buffer, and unknown devices, with coded errors', async () => {
     const proc = await kernel.spawn({ name: 'holder' });
     const device = await (await proc.gpu.requestAdapter())!.requestDevice();

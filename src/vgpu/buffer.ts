@@ -195,15 +195,24 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     this.#device.dispatcher.enqueue({
       owner: proc,
       usesDevice: false,
-      run: () => {
-        if (token) proc.ledger.release(token, true);
-        else this.residency.destroy();
-      },
-      cancel: () => {
-        if (token) proc.ledger.release(token, true);
-        else this.residency.destroy();
-      },
+      run: () => this.destroyReal(token),
+      cancel: () => this.destroyReal(token),
     });
+  }
+
+  #realDestroyed = false;
+  /**
+   * True once the real buffer is gone. Until then a destroyed buffer may still be used by work the
+   * program submitted before destroy(), waiting in the kernel's queue: a migration moves it too.
+   */
+  get realDestroyed(): boolean {
+    return this.#realDestroyed;
+  }
+
+  private destroyReal(token: object | null): void {
+    this.#realDestroyed = true;
+    if (token) this.#device.proc.ledger.release(token, true);
+    else this.residency.destroy();
   }
 
   /** Takes a map that has settled (or will not run) off the pending list. */

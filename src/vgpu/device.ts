@@ -679,9 +679,24 @@ export class VirtualDevice extends EventTarget {
     for (const ref of this.#buffers) {
       const buffer = ref.deref();
       if (buffer && !buffer.isDestroyed) live.push(buffer);
-      else this.#buffers.delete(ref);
+      else if (!buffer || buffer.realDestroyed) this.#buffers.delete(ref);
     }
     return live;
+  }
+
+  /**
+   * The buffers a migration takes along: the live ones, and those the program destroyed whose
+   * real buffer waits in the kernel's queue behind work submitted before destroy() (that work runs
+   * on the new device and reads them there).
+   */
+  private buffersToMove(): VirtualBuffer[] {
+    const moving: VirtualBuffer[] = [];
+    for (const ref of this.#buffers) {
+      const buffer = ref.deref();
+      if (buffer && !buffer.realDestroyed) moving.push(buffer);
+      else this.#buffers.delete(ref);
+    }
+    return moving;
   }
 
   /**
@@ -734,7 +749,7 @@ export class VirtualDevice extends EventTarget {
     // uses while either is awaited is made or copied in the next round.
     for (let round = 0; ; round++) {
       const unmade = this.live<VirtualComputePipeline>('computePipeline').filter((pipeline) => !stage.holds(pipeline));
-      const resident = this.liveBuffers().filter((buffer) => buffer.residency.resident);
+      const resident = this.buffersToMove().filter((buffer) => buffer.residency.resident);
       if (unmade.length === 0 && resident.length === 0) break;
       const stuck = resident.find((buffer) => !buffer.residency.evictable() && !buffer.residency.evicting);
       if (stuck) {
@@ -752,7 +767,7 @@ export class VirtualDevice extends EventTarget {
     }
     // The switch: nothing below awaits, so no call of the program's falls in the middle of it.
     const memory = this.host.memory;
-    for (const buffer of this.liveBuffers()) {
+    for (const buffer of this.buffersToMove()) {
       memory.unregister(buffer.residency);
       buffer.residency.physical = target;
       memory.register(buffer.residency);
