@@ -6,7 +6,7 @@
 // host's clock, so the case is skipped there.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import { deviceOf, dispatchThenCopy, encodeDispatchThenCopy } from './helpers.js';
 
@@ -176,6 +176,39 @@ async function shortCheckedKernel(device: GPUDevice): Promise<void> {
   await device.queue.onSubmittedWorkDone();
 }
 
+/** A process on an OpenGL ES kernel (no timestamps) with a runaway pipeline, its storage buffer and a readback. */
+interface GlRunaway {
+  proc: ProcessHandle;
+  device: GPUDevice;
+  runaway: GPUComputePipeline;
+  buffer: GPUBuffer;
+  readback: GPUBuffer;
+}
+
+/**
+ * Runs `body` with a process on a fresh OpenGL ES kernel at LIMIT_MS and its runaway, everything
+ * compiled and idle; skips the case where this machine has no OpenGL ES adapter.
+ */
+async function onGlesRunaway(t: TestContext, name: string, body: (gl: Kernel, rig: GlRunaway) => Promise<void>): Promise<void> {
+  let gl: Kernel;
+  try {
+    gl = await createKernel({ backends: ['opengles'], maxDispatchMs: LIMIT_MS });
+  } catch (error) {
+    return t.skip(`no OpenGL ES adapter here: ${(error as Error).message}`);
+  }
+  try {
+    const proc = await gl.spawn({ name });
+    const device = (await (await proc.gpu.requestAdapter({ featureLevel: 'compatibility' }))!.requestDevice()) as GPUDevice;
+    const runaway = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
+    const buffer = device.createBuffer({ size: 260, usage: U().STORAGE | U().COPY_SRC });
+    const readback = device.createBuffer({ size: 260, usage: U().MAP_READ | U().COPY_DST });
+    await device.queue.onSubmittedWorkDone();
+    await body(gl, { proc, device, runaway, buffer, readback });
+  } finally {
+    await gl.shutdown();
+  }
+}
+
 describe('the watchdog and a blocked kernel thread', () => {
   let kernel: Kernel;
   let timestamps = false;
@@ -308,21 +341,10 @@ describe('the watchdog and a blocked kernel thread', () => {
     // after the block, in the same batch as the runaway: measured from that sighting, the runaway
     // looked short and its cut loops' results reached the program. Measured from the poll before
     // the sighting (eventPump.ts), it is ended.
-    let gl: Kernel;
-    try {
-      gl = await createKernel({ backends: ['opengles'], maxDispatchMs: LIMIT_MS });
-    } catch (error) {
-      return t.skip(`no OpenGL ES adapter here: ${(error as Error).message}`);
-    }
-    try {
+    await onGlesRunaway(t, 'gl-runaway', async (gl, { proc, device, runaway, buffer, readback }) => {
       assert.ok(!gl.describeDevices()[0].features.includes('timestamp-query'), 'the GL device has no timestamps (the host clock decides)');
-      const proc = await gl.spawn({ name: 'gl-runaway' });
-      const device = (await (await proc.gpu.requestAdapter({ featureLevel: 'compatibility' }))!.requestDevice()) as GPUDevice;
       const ahead = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: AHEAD_WGSL }) } });
       const aheadBuffer = device.createBuffer({ size: AHEAD_WORKGROUPS * 64 * 4, usage: U().STORAGE });
-      const runaway = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
-      const buffer = device.createBuffer({ size: 260, usage: U().STORAGE | U().COPY_SRC });
-      const readback = device.createBuffer({ size: 260, usage: U().MAP_READ | U().COPY_DST });
       await device.queue.onSubmittedWorkDone();
       const encoder = device.createCommandEncoder();
       const pass = encoder.beginComputePass();
@@ -337,9 +359,7 @@ describe('the watchdog and a blocked kernel thread', () => {
       const status = await proc.wait();
       assert.equal(status.reason, 'watchdog');
       assert.ok(proc.record().accounting.atomsRun >= 1, `the work ahead ran as fenced atoms (${proc.record().accounting.atomsRun})`);
-    } finally {
-      await gl.shutdown();
-    }
+    });
   });
 
   it('ends a runaway alone on OpenGL ES, whose submit itself runs it (no timestamps, nothing ahead)', async (t) => {
@@ -347,27 +367,13 @@ describe('the watchdog and a blocked kernel thread', () => {
     // once the kernel is done. Timed from after the submit, a runaway with nothing ahead of it
     // measured a few milliseconds and its cut loops' results reached the program, the process
     // alive; it is timed from before the submit.
-    let gl: Kernel;
-    try {
-      gl = await createKernel({ backends: ['opengles'], maxDispatchMs: LIMIT_MS });
-    } catch (error) {
-      return t.skip(`no OpenGL ES adapter here: ${(error as Error).message}`);
-    }
-    try {
-      const proc = await gl.spawn({ name: 'gl-lone-runaway' });
-      const device = (await (await proc.gpu.requestAdapter({ featureLevel: 'compatibility' }))!.requestDevice()) as GPUDevice;
-      const runaway = device.createComputePipeline({ label: 'measured', layout: 'auto', compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) } });
-      const buffer = device.createBuffer({ size: 260, usage: U().STORAGE | U().COPY_SRC });
-      const readback = device.createBuffer({ size: 260, usage: U().MAP_READ | U().COPY_DST });
-      await device.queue.onSubmittedWorkDone();
+    await onGlesRunaway(t, 'gl-lone-runaway', async (_gl, { proc, device, runaway, buffer, readback }) => {
       dispatchThenCopy(device, runaway, buffer, 1, readback, 260);
       await assert.rejects(readback.mapAsync(GPUMapMode.READ), (error: Error) => error.name === 'AbortError', 'its map is rejected');
       const status = await proc.wait();
       assert.equal(status.reason, 'watchdog');
       assert.match(status.message ?? '', /'measured' ran \d+ ms/);
-    } finally {
-      await gl.shutdown();
-    }
+    });
   });
 
   it('still ends a runaway while the thread is blocked', async (t) => {
