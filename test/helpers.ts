@@ -154,6 +154,17 @@ export async function deviceOf(proc: { readonly gpu: GPU }): Promise<GPUDevice> 
   return (await adapter.requestDevice()) as GPUDevice;
 }
 
+/** Submits one pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
+export function dispatchOnce(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups = 1): void {
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, group);
+  pass.dispatchWorkgroups(workgroups);
+  pass.end();
+  device.queue.submit([encoder.finish()]);
+}
+
 /**
  * Submits, in one command buffer, a pass that runs `pipeline` over `workgroups` workgroups with
  * `buffer` bound at group 0, binding 0, then a copy of `size` bytes of `buffer` into `readback`.

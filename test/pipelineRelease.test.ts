@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createKernel, Kernel } from '../src/index.js';
-import { deviceOf } from './helpers.js';
+import { deviceOf, dispatchOnce } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 /** A full collection: dawn.node releases the Dawn objects of wrappers it finds dead. */
@@ -45,15 +45,7 @@ describe('a pipeline let go of while a long kernel runs', () => {
     const device = await deviceOf(proc);
     const bind = (pipeline: GPUComputePipeline, buffer: GPUBuffer): GPUBindGroup =>
       device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
-    const dispatch = (pipeline: GPUComputePipeline, group: GPUBindGroup): void => {
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(1);
-      pass.end();
-      device.queue.submit([encoder.finish()]);
-    };
+    const dispatch = (pipeline: GPUComputePipeline, group: GPUBindGroup): void => dispatchOnce(device, pipeline, group);
     const spin = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: SPIN_WGSL }) } });
     const spinBuffer = device.createBuffer({ size: 8, usage: U().STORAGE | U().COPY_DST | U().COPY_SRC });
     const spinGroup = bind(spin, spinBuffer);
