@@ -16,7 +16,7 @@ import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
 import { Session } from '../src/client/session.js';
 import { hashToken } from '../src/daemon/config.js';
 import { Daemon, startDaemon } from '../src/daemon/daemon.js';
-import { eventually } from './helpers.js';
+import { dispatchOnce, eventually } from './helpers.js';
 
 /** Workgroups per atom: small, so that a dispatch is many pieces and a process is easy to stop partway. */
 const ATOM = 4;
@@ -42,13 +42,7 @@ async function busyProgram(proc: ProcessHandle, maxWorkgroups: number): Promise<
   return {
     device,
     submit(workgroups) {
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(workgroups);
-      pass.end();
-      device.queue.submit([encoder.finish()]);
+      dispatchOnce(device, pipeline, group, workgroups);
     },
     async read(indices) {
       const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
 import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
-import { skipIfLacking } from './helpers.js';
+import { dispatchOnce, skipIfLacking } from './helpers.js';
 
 // BUSY_WGSL (about 20 µs per workgroup on lavapipe at ITER = 1000) and its oracle are the
 // kernel's own, the ones `gpunix caps` measures with.
@@ -29,13 +29,7 @@ async function busyProgram(proc: ProcessHandle, maxWorkgroups = 1024, iterations
   return {
     device,
     submit(workgroups: number) {
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(workgroups);
-      pass.end();
-      device.queue.submit([encoder.finish()]);
+      dispatchOnce(device, pipeline, group, workgroups);
     },
     async read() {
       const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
