@@ -144,12 +144,19 @@ export class Submission implements WorkItem {
   private readonly refusedAtCall: boolean;
 
   #checked: boolean | null = null;
+  #labels: string[] | null = null;
   /** Whether a pipeline it sets runs loops the watchdog checks: its work may run long (WorkItem.checked). */
   get checked(): boolean {
+    return this.#summarized();
+  }
+
+  /** Its pipelines' labels and whether any may be cut, found once (the dispatcher may ask before wholePiece does); returns the latter. */
+  #summarized(): boolean {
     if (this.#checked === null) {
       summarizePipelines(this.buffers);
-      summaryLabels = null;
+      this.#labels = summaryLabels;
       this.#checked = summaryMayCut;
+      summaryLabels = null;
     }
     return this.#checked;
   }
@@ -312,10 +319,8 @@ export class Submission implements WorkItem {
   /** The submit as the program made it: the checked encodings (or fresh ones), in one real submit. */
   private wholePiece(): WorkPiece {
     this.wholeIssued = true;
-    summarizePipelines(this.buffers);
-    const labels = summaryLabels;
-    const mayCut = summaryMayCut;
-    summaryLabels = null;
+    const mayCut = this.#summarized();
+    const labels = this.#labels;
     if (this.buffers.length === 1 && labels === null && !mayCut) return PLAIN_SUBMIT_PIECE.arm(this);
     const args = this.buffers.length === 1 ? ONE_COMMAND_BUFFER : { commandBuffers: this.buffers.length };
     return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, mayCut).arm(this);
