@@ -39,14 +39,14 @@ describe('a pipeline let go of while a long kernel runs', () => {
     await kernel.shutdown();
   });
 
-  /** A process with the spin and tiny pipelines, and the calls the test makes. */
-  async function rig(name: string) {
+  /** A process with the spin (of `spinCode`) and tiny pipelines, and the calls the test makes. */
+  async function rig(name: string, spinCode = SPIN_WGSL) {
     const proc = await kernel.spawn({ name });
     const device = await deviceOf(proc);
     const bind = (pipeline: GPUComputePipeline, buffer: GPUBuffer): GPUBindGroup =>
       device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
     const dispatch = (pipeline: GPUComputePipeline, group: GPUBindGroup): void => dispatchOnce(device, pipeline, group);
-    const spin = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: SPIN_WGSL }) } });
+    const spin = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: spinCode }) } });
     const spinBuffer = device.createBuffer({ size: 8, usage: U().STORAGE | U().COPY_DST | U().COPY_SRC });
     const spinGroup = bind(spin, spinBuffer);
     const tiny = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: TINY_WGSL }) } });
@@ -55,15 +55,16 @@ describe('a pipeline let go of while a long kernel runs', () => {
       device.queue.writeBuffer(spinBuffer, 0, new Uint32Array([iterations, 1]));
       dispatch(spin, spinGroup);
     };
-    return { proc, device, bind, dispatch, runSpin, runTiny: () => dispatch(tiny, tinyGroup) };
+    return { proc, device, bind, dispatch, runSpin, spinBuffer, runTiny: () => dispatch(tiny, tinyGroup) };
   }
 
   it("is freed without stopping the kernel's thread for the kernel, though a short submit goes just ahead of it", async () => {
-    // Iterations for about KERNEL_MS on this device, timed in a process of its own: the process
-    // under test has run no checked kernel yet when its first long one goes out, and each later
-    // one follows a long one (drainFirst's two cases; a kernel that suddenly runs long after short
-    // ones is not covered: docs/daemon.md).
-    const calibration = await rig('calibrate');
+    // Iterations for about KERNEL_MS on this device, timed in a process of its own and with a
+    // source of its own (the device remembers how long each checked kernel ran, in any process):
+    // the process under test has run no checked kernel yet when its first long one goes out, and
+    // no process has run that kernel; each later one follows a long one (drainFirst's cases; a
+    // kernel that suddenly runs long after short ones is not covered: docs/daemon.md).
+    const calibration = await rig('calibrate', `${SPIN_WGSL}// calibration`);
     const probe = 1 << 20;
     const probeStart = performance.now();
     calibration.runSpin(probe);
@@ -101,5 +102,67 @@ describe('a pipeline let go of while a long kernel runs', () => {
     }
     assert.notEqual(proc.state, 'exited', 'the program is alive: its kernels ran within its limit');
     await proc.exit();
+  });
+
+  it('remembers across processes how long each checked kernel ran: a job run again is not held, a kernel seen long is', async (t) => {
+    if (!kernel.stats().devices[0].runsOnHostCpu) return t.skip('checked work waits for a drain only on a device that runs on the host CPU');
+    const drainWaits = (proc: { pid: number }): number => kernel.ps().find((p) => p.pid === proc.pid)!.accounting.drainWaits;
+    /** A burst of `count` one-workgroup dispatches of `code`'s spin, `iterations` steps each; resolves with the final LCG word. */
+    async function burst(name: string, code: string, count: number, iterations: number) {
+      const r = await rig(name, code);
+      for (let i = 0; i < count; i++) r.runSpin(iterations);
+      const readback = r.device.createBuffer({ size: 8, usage: U().MAP_READ | U().COPY_DST });
+      const encoder = r.device.createCommandEncoder();
+      encoder.copyBufferToBuffer(r.spinBuffer, 0, readback, 0, 8);
+      r.device.queue.submit([encoder.finish()]);
+      await readback.mapAsync(GPUMapMode.READ);
+      const word = new Uint32Array(readback.getMappedRange())[1];
+      readback.unmap();
+      return { ...r, word };
+    }
+    /** The LCG word after `count` spins of `iterations` steps from 1, as the kernel computes it. */
+    const expected = (count: number, iterations: number): number => {
+      let x = 1;
+      for (let c = 0; c < count; c++) {
+        x = 1;
+        for (let i = 0; i < iterations; i++) x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      }
+      return x;
+    };
+    const short = `${SPIN_WGSL}// short job`;
+    // A new kernel in a new process: its burst waits for the device to drain once.
+    const first = await burst('first', short, 20, 64);
+    assert.equal(first.word, expected(20, 64));
+    assert.ok(drainWaits(first.proc) >= 1, 'a kernel no process ran yet is held behind the work ahead');
+    await first.proc.exit();
+    // The same job again, in another process: its kernel is known to run short here.
+    const again = await burst('again', short, 20, 64);
+    assert.equal(again.word, expected(20, 64));
+    assert.equal(drainWaits(again.proc), 0, 'the kernel ran short before, in another process: not held');
+    await again.proc.exit();
+
+    // A kernel seen to run long (tens of milliseconds), in one process...
+    const long = `${SPIN_WGSL}// long job`;
+    const timing = await rig('timing', long);
+    const probe = 1 << 18;
+    let start = performance.now();
+    timing.runSpin(probe);
+    await timing.device.queue.onSubmittedWorkDone();
+    const iterations = Math.min(2 ** 31, Math.round((probe * 60) / Math.max(1, performance.now() - start)));
+    start = performance.now();
+    timing.runSpin(iterations);
+    await timing.device.queue.onSubmittedWorkDone();
+    assert.ok(performance.now() - start > 20, 'the long kernel ran long enough to be seen running');
+    await timing.proc.exit();
+    // ...is held in another whose own checked kernels ran short, though it never ran it itself.
+    const later = await burst('later', short, 3, 64);
+    assert.equal(drainWaits(later.proc), 0);
+    later.runTiny();
+    later.runSpin(64);
+    const spinLong = later.device.createComputePipeline({ layout: 'auto', compute: { module: later.device.createShaderModule({ code: long }) } });
+    later.dispatch(spinLong, later.bind(spinLong, later.spinBuffer));
+    await later.device.queue.onSubmittedWorkDone();
+    assert.equal(drainWaits(later.proc), 1, 'the kernel seen long elsewhere waited for the drain');
+    await later.proc.exit();
   });
 });

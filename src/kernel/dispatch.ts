@@ -28,6 +28,7 @@ import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
 import { runsOnHostCpu } from '../device/adapters.js';
 import type { Proc } from './proc.js';
+import { CheckedRun, CheckedRuns } from './checkedRuns.js';
 import type { TraceLog } from './trace.js';
 import { startAsDoubles } from '../doubleFields.js';
 import type { DeviceStamp } from '../device/deviceTimer.js';
@@ -54,6 +55,8 @@ export interface WorkPiece {
   readonly whole?: boolean;
   /** True when the piece runs loops the watchdog checks (it may cut them): it is fenced alone and its time checked. */
   readonly mayCut?: boolean;
+  /** With mayCut: the records of the checked kernels it runs, which learn how long it was seen to run (CheckedRuns). */
+  readonly checkedRuns?: readonly CheckedRun[];
   /**
    * Set by issue() on a piece that may be cut, where the device has timestamps and a slot was
    * free: its device time, which the watchdog reads when the host's clock puts it over the limit.
@@ -81,10 +84,11 @@ export interface WorkItem {
    */
   readonly write?: () => { buffer: object; offset: number; bytes: Uint8Array };
   /**
-   * Whether its work runs loops the watchdog checks, so that a piece of it may run long (the
-   * dispatcher drains the device first on CPU devices: see drainFirst).
+   * The records of the kernels with loops the watchdog checks that its work runs (empty or absent:
+   * none), so that a piece of it may run long: on CPU devices the dispatcher may drain the device
+   * first (see drainFirst).
    */
-  readonly checked?: boolean;
+  readonly checkedRuns?: readonly CheckedRun[];
   /**
    * Once its last piece is issued: whether that work uses `resource`. A map of such a resource
    * completes only after the work (WebGPU orders a map after every earlier use of its buffer), so
@@ -348,6 +352,10 @@ export class Dispatcher {
   private readonly stopAdvising: () => void;
   /** The device runs on the host's CPU: checked work may wait for the device to drain (drainFirst). */
   private readonly drainsBeforeChecked: boolean;
+  /** How long each checked kernel was last seen to run on this device, in any process (drainFirst). */
+  readonly checkedRuns = new CheckedRuns();
+  /** The item drainFirst holds now (counted once in its owner's drainWaits, though the pump asks again). */
+  private heldForDrain: WorkItem | null = null;
   /**
    * The watchdog's time check, set by the kernel: each owner's limit on one piece's device time,
    * and what to do when a piece ran longer (its loops were cut short: end the owner).
@@ -847,8 +855,9 @@ export class Dispatcher {
 
   /**
    * On a CPU device, whether `item` must wait for the device to drain before its first piece: its
-   * work has checked loops, work is on the device or in the open run, and its process's last
-   * checked piece was long or there was none. Dawn frees a pipeline the program let go of in the
+   * work has checked loops, work is on the device or in the open run, and one of its kernels was
+   * last seen to run long on this device (by any process), or one was never seen and its
+   * process's last checked piece was long or there was none. Dawn frees a pipeline the program let go of in the
    * poll that sees the submit after its release complete; on lavapipe vkDestroyPipeline waits
    * for whatever the queue runs, so a short piece just ahead of a long kernel would stop the
    * kernel's thread (every process's calls, the daemon's sockets) for the whole kernel. Issued on
@@ -856,8 +865,21 @@ export class Dispatcher {
    */
   private drainFirst(entity: Entity, item: WorkItem): boolean {
     if (!this.drainsBeforeChecked || entity.headIssued || (this.outstandingFences === 0 && this.openRun === null)) return false;
-    if (item.checked !== true) return false;
-    return !(entity.proc.lastCheckedPieceNs <= CHECKED_DRAIN_AFTER_NS);
+    const runs = item.checkedRuns;
+    if (runs === undefined || runs.length === 0) return false;
+    let unknown = false;
+    let long = false;
+    for (let i = 0; i < runs.length; i++) {
+      const seenNs = runs[i].seenNs;
+      if (seenNs > CHECKED_DRAIN_AFTER_NS) long = true;
+      else if (!(seenNs <= CHECKED_DRAIN_AFTER_NS)) unknown = true;
+    }
+    const hold = long || (unknown && !(entity.proc.lastCheckedPieceNs <= CHECKED_DRAIN_AFTER_NS));
+    if (hold && this.heldForDrain !== item) {
+      this.heldForDrain = item;
+      entity.proc.drainWaits++;
+    }
+    return hold;
   }
 
   // nextPieceOf, issueSafely and runSafely report what an item throws (a kernel bug) and go on,
@@ -1038,10 +1060,17 @@ export class Dispatcher {
     const settle = (): Promise<void> | undefined => {
       const doneNs = nowNs();
       // Its own time as near as the host can tell: from the end of the work ahead, if later.
-      const ownNs = doneNs - Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
+      const startNs = Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
+      const ownNs = doneNs - startNs;
       const spentNs = stamp ? doneNs - issuedAtNs : ownNs;
       const limitNs = watchdog.limitNs(owner);
-      owner.lastCheckedPieceNs = ownNs;
+      // The drain rule's history is what the piece was seen to run, not the watchdog's upper
+      // bound: it was still running at the poll before the one that reported it. A piece seen
+      // late (the thread busy with the program's own loop of submits) is not counted long.
+      const seenNs = Math.max(0, completedNoEarlierThanNs(doneNs) - startNs);
+      owner.lastCheckedPieceNs = seenNs;
+      const runs = piece.checkedRuns;
+      if (runs) for (let i = 0; i < runs.length; i++) runs[i].seenNs = seenNs;
       if (!owner.alive || spentNs <= limitNs) {
         this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
         stamp?.drop();

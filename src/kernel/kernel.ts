@@ -1,7 +1,7 @@
 // The embedded kernel: the process table, the devices and their dispatchers, and the public API
 // (spawn, ps, kill, wait, stats, shutdown). Control enters here whether embedded or, later, remote.
 
-import { openDevices } from '../device/adapters.js';
+import { openDevices, runsOnHostCpu } from '../device/adapters.js';
 import { resolveBackends } from '../device/backends.js';
 import type { LoopRates } from '../device/loopRate.js';
 import { eventPumpStats, EventPumpStats, holdEventPump } from '../device/eventPump.js';
@@ -201,6 +201,8 @@ export interface DeviceStats {
   /** WebGPU feature level of the device: 'core' or 'compatibility'. */
   featureLevel: 'core' | 'compatibility';
   isFallbackAdapter: boolean;
+  /** The device runs on the host's CPU (lavapipe, llvmpipe, ...): checked work may wait for it to drain (docs/kernel.md). */
+  runsOnHostCpu: boolean;
   budgetBytes: number;
   /** Memory resident on the device, by the kernel's count. */
   usedBytes: number;
@@ -1033,6 +1035,7 @@ export class Kernel {
         backend: d.adapter.backend,
         featureLevel: d.adapter.featureLevel,
         isFallbackAdapter: d.adapter.isFallbackAdapter,
+        runsOnHostCpu: runsOnHostCpu(d.adapter),
         budgetBytes: d.budgetBytes,
         usedBytes: d.usedBytes,
         evictedBytes: d.evictedBytes,

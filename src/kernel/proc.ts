@@ -58,6 +58,8 @@ export interface ProcessAccounting {
   atomsRun: number;
   /** Dispatches that ran whole because they could not be split (indirect, unsplittable kernels). */
   wholeDispatches: number;
+  /** Submits with checked loops held until the work ahead completed, on a CPU device (docs/kernel.md, drainFirst). */
+  drainWaits: number;
   /** Times the scheduler switched away from this process while it had work queued. */
   preemptions: number;
   /** Time spent with work queued but nothing on the device (ns). */
@@ -110,7 +112,12 @@ export class Proc {
   readyWaitNs = 0;
   atomsRun = 0;
   wholeDispatches = 0;
-  /** How long its last piece with checked loops took, as the watchdog's time check saw it from the end of the work ahead (ns; NaN: none yet). */
+  drainWaits = 0;
+  /**
+   * How long its last piece with checked loops was seen to run: from the end of the work ahead to
+   * the last poll that did not yet report it done (ns; a lower bound; NaN: none yet). Read by
+   * Dispatcher.drainFirst.
+   */
   lastCheckedPieceNs = NaN;
   preemptions = 0;
   /**
@@ -235,6 +242,7 @@ export class Proc {
         bufferWrites: this.bufferWrites,
         atomsRun: this.atomsRun,
         wholeDispatches: this.wholeDispatches,
+        drainWaits: this.drainWaits,
         preemptions: this.preemptions,
         readyWaitNs: this.readyWaitNs,
         latency: this.latency.snapshot(),

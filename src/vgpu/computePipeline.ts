@@ -2,6 +2,7 @@
 // the kernel can rebuild or rewrite it, in front of Dawn's pipeline.
 
 import { CostModel } from '../kernel/dispatch.js';
+import type { CheckedRun, CheckedRuns } from '../kernel/checkedRuns.js';
 import { ATOM_RECORD_SIZE, atomize } from '../wgsl/index.js';
 import { BufferUsage } from './webgpuGlobals.js';
 
@@ -224,6 +225,24 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   get mayCut(): boolean {
     const module = this.descriptor.compute?.module;
     return module instanceof VirtualShaderModule && module.watchdog.checkedLoops > 0;
+  }
+
+  #checkedRun: CheckedRun | null = null;
+  #checkedRunOf: CheckedRuns | null = null;
+  /**
+   * With mayCut: its device's record of how long its kernel was last seen to run, shared with
+   * every pipeline of the same source, entry point and constants there (found once per device).
+   */
+  get checkedRun(): CheckedRun {
+    const runs = this.#device.dispatcher.checkedRuns;
+    if (this.#checkedRunOf !== runs || this.#checkedRun === null) {
+      const compute = this.descriptor.compute!;
+      const module = compute.module as unknown as VirtualShaderModule;
+      const constants = compute.constants ? JSON.stringify(Object.entries(compute.constants)) : '';
+      this.#checkedRun = runs.recordFor(`${compute.entryPoint ?? ''}\0${constants}\0${module.code}`);
+      this.#checkedRunOf = runs;
+    }
+    return this.#checkedRun;
   }
 
   constructor(device: VirtualDevice, real: GPUComputePipeline | null, descriptor: GPUComputePipelineDescriptor) {

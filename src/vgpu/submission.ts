@@ -9,6 +9,7 @@ import { withoutOpeningStamp, type DeviceStamp } from '../device/deviceTimer.js'
 import type { Captured } from '../device/physicalDevice.js';
 import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
+import type { CheckedRun } from '../kernel/checkedRuns.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
@@ -143,22 +144,26 @@ export class Submission implements WorkItem {
   /** Dawn refuses the whole submit (a command buffer submitted before, a destroyed or mapped resource). */
   private readonly refusedAtCall: boolean;
 
-  #checked: boolean | null = null;
+  #summarizedYet = false;
+  #checkedRuns: readonly CheckedRun[] = NO_CHECKED_RUNS;
   #labels: string[] | null = null;
-  /** Whether a pipeline it sets runs loops the watchdog checks: its work may run long (WorkItem.checked). */
-  get checked(): boolean {
-    return this.#summarized();
+  /** The records of the checked kernels its pipelines run (empty: none may run long; WorkItem.checkedRuns). */
+  get checkedRuns(): readonly CheckedRun[] {
+    this.#summarized();
+    return this.#checkedRuns;
   }
 
-  /** Its pipelines' labels and whether any may be cut, found once (the dispatcher may ask before wholePiece does); returns the latter. */
+  /** Its pipelines' labels and checked kernels, found once (the dispatcher may ask before wholePiece does); returns whether any may be cut. */
   #summarized(): boolean {
-    if (this.#checked === null) {
+    if (!this.#summarizedYet) {
       summarizePipelines(this.buffers);
       this.#labels = summaryLabels;
-      this.#checked = summaryMayCut;
+      this.#checkedRuns = summaryCheckedRuns ?? NO_CHECKED_RUNS;
+      this.#summarizedYet = true;
       summaryLabels = null;
+      summaryCheckedRuns = null;
     }
-    return this.#checked;
+    return this.#checkedRuns.length > 0;
   }
 
   /**
@@ -323,7 +328,7 @@ export class Submission implements WorkItem {
     const labels = this.#labels;
     if (this.buffers.length === 1 && labels === null && !mayCut) return PLAIN_SUBMIT_PIECE.arm(this);
     const args = this.buffers.length === 1 ? ONE_COMMAND_BUFFER : { commandBuffers: this.buffers.length };
-    return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, mayCut).arm(this);
+    return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, mayCut, this.#checkedRuns).arm(this);
   }
 
   /**
@@ -565,6 +570,7 @@ export class Submission implements WorkItem {
       args: { offset, size, grid },
       atom: true,
       mayCut,
+      checkedRuns: mayCut ? [pipeline.checkedRun] : undefined,
       // With a timer the model learns from timestamps alone, never from the run's wall clock.
       cost: { model: pipeline.cost, workgroups, timed: timer !== null },
       issue: () => {
@@ -614,6 +620,7 @@ export class Submission implements WorkItem {
       args: grid ? { grid } : { indirect: true },
       whole: !fits,
       mayCut,
+      checkedRuns: mayCut ? [pipeline!.checkedRun] : undefined,
       // A grid that fits in one atom teaches the cost model like an atom does.
       cost: fits && pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
       issue: () => {
@@ -671,6 +678,9 @@ function withoutOpeningStampIn(failed: Captured<unknown>): Captured<unknown> {
 /** The trace arguments of a whole submit of one command buffer (shared: the trace only reads them). */
 const ONE_COMMAND_BUFFER: Readonly<Record<string, unknown>> = Object.freeze({ commandBuffers: 1 });
 
+/** A submit that runs no checked kernel (shared: only read). */
+const NO_CHECKED_RUNS: readonly CheckedRun[] = Object.freeze([]);
+
 /**
  * A whole submit's one piece. It lets go of its submission once issued: the dispatcher keeps a
  * run's pieces until the run's fence completes, and a burst of thousands of submits must not keep
@@ -684,6 +694,8 @@ class WholePiece implements WorkPiece {
     readonly args: Readonly<Record<string, unknown>>,
     /** Whether any of its pipelines runs loops the watchdog checks (the piece may be cut: the dispatcher times it). */
     readonly mayCut: boolean,
+    /** Those pipelines' records (CheckedRuns), which learn how long the piece was seen to run. */
+    readonly checkedRuns: readonly CheckedRun[] = NO_CHECKED_RUNS,
   ) {}
   /** Makes this the piece of `submission` until issued. */
   arm(submission: Submission): this {
@@ -708,13 +720,13 @@ const PLAIN_SUBMIT_PIECE = new WholePiece('submit', ONE_COMMAND_BUFFER, false);
 
 // What summarizePipelines found (module scratch: no summary object per submit).
 let summaryLabels: string[] | null = null;
-let summaryMayCut = false;
+let summaryCheckedRuns: CheckedRun[] | null = null;
 
 /** One pass over a submit's commands: its pipelines' labels and whether any may be cut (into the scratch above). */
 function summarizePipelines(buffers: readonly VirtualCommandBuffer[]): void {
   // An array, not a Set: a submit sets few pipelines.
   let labels: string[] | null = null;
-  let mayCut = false;
+  let checkedRuns: CheckedRun[] | null = null;
   let last: VirtualComputePipeline | null = null;
   for (let b = 0; b < buffers.length; b++) {
     const commands = buffers[b].commands;
@@ -729,12 +741,15 @@ function summarizePipelines(buffers: readonly VirtualCommandBuffer[]): void {
         last = pipeline;
         const label = pipeline.label;
         if (label && !(labels ??= []).includes(label)) labels.push(label);
-        mayCut ||= pipeline.mayCut;
+        if (pipeline.mayCut) {
+          const run = pipeline.checkedRun;
+          if (!(checkedRuns ??= []).includes(run)) checkedRuns.push(run);
+        }
       }
     }
   }
   summaryLabels = labels;
-  summaryMayCut = mayCut;
+  summaryCheckedRuns = checkedRuns;
 }
 
 /**
