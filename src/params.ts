@@ -25,8 +25,9 @@ export const DEFAULT_MAX_IN_FLIGHT = 2;
 
 /**
  * On a device that runs on the host's CPU (lavapipe), a submit with checked loops (it may run
- * long) goes to the device only once the work ahead of it has completed, unless its process's last
- * checked piece took at most this long (ns). Dawn frees a pipeline the program let go of in the
+ * long) goes to the device only once the work ahead of it has completed, unless its kernels were
+ * last seen to run at most this long there (ns), or, for a kernel never seen, its process's last
+ * checked piece was (Dispatcher.drainFirst). Dawn frees a pipeline the program let go of in the
  * poll that sees the work ahead complete, and lavapipe's vkDestroyPipeline waits for the submit
  * its queue runs: the kernel's thread would stop for the whole long kernel (docs/daemon.md,
  * "What never waits for the device"). Above the atoms' lengths (a few milliseconds, alone on the
