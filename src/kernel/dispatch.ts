@@ -354,8 +354,10 @@ export class Dispatcher {
   private readonly drainsBeforeChecked: boolean;
   /** How long each checked kernel was last seen to run on this device, in any process (drainFirst). */
   readonly checkedRuns = new CheckedRuns();
-  /** The item drainFirst holds now (counted once in its owner's drainWaits, though the pump asks again). */
+  /** The item drainFirst held last (counted once in its owner's drainWaits, though the pump asks again). */
   private heldForDrain: WorkItem | null = null;
+  /** The last pump stopped at drainFirst: work waits for the device to drain, and its completion is polled for without pause. */
+  private holdingForDrain = false;
   /**
    * The watchdog's time check, set by the kernel: each owner's limit on one piece's device time,
    * and what to do when a piece ran longer (its loops were cut short: end the owner).
@@ -385,7 +387,8 @@ export class Dispatcher {
   }
 
   /**
-   * When polling Dawn is next worth it for this device (ns; Infinity: no opinion): now when the
+   * When polling Dawn is next worth it for this device (ns; Infinity: no opinion): now while work
+   * waits for the device to drain (drainFirst), and when the
    * oldest fence has no cost forecast and covers several submits; that fence's forecast end when
    * it has one. With no fence out it has no opinion: the pump's advice is process-wide, and an
    * idle kernel must not make it spin for another's work. Polls do more than notice completions:
@@ -399,6 +402,8 @@ export class Dispatcher {
    */
   private nextUsefulPollNs(now: number): number {
     const head = this.forecasts[0];
+    // Work held for the device to drain waits on exactly that completion.
+    if (this.holdingForDrain && head !== undefined) return now;
     // With nothing of its own on the device, a map is eager only for a while after it was made:
     // a map whose settling Dawn never reported must not keep the pump spinning.
     const eager = this.awaitedMaps > 0 && (head !== undefined || now - this.lastMapMadeNs < EAGER_MAP_WINDOW_NS) ? now : Infinity;
@@ -765,6 +770,7 @@ export class Dispatcher {
   }
 
   private pump(): void {
+    this.holdingForDrain = false;
     while (!this.busy) {
       const entity = this.pickNext();
       if (!entity) break;
@@ -785,6 +791,7 @@ export class Dispatcher {
         if (this.drainFirst(entity, item)) {
           // Issued once the work ahead completes (its settle pumps again); nothing else goes first.
           this.closeRun();
+          this.holdingForDrain = true;
           break;
         }
         const budgetNs = uncontended ? this.params.uncontendedSliceNs : this.params.targetSliceNs;
