@@ -22,8 +22,9 @@
 // complete in tens of microseconds, or a round trip such as popErrorScope, would wait an interval
 // for each. So the kernel's dispatchers advise the pump (adviseEventPump): each says when its next
 // completion is worth polling for — now, when its oldest fence has no cost forecast and covers
-// several submits, or while a program awaits a mapAsync (it is blocked on it; dawn.node alone
-// would spin for it too) and no forecast end lies ahead; the forecast end, when the cost models
+// several submits, while work waits for the device to drain (Dispatcher.drainFirst), or while a
+// program awaits a mapAsync (it is blocked on it; dawn.node alone would spin for it too) and no
+// forecast end lies ahead; the forecast end, when the cost models
 // predict one; no opinion otherwise (a single unforecast submit, no fence out). The pump polls at
 // the soonest of those and the interval.
 //
