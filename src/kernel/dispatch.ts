@@ -28,7 +28,7 @@ import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
 import { runsOnHostCpu } from '../device/adapters.js';
 import type { Proc } from './proc.js';
-import { CheckedRun, CheckedRuns } from './checkedRuns.js';
+import { CheckedRuns, type CheckedRun } from './checkedRuns.js';
 import type { TraceLog } from './trace.js';
 import { startAsDoubles } from '../doubleFields.js';
 import type { DeviceStamp } from '../device/deviceTimer.js';
@@ -515,6 +515,7 @@ export class Dispatcher {
   private forget(owner: Proc): void {
     const entity = this.entities.get(owner);
     if (!entity) return;
+    if (this.heldForDrain?.owner === owner) this.heldForDrain = null;
     this.entities.delete(owner);
     this.entityList.splice(this.entityList.indexOf(entity), 1);
   }
@@ -864,29 +865,37 @@ export class Dispatcher {
    * On a CPU device, whether `item` must wait for the device to drain before its first piece: its
    * work has checked loops, work is on the device or in the open run, and one of its kernels was
    * last seen to run long on this device (by any process), or one was never seen and its
-   * process's last checked piece was long or there was none. Dawn frees a pipeline the program let go of in the
-   * poll that sees the submit after its release complete; on lavapipe vkDestroyPipeline waits
+   * process's last checked piece was long or there was none. Dawn frees a pipeline the program
+   * let go of in the poll that sees the submit after its release complete; on lavapipe vkDestroyPipeline waits
    * for whatever the queue runs, so a short piece just ahead of a long kernel would stop the
    * kernel's thread (every process's calls, the daemon's sockets) for the whole kernel. Issued on
    * a drained device, the kernel is that submit, and its frees wait until it is done.
    */
   private drainFirst(entity: Entity, item: WorkItem): boolean {
+    if (!this.mustDrainFor(entity, item)) {
+      // Let go of a held item once it goes: it names its process's objects.
+      if (this.heldForDrain === item) this.heldForDrain = null;
+      return false;
+    }
+    if (this.heldForDrain !== item) {
+      this.heldForDrain = item;
+      entity.proc.drainWaits++;
+    }
+    return true;
+  }
+
+  /** drainFirst's rule, without its bookkeeping. */
+  private mustDrainFor(entity: Entity, item: WorkItem): boolean {
     if (!this.drainsBeforeChecked || entity.headIssued || (this.outstandingFences === 0 && this.openRun === null)) return false;
     const runs = item.checkedRuns;
     if (runs === undefined || runs.length === 0) return false;
     let unknown = false;
-    let long = false;
     for (let i = 0; i < runs.length; i++) {
       const seenNs = runs[i].seenNs;
-      if (seenNs > CHECKED_DRAIN_AFTER_NS) long = true;
-      else if (!(seenNs <= CHECKED_DRAIN_AFTER_NS)) unknown = true;
+      if (seenNs > CHECKED_DRAIN_AFTER_NS) return true;
+      if (!(seenNs <= CHECKED_DRAIN_AFTER_NS)) unknown = true;
     }
-    const hold = long || (unknown && !(entity.proc.lastCheckedPieceNs <= CHECKED_DRAIN_AFTER_NS));
-    if (hold && this.heldForDrain !== item) {
-      this.heldForDrain = item;
-      entity.proc.drainWaits++;
-    }
-    return hold;
+    return unknown && !(entity.proc.lastCheckedPieceNs <= CHECKED_DRAIN_AFTER_NS);
   }
 
   // nextPieceOf, issueSafely and runSafely report what an item throws (a kernel bug) and go on,
