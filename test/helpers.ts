@@ -154,15 +154,20 @@ export async function deviceOf(proc: { readonly gpu: GPU }): Promise<GPUDevice> 
   return (await adapter.requestDevice()) as GPUDevice;
 }
 
-/** Submits one pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
-export function dispatchOnce(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups = 1): void {
+/** An encoder holding one ended pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
+function encodeDispatch(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups: number): GPUCommandEncoder {
   const encoder = device.createCommandEncoder();
   const pass = encoder.beginComputePass();
   pass.setPipeline(pipeline);
   pass.setBindGroup(0, group);
   pass.dispatchWorkgroups(workgroups);
   pass.end();
-  device.queue.submit([encoder.finish()]);
+  return encoder;
+}
+
+/** Submits one pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
+export function dispatchOnce(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups = 1): void {
+  device.queue.submit([encodeDispatch(device, pipeline, group, workgroups).finish()]);
 }
 
 /**
@@ -176,12 +181,7 @@ export function dispatchThenCopy(device: GPUDevice, pipeline: GPUComputePipeline
 /** dispatchThenCopy's command buffer, not submitted. */
 export function encodeDispatchThenCopy(device: GPUDevice, pipeline: GPUComputePipeline, buffer: GPUBuffer, workgroups: number, readback: GPUBuffer, size: number): GPUCommandBuffer {
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(workgroups);
-  pass.end();
+  const encoder = encodeDispatch(device, pipeline, group, workgroups);
   encoder.copyBufferToBuffer(buffer, 0, readback, 0, size);
   return encoder.finish();
 }

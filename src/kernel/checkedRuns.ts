@@ -29,8 +29,4 @@ export class CheckedRuns {
     this.runs.set(key, run);
     return run;
   }
-
-  get size(): number {
-    return this.runs.size;
-  }
 }

@@ -328,7 +328,7 @@ export class Submission implements WorkItem {
     const labels = this.#labels;
     if (this.buffers.length === 1 && labels === null && !mayCut) return PLAIN_SUBMIT_PIECE.arm(this);
     const args = this.buffers.length === 1 ? ONE_COMMAND_BUFFER : { commandBuffers: this.buffers.length };
-    return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, mayCut, this.#checkedRuns).arm(this);
+    return new WholePiece(labels === null ? 'submit' : labels.join(', '), args, this.#checkedRuns).arm(this);
   }
 
   /**
@@ -692,11 +692,13 @@ class WholePiece implements WorkPiece {
     /** The submit's pipelines' labels, or 'submit' when none has one (for the trace and the watchdog's message). */
     readonly name: string,
     readonly args: Readonly<Record<string, unknown>>,
-    /** Whether any of its pipelines runs loops the watchdog checks (the piece may be cut: the dispatcher times it). */
-    readonly mayCut: boolean,
-    /** Those pipelines' records (CheckedRuns), which learn how long the piece was seen to run. */
-    readonly checkedRuns: readonly CheckedRun[] = NO_CHECKED_RUNS,
-  ) {}
+    /** The records (CheckedRuns) of its pipelines that run loops the watchdog checks; they learn how long the piece was seen to run. */
+    readonly checkedRuns: readonly CheckedRun[],
+  ) {
+    this.mayCut = checkedRuns.length > 0;
+  }
+  /** Whether any of its pipelines runs checked loops (the piece may be cut: the dispatcher times it). */
+  readonly mayCut: boolean;
   /** Makes this the piece of `submission` until issued. */
   arm(submission: Submission): this {
     this.#submission = submission;
@@ -716,7 +718,7 @@ class WholePiece implements WorkPiece {
  * one armed at a time suffices, and a run of thousands of submits then keeps one object, not one
  * per submit, until its fence. It is also what keeps WholePiece's shape alive (see shapeKeeper).
  */
-const PLAIN_SUBMIT_PIECE = new WholePiece('submit', ONE_COMMAND_BUFFER, false);
+const PLAIN_SUBMIT_PIECE = new WholePiece('submit', ONE_COMMAND_BUFFER, NO_CHECKED_RUNS);
 
 // What summarizePipelines found (module scratch: no summary object per submit).
 let summaryLabels: string[] | null = null;
