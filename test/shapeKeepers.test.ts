@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { createKernel, Kernel } from '../src/index.js';
+import { unwrap } from '../src/vgpu/object.js';
 import { shapeKeepers } from '../src/vgpu/shapeKeepers.js';
 import './helpers.js';
 
@@ -28,13 +29,14 @@ describe('the call path shape keepers', () => {
     await kernel.shutdown();
   });
 
-  it("have the shapes of a program's process, device, device table, encoder, pass, command buffer, module, pipeline, buffer, residency, bind group and pass records", async () => {
+  it("have the shapes of a program's process, device, device table, encoder, pass, command buffer, module, pipeline, buffer, residency, bind group, pass records, limit checks, derived layout and Dawn's encode objects", async () => {
     const proc = await kernel.spawn({ name: 'shapes' });
     const device = await (await proc.gpu.requestAdapter())!.requestDevice();
     const module = device.createShaderModule({ code: COUNTER });
     const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module } });
     const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+    const derivedLayout = pipeline.getBindGroupLayout(0);
+    const group = device.createBindGroup({ layout: derivedLayout, entries: [{ binding: 0, resource: { buffer: counter } }] });
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     pass.setPipeline(pipeline);
@@ -63,10 +65,41 @@ describe('the call path shape keepers', () => {
       ['bind group', group, keepers.bindGroup],
       ['setPipeline record', internals(pipeline, 'passRecord'), keepers.records[0]],
       ['setBindGroup record', (group as unknown as { passRecord(index: number): object }).passRecord(0), keepers.records[1]],
+      ['limit checks', internals(device, 'limitChecks'), keepers.limits],
+      ['derived bind group layout', derivedLayout, keepers.derivedLayout],
+      // Dawn's own objects of an encode, as the kernel's device makes them for the program.
+      ['real command encoder', internals(encoder, 'real'), keepers.real!.encoder],
+      ['real compute pass encoder', internals(pass, 'real'), keepers.real!.pass],
+      ['real command buffer', unwrap(commandBuffer) as object, keepers.real!.commandBuffer],
     ];
     for (const [what, programs, kept] of pairs) assert.ok(sameShape(programs, kept), `the kept ${what} has the shape of the program's`);
     // The comparison can fail: objects of two classes never share a shape.
     assert.equal(sameShape(pipeline, keepers.bindGroup), false);
     await proc.exit();
+  });
+
+  it("are made again when a process ends, with the shapes the next process's objects take", async () => {
+    const first = await kernel.spawn({ name: 'shapes-before' });
+    const firstDevice = await (await first.gpu.requestAdapter())!.requestDevice();
+    firstDevice.createCommandEncoder();
+    const before = shapeKeepers();
+    assert.ok(before);
+    await first.exit();
+    const after = shapeKeepers();
+    assert.ok(after);
+    assert.notEqual(after.proc, before.proc, 'the keepers were made again at the end');
+    assert.equal(after.real, before.real, "Dawn's objects are made once");
+
+    const next = await kernel.spawn({ name: 'shapes-after' });
+    const device = await (await next.gpu.requestAdapter())!.requestDevice();
+    const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+    const encoder = device.createCommandEncoder();
+    const internals = (object: object, name: string): object => (object as unknown as Record<string, object>)[name];
+    assert.ok(sameShape(internals(device, 'proc'), after.proc), 'the process');
+    assert.ok(sameShape(device, after.device), 'the device');
+    assert.ok(sameShape(counter, after.buffer), 'the buffer');
+    assert.ok(sameShape(internals(counter, 'residency'), after.residency), 'the residency');
+    assert.ok(sameShape(encoder, after.encoder), 'the encoder');
+    await next.exit();
   });
 });

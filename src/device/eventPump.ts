@@ -38,6 +38,8 @@
 // millisecond, too coarse for a scheduler whose atoms are a millisecond long, while the pump runs
 // every `intervalUs` whenever a fence is pending, which is exactly when the dispatcher needs one.
 
+import { keepShape } from '../keptShapes.js';
+
 export interface EventPumpStats {
   /** Whether Dawn's polls go through the pump now: some kernel holds it, it is installed as setImmediate, not bypassed. */
   active: boolean;
@@ -52,6 +54,15 @@ export interface EventPumpStats {
 type Callback = (...args: unknown[]) => void;
 
 const nodeSetImmediate = globalThis.setImmediate;
+
+// Node makes an `Immediate` object for every setImmediate, Dawn's polls included (a few per
+// readback round), and each dies as soon as it has run. V8 keeps an object shape only while an
+// object of it lives (see src/vgpu/shapeKeepers.ts), so a full collection that found none threw
+// away the optimized code of Node's timer functions (`processImmediate`, `setImmediate`) and of
+// every caller that inlined them. One cleared Immediate, kept, keeps that shape (src/keptShapes.ts).
+clearImmediate(keepShape(nodeSetImmediate(() => {})));
+/** A settled promise: its `then` queues a microtask without the AsyncResource queueMicrotask makes (another shape that dies). */
+const settled = Promise.resolve();
 /** What the pump forwards to: the setImmediate it found when it was installed. */
 let forwardTo = nodeSetImmediate;
 /** Atomics.wait needs a shared cell; nothing ever wakes it, so every wait runs to its timeout. */
@@ -109,8 +120,10 @@ function runPoll(poll: Callback): void {
   counters.polls++;
   poll();
   // After the promise reactions the poll queued (a fence settling), so a woken scheduler sees them.
-  if (wakes.length > 0) queueMicrotask(() => runDueWakes(performance.now()));
+  if (wakes.length > 0) void settled.then(runDueWakesNow);
 }
+
+const runDueWakesNow = (): void => runDueWakes(performance.now());
 
 function runDueWakes(now: number): void {
   while (wakes.length > 0 && wakes[0].atMs <= now) {

@@ -76,8 +76,12 @@ export interface WorkItem {
   nextPiece?(budgetNs: number): WorkPiece | null;
   /** Called instead of `run`/`nextPiece` when the owner ends first: settle what the program awaits. */
   cancel(): void;
-  /** Set by the dispatcher: when the program made the call (for the submission latency histogram). */
-  enqueuedAtNs?: number;
+  /**
+   * When the program made the call (for the submission latency histogram): set by the dispatcher;
+   * the item's maker sets NaN. It is there from the making, not added at enqueue: an added field
+   * gives every item a shape of its own that dies between calls (src/keptShapes.ts says what that costs).
+   */
+  enqueuedAtNs: number;
   /**
    * A buffer write, as a checkpoint records it (set by its maker: the kernel cannot see into the
    * item's closures): the bytes not yet written and where they go.
@@ -99,6 +103,9 @@ export interface WorkItem {
 
 /** Items some pieces of which were issued before takeAll moved them (see Entity.headIssued). */
 const partlyIssued = new WeakSet<WorkItem>();
+
+/** A settled promise, whose then queues a microtask (closeScheduledRun). */
+const SETTLED = Promise.resolve();
 
 /** The device time `pieces` should take by their cost models, or null when one has none. */
 function forecastNs(pieces: readonly WorkPiece[]): number | null {
@@ -299,6 +306,11 @@ export class Dispatcher {
   private busy = false;
   private openRun: OpenRun | null = null;
   private closeScheduled = false;
+  /** The microtask that closes the open run after the program's synchronous burst (pump). */
+  private readonly closeScheduledRun = (): void => {
+    this.closeScheduled = false;
+    if (!this.busy) this.closeRun();
+  };
   private outstandingFences = 0;
   /** Outstanding fences by the class of the run's owner (PRIORITY_CLASSES order). */
   private readonly inFlightByClass = PRIORITY_CLASSES.map(() => 0);
@@ -463,7 +475,7 @@ export class Dispatcher {
     const owner = item.owner;
     let entity = this.entities.get(owner);
     if (!entity) {
-      entity = { proc: owner, queue: [], prepared: false, headIssued: false, finishing: new Set(), lastActiveNs: 0 };
+      entity = { proc: owner, queue: [], prepared: false, headIssued: false, finishing: new Set(), lastActiveNs: nowNs() };
       this.entities.set(owner, entity);
       this.entityList.push(entity);
     }
@@ -823,10 +835,9 @@ export class Dispatcher {
       // Close the run after the program's current synchronous burst, so a loop of submits
       // costs one fence, not one per submit.
       this.closeScheduled = true;
-      queueMicrotask(() => {
-        this.closeScheduled = false;
-        if (!this.busy) this.closeRun();
-      });
+      // A settled promise's then, not queueMicrotask: that makes an AsyncResource per call, a
+      // shape that dies between bursts and takes optimized code with it at a full collection.
+      void SETTLED.then(this.closeScheduledRun);
     }
     this.notifyIdle();
   }
@@ -934,9 +945,9 @@ export class Dispatcher {
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
-    if (run) run.finishing.push(item.enqueuedAtNs ?? NaN);
+    if (run) run.finishing.push(item.enqueuedAtNs);
     // Its last piece has completed already (or it issued none): its latency ends now.
-    else item.owner.latency.record(nowNs() - (item.enqueuedAtNs ?? nowNs()));
+    else if (!Number.isNaN(item.enqueuedAtNs)) item.owner.latency.record(nowNs() - item.enqueuedAtNs);
   }
 
   private issue(entity: Entity, piece: WorkPiece): void {

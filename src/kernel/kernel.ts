@@ -31,6 +31,7 @@ import {
 import type { VirtualDevice } from '../vgpu/device.js';
 import { VirtualGPU } from '../vgpu/gpu.js';
 import type { ProcessHost } from '../vgpu/host.js';
+import { refreshCallPathShapes } from '../vgpu/shapeKeepers.js';
 import { Dispatcher, SchedulerParams } from './dispatch.js';
 import { MemoryManager } from './mem.js';
 import type { SwapCounters } from './residency.js';
@@ -919,7 +920,7 @@ export class Kernel {
     if (!proc.alive) return proc.exit!;
     await Promise.all([...this.dispatchers.values()].map((d) => d.whenIdle(proc)));
     proc.end({ code, reason: code === 0 ? 'normal' : 'error' });
-    for (const dispatcher of this.dispatchers.values()) dispatcher.processEnded(proc);
+    this.ended(proc);
     await this.settle(proc);
     return proc.exit!;
   }
@@ -955,7 +956,14 @@ export class Kernel {
     proc.suspended = false;
     for (const dispatcher of this.dispatchers.values()) dispatcher.cancelAll(proc);
     proc.end(status);
+    this.ended(proc);
+  }
+
+  /** What follows a process's end, however it ended. */
+  private ended(proc: Proc): void {
     for (const dispatcher of this.dispatchers.values()) dispatcher.processEnded(proc);
+    // Its objects were the last of their shapes: the keepers take them on before they die.
+    refreshCallPathShapes();
   }
 
   /** Waits until work the process had already put on a device has completed. */

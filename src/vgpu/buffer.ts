@@ -114,6 +114,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
       entry.item = {
         owner: this.#device.proc,
         usesDevice: false,
+        enqueuedAtNs: NaN,
         run: () => {
           if (entry.aborted) {
             this.settled(entry);
@@ -195,6 +196,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     this.#device.dispatcher.enqueue({
       owner: proc,
       usesDevice: false,
+      enqueuedAtNs: NaN,
       run: () => this.destroyReal(token),
       cancel: () => this.destroyReal(token),
     });

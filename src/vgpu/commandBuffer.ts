@@ -5,6 +5,7 @@
 import { REAL, unwrap, VirtualObject } from './object.js';
 import { describeCommandBuffer } from '../foreignObject.js';
 import { VirtualBindGroup } from './bindGroup.js';
+import { keepShape } from '../keptShapes.js';
 
 export type PassOp =
   | 'setPipeline'
@@ -67,6 +68,8 @@ class Resources {
     this.list.push(value);
   }
 }
+// Every Resources lives for one call: one kept keeps the shape (src/keptShapes.ts says why).
+keepShape(new Resources());
 
 export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
   // Private fields behind prototype accessors: a GPUCommandBuffer has no own properties (WebIDL).

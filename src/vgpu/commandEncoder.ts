@@ -277,7 +277,7 @@ export class VirtualCommandEncoder {
   }
 
   constructor(device: VirtualDevice, real: GPUCommandEncoder, descriptor: { label: string } | undefined) {
-    keepCallPathShapes();
+    keepCallPathShapes(device.physical);
     this.#device = device;
     this.#real = real;
     this.#label = descriptor?.label ?? '';

@@ -1051,6 +1051,7 @@ export class VirtualDevice extends EventTarget {
       this.dispatcher.enqueue({
         owner: this.proc,
         usesDevice: false,
+        enqueuedAtNs: NaN,
         run: () => {
           buffer.residency.snapshot().then(resolve, () => resolve(null));
         },
@@ -1069,6 +1070,7 @@ export class VirtualDevice extends EventTarget {
       this.dispatcher.enqueue({
         owner: this.proc,
         usesDevice: false,
+        enqueuedAtNs: NaN,
         run: () => {
           buffer.residency.snapshotRange(offset, size, use).then(resolve, reject);
         },

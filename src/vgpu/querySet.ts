@@ -56,6 +56,6 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebui
       if (token) proc.ledger.release(token, true);
       else this.#real.destroy();
     };
-    this.#device.dispatcher.enqueue({ owner: proc, usesDevice: false, run: release, cancel: release });
+    this.#device.dispatcher.enqueue({ owner: proc, usesDevice: false, enqueuedAtNs: NaN, run: release, cancel: release });
   }
 }

@@ -106,6 +106,7 @@ export class VirtualQueue {
       owner: device.proc,
       // Refused before it reaches the device queue: nothing to time, nothing a checkpoint keeps.
       usesDevice: false,
+      enqueuedAtNs: NaN,
       run: () => {
         const real = converted.map((cb) => {
           if (cb instanceof VirtualCommandBuffer) cb.checkedConsumed = true;
@@ -147,6 +148,7 @@ export class VirtualQueue {
       device.dispatcher.enqueue({
         owner: proc,
         usesDevice: true,
+        enqueuedAtNs: NaN,
         nextPiece: () => {
           if (written >= bytes.byteLength || device.isLost) {
             done();
@@ -181,6 +183,7 @@ export class VirtualQueue {
     device.dispatcher.enqueue({
       owner: proc,
       usesDevice: true,
+      enqueuedAtNs: NaN,
       run: () => {
         proc.bufferWrites++;
         // The real buffer is looked up now, not at the call: it may have been evicted and brought back since.
@@ -198,6 +201,7 @@ export class VirtualQueue {
       device.dispatcher.enqueue({
         owner: device.proc,
         usesDevice: false,
+        enqueuedAtNs: NaN,
         run: () => {
           device.physical.queue.onSubmittedWorkDone().then(() => resolve(undefined), () => resolve(undefined));
         },

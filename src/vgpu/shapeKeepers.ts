@@ -15,6 +15,13 @@
 // and registered nowhere (no kernel table, tenant, dispatcher or ledger knows them), hold no
 // memory, and are never handed to a program. test/shapeKeepers.test.ts checks the shapes are the
 // same. (A finished Submission is kept apart, in submission.ts: its shape comes from a real submit.)
+//
+// They are made again whenever a process ends (refreshCallPathShapes): a field that took a value of
+// another representation in that process (an integer that became a fraction) moved every object
+// of the class to a new shape and left the keepers on the old one, which keeps nothing. Made
+// anew, they follow the shapes V8 has now. Dawn's own command encoder, pass encoder and command
+// buffer objects (one per encode, each dead by the next) are kept too, made once on a real
+// device: V8 drops their shapes just the same.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import type { LiveCounts, ResourceLedger } from '../kernel/ledger.js';
@@ -30,6 +37,8 @@ import { VirtualCommandEncoder, VirtualComputePassEncoder } from './commandEncod
 import { VirtualComputePipeline } from './computePipeline.js';
 import { VirtualDevice } from './device.js';
 import type { ProcessHost } from './host.js';
+import { VirtualBindGroupLayout } from './layouts.js';
+import { ProcessLimits } from './limits.js';
 import { VirtualShaderModule } from './shaderModule.js';
 
 /** The kept objects by what they stand for (null until the first real encoder). */
@@ -46,6 +55,10 @@ export interface ShapeKeepers {
   bindGroup: VirtualBindGroup;
   /** The records a pass keeps of setPipeline and setBindGroup (shared per pipeline and group). */
   records: readonly PassCommand[];
+  limits: ProcessLimits;
+  derivedLayout: VirtualBindGroupLayout;
+  /** Dawn's objects of one encode, finished (made once; null where no real device was at hand). */
+  real: { encoder: GPUCommandEncoder; pass: GPUComputePassEncoder; commandBuffer: GPUCommandBuffer } | null;
 }
 
 let keepers: ShapeKeepers | null = null;
@@ -57,18 +70,42 @@ export function shapeKeepers(): ShapeKeepers | null {
   return keepers;
 }
 
-/** Makes the keepers once: VirtualCommandEncoder's constructor calls it (the keepers' own encoder included, hence `making`). */
-export function keepCallPathShapes(): void {
+/**
+ * Makes the keepers once: VirtualCommandEncoder's constructor calls it (the keepers' own encoder
+ * included, hence `making`) with the device the program encodes for.
+ */
+export function keepCallPathShapes(physical: PhysicalDevice): void {
   if (keepers !== null || making) return;
+  make(madeOnce(physical));
+}
+
+/** Makes the keepers again from the shapes V8 has now (see the top of this file): when a process ends. */
+export function refreshCallPathShapes(): void {
+  if (keepers === null || making) return;
+  make(keepers.real);
+}
+
+function make(real: ShapeKeepers['real']): void {
   making = true;
   try {
-    keepers = makeKeepers();
+    keepers = makeKeepers(real);
   } finally {
     making = false;
   }
 }
 
-function makeKeepers(): ShapeKeepers {
+/** Dawn's objects of one finished encode on `physical`'s device (null if Dawn refused one). */
+function madeOnce(physical: PhysicalDevice): ShapeKeepers['real'] {
+  const made = physical.capture(() => {
+    const encoder = physical.device.createCommandEncoder({ label: 'gpunix shape keeper' });
+    const pass = encoder.beginComputePass();
+    pass.end();
+    return { encoder, pass, commandBuffer: encoder.finish() };
+  });
+  return made.clean ? made.value : null;
+}
+
+function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   // A tenant account, live counts, host, physical device, ledger and swap counters that nothing
   // here calls, but for the host's dispatcherFor (a device keeps its dispatcher).
   const account = { processes: 0, members: new Set() } as unknown as TenantAccount;
@@ -91,9 +128,13 @@ function makeKeepers(): ShapeKeepers {
     device,
   );
   const records = Object.freeze([pipeline.passRecord, bindGroup.passRecord(0)]);
+  // A process device's limit checks, with the two limits its dispatches read (integers, as Dawn's are).
+  const someLimits = { maxComputeWorkgroupsPerDimension: 65535, minUniformBufferOffsetAlignment: 256, minStorageBufferOffsetAlignment: 256 };
+  const limits = new ProcessLimits(someLimits, someLimits, someLimits);
+  const derivedLayout = new VirtualBindGroupLayout({} as GPUBindGroupLayout, undefined, { pipeline, index: 0 });
   const encoder = new VirtualCommandEncoder(device, {} as GPUCommandEncoder, undefined);
   const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, [], undefined);
   const commands: readonly RecordedCommand[] = Object.freeze([]);
   const commandBuffer = new VirtualCommandBuffer({} as GPUCommandBuffer, commands, '', Promise.resolve(true), true, 0, 0, 0, device, '', false);
-  return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records });
+  return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records, limits, derivedLayout, real });
 }

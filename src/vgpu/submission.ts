@@ -98,6 +98,7 @@ function copyArgs(args: unknown[]): { src: unknown; srcOffset: number; dst: unkn
 
 export class Submission implements WorkItem {
   readonly usesDevice = true;
+  enqueuedAtNs = NaN;
   #cursor: Cursor | null = null;
   /** Where the walk through a split submit stands (made at its first piece: a whole submit needs none). */
   private get cursor(): Cursor {
