@@ -1007,51 +1007,15 @@ export class Dispatcher {
     this.inFlightByClass[rank]++;
     this.forecasts.push({ issuedAtNs: run.firstIssuedAtNs, costNs: forecastNs(run.pieces), pieces: run.pieces.length });
     let settled = false;
+    // A small closure per run around a method: the optimized code of a closure lives only as long
+    // as some closure of its kind, and every run's closure is gone by a full collection.
     const settle = (): void => {
       if (settled) return;
       // The runs ahead completed first (queue order): any still unsettled settles now.
       while (this.unsettled.length > 0 && this.unsettled[0] !== settle) this.unsettled[0]();
       if (this.unsettled[0] === settle) this.unsettled.shift();
       settled = true;
-      const doneNs = nowNs();
-      this.forecasts.shift();
-      const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
-      const spent = Math.max(0, doneNs - startNs);
-      this.lastFenceDoneNs = doneNs;
-      this.aheadEndedNs = completedNoEarlierThanNs(doneNs);
-      const owner = run.owner;
-      if (this.lastRunOf.get(owner) === run) this.lastRunOf.delete(owner);
-      owner.gpuTimeNs += spent;
-      owner.vruntimeNs += spent / owner.shareWeight;
-      this.busyNs += spent;
-      this.learn(run, spent);
-      let enqueuedNs: number | undefined;
-      // Indexed loops here and below: settle runs once per run, rarely enough that V8 may not
-      // optimize it, and an unoptimized for-of makes an iterator result per element.
-      const finishing = run.finishing;
-      for (let i = 0; i < finishing.length; i++) {
-        const enqueuedAtNs = finishing[i];
-        if (Number.isNaN(enqueuedAtNs)) {
-          owner.latency.record(0);
-          continue;
-        }
-        owner.latency.record(doneNs - enqueuedAtNs);
-        if (enqueuedNs === undefined || enqueuedAtNs < enqueuedNs) enqueuedNs = enqueuedAtNs;
-      }
-      const timing = { issuedNs: run.firstIssuedAtNs, enqueuedNs, ahead: run.ahead };
-      const pieces = run.pieces;
-      for (let i = 0; i < pieces.length; i++) this.trace.add(owner, this.device.id, pieces[i].name, startNs, doneNs, pieces.length, pieces[i].args, timing);
-      owner.inFlightGroups--;
-      const here = this.runsInFlight.get(owner)! - 1;
-      if (here === 0) this.runsInFlight.delete(owner);
-      else this.runsInFlight.set(owner, here);
-      this.outstandingFences--;
-      this.inFlightByClass[rank]--;
-      const entity = this.entities.get(owner);
-      if (entity) entity.lastActiveNs = doneNs;
-      if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
-      if (entity) this.forgetIfEnded(entity);
-      this.pump();
+      this.runCompleted(run, rank);
     };
     this.unsettled.push(settle);
     if (cover !== null && cover.run === run && cover.work === this.issuedWork) {
@@ -1061,6 +1025,49 @@ export class Dispatcher {
       return;
     }
     this.device.queue.onSubmittedWorkDone().then(settle, settle);
+  }
+
+  /** A closed run has completed (its fence or covering map settled): its time is accounted, and the pump goes on. */
+  private runCompleted(run: OpenRun, rank: number): void {
+    const doneNs = nowNs();
+    this.forecasts.shift();
+    const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
+    const spent = Math.max(0, doneNs - startNs);
+    this.lastFenceDoneNs = doneNs;
+    this.aheadEndedNs = completedNoEarlierThanNs(doneNs);
+    const owner = run.owner;
+    if (this.lastRunOf.get(owner) === run) this.lastRunOf.delete(owner);
+    owner.gpuTimeNs += spent;
+    owner.vruntimeNs += spent / owner.shareWeight;
+    this.busyNs += spent;
+    this.learn(run, spent);
+    let enqueuedNs: number | undefined;
+    // Indexed loops here and below: this runs once per run, rarely enough that V8 may not
+    // optimize it, and an unoptimized for-of makes an iterator result per element.
+    const finishing = run.finishing;
+    for (let i = 0; i < finishing.length; i++) {
+      const enqueuedAtNs = finishing[i];
+      if (Number.isNaN(enqueuedAtNs)) {
+        owner.latency.record(0);
+        continue;
+      }
+      owner.latency.record(doneNs - enqueuedAtNs);
+      if (enqueuedNs === undefined || enqueuedAtNs < enqueuedNs) enqueuedNs = enqueuedAtNs;
+    }
+    const timing = { issuedNs: run.firstIssuedAtNs, enqueuedNs, ahead: run.ahead };
+    const pieces = run.pieces;
+    for (let i = 0; i < pieces.length; i++) this.trace.add(owner, this.device.id, pieces[i].name, startNs, doneNs, pieces.length, pieces[i].args, timing);
+    owner.inFlightGroups--;
+    const here = this.runsInFlight.get(owner)! - 1;
+    if (here === 0) this.runsInFlight.delete(owner);
+    else this.runsInFlight.set(owner, here);
+    this.outstandingFences--;
+    this.inFlightByClass[rank]--;
+    const entity = this.entities.get(owner);
+    if (entity) entity.lastActiveNs = doneNs;
+    if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
+    if (entity) this.forgetIfEnded(entity);
+    this.pump();
   }
 
   /**

@@ -3,8 +3,10 @@
 // queue work (mapAsync, destroy) go through the dispatcher so they stay in the program's order.
 
 import type { WorkItem } from '../kernel/dispatch.js';
+import type { Proc } from '../kernel/proc.js';
 import type { BufferResidency } from '../kernel/residency.js';
 import type { VirtualDevice } from './device.js';
+import type { HeldTarget } from './errorScopes.js';
 import { REAL, VirtualObject } from './object.js';
 import { size32, size64 } from '../webidl.js';
 
@@ -12,16 +14,89 @@ import { size32, size64 } from '../webidl.js';
 const MAP_READ = 0x0001;
 const MAP_WRITE = 0x0002;
 
-interface QueuedMap {
-  item: WorkItem;
-  /**
-   * Where it stands: waiting for the dispatcher; being mapped by Dawn (which rejects it itself, in
-   * its own words, on unmap or when the real buffer is destroyed); or mapped by Dawn and waiting
-   * for the watchdog's time check (only gpunix knows it is still pending then).
-   */
-  stage: 'queued' | 'mapping' | 'checking';
-  aborted: boolean;
-  reject: (reason: unknown) => void;
+/**
+ * One mapAsync call, as the dispatcher's work item. Where it stands: waiting for the dispatcher
+ * ('queued'); being mapped by Dawn ('mapping': Dawn rejects it itself, in its own words, on unmap
+ * or when the real buffer is destroyed); or mapped by Dawn and waiting for the watchdog's time
+ * check ('checking': only gpunix knows it is still pending then).
+ *
+ * A class rather than a literal of closures: V8 keeps a closure's optimized code only while some
+ * closure of its kind lives, and a readback loop's maps are all gone by a full collection, so each
+ * collection sent the map path back to the interpreter. Methods live as long as the class.
+ */
+export class MapRequest implements WorkItem {
+  readonly usesDevice = false;
+  enqueuedAtNs = NaN;
+  stage: 'queued' | 'mapping' | 'checking' = 'queued';
+  /** Set by unmap() or destroy(), which rejected the program's promise already. */
+  aborted = false;
+  /** The watchdog's time check on the work the map reads back (null: none pending). */
+  private checked: Promise<void> | null = null;
+
+  constructor(
+    readonly owner: Proc,
+    private readonly buffer: VirtualBuffer,
+    private readonly device: VirtualDevice,
+    private readonly target: HeldTarget,
+    private readonly mode: number,
+    private readonly offset: number,
+    private readonly size: number | undefined,
+    private readonly resolve: (value: undefined) => void,
+    readonly reject: (reason: unknown) => void,
+  ) {}
+
+  run(): void {
+    if (this.aborted) {
+      this.buffer.mapSettled(this);
+      return this.target.release();
+    }
+    let mapping: Promise<undefined>;
+    try {
+      mapping = this.device.callRouted(this.target, () => this.buffer[REAL].mapAsync(this.mode, this.offset, this.size));
+    } catch (thrown) {
+      this.buffer.mapSettled(this);
+      this.reject(thrown);
+      return;
+    }
+    this.stage = 'mapping';
+    // The program waits on this map: its dispatcher has Dawn polled eagerly until it settles.
+    const dispatcher = this.device.dispatcher;
+    dispatcher.mapMade(this.buffer, mapping);
+    // The work it reads back may have run loops the watchdog cuts: the result waits for its
+    // time check, and a process that check ended gets no result of cut loops.
+    this.checked = dispatcher.timeChecked();
+    mapping.then(
+      (value) => this.mapped(value),
+      (error: unknown) => this.failed(error),
+    );
+  }
+
+  cancel(): void {
+    this.target.release();
+    this.buffer.mapSettled(this);
+    if (!this.aborted) this.reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
+  }
+
+  private mapped(value: undefined): void {
+    this.device.dispatcher.mapSettled();
+    this.stage = 'checking';
+    if (this.checked === null) this.hand(value);
+    else void this.checked.then(() => this.hand(value));
+  }
+
+  private failed(error: unknown): void {
+    this.device.dispatcher.mapSettled();
+    this.buffer.mapSettled(this);
+    this.reject(error);
+  }
+
+  /** The map is over: the program's promise settles (an unmap() or destroy() while the check ran has rejected it already). */
+  private hand(value: undefined): void {
+    this.buffer.mapSettled(this);
+    if (this.aborted) return;
+    if (this.owner.alive) this.resolve(value);
+    else this.reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
+  }
 }
 
 export class VirtualBuffer extends VirtualObject<GPUBuffer> {
@@ -36,7 +111,7 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
    * 'pending' meanwhile, as WebGPU's does until the promise resolves, and unmap() or destroy()
    * aborts them.
    */
-  #queuedMaps: QueuedMap[] = [];
+  #queuedMaps: MapRequest[] = [];
   #device: VirtualDevice;
   #residency: BufferResidency;
   get size(): number {
@@ -110,61 +185,9 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     }
     const target = this.#device.errorTarget();
     return new Promise<undefined>((resolve, reject) => {
-      const entry: QueuedMap = { item: null as unknown as WorkItem, stage: 'queued', aborted: false, reject };
-      entry.item = {
-        owner: this.#device.proc,
-        usesDevice: false,
-        enqueuedAtNs: NaN,
-        run: () => {
-          if (entry.aborted) {
-            this.settled(entry);
-            return target.release();
-          }
-          let mapping: Promise<undefined>;
-          try {
-            mapping = this.#device.callRouted(target, () => this.real.mapAsync(mode, offset, size));
-          } catch (thrown) {
-            this.settled(entry);
-            reject(thrown);
-            return;
-          }
-          entry.stage = 'mapping';
-          // The program waits on this map: its dispatcher has Dawn polled eagerly until it settles.
-          const dispatcher = this.#device.dispatcher;
-          dispatcher.mapMade(this, mapping);
-          // The work it reads back may have run loops the watchdog cuts: the result waits for its
-          // time check, and a process that check ended gets no result of cut loops.
-          const checked = dispatcher.timeChecked();
-          const proc = this.#device.proc;
-          mapping.then(
-            (value) => {
-              dispatcher.mapSettled();
-              entry.stage = 'checking';
-              const hand = (): void => {
-                this.settled(entry);
-                // An unmap() or destroy() while the check ran has rejected it already.
-                if (entry.aborted) return;
-                if (proc.alive) resolve(value);
-                else reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
-              };
-              if (checked === null) hand();
-              else void checked.then(hand);
-            },
-            (error: unknown) => {
-              dispatcher.mapSettled();
-              this.settled(entry);
-              reject(error);
-            },
-          );
-        },
-        cancel: () => {
-          target.release();
-          this.settled(entry);
-          if (!entry.aborted) reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
-        },
-      };
-      this.#queuedMaps.push(entry);
-      this.#device.dispatcher.enqueue(entry.item);
+      const request = new MapRequest(this.#device.proc, this, this.#device, target, mode, offset, size, resolve, reject);
+      this.#queuedMaps.push(request);
+      this.#device.dispatcher.enqueue(request);
     });
   }
 
@@ -217,8 +240,8 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     else this.residency.destroy();
   }
 
-  /** Takes a map that has settled (or will not run) off the pending list. */
-  private settled(entry: QueuedMap): void {
+  /** Takes a map that has settled (or will not run) off the pending list (its MapRequest's call). */
+  mapSettled(entry: MapRequest): void {
     const at = this.#queuedMaps.indexOf(entry);
     if (at !== -1) this.#queuedMaps.splice(at, 1);
   }

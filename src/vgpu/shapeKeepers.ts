@@ -24,6 +24,7 @@
 // device: V8 drops their shapes just the same.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
+import type { WorkItem } from '../kernel/dispatch.js';
 import type { LiveCounts, ResourceLedger } from '../kernel/ledger.js';
 import { Proc } from '../kernel/proc.js';
 import { BufferResidency, type SwapCounters } from '../kernel/residency.js';
@@ -31,11 +32,12 @@ import type { TenantAccount } from '../kernel/tenant.js';
 import { PRIORITY_CLASSES } from '../params.js';
 import type { Budget } from '../wgsl/index.js';
 import { VirtualBindGroup } from './bindGroup.js';
-import { VirtualBuffer } from './buffer.js';
+import { MapRequest, VirtualBuffer } from './buffer.js';
 import { VirtualCommandBuffer, type PassCommand, type RecordedCommand } from './commandBuffer.js';
 import { VirtualCommandEncoder, VirtualComputePassEncoder } from './commandEncoder.js';
 import { VirtualComputePipeline } from './computePipeline.js';
 import { VirtualDevice } from './device.js';
+import type { HeldTarget } from './errorScopes.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout } from './layouts.js';
 import { ProcessLimits } from './limits.js';
@@ -57,6 +59,14 @@ export interface ShapeKeepers {
   records: readonly PassCommand[];
   limits: ProcessLimits;
   derivedLayout: VirtualBindGroupLayout;
+  /** A mapAsync call's work item (one per readback, each gone by the next collection). */
+  mapRequest: MapRequest;
+  /**
+   * The work items other calls make as object literals (writeBuffer, onSubmittedWorkDone,
+   * destroy...), one per shape: the same fields in the same order give every literal one shape,
+   * whichever line makes it, and nothing else keeps that shape.
+   */
+  items: readonly WorkItem[];
   /** Dawn's objects of one encode, finished (made once; null where no real device was at hand). */
   real: { encoder: GPUCommandEncoder; pass: GPUComputePassEncoder; commandBuffer: GPUCommandBuffer } | null;
 }
@@ -132,9 +142,17 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   const someLimits = { maxComputeWorkgroupsPerDimension: 65535, minUniformBufferOffsetAlignment: 256, minStorageBufferOffsetAlignment: 256 };
   const limits = new ProcessLimits(someLimits, someLimits, someLimits);
   const derivedLayout = new VirtualBindGroupLayout({} as GPUBindGroupLayout, undefined, { pipeline, index: 0 });
+  const mapRequest = new MapRequest(proc, buffer, device, {} as HeldTarget, 1, 0, undefined, () => {}, () => {});
+  const nothing = (): void => {};
+  const write = () => ({ buffer, offset: 0, bytes: new Uint8Array(0) });
+  const items: readonly WorkItem[] = Object.freeze([
+    { owner: proc, usesDevice: false, enqueuedAtNs: NaN, run: nothing, cancel: nothing },
+    { owner: proc, usesDevice: true, enqueuedAtNs: NaN, run: nothing, cancel: nothing, write },
+    { owner: proc, usesDevice: true, enqueuedAtNs: NaN, nextPiece: () => null, cancel: nothing, write },
+  ]);
   const encoder = new VirtualCommandEncoder(device, {} as GPUCommandEncoder, undefined);
   const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, [], undefined);
   const commands: readonly RecordedCommand[] = Object.freeze([]);
   const commandBuffer = new VirtualCommandBuffer({} as GPUCommandBuffer, commands, '', Promise.resolve(true), true, 0, 0, 0, device, '', false);
-  return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records, limits, derivedLayout, real });
+  return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records, limits, derivedLayout, mapRequest, items, real });
 }
