@@ -41,6 +41,7 @@ import type { HeldTarget } from './errorScopes.js';
 import type { ProcessHost } from './host.js';
 import { VirtualBindGroupLayout } from './layouts.js';
 import { ProcessLimits } from './limits.js';
+import { BufferWrite } from './queue.js';
 import { VirtualShaderModule } from './shaderModule.js';
 
 /** The kept objects by what they stand for (null until the first real encoder). */
@@ -59,8 +60,9 @@ export interface ShapeKeepers {
   records: readonly PassCommand[];
   limits: ProcessLimits;
   derivedLayout: VirtualBindGroupLayout;
-  /** A mapAsync call's work item (one per readback, each gone by the next collection). */
+  /** A mapAsync call's and a whole writeBuffer's work items (one per call, each gone by the next collection). */
   mapRequest: MapRequest;
+  bufferWrite: BufferWrite;
   /**
    * The work items other calls make as object literals (writeBuffer, onSubmittedWorkDone,
    * destroy...), one per shape: the same fields in the same order give every literal one shape,
@@ -143,16 +145,16 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   const limits = new ProcessLimits(someLimits, someLimits, someLimits);
   const derivedLayout = new VirtualBindGroupLayout({} as GPUBindGroupLayout, undefined, { pipeline, index: 0 });
   const mapRequest = new MapRequest(proc, buffer, device, {} as HeldTarget, 1, 0, undefined, () => {}, () => {});
+  const bufferWrite = new BufferWrite(proc, device, {} as HeldTarget, buffer as unknown as GPUBuffer, 0, new Uint8Array(4));
   const nothing = (): void => {};
   const write = () => ({ buffer, offset: 0, bytes: new Uint8Array(0) });
   const items: readonly WorkItem[] = Object.freeze([
     { owner: proc, usesDevice: false, enqueuedAtNs: NaN, run: nothing, cancel: nothing },
-    { owner: proc, usesDevice: true, enqueuedAtNs: NaN, run: nothing, cancel: nothing, write },
     { owner: proc, usesDevice: true, enqueuedAtNs: NaN, nextPiece: () => null, cancel: nothing, write },
   ]);
   const encoder = new VirtualCommandEncoder(device, {} as GPUCommandEncoder, undefined);
   const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, [], undefined);
   const commands: readonly RecordedCommand[] = Object.freeze([]);
   const commandBuffer = new VirtualCommandBuffer({} as GPUCommandBuffer, commands, '', Promise.resolve(true), true, 0, 0, 0, device, '', false);
-  return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records, limits, derivedLayout, mapRequest, items, real });
+  return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records, limits, derivedLayout, mapRequest, bufferWrite, items, real });
 }
