@@ -1,5 +1,5 @@
 // Does a full garbage collection throw away gpunix's optimized call path? Runs bench-like samples
-// (a new gpunix process each, readback rounds, a full collection before each) in a child Node
+// (a new gpunix process each, `step` rounds, a full collection before each) in a child Node
 // under V8's --trace-deopt, and counts the "weak objects" deoptimizations after the first
 // sample: each means an object shape (hidden class) the function checked had no live object left
 // at the collection, so V8 freed it and the function goes back to the interpreter until TurboFan
@@ -11,46 +11,28 @@
 //   node scripts/probe-weak-deopts.mjs [samples] [rounds]     (defaults 4 and 2000)
 //
 // Prints the count and the functions, gpunix's own apart from Node's and the WGSL parser's. At
-// issue 17's tenth pass: 1 (the WGSL parser's, at shader creation); 21 on the commit before it.
+// issue 17's tenth pass: 1-2 (the WGSL parser's at shader creation, now and then one of gpunix's);
+// 29-33 on the commit before it.
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 if (process.argv[2] === '--child') {
+  // The samples are bench/overhead's own `step` workload (dist/bench/workloads.js), each in a new
+  // gpunix process after a full collection, as the benchmark runs them.
   const samples = Number(process.argv[3]);
   const rounds = Number(process.argv[4]);
   const { globals } = await import('webgpu');
   const { createKernel } = await import('../dist/src/index.js');
+  const { stepWorkload } = await import('../dist/bench/workloads.js');
   Object.assign(globalThis, globals);
-  const code = `@group(0) @binding(0) var<storage, read_write> counters: array<atomic<u32>, 64>;
-@compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) { atomicAdd(&counters[i], 1u); }`;
+  const step = stepWorkload('step', rounds, 'the probe\'s samples');
   const kernel = await createKernel();
   for (let sample = 0; sample < samples; sample++) {
     globalThis.gc();
     console.log(`--- sample ${sample}`);
     const proc = await kernel.spawn({ name: `sample-${sample}` });
-    const device = await (await proc.gpu.requestAdapter()).requestDevice();
-    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } });
-    const counters = device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
-    const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counters } }] });
-    const zero = new Uint32Array(64);
-    for (let round = 1; round <= rounds; round++) {
-      if (round % 2 === 0) device.queue.writeBuffer(counters, 0, zero);
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(1);
-      pass.end();
-      encoder.copyBufferToBuffer(counters, 0, readback, 0, 256);
-      device.queue.submit([encoder.finish()]);
-      await readback.mapAsync(GPUMapMode.READ);
-      const seen = new Uint32Array(readback.getMappedRange())[0];
-      readback.unmap();
-      if (seen !== (round % 2 === 0 ? 1 : 2) && round > 1) throw new Error(`round ${round} read ${seen}`);
-    }
-    device.destroy();
+    await step.run(proc.gpu, 1);
     await proc.exit();
   }
   await kernel.shutdown();
