@@ -947,7 +947,7 @@ export class Dispatcher {
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
     if (run) run.finishing.push(item.enqueuedAtNs);
     // Its last piece has completed already (or it issued none): its latency ends now.
-    else if (!Number.isNaN(item.enqueuedAtNs)) item.owner.latency.record(nowNs() - item.enqueuedAtNs);
+    else item.owner.latency.record(Number.isNaN(item.enqueuedAtNs) ? 0 : nowNs() - item.enqueuedAtNs);
   }
 
   private issue(entity: Entity, piece: WorkPiece): void {
