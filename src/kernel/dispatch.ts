@@ -104,6 +104,16 @@ export interface WorkItem {
 /** Items some pieces of which were issued before takeAll moved them (see Entity.headIssued). */
 const partlyIssued = new WeakSet<WorkItem>();
 
+/**
+ * A work item that puts nothing on the device queue: `run` at its turn in the program's order,
+ * `cancel` if the owner ends first (`run` returns nothing: the owner's next item does not wait for
+ * what it starts). Every such item is made here, so all have one object shape, which
+ * src/vgpu/shapeKeepers.ts keeps alive with one more made here.
+ */
+export function offDeviceItem(owner: Proc, run: () => undefined, cancel: () => void): WorkItem {
+  return { owner, usesDevice: false, enqueuedAtNs: NaN, run, cancel };
+}
+
 /** A settled promise, whose then queues a microtask (closeScheduledRun). */
 const SETTLED = Promise.resolve();
 

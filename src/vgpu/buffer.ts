@@ -2,7 +2,7 @@
 // real GPUBuffer (never shared with another process). Operations that WebGPU orders after earlier
 // queue work (mapAsync, destroy) go through the dispatcher so they stay in the program's order.
 
-import type { WorkItem } from '../kernel/dispatch.js';
+import { offDeviceItem, type WorkItem } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
 import type { BufferResidency } from '../kernel/residency.js';
 import type { VirtualDevice } from './device.js';
@@ -156,10 +156,6 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     return this.residency.touch();
   }
 
-  private get real(): GPUBuffer {
-    return this.residency.touch();
-  }
-
   get isDestroyed(): boolean {
     return this.#destroyed;
   }
@@ -216,13 +212,15 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
     const proc = this.#device.proc;
     // Work the program submitted before destroy() may not have reached the device yet: the real
     // buffer goes when the dispatcher gets here, in the program's order.
-    this.#device.dispatcher.enqueue({
-      owner: proc,
-      usesDevice: false,
-      enqueuedAtNs: NaN,
-      run: () => this.destroyReal(token),
-      cancel: () => this.destroyReal(token),
-    });
+    this.#device.dispatcher.enqueue(
+      offDeviceItem(
+        proc,
+        () => {
+          this.destroyReal(token);
+        },
+        () => this.destroyReal(token),
+      ),
+    );
   }
 
   #realDestroyed = false;

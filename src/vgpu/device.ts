@@ -9,7 +9,7 @@ import type { Proc } from '../kernel/proc.js';
 import { ErrorCodes, GpunixError, refuseUnsupported } from '../errors.js';
 import { MIGRATION_ROUNDS } from '../params.js';
 import type { ImageBindGroup, ImageCommand, ImagePassCommand, ImagePipeline, ImageQuerySet, ProcessImage, QueuedWork } from '../kernel/image.js';
-import type { WorkItem } from '../kernel/dispatch.js';
+import { offDeviceItem, type WorkItem } from '../kernel/dispatch.js';
 import type { PassCommand, RecordedCommand, VirtualCommandBuffer } from './commandBuffer.js';
 import { Submission } from './submission.js';
 import { GpunixDeviceExtension } from './extension.js';
@@ -1048,15 +1048,15 @@ export class VirtualDevice extends EventTarget {
    */
   readInOrder(buffer: VirtualBuffer): Promise<Uint8Array | null> {
     return new Promise((resolve) => {
-      this.dispatcher.enqueue({
-        owner: this.proc,
-        usesDevice: false,
-        enqueuedAtNs: NaN,
-        run: () => {
-          buffer.residency.snapshot().then(resolve, () => resolve(null));
-        },
-        cancel: () => resolve(null),
-      });
+      this.dispatcher.enqueue(
+        offDeviceItem(
+          this.proc,
+          () => {
+            buffer.residency.snapshot().then(resolve, () => resolve(null));
+          },
+          () => resolve(null),
+        ),
+      );
     });
   }
 
@@ -1067,15 +1067,15 @@ export class VirtualDevice extends EventTarget {
    */
   readRangeInOrder(buffer: VirtualBuffer, offset: number, size: number, use: (bytes: Uint8Array) => void | Promise<void>): Promise<boolean> {
     return new Promise((resolve, reject) => {
-      this.dispatcher.enqueue({
-        owner: this.proc,
-        usesDevice: false,
-        enqueuedAtNs: NaN,
-        run: () => {
-          buffer.residency.snapshotRange(offset, size, use).then(resolve, reject);
-        },
-        cancel: () => resolve(false),
-      });
+      this.dispatcher.enqueue(
+        offDeviceItem(
+          this.proc,
+          () => {
+            buffer.residency.snapshotRange(offset, size, use).then(resolve, reject);
+          },
+          () => resolve(false),
+        ),
+      );
     });
   }
 

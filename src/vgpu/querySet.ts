@@ -1,6 +1,7 @@
 // A process's query set (timestamps), in front of its own real query set.
 
 import type { VirtualDevice } from './device.js';
+import { offDeviceItem } from '../kernel/dispatch.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { REAL, Rebuildable, VirtualObject } from './object.js';
 
@@ -52,10 +53,10 @@ export class VirtualQuerySet extends VirtualObject<GPUQuerySet> implements Rebui
     const token = this.ledgerToken;
     this.ledgerToken = null;
     const proc = this.#device.proc;
-    const release = (): void => {
+    const release = (): undefined => {
       if (token) proc.ledger.release(token, true);
       else this.#real.destroy();
     };
-    this.#device.dispatcher.enqueue({ owner: proc, usesDevice: false, enqueuedAtNs: NaN, run: release, cancel: release });
+    this.#device.dispatcher.enqueue(offDeviceItem(proc, release, release));
   }
 }

@@ -4,7 +4,7 @@
 
 import { refuseUnsupported } from '../errors.js';
 import { VirtualCommandBuffer } from './commandBuffer.js';
-import type { WorkItem } from '../kernel/dispatch.js';
+import { offDeviceItem, type WorkItem } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
 import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
@@ -105,20 +105,20 @@ export class VirtualQueue {
     for (const cb of [...converted, ...foreign]) if (cb instanceof VirtualCommandBuffer) cb.submitted = true;
     if (device.isLost) return;
     const target = device.errorTarget();
-    device.dispatcher.enqueue({
-      owner: device.proc,
-      // Refused before it reaches the device queue: nothing to time, nothing a checkpoint keeps.
-      usesDevice: false,
-      enqueuedAtNs: NaN,
-      run: () => {
-        const real = converted.map((cb) => {
-          if (cb instanceof VirtualCommandBuffer) cb.checkedConsumed = true;
-          return unwrap(cb) as GPUCommandBuffer;
-        });
-        device.callRouted(target, () => device.physical.queue.submit(real));
-      },
-      cancel: () => target.release(),
-    });
+    // Refused before it reaches the device queue: nothing to time, nothing a checkpoint keeps.
+    device.dispatcher.enqueue(
+      offDeviceItem(
+        device.proc,
+        () => {
+          const real = converted.map((cb) => {
+            if (cb instanceof VirtualCommandBuffer) cb.checkedConsumed = true;
+            return unwrap(cb) as GPUCommandBuffer;
+          });
+          device.callRouted(target, () => device.physical.queue.submit(real));
+        },
+        () => target.release(),
+      ),
+    );
   }
 
   writeBuffer(buffer: GPUBuffer, bufferOffset: number, data: unknown, dataOffset?: number, size?: number): void {
@@ -190,15 +190,15 @@ export class VirtualQueue {
     const device = this.#device;
     if (device.isLost) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      device.dispatcher.enqueue({
-        owner: device.proc,
-        usesDevice: false,
-        enqueuedAtNs: NaN,
-        run: () => {
-          device.physical.queue.onSubmittedWorkDone().then(() => resolve(undefined), () => resolve(undefined));
-        },
-        cancel: () => resolve(undefined),
-      });
+      device.dispatcher.enqueue(
+        offDeviceItem(
+          device.proc,
+          () => {
+            device.physical.queue.onSubmittedWorkDone().then(() => resolve(undefined), () => resolve(undefined));
+          },
+          () => resolve(undefined),
+        ),
+      );
     });
   }
 

@@ -24,7 +24,7 @@
 // device: V8 drops their shapes just the same.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import type { WorkItem } from '../kernel/dispatch.js';
+import { offDeviceItem, type WorkItem } from '../kernel/dispatch.js';
 import type { LiveCounts, ResourceLedger } from '../kernel/ledger.js';
 import { Proc } from '../kernel/proc.js';
 import { BufferResidency, type SwapCounters } from '../kernel/residency.js';
@@ -64,9 +64,8 @@ export interface ShapeKeepers {
   mapRequest: MapRequest;
   bufferWrite: BufferWrite;
   /**
-   * The work items other calls make as object literals (writeBuffer, onSubmittedWorkDone,
-   * destroy...), one per shape: the same fields in the same order give every literal one shape,
-   * whichever line makes it, and nothing else keeps that shape.
+   * The work items other calls make as object literals, one per shape: the off-device items
+   * (onSubmittedWorkDone, destroy...: offDeviceItem makes them all) and a large writeBuffer's.
    */
   items: readonly WorkItem[];
   /** Dawn's objects of one encode, finished (made once; null where no real device was at hand). */
@@ -146,10 +145,11 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   const derivedLayout = new VirtualBindGroupLayout({} as GPUBindGroupLayout, undefined, { pipeline, index: 0 });
   const mapRequest = new MapRequest(proc, buffer, device, {} as HeldTarget, 1, 0, undefined, () => {}, () => {});
   const bufferWrite = new BufferWrite(proc, device, {} as HeldTarget, buffer as unknown as GPUBuffer, 0, new Uint8Array(4));
-  const nothing = (): void => {};
+  const nothing = (): undefined => {};
   const write = () => ({ buffer, offset: 0, bytes: new Uint8Array(0) });
   const items: readonly WorkItem[] = Object.freeze([
-    { owner: proc, usesDevice: false, enqueuedAtNs: NaN, run: nothing, cancel: nothing },
+    offDeviceItem(proc, nothing, nothing),
+    // The same fields in the same order as queue.ts's large writeBuffer, which gives it its shape.
     { owner: proc, usesDevice: true, enqueuedAtNs: NaN, nextPiece: () => null, cancel: nothing, write },
   ]);
   const encoder = new VirtualCommandEncoder(device, {} as GPUCommandEncoder, undefined);
