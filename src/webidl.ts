@@ -507,20 +507,19 @@ export function requestAdapterOptions(value: unknown, method = 'requestAdapter')
  */
 export function copyBufferToBufferArgs(args: readonly unknown[], objects: ObjectConverter, method = 'copyBufferToBuffer'): unknown[] {
   if (args.length < 2) throw new TypeError(`Failed to execute '${method}': 2 arguments required, but only ${args.length} present.`);
+  // Each result is one literal of its final length, converted in argument order: a push onto a
+  // literal would allocate room for sixteen more, on a call a readback loop makes every round.
   const source = objects.object('GPUBuffer', args[0], method, 'source');
   if (args.length <= 3) {
-    const out = [source, objects.object('GPUBuffer', args[1], method, 'destination')];
-    if (args[2] !== undefined) out.push(size64(args[2], method, 'size'));
-    return out;
+    const destination = objects.object('GPUBuffer', args[1], method, 'destination');
+    return args[2] === undefined ? [source, destination] : [source, destination, size64(args[2], method, 'size')];
   }
-  const out = [
-    source,
-    size64(args[1], method, 'sourceOffset'),
-    objects.object('GPUBuffer', args[2], method, 'destination'),
-    size64(args[3], method, 'destinationOffset'),
-  ];
-  if (args[4] !== undefined) out.push(size64(args[4], method, 'size'));
-  return out;
+  const sourceOffset = size64(args[1], method, 'sourceOffset');
+  const destination = objects.object('GPUBuffer', args[2], method, 'destination');
+  const destinationOffset = size64(args[3], method, 'destinationOffset');
+  return args[4] === undefined
+    ? [source, sourceOffset, destination, destinationOffset]
+    : [source, sourceOffset, destination, destinationOffset, size64(args[4], method, 'size')];
 }
 
 /**

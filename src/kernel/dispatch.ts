@@ -29,7 +29,7 @@ import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
 import { runsOnHostCpu } from '../device/adapters.js';
 import type { Proc } from './proc.js';
 import { CheckedRuns, type CheckedRun } from './checkedRuns.js';
-import type { TraceLog } from './trace.js';
+import type { RunTiming, TraceLog } from './trace.js';
 import { startAsDoubles } from '../doubleFields.js';
 import type { DeviceStamp } from '../device/deviceTimer.js';
 
@@ -113,6 +113,10 @@ const partlyIssued = new WeakSet<WorkItem>();
 export function offDeviceItem(owner: Proc, run: () => undefined, cancel: () => void): WorkItem {
   return { owner, usesDevice: false, enqueuedAtNs: NaN, run, cancel };
 }
+
+/** An open run's lists before their first element (replaced, never pushed to: see finishItem). */
+const NO_PIECES: WorkPiece[] = Object.freeze([]) as unknown as WorkPiece[];
+const NO_TIMES: number[] = Object.freeze([]) as unknown as number[];
 
 /** A settled promise, whose then queues a microtask (closeScheduledRun). */
 const SETTLED = Promise.resolve();
@@ -345,9 +349,11 @@ export class Dispatcher {
    * Each owner's last closed run not yet complete: an item whose last piece (an atom) closed its
    * run is found to be finished only at the next decision, and completes with that run.
    */
-  private readonly lastRunOf = new Map<Proc, OpenRun>();
+  private readonly lastRunOf = new Map<Proc, OpenRun | null>();
   /** Runs of each owner issued on this device and not yet complete (owner.inFlightGroups counts all devices'). */
   private readonly runsInFlight = new Map<Proc, number>();
+  /** runCompleted's timing of a run for the trace (reused: TraceLog.add keeps numbers, not the object). */
+  private readonly runTiming: RunTiming = { issuedNs: 0, enqueuedNs: NaN, ahead: 0 };
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
   /** Device work issued so far (pieces, and items that run whole on the device): a serial. */
   private issuedWork = 0;
@@ -525,12 +531,16 @@ export class Dispatcher {
   processEnded(owner: Proc): void {
     const entity = this.entities.get(owner);
     if (entity) this.forgetIfEnded(entity);
+    else if (!this.hasRunsInFlight(owner)) {
+      this.runsInFlight.delete(owner);
+      this.lastRunOf.delete(owner);
+    }
   }
 
   /** Drops an ended process's entity once nothing of it is queued or on the device. */
   private forgetIfEnded(entity: Entity): void {
     const owner = entity.proc;
-    if (!owner.alive && entity.queue.length === 0 && !this.runsInFlight.has(owner)) this.forget(owner);
+    if (!owner.alive && entity.queue.length === 0 && !this.hasRunsInFlight(owner)) this.forget(owner);
   }
 
   /** Drops `owner`'s entity (from the map and the list). */
@@ -540,6 +550,14 @@ export class Dispatcher {
     if (this.heldForDrain?.owner === owner) this.heldForDrain = null;
     this.entities.delete(owner);
     this.entityList.splice(this.entityList.indexOf(entity), 1);
+    if (!this.hasRunsInFlight(owner)) {
+      this.runsInFlight.delete(owner);
+      this.lastRunOf.delete(owner);
+    }
+  }
+
+  private hasRunsInFlight(owner: Proc): boolean {
+    return (this.runsInFlight.get(owner) ?? 0) > 0;
   }
 
   /** Cancels every queued item of `owner`; work already on the device finishes on its own. */
@@ -656,11 +674,11 @@ export class Dispatcher {
    * device the process is not on waiting for another's fences.
    */
   private isOffDevice(owner: Proc): boolean {
-    return !this.runsInFlight.has(owner) && !this.busy;
+    return !this.hasRunsInFlight(owner) && !this.busy;
   }
 
   private isIdle(owner: Proc | null): boolean {
-    if (owner) return (this.entities.get(owner)?.queue.length ?? 0) === 0 && !this.runsInFlight.has(owner);
+    if (owner) return (this.entities.get(owner)?.queue.length ?? 0) === 0 && !this.hasRunsInFlight(owner);
     return this.queuedTotal() === 0 && !this.busy && this.outstandingFences === 0 && this.openRun === null;
   }
 
@@ -955,7 +973,11 @@ export class Dispatcher {
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
-    if (run) run.finishing.push(item.enqueuedAtNs);
+    // A run's lists are made at their first element, of one: `[]` grown by a push allocates room for sixteen.
+    if (run) {
+      if (run.finishing.length === 0) run.finishing = [item.enqueuedAtNs];
+      else run.finishing.push(item.enqueuedAtNs);
+    }
     // Its last piece has completed already (or it issued none): its latency ends now.
     else item.owner.latency.record(Number.isNaN(item.enqueuedAtNs) ? 0 : nowNs() - item.enqueuedAtNs);
   }
@@ -973,7 +995,8 @@ export class Dispatcher {
     this.issueSafely(item, piece);
     this.lastIssuedItem = item;
     this.lastIssuedWork = ++this.issuedWork;
-    run.pieces.push(piece);
+    if (run.pieces.length === 0) run.pieces = [piece];
+    else run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
     // A piece whose loops the watchdog may cut is timed on its own (its time decides whether it was
@@ -999,7 +1022,7 @@ export class Dispatcher {
       owner.readyWaitNs += issuedAt - owner.readySinceNs;
       owner.readySinceNs = null;
     }
-    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: [], finishing: [], ahead: this.outstandingFences };
+    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences };
     owner.inFlightGroups++;
     this.runsInFlight.set(owner, (this.runsInFlight.get(owner) ?? 0) + 1);
   }
@@ -1046,7 +1069,12 @@ export class Dispatcher {
     this.lastFenceDoneNs = doneNs;
     this.aheadEndedNs = completedNoEarlierThanNs(doneNs);
     const owner = run.owner;
-    if (this.lastRunOf.get(owner) === run) this.lastRunOf.delete(owner);
+    // Entries of a live process are kept (emptied) rather than deleted: a Map's delete shrinks its
+    // table, an allocation per run; an ended process's go here or when it is forgotten.
+    if (this.lastRunOf.get(owner) === run) {
+      if (owner.alive) this.lastRunOf.set(owner, null);
+      else this.lastRunOf.delete(owner);
+    }
     owner.gpuTimeNs += spent;
     owner.vruntimeNs += spent / owner.shareWeight;
     this.busyNs += spent;
@@ -1064,12 +1092,16 @@ export class Dispatcher {
       owner.latency.record(doneNs - enqueuedAtNs);
       if (enqueuedNs === undefined || enqueuedAtNs < enqueuedNs) enqueuedNs = enqueuedAtNs;
     }
-    const timing = { issuedNs: run.firstIssuedAtNs, enqueuedNs, ahead: run.ahead };
+    // One timing object for every run: the trace copies its numbers out as it records.
+    const timing = this.runTiming;
+    timing.issuedNs = run.firstIssuedAtNs;
+    timing.enqueuedNs = enqueuedNs ?? NaN;
+    timing.ahead = run.ahead;
     const pieces = run.pieces;
     for (let i = 0; i < pieces.length; i++) this.trace.add(owner, this.device.id, pieces[i].name, startNs, doneNs, pieces.length, pieces[i].args, timing);
     owner.inFlightGroups--;
     const here = this.runsInFlight.get(owner)! - 1;
-    if (here === 0) this.runsInFlight.delete(owner);
+    if (here === 0 && !owner.alive) this.runsInFlight.delete(owner);
     else this.runsInFlight.set(owner, here);
     this.outstandingFences--;
     this.inFlightByClass[rank]--;

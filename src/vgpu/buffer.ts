@@ -52,7 +52,7 @@ export class MapRequest implements WorkItem {
     }
     let mapping: Promise<undefined>;
     try {
-      mapping = this.device.callRouted(this.target, () => this.buffer[REAL].mapAsync(this.mode, this.offset, this.size));
+      mapping = this.device.callRoutedWith(this.target, MapRequest.mapReal, this);
     } catch (thrown) {
       this.buffer.mapSettled(this);
       this.reject(thrown);
@@ -69,6 +69,11 @@ export class MapRequest implements WorkItem {
       (value) => this.mapped(value),
       (error: unknown) => this.failed(error),
     );
+  }
+
+  /** The real map (for callRoutedWith: no closure per map). */
+  private static mapReal(request: MapRequest): Promise<undefined> {
+    return request.buffer[REAL].mapAsync(request.mode, request.offset, request.size);
   }
 
   cancel(): void {
@@ -240,8 +245,12 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
 
   /** Takes a map that has settled (or will not run) off the pending list (its MapRequest's call). */
   mapSettled(entry: MapRequest): void {
-    const at = this.#queuedMaps.indexOf(entry);
-    if (at !== -1) this.#queuedMaps.splice(at, 1);
+    const maps = this.#queuedMaps;
+    const at = maps.indexOf(entry);
+    // The common one is the last (a loop's only map): pop, as splice makes an array of what it removes.
+    if (at === -1) return;
+    if (at === maps.length - 1) maps.pop();
+    else maps.splice(at, 1);
   }
 
   /**

@@ -71,6 +71,15 @@ class Resources {
 // Every Resources lives for one call: one kept keeps the shape (src/keptShapes.ts says why).
 keepShape(new Resources());
 
+/** Whether `args` name `resource`, or a bind group that binds it (as Resources.add counts them). */
+function argsUse(args: readonly unknown[], resource: object): boolean {
+  for (let a = 0; a < args.length; a++) {
+    const arg = args[a];
+    if (arg instanceof VirtualBindGroup ? arg.resources.includes(resource as VirtualObject) : arg === resource) return true;
+  }
+  return false;
+}
+
 export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
   // Private fields behind prototype accessors: a GPUCommandBuffer has no own properties (WebIDL).
   #submitted = false;
@@ -169,6 +178,26 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
   }
 
   /** Every buffer and query set the record uses (directly or through bind groups). */
+  /**
+   * Whether the commands use `resource` (directly, or bound by a bind group): resources().includes
+   * without building the list, for the check a map makes after every submit (Dispatcher.mapMade).
+   */
+  uses(resource: object): boolean {
+    if (this.#referenced) return this.#referenced.includes(resource as VirtualObject);
+    const commands = this.#commands;
+    for (let c = 0; c < commands.length; c++) {
+      const command = commands[c];
+      if (command.op !== 'computePass') {
+        if (argsUse(command.args, resource)) return true;
+        continue;
+      }
+      if (command.descriptor?.timestampWrites?.querySet === resource) return true;
+      const passCommands = command.commands;
+      for (let p = 0; p < passCommands.length; p++) if (argsUse(passCommands[p].args, resource)) return true;
+    }
+    return false;
+  }
+
   resources(): VirtualObject[] {
     if (this.#referenced) return this.#referenced;
     const found = new Resources();

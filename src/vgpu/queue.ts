@@ -227,7 +227,12 @@ export class BufferWrite implements WorkItem {
   run(): void {
     this.owner.bufferWrites++;
     // The real buffer is looked up now, not at the call: it may have been evicted and brought back since.
-    this.device.callRouted(this.target, () => this.device.physical.queue.writeBuffer(unwrap(this.buffer), this.offset, this.bytes as Uint8Array<ArrayBuffer>));
+    this.device.callRoutedWith(this.target, BufferWrite.writeReal, this);
+  }
+
+  /** The real write (for callRoutedWith: no closure per write). */
+  private static writeReal(write: BufferWrite): void {
+    write.device.physical.queue.writeBuffer(unwrap(write.buffer), write.offset, write.bytes as Uint8Array<ArrayBuffer>);
   }
 
   cancel(): void {

@@ -285,7 +285,7 @@ export class Submission implements WorkItem {
    */
   uses(resource: object): boolean {
     const buffers = this.issuedBuffers;
-    for (let i = 0; i < buffers.length; i++) if (buffers[i].resources().includes(resource as VirtualObject)) return true;
+    for (let i = 0; i < buffers.length; i++) if (buffers[i].uses(resource)) return true;
     return false;
   }
 
@@ -353,7 +353,10 @@ export class Submission implements WorkItem {
     }
     const reencode = device.host.reencodeCommandBuffers && !this.firstSubmission.includes(false);
     const epoch = device.proc.backingEpoch;
-    const real = new Array<GPUCommandBuffer>(buffers.length);
+    const physical = device.physical;
+    const timer = watchdogLimitNs !== undefined ? physical.deviceTimer : null;
+    // The common submit of one command buffer, unbracketed, lends Dawn a reused array (emptied after).
+    const real = timer === null && buffers.length === 1 ? ONE_REAL : new Array<GPUCommandBuffer>(buffers.length);
     for (let i = 0; i < buffers.length; i++) {
       const cb = buffers[i];
       // A record is encoded afresh when asked to, or when a buffer it names has moved since finish().
@@ -365,13 +368,15 @@ export class Submission implements WorkItem {
       real[i] = cb[REAL];
     }
     this.count(1);
-    const physical = device.physical;
-    const timer = watchdogLimitNs !== undefined ? physical.deviceTimer : null;
     let stamp: DeviceStamp | null = null;
     let failed: Captured<unknown> | null;
     if (timer === null) {
       // The common submit: no closure, no stamp.
-      physical.callCapturing(submitTo, physical.queue, real);
+      try {
+        physical.callCapturing(submitTo, physical.queue, real);
+      } finally {
+        if (real === ONE_REAL) ONE_REAL[0] = NO_COMMAND_BUFFER;
+      }
       failed = physical.lastFailed;
     } else {
       let captured: Captured<unknown> | null = null;
@@ -661,6 +666,13 @@ const ONE_VALID: readonly boolean[] = Object.freeze([true]);
 
 /** The real queue.submit, for captureWith (no closure per call). */
 const submitTo = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.submit(buffers);
+
+/**
+ * issueWhole's array for a submit of one command buffer: Dawn reads it during the call only, and
+ * its slot is cleared after, so it holds no command buffer alive.
+ */
+const NO_COMMAND_BUFFER = undefined as unknown as GPUCommandBuffer;
+const ONE_REAL: GPUCommandBuffer[] = [NO_COMMAND_BUFFER];
 
 /** A refused bracketed submit's errors as the program's own submit would have raised them (DeviceTimer.bracket). */
 function withoutOpeningStampIn(failed: Captured<unknown>): Captured<unknown> {
