@@ -86,7 +86,8 @@ let wakes: Wake[] = [];
 
 /** Given performance.now(), when the next poll is worth running (ms; Infinity: no opinion). */
 export type PollAdvisor = (nowMs: number) => number;
-const advisors = new Set<PollAdvisor>();
+/** The dispatchers' advisors: an array, whose indexed loop in runPoll makes no iterator per poll. */
+const advisors: PollAdvisor[] = [];
 
 /**
  * Dawn's poll: dawn.node makes it with Napi::Function::New, so it is native, has no name and
@@ -108,7 +109,7 @@ function runPoll(poll: Callback): void {
     const now = performance.now();
     let due = lastPollAt + intervalMs;
     if (wakes.length > 0) due = Math.min(due, wakes[0].atMs);
-    for (const advisor of advisors) due = Math.min(due, advisor(now));
+    for (let i = 0; i < advisors.length; i++) due = Math.min(due, advisors[i](now));
     const rest = due - now;
     if (rest > 0) {
       Atomics.wait(sleepCell, 0, 0, rest);
@@ -191,9 +192,10 @@ export function holdEventPump(intervalUs: number): () => void {
 
 /** Adds a dispatcher's advice on when to poll (see the top of this file); returns its removal. */
 export function adviseEventPump(advisor: PollAdvisor): () => void {
-  advisors.add(advisor);
+  advisors.push(advisor);
   return () => {
-    advisors.delete(advisor);
+    const at = advisors.indexOf(advisor);
+    if (at !== -1) advisors.splice(at, 1);
   };
 }
 

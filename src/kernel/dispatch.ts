@@ -254,14 +254,6 @@ export interface SchedulerParams {
 }
 
 /** An unfinished fence: when its run was issued and the device time its cost models predict. */
-interface FenceForecast {
-  issuedAtNs: number;
-  /** null when some piece's cost is unknown (a whole submit, a copy, an unlearned pipeline). */
-  costNs: number | null;
-  /** How many pieces (real submits) the run holds. */
-  pieces: number;
-}
-
 interface OpenRun {
   owner: Proc;
   firstIssuedAtNs: number;
@@ -274,6 +266,11 @@ interface OpenRun {
   finishing: number[];
   /** Fences unfinished when the run was opened (for the trace: what it queued behind). */
   ahead: number;
+  /**
+   * Its forecast device time, set when it closes: null when some piece's cost is unknown (a whole
+   * submit, a copy, an unlearned pipeline).
+   */
+  costNs: number | null;
 }
 
 /** The scheduler's state for one process on this device. */
@@ -340,7 +337,8 @@ export class Dispatcher {
   /** The time check of the last piece the watchdog timed, until it has run; then null (timeChecked). */
   private pendingTimeCheck: Promise<void> | null = null;
   /** Unfinished fences, oldest first (a queue completes in order). */
-  private readonly forecasts: FenceForecast[] = [];
+  /** The closed runs not yet complete, oldest first: their forecasts (OpenRun.costNs). */
+  private readonly forecasts: OpenRun[] = [];
   /** The pending lead wake-up: when, and its cancel. */
   private leadWake: { atNs: number; cancel: () => void } | null = null;
   /** The process whose work was issued last: switching away from it while it has work is a preemption. */
@@ -436,8 +434,8 @@ export class Dispatcher {
     // a map whose settling Dawn never reported must not keep the pump spinning.
     const eager = this.awaitedMaps > 0 && (head !== undefined || now - this.lastMapMadeNs < EAGER_MAP_WINDOW_NS) ? now : Infinity;
     if (!head) return eager;
-    if (head.costNs === null) return head.pieces > 1 ? now : eager;
-    const end = forecastEndNs(this.lastFenceDoneNs, head.issuedAtNs, head.costNs);
+    if (head.costNs === null) return head.pieces.length > 1 ? now : eager;
+    const end = forecastEndNs(this.lastFenceDoneNs, head.firstIssuedAtNs, head.costNs);
     return end > now ? end : eager;
   }
 
@@ -761,7 +759,7 @@ export class Dispatcher {
     for (let i = 0; i < this.forecasts.length; i++) {
       const fence = this.forecasts[i];
       if (fence.costNs === null) return null;
-      end = forecastEndNs(end, fence.issuedAtNs, fence.costNs);
+      end = forecastEndNs(end, fence.firstIssuedAtNs, fence.costNs);
     }
     return end;
   }
@@ -975,8 +973,11 @@ export class Dispatcher {
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
     // A run's lists are made at their first element, of one: `[]` grown by a push allocates room for sixteen.
     if (run) {
-      if (run.finishing.length === 0) run.finishing = [item.enqueuedAtNs];
-      else run.finishing.push(item.enqueuedAtNs);
+      const finishing = run.finishing;
+      // A readback round's run finishes two items (its write and its submit): two literals, no growth.
+      if (finishing.length === 0) run.finishing = [item.enqueuedAtNs];
+      else if (finishing.length === 1) run.finishing = [finishing[0], item.enqueuedAtNs];
+      else finishing.push(item.enqueuedAtNs);
     }
     // Its last piece has completed already (or it issued none): its latency ends now.
     else item.owner.latency.record(Number.isNaN(item.enqueuedAtNs) ? 0 : nowNs() - item.enqueuedAtNs);
@@ -1022,7 +1023,7 @@ export class Dispatcher {
       owner.readyWaitNs += issuedAt - owner.readySinceNs;
       owner.readySinceNs = null;
     }
-    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences };
+    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences, costNs: null };
     owner.inFlightGroups++;
     this.runsInFlight.set(owner, (this.runsInFlight.get(owner) ?? 0) + 1);
   }
@@ -1038,7 +1039,8 @@ export class Dispatcher {
     this.outstandingFences++;
     const rank = classRank(run.owner);
     this.inFlightByClass[rank]++;
-    this.forecasts.push({ issuedAtNs: run.firstIssuedAtNs, costNs: forecastNs(run.pieces), pieces: run.pieces.length });
+    run.costNs = forecastNs(run.pieces);
+    this.forecasts.push(run);
     let settled = false;
     // A small closure per run around a method: the optimized code of a closure lives only as long
     // as some closure of its kind, and every run's closure is gone by a full collection.
