@@ -527,6 +527,9 @@ export class Dispatcher {
 
   /** `owner` has ended: it leaves now if nothing of it is queued or on the device, else when its last run completes. */
   processEnded(owner: Proc): void {
+    // Only ever compared with a live owner (a switch away from it is a preemption): an ended one
+    // would be kept, with all it names, until another process's work is issued here.
+    if (this.lastOwner === owner) this.lastOwner = null;
     const entity = this.entities.get(owner);
     if (entity) this.forgetIfEnded(entity);
     else if (!this.hasRunsInFlight(owner)) {
@@ -546,6 +549,7 @@ export class Dispatcher {
     const entity = this.entities.get(owner);
     if (!entity) return;
     if (this.heldForDrain?.owner === owner) this.heldForDrain = null;
+    if (this.lastOwner === owner && !owner.alive) this.lastOwner = null;
     this.entities.delete(owner);
     this.entityList.splice(this.entityList.indexOf(entity), 1);
     if (!this.hasRunsInFlight(owner)) {

@@ -1,0 +1,91 @@
+// A long-running kernel (gpunix daemon, an embedded kernel running job after job) must not keep
+// the processes that ran on it once they have ended and been reaped: the dispatcher keeps a
+// process's per-device bookkeeping (runs in flight, its last run) while it lives, without
+// deleting it after every run (a Map's delete allocates), and must drop it when the process ends.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { createKernel, Kernel } from '../src/index.js';
+import './helpers.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+const COUNTER = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
+@compute @workgroup_size(1) fn main() { atomicAdd(&counter, 1u); }`;
+
+/** Runs a process that does what a readback loop and a dispatch loop do, lets it exit, and returns a weak reference to its process. */
+async function runAndExit(kernel: Kernel, name: string): Promise<WeakRef<object>> {
+  const handle = await kernel.spawn({ name });
+  const device = await (await handle.gpu.requestAdapter())!.requestDevice();
+  const src = device.createBuffer({ size: 256, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+  const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+  for (let round = 0; round < 5; round++) {
+    device.queue.writeBuffer(src, 0, new Uint32Array(64).fill(round));
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    encoder.copyBufferToBuffer(src, 0, readback, 0, 256);
+    device.queue.submit([encoder.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    assert.equal(new Uint32Array(readback.getMappedRange())[63], round);
+    readback.unmap();
+  }
+  const proc = (handle as unknown as { proc: object }).proc;
+  await handle.exit();
+  return new WeakRef(proc);
+}
+
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Whether `ref`'s object is collected within a few full collections. Each collection runs in a job
+ * of its own, after the one that last called deref(): a WeakRef keeps what deref() returned alive
+ * until the end of that job.
+ */
+async function collected(ref: WeakRef<object>): Promise<boolean> {
+  for (let i = 0; i < 5; i++) {
+    await tick();
+    gc();
+    await tick();
+    if (ref.deref() === undefined) return true;
+  }
+  return false;
+}
+
+describe('an ended process', () => {
+  let kernel: Kernel;
+  before(async () => {
+    // Exited processes are reaped at once: nothing of the kernel's own is meant to keep them.
+    kernel = await createKernel({ exitedRetentionMs: 0 });
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it('is let go of by the kernel once reaped, after readback rounds and dispatches', async () => {
+    const first = await runAndExit(kernel, 'first');
+    // A second process after it: whatever the kernel keeps of "the last process" moves on to it.
+    const second = await runAndExit(kernel, 'second');
+    // A third keeps the kernel busy with a live process meanwhile (its entries stay, the others' go).
+    const third = await kernel.spawn({ name: 'third' });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(
+      kernel.ps().map((p) => p.name),
+      ['third'],
+      'the exited processes are reaped',
+    );
+    assert.ok(await collected(first), 'the first process is still referenced after it ended and was reaped');
+    assert.ok(await collected(second), 'the second process is still referenced after it ended and was reaped');
+    await third.exit();
+  });
+});
