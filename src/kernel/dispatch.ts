@@ -253,7 +253,7 @@ export interface SchedulerParams {
   standbyBound?: boolean;
 }
 
-/** An unfinished fence: when its run was issued and the device time its cost models predict. */
+/** Pieces of one owner issued back to back and fenced once: open while pieces join it, then closed until its fence completes. */
 interface OpenRun {
   owner: Proc;
   firstIssuedAtNs: number;
@@ -336,8 +336,10 @@ export class Dispatcher {
   private lastTimedDoneNs = 0;
   /** The time check of the last piece the watchdog timed, until it has run; then null (timeChecked). */
   private pendingTimeCheck: Promise<void> | null = null;
-  /** Unfinished fences, oldest first (a queue completes in order). */
-  /** The closed runs not yet complete, oldest first: their forecasts (OpenRun.costNs). */
+  /**
+   * Unfinished fences: the closed runs not yet complete, oldest first (a queue completes in order),
+   * each with its forecast (OpenRun.costNs).
+   */
   private readonly forecasts: OpenRun[] = [];
   /** The pending lead wake-up: when, and its cancel. */
   private leadWake: { atNs: number; cancel: () => void } | null = null;
@@ -975,10 +977,10 @@ export class Dispatcher {
     if (!item.usesDevice) return;
     if (indivisible) this.openRunFor(item.owner);
     const run = this.openRun?.owner === item.owner ? this.openRun : this.lastRunOf.get(item.owner);
-    // A run's lists are made at their first element, of one: `[]` grown by a push allocates room for sixteen.
     if (run) {
+      // Made as literals of their elements, not grown from `[]` (a first push allocates room for
+      // sixteen): a readback round's run finishes two items, its write and its submit.
       const finishing = run.finishing;
-      // A readback round's run finishes two items (its write and its submit): two literals, no growth.
       if (finishing.length === 0) run.finishing = [item.enqueuedAtNs];
       else if (finishing.length === 1) run.finishing = [finishing[0], item.enqueuedAtNs];
       else finishing.push(item.enqueuedAtNs);

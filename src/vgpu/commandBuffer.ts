@@ -177,7 +177,6 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     return this.#checked;
   }
 
-  /** Every buffer and query set the record uses (directly or through bind groups). */
   /**
    * Whether the commands use `resource` (directly, or bound by a bind group): resources().includes
    * without building the list, for the check a map makes after every submit (Dispatcher.mapMade).
@@ -198,6 +197,7 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     return false;
   }
 
+  /** Every buffer and query set the record uses (directly or through bind groups). */
   resources(): VirtualObject[] {
     if (this.#referenced) return this.#referenced;
     const found = new Resources();
