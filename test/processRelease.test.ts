@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createKernel, Kernel } from '../src/index.js';
-import './helpers.js';
+import { dispatchOnce, writeCopyReadBack } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -27,18 +27,9 @@ async function runAndExit(kernel: Kernel, name: string): Promise<WeakRef<object>
   const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
   for (let round = 0; round < 5; round++) {
-    device.queue.writeBuffer(src, 0, new Uint32Array(64).fill(round));
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(1);
-    pass.end();
-    encoder.copyBufferToBuffer(src, 0, readback, 0, 256);
-    device.queue.submit([encoder.finish()]);
-    await readback.mapAsync(GPUMapMode.READ);
-    assert.equal(new Uint32Array(readback.getMappedRange())[63], round);
-    readback.unmap();
+    dispatchOnce(device, pipeline, group);
+    const read = await writeCopyReadBack(device, src, readback, new Uint8Array(256).fill(round + 1));
+    assert.equal(read[255], round + 1);
   }
   const proc = (handle as unknown as { proc: object }).proc;
   await handle.exit();
