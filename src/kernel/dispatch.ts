@@ -534,10 +534,7 @@ export class Dispatcher {
     if (this.lastOwner === owner) this.lastOwner = null;
     const entity = this.entities.get(owner);
     if (entity) this.forgetIfEnded(entity);
-    else if (!this.hasRunsInFlight(owner)) {
-      this.runsInFlight.delete(owner);
-      this.lastRunOf.delete(owner);
-    }
+    else this.forgetRunsOf(owner);
   }
 
   /** Drops an ended process's entity once nothing of it is queued or on the device. */
@@ -554,10 +551,17 @@ export class Dispatcher {
     if (this.lastOwner === owner && !owner.alive) this.lastOwner = null;
     this.entities.delete(owner);
     this.entityList.splice(this.entityList.indexOf(entity), 1);
-    if (!this.hasRunsInFlight(owner)) {
-      this.runsInFlight.delete(owner);
-      this.lastRunOf.delete(owner);
-    }
+    this.forgetRunsOf(owner);
+  }
+
+  /**
+   * Drops `owner`'s run entries (kept between runs while it lives: see runCompleted) once none of
+   * its runs is on the device; an ended process's last run drops them when it completes.
+   */
+  private forgetRunsOf(owner: Proc): void {
+    if (this.hasRunsInFlight(owner)) return;
+    this.runsInFlight.delete(owner);
+    this.lastRunOf.delete(owner);
   }
 
   private hasRunsInFlight(owner: Proc): boolean {
