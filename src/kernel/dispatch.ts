@@ -114,7 +114,7 @@ export function offDeviceItem(owner: Proc, run: () => undefined, cancel: () => v
   return { owner, usesDevice: false, enqueuedAtNs: NaN, run, cancel };
 }
 
-/** An open run's lists before their first element (replaced, never pushed to: see finishItem). */
+/** An open run's lists before their first element: frozen, replaced at the first one (issue, finishItem), never pushed to. */
 const NO_PIECES: WorkPiece[] = Object.freeze([]) as unknown as WorkPiece[];
 const NO_TIMES: number[] = Object.freeze([]) as unknown as number[];
 
