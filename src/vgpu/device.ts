@@ -73,6 +73,9 @@ export interface DeviceLostInfo {
   readonly message: string;
 }
 
+/** Calls `call`: callRouted as callRoutedWith(target, invokeCall, call), one body for both. */
+const invokeCall = <T>(call: () => T): T => call();
+
 export class VirtualDevice extends EventTarget {
   // State lives in private fields behind prototype accessors: a GPUDevice has no own properties
   // (WebIDL). Kernel-side members keep their names as accessors, so the code below reads as before.
@@ -207,13 +210,7 @@ export class VirtualDevice extends EventTarget {
 
   /** Makes a real call (now, perhaps on the program's behalf after a wait); errors go to `target`. */
   callRouted<T>(target: HeldTarget, realCall: () => T): T {
-    try {
-      const captured = this.physical.capture(realCall);
-      this.route(target.scopes, captured);
-      return captured.value;
-    } finally {
-      target.release();
-    }
+    return this.callRoutedWith(target, invokeCall, realCall);
   }
 
   /** callRouted(target, () => call(a)) without that closure: for calls a loop makes every round (a map, a write). */
