@@ -328,7 +328,19 @@ describe('the watchdog and a blocked kernel thread', () => {
     const { proc, device } = await spawnWithDevice(kernel, 'stepping-runaway');
     await shortCheckedKernel(device);
     const sharedBefore = kernel.stats().watchdog.sharedOpenings;
-    await assert.rejects(submitThenBlock(device, RUNAWAY_WGSL, new Uint32Array(65), { lead: 2 }), (error: Error) => error.name === 'AbortError', 'its map is rejected');
+    const excusedBefore = kernel.stats().watchdog.piecesExcused;
+    // A rare CI failure (the map resolved, once in many runs) has not been reproduced: on failure the
+    // message carries what would tell the cases apart (the pieces excused: the stamp read short, or
+    // none: no check; the loop rates the budgets came from).
+    const diagnose = (): string => {
+      const { watchdog, devices } = kernel.stats();
+      return `its map is rejected (pieces excused meanwhile: ${watchdog.piecesExcused - excusedBefore}, shared openings: ${watchdog.sharedOpenings - sharedBefore}, loop rates: ${JSON.stringify(devices[0].loopRates)})`;
+    };
+    const outcome = await submitThenBlock(device, RUNAWAY_WGSL, new Uint32Array(65), { lead: 2 }).then(
+      () => 'resolved',
+      (error: Error) => error.name,
+    );
+    assert.equal(outcome, 'AbortError', diagnose());
     const status = await proc.wait();
     assert.equal(status.reason, 'watchdog');
     assert.match(status.message ?? '', /'measured' ran \d+ ms/);
