@@ -144,6 +144,47 @@ describe('the call path of a dispatch loop', () => {
     await r.proc.exit();
   });
 
+  it('runs a command buffer as finish() made it: calls on its encoder or pass after finish() err and run nothing, on either path', async () => {
+    // A submit the kernel splits (a dispatch of many workgroups, a copy over one chunk) is encoded
+    // afresh from the kernel's record, not from the encoding Dawn checked: a call Dawn refused on
+    // the finished encoder must not join that record.
+    const r = await rig(kernel, 'after-finish');
+    const { device, pipeline, group, counter } = r;
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(64);
+    pass.end();
+    const dispatches = encoder.finish();
+    device.pushErrorScope('validation');
+    pass.dispatchWorkgroups(5);
+    assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError', 'a dispatch on a finished encoder\'s pass');
+    device.queue.submit([dispatches]);
+    assert.equal(await read(r), 64, 'the 64 workgroups finish() recorded, and not the 5 after it');
+
+    const bytes = 8 << 20; // over one chunk (COPY_CHUNK_BYTES): the copy runs in pieces
+    const U = GPUBufferUsage;
+    const source = device.createBuffer({ size: bytes, usage: U.COPY_SRC | U.COPY_DST });
+    const target = device.createBuffer({ size: bytes, usage: U.COPY_SRC | U.COPY_DST });
+    device.queue.writeBuffer(source, 0, new Uint32Array([1, 2, 3, 4]));
+    const copier = device.createCommandEncoder();
+    copier.copyBufferToBuffer(source, 0, target, 0, bytes);
+    const copy = copier.finish();
+    device.pushErrorScope('validation');
+    copier.copyBufferToBuffer(counter, 0, target, 0, 4);
+    assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError', 'a copy on a finished encoder');
+    device.queue.submit([copy]);
+    const readback = device.createBuffer({ size: 16, usage: U.MAP_READ | U.COPY_DST });
+    const reader = device.createCommandEncoder();
+    reader.copyBufferToBuffer(target, 0, readback, 0, 16);
+    device.queue.submit([reader.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    assert.deepEqual([...new Uint32Array(readback.getMappedRange())], [1, 2, 3, 4], 'the source\'s bytes, not the counter copied after finish()');
+    readback.unmap();
+    await r.proc.exit();
+  });
+
   it('writes the bytes a large writeBuffer was given at the call, whether its pieces ran at once or waited', async () => {
     // Over one chunk (COPY_CHUNK_BYTES), a write goes in pieces: those issued during the call read
     // the program's array in place, the rest from a copy made before writeBuffer returns.

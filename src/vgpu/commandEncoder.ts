@@ -103,9 +103,6 @@ export class VirtualComputePassEncoder {
   private get real(): GPUComputePassEncoder {
     return this.#real;
   }
-  private get record(): PassCommand[] {
-    return this.#record;
-  }
   constructor(encoder: VirtualCommandEncoder, real: GPUComputePassEncoder, record: PassCommand[], label: string | undefined) {
     this.#encoder = encoder;
     this.#real = real;
@@ -123,7 +120,16 @@ export class VirtualComputePassEncoder {
   /** Replays converted arguments into the real pass and records them (they are fresh: no copy needed). */
   private forward(op: PassOp, args: unknown[]): void {
     this.#encoder.forwardTo(this.#real, op, args);
-    this.#record.push({ op, args });
+    this.#keep({ op, args });
+  }
+
+  /**
+   * Records a call into the pass's commands, unless the encoder is finished: its record is then
+   * the command buffer's, which a split or replayed submit encodes afresh, and Dawn refused the
+   * call (on the device) rather than let it join the command buffer.
+   */
+  #keep(command: PassCommand): void {
+    if (!this.#encoder.finished) this.#record.push(command);
   }
 
   // The common calls (setPipeline, setBindGroup without offsets, dispatchWorkgroups, end) call the
@@ -162,7 +168,7 @@ export class VirtualComputePassEncoder {
       const offset = real[refusal.index];
       if (offset % refusal.realAlignment === 0) real[refusal.index] = offset + 1;
       this.encoder.forwardTo(this.real, 'setBindGroup', [converted[0], converted[1], real]);
-      this.record.push({ op: 'setBindGroup', args: converted });
+      this.#keep({ op: 'setBindGroup', args: converted });
       this.encoder.rewordAtFinish(
         `Dynamic Offset[${refusal.index}] (${real[refusal.index]}) is not ${refusal.realAlignment} byte aligned.`,
         refusal.message,
@@ -193,7 +199,7 @@ export class VirtualComputePassEncoder {
       const real = counts.slice();
       real[over.index] = over.realLimit + 1;
       this.encoder.forwardTo(this.real, 'dispatchWorkgroups', real);
-      this.record.push({ op: 'dispatchWorkgroups', args: counts });
+      this.#keep({ op: 'dispatchWorkgroups', args: counts });
       const axis = 'XYZ'[over.index];
       this.encoder.rewordAtFinish(
         `Dispatch workgroup count ${axis} (${over.realLimit + 1}) exceeds max compute workgroups per dimension (${over.realLimit}).`,
@@ -261,7 +267,9 @@ export class VirtualCommandEncoder {
   private get record(): RecordedCommand[] {
     return this.#record;
   }
+  /** Records a call, unless finished: the record is the command buffer's then, and Dawn refused the call (see the pass's #keep). */
   #recordCommand(command: RecordedCommand): void {
+    if (this.#finished) return;
     if (this.#record.length === 0) this.#record = [command];
     else this.#record.push(command);
   }
