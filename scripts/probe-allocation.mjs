@@ -4,7 +4,7 @@
 // buffers of every round since the last one included (dawn.node holds them through weak handles,
 // which a scavenge keeps: a few ms per scavenge; docs/benchmarks.md, "issue 17 eleventh pass").
 //
-//   node scripts/probe-allocation.mjs [workload ...]     (default: bandwidth-256B step)
+//   node scripts/probe-allocation.mjs [workload ...]     (default: bandwidth-256B step; also bandwidth-4MiB, dispatch-loop)
 //
 // Runs bench/overhead's own workloads (dist/bench/workloads.js) in a child Node whose young
 // generation is large enough that no collection runs during a sample, twice per side at two
@@ -20,7 +20,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const WORKLOADS = ['bandwidth-256B', 'step', 'bandwidth-4MiB'];
+const WORKLOADS = ['bandwidth-256B', 'step', 'bandwidth-4MiB', 'dispatch-loop'];
 /** Untimed samples per side before measuring, and the short/long pairs measured (each gives a figure). */
 const WARM_SAMPLES = 4;
 const PAIRS = 2;
@@ -31,7 +31,7 @@ if (process.argv[2] === '--child') {
   const { PerformanceObserver } = await import('node:perf_hooks');
   const { create, globals } = await import('webgpu');
   const { createKernel, bypassEventPump } = await import('../dist/src/index.js');
-  const { bandwidthWorkload, stepWorkload } = await import('../dist/bench/workloads.js');
+  const { bandwidthWorkload, countingDispatchLoop, stepWorkload } = await import('../dist/bench/workloads.js');
   Object.assign(globalThis, globals);
   // As bench/overhead.ts defines them (rounds at scale 1).
   const made = {
@@ -67,7 +67,42 @@ if (process.argv[2] === '--child') {
     if (proc) await proc.exit();
     return { bytes, collected: collections !== collectionsBefore };
   }
+  /**
+   * dispatch-loop (bench/overhead's call path alone): the loop makes no await, so no Dawn poll
+   * allocates during it and one warm device per side measures it exactly: bytes per iteration.
+   */
+  async function dispatchLoopLine() {
+    const line = [];
+    for (const side of ['bare', 'gpunix']) {
+      const proc = side === 'gpunix' ? await kernel.spawn({ name: 'probe-dispatch-loop' }) : null;
+      bypassEventPump(!proc);
+      const device = await (await (proc ? proc.gpu : bare).requestAdapter()).requestDevice();
+      const { loop } = countingDispatchLoop(device);
+      const figures = [];
+      for (let i = 0; i < WARM_SAMPLES + PAIRS; i++) {
+        loop(4000);
+        await device.queue.onSubmittedWorkDone();
+        globalThis.gc();
+        await settle();
+        const before = getHeapStatistics().used_heap_size;
+        const collectionsBefore = collections;
+        loop(4000);
+        const bytes = getHeapStatistics().used_heap_size - before;
+        await device.queue.onSubmittedWorkDone();
+        if (i >= WARM_SAMPLES) figures.push(collections !== collectionsBefore ? 'a collection ran during a sample: no figure' : `${(bytes / 4000).toFixed(0)} B`);
+      }
+      device.destroy();
+      bypassEventPump(false);
+      if (proc) await proc.exit();
+      line.push(`${side} ${figures.join(' / ')}`);
+    }
+    console.log(`${'dispatch-loop'.padEnd(15)} per iteration: ${line.join(', ')}`);
+  }
   for (const name of names) {
+    if (name === 'dispatch-loop') {
+      await dispatchLoopLine();
+      continue;
+    }
     const w = made[name]();
     const rounds = name === 'bandwidth-256B' ? 5000 : name === 'step' ? 2000 : 1000;
     const [short, long] = name === 'bandwidth-4MiB' ? [0.25, 0.75] : [0.2, 0.6];

@@ -70,6 +70,51 @@ function dispatchRecord(x: number, y: number, z: number): PassCommand {
 }
 
 const NO_COMMANDS: readonly RecordedCommand[] = Object.freeze([]);
+/** A pass's commands until it ends (replaced then: passCommandsOf). */
+const NO_PASS_COMMANDS: PassCommand[] = Object.freeze([]) as unknown as PassCommand[];
+/** What a reused scratch slot holds once its pass is done with it (nothing of the program's). */
+const NO_COMMAND: PassCommand = Object.freeze({ op: 'popDebugGroup', args: Object.freeze([]) as unknown as unknown[] });
+
+/**
+ * Where open passes record their calls: arrays reused from pass to pass, so that a pass's list is
+ * made once, of its size, when it ends (an array grown from `[]` by its first push allocates room
+ * for sixteen, every pass: most of what a dispatch loop's record cost). Usually one is in use.
+ */
+const spareScratch: PassCommand[][] = [];
+
+/**
+ * Each device's last pass commands made at end(), and the record of an encoder of that pass alone
+ * (made when first wanted): a loop that encodes the same pass again (the same pipeline, bind
+ * groups and counts, whose records are shared objects) reuses both, so that its command buffers'
+ * records cost nothing. Keyed by device, as they name its objects; frozen, as every record shared
+ * between command buffers.
+ */
+interface LastPass {
+  commands: PassCommand[];
+  loneRecord: readonly RecordedCommand[] | null;
+}
+const lastPasses = new WeakMap<object, LastPass>();
+
+/** `scratch[0, count)` as a pass's frozen commands: the device's last list when it is the same, else a new one. */
+function passCommandsOf(device: object, scratch: readonly PassCommand[], count: number): PassCommand[] {
+  const last = lastPasses.get(device);
+  if (last !== undefined && last.commands.length === count) {
+    let same = true;
+    for (let i = 0; i < count && same; i++) same = last.commands[i] === scratch[i];
+    if (same) return last.commands;
+  }
+  const commands = Object.freeze(scratch.slice(0, count)) as PassCommand[];
+  lastPasses.set(device, { commands, loneRecord: null });
+  return commands;
+}
+
+/** The record of an encoder that holds one pass of `commands` (from passCommandsOf), without a descriptor, and nothing else. */
+function loneRecordOf(device: object, commands: PassCommand[]): readonly RecordedCommand[] {
+  const last = lastPasses.get(device);
+  const entry = (): RecordedCommand => Object.freeze({ op: 'computePass', descriptor: undefined, commands });
+  if (last === undefined || last.commands !== commands) return Object.freeze([entry()]);
+  return (last.loneRecord ??= Object.freeze([entry()]));
+}
 
 /** The real finish, for captureWith (no closure per call). */
 const finishEncoder = (encoder: GPUCommandEncoder, descriptor: GPUCommandBufferDescriptor | undefined): GPUCommandBuffer => encoder.finish(descriptor);
@@ -96,18 +141,59 @@ export class VirtualComputePassEncoder {
   #label: string;
   #encoder: VirtualCommandEncoder;
   #real: GPUComputePassEncoder;
-  #record: PassCommand[];
+  /**
+   * The encoder's record of this pass, whose commands are set when it ends (or at finish); null
+   * while the encoder defers it (a pass alone in its encoder: VirtualCommandEncoder.#lonePass).
+   */
+  #entry: { commands: PassCommand[] } | null;
+  /** The calls so far, in `#scratch[0, #count)` (spareScratch); null once the pass's commands are set. */
+  #scratch: PassCommand[] | null;
+  #count = 0;
   private get encoder(): VirtualCommandEncoder {
     return this.#encoder;
   }
   private get real(): GPUComputePassEncoder {
     return this.#real;
   }
-  constructor(encoder: VirtualCommandEncoder, real: GPUComputePassEncoder, record: PassCommand[], label: string | undefined) {
+  constructor(encoder: VirtualCommandEncoder, real: GPUComputePassEncoder, entry: { commands: PassCommand[] } | null, label: string | undefined) {
     this.#encoder = encoder;
     this.#real = real;
-    this.#record = record;
+    this.#entry = entry;
+    // A pass begun on a finished encoder records nothing (its calls are Dawn's errors on the device).
+    this.#scratch = encoder.finished ? null : (spareScratch.pop() ?? []);
     this.#label = label ?? '';
+  }
+
+  /** Appends a call to the pass's commands (nothing once they are set: the pass ended, or its encoder finished). */
+  #push(command: PassCommand): void {
+    const scratch = this.#scratch;
+    if (scratch === null) return;
+    if (this.#count < scratch.length) scratch[this.#count] = command;
+    else scratch.push(command);
+    this.#count++;
+  }
+
+  /** The encoder made this deferred pass's record (something else was recorded after it). */
+  setEntry(entry: { commands: PassCommand[] }): void {
+    this.#entry = entry;
+  }
+
+  /**
+   * Sets the pass's commands in the encoder's record from what it recorded, and hands its scratch
+   * back (emptied: it must not keep the program's objects alive). At end(), the list may be the
+   * device's last one (passCommandsOf), and a deferred pass becomes its encoder's whole record; at
+   * finish() of a pass never ended, a copy of its own (the encoder made its record first).
+   */
+  settleCommands(atEnd: boolean): void {
+    const scratch = this.#scratch;
+    if (scratch === null) return;
+    this.#scratch = null;
+    const count = this.#count;
+    const commands = atEnd ? passCommandsOf(this.#encoder.objects, scratch, count) : scratch.slice(0, count);
+    if (this.#entry !== null) this.#entry.commands = commands;
+    else this.#encoder.loneCommands(commands);
+    for (let i = 0; i < count; i++) scratch[i] = NO_COMMAND;
+    spareScratch.push(scratch);
   }
 
   get label(): string {
@@ -129,7 +215,7 @@ export class VirtualComputePassEncoder {
    * call (on the device) rather than let it join the command buffer.
    */
   #keep(command: PassCommand): void {
-    if (!this.#encoder.finished) this.#record.push(command);
+    if (!this.#encoder.finished) this.#push(command);
   }
 
   // The common calls (setPipeline, setBindGroup without offsets, dispatchWorkgroups, end) call the
@@ -141,7 +227,7 @@ export class VirtualComputePassEncoder {
     if (encoder.finished) return this.forward('setPipeline', [converted]);
     this.#real.setPipeline(converted[REAL]);
     // The pipeline's own record, shared by every pass (a stand-in for another device's gets one of its own).
-    this.#record.push(converted instanceof VirtualComputePipeline ? converted.passRecord : { op: 'setPipeline', args: [converted] });
+    this.#push(converted instanceof VirtualComputePipeline ? converted.passRecord : { op: 'setPipeline', args: [converted] });
   }
   setBindGroup(index: number, bindGroup: GPUBindGroup | null, ...dynamicOffsets: unknown[]): void;
   // Declared with the two parameters every overload has (WebIDL: its length is 2); the others are read from `arguments`.
@@ -154,7 +240,7 @@ export class VirtualComputePassEncoder {
       const slot = size32(index, 'setBindGroup', 'index');
       const group = bindGroup === null || bindGroup === undefined ? null : (encoder.objects.object('GPUBindGroup', bindGroup, 'setBindGroup', 'bindGroup') as VirtualObject<GPUBindGroup>);
       this.#real.setBindGroup(slot, group === null ? null : group[REAL]);
-      this.#record.push(group instanceof VirtualBindGroup ? group.passRecord(slot) : { op: 'setBindGroup', args: [slot, group] });
+      this.#push(group instanceof VirtualBindGroup ? group.passRecord(slot) : { op: 'setBindGroup', args: [slot, group] });
       return;
     }
     const converted =
@@ -188,7 +274,7 @@ export class VirtualComputePassEncoder {
     encoder.dispatches++;
     if (!encoder.finished && encoder.workgroupCountsAllowed(cx, cy, cz)) {
       this.#real.dispatchWorkgroups(cx, cy, cz);
-      this.#record.push(dispatchRecord(cx, cy, cz));
+      this.#push(dispatchRecord(cx, cy, cz));
       return;
     }
     const counts: [number, number, number] = [cx, cy, cz];
@@ -231,8 +317,11 @@ export class VirtualComputePassEncoder {
     this.forward('insertDebugMarker', [usvString(markerLabel, 'insertDebugMarker', 'markerLabel')]);
   }
   end(): void {
-    if (this.#encoder.finished) this.#encoder.forwardTo(this.#real, 'end', []);
-    else this.#real.end();
+    if (this.#encoder.finished) return this.#encoder.forwardTo(this.#real, 'end', []);
+    this.#real.end();
+    // A second end() is Dawn's error (the encoder fails at finish); the commands are set once.
+    this.settleCommands(true);
+    this.#encoder.passEnded(this);
   }
 }
 
@@ -270,8 +359,38 @@ export class VirtualCommandEncoder {
   /** Records a call, unless finished: the record is the command buffer's then, and Dawn refused the call (see the pass's #keep). */
   #recordCommand(command: RecordedCommand): void {
     if (this.#finished) return;
+    this.#recordLonePass();
     if (this.#record.length === 0) this.#record = [command];
-    else this.#record.push(command);
+    else if (this.#recordShared) {
+      this.#record = [...this.#record, command];
+      this.#recordShared = false;
+    } else this.#record.push(command);
+  }
+
+  /**
+   * A pass begun first, without a descriptor, whose record is not made yet: if it stays alone, the
+   * encoder's whole record is the device's shared one for its commands (loneRecordOf), made when
+   * it ends; anything recorded after it makes its record first.
+   */
+  #lonePass: VirtualComputePassEncoder | null = null;
+  /** True while the record is a shared one (loneRecordOf): a command recorded after it copies it first. */
+  #recordShared = false;
+
+  /** Makes the deferred pass's record, in its place (first). */
+  #recordLonePass(): void {
+    const pass = this.#lonePass;
+    if (pass === null) return;
+    this.#lonePass = null;
+    const entry = { op: 'computePass' as const, descriptor: undefined, commands: NO_PASS_COMMANDS };
+    this.#record = [entry];
+    pass.setEntry(entry);
+  }
+
+  /** The deferred pass ended with `commands`, alone in the encoder: the record is the device's shared one. */
+  loneCommands(commands: PassCommand[]): void {
+    this.#lonePass = null;
+    this.#record = loneRecordOf(this.#objects, commands) as RecordedCommand[];
+    this.#recordShared = true;
   }
   /** Set by finish(): calls after it are refused by Dawn on the device (captured), not inside the encoder. */
   get finished(): boolean {
@@ -318,13 +437,41 @@ export class VirtualCommandEncoder {
     this.#recordCommand({ op, args });
   }
 
+  /** The pass begun last and not yet ended: finish() sets its commands if the program never ends it. */
+  #openPass: VirtualComputePassEncoder | null = null;
+
   beginComputePass(descriptor?: GPUComputePassDescriptor): VirtualComputePassEncoder {
     const converted = computePassDescriptor(descriptor, this.#objects);
     const real = realPassDescriptor(converted);
     const realPass = this.#finished ? this.#beginAfterFinish(real) : this.#real.beginComputePass(real);
-    const commands: PassCommand[] = [];
-    this.#recordCommand({ op: 'computePass', descriptor: converted, commands });
-    return new VirtualComputePassEncoder(this, realPass, commands, converted?.label);
+    // Its commands are set when it ends (VirtualComputePassEncoder.settleCommands); a pass still
+    // open here (Dawn fails the encoder for it) keeps what it recorded so far.
+    this.#settleOpenPass();
+    let pass: VirtualComputePassEncoder;
+    if (!this.#finished && converted === undefined && this.#record.length === 0) {
+      pass = new VirtualComputePassEncoder(this, realPass, null, undefined);
+      this.#lonePass = pass;
+    } else {
+      const entry: RecordedCommand = { op: 'computePass', descriptor: converted, commands: NO_PASS_COMMANDS };
+      this.#recordCommand(entry);
+      pass = new VirtualComputePassEncoder(this, realPass, entry, converted?.label);
+    }
+    if (!this.#finished) this.#openPass = pass;
+    return pass;
+  }
+
+  /** A pass begun and not ended (Dawn fails the encoder for it): the record keeps what it recorded. */
+  #settleOpenPass(): void {
+    const open = this.#openPass;
+    if (open === null) return;
+    this.#openPass = null;
+    this.#recordLonePass();
+    open.settleCommands(false);
+  }
+
+  /** `pass` has ended (its commands are set). */
+  passEnded(pass: VirtualComputePassEncoder): void {
+    if (this.#openPass === pass) this.#openPass = null;
   }
 
   /** A pass begun on a finished encoder: Dawn refuses it on the device (apart, so the common call makes no closure). */
@@ -428,6 +575,7 @@ export class VirtualCommandEncoder {
 
   finish(descriptor?: GPUCommandBufferDescriptor): VirtualCommandBuffer {
     const converted = labelDescriptor(descriptor, 'finish');
+    this.#settleOpenPass();
     this.#finished = true;
     const rewordings = this.#rewordings;
     const device = this.#device;

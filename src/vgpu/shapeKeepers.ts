@@ -153,7 +153,7 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
     { owner: proc, usesDevice: true, enqueuedAtNs: NaN, nextPiece: () => null, cancel: nothing, write },
   ]);
   const encoder = new VirtualCommandEncoder(device, {} as GPUCommandEncoder, undefined);
-  const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, [], undefined);
+  const pass = new VirtualComputePassEncoder(encoder, {} as GPUComputePassEncoder, { commands: [] }, undefined);
   const commands: readonly RecordedCommand[] = Object.freeze([]);
   const commandBuffer = new VirtualCommandBuffer({} as GPUCommandBuffer, commands, '', Promise.resolve(true), true, 0, 0, 0, device, '', false);
   return Object.freeze({ proc, device, encoder, pass, commandBuffer, module, pipeline, residency, buffer, bindGroup, records, limits, derivedLayout, mapRequest, bufferWrite, items, real });
