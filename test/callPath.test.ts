@@ -4,7 +4,8 @@
 // is done. These check what a program sees through them: every dispatch runs and is counted once
 // (each form of dispatchWorkgroups with the workgroups it names),
 // an encoding error made through the direct calls surfaces at finish() in the scope current there,
-// a call after finish() errs in the scope current at that call, a submit Dawn refuses (a
+// a call after finish() errs in the scope current at that call and never joins the finished
+// command buffer (whole or split, it runs as finish() made it), a submit Dawn refuses (a
 // destroyed buffer) is neither run nor counted, a large write (in pieces, the program's bytes
 // read in place while it runs at once) writes the bytes of the call, and a readback loop whose
 // runs are settled from their maps (no fence per round) reads exact bytes and is fully accounted.
@@ -182,6 +183,49 @@ describe('the call path of a dispatch loop', () => {
     await readback.mapAsync(GPUMapMode.READ);
     assert.deepEqual([...new Uint32Array(readback.getMappedRange())], [1, 2, 3, 4], 'the source\'s bytes, not the counter copied after finish()');
     readback.unmap();
+    await r.proc.exit();
+  });
+
+  it('keeps each command buffer as its own encoder made it when a loop repeats the same pass', async () => {
+    // A pass alone in its encoder shares the record of the device's last identical pass: a
+    // command recorded after it in another encoder must not reach the first one's command buffer,
+    // which a split submit (64 workgroups of a kernel of unknown cost) encodes from that record.
+    const r = await rig(kernel, 'shared-pass');
+    const { device, pipeline, group, counter } = r;
+    const U = GPUBufferUsage;
+    const target = device.createBuffer({ size: 4, usage: U.COPY_SRC | U.COPY_DST });
+    const encodePass = (encoder: GPUCommandEncoder): void => {
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(64);
+      pass.end();
+    };
+    const first = device.createCommandEncoder();
+    encodePass(first);
+    const dispatchOnly = first.finish();
+    const second = device.createCommandEncoder();
+    encodePass(second);
+    second.copyBufferToBuffer(counter, 0, target, 0, 4);
+    const dispatchThenCopy = second.finish();
+    const targetValue = async (): Promise<number> => {
+      const readback = device.createBuffer({ size: 4, usage: U.MAP_READ | U.COPY_DST });
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(target, 0, readback, 0, 4);
+      device.queue.submit([encoder.finish()]);
+      await readback.mapAsync(GPUMapMode.READ);
+      const value = new Uint32Array(readback.getMappedRange())[0];
+      readback.unmap();
+      return value;
+    };
+    device.pushErrorScope('validation');
+    device.queue.submit([dispatchOnly]);
+    assert.equal(await read(r), 64);
+    assert.equal(await targetValue(), 0, 'the first command buffer copies nothing');
+    device.queue.submit([dispatchThenCopy]);
+    assert.equal(await read(r), 128);
+    assert.equal(await targetValue(), 128, 'the second copies the counter after its own dispatch');
+    assert.equal(await device.popErrorScope(), null);
     await r.proc.exit();
   });
 
