@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
-import './helpers.js';
+import { encodeDispatchPass } from './helpers.js';
 
 const COUNTER = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
@@ -36,16 +36,26 @@ async function rig(kernel: Kernel, name: string): Promise<Rig> {
   return { proc, device, pipeline, counter, group };
 }
 
-/** The counter's value, read back through a MAP_READ buffer. */
-async function read({ device, counter }: Rig): Promise<number> {
+/** The first word of `buffer`, read back through a MAP_READ buffer. */
+async function readWord(device: GPUDevice, buffer: GPUBuffer): Promise<number> {
   const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(counter, 0, readback, 0, 4);
+  encoder.copyBufferToBuffer(buffer, 0, readback, 0, 4);
   device.queue.submit([encoder.finish()]);
   await readback.mapAsync(GPUMapMode.READ);
   const value = new Uint32Array(readback.getMappedRange())[0];
   readback.unmap();
   return value;
+}
+
+/** The counter's value. */
+function read({ device, counter }: Rig): Promise<number> {
+  return readWord(device, counter);
+}
+
+/** Encodes a pass that adds `workgroups` to the counter, ended; returns it. */
+function encodeCounting(encoder: GPUCommandEncoder, { pipeline, group }: Rig, workgroups: number): GPUComputePassEncoder {
+  return encodeDispatchPass(encoder, pipeline, group, workgroups);
 }
 
 describe('the call path of a dispatch loop', () => {
@@ -150,13 +160,9 @@ describe('the call path of a dispatch loop', () => {
     // afresh from the kernel's record, not from the encoding Dawn checked: a call Dawn refused on
     // the finished encoder must not join that record.
     const r = await rig(kernel, 'after-finish');
-    const { device, pipeline, group, counter } = r;
+    const { device, counter } = r;
     const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(64);
-    pass.end();
+    const pass = encodeCounting(encoder, r, 64);
     const dispatches = encoder.finish();
     device.pushErrorScope('validation');
     pass.dispatchWorkgroups(5);
@@ -191,40 +197,22 @@ describe('the call path of a dispatch loop', () => {
     // command recorded after it in another encoder must not reach the first one's command buffer,
     // which a split submit (64 workgroups of a kernel of unknown cost) encodes from that record.
     const r = await rig(kernel, 'shared-pass');
-    const { device, pipeline, group, counter } = r;
-    const U = GPUBufferUsage;
-    const target = device.createBuffer({ size: 4, usage: U.COPY_SRC | U.COPY_DST });
-    const encodePass = (encoder: GPUCommandEncoder): void => {
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(64);
-      pass.end();
-    };
+    const { device, counter } = r;
+    const target = device.createBuffer({ size: 4, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
     const first = device.createCommandEncoder();
-    encodePass(first);
+    encodeCounting(first, r, 64);
     const dispatchOnly = first.finish();
     const second = device.createCommandEncoder();
-    encodePass(second);
+    encodeCounting(second, r, 64);
     second.copyBufferToBuffer(counter, 0, target, 0, 4);
     const dispatchThenCopy = second.finish();
-    const targetValue = async (): Promise<number> => {
-      const readback = device.createBuffer({ size: 4, usage: U.MAP_READ | U.COPY_DST });
-      const encoder = device.createCommandEncoder();
-      encoder.copyBufferToBuffer(target, 0, readback, 0, 4);
-      device.queue.submit([encoder.finish()]);
-      await readback.mapAsync(GPUMapMode.READ);
-      const value = new Uint32Array(readback.getMappedRange())[0];
-      readback.unmap();
-      return value;
-    };
     device.pushErrorScope('validation');
     device.queue.submit([dispatchOnly]);
     assert.equal(await read(r), 64);
-    assert.equal(await targetValue(), 0, 'the first command buffer copies nothing');
+    assert.equal(await readWord(device, target), 0, 'the first command buffer copies nothing');
     device.queue.submit([dispatchThenCopy]);
     assert.equal(await read(r), 128);
-    assert.equal(await targetValue(), 128, 'the second copies the counter after its own dispatch');
+    assert.equal(await readWord(device, target), 128, 'the second copies the counter after its own dispatch');
     assert.equal(await device.popErrorScope(), null);
     await r.proc.exit();
   });

@@ -154,14 +154,20 @@ export async function deviceOf(proc: { readonly gpu: GPU }): Promise<GPUDevice> 
   return (await adapter.requestDevice()) as GPUDevice;
 }
 
-/** An encoder holding one ended pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
-function encodeDispatch(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups: number): GPUCommandEncoder {
-  const encoder = device.createCommandEncoder();
+/** Encodes into `encoder` one pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0, ended; returns the pass. */
+export function encodeDispatchPass(encoder: GPUCommandEncoder, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups: number): GPUComputePassEncoder {
   const pass = encoder.beginComputePass();
   pass.setPipeline(pipeline);
   pass.setBindGroup(0, group);
   pass.dispatchWorkgroups(workgroups);
   pass.end();
+  return pass;
+}
+
+/** An encoder holding one ended pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
+function encodeDispatch(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups: number): GPUCommandEncoder {
+  const encoder = device.createCommandEncoder();
+  encodeDispatchPass(encoder, pipeline, group, workgroups);
   return encoder;
 }
 
