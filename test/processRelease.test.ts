@@ -2,6 +2,9 @@
 // the processes that ran on it once they have ended and been reaped: the dispatcher keeps a
 // process's per-device bookkeeping (runs in flight, its last run) while it lives, without
 // deleting it after every run (a Map's delete allocates), and must drop it when the process ends.
+// Nor may a live process's kernel keep what the program let go of: the kernel reuses a repeated
+// pass's record (src/vgpu/commandEncoder.ts), and must not hold the last pass's pipeline and bind
+// group (and the buffers they charge to the tenant) once its command buffers are gone.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -78,5 +81,34 @@ describe('an ended process', () => {
     assert.ok(await collected(first), 'the first process is still referenced after it ended and was reaped');
     assert.ok(await collected(second), 'the second process is still referenced after it ended and was reaped');
     await third.exit();
+  });
+});
+
+describe('a live process', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel();
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  /** Dispatches a few times with a pipeline and bind group of its own, waits for the work, and returns weak references to both. */
+  async function dispatchAndLetGo(device: GPUDevice): Promise<WeakRef<object>[]> {
+    const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+    for (let i = 0; i < 3; i++) dispatchOnce(device, pipeline, group);
+    await device.queue.onSubmittedWorkDone();
+    return [new WeakRef(pipeline), new WeakRef(group)];
+  }
+
+  it('lets go of the pipeline and bind group of its last pass once the program has and the work is done', async () => {
+    const handle = await kernel.spawn({ name: 'live' });
+    const device = await (await handle.gpu.requestAdapter())!.requestDevice();
+    const [pipeline, group] = await dispatchAndLetGo(device);
+    assert.ok(await collected(group), 'the bind group of the last pass is still referenced');
+    assert.ok(await collected(pipeline), 'the pipeline of the last pass is still referenced');
+    await handle.exit();
   });
 });

@@ -87,33 +87,37 @@ const spareScratch: PassCommand[][] = [];
  * (made when first wanted): a loop that encodes the same pass again (the same pipeline, bind
  * groups and counts, whose records are shared objects) reuses both, so that its command buffers'
  * records cost nothing. Keyed by device, as they name its objects; frozen, as every record shared
- * between command buffers.
+ * between command buffers; held weakly, so that the last pass a program encoded does not keep
+ * its pipeline and bind groups (and the memory the ledger charges for them) once its command
+ * buffers are gone.
  */
 interface LastPass {
-  commands: PassCommand[];
-  loneRecord: readonly RecordedCommand[] | null;
+  commands: WeakRef<PassCommand[]>;
+  loneRecord: WeakRef<readonly RecordedCommand[]> | null;
 }
 const lastPasses = new WeakMap<object, LastPass>();
 
 /** `scratch[0, count)` as a pass's frozen commands: the device's last list when it is the same, else a new one. */
 function passCommandsOf(device: object, scratch: readonly PassCommand[], count: number): PassCommand[] {
-  const last = lastPasses.get(device);
-  if (last !== undefined && last.commands.length === count) {
+  const last = lastPasses.get(device)?.commands.deref();
+  if (last !== undefined && last.length === count) {
     let same = true;
-    for (let i = 0; i < count && same; i++) same = last.commands[i] === scratch[i];
-    if (same) return last.commands;
+    for (let i = 0; i < count && same; i++) same = last[i] === scratch[i];
+    if (same) return last;
   }
   const commands = Object.freeze(scratch.slice(0, count)) as PassCommand[];
-  lastPasses.set(device, { commands, loneRecord: null });
+  lastPasses.set(device, { commands: new WeakRef(commands), loneRecord: null });
   return commands;
 }
 
 /** The record of an encoder that holds one pass of `commands` (from passCommandsOf), without a descriptor, and nothing else. */
 function loneRecordOf(device: object, commands: PassCommand[]): readonly RecordedCommand[] {
   const last = lastPasses.get(device);
-  const entry = (): RecordedCommand => Object.freeze({ op: 'computePass', descriptor: undefined, commands });
-  if (last === undefined || last.commands !== commands) return Object.freeze([entry()]);
-  return (last.loneRecord ??= Object.freeze([entry()]));
+  const shared = last !== undefined && last.commands.deref() === commands ? last.loneRecord?.deref() : undefined;
+  if (shared !== undefined) return shared;
+  const record = Object.freeze([Object.freeze({ op: 'computePass' as const, descriptor: undefined, commands })]);
+  if (last !== undefined && last.commands.deref() === commands) last.loneRecord = new WeakRef(record);
+  return record;
 }
 
 /** The real finish, for captureWith (no closure per call). */
