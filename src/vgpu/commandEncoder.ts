@@ -113,10 +113,11 @@ function passCommandsOf(device: object, scratch: readonly PassCommand[], count: 
 /** The record of an encoder that holds one pass of `commands` (from passCommandsOf), without a descriptor, and nothing else. */
 function loneRecordOf(device: object, commands: PassCommand[]): readonly RecordedCommand[] {
   const last = lastPasses.get(device);
-  const shared = last !== undefined && last.commands.deref() === commands ? last.loneRecord?.deref() : undefined;
+  const current = last !== undefined && last.commands.deref() === commands ? last : null;
+  const shared = current?.loneRecord?.deref();
   if (shared !== undefined) return shared;
   const record = Object.freeze([Object.freeze({ op: 'computePass' as const, descriptor: undefined, commands })]);
-  if (last !== undefined && last.commands.deref() === commands) last.loneRecord = new WeakRef(record);
+  if (current !== null) current.loneRecord = new WeakRef(record);
   return record;
 }
 
