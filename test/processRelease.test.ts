@@ -20,15 +20,21 @@ const COUNTER = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
 @compute @workgroup_size(1) fn main() { atomicAdd(&counter, 1u); }`;
 
+/** COUNTER's pipeline on `device`, and a bind group over a counter of its own. */
+function counterKernel(device: GPUDevice): { pipeline: GPUComputePipeline; group: GPUBindGroup } {
+  const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+  return { pipeline, group };
+}
+
 /** Runs a process that does what a readback loop and a dispatch loop do, lets it exit, and returns a weak reference to its process. */
 async function runAndExit(kernel: Kernel, name: string): Promise<WeakRef<object>> {
   const handle = await kernel.spawn({ name });
   const device = await (await handle.gpu.requestAdapter())!.requestDevice();
   const src = device.createBuffer({ size: 256, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
   const readback = device.createBuffer({ size: 256, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
-  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+  const { pipeline, group } = counterKernel(device);
   for (let round = 0; round < 5; round++) {
     dispatchOnce(device, pipeline, group);
     const read = await writeCopyReadBack(device, src, readback, new Uint8Array(256).fill(round + 1));
@@ -56,7 +62,15 @@ async function collected(ref: WeakRef<object>): Promise<boolean> {
   return false;
 }
 
-describe('an ended process', () => {
+/** Dispatches a few times with a pipeline and bind group of its own, waits for the work, and returns weak references to both. */
+async function dispatchAndLetGo(device: GPUDevice): Promise<WeakRef<object>[]> {
+  const { pipeline, group } = counterKernel(device);
+  for (let i = 0; i < 3; i++) dispatchOnce(device, pipeline, group);
+  await device.queue.onSubmittedWorkDone();
+  return [new WeakRef(pipeline), new WeakRef(group)];
+}
+
+describe('what the kernel lets go of', () => {
   let kernel: Kernel;
   before(async () => {
     // Exited processes are reaped at once: nothing of the kernel's own is meant to keep them.
@@ -66,7 +80,7 @@ describe('an ended process', () => {
     await kernel.shutdown();
   });
 
-  it('is let go of by the kernel once reaped, after readback rounds and dispatches', async () => {
+  it('an ended process once reaped, after readback rounds and dispatches', async () => {
     const first = await runAndExit(kernel, 'first');
     // A second process after it: whatever the kernel keeps of "the last process" moves on to it.
     const second = await runAndExit(kernel, 'second');
@@ -82,28 +96,8 @@ describe('an ended process', () => {
     assert.ok(await collected(second), 'the second process is still referenced after it ended and was reaped');
     await third.exit();
   });
-});
 
-describe('a live process', () => {
-  let kernel: Kernel;
-  before(async () => {
-    kernel = await createKernel();
-  });
-  after(async () => {
-    await kernel.shutdown();
-  });
-
-  /** Dispatches a few times with a pipeline and bind group of its own, waits for the work, and returns weak references to both. */
-  async function dispatchAndLetGo(device: GPUDevice): Promise<WeakRef<object>[]> {
-    const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
-    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
-    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
-    for (let i = 0; i < 3; i++) dispatchOnce(device, pipeline, group);
-    await device.queue.onSubmittedWorkDone();
-    return [new WeakRef(pipeline), new WeakRef(group)];
-  }
-
-  it('lets go of the pipeline and bind group of its last pass once the program has and the work is done', async () => {
+  it("a live process's pipeline and bind group of its last pass, once the program has let go of them and the work is done", async () => {
     const handle = await kernel.spawn({ name: 'live' });
     const device = await (await handle.gpu.requestAdapter())!.requestDevice();
     const [pipeline, group] = await dispatchAndLetGo(device);
