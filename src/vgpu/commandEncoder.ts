@@ -6,6 +6,7 @@
 // the real encoder invalid exactly as Dawn's own check would, so finish() fails.
 
 import { refuseUnsupported } from '../errors.js';
+import { keepShape } from '../keptShapes.js';
 import {
   computePassDescriptor,
   copyBufferToBufferArgs,
@@ -119,6 +120,15 @@ function loneRecordOf(device: object, commands: PassCommand[]): readonly Recorde
   const record = Object.freeze([Object.freeze({ op: 'computePass' as const, descriptor: undefined, commands })]);
   if (current !== null) current.loneRecord = new WeakRef(record);
   return record;
+}
+
+// A pass's frozen list and an encoder's frozen lone record are shapes of their own (a frozen
+// array, a frozen entry), and every one of them goes with its process's command buffers: one of
+// each, made by the two functions themselves for a key nothing else has, is kept so that a full
+// collection between processes leaves the submit path's optimized code (see src/keptShapes.ts).
+{
+  const key = keepShape({});
+  keepShape(loneRecordOf(key, passCommandsOf(key, [NO_COMMAND], 1)));
 }
 
 /** The real finish, for captureWith (no closure per call). */
