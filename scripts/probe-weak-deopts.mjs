@@ -10,9 +10,12 @@
 //
 //   node scripts/probe-weak-deopts.mjs [samples] [rounds]     (defaults 4 and 2000)
 //
-// Prints the count and the functions, gpunix's own apart from Node's and the WGSL parser's. At
-// issue 17's tenth pass: 1-2 (the WGSL parser's at shader creation, now and then one of gpunix's);
-// 29-33 on the commit before it.
+// Prints the count and the functions, gpunix's own apart from Node's and the WGSL parser's, and
+// the count by sample: one that every sample repeats costs each new process its optimized code,
+// one seen in a single sample (a shape replaced once) does not. At issue 17's tenth pass: 1-2 (the
+// WGSL parser's at shader creation, now and then one of gpunix's); 29-33 on the commit before it.
+// At the thirteenth: 8 (6 of gpunix's, all in one sample: the shared pass records' frozen
+// shapes, kept since), 2 with them kept.
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -51,11 +54,16 @@ if (child.status !== 0) {
 }
 let sample = -1;
 const after = new Map();
+/** Per sample from the second: a deoptimization every sample repeats costs each new process; one seen once does not. */
+const perSample = new Array(samples).fill(0);
 for (const line of child.stdout.split('\n')) {
   const mark = /^--- sample (\d+)/.exec(line);
   if (mark) sample = Number(mark[1]);
   const weak = /SharedFunctionInfo ([^>]*)>.*reason: weak objects/.exec(line);
-  if (weak && sample >= 1) after.set(weak[1], (after.get(weak[1]) ?? 0) + 1);
+  if (weak && sample >= 1) {
+    after.set(weak[1], (after.get(weak[1]) ?? 0) + 1);
+    perSample[sample]++;
+  }
 }
 const NODE_OWN = /^(processImmediate|setImmediate|Immediate|ref|initAsyncResource|runMicrotask|queueMicrotask|runInAsyncScope|AsyncResource)$/;
 const PARSER = /^(matchText|position|isWordChar)$/;
@@ -64,3 +72,4 @@ for (const [name, count] of after) (NODE_OWN.test(name) ? groups.node : PARSER.t
 const total = [...after.values()].reduce((a, b) => a + b, 0);
 console.log(`weak-object deoptimizations after the first of ${samples} samples of ${rounds} rounds: ${total}`);
 for (const [group, names] of Object.entries(groups)) console.log(`  ${group}: ${names.length ? names.join(', ') : '-'}`);
+console.log(`  by sample (from the second): ${perSample.slice(1).join(', ')}`);

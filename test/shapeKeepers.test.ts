@@ -10,6 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { createKernel, Kernel } from '../src/index.js';
 import { unwrap } from '../src/vgpu/object.js';
 import { shapeKeepers } from '../src/vgpu/shapeKeepers.js';
+import { keptRecordShapes } from '../src/vgpu/commandEncoder.js';
 import './helpers.js';
 
 setFlagsFromString('--allow-natives-syntax');
@@ -72,6 +73,15 @@ describe('the call path shape keepers', () => {
       ['real compute pass encoder', internals(pass, 'real'), keepers.real!.pass],
       ['real command buffer', unwrap(commandBuffer) as object, keepers.real!.commandBuffer],
     ];
+    // An encoder of one pass alone: its record is a frozen list of one frozen entry, whose commands
+    // are a frozen list too (commandEncoder.ts keeps one of each).
+    const record = (commandBuffer as unknown as { commands: ReadonlyArray<{ commands: object }> }).commands;
+    const keptRecords = keptRecordShapes();
+    pairs.push(
+      ['lone pass record', record, keptRecords.record],
+      ['lone pass record entry', record[0], keptRecords.record[0]],
+      ["pass's command list", record[0].commands, keptRecords.commands],
+    );
     for (const [what, programs, kept] of pairs) assert.ok(sameShape(programs, kept), `the kept ${what} has the shape of the program's`);
     // The comparison can fail: objects of two classes never share a shape.
     assert.equal(sameShape(pipeline, keepers.bindGroup), false);

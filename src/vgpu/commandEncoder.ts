@@ -126,9 +126,15 @@ function loneRecordOf(device: object, commands: PassCommand[]): readonly Recorde
 // array, a frozen entry), and every one of them goes with its process's command buffers: one of
 // each, made by the two functions themselves for a key nothing else has, is kept so that a full
 // collection between processes leaves the submit path's optimized code (see src/keptShapes.ts).
-{
-  const key = keepShape({});
-  keepShape(loneRecordOf(key, passCommandsOf(key, [NO_COMMAND], 1)));
+const keptRecords: { commands: PassCommand[]; record: readonly RecordedCommand[] } = (() => {
+  const key = {};
+  const commands = passCommandsOf(key, [NO_COMMAND], 1);
+  return keepShape({ commands, record: loneRecordOf(key, commands) });
+})();
+
+/** The kept list and lone record, for the test that compares their shapes with a program's. */
+export function keptRecordShapes(): { commands: PassCommand[]; record: readonly RecordedCommand[] } {
+  return keptRecords;
 }
 
 /** The real finish, for captureWith (no closure per call). */
