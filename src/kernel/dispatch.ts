@@ -271,6 +271,10 @@ interface OpenRun {
    * submit, a copy, an unlearned pipeline).
    */
   costNs: number | null;
+  /** Its class's rank (classRank), taken when it closes. */
+  rank: number;
+  /** Set once its completion has been accounted (settleRun). */
+  settled: boolean;
 }
 
 /** The scheduler's state for one process on this device. */
@@ -366,11 +370,11 @@ export class Dispatcher {
    */
   private mapCover: { run: OpenRun; work: number; mapping: Promise<unknown> } | null = null;
   /**
-   * The settles of closed runs not yet complete, oldest first. A queue completes in order, so a
+   * The closed runs not yet complete, oldest first (settleRun). A queue completes in order, so a
    * run completing settles every run ahead of it first (one whose completion is a map's may be
    * reported after the fence of a later run).
    */
-  private readonly unsettled: Array<() => void> = [];
+  private readonly unsettled: OpenRun[] = [];
   /** Device time spent on all owners (ns), for utilization. */
   busyNs = 0;
   /** Switches away from a process that still had work queued, on this device (monotonic, for metrics). */
@@ -1033,7 +1037,7 @@ export class Dispatcher {
       owner.readyWaitNs += issuedAt - owner.readySinceNs;
       owner.readySinceNs = null;
     }
-    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences, costNs: null };
+    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences, costNs: null, rank: 0, settled: false };
     owner.inFlightGroups++;
     this.runsInFlight.set(owner, (this.runsInFlight.get(owner) ?? 0) + 1);
   }
@@ -1048,21 +1052,16 @@ export class Dispatcher {
     this.lastRunOf.set(run.owner, run);
     this.outstandingFences++;
     const rank = classRank(run.owner);
+    run.rank = rank;
     this.inFlightByClass[rank]++;
     run.costNs = forecastNs(run.pieces);
     this.forecasts.push(run);
-    let settled = false;
-    // A small closure per run around a method: the optimized code of a closure lives only as long
-    // as some closure of its kind, and every run's closure is gone by a full collection.
-    const settle = (): void => {
-      if (settled) return;
-      // The runs ahead completed first (queue order): any still unsettled settles now.
-      while (this.unsettled.length > 0 && this.unsettled[0] !== settle) this.unsettled[0]();
-      if (this.unsettled[0] === settle) this.unsettled.shift();
-      settled = true;
-      this.runCompleted(run, rank);
-    };
-    this.unsettled.push(settle);
+    // The method bound to the run, not a closure: V8 keeps a closure's optimized code only while
+    // some closure of its kind lives, and every run's is gone by a full collection (between two
+    // processes; every sample of bench/overhead), so each new process ran this in the interpreter
+    // again while TurboFan compiled it anew. A method's code lives as long as its class.
+    const settle = this.settleRun.bind(this, run);
+    this.unsettled.push(run);
     if (cover !== null && cover.run === run && cover.work === this.issuedWork) {
       // The map covers the whole run (mapMade). Refused or aborted, it says nothing of the work:
       // a fence then.
@@ -1070,6 +1069,16 @@ export class Dispatcher {
       return;
     }
     this.device.queue.onSubmittedWorkDone().then(settle, settle);
+  }
+
+  /** `run`'s fence or covering map settled: the runs ahead of it complete first (a queue completes in order), then it. */
+  private settleRun(run: OpenRun): void {
+    if (run.settled) return;
+    const unsettled = this.unsettled;
+    while (unsettled.length > 0 && unsettled[0] !== run) this.settleRun(unsettled[0]);
+    if (unsettled[0] === run) unsettled.shift();
+    run.settled = true;
+    this.runCompleted(run, run.rank);
   }
 
   /** A closed run has completed (its fence or covering map settled): its time is accounted, and the pump goes on. */

@@ -65,10 +65,8 @@ export class MapRequest implements WorkItem {
     // The work it reads back may have run loops the watchdog cuts: the result waits for its
     // time check, and a process that check ended gets no result of cut loops.
     this.checked = dispatcher.timeChecked();
-    mapping.then(
-      (value) => this.mapped(value),
-      (error: unknown) => this.failed(error),
-    );
+    // Methods bound to the request, not closures: see mapAsync's executor below.
+    mapping.then(this.mapped.bind(this), this.failed.bind(this));
   }
 
   /** The real map (for callRoutedWith: no closure per map). */
@@ -102,6 +100,20 @@ export class MapRequest implements WorkItem {
     if (this.owner.alive) this.resolve(value);
     else this.reject(new DOMException('the process ended before the buffer was mapped', 'AbortError'));
   }
+}
+
+/**
+ * mapAsync's promise executor: one function for every call, which hands the promise's resolve and
+ * reject over in these two variables (taken at once). A closure per call would do, but V8 keeps a
+ * closure's optimized code only while some closure of its kind lives, and a readback loop's are
+ * all gone by a full collection (between two processes; every sample of bench/overhead): each new
+ * process then ran the map path's entry in the interpreter while TurboFan compiled it anew.
+ */
+let capturedResolve: ((value: undefined) => void) | null = null;
+let capturedReject: ((reason: unknown) => void) | null = null;
+function captureSettlers(resolve: (value: undefined) => void, reject: (reason: unknown) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }
 
 export class VirtualBuffer extends VirtualObject<GPUBuffer> {
@@ -185,11 +197,17 @@ export class VirtualBuffer extends VirtualObject<GPUBuffer> {
       return Promise.reject(new DOMException('mapAsync: the device is lost', 'AbortError'));
     }
     const target = this.#device.errorTarget();
-    return new Promise<undefined>((resolve, reject) => {
-      const request = new MapRequest(this.#device.proc, this, this.#device, target, mode, offset, size, resolve, reject);
-      this.#queuedMaps.push(request);
+    const promise = new Promise<undefined>(captureSettlers);
+    const request = new MapRequest(this.#device.proc, this, this.#device, target, mode, offset, size, capturedResolve!, capturedReject!);
+    capturedResolve = capturedReject = null;
+    this.#queuedMaps.push(request);
+    try {
       this.#device.dispatcher.enqueue(request);
-    });
+    } catch (error) {
+      // As a throw inside a promise's executor would: the promise rejects.
+      request.reject(error);
+    }
+    return promise;
   }
 
   getMappedRange(offset?: number, size?: number): ArrayBuffer {
