@@ -1154,38 +1154,8 @@ export class Dispatcher {
       stamp?.drop();
       return;
     }
-    const settle = (): Promise<void> | undefined => {
-      const doneNs = nowNs();
-      // Its own time as near as the host can tell: from the end of the work ahead, if later.
-      const startNs = Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
-      const ownNs = doneNs - startNs;
-      const spentNs = stamp ? doneNs - issuedAtNs : ownNs;
-      const limitNs = watchdog.limitNs(owner);
-      // The drain rule's history is what the piece was seen to run, not the watchdog's upper
-      // bound: it was still running at the poll before the one that reported it. A piece seen
-      // late (the thread busy with the program's own loop of submits) is not counted long.
-      const seenNs = Math.max(0, completedNoEarlierThanNs(doneNs) - startNs);
-      owner.lastCheckedPieceNs = seenNs;
-      const runs = piece.checkedRuns;
-      if (runs) for (let i = 0; i < runs.length; i++) runs[i].seenNs = seenNs;
-      if (!owner.alive || spentNs <= limitNs) {
-        this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
-        stamp?.drop();
-        return undefined;
-      }
-      if (!stamp) {
-        watchdog.overrun(owner, piece.name, spentNs);
-        return undefined;
-      }
-      // The host saw the completion late: a kernel thread busy past the limit (a long compile,
-      // another process's checkpoint) stretches this clock, not the device's. The device's time
-      // decides; it covers the piece and never less (deviceTimer.ts), so a piece whose loops were
-      // cut is never excused.
-      return stamp.read().then((deviceNs) => {
-        if (deviceNs !== null && deviceNs <= limitNs) watchdog.excused(owner, piece.name, spentNs, deviceNs);
-        else if (owner.alive) watchdog.overrun(owner, piece.name, deviceNs ?? spentNs);
-      });
-    };
+    // Methods bound to the piece's facts, not closures (see closeRun's settle).
+    const settle = this.checkPieceTime.bind(this, watchdog, owner, piece, issuedAtNs, stamp);
     const own = this.device.queue.onSubmittedWorkDone().then(settle, settle);
     // After the piece's own completion signal, not before it (DeviceStamp.close).
     stamp?.close?.();
@@ -1194,9 +1164,46 @@ export class Dispatcher {
     const previous = this.pendingTimeCheck;
     const check: Promise<void> = previous === null ? own : previous.then(() => own, () => own);
     this.pendingTimeCheck = check;
-    void check.then(() => {
-      if (this.pendingTimeCheck === check) this.pendingTimeCheck = null;
+    void check.then(this.timeCheckSettled.bind(this, check));
+  }
+
+  /** A timed piece completed (timePiece): its time against its owner's limit, the device's deciding when the host saw it late. */
+  private checkPieceTime(watchdog: NonNullable<Dispatcher['watchdog']>, owner: Proc, piece: WorkPiece, issuedAtNs: number, stamp: DeviceStamp | null): Promise<void> | undefined {
+    const doneNs = nowNs();
+    // Its own time as near as the host can tell: from the end of the work ahead, if later.
+    const startNs = Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
+    const ownNs = doneNs - startNs;
+    const spentNs = stamp ? doneNs - issuedAtNs : ownNs;
+    const limitNs = watchdog.limitNs(owner);
+    // The drain rule's history is what the piece was seen to run, not the watchdog's upper
+    // bound: it was still running at the poll before the one that reported it. A piece seen
+    // late (the thread busy with the program's own loop of submits) is not counted long.
+    const seenNs = Math.max(0, completedNoEarlierThanNs(doneNs) - startNs);
+    owner.lastCheckedPieceNs = seenNs;
+    const runs = piece.checkedRuns;
+    if (runs) for (let i = 0; i < runs.length; i++) runs[i].seenNs = seenNs;
+    if (!owner.alive || spentNs <= limitNs) {
+      this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
+      stamp?.drop();
+      return undefined;
+    }
+    if (!stamp) {
+      watchdog.overrun(owner, piece.name, spentNs);
+      return undefined;
+    }
+    // The host saw the completion late: a kernel thread busy past the limit (a long compile,
+    // another process's checkpoint) stretches this clock, not the device's. The device's time
+    // decides; it covers the piece and never less (deviceTimer.ts), so a piece whose loops were
+    // cut is never excused.
+    return stamp.read().then((deviceNs) => {
+      if (deviceNs !== null && deviceNs <= limitNs) watchdog.excused(owner, piece.name, spentNs, deviceNs);
+      else if (owner.alive) watchdog.overrun(owner, piece.name, deviceNs ?? spentNs);
     });
+  }
+
+  /** The chain of time checks up to `check` settled: none is pending unless another joined it since. */
+  private timeCheckSettled(check: Promise<void>): void {
+    if (this.pendingTimeCheck === check) this.pendingTimeCheck = null;
   }
 
   /**

@@ -221,10 +221,16 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
     return (this.#passRecord ??= Object.freeze({ op: 'setPipeline', args: Object.freeze([this]) as unknown[] }) as PassCommand);
   }
 
-  /** Whether its kernels run loops the watchdog checks, and so may cut: the dispatcher times such work alone. */
+  /** Its shader module (null when the descriptor names none), found once, at creation. */
+  #module: VirtualShaderModule | null;
+  /**
+   * Whether its kernels run loops the watchdog checks, and so may cut: the dispatcher times such
+   * work alone. A submit asks it of every pipeline it sets: it reads the module found at creation,
+   * not the descriptor, whose object shapes go with the process (reading through them made the
+   * submit path's optimized code check shapes that a full collection then freed, every process).
+   */
   get mayCut(): boolean {
-    const module = this.descriptor.compute?.module;
-    return module instanceof VirtualShaderModule && module.watchdog.checkedLoops > 0;
+    return this.#module !== null && this.#module.mayCut;
   }
 
   #checkedRun: CheckedRun | null = null;
@@ -250,6 +256,8 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
     this.#device = device;
     this.#real = real;
     this.#descriptor = descriptor;
+    const module = descriptor.compute?.module;
+    this.#module = module instanceof VirtualShaderModule ? module : null;
   }
 
   /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation). */

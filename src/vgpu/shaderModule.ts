@@ -139,6 +139,17 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
   }
   set watchdog(watchdog: ModuleWatchdog) {
     this.#watchdog = watchdog;
+    this.#mayCut = watchdog.checkedLoops > 0;
+  }
+  #mayCut: boolean;
+  /**
+   * Whether its loops check the budget, so that the watchdog may cut them (watchdog.checkedLoops >
+   * 0), kept as a field: a submit asks it of every pipeline it sets, and the watchdog record is a
+   * literal of one of several shapes that go with the process (reading it there made the submit
+   * path's optimized code check shapes a full collection then freed).
+   */
+  get mayCut(): boolean {
+    return this.#mayCut;
   }
   /** Why the module was refused before compilation (its getCompilationInfo() error); null when compiled. */
   get refusal(): string | null {
@@ -152,6 +163,7 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
     this.#real = compiled.real;
     this.#deviceCode = compiled.deviceCode;
     this.#watchdog = compiled.watchdog;
+    this.#mayCut = compiled.watchdog.checkedLoops > 0;
     this.#refusal = compiled.refusal ?? null;
   }
   get [REAL](): GPUShaderModule {
