@@ -55,6 +55,7 @@ describe('the call path shape keepers', () => {
     const pairs: Array<[string, object, object]> = [
       ['process', internals(device, 'proc'), keepers.proc],
       ['device', device, keepers.device],
+      ['process host', internals(device, 'host'), internals(keepers.device, 'host')],
       ['device object table', internals(device, 'objects'), internals(keepers.device, 'objects')],
       ['command encoder', encoder, keepers.encoder],
       ['compute pass encoder', pass, keepers.pass],

@@ -504,6 +504,7 @@ export class Kernel {
   }
 
   private hostFor(proc: Proc): ProcessHost {
+    // src/vgpu/shapeKeepers.ts keeps one object of these fields, in this order (its shape).
     return {
       proc,
       reencodeCommandBuffers: this.options.reencodeCommandBuffers,

@@ -121,7 +121,23 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   // here calls, but for the host's dispatcherFor (a device keeps its dispatcher).
   const account = { processes: 0, members: new Set() } as unknown as TenantAccount;
   const proc = new Proc(0, '', account, PRIORITY_CLASSES[0], 1, null, {} as LiveCounts);
-  const host = { proc, dispatcherFor: () => null } as unknown as ProcessHost;
+  // The same fields in the same order as the kernel's hostFor (src/kernel/kernel.ts), which gives
+  // a process's host its shape: a submit reads it (reencodeCommandBuffers, atomize), and the one
+  // process host of a daemon between jobs, or of bench/overhead between samples, dies with it.
+  const noAdoption = (): undefined => undefined;
+  const host = {
+    proc,
+    reencodeCommandBuffers: false,
+    memory: {},
+    segments: {},
+    atomize: true,
+    atomSize: null,
+    maxDispatchMs: () => 0,
+    shaderLimits: {},
+    chooseDevice: () => null,
+    dispatcherFor: () => null,
+    adopt: noAdoption,
+  } as unknown as ProcessHost;
   const physical = {} as PhysicalDevice;
   const device = new VirtualDevice(host, physical, new Set(), {}, {} as GPUAdapterInfo, undefined);
   const module = new VirtualShaderModule(
