@@ -124,7 +124,7 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   // The same fields in the same order as the kernel's hostFor (src/kernel/kernel.ts), which gives
   // a process's host its shape: a submit reads it (reencodeCommandBuffers, atomize), and the one
   // process host of a daemon between jobs, or of bench/overhead between samples, dies with it.
-  const noAdoption = (): undefined => undefined;
+  const nothing = (): undefined => {};
   const host = {
     proc,
     reencodeCommandBuffers: false,
@@ -136,7 +136,7 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
     shaderLimits: {},
     chooseDevice: () => null,
     dispatcherFor: () => null,
-    adopt: noAdoption,
+    adopt: nothing,
   } as unknown as ProcessHost;
   const physical = {} as PhysicalDevice;
   const device = new VirtualDevice(host, physical, new Set(), {}, {} as GPUAdapterInfo, undefined);
@@ -161,7 +161,6 @@ function makeKeepers(real: ShapeKeepers['real']): ShapeKeepers {
   const derivedLayout = new VirtualBindGroupLayout({} as GPUBindGroupLayout, undefined, { pipeline, index: 0 });
   const mapRequest = new MapRequest(proc, buffer, device, {} as HeldTarget, 1, 0, undefined, () => {}, () => {});
   const bufferWrite = new BufferWrite(proc, device, {} as HeldTarget, buffer as unknown as GPUBuffer, 0, new Uint8Array(4));
-  const nothing = (): undefined => {};
   const write = () => ({ buffer, offset: 0, bytes: new Uint8Array(0) });
   const items: readonly WorkItem[] = Object.freeze([
     offDeviceItem(proc, nothing, nothing),
