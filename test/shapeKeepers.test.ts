@@ -11,6 +11,7 @@ import { createKernel, Kernel } from '../src/index.js';
 import { unwrap } from '../src/vgpu/object.js';
 import { shapeKeepers } from '../src/vgpu/shapeKeepers.js';
 import { keptRecordShapes } from '../src/vgpu/commandEncoder.js';
+import { KEPT_STAMP, type DeviceStamp } from '../src/device/deviceTimer.js';
 import './helpers.js';
 
 setFlagsFromString('--allow-natives-syntax');
@@ -86,6 +87,49 @@ describe('the call path shape keepers', () => {
     for (const [what, programs, kept] of pairs) assert.ok(sameShape(programs, kept), `the kept ${what} has the shape of the program's`);
     // The comparison can fail: objects of two classes never share a shape.
     assert.equal(sameShape(pipeline, keepers.bindGroup), false);
+    await proc.exit();
+  });
+
+  it("keep a checked submit's device stamp and a looped pipeline's shapes", async (t) => {
+    const physical = (kernel as unknown as { devices: Array<{ deviceTimer: object | null }> }).devices[0];
+    if (physical.deviceTimer === null) return t.skip('the device has no timestamp-query: no stamps');
+    const proc = await kernel.spawn({ name: 'shapes-looped' });
+    const device = await (await proc.gpu.requestAdapter())!.requestDevice();
+    // A data-dependent loop: the watchdog checks it, so each submit is bracketed by device stamps.
+    const module = device.createShaderModule({
+      code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
+@compute @workgroup_size(1) fn main() { var n = atomicLoad(&counter) + 2u; while (n > 1u) { n = n / 2u; } atomicAdd(&counter, 1u); }`,
+    });
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module } });
+    const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+    const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
+    // The stamp the timer hands the dispatcher, caught on its way out.
+    const timer = Object.getPrototypeOf(physical.deviceTimer) as { bracket(...args: unknown[]): DeviceStamp | null };
+    const bracket = timer.bracket;
+    const stamps: DeviceStamp[] = [];
+    timer.bracket = function (this: unknown, ...args: unknown[]) {
+      const stamp = bracket.apply(this, args);
+      if (stamp) stamps.push(stamp);
+      return stamp;
+    };
+    try {
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
+    } finally {
+      timer.bracket = bracket;
+    }
+    assert.equal(stamps.length, 1, 'the checked submit was bracketed');
+    assert.ok(sameShape(stamps[0], KEPT_STAMP), "the kept device stamp has the shape of a checked submit's");
+    const keepers = shapeKeepers()!;
+    assert.ok(sameShape(pipeline, keepers.pipeline), 'the kept pipeline has the shape of a looped one');
+    assert.ok(sameShape(module, keepers.module), 'the kept module has the shape of a looped one');
     await proc.exit();
   });
 

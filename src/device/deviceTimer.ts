@@ -74,6 +74,31 @@ export interface DeviceStamp {
   close?(): void;
 }
 
+/** Encodes an empty pass that writes timestamp `query` of `querySet` at its end. */
+function encodeStampPass(encoder: GPUCommandEncoder, querySet: GPUQuerySet, query: number): void {
+  encoder.beginComputePass({ timestampWrites: { querySet, endOfPassWriteIndex: query } }).end();
+}
+
+/** A device's queue and the timer's query set: where a stamp is submitted. */
+interface StampSite {
+  readonly device: GPUDevice;
+  readonly queue: GPUQueue;
+  readonly querySet: GPUQuerySet;
+}
+
+/** Submits an empty pass that writes timestamp `query` (DeviceTimer.submitStamp captures it). */
+function submitStampPass(site: StampSite, query: number): void {
+  const encoder = site.device.createCommandEncoder();
+  encodeStampPass(encoder, site.querySet, query);
+  site.queue.submit([encoder.finish()]);
+}
+
+/** The submit a bracket wraps (DeviceTimer.bracket). */
+export interface BracketedSubmit {
+  /** Makes the one queue.submit, with `opening` first when not null; whether Dawn took it. */
+  submitBracketed(opening: GPUCommandBuffer | null): boolean;
+}
+
 /** Where a stamp's two timestamps are: query indices, and the slots that hold them. */
 interface StampQueries {
   readonly slot: Slot;
@@ -92,9 +117,13 @@ export class DeviceTimer {
   /** The last bracket's closing stamp, while a next bracket may share it: its slot holds a ref for it. */
   private lastClosing: { slot: Slot; atNs: number } | null = null;
 
+  /** What submitting a stamp takes (submitStampPass). */
+  private readonly stampSite: StampSite;
+
   private constructor(private readonly physical: PhysicalDevice) {
     const device = physical.device;
     this.querySet = device.createQuerySet({ type: 'timestamp', count: SLOTS * 2, label: 'gpunix-device-timer' });
+    this.stampSite = { device, queue: physical.queue, querySet: this.querySet };
     this.resolve = device.createBuffer({ size: SLOTS * SLOT_RESOLVE_BYTES, usage: BufferUsage.QUERY_RESOLVE | BufferUsage.COPY_SRC });
     for (let index = 0; index < SLOTS; index++) {
       this.free.push({ index, readback: device.createBuffer({ size: 16, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST }), refs: 0 });
@@ -132,7 +161,7 @@ export class DeviceTimer {
    * interval covers the bracketed work and never less.
    */
   private encodeStamp(encoder: GPUCommandEncoder, query: number): void {
-    encoder.beginComputePass({ timestampWrites: { querySet: this.querySet, endOfPassWriteIndex: query } }).end();
+    encodeStampPass(encoder, this.querySet, query);
   }
 
   /**
@@ -152,10 +181,10 @@ export class DeviceTimer {
    * refused submit then names the stamp's command buffer: withoutOpeningStamp() takes it out of
    * the message the program reads.
    */
-  bracket(submit: (opening: GPUCommandBuffer | null) => boolean, limitNs: number): DeviceStamp | null {
+  bracket(submit: BracketedSubmit, limitNs: number): DeviceStamp | null {
     const slot = this.take();
     if (!slot) {
-      submit(null);
+      submit.submitBracketed(null);
       return null;
     }
     let openedFrom: Slot | null = null;
@@ -166,26 +195,25 @@ export class DeviceTimer {
       openedFrom.refs++;
       written = true;
       this.brackets.sharedOpenings++;
-      submit(null);
+      submit.submitBracketed(null);
     } else {
       const opening = this.openingStamp(slot.index * 2);
-      written = submit(opening) && opening !== null;
+      written = submit.submitBracketed(opening) && opening !== null;
     }
     const queries: StampQueries = { slot, begin: openedFrom ? openedFrom.index * 2 + 1 : slot.index * 2, end: slot.index * 2 + 1, openedFrom };
-    const stamp = this.lazyStamp(queries, () => written);
-    let closed = false;
-    stamp.close = () => {
-      if (closed) return;
-      closed = true;
-      written &&= this.submitStamp(queries.end);
-      const previous = this.lastClosing;
-      this.lastClosing = null;
-      if (previous) this.release(previous.slot);
-      if (!written) return;
-      slot.refs++;
-      this.lastClosing = { slot, atNs: performance.now() * 1e6 };
-    };
-    return stamp;
+    return new SlotStamp(this, queries, written, true);
+  }
+
+  /** A bracket's close() (DeviceStamp.close): submits its closing stamp, which a next bracket may share as its opening. */
+  closeBracket(stamp: SlotStamp): void {
+    const slot = stamp.queries.slot;
+    stamp.written &&= this.submitStamp(stamp.queries.end);
+    const previous = this.lastClosing;
+    this.lastClosing = null;
+    if (previous) this.release(previous.slot);
+    if (!stamp.written) return;
+    slot.refs++;
+    this.lastClosing = { slot, atNs: performance.now() * 1e6 };
   }
 
   /** An empty pass that writes timestamp `query`, finished, for a piece's submit to carry first; null if Dawn refused it. */
@@ -201,14 +229,10 @@ export class DeviceTimer {
 
   /** Submits an empty pass that writes timestamp `query`; false if Dawn refused it. */
   private submitStamp(query: number): boolean {
-    const { device, queue } = this.physical;
     this.brackets.stamps++;
     // The kernel's own calls: captured, so that an error (none is expected) reaches no process.
-    return this.physical.capture(() => {
-      const encoder = device.createCommandEncoder();
-      this.encodeStamp(encoder, query);
-      queue.submit([encoder.finish()]);
-    }).clean;
+    // A module function, not a closure per stamp (see SlotStamp).
+    return this.physical.captureWith(submitStampPass, this.stampSite, query).clean;
   }
 
   /** Encodes, after the atom's pass, the copy of its two timestamps to the slot's readback buffer. */
@@ -240,41 +264,32 @@ export class DeviceTimer {
    * DeviceStamp: the copy is made only when it is read, which the watchdog seldom does.
    */
   stamp(slot: Slot): DeviceStamp {
-    return this.lazyStamp({ slot, begin: slot.index * 2, end: slot.index * 2 + 1, openedFrom: null });
+    return new SlotStamp(this, { slot, begin: slot.index * 2, end: slot.index * 2 + 1, openedFrom: null }, true, false);
   }
 
   /**
-   * A DeviceStamp of `queries`, read at most once or dropped (the slots go back to the pool).
-   * `written` says whether its stamps reached the device: if not, the queries hold an earlier
-   * piece's times, and it reads null. Reading submits the resolve and copy of its two timestamps
-   * (they stay in the query set while the slots are held) and maps the slot's readback.
+   * SlotStamp.read: submits the resolve of its two timestamps (they stay in the query set while
+   * the slots are held) and maps the slot's readback; null at once when its stamps never reached
+   * the device (the queries then hold an earlier piece's times) or the resolve was refused.
    */
-  private lazyStamp(queries: StampQueries, written: () => boolean = () => true): DeviceStamp {
-    let reading: Promise<number | null> | null = null;
-    let done = false;
-    const letGo = (): void => {
-      done = true;
-      if (queries.openedFrom) this.release(queries.openedFrom);
-      this.release(queries.slot);
-    };
-    return {
-      read: () => {
-        if (reading) return reading;
-        if (done) return Promise.resolve(null);
-        if (!written() || !this.submitReadback(queries)) {
-          letGo();
-          return (reading = Promise.resolve(null));
-        }
-        // The resolve is on the queue: a later stamp in the opening slot cannot reach it.
-        if (queries.openedFrom) this.release(queries.openedFrom);
-        done = true;
-        return (reading = this.read(queries.slot));
-      },
-      drop: () => {
-        if (reading || done) return;
-        letGo();
-      },
-    };
+  readStamp(stamp: SlotStamp): Promise<number | null> {
+    const queries = stamp.queries;
+    if (!stamp.written || !this.submitReadback(queries)) {
+      this.letGo(stamp);
+      return Promise.resolve(null);
+    }
+    // The resolve is on the queue: a later stamp in the opening slot cannot reach it.
+    if (queries.openedFrom) this.release(queries.openedFrom);
+    stamp.done = true;
+    return this.read(queries.slot);
+  }
+
+  /** A stamp is done with unread: its slots go back to the pool. */
+  letGo(stamp: SlotStamp): void {
+    stamp.done = true;
+    const queries = stamp.queries;
+    if (queries.openedFrom) this.release(queries.openedFrom);
+    this.release(queries.slot);
   }
 
   /** Submits the resolve of `queries` into its slot's readback buffer (begin, then end); false if refused. */
@@ -297,3 +312,48 @@ export class DeviceTimer {
     }).clean;
   }
 }
+
+/**
+ * A DeviceStamp of timestamps in the timer's slots, read at most once or dropped (the slots go
+ * back to the pool). A class, not an object of closures: one is made per checked submit, and V8
+ * keeps a closure's optimized code, or an object literal's shape, only while one of its kind
+ * lives, which none did between two processes (a daemon between jobs; each bench/overhead
+ * sample), so every new process ran this path in the interpreter again. KEPT_STAMP keeps the shape.
+ */
+class SlotStamp implements DeviceStamp {
+  #reading: Promise<number | null> | null = null;
+  /** Its slots went back (read or dropped). */
+  done = false;
+  /** A bracket not closed yet (close() submits its closing stamp); false for an atom's stamp. */
+  #open: boolean;
+
+  constructor(
+    private readonly timer: DeviceTimer | null,
+    readonly queries: StampQueries,
+    /** Whether its stamps reached the device (a refused opening or closing stamp: it reads null). */
+    public written: boolean,
+    bracketed: boolean,
+  ) {
+    this.#open = bracketed;
+  }
+
+  read(): Promise<number | null> {
+    if (this.#reading) return this.#reading;
+    if (this.done) return Promise.resolve(null);
+    return (this.#reading = this.timer!.readStamp(this));
+  }
+
+  drop(): void {
+    if (this.#reading || this.done) return;
+    this.timer!.letGo(this);
+  }
+
+  close(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.timer!.closeBracket(this);
+  }
+}
+
+/** Keeps SlotStamp's shape alive between processes (see the class); never read or closed. */
+export const KEPT_STAMP: DeviceStamp = new SlotStamp(null, { slot: { index: 0, readback: null as unknown as GPUBuffer, refs: 0 }, begin: 0, end: 1, openedFrom: null }, false, false);

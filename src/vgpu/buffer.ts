@@ -83,8 +83,9 @@ export class MapRequest implements WorkItem {
   private mapped(value: undefined): void {
     this.device.dispatcher.mapSettled();
     this.stage = 'checking';
+    // A bound method, not a closure, as for mapped and failed themselves (see captureSettlers).
     if (this.checked === null) this.hand(value);
-    else void this.checked.then(() => this.hand(value));
+    else void this.checked.then(this.hand.bind(this, value));
   }
 
   private failed(error: unknown): void {

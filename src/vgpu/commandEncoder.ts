@@ -126,10 +126,12 @@ function loneRecordOf(device: object, commands: PassCommand[]): readonly Recorde
 // array, a frozen entry), and every one of them goes with its process's command buffers: one of
 // each, made by the two functions themselves for a key nothing else has, is kept so that a full
 // collection between processes leaves the submit path's optimized code (see src/keptShapes.ts).
-const keptRecords: { commands: PassCommand[]; record: readonly RecordedCommand[] } = (() => {
+// The key is kept too: the device's entry in lastPasses (a LastPass, its loneRecord set) is a
+// shape of its own as well, and lives only while its key does.
+const keptRecords: { key: object; commands: PassCommand[]; record: readonly RecordedCommand[] } = (() => {
   const key = {};
   const commands = passCommandsOf(key, [NO_COMMAND], 1);
-  return keepShape({ commands, record: loneRecordOf(key, commands) });
+  return keepShape({ key, commands, record: loneRecordOf(key, commands) });
 })();
 
 /** The kept list and lone record, for the test that compares their shapes with a program's. */

@@ -236,16 +236,19 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   #checkedRun: CheckedRun | null = null;
   #checkedRunOf: CheckedRuns | null = null;
   /**
+   * The kernel's key among its device's CheckedRuns (entry point, constants, module source),
+   * made at creation: found from the descriptor at the first submit instead, that path's
+   * optimized code checked the descriptor's per-process shapes, thrown away with them.
+   */
+  #checkedRunKey = '';
+  /**
    * With mayCut: its device's record of how long its kernel was last seen to run, shared with
    * every pipeline of the same source, entry point and constants there (found once per device).
    */
   get checkedRun(): CheckedRun {
     const runs = this.#device.dispatcher.checkedRuns;
     if (this.#checkedRunOf !== runs || this.#checkedRun === null) {
-      const compute = this.descriptor.compute!;
-      const module = compute.module as unknown as VirtualShaderModule;
-      const constants = compute.constants ? JSON.stringify(Object.entries(compute.constants)) : '';
-      this.#checkedRun = runs.recordFor(`${compute.entryPoint ?? ''}\0${constants}\0${module.code}`);
+      this.#checkedRun = runs.recordFor(this.#checkedRunKey);
       this.#checkedRunOf = runs;
     }
     return this.#checkedRun;
@@ -258,6 +261,11 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
     this.#descriptor = descriptor;
     const module = descriptor.compute?.module;
     this.#module = module instanceof VirtualShaderModule ? module : null;
+    if (this.#module !== null) {
+      const compute = descriptor.compute!;
+      const constants = compute.constants ? JSON.stringify(Object.entries(compute.constants)) : '';
+      this.#checkedRunKey = `${compute.entryPoint ?? ''}\0${constants}\0${this.#module.code}`;
+    }
   }
 
   /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation). */

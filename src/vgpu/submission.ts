@@ -5,7 +5,7 @@
 // pieces the dispatcher may run another process's work: that is preemption.
 
 import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
-import { withoutOpeningStamp, type DeviceStamp } from '../device/deviceTimer.js';
+import { withoutOpeningStamp, type BracketedSubmit, type DeviceStamp } from '../device/deviceTimer.js';
 import type { Captured } from '../device/physicalDevice.js';
 import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
@@ -96,7 +96,7 @@ function copyArgs(args: unknown[]): { src: unknown; srcOffset: number; dst: unkn
   return { src: args[0], srcOffset: 0, dst: args[1], dstOffset: 0, size: args[2] as number | undefined };
 }
 
-export class Submission implements WorkItem {
+export class Submission implements WorkItem, BracketedSubmit {
   readonly usesDevice = true;
   enqueuedAtNs = NaN;
   #cursor: Cursor | null = null;
@@ -379,17 +379,12 @@ export class Submission implements WorkItem {
       }
       failed = physical.lastFailed;
     } else {
-      let captured: Captured<unknown> | null = null;
-      let opened = false;
-      stamp = timer.bracket((opening) => {
-        opened = opening !== null;
-        physical.callCapturing(submitTo, physical.queue, opening === null ? real : [opening, ...real]);
-        // Read here: the stamps' own submits are captured too, and overwrite lastFailed.
-        captured = physical.lastFailed;
-        return captured === null;
-      }, watchdogLimitNs!);
-      failed = captured as Captured<unknown> | null;
-      if (failed !== null && opened) failed = withoutOpeningStampIn(failed);
+      this.#bracketReal = real;
+      stamp = timer.bracket(this, watchdogLimitNs!);
+      this.#bracketReal = NO_REAL_BUFFERS;
+      failed = this.#bracketFailed;
+      this.#bracketFailed = null;
+      if (failed !== null && this.#bracketOpened) failed = withoutOpeningStampIn(failed);
     }
     if (failed === null) {
       this.issuedClean = true;
@@ -399,6 +394,23 @@ export class Submission implements WorkItem {
     device.routeCaptured(this.target, failed);
     failed.errors.then((list) => list.length > 0 && this.count(-1));
     return stamp;
+  }
+
+  // The bracketed submit's command buffers while DeviceTimer.bracket runs, and what its submit
+  // did (fields, not a closure per submit: see DeviceTimer's SlotStamp).
+  #bracketReal: readonly GPUCommandBuffer[] = NO_REAL_BUFFERS;
+  #bracketOpened = false;
+  #bracketFailed: Captured<unknown> | null = null;
+
+  /** BracketedSubmit: the whole submit's one queue.submit, `opening` first when not null (DeviceTimer.bracket). */
+  submitBracketed(opening: GPUCommandBuffer | null): boolean {
+    const physical = this.device.physical;
+    const real = this.#bracketReal;
+    this.#bracketOpened = opening !== null;
+    physical.callCapturing(submitTo, physical.queue, opening === null ? real : [opening, ...real]);
+    // Read here: the stamps' own submits are captured too, and overwrite lastFailed.
+    this.#bracketFailed = physical.lastFailed;
+    return this.#bracketFailed === null;
   }
 
   /** Submits one freshly encoded command buffer for a piece. */
@@ -665,7 +677,7 @@ const NO_BUFFERS: readonly VirtualCommandBuffer[] = Object.freeze([]);
 const ONE_VALID: readonly boolean[] = Object.freeze([true]);
 
 /** The real queue.submit, for captureWith (no closure per call). */
-const submitTo = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.submit(buffers);
+const submitTo = (queue: GPUQueue, buffers: readonly GPUCommandBuffer[]): void => queue.submit(buffers as GPUCommandBuffer[]);
 
 /**
  * issueWhole's array for a submit of one command buffer: Dawn reads it during the call only, and
@@ -673,6 +685,8 @@ const submitTo = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.s
  */
 const NO_COMMAND_BUFFER = undefined as unknown as GPUCommandBuffer;
 const ONE_REAL: GPUCommandBuffer[] = [NO_COMMAND_BUFFER];
+/** No command buffers (a Submission's between bracketed submits). */
+const NO_REAL_BUFFERS: readonly GPUCommandBuffer[] = Object.freeze([]);
 
 /** A refused bracketed submit's errors as the program's own submit would have raised them (DeviceTimer.bracket). */
 function withoutOpeningStampIn(failed: Captured<unknown>): Captured<unknown> {
