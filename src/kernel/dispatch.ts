@@ -298,6 +298,10 @@ interface Entity {
   lastActiveNs: number;
 }
 
+/** `next`, whatever settled before it: a promise chain's link bound to `next`, not a closure per link (see Dispatcher.closeRun's settle). */
+function resolvedWith(next: Promise<void>): Promise<void> {
+  return next;
+}
 const nowNs = (): number => performance.now() * 1e6;
 /**
  * The earliest a completion seen at `seenNs` can have happened (ns): the poll before the one that
@@ -1162,7 +1166,11 @@ export class Dispatcher {
     // Checks settle in queue order, but one that reads its stamp ends after the next one starts:
     // chained, so that timeChecked() covers every check issued so far.
     const previous = this.pendingTimeCheck;
-    const check: Promise<void> = previous === null ? own : previous.then(() => own, () => own);
+    let check: Promise<void> = own;
+    if (previous !== null) {
+      const next = resolvedWith.bind(null, own);
+      check = previous.then(next, next);
+    }
     this.pendingTimeCheck = check;
     void check.then(this.timeCheckSettled.bind(this, check));
   }

@@ -96,6 +96,18 @@ function copyArgs(args: unknown[]): { src: unknown; srcOffset: number; dst: unkn
   return { src: args[0], srcOffset: 0, dst: args[1], dstOffset: 0, size: args[2] as number | undefined };
 }
 
+/**
+ * The bytes copyBufferToBuffer copies (either overload): its size, or what lies past its source
+ * offset. A number, not copyArgs' object: every submit asks it of each copy, and the object's
+ * shape went with each process (the submit path's code checking it was thrown away each time).
+ */
+function copyBytes(args: readonly unknown[]): number {
+  const sized = typeof args[1] === 'number';
+  const size = (sized ? args[4] : args[2]) as number | undefined;
+  if (size !== undefined) return size;
+  return ((args[0] as VirtualBuffer | undefined)?.size ?? 0) - (sized ? (args[1] as number) : 0);
+}
+
 export class Submission implements WorkItem, BracketedSubmit {
   readonly usesDevice = true;
   enqueuedAtNs = NaN;
@@ -238,8 +250,7 @@ export class Submission implements WorkItem, BracketedSubmit {
       for (let c = 0; c < commands.length; c++) {
         const command = commands[c];
         if (command.op === 'copyBufferToBuffer') {
-          const { src, srcOffset, size } = copyArgs(command.args);
-          if ((size ?? ((src as VirtualBuffer)?.size ?? 0) - srcOffset) > COPY_CHUNK_BYTES) return true;
+          if (copyBytes(command.args) > COPY_CHUNK_BYTES) return true;
         }
         if (command.op !== 'computePass' || command.descriptor?.timestampWrites) continue;
         let current: unknown = null;
