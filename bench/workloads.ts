@@ -114,20 +114,29 @@ export function countingDispatchLoop(device: GPUDevice): { counter: GPUBuffer; l
   const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
   const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
   const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
-  return {
-    counter,
-    loop(count: number): void {
-      for (let i = 0; i < count; i++) {
-        const encoder = device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(1);
-        pass.end();
-        device.queue.submit([encoder.finish()]);
-      }
-    },
-  };
+  return { counter, loop: submitDispatches.bind(null, device, pipeline, bindGroup, 1) };
+}
+
+// The harness's own loops keep their optimized code from one sample to the next, on both sides.
+// A full collection precedes every sample (collectGarbage), and V8 then drops a closure's
+// optimized code when no closure of its kind lives, and any optimized code that checks an object
+// shape no live object has. Made per sample, the loops were compiled anew in every sample (the
+// step workload's run: 15-29 ms of TurboFan time a sample on a helper thread, which on a 2-vCPU
+// machine competes with lavapipe; docs/benchmarks.md, issue 17 fourteenth pass). So the loops are
+// module functions, bound per sample, and the one object literal a sample's loop reads
+// (countersKernel's) keeps its shape through KEPT_KERNEL_SHAPE, which holds nothing.
+
+/** `count` submits of `perSubmit` one-workgroup dispatches of `pipeline` each, every submit encoded afresh. */
+function submitDispatches(device: GPUDevice, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, perSubmit: number, count: number): void {
+  for (let s = 0; s < count; s++) {
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    for (let d = 0; d < perSubmit; d++) pass.dispatchWorkgroups(1);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+  }
 }
 
 /**
@@ -142,6 +151,11 @@ function countersKernel(device: GPUDevice, kernel: string): { pipeline: GPUCompu
   const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counters } }] });
   return { pipeline, counters, readback, bindGroup };
 }
+/**
+ * An object of countersKernel's shape, kept (see submitDispatches above); its fields hold nothing.
+ * Exported so that it lives: a module's own top-level binding that no function reads is not kept.
+ */
+export const KEPT_KERNEL_SHAPE: Readonly<Record<string, null>> = { pipeline: null, counters: null, readback: null, bindGroup: null };
 
 /**
  * Many tiny compute dispatches: `submits` submits of `perSubmit` one-workgroup dispatches each
@@ -157,17 +171,7 @@ export function dispatchWorkload(name: string, submits: number, perSubmit: numbe
       const device = await openDevice(gpu);
       const n = Math.max(1, Math.round(submits * scale));
       const { pipeline, counters, readback, bindGroup } = countersKernel(device, kernel);
-      const submitAll = (count: number): void => {
-        for (let s = 0; s < count; s++) {
-          const encoder = device.createCommandEncoder();
-          const pass = encoder.beginComputePass();
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          for (let d = 0; d < perSubmit; d++) pass.dispatchWorkgroups(1);
-          pass.end();
-          device.queue.submit([encoder.finish()]);
-        }
-      };
+      const submitAll = submitDispatches.bind(null, device, pipeline, bindGroup, perSubmit);
       const warm = warmUpOf(n);
       submitAll(warm);
       await device.queue.onSubmittedWorkDone();
@@ -378,6 +382,13 @@ export function medianInterval(values: number[], confidence = 0.95): [number, nu
 }
 
 /**
+ * Each workload's last sample, kept: a sample's object is a literal the workload's run makes as it
+ * returns, and were none alive at the collection before the next sample, V8 would drop its shape
+ * and with it the run's optimized code (see submitDispatches).
+ */
+const lastSampleOf = new Map<string, Sample>();
+
+/**
  * Runs each workload on both sides: one warm-up each, then `reps` interleaved repetitions whose
  * order flips every rep, so drift (thermal, caches, GC) hits both alike. Progress on stderr.
  */
@@ -392,6 +403,7 @@ export async function compareSides(workloads: Workload[], [first, second]: [Side
     for (let rep = 0; rep < reps; rep++) {
       for (const side of rep % 2 === 0 ? [first, second] : [second, first]) {
         const s = await side.run(w);
+        lastSampleOf.set(w.name, s);
         samples[side.name].push(s.units / s.seconds);
         if (s.callLoop) loopCpuUs[side.name].push((s.callLoop.cpuSeconds * 1e6) / s.callLoop.iterations);
       }
