@@ -15,7 +15,8 @@
 // one seen in a single sample (a shape replaced once) does not. At issue 17's tenth pass: 1-2 (the
 // WGSL parser's at shader creation, now and then one of gpunix's); 29-33 on the commit before it.
 // At the thirteenth: 8 (6 of gpunix's, all in one sample: the shared pass records' frozen
-// shapes, kept since), 2 with them kept.
+// shapes, kept since), 2 with them kept. At the fourteenth: 0 (the parser's token stream is kept:
+// KEPT_PARSER_STREAM in src/wgsl/source.ts).
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

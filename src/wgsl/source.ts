@@ -3,7 +3,28 @@
 // the tree does not span, a splice list for minimal-diff edits, and a small integer evaluator for
 // attribute arguments such as `@group(G)`. No regular expression touches WGSL text.
 
-import { firstError, parseSrcModule, type AttributeElem, type ExpressionElem, type GlobalDeclarationElem, type Scope, type WeslAST } from 'wesl';
+import { firstError, parseSrcModule, WeslStream, type AttributeElem, type ExpressionElem, type GlobalDeclarationElem, type Scope, type WeslAST } from 'wesl';
+
+/**
+ * One wesl token stream, kept for the life of the Node process. Every parse makes its own stream
+ * and lexer (class instances) and token objects, all gone with the parse, and V8 holds an object
+ * shape only while an object of it lives (src/vgpu/shapeKeepers.ts): at the full collection
+ * between two processes (a daemon between jobs; every sample of bench/overhead) it freed them and
+ * threw away the parser's optimized code (`--trace-deopt`: matchText, position, token, run, "weak
+ * objects", in every sample). Each new process's first shader then ran the parser in the
+ * interpreter while TurboFan compiled it again on a helper thread, beside the process's first
+ * steps. A stream that has read a small module through, and peeked again, keeps those shapes.
+ * Exported so that it lives (a module binding that no function reads is not kept).
+ */
+export const KEPT_PARSER_STREAM: WeslStream = (() => {
+  const stream = new WeslStream('fn f(a: u32) -> u32 { var x = a + 1u; return x; }', false);
+  while (stream.nextToken() !== null);
+  stream.reset(0);
+  stream.matchText('fn');
+  stream.peek();
+  stream.position();
+  return stream;
+})();
 
 /** A module the wesl parser accepted, or why it did not. */
 export type ParsedModule =
