@@ -12,7 +12,7 @@ import { unwrap } from '../src/vgpu/object.js';
 import { shapeKeepers } from '../src/vgpu/shapeKeepers.js';
 import { keptRecordShapes } from '../src/vgpu/commandEncoder.js';
 import { KEPT_STAMP, type DeviceStamp } from '../src/device/deviceTimer.js';
-import './helpers.js';
+import { dispatchOnce } from './helpers.js';
 
 setFlagsFromString('--allow-natives-syntax');
 // Parsed after the flag is set: V8's runtime function, not JavaScript syntax.
@@ -114,13 +114,7 @@ describe('the call path shape keepers', () => {
       return stamp;
     };
     try {
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(1);
-      pass.end();
-      device.queue.submit([encoder.finish()]);
+      dispatchOnce(device, pipeline, group);
       await device.queue.onSubmittedWorkDone();
     } finally {
       timer.bracket = bracket;

@@ -74,7 +74,12 @@ export interface DeviceStamp {
   close?(): void;
 }
 
-/** Encodes an empty pass that writes timestamp `query` of `querySet` at its end. */
+/**
+ * Encodes an empty timed pass that writes timestamp `query` of `querySet` at its end: it brackets
+ * work whose passes are not the kernel's to time (a program's own command buffers). Dawn writes a
+ * pass's end timestamp after the work before it has finished (Vulkan: at the bottom of the pipe),
+ * so the interval covers the bracketed work and never less.
+ */
 function encodeStampPass(encoder: GPUCommandEncoder, querySet: GPUQuerySet, query: number): void {
   encoder.beginComputePass({ timestampWrites: { querySet, endOfPassWriteIndex: query } }).end();
 }
@@ -155,16 +160,6 @@ export class DeviceTimer {
   }
 
   /**
-   * Encodes an empty timed pass that writes timestamp `query` at its end: it brackets work whose
-   * passes are not the kernel's to time (a program's own command buffers). Dawn writes a pass's end
-   * timestamp after the work before it has finished (Vulkan: at the bottom of the pipe), so the
-   * interval covers the bracketed work and never less.
-   */
-  private encodeStamp(encoder: GPUCommandEncoder, query: number): void {
-    encodeStampPass(encoder, this.querySet, query);
-  }
-
-  /**
    * Runs `submit` (one queue.submit of command buffers whose passes are not the kernel's to time),
    * giving it the opening stamp's command buffer to put first in that same submit (null: none to
    * add); `submit` says whether Dawn took the submit. The closing stamp follows at the
@@ -221,7 +216,7 @@ export class DeviceTimer {
     this.brackets.stamps++;
     const made = this.physical.capture(() => {
       const encoder = this.physical.device.createCommandEncoder({ label: OPENING_STAMP_LABEL });
-      this.encodeStamp(encoder, query);
+      encodeStampPass(encoder, this.querySet, query);
       return encoder.finish({ label: OPENING_STAMP_LABEL });
     });
     return made.clean ? made.value : null;
