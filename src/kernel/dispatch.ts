@@ -21,7 +21,8 @@
 //
 // GPU time is measured, not estimated: work is grouped into runs of one owner, a fence
 // (onSubmittedWorkDone) closes each run, and since a queue completes in order, the device spent
-// `done - max(first issue, previous fence's done)` on that run.
+// `done - max(first issue, previous fence's done)` on that run. Runs that one poll of Dawn
+// reported together split that time among them (sighting.ts).
 
 import { adviseEventPump, completedNoEarlierThanMs, eventPumpActive, wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
@@ -29,6 +30,7 @@ import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
 import { runsOnHostCpu } from '../device/adapters.js';
 import type { Proc } from './proc.js';
 import { CheckedRuns, type CheckedRun } from './checkedRuns.js';
+import { Sighting, SplitBasis } from './sighting.js';
 import type { RunTiming, TraceLog } from './trace.js';
 import { startAsDoubles } from '../doubleFields.js';
 import type { DeviceStamp } from '../device/deviceTimer.js';
@@ -117,6 +119,9 @@ export function offDeviceItem(owner: Proc, run: () => undefined, cancel: () => v
 /** An open run's lists before their first element: frozen, replaced at the first one (issue, finishItem), never pushed to. */
 const NO_PIECES: WorkPiece[] = Object.freeze([]) as unknown as WorkPiece[];
 const NO_TIMES: number[] = Object.freeze([]) as unknown as number[];
+
+/** 0 as a double (V8 keeps -0 in no small integer): a field first given it never changes representation (doubleFields.ts). */
+const DOUBLE_ZERO = -0;
 
 /** A settled promise, whose then queues a microtask (closeScheduledRun). */
 const SETTLED = Promise.resolve();
@@ -273,6 +278,11 @@ interface OpenRun {
   costNs: number | null;
   /** Its class's rank (classRank), taken when it closes. */
   rank: number;
+  /**
+   * Time the host spent inside its pieces' issue calls (ns): where a submit runs the work itself
+   * (Dawn's GL backends over llvmpipe), its device time (sighting.ts).
+   */
+  issueNs: number;
   /** Set once its completion has been accounted (settleRun). */
   settled: boolean;
 }
@@ -360,7 +370,13 @@ export class Dispatcher {
   private readonly lastRunOf = new Map<Proc, OpenRun | null>();
   /** Runs of each owner issued on this device and not yet complete (owner.inFlightGroups counts all devices'). */
   private readonly runsInFlight = new Map<Proc, number>();
-  /** runCompleted's timing of a run for the trace (reused: TraceLog.add keeps numbers, not the object). */
+  /**
+   * The runs completed since the last poll of Dawn, accounted together once all are in
+   * (closeSighting, a microtask queued by the first: every run that poll reported settles before it).
+   */
+  private readonly sighting = new Sighting<OpenRun>();
+  private readonly closeSightingNow = (): void => this.closeSighting();
+  /** closeSighting's timing of a run for the trace (reused: TraceLog.add keeps numbers, not the object). */
   private readonly runTiming: RunTiming = { issuedNs: 0, enqueuedNs: NaN, ahead: 0 };
   private idleWaiters: Array<{ owner: Proc | null; resolve: () => void; offDevice?: boolean }> = [];
   /** Device work issued so far (pieces, and items that run whole on the device): a serial. */
@@ -871,8 +887,16 @@ export class Dispatcher {
       }
       this.finishItem(entity, item, true);
       item.owner.activity++;
-      if (item.usesDevice) this.issuedWork++;
-      const pending = this.runSafely(item);
+      let pending: void | Promise<void>;
+      if (item.usesDevice) {
+        this.issuedWork++;
+        // Timed like a piece's issue (see issue()); the run finishItem opened is this item's alone.
+        const runningNs = nowNs();
+        pending = this.runSafely(item);
+        if (this.openRun) this.openRun.issueNs += nowNs() - runningNs;
+      } else {
+        pending = this.runSafely(item);
+      }
       if (pending instanceof Promise) return this.awaitRun(item, pending);
     }
     if (this.openRun && !this.closeScheduled) {
@@ -1008,10 +1032,12 @@ export class Dispatcher {
     const run = this.openRun!;
     entity.headIssued = true;
     const item = entity.queue[0];
-    // A checked piece is timed from before its issue: on Dawn's GL backends over llvmpipe the
-    // submit itself may run the kernel, and a clock read after it would miss that time.
-    const issuingNs = piece.mayCut ? nowNs() : 0;
+    // Timed from before its issue: on Dawn's GL backends over llvmpipe the submit itself may run
+    // the kernel, and a clock read after it would miss that time (a checked piece's time check; the
+    // split of a sighting's time by issue times, sighting.ts).
+    const issuingNs = nowNs();
     this.issueSafely(item, piece);
+    run.issueNs += nowNs() - issuingNs;
     this.lastIssuedItem = item;
     this.lastIssuedWork = ++this.issuedWork;
     if (run.pieces.length === 0) run.pieces = [piece];
@@ -1041,7 +1067,7 @@ export class Dispatcher {
       owner.readyWaitNs += issuedAt - owner.readySinceNs;
       owner.readySinceNs = null;
     }
-    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences, costNs: null, rank: 0, settled: false };
+    this.openRun = { owner, firstIssuedAtNs: issuedAt, pieces: NO_PIECES, finishing: NO_TIMES, ahead: this.outstandingFences, costNs: null, rank: 0, issueNs: DOUBLE_ZERO, settled: false };
     owner.inFlightGroups++;
     this.runsInFlight.set(owner, (this.runsInFlight.get(owner) ?? 0) + 1);
   }
@@ -1085,12 +1111,11 @@ export class Dispatcher {
     this.runCompleted(run, run.rank);
   }
 
-  /** A closed run has completed (its fence or covering map settled): its time is accounted, and the pump goes on. */
+  /** A closed run has completed (its fence or covering map settled): its latency is recorded, its time joins the sighting, and the pump goes on. */
   private runCompleted(run: OpenRun, rank: number): void {
     const doneNs = nowNs();
     this.forecasts.shift();
-    const startNs = Math.max(run.firstIssuedAtNs, this.lastFenceDoneNs);
-    const spent = Math.max(0, doneNs - startNs);
+    const aheadSeenDoneNs = this.lastFenceDoneNs;
     this.lastFenceDoneNs = doneNs;
     this.aheadEndedNs = completedNoEarlierThanNs(doneNs);
     const owner = run.owner;
@@ -1100,12 +1125,8 @@ export class Dispatcher {
       if (owner.alive) this.lastRunOf.set(owner, null);
       else this.lastRunOf.delete(owner);
     }
-    owner.gpuTimeNs += spent;
-    owner.vruntimeNs += spent / owner.shareWeight;
-    this.busyNs += spent;
-    this.learn(run, spent);
     let enqueuedNs: number | undefined;
-    // Indexed loops here and below: this runs once per run, rarely enough that V8 may not
+    // Indexed loops here and in closeSighting: this runs once per run, rarely enough that V8 may not
     // optimize it, and an unoptimized for-of makes an iterator result per element.
     const finishing = run.finishing;
     for (let i = 0; i < finishing.length; i++) {
@@ -1117,13 +1138,8 @@ export class Dispatcher {
       owner.latency.record(doneNs - enqueuedAtNs);
       if (enqueuedNs === undefined || enqueuedAtNs < enqueuedNs) enqueuedNs = enqueuedAtNs;
     }
-    // One timing object for every run: the trace copies its numbers out as it records.
-    const timing = this.runTiming;
-    timing.issuedNs = run.firstIssuedAtNs;
-    timing.enqueuedNs = enqueuedNs ?? NaN;
-    timing.ahead = run.ahead;
-    const pieces = run.pieces;
-    for (let i = 0; i < pieces.length; i++) this.trace.add(owner, this.device.id, pieces[i].name, startNs, doneNs, pieces.length, pieces[i].args, timing);
+    if (this.sighting.count === 0) void SETTLED.then(this.closeSightingNow);
+    this.sighting.add(run, enqueuedNs ?? NaN, doneNs, aheadSeenDoneNs);
     owner.inFlightGroups--;
     const here = this.runsInFlight.get(owner)! - 1;
     if (here === 0 && !owner.alive) this.runsInFlight.delete(owner);
@@ -1222,6 +1238,36 @@ export class Dispatcher {
    */
   timeChecked(): Promise<void> | null {
     return this.pendingTimeCheck;
+  }
+
+  /**
+   * Accounts the runs the last poll reported (sighting.ts): each one's share of their time goes to
+   * its owner's GPU time and virtual runtime, the trace and the cost model.
+   */
+  private closeSighting(): void {
+    const sighting = this.sighting;
+    const basis = sighting.split();
+    // A share that came from the cost models teaches them nothing (sighting.ts).
+    const teaches = basis === SplitBasis.Alone || basis === SplitBasis.Issue;
+    // One timing object for every run: the trace copies its numbers out as it records.
+    const timing = this.runTiming;
+    for (let i = 0; i < sighting.count; i++) {
+      const run = sighting.runs[i]!;
+      const startNs = sighting.startNs[i];
+      const endNs = sighting.endNs[i];
+      const spent = endNs - startNs;
+      const owner = run.owner;
+      owner.gpuTimeNs += spent;
+      owner.vruntimeNs += spent / owner.shareWeight;
+      this.busyNs += spent;
+      if (teaches) this.learn(run, spent);
+      timing.issuedNs = run.firstIssuedAtNs;
+      timing.enqueuedNs = sighting.enqueuedNs[i];
+      timing.ahead = run.ahead;
+      const pieces = run.pieces;
+      for (let p = 0; p < pieces.length; p++) this.trace.add(owner, this.device.id, pieces[p].name, startNs, endNs, pieces.length, pieces[p].args, timing);
+    }
+    sighting.clear();
   }
 
   /** Teaches each pipeline's cost model from a run of pieces, splitting the time by workgroups. */
