@@ -6,7 +6,7 @@
 
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { CostModel } from '../src/kernel/dispatch.js';
+import { COST_RESAMPLE_WHOLE, CostModel } from '../src/kernel/dispatch.js';
 import { COST_PROBE_WORKGROUPS } from '../src/params.js';
 
 /** Device time (ns) of an atom of `k` workgroups. */
@@ -94,5 +94,21 @@ describe('cost model', () => {
     const { widths } = atomize(model, device, 4096, 1e6);
     for (const k of widths.slice(10, -1)) assert.ok(k >= 80 && k <= 84, `a 1 ms atom is 83 workgroups: got ${k} (${widths.join(' ')})`);
     assert.equal(new CostModel().workgroupsFor(1e6, COST_PROBE_WORKGROUPS), COST_PROBE_WORKGROUPS);
+  });
+  it('asks for a dispatch its forecast puts within a slice to be split and sampled now and then, until it learns again', () => {
+    const model = new CostModel();
+    for (let i = 0; i < 40; i++) model.learn(1000, 1);
+    // Past the warm-up, one atom in eight is timed.
+    const timed = Array.from({ length: 16 }, () => model.wantsSample()).filter(Boolean).length;
+    assert.equal(timed, 2);
+    const due = Array.from({ length: 3 * COST_RESAMPLE_WHOLE }, () => model.resampleDue());
+    assert.deepEqual(due.flatMap((d, i) => (d ? [i + 1] : [])), [1, 2, 3].map((n) => n * COST_RESAMPLE_WHOLE));
+    // The split is timed, and what it teaches starts the count again.
+    for (let i = 0; i < COST_RESAMPLE_WHOLE - 1; i++) assert.equal(model.resampleDue(), false);
+    assert.equal(model.resampleDue(), true);
+    assert.equal(model.wantsSample(), true);
+    for (let i = 0; i < COST_RESAMPLE_WHOLE - 1; i++) assert.equal(model.resampleDue(), false);
+    model.learn(5000, 1);
+    assert.equal(model.resampleDue(), false, 'a sample starts the count again');
   });
 });

@@ -145,6 +145,8 @@ const forecastEndNs = (aheadEndsNs: number, issuedAtNs: number, costNs: number):
 const COST_WARMUP_SAMPLES = 8;
 /** After the warm-up, one atom in this many is timed. */
 const COST_SAMPLE_EVERY = 8;
+/** A dispatch that its forecast puts within one slice is split anyway once in this many, to sample the model (resampleDue). */
+export const COST_RESAMPLE_WHOLE = 32;
 
 /** A sample within this factor of the least atom time seen counts as taking that least time. */
 const COST_FLOOR_BAND = 1.1;
@@ -179,6 +181,23 @@ export class CostModel {
    * Whether the next atom should be timed: every one until the model has COST_WARMUP_SAMPLES,
    * then one in COST_SAMPLE_EVERY (a device's speed drifts, but slowly).
    */
+  /** Dispatches issued whole on this model's forecast since it last learned (resampleDue). */
+  private wholeSinceLearned = 0;
+  /**
+   * Whether a dispatch the forecast puts within one slice (issued whole: a whole submit teaches no
+   * model) should be split anyway, its atom sampled, so that the model hears of its pipeline again:
+   * once in COST_RESAMPLE_WHOLE. Else a model that a low sample put under the slice kept every later
+   * dispatch of its pipeline whole and unpreemptible for good (seen on GLES: one process's dispatches
+   * of 128 workgroups went whole for the rest of a run, and its tenant's share of the device fell
+   * from a half to under a quarter).
+   */
+  resampleDue(): boolean {
+    if (++this.wholeSinceLearned < COST_RESAMPLE_WHOLE) return false;
+    this.wholeSinceLearned = 0;
+    // The next atom is timed, where atoms are timed one in COST_SAMPLE_EVERY (wantsSample).
+    this.sinceSample = COST_SAMPLE_EVERY - 1;
+    return true;
+  }
   wantsSample(): boolean {
     if (this.samples < COST_WARMUP_SAMPLES) return true;
     this.sinceSample = (this.sinceSample + 1) % COST_SAMPLE_EVERY;
@@ -187,6 +206,7 @@ export class CostModel {
   /** One atom (or a run of atoms) of `workgroups` took `ns` of device time. */
   learn(ns: number, workgroups: number): void {
     if (workgroups <= 0 || ns <= 0) return;
+    this.wholeSinceLearned = 0;
     const sample = ns / workgroups;
     this.nsPerWorkgroup = this.nsPerWorkgroup === null ? sample : 0.7 * this.nsPerWorkgroup + 0.3 * sample;
     this.samples++;

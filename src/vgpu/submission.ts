@@ -263,7 +263,7 @@ export class Submission implements WorkItem, BracketedSubmit {
           if (workgroups < 2) continue;
           if (this.device.host.atomSize !== null) return true;
           const forecast = current.cost.forecast(workgroups);
-          if (forecast === null || forecast > this.targetSliceNs) return true;
+          if (forecast === null || forecast > this.targetSliceNs || current.cost.resampleDue()) return true;
         }
       }
     }
