@@ -6,12 +6,14 @@ import { after, before, describe, it } from 'node:test';
 import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
 import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
 import { dispatchOnce, skipIfLacking } from './helpers.js';
+import { COST_RESAMPLE_WHOLE, type CostModel } from '../src/kernel/dispatch.js';
 
 // BUSY_WGSL (about 20 µs per workgroup on lavapipe at ITER = 1000) and its oracle are the
 // kernel's own, the ones `gpunix caps` measures with.
 
 interface Busy {
   device: GPUDevice;
+  pipeline: GPUComputePipeline;
   /** Submits one dispatch of `workgroups` workgroups. */
   submit(workgroups: number): void;
   read(): Promise<Uint32Array>;
@@ -28,6 +30,7 @@ async function busyProgram(proc: ProcessHandle, maxWorkgroups = 1024, iterations
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
   return {
     device,
+    pipeline,
     submit(workgroups: number) {
       dispatchOnce(device, pipeline, group, workgroups);
     },
@@ -444,6 +447,38 @@ describe('GPU time of runs that one poll of Dawn reports together', () => {
       assert.ok(a > 0 && b > 0 && b > a / 1.5 && a > b / 1.5, `the same work, issued first and second, was charged ${(a / 1e6).toFixed(1)} ms and ${(b / 1e6).toFixed(1)} ms`);
       const out = await second.read();
       for (const x of [0, 63 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+      await Promise.all(procs.map((p) => p.exit()));
+    } finally {
+      await kernel.shutdown();
+    }
+  });
+});
+
+describe("a pipeline's cost model, misread low", () => {
+  it('splits its dispatches again after a while: a whole dispatch teaches no model, so the model is sampled anyway', async () => {
+    const kernel = await createKernel();
+    try {
+      const procs = [await kernel.spawn({ name: 'misread' }), await kernel.spawn({ name: 'other' })];
+      const [misread, other] = await Promise.all(procs.map((p) => busyProgram(p, 1024)));
+      const round = async (): Promise<void> => {
+        misread.submit(1024);
+        other.submit(1024);
+        await Promise.all([misread.device.queue.onSubmittedWorkDone(), other.device.queue.onSubmittedWorkDone()]);
+      };
+      for (let i = 0; i < 5; i++) await round();
+      const atoms = (): number => procs[0].record().accounting.atomsRun;
+      assert.ok(atoms() > 5, `1024 workgroups (about 8 ms on lavapipe) under contention run as atoms (${atoms()} atoms in 5 dispatches)`);
+      // The kernel's model behind the program's pipeline (white-box): as if one sample read 0.1 µs a workgroup.
+      const model = (misread.pipeline as unknown as { cost: CostModel }).cost;
+      model.nsPerWorkgroup = 100;
+      const misreadAtoms = atoms();
+      for (let i = 0; i < 4; i++) await round();
+      assert.equal(atoms(), misreadAtoms, 'the forecast (0.1 ms) fits a slice: the dispatches go whole');
+      for (let i = 0; i < 2 * COST_RESAMPLE_WHOLE; i++) await round();
+      assert.ok(atoms() > misreadAtoms, `split again (${atoms() - misreadAtoms} atoms since the misread; the model reads ${model.nsPerWorkgroup} ns a workgroup, ${procs[0].record().accounting.wholeDispatches} whole)`);
+      assert.ok(model.nsPerWorkgroup! > 1000, `the model learned the pipeline's cost again: ${model.nsPerWorkgroup} ns a workgroup`);
+      const out = await misread.read();
+      for (const x of [0, 1023 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
       await Promise.all(procs.map((p) => p.exit()));
     } finally {
       await kernel.shutdown();

@@ -644,17 +644,22 @@ export class Submission implements WorkItem, BracketedSubmit {
     const setPipeline = state.pipeline;
     const grid = pc.op === 'dispatchWorkgroups' ? pc.args.map((n) => n ?? 1) : null;
     const mayCut = pipeline?.mayCut ?? false;
+    // A grid that fits in one atom teaches the cost model as an atom does: from the device's
+    // timestamps where it has them (a sample of such pieces, as of atoms), else from the run's time.
+    const model = fits && pipeline && grid ? pipeline.cost : null;
+    const workgroups = grid ? (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) : 0;
+    const deviceTimer = this.device.physical.deviceTimer;
+    const sample = model !== null && deviceTimer !== null && model.wantsSample();
     const piece: WorkPiece = {
       name: pipeline?.label || (pc.op === 'dispatchWorkgroups' ? 'dispatch' : 'dispatchIndirect'),
       args: grid ? { grid } : { indirect: true },
       whole: !fits,
       mayCut,
       checkedRuns: mayCut ? [pipeline!.checkedRun] : undefined,
-      // A grid that fits in one atom teaches the cost model like an atom does.
-      cost: fits && pipeline && grid ? { model: pipeline.cost, workgroups: (grid as number[]).reduce((a, b) => a * (b ?? 1), 1) } : undefined,
+      cost: model ? { model, workgroups, timed: deviceTimer !== null } : undefined,
       issue: () => {
-        // Checked loops: the pass is stamped for the watchdog (read only if the host's clock says over).
-        const timer = mayCut ? this.device.physical.deviceTimer : null;
+        // Stamped for a sample, and for the watchdog where loops are checked (read only if the host's clock says over).
+        const timer = mayCut || sample ? deviceTimer : null;
         const slot = timer?.take() ?? null;
         this.submitPiece((encoder) => {
           const pass = encoder.beginComputePass(slot ? { timestampWrites: timer!.timestampWrites(slot) } : undefined) as unknown as Record<string, (...a: unknown[]) => void>;
@@ -663,8 +668,14 @@ export class Submission implements WorkItem, BracketedSubmit {
           if (immediates) pass.setImmediates(0, immediates);
           pass[pc.op](...pc.args.map(unwrap));
           pass.end();
+          if (sample && slot) timer!.encodeReadback(encoder, slot);
         });
-        if (slot) piece.stamp = timer!.stamp(slot);
+        if (!slot) return;
+        if (sample) {
+          const reading = timer!.read(slot);
+          void reading.then((ns) => ns !== null && model!.learn(ns, workgroups));
+          if (mayCut) piece.stamp = { read: () => reading, drop: () => {} };
+        } else piece.stamp = timer!.stamp(slot);
       },
     };
     return piece;
