@@ -73,6 +73,8 @@ let bypassed = false;
 let lastPollAt = 0;
 /** When the poll before the last one ran (see completedNoEarlierThanMs). */
 let priorPollAt = 0;
+/** When the last poll returned (see lastPollEndedMs). */
+let lastPollEndedAt = NaN;
 const counters = { polls: 0, sleptMs: 0 };
 
 interface Wake {
@@ -120,6 +122,7 @@ function runPoll(poll: Callback): void {
   lastPollAt = performance.now();
   counters.polls++;
   poll();
+  lastPollEndedAt = performance.now();
   // After the promise reactions the poll queued (a fence settling), so a woken scheduler sees them.
   if (wakes.length > 0) void settled.then(runDueWakesNow);
 }
@@ -217,6 +220,17 @@ export function bypassEventPump(bypass: boolean): void {
  */
 export function completedNoEarlierThanMs(): number {
   return eventPumpActive() && counters.polls > 1 ? priorPollAt - intervalMs : NaN;
+}
+
+/**
+ * When the latest Dawn poll returned (performance.now() ms), or NaN when the pump is not pacing
+ * Dawn's polls. A completion settling now was reported by that poll (promise reactions run before
+ * the next one), so it happened before this moment, however late its settling reads the clock:
+ * an earlier settling of the same poll may have issued work meanwhile, which on Dawn's GL backends
+ * over llvmpipe runs its kernel inside the submit (Dispatcher.runCompleted).
+ */
+export function lastPollEndedMs(): number {
+  return eventPumpActive() ? lastPollEndedAt : NaN;
 }
 
 /** Whether Dawn's polls go through the pump now (held, installed, not bypassed). */

@@ -24,7 +24,7 @@
 // `done - max(first issue, previous fence's done)` on that run. Runs that one poll of Dawn
 // reported together split that time among them (sighting.ts).
 
-import { adviseEventPump, completedNoEarlierThanMs, eventPumpActive, wakeAt } from '../device/eventPump.js';
+import { adviseEventPump, completedNoEarlierThanMs, eventPumpActive, lastPollEndedMs, wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
 import { runsOnHostCpu } from '../device/adapters.js';
@@ -340,6 +340,18 @@ const nowNs = (): number => performance.now() * 1e6;
 const completedNoEarlierThanNs = (seenNs: number): number => {
   const polledMs = completedNoEarlierThanMs();
   return Number.isNaN(polledMs) ? seenNs : Math.min(seenNs, polledMs * 1e6);
+};
+/**
+ * When a run issued at `issuedAtNs` and settling now was seen complete (ns): at the end of the
+ * Dawn poll that reported it, not at the clock now. Earlier settlings of that poll pumped and may
+ * have issued work in between, and on Dawn's GL backends over llvmpipe a submit runs its kernel
+ * before it returns: read now, the run would seem to end a kernel later, that kernel's time
+ * charged to it and missing from its own. The clock now where the pump does not know the poll,
+ * or the run was issued after it (not that poll's report).
+ */
+const seenCompleteNs = (issuedAtNs: number): number => {
+  const polledNs = lastPollEndedMs() * 1e6;
+  return polledNs >= issuedAtNs ? polledNs : nowNs();
 };
 /** How long a map awaited with no fence of its device out keeps the pump polling without pause (ns). */
 const EAGER_MAP_WINDOW_NS = 100e6;
@@ -1133,7 +1145,7 @@ export class Dispatcher {
 
   /** A closed run has completed (its fence or covering map settled): its latency is recorded, its time joins the sighting, and the pump goes on. */
   private runCompleted(run: OpenRun, rank: number): void {
-    const doneNs = nowNs();
+    const doneNs = seenCompleteNs(run.firstIssuedAtNs);
     this.forecasts.shift();
     const aheadSeenDoneNs = this.lastFenceDoneNs;
     this.lastFenceDoneNs = doneNs;
