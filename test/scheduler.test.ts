@@ -382,8 +382,9 @@ describe('tenant shares', () => {
     // Shares are compared once every process has run on the device (a process whose pipeline
     // finished compiling later would start behind: start-up, not the split), over five windows of
     // half a second, by their median: on a loaded 2-core VM one process now and then gets much less
-    // for a few hundred milliseconds (seen in about one run in ten, before and after issue 17's
-    // seventh pass; not explained yet), which one 2.5 s window reads as an unfair split.
+    // for a few hundred milliseconds, which one 2.5 s window reads as an unfair split. (On GLES, a
+    // tenant was starved for whole runs until completions reported by one poll were charged by the
+    // poll's end and split among their runs: src/kernel/sighting.ts, docs/benchmarks.md "Fair sharing".)
     const gpuTimes = (): number[] => procs.map((p) => p.record().accounting.gpuTimeNs);
     while (gpuTimes().some((ns) => ns === 0)) await sleep(20);
     await sleep(200);
