@@ -19,6 +19,13 @@ interface Busy {
   read(): Promise<Uint32Array>;
 }
 
+/** Submits `workgroups` from `first`, then from `second`, back to back, and waits for both. */
+async function submitBoth(first: Busy, second: Busy, workgroups: number): Promise<void> {
+  first.submit(workgroups);
+  second.submit(workgroups);
+  await Promise.all([first.device.queue.onSubmittedWorkDone(), second.device.queue.onSubmittedWorkDone()]);
+}
+
 async function busyProgram(proc: ProcessHandle, maxWorkgroups = 1024, iterations = 1000): Promise<Busy> {
   const device = await (await proc.gpu.requestAdapter())!.requestDevice();
   const pipeline = device.createComputePipeline({
@@ -435,15 +442,10 @@ describe('GPU time of runs that one poll of Dawn reports together', () => {
     try {
       const procs = [await kernel.spawn({ name: 'issued-first' }), await kernel.spawn({ name: 'issued-second' })];
       const [first, second] = await Promise.all(procs.map((p) => busyProgram(p, 64)));
-      const round = async (): Promise<void> => {
-        first.submit(64);
-        second.submit(64);
-        await Promise.all([first.device.queue.onSubmittedWorkDone(), second.device.queue.onSubmittedWorkDone()]);
-      };
       // The first round is left out: the device compiles the kernel at its first dispatch, the one issued first.
-      await round();
+      await submitBoth(first, second, 64);
       const before = procs.map((p) => p.record().accounting.gpuTimeNs);
-      for (let i = 0; i < 20; i++) await round();
+      for (let i = 0; i < 20; i++) await submitBoth(first, second, 64);
       const [a, b] = procs.map((p, i) => p.record().accounting.gpuTimeNs - before[i]);
       assert.ok(a > 0 && b > 0 && b > a / 1.5 && a > b / 1.5, `the same work, issued first and second, was charged ${(a / 1e6).toFixed(1)} ms and ${(b / 1e6).toFixed(1)} ms`);
       const out = await second.read();
@@ -461,11 +463,7 @@ describe("a pipeline's cost model, misread low", () => {
     try {
       const procs = [await kernel.spawn({ name: 'misread' }), await kernel.spawn({ name: 'other' })];
       const [misread, other] = await Promise.all(procs.map((p) => busyProgram(p, 1024)));
-      const round = async (): Promise<void> => {
-        misread.submit(1024);
-        other.submit(1024);
-        await Promise.all([misread.device.queue.onSubmittedWorkDone(), other.device.queue.onSubmittedWorkDone()]);
-      };
+      const round = (): Promise<void> => submitBoth(misread, other, 1024);
       for (let i = 0; i < 5; i++) await round();
       const atoms = (): number => procs[0].record().accounting.atomsRun;
       assert.ok(atoms() > 5, `1024 workgroups (about 8 ms on lavapipe) under contention run as atoms (${atoms()} atoms in 5 dispatches)`);
