@@ -177,10 +177,6 @@ export class CostModel {
   private narrowestSlow = Infinity;
   /** Samples in a row above the floor's band. */
   private aboveFloor = 0;
-  /**
-   * Whether the next atom should be timed: every one until the model has COST_WARMUP_SAMPLES,
-   * then one in COST_SAMPLE_EVERY (a device's speed drifts, but slowly).
-   */
   /** Dispatches issued whole on this model's forecast since it last learned (resampleDue). */
   private wholeSinceLearned = 0;
   /**
@@ -198,6 +194,10 @@ export class CostModel {
     this.sinceSample = COST_SAMPLE_EVERY - 1;
     return true;
   }
+  /**
+   * Whether the next atom should be timed: every one until the model has COST_WARMUP_SAMPLES,
+   * then one in COST_SAMPLE_EVERY (a device's speed drifts, but slowly).
+   */
   wantsSample(): boolean {
     if (this.samples < COST_WARMUP_SAMPLES) return true;
     this.sinceSample = (this.sinceSample + 1) % COST_SAMPLE_EVERY;
