@@ -1225,7 +1225,9 @@ export class Dispatcher {
 
   /** A timed piece completed (timePiece): its time against its owner's limit, the device's deciding when the host saw it late. */
   private checkPieceTime(watchdog: NonNullable<Dispatcher['watchdog']>, owner: Proc, piece: WorkPiece, issuedAtNs: number, stamp: DeviceStamp | null): Promise<void> | undefined {
-    const doneNs = nowNs();
+    // Seen at the end of the poll that reported it, still after it completed (an upper bound), but
+    // not a kernel later: on GL an earlier settling of that poll may have issued one (seenCompleteNs).
+    const doneNs = seenCompleteNs(issuedAtNs);
     // Its own time as near as the host can tell: from the end of the work ahead, if later.
     const startNs = Math.max(issuedAtNs, this.aheadEndedNs, this.lastTimedDoneNs);
     const ownNs = doneNs - startNs;
