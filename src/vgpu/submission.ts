@@ -5,9 +5,9 @@
 // pieces the dispatcher may run another process's work: that is preemption.
 
 import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
-import { withoutOpeningStamp, type BracketedSubmit, type DeviceStamp } from '../device/deviceTimer.js';
+import { withoutOpeningStamp, type BracketedSubmit, type DeviceStamp, type DeviceTimer, type TimerSlot } from '../device/deviceTimer.js';
 import type { Captured } from '../device/physicalDevice.js';
-import type { WorkItem, WorkPiece } from '../kernel/dispatch.js';
+import type { CostModel, WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
 import type { CheckedRun } from '../kernel/checkedRuns.js';
 import { VirtualBindGroup } from './bindGroup.js';
@@ -619,13 +619,7 @@ export class Submission implements WorkItem, BracketedSubmit {
           // A sample is read at once; a stamp only for the watchdog is copied if it is ever read.
           if (sample && slot) timer!.encodeReadback(encoder, slot);
         });
-        if (!slot) return;
-        if (sample) {
-          // The device's own timestamps teach the cost model, without submit and fence overheads.
-          const reading = timer!.read(slot);
-          void reading.then((ns) => ns !== null && pipeline.cost.learn(ns, workgroups));
-          if (mayCut) piece.stamp = { read: () => reading, drop: () => {} };
-        } else piece.stamp = timer!.stamp(slot);
+        if (slot) keepStamp(piece, timer!, slot, sample, pipeline.cost, workgroups);
       },
     };
     return piece;
@@ -670,12 +664,7 @@ export class Submission implements WorkItem, BracketedSubmit {
           pass.end();
           if (sample && slot) timer!.encodeReadback(encoder, slot);
         });
-        if (!slot) return;
-        if (sample) {
-          const reading = timer!.read(slot);
-          void reading.then((ns) => ns !== null && model!.learn(ns, workgroups));
-          if (mayCut) piece.stamp = { read: () => reading, drop: () => {} };
-        } else piece.stamp = timer!.stamp(slot);
+        if (slot) keepStamp(piece, timer!, slot, sample, model, workgroups);
       },
     };
     return piece;
@@ -768,6 +757,22 @@ class WholePiece implements WorkPiece {
  * per submit, until its fence. It is also what keeps WholePiece's shape alive (see shapeKeeper).
  */
 const PLAIN_SUBMIT_PIECE = new WholePiece('submit', ONE_COMMAND_BUFFER, NO_CHECKED_RUNS);
+
+/**
+ * After a stamped piece's submit (an atom, or a dispatch whose grid fits one): a sample's reading
+ * teaches `model` the device's own time, without submit and fence overheads, and stands as the
+ * watchdog's stamp where the piece's loops are checked; a stamp taken only for the watchdog is
+ * kept unread (copied only if it is ever read).
+ */
+function keepStamp(piece: WorkPiece, timer: DeviceTimer, slot: TimerSlot, sample: boolean, model: CostModel | null, workgroups: number): void {
+  if (!sample) {
+    piece.stamp = timer.stamp(slot);
+    return;
+  }
+  const reading = timer.read(slot);
+  void reading.then((ns) => ns !== null && model!.learn(ns, workgroups));
+  if (piece.mayCut) piece.stamp = { read: () => reading, drop: () => {} };
+}
 
 // What summarizePipelines found (module scratch: no summary object per submit).
 let summaryLabels: string[] | null = null;
