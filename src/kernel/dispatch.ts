@@ -300,7 +300,8 @@ interface OpenRun {
   rank: number;
   /**
    * Time the host spent inside its pieces' issue calls (ns): where a submit runs the work itself
-   * (Dawn's GL backends over llvmpipe), its device time (sighting.ts).
+   * (Dawn's GL backends over llvmpipe), its device time (sighting.ts). Measured only there
+   * (Dispatcher.timesIssues); 0 elsewhere.
    */
   issueNs: number;
   /** Set once its completion has been accounted (settleRun). */
@@ -434,6 +435,12 @@ export class Dispatcher {
   readonly createdAtNs = nowNs();
 
   private readonly stopAdvising: () => void;
+  /**
+   * Each piece's issue call is timed (OpenRun.issueNs, for the split of a sighting): on Dawn's GL
+   * backends, whose submit runs the work over llvmpipe. Elsewhere a submit only queues the work,
+   * and two clock reads per piece on the call path would say nothing.
+   */
+  private readonly timesIssues: boolean;
   /** The device runs on the host's CPU: checked work may wait for the device to drain (drainFirst). */
   private readonly drainsBeforeChecked: boolean;
   /** How long each checked kernel was last seen to run on this device, in any process (drainFirst). */
@@ -460,6 +467,7 @@ export class Dispatcher {
   ) {
     startAsDoubles<Dispatcher>(this, ['busyNs']);
     this.drainsBeforeChecked = runsOnHostCpu(device.adapter);
+    this.timesIssues = device.adapter.backend === 'opengles' || device.adapter.backend === 'opengl';
     this.stopAdvising = adviseEventPump((nowMs) => this.nextUsefulPollNs(nowMs * 1e6) / 1e6);
   }
 
@@ -919,9 +927,9 @@ export class Dispatcher {
       }
       this.finishItem(entity, item, true);
       item.owner.activity++;
+      if (item.usesDevice) this.issuedWork++;
       let pending: void | Promise<void>;
-      if (item.usesDevice) {
-        this.issuedWork++;
+      if (item.usesDevice && this.timesIssues) {
         // Timed like a piece's issue (see issue()); the run finishItem opened is this item's alone.
         const runningNs = nowNs();
         pending = this.runSafely(item);
@@ -1067,9 +1075,9 @@ export class Dispatcher {
     // Timed from before its issue: on Dawn's GL backends over llvmpipe the submit itself may run
     // the kernel, and a clock read after it would miss that time (a checked piece's time check; the
     // split of a sighting's time by issue times, sighting.ts).
-    const issuingNs = nowNs();
+    const issuingNs = piece.mayCut || this.timesIssues ? nowNs() : 0;
     this.issueSafely(item, piece);
-    run.issueNs += nowNs() - issuingNs;
+    if (this.timesIssues) run.issueNs += nowNs() - issuingNs;
     this.lastIssuedItem = item;
     this.lastIssuedWork = ++this.issuedWork;
     if (run.pieces.length === 0) run.pieces = [piece];

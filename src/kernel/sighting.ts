@@ -15,7 +15,8 @@
 // the time from the first run's start to the sighting among them in queue order, no run charged
 // from before its issue (the device may have idled in between), by what is known of each:
 // - the time the host spent inside its issue calls, where those calls took most of the time: the
-//   device ran the work in them (GL over llvmpipe), so that is the work's own time;
+//   device ran the work in them (GL over llvmpipe), so that is the work's own time (the dispatcher
+//   times issue calls on GL backends only: elsewhere a submit queues the work and returns);
 // - else its forecast (its pipelines' cost models), when every run has one;
 // - else equal parts.
 // A cost model learns from a run's share only where the share did not come from the cost models
