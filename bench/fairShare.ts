@@ -89,10 +89,26 @@ async function sampleWindows(clients: BusyClient[], depth: number, warmUpMs: num
   }
 }
 
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  windows: number[];
+}
+
 /** What the table and the JSON say of one side's windows. */
-function summarizeSide(windows: Window[]): Record<string, unknown> {
+interface SideSummary {
+  work_crowd_over_solo: Spread;
+  dispatches_per_window: number;
+  /** gpunix only. */
+  charged_crowd_over_solo?: Spread;
+  /** gpunix only: per process and window, |its share of the charged time - its share of the work|. */
+  accounting_error?: { median: number; max: number };
+}
+
+function summarizeSide(windows: Window[]): SideSummary {
   const workRatios = windows.map((w) => crowdOverSolo(w.work));
-  const side: Record<string, unknown> = {
+  const side: SideSummary = {
     work_crowd_over_solo: { median: median(workRatios), min: Math.min(...workRatios), max: Math.max(...workRatios), windows: workRatios },
     dispatches_per_window: median(windows.map((w) => w.work.reduce((a, b) => a + b, 0))),
   };
@@ -178,8 +194,7 @@ async function main(): Promise<void> {
 
   const info = bareAdapter.info;
   const fmt = (x: number): string => x.toFixed(2);
-  const row = (name: string, w: Window[]): string => {
-    const s = summarizeSide(w) as { work_crowd_over_solo: { median: number; min: number; max: number }; charged_crowd_over_solo?: { median: number }; accounting_error?: { median: number; max: number } };
+  const row = (name: string, s: SideSummary): string => {
     const work = s.work_crowd_over_solo;
     const charged = s.charged_crowd_over_solo ? fmt(s.charged_crowd_over_solo.median) : '-';
     const error = s.accounting_error ? `${(100 * s.accounting_error.median).toFixed(1)} / ${(100 * s.accounting_error.max).toFixed(1)}` : '-';
@@ -187,8 +202,8 @@ async function main(): Promise<void> {
   };
   log(`\n${info.description || info.vendor}, node ${process.version}, ${windows} windows of ${windowMs} ms, ${shape.workgroups} workgroups per dispatch, depth ${depth}\n`);
   log(`side     work crowd:solo (min - max)    charged crowd:solo  accounting error % med/max\n`);
-  log(row('bare', bare));
-  log(row('gpunix', gpunix));
+  log(row('bare', report.bare));
+  log(row('gpunix', report.gpunix));
   log(`target: gpunix splits the work 1:1 between the tenants (bare Dawn serves programs: about 3:1)\n`);
   log(contentionLine(contention));
 }
