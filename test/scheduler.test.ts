@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
 import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
-import { dispatchOnce, skipIfLacking } from './helpers.js';
+import { dispatchOnce, skipIfLacking, skipUnless, suiteBackend } from './helpers.js';
 import { COST_RESAMPLE_WHOLE, type CostModel } from '../src/kernel/dispatch.js';
 
 // BUSY_WGSL (about 20 µs per workgroup on lavapipe at ITER = 1000) and its oracle are the
@@ -537,6 +537,51 @@ describe('issue lead (the next lower-class piece queued just before the device r
   it('refuses a bad lead with a coded error', async () => {
     for (const issueLeadMs of [-1, Number.POSITIVE_INFINITY, Number.NaN]) {
       await assert.rejects(createKernel({ issueLeadMs }), (e: unknown) => e instanceof GpunixError && e.code === 'GPUNIX_E_BAD_OPTION');
+    }
+  });
+});
+
+describe('where a submit runs its work (Dawn\'s GL backends over llvmpipe)', () => {
+  it('no batch atom takes the thread between a realtime submit and its program resuming', async (t) => {
+    // Elsewhere a submit only queues work, and batch atoms go on beside a realtime run by design
+    // (the in-flight bound does not count it); on GL over llvmpipe an atom issued then runs before
+    // the poll that sees the realtime run complete, and before the program's next step.
+    if (skipUnless(t, suiteBackend === 'opengles' || suiteBackend === 'opengl', "a submit runs its work only on Dawn's GL backends over llvmpipe")) return;
+    const kernel = await createKernel();
+    try {
+      const batch = await kernel.spawn({ name: 'saturating', priority: 'batch' });
+      const realtime = await kernel.spawn({ name: 'ticking', priority: 'realtime' });
+      const b = await busyProgram(batch, 1024);
+      const r = await busyProgram(realtime, 1);
+      for (let i = 0; i < 16; i++) b.submit(1024);
+      const batchDone = b.device.queue.onSubmittedWorkDone();
+      const resumedUs: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        await sleep(2);
+        r.submit(1);
+        await r.device.queue.onSubmittedWorkDone();
+        resumedUs.push(performance.now() * 1000);
+      }
+      await batchDone;
+      const events = kernel.trace().traceEvents.filter((e) => e.ph === 'X');
+      const issuedUs = (e: (typeof events)[number]): number => (e.args as { issuedUs: number }).issuedUs;
+      const realtimeRuns = events.filter((e) => e.tid === realtime.pid).map(issuedUs);
+      const batchRuns = events.filter((e) => e.tid === batch.pid).map(issuedUs);
+      assert.equal(realtimeRuns.length, 12, 'one run per realtime submit');
+      // Not vacuous: the batch process had work on the device around every realtime submit.
+      assert.ok(batchRuns.some((at) => at > resumedUs[resumedUs.length - 1]), 'batch atoms ran after the last realtime submit');
+      const intruders: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        const inside = batchRuns.filter((at) => at > realtimeRuns[i] && at < resumedUs[i]);
+        if (inside.length > 0) intruders.push(`submit ${i}: ${inside.length} batch run(s) issued ${inside.map((at) => (at - realtimeRuns[i]).toFixed(0)).join(', ')} µs after it`);
+      }
+      assert.deepEqual(intruders, [], 'batch work issued while a realtime submit was unfinished or its program not yet resumed');
+      const out = await b.read();
+      for (const x of [0, 1023 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+      await batch.exit();
+      await realtime.exit();
+    } finally {
+      await kernel.shutdown();
     }
   });
 });

@@ -441,6 +441,21 @@ export class Dispatcher {
    * and two clock reads per piece on the call path would say nothing.
    */
   private readonly timesIssues: boolean;
+  /**
+   * A submit runs its work before it returns (Dawn's GL backends over a CPU device: llvmpipe runs a
+   * dispatch on the calling thread's behalf and waits for it), so the thread that issues is the
+   * device's: while a lower class's atom is issued, nothing else (a poll, a program) runs. Work of
+   * a higher class then goes first not only to the device but to the thread (higherWorkOutstanding,
+   * pumpNextTurn).
+   */
+  private readonly issueRunsWork: boolean;
+  /** A pump is queued for the next turn of the event loop (pumpNextTurn). */
+  private pumpQueued = false;
+  private readonly pumpQueuedNow = (): void => {
+    this.pumpQueued = false;
+    if (!this.detached) this.pump();
+  };
+  private detached = false;
   /** The device runs on the host's CPU: checked work may wait for the device to drain (drainFirst). */
   private readonly drainsBeforeChecked: boolean;
   /** How long each checked kernel was last seen to run on this device, in any process (drainFirst). */
@@ -468,11 +483,13 @@ export class Dispatcher {
     startAsDoubles<Dispatcher>(this, ['busyNs']);
     this.drainsBeforeChecked = runsOnHostCpu(device.adapter);
     this.timesIssues = device.adapter.backend === 'opengles' || device.adapter.backend === 'opengl';
+    this.issueRunsWork = this.timesIssues && this.drainsBeforeChecked;
     this.stopAdvising = adviseEventPump((nowMs) => this.nextUsefulPollNs(nowMs * 1e6) / 1e6);
   }
 
   /** Withdraws from the event pump: its advice and any pending wake-up (at kernel shutdown). */
   detach(): void {
+    this.detached = true;
     this.stopAdvising();
     this.leadWake?.cancel();
     this.leadWake = null;
@@ -534,6 +551,7 @@ export class Dispatcher {
   /** True when an item of `owner` enqueued now would run before enqueue returns. */
   wouldRunNow(owner: Proc): boolean {
     if (owner.stopped || this.busy || this.outstandingFences >= this.params.maxInFlight || this.queuedTotal() !== 0) return false;
+    if (this.issueRunsWork && (this.higherClassAlive(owner) || this.higherWorkOutstanding(classRank(owner)))) return false;
     return !(this.leadApplies() && this.outstandingFences > 0 && this.higherClassWaiting(owner, nowNs()));
   }
 
@@ -563,7 +581,8 @@ export class Dispatcher {
     item.enqueuedAtNs = entity.lastActiveNs = nowNs();
     owner.queuedItems++;
     entity.queue.push(item);
-    this.pump();
+    if (this.issueRunsWork && item.usesDevice && this.higherClassAlive(owner)) this.pumpNextTurn();
+    else this.pump();
   }
 
   /**
@@ -854,7 +873,7 @@ export class Dispatcher {
         atNs,
         cancel: wakeAt(atNs / 1e6, () => {
           if (this.leadWake === wake) this.leadWake = null;
-          this.pump();
+          this.pumpAfterSettle();
         }),
       };
       this.leadWake = wake;
@@ -882,6 +901,35 @@ export class Dispatcher {
     return ownOrLower < limit || ownOrHigher === 0;
   }
 
+  /**
+   * Where a submit runs its work (issueRunsWork): whether a run of a class higher than `rank` is
+   * open or not yet seen complete. Lower work then waits for it: issued now, its atom would hold
+   * the thread, and with it the poll that sees the higher run complete and its program's next
+   * step, for the atom's whole length (measured on GLES: a realtime process resumed 1.9 ms after
+   * its run was seen done, p50, two batch atoms later). The device idles for at most a poll.
+   */
+  private higherWorkOutstanding(rank: number): boolean {
+    const open = this.openRun;
+    if (open !== null && classRank(open.owner) < rank) return true;
+    for (let k = 0; k < rank; k++) if (this.inFlightByClass[k] > 0) return true;
+    return false;
+  }
+
+  /**
+   * The pump, on the next turn of the event loop. Where a submit runs its work (issueRunsWork) the
+   * pump waits for it after something settled (a run, an item's promise, a wake-up) while processes
+   * of several classes use the device (classesMixed), and after a process enqueued device work
+   * while one of a higher class lives: a completion has just resolved programs' promises, and their
+   * continuations (a realtime program's next submit among them) run in the microtasks ahead of
+   * that turn, not after whatever atom a pump issued now had run. (A batch program resumed by the
+   * same poll as a realtime one would otherwise issue its next atom from its own submit first.)
+   */
+  private pumpNextTurn(): void {
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    setImmediate(this.pumpQueuedNow);
+  }
+
   private pump(): void {
     this.holdingForDrain = false;
     while (!this.busy) {
@@ -893,6 +941,7 @@ export class Dispatcher {
       const uncontended = this.uncontended(entity, now);
       const deep = uncontended && !(this.params.standbyBound === true && this.higherClassAlive(entity.proc));
       if (!this.mayIssue(entity, deep ? this.params.uncontendedMaxInFlight : this.params.maxInFlight)) break;
+      if (this.issueRunsWork && entity.queue[0].usesDevice && this.higherWorkOutstanding(classRank(entity.proc))) break;
       if (this.holdForLead(entity, now)) break;
       const item = entity.queue[0];
       if (item.nextPiece) {
@@ -959,7 +1008,7 @@ export class Dispatcher {
       .finally(() => {
         entity.prepared = true;
         this.busy = false;
-        this.pump();
+        this.pumpAfterSettle();
       });
   }
   private awaitRun(item: WorkItem, pending: Promise<void>): void {
@@ -968,7 +1017,7 @@ export class Dispatcher {
       .catch((error) => this.report(item, error))
       .finally(() => {
         this.busy = false;
-        this.pump();
+        this.pumpAfterSettle();
       });
   }
   private runSafely(item: WorkItem): void | Promise<void> {
@@ -1190,7 +1239,31 @@ export class Dispatcher {
     if (entity) entity.lastActiveNs = doneNs;
     if (entity && entity.queue.length > 0 && owner.inFlightGroups === 0) owner.readySinceNs = doneNs;
     if (entity) this.forgetIfEnded(entity);
-    this.pump();
+    this.pumpAfterSettle();
+  }
+
+  /** The pump after something Dawn or the device reported settled (a run, an item's promise, a wake-up): at once, except as pumpNextTurn says. */
+  private pumpAfterSettle(): void {
+    if (this.issueRunsWork && this.classesMixed()) this.pumpNextTurn();
+    else this.pump();
+  }
+
+  /**
+   * Whether live processes of more than one class use this device: only then can an atom issued
+   * by the pump hold up a higher class's program (pumpNextTurn). A process alone, or processes of
+   * one class, keep the pump that goes on at once, which finds an item whose last atom completed
+   * done in that atom's run (its latency and trace then end with the run).
+   */
+  private classesMixed(): boolean {
+    let rank = -1;
+    for (let i = 0; i < this.entityList.length; i++) {
+      const proc = this.entityList[i].proc;
+      if (!proc.alive || proc.stopped) continue;
+      const own = classRank(proc);
+      if (rank === -1) rank = own;
+      else if (own !== rank) return true;
+    }
+    return false;
   }
 
   /**
