@@ -212,6 +212,33 @@ describe('the scheduler', () => {
     assert.equal(mine.filter((e) => e.name === 'copyBufferToBuffer').length, 3, 'the 9 MiB copy went in three pieces');
   });
 
+  it("asks Dawn for one completion signal per checked atom: the watchdog's time check shares the atom's fence", async () => {
+    const proc = await kernel.spawn({ name: 'fenced' });
+    const p = await busyProgram(proc, 256);
+    const physical = (p.device as unknown as { physical: { queue: GPUQueue } }).physical;
+    const queue = Object.getPrototypeOf(physical.queue) as GPUQueue;
+    const fence = queue.onSubmittedWorkDone;
+    let fences = 0;
+    queue.onSubmittedWorkDone = function (this: GPUQueue) {
+      fences++;
+      return fence.call(this);
+    };
+    const atomsBefore = proc.record().accounting.atomsRun;
+    try {
+      p.submit(256);
+      await p.device.queue.onSubmittedWorkDone();
+    } finally {
+      queue.onSubmittedWorkDone = fence;
+    }
+    const atoms = proc.record().accounting.atomsRun - atomsBefore;
+    assert.ok(atoms > 4, `the dispatch ran as atoms (${atoms})`);
+    // One per atom, and one for the program's own onSubmittedWorkDone (before: two per atom).
+    assert.ok(fences <= atoms + 1, `${fences} completion signals for ${atoms} atoms`);
+    const out = await p.read();
+    for (const x of [0, 255 * 64 + 63]) assert.equal(out[x], expectedBusy(x, 1000));
+    await proc.exit();
+  });
+
   it('exports the atom timeline in the Chrome trace event format', async () => {
     const proc = await kernel.spawn({ name: 'traced' });
     const p = await busyProgram(proc, 256);

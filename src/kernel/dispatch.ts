@@ -385,6 +385,8 @@ export class Dispatcher {
    */
   private aheadEndedNs = 0;
   private lastTimedDoneNs = 0;
+  /** The completion signal timePiece asked for a piece that closes its run: closeRun's fence for that run (taken at once). */
+  private runFence: Promise<undefined> | null = null;
   /** The time check of the last piece the watchdog timed, until it has run; then null (timeChecked). */
   private pendingTimeCheck: Promise<void> | null = null;
   /**
@@ -1133,11 +1135,13 @@ export class Dispatcher {
     else run.pieces.push(piece);
     if (piece.atom) owner.atomsRun++;
     if (piece.whole) owner.wholeDispatches++;
-    // A piece whose loops the watchdog may cut is timed on its own (its time decides whether it was
-    // cut) without a fence of its own: a burst of small submits stays one run.
-    if (piece.mayCut) this.timePiece(owner, piece, issuingNs);
     // An atom is fenced alone: the preemption bound is counted in atoms, and its time teaches the cost model.
-    if (piece.atom || piece.cost) this.closeRun();
+    const closesRun = piece.atom === true || piece.cost !== undefined;
+    // A piece whose loops the watchdog may cut is timed on its own (its time decides whether it was
+    // cut) without a fence of its own: a burst of small submits stays one run. One that closes its
+    // run shares the run's fence: nothing is issued between the two, so they complete together.
+    if (piece.mayCut) this.timePiece(owner, piece, issuingNs, closesRun);
+    if (closesRun) this.closeRun();
   }
 
   private openRunFor(owner: Proc): void {
@@ -1163,6 +1167,8 @@ export class Dispatcher {
 
   private closeRun(): void {
     const run = this.openRun;
+    const shared = this.runFence;
+    this.runFence = null;
     if (!run) return;
     this.openRun = null;
     this.lastIssuedItem = null;
@@ -1187,7 +1193,7 @@ export class Dispatcher {
       cover.mapping.then(settle, () => this.device.queue.onSubmittedWorkDone().then(settle, settle));
       return;
     }
-    this.device.queue.onSubmittedWorkDone().then(settle, settle);
+    (shared ?? this.device.queue.onSubmittedWorkDone()).then(settle, settle);
   }
 
   /** `run`'s fence or covering map settled: the runs ahead of it complete first (a queue completes in order), then it. */
@@ -1280,7 +1286,7 @@ export class Dispatcher {
    * short, a runaway among them passing with its cut loops' results; and a piece seen over its
    * limit leaves no end behind (test/watchdogHostDelay.test.ts).
    */
-  private timePiece(owner: Proc, piece: WorkPiece, issuedAtNs: number): void {
+  private timePiece(owner: Proc, piece: WorkPiece, issuedAtNs: number, closesRun: boolean): void {
     const watchdog = this.watchdog;
     const stamp = piece.stamp ?? null;
     if (!watchdog) {
@@ -1289,7 +1295,12 @@ export class Dispatcher {
     }
     // Methods bound to the piece's facts, not closures (see closeRun's settle).
     const settle = this.checkPieceTime.bind(this, watchdog, owner, piece, issuedAtNs, stamp);
-    const own = this.device.queue.onSubmittedWorkDone().then(settle, settle);
+    // A piece that closes its run asks Dawn for one completion signal, not two (a native future and
+    // a promise per atom): closeRun takes it as the run's fence, and settles the run after this
+    // check, which reads the end of the work ahead before the run's own completion moves it.
+    const signal = this.device.queue.onSubmittedWorkDone();
+    if (closesRun) this.runFence = signal;
+    const own = signal.then(settle, settle);
     // After the piece's own completion signal, not before it (DeviceStamp.close).
     stamp?.close?.();
     // Checks settle in queue order, but one that reads its stamp ends after the next one starts:
