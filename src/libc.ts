@@ -5,7 +5,8 @@
 // foreign-function library whose npm package carries prebuilt binaries (nothing is compiled at
 // install; docs/dependencies.md). Everything here is optional: on a platform koffi has no binary
 // for, or off Linux, `memoryCalls()` is null and callers take their slower paths (tmpfs files
-// opened by name, pread/pwrite).
+// opened by name, pread/pwrite). And prctl for the timer slack of the thread that paces Dawn's
+// polls (src/device/eventPump.ts), bound on its own: it is about timing, not memory.
 
 import { createRequire } from 'node:module';
 
@@ -151,4 +152,40 @@ export function memoryCalls(): MemoryCalls | null {
     calls = null;
   }
   return calls;
+}
+
+const PR_SET_TIMERSLACK = 29;
+const PR_GET_TIMERSLACK = 30;
+let prctl: ((option: number, value: number) => number) | null | undefined;
+
+/** prctl(2) with one argument, bound once; null off Linux or where koffi cannot load libc. */
+function prctlCall(): ((option: number, value: number) => number) | null {
+  if (prctl !== undefined) return prctl;
+  prctl = null;
+  if (process.platform !== 'linux') return prctl;
+  try {
+    const koffi = createRequire(import.meta.url)('koffi');
+    const call = koffi.load('libc.so.6').func('int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)');
+    prctl = (option, value) => Number(call(option, value, 0, 0, 0));
+  } catch {
+    prctl = null;
+  }
+  return prctl;
+}
+
+/**
+ * The calling thread's timer slack (ns): how much later than asked Linux may end its timed waits,
+ * to group wake-ups (50 µs by default); null where it cannot be read.
+ */
+export function timerSlackNs(): number | null {
+  const call = prctlCall();
+  if (call === null) return null;
+  const ns = call(PR_GET_TIMERSLACK, 0);
+  return ns > 0 ? ns : null;
+}
+
+/** Sets the calling thread's timer slack to `ns` (at least 1); whether it took. */
+export function setTimerSlackNs(ns: number): boolean {
+  const call = prctlCall();
+  return call !== null && call(PR_SET_TIMERSLACK, Math.max(1, Math.round(ns))) === 0;
 }

@@ -3,6 +3,7 @@
 // every other setImmediate passes through untouched; results are exact either way.
 
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -45,6 +46,22 @@ describe('Dawn event pump', () => {
     }
     assert.equal(globalThis.setImmediate, nodeSetImmediate, 'Node’s own setImmediate is back');
     assert.equal(eventPumpStats().active, false);
+  });
+
+  it('sleeps between polls with a timer slack of 1 µs, and gives the thread its own back at shutdown', async (t) => {
+    // Linux ends a timed wait up to the thread's slack late (50 µs by default): each paced poll of
+    // tens of microseconds came ~70 µs after its time. /proc/self/timerslack_ns is the main thread's.
+    if (!existsSync('/proc/self/timerslack_ns')) return t.skip('no /proc/self/timerslack_ns (not Linux)');
+    const slack = (): number => Number(readFileSync('/proc/self/timerslack_ns', 'utf8'));
+    const own = slack();
+    const kernel = await createKernel();
+    try {
+      assert.equal(slack(), Math.min(own, 1000), 'the pump sleeps with a slack of 1 µs');
+      await busyFor(kernel, 50);
+    } finally {
+      await kernel.shutdown();
+    }
+    assert.equal(slack(), own, 'the thread has its own slack back');
   });
 
   it('passes every other setImmediate through, arguments and promisified forms included', async () => {
