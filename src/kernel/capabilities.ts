@@ -191,19 +191,30 @@ export async function calibrateBatchShape(gpu: GPU, shape: KernelShape, targetMs
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** One realtime submit: when it was made (performance.now(), ms) and how long until it completed (ms). */
+/**
+ * One realtime submit: when it was made (performance.now(), ms), how long until it completed (ms),
+ * and how late the program got to make it (ms): from the end of its pause as asked to its call.
+ * Where the thread that runs the program also runs the device's work (Dawn's GL backends over
+ * llvmpipe, whose submit runs the kernel), a program waits for the thread before it can submit at
+ * all, and submit-to-completion leaves that wait out; `lateMs + latencyMs` keeps it (it also holds
+ * Node's timer granularity, as the solo runs show).
+ */
 export interface LatencySample {
   startMs: number;
   latencyMs: number;
+  lateMs: number;
 }
 
-/** One submit every `intervalMs` (after the last completed) for `durationMs`: each one's submit-to-completion time. */
+/** One submit every `intervalMs` (after the last completed) for `durationMs`: each one's submit-to-completion time, and its lateness. */
 export async function realtimeSamples(client: BusyClient, durationMs: number, intervalMs: number): Promise<LatencySample[]> {
   const samples: LatencySample[] = [];
   const end = performance.now() + durationMs;
+  let dueMs = performance.now();
   while (performance.now() < end) {
     const startMs = performance.now();
-    samples.push({ startMs, latencyMs: await client.timedSubmit() });
+    const lateMs = Math.max(0, startMs - dueMs);
+    samples.push({ startMs, latencyMs: await client.timedSubmit(), lateMs });
+    dueMs = performance.now() + intervalMs;
     await sleep(intervalMs);
   }
   return samples;
