@@ -102,17 +102,29 @@ const PREDECLARED_USED = ['vec3u', 'u32'];
 
 /** The bytes to pass (setImmediates(0, data) or the uniform) for an atom at `offset` of the grid `grid`. */
 export function atomParams(offset: [number, number, number], grid: [number, number, number]): Uint32Array<ArrayBuffer> {
+  // Made for every atom: checked and filled without arrays of its own.
   for (let i = 0; i < 3; i++) {
-    for (const [what, v] of [['offset', offset[i]], ['grid', grid[i]]] as const) {
-      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-        throw new GpunixError(ErrorCodes.BAD_OPTION, `atom ${what}[${i}] must be an integer in [0, 2^32), got ${v}`);
-      }
-    }
+    checkAtomWord('offset', i, offset[i]);
+    checkAtomWord('grid', i, grid[i]);
     if (offset[i] >= grid[i]) {
       throw new GpunixError(ErrorCodes.BAD_OPTION, `atom offset [${offset.join(', ')}] lies outside the grid [${grid.join(', ')}]`);
     }
   }
-  return new Uint32Array([offset[0], offset[1], offset[2], 0, grid[0], grid[1], grid[2], 0]);
+  const params = new Uint32Array(ATOM_RECORD_SIZE / 4);
+  params[0] = offset[0];
+  params[1] = offset[1];
+  params[2] = offset[2];
+  params[4] = grid[0];
+  params[5] = grid[1];
+  params[6] = grid[2];
+  return params;
+}
+
+/** One word of an atom record: an integer in [0, 2^32), else GPUNIX_E_BAD_OPTION naming it. */
+function checkAtomWord(what: string, index: number, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `atom ${what}[${index}] must be an integer in [0, 2^32), got ${value}`);
+  }
 }
 
 /** One grid-dependent builtin the entry declares, and where. */
