@@ -183,9 +183,9 @@ const PUMP_TIMER_SLACK_NS = 1000;
 
 /**
  * The thread's slack: the pump's while it paces polls, the thread's own otherwise — bypassed
- * included, so that bare Dawn measured beside a kernel runs as a program without gpunix does (the
- * slack speeds dawn.node's own loop too: bench/overhead's bare dispatch-single ran 23–24 k
- * dispatches/s with the default, 27 k with the pump's).
+ * included, so that bare Dawn measured beside a kernel waits on this thread as a program without
+ * gpunix does. (Threads made while the pump held it keep the slack they inherited, a device's
+ * among them: docs/kernel.md, "Sleeping on time".)
  */
 function applySlack(): void {
   const paced = holders.size > 0 && !bypassed && installed();

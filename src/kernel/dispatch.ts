@@ -457,6 +457,7 @@ export class Dispatcher {
     this.pumpQueued = false;
     if (!this.detached) this.pump();
   };
+  /** Set at kernel shutdown (detach): a pump queued before then does nothing. */
   private detached = false;
   /** The device runs on the host's CPU: checked work may wait for the device to drain (drainFirst). */
   private readonly drainsBeforeChecked: boolean;
