@@ -52,6 +52,7 @@ import {
   BusyClient,
   calibrateBatchShape,
   contention,
+  fromDueMs,
   KernelShape,
   LatencySample,
   percentile,
@@ -437,8 +438,6 @@ async function main(): Promise<void> {
   const gcMsWithin = (windows: Array<[number, number]>): number =>
     gcPauses.reduce((sum, [start, end]) => sum + (windows.some(([from, to]) => start >= from && start < to) ? end - start : 0), 0);
   const ms = (samples: LatencySample[]): number[] => samples.map((x) => x.latencyMs);
-  // From when the program was due to submit (its pause over) to completion: the wait for the thread included.
-  const fromDue = (samples: LatencySample[]): number[] => samples.map((x) => x.lateMs + x.latencyMs);
 
   if (values.samples) {
     const pairs = (samples: LatencySample[]): number[][] => samples.map((x) => [x.startMs, x.latencyMs, x.lateMs]);
@@ -475,9 +474,9 @@ async function main(): Promise<void> {
       samples_overlapping_gc: c.contended.length - clear.length,
       realtime_p99_without_gc_ms: percentile(ms(clear), 0.99),
       /** Latency from when the program was due to submit (LatencySample.lateMs): what it waits where the device's work holds its thread (GL). */
-      realtime_from_due_p50_ms: percentile(fromDue(c.contended), 0.5),
-      realtime_from_due_p99_ms: percentile(fromDue(c.contended), 0.99),
-      solo_from_due_p99_ms: percentile(fromDue(c.ownBaseline ? c.solo : a.solo), 0.99),
+      realtime_from_due_p50_ms: percentile(fromDueMs(c.contended), 0.5),
+      realtime_from_due_p99_ms: percentile(fromDueMs(c.contended), 0.99),
+      solo_from_due_p99_ms: percentile(fromDueMs(c.ownBaseline ? c.solo : a.solo), 0.99),
       batch_dispatches_per_s: rate(pooled(c.batchContended)),
       batch_throughput_ratio: rate(pooled(c.batchContended)) / bareAlone,
       /** Over bare Dawn alone with the same polling as gpunix (ap): what atomization itself costs. */

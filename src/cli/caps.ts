@@ -84,7 +84,7 @@ function capabilityTable(c: DeviceCapabilities): string {
       [
         'preemption bound',
         `${fixed(c.preemption_bound_ms, 2)} ms`,
-        `p99 realtime submit-to-done against a saturating batch kernel (p50 ${fixed(c.realtime_p50_ms, 2)} ms; ` +
+        `p99 realtime due-to-done (from when it was due to submit) against a saturating batch kernel (p50 ${fixed(c.realtime_p50_ms, 2)} ms; ` +
           `alone p99 ${fixed(c.solo_p99_ms, 2)} ms; ${m.realtime_samples} samples; slice ${m.target_slice_ms} ms, ${m.max_in_flight} in flight)`,
       ],
       [
