@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
-import { encodeDispatchPass } from './helpers.js';
+import { countFences, encodeDispatchPass } from './helpers.js';
 
 const COUNTER = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
@@ -279,19 +279,13 @@ describe('the call path of a dispatch loop', () => {
       readback.unmap();
       return seen;
     };
-    const queue = Object.getPrototypeOf((device as unknown as { physical: { queue: GPUQueue } }).physical.queue) as GPUQueue;
-    const fence = queue.onSubmittedWorkDone;
-    let fences = 0;
-    queue.onSubmittedWorkDone = function (this: GPUQueue) {
-      fences++;
-      return fence.call(this);
-    };
+    const fences = countFences(device);
     try {
       await round(-1);
       const before = latencies();
       for (let r = 0; r < 20; r++) assert.deepEqual(await round(r), [r, r], `round ${r}`);
       assert.equal(latencies() - before, 40, 'every write and submit has its latency recorded (its run settled)');
-      assert.ok(fences < 20, `the maps stood for the rounds' fences (${fences} fences for 20 rounds)`);
+      assert.ok(fences.count() < 20, `the maps stood for the rounds' fences (${fences.count()} fences for 20 rounds)`);
       // A map Dawn refuses (WRITE on a MAP_READ buffer) says nothing of the run: its error reaches
       // the scope current at the call, and the run still settles (from a fence).
       device.pushErrorScope('validation');
@@ -300,7 +294,7 @@ describe('the call path of a dispatch loop', () => {
       assert.deepEqual(await round(101), [101, 101]);
       assert.equal(latencies() - before, 44);
     } finally {
-      queue.onSubmittedWorkDone = fence;
+      fences.restore();
     }
     assert.ok(kernel.ps().find((p) => p.pid === proc.pid)!.accounting.gpuTimeNs > 0);
     await proc.exit();

@@ -171,6 +171,21 @@ function encodeDispatch(device: GPUDevice, pipeline: GPUComputePipeline, group: 
   return encoder;
 }
 
+/**
+ * Counts the completion signals (`onSubmittedWorkDone`) the kernel asks of Dawn on the real queue
+ * behind `device` (a process's virtual device), until `restore()`: what a fence or a time check costs.
+ */
+export function countFences(device: GPUDevice): { count(): number; restore(): void } {
+  const queue = Object.getPrototypeOf((device as unknown as { physical: { queue: GPUQueue } }).physical.queue) as GPUQueue;
+  const fence = queue.onSubmittedWorkDone;
+  let fences = 0;
+  queue.onSubmittedWorkDone = function (this: GPUQueue) {
+    fences++;
+    return fence.call(this);
+  };
+  return { count: () => fences, restore: () => void (queue.onSubmittedWorkDone = fence) };
+}
+
 /** Submits one pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
 export function dispatchOnce(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups = 1): void {
   device.queue.submit([encodeDispatch(device, pipeline, group, workgroups).finish()]);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, GpunixError, Kernel, ProcessHandle } from '../src/index.js';
 import { BUSY_WGSL, expectedBusy } from '../src/kernel/capabilities.js';
-import { dispatchOnce, skipIfLacking, skipUnless, suiteBackend } from './helpers.js';
+import { countFences, dispatchOnce, skipIfLacking, skipUnless, suiteBackend } from './helpers.js';
 import { COST_RESAMPLE_WHOLE, type CostModel } from '../src/kernel/dispatch.js';
 
 // BUSY_WGSL (about 20 µs per workgroup on lavapipe at ITER = 1000) and its oracle are the
@@ -215,20 +215,15 @@ describe('the scheduler', () => {
   it("asks Dawn for one completion signal per checked atom: the watchdog's time check shares the atom's fence", async () => {
     const proc = await kernel.spawn({ name: 'fenced' });
     const p = await busyProgram(proc, 256);
-    const physical = (p.device as unknown as { physical: { queue: GPUQueue } }).physical;
-    const queue = Object.getPrototypeOf(physical.queue) as GPUQueue;
-    const fence = queue.onSubmittedWorkDone;
-    let fences = 0;
-    queue.onSubmittedWorkDone = function (this: GPUQueue) {
-      fences++;
-      return fence.call(this);
-    };
+    const signals = countFences(p.device);
     const atomsBefore = proc.record().accounting.atomsRun;
+    let fences: number;
     try {
       p.submit(256);
       await p.device.queue.onSubmittedWorkDone();
+      fences = signals.count();
     } finally {
-      queue.onSubmittedWorkDone = fence;
+      signals.restore();
     }
     const atoms = proc.record().accounting.atomsRun - atomsBefore;
     assert.ok(atoms > 4, `the dispatch ran as atoms (${atoms})`);
