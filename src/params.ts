@@ -86,6 +86,15 @@ export const DEFAULT_ISSUE_LEAD_MS = 0.25;
 /** Workgroups in the first atom of a pipeline whose cost is still unknown (the probe). */
 export const COST_PROBE_WORKGROUPS = 4;
 
+/**
+ * The most command buffers of a burst of whole submits the dispatcher holds before giving them to
+ * Dawn as one real submit (src/device/physicalDevice.ts holdSubmit): it bounds how long the first
+ * of them waits for the program's loop (16 one-dispatch submits: ~0.5 ms on lavapipe), while one
+ * real submit per 16 leaves little of Dawn's per-submit cost (docs/benchmarks.md, "Submits held
+ * for a burst").
+ */
+export const HELD_SUBMITS_MAX = 16;
+
 /** Copies and buffer writes larger than this are issued in pieces of this size (bytes). */
 export const COPY_CHUNK_BYTES = 4 * 1024 * 1024;
 

@@ -134,6 +134,8 @@ export class Metrics {
     deviceCounter('gpunix_device_preemptions_total', 'Switches away from a process that still had work queued on the device', (d) => d.preemptions);
     deviceCounter('gpunix_device_evictions_total', 'Buffers evicted from the device to host memory', (d) => d.evictions);
     deviceCounter('gpunix_device_restores_total', 'Evicted buffers restored onto the device', (d) => d.restores);
+    deviceCounter('gpunix_device_held_submits_total', 'Programs\' whole submits held and given to Dawn together with the rest of their burst', (d) => d.heldSubmits.submits);
+    deviceCounter('gpunix_device_held_submit_batches_total', 'Real submits made of held ones', (d) => d.heldSubmits.batches);
     new Gauge({
       name: 'gpunix_device_up',
       help: 'Whether the device is usable (0: lost or destroyed)',

@@ -5,6 +5,7 @@
 import { DeviceTimer } from './deviceTimer.js';
 import type { LoopRates } from './loopRate.js';
 import { startAsDoubles } from '../doubleFields.js';
+import { HELD_SUBMITS_MAX } from '../params.js';
 
 export interface AdapterDescription {
   vendor: string;
@@ -39,6 +40,18 @@ const NO_ERRORS: Promise<GPUError[]> = Promise.resolve(Object.freeze([]) as unkn
 function invoke<T>(call: () => T): T {
   return call();
 }
+
+/** A submit the dispatcher held (PhysicalDevice.holdSubmit). */
+export interface HeldSubmit {
+  /**
+   * Its batch reached Dawn. `refused`: Dawn refused the batch, so nothing of it ran: the submit is
+   * made again alone (afresh from its record), and its own errors, if any, go to its own scopes.
+   */
+  flushed(refused: boolean): void;
+}
+
+/** The real submit of a batch of held command buffers (callCapturing's call: no closure per flush). */
+const submitHeld = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.submit(buffers);
 
 export class PhysicalDevice {
   /** Memory the kernel has handed out on this device, by its own count (WebGPU reports none). */
@@ -128,8 +141,70 @@ export class PhysicalDevice {
     return this.noCopySource;
   }
 
+  /**
+   * The real queue, for any call but a held submit's: whatever is put on it must come after the
+   * submits held so far, which are given to Dawn first (holdSubmit).
+   */
   get queue(): GPUQueue {
+    if (this.heldBuffers.length > 0) this.flushHeldSubmits();
     return this.device.queue;
+  }
+
+  /**
+   * Whether the dispatcher may hold whole submits and give a burst of them to Dawn as one
+   * (holdSubmit): set by the kernel (its `coalesceSubmits` option) where a submit only queues the
+   * work and errors are seen inside the call that raised them (a failed batch is then retried
+   * submit by submit, each one's errors to its own scopes).
+   */
+  holdsSubmits = false;
+  /** Lets the dispatcher hold submits (`allowed`, the kernel's choice) where errors are seen in their call. */
+  allowHeldSubmits(allowed: boolean): void {
+    this.holdsSubmits = allowed && this.syncErrors;
+  }
+  /** The real command buffers of the held submits, in the program's order (one real submit at the flush). */
+  private heldBuffers: GPUCommandBuffer[] = [];
+  /** The held submits, each told how its batch went (HeldSubmit.flushed). */
+  private heldSubmits: HeldSubmit[] = [];
+  /** Real submits made of held ones, and the programs' submits they carried (kernel.stats().devices[i].heldSubmits). */
+  batchedSubmits = 0;
+  submitsBatched = 0;
+
+  /**
+   * Holds a whole submit that gpunix found valid and submittable at the program's call, instead of
+   * giving it to Dawn now: Dawn's submit has a cost of its own (a driver submit, a fence; more than
+   * half of bare Dawn's time in a loop of one-dispatch submits on lavapipe), and a burst of them is
+   * worth one. The dispatcher gives the held ones to Dawn when the program's synchronous burst
+   * ends (as a browser's WebGPU flushes its command stream at the end of a task), before anything
+   * else reaches the queue (the `queue` getter, the dispatcher's other work and fences), and once
+   * HELD_SUBMITS_MAX command buffers are held.
+   */
+  holdSubmit(buffers: readonly GPUCommandBuffer[], by: HeldSubmit): void {
+    const held = this.heldBuffers;
+    for (let i = 0; i < buffers.length; i++) held.push(buffers[i]);
+    this.heldSubmits.push(by);
+    if (held.length >= HELD_SUBMITS_MAX) this.flushHeldSubmits();
+  }
+
+  /** Gives the held submits to Dawn, in one real submit; each is told whether it went through. */
+  flushHeldSubmits(): void {
+    const buffers = this.heldBuffers;
+    if (buffers.length === 0) return;
+    const submits = this.heldSubmits;
+    // Fresh lists before anything is told: a retry submits through this device again.
+    this.heldBuffers = [];
+    this.heldSubmits = [];
+    this.batchedSubmits++;
+    this.submitsBatched += submits.length;
+    this.callCapturing(submitHeld, this.device.queue, buffers);
+    // Dawn refuses a submit whole: when one held submit was refused (gpunix's checks at the call
+    // did not foresee it), none of them ran, and each is retried alone (HeldSubmit.flushed).
+    const refused = this.lastFailed !== null;
+    for (let i = 0; i < submits.length; i++) submits[i].flushed(refused);
+  }
+
+  /** How many command buffers are held now (tests, and the dispatcher's checks). */
+  get heldCount(): number {
+    return this.heldBuffers.length;
   }
 
   /**
@@ -211,6 +286,7 @@ export class PhysicalDevice {
   }
 
   destroy(): void {
+    this.flushHeldSubmits();
     this.device.destroy();
   }
 }

@@ -371,6 +371,8 @@ export class Dispatcher {
   /** The microtask that closes the open run after the program's synchronous burst (pump). */
   private readonly closeScheduledRun = (): void => {
     this.closeScheduled = false;
+    // The program's burst is over: its held submits go to Dawn now, whatever else waits.
+    this.device.flushHeldSubmits();
     if (!this.busy) this.closeRun();
   };
   private outstandingFences = 0;
@@ -442,7 +444,7 @@ export class Dispatcher {
    * backends, whose submit runs the work over llvmpipe. Elsewhere a submit only queues the work,
    * and two clock reads per piece on the call path would say nothing.
    */
-  private readonly timesIssues: boolean;
+  readonly timesIssues: boolean;
   /**
    * A submit runs its work before it returns (Dawn's GL backends over a CPU device: llvmpipe runs a
    * dispatch on the calling thread's behalf and waits for it), so the thread that issues is the
@@ -492,6 +494,7 @@ export class Dispatcher {
 
   /** Withdraws from the event pump: its advice and any pending wake-up (at kernel shutdown). */
   detach(): void {
+    this.device.flushHeldSubmits();
     this.detached = true;
     this.stopAdvising();
     this.leadWake?.cancel();
@@ -656,6 +659,8 @@ export class Dispatcher {
 
   /** Cancels every queued item of `owner`; work already on the device finishes on its own. */
   cancelAll(owner: Proc): void {
+    // What it issued reaches Dawn as it would have unheld; what it queued after is cancelled.
+    this.device.flushHeldSubmits();
     const entity = this.entities.get(owner);
     if (entity) {
       for (const item of entity.queue.splice(0)) {
@@ -1006,6 +1011,8 @@ export class Dispatcher {
   // variables' context on every turn, the common one that waits for nothing included.
   private awaitPrepared(entity: Entity, item: WorkItem, preparing: Promise<void>): void {
     this.busy = true;
+    // Nothing more is issued until it settles: the held submits do not wait for it.
+    this.device.flushHeldSubmits();
     preparing
       .catch((error) => this.report(item, error))
       .finally(() => {
@@ -1016,6 +1023,7 @@ export class Dispatcher {
   }
   private awaitRun(item: WorkItem, pending: Promise<void>): void {
     this.busy = true;
+    this.device.flushHeldSubmits();
     pending
       .catch((error) => this.report(item, error))
       .finally(() => {
@@ -1024,6 +1032,8 @@ export class Dispatcher {
       });
   }
   private runSafely(item: WorkItem): void | Promise<void> {
+    // An item may reach the device by other ways than the queue (a map, a destroy): after the held submits.
+    this.device.flushHeldSubmits();
     try {
       return item.run?.();
     } catch (error) {
@@ -1167,6 +1177,8 @@ export class Dispatcher {
   }
 
   private closeRun(): void {
+    // The run's fence (or covering map) must follow all of its work.
+    this.device.flushHeldSubmits();
     const run = this.openRun;
     const shared = this.runFence;
     this.runFence = null;

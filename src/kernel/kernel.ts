@@ -102,6 +102,11 @@ export interface KernelOptions {
   shaderLimits?: Partial<ShaderLimits>;
   /** Encode every command buffer afresh from the kernel's record at execution (default false). */
   reencodeCommandBuffers?: boolean;
+  /**
+   * Give a process's burst of whole submits to Dawn as one real submit, at the burst's end or every
+   * HELD_SUBMITS_MAX command buffers (default true; src/device/physicalDevice.ts holdSubmit).
+   */
+  coalesceSubmits?: boolean;
   /** Events the atom timeline keeps (default 100000; 0 turns tracing off). */
   traceEvents?: number;
   /** Tenants and their quotas, by name; `default` always exists (unlimited unless given here). */
@@ -220,6 +225,11 @@ export interface DeviceStats {
   /** Buffers evicted from the device to host memory, and restored onto it, so far (monotonic). */
   evictions: number;
   restores: number;
+  /**
+   * Whole submits the dispatcher held and gave to Dawn together (docs/kernel.md, "Submits held for a
+   * burst"): `batches` real submits carried `submits` of the programs' (monotonic; 0 where nothing is held).
+   */
+  heldSubmits: { batches: number; submits: number };
   lost: string | null;
   /** How fast this device runs loop iterations (measured at open): the watchdog's unit (src/device/loopRate.ts). */
   loopRates: LoopRates;
@@ -461,6 +471,9 @@ export class Kernel {
     this.segments = new SharedSegments(this.live);
     for (const device of devices) {
       const dispatcher = new Dispatcher(device, options.scheduler, this.traceLog);
+      // Where a submit runs its work before it returns (GL over llvmpipe), holding it would move
+      // that work, and the dispatcher's timing of it, to the flush: only where a submit queues.
+      device.allowHeldSubmits(options.coalesceSubmits && !dispatcher.timesIssues);
       dispatcher.watchdog = {
         limitNs: (proc) => this.maxDispatchMsOf(proc) * 1e6,
         overrun: (proc, piece, ns) => this.endByWatchdog(proc, device.id, piece, ns),
@@ -1054,6 +1067,7 @@ export class Kernel {
         processes: this.dispatchers.get(d)!.processes,
         evictions: d.evictions,
         restores: d.restores,
+        heldSubmits: { batches: d.batchedSubmits, submits: d.submitsBatched },
         lost: d.lostReason,
         loopRates: { ...d.loopRates },
       })),
@@ -1113,6 +1127,7 @@ export interface KernelSettings {
   /** What one shader module may cost to compile. */
   shaderLimits: ShaderLimits;
   reencodeCommandBuffers: boolean;
+  coalesceSubmits: boolean;
   traceEvents: number;
   /** Least µs between Dawn polls (0: dawn.node's own polling). */
   dawnPollIntervalUs: number;
@@ -1199,6 +1214,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     maxDispatchMs,
     shaderLimits,
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
+    coalesceSubmits: options.coalesceSubmits ?? true,
     traceEvents,
     dawnPollIntervalUs,
     tenants,

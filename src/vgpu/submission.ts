@@ -6,7 +6,7 @@
 
 import { COPY_CHUNK_BYTES, COST_PROBE_WORKGROUPS } from '../params.js';
 import { withoutOpeningStamp, type BracketedSubmit, type DeviceStamp, type DeviceTimer, type TimerSlot } from '../device/deviceTimer.js';
-import type { Captured } from '../device/physicalDevice.js';
+import type { Captured, HeldSubmit } from '../device/physicalDevice.js';
 import type { CostModel, WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
 import type { CheckedRun } from '../kernel/checkedRuns.js';
@@ -108,7 +108,13 @@ function copyBytes(args: readonly unknown[]): number {
   return ((args[0] as VirtualBuffer | undefined)?.size ?? 0) - (sized ? (args[1] as number) : 0);
 }
 
-export class Submission implements WorkItem, BracketedSubmit {
+/** Whether every verdict is true (a submit's finish() verdicts: each command buffer valid). */
+function allTrue(verdicts: readonly boolean[]): boolean {
+  for (let i = 0; i < verdicts.length; i++) if (!verdicts[i]) return false;
+  return true;
+}
+
+export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
   readonly usesDevice = true;
   enqueuedAtNs = NaN;
   #cursor: Cursor | null = null;
@@ -300,6 +306,38 @@ export class Submission implements WorkItem, BracketedSubmit {
     return false;
   }
 
+  /** Issued, but held by the device for one real submit with the rest of its burst (holdSubmit): its scopes wait for the flush. */
+  private held = false;
+  /** finish() came while held: its scopes are released at the flush. */
+  private finishedHeld = false;
+
+  /** HeldSubmit: its batch reached Dawn; made again alone when Dawn refused the batch. */
+  flushed(refused: boolean): void {
+    this.held = false;
+    if (refused) this.submitAlone();
+    if (this.finishedHeld) {
+      this.finishedHeld = false;
+      this.released();
+    }
+  }
+
+  /**
+   * The submit alone, encoded afresh from its records (the batch Dawn refused consumed the
+   * checked encodings): as the program's own submit would have gone, its errors to its own scopes.
+   */
+  private submitAlone(): void {
+    const device = this.device;
+    const physical = device.physical;
+    const buffers = this.issuedBuffers;
+    const real = buffers.map((cb) => cb.encode(physical.device));
+    physical.callCapturing(submitTo, physical.queue, real);
+    const failed = physical.lastFailed;
+    if (failed === null) return;
+    this.issuedClean = false;
+    device.routeCaptured(this.target, failed);
+    failed.errors.then((list) => list.length > 0 && this.count(-1));
+  }
+
   /**
    * Done: the scopes are released, and the records let go of. The dispatcher keeps a finished item
    * until its run's fence completes (for its latency), and a burst of thousands of submits must
@@ -307,8 +345,15 @@ export class Submission implements WorkItem, BracketedSubmit {
    * collector's work heavy.
    */
   private finish(): null {
-    this.target.release();
     this.buffers = NO_BUFFERS;
+    if (this.held) this.finishedHeld = true;
+    else this.released();
+    return null;
+  }
+
+  /** finish()'s end once nothing of the submit is left to give Dawn: its scopes may settle. */
+  private released(): void {
+    this.target.release();
     if (shapeKeeper === null) {
       // The first submission issued whole without error is kept (see shapeKeeper), retired at the
       // next finish: by then the dispatcher is done with it (it reads the owner right after this
@@ -321,7 +366,6 @@ export class Submission implements WorkItem, BracketedSubmit {
         retiring = this;
       }
     }
-    return null;
   }
 
   /** Drops what a finished submission still names (the shape keeper holds no device or process). */
@@ -381,6 +425,19 @@ export class Submission implements WorkItem, BracketedSubmit {
     this.count(1);
     let stamp: DeviceStamp | null = null;
     let failed: Captured<unknown> | null;
+    if (timer === null && physical.holdsSubmits && !this.refusedAtCall && allTrue(this.valid)) {
+      // Valid and submittable at the call, and nothing the program does before the flush can
+      // change that without the flush coming first (its maps, writes and destroys are queued
+      // behind this submit): held for one real submit with the rest of its burst.
+      this.held = true;
+      this.issuedClean = true;
+      this.issuedBuffers = buffers;
+      physical.holdSubmit(real, this);
+      if (real === ONE_REAL) ONE_REAL[0] = NO_COMMAND_BUFFER;
+      return null;
+    }
+    // A bracketed submit's stamps time this submit alone: the held ones go to Dawn first.
+    if (timer !== null) physical.flushHeldSubmits();
     if (timer === null) {
       // The common submit: no closure, no stamp.
       try {
