@@ -108,24 +108,24 @@ const usage = `usage: node dist/bench/overhead.js [--reps N] [--scale X] [--only
   --only LIST  comma-separated workload names (${WORKLOADS.map((w) => w.name).join(', ')})
   --warm-up F  untimed iterations each sample runs first, as a fraction of its timed ones (default 0), both sides
   --backend B  Dawn backend for both sides: bare Dawn on B, gpunix with backends [B] (vulkan, opengles, opengl, ...; default: the platform's)
-  --coalesce-submits on|off  gpunix gives a burst of whole submits to Dawn as one real submit (default on: the kernel's default; docs/kernel.md)
+  --coalesce-within US  the kernel's coalesceSubmitsWithinUs: submits called within US µs of the previous one are held and given to Dawn together (default: the kernel's, 250; 0: off; docs/kernel.md)
 JSON goes to stdout, the table and progress to stderr.`;
 
 async function main(): Promise<void> {
   const target = benchBackend(takeBackendFlag());
-  const args = parseComparisonArgs(usage, WORKLOADS, 11, { 'warm-up': { type: 'string', default: '0' }, 'coalesce-submits': { type: 'string', default: 'on' } });
+  const args = parseComparisonArgs(usage, WORKLOADS, 11, { 'warm-up': { type: 'string', default: '0' }, 'coalesce-within': { type: 'string' } });
   if (!args) return;
   const { reps, scale, workloads } = args;
   const warmUp = Number(args.flags['warm-up']);
   if (!(warmUp >= 0)) throw new Error(`--warm-up must be a fraction >= 0\n${usage}`);
   setWarmUp(warmUp);
-  const coalesce = args.flags['coalesce-submits'];
-  if (coalesce !== 'on' && coalesce !== 'off') throw new Error(`--coalesce-submits must be on or off\n${usage}`);
+  const coalesceWithin = args.flags['coalesce-within'] === undefined ? undefined : Number(args.flags['coalesce-within']);
+  if (coalesceWithin !== undefined && !(coalesceWithin >= 0)) throw new Error(`--coalesce-within must be a number of µs >= 0\n${usage}`);
 
   const bare = target.bare;
   const bareAdapter = await bare.requestAdapter();
   if (!bareAdapter) throw new Error(`no WebGPU adapter${target.name ? ` on the ${target.name} backend` : ''}: run scripts/setup.sh`);
-  const kernel = await createKernel({ ...target.kernel, coalesceSubmits: coalesce === 'on' });
+  const kernel = await createKernel({ ...target.kernel, coalesceSubmitsWithinUs: coalesceWithin });
   const onBare = async (w: Workload): Promise<Sample> => {
     collectGarbage();
     // Bare Dawn as shipped: its polls must not be paced by the kernel's event pump, which holds
@@ -161,7 +161,7 @@ async function main(): Promise<void> {
     reps,
     scale,
     warmUp,
-    coalesceSubmits: coalesce === 'on',
+    coalesceSubmitsWithinUs: coalesceWithin ?? null,
     target: 0.95,
     /** CPU time other programs used during the run (null where unknown): above a few seconds, rerun. */
     contention: { wallSeconds, otherCpuSeconds },

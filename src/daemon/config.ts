@@ -133,7 +133,7 @@ export const configSchema = z.strictObject({
       issueLeadMs: z.number().nonnegative().finite().optional(),
       maxDispatchMs: z.number().min(1).max(3_600_000).optional(),
       atomize: z.boolean().optional(),
-      coalesceSubmits: z.boolean().optional(),
+      coalesceSubmitsWithinUs: z.number().nonnegative().max(1e6).optional(),
       /** What one shader module may cost to compile (docs/configuration.md); each field a positive integer. */
       shaderLimits: z
         .strictObject({

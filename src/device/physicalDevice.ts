@@ -152,19 +152,24 @@ export class PhysicalDevice {
 
   /**
    * Whether the dispatcher may hold whole submits and give a burst of them to Dawn as one
-   * (holdSubmit): set by the kernel (its `coalesceSubmits` option) where a submit only queues the
+   * (holdSubmit): set by the kernel (its `coalesceSubmitsWithinUs` option) where a submit only queues the
    * work and errors are seen inside the call that raised them (a failed batch is then retried
    * submit by submit, each one's errors to its own scopes).
    */
   holdsSubmits = false;
-  /** Lets the dispatcher hold submits (`allowed`, the kernel's choice) where errors are seen in their call. */
-  allowHeldSubmits(allowed: boolean): void {
-    this.holdsSubmits = allowed && this.syncErrors;
+  /** A whole submit is held only when the program called it less than this long (ns) after the last one here. */
+  holdWithinNs = 0;
+  /** Lets the dispatcher hold submits called within `withinNs` of the previous one (the kernel's choice; 0: none), where errors are seen in their call. */
+  allowHeldSubmits(withinNs: number): void {
+    this.holdsSubmits = withinNs > 0 && this.syncErrors;
+    this.holdWithinNs = this.holdsSubmits ? withinNs : 0;
   }
   /** The real command buffers of the held submits, in the program's order (one real submit at the flush). */
   private heldBuffers: GPUCommandBuffer[] = [];
   /** The held submits, each told how its batch went (HeldSubmit.flushed). */
   private heldSubmits: HeldSubmit[] = [];
+  /** When the program called the last whole submit issued here (ns, the dispatcher's clock): a submit is held only right after another. */
+  lastSubmitCallNs = -Infinity;
   /** Real submits made of held ones, and the programs' submits they carried (kernel.stats().devices[i].heldSubmits). */
   batchedSubmits = 0;
   submitsBatched = 0;

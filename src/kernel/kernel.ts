@@ -15,6 +15,7 @@ import {
   DEFAULT_TRACE_EVENTS,
   DEFAULT_DAWN_POLL_INTERVAL_US,
   DEFAULT_ISSUE_LEAD_MS,
+  DEFAULT_COALESCE_SUBMITS_WITHIN_US,
   DEFAULT_MAX_DISPATCH_MS,
   MAX_DAWN_POLL_INTERVAL_US,
   DEFAULT_WEIGHT,
@@ -103,10 +104,12 @@ export interface KernelOptions {
   /** Encode every command buffer afresh from the kernel's record at execution (default false). */
   reencodeCommandBuffers?: boolean;
   /**
-   * Give a process's burst of whole submits to Dawn as one real submit, at the burst's end or every
-   * HELD_SUBMITS_MAX command buffers (default true; src/device/physicalDevice.ts holdSubmit).
+   * Hold a whole submit the program called less than this long (µs) after its previous one, and
+   * give the held ones to Dawn as one real submit when the burst ends, before anything else reaches
+   * the queue, or every HELD_SUBMITS_MAX command buffers (default 250, up to 1e6; 0 turns holding
+   * off; src/device/physicalDevice.ts holdSubmit). Not on GL backends.
    */
-  coalesceSubmits?: boolean;
+  coalesceSubmitsWithinUs?: number;
   /** Events the atom timeline keeps (default 100000; 0 turns tracing off). */
   traceEvents?: number;
   /** Tenants and their quotas, by name; `default` always exists (unlimited unless given here). */
@@ -473,7 +476,7 @@ export class Kernel {
       const dispatcher = new Dispatcher(device, options.scheduler, this.traceLog);
       // Where a submit runs its work before it returns (GL over llvmpipe), holding it would move
       // that work, and the dispatcher's timing of it, to the flush: only where a submit queues.
-      device.allowHeldSubmits(options.coalesceSubmits && !dispatcher.timesIssues);
+      device.allowHeldSubmits(dispatcher.timesIssues ? 0 : options.coalesceSubmitsWithinNs);
       dispatcher.watchdog = {
         limitNs: (proc) => this.maxDispatchMsOf(proc) * 1e6,
         overrun: (proc, piece, ns) => this.endByWatchdog(proc, device.id, piece, ns),
@@ -1127,7 +1130,8 @@ export interface KernelSettings {
   /** What one shader module may cost to compile. */
   shaderLimits: ShaderLimits;
   reencodeCommandBuffers: boolean;
-  coalesceSubmits: boolean;
+  /** Holding of submits (ns; 0: off). */
+  coalesceSubmitsWithinNs: number;
   traceEvents: number;
   /** Least µs between Dawn polls (0: dawn.node's own polling). */
   dawnPollIntervalUs: number;
@@ -1189,6 +1193,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   if (!Number.isInteger(traceEvents) || traceEvents < 0) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `traceEvents must be a non-negative integer, got ${String(options.traceEvents)}`);
   }
+  const coalesceSubmitsWithinUs = options.coalesceSubmitsWithinUs ?? DEFAULT_COALESCE_SUBMITS_WITHIN_US;
+  if (typeof coalesceSubmitsWithinUs !== 'number' || !(coalesceSubmitsWithinUs >= 0 && coalesceSubmitsWithinUs <= 1e6)) {
+    throw new GpunixError(ErrorCodes.BAD_OPTION, `coalesceSubmitsWithinUs must be a number of µs from 0 to 1000000, got ${String(options.coalesceSubmitsWithinUs)}`);
+  }
   const dawnPollIntervalUs = options.dawnPollIntervalUs ?? DEFAULT_DAWN_POLL_INTERVAL_US;
   if (typeof dawnPollIntervalUs !== 'number' || !(dawnPollIntervalUs >= 0 && dawnPollIntervalUs <= MAX_DAWN_POLL_INTERVAL_US)) {
     throw new GpunixError(ErrorCodes.BAD_OPTION, `dawnPollIntervalUs must be a number from 0 to ${MAX_DAWN_POLL_INTERVAL_US}, got ${String(options.dawnPollIntervalUs)}`);
@@ -1214,7 +1222,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     maxDispatchMs,
     shaderLimits,
     reencodeCommandBuffers: options.reencodeCommandBuffers ?? false,
-    coalesceSubmits: options.coalesceSubmits ?? true,
+    coalesceSubmitsWithinNs: coalesceSubmitsWithinUs * 1e3,
     traceEvents,
     dawnPollIntervalUs,
     tenants,

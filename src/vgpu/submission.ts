@@ -425,7 +425,12 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
     this.count(1);
     let stamp: DeviceStamp | null = null;
     let failed: Captured<unknown> | null;
-    if (timer === null && physical.holdsSubmits && !this.refusedAtCall && allTrue(this.valid)) {
+    // Held only when the program called submit right after its last one (a loop of submits): the
+    // first after a pause reaches Dawn at once, so work submitted before the program turns to
+    // something else (CPU work of its own) runs meanwhile, as on bare Dawn.
+    const rapid = this.enqueuedAtNs - physical.lastSubmitCallNs < physical.holdWithinNs;
+    physical.lastSubmitCallNs = this.enqueuedAtNs;
+    if (rapid && timer === null && physical.holdsSubmits && !this.refusedAtCall && allTrue(this.valid)) {
       // Valid and submittable at the call, and nothing the program does before the flush can
       // change that without the flush coming first (its maps, writes and destroys are queued
       // behind this submit): held for one real submit with the rest of its burst.
