@@ -207,7 +207,7 @@ export class PhysicalDevice {
     for (let i = 0; i < submits.length; i++) submits[i].flushed(refused);
   }
 
-  /** How many command buffers are held now (tests, and the dispatcher's checks). */
+  /** How many command buffers are held now (for tests). */
   get heldCount(): number {
     return this.heldBuffers.length;
   }
