@@ -45,17 +45,20 @@ console.log(JSON.stringify(info ? { vendor: info.vendor, device: info.device, de
 process.exit(0);" 2>/dev/null | tee "$OUT/adapter.json"
 grep -q '"vendor"' "$OUT/adapter.json" || { echo "no WebGPU adapter: is the GPU's Vulkan driver there?" >&2; exit 3; }
 
-# One benchmark: its JSON to $OUT/NAME.json, its table to $OUT/NAME.txt, at most LIMIT seconds.
-bench() {
-  local name=$1 limit=$2
-  shift 2
+# One benchmark: its JSON to $OUT/AS.json, its table to $OUT/AS.txt (AS: NAME unless given), at most LIMIT seconds.
+benchAs() {
+  local as=$1 name=$2 limit=$3
+  shift 3
   local start=$SECONDS
-  timeout "$limit" node "dist/bench/$name.js" "$@" >"$OUT/$name.json" 2> >(grep -v '^Warning: ' >"$OUT/$name.txt")
-  echo "$name: exit $? after $((SECONDS - start)) s"
+  timeout "$limit" node "dist/bench/$name.js" "$@" >"$OUT/$as.json" 2> >(grep -v '^Warning: ' >"$OUT/$as.txt")
+  echo "$as: exit $? after $((SECONDS - start)) s"
 }
+bench() { benchAs "$1" "$@"; }
 bench overhead 150 --reps "$reps"
+# The same call path with every submit given to Dawn in its own call (docs/kernel.md, "Submits held for a burst").
+benchAs overhead-unheld overhead 60 --reps "$reps" --only dispatch-single,dispatch-loop --coalesce-within 0
 bench callPathProfile 60 --reps "$profileReps"
 bench preemption 120 --rounds "$rounds" --configs a,ap,c
 bench wire 90 --reps "$wireReps" --only dispatch-batched,bandwidth-4MiB,bandwidth-64MiB,round-trip
 sleep 1
-tail -n 8 "$OUT/overhead.txt" "$OUT/callPathProfile.txt" "$OUT/preemption.txt" "$OUT/wire.txt"
+tail -n 8 "$OUT/overhead.txt" "$OUT/overhead-unheld.txt" "$OUT/callPathProfile.txt" "$OUT/preemption.txt" "$OUT/wire.txt"
