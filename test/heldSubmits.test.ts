@@ -8,7 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createKernel, Kernel } from '../src/index.js';
+import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import { HELD_SUBMITS_MAX } from '../src/params.js';
 import { dispatchOnce, suiteBackend } from './helpers.js';
 
@@ -40,6 +40,11 @@ function countRealSubmits(device: GPUDevice): { count(): number; restore(): void
   return { count: () => submits, restore: () => void (queue.submit = submit) };
 }
 
+/** The kernel's count of submits held and given to Dawn in batches on `device`'s real device (kernel.stats). */
+function heldOn(kernel: Kernel, device: GPUDevice): { batches: number; submits: number } {
+  return kernel.stats().devices.find((d) => d.id === physicalOf(device).id)!.heldSubmits;
+}
+
 interface Rig {
   device: GPUDevice;
   pipeline: GPUComputePipeline;
@@ -48,12 +53,16 @@ interface Rig {
 }
 
 async function rig(kernel: Kernel, name: string): Promise<Rig> {
+  return (await rigWithProcess(kernel, name)).rig;
+}
+
+async function rigWithProcess(kernel: Kernel, name: string): Promise<{ rig: Rig; proc: ProcessHandle }> {
   const proc = await kernel.spawn({ name });
   const device = await (await proc.gpu.requestAdapter())!.requestDevice();
   const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: COUNTER }) } });
   const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
-  return { device, pipeline, counter, group };
+  return { rig: { device, pipeline, counter, group }, proc };
 }
 
 /** The counter's value, read back through a MAP_READ buffer. */
@@ -101,7 +110,7 @@ describe('held submits', () => {
       return;
     }
     const submits = 40;
-    const held = (): { batches: number; submits: number } => kernel.stats().devices.find((d) => d.id === physicalOf(r.device).id)!.heldSubmits;
+    const held = (): { batches: number; submits: number } => heldOn(kernel, r.device);
     const before = held();
     const counted = countRealSubmits(r.device);
     try {
@@ -159,6 +168,7 @@ describe('held submits', () => {
   it('keeps the program order of submits, writes and a map made in one burst', async () => {
     const r = await rig(kernel, 'order');
     const readback = r.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const before = heldOn(kernel, r.device).submits;
     // One synchronous burst: a write, five adds, a write, three adds, a copy out, a map.
     r.device.queue.writeBuffer(r.counter, 0, new Uint32Array([7]));
     addBySubmits(r, 5);
@@ -173,6 +183,23 @@ describe('held submits', () => {
     assert.equal(new Uint32Array(readback.getMappedRange())[0], 103, 'the copy saw the second write and the three adds after it, not the two after the map');
     readback.unmap();
     assert.equal(await read(r), 105);
+    if (physicalOf(r.device).holdsSubmits) assert.ok(heldOn(kernel, r.device).submits - before >= 5, 'the adds between the writes were held');
+  });
+
+  it("gives Dawn the submits held before device.destroy() in the same burst, before the device's buffers go", async (t) => {
+    const { rig: r, proc } = await rigWithProcess(kernel, 'destroyed');
+    if (!physicalOf(r.device).holdsSubmits) {
+      t.skip(`submits are not held on ${suiteBackend}`);
+      return;
+    }
+    const before = heldOn(kernel, r.device).submits;
+    addBySubmits(r, 6);
+    r.device.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Held past the destroy, they would have reached Dawn naming destroyed buffers: refused, and
+    // taken back out of the process's count.
+    assert.equal(heldOn(kernel, r.device).submits - before, 5, 'the five after the first were held, and went through');
+    assert.equal(proc.record().accounting.dispatches, 6);
   });
 
   it('retries alone the submits of a batch Dawn refused: only the refused one is lost, its error in its own scope', async (t) => {
@@ -186,14 +213,25 @@ describe('held submits', () => {
     // Destroyed behind the kernel's back: gpunix's checks at the call find the buffer alive and
     // hold the submit with the others; Dawn refuses the batch that carries it.
     (victim as unknown as { residency: { peek(): GPUBuffer | null } }).residency.peek()!.destroy();
-    r.device.pushErrorScope('validation');
-    addBySubmits(r, 3);
-    r.device.pushErrorScope('validation');
-    dispatchOnce(r.device, r.pipeline, victimGroup);
-    const inner = r.device.popErrorScope();
-    addBySubmits(r, 4);
-    const outer = r.device.popErrorScope();
-    const innerError = await inner;
+    const counted = countRealSubmits(r.device);
+    let reachedDawnInBurst: number;
+    let innerError: GPUError | null;
+    let outer: Promise<GPUError | null>;
+    try {
+      r.device.pushErrorScope('validation');
+      addBySubmits(r, 3);
+      r.device.pushErrorScope('validation');
+      dispatchOnce(r.device, r.pipeline, victimGroup);
+      const inner = r.device.popErrorScope();
+      addBySubmits(r, 4);
+      outer = r.device.popErrorScope();
+      reachedDawnInBurst = counted.count();
+      innerError = await inner;
+    } finally {
+      counted.restore();
+    }
+    // Only the first of the eight went at once: the refused one was held with six others.
+    assert.equal(reachedDawnInBurst, 1, 'the submits after the first were held');
     assert.ok(innerError instanceof GPUValidationError, 'the refused submit errs in the scope current at its call');
     assert.match(innerError.message, /destroyed/i);
     assert.equal(await outer, null, 'the submits around it raised nothing');

@@ -50,6 +50,15 @@ export interface HeldSubmit {
   flushed(refused: boolean): void;
 }
 
+/** Tells `submit` how its batch went; what it throws (a kernel bug) is reported, not passed to whoever flushed. */
+function tellFlushed(submit: HeldSubmit, refused: boolean): void {
+  try {
+    submit.flushed(refused);
+  } catch (error) {
+    process.stderr.write(`gpunix: a held submit failed after its flush: ${String(error)}\n`);
+  }
+}
+
 /** The real submit of a batch of held command buffers (callCapturing's call: no closure per flush). */
 const submitHeld = (queue: GPUQueue, buffers: GPUCommandBuffer[]): void => queue.submit(buffers);
 
@@ -168,8 +177,6 @@ export class PhysicalDevice {
   private heldBuffers: GPUCommandBuffer[] = [];
   /** The held submits, each told how its batch went (HeldSubmit.flushed). */
   private heldSubmits: HeldSubmit[] = [];
-  /** When the program called the last whole submit issued here (ns, the dispatcher's clock): a submit is held only right after another. */
-  lastSubmitCallNs = -Infinity;
   /** Real submits made of held ones, and the programs' submits they carried (kernel.stats().devices[i].heldSubmits). */
   batchedSubmits = 0;
   submitsBatched = 0;
@@ -198,13 +205,21 @@ export class PhysicalDevice {
     // Fresh lists before anything is told: a retry submits through this device again.
     this.heldBuffers = [];
     this.heldSubmits = [];
-    this.batchedSubmits++;
-    this.submitsBatched += submits.length;
-    this.callCapturing(submitHeld, this.device.queue, buffers);
     // Dawn refuses a submit whole: when one held submit was refused (gpunix's checks at the call
-    // did not foresee it), none of them ran, and each is retried alone (HeldSubmit.flushed).
-    const refused = this.lastFailed !== null;
-    for (let i = 0; i < submits.length; i++) submits[i].flushed(refused);
+    // did not foresee it), none of them ran, and each is retried alone (HeldSubmit.flushed). A
+    // submit that threw (a kernel bug) is taken as refused: every held one is still told, so that
+    // none leaves its program's error scopes waiting.
+    let refused = true;
+    try {
+      this.callCapturing(submitHeld, this.device.queue, buffers);
+      refused = this.lastFailed !== null;
+    } finally {
+      if (!refused) {
+        this.batchedSubmits++;
+        this.submitsBatched += submits.length;
+      }
+      for (let i = 0; i < submits.length; i++) tellFlushed(submits[i], refused);
+    }
   }
 
   /** How many command buffers are held now (for tests). */

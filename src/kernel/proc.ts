@@ -119,6 +119,8 @@ export class Proc {
    * Dispatcher.drainFirst.
    */
   lastCheckedPieceNs = NaN;
+  /** When the program called its last whole submit that was issued (ns, the dispatcher's clock): a submit right after it may be held (PhysicalDevice.holdSubmit). */
+  lastSubmitCallNs = -Infinity;
   preemptions = 0;
   /**
    * The shortest time limit (ms) its shader modules' loop budgets were made for: a budget spent

@@ -1241,6 +1241,8 @@ export class VirtualDevice extends EventTarget {
   /** Turns this device lost: its objects are freed, its later calls do nothing. Idempotent. */
   lose(reason: GPUDeviceLostReason, message: string): void {
     if (this.isLost) return;
+    // Submits the program made before, held for their burst, reach Dawn before its objects go.
+    this.physical.flushHeldSubmits();
     this.isLost = true;
     this.#scopes.clear();
     this.proc.ledger.releaseAll(this);

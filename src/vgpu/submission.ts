@@ -329,13 +329,13 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
     const device = this.device;
     const physical = device.physical;
     const buffers = this.issuedBuffers;
-    const real = buffers.map((cb) => cb.encode(physical.device));
-    physical.callCapturing(submitTo, physical.queue, real);
-    const failed = physical.lastFailed;
-    if (failed === null) return;
+    // Encoding and submit in one capture (rare: a closure is fine): whatever either raises is this submit's.
+    const failed = physical.capture(() => physical.queue.submit(buffers.map((cb) => cb.encode(physical.device))));
+    if (failed.clean) return;
+    failed.errors.then((list) => list.length > 0 && this.count(-1));
+    // Its errors are known now where Dawn raises them in the call (always, where submits are held).
     this.issuedClean = false;
     device.routeCaptured(this.target, failed);
-    failed.errors.then((list) => list.length > 0 && this.count(-1));
   }
 
   /**
@@ -428,8 +428,9 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
     // Held only when the program called submit right after its last one (a loop of submits): the
     // first after a pause reaches Dawn at once, so work submitted before the program turns to
     // something else (CPU work of its own) runs meanwhile, as on bare Dawn.
-    const rapid = this.enqueuedAtNs - physical.lastSubmitCallNs < physical.holdWithinNs;
-    physical.lastSubmitCallNs = this.enqueuedAtNs;
+    const owner = this.owner;
+    const rapid = this.enqueuedAtNs - owner.lastSubmitCallNs < physical.holdWithinNs;
+    owner.lastSubmitCallNs = this.enqueuedAtNs;
     if (rapid && timer === null && physical.holdsSubmits && !this.refusedAtCall && allTrue(this.valid)) {
       // Valid and submittable at the call, and nothing the program does before the flush can
       // change that without the flush coming first (its maps, writes and destroys are queued
