@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
-import { countFences, encodeDispatchPass } from './helpers.js';
+import { countFences, encodeDispatchPass, readWord } from './helpers.js';
 
 const COUNTER = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
@@ -34,18 +34,6 @@ async function rig(kernel: Kernel, name: string): Promise<Rig> {
   const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
   return { proc, device, pipeline, counter, group };
-}
-
-/** The first word of `buffer`, read back through a MAP_READ buffer. */
-async function readWord(device: GPUDevice, buffer: GPUBuffer): Promise<number> {
-  const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(buffer, 0, readback, 0, 4);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const value = new Uint32Array(readback.getMappedRange())[0];
-  readback.unmap();
-  return value;
 }
 
 /** The counter's value. */

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import { HELD_SUBMITS_MAX } from '../src/params.js';
-import { dispatchOnce, suiteBackend } from './helpers.js';
+import { dispatchOnce, readWord, suiteBackend } from './helpers.js';
 
 const COUNTER = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
@@ -65,17 +65,9 @@ async function rigWithProcess(kernel: Kernel, name: string): Promise<{ rig: Rig;
   return { rig: { device, pipeline, counter, group }, proc };
 }
 
-/** The counter's value, read back through a MAP_READ buffer. */
-async function read({ device, counter }: Rig): Promise<number> {
-  const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(counter, 0, readback, 0, 4);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const value = new Uint32Array(readback.getMappedRange())[0];
-  readback.unmap();
-  readback.destroy();
-  return value;
+/** The counter's value. */
+function read({ device, counter }: Rig): Promise<number> {
+  return readWord(device, counter);
 }
 
 /** `count` submits of one single-workgroup dispatch each: the counter grows by `count`. */

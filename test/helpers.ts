@@ -186,6 +186,19 @@ export function countFences(device: GPUDevice): { count(): number; restore(): vo
   return { count: () => fences, restore: () => void (queue.onSubmittedWorkDone = fence) };
 }
 
+/** The first word of `buffer` (a COPY_SRC buffer of `device`), read back through a MAP_READ buffer. */
+export async function readWord(device: GPUDevice, buffer: GPUBuffer): Promise<number> {
+  const readback = device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(buffer, 0, readback, 0, 4);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const value = new Uint32Array(readback.getMappedRange())[0];
+  readback.unmap();
+  readback.destroy();
+  return value;
+}
+
 /** Submits one pass that runs `pipeline` over `workgroups` workgroups with `group` at index 0. */
 export function dispatchOnce(device: GPUDevice, pipeline: GPUComputePipeline, group: GPUBindGroup, workgroups = 1): void {
   device.queue.submit([encodeDispatch(device, pipeline, group, workgroups).finish()]);

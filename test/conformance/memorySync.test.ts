@@ -6,6 +6,7 @@
 // operation boundary. Here the compute and copy cases, each run once per boundary; the observation
 // is the value the reading operation stored (or the buffer's final value), per case.
 
+import { readWord } from '../helpers.js';
 import { conformance, type Env } from './harness.js';
 
 type WriteOp = 'storage' | 'b2b-copy' | 'write-buffer';
@@ -88,17 +89,6 @@ async function bufferWith(device: GPUDevice, values: number[]): Promise<GPUBuffe
   buffer.unmap();
   await device.queue.onSubmittedWorkDone();
   return buffer;
-}
-
-async function readWord(device: GPUDevice, buffer: GPUBuffer): Promise<number> {
-  const staging = device.createBuffer({ size: 4, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
-  const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(buffer, 0, staging, 0, 4);
-  device.queue.submit([encoder.finish()]);
-  await staging.mapAsync(GPUMapMode.READ);
-  const value = new Uint32Array(staging.getMappedRange())[0];
-  staging.unmap();
-  return value;
 }
 
 function storeValuePipeline(device: GPUDevice, value: number): GPUComputePipeline {
