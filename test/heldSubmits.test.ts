@@ -119,6 +119,16 @@ describe('held submits', () => {
     assert.equal(await read(r), submits);
   });
 
+  it('refuses a coalesceSubmitsWithinUs that is not a number of µs from 0 to 1000000, with a coded error', async () => {
+    for (const bad of [-1, 2e6, Number.NaN, '250' as unknown as number]) {
+      await assert.rejects(createKernel({ coalesceSubmitsWithinUs: bad }), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'GPUNIX_E_BAD_OPTION');
+        assert.match(error.message, /coalesceSubmitsWithinUs must be a number of µs from 0 to 1000000/);
+        return true;
+      });
+    }
+  });
+
   it('gives each submit to Dawn alone with coalesceSubmitsWithinUs: 0', async () => {
     const r = await rig(unheld, 'unheld');
     assert.equal(physicalOf(r.device).holdsSubmits, false);

@@ -165,13 +165,14 @@ export class PhysicalDevice {
    * work and errors are seen inside the call that raised them (a failed batch is then retried
    * submit by submit, each one's errors to its own scopes).
    */
-  holdsSubmits = false;
-  /** A whole submit is held only when the program called it less than this long (ns) after the last one here. */
+  get holdsSubmits(): boolean {
+    return this.holdWithinNs > 0;
+  }
+  /** A whole submit is held only when its program called it less than this long (ns) after its previous one (0: none is). */
   holdWithinNs = 0;
   /** Lets the dispatcher hold submits called within `withinNs` of the previous one (the kernel's choice; 0: none), where errors are seen in their call. */
   allowHeldSubmits(withinNs: number): void {
-    this.holdsSubmits = withinNs > 0 && this.syncErrors;
-    this.holdWithinNs = this.holdsSubmits ? withinNs : 0;
+    this.holdWithinNs = this.syncErrors ? withinNs : 0;
   }
   /** The real command buffers of the held submits, in the program's order (one real submit at the flush). */
   private heldBuffers: GPUCommandBuffer[] = [];

@@ -431,7 +431,7 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
     const owner = this.owner;
     const rapid = this.enqueuedAtNs - owner.lastSubmitCallNs < physical.holdWithinNs;
     owner.lastSubmitCallNs = this.enqueuedAtNs;
-    if (rapid && timer === null && physical.holdsSubmits && !this.refusedAtCall && allTrue(this.valid)) {
+    if (rapid && timer === null && !this.refusedAtCall && allTrue(this.valid)) {
       // Valid and submittable at the call, and nothing the program does before the flush can
       // change that without the flush coming first (its maps, writes and destroys are queued
       // behind this submit): held for one real submit with the rest of its burst.
