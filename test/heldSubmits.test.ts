@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel, ProcessHandle } from '../src/index.js';
 import { HELD_SUBMITS_MAX } from '../src/params.js';
-import { dispatchOnce, readWord, suiteBackend } from './helpers.js';
+import { countRealQueueCalls, dispatchOnce, readWord, suiteBackend } from './helpers.js';
 
 const COUNTER = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> counter: atomic<u32>;
@@ -30,14 +30,7 @@ function physicalOf(device: GPUDevice): Physical {
 
 /** Counts the real submits Dawn is given on the queue behind `device`, until `restore()`. */
 function countRealSubmits(device: GPUDevice): { count(): number; restore(): void } {
-  const queue = Object.getPrototypeOf(physicalOf(device).queue) as GPUQueue;
-  const submit = queue.submit;
-  let submits = 0;
-  queue.submit = function (this: GPUQueue, buffers: Iterable<GPUCommandBuffer>) {
-    submits++;
-    return submit.call(this, buffers);
-  };
-  return { count: () => submits, restore: () => void (queue.submit = submit) };
+  return countRealQueueCalls(device, 'submit');
 }
 
 /** The kernel's count of submits held and given to Dawn in batches on `device`'s real device (kernel.stats). */

@@ -176,14 +176,19 @@ function encodeDispatch(device: GPUDevice, pipeline: GPUComputePipeline, group: 
  * behind `device` (a process's virtual device), until `restore()`: what a fence or a time check costs.
  */
 export function countFences(device: GPUDevice): { count(): number; restore(): void } {
-  const queue = Object.getPrototypeOf((device as unknown as { physical: { queue: GPUQueue } }).physical.queue) as GPUQueue;
-  const fence = queue.onSubmittedWorkDone;
-  let fences = 0;
-  queue.onSubmittedWorkDone = function (this: GPUQueue) {
-    fences++;
-    return fence.call(this);
+  return countRealQueueCalls(device, 'onSubmittedWorkDone');
+}
+
+/** Counts the kernel's calls of `method` on the real queue behind `device` (a process's virtual device), until `restore()`. */
+export function countRealQueueCalls(device: GPUDevice, method: 'submit' | 'onSubmittedWorkDone'): { count(): number; restore(): void } {
+  const queue = Object.getPrototypeOf((device as unknown as { physical: { queue: GPUQueue } }).physical.queue) as Record<string, (...args: unknown[]) => unknown>;
+  const real = queue[method];
+  let calls = 0;
+  queue[method] = function (this: GPUQueue, ...args: unknown[]) {
+    calls++;
+    return real.apply(this, args);
   };
-  return { count: () => fences, restore: () => void (queue.onSubmittedWorkDone = fence) };
+  return { count: () => calls, restore: () => void (queue[method] = real) };
 }
 
 /** The first word of `buffer` (a COPY_SRC buffer of `device`), read back through a MAP_READ buffer. */
