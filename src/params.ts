@@ -124,6 +124,14 @@ export const DEFAULT_MAX_DISPATCH_MS = 2000;
  * spent" flag would not need it.)
  */
 export const WATCHDOG_BUDGET_SLACK = 2;
+/**
+ * A checked piece that ran at least 1/this of its owner's limit, and within it, has its owner's
+ * budget-spent flag read (src/vgpu/loopFlag.ts): a loop cut short then ends the process though the
+ * piece's time did not. With WATCHDOG_BUDGET_SLACK 2, a cut piece runs at least 2/R of the limit
+ * when the device runs R times faster than its calibration said: the flag catches it up to R = 16.
+ * Shorter pieces are not read (a copy and a map each): a calibration 16x slow is not a slip.
+ */
+export const WATCHDOG_FLAG_READ_FRACTION = 8;
 
 /** Events the atom timeline keeps per kernel (the oldest are dropped first). */
 export const DEFAULT_TRACE_EVENTS = 100_000;

@@ -26,7 +26,7 @@
 
 import { adviseEventPump, completedNoEarlierThanMs, eventPumpActive, lastPollEndedMs, wakeAt } from '../device/eventPump.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES } from '../params.js';
+import { CHECKED_DRAIN_AFTER_NS, PRIORITY_CLASSES, WATCHDOG_FLAG_READ_FRACTION } from '../params.js';
 import { runsOnHostCpu } from '../device/adapters.js';
 import type { Proc } from './proc.js';
 import { CheckedRuns, type CheckedRun } from './checkedRuns.js';
@@ -478,6 +478,8 @@ export class Dispatcher {
     overrun(owner: Proc, piece: string, ns: number): void;
     /** A piece the host's clock put over the limit (`hostNs`) that its device time (`deviceNs`) clears. */
     excused(owner: Proc, piece: string, hostNs: number, deviceNs: number): void;
+    /** A piece within the limit after which the owner's budget-spent flag was found set: its loops were cut all the same. */
+    cut(owner: Proc, piece: string, ns: number): void;
   } | null = null;
 
   constructor(
@@ -1348,7 +1350,7 @@ export class Dispatcher {
     if (!owner.alive || spentNs <= limitNs) {
       this.lastTimedDoneNs = completedNoEarlierThanNs(doneNs);
       stamp?.drop();
-      return undefined;
+      return spentNs * WATCHDOG_FLAG_READ_FRACTION >= limitNs ? this.readSpentFlags(watchdog, owner, piece.name, spentNs) : undefined;
     }
     if (!stamp) {
       watchdog.overrun(owner, piece.name, spentNs);
@@ -1359,8 +1361,28 @@ export class Dispatcher {
     // decides; it covers the piece and never less (deviceTimer.ts), so a piece whose loops were
     // cut is never excused.
     return stamp.read().then((deviceNs) => {
-      if (deviceNs !== null && deviceNs <= limitNs) watchdog.excused(owner, piece.name, spentNs, deviceNs);
-      else if (owner.alive) watchdog.overrun(owner, piece.name, deviceNs ?? spentNs);
+      if (deviceNs !== null && deviceNs <= limitNs) {
+        watchdog.excused(owner, piece.name, spentNs, deviceNs);
+        return this.readSpentFlags(watchdog, owner, piece.name, deviceNs);
+      }
+      if (owner.alive) watchdog.overrun(owner, piece.name, deviceNs ?? spentNs);
+      return undefined;
+    });
+  }
+
+  /**
+   * A piece within its owner's limit, but long enough (WATCHDOG_FLAG_READ_FRACTION) that its loops
+   * may have run out of budget all the same had the calibration read the device slow: the owner's
+   * budget-spent flags on this device decide (src/vgpu/loopFlag.ts); a set one ends it. Nothing to
+   * read (no flagged pipeline, or the owner ended): undefined.
+   */
+  private readSpentFlags(watchdog: NonNullable<Dispatcher['watchdog']>, owner: Proc, piece: string, ns: number): Promise<void> | undefined {
+    if (!owner.alive || owner.loopFlags.size === 0) return undefined;
+    let reads: Array<Promise<boolean>> | null = null;
+    for (const flag of owner.loopFlags) if (flag.physical === this.device) (reads ??= []).push(flag.read());
+    if (reads === null) return undefined;
+    return Promise.all(reads).then((set) => {
+      if (set.includes(true) && owner.alive) watchdog.cut(owner, piece, ns);
     });
   }
 

@@ -481,6 +481,7 @@ export class Kernel {
         limitNs: (proc) => this.maxDispatchMsOf(proc) * 1e6,
         overrun: (proc, piece, ns) => this.endByWatchdog(proc, device.id, piece, ns),
         excused: () => this.watchdogExcused++,
+        cut: (proc, piece, ns) => this.endByWatchdog(proc, device.id, piece, ns, true),
       };
       this.dispatchers.set(device, dispatcher);
       this.virtualDevices.set(device, new Set());
@@ -957,14 +958,21 @@ export class Kernel {
     return Math.min(this.options.maxDispatchMs, proc.account.quota.maxDispatchMs ?? Infinity);
   }
 
-  /** Ends a process whose piece of work ran over its limit: the watchdog cut its loops short, so its results are not to be trusted. */
-  private endByWatchdog(proc: Proc, deviceId: string, piece: string, ns: number): void {
+  /**
+   * Ends a process whose piece of work ran over its limit, or (`flagged`) whose budget-spent flag
+   * says its loops were cut short before it (the device ran faster than its calibration): either
+   * way the watchdog cut its loops, so its results are not to be trusted.
+   */
+  private endByWatchdog(proc: Proc, deviceId: string, piece: string, ns: number, flagged = false): void {
     const limit = this.maxDispatchMsOf(proc);
     if (proc.alive) this.watchdogEnded++;
+    const ran = `'${piece}' ran ${(ns / 1e6).toFixed(0)} ms on ${deviceId}`;
     this.terminate(proc, {
       code: 152,
       reason: 'watchdog',
-      message: `gpunix watchdog: '${piece}' ran ${(ns / 1e6).toFixed(0)} ms on ${deviceId}, over the limit of ${limit} ms per dispatch (maxDispatchMs); its loops were stopped`,
+      message: flagged
+        ? `gpunix watchdog: ${ran} and its loops ran out of their iteration budget (made for the limit of ${limit} ms per dispatch, maxDispatchMs); its loops were stopped`
+        : `gpunix watchdog: ${ran}, over the limit of ${limit} ms per dispatch (maxDispatchMs); its loops were stopped`,
     });
   }
 

@@ -1,6 +1,7 @@
 // The process record: identity, a closed set of states, exit status, and accounting. State is
 // derived from what the process has queued and in flight, except `exited`, which is final.
 
+import type { LoopFlag } from '../vgpu/loopFlag.js';
 import type { PriorityClass } from '../params.js';
 import { LatencyHistogram, LatencySnapshot } from './latency.js';
 import { LiveCounts, ResourceLedger } from './ledger.js';
@@ -158,6 +159,9 @@ export class Proc {
 
   /** Run when the process ends (kill or exit): the virtual devices turn lost and free their objects. */
   readonly onEnd = new Set<(status: ExitStatus) => void>();
+
+  /** Its devices' budget-spent flags (src/vgpu/loopFlag.ts), which the watchdog's time check reads. */
+  readonly loopFlags = new Set<LoopFlag>();
 
   constructor(
     readonly pid: number,

@@ -34,6 +34,33 @@ export type RecordedCommand =
   | { op: 'computePass'; descriptor: GPUComputePassDescriptor | undefined; commands: PassCommand[] }
   | { op: EncoderOp; args: unknown[] };
 
+/** Where a pipeline binds its process's budget-spent flag (VirtualComputePipeline.spentFlag), read without importing it. */
+export interface FlagBinding {
+  readonly index: number;
+  readonly bindGroup: GPUBindGroup;
+}
+
+/** The budget-spent flag `pipeline` (a pass's setPipeline argument) binds, or null. */
+export function flagOf(pipeline: unknown): FlagBinding | null {
+  return (pipeline as { spentFlag?: FlagBinding | null } | null)?.spentFlag ?? null;
+}
+
+/**
+ * Encodes a pass's recorded commands into a real pass: as the program made them, with its
+ * pipeline's budget-spent flag set after each setPipeline of a flagged pipeline, and again after
+ * the program's own setBindGroup at the flag's index (its shader reads none there).
+ */
+export function encodePassCommands(pass: GPUComputePassEncoder, commands: readonly PassCommand[]): void {
+  const target = pass as unknown as Record<string, (...args: unknown[]) => void>;
+  let flag: FlagBinding | null = null;
+  for (const pc of commands) {
+    target[pc.op](...pc.args.map(unwrap));
+    if (pc.op === 'setPipeline') flag = flagOf(pc.args[0]);
+    else if (pc.op !== 'setBindGroup' || flag === null || pc.args[0] !== flag.index) continue;
+    if (flag !== null) pass.setBindGroup(flag.index, flag.bindGroup);
+  }
+}
+
 /** What Dawn should see for a program's compute pass descriptor. */
 export function realPassDescriptor(descriptor: GPUComputePassDescriptor | undefined): GPUComputePassDescriptor | undefined {
   if (!descriptor?.timestampWrites) return descriptor;
@@ -244,11 +271,8 @@ export class VirtualCommandBuffer extends VirtualObject<GPUCommandBuffer> {
     const encoder = device.createCommandEncoder({ label: this.label });
     for (const command of this.commands) {
       if (command.op === 'computePass') {
-        const pass = encoder.beginComputePass(realPassDescriptor(command.descriptor)) as unknown as Record<
-          string,
-          (...args: unknown[]) => void
-        >;
-        for (const passCommand of command.commands) pass[passCommand.op](...passCommand.args.map(unwrap));
+        const pass = encoder.beginComputePass(realPassDescriptor(command.descriptor));
+        encodePassCommands(pass, command.commands);
         pass.end();
       } else {
         (encoder as unknown as Record<string, (...args: unknown[]) => void>)[command.op](...command.args.map(unwrap));

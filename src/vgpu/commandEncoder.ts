@@ -18,7 +18,7 @@ import {
   size64,
   usvString,
 } from '../webidl.js';
-import { PassCommand, PassOp, RecordedCommand, EncoderOp, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
+import { flagOf, PassCommand, PassOp, RecordedCommand, EncoderOp, VirtualCommandBuffer, realPassDescriptor, type FlagBinding } from './commandBuffer.js';
 import { VirtualBuffer } from './buffer.js';
 import type { VirtualDevice } from './device.js';
 import type { DeviceObjects } from './foreign.js';
@@ -249,6 +249,9 @@ export class VirtualComputePassEncoder {
     const converted = encoder.objects.object('GPUComputePipeline', pipeline, 'setPipeline', 'pipeline') as VirtualObject<GPUComputePipeline>;
     if (encoder.finished) return this.forward('setPipeline', [converted]);
     this.#real.setPipeline(converted[REAL]);
+    // Its budget-spent flag, where its pipeline binds one (encodePassCommands does the same on replays).
+    const flag = (this.#flag = flagOf(converted));
+    if (flag !== null) this.#real.setBindGroup(flag.index, flag.bindGroup);
     // The pipeline's own record, shared by every pass (a stand-in for another device's gets one of its own).
     this.#push(converted instanceof VirtualComputePipeline ? converted.passRecord : { op: 'setPipeline', args: [converted] });
   }
@@ -264,6 +267,7 @@ export class VirtualComputePassEncoder {
       const group = bindGroup === null || bindGroup === undefined ? null : (encoder.objects.object('GPUBindGroup', bindGroup, 'setBindGroup', 'bindGroup') as VirtualObject<GPUBindGroup>);
       this.#real.setBindGroup(slot, group === null ? null : group[REAL]);
       this.#push(group instanceof VirtualBindGroup ? group.passRecord(slot) : { op: 'setBindGroup', args: [slot, group] });
+      if (slot === this.#flag?.index) this.#reflag();
       return;
     }
     const converted =
@@ -285,6 +289,13 @@ export class VirtualComputePassEncoder {
       return;
     }
     this.forward('setBindGroup', converted);
+    if (converted[0] === this.#flag?.index) this.#reflag();
+  }
+
+  /** The current pipeline's budget-spent flag binding (null: none), set again after the program's group at its index. */
+  #flag: FlagBinding | null = null;
+  #reflag(): void {
+    if (this.#flag !== null && !this.#encoder.finished) this.#real.setBindGroup(this.#flag.index, this.#flag.bindGroup);
   }
   dispatchWorkgroups(x: number, y?: number, z?: number): void {
     const encoder = this.#encoder;

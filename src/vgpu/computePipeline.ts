@@ -37,6 +37,118 @@ export interface AtomizedPipeline {
   readonly uniformRecord: { group: number; buffer: GPUBuffer; bindGroup: GPUBindGroup } | null;
   /** The real bind group to set at `index` for the program's `group` (a twin for 'auto' layouts). */
   bindGroup(index: number, group: unknown): unknown;
+  /** The budget-spent flag the twin binds (its pipeline's, at the same index), or null. */
+  readonly spentFlag: SpentFlagBinding | null;
+}
+
+/** Where a pipeline made from a flagged module binds its process's budget-spent flag (src/vgpu/loopFlag.ts). */
+export interface SpentFlagBinding {
+  readonly index: number;
+  readonly bindGroup: GPUBindGroup;
+}
+
+/**
+ * The program's pipeline as Dawn should make it with the budget-spent flag (and the flag's index):
+ * `real` (its descriptor for Dawn) with the flagged module, and for an explicit layout one of the kernel's with the
+ * flag's layout at its index. Null when the pipeline cannot have the flag: its module has none, or
+ * its layout already has a group at that index. The layout is the kernel's own object: its errors
+ * are no one's (a refused one means no flag).
+ */
+export function flaggedPipelineDescriptor(
+  device: VirtualDevice,
+  descriptor: GPUComputePipelineDescriptor,
+  real: GPUComputePipelineDescriptor,
+): { real: GPUComputePipelineDescriptor; index: number; explicit: boolean } | null {
+  const module = descriptor.compute?.module;
+  if (!(module instanceof VirtualShaderModule) || module.flagged === null || module.refusal !== null) return null;
+  const flagged = module.flagged;
+  const layout = descriptor.layout;
+  let realLayout: GPUPipelineLayout | 'auto' = 'auto';
+  if (layout instanceof VirtualPipelineLayout) {
+    // The program may set bind groups at any index its layout has: the flag takes one it has not.
+    if (layout.bindGroupLayouts.length > flagged.group) return null;
+    const made = kernelPipelineLayout(device, layout, layout.immediateSize ?? 0, [{ index: flagged.group, layout: device.loopFlag.layout() }]);
+    if (made === null) return null;
+    realLayout = made;
+  } else if (layout !== 'auto') return null;
+  return { real: { ...real, layout: realLayout, compute: { ...real.compute, module: flagged.real } }, index: flagged.group, explicit: realLayout !== 'auto' };
+}
+
+/**
+ * A real pipeline layout of the program's groups with the kernel's `extras` at their indices (in
+ * place of the program's there: the shader reads none of the program's at those), empty groups
+ * filling the gaps; null when Dawn refuses it (the kernel's call: its errors are no one's).
+ */
+function kernelPipelineLayout(
+  device: VirtualDevice,
+  layout: VirtualPipelineLayout,
+  immediateSize: number,
+  extras: ReadonlyArray<{ index: number; layout: GPUBindGroupLayout }>,
+): GPUPipelineLayout | null {
+  const physical = device.physical;
+  const made = physical.capture(() => {
+    const groups = layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null);
+    for (const extra of extras) {
+      while (groups.length <= extra.index) groups.push(physical.device.createBindGroupLayout({ entries: [] }));
+      groups[extra.index] = extra.layout;
+    }
+    return physical.device.createPipelineLayout({ bindGroupLayouts: groups, immediateSize } as GPUPipelineLayoutDescriptor);
+  });
+  return made.clean ? made.value : null;
+}
+
+/** A real pipeline made with the budget-spent flag, and where it binds it. */
+export interface FlaggedPipeline {
+  readonly real: GPUComputePipeline;
+  readonly flag: SpentFlagBinding;
+}
+
+/**
+ * The program's pipeline made with the budget-spent flag, synchronously (the kernel's trial: its
+ * errors are no one's); null when it cannot have one or Dawn refused it, and the caller makes the
+ * program's pipeline as it wrote it, errors and all.
+ */
+export function makeFlaggedPipeline(device: VirtualDevice, descriptor: GPUComputePipelineDescriptor, real: GPUComputePipelineDescriptor): FlaggedPipeline | null {
+  const flagged = flaggedPipelineDescriptor(device, descriptor, real);
+  if (flagged === null) return null;
+  const made = device.physical.capture(() => device.physical.device.createComputePipeline(flagged.real));
+  if (!made.clean) return null;
+  const flag = spentFlagBinding(device, made.value, flagged.index, flagged.explicit);
+  return flag === null ? null : { real: made.value, flag };
+}
+
+/** makeFlaggedPipeline with Dawn's asynchronous creation (null at once when the pipeline cannot have the flag). */
+export function makeFlaggedPipelineAsync(device: VirtualDevice, descriptor: GPUComputePipelineDescriptor, real: GPUComputePipelineDescriptor): Promise<FlaggedPipeline | null> | null {
+  const flagged = flaggedPipelineDescriptor(device, descriptor, real);
+  if (flagged === null) return null;
+  const physical = device.physical;
+  let made: Promise<GPUComputePipeline>;
+  try {
+    made = physical.capture(() => physical.device.createComputePipelineAsync(flagged.real)).value;
+  } catch {
+    return null;
+  }
+  return made.then(
+    (value) => {
+      // Moved to another device while Dawn made it: the caller's own path handles that.
+      if (device.physical !== physical) return null;
+      const flag = spentFlagBinding(device, value, flagged.index, flagged.explicit);
+      return flag === null ? null : { real: value, flag };
+    },
+    () => null,
+  );
+}
+
+/**
+ * The flag binding of `real`, a pipeline made from flaggedPipelineDescriptor (an explicit layout:
+ * the flag's own layout; 'auto': the pipeline's layout at the flag's index, exclusive to it); null
+ * when Dawn refused the bind group.
+ */
+export function spentFlagBinding(device: VirtualDevice, real: GPUComputePipeline, index: number, explicit: boolean): SpentFlagBinding | null {
+  const flag = device.loopFlag;
+  const layout = explicit ? flag.layout() : device.physical.capture(() => real.getBindGroupLayout(index)).value;
+  const bindGroup = flag.bindGroupFor(layout);
+  return bindGroup === null ? null : { index, bindGroup };
 }
 
 /**
@@ -51,7 +163,10 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   const module = compute?.module;
   if (!(module instanceof VirtualShaderModule)) return;
   const limits = device.physical.adapter.limits;
-  const entry = atomize(module.deviceCode, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
+  // A flagged pipeline's twin is made from the flagged code, and binds the flag where it does.
+  const pipelineFlag = pipeline.spentFlag;
+  const code = pipelineFlag !== null && module.flagged !== null ? module.flagged.code : module.deviceCode;
+  const entry = atomize(code, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
   if (entry.mode === 'whole') {
     pipeline.wholeReason = entry.reason ?? `the atomizer chose '${entry.mode}'`;
     return;
@@ -62,7 +177,7 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
     // The entry needs no atom record, so the twin's code would be the program's own: the program's
     // pipeline serves as the twin, and the module is compiled once, not twice.
     const real = pipeline[REAL];
-    pipeline.atomized = { real, immediateSize: 0, recordOffset: 0, uniformRecord: null, bindGroup: (_index, group) => unwrap(group) };
+    pipeline.atomized = { real, immediateSize: 0, recordOffset: 0, uniformRecord: null, bindGroup: (_index, group) => unwrap(group), spentFlag: pipelineFlag };
     return;
   }
   const layout = pipeline.descriptor.layout;
@@ -72,26 +187,25 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   let recordLayout: GPUBindGroupLayout | null = null;
   if (explicit) {
     // The program's own bind group layouts, so its bind groups fit the twin as they are; a
-    // uniform record takes a group the shader does not use, and the program's immediates stay.
-    const made = physical.capture(() => {
-      const groups = layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null);
-      if (uniform) {
-        recordLayout = physical.device.createBindGroupLayout({
+    // uniform record takes a group the shader does not use, and the program's immediates stay;
+    // the flag, where the pipeline has it, is at its own index.
+    const extras: Array<{ index: number; layout: GPUBindGroupLayout }> = [];
+    if (uniform) {
+      const made = physical.capture(() =>
+        physical.device.createBindGroupLayout({
           entries: [{ binding: uniform.binding, visibility: SHADER_STAGE_COMPUTE, buffer: { type: 'uniform', minBindingSize: ATOM_RECORD_SIZE } }],
-        });
-        while (groups.length < uniform.group) groups.push(physical.device.createBindGroupLayout({ entries: [] }));
-        groups[uniform.group] = recordLayout;
-      }
-      return physical.device.createPipelineLayout({
-        bindGroupLayouts: groups,
-        immediateSize: uniform ? (layout.immediateSize ?? 0) : immediateSize,
-      } as GPUPipelineLayoutDescriptor);
-    });
-    if (!made.clean) {
+        }),
+      );
+      recordLayout = made.value;
+      extras.push({ index: uniform.group, layout: made.value });
+    }
+    if (pipelineFlag !== null) extras.push({ index: pipelineFlag.index, layout: device.loopFlag.layout() });
+    const made = kernelPipelineLayout(device, layout, uniform ? (layout.immediateSize ?? 0) : immediateSize, extras);
+    if (made === null) {
       pipeline.wholeReason = 'the twin pipeline layout was refused';
       return;
     }
-    realLayout = made.value;
+    realLayout = made;
   }
   const descriptor: GPUComputePipelineDescriptor = {
     label: `${pipeline.label} (atomized)`,
@@ -125,11 +239,15 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
       if (!record.clean) return refuse('the atom record bind group was refused');
       uniformRecord = record.value;
     }
+    // The twin binds the flag as its pipeline does: the same bind group for an explicit layout, one for its own layout if 'auto'.
+    const spentFlag = pipelineFlag === null ? null : explicit ? pipelineFlag : spentFlagBinding(device, real, pipelineFlag.index, false);
+    if (pipelineFlag !== null && spentFlag === null) return refuse('the flag bind group was refused');
     pipeline.atomized = {
       real,
       immediateSize,
       recordOffset: entry.recordOffset ?? 0,
       uniformRecord,
+      spentFlag,
       bindGroup: explicit
         ? (_index, group) => unwrap(group)
         : (index, group) => (group instanceof VirtualBindGroup ? group.twinFor(twinLayout(index)) : unwrap(group)),
@@ -192,6 +310,18 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   /** Device time per workgroup, learned from this pipeline's atoms and dispatches. */
   get cost(): CostModel {
     return this.#cost;
+  }
+  #spentFlag: SpentFlagBinding | null = null;
+  /**
+   * Where Dawn's pipeline binds its process's budget-spent flag (made from the flagged module),
+   * or null (no flag: its module has none, its layout left no index, or made afresh on another
+   * device). Every pass that sets this pipeline sets the flag's group after it (setPipelineOn).
+   */
+  get spentFlag(): SpentFlagBinding | null {
+    return this.#spentFlag;
+  }
+  set spentFlag(binding: SpentFlagBinding | null) {
+    this.#spentFlag = binding;
   }
   /** Set once the atomized twin is ready; stays null when the kernel runs this pipeline whole. */
   get atomized(): AtomizedPipeline | null {
@@ -280,6 +410,8 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
    */
   install(real: GPUComputePipeline): void {
     this.#real = real;
+    // Made from the plain module (realComputePipelineDescriptor): no flag there.
+    this.#spentFlag = null;
     this.#cost = new CostModel();
     this.atomized = null;
     this.wholeReason = null;

@@ -28,7 +28,8 @@ import { DeviceObjects, ForeignStandIn, foreignWords, foreignWordsOfRejection } 
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
-import { buildAtomizedTwin, checkedPipelineDescriptor, invalidComputePipeline, VirtualComputePipeline } from './computePipeline.js';
+import { buildAtomizedTwin, checkedPipelineDescriptor, invalidComputePipeline, makeFlaggedPipeline, makeFlaggedPipelineAsync, VirtualComputePipeline, type FlaggedPipeline } from './computePipeline.js';
+import { LoopFlag } from './loopFlag.js';
 import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
 import { deviceLostInfo, limitValues } from './supported.js';
 import { EventHandlerAttribute } from './eventHandler.js';
@@ -447,6 +448,14 @@ export class VirtualDevice extends EventTarget {
       this.reportNow(validationError(`${limited}\n - While calling [Device].CreateComputePipeline([ComputePipelineDescriptor ""${descriptor.label ?? ''}""]).\n`));
       return this.refusedPipeline(descriptor);
     }
+    // With the budget-spent flag where it can have one; else as the program wrote it, its errors its own.
+    const flagged = this.isLost ? null : makeFlaggedPipeline(this, descriptor, real);
+    if (flagged !== null) {
+      const pipeline = this.madePipeline(flagged.real, descriptor);
+      pipeline.spentFlag = flagged.flag;
+      if (this.host.atomize) buildAtomizedTwin(this, pipeline, true);
+      return pipeline;
+    }
     const { value, clean } = this.callChecked(() => this.physical.device.createComputePipeline(real));
     const pipeline = this.madePipeline(value, descriptor);
     if (clean && this.host.atomize && !this.isLost) buildAtomizedTwin(this, pipeline, true);
@@ -473,9 +482,12 @@ export class VirtualDevice extends EventTarget {
     }
     const physical = this.physical;
     const target = this.errorTarget();
-    let made: Promise<GPUComputePipeline>;
+    const plain = (): Promise<GPUComputePipeline> => physical.capture(() => physical.device.createComputePipelineAsync(real)).value;
+    // With the budget-spent flag where it can have one; else as the program wrote it.
+    const flagged = this.isLost ? null : makeFlaggedPipelineAsync(this, descriptor, real);
+    let made: Promise<GPUComputePipeline | FlaggedPipeline>;
     try {
-      made = physical.capture(() => physical.device.createComputePipelineAsync(real)).value;
+      made = flagged === null ? plain() : flagged.then<GPUComputePipeline | FlaggedPipeline>((value) => value ?? plain());
     } catch (error) {
       target.release();
       throw error;
@@ -486,7 +498,10 @@ export class VirtualDevice extends EventTarget {
         target.release();
         // Migrated meanwhile: rebuild() has made it on the new device from the descriptor.
         if (this.physical !== physical) return;
-        pipeline.attach(value);
+        if ('flag' in value) {
+          pipeline.attach(value.real);
+          pipeline.spentFlag = value.flag;
+        } else pipeline.attach(value);
         if (this.host.atomize && !this.isLost) return buildAtomizedTwin(this, pipeline, false);
       },
       (error: unknown) => {
@@ -522,6 +537,14 @@ export class VirtualDevice extends EventTarget {
     const limited = this.pipelineRefusal(descriptor);
     if (limited) throw new GPUPipelineErrorClass(`${limited}\n`, { reason: 'validation' });
     const physical = this.physical;
+    // With the budget-spent flag where it can have one; else as the program wrote it, its rejection its own.
+    const flagged = await makeFlaggedPipelineAsync(this, descriptor, real);
+    if (flagged && this.physical === physical && !this.isLost) {
+      const pipeline = this.madePipeline(flagged.real, descriptor);
+      pipeline.spentFlag = flagged.flag;
+      if (this.host.atomize) await buildAtomizedTwin(this, pipeline, false);
+      return pipeline;
+    }
     const made = physical.device.createComputePipelineAsync(real).catch((error: unknown) => {
       // Lost while it was being made: resolves all the same, as on a device lost before the call.
       if (this.isLost) return invalidComputePipeline(physical);
@@ -1238,6 +1261,29 @@ export class VirtualDevice extends EventTarget {
     this.lose('destroyed', 'Device was destroyed.');
   }
 
+  #loopFlag: LoopFlag | null = null;
+  /**
+   * The process's budget-spent flag on this device's physical device (made at the first pipeline
+   * that binds it; made afresh after a migration, the old one freed).
+   */
+  get loopFlag(): LoopFlag {
+    let flag = this.#loopFlag;
+    if (flag === null || flag.physical !== this.physical) {
+      this.dropLoopFlag();
+      flag = this.#loopFlag = new LoopFlag(this.physical, `pid ${this.proc.pid}`);
+      this.proc.loopFlags.add(flag);
+    }
+    return flag;
+  }
+
+  private dropLoopFlag(): void {
+    const flag = this.#loopFlag;
+    if (flag === null) return;
+    this.proc.loopFlags.delete(flag);
+    flag.destroy();
+    this.#loopFlag = null;
+  }
+
   /** Turns this device lost: its objects are freed, its later calls do nothing. Idempotent. */
   lose(reason: GPUDeviceLostReason, message: string): void {
     if (this.isLost) return;
@@ -1246,6 +1292,7 @@ export class VirtualDevice extends EventTarget {
     this.isLost = true;
     this.#scopes.clear();
     this.proc.ledger.releaseAll(this);
+    this.dropLoopFlag();
     this.#resolveLost(deviceLostInfo(reason, message));
   }
 }

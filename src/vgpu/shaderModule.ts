@@ -34,11 +34,24 @@ const BOUNDED_FORMS: ReadonlyArray<{ mode: WatchdogMode; uniformChecks: boolean 
   { mode: 'shared', uniformChecks: true },
 ];
 
+/**
+ * The module compiled once more with the budget-spent flag (src/vgpu/loopFlag.ts): what its compute
+ * pipelines are made from where their layout leaves the flag's group free.
+ */
+export interface FlaggedModule {
+  real: GPUShaderModule;
+  code: string;
+  /** The flag's bind group index (binding 0). */
+  group: number;
+}
+
 /** What a module compiles to on a device: the real module, the code Dawn got, and its bounds. */
 export interface CompiledModule {
   real: GPUShaderModule;
   deviceCode: string;
   watchdog: ModuleWatchdog;
+  /** The same bounds with the budget-spent flag, when the module can have one and Dawn took it. */
+  flagged?: FlaggedModule;
   /** Set when the module was refused before compilation (a `shaderLimits` limit): the program's error. */
   refusal?: string;
 }
@@ -83,7 +96,10 @@ export function compileBounded(
     }
     if (bounded.loops + bounded.staticLoops === 0) return { real: call(make(code)), deviceCode: code, watchdog: { mode: 'none', loops: 0, checkedLoops: 0, budget: singleBudget } };
     const trial: Captured<GPUShaderModule> = physical.capture(make(bounded.code));
-    if (trial.clean) return { real: trial.value, deviceCode: bounded.code, watchdog: { mode: form.mode, uniformChecks: form.uniformChecks, loops: bounded.loops + bounded.staticLoops, checkedLoops: bounded.loops, budget: singleBudget } };
+    if (trial.clean) {
+      const watchdog: ModuleWatchdog = { mode: form.mode, uniformChecks: form.uniformChecks, loops: bounded.loops + bounded.staticLoops, checkedLoops: bounded.loops, budget: singleBudget };
+      return { real: trial.value, deviceCode: bounded.code, watchdog, ...flaggedForm(physical, code, budget, form, make) };
+    }
   }
   // Dawn's verdict on the program's own code: its errors are the program's.
   const own = physical.capture(make(code));
@@ -93,6 +109,25 @@ export function compileBounded(
     descriptor.label,
     `${ErrorCodes.UNBOUNDED_LOOPS}: shader module ${JSON.stringify(descriptor.label ?? '')} is refused: the watchdog cannot bound its loops (${reason}), and an unbounded kernel could hold the device for every process. Write its loops in plain WGSL (no constructs the rewriter cannot read), or keep barriers out of loops that other loops' data decide`,
   );
+}
+
+/**
+ * The bounded form `form` with the budget-spent flag, compiled (the kernel's trial: its errors are
+ * no one's); nothing when the module cannot have one (an entry point that is not compute, no free
+ * bind group) or Dawn refuses it: its pipelines then run without.
+ */
+function flaggedForm(
+  physical: PhysicalDevice,
+  code: string,
+  budget: Budget,
+  form: { mode: WatchdogMode; uniformChecks: boolean },
+  make: (deviceCode: string) => () => GPUShaderModule,
+): { flagged?: FlaggedModule } {
+  const maxBindGroups = physical.device.limits.maxBindGroups;
+  const bounded = boundLoops(code, budget, form.mode, { uniformChecks: form.uniformChecks, waitWeight: physical.loopRates.waitWeight, spentFlagBelow: maxBindGroups });
+  if (bounded.reason || bounded.spentFlagGroup === undefined) return {};
+  const trial = physical.capture(make(bounded.code));
+  return trial.clean ? { flagged: { real: trial.value, code: bounded.code, group: bounded.spentFlagGroup } } : {};
 }
 
 /**
@@ -123,6 +158,11 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
   #refusal: string | null;
   #real: GPUShaderModule;
   #budgetOn: (physical: PhysicalDevice) => Budget;
+  #flagged: FlaggedModule | null;
+  /** The module compiled with the budget-spent flag on its device, for its compute pipelines (null: none). */
+  get flagged(): FlaggedModule | null {
+    return this.#flagged;
+  }
   /** The program's source, as it gave it. */
   get code(): string {
     return this.#code;
@@ -161,6 +201,7 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
     this.#budgetOn = budgetOn;
     this.#code = descriptor.code;
     this.#real = compiled.real;
+    this.#flagged = compiled.flagged ?? null;
     this.#deviceCode = compiled.deviceCode;
     this.#watchdog = compiled.watchdog;
     this.#mayCut = compiled.watchdog.checkedLoops > 0;
@@ -181,6 +222,7 @@ export class VirtualShaderModule extends VirtualObject<GPUShaderModule> implemen
   /** Puts a compilation from compiledOn() in place (a migration's switch). */
   install(compiled: CompiledModule): void {
     this.#real = compiled.real;
+    this.#flagged = compiled.flagged ?? null;
     if (this.refusal !== null) return;
     this.deviceCode = compiled.deviceCode;
     this.watchdog = compiled.watchdog;

@@ -12,7 +12,7 @@ import type { Proc } from '../kernel/proc.js';
 import type { CheckedRun } from '../kernel/checkedRuns.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
-import { PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
+import { encodePassCommands, flagOf, PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
 import { VirtualComputePipeline } from './computePipeline.js';
 import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
@@ -571,8 +571,8 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
         args: { timestamped: true },
         issue: () =>
           this.submitPiece((encoder) => {
-            const pass = encoder.beginComputePass(realPassDescriptor(command.descriptor)) as unknown as Record<string, (...a: unknown[]) => void>;
-            for (const pc of commands) pass[pc.op](...pc.args.map(unwrap));
+            const pass = encoder.beginComputePass(realPassDescriptor(command.descriptor));
+            encodePassCommands(pass, commands);
             pass.end();
           }),
       };
@@ -638,6 +638,7 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
       return this.wholeDispatch(state, pc, pipeline, true);
     }
     const record = atomized.uniformRecord;
+    const flag = atomized.spentFlag;
     const params = atomized.immediateSize > 0 || record ? atomParams(offset, grid) : null;
     // A uniform record takes a group the shader does not read: the program's group there (if any) is left out.
     const bindGroups = [...state.bindGroups.values()]
@@ -674,6 +675,7 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
           pass.setPipeline(atomized.real);
           for (const args of bindGroups) (pass.setBindGroup as (...a: unknown[]) => void)(...args.map(unwrap));
           if (record) pass.setBindGroup(record.group, record.bindGroup);
+          if (flag) pass.setBindGroup(flag.index, flag.bindGroup);
           if (zeros) pass.setImmediates(0, zeros);
           if (immediates) pass.setImmediates(0, immediates as Uint8Array<ArrayBuffer>);
           if (params && !record) pass.setImmediates(atomized.recordOffset, params as Uint32Array<ArrayBuffer>);
@@ -699,6 +701,7 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
     const bindGroups = [...state.bindGroups.values()];
     const immediates = state.immediates?.slice() ?? null;
     const setPipeline = state.pipeline;
+    const flag = flagOf(setPipeline);
     const grid = pc.op === 'dispatchWorkgroups' ? pc.args.map((n) => n ?? 1) : null;
     const mayCut = pipeline?.mayCut ?? false;
     // A grid that fits in one atom teaches the cost model as an atom does: from the device's
@@ -722,6 +725,8 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
           const pass = encoder.beginComputePass(slot ? { timestampWrites: timer!.timestampWrites(slot) } : undefined) as unknown as Record<string, (...a: unknown[]) => void>;
           if (setPipeline) pass.setPipeline(unwrap(setPipeline));
           for (const args of bindGroups) pass.setBindGroup(...args.map(unwrap));
+          // After the program's groups: its group at the flag's index (if any) is not the shader's.
+          if (flag) pass.setBindGroup(flag.index, flag.bindGroup);
           if (immediates) pass.setImmediates(0, immediates);
           pass[pc.op](...pc.args.map(unwrap));
           pass.end();

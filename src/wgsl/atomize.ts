@@ -47,7 +47,7 @@
 
 import type { FnElem, FnParamElem, GlobalDeclarationElem, StructElem, StructMemberElem, TypeRefElem, WeslAST } from 'wesl';
 import { ErrorCodes, GpunixError } from '../errors.js';
-import { applySplices, declName, evalInteger, identifierNames, NameAllocator, parseWgsl, referencedNames, skipTrivia, walkScopes, type Splice } from './source.js';
+import { applySplices, declName, evalInteger, identifierNames, NameAllocator, parseWgsl, referencedNames, skipTrivia, usedBindGroups, walkScopes, type Splice } from './source.js';
 
 /** How an atomized entry point receives its atom record. */
 export type AtomMode = 'immediate' | 'uniform' | 'whole';
@@ -220,16 +220,8 @@ export function atomize(code: string, entryPoint: string | undefined, options: A
       userImmediate !== undefined
         ? `the entry point already uses the immediate variable '${userImmediate}' (WGSL allows one per entry point)`
         : `the ${ATOM_RECORD_SIZE}-byte atom record exceeds maxImmediateSize (${options.maxImmediateSize})`;
-    const groups = new Set<number>();
-    for (const d of decls) {
-      if (d.kind !== 'gvar') continue;
-      const attr = d.attributes?.find((a) => a.attribute.kind === '@attribute' && a.attribute.name === 'group');
-      if (!attr || attr.attribute.kind !== '@attribute') continue;
-      const expr = attr.attribute.params?.[0]?.expression;
-      const g = expr ? evalInteger(expr, decls) : undefined;
-      if (g === undefined) return unsupported(`${reason}, and the bind group of '${declName(d)}' is not a constant the rewriter can evaluate`);
-      groups.add(g);
-    }
+    const groups = usedBindGroups(decls);
+    if (typeof groups === 'string') return unsupported(`${reason}, and the bind group of '${groups}' is not a constant the rewriter can evaluate`);
     const group = pickFreeGroup(groups, options.maxBindGroups);
     if (group === undefined) {
       return whole('no-free-bind-group', `${reason}, and every bind group index below maxBindGroups (${options.maxBindGroups}) is used by the module`, name);

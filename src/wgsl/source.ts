@@ -244,3 +244,18 @@ export function attributeParams(d: { attributes?: AttributeElem[] }, name: strin
   for (const a of d.attributes ?? []) if (a.attribute.kind === '@attribute' && a.attribute.name === name) return a.attribute.params ?? [];
   return undefined;
 }
+
+/** The bind group indices a module's variables use; the name of one whose index is not a constant the rewriter can evaluate. */
+export function usedBindGroups(decls: GlobalDeclarationElem[]): Set<number> | string {
+  const groups = new Set<number>();
+  for (const d of decls) {
+    if (d.kind !== 'gvar') continue;
+    const attr = d.attributes?.find((a) => a.attribute.kind === '@attribute' && a.attribute.name === 'group');
+    if (!attr || attr.attribute.kind !== '@attribute') continue;
+    const expr = attr.attribute.params?.[0]?.expression;
+    const g = expr ? evalInteger(expr, decls) : undefined;
+    if (g === undefined) return declName(d);
+    groups.add(g);
+  }
+  return groups;
+}

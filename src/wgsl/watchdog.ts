@@ -48,7 +48,7 @@
 // The kernel tries the forms in order and keeps the first Dawn accepts (src/vgpu/shaderModule.ts).
 
 import type { ExpressionElem, FnElem, GlobalDeclarationElem } from 'wesl';
-import { applySplices, evalInteger, identifierNames, NameAllocator, parseWgsl, skipTrivia, type Splice } from './source.js';
+import { applySplices, evalInteger, identifierNames, NameAllocator, parseWgsl, skipTrivia, usedBindGroups, type Splice } from './source.js';
 
 export type WatchdogMode = 'shared' | 'local';
 
@@ -61,6 +61,8 @@ export interface BoundedModule {
   staticLoops: number;
   /** Set when the module could not be rewritten (it does not parse): it runs unbounded. */
   reason?: string;
+  /** The bind group index of the budget-spent flag (binding 0), when the module has one (BoundOptions.spentFlagBelow). */
+  spentFlagGroup?: number;
 }
 
 /** The largest budget a rewrite writes (u32). */
@@ -210,6 +212,11 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
   const counter = names.fresh('gpunix_loop_budget');
   const stop = options.uniformChecks ? names.fresh('gpunix_loop_stop') : '';
   let stopUsed = false;
+  // A cut marks the budget-spent flag, where the module may have one (compute entry points only).
+  const entries = fns.filter(isEntryFn);
+  const flagAt = options.spentFlagBelow !== undefined && checked > 0 && entries.length > 0 && entries.every(isComputeFn) ? flagGroup(parsed.decls, options.spentFlagBelow) : null;
+  const spent = flagAt !== null ? names.fresh('gpunix_loop_spent') : '';
+  const mark = flagAt !== null ? ` atomicStore(&${spent}, 1u);` : '';
   const splices: Splice[] = [];
   for (const fn of reaches) {
     const ownsCounter = mode === 'local' || isEntryFn(fn);
@@ -277,7 +284,7 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
             });
             splices.push({ start: p.cap.condition.start, end: p.cap.condition.start, text: '(' });
             splices.push({ start: p.cap.condition.end, end: p.cap.condition.end, text: `) && (u32(${i}) - u32(${a}) < ${left})` });
-            splices.push({ start: loop.end, end: loop.end, text: ` } ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u; } }` });
+            splices.push({ start: loop.end, end: loop.end, text: ` } ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u;${mark} } }` });
             break;
           }
           splices.push({ start: loop.start, end: loop.start, text: `{ let ${left} = ${value}; ` });
@@ -286,7 +293,7 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
           splices.push({
             start: loop.end,
             end: loop.end,
-            text: ` let ${trips} = ${tripCount}; ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u; } }`,
+            text: ` let ${trips} = ${tripCount}; ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u;${mark} } }`,
           });
           break;
         }
@@ -300,8 +307,8 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
           const uniform = options.uniformChecks && waits;
           stopUsed ||= uniform === true;
           const text = uniform
-            ? `if (${value} < ${weight}u) { ${value} = 0u; ${stop} = 1u; } else { ${value} -= ${weight}u; } if (workgroupUniformLoad(&${stop}) != 0u) { break; }`
-            : `if (${value} < ${weight}u) { ${value} = 0u; break; } ${value} -= ${weight}u;`;
+            ? `if (${value} < ${weight}u) { ${value} = 0u; ${stop} = 1u;${mark} } else { ${value} -= ${weight}u; } if (workgroupUniformLoad(&${stop}) != 0u) { break; }`
+            : `if (${value} < ${weight}u) { ${value} = 0u;${mark} break; } ${value} -= ${weight}u;`;
           splices.push({ start: open + 1, end: open + 1, text: ` ${text}` });
           break;
         }
@@ -318,11 +325,14 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
       }
     }
   }
-  if (stopUsed) splices.push({ start: code.length, end: code.length, text: `${code.endsWith('\n') ? '' : '\n'}var<workgroup> ${stop}: u32;\n` });
+  const appended: string[] = [];
+  if (stopUsed) appended.push(`var<workgroup> ${stop}: u32;`);
+  if (flagAt !== null) appended.push(`@group(${flagAt}) @binding(0) var<storage, read_write> ${spent}: atomic<u32>;`);
+  if (appended.length > 0) splices.push({ start: code.length, end: code.length, text: `${code.endsWith('\n') ? '' : '\n'}${appended.join('\n')}\n` });
   const rewritten = applySplices(code, splices);
   const check = parseWgsl(rewritten);
   if (!check.ok) return { code, loops: 0, staticLoops, reason: `internal error: the bounded module does not parse (${check.message})` };
-  return { code: rewritten, loops: checked, staticLoops };
+  return { code: rewritten, loops: checked, staticLoops, ...(flagAt !== null ? { spentFlagGroup: flagAt } : {}) };
 }
 
 /**
@@ -336,6 +346,30 @@ export interface BoundOptions {
   uniformChecks?: boolean;
   /** What one iteration of a counted loop that waits for its workgroup takes from the budget (default 1). */
   waitWeight?: number;
+  /**
+   * The device's maxBindGroups, to give the module a budget-spent flag at the highest bind group
+   * index below it that the module does not use (binding 0): a loop cut short stores 1 there, so
+   * that the kernel can tell cut loops from device memory (see the file comment). Only for modules
+   * with checked loops whose entry points are all compute ones (a vertex stage may not write
+   * storage); otherwise no flag.
+   */
+  spentFlagBelow?: number;
+}
+
+/**
+ * The budget-spent flag's group: the highest index below `maxBindGroups` the module leaves free
+ * (the atomizer's record, when it needs a group, takes the one past the module's highest), or
+ * null when every one is used or a group is not a constant.
+ */
+function flagGroup(decls: GlobalDeclarationElem[], maxBindGroups: number): number | null {
+  const used = usedBindGroups(decls);
+  if (typeof used === 'string') return null;
+  for (let g = maxBindGroups - 1; g >= 0; g--) if (!used.has(g)) return g;
+  return null;
+}
+
+function isComputeFn(fn: FnElem): boolean {
+  return fn.attributes?.some((a) => a.attribute.kind === '@attribute' && a.attribute.name === 'compute') ?? false;
 }
 
 function isEntryFn(fn: FnElem): boolean {
