@@ -25,7 +25,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
  * machine (75-90 s each measured while heavily loaded); the rest of the suite (CLI, daemon,
  * protocol, spill files, ...) exercises host-side code that does not depend on the backend beneath.
  */
-export const BACKEND_SUITE = ['corpus', 'atomizer', 'kernel', 'scheduler', 'eviction', 'checkpoint', 'migration', 'isolation', 'memory', 'lifecycle'];
+export const BACKEND_SUITE = ['corpus', 'atomizer', 'kernel', 'scheduler', 'eviction', 'checkpoint', 'migration', 'isolation', 'memory', 'lifecycle', 'watchdogSpentFlag'];
 
 const DEFAULT_BACKENDS = ['opengles', 'opengl'];
 

@@ -120,8 +120,9 @@ export const DEFAULT_MAX_DISPATCH_MS = 2000;
  * caught by the time check and never passes as a result. The calibration is the fastest of several
  * runs, timed by CPU time on a CPU device (a busy machine does not slow it); 2 keeps the guarantee
  * through a calibration up to 2x slow all the same (a GPU shared with work outside gpunix, clocks
- * still rising), at the price of a runaway lasting about twice the limit. (A device-side "budget
- * spent" flag would not need it.)
+ * still rising), at the price of a runaway lasting about twice the limit. Where a pipeline has the
+ * budget-spent flag (src/vgpu/loopFlag.ts), a calibration up to 16x slow is caught too
+ * (WATCHDOG_FLAG_READ_FRACTION); the slack stays for the pipelines without one.
  */
 export const WATCHDOG_BUDGET_SLACK = 2;
 /**

@@ -169,6 +169,8 @@ describe('gpunixd metrics and logs', () => {
       'gpunix_watchdog_pieces_excused_total',
       'gpunix_watchdog_bracket_stamps_total',
       'gpunix_watchdog_shared_openings_total',
+      'gpunix_watchdog_spent_flag_reads_total',
+      'gpunix_watchdog_ended_by_spent_flag_total',
     ]) {
       assert.ok(Number.isFinite(sample(text, series)), `the scrape has ${series}`);
     }

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel } from '../src/index.js';
+import { boundLoops } from '../src/wgsl/index.js';
 import { deviceOf } from './helpers.js';
 
 const U = () => GPUBufferUsage;
@@ -67,7 +68,7 @@ describe('the budget-spent flag', () => {
     it(`ends a runaway whose budget ran out within the limit (${explicit ? 'explicit' : "'auto'"} layout): its map is rejected, its exit says why`, async () => {
       const proc = await kernel.spawn({ name: 'runaway' });
       const device = await deviceOf(proc);
-      const excusedBefore = kernel.stats().watchdog.processesEnded;
+      const endedBefore = kernel.stats().watchdog;
       const outcome = await runOnce(device, RUNAWAY_WGSL, explicit, 4, 1).then(
         (words) => `resolved with ${words[1]} iterations of cut loops`,
         (error: unknown) => (error instanceof DOMException ? error.name : String(error)),
@@ -76,7 +77,10 @@ describe('the budget-spent flag', () => {
       const info = await device.lost;
       assert.match(info.message, /watchdog: 'flagged' ran \d+ ms on gpu0 and its loops ran out of their iteration budget/);
       assert.equal(kernel.ps().find((p) => p.pid === proc.pid)!.exit?.reason, 'watchdog');
-      assert.equal(kernel.stats().watchdog.processesEnded, excusedBefore + 1);
+      const watchdog = kernel.stats().watchdog;
+      assert.equal(watchdog.processesEnded, endedBefore.processesEnded + 1);
+      assert.equal(watchdog.endedBySpentFlag, endedBefore.endedBySpentFlag + 1);
+      assert.ok(watchdog.spentFlagReads > endedBefore.spentFlagReads);
     });
   }
 
@@ -95,7 +99,8 @@ describe('the budget-spent flag', () => {
     const device = await deviceOf(proc);
     const buffer = device.createBuffer({ size: 256 * 4, usage: U().STORAGE | U().COPY_SRC });
     const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: SHORT_LOOP_WGSL }) } });
-    const empty = device.createBindGroup({ layout: device.createBindGroupLayout({ entries: [] }), entries: [] });
+    // Dawn gives an empty layout at an index the shader does not use, and so must gpunix at the flag's.
+    const empty = device.createBindGroup({ layout: pipeline.getBindGroupLayout(device.limits.maxBindGroups - 1), entries: [] });
     const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
     device.pushErrorScope('validation');
     const encoder = device.createCommandEncoder();
@@ -112,5 +117,30 @@ describe('the budget-spent flag', () => {
     await readback.mapAsync(GPUMapMode.READ);
     assert.deepEqual(new Uint32Array(readback.getMappedRange()), Uint32Array.from({ length: 256 }, (_, x) => ((63 * 64) / 2) * x));
     await proc.exit();
+  });
+});
+
+describe("the rewrite's budget-spent flag", () => {
+  it('goes at the highest bind group index the module leaves free, stored where a loop is cut', () => {
+    const bounded = boundLoops(RUNAWAY_WGSL, 1000, 'shared', { spentFlagBelow: 4 });
+    assert.equal(bounded.spentFlagGroup, 3);
+    assert.match(bounded.code, /@group\(3\) @binding\(0\) var<storage, read_write> gpunix_loop_spent: atomic<u32>;/);
+    assert.match(bounded.code, /\{ gpunix_loop_budget = 0u; atomicStore\(&gpunix_loop_spent, 1u\); break; \}/);
+    const top = RUNAWAY_WGSL.replace('@group(0)', '@group(3)');
+    assert.equal(boundLoops(top, 1000, 'shared', { spentFlagBelow: 4 }).spentFlagGroup, 2);
+  });
+
+  it('is left out where a module cannot have it: a vertex entry point, no checked loop, every index used', () => {
+    const vertex = `@vertex fn vs() -> @builtin(position) vec4f { var i = 0u; loop { if (i > 9u) { break; } i++; } return vec4f(f32(i)); }
+@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(1) fn main() { loop { if (d[0] == 7u) { break; } } }`;
+    assert.equal(boundLoops(vertex, 1000, 'shared', { spentFlagBelow: 4 }).spentFlagGroup, undefined);
+    const constant = `@group(0) @binding(0) var<storage, read_write> d: array<u32>;
+@compute @workgroup_size(1) fn main() { for (var i = 0u; i < 8u; i++) { d[i] = i; } }`;
+    const unchecked = boundLoops(constant, 1000, 'shared', { spentFlagBelow: 4 });
+    assert.equal(unchecked.spentFlagGroup, undefined);
+    assert.doesNotMatch(unchecked.code, /gpunix_loop_spent/);
+    const full = [0, 1, 2, 3].map((g) => `@group(${g}) @binding(0) var<storage, read_write> d${g}: array<u32>;`).join('\n') + '\n@compute @workgroup_size(1) fn main() { loop { if (d0[0] == 7u) { break; } } }';
+    assert.equal(boundLoops(full, 1000, 'shared', { spentFlagBelow: 4 }).spentFlagGroup, undefined);
   });
 });

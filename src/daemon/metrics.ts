@@ -276,6 +276,24 @@ export class Metrics {
       },
     });
     new Counter({
+      name: 'gpunix_watchdog_spent_flag_reads_total',
+      help: "Reads of a process's budget-spent flag (a copy and a map of one word) after a piece of its device work ran within maxDispatchMs but over an eighth of it",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kernel.stats().watchdog.spentFlagReads);
+      },
+    });
+    new Counter({
+      name: 'gpunix_watchdog_ended_by_spent_flag_total',
+      help: 'Processes the watchdog ended because a loop of theirs ran out of its iteration budget within maxDispatchMs (the device ran faster than its loop-rate calibration said); also counted in gpunix_watchdog_processes_ended_total',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kernel.stats().watchdog.endedBySpentFlag);
+      },
+    });
+    new Counter({
       name: 'gpunix_watchdog_shared_openings_total',
       help: "Brackets that opened from the previous bracket's closing timestamp instead of writing one of their own",
       registers,

@@ -1381,10 +1381,14 @@ export class Dispatcher {
     let reads: Array<Promise<boolean>> | null = null;
     for (const flag of owner.loopFlags) if (flag.physical === this.device) (reads ??= []).push(flag.read());
     if (reads === null) return undefined;
+    this.spentFlagReads += reads.length;
     return Promise.all(reads).then((set) => {
       if (set.includes(true) && owner.alive) watchdog.cut(owner, piece, ns);
     });
   }
+
+  /** Budget-spent flags read so far (readSpentFlags), for stats. */
+  spentFlagReads = 0;
 
   /** The chain of time checks up to `check` settled: none is pending unless another joined it since. */
   private timeCheckSettled(check: Promise<void>): void {

@@ -250,9 +250,20 @@ export interface KernelStats {
    * host's clock put over a limit that their device time cleared (their completion was seen late:
    * a busy kernel thread; docs/kernel.md). `bracketStamps`: device timestamps written around whole
    * submits with checked loops, on all devices; `sharedOpenings`: the brackets that opened from the
-   * previous one's closing stamp instead of a stamp of their own.
+   * previous one's closing stamp instead of a stamp of their own. `spentFlagReads`: reads of
+   * processes' budget-spent flags (after pieces within the limit but over 1/8 of it);
+   * `endedBySpentFlag`: of `processesEnded`, those a set flag ended (their loops ran out of budget
+   * within the limit: the device ran faster than its calibration said).
    */
-  watchdog: { maxDispatchMs: number; processesEnded: number; piecesExcused: number; bracketStamps: number; sharedOpenings: number };
+  watchdog: {
+    maxDispatchMs: number;
+    processesEnded: number;
+    piecesExcused: number;
+    bracketStamps: number;
+    sharedOpenings: number;
+    spentFlagReads: number;
+    endedBySpentFlag: number;
+  };
   devices: DeviceStats[];
   /** Dawn's event polls as the kernel paces them (process-wide). */
   eventPump: EventPumpStats;
@@ -947,6 +958,8 @@ export class Kernel {
   private watchdogEnded = 0;
   /** Pieces over the limit by the host's clock that the device's timestamps cleared (for stats). */
   private watchdogExcused = 0;
+  /** Of those ended, the processes a set budget-spent flag ended (for stats). */
+  private watchdogEndedByFlag = 0;
 
   /** The watchdog's limit on one piece of `proc`'s work (ms): the configured one, or the shortest its loop budgets were made for. */
   private maxDispatchMsOf(proc: Proc): number {
@@ -966,6 +979,7 @@ export class Kernel {
   private endByWatchdog(proc: Proc, deviceId: string, piece: string, ns: number, flagged = false): void {
     const limit = this.maxDispatchMsOf(proc);
     if (proc.alive) this.watchdogEnded++;
+    if (proc.alive && flagged) this.watchdogEndedByFlag++;
     const ran = `'${piece}' ran ${(ns / 1e6).toFixed(0)} ms on ${deviceId}`;
     this.terminate(proc, {
       code: 152,
@@ -1060,6 +1074,8 @@ export class Kernel {
         piecesExcused: this.watchdogExcused,
         bracketStamps: this.devices.reduce((sum, d) => sum + (d.deviceTimer?.brackets.stamps ?? 0), 0),
         sharedOpenings: this.devices.reduce((sum, d) => sum + (d.deviceTimer?.brackets.sharedOpenings ?? 0), 0),
+        spentFlagReads: [...this.dispatchers.values()].reduce((sum, d) => sum + d.spentFlagReads, 0),
+        endedBySpentFlag: this.watchdogEndedByFlag,
       },
       eventPump: eventPumpStats(),
       devices: this.devices.map((d) => ({

@@ -449,7 +449,12 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   }
   getBindGroupLayout(index: number): VirtualBindGroupLayout {
     index = unsignedLong(index, 'getBindGroupLayout', 'index');
-    const real = this.#device.call(() => this.#real!.getBindGroupLayout(index));
+    // At the budget-spent flag's index the program's pipeline has no group: Dawn gives an empty
+    // layout there (below maxBindGroups), and so does this, not the flag's.
+    const real =
+      index === this.#spentFlag?.index
+        ? this.#device.call(() => this.#device.physical.device.createBindGroupLayout({ entries: [] }))
+        : this.#device.call(() => this.#real!.getBindGroupLayout(index));
     const layout = new VirtualBindGroupLayout(real, undefined, { pipeline: this, index });
     this.#device.remember('derivedLayout', layout);
     return layout;

@@ -43,6 +43,12 @@
 //   - uniformChecks: a counted loop that waits for its workgroup must be left by the whole
 //     workgroup together, so it checks a workgroup stop flag through workgroupUniformLoad, raised
 //     by any invocation out of budget.
+// The budget-spent flag (option spentFlagBelow): every place a loop is cut (a counted loop's
+// check that finds the budget short, a capped loop that its cap stopped) also does
+// `atomicStore(&gpunix_loop_spent, 1u)` on a `var<storage, read_write>` at binding 0 of the
+// highest bind group index the module leaves free, so the kernel learns from device memory, not
+// from a clock, that loops were cut (src/vgpu/loopFlag.ts). Compute-only modules: a vertex stage
+// may not write storage. A store needs no uniformity.
 // Uniformity: a counter moves by what its loops ran, so it is uniform where they are; the plain
 // check adds non-uniformity only where a non-uniform loop ran before, and the uniform check none.
 // The kernel tries the forms in order and keeps the first Dawn accepts (src/vgpu/shaderModule.ts).
