@@ -51,12 +51,17 @@ async function runOnce(device: GPUDevice, code: string, explicit: boolean, words
   return out;
 }
 
-describe('the budget-spent flag', () => {
+for (const [variant, options] of [
+  ['dispatches run whole', {}],
+  ['one-workgroup atoms', { atomSize: 1 }],
+] as const) describe(`the budget-spent flag (${variant})`, () => {
   let kernel: Kernel;
   before(async () => {
-    kernel = await createKernel({ memoryBudget: '256M', maxDispatchMs: 300 });
+    kernel = await createKernel({ memoryBudget: '256M', maxDispatchMs: 1000, ...options });
     // As if the calibration had read the device ten times slower than it runs: budgets a tenth of
-    // what they should be, so a runaway's loops run out after about 60 ms of its 300.
+    // what they should be, so a runaway's loops run out after about 200 ms of its 1000 (the limit
+    // leaves room for the pipeline's first-use compile, which lavapipe does inside the dispatch and
+    // which took 250 ms on a loaded machine: within 300 ms, the time check alone ended it).
     const device = kernel.devices[0];
     device.loopRates = { ...device.loopRates, iterationsPerMs: device.loopRates.iterationsPerMs / 10 };
   });
@@ -90,6 +95,99 @@ describe('the budget-spent flag', () => {
     const expected = Uint32Array.from({ length: 256 }, (_, x) => (((63 * 64) / 2) * x) >>> 0);
     for (const explicit of [false, true]) assert.deepEqual(await runOnce(device, SHORT_LOOP_WGSL, explicit, 256, 4), expected);
     assert.equal(kernel.ps().find((p) => p.pid === proc.pid)!.state !== 'exited', true);
+    if ('atomSize' in options) assert.ok(proc.record().accounting.atomsRun >= 8, 'the dispatches ran as atoms (the twins bind the flag too)');
+    await proc.exit();
+  });
+
+  it("gives the program's own group back at the flag's index to a later pipeline that reads it there", async () => {
+    // Bind groups outlive setPipeline: after a flagged pipeline, one whose shader reads group 3
+    // (the flag's index for the first) must see the program's group there, not the flag's. The
+    // second pass has the same two pipelines in a pass the program times (encoded again from the
+    // record when the submit is split), and the third a dispatch the kernel splits.
+    const proc = await kernel.spawn({ name: 'pipeline-switch' });
+    const adapter = (await proc.gpu.requestAdapter())!;
+    const timed = adapter.features.has('timestamp-query');
+    const device = (await adapter.requestDevice(timed ? { requiredFeatures: ['timestamp-query'] } : {})) as GPUDevice;
+    const storage = () => device.createBindGroupLayout({ entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } }] });
+    const looped = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code: SHORT_LOOP_WGSL }) } });
+    const atThree = device.createComputePipeline({
+      layout: device.createPipelineLayout({ bindGroupLayouts: [null, null, null, storage()] }),
+      compute: { module: device.createShaderModule({ code: `@group(3) @binding(0) var<storage, read_write> b: array<u32>;
+@compute @workgroup_size(1) fn main() { b[1] = b[0] + 1u; }` }) },
+    });
+    const a = device.createBuffer({ size: 256 * 4, usage: U().STORAGE | U().COPY_SRC });
+    const b = device.createBuffer({ size: 8, usage: U().STORAGE | U().COPY_SRC, mappedAtCreation: true });
+    new Uint32Array(b.getMappedRange()).set([42, 0]);
+    b.unmap();
+    const groupA = device.createBindGroup({ layout: looped.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: a } }] });
+    const groupB = device.createBindGroup({ layout: atThree.getBindGroupLayout(3), entries: [{ binding: 0, resource: { buffer: b } }] });
+    const querySet = timed ? device.createQuerySet({ type: 'timestamp', count: 2 }) : null;
+    device.pushErrorScope('validation');
+    const encoder = device.createCommandEncoder();
+    for (const timestamps of querySet ? [false, true] : [false]) {
+      const pass = encoder.beginComputePass(timestamps ? { timestampWrites: { querySet: querySet!, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : undefined);
+      pass.setBindGroup(0, groupA);
+      pass.setBindGroup(3, groupB);
+      pass.setPipeline(looped);
+      pass.dispatchWorkgroups(1);
+      pass.setPipeline(atThree);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+    }
+    const split = encoder.beginComputePass();
+    split.setPipeline(looped);
+    split.setBindGroup(0, groupA);
+    split.dispatchWorkgroups(4);
+    split.end();
+    const readback = device.createBuffer({ size: 8, usage: U().MAP_READ | U().COPY_DST });
+    encoder.copyBufferToBuffer(b, 0, readback, 0, 8);
+    device.queue.submit([encoder.finish()]);
+    assert.equal(await device.popErrorScope(), null);
+    await readback.mapAsync(GPUMapMode.READ);
+    assert.deepEqual([...new Uint32Array(readback.getMappedRange())], [42, 43]);
+    assert.notEqual(kernel.ps().find((p) => p.pid === proc.pid)!.state, 'exited');
+    await proc.exit();
+  });
+
+  it('still splits a dispatch whose atom record needs the group the flag would take', async () => {
+    // Groups 0-2 are the program's and its immediates leave the atom record no room: the record
+    // needs a bind group, and the only one left is the flag's. Splitting wins: the twin is made
+    // from the module without the flag (its atoms keep the time check alone).
+    const proc = await kernel.spawn({ name: 'record-group' });
+    const device = await deviceOf(proc);
+    const code = `@group(0) @binding(0) var<storage, read_write> a: array<u32>;
+@group(1) @binding(0) var<storage, read> b: array<u32>;
+@group(2) @binding(0) var<storage, read> c: array<u32>;
+struct Params { k: vec4u, l: vec4u, m: vec4u }
+var<immediate> params: Params;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  var s = 0u; var i = 0u;
+  loop { if (i >= params.k.x + b[0] + c[0]) { break; } s += i; i++; }
+  a[g.x] = s + g.x;
+}`;
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
+    const a = device.createBuffer({ size: 256 * 4, usage: U().STORAGE | U().COPY_SRC });
+    const zero = (group: number) => {
+      const buffer = device.createBuffer({ size: 16, usage: U().STORAGE });
+      return device.createBindGroup({ layout: pipeline.getBindGroupLayout(group), entries: [{ binding: 0, resource: { buffer } }] });
+    };
+    device.pushErrorScope('validation');
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: a } }] }));
+    pass.setBindGroup(1, zero(1));
+    pass.setBindGroup(2, zero(2));
+    pass.setImmediates(0, new Uint32Array([10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    pass.dispatchWorkgroups(4);
+    pass.end();
+    const readback = device.createBuffer({ size: 256 * 4, usage: U().MAP_READ | U().COPY_DST });
+    encoder.copyBufferToBuffer(a, 0, readback, 0, 256 * 4);
+    device.queue.submit([encoder.finish()]);
+    assert.equal(await device.popErrorScope(), null);
+    await readback.mapAsync(GPUMapMode.READ);
+    assert.deepEqual(new Uint32Array(readback.getMappedRange()), Uint32Array.from({ length: 256 }, (_, x) => 45 + x));
+    if ('atomSize' in options) assert.ok(proc.record().accounting.atomsRun >= 4, 'the dispatch ran as atoms');
     await proc.exit();
   });
 

@@ -48,15 +48,30 @@ export function flagOf(pipeline: unknown): FlagBinding | null {
 /**
  * Encodes a pass's recorded commands into a real pass: as the program made them, with its
  * pipeline's budget-spent flag set after each setPipeline of a flagged pipeline, and again after
- * the program's own setBindGroup at the flag's index (its shader reads none there).
+ * the program's own setBindGroup at the flag's index (its shader reads none there); a later
+ * pipeline that does not bind the flag there gets the program's group at that index back (bind
+ * groups outlive setPipeline), or none.
  */
 export function encodePassCommands(pass: GPUComputePassEncoder, commands: readonly PassCommand[]): void {
   const target = pass as unknown as Record<string, (...args: unknown[]) => void>;
   let flag: FlagBinding | null = null;
+  const programGroups: Array<unknown[] | undefined> = [];
   for (const pc of commands) {
-    target[pc.op](...pc.args.map(unwrap));
-    if (pc.op === 'setPipeline') flag = flagOf(pc.args[0]);
-    else if (pc.op !== 'setBindGroup' || flag === null || pc.args[0] !== flag.index) continue;
+    const args = pc.args.map(unwrap);
+    target[pc.op](...args);
+    if (pc.op === 'setPipeline') {
+      const previous: FlagBinding | null = flag;
+      const next = flagOf(pc.args[0]);
+      flag = next;
+      if (previous !== null && previous.index !== next?.index) {
+        const own = programGroups[previous.index];
+        if (own) target.setBindGroup(...own);
+        else pass.setBindGroup(previous.index, null);
+      }
+    } else if (pc.op === 'setBindGroup') {
+      programGroups[pc.args[0] as number] = args;
+      if (flag === null || pc.args[0] !== flag.index) continue;
+    } else continue;
     if (flag !== null) pass.setBindGroup(flag.index, flag.bindGroup);
   }
 }

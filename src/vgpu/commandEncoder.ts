@@ -249,8 +249,12 @@ export class VirtualComputePassEncoder {
     const converted = encoder.objects.object('GPUComputePipeline', pipeline, 'setPipeline', 'pipeline') as VirtualObject<GPUComputePipeline>;
     if (encoder.finished) return this.forward('setPipeline', [converted]);
     this.#real.setPipeline(converted[REAL]);
-    // Its budget-spent flag, where its pipeline binds one (encodePassCommands does the same on replays).
+    // Its budget-spent flag, where its pipeline binds one (encodePassCommands does the same on
+    // replays); bind groups outlive setPipeline, so the program's own group (or none) goes back
+    // where the previous pipeline's flag was, for a pipeline that does not bind it there.
+    const previous = this.#flag;
     const flag = (this.#flag = flagOf(converted));
+    if (previous !== null && previous.index !== flag?.index) this.#restoreProgramGroup(previous.index);
     if (flag !== null) this.#real.setBindGroup(flag.index, flag.bindGroup);
     // The pipeline's own record, shared by every pass (a stand-in for another device's gets one of its own).
     this.#push(converted instanceof VirtualComputePipeline ? converted.passRecord : { op: 'setPipeline', args: [converted] });
@@ -296,6 +300,17 @@ export class VirtualComputePassEncoder {
   #flag: FlagBinding | null = null;
   #reflag(): void {
     if (this.#flag !== null && !this.#encoder.finished) this.#real.setBindGroup(this.#flag.index, this.#flag.bindGroup);
+  }
+
+  /** Sets the program's last group at `index` in this pass again (none: unset), over a flag's (rare: read from the record). */
+  #restoreProgramGroup(index: number): void {
+    const scratch = this.#scratch;
+    if (scratch === null) return;
+    for (let i = this.#count - 1; i >= 0; i--) {
+      const command = scratch[i];
+      if (command.op === 'setBindGroup' && command.args[0] === index) return replay(this.#real, 'setBindGroup', command.args);
+    }
+    this.#real.setBindGroup(index, null);
   }
   dispatchWorkgroups(x: number, y?: number, z?: number): void {
     const encoder = this.#encoder;

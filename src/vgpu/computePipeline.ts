@@ -61,13 +61,15 @@ export function flaggedPipelineDescriptor(
 ): { real: GPUComputePipelineDescriptor; index: number; explicit: boolean } | null {
   const module = descriptor.compute?.module;
   if (!(module instanceof VirtualShaderModule) || module.flagged === null || module.refusal !== null) return null;
+  const flag = device.loopFlag;
+  if (flag === null) return null;
   const flagged = module.flagged;
   const layout = descriptor.layout;
   let realLayout: GPUPipelineLayout | 'auto' = 'auto';
   if (layout instanceof VirtualPipelineLayout) {
     // The program may set bind groups at any index its layout has: the flag takes one it has not.
     if (layout.bindGroupLayouts.length > flagged.group) return null;
-    const made = kernelPipelineLayout(device, layout, layout.immediateSize ?? 0, [{ index: flagged.group, layout: device.loopFlag.layout() }]);
+    const made = kernelPipelineLayout(device, layout, layout.immediateSize ?? 0, [{ index: flagged.group, layout: flag.layout() }]);
     if (made === null) return null;
     realLayout = made;
   } else if (layout !== 'auto') return null;
@@ -146,6 +148,7 @@ export function makeFlaggedPipelineAsync(device: VirtualDevice, descriptor: GPUC
  */
 export function spentFlagBinding(device: VirtualDevice, real: GPUComputePipeline, index: number, explicit: boolean): SpentFlagBinding | null {
   const flag = device.loopFlag;
+  if (flag === null) return null;
   const layout = explicit ? flag.layout() : device.physical.capture(() => real.getBindGroupLayout(index)).value;
   const bindGroup = flag.bindGroupFor(layout);
   return bindGroup === null ? null : { index, bindGroup };
@@ -163,10 +166,16 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
   const module = compute?.module;
   if (!(module instanceof VirtualShaderModule)) return;
   const limits = device.physical.adapter.limits;
-  // A flagged pipeline's twin is made from the flagged code, and binds the flag where it does.
-  const pipelineFlag = pipeline.spentFlag;
-  const code = pipelineFlag !== null && module.flagged !== null ? module.flagged.code : module.deviceCode;
-  const entry = atomize(code, compute.entryPoint, { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups });
+  // A flagged pipeline's twin is made from the flagged code, and binds the flag where it does;
+  // where the flag took the only group an atom record could have, from the plain code, unflagged
+  // (the atoms keep the time check alone; splitting matters more).
+  const options = { maxImmediateSize: limits.maxImmediateSize ?? 0, maxBindGroups: limits.maxBindGroups };
+  let pipelineFlag = module.flagged !== null ? pipeline.spentFlag : null;
+  let entry = atomize(pipelineFlag !== null ? module.flagged!.code : module.deviceCode, compute.entryPoint, options);
+  if (pipelineFlag !== null && entry.mode === 'whole' && entry.cause === 'no-free-bind-group') {
+    pipelineFlag = null;
+    entry = atomize(module.deviceCode, compute.entryPoint, options);
+  }
   if (entry.mode === 'whole') {
     pipeline.wholeReason = entry.reason ?? `the atomizer chose '${entry.mode}'`;
     return;
@@ -177,7 +186,7 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
     // The entry needs no atom record, so the twin's code would be the program's own: the program's
     // pipeline serves as the twin, and the module is compiled once, not twice.
     const real = pipeline[REAL];
-    pipeline.atomized = { real, immediateSize: 0, recordOffset: 0, uniformRecord: null, bindGroup: (_index, group) => unwrap(group), spentFlag: pipelineFlag };
+    pipeline.atomized = { real, immediateSize: 0, recordOffset: 0, uniformRecord: null, bindGroup: (_index, group) => unwrap(group), spentFlag: pipeline.spentFlag };
     return;
   }
   const layout = pipeline.descriptor.layout;
@@ -199,7 +208,9 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
       recordLayout = made.value;
       extras.push({ index: uniform.group, layout: made.value });
     }
-    if (pipelineFlag !== null) extras.push({ index: pipelineFlag.index, layout: device.loopFlag.layout() });
+    const flag = pipelineFlag !== null ? device.loopFlag : null;
+    if (pipelineFlag !== null && flag === null) return; // lost meanwhile
+    if (flag !== null) extras.push({ index: pipelineFlag!.index, layout: flag.layout() });
     const made = kernelPipelineLayout(device, layout, uniform ? (layout.immediateSize ?? 0) : immediateSize, extras);
     if (made === null) {
       pipeline.wholeReason = 'the twin pipeline layout was refused';

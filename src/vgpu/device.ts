@@ -1264,12 +1264,17 @@ export class VirtualDevice extends EventTarget {
   #loopFlag: LoopFlag | null = null;
   /**
    * The process's budget-spent flag on this device's physical device (made at the first pipeline
-   * that binds it; made afresh after a migration, the old one freed).
+   * that binds it; made afresh after a migration, the old one freed once the reads asked of it have
+   * settled); null once the device is lost (nothing binds one any more).
    */
-  get loopFlag(): LoopFlag {
+  get loopFlag(): LoopFlag | null {
+    if (this.isLost) return null;
     let flag = this.#loopFlag;
     if (flag === null || flag.physical !== this.physical) {
-      this.dropLoopFlag();
+      if (flag !== null) {
+        const old = flag;
+        old.retire(() => this.proc.loopFlags.delete(old));
+      }
       flag = this.#loopFlag = new LoopFlag(this.physical, `pid ${this.proc.pid}`);
       this.proc.loopFlags.add(flag);
     }

@@ -18,9 +18,9 @@ const SHADER_STAGE_COMPUTE = 4;
 export class LoopFlag {
   private readonly buffer: GPUBuffer;
   private readonly readback: GPUBuffer;
-  /** The flag's bind group layout for pipelines with explicit layouts, and its bind group (made once each). */
+  /** The flag's bind group layout for pipelines with explicit layouts, and its bind group there (made once each). */
   private ownLayout: GPUBindGroupLayout | null = null;
-  private readonly groups = new Map<GPUBindGroupLayout, GPUBindGroup>();
+  private ownGroup: GPUBindGroup | null = null;
   /** The read in progress (reads go one after another: one readback buffer). */
   private reading: Promise<boolean> = Promise.resolve(false);
   /** Set once a read found the flag set (it is never cleared on the device either). */
@@ -43,16 +43,18 @@ export class LoopFlag {
     ).value);
   }
 
-  /** The flag's bind group for `layout` (its own layout(), or an 'auto' pipeline's at the flag's index); null when Dawn refuses it. */
+  /**
+   * The flag's bind group for `layout`: its own layout()'s (made once), or a new one for an 'auto'
+   * pipeline's layout at the flag's index (exclusive to that pipeline, which keeps it: none is kept
+   * here, so a released pipeline's goes with it); null when Dawn refuses it.
+   */
   bindGroupFor(layout: GPUBindGroupLayout): GPUBindGroup | null {
-    let group = this.groups.get(layout);
-    if (group === undefined) {
-      const made = this.physical.capture(() => this.physical.device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: this.buffer } }] }));
-      if (!made.clean) return null;
-      group = made.value;
-      this.groups.set(layout, group);
-    }
-    return group;
+    const own = layout === this.ownLayout;
+    if (own && this.ownGroup !== null) return this.ownGroup;
+    const made = this.physical.capture(() => this.physical.device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: this.buffer } }] }));
+    if (!made.clean) return null;
+    if (own) this.ownGroup = made.value;
+    return made.value;
   }
 
   /**
@@ -76,10 +78,16 @@ export class LoopFlag {
     if (!submitted) return Promise.resolve(false);
     return this.readback.mapAsync(MapMode.READ).then(
       () => {
-        const set = new Uint32Array(this.readback.getMappedRange())[0] !== 0;
-        this.readback.unmap();
-        if (set) this.seenSet = true;
-        return set;
+        // Destroyed between the map and this (the device lost, a migration's retire): unread, not
+        // a throw, which would leave the time-check chain, and every map waiting on it, rejected.
+        try {
+          const set = new Uint32Array(this.readback.getMappedRange())[0] !== 0;
+          this.readback.unmap();
+          if (set) this.seenSet = true;
+          return set;
+        } catch {
+          return false;
+        }
       },
       () => false,
     );
@@ -89,6 +97,14 @@ export class LoopFlag {
   destroy(): void {
     this.buffer.destroy();
     this.readback.destroy();
-    this.groups.clear();
+    this.ownGroup = null;
+  }
+
+  /** Frees it once the reads already asked for have settled (the process moved to another device); then `done`. */
+  retire(done: () => void): void {
+    void this.reading.then(() => {
+      this.destroy();
+      done();
+    });
   }
 }

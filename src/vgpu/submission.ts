@@ -640,9 +640,10 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
     const record = atomized.uniformRecord;
     const flag = atomized.spentFlag;
     const params = atomized.immediateSize > 0 || record ? atomParams(offset, grid) : null;
-    // A uniform record takes a group the shader does not read: the program's group there (if any) is left out.
+    // A uniform record, and the budget-spent flag, take groups the shader does not read: the
+    // program's groups there (if any) are left out (an 'auto' twin has no layout of the program's there).
     const bindGroups = [...state.bindGroups.values()]
-      .filter((args) => args[0] !== record?.group)
+      .filter((args) => args[0] !== record?.group && args[0] !== flag?.index)
       .map((args) => [args[0], atomized.bindGroup(args[0] as number, args[1]), ...args.slice(2)]);
     // The program's immediates, as it set them, then the record: where the twin composes the two
     // (recordOffset > 0) the program's bytes are zeroed first, so that every byte of the twin's
