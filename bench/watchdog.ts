@@ -1,7 +1,11 @@
 // What the GPU watchdog costs loop-heavy kernels: each kernel's device time on bare Dawn with the
-// program's own code, on bare Dawn with the watchdog's bounded code (the rewrite's cost alone), and
-// in a gpunix process (the rewrite plus the kernel's path), in one run on one device.
-// Ratio = bare time / other time (1.0: free; the target is >= 0.95).
+// program's own code, on bare Dawn with the watchdog's bounded code (the rewrite's cost alone), on
+// bare Dawn with the bounded code and its budget-spent flag bound (what the flag adds: a store in
+// each cut branch, never taken, and one more bind group), and in a gpunix process (the rewrite,
+// the flag and the kernel's path), in one run on one device. Ratio = bare time / other time (1.0:
+// free; the target is >= 0.95). Also what making the kernel costs until its first dispatch has
+// run (createShaderModule, createComputePipeline, the driver's compile at first use) on bare Dawn
+// and in gpunix, which compiles a flagged module twice (with and without the flag).
 //
 //   node dist/bench/watchdog.js [--reps N]
 
@@ -45,29 +49,40 @@ fn mix(x: u32, n: u32) -> u32 { var v = x; for (var i = 0u; i < n; i++) { v = (v
   },
 };
 
-/** Seconds for `reps` dispatches of `code` (one submit each, awaited together) on `device`. */
-async function timeKernel(device: GPUDevice, code: string, workgroups: number, reps: number): Promise<number> {
+/**
+ * `reps` dispatches of `code` (one submit each, awaited together) on `device`: their seconds, and
+ * the seconds from createShaderModule to the first dispatch's completion. `flagGroup`: the bind
+ * group index of the code's budget-spent flag, bound to a word of its own (bare Dawn running the
+ * flagged rewrite).
+ */
+async function timeKernel(device: GPUDevice, code: string, workgroups: number, reps: number, flagGroup?: number): Promise<{ run: number; create: number }> {
   const buffer = device.createBuffer({ size: workgroups * 64 * 4, usage: GPUBufferUsage.STORAGE });
+  const flagBuffer = flagGroup === undefined ? null : device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+  const createStart = performance.now();
   const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }) } });
   const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+  const flag = flagBuffer && device.createBindGroup({ layout: pipeline.getBindGroupLayout(flagGroup!), entries: [{ binding: 0, resource: { buffer: flagBuffer } }] });
   const once = () => {
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
+    if (flag) pass.setBindGroup(flagGroup!, flag);
     pass.dispatchWorkgroups(workgroups);
     pass.end();
     device.queue.submit([encoder.finish()]);
   };
   once(); // warm-up: compilation and the cost model
   await device.queue.onSubmittedWorkDone();
+  const create = (performance.now() - createStart) / 1000;
   collectGarbage();
   const start = performance.now();
   for (let i = 0; i < reps; i++) once();
   await device.queue.onSubmittedWorkDone();
   const seconds = (performance.now() - start) / 1000;
   buffer.destroy();
-  return seconds;
+  flagBuffer?.destroy();
+  return { run: seconds, create };
 }
 
 async function main(): Promise<void> {
@@ -83,26 +98,49 @@ async function main(): Promise<void> {
   const results: Array<Record<string, unknown>> = [];
   for (const [name, { code, workgroups }] of Object.entries(KERNELS)) {
     const bounded = boundLoops(code, 0xf000_0000).code;
-    // Interleaved samples, best of each: the machine's noise hits every side alike.
-    let bareS = Infinity;
-    let boundedS = Infinity;
-    let gpunixS = Infinity;
+    const flagged = boundLoops(code, 0xf000_0000, 'shared', { spentFlagBelow: bare.limits.maxBindGroups });
+    if (flagged.spentFlagGroup === undefined) throw new Error(`${name}: the rewrite gave it no budget-spent flag`);
+    // Interleaved samples, best of each: the machine's noise hits every side alike. Each sample's
+    // code is new (a comment of its own), so that no cache of Dawn's or the driver's makes it.
+    let [bareS, boundedS, flaggedS, gpunixS, bareCreateS, gpunixCreateS] = [Infinity, Infinity, Infinity, Infinity, Infinity, Infinity];
     for (let round = 0; round < 3; round++) {
-      bareS = Math.min(bareS, await timeKernel(bare, code, workgroups, reps));
-      boundedS = Math.min(boundedS, await timeKernel(bare, bounded, workgroups, reps));
-      gpunixS = Math.min(gpunixS, await timeKernel(virtualDevice, code, workgroups, reps));
+      const fresh = `\n// sample ${round}`;
+      const b = await timeKernel(bare, code + fresh, workgroups, reps);
+      bareS = Math.min(bareS, b.run);
+      bareCreateS = Math.min(bareCreateS, b.create);
+      boundedS = Math.min(boundedS, (await timeKernel(bare, bounded + fresh, workgroups, reps)).run);
+      flaggedS = Math.min(flaggedS, (await timeKernel(bare, flagged.code + fresh, workgroups, reps, flagged.spentFlagGroup)).run);
+      const g = await timeKernel(virtualDevice, code + fresh, workgroups, reps);
+      gpunixS = Math.min(gpunixS, g.run);
+      gpunixCreateS = Math.min(gpunixCreateS, g.create);
     }
-    results.push({ kernel: name, reps, bare_s: bareS, bounded_s: boundedS, gpunix_s: gpunixS, rewrite_ratio: bareS / boundedS, gpunix_ratio: bareS / gpunixS });
+    results.push({
+      kernel: name,
+      reps,
+      bare_s: bareS,
+      bounded_s: boundedS,
+      flagged_s: flaggedS,
+      gpunix_s: gpunixS,
+      rewrite_ratio: bareS / boundedS,
+      flag_ratio: bareS / flaggedS,
+      gpunix_ratio: bareS / gpunixS,
+      bare_create_s: bareCreateS,
+      gpunix_create_s: gpunixCreateS,
+      create_ratio: bareCreateS / gpunixCreateS,
+    });
   }
   await proc.exit();
   await kernel.shutdown();
   bare.destroy();
   const info = adapter.info;
   console.log(JSON.stringify({ bench: 'watchdog', machine: { cpu: cpuModel(), adapter: `${info.vendor} ${info.architecture} ${info.description}`.trim() }, results }, null, 2));
-  console.log('\nkernel          bare ms  bounded ms  gpunix ms  rewrite ratio  gpunix ratio');
+  console.log('\nkernel          bare ms  bounded ms  +flag ms  gpunix ms  rewrite  +flag  gpunix   create ms bare/gpunix  ratio');
   for (const r of results) {
     const ms = (s: unknown) => ((s as number) * 1000).toFixed(1).padStart(9);
-    console.log(`${String(r.kernel).padEnd(14)} ${ms(r.bare_s)} ${ms(r.bounded_s)}  ${ms(r.gpunix_s)}  ${(r.rewrite_ratio as number).toFixed(3).padStart(12)}  ${(r.gpunix_ratio as number).toFixed(3).padStart(12)}`);
+    const ratio = (x: unknown) => (x as number).toFixed(3).padStart(6);
+    console.log(
+      `${String(r.kernel).padEnd(14)} ${ms(r.bare_s)} ${ms(r.bounded_s)} ${ms(r.flagged_s)} ${ms(r.gpunix_s)}  ${ratio(r.rewrite_ratio)} ${ratio(r.flag_ratio)} ${ratio(r.gpunix_ratio)}  ${ms(r.bare_create_s)} ${ms(r.gpunix_create_s)}  ${ratio(r.create_ratio)}`,
+    );
   }
   void gpu;
 }
