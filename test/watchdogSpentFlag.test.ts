@@ -219,11 +219,15 @@ var<immediate> params: Params;
 });
 
 describe("the rewrite's budget-spent flag", () => {
-  it('goes at the highest bind group index the module leaves free, stored where a loop is cut', () => {
-    const bounded = boundLoops(RUNAWAY_WGSL, 1000, 'shared', { spentFlagBelow: 4 });
+  it('goes at the highest bind group index the module leaves free, stored at each end of an invocation that spent its budget', () => {
+    const early = RUNAWAY_WGSL.replace('fn main() { loop', 'fn main() { if (d[2] == 1u) { return; } loop');
+    const bounded = boundLoops(early, 1000, 'shared', { spentFlagBelow: 4 });
     assert.equal(bounded.spentFlagGroup, 3);
     assert.match(bounded.code, /@group\(3\) @binding\(0\) var<storage, read_write> gpunix_loop_spent: atomic<u32>;/);
-    assert.match(bounded.code, /\{ gpunix_loop_budget = 0u; atomicStore\(&gpunix_loop_spent, 1u\); break; \}/);
+    const store = 'if (gpunix_loop_budget == 0u) { atomicStore(&gpunix_loop_spent, 1u); }';
+    assert.ok(bounded.code.includes(`${store} return; }`), 'before the early return');
+    assert.ok(bounded.code.includes(`${store} }\n`), "at the entry point's end");
+    assert.ok(!bounded.code.includes('= 0u; atomicStore'), 'not in the loop');
     const top = RUNAWAY_WGSL.replace('@group(0)', '@group(3)');
     assert.equal(boundLoops(top, 1000, 'shared', { spentFlagBelow: 4 }).spentFlagGroup, 2);
   });

@@ -43,12 +43,14 @@
 //   - uniformChecks: a counted loop that waits for its workgroup must be left by the whole
 //     workgroup together, so it checks a workgroup stop flag through workgroupUniformLoad, raised
 //     by any invocation out of budget.
-// The budget-spent flag (option spentFlagBelow): every place a loop is cut (a counted loop's
-// check that finds the budget short, a capped loop that its cap stopped) also does
-// `atomicStore(&gpunix_loop_spent, 1u)` on a `var<storage, read_write>` at binding 0 of the
-// highest bind group index the module leaves free, so the kernel learns from device memory, not
-// from a clock, that loops were cut (src/vgpu/loopFlag.ts). Compute-only modules: a vertex stage
-// may not write storage. A store needs no uniformity.
+// The budget-spent flag (option spentFlagBelow): each entry point, at each of its `return`s and
+// at its end, does `if (n == 0u) { atomicStore(&gpunix_loop_spent, 1u); }` on a
+// `var<storage, read_write>` at binding 0 of the highest bind group index the module leaves free,
+// so the kernel learns from device memory, not from a clock, that an invocation spent its budget
+// (every cut sets the counter to 0; src/vgpu/loopFlag.ts). At the end, not in the cut branches: a
+// store in a loop body, even one never taken, cost lavapipe ~5 % on a loop nothing bounds
+// (bench/watchdog, unbounded-while). Compute-only modules: a vertex stage may not write storage.
+// A store needs no uniformity.
 // Uniformity: a counter moves by what its loops ran, so it is uniform where they are; the plain
 // check adds non-uniformity only where a non-uniform loop ran before, and the uniform check none.
 // The kernel tries the forms in order and keeps the first Dawn accepts (src/vgpu/shaderModule.ts).
@@ -218,11 +220,10 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
   const counter = names.fresh('gpunix_loop_budget');
   const stop = options.uniformChecks ? names.fresh('gpunix_loop_stop') : '';
   let stopUsed = false;
-  // A cut marks the budget-spent flag, where the module may have one (compute entry points only).
+  // An invocation that ends with its budget spent marks the budget-spent flag, where the module may have one (compute entry points only).
   const entries = fns.filter(isEntryFn);
   const flagAt = options.spentFlagBelow !== undefined && checked > 0 && entries.length > 0 && entries.every(isComputeFn) ? flagGroup(parsed.decls, options.spentFlagBelow) : null;
   const spent = flagAt !== null ? names.fresh('gpunix_loop_spent') : '';
-  const mark = flagAt !== null ? ` atomicStore(&${spent}, 1u);` : '';
   const splices: Splice[] = [];
   for (const fn of reaches) {
     const ownsCounter = mode === 'local' || isEntryFn(fn);
@@ -233,6 +234,18 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
       // not know its entry, so it gets the smallest of the module's.
       const start = mode === 'shared' ? budgetOf(workgroupInvocations(fn, code, parsed.decls)) : localBudget;
       splices.push({ start: fn.body.start + 1, end: fn.body.start + 1, text: ` var ${counter}: u32 = ${start}u;` });
+    }
+    if (flagAt !== null && ownsCounter && isEntryFn(fn)) {
+      // The invocation's budget spent (a loop cut, or the budget run out to the last iteration):
+      // marked as it ends, at each return of the entry point and at its end, not in the loops.
+      const markSpent = `if (${counter} == 0u) { atomicStore(&${spent}, 1u); } `;
+      walk(fn.body as unknown as Node, (n) => {
+        if (n.kind === 'return') splices.push({ start: n.start, end: n.start, text: markSpent });
+        return true;
+      });
+      const close = fn.body.end - 1;
+      if (code[close] !== '}') return { code, loops: 0, staticLoops, reason: `could not locate the end of '${fn.name.ident.originalName}'` };
+      splices.push({ start: close, end: close, text: markSpent });
     }
     if (!ownsCounter) {
       const at = paramListEnd(code, fn);
@@ -290,7 +303,7 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
             });
             splices.push({ start: p.cap.condition.start, end: p.cap.condition.start, text: '(' });
             splices.push({ start: p.cap.condition.end, end: p.cap.condition.end, text: `) && (u32(${i}) - u32(${a}) < ${left})` });
-            splices.push({ start: loop.end, end: loop.end, text: ` } ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u;${mark} } }` });
+            splices.push({ start: loop.end, end: loop.end, text: ` } ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u; } }` });
             break;
           }
           splices.push({ start: loop.start, end: loop.start, text: `{ let ${left} = ${value}; ` });
@@ -299,7 +312,7 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
           splices.push({
             start: loop.end,
             end: loop.end,
-            text: ` let ${trips} = ${tripCount}; ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u;${mark} } }`,
+            text: ` let ${trips} = ${tripCount}; ${charge(`min(${trips}, ${left})`)} if (${trips} > ${left}) { ${value} = 0u; } }`,
           });
           break;
         }
@@ -313,8 +326,8 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
           const uniform = options.uniformChecks && waits;
           stopUsed ||= uniform === true;
           const text = uniform
-            ? `if (${value} < ${weight}u) { ${value} = 0u; ${stop} = 1u;${mark} } else { ${value} -= ${weight}u; } if (workgroupUniformLoad(&${stop}) != 0u) { break; }`
-            : `if (${value} < ${weight}u) { ${value} = 0u;${mark} break; } ${value} -= ${weight}u;`;
+            ? `if (${value} < ${weight}u) { ${value} = 0u; ${stop} = 1u; } else { ${value} -= ${weight}u; } if (workgroupUniformLoad(&${stop}) != 0u) { break; }`
+            : `if (${value} < ${weight}u) { ${value} = 0u; break; } ${value} -= ${weight}u;`;
           splices.push({ start: open + 1, end: open + 1, text: ` ${text}` });
           break;
         }
@@ -354,8 +367,9 @@ export interface BoundOptions {
   waitWeight?: number;
   /**
    * The device's maxBindGroups, to give the module a budget-spent flag at the highest bind group
-   * index below it that the module does not use (binding 0): a loop cut short stores 1 there, so
-   * that the kernel can tell cut loops from device memory (see the file comment). Only for modules
+   * index below it that the module does not use (binding 0): an invocation that ends with its
+   * budget spent (a loop cut) stores 1 there, so that the kernel can tell from device memory (see
+   * the file comment). Only for modules
    * with checked loops whose entry points are all compute ones (a vertex stage may not write
    * storage); otherwise no flag.
    */
