@@ -48,11 +48,11 @@ export interface SpentFlagBinding {
 }
 
 /**
- * The program's pipeline as Dawn should make it with the budget-spent flag (and the flag's index):
- * `real` (its descriptor for Dawn) with the flagged module, and for an explicit layout one of the kernel's with the
- * flag's layout at its index. Null when the pipeline cannot have the flag: its module has none, or
- * its layout already has a group at that index. The layout is the kernel's own object: its errors
- * are no one's (a refused one means no flag).
+ * The program's pipeline as Dawn should make it with the budget-spent flag, and the flag's index:
+ * `real` (its descriptor for Dawn) with the flagged module, and for an explicit layout one of the
+ * kernel's with the flag's layout at that index. Null when the pipeline cannot have the flag: its
+ * module has none, its layout already has a group at that index, or its device is lost. The layout
+ * is the kernel's own object: its errors are no one's (a refused one means no flag).
  */
 export function flaggedPipelineDescriptor(
   device: VirtualDevice,
@@ -61,14 +61,14 @@ export function flaggedPipelineDescriptor(
 ): { real: GPUComputePipelineDescriptor; index: number; explicit: boolean } | null {
   const module = descriptor.compute?.module;
   if (!(module instanceof VirtualShaderModule) || module.flagged === null || module.refusal !== null) return null;
-  const flag = device.loopFlag;
-  if (flag === null) return null;
   const flagged = module.flagged;
   const layout = descriptor.layout;
+  // The program may set bind groups at any index its layout has: the flag takes one it has not.
+  if (layout instanceof VirtualPipelineLayout && layout.bindGroupLayouts.length > flagged.group) return null;
+  const flag = device.loopFlag;
+  if (flag === null) return null;
   let realLayout: GPUPipelineLayout | 'auto' = 'auto';
   if (layout instanceof VirtualPipelineLayout) {
-    // The program may set bind groups at any index its layout has: the flag takes one it has not.
-    if (layout.bindGroupLayouts.length > flagged.group) return null;
     const made = kernelPipelineLayout(device, layout, layout.immediateSize ?? 0, [{ index: flagged.group, layout: flag.layout() }]);
     if (made === null) return null;
     realLayout = made;
@@ -326,7 +326,8 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
   /**
    * Where Dawn's pipeline binds its process's budget-spent flag (made from the flagged module),
    * or null (no flag: its module has none, its layout left no index, or made afresh on another
-   * device). Every pass that sets this pipeline sets the flag's group after it (setPipelineOn).
+   * device). Every pass that sets this pipeline sets the flag's group after it (the live pass in
+   * commandEncoder.ts; replays: encodePassCommands; atoms and whole dispatches: submission.ts).
    */
   get spentFlag(): SpentFlagBinding | null {
     return this.#spentFlag;

@@ -1,5 +1,6 @@
-// A process's budget-spent flag on one device: one word of device memory that a loop the
-// watchdog cuts short sets to 1 (src/wgsl/watchdog.ts, `spentFlagBelow`). The watchdog's time check
+// A process's budget-spent flag on one device: one word of device memory that an invocation which
+// ends with its loop budget spent (every loop the watchdog cuts leaves it so) sets to 1
+// (src/wgsl/watchdog.ts, `spentFlagBelow`). The watchdog's time check
 // rests on a calibration (a spent budget means more than the limit of device time); the flag does
 // not: a piece that ran long enough that its loops may have been cut while the calibration read
 // slow has the flag read, and a set flag ends the process whatever the piece's time said
