@@ -25,10 +25,25 @@ const SHORT_LOOP_WGSL = `@group(0) @binding(0) var<storage, read_write> a: array
   a[g.x] = s;
 }`;
 
-/** Runs `code` once on `device` (explicit layout or 'auto'); resolves with d[1] read back, or rejects with the map's error. */
+/**
+ * Ends `encoder` with a copy of `words` words of `buffer`, submits it, checks that the validation
+ * scope the caller pushed before encoding caught nothing, and returns the words.
+ */
+async function submitAndRead(device: GPUDevice, encoder: GPUCommandEncoder, buffer: GPUBuffer, words: number): Promise<Uint32Array> {
+  const readback = device.createBuffer({ size: words * 4, usage: U().MAP_READ | U().COPY_DST });
+  encoder.copyBufferToBuffer(buffer, 0, readback, 0, words * 4);
+  device.queue.submit([encoder.finish()]);
+  assert.equal(await device.popErrorScope(), null);
+  await readback.mapAsync(GPUMapMode.READ);
+  const out = new Uint32Array(readback.getMappedRange().slice(0));
+  readback.unmap();
+  return out;
+}
+
+/** Runs `code` once on `device` (explicit layout or 'auto'); resolves with the buffer's words read back, or rejects with the map's error. */
 async function runOnce(device: GPUDevice, code: string, explicit: boolean, words: number, workgroups: number): Promise<Uint32Array> {
   const buffer = device.createBuffer({ size: words * 4, usage: U().STORAGE | U().COPY_SRC });
-  const readback = device.createBuffer({ size: words * 4, usage: U().MAP_READ | U().COPY_DST });
+  device.pushErrorScope('validation');
   const module = device.createShaderModule({ code });
   const groupLayout = explicit ? device.createBindGroupLayout({ entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } }] }) : null;
   const pipeline = device.createComputePipeline({
@@ -43,12 +58,7 @@ async function runOnce(device: GPUDevice, code: string, explicit: boolean, words
   pass.setBindGroup(0, group);
   pass.dispatchWorkgroups(workgroups);
   pass.end();
-  encoder.copyBufferToBuffer(buffer, 0, readback, 0, words * 4);
-  device.queue.submit([encoder.finish()]);
-  await readback.mapAsync(GPUMapMode.READ);
-  const out = new Uint32Array(readback.getMappedRange().slice(0));
-  readback.unmap();
-  return out;
+  return submitAndRead(device, encoder, buffer, words);
 }
 
 for (const [variant, options] of [
@@ -139,12 +149,7 @@ for (const [variant, options] of [
     split.setBindGroup(0, groupA);
     split.dispatchWorkgroups(4);
     split.end();
-    const readback = device.createBuffer({ size: 8, usage: U().MAP_READ | U().COPY_DST });
-    encoder.copyBufferToBuffer(b, 0, readback, 0, 8);
-    device.queue.submit([encoder.finish()]);
-    assert.equal(await device.popErrorScope(), null);
-    await readback.mapAsync(GPUMapMode.READ);
-    assert.deepEqual([...new Uint32Array(readback.getMappedRange())], [42, 43]);
+    assert.deepEqual([...(await submitAndRead(device, encoder, b, 2))], [42, 43]);
     assert.notEqual(kernel.ps().find((p) => p.pid === proc.pid)!.state, 'exited');
     await proc.exit();
   });
@@ -181,12 +186,7 @@ var<immediate> params: Params;
     pass.setImmediates(0, new Uint32Array([10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
     pass.dispatchWorkgroups(4);
     pass.end();
-    const readback = device.createBuffer({ size: 256 * 4, usage: U().MAP_READ | U().COPY_DST });
-    encoder.copyBufferToBuffer(a, 0, readback, 0, 256 * 4);
-    device.queue.submit([encoder.finish()]);
-    assert.equal(await device.popErrorScope(), null);
-    await readback.mapAsync(GPUMapMode.READ);
-    assert.deepEqual(new Uint32Array(readback.getMappedRange()), Uint32Array.from({ length: 256 }, (_, x) => 45 + x));
+    assert.deepEqual(await submitAndRead(device, encoder, a, 256), Uint32Array.from({ length: 256 }, (_, x) => 45 + x));
     if ('atomSize' in options) assert.ok(proc.record().accounting.atomsRun >= 4, 'the dispatch ran as atoms');
     await proc.exit();
   });
@@ -208,12 +208,7 @@ var<immediate> params: Params;
     pass.setBindGroup(device.limits.maxBindGroups - 1, empty);
     pass.dispatchWorkgroups(4);
     pass.end();
-    const readback = device.createBuffer({ size: 256 * 4, usage: U().MAP_READ | U().COPY_DST });
-    encoder.copyBufferToBuffer(buffer, 0, readback, 0, 256 * 4);
-    device.queue.submit([encoder.finish()]);
-    assert.equal(await device.popErrorScope(), null);
-    await readback.mapAsync(GPUMapMode.READ);
-    assert.deepEqual(new Uint32Array(readback.getMappedRange()), Uint32Array.from({ length: 256 }, (_, x) => ((63 * 64) / 2) * x));
+    assert.deepEqual(await submitAndRead(device, encoder, buffer, 256), Uint32Array.from({ length: 256 }, (_, x) => ((63 * 64) / 2) * x));
     await proc.exit();
   });
 });
