@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       bareS = Math.min(bareS, b.run);
       bareCreateS = Math.min(bareCreateS, b.create);
       boundedS = Math.min(boundedS, (await timeKernel(bare, bounded + fresh, workgroups, reps)).run);
-      if (hasFlag) flaggedS = Math.min(flaggedS, (await timeKernel(bare, flagged.code + fresh, workgroups, reps, flagged.spentFlagGroup)).run);
+      if (hasFlag) flaggedS = Math.min(flaggedS, (await timeKernel(bare, flagged.flaggedCode + fresh, workgroups, reps, flagged.spentFlagGroup)).run);
       const g = await timeKernel(virtualDevice, code + fresh, workgroups, reps);
       gpunixS = Math.min(gpunixS, g.run);
       gpunixCreateS = Math.min(gpunixCreateS, g.create);

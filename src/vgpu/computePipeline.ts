@@ -410,9 +410,10 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
     }
   }
 
-  /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation). */
-  attach(real: GPUComputePipeline): void {
+  /** Puts Dawn's pipeline behind a pipeline made before Dawn had it (a deferred creation), with its flag if made flagged. */
+  attach(real: GPUComputePipeline, spentFlag: SpentFlagBinding | null = null): void {
     this.#real = real;
+    this.#spentFlag = spentFlag;
   }
 
   /**

@@ -28,7 +28,7 @@ import { DeviceObjects, ForeignStandIn, foreignWords, foreignWordsOfRejection } 
 import { realEntries, VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { VirtualCommandEncoder } from './commandEncoder.js';
-import { buildAtomizedTwin, checkedPipelineDescriptor, invalidComputePipeline, makeFlaggedPipeline, makeFlaggedPipelineAsync, VirtualComputePipeline, type FlaggedPipeline } from './computePipeline.js';
+import { buildAtomizedTwin, checkedPipelineDescriptor, invalidComputePipeline, makeFlaggedPipeline, makeFlaggedPipelineAsync, VirtualComputePipeline, type FlaggedPipeline, type SpentFlagBinding } from './computePipeline.js';
 import { LoopFlag } from './loopFlag.js';
 import { ErrorScopes, ErrorTarget, HeldTarget } from './errorScopes.js';
 import { deviceLostInfo, limitValues } from './supported.js';
@@ -451,8 +451,7 @@ export class VirtualDevice extends EventTarget {
     // With the budget-spent flag where it can have one; else as the program wrote it, its errors its own.
     const flagged = this.isLost ? null : makeFlaggedPipeline(this, descriptor, real);
     if (flagged !== null) {
-      const pipeline = this.madePipeline(flagged.real, descriptor);
-      pipeline.spentFlag = flagged.flag;
+      const pipeline = this.madePipeline(flagged.real, descriptor, flagged.flag);
       if (this.host.atomize) buildAtomizedTwin(this, pipeline, true);
       return pipeline;
     }
@@ -498,10 +497,8 @@ export class VirtualDevice extends EventTarget {
         target.release();
         // Migrated meanwhile: rebuild() has made it on the new device from the descriptor.
         if (this.physical !== physical) return;
-        if ('flag' in value) {
-          pipeline.attach(value.real);
-          pipeline.spentFlag = value.flag;
-        } else pipeline.attach(value);
+        if ('flag' in value) pipeline.attach(value.real, value.flag);
+        else pipeline.attach(value);
         if (this.host.atomize && !this.isLost) return buildAtomizedTwin(this, pipeline, false);
       },
       (error: unknown) => {
@@ -540,8 +537,7 @@ export class VirtualDevice extends EventTarget {
     // With the budget-spent flag where it can have one; else as the program wrote it, its rejection its own.
     const flagged = await makeFlaggedPipelineAsync(this, descriptor, real);
     if (flagged && this.physical === physical && !this.isLost) {
-      const pipeline = this.madePipeline(flagged.real, descriptor);
-      pipeline.spentFlag = flagged.flag;
+      const pipeline = this.madePipeline(flagged.real, descriptor, flagged.flag);
       if (this.host.atomize) await buildAtomizedTwin(this, pipeline, false);
       return pipeline;
     }
@@ -589,9 +585,10 @@ export class VirtualDevice extends EventTarget {
     return this.#limitChecks;
   }
 
-  /** The process's record of a pipeline Dawn made (`real`; null until a deferred creation attaches it). */
-  private madePipeline(real: GPUComputePipeline | null, descriptor: GPUComputePipelineDescriptor): VirtualComputePipeline {
+  /** The process's record of a pipeline Dawn made (`real`, binding `spentFlag` if made flagged; null until a deferred creation attaches it). */
+  private madePipeline(real: GPUComputePipeline | null, descriptor: GPUComputePipelineDescriptor, spentFlag: SpentFlagBinding | null = null): VirtualComputePipeline {
     const pipeline = new VirtualComputePipeline(this, real, descriptor);
+    pipeline.spentFlag = spentFlag;
     this.track(pipeline, 'computePipeline', 0);
     this.remember('computePipeline', pipeline);
     return pipeline;

@@ -6,7 +6,7 @@
 import type { Captured, PhysicalDevice } from '../device/physicalDevice.js';
 import { ErrorCodes } from '../errors.js';
 import { WATCHDOG_BUDGET_SLACK } from '../params.js';
-import { boundLoops, MAX_LOOP_BUDGET, type Budget, type WatchdogMode } from '../wgsl/index.js';
+import { boundLoops, MAX_LOOP_BUDGET, type Budget, type BoundedModule, type WatchdogMode } from '../wgsl/index.js';
 import { REAL, Rebuildable, VirtualObject } from './object.js';
 
 /** How the watchdog bounds a module's loops (for stats and docs). */
@@ -89,7 +89,7 @@ export function compileBounded(
   const make = (deviceCode: string) => () => physical.device.createShaderModule({ ...descriptor, code: deviceCode });
   let reason = 'Dawn refused every bounded form of the module';
   for (const form of BOUNDED_FORMS) {
-    const bounded = boundLoops(code, budget, form.mode, { uniformChecks: form.uniformChecks, waitWeight: physical.loopRates.waitWeight });
+    const bounded = boundLoops(code, budget, form.mode, { uniformChecks: form.uniformChecks, waitWeight: physical.loopRates.waitWeight, spentFlagBelow: physical.device.limits.maxBindGroups });
     if (bounded.reason) {
       reason = bounded.reason;
       break;
@@ -98,7 +98,7 @@ export function compileBounded(
     const trial: Captured<GPUShaderModule> = physical.capture(make(bounded.code));
     if (trial.clean) {
       const watchdog: ModuleWatchdog = { mode: form.mode, uniformChecks: form.uniformChecks, loops: bounded.loops + bounded.staticLoops, checkedLoops: bounded.loops, budget: singleBudget };
-      return { real: trial.value, deviceCode: bounded.code, watchdog, ...flaggedForm(physical, code, budget, form, make) };
+      return { real: trial.value, deviceCode: bounded.code, watchdog, ...flaggedForm(physical, bounded, make) };
     }
   }
   // Dawn's verdict on the program's own code: its errors are the program's.
@@ -112,22 +112,14 @@ export function compileBounded(
 }
 
 /**
- * The bounded form `form` with the budget-spent flag, compiled (the kernel's trial: its errors are
- * no one's); nothing when the module cannot have one (an entry point that is not compute, no free
- * bind group) or Dawn refuses it: its pipelines then run without.
+ * The bounded module's flagged form compiled (the kernel's trial: its errors are no one's); nothing
+ * when it has none (an entry point that is not compute, no free bind group) or Dawn refuses it:
+ * its pipelines then run without.
  */
-function flaggedForm(
-  physical: PhysicalDevice,
-  code: string,
-  budget: Budget,
-  form: { mode: WatchdogMode; uniformChecks: boolean },
-  make: (deviceCode: string) => () => GPUShaderModule,
-): { flagged?: FlaggedModule } {
-  const maxBindGroups = physical.device.limits.maxBindGroups;
-  const bounded = boundLoops(code, budget, form.mode, { uniformChecks: form.uniformChecks, waitWeight: physical.loopRates.waitWeight, spentFlagBelow: maxBindGroups });
-  if (bounded.reason || bounded.spentFlagGroup === undefined) return {};
-  const trial = physical.capture(make(bounded.code));
-  return trial.clean ? { flagged: { real: trial.value, code: bounded.code, group: bounded.spentFlagGroup } } : {};
+function flaggedForm(physical: PhysicalDevice, bounded: BoundedModule, make: (deviceCode: string) => () => GPUShaderModule): { flagged?: FlaggedModule } {
+  if (bounded.flaggedCode === undefined || bounded.spentFlagGroup === undefined) return {};
+  const trial = physical.capture(make(bounded.flaggedCode));
+  return trial.clean ? { flagged: { real: trial.value, code: bounded.flaggedCode, group: bounded.spentFlagGroup } } : {};
 }
 
 /**

@@ -69,8 +69,10 @@ export interface BoundedModule {
   staticLoops: number;
   /** Set when the module could not be rewritten (it does not parse): it runs unbounded. */
   reason?: string;
-  /** The bind group index of the budget-spent flag (binding 0), when the module has one (BoundOptions.spentFlagBelow). */
+  /** The bind group index of the budget-spent flag (binding 0), when the module can have one (BoundOptions.spentFlagBelow). */
   spentFlagGroup?: number;
+  /** With spentFlagGroup: `code` with the budget-spent flag (its declaration and stores); `code` itself has none. */
+  flaggedCode?: string;
 }
 
 /** The largest budget a rewrite writes (u32). */
@@ -224,6 +226,9 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
   const entries = fns.filter(isEntryFn);
   const flagAt = options.spentFlagBelow !== undefined && checked > 0 && entries.length > 0 && entries.every(isComputeFn) ? flagGroup(parsed.decls, options.spentFlagBelow) : null;
   const spent = flagAt !== null ? names.fresh('gpunix_loop_spent') : '';
+  // The flag's edits, kept apart: the module is given both without and with them (flaggedCode),
+  // and after the others at the same place (a charge at the end of the entry's last loop comes first).
+  const flagSplices: Splice[] = [];
   const splices: Splice[] = [];
   for (const fn of reaches) {
     const ownsCounter = mode === 'local' || isEntryFn(fn);
@@ -240,12 +245,12 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
       // marked as it ends, at each return of the entry point and at its end, not in the loops.
       const markSpent = `if (${counter} == 0u) { atomicStore(&${spent}, 1u); } `;
       walk(fn.body as unknown as Node, (n) => {
-        if (n.kind === 'return') splices.push({ start: n.start, end: n.start, text: markSpent });
+        if (n.kind === 'return') flagSplices.push({ start: n.start, end: n.start, text: markSpent });
         return true;
       });
       const close = fn.body.end - 1;
       if (code[close] !== '}') return { code, loops: 0, staticLoops, reason: `could not locate the end of '${fn.name.ident.originalName}'` };
-      splices.push({ start: close, end: close, text: markSpent });
+      flagSplices.push({ start: close, end: close, text: markSpent });
     }
     if (!ownsCounter) {
       const at = paramListEnd(code, fn);
@@ -344,14 +349,17 @@ export function boundLoops(code: string, budget: Budget, mode: WatchdogMode = 's
       }
     }
   }
-  const appended: string[] = [];
-  if (stopUsed) appended.push(`var<workgroup> ${stop}: u32;`);
-  if (flagAt !== null) appended.push(`@group(${flagAt}) @binding(0) var<storage, read_write> ${spent}: atomic<u32>;`);
-  if (appended.length > 0) splices.push({ start: code.length, end: code.length, text: `${code.endsWith('\n') ? '' : '\n'}${appended.join('\n')}\n` });
-  const rewritten = applySplices(code, splices);
+  /** Declarations appended at the end of the module. */
+  const tail = (lines: string[]): Splice[] => (lines.length === 0 ? [] : [{ start: code.length, end: code.length, text: `${code.endsWith('\n') ? '' : '\n'}${lines.join('\n')}\n` }]);
+  const declared = stopUsed ? [`var<workgroup> ${stop}: u32;`] : [];
+  const rewritten = applySplices(code, [...splices, ...tail(declared)]);
   const check = parseWgsl(rewritten);
   if (!check.ok) return { code, loops: 0, staticLoops, reason: `internal error: the bounded module does not parse (${check.message})` };
-  return { code: rewritten, loops: checked, staticLoops, ...(flagAt !== null ? { spentFlagGroup: flagAt } : {}) };
+  if (flagAt === null) return { code: rewritten, loops: checked, staticLoops };
+  const flaggedCode = applySplices(code, [...splices, ...flagSplices, ...tail([...declared, `@group(${flagAt}) @binding(0) var<storage, read_write> ${spent}: atomic<u32>;`])]);
+  // A flagged form that does not parse is left out; the module is bounded all the same.
+  if (!parseWgsl(flaggedCode).ok) return { code: rewritten, loops: checked, staticLoops };
+  return { code: rewritten, loops: checked, staticLoops, spentFlagGroup: flagAt, flaggedCode };
 }
 
 /**
@@ -366,8 +374,8 @@ export interface BoundOptions {
   /** What one iteration of a counted loop that waits for its workgroup takes from the budget (default 1). */
   waitWeight?: number;
   /**
-   * The device's maxBindGroups, to give the module a budget-spent flag at the highest bind group
-   * index below it that the module does not use (binding 0): an invocation that ends with its
+   * The device's maxBindGroups, to give the module a budget-spent flag too (BoundedModule.flaggedCode)
+   * at the highest bind group index below it that the module does not use (binding 0): an invocation that ends with its
    * budget spent (a loop cut) stores 1 there, so that the kernel can tell from device memory (see
    * the file comment). Only for modules
    * with checked loops whose entry points are all compute ones (a vertex stage may not write
