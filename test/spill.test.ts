@@ -93,7 +93,9 @@ describe('spilling evicted contents to files', () => {
       mostFiles = Math.max(mostFiles, files(spillDir).length);
     }, 2);
     // 3 processes x 2 buffers x 1 MiB = 6 MiB against a 3 MiB budget and 1 MiB of host memory.
-    const results = await Promise.all(procs.map((p, i) => iterate(p, i * 1000, 2, 1 * MiB, 5, 15)));
+    // A spill counts once its file is written; one taken back sooner (the program's next step) is
+    // not: 40 ms between steps leaves the writes time to finish (at 15 ms, some runs spilled none).
+    const results = await Promise.all(procs.map((p, i) => iterate(p, i * 1000, 2, 1 * MiB, 5, 40)));
     clearInterval(watching);
     const swap = kernel.stats().swap;
     t.diagnostic(`swapped out ${swap.bytesOut} B, in ${swap.bytesIn} B, spilled ${swap.bytesSpilled - spilledBefore} B; at most ${mostFiles} files at once`);
