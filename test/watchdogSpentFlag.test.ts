@@ -216,6 +216,50 @@ var<immediate> params: Params;
   });
 });
 
+describe('the budget-spent flag after a migration', () => {
+  let kernel: Kernel;
+  before(async () => {
+    kernel = await createKernel({ memoryBudget: '256M', maxDispatchMs: 1000, devices: 2 });
+    // Both devices calibrated six times slow, as above.
+    for (const device of kernel.devices) device.loopRates = { ...device.loopRates, iterationsPerMs: device.loopRates.iterationsPerMs / 6 };
+  });
+  after(async () => {
+    await kernel.shutdown();
+  });
+
+  it("binds the flag on the new device to pipelines made before the move ('auto' and explicit layouts)", async () => {
+    for (const explicit of [false, true]) {
+      const proc = await kernel.spawn({ name: 'moved-runaway' });
+      const device = await deviceOf(proc);
+      const buffer = device.createBuffer({ size: 16, usage: U().STORAGE | U().COPY_SRC });
+      const groupLayout = explicit ? device.createBindGroupLayout({ entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } }] }) : null;
+      const pipeline = device.createComputePipeline({
+        label: 'flagged',
+        layout: groupLayout ? device.createPipelineLayout({ bindGroupLayouts: [groupLayout] }) : 'auto',
+        compute: { module: device.createShaderModule({ code: RUNAWAY_WGSL }) },
+      });
+      const group = device.createBindGroup({ layout: groupLayout ?? pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+      const from = kernel.devicesOf(proc.pid)[0];
+      const to = from === 'gpu0' ? 'gpu1' : 'gpu0';
+      await kernel.migrate(proc.pid, to);
+      assert.deepEqual(kernel.devicesOf(proc.pid), [to]);
+      device.pushErrorScope('validation');
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      const outcome = await submitAndRead(device, encoder, buffer, 4).then(
+        (words) => `resolved with ${words[1]} iterations of cut loops`,
+        (error: unknown) => (error instanceof DOMException ? error.name : String(error)),
+      );
+      assert.equal(outcome, 'AbortError', `${explicit ? 'explicit' : "'auto'"} layout: the map is rejected (loop rates: ${JSON.stringify(kernel.stats().devices.map((d) => d.loopRates))})`);
+      assert.match((await device.lost).message, new RegExp(`watchdog: 'flagged' ran \\d+ ms on ${to} and its loops ran out of their iteration budget`));
+    }
+  });
+});
+
 describe("the rewrite's budget-spent flag", () => {
   it('goes at the highest bind group index the module leaves free, stored at each end of an invocation that spent its budget', () => {
     const early = RUNAWAY_WGSL.replace('fn main() { loop', 'fn main() { if (d[2] == 1u) { return; } loop');

@@ -14,7 +14,8 @@ import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
 import type { PhysicalDevice } from '../device/physicalDevice.js';
 import { REAL, Rebuildable, unwrap, VirtualObject } from './object.js';
 import { invalidReal } from './limits.js';
-import { VirtualShaderModule } from './shaderModule.js';
+import { VirtualShaderModule, type FlaggedModule } from './shaderModule.js';
+import type { LoopFlag } from './loopFlag.js';
 import { unsignedLong } from '../webidl.js';
 import { requireDictionary } from './dictionary.js';
 import type { PassCommand } from './commandBuffer.js';
@@ -51,45 +52,64 @@ export interface SpentFlagBinding {
  * The program's pipeline as Dawn should make it with the budget-spent flag, and the flag's index:
  * `real` (its descriptor for Dawn) with the flagged module, and for an explicit layout one of the
  * kernel's with the flag's layout at that index. Null when the pipeline cannot have the flag: its
- * module has none, its layout already has a group at that index, or its device is lost. The layout
- * is the kernel's own object: its errors are no one's (a refused one means no flag).
+ * module has none, its layout already has a group at that index, or its device is lost.
  */
-export function flaggedPipelineDescriptor(
-  device: VirtualDevice,
-  descriptor: GPUComputePipelineDescriptor,
-  real: GPUComputePipelineDescriptor,
-): { real: GPUComputePipelineDescriptor; index: number; explicit: boolean } | null {
+export function flaggedPipelineDescriptor(device: VirtualDevice, descriptor: GPUComputePipelineDescriptor, real: GPUComputePipelineDescriptor): FlaggedDescriptor | null {
   const module = descriptor.compute?.module;
   if (!(module instanceof VirtualShaderModule) || module.flagged === null || module.refusal !== null) return null;
-  const flagged = module.flagged;
   const layout = descriptor.layout;
+  if (!(layout instanceof VirtualPipelineLayout) && layout !== 'auto') return null;
   // The program may set bind groups at any index its layout has: the flag takes one it has not.
-  if (layout instanceof VirtualPipelineLayout && layout.bindGroupLayouts.length > flagged.group) return null;
+  if (layout !== 'auto' && layout.bindGroupLayouts.length > module.flagged.group) return null;
   const flag = device.loopFlag;
   if (flag === null) return null;
-  let realLayout: GPUPipelineLayout | 'auto' = 'auto';
-  if (layout instanceof VirtualPipelineLayout) {
-    const made = kernelPipelineLayout(device, layout, layout.immediateSize ?? 0, [{ index: flagged.group, layout: flag.layout() }]);
-    if (made === null) return null;
-    realLayout = made;
-  } else if (layout !== 'auto') return null;
-  return { real: { ...real, layout: realLayout, compute: { ...real.compute, module: flagged.real } }, index: flagged.group, explicit: realLayout !== 'auto' };
+  const groups = layout === 'auto' ? 'auto' : layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null);
+  return flaggedDescriptorOn(flag, module.flagged, real, groups, layout === 'auto' ? 0 : (layout.immediateSize ?? 0));
+}
+
+/** A pipeline descriptor for Dawn with the budget-spent flag, where the flag goes, and whether its layout is explicit. */
+export interface FlaggedDescriptor {
+  readonly real: GPUComputePipelineDescriptor;
+  readonly index: number;
+  readonly explicit: boolean;
 }
 
 /**
- * A real pipeline layout of the program's groups with the kernel's `extras` at their indices (in
- * place of the program's there: the shader reads none of the program's at those), empty groups
- * filling the gaps; null when Dawn refuses it (the kernel's call: its errors are no one's).
+ * `real` on `flag`'s device with `flagged` (the module's flagged form there) and, where the program
+ * gave an explicit layout (`groups`: its real bind group layouts there), a layout of the kernel's
+ * with the flag's at its index; null when that layout reaches the index or Dawn refuses the layout
+ * (the kernel's call: its errors are no one's). Also a migration's, for the target device.
+ */
+export function flaggedDescriptorOn(
+  flag: LoopFlag,
+  flagged: FlaggedModule,
+  real: GPUComputePipelineDescriptor,
+  groups: readonly (GPUBindGroupLayout | null)[] | 'auto',
+  immediateSize: number,
+): FlaggedDescriptor | null {
+  let layout: GPUPipelineLayout | 'auto' = 'auto';
+  if (groups !== 'auto') {
+    if (groups.length > flagged.group) return null;
+    const made = kernelPipelineLayout(flag.physical, groups, immediateSize, [{ index: flagged.group, layout: flag.layout() }]);
+    if (made === null) return null;
+    layout = made;
+  }
+  return { real: { ...real, layout, compute: { ...real.compute, module: flagged.real } }, index: flagged.group, explicit: layout !== 'auto' };
+}
+
+/**
+ * A real pipeline layout of the program's groups (`groups`, real) with the kernel's `extras` at
+ * their indices (in place of the program's there: the shader reads none of the program's at
+ * those), empty groups filling the gaps; null when Dawn refuses it (the kernel's call).
  */
 function kernelPipelineLayout(
-  device: VirtualDevice,
-  layout: VirtualPipelineLayout,
+  physical: PhysicalDevice,
+  programGroups: readonly (GPUBindGroupLayout | null)[],
   immediateSize: number,
   extras: ReadonlyArray<{ index: number; layout: GPUBindGroupLayout }>,
 ): GPUPipelineLayout | null {
-  const physical = device.physical;
   const made = physical.capture(() => {
-    const groups = layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null);
+    const groups = programGroups.slice();
     for (const extra of extras) {
       while (groups.length <= extra.index) groups.push(physical.device.createBindGroupLayout({ entries: [] }));
       groups[extra.index] = extra.layout;
@@ -148,8 +168,12 @@ export function makeFlaggedPipelineAsync(device: VirtualDevice, descriptor: GPUC
  */
 export function spentFlagBinding(device: VirtualDevice, real: GPUComputePipeline, index: number, explicit: boolean): SpentFlagBinding | null {
   const flag = device.loopFlag;
-  if (flag === null) return null;
-  const layout = explicit ? flag.layout() : device.physical.capture(() => real.getBindGroupLayout(index)).value;
+  return flag === null ? null : flagBindingOn(flag, real, index, explicit);
+}
+
+/** spentFlagBinding for `flag`, on its device (a migration's target too). */
+export function flagBindingOn(flag: LoopFlag, real: GPUComputePipeline, index: number, explicit: boolean): SpentFlagBinding | null {
+  const layout = explicit ? flag.layout() : flag.physical.capture(() => real.getBindGroupLayout(index)).value;
   const bindGroup = flag.bindGroupFor(layout);
   return bindGroup === null ? null : { index, bindGroup };
 }
@@ -211,7 +235,7 @@ export function buildAtomizedTwin(device: VirtualDevice, pipeline: VirtualComput
     const flag = pipelineFlag !== null ? device.loopFlag : null;
     if (pipelineFlag !== null && flag === null) return; // lost meanwhile
     if (flag !== null) extras.push({ index: pipelineFlag!.index, layout: flag.layout() });
-    const made = kernelPipelineLayout(device, layout, uniform ? (layout.immediateSize ?? 0) : immediateSize, extras);
+    const made = kernelPipelineLayout(physical, layout.bindGroupLayouts.map((l) => unwrap(l) as GPUBindGroupLayout | null), uniform ? (layout.immediateSize ?? 0) : immediateSize, extras);
     if (made === null) {
       pipeline.wholeReason = 'the twin pipeline layout was refused';
       return;
@@ -421,10 +445,10 @@ export class VirtualComputePipeline extends VirtualObject<GPUComputePipeline> im
    * The cost learned on the old device says nothing of another backend's or vendor's speed, and
    * the atomized twin is made afresh for the new device's limits (immediates, bind groups).
    */
-  install(real: GPUComputePipeline): void {
+  install(real: GPUComputePipeline, spentFlag: SpentFlagBinding | null = null): void {
     this.#real = real;
-    // Made from the plain module (realComputePipelineDescriptor): no flag there.
-    this.#spentFlag = null;
+    // Made flagged on the new device (MigrationStage), or from the plain module (rebuild): none.
+    this.#spentFlag = spentFlag;
     this.#cost = new CostModel();
     this.atomized = null;
     this.wholeReason = null;

@@ -774,26 +774,32 @@ export class VirtualDevice extends EventTarget {
   async migrateTo(target: PhysicalDevice, dispatcher: Dispatcher, onSwitch: () => void = () => {}): Promise<void> {
     const from = this.physical;
     if (from === target) return;
-    const stage = new MigrationStage(target);
-    // Pipelines first (Dawn takes a while), then buffers' contents; what the program makes or
-    // uses while either is awaited is made or copied in the next round.
-    for (let round = 0; ; round++) {
-      const unmade = this.live<VirtualComputePipeline>('computePipeline').filter((pipeline) => !stage.holds(pipeline));
-      const resident = this.buffersToMove().filter((buffer) => buffer.residency.resident);
-      if (unmade.length === 0 && resident.length === 0) break;
-      const stuck = resident.find((buffer) => !buffer.residency.evictable() && !buffer.residency.evicting);
-      if (stuck) {
-        throw new GpunixError(ErrorCodes.BUSY, `buffer "${stuck.label}" cannot be copied off device ${from.id} now (mapped, or invalid); the process stays there`);
+    const stage = new MigrationStage(target, `pid ${this.proc.pid}`);
+    try {
+      // Pipelines first (Dawn takes a while), then buffers' contents; what the program makes or
+      // uses while either is awaited is made or copied in the next round.
+      for (let round = 0; ; round++) {
+        const unmade = this.live<VirtualComputePipeline>('computePipeline').filter((pipeline) => !stage.holds(pipeline));
+        const resident = this.buffersToMove().filter((buffer) => buffer.residency.resident);
+        if (unmade.length === 0 && resident.length === 0) break;
+        const stuck = resident.find((buffer) => !buffer.residency.evictable() && !buffer.residency.evicting);
+        if (stuck) {
+          throw new GpunixError(ErrorCodes.BUSY, `buffer "${stuck.label}" cannot be copied off device ${from.id} now (mapped, or invalid); the process stays there`);
+        }
+        if (round === MIGRATION_ROUNDS) {
+          const what = unmade.length > 0 ? `${unmade.length} new pipeline(s)` : `${resident.length} buffer(s) in use (${resident.map((b) => JSON.stringify(b.label)).join(', ')})`;
+          throw new GpunixError(ErrorCodes.BUSY, `the program kept making or using objects while it moved (${what} after ${round} rounds); it stays on device ${from.id}`);
+        }
+        if (unmade.length > 0) await Promise.all(unmade.map((pipeline) => stage.pipeline(pipeline)));
+        else if (!(await Promise.all(resident.map((buffer) => buffer.residency.evict(true)))).some(Boolean)) {
+          // None copied (the memory manager was evicting them, or the program used them): a moment.
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
       }
-      if (round === MIGRATION_ROUNDS) {
-        const what = unmade.length > 0 ? `${unmade.length} new pipeline(s)` : `${resident.length} buffer(s) in use (${resident.map((b) => JSON.stringify(b.label)).join(', ')})`;
-        throw new GpunixError(ErrorCodes.BUSY, `the program kept making or using objects while it moved (${what} after ${round} rounds); it stays on device ${from.id}`);
-      }
-      if (unmade.length > 0) await Promise.all(unmade.map((pipeline) => stage.pipeline(pipeline)));
-      else if (!(await Promise.all(resident.map((buffer) => buffer.residency.evict(true)))).some(Boolean)) {
-        // None copied (the memory manager was evicting them, or the program used them): a moment.
-        await new Promise((resolve) => setTimeout(resolve, 1));
-      }
+    } catch (error) {
+      // The process stays: what the stage made for the target alone goes.
+      stage.discard();
+      throw error;
     }
     // The switch: nothing below awaits, so no call of the program's falls in the middle of it.
     const memory = this.host.memory;
@@ -806,6 +812,7 @@ export class VirtualDevice extends EventTarget {
     this.physical = target;
     this.dispatcher = dispatcher;
     const madeValid = stage.install();
+    this.adoptLoopFlag(stage.takeLoopFlag());
     for (const phase of REBUILD_PHASES) {
       for (const ref of this.#migratable.get(phase) ?? []) {
         const object = ref.deref();
@@ -1276,6 +1283,15 @@ export class VirtualDevice extends EventTarget {
       this.proc.loopFlags.add(flag);
     }
     return flag;
+  }
+
+  /** At a migration's switch: the flag its staged pipelines bind on the new device becomes the process's there (the old one retired). */
+  private adoptLoopFlag(flag: LoopFlag | null): void {
+    if (flag === null) return;
+    const old = this.#loopFlag;
+    if (old !== null) old.retire(() => this.proc.loopFlags.delete(old));
+    this.#loopFlag = flag;
+    this.proc.loopFlags.add(flag);
   }
 
   private dropLoopFlag(): void {

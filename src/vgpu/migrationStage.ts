@@ -6,15 +6,21 @@
 // before the switch, all on the new one after.
 
 import type { PhysicalDevice } from '../device/physicalDevice.js';
-import { realComputePipelineDescriptor, VirtualComputePipeline } from './computePipeline.js';
+import { flagBindingOn, flaggedDescriptorOn, realComputePipelineDescriptor, VirtualComputePipeline, type SpentFlagBinding } from './computePipeline.js';
 import { VirtualBindGroupLayout, VirtualPipelineLayout } from './layouts.js';
+import { LoopFlag } from './loopFlag.js';
 import { unwrap } from './object.js';
 import { CompiledModule, VirtualShaderModule } from './shaderModule.js';
 
-/** A pipeline made on the target, and whether Dawn made it valid (an invalid one gets no atomized twin). */
+/**
+ * A pipeline made on the target, whether Dawn made it valid (an invalid one gets no atomized
+ * twin), and where it binds the process's budget-spent flag there (made flagged, as
+ * VirtualDevice makes pipelines; null: made plain).
+ */
 export interface StagedPipeline {
   real: GPUComputePipeline;
   valid: boolean;
+  flag?: SpentFlagBinding | null;
 }
 
 type Staged = CompiledModule | GPUBindGroupLayout | GPUPipelineLayout | StagedPipeline;
@@ -26,8 +32,27 @@ export class MigrationStage {
   /** The same, once made: what the switch installs without waiting. */
   #ready = new Map<object, Staged>();
 
-  constructor(target: PhysicalDevice) {
+  /** The process's budget-spent flag on the target, made at the first flagged pipeline; the device adopts it at the switch. */
+  #loopFlag: LoopFlag | null = null;
+
+  constructor(
+    target: PhysicalDevice,
+    private readonly label: string,
+  ) {
     this.target = target;
+  }
+
+  /** The flag the staged pipelines bind, for the device to adopt at the switch (null: none made). */
+  takeLoopFlag(): LoopFlag | null {
+    const flag = this.#loopFlag;
+    this.#loopFlag = null;
+    return flag;
+  }
+
+  /** The migration gave up: what only it holds on the target goes (the staged objects are collected). */
+  discard(): void {
+    this.#loopFlag?.destroy();
+    this.#loopFlag = null;
   }
 
   /** Whether `object` is (being) made on the target. */
@@ -57,7 +82,7 @@ export class MigrationStage {
       else if (object instanceof VirtualBindGroupLayout) object.install(staged as GPUBindGroupLayout);
       else if (object instanceof VirtualPipelineLayout) object.install(staged as GPUPipelineLayout);
       else if (object instanceof VirtualComputePipeline) {
-        object.install((staged as StagedPipeline).real);
+        object.install((staged as StagedPipeline).real, (staged as StagedPipeline).flag ?? null);
         if ((staged as StagedPipeline).valid) pipelines.push(object);
       }
     }
@@ -94,14 +119,42 @@ export class MigrationStage {
     return layout.madeOn(this.target, groups);
   }
 
-  /** With the modules and layouts it names as made on the target. */
+  /** With the modules and layouts it names as made on the target; with the budget-spent flag where it can have one. */
   async #makePipeline(pipeline: VirtualComputePipeline): Promise<StagedPipeline> {
     const descriptor = pipeline.descriptor;
     const real = realComputePipelineDescriptor(descriptor);
     if (!pipeline.refused) {
       if (descriptor.layout !== 'auto') real.layout = (await this.#realOf(descriptor.layout)) as GPUPipelineLayout;
       if (descriptor.compute && real.compute) real.compute.module = (await this.#realOf(descriptor.compute.module)) as GPUShaderModule;
+      const flagged = await this.#makeFlagged(pipeline, real);
+      if (flagged !== null) return flagged;
     }
     return pipeline.madeOn(this.target, real);
+  }
+
+  /**
+   * `pipeline` made flagged on the target (`real`: its descriptor there), as VirtualDevice makes
+   * it on its device (flaggedPipelineDescriptor): null where it cannot be (its module has no flagged
+   * form, its layout reaches the flag's index) or Dawn refuses it, and it is made plain.
+   */
+  async #makeFlagged(pipeline: VirtualComputePipeline, real: GPUComputePipelineDescriptor): Promise<StagedPipeline | null> {
+    const { compute, layout } = pipeline.descriptor;
+    const module = compute?.module;
+    if (!(module instanceof VirtualShaderModule) || module.refusal !== null) return null;
+    const compiled = (await this.#once(module, async () => module.compiledOn(this.target))) as CompiledModule;
+    if (!compiled.flagged || !(layout === 'auto' || layout instanceof VirtualPipelineLayout)) return null;
+    if (layout !== 'auto' && layout.bindGroupLayouts.length > compiled.flagged.group) return null;
+    const groups = layout === 'auto' ? 'auto' : ((await Promise.all(layout.bindGroupLayouts.map((l) => (l ? this.#realOf(l) : null)))) as Array<GPUBindGroupLayout | null>);
+    const flag = (this.#loopFlag ??= new LoopFlag(this.target, this.label));
+    const flagged = flaggedDescriptorOn(flag, compiled.flagged, real, groups, layout === 'auto' ? 0 : (layout.immediateSize ?? 0));
+    if (flagged === null) return null;
+    let made: GPUComputePipeline;
+    try {
+      made = await this.target.capture(() => this.target.device.createComputePipelineAsync(flagged.real)).value;
+    } catch {
+      return null;
+    }
+    const binding = flagBindingOn(flag, made, flagged.index, flagged.explicit);
+    return binding === null ? null : { real: made, valid: true, flag: binding };
   }
 }
