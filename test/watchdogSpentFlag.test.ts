@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createKernel, Kernel } from '../src/index.js';
 import { boundLoops } from '../src/wgsl/index.js';
-import { deviceOf } from './helpers.js';
+import { deviceOf, encodeDispatchPass } from './helpers.js';
 
 const U = () => GPUBufferUsage;
 
@@ -40,6 +40,14 @@ async function submitAndRead(device: GPUDevice, encoder: GPUCommandEncoder, buff
   return out;
 }
 
+/** How a runaway's read-back ended: the map's error name ('AbortError' when its process was ended), or what it resolved with. */
+function runawayOutcome(read: Promise<Uint32Array>): Promise<string> {
+  return read.then(
+    (words) => `resolved with ${words[1]} iterations of cut loops`,
+    (error: unknown) => (error instanceof DOMException ? error.name : String(error)),
+  );
+}
+
 /** Runs `code` once on `device` (explicit layout or 'auto'); resolves with the buffer's words read back, or rejects with the map's error. */
 async function runOnce(device: GPUDevice, code: string, explicit: boolean, words: number, workgroups: number): Promise<Uint32Array> {
   const buffer = device.createBuffer({ size: words * 4, usage: U().STORAGE | U().COPY_SRC });
@@ -53,11 +61,7 @@ async function runOnce(device: GPUDevice, code: string, explicit: boolean, words
   });
   const group = device.createBindGroup({ layout: groupLayout ?? pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
   const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, group);
-  pass.dispatchWorkgroups(workgroups);
-  pass.end();
+  encodeDispatchPass(encoder, pipeline, group, workgroups);
   return submitAndRead(device, encoder, buffer, words);
 }
 
@@ -87,10 +91,7 @@ for (const [variant, options] of [
       const proc = await kernel.spawn({ name: 'runaway' });
       const device = await deviceOf(proc);
       const endedBefore = kernel.stats().watchdog;
-      const outcome = await runOnce(device, RUNAWAY_WGSL, explicit, 4, 1).then(
-        (words) => `resolved with ${words[1]} iterations of cut loops`,
-        (error: unknown) => (error instanceof DOMException ? error.name : String(error)),
-      );
+      const outcome = await runawayOutcome(runOnce(device, RUNAWAY_WGSL, explicit, 4, 1));
       assert.equal(outcome, 'AbortError', `the map of a process whose loops were cut is rejected (loop rates: ${JSON.stringify(kernel.stats().devices[0].loopRates)})`);
       const info = await device.lost;
       assert.match(info.message, /watchdog: 'flagged' ran \d+ ms on gpu0 and its loops ran out of their iteration budget/);
@@ -245,15 +246,8 @@ describe('the budget-spent flag after a migration', () => {
       assert.deepEqual(kernel.devicesOf(proc.pid), [to]);
       device.pushErrorScope('validation');
       const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(1);
-      pass.end();
-      const outcome = await submitAndRead(device, encoder, buffer, 4).then(
-        (words) => `resolved with ${words[1]} iterations of cut loops`,
-        (error: unknown) => (error instanceof DOMException ? error.name : String(error)),
-      );
+      encodeDispatchPass(encoder, pipeline, group, 1);
+      const outcome = await runawayOutcome(submitAndRead(device, encoder, buffer, 4));
       assert.equal(outcome, 'AbortError', `${explicit ? 'explicit' : "'auto'"} layout: the map is rejected (loop rates: ${JSON.stringify(kernel.stats().devices.map((d) => d.loopRates))})`);
       assert.match((await device.lost).message, new RegExp(`watchdog: 'flagged' ran \\d+ ms on ${to} and its loops ran out of their iteration budget`));
     }
