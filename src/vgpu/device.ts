@@ -1273,19 +1273,17 @@ export class VirtualDevice extends EventTarget {
    */
   get loopFlag(): LoopFlag | null {
     if (this.isLost) return null;
-    let flag = this.#loopFlag;
-    if (flag === null || flag.physical !== this.physical) {
-      if (flag !== null) {
-        const old = flag;
-        old.retire(() => this.proc.loopFlags.delete(old));
-      }
-      flag = this.#loopFlag = new LoopFlag(this.physical, `pid ${this.proc.pid}`);
-      this.proc.loopFlags.add(flag);
-    }
-    return flag;
+    const flag = this.#loopFlag;
+    if (flag !== null && flag.physical === this.physical) return flag;
+    const made = new LoopFlag(this.physical, `pid ${this.proc.pid}`);
+    this.adoptLoopFlag(made);
+    return made;
   }
 
-  /** At a migration's switch: the flag its staged pipelines bind on the new device becomes the process's there (the old one retired). */
+  /**
+   * `flag` becomes the process's flag on this device (the old one, if any, retired): a new one, or
+   * at a migration's switch the one its staged pipelines bind on the new device.
+   */
   private adoptLoopFlag(flag: LoopFlag | null): void {
     if (flag === null) return;
     const old = this.#loopFlag;
