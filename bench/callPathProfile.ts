@@ -7,7 +7,7 @@
 // its figures are larger than the untimed CPU bench/overhead reports. docs/benchmarks.md ("The
 // call path, issue 17 fourth pass") has figures and the reading.
 //
-//   node dist/bench/callPathProfile.js [--iterations N] [--reps N] [--top N]
+//   node dist/bench/callPathProfile.js [--iterations N] [--reps N] [--top N] [--per-submit N]
 //
 // JSON on stdout, tables on stderr.
 
@@ -20,10 +20,11 @@ import { countingDispatchLoop, median, openDevice } from './workloads.js';
 
 Object.assign(globalThis, globals);
 
-const usage = `usage: node dist/bench/callPathProfile.js [--iterations N] [--reps N] [--top N]
+const usage = `usage: node dist/bench/callPathProfile.js [--iterations N] [--reps N] [--top N] [--per-submit N]
   --iterations N  calls-loop iterations per sample (default 20000)
   --reps N        profiled samples per side, interleaved (default 4; one untimed warm-up each first)
-  --top N         gpunix functions listed by self time (default 15)`;
+  --top N         gpunix functions listed by self time (default 15)
+  --per-submit N  dispatches in each iteration's one pass (default 1: dispatch-loop; 100: dispatch-batched's shape)`;
 
 interface ProfileNode {
   id: number;
@@ -78,6 +79,7 @@ async function main(): Promise<void> {
       iterations: { type: 'string', default: '20000' },
       reps: { type: 'string', default: '4' },
       top: { type: 'string', default: '15' },
+      'per-submit': { type: 'string', default: '1' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -86,7 +88,8 @@ async function main(): Promise<void> {
   const iterations = Number(values.iterations);
   const reps = Number(values.reps);
   const top = Number(values.top);
-  if (![iterations, reps, top].every((n) => Number.isInteger(n) && n > 0)) throw new Error(`--iterations, --reps and --top take positive integers\n${usage}`);
+  const perSubmit = Number(values['per-submit']);
+  if (![iterations, reps, top, perSubmit].every((n) => Number.isInteger(n) && n > 0)) throw new Error(`--iterations, --reps, --top and --per-submit take positive integers\n${usage}`);
   if (mainThreadCpuSeconds() === null) throw new Error('this benchmark reads the main thread\'s CPU time from /proc (Linux only)');
 
   const bare = create([]);
@@ -99,7 +102,7 @@ async function main(): Promise<void> {
   /** A fresh device for each sample (as in bench/overhead) and its calls loop. */
   const open = async (gpu: GPU) => {
     const device = await openDevice(gpu);
-    return { device, loop: countingDispatchLoop(device).loop };
+    return { device, loop: countingDispatchLoop(device, perSubmit).loop };
   };
 
   const sides = ['bare', 'gpunix'] as const;
@@ -165,12 +168,12 @@ async function main(): Promise<void> {
   }
 
   const adapter = await bare.requestAdapter();
-  const report = { benchmark: 'gpunix-call-path-profile', adapter: adapter?.info.description || adapter?.info.device, node: process.version, iterations, reps, sides: results };
+  const report = { benchmark: 'gpunix-call-path-profile', adapter: adapter?.info.description || adapter?.info.device, node: process.version, iterations, reps, perSubmit, sides: results };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 
   const line = (label: string, b: string, g: string): string => `${label.padEnd(46)}${b.padStart(10)}${g.padStart(10)}\n`;
   const us = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(2));
-  process.stderr.write(`\n${report.adapter}, node ${process.version}, ${reps} reps x ${iterations} iterations (µs per iteration)\n`);
+  process.stderr.write(`\n${report.adapter}, node ${process.version}, ${reps} reps x ${iterations} iterations of ${perSubmit} dispatch(es) (µs per iteration)\n`);
   process.stderr.write(line('', 'bare', 'gpunix'));
   process.stderr.write(line('main-thread CPU (median)', us(results.bare.cpuUs), us(results.gpunix.cpuUs)));
   process.stderr.write(line('wall (median)', us(results.bare.wallUs), us(results.gpunix.wallUs)));

@@ -109,12 +109,12 @@ fn main() {
  * of a one-invocation kernel that adds 1 to `counter` (a STORAGE | COPY_SRC buffer of 4 bytes), so
  * a reader can check that every dispatch ran.
  */
-export function countingDispatchLoop(device: GPUDevice): { counter: GPUBuffer; loop(count: number): void } {
+export function countingDispatchLoop(device: GPUDevice, perSubmit = 1): { counter: GPUBuffer; loop(count: number): void } {
   const module = device.createShaderModule({ code: COUNTING_KERNEL });
   const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
   const counter = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
   const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: counter } }] });
-  return { counter, loop: submitDispatches.bind(null, device, pipeline, bindGroup, 1) };
+  return { counter, loop: submitDispatches.bind(null, device, pipeline, bindGroup, perSubmit) };
 }
 
 // The harness's own loops keep their optimized code from one sample to the next, on both sides.

@@ -361,4 +361,42 @@ describe('the call path of a dispatch loop', () => {
     assert.equal(row.accounting.dispatches, 1);
     await r.proc.exit();
   });
+
+  it('refuses a pass a loop repeats once a buffer it binds is destroyed, though the same pass ran before (whole and split)', async () => {
+    // A repeated pass shares one record, whose facts (what it uses) the submit path keeps: the
+    // buffers' state must still be read at each submit. Split into atoms, no piece may run.
+    const atomKernel = await createKernel({ atomSize: 1 });
+    try {
+      for (const [how, owner] of [['whole', kernel], ['split', atomKernel]] as const) {
+        const r = await rig(owner, `repeated-destroyed-${how}`);
+        const { device, pipeline, group } = r;
+        const doomed = device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE });
+        const doomedGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: doomed } }] });
+        const submitBoth = (): void => {
+          const encoder = device.createCommandEncoder();
+          const pass = encoder.beginComputePass();
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, group);
+          pass.dispatchWorkgroups(2);
+          pass.setBindGroup(0, doomedGroup);
+          pass.dispatchWorkgroups(2);
+          pass.end();
+          device.queue.submit([encoder.finish()]);
+        };
+        device.pushErrorScope('validation');
+        for (let i = 0; i < 3; i++) submitBoth();
+        assert.equal(await device.popErrorScope(), null, how);
+        doomed.destroy();
+        device.pushErrorScope('validation');
+        submitBoth();
+        assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError', how);
+        assert.equal(await read(r), 6, `${how}: the three submits before the destroy ran, nothing of the one after it`);
+        const [row] = owner.ps().filter((p) => p.pid === r.proc.pid);
+        assert.equal(row.accounting.dispatches, 6, how);
+        await r.proc.exit();
+      }
+    } finally {
+      await atomKernel.shutdown();
+    }
+  });
 });

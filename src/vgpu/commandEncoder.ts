@@ -70,6 +70,17 @@ function dispatchRecord(x: number, y: number, z: number): PassCommand {
   return lastDispatch;
 }
 
+/** A process's maxComputeWorkgroupsPerDimension below the real device's (ProcessLimits.workgroupsPerDimension). */
+interface WorkgroupLimit {
+  readonly limit: number;
+  readonly realLimit: number;
+}
+
+/** True when no count is refused by workgroupCountRefusal (the common case, without an array). */
+function countsAllowed({ limit, realLimit }: WorkgroupLimit, x: number, y: number, z: number): boolean {
+  return !((x > limit && x <= realLimit) || (y > limit && y <= realLimit) || (z > limit && z <= realLimit));
+}
+
 const NO_COMMANDS: readonly RecordedCommand[] = Object.freeze([]);
 /** A pass's commands until it ends (replaced then: passCommandsOf). */
 const NO_PASS_COMMANDS: PassCommand[] = Object.freeze([]) as unknown as PassCommand[];
@@ -172,19 +183,30 @@ export class VirtualComputePassEncoder {
   /** The calls so far, in `#scratch[0, #count)` (spareScratch); null once the pass's commands are set. */
   #scratch: PassCommand[] | null;
   #count = 0;
+  /** Its direct dispatches so far: added to its encoder's count when its commands are set (not per call). */
+  #dispatches = 0;
+  /** The workgroup count limits its dispatches are checked against (null: the process's are the real device's), read once. */
+  readonly #workgroupLimit: WorkgroupLimit | null;
   private get encoder(): VirtualCommandEncoder {
     return this.#encoder;
   }
   private get real(): GPUComputePassEncoder {
     return this.#real;
   }
-  constructor(encoder: VirtualCommandEncoder, real: GPUComputePassEncoder, entry: { commands: PassCommand[] } | null, label: string | undefined) {
+  constructor(
+    encoder: VirtualCommandEncoder,
+    real: GPUComputePassEncoder,
+    entry: { commands: PassCommand[] } | null,
+    label: string | undefined,
+    workgroupLimit: WorkgroupLimit | null = null,
+  ) {
     this.#encoder = encoder;
     this.#real = real;
     this.#entry = entry;
     // A pass begun on a finished encoder records nothing (its calls are Dawn's errors on the device).
     this.#scratch = encoder.finished ? null : (spareScratch.pop() ?? []);
     this.#label = label ?? '';
+    this.#workgroupLimit = workgroupLimit;
   }
 
   /** Appends a call to the pass's commands (nothing once they are set: the pass ended, or its encoder finished). */
@@ -212,6 +234,7 @@ export class VirtualComputePassEncoder {
     if (scratch === null) return;
     this.#scratch = null;
     const count = this.#count;
+    this.#encoder.dispatches += this.#dispatches;
     const commands = atEnd ? passCommandsOf(this.#encoder.objects, scratch, count) : scratch.slice(0, count);
     if (this.#entry !== null) this.#entry.commands = commands;
     else this.#encoder.loneCommands(commands);
@@ -320,9 +343,14 @@ export class VirtualComputePassEncoder {
     const cx = size32(x, m, 'workgroupCountX');
     const cy = y === undefined ? 1 : size32(y, m, 'workgroupCountY');
     const cz = z === undefined ? 1 : size32(z, m, 'workgroupCountZ');
-    encoder.dispatches++;
-    if (!encoder.finished && encoder.workgroupCountsAllowed(cx, cy, cz)) {
-      this.#real.dispatchWorkgroups(cx, cy, cz);
+    this.#dispatches++;
+    const limit = this.#workgroupLimit;
+    if (!encoder.finished && (limit === null || countsAllowed(limit, cx, cy, cz))) {
+      // Dawn converts each count it is given (WebIDL, in native code): the counts the program left
+      // at their default of 1 are left out here too (about 0.1 µs a dispatch on lavapipe's host).
+      if (cz !== 1) this.#real.dispatchWorkgroups(cx, cy, cz);
+      else if (cy !== 1) this.#real.dispatchWorkgroups(cx, cy);
+      else this.#real.dispatchWorkgroups(cx);
       this.#push(dispatchRecord(cx, cy, cz));
       return;
     }
@@ -498,12 +526,12 @@ export class VirtualCommandEncoder {
     this.#settleOpenPass();
     let pass: VirtualComputePassEncoder;
     if (!this.#finished && converted === undefined && this.#record.length === 0) {
-      pass = new VirtualComputePassEncoder(this, realPass, null, undefined);
+      pass = new VirtualComputePassEncoder(this, realPass, null, undefined, this.workgroupLimit);
       this.#lonePass = pass;
     } else {
       const entry: RecordedCommand = { op: 'computePass', descriptor: converted, commands: NO_PASS_COMMANDS };
       this.#recordCommand(entry);
-      pass = new VirtualComputePassEncoder(this, realPass, entry, converted?.label);
+      pass = new VirtualComputePassEncoder(this, realPass, entry, converted?.label, this.workgroupLimit);
     }
     if (!this.#finished) this.#openPass = pass;
     return pass;
@@ -594,12 +622,9 @@ export class VirtualCommandEncoder {
     return { ...refusal, realAlignment };
   }
 
-  /** True when no count is refused by workgroupCountRefusal (the common case, without an array). */
-  workgroupCountsAllowed(x: number, y: number, z: number): boolean {
-    const below = this.device.limitChecks.workgroupsPerDimension;
-    if (below === null) return true;
-    const { limit, realLimit } = below;
-    return !((x > limit && x <= realLimit) || (y > limit && y <= realLimit) || (z > limit && z <= realLimit));
+  /** The workgroup count limits a dispatch is checked against (null: the process's are the real device's); a pass reads them at its start. */
+  private get workgroupLimit(): WorkgroupLimit | null {
+    return this.device.limitChecks.workgroupsPerDimension;
   }
 
   /** A workgroup count over this device's maxComputeWorkgroupsPerDimension but within the real device's, or null. */

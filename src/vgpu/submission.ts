@@ -10,7 +10,6 @@ import type { Captured, HeldSubmit } from '../device/physicalDevice.js';
 import type { CostModel, WorkItem, WorkPiece } from '../kernel/dispatch.js';
 import type { Proc } from '../kernel/proc.js';
 import type { CheckedRun } from '../kernel/checkedRuns.js';
-import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
 import { encodePassCommands, flagOf, PassCommand, RecordedCommand, VirtualCommandBuffer, realPassDescriptor } from './commandBuffer.js';
 import { VirtualComputePipeline } from './computePipeline.js';
@@ -18,6 +17,7 @@ import type { VirtualDevice } from './device.js';
 import type { HeldTarget } from './errorScopes.js';
 import { REAL, unwrap, type VirtualObject } from './object.js';
 import { VirtualQuerySet } from './querySet.js';
+import { passFacts } from './passFacts.js';
 import { GPUInternalErrorClass, GPUOutOfMemoryErrorClass, GPUValidationErrorClass, outOfMemoryError, validationError } from './webgpuGlobals.js';
 import { atomParams } from '../wgsl/index.js';
 
@@ -53,7 +53,8 @@ interface Cursor {
 function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
   // Walks the records in place (resources() would build a list per submit, and this runs for every
   // one), with indexed loops: an unoptimized for-of (before V8 optimizes it, or after a full GC
-  // dropped its code) makes an iterator result per element.
+  // dropped its code) makes an iterator result per element. A pass is asked through its facts (what
+  // it uses, each once), not command by command.
   for (let b = 0; b < buffers.length; b++) {
     const commands = buffers[b].commands;
     for (let c = 0; c < commands.length; c++) {
@@ -64,17 +65,8 @@ function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
         continue;
       }
       if (!usable(command.descriptor?.timestampWrites?.querySet)) return false;
-      const passCommands = command.commands;
-      for (let p = 0; p < passCommands.length; p++) {
-        const args = passCommands[p].args;
-        for (let a = 0; a < args.length; a++) {
-          const arg = args[a];
-          if (arg instanceof VirtualBindGroup) {
-            const bound = arg.resources;
-            for (let r = 0; r < bound.length; r++) if (!usable(bound[r])) return false;
-          } else if (!usable(arg)) return false;
-        }
-      }
+      const used = passFacts(command.commands).resources;
+      for (let r = 0; r < used.length; r++) if (!usable(used[r])) return false;
     }
   }
   return true;
@@ -259,17 +251,15 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
           if (copyBytes(command.args) > COPY_CHUNK_BYTES) return true;
         }
         if (command.op !== 'computePass' || command.descriptor?.timestampWrites) continue;
-        let current: unknown = null;
-        const passCommands = command.commands;
-        for (let p = 0; p < passCommands.length; p++) {
-          const pc = passCommands[p];
-          if (pc.op === 'setPipeline') current = pc.args[0];
-          if (pc.op !== 'dispatchWorkgroups' || !(current instanceof VirtualComputePipeline) || !current.atomized) continue;
-          const workgroups = (pc.args[0] as number) * ((pc.args[1] as number | undefined) ?? 1) * ((pc.args[2] as number | undefined) ?? 1);
-          if (workgroups < 2) continue;
+        // Per pipeline, its widest dispatch decides: a forecast grows with the workgroups.
+        const { pipelines, widestDispatch } = passFacts(command.commands);
+        for (let p = 0; p < pipelines.length; p++) {
+          const pipeline = pipelines[p];
+          const workgroups = widestDispatch[p];
+          if (workgroups < 2 || !pipeline.atomized) continue;
           if (this.device.host.atomSize !== null) return true;
-          const forecast = current.cost.forecast(workgroups);
-          if (forecast === null || forecast > this.targetSliceNs || current.cost.resampleDue()) return true;
+          const forecast = pipeline.cost.forecast(workgroups);
+          if (forecast === null || forecast > this.targetSliceNs || pipeline.cost.resampleDue()) return true;
         }
       }
     }
@@ -847,7 +837,7 @@ function keepStamp(piece: WorkPiece, timer: DeviceTimer, slot: TimerSlot, sample
 let summaryLabels: string[] | null = null;
 let summaryCheckedRuns: CheckedRun[] | null = null;
 
-/** One pass over a submit's commands: its pipelines' labels and whether any may be cut (into the scratch above). */
+/** A submit's pipelines' labels and whether any may be cut, from its passes' facts (into the scratch above). */
 function summarizePipelines(buffers: readonly VirtualCommandBuffer[]): void {
   // An array, not a Set: a submit sets few pipelines.
   let labels: string[] | null = null;
@@ -858,11 +848,10 @@ function summarizePipelines(buffers: readonly VirtualCommandBuffer[]): void {
     for (let c = 0; c < commands.length; c++) {
       const command = commands[c];
       if (command.op !== 'computePass') continue;
-      const passCommands = command.commands;
-      for (let p = 0; p < passCommands.length; p++) {
-        const pc = passCommands[p];
-        const pipeline = pc.args[0];
-        if (pc.op !== 'setPipeline' || pipeline === last || !(pipeline instanceof VirtualComputePipeline)) continue;
+      const pipelines = passFacts(command.commands).pipelines;
+      for (let p = 0; p < pipelines.length; p++) {
+        const pipeline = pipelines[p];
+        if (pipeline === last) continue;
         last = pipeline;
         const label = pipeline.label;
         if (label && !(labels ??= []).includes(label)) labels.push(label);

@@ -1,0 +1,88 @@
+// What a submit asks of a compute pass's commands, found once per commands list.
+//
+// Every submit asks three things of each pass it carries: whether each buffer and query set it
+// uses can be submitted now (submission.ts submittable), whether any dispatch is worth splitting
+// (worthSplitting), and which pipelines it runs (summarizePipelines). Each walked every command,
+// so a pass of a hundred dispatches was walked three hundred commands' worth per submit. A loop
+// that encodes the same pass again shares one frozen commands list (commandEncoder.ts
+// passCommandsOf), so the facts are kept per list, and its submits ask a few fields instead.
+// The facts are what the commands name, never the state of those objects (a buffer's mapping,
+// a pipeline's atomized twin, its cost model): that is read at each submit, as before.
+
+import { VirtualBindGroup } from './bindGroup.js';
+import { VirtualBuffer } from './buffer.js';
+import type { PassCommand } from './commandBuffer.js';
+import { VirtualComputePipeline } from './computePipeline.js';
+import { VirtualQuerySet } from './querySet.js';
+import { keepShape } from '../keptShapes.js';
+
+export class PassFacts {
+  /** The buffers and query sets its commands use (bind groups' bindings included), each once. */
+  readonly resources: readonly (VirtualBuffer | VirtualQuerySet)[];
+  /** The compute pipelines it sets, each once, in first-set order. */
+  readonly pipelines: readonly VirtualComputePipeline[];
+  /** For each of `pipelines` (same index), the most workgroups one of its direct dispatches asks for (0: none). */
+  readonly widestDispatch: readonly number[];
+
+  constructor(resources: (VirtualBuffer | VirtualQuerySet)[], pipelines: VirtualComputePipeline[], widestDispatch: number[]) {
+    this.resources = resources;
+    this.pipelines = pipelines;
+    this.widestDispatch = widestDispatch;
+  }
+}
+// Most facts live as long as their pass's list: one kept keeps the shape (src/keptShapes.ts says why).
+keepShape(new PassFacts([], [], []));
+
+const factsOf = new WeakMap<readonly PassCommand[], PassFacts>();
+
+/** The facts of a pass's (frozen) commands: found at the first submit of the list, then kept with it. */
+export function passFacts(commands: readonly PassCommand[]): PassFacts {
+  let facts = factsOf.get(commands);
+  if (facts === undefined) {
+    facts = findFacts(commands);
+    factsOf.set(commands, facts);
+  }
+  return facts;
+}
+
+/** One walk over `commands` (indexed loops: see submission.ts submittable). */
+function findFacts(commands: readonly PassCommand[]): PassFacts {
+  const resources: (VirtualBuffer | VirtualQuerySet)[] = [];
+  const pipelines: VirtualComputePipeline[] = [];
+  const widest: number[] = [];
+  const addResource = (value: unknown): void => {
+    if ((value instanceof VirtualBuffer || value instanceof VirtualQuerySet) && !resources.includes(value)) resources.push(value);
+  };
+  // The index in `pipelines` of the pipeline the pass has set (-1: none, or not a compute pipeline of gpunix's).
+  let current = -1;
+  for (let p = 0; p < commands.length; p++) {
+    const { op, args } = commands[p];
+    if (op === 'setPipeline') {
+      const pipeline = args[0];
+      if (!(pipeline instanceof VirtualComputePipeline)) {
+        current = -1;
+        continue;
+      }
+      current = pipelines.indexOf(pipeline);
+      if (current < 0) {
+        current = pipelines.push(pipeline) - 1;
+        widest.push(0);
+      }
+      continue;
+    }
+    if (op === 'dispatchWorkgroups') {
+      if (current < 0) continue;
+      const workgroups = (args[0] as number) * ((args[1] as number | undefined) ?? 1) * ((args[2] as number | undefined) ?? 1);
+      if (workgroups > widest[current]) widest[current] = workgroups;
+      continue;
+    }
+    for (let a = 0; a < args.length; a++) {
+      const arg = args[a];
+      if (arg instanceof VirtualBindGroup) {
+        const bound = arg.resources;
+        for (let r = 0; r < bound.length; r++) addResource(bound[r]);
+      } else addResource(arg);
+    }
+  }
+  return new PassFacts(resources, pipelines, widest);
+}
