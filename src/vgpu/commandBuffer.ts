@@ -6,6 +6,7 @@ import { REAL, unwrap, VirtualObject } from './object.js';
 import { describeCommandBuffer } from '../foreignObject.js';
 import { VirtualBindGroup } from './bindGroup.js';
 import { keepShape } from '../keptShapes.js';
+import type { PassFacts } from './passFacts.js';
 
 export type PassOp =
   | 'setPipeline'
@@ -31,7 +32,7 @@ export interface PassCommand {
 }
 
 export type RecordedCommand =
-  | { op: 'computePass'; descriptor: GPUComputePassDescriptor | undefined; commands: PassCommand[] }
+  | { op: 'computePass'; descriptor: GPUComputePassDescriptor | undefined; commands: PassCommand[]; facts: PassFacts | null }
   | { op: EncoderOp; args: unknown[] };
 
 /** Where a pipeline binds its process's budget-spent flag (VirtualComputePipeline.spentFlag), read without importing it. */

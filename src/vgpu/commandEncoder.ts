@@ -29,6 +29,7 @@ import { VirtualComputePipeline } from './computePipeline.js';
 import { VirtualBindGroupLayout } from './layouts.js';
 import { keepCallPathShapes } from './shapeKeepers.js';
 import { factsOfLayout } from './limits.js';
+import { findFacts } from './passFacts.js';
 
 /** `error` with each of Dawn's sentences in `rewordings` replaced (a new error of its class when any is). */
 function reword(error: GPUError, rewordings: ReadonlyArray<[string, string]>): GPUError {
@@ -128,7 +129,8 @@ function loneRecordOf(device: object, commands: PassCommand[]): readonly Recorde
   const current = last !== undefined && last.commands.deref() === commands ? last : null;
   const shared = current?.loneRecord?.deref();
   if (shared !== undefined) return shared;
-  const record = Object.freeze([Object.freeze({ op: 'computePass' as const, descriptor: undefined, commands })]);
+  // Shared by every command buffer of this pass alone: its facts are found once, here.
+  const record = Object.freeze([Object.freeze({ op: 'computePass' as const, descriptor: undefined, commands, facts: findFacts(commands) })]);
   if (current !== null) current.loneRecord = new WeakRef(record);
   return record;
 }
@@ -458,7 +460,7 @@ export class VirtualCommandEncoder {
     const pass = this.#lonePass;
     if (pass === null) return;
     this.#lonePass = null;
-    const entry = { op: 'computePass' as const, descriptor: undefined, commands: NO_PASS_COMMANDS };
+    const entry = { op: 'computePass' as const, descriptor: undefined, commands: NO_PASS_COMMANDS, facts: null };
     this.#record = [entry];
     pass.setEntry(entry);
   }
@@ -529,7 +531,7 @@ export class VirtualCommandEncoder {
       pass = new VirtualComputePassEncoder(this, realPass, null, undefined, this.workgroupLimit);
       this.#lonePass = pass;
     } else {
-      const entry: RecordedCommand = { op: 'computePass', descriptor: converted, commands: NO_PASS_COMMANDS };
+      const entry: RecordedCommand = { op: 'computePass', descriptor: converted, commands: NO_PASS_COMMANDS, facts: null };
       this.#recordCommand(entry);
       pass = new VirtualComputePassEncoder(this, realPass, entry, converted?.label, this.workgroupLimit);
     }

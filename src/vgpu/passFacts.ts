@@ -1,13 +1,17 @@
-// What a submit asks of a compute pass's commands, found once per commands list.
+// What a submit asks of a compute pass's commands, found once per pass record.
 //
 // Every submit asks three things of each pass it carries: whether each buffer and query set it
 // uses can be submitted now (submission.ts submittable), whether any dispatch is worth splitting
 // (worthSplitting), and which pipelines it runs (summarizePipelines). Each walked every command,
-// so a pass of a hundred dispatches was walked three hundred commands' worth per submit. A loop
-// that encodes the same pass again shares one frozen commands list (commandEncoder.ts
-// passCommandsOf), so the facts are kept per list, and its submits ask a few fields instead.
-// The facts are what the commands name, never the state of those objects (a buffer's mapping,
-// a pipeline's atomized twin, its cost model): that is read at each submit, as before.
+// so a pass of a hundred dispatches was walked three hundred commands' worth per submit. The
+// facts are found in one walk and kept on the pass's record (RecordedCommand's `facts`); a loop
+// that encodes the same pass alone in its encoder shares one record (commandEncoder.ts
+// loneRecordOf), so its submits find them made. The facts are what the commands name, never the
+// state of those objects (a buffer's mapping, a pipeline's atomized twin, its cost model): that
+// is read at each submit, as before.
+//
+// Kept on the record rather than in a map beside it: the record is what a submit holds, it lives
+// exactly as long as what the facts name, and a lookup costs nothing.
 
 import { VirtualBindGroup } from './bindGroup.js';
 import { VirtualBuffer } from './buffer.js';
@@ -33,20 +37,23 @@ export class PassFacts {
 // Most facts live as long as their pass's list: one kept keeps the shape (src/keptShapes.ts says why).
 keepShape(new PassFacts([], [], []));
 
-const factsOf = new WeakMap<readonly PassCommand[], PassFacts>();
+/** A compute pass's record: its facts are kept in it (null until first asked, unless made with them). */
+interface PassRecord {
+  readonly commands: readonly PassCommand[];
+  facts: PassFacts | null;
+}
 
-/** The facts of a pass's (frozen) commands: found at the first submit of the list, then kept with it. */
-export function passFacts(commands: readonly PassCommand[]): PassFacts {
-  let facts = factsOf.get(commands);
-  if (facts === undefined) {
-    facts = findFacts(commands);
-    factsOf.set(commands, facts);
-  }
+/** The facts of a pass's record: found at its first submit and kept in it (a frozen record is made with them). */
+export function passFacts(record: PassRecord): PassFacts {
+  const known = record.facts;
+  if (known !== null) return known;
+  const facts = findFacts(record.commands);
+  if (!Object.isFrozen(record)) record.facts = facts;
   return facts;
 }
 
 /** One walk over `commands` (indexed loops: see submission.ts submittable). */
-function findFacts(commands: readonly PassCommand[]): PassFacts {
+export function findFacts(commands: readonly PassCommand[]): PassFacts {
   const resources: (VirtualBuffer | VirtualQuerySet)[] = [];
   const pipelines: VirtualComputePipeline[] = [];
   const widest: number[] = [];

@@ -65,7 +65,7 @@ function submittable(buffers: readonly VirtualCommandBuffer[]): boolean {
         continue;
       }
       if (!usable(command.descriptor?.timestampWrites?.querySet)) return false;
-      const used = passFacts(command.commands).resources;
+      const used = passFacts(command).resources;
       for (let r = 0; r < used.length; r++) if (!usable(used[r])) return false;
     }
   }
@@ -252,7 +252,7 @@ export class Submission implements WorkItem, BracketedSubmit, HeldSubmit {
         }
         if (command.op !== 'computePass' || command.descriptor?.timestampWrites) continue;
         // Per pipeline, its widest dispatch decides: a forecast grows with the workgroups.
-        const { pipelines, widestDispatch } = passFacts(command.commands);
+        const { pipelines, widestDispatch } = passFacts(command);
         for (let p = 0; p < pipelines.length; p++) {
           const pipeline = pipelines[p];
           const workgroups = widestDispatch[p];
@@ -848,7 +848,7 @@ function summarizePipelines(buffers: readonly VirtualCommandBuffer[]): void {
     for (let c = 0; c < commands.length; c++) {
       const command = commands[c];
       if (command.op !== 'computePass') continue;
-      const pipelines = passFacts(command.commands).pipelines;
+      const pipelines = passFacts(command).pipelines;
       for (let p = 0; p < pipelines.length; p++) {
         const pipeline = pipelines[p];
         if (pipeline === last) continue;
