@@ -399,4 +399,35 @@ describe('the call path of a dispatch loop', () => {
       await atomKernel.shutdown();
     }
   });
+
+  it('refuses a split submit whose pass binds many buffers once any one of them is destroyed', async () => {
+    // Past 16 distinct buffers a pass's facts keep a Set beside the list: the last of 20 counts too.
+    const atomKernel = await createKernel({ atomSize: 1 });
+    try {
+      const r = await rig(atomKernel, 'many-buffers');
+      const { device, pipeline } = r;
+      const buffers = Array.from({ length: 20 }, () => device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC }));
+      const groups = buffers.map((buffer) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] }));
+      const submitAll = (): void => {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        for (const group of groups) {
+          pass.setBindGroup(0, group);
+          pass.dispatchWorkgroups(2);
+        }
+        pass.end();
+        device.queue.submit([encoder.finish()]);
+      };
+      submitAll();
+      buffers[19].destroy();
+      device.pushErrorScope('validation');
+      submitAll();
+      assert.equal((await device.popErrorScope())?.constructor.name, 'GPUValidationError');
+      assert.deepEqual(await Promise.all(buffers.slice(0, 3).map((buffer) => readWord(device, buffer))), [2, 2, 2], 'the first submit ran, nothing of the second');
+      await r.proc.exit();
+    } finally {
+      await atomKernel.shutdown();
+    }
+  });
 });

@@ -57,8 +57,19 @@ export function findFacts(commands: readonly PassCommand[]): PassFacts {
   const resources: (VirtualBuffer | VirtualQuerySet)[] = [];
   const pipelines: VirtualComputePipeline[] = [];
   const widest: number[] = [];
+  // Searched in place while short (a pass names few), with a Set beside it once long: a pass that
+  // binds hundreds of buffers must not cost a search of all of them per binding.
+  let seen: Set<VirtualBuffer | VirtualQuerySet> | null = null;
   const addResource = (value: unknown): void => {
-    if ((value instanceof VirtualBuffer || value instanceof VirtualQuerySet) && !resources.includes(value)) resources.push(value);
+    if (!(value instanceof VirtualBuffer || value instanceof VirtualQuerySet)) return;
+    if (seen === null) {
+      if (resources.includes(value)) return;
+      resources.push(value);
+      if (resources.length > 16) seen = new Set(resources);
+    } else if (!seen.has(value)) {
+      seen.add(value);
+      resources.push(value);
+    }
   };
   // The index in `pipelines` of the pipeline the pass has set (-1: none, or not a compute pipeline of gpunix's).
   let current = -1;
