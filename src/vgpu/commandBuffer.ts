@@ -87,7 +87,7 @@ export function realPassDescriptor(descriptor: GPUComputePassDescriptor | undefi
  * The distinct virtual objects a record names, in first-use order: a list searched in place while
  * short (a record names few; this runs for every submit), a Set beside it once long.
  */
-class Resources {
+export class Resources {
   readonly list: VirtualObject[] = [];
   #seen: Set<VirtualObject> | null = null;
   /** Adds `value` if it is a virtual object; a bind group adds what its entries bind instead. */

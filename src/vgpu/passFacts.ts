@@ -13,22 +13,20 @@
 // Kept on the record rather than in a map beside it: the record is what a submit holds, it lives
 // exactly as long as what the facts name, and a lookup costs nothing.
 
-import { VirtualBindGroup } from './bindGroup.js';
-import { VirtualBuffer } from './buffer.js';
-import type { PassCommand } from './commandBuffer.js';
+import { Resources, type PassCommand } from './commandBuffer.js';
 import { VirtualComputePipeline } from './computePipeline.js';
-import { VirtualQuerySet } from './querySet.js';
+import type { VirtualObject } from './object.js';
 import { keepShape } from '../keptShapes.js';
 
 export class PassFacts {
-  /** The buffers and query sets its commands use (bind groups' bindings included), each once. */
-  readonly resources: readonly (VirtualBuffer | VirtualQuerySet)[];
+  /** The objects its commands use besides pipelines (bind groups' bindings in their place: buffers, query sets), each once. */
+  readonly resources: readonly VirtualObject[];
   /** The compute pipelines it sets, each once, in first-set order. */
   readonly pipelines: readonly VirtualComputePipeline[];
   /** For each of `pipelines` (same index), the most workgroups one of its direct dispatches asks for (0: none). */
   readonly widestDispatch: readonly number[];
 
-  constructor(resources: (VirtualBuffer | VirtualQuerySet)[], pipelines: VirtualComputePipeline[], widestDispatch: number[]) {
+  constructor(resources: VirtualObject[], pipelines: VirtualComputePipeline[], widestDispatch: number[]) {
     this.resources = resources;
     this.pipelines = pipelines;
     this.widestDispatch = widestDispatch;
@@ -54,23 +52,9 @@ export function passFacts(record: PassRecord): PassFacts {
 
 /** One walk over `commands` (indexed loops: see submission.ts submittable). */
 export function findFacts(commands: readonly PassCommand[]): PassFacts {
-  const resources: (VirtualBuffer | VirtualQuerySet)[] = [];
+  const resources = new Resources();
   const pipelines: VirtualComputePipeline[] = [];
   const widest: number[] = [];
-  // Searched in place while short (a pass names few), with a Set beside it once long: a pass that
-  // binds hundreds of buffers must not cost a search of all of them per binding.
-  let seen: Set<VirtualBuffer | VirtualQuerySet> | null = null;
-  const addResource = (value: unknown): void => {
-    if (!(value instanceof VirtualBuffer || value instanceof VirtualQuerySet)) return;
-    if (seen === null) {
-      if (resources.includes(value)) return;
-      resources.push(value);
-      if (resources.length > 16) seen = new Set(resources);
-    } else if (!seen.has(value)) {
-      seen.add(value);
-      resources.push(value);
-    }
-  };
   // The index in `pipelines` of the pipeline the pass has set (-1: none, or not a compute pipeline of gpunix's).
   let current = -1;
   for (let p = 0; p < commands.length; p++) {
@@ -94,13 +78,8 @@ export function findFacts(commands: readonly PassCommand[]): PassFacts {
       if (workgroups > widest[current]) widest[current] = workgroups;
       continue;
     }
-    for (let a = 0; a < args.length; a++) {
-      const arg = args[a];
-      if (arg instanceof VirtualBindGroup) {
-        const bound = arg.resources;
-        for (let r = 0; r < bound.length; r++) addResource(bound[r]);
-      } else addResource(arg);
-    }
+    // Its bind groups' bindings, buffers, query sets (commandBuffer.ts Resources: a Set beside the list once long).
+    for (let a = 0; a < args.length; a++) resources.add(args[a]);
   }
-  return new PassFacts(resources, pipelines, widest);
+  return new PassFacts(resources.list, pipelines, widest);
 }
